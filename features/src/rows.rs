@@ -1,0 +1,364 @@
+//! Typed rows of every star-schema table.
+//!
+//! Each struct is one row; its fields are the table's columns in file order, and the field docs are the
+//! column docs. The [`star_table!`] macro derives [`TableRow`] (the column list, the partition date) and,
+//! with the `polars` feature, the conversions to and from a polars `DataFrame`.
+//!
+//! Identifiers are text: real sources name lots and bays their own way (`BHMBCCMKT01`, `poi1`, `567`);
+//! each source prefixes its ids (`bhm:`, `mlg:`, `mel:`, `sim:`) so that imports never collide.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{ColumnSpec, ColumnValue, Table};
+
+/// A row type of one warehouse table.
+pub trait TableRow: Sized + Clone + Send + Sync + 'static {
+    /// The table the row belongs to.
+    const TABLE: Table;
+    /// The columns, in file order.
+    const COLUMNS: &'static [ColumnSpec];
+    /// The timestamp column whose UTC date is the hive partition, for fact tables.
+    const PARTITION_COLUMN: Option<&'static str>;
+    /// The UTC date of the partition this row belongs to, for fact tables.
+    fn partition_date(&self) -> Option<NaiveDate>;
+}
+
+macro_rules! star_table {
+    (
+        $(#[$meta:meta])*
+        $row:ident => $table:ident, partition: $partition:tt,
+        { $( $(#[doc = $doc:literal])+ $field:ident : $ty:ty ),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct $row {
+            $( $(#[doc = $doc])+ pub $field: $ty, )+
+        }
+
+        impl TableRow for $row {
+            const TABLE: Table = Table::$table;
+            const COLUMNS: &'static [ColumnSpec] = &[
+                $(
+                    ColumnSpec {
+                        name: stringify!($field),
+                        column_type: <$ty as ColumnValue>::COLUMN_TYPE,
+                        nullable: <$ty as ColumnValue>::NULLABLE,
+                        doc: concat!($($doc),+),
+                    },
+                )+
+            ];
+            const PARTITION_COLUMN: Option<&'static str> = star_table!(@partition_name $partition);
+
+            fn partition_date(&self) -> Option<NaiveDate> {
+                star_table!(@partition_date self, $partition)
+            }
+        }
+
+        #[cfg(feature = "polars")]
+        impl crate::warehouse::FrameRow for $row {
+            fn to_frame(rows: &[Self]) -> polars::prelude::PolarsResult<polars::prelude::DataFrame> {
+                use crate::warehouse::PolarsValue;
+                let height = rows.len();
+                let columns = vec![
+                    $( <$ty as PolarsValue>::to_column(stringify!($field), rows.iter().map(|row| &row.$field)), )+
+                ];
+                polars::prelude::DataFrame::new(height, columns)
+            }
+
+            fn from_frame(
+                frame: &polars::prelude::DataFrame,
+            ) -> Result<Vec<Self>, crate::warehouse::WarehouseError> {
+                use crate::warehouse::PolarsValue;
+                $(
+                    let mut $field = <$ty as PolarsValue>::from_column(
+                        Table::$table,
+                        stringify!($field),
+                        frame.column(stringify!($field)).map_err(|source| {
+                            crate::warehouse::WarehouseError::Polars {
+                                context: format!("reading column {} of {}", stringify!($field), Table::$table),
+                                source,
+                            }
+                        })?,
+                    )?
+                    .into_iter();
+                )+
+                let mut rows = Vec::with_capacity(frame.height());
+                for _ in 0..frame.height() {
+                    rows.push($row {
+                        $( $field: $field.next().expect("every column should have one value per row"), )+
+                    });
+                }
+                Ok(rows)
+            }
+        }
+    };
+    (@partition_name none) => { None };
+    (@partition_name $field:ident) => { Some(stringify!($field)) };
+    (@partition_date $self:ident, none) => { None };
+    (@partition_date $self:ident, $field:ident) => { Some($self.$field.date_naive()) };
+}
+
+star_table! {
+    /// One sensor reading of one slot: a status change, or a heartbeat repeating the current status.
+    SlotStatusRow => FactSlotStatus, partition: ts,
+    {
+        /// Event time: when the sensor measured (UTC, ms).
+        ts: DateTime<Utc>,
+        /// When the reading reached the backend (UTC, ms); later than `ts` for late readings.
+        received_ts: DateTime<Utc>,
+        /// The slot the sensor watches.
+        slot_id: String,
+        /// The lot the slot belongs to.
+        lot_id: String,
+        /// Whether the sensor saw a vehicle.
+        occupied: bool,
+        /// `change` for a status change, `heartbeat` for a periodic repeat of the current status.
+        kind: String,
+        /// Per-sensor sequence number, increasing with each reading the sensor sends.
+        sensor_seq: u64,
+        /// Where the row came from: `simulated`, `melbourne`, `kafka`, ...
+        source: String,
+    }
+}
+
+star_table! {
+    /// One stay of a vehicle in a slot.
+    ParkingSessionRow => FactParkingSession, partition: entry_ts,
+    {
+        /// Unique id of the stay.
+        session_id: String,
+        /// The slot used.
+        slot_id: String,
+        /// The lot of the slot.
+        lot_id: String,
+        /// The vehicle, when known (gate systems know it; street sensors do not).
+        vehicle_id: Option<String>,
+        /// The customer, when known.
+        customer_id: Option<String>,
+        /// Arrival (UTC, ms).
+        entry_ts: DateTime<Utc>,
+        /// Departure (UTC, ms); null while the vehicle is still parked at the end of the data.
+        exit_ts: Option<DateTime<Utc>>,
+        /// Longest stay allowed or paid for, in minutes, when a limit applies.
+        allowed_minutes: Option<i32>,
+        /// Whether the stay broke the slot's restriction (overstay, no payment).
+        in_violation: bool,
+        /// Where the row came from.
+        source: String,
+    }
+}
+
+star_table! {
+    /// A barcode or app scan at a lot's gate.
+    CustomerScanRow => FactCustomerScan, partition: ts,
+    {
+        /// When the scan happened (UTC, ms).
+        ts: DateTime<Utc>,
+        /// The customer whose code was scanned.
+        customer_id: String,
+        /// The vehicle, when the gate reads plates.
+        vehicle_id: Option<String>,
+        /// The lot.
+        lot_id: String,
+        /// The gate that scanned.
+        gate: String,
+        /// `entry` or `exit`.
+        direction: String,
+        /// The stay the scan opened or closed.
+        session_id: Option<String>,
+        /// Where the row came from.
+        source: String,
+    }
+}
+
+star_table! {
+    /// A parking slip: what a stay cost, with penalties.
+    PaymentRow => FactPayment, partition: paid_ts,
+    {
+        /// Unique slip id.
+        slip_id: String,
+        /// The stay paid for.
+        session_id: String,
+        /// The paying customer, when known.
+        customer_id: Option<String>,
+        /// The lot.
+        lot_id: String,
+        /// The tariff applied.
+        tariff_id: String,
+        /// Amount for the stay, in cents of `currency`, penalties excluded.
+        amount_cents: i64,
+        /// Penalty for an overstay or a missing payment, in cents.
+        penalty_cents: i64,
+        /// ISO 4217 currency code.
+        currency: String,
+        /// When the slip was paid (UTC, ms).
+        paid_ts: DateTime<Utc>,
+        /// Where the row came from.
+        source: String,
+    }
+}
+
+star_table! {
+    /// Occupied slots of one lot at one instant.
+    LotOccupancyRow => FactLotOccupancy, partition: ts,
+    {
+        /// The lot.
+        lot_id: String,
+        /// The instant (UTC, ms): an interval boundary when derived, the counter's time when imported.
+        ts: DateTime<Utc>,
+        /// Occupied slots, within [0, capacity] after cleaning.
+        occupied: i32,
+        /// Slots whose status is unknown at `ts` (silent or never-seen sensors); 0 for counters.
+        unknown: i32,
+        /// Capacity at `ts` (capacities change: a garage adds a floor).
+        capacity: i32,
+        /// Where the row came from: `simulated`, `birmingham`, `malaga`, `melbourne`, `csv`, ...
+        source: String,
+    }
+}
+
+star_table! {
+    /// A parking lot: a garage or a block of street bays.
+    LotRow => DimLot, partition: none,
+    {
+        /// Unique lot id.
+        lot_id: String,
+        /// The zone the lot belongs to.
+        zone_id: String,
+        /// Human-readable name.
+        name: String,
+        /// `commuter_garage`, `shopping_centre`, `street_zone`, `nightlife`, `stadium`, `garage`, ...
+        kind: String,
+        /// Current legal capacity in slots.
+        capacity: i32,
+        /// WGS84 latitude, when known.
+        latitude: Option<f64>,
+        /// WGS84 longitude, when known.
+        longitude: Option<f64>,
+        /// IANA time zone of the lot (local time drives demand).
+        timezone: String,
+        /// Holiday region, `CC` or `CC-SUB` (ISO 3166), e.g. `GB-ENG`.
+        holiday_region: String,
+        /// Where the row came from.
+        source: String,
+    }
+}
+
+star_table! {
+    /// A zone grouping lots.
+    ZoneRow => DimZone, partition: none,
+    {
+        /// Unique zone id.
+        zone_id: String,
+        /// Human-readable name.
+        name: String,
+        /// City.
+        city: String,
+        /// IANA time zone.
+        timezone: String,
+        /// Where the row came from.
+        source: String,
+    }
+}
+
+star_table! {
+    /// One slot (bay).
+    SlotRow => DimSlot, partition: none,
+    {
+        /// Unique slot id.
+        slot_id: String,
+        /// The lot.
+        lot_id: String,
+        /// `standard`, `ev`, `disabled`, `motorcycle`, `loading`.
+        slot_type: String,
+        /// WGS84 latitude, when known.
+        latitude: Option<f64>,
+        /// WGS84 longitude, when known.
+        longitude: Option<f64>,
+        /// Where the row came from.
+        source: String,
+    }
+}
+
+star_table! {
+    /// A customer. Contact data is PII: only keyed hashes are stored, never the clear value.
+    CustomerRow => DimCustomer, partition: none,
+    {
+        /// Unique customer id.
+        customer_id: String,
+        /// HMAC-SHA256 (hex) of the normalised e-mail address.
+        email_hash: Option<String>,
+        /// HMAC-SHA256 (hex) of the normalised phone number.
+        phone_hash: Option<String>,
+        /// `subscriber` (season ticket) or `visitor`.
+        customer_type: String,
+        /// When the customer registered.
+        registered_on: NaiveDate,
+        /// Where the row came from.
+        source: String,
+    }
+}
+
+star_table! {
+    /// A vehicle. The plate is PII: only its keyed hash is stored.
+    VehicleRow => DimVehicle, partition: none,
+    {
+        /// Unique vehicle id.
+        vehicle_id: String,
+        /// The owner.
+        customer_id: Option<String>,
+        /// HMAC-SHA256 (hex) of the normalised plate.
+        plate_hash: String,
+        /// `car`, `ev`, `van`, `motorcycle`.
+        vehicle_type: String,
+        /// Whether the holder has a disabled parking permit.
+        disabled_permit: bool,
+        /// Where the row came from.
+        source: String,
+    }
+}
+
+star_table! {
+    /// One date in one holiday region.
+    CalendarRow => DimCalendar, partition: none,
+    {
+        /// The date.
+        date: NaiveDate,
+        /// Holiday region (`GB-ENG`, `ES-AN`, `AU-VIC`, ...).
+        region: String,
+        /// ISO day of week, 1 = Monday .. 7 = Sunday.
+        day_of_week: i32,
+        /// Saturday or Sunday.
+        is_weekend: bool,
+        /// Public holiday name, if the date is one in the region.
+        holiday_name: Option<String>,
+        /// Days until the next public holiday (0 on a holiday), capped at 366.
+        days_to_holiday: i32,
+        /// Days since the previous public holiday (0 on a holiday), capped at 366.
+        days_from_holiday: i32,
+    }
+}
+
+star_table! {
+    /// A special event that moves demand at one lot.
+    EventRow => DimEvent, partition: none,
+    {
+        /// Unique event id.
+        event_id: String,
+        /// The lot whose demand the event moves.
+        lot_id: String,
+        /// Human-readable name.
+        name: String,
+        /// `match`, `concert`, `market`, ...
+        kind: String,
+        /// Start (UTC, ms).
+        start_ts: DateTime<Utc>,
+        /// End (UTC, ms).
+        end_ts: DateTime<Utc>,
+        /// Expected visitors who arrive by car.
+        expected_cars: i32,
+        /// Where the row came from.
+        source: String,
+    }
+}

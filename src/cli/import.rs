@@ -1,0 +1,155 @@
+//! `parkcast import`: real occupancy data into a warehouse.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use parkcast_features::warehouse::Warehouse;
+use parkcast_training::datasets::datasets_dir;
+use parkcast_training::import::{self, ImportReport, ImportSource};
+
+use super::{GlobalArgs, WarehouseLocation};
+use crate::progress::BarProgress;
+use crate::report;
+
+/// Arguments of `parkcast import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub location: WarehouseLocation,
+    #[command(subcommand)]
+    pub source: SourceArgs,
+}
+
+/// What to import. Paths default to the data sets in `../shared/datasets` (or `$PARKCAST_DATASETS`).
+#[derive(Debug, Subcommand)]
+pub enum SourceArgs {
+    /// Birmingham, Málaga and Melbourne, one after the other.
+    All,
+    /// UCI "Parking Birmingham": 30 garages, Oct-Dec 2016, every ~30 min (local time Europe/London).
+    Birmingham {
+        /// parking_birmingham.csv
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Málaga municipal garages, 2022-2026, every ~10 min (local time Europe/Madrid).
+    Malaga {
+        /// free_spaces_long.csv.gz
+        #[arg(long)]
+        csv_gz: Option<PathBuf>,
+        /// lots.csv (names and coordinates)
+        #[arg(long)]
+        lots: Option<PathBuf>,
+    },
+    /// City of Melbourne bay sensors: every stay of 12 June 2014, as slot sessions and status events.
+    Melbourne {
+        /// bay_events_2014-06-12.csv
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// bay_locations.json
+        #[arg(long)]
+        locations: Option<PathBuf>,
+        /// Interval of the derived lot occupancy, minutes.
+        #[arg(long, default_value_t = 5)]
+        interval: u32,
+    },
+    /// A generic CSV: `lot_id,timestamp,occupied|free,capacity` (see README, "Importing your data").
+    Csv {
+        /// The CSV file.
+        path: PathBuf,
+        /// Name of the source (ids are prefixed `csv-<name>:`; re-importing a name replaces it).
+        #[arg(long)]
+        name: String,
+        /// Time zone of naive timestamps (IANA name, e.g. Europe/Paris).
+        #[arg(long)]
+        timezone: Option<chrono_tz::Tz>,
+        /// Holiday region for the calendar (ISO 3166 CC or CC-SUB, e.g. FR, ES-AN).
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+impl SourceArgs {
+    /// The sources this asks for, with default paths filled in.
+    pub fn sources(self) -> Vec<ImportSource> {
+        let data = datasets_dir();
+        let birmingham = |csv: Option<PathBuf>| ImportSource::Birmingham {
+            csv: csv.unwrap_or_else(|| data.join("birmingham/parking_birmingham.csv")),
+        };
+        let malaga = |csv_gz: Option<PathBuf>, lots: Option<PathBuf>| ImportSource::Malaga {
+            free_spaces_csv_gz: csv_gz
+                .unwrap_or_else(|| data.join("malaga/free_spaces_long.csv.gz")),
+            lots_csv: lots.unwrap_or_else(|| data.join("malaga/lots.csv")),
+        };
+        let melbourne =
+            |events: Option<PathBuf>, locations: Option<PathBuf>, interval_minutes: u32| {
+                ImportSource::Melbourne {
+                    events_csv: events
+                        .unwrap_or_else(|| data.join("melbourne/bay_events_2014-06-12.csv")),
+                    locations_json: locations
+                        .unwrap_or_else(|| data.join("melbourne/bay_locations.json")),
+                    interval_minutes,
+                }
+            };
+        match self {
+            SourceArgs::All => vec![
+                birmingham(None),
+                malaga(None, None),
+                melbourne(None, None, 5),
+            ],
+            SourceArgs::Birmingham { csv } => vec![birmingham(csv)],
+            SourceArgs::Malaga { csv_gz, lots } => vec![malaga(csv_gz, lots)],
+            SourceArgs::Melbourne {
+                events,
+                locations,
+                interval,
+            } => vec![melbourne(events, locations, interval)],
+            SourceArgs::Csv {
+                path,
+                name,
+                timezone,
+                region,
+            } => {
+                vec![ImportSource::Csv {
+                    path,
+                    name,
+                    timezone,
+                    holiday_region: region,
+                }]
+            }
+        }
+    }
+}
+
+pub fn run(args: ImportArgs, global: &GlobalArgs) -> Result<()> {
+    let warehouse = Warehouse::create(&args.location.warehouse).with_context(|| {
+        format!(
+            "failed to open the warehouse at {}",
+            args.location.warehouse.display()
+        )
+    })?;
+    for source in args.source.sources() {
+        let report = import_one(&source, &warehouse, global)?;
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// Imports one source with a progress bar.
+pub fn import_one(
+    source: &ImportSource,
+    warehouse: &Warehouse,
+    global: &GlobalArgs,
+) -> Result<ImportReport> {
+    tracing::info!(source = %source.writer_name(), "importing");
+    let progress = BarProgress::new(global.quiet);
+    let result = import::import(source, warehouse, &progress);
+    progress.finish();
+    result.with_context(|| format!("failed to import {}", source.writer_name()))
+}
+
+/// Prints an import's cleaning report and what it wrote.
+pub fn print_report(report: &ImportReport) {
+    println!("{}", report::import_table(report));
+    println!("{}", report::written_table(&report.written));
+}

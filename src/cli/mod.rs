@@ -1,0 +1,75 @@
+//! Command-line arguments and dispatch.
+
+mod demo;
+mod import;
+mod simulate;
+mod warehouse;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+/// parkcast predicts free parking slots.
+///
+/// An offline trainer learns occupancy forecasts from a star-schema warehouse (Parquet); a server scores
+/// live sensor streams. Start with `parkcast demo`, which builds a warehouse from a simulated city and
+/// the real open data sets and prints what it holds.
+#[derive(Debug, Parser)]
+#[command(name = "parkcast", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log filter (`error`, `warn`, `info`, `debug`, or a tracing directive); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "PARKCAST_LOG")]
+    pub log_level: String,
+    /// Log as JSON lines (for log shippers).
+    #[arg(long, global = true, env = "PARKCAST_LOG_JSON")]
+    pub log_json: bool,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the product end to end on built-in data: simulate a city, import the real data sets, and
+    /// print what the warehouse holds.
+    Demo(demo::DemoArgs),
+    /// Simulate a city (lots, slots, customers, sensors, payments) into a warehouse.
+    Simulate(simulate::SimulateArgs),
+    /// Import real occupancy data (Birmingham, Málaga, Melbourne, or a generic CSV) into a warehouse.
+    Import(import::ImportArgs),
+    /// Show what a warehouse holds: files, rows, bytes and date range per table.
+    Warehouse(warehouse::WarehouseArgs),
+}
+
+/// Where a warehouse lives.
+#[derive(Debug, Args, Clone)]
+pub struct WarehouseLocation {
+    /// Warehouse folder (created if missing).
+    #[arg(
+        long,
+        short = 'w',
+        env = "PARKCAST_WAREHOUSE",
+        default_value = "out/warehouse"
+    )]
+    pub warehouse: PathBuf,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args, &cli.global),
+        Command::Simulate(args) => simulate::run(args, &cli.global),
+        Command::Import(args) => import::run(args, &cli.global),
+        Command::Warehouse(args) => warehouse::run(args),
+    }
+}

@@ -1,0 +1,152 @@
+//! Readable summaries printed at the end of long commands.
+
+use comfy_table::{Cell, CellAlignment, Table as TextTable, presets::UTF8_FULL_CONDENSED};
+use parkcast_features::schema::Table;
+use parkcast_features::warehouse::{TableSummary, WriteStats};
+use parkcast_training::import::ImportReport;
+use parkcast_training::simulate::SimulationReport;
+
+fn new_table(header: &[&str]) -> TextTable {
+    let mut table = TextTable::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(header.iter().map(Cell::new));
+    table
+}
+
+fn number(value: u64) -> Cell {
+    Cell::new(thousands(value)).set_alignment(CellAlignment::Right)
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+/// Bytes as KiB / MiB.
+pub fn bytes(value: u64) -> String {
+    match value {
+        0..1_024 => format!("{value} B"),
+        1_024..1_048_576 => format!("{:.1} KiB", value as f64 / 1_024.0),
+        _ => format!("{:.1} MiB", value as f64 / 1_048_576.0),
+    }
+}
+
+/// What a simulation built.
+pub fn simulation_table(report: &SimulationReport) -> TextTable {
+    let mut table = new_table(&["simulated city", "value"]);
+    let stats = &report.stats;
+    let rows: [(&str, u64); 14] = [
+        ("lots", report.lots as u64),
+        ("slots", report.slots as u64),
+        ("days", u64::from(report.days)),
+        ("customers", report.customers as u64),
+        ("vehicles", report.vehicles as u64),
+        ("special events", report.events as u64),
+        ("stays", report.sessions),
+        ("drivers turned away (full)", stats.turned_away),
+        ("street overstays", stats.overstays),
+        ("sensor outages", stats.outages),
+        ("readings lost in outages", stats.lost_in_outage),
+        ("stuck-sensor episodes", stats.stuck_episodes),
+        ("late readings", stats.late_readings),
+        ("duplicate readings", stats.duplicate_readings),
+    ];
+    for (name, value) in rows {
+        table.add_row(vec![Cell::new(name), number(value)]);
+    }
+    table.add_row(vec![
+        Cell::new("elapsed"),
+        Cell::new(format!("{:.1} s", report.elapsed.as_secs_f64()))
+            .set_alignment(CellAlignment::Right),
+    ]);
+    table
+}
+
+/// Files, rows and bytes written per table.
+pub fn written_table(written: &[(Table, WriteStats)]) -> TextTable {
+    let mut table = new_table(&["table", "files", "rows", "size"]);
+    for (name, stats) in written {
+        table.add_row(vec![
+            Cell::new(name.name()),
+            number(stats.files as u64),
+            number(stats.rows),
+            Cell::new(bytes(stats.bytes)).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    table
+}
+
+/// What a warehouse holds.
+pub fn warehouse_table(summary: &[TableSummary]) -> TextTable {
+    let mut table = new_table(&["table", "files", "rows", "size", "first date", "last date"]);
+    for entry in summary {
+        let (first, last) = entry
+            .date_range
+            .map_or((String::new(), String::new()), |(first, last)| {
+                (first.to_string(), last.to_string())
+            });
+        table.add_row(vec![
+            Cell::new(entry.table.name()),
+            number(entry.files as u64),
+            number(entry.rows),
+            Cell::new(bytes(entry.bytes)).set_alignment(CellAlignment::Right),
+            Cell::new(first),
+            Cell::new(last),
+        ]);
+    }
+    table
+}
+
+/// An import's cleaning rules and counts.
+pub fn import_table(report: &ImportReport) -> TextTable {
+    let mut table = new_table(&[&format!("import: {}", report.source), "rows", "rule"]);
+    table.add_row(vec![
+        Cell::new("rows read"),
+        number(report.rows_read),
+        Cell::new(""),
+    ]);
+    for rule in &report.rules {
+        table.add_row(vec![
+            Cell::new(rule.rule),
+            number(rule.count),
+            Cell::new(rule.description),
+        ]);
+    }
+    table.add_row(vec![
+        Cell::new("lots"),
+        number(report.lots as u64),
+        Cell::new(""),
+    ]);
+    if let (Some(first), Some(last)) = (report.first_ts, report.last_ts) {
+        table.add_row(vec![
+            Cell::new("time range (UTC)"),
+            Cell::new(""),
+            Cell::new(format!("{first} .. {last}")),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(35_717), "35,717");
+        assert_eq!(thousands(1_585_514), "1,585,514");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(2_048), "2.0 KiB");
+    }
+}

@@ -1,0 +1,19 @@
+//! The offline side of parkcast: build the warehouse (simulate a city, import real data), and, in later
+//! issues, fit forecasters, backtest them and write versioned artifacts.
+//!
+//! ```no_run
+//! use parkcast_features::warehouse::Warehouse;
+//! use parkcast_training::progress::NoProgress;
+//! use parkcast_training::simulate::{simulate, SimulationParams};
+//!
+//! let warehouse = Warehouse::create("/tmp/city")?;
+//! let params = SimulationParams::default().lots(10).days(7).check()?;
+//! let report = simulate(&params, &warehouse, &NoProgress)?;
+//! println!("{} sessions", report.sessions);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod datasets;
+pub mod import;
+pub mod progress;
+pub mod simulate;
