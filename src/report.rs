@@ -6,7 +6,8 @@ use parkcast_features::warehouse::{TableSummary, WriteStats};
 use parkcast_training::import::ImportReport;
 use parkcast_training::simulate::SimulationReport;
 
-fn new_table(header: &[&str]) -> TextTable {
+/// A table in the house style.
+pub fn new_table(header: &[&str]) -> TextTable {
     let mut table = TextTable::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(header.iter().map(Cell::new));

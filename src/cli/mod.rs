@@ -1,5 +1,6 @@
 //! Command-line arguments and dispatch.
 
+mod bench;
 mod demo;
 mod import;
 mod simulate;
@@ -49,6 +50,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Show what a warehouse holds: files, rows, bytes and date range per table.
     Warehouse(warehouse::WarehouseArgs),
+    /// Measure speed and memory of the main paths on real inputs, printed as a table.
+    Bench(bench::BenchArgs),
 }
 
 /// Where a warehouse lives.
@@ -71,5 +74,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Simulate(args) => simulate::run(args, &cli.global),
         Command::Import(args) => import::run(args, &cli.global),
         Command::Warehouse(args) => warehouse::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
