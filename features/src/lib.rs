@@ -17,7 +17,9 @@
 //! assert_eq!(Table::FactSlotStatus.partition_column(), Some("ts"));
 //! ```
 
+pub mod baseline;
 pub mod calendar;
+pub mod grid;
 pub mod occupancy;
 pub mod pii;
 pub mod rows;

@@ -1,5 +1,6 @@
 //! Command-line arguments and dispatch.
 
+mod backtest;
 mod bench;
 mod demo;
 mod import;
@@ -48,6 +49,9 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Import real occupancy data (Birmingham, Málaga, Melbourne, or a generic CSV) into a warehouse.
     Import(import::ImportArgs),
+    /// Backtest the baselines (persistence, seasonal naive, profile, persistence + profile change) on a
+    /// source's lot occupancy: MAE and RMSE per horizon, in rate and in slots.
+    Backtest(backtest::BacktestArgs),
     /// Show what a warehouse holds: files, rows, bytes and date range per table.
     Warehouse(warehouse::WarehouseArgs),
     /// Measure speed and memory of the main paths on real inputs, printed as a table.
@@ -75,5 +79,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => import::run(args, &cli.global),
         Command::Warehouse(args) => warehouse::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Backtest(args) => backtest::run(args),
     }
 }

@@ -13,6 +13,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod backtest;
 pub mod datasets;
 pub mod import;
 pub mod progress;

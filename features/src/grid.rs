@@ -1,0 +1,155 @@
+//! Occupancy on a regular time grid.
+//!
+//! Counters report at irregular instants (Birmingham at 07:59:42, 08:25:42, ...). Forecasting works on
+//! a grid: each reading goes to the *nearest* grid instant, and a later reading of the same instant
+//! replaces an earlier one. This is the protocol of the published Birmingham figures (MODELS.md
+//! reproduces them exactly with it).
+//!
+//! Point in time: a grid value at instant `t` may come from a reading up to half a step after `t`.
+//! A forecast "from origin `t`" is therefore issued at `t + step/2` at the latest and uses only grid
+//! values at or before `t`; horizons count grid steps from `t`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
+use chrono_tz::Tz;
+
+/// The grid instant nearest to `ts_ms` (ties go to the later instant).
+pub fn nearest_instant(ts_ms: i64, step_ms: i64) -> i64 {
+    (ts_ms + step_ms / 2).div_euclid(step_ms) * step_ms
+}
+
+/// One grid value: occupied slots and the capacity then.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GridValue {
+    /// Occupied slots.
+    pub occupied: f64,
+    /// Capacity at that instant.
+    pub capacity: f64,
+}
+
+impl GridValue {
+    /// Occupancy rate, occupied / capacity (0 for a zero capacity).
+    pub fn rate(&self) -> f64 {
+        if self.capacity > 0.0 {
+            self.occupied / self.capacity
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One lot's occupancy on a grid, with gaps where no reading fell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridSeries {
+    step_ms: i64,
+    timezone: Tz,
+    values: BTreeMap<i64, GridValue>,
+}
+
+impl GridSeries {
+    /// An empty series with a step (ms, > 0) and the lot's time zone.
+    pub fn new(step_ms: i64, timezone: Tz) -> Self {
+        assert!(step_ms > 0, "a grid step should be positive");
+        GridSeries {
+            step_ms,
+            timezone,
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a reading. Readings must come in time order: the later of two readings of one grid
+    /// instant is kept.
+    pub fn push(&mut self, ts_ms: i64, occupied: f64, capacity: f64) {
+        self.values.insert(
+            nearest_instant(ts_ms, self.step_ms),
+            GridValue { occupied, capacity },
+        );
+    }
+
+    /// The grid step, ms.
+    pub fn step_ms(&self) -> i64 {
+        self.step_ms
+    }
+
+    /// The lot's time zone.
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
+
+    /// The value at a grid instant.
+    pub fn at(&self, instant_ms: i64) -> Option<GridValue> {
+        self.values.get(&instant_ms).copied()
+    }
+
+    /// The rate at a grid instant.
+    pub fn rate_at(&self, instant_ms: i64) -> Option<f64> {
+        self.at(instant_ms).map(|value| value.rate())
+    }
+
+    /// Grid instants with a value, in order, with their values.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, GridValue)> + '_ {
+        self.values
+            .iter()
+            .map(|(instant, value)| (*instant, *value))
+    }
+
+    /// Number of instants with a value.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether no instant has a value.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Local wall-clock time of a grid instant.
+    pub fn local(&self, instant_ms: i64) -> NaiveDateTime {
+        DateTime::<Utc>::from_timestamp_millis(instant_ms)
+            .expect("grid instants should be in chrono's range")
+            .with_timezone(&self.timezone)
+            .naive_local()
+    }
+}
+
+/// Index of a local time within its day on a grid of `step_minutes` (0 = the slot starting at midnight).
+pub fn slot_of_day(local: NaiveDateTime, step_minutes: u32) -> u32 {
+    (local.hour() * 60 + local.minute()) / step_minutes.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HALF_HOUR: i64 = 30 * 60_000;
+
+    #[test]
+    fn readings_go_to_the_nearest_instant_and_later_ones_win() {
+        let base = 1_480_000_000_000 / HALF_HOUR * HALF_HOUR;
+        let mut series = GridSeries::new(HALF_HOUR, chrono_tz::UTC);
+        series.push(base - 18_000, 10.0, 100.0); // 18 s before: nearest is `base`
+        series.push(base + 14 * 60_000, 20.0, 100.0); // 14 min after: still `base`, replaces
+        series.push(base + 16 * 60_000, 30.0, 100.0); // 16 min after: the next instant
+        assert_eq!(series.rate_at(base), Some(0.2));
+        assert_eq!(series.rate_at(base + HALF_HOUR), Some(0.3));
+        assert_eq!(series.len(), 2);
+        assert_eq!(
+            nearest_instant(base + HALF_HOUR / 2, HALF_HOUR),
+            base + HALF_HOUR
+        );
+        assert_eq!(nearest_instant(-1, HALF_HOUR), 0);
+    }
+
+    #[test]
+    fn local_slots_follow_the_lots_time_zone() {
+        let series = GridSeries::new(HALF_HOUR, chrono_tz::Europe::London);
+        // 2016-07-01 07:30 UTC is 08:30 in London (BST).
+        let instant = DateTime::parse_from_rfc3339("2016-07-01T07:30:00Z")
+            .expect("valid")
+            .timestamp_millis();
+        let local = series.local(instant);
+        assert_eq!(local.hour(), 8);
+        assert_eq!(slot_of_day(local, 30), 17);
+    }
+}

@@ -1,0 +1,338 @@
+//! Backtests of the baselines on the warehouse's lot occupancy.
+//!
+//! The protocol (the one behind the published Birmingham figures, which it reproduces): readings go to
+//! the nearest grid instant ([`parkcast_features::grid`]); the profile is fitted on the data before the
+//! test window only; each test target is forecast from the origin `horizon` steps earlier, on the same
+//! local day when `same_day` is set (garages that close at night have no overnight origins); a baseline
+//! that lacks an input falls back to persistence, and the fallbacks are counted. Errors are reported as
+//! MAE and RMSE of the rate and in slots (rate error times the capacity at the target).
+//!
+//! Models (linear, tree ensembles) and rolling origins join this module in the trainer issue.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{Days, NaiveDate, TimeZone};
+use chrono_tz::Tz;
+use parkcast_features::baseline::{Baseline, WeekdayProfile};
+use parkcast_features::grid::GridSeries;
+use parkcast_features::rows::LotRow;
+use parkcast_features::schema::Table;
+use parkcast_features::warehouse::{Warehouse, WarehouseError};
+use polars::prelude::*;
+
+/// Errors of a backtest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BacktestError {
+    /// Reading the warehouse failed.
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    /// A polars query failed.
+    #[error("{context}: {source}")]
+    Polars {
+        /// What was being done.
+        context: &'static str,
+        /// The polars error.
+        source: PolarsError,
+    },
+    /// A lot's time zone is not an IANA name.
+    #[error("lot {lot_id} has an unknown time zone {timezone:?}")]
+    BadTimezone {
+        /// The lot.
+        lot_id: String,
+        /// The zone found.
+        timezone: String,
+    },
+    /// Invalid settings.
+    #[error("invalid backtest config: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No lot had enough data.
+    #[error(
+        "no usable lot for source {source_name:?} (each needs readings on at least {min_day_share:.0}% of training days)"
+    )]
+    NoUsableLot {
+        /// The source.
+        source_name: String,
+        /// The coverage asked for, percent.
+        min_day_share: f64,
+    },
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacktestConfig {
+    /// `fact_lot_occupancy.source` to evaluate (`birmingham`, `malaga`, `simulated`, ...).
+    pub source: String,
+    /// Grid step, minutes.
+    pub step_minutes: u32,
+    /// Horizons, in grid steps.
+    pub horizons: Vec<u32>,
+    /// First local date of the test window.
+    pub test_start: NaiveDate,
+    /// Last local date of the test window (inclusive).
+    pub test_end: NaiveDate,
+    /// Pair origins and targets only within one local day.
+    pub same_day: bool,
+    /// A lot is usable when it has readings on at least this share of the training days.
+    pub min_day_share: f64,
+}
+
+impl BacktestConfig {
+    /// The Birmingham protocol of the reference figures: 30-minute grid, horizons 30 min / 1 h / 2 h,
+    /// test week 13-19 Dec 2016, same-day pairs.
+    pub fn birmingham() -> Self {
+        BacktestConfig {
+            source: "birmingham".to_owned(),
+            step_minutes: 30,
+            horizons: vec![1, 2, 4],
+            test_start: NaiveDate::from_ymd_opt(2016, 12, 13).expect("valid date"),
+            test_end: NaiveDate::from_ymd_opt(2016, 12, 19).expect("valid date"),
+            same_day: true,
+            min_day_share: 0.5,
+        }
+    }
+
+    fn validate(&self) -> Result<(), BacktestError> {
+        let invalid = |reason| Err(BacktestError::InvalidConfig { reason });
+        if self.step_minutes == 0 || 1_440 % self.step_minutes != 0 {
+            return invalid("step_minutes must divide a day");
+        }
+        if self.horizons.is_empty() || self.horizons.contains(&0) {
+            return invalid("horizons must be non-empty and positive");
+        }
+        if self.test_end < self.test_start {
+            return invalid("test_end must not be before test_start");
+        }
+        if !(0.0..=1.0).contains(&self.min_day_share) {
+            return invalid("min_day_share must be within [0, 1]");
+        }
+        Ok(())
+    }
+}
+
+/// Errors of one model at one horizon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HorizonMetrics {
+    /// The model.
+    pub model: &'static str,
+    /// Horizon in grid steps.
+    pub horizon_steps: u32,
+    /// Horizon in minutes.
+    pub horizon_minutes: u32,
+    /// Forecast-actual pairs.
+    pub pairs: u64,
+    /// Pairs where the model fell back to persistence.
+    pub fallbacks: u64,
+    /// Mean absolute error of the rate.
+    pub mae_rate: f64,
+    /// Root mean squared error of the rate.
+    pub rmse_rate: f64,
+    /// Mean absolute error in slots.
+    pub mae_slots: f64,
+    /// Root mean squared error in slots.
+    pub rmse_slots: f64,
+}
+
+/// The result of a backtest.
+#[derive(Debug, Clone)]
+pub struct BacktestReport {
+    /// Lots evaluated.
+    pub lots: Vec<String>,
+    /// Lots left out for too little data.
+    pub excluded_lots: Vec<String>,
+    /// One entry per model and horizon, models in [`Baseline::ALL`] order.
+    pub metrics: Vec<HorizonMetrics>,
+}
+
+impl BacktestReport {
+    /// The metrics of a model at a horizon.
+    pub fn get(&self, model: &str, horizon_steps: u32) -> Option<&HorizonMetrics> {
+        self.metrics
+            .iter()
+            .find(|metrics| metrics.model == model && metrics.horizon_steps == horizon_steps)
+    }
+}
+
+#[derive(Default)]
+struct Accumulator {
+    pairs: u64,
+    fallbacks: u64,
+    abs_rate: f64,
+    sq_rate: f64,
+    abs_slots: f64,
+    sq_slots: f64,
+}
+
+/// Runs the baselines over the test window.
+pub fn backtest_baselines(
+    warehouse: &Warehouse,
+    config: &BacktestConfig,
+) -> Result<BacktestReport, BacktestError> {
+    config.validate()?;
+    let series = load_series(warehouse, config)?;
+    let mut lots = Vec::new();
+    let mut excluded_lots = Vec::new();
+    let mut accumulators: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
+    let step_ms = i64::from(config.step_minutes) * 60_000;
+
+    for (lot_id, lot_series) in &series {
+        let tz = lot_series.timezone();
+        let test_start_ms = local_midnight_ms(tz, config.test_start);
+        let test_end_ms = local_midnight_ms(tz, config.test_end + Days::new(1));
+        let training_days: HashSet<NaiveDate> = lot_series
+            .iter()
+            .filter(|(instant, _)| *instant < test_start_ms)
+            .map(|(instant, _)| lot_series.local(instant).date())
+            .collect();
+        let first_day = lot_series
+            .iter()
+            .next()
+            .map(|(instant, _)| lot_series.local(instant).date());
+        let span_days = first_day.map_or(0, |first| (config.test_start - first).num_days().max(1));
+        if (training_days.len() as f64) < config.min_day_share * span_days as f64 {
+            excluded_lots.push(lot_id.clone());
+            continue;
+        }
+        lots.push(lot_id.clone());
+        let profile = WeekdayProfile::fit(lot_series, test_start_ms);
+        for (target_ms, actual) in lot_series
+            .iter()
+            .filter(|(instant, _)| (test_start_ms..test_end_ms).contains(instant))
+        {
+            for &horizon in &config.horizons {
+                let origin_ms = target_ms - i64::from(horizon) * step_ms;
+                let Some(last) = lot_series.rate_at(origin_ms) else {
+                    continue;
+                };
+                if config.same_day
+                    && lot_series.local(origin_ms).date() != lot_series.local(target_ms).date()
+                {
+                    continue;
+                }
+                for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
+                    let forecast = baseline.forecast(lot_series, &profile, origin_ms, target_ms);
+                    let accumulator = accumulators.entry((model_index, horizon)).or_default();
+                    if forecast.is_none() {
+                        accumulator.fallbacks += 1;
+                    }
+                    let error = forecast.unwrap_or(last) - actual.rate();
+                    accumulator.pairs += 1;
+                    accumulator.abs_rate += error.abs();
+                    accumulator.sq_rate += error * error;
+                    accumulator.abs_slots += error.abs() * actual.capacity;
+                    accumulator.sq_slots += (error * actual.capacity).powi(2);
+                }
+            }
+        }
+    }
+    if lots.is_empty() {
+        return Err(BacktestError::NoUsableLot {
+            source_name: config.source.clone(),
+            min_day_share: config.min_day_share * 100.0,
+        });
+    }
+    let metrics = accumulators
+        .into_iter()
+        .map(|((model_index, horizon), accumulator)| {
+            let pairs = accumulator.pairs.max(1) as f64;
+            HorizonMetrics {
+                model: Baseline::ALL[model_index].name(),
+                horizon_steps: horizon,
+                horizon_minutes: horizon * config.step_minutes,
+                pairs: accumulator.pairs,
+                fallbacks: accumulator.fallbacks,
+                mae_rate: accumulator.abs_rate / pairs,
+                rmse_rate: (accumulator.sq_rate / pairs).sqrt(),
+                mae_slots: accumulator.abs_slots / pairs,
+                rmse_slots: (accumulator.sq_slots / pairs).sqrt(),
+            }
+        })
+        .collect();
+    Ok(BacktestReport {
+        lots,
+        excluded_lots,
+        metrics,
+    })
+}
+
+fn local_midnight_ms(tz: Tz, date: NaiveDate) -> i64 {
+    let midnight = date.and_hms_opt(0, 0, 0).expect("midnight should be valid");
+    tz.from_local_datetime(&midnight).earliest().map_or_else(
+        || midnight.and_utc().timestamp_millis(),
+        |instant| instant.timestamp_millis(),
+    )
+}
+
+/// Every lot of the source as a grid series, read with a lazy scan (only the needed columns).
+fn load_series(
+    warehouse: &Warehouse,
+    config: &BacktestConfig,
+) -> Result<BTreeMap<String, GridSeries>, BacktestError> {
+    let timezones: HashMap<String, String> = warehouse
+        .read_rows::<LotRow>()?
+        .into_iter()
+        .map(|lot| (lot.lot_id, lot.timezone))
+        .collect();
+    let polars_error = |context| move |source| BacktestError::Polars { context, source };
+    let frame = warehouse
+        .scan(Table::FactLotOccupancy)?
+        .filter(col("source").eq(lit(config.source.clone())))
+        .select([col("lot_id"), col("ts"), col("occupied"), col("capacity")])
+        .sort(
+            ["lot_id", "ts"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .collect()
+        .map_err(polars_error("reading fact_lot_occupancy"))?;
+    let column = |name| frame.column(name).map_err(polars_error("reading a column"));
+    let lot_ids = column("lot_id")?
+        .str()
+        .map_err(polars_error("lot_id as text"))?
+        .clone();
+    let timestamps = column("ts")?
+        .datetime()
+        .map_err(polars_error("ts as datetime"))?
+        .physical()
+        .clone();
+    let occupied = column("occupied")?
+        .i32()
+        .map_err(polars_error("occupied as int32"))?
+        .clone();
+    let capacities = column("capacity")?
+        .i32()
+        .map_err(polars_error("capacity as int32"))?
+        .clone();
+
+    let step_ms = i64::from(config.step_minutes) * 60_000;
+    let mut series: BTreeMap<String, GridSeries> = BTreeMap::new();
+    let rows = lot_ids
+        .iter()
+        .zip(timestamps.iter())
+        .zip(occupied.iter())
+        .zip(capacities.iter());
+    for (((lot_id, ts), occupied), capacity) in rows {
+        let (Some(lot_id), Some(ts), Some(occupied), Some(capacity)) =
+            (lot_id, ts, occupied, capacity)
+        else {
+            continue;
+        };
+        if !series.contains_key(lot_id) {
+            let timezone_name = timezones.get(lot_id).map_or("UTC", String::as_str);
+            let timezone: Tz = timezone_name
+                .parse()
+                .map_err(|_| BacktestError::BadTimezone {
+                    lot_id: lot_id.to_owned(),
+                    timezone: timezone_name.to_owned(),
+                })?;
+            series.insert(lot_id.to_owned(), GridSeries::new(step_ms, timezone));
+        }
+        series
+            .get_mut(lot_id)
+            .expect("the lot's series was just inserted")
+            .push(ts, f64::from(occupied), f64::from(capacity));
+    }
+    Ok(series)
+}

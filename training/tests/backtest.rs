@@ -1,0 +1,93 @@
+//! The baselines on the real Birmingham data reproduce the published reference figures, through the
+//! whole pipeline: import, warehouse, lazy scan, grid alignment, evaluation.
+
+use parkcast_features::warehouse::Warehouse;
+use parkcast_training::backtest::{BacktestConfig, BacktestError, backtest_baselines};
+use parkcast_training::datasets::datasets_dir;
+use parkcast_training::import::{ImportSource, import};
+use parkcast_training::progress::NoProgress;
+
+fn birmingham_warehouse() -> (tempfile::TempDir, Warehouse) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let warehouse = Warehouse::create(dir.path()).expect("warehouse");
+    let source = ImportSource::Birmingham {
+        csv: datasets_dir().join("birmingham/parking_birmingham.csv"),
+    };
+    import(&source, &warehouse, &NoProgress).expect("the Birmingham import should succeed");
+    (dir, warehouse)
+}
+
+#[test]
+fn birmingham_baselines_match_the_reference_figures() {
+    let (_dir, warehouse) = birmingham_warehouse();
+    let report = backtest_baselines(&warehouse, &BacktestConfig::birmingham()).expect("backtest");
+    assert_eq!(
+        report.lots.len(),
+        28,
+        "28 usable lots; left out: {:?}",
+        report.excluded_lots
+    );
+    assert_eq!(report.excluded_lots.len(), 2);
+    // MODELS.md's probe (same protocol, computed independently in Python): persistence and
+    // persistence + profile change at 30 min, 1 h, 2 h.
+    let expected = [
+        ("persistence", [0.0365, 0.0697, 0.1269]),
+        ("persistence + profile change", [0.0139, 0.0226, 0.0369]),
+    ];
+    for (model, figures) in expected {
+        for (horizon, figure) in [1, 2, 4].into_iter().zip(figures) {
+            let metrics = report
+                .get(model, horizon)
+                .expect("every model and horizon is reported");
+            assert!(
+                (metrics.mae_rate - figure).abs() < 0.0006,
+                "{model} at {} min: MAE {:.4}, reference {figure}",
+                metrics.horizon_minutes,
+                metrics.mae_rate
+            );
+            assert!(metrics.rmse_rate >= metrics.mae_rate);
+            assert!(metrics.pairs > 2_000);
+        }
+    }
+    // The profile change is the baseline to beat: far better than persistence at every horizon.
+    for horizon in [1, 2, 4] {
+        let persistence = report
+            .get("persistence", horizon)
+            .expect("reported")
+            .mae_rate;
+        let change = report
+            .get("persistence + profile change", horizon)
+            .expect("reported")
+            .mae_rate;
+        assert!(change < 0.5 * persistence);
+    }
+}
+
+#[test]
+fn an_unknown_source_and_bad_settings_are_refused() {
+    let (_dir, warehouse) = birmingham_warehouse();
+    let config = BacktestConfig {
+        source: "nowhere".to_owned(),
+        ..BacktestConfig::birmingham()
+    };
+    assert!(matches!(
+        backtest_baselines(&warehouse, &config),
+        Err(BacktestError::NoUsableLot { .. })
+    ));
+    let config = BacktestConfig {
+        horizons: vec![],
+        ..BacktestConfig::birmingham()
+    };
+    assert!(matches!(
+        backtest_baselines(&warehouse, &config),
+        Err(BacktestError::InvalidConfig { .. })
+    ));
+    let config = BacktestConfig {
+        step_minutes: 7,
+        ..BacktestConfig::birmingham()
+    };
+    assert!(matches!(
+        backtest_baselines(&warehouse, &config),
+        Err(BacktestError::InvalidConfig { .. })
+    ));
+}
