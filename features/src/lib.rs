@@ -19,6 +19,7 @@
 
 pub mod baseline;
 pub mod calendar;
+pub mod conformal;
 pub mod grid;
 pub mod occupancy;
 pub mod pii;

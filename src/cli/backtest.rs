@@ -33,6 +33,9 @@ pub struct BacktestArgs {
     /// Also pair origins and targets across midnight (default: same local day only).
     #[arg(long)]
     pub across_days: bool,
+    /// Days before the test window that calibrate the conformal intervals.
+    #[arg(long, default_value_t = 14)]
+    pub calibration_days: u32,
 }
 
 pub fn run(args: BacktestArgs) -> Result<()> {
@@ -49,6 +52,7 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         test_start: args.test_start,
         test_end: args.test_end,
         same_day: !args.across_days,
+        calibration_days: args.calibration_days,
         ..BacktestConfig::birmingham()
     };
     let outcome = backtest::backtest_baselines(&warehouse, &config).context("backtest failed")?;
@@ -59,9 +63,18 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         "RMSE rate",
         "MAE slots",
         "RMSE slots",
+        "80% covers",
+        "95% covers",
+        "80% width",
         "pairs",
         "fallbacks",
     ]);
+    let percent = |share: Option<f64>| {
+        share.map_or_else(
+            || "n/a".to_owned(),
+            |share| format!("{:.1}%", 100.0 * share),
+        )
+    };
     let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
     for metrics in &outcome.metrics {
         table.add_row(vec![
@@ -71,6 +84,13 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             right(format!("{:.4}", metrics.rmse_rate)),
             right(format!("{:.2}", metrics.mae_slots)),
             right(format!("{:.2}", metrics.rmse_slots)),
+            right(percent(metrics.coverage_80)),
+            right(percent(metrics.coverage_95)),
+            right(
+                metrics
+                    .width_80
+                    .map_or_else(|| "n/a".to_owned(), |width| format!("{width:.3}")),
+            ),
             right(report::thousands(metrics.pairs)),
             right(report::thousands(metrics.fallbacks)),
         ]);

@@ -7,6 +7,10 @@
 //! that lacks an input falls back to persistence, and the fallbacks are counted. Errors are reported as
 //! MAE and RMSE of the rate and in slots (rate error times the capacity at the target).
 //!
+//! Uncertainty: each model's residuals per horizon on the `calibration_days` before the test window
+//! (from a profile fitted before those days) calibrate split-conformal 80% and 95% intervals
+//! ([`parkcast_features::conformal`]); the report gives the share of test actuals they cover.
+//!
 //! Models (linear, tree ensembles) and rolling origins join this module in the trainer issue.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,7 +18,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{Days, NaiveDate, TimeZone};
 use chrono_tz::Tz;
 use parkcast_features::baseline::{Baseline, WeekdayProfile};
-use parkcast_features::grid::GridSeries;
+use parkcast_features::conformal::ResidualCalibration;
+use parkcast_features::grid::{GridSeries, GridValue};
 use parkcast_features::rows::LotRow;
 use parkcast_features::schema::Table;
 use parkcast_features::warehouse::{Warehouse, WarehouseError};
@@ -78,6 +83,9 @@ pub struct BacktestConfig {
     pub same_day: bool,
     /// A lot is usable when it has readings on at least this share of the training days.
     pub min_day_share: f64,
+    /// Days before the test window whose residuals calibrate the intervals (the profile used for
+    /// them is fitted before these days, so the residuals are out of sample).
+    pub calibration_days: u32,
 }
 
 impl BacktestConfig {
@@ -92,6 +100,7 @@ impl BacktestConfig {
             test_end: NaiveDate::from_ymd_opt(2016, 12, 19).expect("valid date"),
             same_day: true,
             min_day_share: 0.5,
+            calibration_days: 14,
         }
     }
 
@@ -108,6 +117,9 @@ impl BacktestConfig {
         }
         if !(0.0..=1.0).contains(&self.min_day_share) {
             return invalid("min_day_share must be within [0, 1]");
+        }
+        if self.calibration_days == 0 {
+            return invalid("calibration_days must be positive");
         }
         Ok(())
     }
@@ -134,6 +146,12 @@ pub struct HorizonMetrics {
     pub mae_slots: f64,
     /// Root mean squared error in slots.
     pub rmse_slots: f64,
+    /// Share of test actuals inside the 80% conformal interval (`None` without calibration data).
+    pub coverage_80: Option<f64>,
+    /// Share of test actuals inside the 95% conformal interval.
+    pub coverage_95: Option<f64>,
+    /// Mean width of the 80% interval, as a rate.
+    pub width_80: Option<f64>,
 }
 
 /// The result of a backtest.
@@ -164,6 +182,35 @@ struct Accumulator {
     sq_rate: f64,
     abs_slots: f64,
     sq_slots: f64,
+    covered_80: u64,
+    covered_95: u64,
+    width_80: f64,
+}
+
+/// Calls `visit(horizon, origin_ms, target_ms, actual, last_rate)` for every forecast pair whose target
+/// lies in `[window_start_ms, window_end_ms)` and whose origin has a value.
+fn for_each_pair(
+    series: &GridSeries,
+    config: &BacktestConfig,
+    (window_start_ms, window_end_ms): (i64, i64),
+    mut visit: impl FnMut(u32, i64, i64, GridValue, f64),
+) {
+    let step_ms = i64::from(config.step_minutes) * 60_000;
+    for (target_ms, actual) in series
+        .iter()
+        .filter(|(instant, _)| (window_start_ms..window_end_ms).contains(instant))
+    {
+        for &horizon in &config.horizons {
+            let origin_ms = target_ms - i64::from(horizon) * step_ms;
+            let Some(last) = series.rate_at(origin_ms) else {
+                continue;
+            };
+            if config.same_day && series.local(origin_ms).date() != series.local(target_ms).date() {
+                continue;
+            }
+            visit(horizon, origin_ms, target_ms, actual, last);
+        }
+    }
 }
 
 /// Runs the baselines over the test window.
@@ -175,8 +222,8 @@ pub fn backtest_baselines(
     let series = load_series(warehouse, config)?;
     let mut lots = Vec::new();
     let mut excluded_lots = Vec::new();
+    let mut usable: Vec<(&GridSeries, i64, i64)> = Vec::new();
     let mut accumulators: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
-    let step_ms = i64::from(config.step_minutes) * 60_000;
 
     for (lot_id, lot_series) in &series {
         let tz = lot_series.timezone();
@@ -197,36 +244,71 @@ pub fn backtest_baselines(
             continue;
         }
         lots.push(lot_id.clone());
-        let profile = WeekdayProfile::fit(lot_series, test_start_ms);
-        for (target_ms, actual) in lot_series
-            .iter()
-            .filter(|(instant, _)| (test_start_ms..test_end_ms).contains(instant))
-        {
-            for &horizon in &config.horizons {
-                let origin_ms = target_ms - i64::from(horizon) * step_ms;
-                let Some(last) = lot_series.rate_at(origin_ms) else {
-                    continue;
-                };
-                if config.same_day
-                    && lot_series.local(origin_ms).date() != lot_series.local(target_ms).date()
-                {
-                    continue;
+        usable.push((lot_series, test_start_ms, test_end_ms));
+    }
+
+    // Calibration: residuals on the days before the test window, from a profile that never saw them.
+    let mut residuals: HashMap<(usize, u32), Vec<f64>> = HashMap::new();
+    for &(lot_series, test_start_ms, _) in &usable {
+        let calibration_start = config.test_start - Days::new(u64::from(config.calibration_days));
+        let calibration_start_ms = local_midnight_ms(lot_series.timezone(), calibration_start);
+        let profile = WeekdayProfile::fit(lot_series, calibration_start_ms);
+        for_each_pair(
+            lot_series,
+            config,
+            (calibration_start_ms, test_start_ms),
+            |horizon, origin_ms, target_ms, actual, last| {
+                for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
+                    let forecast = baseline
+                        .forecast(lot_series, &profile, origin_ms, target_ms)
+                        .unwrap_or(last);
+                    residuals
+                        .entry((model_index, horizon))
+                        .or_default()
+                        .push(actual.rate() - forecast);
                 }
+            },
+        );
+    }
+    let calibrations: HashMap<(usize, u32), ResidualCalibration> = residuals
+        .into_iter()
+        .filter_map(|(key, residuals)| {
+            ResidualCalibration::fit(residuals).map(|calibration| (key, calibration))
+        })
+        .collect();
+
+    for &(lot_series, test_start_ms, test_end_ms) in &usable {
+        let profile = WeekdayProfile::fit(lot_series, test_start_ms);
+        for_each_pair(
+            lot_series,
+            config,
+            (test_start_ms, test_end_ms),
+            |horizon, origin_ms, target_ms, actual, last| {
                 for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
                     let forecast = baseline.forecast(lot_series, &profile, origin_ms, target_ms);
                     let accumulator = accumulators.entry((model_index, horizon)).or_default();
                     if forecast.is_none() {
                         accumulator.fallbacks += 1;
                     }
-                    let error = forecast.unwrap_or(last) - actual.rate();
+                    let forecast = forecast.unwrap_or(last);
+                    let error = forecast - actual.rate();
                     accumulator.pairs += 1;
                     accumulator.abs_rate += error.abs();
                     accumulator.sq_rate += error * error;
                     accumulator.abs_slots += error.abs() * actual.capacity;
                     accumulator.sq_slots += (error * actual.capacity).powi(2);
+                    if let Some(calibration) = calibrations.get(&(model_index, horizon)) {
+                        let inside =
+                            |(low, high): (f64, f64)| (low..=high).contains(&actual.rate());
+                        let interval_80 = calibration.interval(forecast, 0.8);
+                        accumulator.covered_80 += u64::from(inside(interval_80));
+                        accumulator.covered_95 +=
+                            u64::from(inside(calibration.interval(forecast, 0.95)));
+                        accumulator.width_80 += interval_80.1 - interval_80.0;
+                    }
                 }
-            }
-        }
+            },
+        );
     }
     if lots.is_empty() {
         return Err(BacktestError::NoUsableLot {
@@ -238,6 +320,8 @@ pub fn backtest_baselines(
         .into_iter()
         .map(|((model_index, horizon), accumulator)| {
             let pairs = accumulator.pairs.max(1) as f64;
+            let calibrated = calibrations.contains_key(&(model_index, horizon));
+            let share = |count: u64| calibrated.then(|| count as f64 / pairs);
             HorizonMetrics {
                 model: Baseline::ALL[model_index].name(),
                 horizon_steps: horizon,
@@ -248,6 +332,9 @@ pub fn backtest_baselines(
                 rmse_rate: (accumulator.sq_rate / pairs).sqrt(),
                 mae_slots: accumulator.abs_slots / pairs,
                 rmse_slots: (accumulator.sq_slots / pairs).sqrt(),
+                coverage_80: share(accumulator.covered_80),
+                coverage_95: share(accumulator.covered_95),
+                width_80: calibrated.then(|| accumulator.width_80 / pairs),
             }
         })
         .collect();

@@ -49,6 +49,25 @@ fn birmingham_baselines_match_the_reference_figures() {
             assert!(metrics.pairs > 2_000);
         }
     }
+    // Conformal intervals calibrated on the two weeks before the test week hold their coverage there.
+    for horizon in [1, 2, 4] {
+        let metrics = report
+            .get("persistence + profile change", horizon)
+            .expect("reported");
+        let covered_80 = metrics.coverage_80.expect("calibrated");
+        let covered_95 = metrics.coverage_95.expect("calibrated");
+        assert!(
+            (0.75..=0.85).contains(&covered_80),
+            "80% interval covers {covered_80:.3} at {} min",
+            metrics.horizon_minutes
+        );
+        assert!(
+            (0.90..=0.99).contains(&covered_95),
+            "95% interval covers {covered_95:.3} at {} min",
+            metrics.horizon_minutes
+        );
+        assert!(metrics.width_80.expect("calibrated") < 0.2);
+    }
     // The profile change is the baseline to beat: far better than persistence at every horizon.
     for horizon in [1, 2, 4] {
         let persistence = report

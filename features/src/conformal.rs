@@ -1,0 +1,151 @@
+//! Split-conformal intervals and probabilities from calibration residuals.
+//!
+//! A forecaster's residuals (actual - forecast, as occupancy rates) on a calibration window that it
+//! did not see while fitting make its uncertainty honest without assuming a distribution:
+//!
+//! - the interval at coverage `c` is the forecast plus or minus the `ceil((n + 1) c) / n` quantile of
+//!   the absolute residuals (split conformal), clipped to [0, 1] (that is, [0, capacity] in slots);
+//! - probabilities of events (at least one free slot, occupancy >= 80% or < 60%, what the app and the
+//!   SFpark-style pricing rule consume) read the empirical distribution `forecast + residual`.
+//!
+//! Coverage holds when test errors are exchangeable with calibration errors; a holiday or a level
+//! shift breaks that, which is why the backtest reports the coverage it actually got.
+
+/// Residuals of one forecaster at one horizon, sorted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResidualCalibration {
+    signed: Vec<f64>,
+    absolute: Vec<f64>,
+}
+
+impl ResidualCalibration {
+    /// Calibration from residuals (actual - forecast); non-finite values are ignored. `None` without
+    /// any finite residual.
+    pub fn fit(residuals: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let mut signed: Vec<f64> = residuals
+            .into_iter()
+            .filter(|residual| residual.is_finite())
+            .collect();
+        if signed.is_empty() {
+            return None;
+        }
+        signed.sort_by(f64::total_cmp);
+        let mut absolute: Vec<f64> = signed.iter().map(|residual| residual.abs()).collect();
+        absolute.sort_by(f64::total_cmp);
+        Some(ResidualCalibration { signed, absolute })
+    }
+
+    /// Number of calibration residuals.
+    pub fn len(&self) -> usize {
+        self.signed.len()
+    }
+
+    /// Whether there are no residuals (never true for a fitted calibration).
+    pub fn is_empty(&self) -> bool {
+        self.signed.is_empty()
+    }
+
+    /// Half-width of the interval at `coverage` (0..1): the conformal quantile of absolute residuals.
+    /// With too few residuals for the coverage asked, the largest residual.
+    pub fn half_width(&self, coverage: f64) -> f64 {
+        let n = self.absolute.len();
+        let rank = ((n as f64 + 1.0) * coverage.clamp(0.0, 1.0)).ceil() as usize;
+        self.absolute[rank.clamp(1, n) - 1]
+    }
+
+    /// The interval of rates at `coverage` around a forecast rate, clipped to [0, 1].
+    pub fn interval(&self, forecast_rate: f64, coverage: f64) -> (f64, f64) {
+        let half_width = self.half_width(coverage);
+        (
+            (forecast_rate - half_width).clamp(0.0, 1.0),
+            (forecast_rate + half_width).clamp(0.0, 1.0),
+        )
+    }
+
+    /// P(rate >= threshold) given the forecast.
+    pub fn probability_at_least(&self, forecast_rate: f64, threshold_rate: f64) -> f64 {
+        let below = self.count_below(forecast_rate, threshold_rate);
+        (self.signed.len() - below) as f64 / self.signed.len() as f64
+    }
+
+    /// P(rate < threshold) given the forecast.
+    pub fn probability_below(&self, forecast_rate: f64, threshold_rate: f64) -> f64 {
+        self.count_below(forecast_rate, threshold_rate) as f64 / self.signed.len() as f64
+    }
+
+    /// Residuals r with forecast + r < threshold, that is r < threshold - forecast.
+    fn count_below(&self, forecast_rate: f64, threshold_rate: f64) -> usize {
+        let cut = threshold_rate - forecast_rate;
+        self.signed.partition_point(|residual| *residual < cut)
+    }
+
+    /// P(at least one free slot) for a lot of `capacity` slots: P(occupied <= capacity - 1).
+    pub fn probability_free_slot(&self, forecast_rate: f64, capacity: f64) -> f64 {
+        if capacity < 1.0 {
+            return 0.0;
+        }
+        // occupied <= capacity - 1  <=>  rate <= 1 - 1/capacity; allow for float error on the grid.
+        let full_rate = 1.0 - 0.5 / capacity;
+        self.probability_below(forecast_rate, full_rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn intervals_use_the_conformal_quantile_and_stay_within_bounds() {
+        // Absolute residuals 0.01 .. 0.10.
+        let calibration = ResidualCalibration::fit((1..=10).map(|i| {
+            if i % 2 == 0 {
+                0.01 * f64::from(i)
+            } else {
+                -0.01 * f64::from(i)
+            }
+        }))
+        .expect("residuals");
+        // ceil(11 * 0.8) = 9th smallest absolute residual.
+        assert!((calibration.half_width(0.8) - 0.09).abs() < 1e-12);
+        // ceil(11 * 0.95) = 11 > n: the largest.
+        assert!((calibration.half_width(0.95) - 0.10).abs() < 1e-12);
+        let (low, high) = calibration.interval(0.97, 0.8);
+        assert!((low - 0.88).abs() < 1e-12 && high == 1.0);
+        assert_eq!(calibration.interval(0.02, 0.8).0, 0.0);
+    }
+
+    #[test]
+    fn probabilities_read_the_residual_distribution() {
+        // Binary-exact values, so the comparisons at the cut are exact.
+        let calibration =
+            ResidualCalibration::fit([-0.5, -0.25, 0.0, 0.25, 0.5]).expect("residuals");
+        assert_eq!(calibration.probability_at_least(0.5, 0.75), 0.4); // residuals 0.25 and 0.5
+        assert_eq!(calibration.probability_below(0.5, 0.25), 0.2); // residual -0.5
+        // A lot of 4 with a forecast of 75%: a free slot means at most 3.5 occupied (rounding to 3),
+        // rate < 0.875, residual < 0.125: 3 of 5.
+        assert_eq!(calibration.probability_free_slot(0.75, 4.0), 0.6);
+        assert_eq!(calibration.probability_free_slot(0.5, 0.0), 0.0);
+        assert!(ResidualCalibration::fit([f64::NAN]).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn probabilities_are_probabilities_and_monotone(
+            residuals in proptest::collection::vec(-1.0f64..1.0, 1..200),
+            forecast in 0.0f64..1.0,
+            low in 0.0f64..1.0,
+            high in 0.0f64..1.0,
+        ) {
+            let calibration = ResidualCalibration::fit(residuals).expect("non-empty");
+            let (low, high) = (low.min(high), low.max(high));
+            let at_least_low = calibration.probability_at_least(forecast, low);
+            let at_least_high = calibration.probability_at_least(forecast, high);
+            prop_assert!((0.0..=1.0).contains(&at_least_low));
+            prop_assert!(at_least_high <= at_least_low);
+            let (interval_low, interval_high) = calibration.interval(forecast, 0.8);
+            prop_assert!(0.0 <= interval_low && interval_low <= forecast && forecast <= interval_high && interval_high <= 1.0);
+            prop_assert!(calibration.half_width(0.8) <= calibration.half_width(0.95));
+        }
+    }
+}
