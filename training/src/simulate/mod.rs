@@ -102,9 +102,7 @@ pub fn simulate(
     let city = city::build_city(checked, &mut city_rng);
     let mut written: BTreeMap<Table, WriteStats> = BTreeMap::new();
     for table in Table::ALL {
-        if warehouse.has_table(table) {
-            warehouse.clear_writer(table, WRITER)?;
-        }
+        warehouse.clear_writer(table, WRITER)?;
     }
     let events: Vec<_> = city.events.iter().map(|event| event.row.clone()).collect();
     record(
