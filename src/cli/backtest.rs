@@ -36,6 +36,13 @@ pub struct BacktestArgs {
     /// Days before the test window that calibrate the conformal intervals.
     #[arg(long, default_value_t = 14)]
     pub calibration_days: u32,
+    /// Rolling origins: evaluate this many consecutive windows as long as the test window, ending with
+    /// it; each is forecast from data before its own start.
+    #[arg(long, default_value_t = 1)]
+    pub windows: u32,
+    /// Also print each lot's MAE for persistence and persistence + profile change, worst lots first.
+    #[arg(long)]
+    pub per_lot: bool,
 }
 
 pub fn run(args: BacktestArgs) -> Result<()> {
@@ -53,6 +60,7 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         test_end: args.test_end,
         same_day: !args.across_days,
         calibration_days: args.calibration_days,
+        windows: args.windows,
         ..BacktestConfig::birmingham()
     };
     let outcome = backtest::backtest_baselines(&warehouse, &config).context("backtest failed")?;
@@ -95,18 +103,22 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             right(report::thousands(metrics.fallbacks)),
         ]);
     }
+    let first_start = outcome
+        .windows
+        .first()
+        .map_or(config.test_start, |window| window.0);
+    let origins = if config.same_day {
+        ", same-day origins"
+    } else {
+        ""
+    };
     println!(
-        "source {}: {} lots, test {} .. {}, {}-minute grid{}",
+        "source {}: {} lots, {} window(s) from {first_start} to {}, {}-minute grid{origins}",
         config.source,
         outcome.lots.len(),
-        config.test_start,
+        outcome.windows.len(),
         config.test_end,
         config.step_minutes,
-        if config.same_day {
-            ", same-day origins"
-        } else {
-            ""
-        }
     );
     if !outcome.excluded_lots.is_empty() {
         println!(
@@ -115,5 +127,57 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         );
     }
     println!("{table}");
+    if args.per_lot {
+        println!("{}", per_lot_table(&outcome, &config));
+    }
     Ok(())
+}
+
+/// MAE per lot and horizon for persistence and persistence + profile change, worst lots first.
+fn per_lot_table(
+    outcome: &backtest::BacktestReport,
+    config: &BacktestConfig,
+) -> comfy_table::Table {
+    const MAIN: &str = "persistence + profile change";
+    let mut header = vec!["lot".to_owned()];
+    for horizon in &config.horizons {
+        let minutes = horizon * config.step_minutes;
+        header.push(format!("{MAIN} {minutes} min"));
+        header.push(format!("persistence {minutes} min"));
+    }
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = report::new_table(&header_refs);
+    let mae = |lot: &str, model: &str, horizon: u32| {
+        outcome
+            .per_lot
+            .iter()
+            .find(|entry| {
+                entry.lot_id == lot
+                    && entry.metrics.model == model
+                    && entry.metrics.horizon_steps == horizon
+            })
+            .map(|entry| entry.metrics.mae_rate)
+    };
+    let last_horizon = *config
+        .horizons
+        .last()
+        .expect("validated horizons are non-empty");
+    let mut lots = outcome.lots.clone();
+    lots.sort_by(|left, right| {
+        mae(right, MAIN, last_horizon)
+            .unwrap_or(0.0)
+            .total_cmp(&mae(left, MAIN, last_horizon).unwrap_or(0.0))
+    });
+    for lot in &lots {
+        let mut row = vec![Cell::new(lot)];
+        for &horizon in &config.horizons {
+            for model in [MAIN, "persistence"] {
+                let text = mae(lot, model, horizon)
+                    .map_or_else(|| "n/a".to_owned(), |value| format!("{value:.4}"));
+                row.push(Cell::new(text).set_alignment(CellAlignment::Right));
+            }
+        }
+        table.add_row(row);
+    }
+    table
 }

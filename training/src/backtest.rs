@@ -86,6 +86,10 @@ pub struct BacktestConfig {
     /// Days before the test window whose residuals calibrate the intervals (the profile used for
     /// them is fitted before these days, so the residuals are out of sample).
     pub calibration_days: u32,
+    /// Rolling origins: how many consecutive windows as long as the test window, the last one being
+    /// the test window itself. Each window is forecast with profiles and calibration from the data
+    /// before its own start.
+    pub windows: u32,
 }
 
 impl BacktestConfig {
@@ -101,6 +105,7 @@ impl BacktestConfig {
             same_day: true,
             min_day_share: 0.5,
             calibration_days: 14,
+            windows: 1,
         }
     }
 
@@ -121,7 +126,22 @@ impl BacktestConfig {
         if self.calibration_days == 0 {
             return invalid("calibration_days must be positive");
         }
+        if self.windows == 0 {
+            return invalid("windows must be positive");
+        }
         Ok(())
+    }
+
+    /// The rolling-origin windows, oldest first; the last is `[test_start, test_end]`.
+    pub fn windows(&self) -> Vec<(NaiveDate, NaiveDate)> {
+        let length_days = ((self.test_end - self.test_start).num_days() + 1).max(1) as u64;
+        (0..u64::from(self.windows))
+            .rev()
+            .map(|back| {
+                let shift = Days::new(length_days * back);
+                (self.test_start - shift, self.test_end - shift)
+            })
+            .collect()
     }
 }
 
@@ -161,8 +181,21 @@ pub struct BacktestReport {
     pub lots: Vec<String>,
     /// Lots left out for too little data.
     pub excluded_lots: Vec<String>,
-    /// One entry per model and horizon, models in [`Baseline::ALL`] order.
+    /// The test windows (first and last local date), oldest first.
+    pub windows: Vec<(NaiveDate, NaiveDate)>,
+    /// One entry per model and horizon over all windows, models in [`Baseline::ALL`] order.
     pub metrics: Vec<HorizonMetrics>,
+    /// The same per lot.
+    pub per_lot: Vec<LotMetrics>,
+}
+
+/// Errors of one model at one horizon for one lot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LotMetrics {
+    /// The lot.
+    pub lot_id: String,
+    /// Its metrics.
+    pub metrics: HorizonMetrics,
 }
 
 impl BacktestReport {
@@ -185,6 +218,60 @@ struct Accumulator {
     covered_80: u64,
     covered_95: u64,
     width_80: f64,
+}
+
+impl Accumulator {
+    /// Adds one pair: the model's forecast (persistence `last` when it has none) against the actual.
+    fn record(
+        &mut self,
+        forecast: Option<f64>,
+        last: f64,
+        actual: GridValue,
+        calibration: Option<&ResidualCalibration>,
+    ) {
+        if forecast.is_none() {
+            self.fallbacks += 1;
+        }
+        let forecast = forecast.unwrap_or(last);
+        let error = forecast - actual.rate();
+        self.pairs += 1;
+        self.abs_rate += error.abs();
+        self.sq_rate += error * error;
+        self.abs_slots += error.abs() * actual.capacity;
+        self.sq_slots += (error * actual.capacity).powi(2);
+        if let Some(calibration) = calibration {
+            let inside = |(low, high): (f64, f64)| (low..=high).contains(&actual.rate());
+            let interval_80 = calibration.interval(forecast, 0.8);
+            self.covered_80 += u64::from(inside(interval_80));
+            self.covered_95 += u64::from(inside(calibration.interval(forecast, 0.95)));
+            self.width_80 += interval_80.1 - interval_80.0;
+        }
+    }
+
+    fn metrics(
+        &self,
+        model: &'static str,
+        horizon: u32,
+        config: &BacktestConfig,
+        calibrated: bool,
+    ) -> HorizonMetrics {
+        let pairs = self.pairs.max(1) as f64;
+        let share = |count: u64| calibrated.then(|| count as f64 / pairs);
+        HorizonMetrics {
+            model,
+            horizon_steps: horizon,
+            horizon_minutes: horizon * config.step_minutes,
+            pairs: self.pairs,
+            fallbacks: self.fallbacks,
+            mae_rate: self.abs_rate / pairs,
+            rmse_rate: (self.sq_rate / pairs).sqrt(),
+            mae_slots: self.abs_slots / pairs,
+            rmse_slots: (self.sq_slots / pairs).sqrt(),
+            coverage_80: share(self.covered_80),
+            coverage_95: share(self.covered_95),
+            width_80: calibrated.then(|| self.width_80 / pairs),
+        }
+    }
 }
 
 /// Calls `visit(horizon, origin_ms, target_ms, actual, last_rate)` for every forecast pair whose target
@@ -213,50 +300,131 @@ fn for_each_pair(
     }
 }
 
-/// Runs the baselines over the test window.
+/// Runs the baselines over the test window(s).
 pub fn backtest_baselines(
     warehouse: &Warehouse,
     config: &BacktestConfig,
 ) -> Result<BacktestReport, BacktestError> {
     config.validate()?;
     let series = load_series(warehouse, config)?;
+    let windows = config.windows();
+    let first_start = windows
+        .first()
+        .expect("validate() ensures at least one window")
+        .0;
+
     let mut lots = Vec::new();
     let mut excluded_lots = Vec::new();
-    let mut usable: Vec<(&GridSeries, i64, i64)> = Vec::new();
-    let mut accumulators: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
-
+    let mut usable: Vec<(&String, &GridSeries)> = Vec::new();
     for (lot_id, lot_series) in &series {
-        let tz = lot_series.timezone();
-        let test_start_ms = local_midnight_ms(tz, config.test_start);
-        let test_end_ms = local_midnight_ms(tz, config.test_end + Days::new(1));
+        let training_end_ms = local_midnight_ms(lot_series.timezone(), first_start);
         let training_days: HashSet<NaiveDate> = lot_series
             .iter()
-            .filter(|(instant, _)| *instant < test_start_ms)
+            .filter(|(instant, _)| *instant < training_end_ms)
             .map(|(instant, _)| lot_series.local(instant).date())
             .collect();
         let first_day = lot_series
             .iter()
             .next()
             .map(|(instant, _)| lot_series.local(instant).date());
-        let span_days = first_day.map_or(0, |first| (config.test_start - first).num_days().max(1));
+        let span_days = first_day.map_or(0, |first| (first_start - first).num_days().max(1));
         if (training_days.len() as f64) < config.min_day_share * span_days as f64 {
             excluded_lots.push(lot_id.clone());
             continue;
         }
         lots.push(lot_id.clone());
-        usable.push((lot_series, test_start_ms, test_end_ms));
+        usable.push((lot_id, lot_series));
+    }
+    if lots.is_empty() {
+        return Err(BacktestError::NoUsableLot {
+            source_name: config.source.clone(),
+            min_day_share: config.min_day_share * 100.0,
+        });
     }
 
-    // Calibration: residuals on the days before the test window, from a profile that never saw them.
+    let mut totals: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
+    let mut by_lot: BTreeMap<(&String, usize, u32), Accumulator> = BTreeMap::new();
+    let mut calibrated: HashSet<(usize, u32)> = HashSet::new();
+    for &(window_start, window_end) in &windows {
+        // Each origin refits and recalibrates on data before its own window only.
+        let calibrations = calibrate(&usable, config, window_start);
+        calibrated.extend(calibrations.keys().copied());
+        for &(lot_id, lot_series) in &usable {
+            let start_ms = local_midnight_ms(lot_series.timezone(), window_start);
+            let end_ms = local_midnight_ms(lot_series.timezone(), window_end + Days::new(1));
+            let profile = WeekdayProfile::fit(lot_series, start_ms);
+            for_each_pair(
+                lot_series,
+                config,
+                (start_ms, end_ms),
+                |horizon, origin_ms, target_ms, actual, last| {
+                    for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
+                        let forecast =
+                            baseline.forecast(lot_series, &profile, origin_ms, target_ms);
+                        let calibration = calibrations.get(&(model_index, horizon));
+                        let total = totals.entry((model_index, horizon)).or_default();
+                        total.record(forecast, last, actual, calibration);
+                        by_lot
+                            .entry((lot_id, model_index, horizon))
+                            .or_default()
+                            .record(forecast, last, actual, calibration);
+                    }
+                },
+            );
+        }
+    }
+
+    let metrics = totals
+        .iter()
+        .map(|(&(model_index, horizon), accumulator)| {
+            accumulator.metrics(
+                Baseline::ALL[model_index].name(),
+                horizon,
+                config,
+                calibrated.contains(&(model_index, horizon)),
+            )
+        })
+        .collect();
+    let per_lot = by_lot
+        .iter()
+        .map(
+            |(&(lot_id, model_index, horizon), accumulator)| LotMetrics {
+                lot_id: lot_id.clone(),
+                metrics: accumulator.metrics(
+                    Baseline::ALL[model_index].name(),
+                    horizon,
+                    config,
+                    calibrated.contains(&(model_index, horizon)),
+                ),
+            },
+        )
+        .collect();
+    Ok(BacktestReport {
+        lots,
+        excluded_lots,
+        windows,
+        metrics,
+        per_lot,
+    })
+}
+
+/// Residuals of every baseline per horizon on the `calibration_days` before `window_start`, from a
+/// profile fitted before those days (so the residuals are out of sample), pooled over lots.
+fn calibrate(
+    usable: &[(&String, &GridSeries)],
+    config: &BacktestConfig,
+    window_start: NaiveDate,
+) -> HashMap<(usize, u32), ResidualCalibration> {
+    let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
     let mut residuals: HashMap<(usize, u32), Vec<f64>> = HashMap::new();
-    for &(lot_series, test_start_ms, _) in &usable {
-        let calibration_start = config.test_start - Days::new(u64::from(config.calibration_days));
-        let calibration_start_ms = local_midnight_ms(lot_series.timezone(), calibration_start);
-        let profile = WeekdayProfile::fit(lot_series, calibration_start_ms);
+    for &(_, lot_series) in usable {
+        let start_ms = local_midnight_ms(lot_series.timezone(), calibration_start);
+        let end_ms = local_midnight_ms(lot_series.timezone(), window_start);
+        let profile = WeekdayProfile::fit(lot_series, start_ms);
         for_each_pair(
             lot_series,
             config,
-            (calibration_start_ms, test_start_ms),
+            (start_ms, end_ms),
             |horizon, origin_ms, target_ms, actual, last| {
                 for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
                     let forecast = baseline
@@ -270,79 +438,12 @@ pub fn backtest_baselines(
             },
         );
     }
-    let calibrations: HashMap<(usize, u32), ResidualCalibration> = residuals
+    residuals
         .into_iter()
         .filter_map(|(key, residuals)| {
             ResidualCalibration::fit(residuals).map(|calibration| (key, calibration))
         })
-        .collect();
-
-    for &(lot_series, test_start_ms, test_end_ms) in &usable {
-        let profile = WeekdayProfile::fit(lot_series, test_start_ms);
-        for_each_pair(
-            lot_series,
-            config,
-            (test_start_ms, test_end_ms),
-            |horizon, origin_ms, target_ms, actual, last| {
-                for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
-                    let forecast = baseline.forecast(lot_series, &profile, origin_ms, target_ms);
-                    let accumulator = accumulators.entry((model_index, horizon)).or_default();
-                    if forecast.is_none() {
-                        accumulator.fallbacks += 1;
-                    }
-                    let forecast = forecast.unwrap_or(last);
-                    let error = forecast - actual.rate();
-                    accumulator.pairs += 1;
-                    accumulator.abs_rate += error.abs();
-                    accumulator.sq_rate += error * error;
-                    accumulator.abs_slots += error.abs() * actual.capacity;
-                    accumulator.sq_slots += (error * actual.capacity).powi(2);
-                    if let Some(calibration) = calibrations.get(&(model_index, horizon)) {
-                        let inside =
-                            |(low, high): (f64, f64)| (low..=high).contains(&actual.rate());
-                        let interval_80 = calibration.interval(forecast, 0.8);
-                        accumulator.covered_80 += u64::from(inside(interval_80));
-                        accumulator.covered_95 +=
-                            u64::from(inside(calibration.interval(forecast, 0.95)));
-                        accumulator.width_80 += interval_80.1 - interval_80.0;
-                    }
-                }
-            },
-        );
-    }
-    if lots.is_empty() {
-        return Err(BacktestError::NoUsableLot {
-            source_name: config.source.clone(),
-            min_day_share: config.min_day_share * 100.0,
-        });
-    }
-    let metrics = accumulators
-        .into_iter()
-        .map(|((model_index, horizon), accumulator)| {
-            let pairs = accumulator.pairs.max(1) as f64;
-            let calibrated = calibrations.contains_key(&(model_index, horizon));
-            let share = |count: u64| calibrated.then(|| count as f64 / pairs);
-            HorizonMetrics {
-                model: Baseline::ALL[model_index].name(),
-                horizon_steps: horizon,
-                horizon_minutes: horizon * config.step_minutes,
-                pairs: accumulator.pairs,
-                fallbacks: accumulator.fallbacks,
-                mae_rate: accumulator.abs_rate / pairs,
-                rmse_rate: (accumulator.sq_rate / pairs).sqrt(),
-                mae_slots: accumulator.abs_slots / pairs,
-                rmse_slots: (accumulator.sq_slots / pairs).sqrt(),
-                coverage_80: share(accumulator.covered_80),
-                coverage_95: share(accumulator.covered_95),
-                width_80: calibrated.then(|| accumulator.width_80 / pairs),
-            }
-        })
-        .collect();
-    Ok(BacktestReport {
-        lots,
-        excluded_lots,
-        metrics,
-    })
+        .collect()
 }
 
 fn local_midnight_ms(tz: Tz, date: NaiveDate) -> i64 {

@@ -83,6 +83,56 @@ fn birmingham_baselines_match_the_reference_figures() {
 }
 
 #[test]
+fn rolling_origins_cover_consecutive_windows_and_per_lot_figures_add_up() {
+    let (_dir, warehouse) = birmingham_warehouse();
+    let config = BacktestConfig {
+        windows: 3,
+        ..BacktestConfig::birmingham()
+    };
+    let date = |day| chrono::NaiveDate::from_ymd_opt(2016, 12, day).expect("valid date");
+    let first = chrono::NaiveDate::from_ymd_opt(2016, 11, 29).expect("valid date");
+    assert_eq!(
+        config.windows(),
+        vec![(first, date(5)), (date(6), date(12)), (date(13), date(19))]
+    );
+    let rolling = backtest_baselines(&warehouse, &config).expect("backtest");
+    let single = backtest_baselines(&warehouse, &BacktestConfig::birmingham()).expect("backtest");
+    for horizon in [1, 2, 4] {
+        let total = rolling
+            .get("persistence + profile change", horizon)
+            .expect("reported");
+        // Three weeks (one with the 3-4 Dec gap) give about three times the pairs of the last one.
+        let last_week = single
+            .get("persistence + profile change", horizon)
+            .expect("reported");
+        assert!(
+            total.pairs > 2 * last_week.pairs && total.pairs < 3 * last_week.pairs + 1,
+            "{} vs {}",
+            total.pairs,
+            last_week.pairs
+        );
+        // Per-lot figures partition the totals.
+        let lots: Vec<_> = rolling
+            .per_lot
+            .iter()
+            .filter(|entry| {
+                entry.metrics.model == total.model && entry.metrics.horizon_steps == horizon
+            })
+            .collect();
+        assert_eq!(lots.len(), 28);
+        assert_eq!(
+            lots.iter().map(|entry| entry.metrics.pairs).sum::<u64>(),
+            total.pairs
+        );
+        let weighted: f64 = lots
+            .iter()
+            .map(|entry| entry.metrics.mae_rate * entry.metrics.pairs as f64)
+            .sum();
+        assert!((weighted / total.pairs as f64 - total.mae_rate).abs() < 1e-9);
+    }
+}
+
+#[test]
 fn an_unknown_source_and_bad_settings_are_refused() {
     let (_dir, warehouse) = birmingham_warehouse();
     let config = BacktestConfig {
