@@ -349,29 +349,26 @@ pub fn backtest_baselines(
         // Each origin refits and recalibrates on data before its own window only.
         let calibrations = calibrate(&usable, config, window_start);
         calibrated.extend(calibrations.keys().copied());
-        for &(lot_id, lot_series) in &usable {
-            let start_ms = local_midnight_ms(lot_series.timezone(), window_start);
-            let end_ms = local_midnight_ms(lot_series.timezone(), window_end + Days::new(1));
-            let profile = WeekdayProfile::fit(lot_series, start_ms);
-            for_each_pair(
-                lot_series,
-                config,
-                (start_ms, end_ms),
-                |horizon, origin_ms, target_ms, actual, last| {
-                    for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
-                        let forecast =
-                            baseline.forecast(lot_series, &profile, origin_ms, target_ms);
-                        let calibration = calibrations.get(&(model_index, horizon));
-                        let total = totals.entry((model_index, horizon)).or_default();
-                        total.record(forecast, last, actual, calibration);
-                        by_lot
-                            .entry((lot_id, model_index, horizon))
-                            .or_default()
-                            .record(forecast, last, actual, calibration);
-                    }
-                },
-            );
-        }
+        let days = (window_start, window_end + Days::new(1));
+        forecast_days(
+            &usable,
+            config,
+            window_start,
+            days,
+            |lot_id, model_index, horizon, forecast, last, actual| {
+                let calibration = calibrations.get(&(model_index, horizon));
+                totals.entry((model_index, horizon)).or_default().record(
+                    forecast,
+                    last,
+                    actual,
+                    calibration,
+                );
+                by_lot
+                    .entry((lot_id, model_index, horizon))
+                    .or_default()
+                    .record(forecast, last, actual, calibration);
+            },
+        );
     }
 
     let metrics = totals
@@ -417,33 +414,56 @@ fn calibrate(
 ) -> HashMap<(usize, u32), ResidualCalibration> {
     let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
     let mut residuals: HashMap<(usize, u32), Vec<f64>> = HashMap::new();
-    for &(_, lot_series) in usable {
-        let start_ms = local_midnight_ms(lot_series.timezone(), calibration_start);
-        let end_ms = local_midnight_ms(lot_series.timezone(), window_start);
-        let profile = WeekdayProfile::fit(lot_series, start_ms);
-        for_each_pair(
-            lot_series,
-            config,
-            (start_ms, end_ms),
-            |horizon, origin_ms, target_ms, actual, last| {
-                for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
-                    let forecast = baseline
-                        .forecast(lot_series, &profile, origin_ms, target_ms)
-                        .unwrap_or(last);
-                    residuals
-                        .entry((model_index, horizon))
-                        .or_default()
-                        .push(actual.rate() - forecast);
-                }
-            },
-        );
-    }
+    let days = (calibration_start, window_start);
+    forecast_days(
+        usable,
+        config,
+        calibration_start,
+        days,
+        |_, model_index, horizon, forecast, last, actual| {
+            residuals
+                .entry((model_index, horizon))
+                .or_default()
+                .push(actual.rate() - forecast.unwrap_or(last));
+        },
+    );
     residuals
         .into_iter()
         .filter_map(|(key, residuals)| {
             ResidualCalibration::fit(residuals).map(|calibration| (key, calibration))
         })
         .collect()
+}
+
+/// Calls `visit(lot, model_index, horizon, forecast, last, actual)` for every baseline's forecast of every
+/// pair whose target lies in the local days `[first_day, end_day)`, each lot's profile fitted on its data
+/// before `fit_until`. `forecast` is `None` where the baseline lacks an input; `last` is persistence.
+fn forecast_days<'lot>(
+    usable: &[(&'lot String, &GridSeries)],
+    config: &BacktestConfig,
+    fit_until: NaiveDate,
+    (first_day, end_day): (NaiveDate, NaiveDate),
+    mut visit: impl FnMut(&'lot String, usize, u32, Option<f64>, f64, GridValue),
+) {
+    for &(lot_id, lot_series) in usable {
+        let timezone = lot_series.timezone();
+        let profile = WeekdayProfile::fit(lot_series, local_midnight_ms(timezone, fit_until));
+        let window = (
+            local_midnight_ms(timezone, first_day),
+            local_midnight_ms(timezone, end_day),
+        );
+        for_each_pair(
+            lot_series,
+            config,
+            window,
+            |horizon, origin_ms, target_ms, actual, last| {
+                for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
+                    let forecast = baseline.forecast(lot_series, &profile, origin_ms, target_ms);
+                    visit(lot_id, model_index, horizon, forecast, last, actual);
+                }
+            },
+        );
+    }
 }
 
 fn local_midnight_ms(tz: Tz, date: NaiveDate) -> i64 {
