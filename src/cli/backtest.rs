@@ -4,7 +4,6 @@ use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use clap::Args;
 use comfy_table::{Cell, CellAlignment};
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::{self, BacktestConfig};
 
 use super::WarehouseLocation;
@@ -46,12 +45,7 @@ pub struct BacktestArgs {
 }
 
 pub fn run(args: BacktestArgs) -> Result<()> {
-    let warehouse = Warehouse::open(&args.location.warehouse).with_context(|| {
-        format!(
-            "failed to open the warehouse at {}",
-            args.location.warehouse.display()
-        )
-    })?;
+    let warehouse = args.location.open()?;
     let config = BacktestConfig {
         source: args.source,
         step_minutes: args.step,

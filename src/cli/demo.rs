@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::simulate;
 
 use super::GlobalArgs;
@@ -34,8 +33,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
-    let warehouse = Warehouse::create(&args.out)
-        .with_context(|| format!("failed to open the warehouse at {}", args.out.display()))?;
+    let warehouse = super::create_warehouse(&args.out)?;
 
     println!(
         "1/2  simulating {} lots for {} days into {}",

@@ -122,12 +122,7 @@ impl SourceArgs {
 }
 
 pub fn run(args: ImportArgs, global: &GlobalArgs) -> Result<()> {
-    let warehouse = Warehouse::create(&args.location.warehouse).with_context(|| {
-        format!(
-            "failed to open the warehouse at {}",
-            args.location.warehouse.display()
-        )
-    })?;
+    let warehouse = super::create_warehouse(&args.location.warehouse)?;
     for source in args.source.sources() {
         let report = import_one(&source, &warehouse, global)?;
         print_report(&report);

@@ -9,8 +9,9 @@ mod warehouse;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use parkcast_features::warehouse::Warehouse;
 
 /// parkcast predicts free parking slots.
 ///
@@ -69,6 +70,24 @@ pub struct WarehouseLocation {
         default_value = "out/warehouse"
     )]
     pub warehouse: PathBuf,
+}
+
+impl WarehouseLocation {
+    /// Opens the existing warehouse (commands that only read).
+    pub fn open(&self) -> Result<Warehouse> {
+        Warehouse::open(&self.warehouse).with_context(|| {
+            format!(
+                "failed to open the warehouse at {}",
+                self.warehouse.display()
+            )
+        })
+    }
+}
+
+/// Opens the warehouse at `path`, creating it if needed (commands that write).
+pub fn create_warehouse(path: &std::path::Path) -> Result<Warehouse> {
+    Warehouse::create(path)
+        .with_context(|| format!("failed to create the warehouse at {}", path.display()))
 }
 
 /// Runs the parsed command.

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use clap::Args;
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::simulate::{self, SimulationParams};
 
 use super::GlobalArgs;
@@ -84,8 +83,7 @@ pub fn run(args: SimulateArgs, global: &GlobalArgs) -> Result<()> {
         .params()
         .check()
         .context("invalid simulation parameters")?;
-    let warehouse = Warehouse::create(&args.out)
-        .with_context(|| format!("failed to open the warehouse at {}", args.out.display()))?;
+    let warehouse = super::create_warehouse(&args.out)?;
     tracing::info!(lots = args.lots, days = args.days, seed = args.seed, out = %args.out.display(), "simulating a city");
     let progress = BarProgress::new(global.quiet);
     let result = simulate::simulate(&checked, &warehouse, &progress);

@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use parkcast_features::warehouse::Warehouse;
 
 use super::WarehouseLocation;
 use crate::report;
@@ -15,12 +14,7 @@ pub struct WarehouseArgs {
 }
 
 pub fn run(args: WarehouseArgs) -> Result<()> {
-    let warehouse = Warehouse::open(&args.location.warehouse).with_context(|| {
-        format!(
-            "failed to open the warehouse at {}",
-            args.location.warehouse.display()
-        )
-    })?;
+    let warehouse = args.location.open()?;
     let summary = warehouse
         .summary()
         .context("failed to read the warehouse")?;
