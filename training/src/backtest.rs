@@ -489,10 +489,6 @@ fn load_series(
         .scan(Table::FactLotOccupancy)?
         .filter(col("source").eq(lit(config.source.clone())))
         .select([col("lot_id"), col("ts"), col("occupied"), col("capacity")])
-        .sort(
-            ["lot_id", "ts"],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
         .collect()
         .map_err(polars_error("reading fact_lot_occupancy"))?;
     let column = |name| frame.column(name).map_err(polars_error("reading a column"));
@@ -514,8 +510,9 @@ fn load_series(
         .map_err(polars_error("capacity as int32"))?
         .clone();
 
-    let step_ms = i64::from(config.step_minutes) * 60_000;
-    let mut series: BTreeMap<String, GridSeries> = BTreeMap::new();
+    // Group by lot, then sort each lot by time (stable: file order breaks ties, so the later reading
+    // of an instant wins). Cheaper in time and memory than polars sorting all rows on a text key.
+    let mut readings: HashMap<&str, Vec<(i64, f64, f64)>> = HashMap::new();
     let rows = lot_ids
         .iter()
         .zip(timestamps.iter())
@@ -527,20 +524,27 @@ fn load_series(
         else {
             continue;
         };
-        if !series.contains_key(lot_id) {
-            let timezone_name = timezones.get(lot_id).map_or("UTC", String::as_str);
-            let timezone: Tz = timezone_name
-                .parse()
-                .map_err(|_| BacktestError::BadTimezone {
-                    lot_id: lot_id.to_owned(),
-                    timezone: timezone_name.to_owned(),
-                })?;
-            series.insert(lot_id.to_owned(), GridSeries::new(step_ms, timezone));
+        readings
+            .entry(lot_id)
+            .or_default()
+            .push((ts, f64::from(occupied), f64::from(capacity)));
+    }
+    let step_ms = i64::from(config.step_minutes) * 60_000;
+    let mut series: BTreeMap<String, GridSeries> = BTreeMap::new();
+    for (lot_id, mut lot_readings) in readings {
+        let timezone_name = timezones.get(lot_id).map_or("UTC", String::as_str);
+        let timezone: Tz = timezone_name
+            .parse()
+            .map_err(|_| BacktestError::BadTimezone {
+                lot_id: lot_id.to_owned(),
+                timezone: timezone_name.to_owned(),
+            })?;
+        lot_readings.sort_by_key(|(ts, _, _)| *ts);
+        let mut lot_series = GridSeries::new(step_ms, timezone);
+        for (ts, occupied, capacity) in lot_readings {
+            lot_series.push(ts, occupied, capacity);
         }
-        series
-            .get_mut(lot_id)
-            .expect("the lot's series was just inserted")
-            .push(ts, f64::from(occupied), f64::from(capacity));
+        series.insert(lot_id.to_owned(), lot_series);
     }
     Ok(series)
 }
