@@ -1,5 +1,7 @@
 //! `parkcast backtest`: the baselines, per horizon, on a source's lot occupancy.
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use clap::Args;
@@ -141,17 +143,22 @@ fn per_lot_table(
     }
     let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut table = report::new_table(&header_refs);
-    let mae = |lot: &str, model: &str, horizon: u32| {
-        outcome
-            .per_lot
-            .iter()
-            .find(|entry| {
-                entry.lot_id == lot
-                    && entry.metrics.model == model
-                    && entry.metrics.horizon_steps == horizon
-            })
-            .map(|entry| entry.metrics.mae_rate)
-    };
+    // Index once: the table looks every (lot, model, horizon) up, and the sort does so repeatedly.
+    let by_key: HashMap<(&str, &str, u32), f64> = outcome
+        .per_lot
+        .iter()
+        .map(|entry| {
+            (
+                (
+                    entry.lot_id.as_str(),
+                    entry.metrics.model,
+                    entry.metrics.horizon_steps,
+                ),
+                entry.metrics.mae_rate,
+            )
+        })
+        .collect();
+    let mae = |lot: &str, model: &str, horizon: u32| by_key.get(&(lot, model, horizon)).copied();
     let last_horizon = *config
         .horizons
         .last()

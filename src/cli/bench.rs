@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use comfy_table::{Cell, CellAlignment};
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::import;
 use parkcast_training::progress::NoProgress;
 use parkcast_training::simulate::{self, SimulationParams};
@@ -42,8 +41,7 @@ pub enum BenchTarget {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let scratch = tempfile::tempdir().context("failed to create a scratch folder")?;
-    let warehouse = Warehouse::create(scratch.path().join("warehouse"))
-        .context("failed to create the warehouse")?;
+    let warehouse = super::create_warehouse(&scratch.path().join("warehouse"))?;
     let mut table = report::new_table(&[
         "benchmark",
         "wall time",

@@ -11,7 +11,8 @@
 //! (from a profile fitted before those days) calibrate split-conformal 80% and 95% intervals
 //! ([`parkcast_features::conformal`]); the report gives the share of test actuals they cover.
 //!
-//! Models (linear, tree ensembles) and rolling origins join this module in the trainer issue.
+//! Rolling origins: [`BacktestConfig::windows`] consecutive windows, each refitted and recalibrated on
+//! the data before its own start. Models (linear, tree ensembles) join this module in the trainer issue.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -215,6 +216,7 @@ struct Accumulator {
     sq_rate: f64,
     abs_slots: f64,
     sq_slots: f64,
+    calibrated_pairs: u64,
     covered_80: u64,
     covered_95: u64,
     width_80: f64,
@@ -240,6 +242,7 @@ impl Accumulator {
         self.abs_slots += error.abs() * actual.capacity;
         self.sq_slots += (error * actual.capacity).powi(2);
         if let Some(calibration) = calibration {
+            self.calibrated_pairs += 1;
             let inside = |(low, high): (f64, f64)| (low..=high).contains(&actual.rate());
             let interval_80 = calibration.interval(forecast, 0.8);
             self.covered_80 += u64::from(inside(interval_80));
@@ -253,10 +256,12 @@ impl Accumulator {
         model: &'static str,
         horizon: u32,
         config: &BacktestConfig,
-        calibrated: bool,
     ) -> HorizonMetrics {
         let pairs = self.pairs.max(1) as f64;
-        let share = |count: u64| calibrated.then(|| count as f64 / pairs);
+        // Coverage counts only pairs that had intervals (a window may lack calibration data).
+        let calibrated_pairs = self.calibrated_pairs as f64;
+        let share =
+            |count: u64| (self.calibrated_pairs > 0).then(|| count as f64 / calibrated_pairs);
         HorizonMetrics {
             model,
             horizon_steps: horizon,
@@ -269,7 +274,7 @@ impl Accumulator {
             rmse_slots: (self.sq_slots / pairs).sqrt(),
             coverage_80: share(self.covered_80),
             coverage_95: share(self.covered_95),
-            width_80: calibrated.then(|| self.width_80 / pairs),
+            width_80: (self.calibrated_pairs > 0).then(|| self.width_80 / calibrated_pairs),
         }
     }
 }
@@ -313,7 +318,6 @@ pub fn backtest_baselines(
         .expect("validate() ensures at least one window")
         .0;
 
-    let mut lots = Vec::new();
     let mut excluded_lots = Vec::new();
     let mut usable: Vec<(&String, &GridSeries)> = Vec::new();
     for (lot_id, lot_series) in &series {
@@ -332,10 +336,9 @@ pub fn backtest_baselines(
             excluded_lots.push(lot_id.clone());
             continue;
         }
-        lots.push(lot_id.clone());
         usable.push((lot_id, lot_series));
     }
-    if lots.is_empty() {
+    if usable.is_empty() {
         return Err(BacktestError::NoUsableLot {
             source_name: config.source.clone(),
             min_day_share: config.min_day_share * 100.0,
@@ -344,11 +347,9 @@ pub fn backtest_baselines(
 
     let mut totals: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
     let mut by_lot: BTreeMap<(&String, usize, u32), Accumulator> = BTreeMap::new();
-    let mut calibrated: HashSet<(usize, u32)> = HashSet::new();
     for &(window_start, window_end) in &windows {
         // Each origin refits and recalibrates on data before its own window only.
         let calibrations = calibrate(&usable, config, window_start);
-        calibrated.extend(calibrations.keys().copied());
         let days = (window_start, window_end + Days::new(1));
         forecast_days(
             &usable,
@@ -374,12 +375,7 @@ pub fn backtest_baselines(
     let metrics = totals
         .iter()
         .map(|(&(model_index, horizon), accumulator)| {
-            accumulator.metrics(
-                Baseline::ALL[model_index].name(),
-                horizon,
-                config,
-                calibrated.contains(&(model_index, horizon)),
-            )
+            accumulator.metrics(Baseline::ALL[model_index].name(), horizon, config)
         })
         .collect();
     let per_lot = by_lot
@@ -387,15 +383,11 @@ pub fn backtest_baselines(
         .map(
             |(&(lot_id, model_index, horizon), accumulator)| LotMetrics {
                 lot_id: lot_id.clone(),
-                metrics: accumulator.metrics(
-                    Baseline::ALL[model_index].name(),
-                    horizon,
-                    config,
-                    calibrated.contains(&(model_index, horizon)),
-                ),
+                metrics: accumulator.metrics(Baseline::ALL[model_index].name(), horizon, config),
             },
         )
         .collect();
+    let lots = usable.iter().map(|(lot_id, _)| (*lot_id).clone()).collect();
     Ok(BacktestReport {
         lots,
         excluded_lots,
