@@ -50,6 +50,43 @@ impl WeekdayProfile {
             .map(|(sum, count)| sum / f64::from(*count))
     }
 
+    /// The raw cell at a local time: (sum of rates, count). The feature paths need the parts to leave
+    /// one observation out exactly the same way.
+    pub fn cell(&self, local: NaiveDateTime) -> Option<(f64, u32)> {
+        self.cells.get(&self.key(local)).copied()
+    }
+
+    /// Every cell as (weekday from Monday = 0, slot of day, sum of rates, count), sorted: the form a
+    /// model file stores.
+    pub fn cells(&self) -> Vec<(u32, u32, f64, u32)> {
+        let mut cells: Vec<_> = self
+            .cells
+            .iter()
+            .map(|(&(weekday, slot), &(sum, count))| (weekday, slot, sum, count))
+            .collect();
+        cells.sort_by_key(|&(weekday, slot, _, _)| (weekday, slot));
+        cells
+    }
+
+    /// A profile from [`WeekdayProfile::cells`] output.
+    pub fn from_cells(
+        step_minutes: u32,
+        cells: impl IntoIterator<Item = (u32, u32, f64, u32)>,
+    ) -> Self {
+        WeekdayProfile {
+            step_minutes: step_minutes.max(1),
+            cells: cells
+                .into_iter()
+                .map(|(weekday, slot, sum, count)| ((weekday, slot), (sum, count)))
+                .collect(),
+        }
+    }
+
+    /// The grid step the profile was fitted on, minutes.
+    pub fn step_minutes(&self) -> u32 {
+        self.step_minutes
+    }
+
     fn key(&self, local: NaiveDateTime) -> (u32, u32) {
         (
             local.weekday().num_days_from_monday(),

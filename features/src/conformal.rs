@@ -12,7 +12,7 @@
 //! shift breaks that, which is why the backtest reports the coverage it actually got.
 
 /// Residuals of one forecaster at one horizon, sorted.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResidualCalibration {
     signed: Vec<f64>,
     absolute: Vec<f64>,
@@ -90,10 +90,116 @@ impl ResidualCalibration {
     }
 }
 
+/// Split-conformal calibration over a sliding time window: the residuals whose actuals became known
+/// in the last `window_ms` before now.
+///
+/// A fixed calibration set goes stale when the level or the volatility of demand shifts (the weeks
+/// before Christmas, a new tariff); sliding the window along with the forecast origin keeps the
+/// exchangeability assumption local. Serving feeds it each residual when its target's actual
+/// arrives; the backtest replays exactly that.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RollingCalibration {
+    window_ms: i64,
+    entries: std::collections::VecDeque<(i64, f64)>,
+    absolute: Vec<f64>,
+}
+
+impl RollingCalibration {
+    /// An empty calibration keeping residuals for `window_ms`.
+    pub fn new(window_ms: i64) -> Self {
+        RollingCalibration {
+            window_ms,
+            ..RollingCalibration::default()
+        }
+    }
+
+    /// Adds the residual (actual - forecast) whose actual became known at `known_ms`; pushes should
+    /// come in time order. Non-finite residuals are ignored.
+    pub fn push(&mut self, known_ms: i64, residual: f64) {
+        if !residual.is_finite() {
+            return;
+        }
+        self.entries.push_back((known_ms, residual));
+        let magnitude = residual.abs();
+        let position = self.absolute.partition_point(|value| *value < magnitude);
+        self.absolute.insert(position, magnitude);
+    }
+
+    /// Drops residuals known at or before `now_ms - window`.
+    pub fn advance_to(&mut self, now_ms: i64) {
+        let oldest_kept = now_ms.saturating_sub(self.window_ms);
+        while let Some(&(known_ms, residual)) = self.entries.front() {
+            if known_ms > oldest_kept {
+                break;
+            }
+            self.entries.pop_front();
+            let magnitude = residual.abs();
+            let position = self.absolute.partition_point(|value| *value < magnitude);
+            if self.absolute.get(position) == Some(&magnitude) {
+                self.absolute.remove(position);
+            }
+        }
+    }
+
+    /// Residuals in the window.
+    pub fn len(&self) -> usize {
+        self.absolute.len()
+    }
+
+    /// Whether the window holds no residual.
+    pub fn is_empty(&self) -> bool {
+        self.absolute.is_empty()
+    }
+
+    /// The interval at `coverage` around a forecast rate, clipped to [0, 1]; `None` while empty.
+    pub fn interval(&self, forecast_rate: f64, coverage: f64) -> Option<(f64, f64)> {
+        let n = self.absolute.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((n as f64 + 1.0) * coverage.clamp(0.0, 1.0)).ceil() as usize;
+        let half_width = self.absolute[rank.clamp(1, n) - 1];
+        Some((
+            (forecast_rate - half_width).clamp(0.0, 1.0),
+            (forecast_rate + half_width).clamp(0.0, 1.0),
+        ))
+    }
+
+    /// A fixed calibration of the residuals now in the window (for probabilities and model files).
+    pub fn snapshot(&self) -> Option<ResidualCalibration> {
+        ResidualCalibration::fit(self.entries.iter().map(|(_, residual)| *residual))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn rolling_calibration_forgets_old_residuals_and_matches_the_fixed_one() {
+        let mut rolling = RollingCalibration::new(100);
+        assert_eq!(rolling.interval(0.5, 0.8), None);
+        for (at, residual) in [
+            (10, 0.30),
+            (20, -0.01),
+            (30, 0.02),
+            (40, f64::NAN),
+            (50, -0.03),
+        ] {
+            rolling.push(at, residual);
+        }
+        assert_eq!(rolling.len(), 4);
+        let fixed = ResidualCalibration::fit([0.30, -0.01, 0.02, -0.03]).expect("residuals");
+        assert_eq!(rolling.interval(0.5, 0.8), Some(fixed.interval(0.5, 0.8)));
+        rolling.advance_to(110); // drops the residual known at 10
+        assert_eq!(rolling.len(), 3);
+        let (low, high) = rolling.interval(0.5, 0.99).expect("residuals");
+        assert!((high - 0.53).abs() < 1e-12 && (low - 0.47).abs() < 1e-12);
+        assert_eq!(rolling.snapshot().map(|c| c.len()), Some(3));
+        rolling.advance_to(1_000);
+        assert!(rolling.is_empty());
+    }
 
     #[test]
     fn intervals_use_the_conformal_quantile_and_stay_within_bounds() {

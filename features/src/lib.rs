@@ -25,6 +25,7 @@ pub mod occupancy;
 pub mod pii;
 pub mod rows;
 pub mod schema;
+pub mod vector;
 #[cfg(feature = "polars")]
 pub mod warehouse;
 

@@ -1,0 +1,405 @@
+//! The batch path: every origin's feature vectors of one lot at once, as polars expressions.
+//!
+//! The lot's grid becomes a dense frame (one row per grid instant, a missing value a null), extended
+//! by the longest horizon so that targets past the last value still get their calendar and profile.
+//! Profile cells and day calendars join in as frames; lags, rolling deviations, day statistics and
+//! targets are shifts and windows over that frame. One frame per horizon is stacked into the result.
+//!
+//! Result columns: `origin_ms`, `horizon_steps`, the [`FEATURE_NAMES`] in order, then the label
+//! columns `target_rate` and `target_capacity` (null where the target has no value).
+
+use std::collections::BTreeSet;
+
+use chrono::{Datelike, NaiveDate};
+use polars::prelude::*;
+
+use super::{
+    FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LAG_STEPS, LotContext, LotProfile,
+    flow_bucket, local_time, minute_of_day,
+};
+use crate::grid::{GridSeries, slot_of_day};
+
+/// One lot's inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct LotHistory<'a> {
+    /// The occupancy grid.
+    pub series: &'a GridSeries,
+    /// The fitted profile.
+    pub profile: &'a LotProfile,
+    /// The lot's context.
+    pub context: &'a LotContext,
+    /// Session arrival times, ms (any order).
+    pub arrivals_ms: &'a [i64],
+    /// Session departure times, ms (any order).
+    pub departures_ms: &'a [i64],
+}
+
+/// Which rows to produce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRequest {
+    /// Horizons, in grid steps (each at most [`FeatureParams::max_horizon_steps`]).
+    pub horizons: Vec<u32>,
+    /// Origins at or after this instant, ms.
+    pub origins_from_ms: i64,
+    /// Origins before this instant, ms.
+    pub origins_until_ms: i64,
+    /// Keep every n-th grid instant as an origin (1 = all); trainers thin dense grids with it.
+    pub origin_stride: u32,
+}
+
+/// Days since 1970-01-01 of a date: the frame's day key.
+fn day_number(date: NaiveDate) -> i32 {
+    date.num_days_from_ce() - 719_163
+}
+
+/// The features of every origin of one lot with a value at the origin, for every horizon.
+pub fn lot_features(
+    params: &FeatureParams,
+    lot: LotHistory<'_>,
+    request: &BatchRequest,
+) -> PolarsResult<DataFrame> {
+    let step = params.step_ms();
+    let max_horizon = request.horizons.iter().copied().max().unwrap_or(0);
+    let (Some((first, _)), Some((last, _))) = (lot.series.iter().next(), lot.series.iter().last())
+    else {
+        return Ok(empty_result());
+    };
+    let end = last + i64::from(max_horizon) * step;
+    let instants: Vec<i64> = (0..=(end - first) / step)
+        .map(|index| first + index * step)
+        .collect();
+
+    // The dense grid with local-time keys and the profile cell of every instant.
+    let mut rate = Vec::with_capacity(instants.len());
+    let mut capacity = Vec::with_capacity(instants.len());
+    let mut local_day = Vec::with_capacity(instants.len());
+    let mut minute = Vec::with_capacity(instants.len());
+    let mut cell_sum = Vec::with_capacity(instants.len());
+    let mut cell_count = Vec::with_capacity(instants.len());
+    let mut days = BTreeSet::new();
+    for &instant in &instants {
+        let value = lot.series.at(instant);
+        rate.push(value.map(|value| value.rate()));
+        capacity.push(value.map(|value| value.capacity));
+        let local = local_time(lot.context.timezone, instant);
+        let day = day_number(local.date());
+        days.insert(local.date());
+        local_day.push(day);
+        minute.push(minute_of_day(local));
+        let cell = lot.profile.profile().cell(local);
+        cell_sum.push(cell.map(|(sum, _)| sum));
+        cell_count.push(cell.map(|(_, count)| f64::from(count)));
+        debug_assert_eq!(
+            slot_of_day(local, params.step_minutes),
+            (minute_of_day(local) as u32) / params.step_minutes
+        );
+    }
+    let grid = df! {
+        "instant" => &instants,
+        "rate" => &rate,
+        "capacity" => &capacity,
+        "local_day" => &local_day,
+        "minute_of_day" => &minute,
+        "cell_sum" => &cell_sum,
+        "cell_count" => &cell_count,
+    }?;
+
+    // Day calendars (a shared lookup) and session counts per grid instant.
+    let (mut day_keys, mut calendar_columns) = (Vec::new(), [(); 4].map(|()| Vec::new()));
+    for date in &days {
+        day_keys.push(day_number(*date));
+        for (column, value) in calendar_columns
+            .iter_mut()
+            .zip(lot.context.day_calendar(*date))
+        {
+            column.push(value);
+        }
+    }
+    let [weekday, day_off, holiday, days_to_holiday] = calendar_columns;
+    let calendar = df! {
+        "local_day" => &day_keys,
+        "weekday" => &weekday,
+        "day_off" => &day_off,
+        "holiday" => &holiday,
+        "days_to_holiday" => &days_to_holiday,
+    }?;
+    let flows = |times: &[i64], name: &str| -> PolarsResult<LazyFrame> {
+        let buckets: Vec<i64> = times.iter().map(|ts| flow_bucket(*ts, step)).collect();
+        Ok(df! { "instant" => &buckets }?
+            .lazy()
+            .group_by([col("instant")])
+            .agg([len().cast(DataType::Float64).alias(name)]))
+    };
+
+    let inside_fit = col("instant").lt(lit(lot.profile.fitted_until_ms()));
+    let profile_at = |own: Expr| {
+        when(inside_fit.clone().and(own.clone().is_not_null()))
+            .then(
+                when(col("cell_count").gt(lit(1.0)))
+                    .then((col("cell_sum") - own) / (col("cell_count") - lit(1.0)))
+                    .otherwise(lit(NULL)),
+            )
+            .otherwise(
+                when(col("cell_count").gt(lit(0.0)))
+                    .then(col("cell_sum") / col("cell_count"))
+                    .otherwise(lit(NULL)),
+            )
+            .cast(DataType::Float64)
+    };
+    let has_deviation = || col("deviation").is_not_null().cast(DataType::Float64);
+    let recent = params.recent_steps as i64;
+    let recent_sum = (0..recent).rev().fold(lit(0.0), |sum, back| {
+        sum + col("deviation").shift(lit(back)).fill_null(lit(0.0))
+    });
+    let recent_count = (0..recent).rev().fold(lit(0.0), |sum, back| {
+        sum + has_deviation().shift(lit(back)).fill_null(lit(0.0))
+    });
+    let mean_of = |sum: Expr, count: Expr| {
+        when(count.clone().gt(lit(0.0)))
+            .then(sum / count)
+            .otherwise(lit(f64::NAN))
+    };
+    let day = [col("local_day")];
+    let base = grid
+        .lazy()
+        .left_join(calendar.lazy(), col("local_day"), col("local_day"))
+        .left_join(
+            flows(lot.arrivals_ms, "arrivals")?,
+            col("instant"),
+            col("instant"),
+        )
+        .left_join(
+            flows(lot.departures_ms, "departures")?,
+            col("instant"),
+            col("instant"),
+        )
+        .sort(["instant"], SortMultipleOptions::default())
+        .with_column(profile_at(col("rate")).alias("profile"))
+        .with_column((col("rate") - col("profile")).alias("deviation"))
+        .with_columns([
+            mean_of(recent_sum, recent_count).alias("deviation_recent"),
+            mean_of(
+                col("deviation")
+                    .fill_null(lit(0.0))
+                    .cum_sum(false)
+                    .over(day.clone())?,
+                has_deviation().cum_sum(false).over(day.clone())?,
+            )
+            .alias("deviation_today"),
+            ((col("instant")
+                - col("instant")
+                    .filter(col("rate").is_not_null())
+                    .min()
+                    .over(day.clone())?)
+            .cast(DataType::Float64)
+                / lit(60_000.0))
+            .alias("minutes_since_first"),
+        ]);
+
+    // Deviation sums per local day, dense over the days, then yesterday's and last week's means.
+    let first_day = day_keys.first().copied().unwrap_or(0);
+    let last_day = day_keys.last().copied().unwrap_or(0);
+    let all_days: Vec<i32> = (first_day..=last_day).collect();
+    let day_sums = df! { "local_day" => &all_days }?
+        .lazy()
+        .left_join(
+            base.clone().group_by([col("local_day")]).agg([
+                col("deviation").fill_null(lit(0.0)).sum().alias("day_sum"),
+                has_deviation().sum().alias("day_count"),
+            ]),
+            col("local_day"),
+            col("local_day"),
+        )
+        .sort(["local_day"], SortMultipleOptions::default())
+        .with_columns([
+            col("day_sum").fill_null(lit(0.0)),
+            col("day_count").fill_null(lit(0.0)),
+        ]);
+    let week_sum = (1..=7i64).rev().fold(lit(0.0), |sum, back| {
+        sum + col("day_sum").shift(lit(back)).fill_null(lit(0.0))
+    });
+    let week_count = (1..=7i64).rev().fold(lit(0.0), |sum, back| {
+        sum + col("day_count").shift(lit(back)).fill_null(lit(0.0))
+    });
+    let day_stats = day_sums.select([
+        col("local_day"),
+        mean_of(
+            col("day_sum").shift(lit(1)),
+            col("day_count").shift(lit(1)).fill_null(lit(0.0)),
+        )
+        .alias("deviation_yesterday"),
+        mean_of(week_sum, week_count).alias("deviation_last_week"),
+    ]);
+    let flow_steps = i64::from(params.flow_steps());
+    let flow_sum = |name: &str| {
+        (0..flow_steps).fold(lit(0.0), |sum, back| {
+            sum + col(name).shift(lit(back)).fill_null(lit(0.0))
+        })
+    };
+    let flow_rate = |name: &str| {
+        if lot.context.has_sessions {
+            when(col("capacity").gt(lit(0.0)))
+                .then(flow_sum(name) / col("capacity"))
+                .otherwise(lit(f64::NAN))
+        } else {
+            lit(f64::NAN)
+        }
+    };
+    let or_nan = |value: Option<u32>| value.map_or(f64::NAN, f64::from);
+    let prepared = base
+        .left_join(day_stats, col("local_day"), col("local_day"))
+        .sort(["instant"], SortMultipleOptions::default())
+        .with_columns([
+            flow_rate("arrivals").alias("arrivals_recent"),
+            flow_rate("departures").alias("departures_recent"),
+        ]);
+
+    let mut frames = Vec::with_capacity(request.horizons.len());
+    for &horizon in &request.horizons {
+        let ahead = -i64::from(horizon);
+        let target = |name: &str| col(name).shift(lit(ahead));
+        let target_inside_fit = col("instant")
+            .shift(lit(ahead))
+            .lt(lit(lot.profile.fitted_until_ms()));
+        let target_rate = target("rate");
+        let profile_target = when(target_inside_fit.and(target_rate.clone().is_not_null()))
+            .then(
+                when(target("cell_count").gt(lit(1.0)))
+                    .then((target("cell_sum") - target_rate) / (target("cell_count") - lit(1.0)))
+                    .otherwise(lit(NULL)),
+            )
+            .otherwise(
+                when(target("cell_count").gt(lit(0.0)))
+                    .then(target("cell_sum") / target("cell_count"))
+                    .otherwise(lit(NULL)),
+            )
+            .cast(DataType::Float64);
+        let lag = |steps: i64| col("rate").shift(lit(steps));
+        let day_back = params.season_back_steps(horizon, 1) - i64::from(horizon);
+        let week_back = params.season_back_steps(horizon, 7) - i64::from(horizon);
+        let change = col("profile_target") - col("profile");
+        let nan = |expr: Expr| expr.cast(DataType::Float64).fill_null(lit(f64::NAN));
+        let mut columns = vec![
+            col("instant").alias("origin_ms"),
+            lit(horizon).cast(DataType::UInt32).alias("horizon_steps"),
+            lit(or_nan(lot.context.lot_code)).alias(FEATURE_NAMES[0]),
+            lit(or_nan(lot.context.kind_code)).alias(FEATURE_NAMES[1]),
+            col("capacity"),
+            lit(f64::from(horizon * params.step_minutes)),
+            target("weekday"),
+            target("minute_of_day"),
+            target("day_off"),
+            target("holiday"),
+            target("days_to_holiday"),
+            col("minute_of_day"),
+            col("rate"),
+        ];
+        columns.extend(LAG_STEPS.map(|steps| lag(i64::from(steps))));
+        columns.extend([
+            lag(day_back),
+            lag(week_back),
+            col("profile_target"),
+            col("profile"),
+            change.clone(),
+            (col("rate") + change).clip(lit(0.0), lit(1.0)),
+            col("deviation"),
+            col("deviation_recent"),
+            col("deviation_today"),
+            col("minutes_since_first"),
+            col("deviation_yesterday"),
+            col("deviation_last_week"),
+            col("arrivals_recent"),
+            col("departures_recent"),
+        ]);
+        let named: Vec<Expr> = columns
+            .into_iter()
+            .enumerate()
+            .map(|(position, expr)| match position {
+                0 | 1 => expr,
+                _ => nan(expr).alias(FEATURE_NAMES[position - 2]),
+            })
+            .chain([
+                target("rate").alias("target_rate"),
+                target("capacity").alias("target_capacity"),
+            ])
+            .collect();
+        let stride = i64::from(request.origin_stride.max(1));
+        frames.push(
+            prepared
+                .clone()
+                .with_column(profile_target.alias("profile_target"))
+                .select(named)
+                .filter(
+                    col("origin_ms")
+                        .gt_eq(lit(request.origins_from_ms))
+                        .and(col("origin_ms").lt(lit(request.origins_until_ms)))
+                        .and(col(FEATURE_NAMES[10]).is_not_nan())
+                        .and((col("origin_ms").floor_div(lit(step)) % lit(stride)).eq(lit(0i64))),
+                ),
+        );
+    }
+    if frames.is_empty() {
+        return Ok(empty_result());
+    }
+    concat(frames, UnionArgs::default())?.collect()
+}
+
+fn empty_result() -> DataFrame {
+    let mut columns = vec![
+        Column::new_empty("origin_ms".into(), &DataType::Int64),
+        Column::new_empty("horizon_steps".into(), &DataType::UInt32),
+    ];
+    columns.extend(
+        FEATURE_NAMES
+            .iter()
+            .map(|name| Column::new_empty((*name).into(), &DataType::Float64)),
+    );
+    columns.push(Column::new_empty("target_rate".into(), &DataType::Float64));
+    columns.push(Column::new_empty(
+        "target_capacity".into(),
+        &DataType::Float64,
+    ));
+    DataFrame::new_infer_height(columns).unwrap_or_default()
+}
+
+/// One row of a batch result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRow {
+    /// The origin, ms.
+    pub origin_ms: i64,
+    /// The horizon, grid steps.
+    pub horizon_steps: u32,
+    /// The features.
+    pub features: FeatureVector,
+    /// The actual rate at the target, if known.
+    pub target_rate: Option<f64>,
+    /// The capacity at the target, if known.
+    pub target_capacity: Option<f64>,
+}
+
+/// The rows of a [`lot_features`] frame.
+pub fn rows(frame: &DataFrame) -> PolarsResult<Vec<BatchRow>> {
+    let origins = frame.column("origin_ms")?.i64()?;
+    let horizons = frame.column("horizon_steps")?.u32()?;
+    let features = FEATURE_NAMES
+        .iter()
+        .map(|name| frame.column(name)?.f64().cloned())
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let target_rate = frame.column("target_rate")?.f64()?;
+    let target_capacity = frame.column("target_capacity")?.f64()?;
+    let mut rows = Vec::with_capacity(frame.height());
+    for row in 0..frame.height() {
+        let mut vector = [f64::NAN; FEATURE_COUNT];
+        for (slot, column) in vector.iter_mut().zip(&features) {
+            *slot = column.get(row).unwrap_or(f64::NAN);
+        }
+        rows.push(BatchRow {
+            origin_ms: origins.get(row).unwrap_or_default(),
+            horizon_steps: horizons.get(row).unwrap_or_default(),
+            features: vector,
+            target_rate: target_rate.get(row),
+            target_capacity: target_capacity.get(row),
+        });
+    }
+    Ok(rows)
+}
