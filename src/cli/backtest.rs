@@ -1,104 +1,265 @@
-//! `parkcast backtest`: the baselines, per horizon, on a source's lot occupancy.
+//! `parkcast backtest`: every baseline and learned model, per horizon, on a source's lot occupancy.
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use comfy_table::{Cell, CellAlignment};
-use parkcast_training::backtest::{self, BacktestConfig};
+use parkcast_features::vector::FEATURE_NAMES;
+use parkcast_training::backtest::{self, BacktestConfig, BacktestReport, ModelChoice};
+use parkcast_training::model::{GbmParams, LinearParams};
 
-use super::WarehouseLocation;
+use super::{GlobalArgs, WarehouseLocation};
+use crate::progress::BarProgress;
 use crate::report;
+
+/// Named protocols: the published reference set-ups of the real data sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// Birmingham: 30-minute grid, 30 min / 1 h / 2 h, test week 13-19 Dec 2016, same-day pairs.
+    Birmingham,
+    /// Málaga: 15-minute grid, 15 min / 1 h / 24 h, test Jul 2025 - Jun 2026 in quarterly rolling
+    /// windows, pairs across midnight.
+    Malaga,
+}
+
+/// Which learned models to train next to the baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Models {
+    /// Baselines only.
+    Baselines,
+    /// Baselines and the elastic net.
+    Linear,
+    /// Baselines and the gradient-boosted trees.
+    Gbm,
+    /// Baselines, elastic net and trees.
+    All,
+}
+
+/// The evaluation protocol, shared by `backtest` and `train`.
+#[derive(Debug, Args, Clone)]
+pub struct ProtocolArgs {
+    #[command(flatten)]
+    pub location: WarehouseLocation,
+    /// Start from a named protocol; the options below override its parts.
+    #[arg(long, value_enum, default_value = "birmingham")]
+    pub preset: Preset,
+    /// `fact_lot_occupancy.source` to evaluate (birmingham, malaga, melbourne, simulated, csv-<name>).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Grid step, minutes.
+    #[arg(long)]
+    pub step: Option<u32>,
+    /// Horizons, comma-separated durations (`15m`, `1h`, `24h`, `7d`), multiples of the step.
+    #[arg(long, value_delimiter = ',')]
+    pub horizons: Option<Vec<String>>,
+    /// First local date of the test period.
+    #[arg(long)]
+    pub test_start: Option<NaiveDate>,
+    /// Last local date of the test period (inclusive).
+    #[arg(long)]
+    pub test_end: Option<NaiveDate>,
+    /// Split the test period into rolling windows of this many days, each forecast by models fitted
+    /// before its own start.
+    #[arg(long)]
+    pub window_days: Option<u32>,
+    /// Also evaluate this many earlier windows as long as the test period (ignored with
+    /// --window-days).
+    #[arg(long)]
+    pub windows: Option<u32>,
+    /// Pair origins and targets across midnight too.
+    #[arg(long)]
+    pub across_days: bool,
+    /// Days before each window that calibrate the conformal intervals.
+    #[arg(long)]
+    pub calibration_days: Option<u32>,
+    /// Train on at most this many days before each window (default: all history).
+    #[arg(long)]
+    pub training_days: Option<u32>,
+    /// Cap on training rows per horizon (origins are thinned evenly).
+    #[arg(long, default_value_t = 400_000)]
+    pub max_training_rows: usize,
+    /// Learned models to train next to the baselines.
+    #[arg(long, value_enum, default_value = "all")]
+    pub models: Models,
+    /// Boosting rounds of the trees.
+    #[arg(long)]
+    pub gbm_iterations: Option<usize>,
+    /// Learning rate of the trees.
+    #[arg(long)]
+    pub gbm_learning_rate: Option<f32>,
+    /// Reweighting rounds towards an L1 objective (0 = squared loss).
+    #[arg(long)]
+    pub gbm_l1_rounds: Option<u32>,
+    /// Features the trees leave out, comma-separated names (see `parkcast_features::vector`).
+    #[arg(long, value_delimiter = ',')]
+    pub gbm_exclude: Vec<String>,
+}
+
+/// Parses `15m`, `1h`, `7d` or plain minutes.
+pub fn parse_duration_minutes(text: &str) -> Result<u32> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((position, _)) => text.split_at(position),
+        None => (text, "m"),
+    };
+    let value: u32 = number
+        .parse()
+        .with_context(|| format!("horizon {text:?}: expected a number and m, h or d"))?;
+    let factor = match unit {
+        "m" | "min" => 1,
+        "h" => 60,
+        "d" => 1_440,
+        _ => bail!("horizon {text:?}: unit must be m, h or d"),
+    };
+    value
+        .checked_mul(factor)
+        .with_context(|| format!("horizon {text:?} is too long"))
+}
+
+impl ProtocolArgs {
+    /// The backtest configuration these arguments describe.
+    pub fn config(&self) -> Result<BacktestConfig> {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("preset dates are valid");
+        let (mut config, mut horizons_minutes) = match self.preset {
+            Preset::Birmingham => (BacktestConfig::birmingham(), vec![30, 60, 120]),
+            Preset::Malaga => (
+                BacktestConfig {
+                    source: "malaga".to_owned(),
+                    step_minutes: 15,
+                    test_start: date(2025, 7, 1),
+                    test_end: date(2026, 6, 30),
+                    window_days: Some(91),
+                    same_day: false,
+                    training_days: Some(365),
+                    ..BacktestConfig::birmingham()
+                },
+                vec![15, 60, 1_440],
+            ),
+        };
+        if let Some(source) = &self.source {
+            config.source = source.clone();
+        }
+        if let Some(step) = self.step {
+            config.step_minutes = step;
+        }
+        if let Some(horizons) = &self.horizons {
+            horizons_minutes = horizons
+                .iter()
+                .map(|text| parse_duration_minutes(text))
+                .collect::<Result<_>>()?;
+        }
+        config.horizons = horizons_minutes
+            .iter()
+            .map(|minutes| {
+                if config.step_minutes == 0 || minutes % config.step_minutes != 0 {
+                    bail!(
+                        "horizon {minutes} min is not a multiple of the {}-minute step",
+                        config.step_minutes
+                    );
+                }
+                Ok(minutes / config.step_minutes)
+            })
+            .collect::<Result<_>>()?;
+        if let Some(start) = self.test_start {
+            config.test_start = start;
+        }
+        if let Some(end) = self.test_end {
+            config.test_end = end;
+        }
+        if self.window_days.is_some() {
+            config.window_days = self.window_days;
+        }
+        if let Some(windows) = self.windows {
+            config.windows = windows;
+        }
+        if self.across_days {
+            config.same_day = false;
+        }
+        if let Some(days) = self.calibration_days {
+            config.calibration_days = days;
+        }
+        if self.training_days.is_some() {
+            config.training_days = self.training_days;
+        }
+        config.max_training_rows = self.max_training_rows;
+        Ok(config)
+    }
+
+    /// The learned models these arguments ask for.
+    pub fn models(&self) -> Result<ModelChoice> {
+        let mut gbm = GbmParams::default();
+        if let Some(iterations) = self.gbm_iterations {
+            gbm.iterations = iterations;
+        }
+        if let Some(rate) = self.gbm_learning_rate {
+            gbm.learning_rate = rate;
+        }
+        if let Some(rounds) = self.gbm_l1_rounds {
+            gbm.l1_rounds = rounds;
+        }
+        for name in &self.gbm_exclude {
+            let position = FEATURE_NAMES
+                .iter()
+                .position(|feature| feature == name)
+                .with_context(|| {
+                    format!(
+                        "--gbm-exclude: no feature {name:?}; features: {}",
+                        FEATURE_NAMES.join(", ")
+                    )
+                })?;
+            gbm.excluded_features.push(position);
+        }
+        let linear = LinearParams::default();
+        Ok(match self.models {
+            Models::Baselines => ModelChoice::default(),
+            Models::Linear => ModelChoice {
+                linear: Some(linear),
+                gbm: None,
+            },
+            Models::Gbm => ModelChoice {
+                linear: None,
+                gbm: Some(gbm),
+            },
+            Models::All => ModelChoice {
+                linear: Some(linear),
+                gbm: Some(gbm),
+            },
+        })
+    }
+}
 
 /// Arguments of `parkcast backtest`. Defaults are the Birmingham protocol of the reference figures.
 #[derive(Debug, Args)]
 pub struct BacktestArgs {
     #[command(flatten)]
-    pub location: WarehouseLocation,
-    /// `fact_lot_occupancy.source` to evaluate (birmingham, malaga, melbourne, simulated, csv-<name>).
-    #[arg(long, default_value = "birmingham")]
-    pub source: String,
-    /// Grid step, minutes.
-    #[arg(long, default_value_t = 30)]
-    pub step: u32,
-    /// Horizons in grid steps, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-    pub horizons: Vec<u32>,
-    /// First local date of the test window.
-    #[arg(long, default_value = "2016-12-13")]
-    pub test_start: NaiveDate,
-    /// Last local date of the test window (inclusive).
-    #[arg(long, default_value = "2016-12-19")]
-    pub test_end: NaiveDate,
-    /// Also pair origins and targets across midnight (default: same local day only).
-    #[arg(long)]
-    pub across_days: bool,
-    /// Days before the test window that calibrate the conformal intervals.
-    #[arg(long, default_value_t = 14)]
-    pub calibration_days: u32,
-    /// Rolling origins: evaluate this many consecutive windows as long as the test window, ending with
-    /// it; each is forecast from data before its own start.
-    #[arg(long, default_value_t = 1)]
-    pub windows: u32,
-    /// Also print each lot's MAE for persistence and persistence + profile change, worst lots first.
+    pub protocol: ProtocolArgs,
+    /// Also print each lot's MAE for the best learned model and persistence + profile change, worst
+    /// lots first.
     #[arg(long)]
     pub per_lot: bool,
 }
 
-pub fn run(args: BacktestArgs) -> Result<()> {
-    let warehouse = args.location.open()?;
-    let config = BacktestConfig {
-        source: args.source,
-        step_minutes: args.step,
-        horizons: args.horizons,
-        test_start: args.test_start,
-        test_end: args.test_end,
-        same_day: !args.across_days,
-        calibration_days: args.calibration_days,
-        windows: args.windows,
-        ..BacktestConfig::birmingham()
-    };
-    let outcome = backtest::backtest_baselines(&warehouse, &config).context("backtest failed")?;
-    let mut table = report::new_table(&[
-        "model",
-        "horizon",
-        "MAE rate",
-        "RMSE rate",
-        "MAE slots",
-        "RMSE slots",
-        "80% covers",
-        "95% covers",
-        "80% width",
-        "pairs",
-        "fallbacks",
-    ]);
-    let percent = |share: Option<f64>| {
-        share.map_or_else(
-            || "n/a".to_owned(),
-            |share| format!("{:.1}%", 100.0 * share),
-        )
-    };
-    let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
-    for metrics in &outcome.metrics {
-        table.add_row(vec![
-            Cell::new(metrics.model),
-            right(format!("{} min", metrics.horizon_minutes)),
-            right(format!("{:.4}", metrics.mae_rate)),
-            right(format!("{:.4}", metrics.rmse_rate)),
-            right(format!("{:.2}", metrics.mae_slots)),
-            right(format!("{:.2}", metrics.rmse_slots)),
-            right(percent(metrics.coverage_80)),
-            right(percent(metrics.coverage_95)),
-            right(
-                metrics
-                    .width_80
-                    .map_or_else(|| "n/a".to_owned(), |width| format!("{width:.3}")),
-            ),
-            right(report::thousands(metrics.pairs)),
-            right(report::thousands(metrics.fallbacks)),
-        ]);
+pub fn run(args: BacktestArgs, global: &GlobalArgs) -> Result<()> {
+    let warehouse = args.protocol.location.open()?;
+    let config = args.protocol.config()?;
+    let models = args.protocol.models()?;
+    let progress = BarProgress::new(global.quiet);
+    let started = std::time::Instant::now();
+    let outcome = backtest::backtest(&warehouse, &config, &models, &progress);
+    progress.finish();
+    let outcome = outcome.context("backtest failed")?;
+    print_summary(&outcome, &config);
+    println!("({:.1} s)", started.elapsed().as_secs_f64());
+    if args.per_lot {
+        println!("{}", per_lot_table(&outcome, &config));
     }
+    Ok(())
+}
+
+/// The header line and the metrics table of a backtest.
+pub fn print_summary(outcome: &BacktestReport, config: &BacktestConfig) {
     let first_start = outcome
         .windows
         .first()
@@ -122,24 +283,104 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             outcome.excluded_lots.join(", ")
         );
     }
-    println!("{table}");
-    if args.per_lot {
-        println!("{}", per_lot_table(&outcome, &config));
+    if !outcome.training_rows.is_empty() {
+        let rows: Vec<String> = outcome
+            .training_rows
+            .iter()
+            .map(|(minutes, rows)| format!("{minutes} min: {}", report::thousands(*rows as u64)))
+            .collect();
+        println!("training rows (last window): {}", rows.join(", "));
     }
-    Ok(())
+    println!("{}", metrics_table(outcome));
+    println!("{}", versus_table(outcome, config));
 }
 
-/// MAE per lot and horizon for persistence and persistence + profile change, worst lots first.
-fn per_lot_table(
-    outcome: &backtest::BacktestReport,
-    config: &BacktestConfig,
-) -> comfy_table::Table {
+fn metrics_table(outcome: &BacktestReport) -> comfy_table::Table {
+    let mut table = report::new_table(&[
+        "model",
+        "horizon",
+        "MAE rate",
+        "RMSE rate",
+        "MAE slots",
+        "RMSE slots",
+        "80% covers",
+        "95% covers",
+        "80% width",
+        "pairs",
+        "fallbacks",
+    ]);
+    let percent = |share: Option<f64>| {
+        share.map_or_else(
+            || "n/a".to_owned(),
+            |share| format!("{:.1}%", 100.0 * share),
+        )
+    };
+    let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
+    let mut rows: Vec<_> = outcome.metrics.iter().collect();
+    rows.sort_by_key(|metrics| metrics.horizon_steps);
+    for metrics in rows {
+        table.add_row(vec![
+            Cell::new(&metrics.model),
+            right(format!("{} min", metrics.horizon_minutes)),
+            right(format!("{:.4}", metrics.mae_rate)),
+            right(format!("{:.4}", metrics.rmse_rate)),
+            right(format!("{:.2}", metrics.mae_slots)),
+            right(format!("{:.2}", metrics.rmse_slots)),
+            right(percent(metrics.coverage_80)),
+            right(percent(metrics.coverage_95)),
+            right(
+                metrics
+                    .width_80
+                    .map_or_else(|| "n/a".to_owned(), |width| format!("{width:.3}")),
+            ),
+            right(report::thousands(metrics.pairs)),
+            right(report::thousands(metrics.fallbacks)),
+        ]);
+    }
+    table
+}
+
+/// Each model's MAE change against persistence + profile change, per horizon: the promotion view.
+fn versus_table(outcome: &BacktestReport, config: &BacktestConfig) -> comfy_table::Table {
+    const BASELINE: &str = "persistence + profile change";
+    let mut header = vec!["MAE rate vs persistence + profile change".to_owned()];
+    header.extend(
+        config
+            .horizons
+            .iter()
+            .map(|h| format!("{} min", h * config.step_minutes)),
+    );
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = report::new_table(&header_refs);
+    for model in &outcome.models {
+        let mut row = vec![Cell::new(model)];
+        for &horizon in &config.horizons {
+            let text = match (outcome.get(model, horizon), outcome.get(BASELINE, horizon)) {
+                (Some(model), Some(baseline)) if baseline.mae_rate > 0.0 => format!(
+                    "{:.4} ({:+.1}%)",
+                    model.mae_rate,
+                    100.0 * (model.mae_rate / baseline.mae_rate - 1.0)
+                ),
+                _ => "n/a".to_owned(),
+            };
+            row.push(Cell::new(text).set_alignment(CellAlignment::Right));
+        }
+        table.add_row(row);
+    }
+    table
+}
+
+/// MAE per lot and horizon for the last model and persistence + profile change, worst lots first.
+fn per_lot_table(outcome: &BacktestReport, config: &BacktestConfig) -> comfy_table::Table {
     const MAIN: &str = "persistence + profile change";
+    let best = outcome.models.last().map_or(MAIN, String::as_str);
     let mut header = vec!["lot".to_owned()];
     for horizon in &config.horizons {
         let minutes = horizon * config.step_minutes;
-        header.push(format!("{MAIN} {minutes} min"));
-        header.push(format!("persistence {minutes} min"));
+        header.push(format!("{best} {minutes} min"));
+        if best != MAIN {
+            header.push(format!("{MAIN} {minutes} min"));
+        }
     }
     let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut table = report::new_table(&header_refs);
@@ -151,7 +392,7 @@ fn per_lot_table(
             (
                 (
                     entry.lot_id.as_str(),
-                    entry.metrics.model,
+                    entry.metrics.model.as_str(),
                     entry.metrics.horizon_steps,
                 ),
                 entry.metrics.mae_rate,
@@ -165,14 +406,19 @@ fn per_lot_table(
         .expect("validated horizons are non-empty");
     let mut lots = outcome.lots.clone();
     lots.sort_by(|left, right| {
-        mae(right, MAIN, last_horizon)
+        mae(right, best, last_horizon)
             .unwrap_or(0.0)
-            .total_cmp(&mae(left, MAIN, last_horizon).unwrap_or(0.0))
+            .total_cmp(&mae(left, best, last_horizon).unwrap_or(0.0))
     });
+    let models: Vec<&str> = if best == MAIN {
+        vec![MAIN]
+    } else {
+        vec![best, MAIN]
+    };
     for lot in &lots {
         let mut row = vec![Cell::new(lot)];
         for &horizon in &config.horizons {
-            for model in [MAIN, "persistence"] {
+            for model in &models {
                 let text = mae(lot, model, horizon)
                     .map_or_else(|| "n/a".to_owned(), |value| format!("{value:.4}"));
                 row.push(Cell::new(text).set_alignment(CellAlignment::Right));
@@ -181,4 +427,19 @@ fn per_lot_table(
         table.add_row(row);
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration_minutes("15m").ok(), Some(15));
+        assert_eq!(parse_duration_minutes("2h").ok(), Some(120));
+        assert_eq!(parse_duration_minutes("7d").ok(), Some(10_080));
+        assert_eq!(parse_duration_minutes("45").ok(), Some(45));
+        assert!(parse_duration_minutes("1w").is_err());
+        assert!(parse_duration_minutes("h").is_err());
+    }
 }

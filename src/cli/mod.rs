@@ -4,7 +4,9 @@ mod backtest;
 mod bench;
 mod demo;
 mod import;
+mod models;
 mod simulate;
+mod train;
 mod warehouse;
 
 use std::path::PathBuf;
@@ -50,9 +52,16 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Import real occupancy data (Birmingham, Málaga, Melbourne, or a generic CSV) into a warehouse.
     Import(import::ImportArgs),
-    /// Backtest the baselines (persistence, seasonal naive, profile, persistence + profile change) on a
-    /// source's lot occupancy: MAE and RMSE per horizon, in rate and in slots.
+    /// Backtest the baselines (persistence, seasonal naive, profile, persistence + profile change) and
+    /// the learned models (elastic net, gradient-boosted trees) on a source's lot occupancy with
+    /// rolling origins: MAE and RMSE per horizon and per lot, in rate and in slots, and the coverage
+    /// of the conformal intervals.
     Backtest(backtest::BacktestArgs),
+    /// Backtest, promote the best learned model, refit it on all data and publish it with its report
+    /// to the model registry (`models/<name>/<version>/`).
+    Train(train::TrainArgs),
+    /// List the model registry or show one version's manifest.
+    Models(models::ModelsArgs),
     /// Show what a warehouse holds: files, rows, bytes and date range per table.
     Warehouse(warehouse::WarehouseArgs),
     /// Measure speed and memory of the main paths on real inputs, printed as a table.
@@ -98,6 +107,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => import::run(args, &cli.global),
         Command::Warehouse(args) => warehouse::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Backtest(args) => backtest::run(args),
+        Command::Backtest(args) => backtest::run(args, &cli.global),
+        Command::Train(args) => train::run(args, &cli.global),
+        Command::Models(args) => models::run(args),
     }
 }

@@ -1,30 +1,39 @@
-//! Backtests of the baselines on the warehouse's lot occupancy.
+//! Rolling-origin backtests: every baseline and learned model, per horizon and per lot, on a source's
+//! lot occupancy in the warehouse.
 //!
-//! The protocol (the one behind the published Birmingham figures, which it reproduces): readings go to
-//! the nearest grid instant ([`parkcast_features::grid`]); the profile is fitted on the data before the
-//! test window only; each test target is forecast from the origin `horizon` steps earlier, on the same
-//! local day when `same_day` is set (garages that close at night have no overnight origins); a baseline
-//! that lacks an input falls back to persistence, and the fallbacks are counted. Errors are reported as
-//! MAE and RMSE of the rate and in slots (rate error times the capacity at the target).
+//! The protocol (the one behind the published Birmingham figures, which the baselines reproduce):
+//! readings go to the nearest grid instant ([`parkcast_features::grid`]); each test target is forecast
+//! from the origin `horizon` steps earlier, on the same local day when `same_day` is set (garages that
+//! close at night have no overnight origins). Features come from the batch path of
+//! [`parkcast_features::vector`]; each window's profiles are fitted, and its models trained, on data
+//! before the window only (training rows' targets too). A forecaster that cannot forecast a pair
+//! falls back to persistence, and the fallbacks are counted. Errors are MAE and RMSE of the rate and
+//! in slots (rate error times the capacity at the target).
 //!
-//! Uncertainty: each model's residuals per horizon on the `calibration_days` before the test window
-//! (from a profile fitted before those days) calibrate split-conformal 80% and 95% intervals
-//! ([`parkcast_features::conformal`]); the report gives the share of test actuals they cover.
-//!
-//! Rolling origins: [`BacktestConfig::windows`] consecutive windows, each refitted and recalibrated on
-//! the data before its own start. Models (linear, tree ensembles) join this module in the trainer issue.
+//! Uncertainty: split-conformal 80% and 95% intervals ([`parkcast_features::conformal`]) from each
+//! forecaster's residuals per horizon over a sliding window of `calibration_days` before each origin.
+//! The window starts on the days before the test window, forecast by profiles and models fitted
+//! before those days (so the residuals are out of sample), and then takes in each test residual as
+//! soon as its actual is known, as live serving does. The report gives the share of test actuals
+//! the intervals cover.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{Days, NaiveDate, TimeZone};
 use chrono_tz::Tz;
-use parkcast_features::baseline::{Baseline, WeekdayProfile};
-use parkcast_features::conformal::ResidualCalibration;
-use parkcast_features::grid::{GridSeries, GridValue};
-use parkcast_features::rows::LotRow;
-use parkcast_features::schema::Table;
+use parkcast_features::conformal::RollingCalibration;
+use parkcast_features::grid::GridSeries;
+use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
+use parkcast_features::vector::{FeatureParams, FeatureVector, LotProfile, index};
 use parkcast_features::warehouse::{Warehouse, WarehouseError};
-use polars::prelude::*;
+use polars::prelude::PolarsError;
+
+use crate::lots::{LotInputs, LotsError, load_lots};
+use crate::model::{
+    BaselineModel, Forecaster, ForecasterParams, GbmModel, GbmParams, LinearModel, LinearParams,
+    ModelError, TrainingSet,
+};
+use crate::progress::Progress;
 
 /// Errors of a backtest.
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +50,12 @@ pub enum BacktestError {
         /// The polars error.
         source: PolarsError,
     },
-    /// A lot's time zone is not an IANA name.
-    #[error("lot {lot_id} has an unknown time zone {timezone:?}")]
-    BadTimezone {
-        /// The lot.
-        lot_id: String,
-        /// The zone found.
-        timezone: String,
-    },
+    /// Reading the lots failed.
+    #[error(transparent)]
+    Lots(#[from] LotsError),
+    /// Fitting a model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// Invalid settings.
     #[error("invalid backtest config: {reason}")]
     InvalidConfig {
@@ -91,6 +98,13 @@ pub struct BacktestConfig {
     /// the test window itself. Each window is forecast with profiles and calibration from the data
     /// before its own start.
     pub windows: u32,
+    /// Split `[test_start, test_end]` into consecutive windows of this many days (the last may be
+    /// shorter); `windows` is then ignored.
+    pub window_days: Option<u32>,
+    /// Train models on at most this many days before each cut-off (`None`: all history).
+    pub training_days: Option<u32>,
+    /// Cap on training rows per horizon: origins are thinned evenly to stay under it.
+    pub max_training_rows: usize,
 }
 
 impl BacktestConfig {
@@ -107,7 +121,15 @@ impl BacktestConfig {
             min_day_share: 0.5,
             calibration_days: 14,
             windows: 1,
+            window_days: None,
+            training_days: None,
+            max_training_rows: 400_000,
         }
+    }
+
+    /// The feature parameters of this grid.
+    pub fn feature_params(&self) -> FeatureParams {
+        FeatureParams::new(self.step_minutes)
     }
 
     fn validate(&self) -> Result<(), BacktestError> {
@@ -130,11 +152,31 @@ impl BacktestConfig {
         if self.windows == 0 {
             return invalid("windows must be positive");
         }
+        if self
+            .horizons
+            .iter()
+            .any(|h| *h > self.feature_params().max_horizon_steps())
+        {
+            return invalid("horizons must be at most 7 days");
+        }
+        if self.max_training_rows == 0 {
+            return invalid("max_training_rows must be positive");
+        }
         Ok(())
     }
 
-    /// The rolling-origin windows, oldest first; the last is `[test_start, test_end]`.
+    /// The rolling-origin windows, oldest first; the last ends at `test_end`.
     pub fn windows(&self) -> Vec<(NaiveDate, NaiveDate)> {
+        if let Some(days) = self.window_days.filter(|days| *days > 0) {
+            let mut windows = Vec::new();
+            let mut start = self.test_start;
+            while start <= self.test_end {
+                let end = (start + Days::new(u64::from(days) - 1)).min(self.test_end);
+                windows.push((start, end));
+                start = end + Days::new(1);
+            }
+            return windows;
+        }
         let length_days = ((self.test_end - self.test_start).num_days() + 1).max(1) as u64;
         (0..u64::from(self.windows))
             .rev()
@@ -150,7 +192,7 @@ impl BacktestConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HorizonMetrics {
     /// The model.
-    pub model: &'static str,
+    pub model: String,
     /// Horizon in grid steps.
     pub horizon_steps: u32,
     /// Horizon in minutes.
@@ -175,19 +217,45 @@ pub struct HorizonMetrics {
     pub width_80: Option<f64>,
 }
 
+/// One forecast of the last window, kept for plots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastSample {
+    /// The lot.
+    pub lot_id: String,
+    /// Horizon in grid steps.
+    pub horizon_steps: u32,
+    /// The target instant, ms.
+    pub target_ms: i64,
+    /// The actual rate.
+    pub actual_rate: f64,
+    /// Every model's forecast, in [`BacktestReport::models`] order.
+    pub forecasts: Vec<f64>,
+    /// The 80% interval of every model (NaN bounds without calibration).
+    pub intervals_80: Vec<(f64, f64)>,
+}
+
 /// The result of a backtest.
 #[derive(Debug, Clone)]
 pub struct BacktestReport {
+    /// The forecasters, in report order: the baselines, then the learned models.
+    pub models: Vec<String>,
     /// Lots evaluated.
     pub lots: Vec<String>,
     /// Lots left out for too little data.
     pub excluded_lots: Vec<String>,
     /// The test windows (first and last local date), oldest first.
     pub windows: Vec<(NaiveDate, NaiveDate)>,
-    /// One entry per model and horizon over all windows, models in [`Baseline::ALL`] order.
+    /// One entry per model and horizon over all windows, models in [`BacktestReport::models`] order.
     pub metrics: Vec<HorizonMetrics>,
     /// The same per lot.
     pub per_lot: Vec<LotMetrics>,
+    /// Forecasts of the last window for the first few lots (for plots).
+    pub samples: Vec<ForecastSample>,
+    /// Training rows per horizon (minutes) of the last window's models.
+    pub training_rows: BTreeMap<u32, usize>,
+    /// Residuals (actual - forecast) of the last window per (model index, horizon steps): out of
+    /// sample for models fitted before it, so they calibrate a final model's intervals.
+    pub test_residuals: BTreeMap<(usize, u32), Vec<f64>>,
 }
 
 /// Errors of one model at one horizon for one lot.
@@ -208,6 +276,18 @@ impl BacktestReport {
     }
 }
 
+/// The 80% and 95% intervals of a forecast.
+type Intervals = ((f64, f64), (f64, f64));
+
+/// A forecast, or persistence where the forecaster had none.
+fn or_last(forecast: f64, row: &EvalRow) -> f64 {
+    if forecast.is_nan() {
+        row.last_rate
+    } else {
+        forecast
+    }
+}
+
 #[derive(Default)]
 struct Accumulator {
     pairs: u64,
@@ -223,47 +303,36 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    /// Adds one pair: the model's forecast (persistence `last` when it has none) against the actual.
-    fn record(
-        &mut self,
-        forecast: Option<f64>,
-        last: f64,
-        actual: GridValue,
-        calibration: Option<&ResidualCalibration>,
-    ) {
-        if forecast.is_none() {
+    /// Adds one pair: the model's forecast (persistence when it has none) against the actual, with the
+    /// 80% and 95% intervals when calibrated.
+    fn record(&mut self, row: &EvalRow, forecast: f64, intervals: Option<Intervals>) {
+        if forecast.is_nan() {
             self.fallbacks += 1;
         }
-        let forecast = forecast.unwrap_or(last);
-        let error = forecast - actual.rate();
+        let forecast = or_last(forecast, row);
+        let error = forecast - row.actual_rate;
         self.pairs += 1;
         self.abs_rate += error.abs();
         self.sq_rate += error * error;
-        self.abs_slots += error.abs() * actual.capacity;
-        self.sq_slots += (error * actual.capacity).powi(2);
-        if let Some(calibration) = calibration {
+        self.abs_slots += error.abs() * row.capacity;
+        self.sq_slots += (error * row.capacity).powi(2);
+        if let Some((interval_80, interval_95)) = intervals {
             self.calibrated_pairs += 1;
-            let inside = |(low, high): (f64, f64)| (low..=high).contains(&actual.rate());
-            let interval_80 = calibration.interval(forecast, 0.8);
+            let inside = |(low, high): (f64, f64)| (low..=high).contains(&row.actual_rate);
             self.covered_80 += u64::from(inside(interval_80));
-            self.covered_95 += u64::from(inside(calibration.interval(forecast, 0.95)));
+            self.covered_95 += u64::from(inside(interval_95));
             self.width_80 += interval_80.1 - interval_80.0;
         }
     }
 
-    fn metrics(
-        &self,
-        model: &'static str,
-        horizon: u32,
-        config: &BacktestConfig,
-    ) -> HorizonMetrics {
+    fn metrics(&self, model: &str, horizon: u32, config: &BacktestConfig) -> HorizonMetrics {
         let pairs = self.pairs.max(1) as f64;
         // Coverage counts only pairs that had intervals (a window may lack calibration data).
         let calibrated_pairs = self.calibrated_pairs as f64;
         let share =
             |count: u64| (self.calibrated_pairs > 0).then(|| count as f64 / calibrated_pairs);
         HorizonMetrics {
-            model,
+            model: model.to_owned(),
             horizon_steps: horizon,
             horizon_minutes: horizon * config.step_minutes,
             pairs: self.pairs,
@@ -279,264 +348,510 @@ impl Accumulator {
     }
 }
 
-/// Calls `visit(horizon, origin_ms, target_ms, actual, last_rate)` for every forecast pair whose target
-/// lies in `[window_start_ms, window_end_ms)` and whose origin has a value.
-fn for_each_pair(
-    series: &GridSeries,
-    config: &BacktestConfig,
-    (window_start_ms, window_end_ms): (i64, i64),
-    mut visit: impl FnMut(u32, i64, i64, GridValue, f64),
-) {
-    let step_ms = i64::from(config.step_minutes) * 60_000;
-    for (target_ms, actual) in series
-        .iter()
-        .filter(|(instant, _)| (window_start_ms..window_end_ms).contains(instant))
-    {
-        for &horizon in &config.horizons {
-            let origin_ms = target_ms - i64::from(horizon) * step_ms;
-            let Some(last) = series.rate_at(origin_ms) else {
-                continue;
-            };
-            if config.same_day && series.local(origin_ms).date() != series.local(target_ms).date() {
-                continue;
-            }
-            visit(horizon, origin_ms, target_ms, actual, last);
+/// Which learned models to train next to the baselines (which always run).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelChoice {
+    /// The elastic net, if wanted.
+    pub linear: Option<LinearParams>,
+    /// The gradient-boosted trees, if wanted.
+    pub gbm: Option<GbmParams>,
+}
+
+impl ModelChoice {
+    /// Both learned models with default hyperparameters.
+    pub fn all() -> Self {
+        ModelChoice {
+            linear: Some(LinearParams::default()),
+            gbm: Some(GbmParams::default()),
         }
+    }
+
+    /// Names of every forecaster, in report order.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = BaselineModel::ALL
+            .iter()
+            .map(|baseline| baseline.name().to_owned())
+            .collect();
+        if self.linear.is_some() {
+            names.push(LINEAR_NAME.to_owned());
+        }
+        if self.gbm.is_some() {
+            names.push(GBM_NAME.to_owned());
+        }
+        names
     }
 }
 
-/// Runs the baselines over the test window(s).
+/// Report name of the elastic net.
+pub const LINEAR_NAME: &str = "elastic net";
+/// Report name of the gradient-boosted trees.
+pub const GBM_NAME: &str = "gradient-boosted trees";
+
+/// One evaluation pair: a target with a value, forecast from an origin with a value.
+#[derive(Debug, Clone)]
+pub(crate) struct EvalRow {
+    pub(crate) lot: usize,
+    pub(crate) horizon_steps: u32,
+    pub(crate) target_ms: i64,
+    pub(crate) actual_rate: f64,
+    pub(crate) capacity: f64,
+    pub(crate) last_rate: f64,
+    pub(crate) features: FeatureVector,
+}
+
+/// The models fitted at one cut-off.
+pub(crate) struct Fitted {
+    pub(crate) linear: Option<LinearModel>,
+    pub(crate) gbm: Option<GbmModel>,
+    pub(crate) training_rows: BTreeMap<u32, usize>,
+}
+
+impl Fitted {
+    /// Every forecaster in [`ModelChoice::names`] order.
+    pub(crate) fn forecasters(&self) -> Vec<&dyn Forecaster> {
+        let mut forecasters: Vec<&dyn Forecaster> = BaselineModel::ALL
+            .iter()
+            .map(|baseline| baseline as &dyn Forecaster)
+            .collect();
+        if let Some(linear) = &self.linear {
+            forecasters.push(linear);
+        }
+        if let Some(gbm) = &self.gbm {
+            forecasters.push(gbm);
+        }
+        forecasters
+    }
+}
+
+/// Usable lots (readings on enough training days) and the ones left out.
+pub(crate) fn usable_lots(
+    lots: BTreeMap<String, LotInputs>,
+    config: &BacktestConfig,
+    first_start: NaiveDate,
+) -> (Vec<LotInputs>, Vec<String>) {
+    let mut excluded = Vec::new();
+    let mut usable = Vec::new();
+    for (lot_id, lot) in lots {
+        let training_end_ms = local_midnight_ms(lot.series.timezone(), first_start);
+        let training_days: HashSet<NaiveDate> = lot
+            .series
+            .iter()
+            .filter(|(instant, _)| *instant < training_end_ms)
+            .map(|(instant, _)| lot.series.local(instant).date())
+            .collect();
+        let first_day = lot
+            .series
+            .iter()
+            .next()
+            .map(|(instant, _)| lot.series.local(instant).date());
+        let span_days = first_day.map_or(0, |first| (first_start - first).num_days().max(1));
+        if (training_days.len() as f64) < config.min_day_share * span_days as f64 {
+            excluded.push(lot_id);
+        } else {
+            usable.push(lot);
+        }
+    }
+    (usable, excluded)
+}
+
+/// Runs the baselines only.
 pub fn backtest_baselines(
     warehouse: &Warehouse,
     config: &BacktestConfig,
 ) -> Result<BacktestReport, BacktestError> {
+    backtest(
+        warehouse,
+        config,
+        &ModelChoice::default(),
+        &crate::progress::NoProgress,
+    )
+}
+
+/// Runs every baseline and the chosen models over the test window(s).
+pub fn backtest(
+    warehouse: &Warehouse,
+    config: &BacktestConfig,
+    models: &ModelChoice,
+    progress: &dyn Progress,
+) -> Result<BacktestReport, BacktestError> {
+    let (usable, excluded_lots) = prepare(warehouse, config)?;
+    backtest_lots(&usable, excluded_lots, config, models, progress)
+}
+
+/// Validates the config and reads the source's usable lots (and the ids of those left out).
+pub fn prepare(
+    warehouse: &Warehouse,
+    config: &BacktestConfig,
+) -> Result<(Vec<LotInputs>, Vec<String>), BacktestError> {
     config.validate()?;
-    let series = load_series(warehouse, config)?;
-    let windows = config.windows();
-    let first_start = windows
+    let lots = load_lots(warehouse, &config.source, config.step_minutes)?;
+    let first_start = config
+        .windows()
         .first()
         .expect("validate() ensures at least one window")
         .0;
-
-    let mut excluded_lots = Vec::new();
-    let mut usable: Vec<(&String, &GridSeries)> = Vec::new();
-    for (lot_id, lot_series) in &series {
-        let training_end_ms = local_midnight_ms(lot_series.timezone(), first_start);
-        let training_days: HashSet<NaiveDate> = lot_series
-            .iter()
-            .filter(|(instant, _)| *instant < training_end_ms)
-            .map(|(instant, _)| lot_series.local(instant).date())
-            .collect();
-        let first_day = lot_series
-            .iter()
-            .next()
-            .map(|(instant, _)| lot_series.local(instant).date());
-        let span_days = first_day.map_or(0, |first| (first_start - first).num_days().max(1));
-        if (training_days.len() as f64) < config.min_day_share * span_days as f64 {
-            excluded_lots.push(lot_id.clone());
-            continue;
-        }
-        usable.push((lot_id, lot_series));
-    }
+    let (usable, excluded_lots) = usable_lots(lots, config, first_start);
     if usable.is_empty() {
         return Err(BacktestError::NoUsableLot {
             source_name: config.source.clone(),
             min_day_share: config.min_day_share * 100.0,
         });
     }
+    Ok((usable, excluded_lots))
+}
+
+/// [`backtest`] on lots from [`prepare`].
+pub fn backtest_lots(
+    usable: &[LotInputs],
+    excluded_lots: Vec<String>,
+    config: &BacktestConfig,
+    models: &ModelChoice,
+    progress: &dyn Progress,
+) -> Result<BacktestReport, BacktestError> {
+    let windows = config.windows();
+    let names = models.names();
+    let learned = models.linear.is_some() || models.gbm.is_some();
+    progress.stage(
+        "backtest (fits: calibration and test per window)",
+        Some(2 * windows.len() as u64),
+    );
 
     let mut totals: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
-    let mut by_lot: BTreeMap<(&String, usize, u32), Accumulator> = BTreeMap::new();
-    for &(window_start, window_end) in &windows {
-        // Each origin refits and recalibrates on data before its own window only.
-        let calibrations = calibrate(&usable, config, window_start);
-        let days = (window_start, window_end + Days::new(1));
-        forecast_days(
-            &usable,
+    let mut by_lot: BTreeMap<(usize, usize, u32), Accumulator> = BTreeMap::new();
+    let mut samples = Vec::new();
+    let mut training_rows = BTreeMap::new();
+    let mut test_residuals: BTreeMap<(usize, u32), Vec<f64>> = BTreeMap::new();
+    let calibration_ms = i64::from(config.calibration_days) * 86_400_000;
+    for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
+        // Calibration: fitted before the calibration days, evaluated on them.
+        let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
+        let (rows, fitted) = fit_and_forecast(
+            usable,
             config,
+            models,
+            calibration_start,
+            (calibration_start, window_start),
+        )?;
+        progress.advance(1);
+        let mut rolling: BTreeMap<(usize, u32), RollingCalibration> = BTreeMap::new();
+        let features = features_of(&rows);
+        let forecasts: Vec<Vec<f64>> = fitted
+            .forecasters()
+            .iter()
+            .map(|forecaster| forecaster.predict(&features))
+            .collect();
+        let mut by_target: Vec<usize> = (0..rows.len()).collect();
+        by_target.sort_by_key(|&position| rows[position].target_ms);
+        for position in by_target {
+            let row = &rows[position];
+            for (model_index, model_forecasts) in forecasts.iter().enumerate() {
+                rolling
+                    .entry((model_index, row.horizon_steps))
+                    .or_insert_with(|| RollingCalibration::new(calibration_ms))
+                    .push(
+                        row.target_ms,
+                        row.actual_rate - or_last(model_forecasts[position], row),
+                    );
+            }
+        }
+
+        // Test: fitted before the window, evaluated on it. Forecasts are visited in origin order;
+        // each residual joins the calibration once its target's actual is known (a sliding window
+        // of `calibration_days`, as serving does live).
+        let (rows, fitted) = fit_and_forecast(
+            usable,
+            config,
+            models,
             window_start,
-            days,
-            |lot_id, model_index, horizon, forecast, last, actual| {
-                let calibration = calibrations.get(&(model_index, horizon));
-                totals.entry((model_index, horizon)).or_default().record(
-                    forecast,
-                    last,
-                    actual,
-                    calibration,
-                );
-                by_lot
-                    .entry((lot_id, model_index, horizon))
+            (window_start, window_end + Days::new(1)),
+        )?;
+        progress.advance(1);
+        let last_window = window_index + 1 == windows.len();
+        let features = features_of(&rows);
+        let forecasts: Vec<Vec<f64>> = fitted
+            .forecasters()
+            .iter()
+            .map(|forecaster| forecaster.predict(&features))
+            .collect();
+        let step = i64::from(config.step_minutes) * 60_000;
+        let origin_of = |row: &EvalRow| row.target_ms - i64::from(row.horizon_steps) * step;
+        let mut by_origin: Vec<usize> = (0..rows.len()).collect();
+        by_origin.sort_by_key(|&position| origin_of(&rows[position]));
+        let mut by_target: Vec<usize> = (0..rows.len()).collect();
+        by_target.sort_by_key(|&position| rows[position].target_ms);
+        let mut known = 0;
+        for position in by_origin {
+            let row = &rows[position];
+            let origin = origin_of(row);
+            while known < by_target.len() && rows[by_target[known]].target_ms <= origin {
+                let done = &rows[by_target[known]];
+                for (model_index, model_forecasts) in forecasts.iter().enumerate() {
+                    let residual =
+                        done.actual_rate - or_last(model_forecasts[by_target[known]], done);
+                    rolling
+                        .entry((model_index, done.horizon_steps))
+                        .or_insert_with(|| RollingCalibration::new(calibration_ms))
+                        .push(done.target_ms, residual);
+                    if last_window {
+                        test_residuals
+                            .entry((model_index, done.horizon_steps))
+                            .or_default()
+                            .push(residual);
+                    }
+                }
+                known += 1;
+            }
+            let mut sample_forecasts = Vec::new();
+            let mut sample_intervals = Vec::new();
+            for (model_index, model_forecasts) in forecasts.iter().enumerate() {
+                let forecast = model_forecasts[position];
+                let intervals =
+                    rolling
+                        .get_mut(&(model_index, row.horizon_steps))
+                        .and_then(|calibration| {
+                            calibration.advance_to(origin);
+                            let point = or_last(forecast, row);
+                            Some((
+                                calibration.interval(point, 0.8)?,
+                                calibration.interval(point, 0.95)?,
+                            ))
+                        });
+                totals
+                    .entry((model_index, row.horizon_steps))
                     .or_default()
-                    .record(forecast, last, actual, calibration);
-            },
-        );
+                    .record(row, forecast, intervals);
+                by_lot
+                    .entry((row.lot, model_index, row.horizon_steps))
+                    .or_default()
+                    .record(row, forecast, intervals);
+                sample_forecasts.push(forecast);
+                sample_intervals.push(intervals.map_or((f64::NAN, f64::NAN), |(eighty, _)| eighty));
+            }
+            if last_window && row.lot < SAMPLE_LOTS {
+                samples.push(ForecastSample {
+                    lot_id: usable[row.lot].lot_id.clone(),
+                    horizon_steps: row.horizon_steps,
+                    target_ms: row.target_ms,
+                    actual_rate: row.actual_rate,
+                    forecasts: sample_forecasts,
+                    intervals_80: sample_intervals,
+                });
+            }
+        }
+        // Residuals of targets after the last origin still belong to the window.
+        if last_window {
+            for &position in &by_target[known..] {
+                let done = &rows[position];
+                for (model_index, model_forecasts) in forecasts.iter().enumerate() {
+                    test_residuals
+                        .entry((model_index, done.horizon_steps))
+                        .or_default()
+                        .push(done.actual_rate - or_last(model_forecasts[position], done));
+                }
+            }
+        }
+        if last_window && learned {
+            training_rows = fitted.training_rows;
+        }
     }
 
     let metrics = totals
         .iter()
         .map(|(&(model_index, horizon), accumulator)| {
-            accumulator.metrics(Baseline::ALL[model_index].name(), horizon, config)
+            accumulator.metrics(&names[model_index], horizon, config)
         })
         .collect();
     let per_lot = by_lot
         .iter()
-        .map(
-            |(&(lot_id, model_index, horizon), accumulator)| LotMetrics {
-                lot_id: lot_id.clone(),
-                metrics: accumulator.metrics(Baseline::ALL[model_index].name(), horizon, config),
-            },
-        )
+        .map(|(&(lot, model_index, horizon), accumulator)| LotMetrics {
+            lot_id: usable[lot].lot_id.clone(),
+            metrics: accumulator.metrics(&names[model_index], horizon, config),
+        })
         .collect();
-    let lots = usable.iter().map(|(lot_id, _)| (*lot_id).clone()).collect();
+    samples.sort_by(|a, b| {
+        (&a.lot_id, a.horizon_steps, a.target_ms).cmp(&(&b.lot_id, b.horizon_steps, b.target_ms))
+    });
     Ok(BacktestReport {
-        lots,
+        models: names,
+        lots: usable.iter().map(|lot| lot.lot_id.clone()).collect(),
         excluded_lots,
         windows,
         metrics,
         per_lot,
+        samples,
+        training_rows,
+        test_residuals,
     })
 }
 
-/// Residuals of every baseline per horizon on the `calibration_days` before `window_start`, from a
-/// profile fitted before those days (so the residuals are out of sample), pooled over lots.
-fn calibrate(
-    usable: &[(&String, &GridSeries)],
-    config: &BacktestConfig,
-    window_start: NaiveDate,
-) -> HashMap<(usize, u32), ResidualCalibration> {
-    let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
-    let mut residuals: HashMap<(usize, u32), Vec<f64>> = HashMap::new();
-    let days = (calibration_start, window_start);
-    forecast_days(
-        usable,
-        config,
-        calibration_start,
-        days,
-        |_, model_index, horizon, forecast, last, actual| {
-            residuals
-                .entry((model_index, horizon))
-                .or_default()
-                .push(actual.rate() - forecast.unwrap_or(last));
-        },
-    );
-    residuals
-        .into_iter()
-        .filter_map(|(key, residuals)| {
-            ResidualCalibration::fit(residuals).map(|calibration| (key, calibration))
-        })
-        .collect()
+/// Lots whose last-window forecasts are kept for plots.
+const SAMPLE_LOTS: usize = 4;
+
+pub(crate) fn features_of(rows: &[EvalRow]) -> Vec<FeatureVector> {
+    rows.iter().map(|row| row.features).collect()
 }
 
-/// Calls `visit(lot, model_index, horizon, forecast, last, actual)` for every baseline's forecast of every
-/// pair whose target lies in the local days `[first_day, end_day)`, each lot's profile fitted on its data
-/// before `fit_until`. `forecast` is `None` where the baseline lacks an input; `last` is persistence.
-fn forecast_days<'lot>(
-    usable: &[(&'lot String, &GridSeries)],
-    config: &BacktestConfig,
-    fit_until: NaiveDate,
-    (first_day, end_day): (NaiveDate, NaiveDate),
-    mut visit: impl FnMut(&'lot String, usize, u32, Option<f64>, f64, GridValue),
-) {
-    for &(lot_id, lot_series) in usable {
-        let timezone = lot_series.timezone();
-        let profile = WeekdayProfile::fit(lot_series, local_midnight_ms(timezone, fit_until));
-        let window = (
-            local_midnight_ms(timezone, first_day),
-            local_midnight_ms(timezone, end_day),
-        );
-        for_each_pair(
-            lot_series,
-            config,
-            window,
-            |horizon, origin_ms, target_ms, actual, last| {
-                for (model_index, baseline) in Baseline::ALL.iter().enumerate() {
-                    let forecast = baseline.forecast(lot_series, &profile, origin_ms, target_ms);
-                    visit(lot_id, model_index, horizon, forecast, last, actual);
-                }
-            },
-        );
+/// The context of lot `code` in a model, as the model sees it.
+pub(crate) fn lot_history<'a>(
+    lot: &'a LotInputs,
+    profile: &'a LotProfile,
+    context: &'a parkcast_features::vector::LotContext,
+) -> LotHistory<'a> {
+    LotHistory {
+        series: &lot.series,
+        profile,
+        context,
+        arrivals_ms: &lot.arrivals_ms,
+        departures_ms: &lot.departures_ms,
     }
 }
 
-fn local_midnight_ms(tz: Tz, date: NaiveDate) -> i64 {
+/// Fits profiles (and, if chosen, models) on the data before `cut` and returns the evaluation pairs
+/// whose targets fall in the local days `[first_day, end_day)`, with the fitted models.
+pub(crate) fn fit_and_forecast(
+    lots: &[LotInputs],
+    config: &BacktestConfig,
+    models: &ModelChoice,
+    cut: NaiveDate,
+    (first_day, end_day): (NaiveDate, NaiveDate),
+) -> Result<(Vec<EvalRow>, Fitted), BacktestError> {
+    let params = config.feature_params();
+    let step = params.step_ms();
+    let max_horizon = i64::from(config.horizons.iter().copied().max().unwrap_or(1));
+    let learned = models.linear.is_some() || models.gbm.is_some();
+    let training_from = |tz: Tz| {
+        config.training_days.map_or(i64::MIN, |days| {
+            local_midnight_ms(tz, cut - Days::new(u64::from(days)))
+        })
+    };
+    // Thin training origins evenly to stay under the row cap.
+    let candidate_origins: usize = lots
+        .iter()
+        .map(|lot| {
+            let tz = lot.series.timezone();
+            let (from, until) = (training_from(tz), local_midnight_ms(tz, cut));
+            lot.series
+                .iter()
+                .filter(|(instant, _)| (from..until).contains(instant))
+                .count()
+        })
+        .sum();
+    let stride = candidate_origins.div_ceil(config.max_training_rows).max(1);
+    let stride = u32::try_from(stride).unwrap_or(u32::MAX);
+
+    let mut training: TrainingSet = BTreeMap::new();
+    let mut rows = Vec::new();
+    let polars_error = |context| move |source| BacktestError::Polars { context, source };
+    for (code, lot) in lots.iter().enumerate() {
+        let tz = lot.series.timezone();
+        let cut_ms = local_midnight_ms(tz, cut);
+        let profile = LotProfile::fit(&lot.series, cut_ms);
+        let context = parkcast_features::vector::LotContext {
+            lot_code: u32::try_from(code).ok(),
+            ..lot.context.clone()
+        };
+        let history = lot_history(lot, &profile, &context);
+        if learned {
+            let request = BatchRequest {
+                horizons: config.horizons.clone(),
+                origins_from_ms: training_from(tz),
+                origins_until_ms: cut_ms,
+                origin_stride: stride,
+            };
+            let frame = batch::lot_features(&params, history, &request)
+                .map_err(polars_error("computing training features"))?;
+            for row in batch::rows(&frame).map_err(polars_error("reading training features"))? {
+                let target_ms = row.origin_ms + i64::from(row.horizon_steps) * step;
+                let Some(target_rate) = row.target_rate else {
+                    continue;
+                };
+                if target_ms >= cut_ms
+                    || !pair_allowed(&lot.series, config, row.origin_ms, target_ms)
+                {
+                    continue;
+                }
+                let rows = training
+                    .entry(row.horizon_steps * config.step_minutes)
+                    .or_default();
+                rows.features.push(row.features);
+                rows.targets.push(target_rate);
+            }
+        }
+        let window = (
+            local_midnight_ms(tz, first_day),
+            local_midnight_ms(tz, end_day),
+        );
+        let request = BatchRequest {
+            horizons: config.horizons.clone(),
+            origins_from_ms: window.0 - max_horizon * step,
+            origins_until_ms: window.1,
+            origin_stride: 1,
+        };
+        let frame = batch::lot_features(&params, history, &request)
+            .map_err(polars_error("computing evaluation features"))?;
+        for row in batch::rows(&frame).map_err(polars_error("reading evaluation features"))? {
+            let target_ms = row.origin_ms + i64::from(row.horizon_steps) * step;
+            let (Some(actual_rate), Some(capacity)) = (row.target_rate, row.target_capacity) else {
+                continue;
+            };
+            if !(window.0..window.1).contains(&target_ms)
+                || !pair_allowed(&lot.series, config, row.origin_ms, target_ms)
+            {
+                continue;
+            }
+            rows.push(EvalRow {
+                lot: code,
+                horizon_steps: row.horizon_steps,
+                target_ms,
+                actual_rate,
+                capacity,
+                last_rate: row.features[index::RATE_ORIGIN],
+                features: row.features,
+            });
+        }
+    }
+    let training_rows = training
+        .iter()
+        .map(|(horizon, rows)| (*horizon, rows.features.len()))
+        .collect();
+    let linear = match (&models.linear, training.is_empty()) {
+        (Some(params), false) => Some(params.fit(&training)?),
+        _ => None,
+    };
+    let gbm = match (&models.gbm, training.is_empty()) {
+        (Some(params), false) => Some(params.fit(&training)?),
+        _ => None,
+    };
+    if learned && training.is_empty() {
+        return Err(BacktestError::InvalidConfig {
+            reason: "no training rows before the first window: move the test window later",
+        });
+    }
+    Ok((
+        rows,
+        Fitted {
+            linear,
+            gbm,
+            training_rows,
+        },
+    ))
+}
+
+/// Whether an origin-target pair counts: same local day when the config asks for it.
+fn pair_allowed(
+    series: &GridSeries,
+    config: &BacktestConfig,
+    origin_ms: i64,
+    target_ms: i64,
+) -> bool {
+    !config.same_day || series.local(origin_ms).date() == series.local(target_ms).date()
+}
+
+/// The instant of local midnight starting `date` (the earliest, across a DST change).
+pub fn local_midnight_ms(tz: Tz, date: NaiveDate) -> i64 {
     let midnight = date.and_hms_opt(0, 0, 0).expect("midnight should be valid");
     tz.from_local_datetime(&midnight).earliest().map_or_else(
         || midnight.and_utc().timestamp_millis(),
         |instant| instant.timestamp_millis(),
     )
-}
-
-/// Every lot of the source as a grid series, read with a lazy scan (only the needed columns).
-fn load_series(
-    warehouse: &Warehouse,
-    config: &BacktestConfig,
-) -> Result<BTreeMap<String, GridSeries>, BacktestError> {
-    let timezones: HashMap<String, String> = warehouse
-        .read_rows::<LotRow>()?
-        .into_iter()
-        .map(|lot| (lot.lot_id, lot.timezone))
-        .collect();
-    let polars_error = |context| move |source| BacktestError::Polars { context, source };
-    let frame = warehouse
-        .scan(Table::FactLotOccupancy)?
-        .filter(col("source").eq(lit(config.source.clone())))
-        .select([col("lot_id"), col("ts"), col("occupied"), col("capacity")])
-        .collect()
-        .map_err(polars_error("reading fact_lot_occupancy"))?;
-    let column = |name| frame.column(name).map_err(polars_error("reading a column"));
-    let lot_ids = column("lot_id")?
-        .str()
-        .map_err(polars_error("lot_id as text"))?
-        .clone();
-    let timestamps = column("ts")?
-        .datetime()
-        .map_err(polars_error("ts as datetime"))?
-        .physical()
-        .clone();
-    let occupied = column("occupied")?
-        .i32()
-        .map_err(polars_error("occupied as int32"))?
-        .clone();
-    let capacities = column("capacity")?
-        .i32()
-        .map_err(polars_error("capacity as int32"))?
-        .clone();
-
-    // Group by lot, then sort each lot by time (stable: file order breaks ties, so the later reading
-    // of an instant wins). Cheaper in time and memory than polars sorting all rows on a text key.
-    let mut readings: HashMap<&str, Vec<(i64, f64, f64)>> = HashMap::new();
-    let rows = lot_ids
-        .iter()
-        .zip(timestamps.iter())
-        .zip(occupied.iter())
-        .zip(capacities.iter());
-    for (((lot_id, ts), occupied), capacity) in rows {
-        let (Some(lot_id), Some(ts), Some(occupied), Some(capacity)) =
-            (lot_id, ts, occupied, capacity)
-        else {
-            continue;
-        };
-        readings
-            .entry(lot_id)
-            .or_default()
-            .push((ts, f64::from(occupied), f64::from(capacity)));
-    }
-    let step_ms = i64::from(config.step_minutes) * 60_000;
-    let mut series: BTreeMap<String, GridSeries> = BTreeMap::new();
-    for (lot_id, mut lot_readings) in readings {
-        let timezone_name = timezones.get(lot_id).map_or("UTC", String::as_str);
-        let timezone: Tz = timezone_name
-            .parse()
-            .map_err(|_| BacktestError::BadTimezone {
-                lot_id: lot_id.to_owned(),
-                timezone: timezone_name.to_owned(),
-            })?;
-        lot_readings.sort_by_key(|(ts, _, _)| *ts);
-        let mut lot_series = GridSeries::new(step_ms, timezone);
-        for (ts, occupied, capacity) in lot_readings {
-            lot_series.push(ts, occupied, capacity);
-        }
-        series.insert(lot_id.to_owned(), lot_series);
-    }
-    Ok(series)
 }

@@ -1,5 +1,5 @@
-//! The offline side of parkcast: build the warehouse (simulate a city, import real data), and, in later
-//! issues, fit forecasters, backtest them and write versioned artifacts.
+//! The offline side of parkcast: build the warehouse (simulate a city, import real data), backtest
+//! baselines and learned forecasters with rolling origins, and publish versioned model artifacts.
 //!
 //! ```no_run
 //! use parkcast_features::warehouse::Warehouse;
@@ -13,8 +13,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod artifact;
 pub mod backtest;
 pub mod datasets;
 pub mod import;
+pub mod lots;
+pub mod model;
+pub mod plot;
 pub mod progress;
+pub mod registry;
 pub mod simulate;
+pub mod train;

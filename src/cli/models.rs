@@ -1,0 +1,171 @@
+//! `parkcast models list|show`: what the model registry holds.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use comfy_table::{Cell, CellAlignment};
+use parkcast_training::registry::Registry;
+
+use crate::report;
+
+/// Arguments of `parkcast models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Model registry folder.
+    #[arg(long, env = "PARKCAST_MODELS", default_value = "models", global = true)]
+    pub registry: PathBuf,
+    #[command(subcommand)]
+    pub command: ModelsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Every version of every model line, newest last.
+    List,
+    /// One version's manifest: training data, hyperparameters, backtest metrics, checksum.
+    Show {
+        /// The model line.
+        name: String,
+        /// The version (default: the latest).
+        version: Option<u32>,
+        /// Also verify the model file against the manifest (size, sha256).
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+pub fn run(args: ModelsArgs) -> Result<()> {
+    let registry = Registry::open(&args.registry);
+    match args.command {
+        ModelsCommand::List => list(&registry),
+        ModelsCommand::Show {
+            name,
+            version,
+            verify,
+        } => show(&registry, &name, version, verify),
+    }
+}
+
+fn list(registry: &Registry) -> Result<()> {
+    let entries = registry.list().context("failed to read the registry")?;
+    if entries.is_empty() {
+        println!(
+            "no models in {} (train one with `parkcast train`)",
+            registry.root().display()
+        );
+        return Ok(());
+    }
+    let mut table = report::new_table(&[
+        "name", "version", "kind", "source", "trained", "data", "horizons", "status",
+    ]);
+    for entry in entries {
+        match entry.manifest {
+            Ok(manifest) => {
+                let horizons: Vec<String> = manifest
+                    .horizons_minutes
+                    .iter()
+                    .map(|minutes| format!("{minutes}m"))
+                    .collect();
+                table.add_row(vec![
+                    Cell::new(&manifest.name),
+                    Cell::new(manifest.version).set_alignment(CellAlignment::Right),
+                    Cell::new(&manifest.model_kind),
+                    Cell::new(&manifest.source),
+                    Cell::new(manifest.created_at.format("%Y-%m-%d %H:%M")),
+                    Cell::new(format!(
+                        "{} .. {}",
+                        manifest.training_start, manifest.training_end
+                    )),
+                    Cell::new(horizons.join(",")),
+                    Cell::new("ok"),
+                ]);
+            }
+            Err(error) => {
+                table.add_row(vec![
+                    Cell::new(&entry.name),
+                    Cell::new(entry.version).set_alignment(CellAlignment::Right),
+                    Cell::new(""),
+                    Cell::new(""),
+                    Cell::new(""),
+                    Cell::new(""),
+                    Cell::new(""),
+                    Cell::new(format!("broken: {error}")),
+                ]);
+            }
+        }
+    }
+    println!("{table}");
+    Ok(())
+}
+
+fn show(registry: &Registry, name: &str, version: Option<u32>, verify: bool) -> Result<()> {
+    let version = match version {
+        Some(version) => version,
+        None => registry
+            .latest(name)?
+            .with_context(|| format!("no versions of model {name:?}"))?,
+    };
+    let manifest = if verify {
+        registry
+            .load(name, version, None)
+            .with_context(|| format!("model {name} v{version} failed verification"))?
+            .0
+    } else {
+        registry.manifest(name, version)?
+    };
+    println!(
+        "{} v{} — {} model on {} ({} .. {}), created {}",
+        manifest.name,
+        manifest.version,
+        manifest.model_kind,
+        manifest.source,
+        manifest.training_start,
+        manifest.training_end,
+        manifest.created_at.format("%Y-%m-%d %H:%M UTC")
+    );
+    println!(
+        "grid {} min, horizons {:?} min, {} features, schema {}",
+        manifest.step_minutes,
+        manifest.horizons_minutes,
+        manifest.feature_names.len(),
+        &manifest.feature_schema_hash[..16]
+    );
+    println!(
+        "model file {} ({} bytes, sha256 {}){}",
+        manifest.model_file,
+        manifest.model_bytes,
+        manifest.model_sha256,
+        if verify { " — verified" } else { "" }
+    );
+    println!(
+        "hyperparameters: {}",
+        serde_json::to_string(&manifest.hyperparameters).unwrap_or_default()
+    );
+    let mut table = report::new_table(&[
+        "model",
+        "horizon",
+        "MAE rate",
+        "RMSE rate",
+        "MAE slots",
+        "80% covers",
+        "pairs",
+    ]);
+    let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
+    for metric in &manifest.metrics {
+        table.add_row(vec![
+            Cell::new(&metric.model),
+            right(format!("{} min", metric.horizon_minutes)),
+            right(format!("{:.4}", metric.mae_rate)),
+            right(format!("{:.4}", metric.rmse_rate)),
+            right(format!("{:.2}", metric.mae_slots)),
+            right(metric.coverage_80.map_or_else(
+                || "n/a".to_owned(),
+                |share| format!("{:.1}%", share * 100.0),
+            )),
+            right(report::thousands(metric.pairs)),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}

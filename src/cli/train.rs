@@ -1,0 +1,74 @@
+//! `parkcast train`: backtest every forecaster, promote the best learned model, refit it on all data
+//! and publish it (model file, manifest, report with plots) to the model registry.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use parkcast_training::registry::Registry;
+use parkcast_training::train::{TrainConfig, train};
+
+use super::GlobalArgs;
+use super::backtest::{ProtocolArgs, print_summary};
+use crate::progress::BarProgress;
+
+/// Arguments of `parkcast train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
+    /// Model registry folder.
+    #[arg(long, env = "PARKCAST_MODELS", default_value = "models")]
+    pub registry: PathBuf,
+    /// Name of the model line in the registry (default: the source).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+pub fn run(args: TrainArgs, global: &GlobalArgs) -> Result<()> {
+    let warehouse = args.protocol.location.open()?;
+    let backtest = args.protocol.config()?;
+    let models = args.protocol.models()?;
+    let name = args.name.clone().unwrap_or_else(|| {
+        backtest
+            .source
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    });
+    let config = TrainConfig {
+        backtest,
+        models,
+        name,
+    };
+    let registry = Registry::open(&args.registry);
+    let progress = BarProgress::new(global.quiet);
+    let started = std::time::Instant::now();
+    let outcome = train(&warehouse, &registry, &config, &progress);
+    progress.finish();
+    let outcome = outcome.context("training failed")?;
+    print_summary(&outcome.backtest, &config.backtest);
+    let manifest = &outcome.published.manifest;
+    println!(
+        "promoted {} ({} persistence + profile change at every horizon)",
+        outcome.promoted,
+        if outcome.beats_baseline {
+            "beats"
+        } else {
+            "does NOT beat"
+        }
+    );
+    println!(
+        "published {} v{} ({} model, {} bytes, sha256 {}) to {}",
+        manifest.name,
+        manifest.version,
+        manifest.model_kind,
+        manifest.model_bytes,
+        &manifest.model_sha256[..12],
+        outcome.published.dir.display()
+    );
+    println!(
+        "report: {}",
+        outcome.published.dir.join("report.md").display()
+    );
+    println!("({:.1} s)", started.elapsed().as_secs_f64());
+    Ok(())
+}

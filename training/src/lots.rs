@@ -1,0 +1,235 @@
+//! A source's lots as the trainer needs them: each lot's occupancy on the grid, its context (kind,
+//! time zone, holidays) and its session arrivals and departures, read from the warehouse with lazy
+//! scans of only the needed columns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use parkcast_features::calendar::{HolidayCalendar, HolidayRegion};
+use parkcast_features::grid::GridSeries;
+use parkcast_features::rows::LotRow;
+use parkcast_features::schema::Table;
+use parkcast_features::vector::{LotContext, lot_kind_code};
+use parkcast_features::warehouse::{Warehouse, WarehouseError};
+use polars::prelude::*;
+
+/// Errors of reading lots.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LotsError {
+    /// Reading the warehouse failed.
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    /// A polars query failed.
+    #[error("{context}: {source}")]
+    Polars {
+        /// What was being done.
+        context: &'static str,
+        /// The polars error.
+        source: PolarsError,
+    },
+    /// A lot's time zone is not an IANA name.
+    #[error("lot {lot_id} has an unknown time zone {timezone:?}")]
+    BadTimezone {
+        /// The lot.
+        lot_id: String,
+        /// The zone found.
+        timezone: String,
+    },
+}
+
+/// One lot's inputs.
+#[derive(Debug, Clone)]
+pub struct LotInputs {
+    /// The lot.
+    pub lot_id: String,
+    /// Its occupancy on the grid.
+    pub series: GridSeries,
+    /// Kind, time zone, holidays; `lot_code` is left unset (the model assigns it).
+    pub context: LotContext,
+    /// Session entry times, ms.
+    pub arrivals_ms: Vec<i64>,
+    /// Session exit times, ms.
+    pub departures_ms: Vec<i64>,
+    /// The lot's holiday region code (for the model file).
+    pub holiday_region: String,
+    /// The lot's kind (for the model file).
+    pub kind: String,
+}
+
+fn polars_error(context: &'static str) -> impl Fn(PolarsError) -> LotsError {
+    move |source| LotsError::Polars { context, source }
+}
+
+/// Every lot of `source` with occupancy, keyed and ordered by lot id.
+pub fn load_lots(
+    warehouse: &Warehouse,
+    source: &str,
+    step_minutes: u32,
+) -> Result<BTreeMap<String, LotInputs>, LotsError> {
+    let dimension: HashMap<String, LotRow> = warehouse
+        .read_rows::<LotRow>()?
+        .into_iter()
+        .map(|lot| (lot.lot_id.clone(), lot))
+        .collect();
+    let series = load_series(warehouse, source, step_minutes, &dimension)?;
+    let (mut arrivals, mut departures) = load_sessions(warehouse, source)?;
+    let mut calendars: HashMap<String, Arc<HolidayCalendar>> = HashMap::new();
+    let mut lots = BTreeMap::new();
+    for (lot_id, lot_series) in series {
+        let row = dimension.get(&lot_id);
+        let region_code = row.map_or("", |row| row.holiday_region.as_str()).to_owned();
+        let holidays = calendars
+            .entry(region_code.clone())
+            .or_insert_with(|| {
+                // A region the embedded data lacks gets no holidays rather than failing the run;
+                // the day-off flag still knows weekends.
+                Arc::new(region_code.parse::<HolidayRegion>().map_or_else(
+                    |_| HolidayCalendar::from_dates(&region_code, []),
+                    |region| HolidayCalendar::load(&region),
+                ))
+            })
+            .clone();
+        let kind = row.map_or("unknown", |row| row.kind.as_str()).to_owned();
+        let lot_arrivals = arrivals.remove(&lot_id).unwrap_or_default();
+        let lot_departures = departures.remove(&lot_id).unwrap_or_default();
+        let context = LotContext {
+            lot_code: None,
+            kind_code: lot_kind_code(&kind),
+            timezone: lot_series.timezone(),
+            holidays,
+            has_sessions: !lot_arrivals.is_empty(),
+        };
+        lots.insert(
+            lot_id.clone(),
+            LotInputs {
+                lot_id,
+                series: lot_series,
+                context,
+                arrivals_ms: lot_arrivals,
+                departures_ms: lot_departures,
+                holiday_region: region_code,
+                kind,
+            },
+        );
+    }
+    Ok(lots)
+}
+
+/// Every lot of the source as a grid series.
+fn load_series(
+    warehouse: &Warehouse,
+    source: &str,
+    step_minutes: u32,
+    dimension: &HashMap<String, LotRow>,
+) -> Result<BTreeMap<String, GridSeries>, LotsError> {
+    let frame = warehouse
+        .scan(Table::FactLotOccupancy)?
+        .filter(col("source").eq(lit(source.to_owned())))
+        .select([col("lot_id"), col("ts"), col("occupied"), col("capacity")])
+        .collect()
+        .map_err(polars_error("reading fact_lot_occupancy"))?;
+    let column = |name| frame.column(name).map_err(polars_error("reading a column"));
+    let lot_ids = column("lot_id")?
+        .str()
+        .map_err(polars_error("lot_id as text"))?
+        .clone();
+    let timestamps = column("ts")?
+        .datetime()
+        .map_err(polars_error("ts as datetime"))?
+        .physical()
+        .clone();
+    let occupied = column("occupied")?
+        .i32()
+        .map_err(polars_error("occupied as int32"))?
+        .clone();
+    let capacities = column("capacity")?
+        .i32()
+        .map_err(polars_error("capacity as int32"))?
+        .clone();
+
+    // Group by lot, then sort each lot by time (stable: file order breaks ties, so the later reading
+    // of an instant wins). Cheaper in time and memory than polars sorting all rows on a text key.
+    let mut readings: HashMap<&str, Vec<(i64, f64, f64)>> = HashMap::new();
+    let rows = lot_ids
+        .iter()
+        .zip(timestamps.iter())
+        .zip(occupied.iter())
+        .zip(capacities.iter());
+    for (((lot_id, ts), occupied), capacity) in rows {
+        let (Some(lot_id), Some(ts), Some(occupied), Some(capacity)) =
+            (lot_id, ts, occupied, capacity)
+        else {
+            continue;
+        };
+        readings
+            .entry(lot_id)
+            .or_default()
+            .push((ts, f64::from(occupied), f64::from(capacity)));
+    }
+    let step_ms = i64::from(step_minutes) * 60_000;
+    let mut series: BTreeMap<String, GridSeries> = BTreeMap::new();
+    for (lot_id, mut lot_readings) in readings {
+        let timezone_name = dimension
+            .get(lot_id)
+            .map_or("UTC", |row| row.timezone.as_str());
+        let timezone: Tz = timezone_name.parse().map_err(|_| LotsError::BadTimezone {
+            lot_id: lot_id.to_owned(),
+            timezone: timezone_name.to_owned(),
+        })?;
+        lot_readings.sort_by_key(|(ts, _, _)| *ts);
+        let mut lot_series = GridSeries::new(step_ms, timezone);
+        for (ts, occupied, capacity) in lot_readings {
+            lot_series.push(ts, occupied, capacity);
+        }
+        series.insert(lot_id.to_owned(), lot_series);
+    }
+    Ok(series)
+}
+
+type TimesByLot = HashMap<String, Vec<i64>>;
+
+/// Session entry and exit times per lot; empty when the warehouse has no sessions for the source.
+fn load_sessions(
+    warehouse: &Warehouse,
+    source: &str,
+) -> Result<(TimesByLot, TimesByLot), LotsError> {
+    let scan = match warehouse.scan(Table::FactParkingSession) {
+        Ok(scan) => scan,
+        // Occupancy-only sources (most public data) have no session table at all.
+        Err(WarehouseError::MissingTable { .. }) => return Ok(Default::default()),
+        Err(error) => return Err(error.into()),
+    };
+    let frame = scan
+        .filter(col("source").eq(lit(source.to_owned())))
+        .select([col("lot_id"), col("entry_ts"), col("exit_ts")])
+        .collect()
+        .map_err(polars_error("reading fact_parking_session"))?;
+    let column = |name| frame.column(name).map_err(polars_error("reading a column"));
+    let lot_ids = column("lot_id")?
+        .str()
+        .map_err(polars_error("lot_id as text"))?
+        .clone();
+    let entries = column("entry_ts")?
+        .datetime()
+        .map_err(polars_error("entry_ts as datetime"))?
+        .physical()
+        .clone();
+    let exits = column("exit_ts")?
+        .datetime()
+        .map_err(polars_error("exit_ts as datetime"))?
+        .physical()
+        .clone();
+    let (mut arrivals, mut departures): (TimesByLot, TimesByLot) = Default::default();
+    for ((lot_id, entry), exit) in lot_ids.iter().zip(entries.iter()).zip(exits.iter()) {
+        let Some(lot_id) = lot_id else { continue };
+        if let Some(entry) = entry {
+            arrivals.entry(lot_id.to_owned()).or_default().push(entry);
+        }
+        if let Some(exit) = exit {
+            departures.entry(lot_id.to_owned()).or_default().push(exit);
+        }
+    }
+    Ok((arrivals, departures))
+}

@@ -1,0 +1,482 @@
+//! `parkcast train`: backtest every forecaster, promote the best learned model, refit it on all the
+//! data, and publish it with its report to the model registry.
+//!
+//! Promotion is by the backtest only: the learned model with the lowest MAE of the rate averaged
+//! over the horizons. The final refit uses every day up to the last one with data; its intervals are
+//! calibrated on the promoted model's residuals in the last test window, where it had been fitted
+//! before the data it forecast (so they are out of sample, as split conformal requires).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use parkcast_features::conformal::ResidualCalibration;
+use parkcast_features::vector::{FEATURE_NAMES, LotProfile};
+use parkcast_features::warehouse::Warehouse;
+
+use crate::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
+use crate::backtest::{
+    BacktestConfig, BacktestError, BacktestReport, GBM_NAME, LINEAR_NAME, ModelChoice,
+    backtest_lots, fit_and_forecast, prepare,
+};
+use crate::model::{ModelError, SavedModel};
+use crate::plot::{Band, BarChart, Line, LineChart, bar_chart_svg, line_chart_svg};
+use crate::progress::Progress;
+use crate::registry::{
+    ManifestDraft, ManifestMetric, NewVersion, Published, Registry, RegistryError,
+};
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// The backtest failed.
+    #[error(transparent)]
+    Backtest(#[from] BacktestError),
+    /// A model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Publishing failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Nothing to promote.
+    #[error("no learned model was chosen: enable the linear model or the trees")]
+    NoLearnedModel,
+}
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// The backtest protocol (source, grid, horizons, windows).
+    pub backtest: BacktestConfig,
+    /// The learned models to compare.
+    pub models: ModelChoice,
+    /// Registry name of the model line (default: the source).
+    pub name: String,
+}
+
+/// The outcome of a training run.
+pub struct TrainOutcome {
+    /// The backtest behind the promotion.
+    pub backtest: BacktestReport,
+    /// The promoted model's report name.
+    pub promoted: String,
+    /// Whether it beat "persistence + profile change" at every horizon.
+    pub beats_baseline: bool,
+    /// The published version.
+    pub published: Published,
+    /// The model file's contents, as published.
+    pub bundle: ModelBundle,
+}
+
+/// Backtests, promotes, refits and publishes.
+pub fn train(
+    warehouse: &Warehouse,
+    registry: &Registry,
+    config: &TrainConfig,
+    progress: &dyn Progress,
+) -> Result<TrainOutcome, TrainError> {
+    if config.models.linear.is_none() && config.models.gbm.is_none() {
+        return Err(TrainError::NoLearnedModel);
+    }
+    let (lots, excluded) = prepare(warehouse, &config.backtest)?;
+    let report = backtest_lots(&lots, excluded, &config.backtest, &config.models, progress)?;
+
+    // Promote the learned model with the lowest mean MAE over the horizons.
+    let mean_mae = |model: &str| {
+        let maes: Vec<f64> = report
+            .metrics
+            .iter()
+            .filter(|metrics| metrics.model == model)
+            .map(|metrics| metrics.mae_rate)
+            .collect();
+        maes.iter().sum::<f64>() / maes.len().max(1) as f64
+    };
+    let candidates: Vec<&str> = [
+        config.models.linear.as_ref().map(|_| LINEAR_NAME),
+        config.models.gbm.as_ref().map(|_| GBM_NAME),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let promoted = candidates
+        .iter()
+        .copied()
+        .min_by(|a, b| mean_mae(a).total_cmp(&mean_mae(b)))
+        .ok_or(TrainError::NoLearnedModel)?;
+    let beats_baseline = config.backtest.horizons.iter().all(|&horizon| {
+        match (
+            report.get(promoted, horizon),
+            report.get("persistence + profile change", horizon),
+        ) {
+            (Some(model), Some(baseline)) => model.mae_rate < baseline.mae_rate,
+            _ => false,
+        }
+    });
+    let promoted_choice = ModelChoice {
+        linear: (promoted == LINEAR_NAME)
+            .then(|| config.models.linear.clone())
+            .flatten(),
+        gbm: (promoted == GBM_NAME)
+            .then(|| config.models.gbm.clone())
+            .flatten(),
+    };
+
+    // Refit on everything up to the last day with data.
+    progress.stage("refit on all data", Some(1));
+    let last_day = lots
+        .iter()
+        .filter_map(|lot| {
+            lot.series
+                .iter()
+                .last()
+                .map(|(instant, _)| lot.series.local(instant).date())
+        })
+        .max()
+        .unwrap_or(config.backtest.test_end);
+    let cut = last_day + Days::new(1);
+    let (_, fitted) = fit_and_forecast(&lots, &config.backtest, &promoted_choice, cut, (cut, cut))?;
+    progress.advance(1);
+    let model = match (fitted.linear, fitted.gbm) {
+        (Some(linear), _) if promoted == LINEAR_NAME => SavedModel::Linear(linear),
+        (_, Some(gbm)) => SavedModel::Gbm(gbm),
+        _ => return Err(TrainError::NoLearnedModel),
+    };
+
+    let promoted_index = report
+        .models
+        .iter()
+        .position(|name| name == promoted)
+        .unwrap_or_default();
+    let calibrations: BTreeMap<u32, ResidualCalibration> = report
+        .test_residuals
+        .iter()
+        .filter(|((model_index, _), _)| *model_index == promoted_index)
+        .filter_map(|((_, horizon), residuals)| {
+            ResidualCalibration::fit(residuals.iter().copied())
+                .map(|calibration| (horizon * config.backtest.step_minutes, calibration))
+        })
+        .collect();
+    let params = config.backtest.feature_params();
+    let bundle_lots = lots
+        .iter()
+        .map(|lot| {
+            let cut_ms = crate::backtest::local_midnight_ms(lot.series.timezone(), cut);
+            let profile = LotProfile::fit(&lot.series, cut_ms);
+            BundleLot {
+                lot_id: lot.lot_id.clone(),
+                kind: lot.kind.clone(),
+                timezone: lot.series.timezone().name().to_owned(),
+                holiday_region: lot.holiday_region.clone(),
+                has_sessions: lot.context.has_sessions,
+                profile_cells: profile.profile().cells(),
+                fitted_until_ms: cut_ms,
+            }
+        })
+        .collect();
+    let bundle = ModelBundle {
+        format: MODEL_FILE_FORMAT,
+        feature_params: params,
+        horizons: config.backtest.horizons.clone(),
+        lots: bundle_lots,
+        calibrations,
+        model: model.to_bytes()?,
+    };
+    let bytes = bundle.to_bytes()?;
+
+    let first_day = lots
+        .iter()
+        .filter_map(|lot| {
+            lot.series
+                .iter()
+                .next()
+                .map(|(instant, _)| lot.series.local(instant).date())
+        })
+        .min()
+        .unwrap_or(last_day);
+    let hyperparameters = match &model {
+        SavedModel::Gbm(_) => serde_json::to_value(&config.models.gbm),
+        SavedModel::Linear(_) => serde_json::to_value(&config.models.linear),
+    }
+    .unwrap_or_default();
+    let metrics = report
+        .metrics
+        .iter()
+        .map(|metrics| ManifestMetric {
+            model: metrics.model.clone(),
+            horizon_minutes: metrics.horizon_minutes,
+            mae_rate: metrics.mae_rate,
+            rmse_rate: metrics.rmse_rate,
+            mae_slots: metrics.mae_slots,
+            rmse_slots: metrics.rmse_slots,
+            coverage_80: metrics.coverage_80,
+            coverage_95: metrics.coverage_95,
+            pairs: metrics.pairs,
+        })
+        .collect();
+    let (report_md, attachments) =
+        render_report(&report, &config.backtest, promoted, beats_baseline);
+    let published = registry.publish(NewVersion {
+        manifest: ManifestDraft {
+            name: config.name.clone(),
+            model_kind: model.kind().to_owned(),
+            feature_schema_hash: params.schema_hash(),
+            feature_names: FEATURE_NAMES
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+            step_minutes: config.backtest.step_minutes,
+            horizons_minutes: config
+                .backtest
+                .horizons
+                .iter()
+                .map(|horizon| horizon * config.backtest.step_minutes)
+                .collect(),
+            source: config.backtest.source.clone(),
+            training_start: first_day,
+            training_end: last_day,
+            hyperparameters,
+            metrics,
+        },
+        model: &bytes,
+        report_md: &report_md,
+        attachments,
+    })?;
+    Ok(TrainOutcome {
+        backtest: report,
+        promoted: promoted.to_owned(),
+        beats_baseline,
+        published,
+        bundle,
+    })
+}
+
+fn date_label(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|instant| instant.format("%a %d %b").to_string())
+        .unwrap_or_default()
+}
+
+/// The report (Markdown) and its SVG plots.
+pub fn render_report(
+    report: &BacktestReport,
+    config: &BacktestConfig,
+    promoted: &str,
+    beats_baseline: bool,
+) -> (String, Vec<(String, String)>) {
+    let mut markdown = String::new();
+    let first = report.windows.first().map_or(config.test_start, |w| w.0);
+    let _ = writeln!(markdown, "# Backtest report: {}\n", config.source);
+    let _ = writeln!(
+        markdown,
+        "{} lots, {} window(s) from {first} to {}, {}-minute grid{}. Promoted: **{promoted}** \
+         ({} \"persistence + profile change\" at every horizon).\n",
+        report.lots.len(),
+        report.windows.len(),
+        config.test_end,
+        config.step_minutes,
+        if config.same_day {
+            ", same-day origins"
+        } else {
+            ""
+        },
+        if beats_baseline {
+            "beats"
+        } else {
+            "does not beat"
+        },
+    );
+    if !report.excluded_lots.is_empty() {
+        let _ = writeln!(
+            markdown,
+            "Left out for too little training data: {}.\n",
+            report.excluded_lots.join(", ")
+        );
+    }
+    let _ = writeln!(
+        markdown,
+        "| model | horizon | MAE rate | RMSE rate | MAE slots | RMSE slots | 80% covers | 95% covers | pairs |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    let percent = |share: Option<f64>| {
+        share.map_or_else(|| "n/a".to_owned(), |s| format!("{:.1}%", 100.0 * s))
+    };
+    for metrics in &report.metrics {
+        let _ = writeln!(
+            markdown,
+            "| {} | {} min | {:.4} | {:.4} | {:.2} | {:.2} | {} | {} | {} |",
+            metrics.model,
+            metrics.horizon_minutes,
+            metrics.mae_rate,
+            metrics.rmse_rate,
+            metrics.mae_slots,
+            metrics.rmse_slots,
+            percent(metrics.coverage_80),
+            percent(metrics.coverage_95),
+            metrics.pairs
+        );
+    }
+    let mut attachments = Vec::new();
+
+    // MAE by horizon per model.
+    let horizons: Vec<u32> = config.horizons.clone();
+    let chart = BarChart {
+        title: format!("MAE of the occupancy rate by horizon ({})", config.source),
+        x_label: "horizon".to_owned(),
+        y_label: "MAE (occupancy rate, 0-1)".to_owned(),
+        categories: horizons
+            .iter()
+            .map(|h| format!("{} min", h * config.step_minutes))
+            .collect(),
+        series: report
+            .models
+            .iter()
+            .map(|model| {
+                let values = horizons
+                    .iter()
+                    .map(|&h| report.get(model, h).map_or(f64::NAN, |m| m.mae_rate))
+                    .collect();
+                (model.clone(), values)
+            })
+            .collect(),
+    };
+    attachments.push(("mae_by_horizon.svg".to_owned(), bar_chart_svg(&chart)));
+    let _ = writeln!(markdown, "\n![MAE by horizon](mae_by_horizon.svg)\n");
+
+    // Interval coverage per horizon for every model (80% and 95% nominal).
+    let chart = BarChart {
+        title: "Empirical coverage of the conformal intervals".to_owned(),
+        x_label: "horizon".to_owned(),
+        y_label: "share of actuals inside the interval (%)".to_owned(),
+        categories: horizons
+            .iter()
+            .map(|h| format!("{} min", h * config.step_minutes))
+            .collect(),
+        series: [
+            ("persistence + profile change", 0.8),
+            (promoted, 0.8),
+            (promoted, 0.95),
+        ]
+        .iter()
+        .map(|&(model, nominal)| {
+            let values = horizons
+                .iter()
+                .map(|&h| {
+                    report
+                        .get(model, h)
+                        .and_then(|m| {
+                            if nominal > 0.9 {
+                                m.coverage_95
+                            } else {
+                                m.coverage_80
+                            }
+                        })
+                        .map_or(f64::NAN, |share| 100.0 * share)
+                })
+                .collect();
+            (format!("{model}, {:.0}% interval", nominal * 100.0), values)
+        })
+        .collect(),
+    };
+    attachments.push(("coverage.svg".to_owned(), bar_chart_svg(&chart)));
+    let _ = writeln!(markdown, "![Interval coverage](coverage.svg)\n");
+
+    // Forecast vs actual for sample lots at the middle horizon.
+    let plot_horizon = horizons.get(horizons.len() / 2).copied().unwrap_or(1);
+    let promoted_index = report.models.iter().position(|m| m == promoted);
+    let baseline_index = report
+        .models
+        .iter()
+        .position(|m| m == "persistence + profile change");
+    let mut lots: Vec<&str> = report.samples.iter().map(|s| s.lot_id.as_str()).collect();
+    lots.dedup();
+    for (number, lot) in lots.iter().take(2).enumerate() {
+        let samples: Vec<_> = report
+            .samples
+            .iter()
+            .filter(|s| s.lot_id == *lot && s.horizon_steps == plot_horizon)
+            .collect();
+        let Some(first_ms) = samples.first().map(|s| s.target_ms) else {
+            continue;
+        };
+        let hours = |ms: i64| (ms - first_ms) as f64 / 3_600_000.0;
+        let mut lines = vec![Line {
+            name: "actual".to_owned(),
+            points: samples
+                .iter()
+                .map(|s| (hours(s.target_ms), s.actual_rate))
+                .collect(),
+        }];
+        for index in [baseline_index, promoted_index].into_iter().flatten() {
+            lines.push(Line {
+                name: report.models[index].clone(),
+                points: samples
+                    .iter()
+                    .map(|s| (hours(s.target_ms), s.forecasts[index]))
+                    .collect(),
+            });
+        }
+        let bands = promoted_index
+            .map(|index| Band {
+                name: format!("{promoted}, 80% interval"),
+                points: samples
+                    .iter()
+                    .map(|s| {
+                        (
+                            hours(s.target_ms),
+                            s.intervals_80[index].0,
+                            s.intervals_80[index].1,
+                        )
+                    })
+                    .collect(),
+            })
+            .into_iter()
+            .collect();
+        let last_ms = samples.last().map_or(first_ms, |s| s.target_ms);
+        let ticks = (0..=((last_ms - first_ms) / 86_400_000))
+            .map(|day| (day as f64 * 24.0, date_label(first_ms + day * 86_400_000)))
+            .collect();
+        let chart = LineChart {
+            title: format!(
+                "Lot {lot}: forecast {} min ahead vs actual",
+                plot_horizon * config.step_minutes
+            ),
+            x_label: "target time (UTC days)".to_owned(),
+            y_label: "occupancy rate (0-1)".to_owned(),
+            lines,
+            bands,
+            x_ticks: Some(ticks),
+            y_range: Some((0.0, 1.0)),
+        };
+        let file = format!("forecast_lot_{}.svg", number + 1);
+        attachments.push((file.clone(), line_chart_svg(&chart)));
+        let _ = writeln!(markdown, "![Forecast vs actual, lot {lot}]({file})\n");
+    }
+
+    // The worst lots of the promoted model at the plot horizon.
+    let mut worst: Vec<_> = report
+        .per_lot
+        .iter()
+        .filter(|entry| {
+            entry.metrics.model == promoted && entry.metrics.horizon_steps == plot_horizon
+        })
+        .collect();
+    worst.sort_by(|a, b| b.metrics.mae_rate.total_cmp(&a.metrics.mae_rate));
+    let _ = writeln!(
+        markdown,
+        "## Worst lots ({promoted}, {} min)\n\n| lot | MAE rate | MAE slots | pairs |\n|---|---|---|---|",
+        plot_horizon * config.step_minutes
+    );
+    for entry in worst.iter().take(5) {
+        let _ = writeln!(
+            markdown,
+            "| {} | {:.4} | {:.2} | {} |",
+            entry.lot_id, entry.metrics.mae_rate, entry.metrics.mae_slots, entry.metrics.pairs
+        );
+    }
+    (markdown, attachments)
+}
+
+/// The local dates a report covers, for display.
+pub fn window_span(report: &BacktestReport) -> Option<(NaiveDate, NaiveDate)> {
+    Some((report.windows.first()?.0, report.windows.last()?.1))
+}

@@ -1,0 +1,158 @@
+//! Learned models on the real Birmingham data: the backtest against the baselines, and a published
+//! artifact that loads back and scores live (incremental) features exactly as training scored batch
+//! features.
+
+use std::sync::Arc;
+
+use parkcast_features::vector::{FeatureParams, LotContext, LotFeatureState};
+use parkcast_features::warehouse::Warehouse;
+use parkcast_training::artifact::ModelBundle;
+use parkcast_training::backtest::{BacktestConfig, GBM_NAME, LINEAR_NAME, ModelChoice, backtest};
+use parkcast_training::datasets::datasets_dir;
+use parkcast_training::import::{ImportSource, import};
+use parkcast_training::lots::load_lots;
+use parkcast_training::model::{GbmParams, LinearParams};
+use parkcast_training::progress::NoProgress;
+use parkcast_training::registry::{Registry, RegistryError};
+use parkcast_training::train::{TrainConfig, train};
+
+fn birmingham() -> (tempfile::TempDir, Warehouse) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let warehouse = Warehouse::create(dir.path().join("warehouse")).expect("warehouse");
+    let source = ImportSource::Birmingham {
+        csv: datasets_dir().join("birmingham/parking_birmingham.csv"),
+    };
+    import(&source, &warehouse, &NoProgress).expect("the Birmingham import should succeed");
+    (dir, warehouse)
+}
+
+#[test]
+fn learned_models_beat_the_profile_change_on_birmingham() {
+    let (_dir, warehouse) = birmingham();
+    let config = BacktestConfig::birmingham();
+    let report = backtest(&warehouse, &config, &ModelChoice::all(), &NoProgress).expect("backtest");
+    assert_eq!(report.lots.len(), 28);
+    for horizon in [1, 2, 4] {
+        let baseline = report
+            .get("persistence + profile change", horizon)
+            .expect("reported");
+        let gbm = report.get(GBM_NAME, horizon).expect("reported");
+        let linear = report.get(LINEAR_NAME, horizon).expect("reported");
+        eprintln!(
+            "{} min: profile change {:.4}, elastic net {:.4}, trees {:.4} (80% covers {:?})",
+            gbm.horizon_minutes, baseline.mae_rate, linear.mae_rate, gbm.mae_rate, gbm.coverage_80
+        );
+        assert_eq!(gbm.pairs, baseline.pairs, "the same pairs for every model");
+        assert_eq!(gbm.fallbacks, 0);
+        assert!(
+            gbm.mae_rate < 0.97 * baseline.mae_rate,
+            "trees at {} min: {:.4} vs {:.4}",
+            gbm.horizon_minutes,
+            gbm.mae_rate,
+            baseline.mae_rate
+        );
+        assert!(linear.mae_rate < baseline.mae_rate * 1.05);
+        let coverage = gbm.coverage_80.expect("calibrated");
+        assert!(
+            (0.70..=0.90).contains(&coverage),
+            "80% interval of the trees covers {coverage:.3} at {} min",
+            gbm.horizon_minutes
+        );
+    }
+    assert!(report.training_rows.values().all(|rows| *rows > 10_000));
+}
+
+#[test]
+fn a_published_model_loads_back_and_scores_live_state_identically() {
+    let (dir, warehouse) = birmingham();
+    let registry = Registry::open(dir.path().join("models"));
+    let config = TrainConfig {
+        backtest: BacktestConfig::birmingham(),
+        models: ModelChoice {
+            linear: Some(LinearParams::default()),
+            gbm: Some(GbmParams {
+                iterations: 80,
+                learning_rate: 0.1,
+                ..GbmParams::default()
+            }),
+        },
+        name: "birmingham".to_owned(),
+    };
+    let outcome = train(&warehouse, &registry, &config, &NoProgress).expect("training");
+    let manifest = &outcome.published.manifest;
+    assert_eq!(manifest.version, 1);
+    assert_eq!(manifest.horizons_minutes, vec![30, 60, 120]);
+    for file in [
+        "manifest.json",
+        "model.bin",
+        "report.md",
+        "mae_by_horizon.svg",
+        "coverage.svg",
+    ] {
+        assert!(outcome.published.dir.join(file).is_file(), "{file} written");
+    }
+    let params = FeatureParams::new(30);
+    let (loaded_manifest, bytes) = registry
+        .load("birmingham", 1, Some(&params.schema_hash()))
+        .expect("verified load");
+    assert_eq!(&loaded_manifest, manifest);
+    let loaded = ModelBundle::from_bytes(&bytes)
+        .expect("decodes")
+        .load()
+        .expect("loads");
+    let trained = ModelBundle::from_bytes(&outcome.bundle.to_bytes().expect("encodes"))
+        .expect("decodes")
+        .load()
+        .expect("loads");
+
+    // Live scoring: each lot's state fed value by value, asked at its last instant.
+    let lots = load_lots(&warehouse, "birmingham", 30).expect("lots");
+    let mut scored = 0;
+    for lot_id in &outcome.backtest.lots {
+        let lot = &lots[lot_id];
+        let (context, profile) = loaded.lot(lot_id).expect("the model knows the lot");
+        let mut state = LotFeatureState::new(params, context.clone(), Arc::clone(profile));
+        for (instant, value) in lot.series.iter() {
+            state.push_value(instant, value);
+        }
+        let rows: Vec<_> = [1, 2, 4]
+            .into_iter()
+            .map(|horizon| state.vector(horizon).expect("a value now"))
+            .collect();
+        let live = loaded.forecaster().predict(&rows);
+        let reference = trained.forecaster().predict(&rows);
+        for (live, reference) in live.iter().zip(&reference) {
+            assert!((0.0..=1.0).contains(live));
+            assert_eq!(
+                live.to_bits(),
+                reference.to_bits(),
+                "identical after reload"
+            );
+        }
+        let calibration = loaded.calibration(60).expect("calibrated");
+        let (low, high) = calibration.interval(live[1], 0.8);
+        assert!(low <= live[1] && live[1] <= high && (0.0..=1.0).contains(&high));
+        scored += 1;
+    }
+    assert_eq!(scored, 28);
+    let _: &LotContext = loaded.lot(&outcome.backtest.lots[0]).expect("known").0;
+
+    // A second publish is version 2; a corrupted model file is refused with the reason.
+    let again = train(&warehouse, &registry, &config, &NoProgress).expect("training");
+    assert_eq!(again.published.manifest.version, 2);
+    let model_path = again.published.dir.join("model.bin");
+    let mut corrupted = std::fs::read(&model_path).expect("model file");
+    let middle = corrupted.len() / 2;
+    corrupted[middle] ^= 0x5a;
+    std::fs::write(&model_path, &corrupted).expect("write");
+    assert!(matches!(
+        registry.load("birmingham", 2, None),
+        Err(RegistryError::ChecksumMismatch { .. })
+    ));
+    assert!(ModelBundle::from_bytes(&corrupted).is_err());
+    assert!(
+        registry
+            .load("birmingham", 1, Some("not-the-schema"))
+            .is_err()
+    );
+}
