@@ -39,7 +39,7 @@ use crate::grid::{GridSeries, GridValue};
 pub mod batch;
 
 /// Number of features in a vector.
-pub const FEATURE_COUNT: usize = 28;
+pub const FEATURE_COUNT: usize = 29;
 
 /// Feature names, in vector order. Part of the model file's contract: [`FeatureParams::schema_hash`]
 /// covers them.
@@ -72,6 +72,7 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "deviation_last_week_mean",
     "arrivals_recent_rate",
     "departures_recent_rate",
+    "target_event_cars_rate",
 ];
 
 /// Index of each feature in a vector.
@@ -105,6 +106,7 @@ pub mod index {
     pub const DEVIATION_LAST_WEEK: usize = 25;
     pub const ARRIVALS_RECENT: usize = 26;
     pub const DEPARTURES_RECENT: usize = 27;
+    pub const TARGET_EVENT_CARS: usize = 28;
 }
 
 /// Rate lags, in grid steps before the origin.
@@ -245,6 +247,23 @@ impl FeatureParams {
     }
 }
 
+/// A scheduled special event at a lot (a match, a concert): known in advance, so it may describe the
+/// target.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduledEvent {
+    /// Start, ms.
+    pub start_ms: i64,
+    /// End, ms.
+    pub end_ms: i64,
+    /// Visitors expected to arrive by car.
+    pub expected_cars: f64,
+}
+
+/// Hours before an event's start from which it counts (arrivals come early).
+pub const EVENT_LEAD_MS: i64 = 3 * 3_600_000;
+/// Hours after its end until which it counts (departures take a while).
+pub const EVENT_TAIL_MS: i64 = 3_600_000;
+
 /// What a lot is, for its features.
 #[derive(Debug, Clone)]
 pub struct LotContext {
@@ -259,12 +278,27 @@ pub struct LotContext {
     pub holidays: Arc<HolidayCalendar>,
     /// Whether the lot records sessions; without them the flow features are missing, not zero.
     pub has_sessions: bool,
+    /// The lot's scheduled events (from `dim_event`), any order.
+    pub events: Arc<[ScheduledEvent]>,
 }
 
 impl LotContext {
     /// Local wall-clock time of an instant.
     pub fn local(&self, instant_ms: i64) -> NaiveDateTime {
         local_time(self.timezone, instant_ms)
+    }
+
+    /// Cars expected by the events under way at an instant (from [`EVENT_LEAD_MS`] before their start
+    /// to [`EVENT_TAIL_MS`] after their end).
+    pub fn event_cars(&self, instant_ms: i64) -> f64 {
+        self.events
+            .iter()
+            .filter(|event| {
+                instant_ms >= event.start_ms - EVENT_LEAD_MS
+                    && instant_ms < event.end_ms + EVENT_TAIL_MS
+            })
+            .map(|event| event.expected_cars)
+            .sum()
     }
 
     /// Calendar features of a local date: (weekday from Monday = 0, day off, holiday, days to holiday).
@@ -609,6 +643,9 @@ impl LotFeatureState {
             vector[index::ARRIVALS_RECENT] = f64::from(arrivals) / current.capacity;
             vector[index::DEPARTURES_RECENT] = f64::from(departures) / current.capacity;
         }
+        if current.capacity > 0.0 {
+            vector[index::TARGET_EVENT_CARS] = self.context.event_cars(target) / current.capacity;
+        }
         Some(vector)
     }
 }
@@ -653,6 +690,11 @@ mod tests {
                 )],
             )),
             has_sessions: true,
+            events: Arc::from(vec![ScheduledEvent {
+                start_ms: start_ms() + (8 * 24 + 14) * HOUR,
+                end_ms: start_ms() + (8 * 24 + 16) * HOUR,
+                expected_cars: 50.0,
+            }]),
         }
     }
 
@@ -730,6 +772,15 @@ mod tests {
         assert_eq!(vector[index::DEPARTURES_RECENT], 0.0);
         assert_eq!(vector[index::TARGET_WEEKDAY], 1.0); // 2024-01-09 is a Tuesday
         assert_eq!(vector[index::HORIZON_MINUTES], 180.0);
+        assert_eq!(
+            vector[index::TARGET_EVENT_CARS],
+            0.5,
+            "13:00 is within 3 h of a 14:00 start"
+        );
+        assert_eq!(
+            state.vector(9).expect("a value")[index::TARGET_EVENT_CARS],
+            0.0
+        );
         // Too old for the history: refused.
         assert!(!state.push_value(
             start_ms(),

@@ -14,7 +14,9 @@ use chrono_tz::Tz;
 use parkcast_features::baseline::WeekdayProfile;
 use parkcast_features::calendar::{HolidayCalendar, HolidayRegion};
 use parkcast_features::conformal::ResidualCalibration;
-use parkcast_features::vector::{FeatureParams, LotContext, LotProfile, lot_kind_code};
+use parkcast_features::vector::{
+    FeatureParams, LotContext, LotProfile, ScheduledEvent, lot_kind_code,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Forecaster, ModelError, SavedModel};
@@ -35,6 +37,8 @@ pub struct BundleLot {
     pub holiday_region: String,
     /// Whether it records sessions.
     pub has_sessions: bool,
+    /// Its scheduled events known at training time.
+    pub events: Vec<ScheduledEvent>,
     /// Profile cells: (weekday, slot of day, sum of rates, count).
     pub profile_cells: Vec<(u32, u32, f64, u32)>,
     /// The profile's fit cut-off, ms.
@@ -126,6 +130,7 @@ impl ModelBundle {
                 timezone,
                 holidays,
                 has_sessions: lot.has_sessions,
+                events: Arc::from(lot.events.clone()),
             };
             let profile = LotProfile::new(
                 WeekdayProfile::from_cells(

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use parkcast_features::calendar::{HolidayCalendar, HolidayRegion};
 use parkcast_features::grid::GridSeries;
-use parkcast_features::rows::LotRow;
+use parkcast_features::rows::{EventRow, LotRow};
 use parkcast_features::schema::Table;
-use parkcast_features::vector::{LotContext, lot_kind_code};
+use parkcast_features::vector::{LotContext, ScheduledEvent, lot_kind_code};
 use parkcast_features::warehouse::{Warehouse, WarehouseError};
 use polars::prelude::*;
 
@@ -75,6 +75,7 @@ pub fn load_lots(
         .collect();
     let series = load_series(warehouse, source, step_minutes, &dimension)?;
     let (mut arrivals, mut departures) = load_sessions(warehouse, source)?;
+    let mut events = load_events(warehouse)?;
     let mut calendars: HashMap<String, Arc<HolidayCalendar>> = HashMap::new();
     let mut lots = BTreeMap::new();
     for (lot_id, lot_series) in series {
@@ -100,6 +101,7 @@ pub fn load_lots(
             timezone: lot_series.timezone(),
             holidays,
             has_sessions: !lot_arrivals.is_empty(),
+            events: Arc::from(events.remove(&lot_id).unwrap_or_default()),
         };
         lots.insert(
             lot_id.clone(),
@@ -189,6 +191,24 @@ fn load_series(
 }
 
 type TimesByLot = HashMap<String, Vec<i64>>;
+
+/// Scheduled events per lot; none when the warehouse has no `dim_event`.
+fn load_events(warehouse: &Warehouse) -> Result<HashMap<String, Vec<ScheduledEvent>>, LotsError> {
+    let rows = match warehouse.read_rows::<EventRow>() {
+        Ok(rows) => rows,
+        Err(WarehouseError::MissingTable { .. }) => return Ok(HashMap::new()),
+        Err(error) => return Err(error.into()),
+    };
+    let mut events: HashMap<String, Vec<ScheduledEvent>> = HashMap::new();
+    for row in rows {
+        events.entry(row.lot_id).or_default().push(ScheduledEvent {
+            start_ms: row.start_ts.timestamp_millis(),
+            end_ms: row.end_ts.timestamp_millis(),
+            expected_cars: f64::from(row.expected_cars),
+        });
+    }
+    Ok(events)
+}
 
 /// Session entry and exit times per lot; empty when the warehouse has no sessions for the source.
 fn load_sessions(

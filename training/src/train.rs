@@ -16,8 +16,8 @@ use parkcast_features::warehouse::Warehouse;
 
 use crate::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
 use crate::backtest::{
-    BacktestConfig, BacktestError, BacktestReport, GBM_NAME, LINEAR_NAME, ModelChoice,
-    backtest_lots, fit_and_forecast, prepare,
+    BacktestConfig, BacktestError, BacktestReport, ForecastSample, GBM_NAME, LINEAR_NAME,
+    ModelChoice, backtest_lots, fit_and_forecast, prepare,
 };
 use crate::model::{ModelError, SavedModel};
 use crate::plot::{Band, BarChart, Line, LineChart, bar_chart_svg, line_chart_svg};
@@ -169,6 +169,7 @@ pub fn train(
                 timezone: lot.series.timezone().name().to_owned(),
                 holiday_region: lot.holiday_region.clone(),
                 has_sessions: lot.context.has_sessions,
+                events: lot.context.events.to_vec(),
                 profile_cells: profile.profile().cells(),
                 fitted_until_ms: cut_ms,
             }
@@ -399,20 +400,26 @@ pub fn render_report(
             continue;
         };
         let hours = |ms: i64| (ms - first_ms) as f64 / 3_600_000.0;
+        // Break lines where targets are missing (closed at night) instead of drawing across.
+        let step_ms = i64::from(config.step_minutes) * 60_000;
+        let with_gaps = |value: &dyn Fn(&ForecastSample) -> f64| {
+            let mut points = Vec::with_capacity(samples.len());
+            for (position, sample) in samples.iter().enumerate() {
+                if position > 0 && sample.target_ms - samples[position - 1].target_ms > step_ms {
+                    points.push((hours(sample.target_ms - step_ms), f64::NAN));
+                }
+                points.push((hours(sample.target_ms), value(sample)));
+            }
+            points
+        };
         let mut lines = vec![Line {
             name: "actual".to_owned(),
-            points: samples
-                .iter()
-                .map(|s| (hours(s.target_ms), s.actual_rate))
-                .collect(),
+            points: with_gaps(&|s| s.actual_rate),
         }];
         for index in [baseline_index, promoted_index].into_iter().flatten() {
             lines.push(Line {
                 name: report.models[index].clone(),
-                points: samples
-                    .iter()
-                    .map(|s| (hours(s.target_ms), s.forecasts[index]))
-                    .collect(),
+                points: with_gaps(&|s| s.forecasts[index]),
             });
         }
         let bands = promoted_index

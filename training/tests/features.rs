@@ -15,8 +15,8 @@ use chrono::NaiveDate;
 use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
 use parkcast_features::vector::{
-    FEATURE_NAMES, FeatureParams, FeatureVector, LotContext, LotFeatureState, LotProfile, index,
-    vectors_match,
+    FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LotContext, LotFeatureState,
+    LotProfile, index, vectors_match,
 };
 use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::local_midnight_ms;
@@ -114,7 +114,9 @@ fn assert_parity(params: &FeatureParams, lot: &LotInputs, cut_ms: i64, horizons:
                 let differences: Vec<String> = FEATURE_NAMES
                     .iter()
                     .zip(live.iter().zip(batch.iter()))
-                    .filter(|(_, (a, b))| !vectors_match(&[**a; 28], &[**b; 28], 1e-12))
+                    .filter(|(_, (a, b))| {
+                        !vectors_match(&[**a; FEATURE_COUNT], &[**b; FEATURE_COUNT], 1e-12)
+                    })
                     .map(|(name, (a, b))| format!("{name}: incremental {a} batch {b}"))
                     .collect();
                 panic!(

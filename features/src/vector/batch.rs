@@ -76,6 +76,7 @@ pub fn lot_features(
     let mut minute = Vec::with_capacity(instants.len());
     let mut cell_sum = Vec::with_capacity(instants.len());
     let mut cell_count = Vec::with_capacity(instants.len());
+    let mut event_cars = Vec::with_capacity(instants.len());
     let mut days = BTreeSet::new();
     for &instant in &instants {
         let value = lot.series.at(instant);
@@ -89,6 +90,7 @@ pub fn lot_features(
         let cell = lot.profile.profile().cell(local);
         cell_sum.push(cell.map(|(sum, _)| sum));
         cell_count.push(cell.map(|(_, count)| f64::from(count)));
+        event_cars.push(lot.context.event_cars(instant));
         debug_assert_eq!(
             slot_of_day(local, params.step_minutes),
             (minute_of_day(local) as u32) / params.step_minutes
@@ -102,6 +104,7 @@ pub fn lot_features(
         "minute_of_day" => &minute,
         "cell_sum" => &cell_sum,
         "cell_count" => &cell_count,
+        "event_cars" => &event_cars,
     }?;
 
     // Day calendars (a shared lookup) and session counts per grid instant.
@@ -310,6 +313,9 @@ pub fn lot_features(
             col("deviation_last_week"),
             col("arrivals_recent"),
             col("departures_recent"),
+            when(col("capacity").gt(lit(0.0)))
+                .then(target("event_cars") / col("capacity"))
+                .otherwise(lit(f64::NAN)),
         ]);
         let named: Vec<Expr> = columns
             .into_iter()
