@@ -249,7 +249,7 @@ pub struct BacktestReport {
     pub metrics: Vec<HorizonMetrics>,
     /// The same per lot.
     pub per_lot: Vec<LotMetrics>,
-    /// Forecasts of the last window for the first few lots (for plots).
+    /// Forecasts of the last window for the first 30 lots (for plots and notebooks).
     pub samples: Vec<ForecastSample>,
     /// Training rows per horizon (minutes) of the last window's models.
     pub training_rows: BTreeMap<u32, usize>,
@@ -684,8 +684,8 @@ pub fn backtest_lots(
     })
 }
 
-/// Lots whose last-window forecasts are kept for plots.
-const SAMPLE_LOTS: usize = 4;
+/// Lots whose last-window forecasts are kept for plots and the report's CSV.
+const SAMPLE_LOTS: usize = 30;
 
 pub(crate) fn features_of(rows: &[EvalRow]) -> Vec<FeatureVector> {
     rows.iter().map(|row| row.features).collect()

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use parkcast_features::conformal::ResidualCalibration;
-use parkcast_features::vector::{FEATURE_NAMES, LotProfile};
+use parkcast_features::vector::{FEATURE_NAMES, LotFeatureState, LotProfile};
 use parkcast_features::warehouse::Warehouse;
 
 use crate::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
@@ -19,6 +19,7 @@ use crate::backtest::{
     BacktestConfig, BacktestError, BacktestReport, ForecastSample, GBM_NAME, LINEAR_NAME,
     ModelChoice, backtest_lots, fit_and_forecast, prepare,
 };
+use crate::lots::LotInputs;
 use crate::model::{ModelError, SavedModel};
 use crate::plot::{Band, BarChart, Line, LineChart, bar_chart_svg, line_chart_svg};
 use crate::progress::Progress;
@@ -184,6 +185,7 @@ pub fn train(
         model: model.to_bytes()?,
     };
     let bytes = bundle.to_bytes()?;
+    let forecast_csv = live_forecasts(&bytes, &lots)?;
 
     let first_day = lots
         .iter()
@@ -215,8 +217,19 @@ pub fn train(
             pairs: metrics.pairs,
         })
         .collect();
-    let (report_md, attachments) =
+    let (mut report_md, mut attachments) =
         render_report(&report, &config.backtest, promoted, beats_baseline);
+    report_md.push_str(
+        "\n## Data\n\n- `forecast.csv`: the published model's forecasts from each lot's latest state \
+         (rate, slots, 80%/95% intervals, P(occupancy >= 80%), P(< 60%), P(at least one free slot)).\n\
+         - `backtest_forecasts.csv`: every model's forecasts of the last test window, with actuals and \
+         80% intervals.\n",
+    );
+    attachments.push(("forecast.csv".to_owned(), forecast_csv));
+    attachments.push((
+        "backtest_forecasts.csv".to_owned(),
+        samples_csv(&report, &config.backtest),
+    ));
     let published = registry.publish(NewVersion {
         manifest: ManifestDraft {
             name: config.name.clone(),
@@ -249,6 +262,161 @@ pub fn train(
         beats_baseline,
         published,
         bundle,
+    })
+}
+
+fn utc(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|instant| instant.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+fn csv_text(write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    // Writing to memory fails only on a bug in the row shapes; an empty file says so downstream.
+    if write(&mut writer).is_err() {
+        return String::new();
+    }
+    writer
+        .into_inner()
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_default()
+}
+
+/// The published model scoring each lot's latest state through the serving path: a
+/// [`LotFeatureState`] fed the lot's last nine days, asked at every horizon. This is what the pricing
+/// view reads (`forecast.csv`): rate, slots, 80%/95% intervals, P(occupancy >= 80%), P(< 60%) and
+/// P(at least one free slot).
+fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, ModelError> {
+    let loaded = ModelBundle::from_bytes(model_file)?.load()?;
+    let params = loaded.bundle.feature_params;
+    let horizons = loaded.bundle.horizons.clone();
+    let history_ms = 9 * 86_400_000;
+    let mut rows = Vec::new();
+    for lot in lots {
+        let Some((context, profile)) = loaded.lot(&lot.lot_id) else {
+            continue;
+        };
+        let Some((last_ms, _)) = lot.series.iter().last() else {
+            continue;
+        };
+        let mut state = LotFeatureState::new(params, context.clone(), profile.clone());
+        for (instant, value) in lot
+            .series
+            .iter()
+            .filter(|(instant, _)| *instant > last_ms - history_ms)
+        {
+            state.push_value(instant, value);
+        }
+        for &ts in lot
+            .arrivals_ms
+            .iter()
+            .filter(|ts| **ts > last_ms - history_ms && **ts <= last_ms)
+        {
+            state.push_arrival(ts);
+        }
+        for &ts in lot
+            .departures_ms
+            .iter()
+            .filter(|ts| **ts > last_ms - history_ms && **ts <= last_ms)
+        {
+            state.push_departure(ts);
+        }
+        let vectors: Vec<_> = horizons.iter().filter_map(|h| state.vector(*h)).collect();
+        if vectors.len() != horizons.len() {
+            continue;
+        }
+        let forecasts = loaded.forecaster().predict(&vectors);
+        for ((horizon, vector), rate) in horizons.iter().zip(&vectors).zip(forecasts) {
+            let minutes = horizon * params.step_minutes;
+            let capacity = vector[parkcast_features::vector::index::CAPACITY];
+            let Some(calibration) = loaded.calibration(minutes) else {
+                continue;
+            };
+            let (low_80, high_80) = calibration.interval(rate, 0.8);
+            let (low_95, high_95) = calibration.interval(rate, 0.95);
+            rows.push((
+                lot.lot_id.clone(),
+                last_ms,
+                minutes,
+                last_ms + i64::from(*horizon) * params.step_ms(),
+                capacity,
+                [
+                    rate,
+                    rate * capacity,
+                    low_80,
+                    high_80,
+                    low_95,
+                    high_95,
+                    calibration.probability_at_least(rate, 0.8),
+                    calibration.probability_below(rate, 0.6),
+                    calibration.probability_free_slot(rate, capacity),
+                ],
+            ));
+        }
+    }
+    Ok(csv_text(|writer| {
+        writer.write_record([
+            "lot_id",
+            "origin_utc",
+            "horizon_minutes",
+            "target_utc",
+            "capacity",
+            "rate",
+            "occupied",
+            "low_80",
+            "high_80",
+            "low_95",
+            "high_95",
+            "p_at_least_80",
+            "p_below_60",
+            "p_free_slot",
+        ])?;
+        for (lot_id, origin, minutes, target, capacity, values) in &rows {
+            let mut record = vec![
+                lot_id.clone(),
+                utc(*origin),
+                minutes.to_string(),
+                utc(*target),
+                capacity.to_string(),
+            ];
+            record.extend(values.iter().map(|value| format!("{value:.6}")));
+            writer.write_record(&record)?;
+        }
+        Ok(())
+    }))
+}
+
+/// The last window's forecasts in long form: one row per lot, horizon, target and model.
+fn samples_csv(report: &BacktestReport, config: &BacktestConfig) -> String {
+    csv_text(|writer| {
+        writer.write_record([
+            "lot_id",
+            "horizon_minutes",
+            "target_utc",
+            "model",
+            "forecast_rate",
+            "actual_rate",
+            "low_80",
+            "high_80",
+        ])?;
+        for sample in &report.samples {
+            for (index, model) in report.models.iter().enumerate() {
+                let (low, high) = sample.intervals_80[index];
+                writer.write_record([
+                    sample.lot_id.clone(),
+                    (sample.horizon_steps * config.step_minutes).to_string(),
+                    utc(sample.target_ms),
+                    model.clone(),
+                    format!("{:.6}", sample.forecasts[index]),
+                    format!("{:.6}", sample.actual_rate),
+                    format!("{low:.6}"),
+                    format!("{high:.6}"),
+                ])?;
+            }
+        }
+        Ok(())
     })
 }
 
