@@ -29,11 +29,11 @@ use parkcast_features::warehouse::{Warehouse, WarehouseError};
 use polars::prelude::PolarsError;
 
 use crate::lots::{LotInputs, LotsError, load_lots};
-use crate::model::{
+use crate::progress::Progress;
+use parkcast_inference::model::{
     BaselineModel, Forecaster, ForecasterParams, GbmModel, GbmParams, LinearModel, LinearParams,
     ModelError, TrainingSet,
 };
-use crate::progress::Progress;
 
 /// Errors of a backtest.
 #[derive(Debug, thiserror::Error)]

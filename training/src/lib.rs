@@ -13,14 +13,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod artifact;
 pub mod backtest;
 pub mod datasets;
 pub mod import;
 pub mod lots;
-pub mod model;
 pub mod plot;
 pub mod progress;
-pub mod registry;
 pub mod simulate;
 pub mod train;
+
+/// The model types, model files and registry live in `parkcast-inference` (shared with serving).
+pub use parkcast_inference::{artifact, model, registry};

@@ -14,16 +14,16 @@ use parkcast_features::conformal::ResidualCalibration;
 use parkcast_features::vector::{FEATURE_NAMES, LotFeatureState, LotProfile};
 use parkcast_features::warehouse::Warehouse;
 
-use crate::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
 use crate::backtest::{
     BacktestConfig, BacktestError, BacktestReport, ForecastSample, GBM_NAME, LINEAR_NAME,
     ModelChoice, backtest_lots, fit_and_forecast, prepare,
 };
 use crate::lots::LotInputs;
-use crate::model::{ModelError, SavedModel};
 use crate::plot::{Band, BarChart, Line, LineChart, bar_chart_svg, line_chart_svg};
 use crate::progress::Progress;
-use crate::registry::{
+use parkcast_inference::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
+use parkcast_inference::model::{ModelError, SavedModel};
+use parkcast_inference::registry::{
     ManifestDraft, ManifestMetric, NewVersion, Published, Registry, RegistryError,
 };
 

@@ -31,13 +31,13 @@
 //! and sha256 of the model file and, on request, the feature schema hash before handing out bytes.
 //!
 //! ```no_run
-//! # use parkcast_training::registry::Registry;
+//! # use parkcast_inference::registry::Registry;
 //! let registry = Registry::open("models");
 //! if let Some(version) = registry.latest("birmingham-gbm")? {
 //!     let (manifest, model) = registry.load("birmingham-gbm", version, Some("ab12..."))?;
 //!     println!("{} v{}: {} bytes", manifest.name, manifest.version, model.len());
 //! }
-//! # Ok::<(), parkcast_training::registry::RegistryError>(())
+//! # Ok::<(), parkcast_inference::registry::RegistryError>(())
 //! ```
 
 use std::fs::{self, OpenOptions};
