@@ -82,6 +82,11 @@ impl SlotState {
         self.last_ts_ms != i64::MIN
     }
 
+    /// The newest reading's status (occupied or not), if any, regardless of its age.
+    pub fn occupied(&self) -> Option<bool> {
+        self.has_reading().then_some(self.occupied)
+    }
+
     /// Event time of the newest reading, if any.
     pub fn last_reading_ms(&self) -> Option<i64> {
         self.has_reading().then_some(self.last_ts_ms)

@@ -1,0 +1,427 @@
+//! Live state: every slot's newest reading, and per-lot aggregates the forecaster needs.
+//!
+//! Slots apply the shared rules of [`parkcast_features::occupancy`] (newest by event time and sequence
+//! wins; duplicates and older readings are refused), so live state and the archived
+//! `fact_lot_occupancy` agree. On top, each lot keeps a watermark (its newest event time): an event
+//! older than the watermark by more than `max_lateness_ms` is refused as too late, which bounds how far
+//! back windowed aggregates can change. Arrivals (free -> occupied) and departures (occupied -> free)
+//! are counted in one-minute buckets over the last hour, and each occupied slot remembers since when it
+//! is occupied (the dwell time of the parked car).
+//!
+//! Memory: 32 bytes per slot (1M slots: 32 MB) plus 1 KB per lot.
+
+use parkcast_features::occupancy::{ApplyOutcome, SlotState, SlotStatus};
+
+use crate::decode::{Reason, Rejection, SensorEvent, SessionMark};
+use crate::topology::{LotIndex, Topology};
+
+/// Minutes of arrival and departure history per lot.
+pub const FLOW_MINUTES: usize = 60;
+
+/// Live-state rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveRules {
+    /// A slot silent for longer is unknown (neither free nor occupied).
+    pub silence_ms: i64,
+    /// Events older than the lot's newest by more than this are refused.
+    pub max_lateness_ms: i64,
+}
+
+impl Default for LiveRules {
+    fn default() -> Self {
+        LiveRules {
+            silence_ms: 3 * 3_600_000,
+            max_lateness_ms: 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotLive {
+    state: SlotState,
+    /// Event time the slot became occupied (`i64::MIN` while free or unknown).
+    occupied_since_ms: i64,
+}
+
+/// Counts per minute over the last [`FLOW_MINUTES`]: a ring keyed by minute number.
+#[derive(Debug, Clone)]
+struct MinuteRing {
+    minutes: [i64; FLOW_MINUTES],
+    counts: [u32; FLOW_MINUTES],
+}
+
+impl Default for MinuteRing {
+    fn default() -> Self {
+        MinuteRing {
+            minutes: [i64::MIN; FLOW_MINUTES],
+            counts: [0; FLOW_MINUTES],
+        }
+    }
+}
+
+impl MinuteRing {
+    fn add(&mut self, ts_ms: i64) {
+        let minute = ts_ms.div_euclid(60_000);
+        // FLOW_MINUTES is small, so the remainder fits usize.
+        let position = minute.rem_euclid(FLOW_MINUTES as i64) as usize;
+        if self.minutes[position] != minute {
+            if self.minutes[position] > minute {
+                return; // older than the ring holds
+            }
+            self.minutes[position] = minute;
+            self.counts[position] = 0;
+        }
+        self.counts[position] += 1;
+    }
+
+    /// Events in the `window_minutes` minutes up to and including the minute of `now_ms`.
+    fn sum(&self, now_ms: i64, window_minutes: usize) -> u32 {
+        let now_minute = now_ms.div_euclid(60_000);
+        let oldest = now_minute - window_minutes.min(FLOW_MINUTES) as i64;
+        self.minutes
+            .iter()
+            .zip(&self.counts)
+            .filter(|(minute, _)| **minute > oldest && **minute <= now_minute)
+            .map(|(_, count)| *count)
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct LotLive {
+    slots: Vec<SlotLive>,
+    watermark_ms: Option<i64>,
+    arrivals: MinuteRing,
+    departures: MinuteRing,
+    session_entries: MinuteRing,
+    session_exits: MinuteRing,
+}
+
+/// A lot's live picture at an instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LotSnapshot {
+    /// Slots reporting occupied.
+    pub occupied: u32,
+    /// Slots reporting free.
+    pub free: u32,
+    /// Slots silent too long (or never heard from).
+    pub unknown: u32,
+    /// The lot's newest event time, if any.
+    pub newest_event_ms: Option<i64>,
+    /// Sensor arrivals (free -> occupied) in the last hour.
+    pub arrivals_last_hour: u32,
+    /// Sensor departures (occupied -> free) in the last hour.
+    pub departures_last_hour: u32,
+    /// Session entries in the last hour.
+    pub entries_last_hour: u32,
+    /// Session exits in the last hour.
+    pub exits_last_hour: u32,
+    /// Minutes each currently parked car has stayed, for occupied slots with a known start.
+    pub dwell_minutes: Vec<f64>,
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The slot's status changed.
+    Changed,
+    /// A heartbeat or repeat confirmed the status.
+    Confirmed,
+    /// A session event was counted.
+    Counted,
+}
+
+/// Every slot and lot of a topology.
+#[derive(Debug, Clone)]
+pub struct LiveState {
+    rules: LiveRules,
+    lots: Vec<LotLive>,
+}
+
+impl LiveState {
+    /// Empty state for every slot of the topology.
+    pub fn new(topology: &Topology, rules: LiveRules) -> Self {
+        LiveState {
+            rules,
+            lots: topology
+                .lots()
+                .iter()
+                .map(|lot| LotLive {
+                    slots: vec![
+                        SlotLive {
+                            state: SlotState::default(),
+                            occupied_since_ms: i64::MIN,
+                        };
+                        lot.slot_ids.len()
+                    ],
+                    ..LotLive::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn lot_mut(&mut self, lot: LotIndex, event_time_ms: i64) -> Result<&mut LotLive, Rejection> {
+        let max_lateness_ms = self.rules.max_lateness_ms;
+        let live = self
+            .lots
+            .get_mut(lot as usize)
+            .ok_or_else(|| Rejection::new(Reason::UnknownLot, format!("lot index {lot}")))?;
+        if let Some(watermark) = live.watermark_ms
+            && event_time_ms < watermark.saturating_sub(max_lateness_ms)
+        {
+            return Err(Rejection::new(
+                Reason::TooLate,
+                format!(
+                    "{} ms behind the lot's newest event (at most {max_lateness_ms} allowed)",
+                    watermark - event_time_ms
+                ),
+            ));
+        }
+        Ok(live)
+    }
+
+    /// Applies a validated sensor reading.
+    pub fn apply_sensor(&mut self, event: &SensorEvent) -> Result<Applied, Rejection> {
+        let live = self.lot_mut(event.lot, event.event_time_ms)?;
+        let Some(slot) = live.slots.get_mut(event.slot as usize) else {
+            return Err(Rejection::new(
+                Reason::UnknownSlot,
+                format!("slot index {}", event.slot),
+            ));
+        };
+        let was_occupied = slot.state.occupied();
+        let outcome = slot
+            .state
+            .apply(event.event_time_ms, event.seq, event.occupied);
+        let applied = match outcome {
+            ApplyOutcome::Duplicate => {
+                return Err(Rejection::new(
+                    Reason::Duplicate,
+                    format!(
+                        "slot index {} already has time {} seq {}",
+                        event.slot, event.event_time_ms, event.seq
+                    ),
+                ));
+            }
+            ApplyOutcome::OutOfOrder => {
+                return Err(Rejection::new(
+                    Reason::OutOfOrder,
+                    format!(
+                        "slot index {} has a newer reading than time {} seq {}",
+                        event.slot, event.event_time_ms, event.seq
+                    ),
+                ));
+            }
+            ApplyOutcome::Changed => Applied::Changed,
+            ApplyOutcome::Confirmed => Applied::Confirmed,
+        };
+        if applied == Applied::Changed {
+            if event.occupied {
+                slot.occupied_since_ms = event.event_time_ms;
+                if was_occupied == Some(false) {
+                    live.arrivals.add(event.event_time_ms);
+                }
+            } else {
+                slot.occupied_since_ms = i64::MIN;
+                if was_occupied == Some(true) {
+                    live.departures.add(event.event_time_ms);
+                }
+            }
+        }
+        live.watermark_ms = Some(
+            live.watermark_ms
+                .map_or(event.event_time_ms, |mark| mark.max(event.event_time_ms)),
+        );
+        Ok(applied)
+    }
+
+    /// Applies a validated session entry or exit.
+    pub fn apply_session(&mut self, mark: &SessionMark) -> Result<Applied, Rejection> {
+        let live = self.lot_mut(mark.lot, mark.event_time_ms)?;
+        if mark.entry {
+            live.session_entries.add(mark.event_time_ms);
+        } else {
+            live.session_exits.add(mark.event_time_ms);
+        }
+        live.watermark_ms = Some(live.watermark_ms.map_or(mark.event_time_ms, |watermark| {
+            watermark.max(mark.event_time_ms)
+        }));
+        Ok(Applied::Counted)
+    }
+
+    /// A lot's picture at `now_ms` (O(slots of the lot)).
+    pub fn lot(&self, lot: LotIndex, now_ms: i64) -> Option<LotSnapshot> {
+        let live = self.lots.get(lot as usize)?;
+        let mut snapshot = LotSnapshot {
+            occupied: 0,
+            free: 0,
+            unknown: 0,
+            newest_event_ms: live.watermark_ms,
+            arrivals_last_hour: live.arrivals.sum(now_ms, FLOW_MINUTES),
+            departures_last_hour: live.departures.sum(now_ms, FLOW_MINUTES),
+            entries_last_hour: live.session_entries.sum(now_ms, FLOW_MINUTES),
+            exits_last_hour: live.session_exits.sum(now_ms, FLOW_MINUTES),
+            dwell_minutes: Vec::new(),
+        };
+        for slot in &live.slots {
+            match slot.state.status_at(now_ms, self.rules.silence_ms) {
+                SlotStatus::Occupied => {
+                    snapshot.occupied += 1;
+                    if slot.occupied_since_ms != i64::MIN {
+                        snapshot
+                            .dwell_minutes
+                            .push((now_ms - slot.occupied_since_ms) as f64 / 60_000.0);
+                    }
+                }
+                SlotStatus::Free => snapshot.free += 1,
+                SlotStatus::Unknown => snapshot.unknown += 1,
+            }
+        }
+        Some(snapshot)
+    }
+
+    /// Lots in the state.
+    pub fn lot_count(&self) -> usize {
+        self.lots.len()
+    }
+
+    /// Approximate heap bytes held (for the memory benchmark).
+    pub fn heap_bytes(&self) -> usize {
+        self.lots.capacity() * std::mem::size_of::<LotLive>()
+            + self
+                .lots
+                .iter()
+                .map(|lot| lot.slots.capacity() * std::mem::size_of::<SlotLive>())
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_764_000_000_000;
+
+    fn state() -> LiveState {
+        let topology = Topology::new([(
+            "lot".to_owned(),
+            (0..4).map(|slot| format!("s{slot}")).collect(),
+        )])
+        .expect("valid");
+        LiveState::new(&topology, LiveRules::default())
+    }
+
+    fn reading(slot: u32, occupied: bool, seq: u64, minutes: i64) -> SensorEvent {
+        SensorEvent {
+            lot: 0,
+            slot,
+            occupied,
+            heartbeat: false,
+            seq,
+            event_time_ms: T0 + minutes * 60_000,
+            clamped: false,
+        }
+    }
+
+    #[test]
+    fn slots_count_flows_and_dwell() {
+        let mut live = state();
+        assert_eq!(
+            live.apply_sensor(&reading(0, false, 1, 0)),
+            Ok(Applied::Changed)
+        );
+        assert_eq!(
+            live.apply_sensor(&reading(0, true, 2, 5)),
+            Ok(Applied::Changed)
+        );
+        assert_eq!(
+            live.apply_sensor(&reading(1, true, 1, 6)),
+            Ok(Applied::Changed)
+        );
+        assert_eq!(
+            live.apply_sensor(&reading(1, true, 2, 7)),
+            Ok(Applied::Confirmed)
+        );
+        assert_eq!(
+            live.apply_sensor(&reading(1, false, 3, 20)),
+            Ok(Applied::Changed)
+        );
+        let snapshot = live.lot(0, T0 + 25 * 60_000).expect("a lot");
+        assert_eq!(
+            (snapshot.occupied, snapshot.free, snapshot.unknown),
+            (1, 1, 2)
+        );
+        assert_eq!(
+            snapshot.arrivals_last_hour, 1,
+            "the first reading of slot 1 is no arrival"
+        );
+        assert_eq!(snapshot.departures_last_hour, 1);
+        assert_eq!(snapshot.dwell_minutes, vec![20.0]);
+        assert_eq!(snapshot.newest_event_ms, Some(T0 + 20 * 60_000));
+        // An hour and a half later the flows have left the window; after the silence limit the
+        // slots are unknown.
+        let later = live.lot(0, T0 + 90 * 60_000).expect("a lot");
+        assert_eq!(later.arrivals_last_hour + later.departures_last_hour, 0);
+        let silent = live.lot(0, T0 + 4 * 3_600_000).expect("a lot");
+        assert_eq!(silent.unknown, 4);
+    }
+
+    #[test]
+    fn duplicates_older_and_too_late_readings_are_refused() {
+        let mut live = state();
+        live.apply_sensor(&reading(2, true, 5, 100))
+            .expect("applies");
+        let reason = |result: Result<Applied, Rejection>| result.map_err(|r| r.reason);
+        assert_eq!(
+            reason(live.apply_sensor(&reading(2, true, 5, 100))),
+            Err(Reason::Duplicate)
+        );
+        assert_eq!(
+            reason(live.apply_sensor(&reading(2, false, 4, 99))),
+            Err(Reason::OutOfOrder)
+        );
+        assert_eq!(
+            reason(live.apply_sensor(&reading(3, true, 1, 30))),
+            Err(Reason::TooLate)
+        );
+        assert_eq!(
+            reason(live.apply_sensor(&reading(3, true, 1, 50))),
+            Ok(Applied::Changed),
+            "within the lateness bound"
+        );
+        let snapshot = live.lot(0, T0 + 100 * 60_000).expect("a lot");
+        assert_eq!(snapshot.occupied, 2);
+    }
+
+    #[test]
+    fn sessions_count_and_a_million_slots_fit_in_little_memory() {
+        let mut live = state();
+        for (minute, entry) in [(1, true), (2, true), (3, false)] {
+            let mark = SessionMark {
+                lot: 0,
+                entry,
+                event_time_ms: T0 + minute * 60_000,
+                clamped: false,
+            };
+            assert_eq!(live.apply_session(&mark), Ok(Applied::Counted));
+        }
+        let snapshot = live.lot(0, T0 + 10 * 60_000).expect("a lot");
+        assert_eq!(
+            (snapshot.entries_last_hour, snapshot.exits_last_hour),
+            (2, 1)
+        );
+        let big = Topology::new((0..1_000).map(|lot| {
+            (
+                format!("l{lot}"),
+                (0..1_000).map(|slot| format!("s{slot}")).collect(),
+            )
+        }))
+        .expect("valid");
+        let state = LiveState::new(&big, LiveRules::default());
+        assert!(
+            state.heap_bytes() < 40 * 1_048_576,
+            "{} bytes",
+            state.heap_bytes()
+        );
+    }
+}
