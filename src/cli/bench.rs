@@ -37,6 +37,19 @@ pub enum BenchTarget {
     },
     /// Import each whole real data set into a temporary warehouse.
     Import,
+    /// Decode + validate + apply sensor messages in process, on one core (issue target: 1M events/s;
+    /// the state of 1M slots under 100 MB).
+    Ingest {
+        /// Lots.
+        #[arg(long, default_value_t = 1_000)]
+        lots: u32,
+        /// Slots per lot.
+        #[arg(long, default_value_t = 1_000)]
+        slots: u32,
+        /// Messages to apply.
+        #[arg(long, default_value_t = 4_000_000)]
+        events: u32,
+    },
     /// Backtest and train on a simulated city at 5-minute resolution with every horizon from 15 min
     /// to 7 days (issue target: 200 lots x 1 year completes on 2 cores). Simulates first unless
     /// `--warehouse` points at a simulated city (simulate it in its own process for a clean peak
@@ -74,6 +87,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
             *max_training_rows,
         );
     }
+    if let BenchTarget::Ingest {
+        lots,
+        slots,
+        events,
+    } = &args.target
+    {
+        return bench_ingest(*lots, *slots, *events);
+    }
     let warehouse = super::create_warehouse(&scratch.path().join("warehouse"))?;
     let mut table = report::new_table(&[
         "benchmark",
@@ -100,7 +121,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 rows,
             );
         }
-        BenchTarget::Train { .. } => unreachable!("handled above"),
+        BenchTarget::Train { .. } | BenchTarget::Ingest { .. } => {
+            unreachable!("handled above")
+        }
         BenchTarget::Import => {
             for source in SourceArgs::All.sources() {
                 let name = source.writer_name();
@@ -124,6 +147,115 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!(
         "peak RSS is the process high-water mark so far; machine: {} logical cores",
         num_cores()
+    );
+    Ok(())
+}
+
+/// Sensor messages through decode, validation and the live state on this thread.
+fn bench_ingest(lots: u32, slots: u32, events: u32) -> Result<()> {
+    use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
+    use parkcast_serving::decode::{TimeRules, decode_sensor};
+    use parkcast_serving::live::{LiveRules, LiveState};
+    use parkcast_serving::topology::Topology;
+    use prost::Message;
+
+    let started = Instant::now();
+    let topology = Topology::new((0..lots).map(|lot| {
+        (
+            format!("lot{lot:05}"),
+            (0..slots)
+                .map(|slot| format!("lot{lot:05}:s{slot:05}"))
+                .collect(),
+        )
+    }))
+    .context("invalid topology")?;
+    let mut state = LiveState::new(&topology, LiveRules::default());
+    let build_seconds = started.elapsed().as_secs_f64();
+    // Messages as a sensor gateway sends them: each slot's readings in sequence, a quarter heartbeats,
+    // slots visited in a scrambled order, one second apart on the lot's clock.
+    let now_ms = 1_764_000_000_000;
+    let total_slots = u64::from(lots) * u64::from(slots);
+    let messages: Vec<(String, Vec<u8>)> = (0..u64::from(events))
+        .map(|index| {
+            let slot_number = index.wrapping_mul(2_654_435_761) % total_slots.max(1);
+            let round = index / total_slots.max(1);
+            let (lot, slot) = (
+                slot_number / u64::from(slots),
+                slot_number % u64::from(slots),
+            );
+            let lot_id = format!("lot{lot:05}");
+            let reading = SensorReading {
+                schema_version: parkcast_proto::SCHEMA_VERSION,
+                lot_id: lot_id.clone(),
+                slot_id: format!("{lot_id}:s{slot:05}"),
+                report: if (round + slot) % 3 == 0 {
+                    SlotReport::Free as i32
+                } else {
+                    SlotReport::Occupied as i32
+                },
+                kind: if index % 4 == 0 {
+                    ReadingKind::Heartbeat as i32
+                } else {
+                    ReadingKind::Change as i32
+                },
+                sensor_seq: round + 1,
+                event_time_ms: now_ms - 3_600_000 + (round as i64) * 1_000,
+            };
+            (lot_id, reading.encode_to_vec())
+        })
+        .collect();
+    let bytes: usize = messages
+        .iter()
+        .map(|(key, value)| key.len() + value.len())
+        .sum();
+    let rules = TimeRules::default();
+    let started = Instant::now();
+    let (mut applied, mut rejected) = (0u64, 0u64);
+    for (key, value) in &messages {
+        match decode_sensor(&topology, &rules, Some(key.as_bytes()), value, now_ms)
+            .and_then(|event| state.apply_sensor(&event))
+        {
+            Ok(_) => applied += 1,
+            Err(_) => rejected += 1,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut table = report::new_table(&["measure", "value"]);
+    let rows = [
+        ("slots (lots x slots)", report::thousands(total_slots)),
+        ("messages", report::thousands(u64::from(events))),
+        ("message bytes", report::bytes(bytes as u64)),
+        (
+            "applied / rejected",
+            format!(
+                "{} / {}",
+                report::thousands(applied),
+                report::thousands(rejected)
+            ),
+        ),
+        ("decode + validate + apply", format!("{seconds:.2} s")),
+        (
+            "events/s on one core",
+            report::thousands((f64::from(events) / seconds.max(1e-9)) as u64),
+        ),
+        ("live state heap", report::bytes(state.heap_bytes() as u64)),
+        ("topology + state build", format!("{build_seconds:.2} s")),
+        (
+            "peak RSS (incl. the messages)",
+            peak_rss_kib().map_or_else(|| "n/a".to_owned(), |kib| report::bytes(kib * 1024)),
+        ),
+    ];
+    for (name, value) in rows {
+        table.add_row(vec![
+            Cell::new(name),
+            Cell::new(value).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    println!("{table}");
+    let snapshot = state.lot(0, now_ms).context("lot 0 exists")?;
+    println!(
+        "lot00000 now: {} occupied, {} free, {} unknown",
+        snapshot.occupied, snapshot.free, snapshot.unknown
     );
     Ok(())
 }

@@ -228,7 +228,8 @@ pub struct ForecastSample {
     pub target_ms: i64,
     /// The actual rate.
     pub actual_rate: f64,
-    /// Every model's forecast, in [`BacktestReport::models`] order.
+    /// Every model's forecast, in [`BacktestReport::models`] order (persistence where the model fell
+    /// back, as the metrics count it).
     pub forecasts: Vec<f64>,
     /// The 80% interval of every model (NaN bounds without calibration).
     pub intervals_80: Vec<(f64, f64)>,
@@ -624,7 +625,7 @@ pub fn backtest_lots(
                     .entry((row.lot, model_index, row.horizon_steps))
                     .or_default()
                     .record(row, forecast, intervals);
-                sample_forecasts.push(forecast);
+                sample_forecasts.push(or_last(forecast, row));
                 sample_intervals.push(intervals.map_or((f64::NAN, f64::NAN), |(eighty, _)| eighty));
             }
             if last_window && row.lot < SAMPLE_LOTS {

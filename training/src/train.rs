@@ -293,6 +293,13 @@ fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, Model
     let params = loaded.bundle.feature_params;
     let horizons = loaded.bundle.horizons.clone();
     let history_ms = 9 * 86_400_000;
+    // One as-of instant for every lot: the newest reading anywhere. A lot whose data stops earlier is
+    // forecast from its own last reading, and its data age says how stale that is.
+    let as_of_ms = lots
+        .iter()
+        .filter_map(|lot| lot.series.iter().last().map(|(instant, _)| instant))
+        .max()
+        .unwrap_or_default();
     let mut rows = Vec::new();
     for lot in lots {
         let Some((context, profile)) = loaded.lot(&lot.lot_id) else {
@@ -338,6 +345,7 @@ fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, Model
             let (low_95, high_95) = calibration.interval(rate, 0.95);
             rows.push((
                 lot.lot_id.clone(),
+                (as_of_ms - last_ms) / 60_000,
                 last_ms,
                 minutes,
                 last_ms + i64::from(*horizon) * params.step_ms(),
@@ -359,6 +367,8 @@ fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, Model
     Ok(csv_text(|writer| {
         writer.write_record([
             "lot_id",
+            "as_of_utc",
+            "data_age_minutes",
             "origin_utc",
             "horizon_minutes",
             "target_utc",
@@ -373,9 +383,11 @@ fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, Model
             "p_below_60",
             "p_free_slot",
         ])?;
-        for (lot_id, origin, minutes, target, capacity, values) in &rows {
+        for (lot_id, age_minutes, origin, minutes, target, capacity, values) in &rows {
             let mut record = vec![
                 lot_id.clone(),
+                utc(as_of_ms),
+                age_minutes.to_string(),
                 utc(*origin),
                 minutes.to_string(),
                 utc(*target),
