@@ -7,7 +7,6 @@
 //! loaded model predicts bit for bit what the trained one did.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -19,7 +18,7 @@ use parkcast_features::vector::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Forecaster, ModelError, SavedModel};
+use crate::model::{Forecaster, ModelError, SavedModel, pack, unpack};
 
 /// Version of the model file layout.
 pub const MODEL_FILE_FORMAT: u32 = 1;
@@ -65,23 +64,13 @@ pub struct ModelBundle {
 impl ModelBundle {
     /// Gzipped MessagePack bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
-        let body = rmp_serde::to_vec_named(self)
-            .map_err(|error| ModelError::Corrupt(error.to_string()))?;
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder
-            .write_all(&body)
-            .and_then(|()| encoder.finish())
-            .map_err(|error| ModelError::Corrupt(error.to_string()))
+        pack(self)
     }
 
     /// Decodes and checks a model file: the format, and that every lot's time zone parses.
     pub fn from_bytes(bytes: &[u8]) -> Result<ModelBundle, ModelError> {
         let corrupt = |error: &dyn std::fmt::Display| ModelError::Corrupt(error.to_string());
-        let mut body = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut body)
-            .map_err(|error| corrupt(&error))?;
-        let bundle: ModelBundle = rmp_serde::from_slice(&body).map_err(|error| corrupt(&error))?;
+        let bundle: ModelBundle = unpack(bytes)?;
         if bundle.format != MODEL_FILE_FORMAT {
             return Err(ModelError::Corrupt(format!(
                 "model file format {} (this build reads {MODEL_FILE_FORMAT})",

@@ -526,6 +526,27 @@ impl Forecaster for LinearModel {
     }
 }
 
+/// Gzipped MessagePack of a value: the encoding of model files (every f64 kept as its 8 bytes).
+pub(crate) fn pack<T: Serialize>(value: &T) -> Result<Vec<u8>, ModelError> {
+    let body =
+        rmp_serde::to_vec_named(value).map_err(|error| ModelError::Corrupt(error.to_string()))?;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(&body)
+        .and_then(|()| encoder.finish())
+        .map_err(|error| ModelError::Corrupt(error.to_string()))
+}
+
+/// The inverse of [`pack`]; anything else is [`ModelError::Corrupt`].
+pub(crate) fn unpack<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ModelError> {
+    let corrupt = |error: &dyn std::fmt::Display| ModelError::Corrupt(error.to_string());
+    let mut body = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut body)
+        .map_err(|error| corrupt(&error))?;
+    rmp_serde::from_slice(&body).map_err(|error| corrupt(&error))
+}
+
 /// A model as saved in a model file.
 pub enum SavedModel {
     /// Gradient-boosted trees.
@@ -567,27 +588,15 @@ impl SavedModel {
 
     /// Gzipped MessagePack bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
-        let file = match self {
-            SavedModel::Gbm(model) => ModelFileRef::Gbm(model),
-            SavedModel::Linear(model) => ModelFileRef::Linear(model),
-        };
-        let body = rmp_serde::to_vec_named(&file)
-            .map_err(|error| ModelError::Corrupt(error.to_string()))?;
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder
-            .write_all(&body)
-            .and_then(|()| encoder.finish())
-            .map_err(|error| ModelError::Corrupt(error.to_string()))
+        match self {
+            SavedModel::Gbm(model) => pack(&ModelFileRef::Gbm(model)),
+            SavedModel::Linear(model) => pack(&ModelFileRef::Linear(model)),
+        }
     }
 
     /// Decodes [`SavedModel::to_bytes`] output; anything else is [`ModelError::Corrupt`].
     pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel, ModelError> {
-        let corrupt = |error: &dyn std::fmt::Display| ModelError::Corrupt(error.to_string());
-        let mut body = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut body)
-            .map_err(|error| corrupt(&error))?;
-        let file: ModelFile = rmp_serde::from_slice(&body).map_err(|error| corrupt(&error))?;
+        let file: ModelFile = unpack(bytes)?;
         Ok(match file {
             ModelFile::Gbm(model) => {
                 if model.used.iter().any(|feature| *feature >= FEATURE_COUNT) {

@@ -105,21 +105,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     ]);
     match args.target {
         BenchTarget::Simulate { lots, days } => {
-            let params = SimulationParams::default()
-                .lots(lots)
-                .days(days)
-                .check()
-                .context("invalid parameters")?;
-            let started = Instant::now();
-            let outcome = simulate::simulate(&params, &warehouse, &NoProgress)
-                .context("simulation failed")?;
-            let rows = outcome.written.iter().map(|(_, stats)| stats.rows).sum();
-            add_row(
-                &mut table,
-                &format!("simulate {lots} lots x {days} days"),
-                started,
-                rows,
-            );
+            simulate_row(&warehouse, lots, days, &mut table)?;
         }
         BenchTarget::Train { .. } | BenchTarget::Ingest { .. } => {
             unreachable!("handled above")
@@ -280,21 +266,7 @@ fn bench_train(
         .open()?,
         None => {
             let warehouse = super::create_warehouse(&scratch.join("warehouse"))?;
-            let params = SimulationParams::default()
-                .lots(lots)
-                .days(days)
-                .check()
-                .context("invalid parameters")?;
-            let started = Instant::now();
-            let outcome = simulate::simulate(&params, &warehouse, &NoProgress)
-                .context("simulation failed")?;
-            let rows = outcome.written.iter().map(|(_, stats)| stats.rows).sum();
-            add_row(
-                &mut table,
-                &format!("simulate {lots} lots x {days} days"),
-                started,
-                rows,
-            );
+            simulate_row(&warehouse, lots, days, &mut table)?;
             warehouse
         }
     };
@@ -364,6 +336,31 @@ fn bench_train(
             )
         );
     }
+    Ok(())
+}
+
+/// Simulates a city into the warehouse and adds its row.
+fn simulate_row(
+    warehouse: &parkcast_features::warehouse::Warehouse,
+    lots: u32,
+    days: u32,
+    table: &mut comfy_table::Table,
+) -> Result<()> {
+    let params = SimulationParams::default()
+        .lots(lots)
+        .days(days)
+        .check()
+        .context("invalid parameters")?;
+    let started = Instant::now();
+    let outcome =
+        simulate::simulate(&params, warehouse, &NoProgress).context("simulation failed")?;
+    let rows = outcome.written.iter().map(|(_, stats)| stats.rows).sum();
+    add_row(
+        table,
+        &format!("simulate {lots} lots x {days} days"),
+        started,
+        rows,
+    );
     Ok(())
 }
 

@@ -408,6 +408,15 @@ pub(crate) struct Fitted {
 }
 
 impl Fitted {
+    /// Every forecaster's forecasts of the rows, in [`ModelChoice::names`] order.
+    pub(crate) fn predict_all(&self, rows: &[EvalRow]) -> Vec<Vec<f64>> {
+        let features = features_of(rows);
+        self.forecasters()
+            .iter()
+            .map(|forecaster| forecaster.predict(&features))
+            .collect()
+    }
+
     /// Every forecaster in [`ModelChoice::names`] order.
     pub(crate) fn forecasters(&self) -> Vec<&dyn Forecaster> {
         let mut forecasters: Vec<&dyn Forecaster> = BaselineModel::ALL
@@ -535,12 +544,7 @@ pub fn backtest_lots(
         )?;
         progress.advance(1);
         let mut rolling: BTreeMap<(usize, u32), RollingCalibration> = BTreeMap::new();
-        let features = features_of(&rows);
-        let forecasts: Vec<Vec<f64>> = fitted
-            .forecasters()
-            .iter()
-            .map(|forecaster| forecaster.predict(&features))
-            .collect();
+        let forecasts = fitted.predict_all(&rows);
         let mut by_target: Vec<usize> = (0..rows.len()).collect();
         by_target.sort_by_key(|&position| rows[position].target_ms);
         for position in by_target {
@@ -568,12 +572,7 @@ pub fn backtest_lots(
         )?;
         progress.advance(1);
         let last_window = window_index + 1 == windows.len();
-        let features = features_of(&rows);
-        let forecasts: Vec<Vec<f64>> = fitted
-            .forecasters()
-            .iter()
-            .map(|forecaster| forecaster.predict(&features))
-            .collect();
+        let forecasts = fitted.predict_all(&rows);
         let step = i64::from(config.step_minutes) * 60_000;
         let origin_of = |row: &EvalRow| row.target_ms - i64::from(row.horizon_steps) * step;
         let mut by_origin: Vec<usize> = (0..rows.len()).collect();
