@@ -291,6 +291,23 @@ pub fn print_summary(outcome: &BacktestReport, config: &BacktestConfig) {
             .collect();
         println!("training rows (last window): {}", rows.join(", "));
     }
+    if !outcome.validation_mae.is_empty() {
+        let mut lines: Vec<String> = Vec::new();
+        for model in &outcome.models {
+            let maes: Vec<String> = outcome
+                .validation_mae
+                .iter()
+                .filter(|(name, _, _)| name == model)
+                .map(|(_, _, mae)| format!("{mae:.4}"))
+                .collect();
+            lines.push(format!("{model} {}", maes.join("/")));
+        }
+        println!(
+            "validation MAE (the {} calibration days before each window, by horizon): {}",
+            config.calibration_days,
+            lines.join("; ")
+        );
+    }
     println!("{}", metrics_table(outcome));
     println!("{}", versus_table(outcome, config));
 }

@@ -254,6 +254,10 @@ pub struct BacktestReport {
     pub samples: Vec<ForecastSample>,
     /// Training rows per horizon (minutes) of the last window's models.
     pub training_rows: BTreeMap<u32, usize>,
+    /// MAE of the rate per (model, horizon steps) on the calibration days before each window, from
+    /// models fitted before those days: a validation set that precedes every test window, so
+    /// choosing a model on it does not peek at the test.
+    pub validation_mae: Vec<(String, u32, f64)>,
     /// Residuals (actual - forecast) of the last window per (model index, horizon steps): out of
     /// sample for models fitted before it, so they calibrate a final model's intervals.
     pub test_residuals: BTreeMap<(usize, u32), Vec<f64>>,
@@ -531,6 +535,7 @@ pub fn backtest_lots(
     let mut samples = Vec::new();
     let mut training_rows = BTreeMap::new();
     let mut test_residuals: BTreeMap<(usize, u32), Vec<f64>> = BTreeMap::new();
+    let mut validation: BTreeMap<(usize, u32), (f64, u64)> = BTreeMap::new();
     let calibration_ms = i64::from(config.calibration_days) * 86_400_000;
     for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
         // Calibration: fitted before the calibration days, evaluated on them.
@@ -550,6 +555,12 @@ pub fn backtest_lots(
         for position in by_target {
             let row = &rows[position];
             for (model_index, model_forecasts) in forecasts.iter().enumerate() {
+                let error = (or_last(model_forecasts[position], row) - row.actual_rate).abs();
+                let entry = validation
+                    .entry((model_index, row.horizon_steps))
+                    .or_insert((0.0, 0));
+                entry.0 += error;
+                entry.1 += 1;
                 rolling
                     .entry((model_index, row.horizon_steps))
                     .or_insert_with(|| RollingCalibration::new(calibration_ms))
@@ -672,7 +683,7 @@ pub fn backtest_lots(
         (&a.lot_id, a.horizon_steps, a.target_ms).cmp(&(&b.lot_id, b.horizon_steps, b.target_ms))
     });
     Ok(BacktestReport {
-        models: names,
+        models: names.clone(),
         lots: usable.iter().map(|lot| lot.lot_id.clone()).collect(),
         excluded_lots,
         windows,
@@ -681,6 +692,16 @@ pub fn backtest_lots(
         samples,
         training_rows,
         test_residuals,
+        validation_mae: validation
+            .into_iter()
+            .map(|((model_index, horizon), (sum, count))| {
+                (
+                    names[model_index].clone(),
+                    horizon,
+                    sum / count.max(1) as f64,
+                )
+            })
+            .collect(),
     })
 }
 

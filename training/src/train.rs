@@ -1,8 +1,9 @@
 //! `parkcast train`: backtest every forecaster, promote the best learned model, refit it on all the
 //! data, and publish it with its report to the model registry.
 //!
-//! Promotion is by the backtest only: the learned model with the lowest MAE of the rate averaged
-//! over the horizons. The final refit uses every day up to the last one with data; its intervals are
+//! Promotion is by the backtest's validation days only (the calibration days before each test window,
+//! forecast by models fitted before them): the learned model with the lowest MAE of the rate averaged
+//! over the horizons. The test windows report how the choice fares; they never make it. The final refit uses every day up to the last one with data; its intervals are
 //! calibrated on the promoted model's residuals in the last test window, where it had been fitted
 //! before the data it forecast (so they are out of sample, as split conformal requires).
 
@@ -83,13 +84,14 @@ pub fn train(
     let (lots, excluded) = prepare(warehouse, &config.backtest)?;
     let report = backtest_lots(&lots, excluded, &config.backtest, &config.models, progress)?;
 
-    // Promote the learned model with the lowest mean MAE over the horizons.
+    // Promote the learned model with the lowest mean MAE over the horizons on the validation days
+    // (the calibration days before each test window), never on the test windows themselves.
     let mean_mae = |model: &str| {
         let maes: Vec<f64> = report
-            .metrics
+            .validation_mae
             .iter()
-            .filter(|metrics| metrics.model == model)
-            .map(|metrics| metrics.mae_rate)
+            .filter(|(name, _, _)| name == model)
+            .map(|(_, _, mae)| *mae)
             .collect();
         maes.iter().sum::<f64>() / maes.len().max(1) as f64
     };
