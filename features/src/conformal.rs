@@ -221,7 +221,13 @@ mod tests {
     fn rolling_calibration_forgets_old_residuals_and_matches_the_fixed_one() {
         let mut rolling = RollingCalibration::new(100);
         assert_eq!(rolling.interval(0.5, 0.8), None);
-        for (at, residual) in [(10, 0.30), (20, -0.01), (30, 0.02), (40, f64::NAN), (50, -0.03)] {
+        for (at, residual) in [
+            (10, 0.30),
+            (20, -0.01),
+            (30, 0.02),
+            (40, f64::NAN),
+            (50, -0.03),
+        ] {
             rolling.push(at, residual);
         }
         assert_eq!(rolling.len(), 4);
