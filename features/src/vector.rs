@@ -452,12 +452,6 @@ impl LotFeatureState {
         &self.context
     }
 
-    /// Swaps the profile (a new model version); deviations already stored keep the old one until they
-    /// leave the history, so callers that need exact features rebuild the state instead.
-    pub fn set_profile(&mut self, profile: Arc<LotProfile>) {
-        self.profile = profile;
-    }
-
     fn slot_index(&self, instant_ms: i64) -> usize {
         let position = instant_ms.div_euclid(self.params.step_ms());
         // The ring length fits in i64 and the remainder is below it, so both casts are lossless.

@@ -19,11 +19,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use chrono::{Days, NaiveDate, TimeZone};
+use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 use parkcast_features::conformal::RollingCalibration;
 use parkcast_features::grid::GridSeries;
-use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
+use parkcast_features::vector::batch::{self, BatchRequest};
 use parkcast_features::vector::{FeatureParams, FeatureVector, LotProfile, index};
 use parkcast_features::warehouse::{Warehouse, WarehouseError};
 use polars::prelude::PolarsError;
@@ -712,21 +712,6 @@ pub(crate) fn features_of(rows: &[EvalRow]) -> Vec<FeatureVector> {
     rows.iter().map(|row| row.features).collect()
 }
 
-/// The context of lot `code` in a model, as the model sees it.
-pub(crate) fn lot_history<'a>(
-    lot: &'a LotInputs,
-    profile: &'a LotProfile,
-    context: &'a parkcast_features::vector::LotContext,
-) -> LotHistory<'a> {
-    LotHistory {
-        series: &lot.series,
-        profile,
-        context,
-        arrivals_ms: &lot.arrivals_ms,
-        departures_ms: &lot.departures_ms,
-    }
-}
-
 /// Fits profiles (and, if chosen, models) on the data before `cut` and returns the evaluation pairs
 /// whose targets fall in the local days `[first_day, end_day)`, with the fitted models.
 pub(crate) fn fit_and_forecast(
@@ -771,7 +756,7 @@ pub(crate) fn fit_and_forecast(
             lot_code: u32::try_from(code).ok(),
             ..lot.context.clone()
         };
-        let history = lot_history(lot, &profile, &context);
+        let history = lot.history(&profile, &context);
         if learned {
             let request = BatchRequest {
                 horizons: config.horizons.clone(),
@@ -868,11 +853,15 @@ fn pair_allowed(
     !config.same_day || series.local(origin_ms).date() == series.local(target_ms).date()
 }
 
-/// The instant of local midnight starting `date` (the earliest, across a DST change).
+/// The instant of local midnight starting `date`: the earlier one when ambiguous, and read with the
+/// offset before the gap when midnight falls in a DST gap (the importers' rule, `import::local_time`).
 pub fn local_midnight_ms(tz: Tz, date: NaiveDate) -> i64 {
-    let midnight = date.and_hms_opt(0, 0, 0).expect("midnight should be valid");
-    tz.from_local_datetime(&midnight).earliest().map_or_else(
-        || midnight.and_utc().timestamp_millis(),
+    crate::import::local_time::local_midnight(tz, date).map_or_else(
+        || {
+            date.and_time(chrono::NaiveTime::MIN)
+                .and_utc()
+                .timestamp_millis()
+        },
         |instant| instant.timestamp_millis(),
     )
 }

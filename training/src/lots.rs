@@ -10,7 +10,8 @@ use parkcast_features::calendar::{HolidayCalendar, HolidayRegion};
 use parkcast_features::grid::GridSeries;
 use parkcast_features::rows::{EventRow, LotRow};
 use parkcast_features::schema::Table;
-use parkcast_features::vector::{LotContext, ScheduledEvent, lot_kind_code};
+use parkcast_features::vector::batch::LotHistory;
+use parkcast_features::vector::{LotContext, LotProfile, ScheduledEvent, lot_kind_code};
 use parkcast_features::warehouse::{Warehouse, WarehouseError};
 use polars::prelude::*;
 
@@ -56,6 +57,24 @@ pub struct LotInputs {
     pub holiday_region: String,
     /// The lot's kind (for the model file).
     pub kind: String,
+}
+
+impl LotInputs {
+    /// The lot's inputs to the batch feature path, with a fitted profile and the context a model
+    /// gives it.
+    pub fn history<'a>(
+        &'a self,
+        profile: &'a LotProfile,
+        context: &'a LotContext,
+    ) -> LotHistory<'a> {
+        LotHistory {
+            series: &self.series,
+            profile,
+            context,
+            arrivals_ms: &self.arrivals_ms,
+            departures_ms: &self.departures_ms,
+        }
+    }
 }
 
 fn polars_error(context: &'static str) -> impl Fn(PolarsError) -> LotsError {

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, Days, Utc};
 use parkcast_features::conformal::ResidualCalibration;
 use parkcast_features::vector::{FEATURE_NAMES, LotFeatureState, LotProfile};
 use parkcast_features::warehouse::Warehouse;
@@ -663,9 +663,4 @@ pub fn render_report(
         );
     }
     (markdown, attachments)
-}
-
-/// The local dates a report covers, for display.
-pub fn window_span(report: &BacktestReport) -> Option<(NaiveDate, NaiveDate)> {
-    Some((report.windows.first()?.0, report.windows.last()?.1))
 }

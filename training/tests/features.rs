@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use parkcast_features::grid::GridSeries;
-use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
+use parkcast_features::vector::batch::{self, BatchRequest};
 use parkcast_features::vector::{
     FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LotContext, LotFeatureState,
     LotProfile, index, vectors_match,
@@ -49,13 +49,7 @@ fn batch_vectors(
     horizons: &[u32],
     origins_from_ms: i64,
 ) -> HashMap<(i64, u32), (FeatureVector, Option<f64>)> {
-    let history = LotHistory {
-        series: &lot.series,
-        profile,
-        context,
-        arrivals_ms: &lot.arrivals_ms,
-        departures_ms: &lot.departures_ms,
-    };
+    let history = lot.history(profile, context);
     let request = BatchRequest {
         horizons: horizons.to_vec(),
         origins_from_ms,

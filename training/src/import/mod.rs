@@ -156,7 +156,7 @@ mod birmingham;
 mod common;
 mod counter;
 mod generic_csv;
-mod local_time;
+pub(crate) mod local_time;
 mod malaga;
 mod melbourne;
 mod rules;
