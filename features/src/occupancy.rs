@@ -38,7 +38,9 @@ pub enum ApplyOutcome {
 }
 
 /// The newest reading of one slot. 17 bytes of payload, so millions of slots fit in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Serializable, so live state can be checkpointed and the archiver's occupancy roll-up resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SlotState {
     last_ts_ms: i64,
     last_seq: u64,

@@ -1,18 +1,22 @@
 //! The online side of parkcast: Kafka ingestion into per-slot live state, scoring, the gRPC services
 //! and the pricing feed.
 //!
-//! Today it holds the pure core of ingestion: [`decode`] turns Kafka message bytes into validated
-//! events or a dead-letter reason, [`topology`] maps lot and slot ids to dense indices, and [`live`]
-//! keeps every slot's state and each lot's aggregates. The Kafka consumer, recovery and the gRPC
-//! services build on it (the live-ingestion and serving issues). It shares the status rules of
+//! Ingestion, in data-flow order: [`ingest`] runs the Kafka consumer (consumer group, dead letters,
+//! rebalancing); [`decode`] turns message bytes into validated events or a dead-letter reason;
+//! [`topology`] maps lot and slot ids to dense indices; [`live`] keeps every slot's state and each
+//! lot's aggregates; [`checkpoint`] makes that state survive restarts and partition moves;
+//! [`metrics`] counts all of it for Prometheus. It shares the status rules of
 //! [`parkcast_features::occupancy`] with training and the wire formats of [`parkcast_proto`].
 //!
 //! ```
 //! assert_eq!(parkcast_proto::topics::SENSOR, "parkcast.sensor.v1");
 //! ```
 
+pub mod checkpoint;
 pub mod decode;
+pub mod ingest;
 pub mod live;
+pub mod metrics;
 pub mod topology;
 
 pub use parkcast_features as features;

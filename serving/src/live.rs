@@ -11,6 +11,7 @@
 //! Memory: 32 bytes per slot (1M slots: 32 MB) plus 1 KB per lot.
 
 use parkcast_features::occupancy::{ApplyOutcome, SlotState, SlotStatus};
+use serde::{Deserialize, Serialize};
 
 use crate::decode::{Reason, Rejection, SensorEvent, SessionMark};
 use crate::topology::{LotIndex, Topology};
@@ -36,11 +37,20 @@ impl Default for LiveRules {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct SlotLive {
     state: SlotState,
     /// Event time the slot became occupied (`i64::MIN` while free or unknown).
     occupied_since_ms: i64,
+}
+
+impl SlotLive {
+    fn empty() -> SlotLive {
+        SlotLive {
+            state: SlotState::default(),
+            occupied_since_ms: i64::MIN,
+        }
+    }
 }
 
 /// Counts per minute over the last [`FLOW_MINUTES`]: a ring keyed by minute number.
@@ -74,6 +84,31 @@ impl MinuteRing {
         self.counts[position] += 1;
     }
 
+    /// The non-empty minutes, oldest first (for checkpoints: a fixed array of 60 is not serde's).
+    fn entries(&self) -> Vec<(i64, u32)> {
+        let mut entries: Vec<(i64, u32)> = self
+            .minutes
+            .iter()
+            .zip(&self.counts)
+            .filter(|(minute, count)| **minute != i64::MIN && **count > 0)
+            .map(|(minute, count)| (*minute, *count))
+            .collect();
+        entries.sort_unstable();
+        entries
+    }
+
+    fn from_entries(entries: &[(i64, u32)]) -> MinuteRing {
+        let mut ring = MinuteRing::default();
+        for &(minute, count) in entries {
+            let position = minute.rem_euclid(FLOW_MINUTES as i64) as usize;
+            if ring.minutes[position] <= minute {
+                ring.minutes[position] = minute;
+                ring.counts[position] = count;
+            }
+        }
+        ring
+    }
+
     /// Events in the `window_minutes` minutes up to and including the minute of `now_ms`.
     fn sum(&self, now_ms: i64, window_minutes: usize) -> u32 {
         let now_minute = now_ms.div_euclid(60_000);
@@ -95,6 +130,24 @@ struct LotLive {
     departures: MinuteRing,
     session_entries: MinuteRing,
     session_exits: MinuteRing,
+}
+
+/// One lot's live state as data, for checkpoints: versioned by the checkpoint file, independent of
+/// the in-memory layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotRecord {
+    /// Slot states in topology order, each with the time it became occupied (`i64::MIN`: not).
+    slots: Vec<SlotLive>,
+    watermark_ms: Option<i64>,
+    /// (minute, count) of arrivals, departures, session entries and exits.
+    flows: [Vec<(i64, u32)>; 4],
+}
+
+impl LotRecord {
+    /// Slots recorded.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
 }
 
 /// A lot's live picture at an instant.
@@ -147,13 +200,7 @@ impl LiveState {
                 .lots()
                 .iter()
                 .map(|lot| LotLive {
-                    slots: vec![
-                        SlotLive {
-                            state: SlotState::default(),
-                            occupied_since_ms: i64::MIN,
-                        };
-                        lot.slot_ids.len()
-                    ],
+                    slots: vec![SlotLive::empty(); lot.slot_ids.len()],
                     ..LotLive::default()
                 })
                 .collect(),
@@ -268,9 +315,9 @@ impl LiveState {
                 SlotStatus::Occupied => {
                     snapshot.occupied += 1;
                     if slot.occupied_since_ms != i64::MIN {
-                        snapshot
-                            .dwell_minutes
-                            .push((now_ms - slot.occupied_since_ms) as f64 / 60_000.0);
+                        snapshot.dwell_minutes.push(
+                            now_ms.saturating_sub(slot.occupied_since_ms).max(0) as f64 / 60_000.0,
+                        );
                     }
                 }
                 SlotStatus::Free => snapshot.free += 1,
@@ -278,6 +325,56 @@ impl LiveState {
             }
         }
         Some(snapshot)
+    }
+
+    /// The lot's state as data (for checkpoints), or `None` for an index out of range.
+    pub fn export_lot(&self, lot: LotIndex) -> Option<LotRecord> {
+        let live = self.lots.get(lot as usize)?;
+        Some(LotRecord {
+            slots: live.slots.clone(),
+            watermark_ms: live.watermark_ms,
+            flows: [
+                live.arrivals.entries(),
+                live.departures.entries(),
+                live.session_entries.entries(),
+                live.session_exits.entries(),
+            ],
+        })
+    }
+
+    /// Replaces the lot's state with a record; false (and nothing changed) when the record's slot
+    /// count is not the lot's (the topology changed since the checkpoint).
+    pub fn import_lot(&mut self, lot: LotIndex, record: &LotRecord) -> bool {
+        let Some(live) = self.lots.get_mut(lot as usize) else {
+            return false;
+        };
+        if live.slots.len() != record.slots.len() {
+            return false;
+        }
+        live.slots.copy_from_slice(&record.slots);
+        live.watermark_ms = record.watermark_ms;
+        let [arrivals, departures, entries, exits] = &record.flows;
+        live.arrivals = MinuteRing::from_entries(arrivals);
+        live.departures = MinuteRing::from_entries(departures);
+        live.session_entries = MinuteRing::from_entries(entries);
+        live.session_exits = MinuteRing::from_entries(exits);
+        true
+    }
+
+    /// Forgets everything about the lot (its partition moved to another replica).
+    pub fn reset_lot(&mut self, lot: LotIndex) {
+        if let Some(live) = self.lots.get_mut(lot as usize) {
+            let slots = live.slots.len();
+            *live = LotLive {
+                slots: vec![SlotLive::empty(); slots],
+                ..LotLive::default()
+            };
+        }
+    }
+
+    /// The lot's newest event time, if it has seen any.
+    pub fn newest_event_ms(&self, lot: LotIndex) -> Option<i64> {
+        self.lots.get(lot as usize)?.watermark_ms
     }
 
     /// Lots in the state.
@@ -391,6 +488,36 @@ mod tests {
         );
         let snapshot = live.lot(0, T0 + 100 * 60_000).expect("a lot");
         assert_eq!(snapshot.occupied, 2);
+    }
+
+    #[test]
+    fn a_lot_round_trips_through_its_record_and_resets() {
+        let mut live = state();
+        live.apply_sensor(&reading(0, false, 1, 0))
+            .expect("applies");
+        live.apply_sensor(&reading(0, true, 2, 5)).expect("applies");
+        live.apply_sensor(&reading(1, true, 1, 7)).expect("applies");
+        let record = live.export_lot(0).expect("a lot");
+        let now = T0 + 30 * 60_000;
+        let before = live.lot(0, now);
+        let mut restored = state();
+        assert!(restored.import_lot(0, &record));
+        assert_eq!(restored.lot(0, now), before);
+        assert_eq!(restored.export_lot(0), Some(record.clone()));
+        // Duplicates are still recognised after a restore.
+        assert_eq!(
+            restored
+                .apply_sensor(&reading(0, true, 2, 5))
+                .map_err(|r| r.reason),
+            Err(Reason::Duplicate)
+        );
+        restored.reset_lot(0);
+        assert_eq!(restored.lot(0, now).map(|lot| lot.unknown), Some(4));
+        let small = LotRecord {
+            slots: record.slots[..2].to_vec(),
+            ..record
+        };
+        assert!(!restored.import_lot(0, &small), "slot count mismatch");
     }
 
     #[test]

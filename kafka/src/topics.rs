@@ -1,0 +1,90 @@
+//! Creating topics with their partition count, and reading it back.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::KafkaConfig;
+
+/// Errors of topic administration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The client could not be created or the request failed.
+    #[error("kafka admin request failed: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The broker refused to create a topic.
+    #[error("the broker refused to create topic {topic:?}: {code}")]
+    Refused {
+        /// The topic.
+        topic: String,
+        /// The broker's error code.
+        code: RDKafkaErrorCode,
+    },
+    /// The topic does not exist (or has no partitions).
+    #[error("topic {topic:?} does not exist on the broker")]
+    Missing {
+        /// The topic.
+        topic: String,
+    },
+}
+
+/// Creates `topics` with `partitions` partitions each (replication 1); topics that exist are left
+/// as they are. Blocks until the broker answers (call it from a blocking context).
+pub fn create_topics(
+    config: &KafkaConfig,
+    topics: &[&str],
+    partitions: i32,
+    timeout: Duration,
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    let results = futures_executor::block_on(admin.create_topics(&new_topics, &options))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// The number of partitions of `topic`, from the broker's metadata.
+pub fn partition_count(
+    config: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, TopicError> {
+    let client: BaseConsumer = config.client_config().create()?;
+    partition_count_with(&client, topic, timeout)
+}
+
+/// Like [`partition_count`], with an existing consumer.
+pub fn partition_count_with<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, TopicError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let count = metadata
+        .topics()
+        .iter()
+        .find(|found| found.name() == topic && found.error().is_none())
+        .map_or(0, |found| found.partitions().len());
+    if count == 0 {
+        return Err(TopicError::Missing {
+            topic: topic.to_owned(),
+        });
+    }
+    i32::try_from(count).map_err(|_| TopicError::Missing {
+        topic: topic.to_owned(),
+    })
+}

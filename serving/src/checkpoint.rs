@@ -1,0 +1,250 @@
+//! Checkpoints of live state, one file per partition, each with the offsets it is consistent with.
+//!
+//! Why snapshot + replay and not replay alone: a slot's state depends on its newest reading, which
+//! can be days old for a car parked over a weekend, and the flows on the last hour; rebuilding from
+//! the topics means reading their whole retention. A checkpoint bounds a restart to the events since
+//! it (`parkcast bench ingest` measures both).
+//!
+//! A file holds the state of the lots whose events arrive on one partition number, and the next
+//! offsets of that partition in the sensor and session topics (both keyed by lot id with the same
+//! partition count, so a lot lives on the same partition number in both). The consumer resumes a
+//! partition from the offsets in its file, not from the group's committed offsets: the file is
+//! written first and the commit follows, so a crash in between leaves the file ahead of the commit,
+//! and the file is the truth. The commit exists for lag monitoring.
+//!
+//! Files are written to a temporary name, synced and renamed, so a crash leaves the old file or the
+//! new one, never half of one. The body carries its SHA-256, and a file that does not verify is
+//! refused (the partition is then rebuilt by replaying it from the beginning).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::live::LotRecord;
+
+/// Format version of checkpoint files.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+const MAGIC: &[u8; 8] = b"PKCKPT01";
+
+/// One partition's state and the offsets it is consistent with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionCheckpoint {
+    /// [`CHECKPOINT_VERSION`] when written.
+    pub version: u32,
+    /// The partition number.
+    pub partition: i32,
+    /// Next offset to read in the sensor topic.
+    pub sensor_next: i64,
+    /// Next offset to read in the session topic.
+    pub session_next: i64,
+    /// Wall-clock time of the checkpoint, Unix ms.
+    pub written_ms: i64,
+    /// Each lot of the partition: its id, a hash of its slot ids (to notice topology changes), its
+    /// state.
+    pub lots: Vec<(String, u64, LotRecord)>,
+}
+
+/// Errors of the checkpoint store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Reading or writing failed.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not a checkpoint, is cut short, or its checksum does not match.
+    #[error("checkpoint {path} is corrupt: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Written by a newer version.
+    #[error("checkpoint {path} has version {found}; this build reads up to {CHECKPOINT_VERSION}")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+}
+
+/// A folder of checkpoint files (shared by the replicas of one consumer group).
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+}
+
+impl CheckpointStore {
+    /// A store in `dir` (created if missing).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<CheckpointStore, CheckpointError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| CheckpointError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(CheckpointStore { dir })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of a partition.
+    pub fn path(&self, partition: i32) -> PathBuf {
+        self.dir.join(format!("partition-{partition:05}.ckpt"))
+    }
+
+    /// Writes a partition's checkpoint atomically; returns its size in bytes.
+    pub fn save(&self, checkpoint: &PartitionCheckpoint) -> Result<u64, CheckpointError> {
+        let path = self.path(checkpoint.partition);
+        let body = rmp_serde::to_vec(checkpoint).expect("a checkpoint should serialize");
+        let digest = Sha256::digest(&body);
+        let tmp = path.with_extension("ckpt.tmp");
+        let io = |source| CheckpointError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let mut file = fs::File::create(&tmp).map_err(io)?;
+        file.write_all(MAGIC).map_err(io)?;
+        file.write_all(&(body.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        file.write_all(&body).map_err(io)?;
+        file.write_all(&digest).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, &path).map_err(|source| CheckpointError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((MAGIC.len() + 8 + body.len() + digest.len()) as u64)
+    }
+
+    /// Reads a partition's checkpoint, `None` if there is none.
+    pub fn load(&self, partition: i32) -> Result<Option<PartitionCheckpoint>, CheckpointError> {
+        let path = self.path(partition);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CheckpointError::Io { path, source }),
+        };
+        let corrupt = |detail: &str| CheckpointError::Corrupt {
+            path: path.clone(),
+            detail: detail.to_owned(),
+        };
+        let rest = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| corrupt("no checkpoint header"))?;
+        let (length, rest) = rest
+            .split_at_checked(8)
+            .ok_or_else(|| corrupt("cut short"))?;
+        let length = u64::from_le_bytes(length.try_into().expect("8 bytes"));
+        let length = usize::try_from(length).map_err(|_| corrupt("impossible length"))?;
+        if rest.len() != length.saturating_add(32) {
+            return Err(corrupt("cut short or trailing bytes"));
+        }
+        let (body, digest) = rest.split_at(length);
+        if Sha256::digest(body).as_slice() != digest {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let checkpoint: PartitionCheckpoint = rmp_serde::from_slice(body)
+            .map_err(|error| corrupt(&format!("undecodable body: {error}")))?;
+        if checkpoint.version > CHECKPOINT_VERSION {
+            return Err(CheckpointError::UnsupportedVersion {
+                path,
+                found: checkpoint.version,
+            });
+        }
+        if checkpoint.partition != partition {
+            return Err(corrupt("written for another partition"));
+        }
+        Ok(Some(checkpoint))
+    }
+
+    /// Moves a refused file aside (kept for inspection), so the next checkpoint can take its place.
+    pub fn quarantine(&self, partition: i32) -> Result<PathBuf, CheckpointError> {
+        let path = self.path(partition);
+        let aside = path.with_extension(format!("corrupt-{}", parkcast_kafka::now_ms()));
+        fs::rename(&path, &aside).map_err(|source| CheckpointError::Io { path, source })?;
+        Ok(aside)
+    }
+}
+
+/// A stable hash of a lot's slot ids (FNV-1a, so it does not change between builds).
+pub fn slot_ids_hash(slot_ids: &[String]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for slot_id in slot_ids {
+        for byte in slot_id.bytes().chain([0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::{LiveRules, LiveState};
+    use crate::topology::Topology;
+
+    fn checkpoint() -> PartitionCheckpoint {
+        let topology = Topology::new([("lot".to_owned(), vec!["a".to_owned(), "b".to_owned()])])
+            .expect("valid");
+        let live = LiveState::new(&topology, LiveRules::default());
+        PartitionCheckpoint {
+            version: CHECKPOINT_VERSION,
+            partition: 3,
+            sensor_next: 120,
+            session_next: 7,
+            written_ms: 1,
+            lots: vec![(
+                "lot".into(),
+                slot_ids_hash(&topology.lots()[0].slot_ids),
+                live.export_lot(0).expect("a lot"),
+            )],
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_a_flipped_byte_is_refused() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let store = CheckpointStore::open(dir.path()).expect("store");
+        assert!(store.load(3).expect("readable").is_none());
+        store.save(&checkpoint()).expect("saved");
+        assert_eq!(store.load(3).expect("readable"), Some(checkpoint()));
+
+        let path = store.path(3);
+        let mut bytes = fs::read(&path).expect("file");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        fs::write(&path, &bytes).expect("write");
+        assert!(matches!(
+            store.load(3),
+            Err(CheckpointError::Corrupt { .. })
+        ));
+        fs::write(&path, &bytes[..10]).expect("write");
+        assert!(matches!(
+            store.load(3),
+            Err(CheckpointError::Corrupt { .. })
+        ));
+        let aside = store.quarantine(3).expect("moved aside");
+        assert!(aside.exists() && store.load(3).expect("readable").is_none());
+    }
+
+    #[test]
+    fn slot_order_changes_the_hash() {
+        let ab = slot_ids_hash(&["a".into(), "b".into()]);
+        assert_ne!(ab, slot_ids_hash(&["b".into(), "a".into()]));
+        assert_ne!(ab, slot_ids_hash(&["ab".into()]));
+    }
+}

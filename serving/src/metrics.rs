@@ -1,0 +1,342 @@
+//! Prometheus metrics of ingestion, and the `/metrics` endpoint.
+//!
+//! Counters are created once, up front, for every label value (topics x outcomes, topics x reasons),
+//! so the hot path increments an atomic and never looks a label set up; and every reason shows up in
+//! the scrape with 0 before it first happens, which is what alert rules need. Labels have few values:
+//! topics, outcomes, reasons; never a lot or slot id.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::decode::Reason;
+use crate::live::Applied;
+
+/// The input topics ingestion reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputTopic {
+    /// Sensor readings.
+    Sensor,
+    /// Session entries and exits.
+    Session,
+}
+
+impl InputTopic {
+    /// Both, in label order.
+    pub const ALL: [InputTopic; 2] = [InputTopic::Sensor, InputTopic::Session];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            InputTopic::Sensor => "sensor",
+            InputTopic::Session => "session",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+const OUTCOMES: [(Applied, &str); 3] = [
+    (Applied::Changed, "changed"),
+    (Applied::Confirmed, "confirmed"),
+    (Applied::Counted, "counted"),
+];
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// Ingestion metrics (cheap to clone: every handle shares its atomics).
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    applied: Vec<[Counter; 3]>,
+    rejected: Vec<Vec<Counter>>,
+    clamped: Vec<Counter>,
+    /// Messages below a partition's checkpointed offset, already in the restored state.
+    pub skipped_replayed: Counter,
+    /// Messages of topics ingestion does not read (a misconfigured subscription).
+    pub foreign_topic: Counter,
+    /// Dead letters queued.
+    pub deadletters: Counter,
+    /// Consumer errors (broker down, fetch errors).
+    pub consumer_errors: Counter,
+    /// Checkpoints written.
+    pub checkpoints: Counter,
+    /// Checkpoints that failed (nothing was committed).
+    pub checkpoint_failures: Counter,
+    /// Time to write a checkpoint and commit.
+    pub checkpoint_seconds: Histogram,
+    /// Partitions this replica owns.
+    pub assigned_partitions: Gauge,
+    /// Messages behind the high watermark, over the owned partitions.
+    pub lag_messages: Gauge,
+    /// Milliseconds since the broker last answered.
+    pub broker_contact_age_ms: Gauge,
+    /// Lots restored from checkpoints.
+    pub lots_restored: Counter,
+}
+
+impl IngestMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> IngestMetrics {
+        let events = Family::<Labels, Counter>::default();
+        let rejected = Family::<Labels, Counter>::default();
+        let clamped = Family::<Labels, Counter>::default();
+        let metrics = IngestMetrics {
+            applied: InputTopic::ALL
+                .iter()
+                .map(|topic| {
+                    OUTCOMES.map(|(_, outcome)| {
+                        events
+                            .get_or_create(&labels(&[
+                                ("topic", topic.label()),
+                                ("outcome", outcome),
+                            ]))
+                            .clone()
+                    })
+                })
+                .collect(),
+            rejected: InputTopic::ALL
+                .iter()
+                .map(|topic| {
+                    Reason::ALL
+                        .iter()
+                        .map(|reason| {
+                            rejected
+                                .get_or_create(&labels(&[
+                                    ("topic", topic.label()),
+                                    ("reason", reason.code()),
+                                ]))
+                                .clone()
+                        })
+                        .collect()
+                })
+                .collect(),
+            clamped: InputTopic::ALL
+                .iter()
+                .map(|topic| {
+                    clamped
+                        .get_or_create(&labels(&[("topic", topic.label())]))
+                        .clone()
+                })
+                .collect(),
+            skipped_replayed: Counter::default(),
+            foreign_topic: Counter::default(),
+            deadletters: Counter::default(),
+            consumer_errors: Counter::default(),
+            checkpoints: Counter::default(),
+            checkpoint_failures: Counter::default(),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            assigned_partitions: Gauge::default(),
+            lag_messages: Gauge::default(),
+            broker_contact_age_ms: Gauge::default(),
+            lots_restored: Counter::default(),
+        };
+        let ingest = registry.sub_registry_with_prefix("parkcast_ingest");
+        ingest.register(
+            "events",
+            "Messages applied to live state, by topic and outcome",
+            events,
+        );
+        ingest.register(
+            "rejected",
+            "Messages dead-lettered, by topic and reason",
+            rejected,
+        );
+        ingest.register(
+            "clamped",
+            "Event times ahead of the clock within the allowed skew, clamped to the clock",
+            clamped,
+        );
+        ingest.register(
+            "skipped_replayed",
+            "Messages skipped because the restored checkpoint already holds them",
+            metrics.skipped_replayed.clone(),
+        );
+        ingest.register(
+            "foreign_topic",
+            "Messages of a topic ingestion does not read",
+            metrics.foreign_topic.clone(),
+        );
+        ingest.register(
+            "deadletters",
+            "Dead letters queued to the dead-letter topic",
+            metrics.deadletters.clone(),
+        );
+        ingest.register(
+            "consumer_errors",
+            "Consumer errors (broker unreachable, fetch failures)",
+            metrics.consumer_errors.clone(),
+        );
+        ingest.register(
+            "checkpoints",
+            "Checkpoints written (state snapshot, then offsets committed)",
+            metrics.checkpoints.clone(),
+        );
+        ingest.register(
+            "checkpoint_failures",
+            "Checkpoints that failed; offsets stay uncommitted",
+            metrics.checkpoint_failures.clone(),
+        );
+        ingest.register_with_unit(
+            "checkpoint_duration",
+            "Time to snapshot the owned partitions and commit their offsets",
+            Unit::Seconds,
+            metrics.checkpoint_seconds.clone(),
+        );
+        ingest.register(
+            "assigned_partitions",
+            "Partitions of the sensor topic this replica owns",
+            metrics.assigned_partitions.clone(),
+        );
+        ingest.register(
+            "lag_messages",
+            "Messages behind the high watermark over the owned partitions",
+            metrics.lag_messages.clone(),
+        );
+        ingest.register(
+            "broker_contact_age_milliseconds",
+            "Time since the broker last answered; state is stale when it grows",
+            metrics.broker_contact_age_ms.clone(),
+        );
+        ingest.register(
+            "lots_restored",
+            "Lots whose state was restored from a checkpoint",
+            metrics.lots_restored.clone(),
+        );
+        metrics
+    }
+
+    /// Counts an applied message.
+    pub fn applied(&self, topic: InputTopic, applied: Applied) {
+        let outcome = OUTCOMES
+            .iter()
+            .position(|(candidate, _)| *candidate == applied)
+            .expect("every outcome should have a counter");
+        self.applied[topic.index()][outcome].inc();
+    }
+
+    /// Counts a rejected message.
+    pub fn rejected(&self, topic: InputTopic, reason: Reason) {
+        let position = Reason::ALL
+            .iter()
+            .position(|candidate| *candidate == reason)
+            .expect("every reason should have a counter");
+        self.rejected[topic.index()][position].inc();
+    }
+
+    /// Counts a clamped event time.
+    pub fn clamped(&self, topic: InputTopic) {
+        self.clamped[topic.index()].inc();
+    }
+
+    /// Applied messages of a topic and outcome so far.
+    pub fn applied_count(&self, topic: InputTopic, applied: Applied) -> u64 {
+        OUTCOMES
+            .iter()
+            .position(|(candidate, _)| *candidate == applied)
+            .map_or(0, |outcome| self.applied[topic.index()][outcome].get())
+    }
+
+    /// Rejected messages of a topic and reason so far.
+    pub fn rejected_count(&self, topic: InputTopic, reason: Reason) -> u64 {
+        Reason::ALL
+            .iter()
+            .position(|candidate| *candidate == reason)
+            .map_or(0, |position| self.rejected[topic.index()][position].get())
+    }
+
+    /// Every message handled so far (applied, rejected or skipped as already restored).
+    pub fn handled(&self) -> u64 {
+        let applied: u64 = self.applied.iter().flatten().map(Counter::get).sum();
+        let rejected: u64 = self.rejected.iter().flatten().map(Counter::get).sum();
+        applied + rejected + self.skipped_replayed.get()
+    }
+}
+
+/// The registry as Prometheus text.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("writing to a String should not fail");
+    text
+}
+
+/// Serves `GET /metrics` on `address` until the task is dropped; returns the bound address (port 0
+/// picks a free one).
+pub async fn serve(
+    address: SocketAddr,
+    registry: Arc<Mutex<Registry>>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = Arc::clone(&registry);
+            async move {
+                let text = {
+                    let registry = registry
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    render(&registry)
+                };
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(error = %error, "metrics endpoint stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_exported_before_it_happens() {
+        let mut registry = Registry::default();
+        let metrics = IngestMetrics::register(&mut registry);
+        metrics.rejected(InputTopic::Sensor, Reason::FarFuture);
+        metrics.applied(InputTopic::Session, Applied::Counted);
+        let text = render(&registry);
+        assert!(
+            text.contains(
+                "parkcast_ingest_rejected_total{topic=\"sensor\",reason=\"far_future\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "parkcast_ingest_rejected_total{topic=\"session\",reason=\"malformed\"} 0"
+            )
+        );
+        assert_eq!(
+            metrics.applied_count(InputTopic::Session, Applied::Counted),
+            1
+        );
+        assert_eq!(metrics.handled(), 2);
+    }
+}

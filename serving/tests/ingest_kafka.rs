@@ -1,0 +1,491 @@
+//! Ingestion against the real broker that `scripts/test.sh` starts: bad input dead-lettered with its
+//! reason while good input is applied, and recovery (clean stop, crash, rebalancing) ending in the
+//! same state as an uninterrupted run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parkcast_kafka::testing::{fresh_config, unique_name, wait_until};
+use parkcast_kafka::{KafkaConfig, now_ms};
+use parkcast_proto::SCHEMA_VERSION;
+use parkcast_proto::v1::{
+    DeadLetter, ReadingKind, SensorReading, SessionEvent, SessionEventKind, SlotReport,
+};
+use parkcast_serving::decode::Reason;
+use parkcast_serving::ingest::{Ingest, IngestConfig};
+use parkcast_serving::live::{Applied, LotSnapshot};
+use parkcast_serving::metrics::{IngestMetrics, InputTopic};
+use parkcast_serving::topology::Topology;
+use prometheus_client::registry::Registry;
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn topology(lots: usize, slots: usize) -> Arc<Topology> {
+    Arc::new(
+        Topology::new((0..lots).map(|lot| {
+            (
+                format!("lot-{lot}"),
+                (0..slots)
+                    .map(|slot| format!("lot-{lot}:s{slot}"))
+                    .collect(),
+            )
+        }))
+        .expect("valid topology"),
+    )
+}
+
+fn ingest_config(kafka: &KafkaConfig, group: &str, state_dir: &std::path::Path) -> IngestConfig {
+    IngestConfig {
+        kafka: kafka.clone(),
+        group_id: group.to_owned(),
+        state_dir: state_dir.to_owned(),
+        checkpoint_interval_ms: 200,
+        probe_interval_ms: 200,
+        ..IngestConfig::default()
+    }
+}
+
+fn start(config: IngestConfig, topology: &Arc<Topology>) -> Ingest {
+    let metrics = IngestMetrics::register(&mut Registry::default());
+    Ingest::start(config, Arc::clone(topology), metrics).expect("ingestion should start")
+}
+
+fn producer(kafka: &KafkaConfig) -> ThreadedProducer<DefaultProducerContext> {
+    kafka
+        .producer_config()
+        .create()
+        .expect("a producer should start")
+}
+
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &[u8]) {
+    producer
+        .send(BaseRecord::to(topic).key(key.as_bytes()).payload(value))
+        .map_err(|(error, _)| error)
+        .expect("the message should queue");
+}
+
+fn reading(lot: usize, slot: usize, occupied: bool, seq: u64, time_ms: i64) -> SensorReading {
+    SensorReading {
+        schema_version: SCHEMA_VERSION,
+        lot_id: format!("lot-{lot}"),
+        slot_id: format!("lot-{lot}:s{slot}"),
+        report: if occupied {
+            SlotReport::Occupied as i32
+        } else {
+            SlotReport::Free as i32
+        },
+        kind: ReadingKind::Change as i32,
+        sensor_seq: seq,
+        event_time_ms: time_ms,
+    }
+}
+
+/// Every dead letter of the topic (reads until `expected` arrived).
+fn dead_letters(kafka: &KafkaConfig, expected: usize) -> Vec<DeadLetter> {
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", unique_name("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("a consumer");
+    consumer
+        .subscribe(&[&kafka.topics.deadletter])
+        .expect("subscribe");
+    let mut letters = Vec::new();
+    let complete = wait_until(WAIT, || {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            letters.push(
+                DeadLetter::decode(message.payload().unwrap_or_default())
+                    .expect("dead letters decode"),
+            );
+        }
+        letters.len() >= expected
+    });
+    assert!(
+        complete,
+        "only {} of {expected} dead letters arrived",
+        letters.len()
+    );
+    letters
+}
+
+#[test]
+fn bad_messages_are_dead_lettered_with_their_reason_and_good_ones_applied() {
+    let kafka = fresh_config("badinput", 2);
+    let topology = topology(3, 4);
+    let producer = producer(&kafka);
+    let now = now_ms();
+    let base = now - 30 * 60_000;
+    let sensor = kafka.topics.sensor.clone();
+    let mut valid = 0;
+    // Good readings: every slot free, then slot 0 of every lot occupied.
+    for lot in 0..3 {
+        for slot in 0..4 {
+            let good = reading(lot, slot, false, 1, base + 1_000 * slot as i64);
+            send(&producer, &sensor, &good.lot_id, &good.encode_to_vec());
+            valid += 1;
+        }
+        let arrival = reading(lot, 0, true, 2, base + 60_000);
+        send(
+            &producer,
+            &sensor,
+            &arrival.lot_id,
+            &arrival.encode_to_vec(),
+        );
+        valid += 1;
+    }
+    // Bad ones, each with the reason it must be dead-lettered for.
+    let arrival = reading(1, 0, true, 2, base + 60_000);
+    let bytes = arrival.encode_to_vec();
+    let wrong_schema = SensorReading {
+        schema_version: 7,
+        ..reading(0, 1, true, 5, base + 120_000)
+    };
+    let unknown_lot = SensorReading {
+        lot_id: "lot-zz".into(),
+        slot_id: "lot-zz:s0".into(),
+        ..reading(0, 1, true, 5, base + 120_000)
+    };
+    let out_of_order = reading(2, 0, false, 1, base + 30_000);
+    let far_future = reading(0, 2, true, 9, now + 3_600_000);
+    let session_on_sensor_topic = SessionEvent {
+        schema_version: SCHEMA_VERSION,
+        session_id: "s-1".into(),
+        lot_id: "lot-0".into(),
+        slot_id: "lot-0:s1".into(),
+        kind: SessionEventKind::Entry as i32,
+        event_time_ms: base,
+        vehicle_id: String::new(),
+        customer_id: String::new(),
+    };
+    let bad: Vec<(&str, Vec<u8>, Reason)> = vec![
+        (
+            "lot-1",
+            bytes[..bytes.len() - 4].to_vec(),
+            Reason::Malformed,
+        ),
+        ("lot-0", vec![0xff; 16], Reason::Malformed),
+        (
+            "lot-0",
+            wrong_schema.encode_to_vec(),
+            Reason::UnsupportedSchema,
+        ),
+        ("lot-zz", unknown_lot.encode_to_vec(), Reason::UnknownLot),
+        ("lot-1", bytes.clone(), Reason::Duplicate),
+        ("lot-2", out_of_order.encode_to_vec(), Reason::OutOfOrder),
+        ("lot-0", far_future.encode_to_vec(), Reason::FarFuture),
+        // Another topic's message: its string fields land on the reading's enum fields.
+        (
+            "lot-0",
+            session_on_sensor_topic.encode_to_vec(),
+            Reason::Malformed,
+        ),
+    ];
+    for (key, value, _) in &bad {
+        send(&producer, &sensor, key, value);
+    }
+    // Good ones after the bad ones are still applied: the consumer never stops on input.
+    let departure = reading(0, 0, false, 3, base + 180_000);
+    send(&producer, &sensor, "lot-0", &departure.encode_to_vec());
+    valid += 1;
+    // Sessions: two good, one without a session id.
+    let session = |kind: SessionEventKind, id: &str| SessionEvent {
+        schema_version: SCHEMA_VERSION,
+        session_id: id.into(),
+        lot_id: "lot-2".into(),
+        slot_id: "lot-2:s3".into(),
+        kind: kind as i32,
+        event_time_ms: base + 200_000,
+        vehicle_id: String::new(),
+        customer_id: String::new(),
+    };
+    for event in [
+        session(SessionEventKind::Entry, "a"),
+        session(SessionEventKind::Exit, "a"),
+    ] {
+        send(
+            &producer,
+            &kafka.topics.session,
+            "lot-2",
+            &event.encode_to_vec(),
+        );
+        valid += 1;
+    }
+    let nameless = session(SessionEventKind::Entry, "").encode_to_vec();
+    send(&producer, &kafka.topics.session, "lot-2", &nameless);
+    producer
+        .flush(Duration::from_secs(10))
+        .expect("the broker should take the messages");
+
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let ingest = start(
+        ingest_config(&kafka, &unique_name("badinput"), dir.path()),
+        &topology,
+    );
+    let total = valid + bad.len() as u64 + 1;
+    assert!(
+        wait_until(WAIT, || ingest.metrics().handled() >= total),
+        "handled {} of {total}",
+        ingest.metrics().handled()
+    );
+    let metrics = ingest.metrics().clone();
+    let snapshots = ingest.lot_snapshots(Some(base + 300_000));
+    let summary = ingest.stop().expect("a clean stop");
+    assert_eq!(summary.handled, total, "nothing lost, nothing twice");
+
+    // The valid ones are applied: lot 0 had its car leave, lots 1 and 2 still hold one.
+    let occupied: Vec<u32> = snapshots.values().map(|lot| lot.occupied).collect();
+    assert_eq!(occupied, vec![0, 1, 1]);
+    assert_eq!(snapshots["lot-0"].departures_last_hour, 1);
+    assert_eq!(snapshots["lot-2"].entries_last_hour, 1);
+    assert_eq!(snapshots["lot-2"].exits_last_hour, 1);
+    let applied: u64 = [Applied::Changed, Applied::Confirmed]
+        .iter()
+        .map(|outcome| metrics.applied_count(InputTopic::Sensor, *outcome))
+        .sum::<u64>()
+        + metrics.applied_count(InputTopic::Session, Applied::Counted);
+    assert_eq!(applied, valid);
+
+    // Each bad one is in the dead-letter topic with its reason, its bytes and its source offset.
+    let letters = dead_letters(&kafka, bad.len() + 1);
+    assert_eq!(letters.len(), bad.len() + 1);
+    for (key, value, reason) in &bad {
+        let letter = letters
+            .iter()
+            .find(|letter| letter.original_value == *value && letter.original_key == key.as_bytes())
+            .unwrap_or_else(|| panic!("no dead letter for a {} message", reason.code()));
+        assert_eq!(letter.reason, reason.code(), "{}", letter.detail);
+        assert_eq!(letter.source_topic, sensor);
+        assert!(letter.source_offset >= 0 && !letter.detail.is_empty());
+        assert!(metrics.rejected_count(InputTopic::Sensor, *reason) >= 1);
+    }
+    let nameless_letter = letters
+        .iter()
+        .find(|letter| letter.source_topic == kafka.topics.session)
+        .expect("the nameless session is dead-lettered");
+    assert_eq!(
+        (
+            nameless_letter.reason.as_str(),
+            &nameless_letter.original_value
+        ),
+        ("invalid_value", &nameless)
+    );
+}
+
+/// A small city's stream: readings of every slot in time order with heartbeats, and sessions.
+struct Stream {
+    topology: Arc<Topology>,
+    messages: Vec<(bool, String, Vec<u8>)>,
+    last_event_ms: i64,
+}
+
+fn city_stream(lots: usize, slots: usize, rounds: u64) -> Stream {
+    let topology = topology(lots, slots);
+    let start = now_ms() - 20 * 60_000;
+    let mut messages = Vec::new();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut last_event_ms = start;
+    for round in 0..rounds {
+        for lot in 0..lots {
+            for slot in 0..slots {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let time = start + (round as i64) * 1_000 + slot as i64;
+                last_event_ms = last_event_ms.max(time);
+                let mut message = reading(lot, slot, state.is_multiple_of(3), round + 1, time);
+                if state.is_multiple_of(5) {
+                    message.kind = ReadingKind::Heartbeat as i32;
+                }
+                messages.push((true, format!("lot-{lot}"), message.encode_to_vec()));
+                if state.is_multiple_of(7) {
+                    let event = SessionEvent {
+                        schema_version: SCHEMA_VERSION,
+                        session_id: format!("{lot}-{slot}-{round}"),
+                        lot_id: format!("lot-{lot}"),
+                        slot_id: format!("lot-{lot}:s{slot}"),
+                        kind: if state.is_multiple_of(2) {
+                            SessionEventKind::Entry as i32
+                        } else {
+                            SessionEventKind::Exit as i32
+                        },
+                        event_time_ms: time,
+                        vehicle_id: String::new(),
+                        customer_id: String::new(),
+                    };
+                    messages.push((false, format!("lot-{lot}"), event.encode_to_vec()));
+                }
+            }
+        }
+    }
+    Stream {
+        topology,
+        messages,
+        last_event_ms,
+    }
+}
+
+fn produce(kafka: &KafkaConfig, messages: &[(bool, String, Vec<u8>)]) {
+    let producer = producer(kafka);
+    for (sensor, key, value) in messages {
+        let topic = if *sensor {
+            &kafka.topics.sensor
+        } else {
+            &kafka.topics.session
+        };
+        send(&producer, topic, key, value);
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("the broker should take the stream");
+}
+
+fn produce_all(kafka: &KafkaConfig, stream: &Stream) {
+    produce(kafka, &stream.messages);
+}
+
+/// Waits until the replica owns `partitions` partitions and has read all of them.
+fn caught_up(ingest: &Ingest, partitions: u64) -> bool {
+    wait_until(WAIT, || {
+        let status = ingest.status();
+        status.assigned_partitions == partitions && status.lag == Some(0)
+    })
+}
+
+fn uninterrupted(
+    kafka: &KafkaConfig,
+    stream: &Stream,
+    partitions: u64,
+) -> BTreeMap<String, LotSnapshot> {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let ingest = start(
+        ingest_config(kafka, &unique_name("reference"), dir.path()),
+        &stream.topology,
+    );
+    assert!(
+        wait_until(WAIT, || ingest.metrics().handled()
+            >= stream.messages.len() as u64),
+        "the reference run handled {} of {}",
+        ingest.metrics().handled(),
+        stream.messages.len()
+    );
+    assert!(caught_up(&ingest, partitions));
+    let snapshots = ingest.lot_snapshots(Some(stream.last_event_ms));
+    ingest.stop().expect("a clean stop");
+    snapshots
+}
+
+/// The stream arrives in three parts: the first run reads the first (and checkpoints it) and the
+/// second, then stops or crashes; the third arrives while it is down; a restart reads on.
+fn interrupted_run(abort: bool) {
+    let partitions = 3;
+    let kafka = fresh_config(if abort { "kill" } else { "stop" }, partitions);
+    let stream = city_stream(6, 25, 40);
+    let total = stream.messages.len();
+    let (first_part, rest) = stream.messages.split_at(total / 2);
+    let (second_part, third_part) = rest.split_at(total / 4);
+
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let group = unique_name("recovering");
+    let config = IngestConfig {
+        checkpoint_interval_ms: 1_000,
+        ..ingest_config(&kafka, &group, dir.path())
+    };
+    produce(&kafka, first_part);
+    let first = start(config.clone(), &stream.topology);
+    assert!(wait_until(WAIT, || first.metrics().handled()
+        >= first_part.len() as u64
+        && first.metrics().checkpoints.get() >= 1));
+    produce(&kafka, second_part);
+    let read = (first_part.len() + second_part.len()) as u64;
+    assert!(wait_until(WAIT, || first.metrics().handled() >= read));
+    if abort {
+        first.abort().expect("the aborted run ends");
+    } else {
+        first.stop().expect("a clean stop");
+    }
+    produce(&kafka, third_part);
+
+    let reference = uninterrupted(&kafka, &stream, partitions as u64);
+    assert_eq!(reference.len(), 6);
+    let second = start(config, &stream.topology);
+    assert!(caught_up(&second, partitions as u64));
+    assert!(
+        second.metrics().lots_restored.get() > 0,
+        "the restart resumed from checkpoints"
+    );
+    assert!(second.metrics().handled() >= third_part.len() as u64);
+    if !abort {
+        assert_eq!(
+            second.metrics().handled(),
+            third_part.len() as u64,
+            "after a clean stop nothing is read twice"
+        );
+    }
+    let recovered = second.lot_snapshots(Some(stream.last_event_ms));
+    let rejected: u64 = Reason::ALL
+        .iter()
+        .map(|reason| second.metrics().rejected_count(InputTopic::Sensor, *reason))
+        .sum();
+    second.stop().expect("a clean stop");
+    assert_eq!(
+        rejected, 0,
+        "no event was applied twice (it would be a duplicate)"
+    );
+    assert_eq!(recovered, reference);
+}
+
+#[test]
+fn a_clean_stop_mid_stream_resumes_to_the_uninterrupted_state() {
+    interrupted_run(false);
+}
+
+#[test]
+fn a_crash_mid_stream_resumes_to_the_uninterrupted_state() {
+    interrupted_run(true);
+}
+
+#[test]
+fn rebalancing_moves_lots_between_replicas_without_loss_or_double_application() {
+    let partitions = 4;
+    let kafka = fresh_config("rebalance", partitions);
+    let stream = city_stream(8, 20, 30);
+    produce_all(&kafka, &stream);
+    let reference = uninterrupted(&kafka, &stream, partitions as u64);
+
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let config = ingest_config(&kafka, &unique_name("replicas"), dir.path());
+    let one = start(config.clone(), &stream.topology);
+    assert!(wait_until(WAIT, || one.metrics().handled() >= 200));
+    // A second replica joins: the group splits the partitions, and each moved partition is
+    // checkpointed by its old owner and restored by the new one.
+    let two = start(config.clone(), &stream.topology);
+    assert!(wait_until(WAIT, || {
+        let (a, b) = (one.status(), two.status());
+        a.assigned_partitions == 2
+            && b.assigned_partitions == 2
+            && a.lag == Some(0)
+            && b.lag == Some(0)
+    }));
+    let mut union = one.lot_snapshots(Some(stream.last_event_ms));
+    let from_two = two.lot_snapshots(Some(stream.last_event_ms));
+    assert!(!union.is_empty() && !from_two.is_empty());
+    for (lot, snapshot) in from_two {
+        assert!(
+            union.insert(lot.clone(), snapshot).is_none(),
+            "{lot} owned twice"
+        );
+    }
+    assert_eq!(union, reference);
+    // The first replica leaves: the second takes every partition over.
+    one.stop().expect("a clean stop");
+    assert!(caught_up(&two, partitions as u64));
+    assert_eq!(two.lot_snapshots(Some(stream.last_event_ms)), reference);
+    two.stop().expect("a clean stop");
+}
