@@ -13,6 +13,53 @@ if [ ! -d "$datasets/birmingham" ]; then
 fi
 export PARKCAST_DATASETS="$datasets"
 
+# --- A real Kafka-protocol broker for the ingestion tests (../shared/KAFKA.md) ----------------------
+# noida-db, pinned, from PyPI into its own venv; started on a free loopback port with a fresh data
+# folder, and stopped when this script exits, however it exits. Tests create their own topics (with
+# explicit partition counts) and groups under random names.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "== installing python3 and python3-venv (Debian packages)"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv </dev/null >/dev/null
+fi
+kafka_venv="$(pwd)/target/kafka-venv"
+noida="$kafka_venv/bin/noida-db"
+if [ ! -x "$noida" ]; then
+  echo "== installing the test broker (noida-db 0.2.3, PyPI)"
+  rm -rf "$kafka_venv"
+  python3 -m venv "$kafka_venv"
+  "$kafka_venv/bin/pip" install --quiet --disable-pip-version-check noida-db==0.2.3 </dev/null
+fi
+# The console script `noida-db` is a Python wrapper that runs the real binary as a child; start the
+# binary itself, so stopping it (here, and in the outage test) stops the broker.
+noida_binary="$("$kafka_venv/bin/python" -c 'import os, noida_db; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))')"
+broker_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+broker_dir="$(mktemp -d)"
+mkdir -p target
+"$noida_binary" start --only kafka --kafka-port "$broker_port" --data-dir "$broker_dir" >target/test-broker.log 2>&1 </dev/null &
+broker_pid=$!
+stop_broker() {
+  kill "$broker_pid" 2>/dev/null || true
+  wait "$broker_pid" 2>/dev/null || true
+  rm -rf "$broker_dir"
+}
+trap stop_broker EXIT
+for _ in $(seq 1 200); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null; then break; fi
+  if ! kill -0 "$broker_pid" 2>/dev/null; then
+    echo "error: the test broker exited; its log:" >&2
+    cat target/test-broker.log >&2
+    exit 1
+  fi
+  sleep 0.05
+done
+export PARKCAST_KAFKA_BOOTSTRAP="127.0.0.1:$broker_port"
+# The outage test starts and stops a broker of its own with this binary.
+export PARKCAST_NOIDA_BIN="$noida_binary"
+echo "== test broker (noida-db) on $PARKCAST_KAFKA_BOOTSTRAP"
+
 # One build profile for everything (dev, with dependencies optimised: see Cargo.toml).
 echo "== building and running the tests"
 if command -v cargo-nextest >/dev/null 2>&1 || cargo nextest --version >/dev/null 2>&1; then

@@ -50,6 +50,36 @@ pub enum BenchTarget {
         #[arg(long, default_value_t = 4_000_000)]
         events: u32,
     },
+    /// Sensor messages through a real broker into live state, end to end (issue target: 200k
+    /// events/s), then the restart time from checkpoints vs replaying the topic alone. Uses the
+    /// broker at `--bootstrap` (or PARKCAST_KAFKA_BOOTSTRAP), else the embedded one.
+    IngestKafka {
+        /// Brokers.
+        #[arg(long, env = "PARKCAST_KAFKA_BOOTSTRAP")]
+        bootstrap: Option<String>,
+        /// Lots.
+        #[arg(long, default_value_t = 200)]
+        lots: u32,
+        /// Slots per lot.
+        #[arg(long, default_value_t = 500)]
+        slots: u32,
+        /// Readings per slot.
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+    },
+    /// The whole real Melbourne day replayed into the broker and archived into a warehouse; checks
+    /// the archived occupancy against the import's.
+    Melbourne {
+        /// Brokers.
+        #[arg(long, env = "PARKCAST_KAFKA_BOOTSTRAP")]
+        bootstrap: Option<String>,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+    },
     /// Backtest and train on a simulated city at 5-minute resolution with every horizon from 15 min
     /// to 7 days (issue target: 200 lots x 1 year completes on 2 cores). Simulates first unless
     /// `--warehouse` points at a simulated city (simulate it in its own process for a clean peak
@@ -95,6 +125,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
     {
         return bench_ingest(*lots, *slots, *events);
     }
+    if let BenchTarget::IngestKafka {
+        bootstrap,
+        lots,
+        slots,
+        rounds,
+        partitions,
+    } = &args.target
+    {
+        return super::bench_stream::bench_ingest_kafka(
+            bootstrap.as_deref(),
+            *lots,
+            *slots,
+            *rounds,
+            *partitions,
+        );
+    }
+    if let BenchTarget::Melbourne {
+        bootstrap,
+        partitions,
+    } = &args.target
+    {
+        return super::bench_stream::bench_melbourne(bootstrap.as_deref(), *partitions);
+    }
     let warehouse = super::create_warehouse(&scratch.path().join("warehouse"))?;
     let mut table = report::new_table(&[
         "benchmark",
@@ -107,7 +160,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchTarget::Simulate { lots, days } => {
             simulate_row(&warehouse, lots, days, &mut table)?;
         }
-        BenchTarget::Train { .. } | BenchTarget::Ingest { .. } => {
+        BenchTarget::Train { .. }
+        | BenchTarget::Ingest { .. }
+        | BenchTarget::IngestKafka { .. }
+        | BenchTarget::Melbourne { .. } => {
             unreachable!("handled above")
         }
         BenchTarget::Import => {

@@ -1,11 +1,16 @@
 //! Command-line arguments and dispatch.
 
+mod archive;
 mod backtest;
 mod bench;
+mod bench_stream;
 mod demo;
 mod import;
+mod ingest;
 mod models;
+mod replay;
 mod simulate;
+mod stream;
 mod train;
 mod warehouse;
 
@@ -64,6 +69,15 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Show what a warehouse holds: files, rows, bytes and date range per table.
     Warehouse(warehouse::WarehouseArgs),
+    /// Produce a warehouse's events (a simulated city, or the real Melbourne day with heartbeats)
+    /// into the Kafka topics, in real time or accelerated.
+    Replay(replay::ReplayArgs),
+    /// Consume the sensor and session topics into live per-slot state (the server's ingestion on
+    /// its own): dead letters, checkpoints, consumer-group rebalancing, Prometheus metrics.
+    Ingest(ingest::IngestArgs),
+    /// Append the topics to a warehouse's fact tables exactly once and roll lot occupancy forward,
+    /// so `parkcast train` can learn from archived live data.
+    Archive(archive::ArchiveArgs),
     /// Measure speed and memory of the main paths on real inputs, printed as a table.
     Bench(bench::BenchArgs),
 }
@@ -110,5 +124,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backtest(args) => backtest::run(args, &cli.global),
         Command::Train(args) => train::run(args, &cli.global),
         Command::Models(args) => models::run(args),
+        Command::Replay(args) => replay::run(args, &cli.global),
+        Command::Ingest(args) => ingest::run(args, &cli.global),
+        Command::Archive(args) => archive::run(args, &cli.global),
     }
 }

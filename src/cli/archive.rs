@@ -1,0 +1,187 @@
+//! `parkcast archive`: the topics into a warehouse's fact tables, exactly once, with
+//! `fact_lot_occupancy` rolled forward, so `parkcast train` learns from what the live system saw.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parkcast_archive::archiver::{self, ArchiveConfig, ArchiveSummary};
+use parkcast_archive::rollup::RollupConfig;
+use parkcast_features::rows::{LotRow, SlotRow, ZoneRow};
+use parkcast_features::schema::Table;
+use parkcast_features::warehouse::Warehouse;
+use parkcast_kafka::KafkaConfig;
+
+use super::GlobalArgs;
+use super::stream::{BrokerArgs, load_config, topology_from_warehouse};
+use crate::report;
+
+/// Arguments of `parkcast archive`.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// Warehouse to append to (created if missing).
+    #[arg(long, short = 'w', default_value = "out/archive")]
+    pub warehouse: PathBuf,
+    /// Copy the dimensions (lots, zones, slots, calendar, events) from this warehouse first: the
+    /// archive needs the lots and slots it rolls occupancy up for, and the trainer needs the rest.
+    #[arg(long)]
+    pub dimensions_from: Option<PathBuf>,
+    /// Stop once no message arrived for this many seconds (after a final flush); without it the
+    /// archiver runs until stopped.
+    #[arg(long)]
+    pub until_idle: Option<f64>,
+    /// Flush (write files, checkpoint) at least every this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub flush_seconds: f64,
+    /// Flush when this many rows are buffered.
+    #[arg(long, default_value_t = 500_000)]
+    pub flush_rows: usize,
+    /// Grid of the rolled-up lot occupancy, minutes.
+    #[arg(long, default_value_t = 15)]
+    pub interval: u32,
+    /// Occupancy at an instant is final once the lot's newest event is this many minutes past it.
+    #[arg(long, default_value_t = 60)]
+    pub lateness_minutes: i64,
+    /// A slot silent for longer than this many minutes counts as unknown.
+    #[arg(long, default_value_t = 180)]
+    pub silence_minutes: i64,
+    /// Consumer group the archived offsets are committed to (for lag monitoring).
+    #[arg(long, default_value = "parkcast-archive")]
+    pub group: String,
+    /// Config file (TOML with a `[kafka]` table); `PARKCAST__KAFKA__...` variables override it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct KafkaOnly {
+    kafka: KafkaConfig,
+}
+
+/// Copies every dimension table of `from` into `to` (writer `archive-dims`).
+pub fn copy_dimensions(from: &Warehouse, to: &Warehouse) -> Result<()> {
+    let lots: Vec<LotRow> = from.read_rows().context("failed to read dim_lot")?;
+    let slots: Vec<SlotRow> = from.read_rows().context("failed to read dim_slot")?;
+    to.replace("archive-dims", &lots)?;
+    to.replace("archive-dims", &slots)?;
+    if from.has_table(Table::DimZone) {
+        let zones: Vec<ZoneRow> = from.read_rows().context("failed to read dim_zone")?;
+        to.replace("archive-dims", &zones)?;
+    }
+    if from.has_table(Table::DimCalendar) {
+        let rows: Vec<parkcast_features::rows::CalendarRow> = from.read_rows()?;
+        to.replace("archive-dims", &rows)?;
+    }
+    if from.has_table(Table::DimEvent) {
+        let rows: Vec<parkcast_features::rows::EventRow> = from.read_rows()?;
+        to.replace("archive-dims", &rows)?;
+    }
+    Ok(())
+}
+
+/// The archiver's config from the arguments.
+pub fn archive_config(args: &ArchiveArgs, kafka: KafkaConfig) -> ArchiveConfig {
+    ArchiveConfig {
+        kafka,
+        group_id: args.group.clone(),
+        flush_rows: args.flush_rows,
+        flush_interval: Duration::from_secs_f64(args.flush_seconds.max(0.1)),
+        stop_when_idle: args
+            .until_idle
+            .map(|seconds| Duration::from_secs_f64(seconds.max(0.1))),
+        rollup: RollupConfig {
+            step_minutes: args.interval,
+            lateness_ms: args.lateness_minutes * 60_000,
+            silence_ms: args.silence_minutes * 60_000,
+            source: archiver::SOURCE.to_owned(),
+        },
+        fail_after_files: None,
+    }
+}
+
+pub fn run(args: ArchiveArgs, global: &GlobalArgs) -> Result<()> {
+    let mut kafka = load_config::<KafkaOnly>(args.config.as_ref())?.kafka;
+    args.broker.apply(&mut kafka);
+    kafka.validate().context("invalid kafka configuration")?;
+    let warehouse = super::create_warehouse(&args.warehouse)?;
+    if let Some(from) = &args.dimensions_from {
+        let source = Warehouse::open(from)
+            .with_context(|| format!("failed to open the warehouse at {}", from.display()))?;
+        copy_dimensions(&source, &warehouse)?;
+    }
+    if !warehouse.has_table(Table::DimSlot) {
+        bail!(
+            "the archive warehouse has no dim_slot: pass --dimensions-from a warehouse with the lots and slots"
+        );
+    }
+    let topology = topology_from_warehouse(&warehouse)?;
+    let config = archive_config(&args, kafka);
+    let summary = archive_with_spinner(&warehouse, &config, topology, global.quiet)?;
+    print_summary(&summary);
+    Ok(())
+}
+
+/// Runs the archiver with a spinner of rows written.
+pub fn archive_with_spinner(
+    warehouse: &Warehouse,
+    config: &ArchiveConfig,
+    topology: Vec<(String, Vec<String>)>,
+    quiet: bool,
+) -> Result<ArchiveSummary> {
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} archiving: {msg} ({elapsed})")
+            .expect("the spinner template should be valid"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let result = archiver::archive(warehouse, config, topology, &mut |totals| {
+        bar.set_message(format!(
+            "{} messages, {} slot readings, {} occupancy rows",
+            report::thousands(totals.messages),
+            report::thousands(totals.rows[0]),
+            report::thousands(totals.rows[4]),
+        ));
+    });
+    bar.finish_and_clear();
+    result.context("archiving failed")
+}
+
+/// The archive's figures as a table.
+pub fn print_summary(summary: &ArchiveSummary) {
+    let totals = &summary.totals;
+    let mut table = report::new_table(&["archive", "value"]);
+    let rows = [
+        ("messages read (this run)", summary.messages_this_run),
+        ("messages read (all runs)", totals.messages),
+        ("fact_slot_status rows", totals.rows[0]),
+        ("fact_parking_session rows", totals.rows[1]),
+        ("fact_customer_scan rows", totals.rows[2]),
+        ("fact_payment rows", totals.rows[3]),
+        ("fact_lot_occupancy rows", totals.rows[4]),
+        ("files written", totals.files),
+        ("invalid messages skipped", totals.invalid),
+        ("exits without their entry", totals.orphan_exits),
+        ("readings too late for the roll-up", totals.late_for_rollup),
+        ("stays still open", summary.open_stays as u64),
+        (
+            "files of an interrupted flush removed",
+            summary.removed_uncommitted_files as u64,
+        ),
+    ];
+    for (name, value) in rows {
+        table.add_row(vec![name.to_owned(), report::thousands(value)]);
+    }
+    println!("{table}");
+}

@@ -1,0 +1,216 @@
+//! `parkcast ingest`: the live consumer on its own (sensor and session topics into live state),
+//! with Prometheus metrics, until Ctrl-C or, with `--until-caught-up`, until it has read everything.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use parkcast_serving::ingest::{Ingest, IngestConfig};
+use parkcast_serving::live::LotSnapshot;
+use parkcast_serving::metrics::{self, IngestMetrics};
+use parkcast_serving::topology::Topology;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use super::stream::{BrokerArgs, load_config, topology_from_warehouse};
+use super::{GlobalArgs, WarehouseLocation};
+use crate::report;
+
+/// Arguments of `parkcast ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The warehouse whose `dim_slot` lists the lots and slots to accept.
+    #[command(flatten)]
+    pub warehouse: WarehouseLocation,
+    /// Config file (TOML, the fields of `IngestConfig`: `group_id`, `state_dir`, `[kafka]`, ...);
+    /// `PARKCAST__...` environment variables override it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Consumer group (overrides the config file).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Checkpoint folder (overrides the config file).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDRESS/metrics`.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Stop (cleanly, with a checkpoint) once every owned partition is read to its end.
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// On stop, write every owned lot's picture as JSON here (at the newest event time).
+    #[arg(long)]
+    pub dump_state: Option<PathBuf>,
+}
+
+/// One lot in `--dump-state`.
+#[derive(Debug, Serialize)]
+struct LotDump {
+    occupied: u32,
+    free: u32,
+    unknown: u32,
+    newest_event_ms: Option<i64>,
+    arrivals_last_hour: u32,
+    departures_last_hour: u32,
+    entries_last_hour: u32,
+    exits_last_hour: u32,
+    dwell_minutes: Vec<f64>,
+}
+
+impl From<&LotSnapshot> for LotDump {
+    fn from(snapshot: &LotSnapshot) -> Self {
+        LotDump {
+            occupied: snapshot.occupied,
+            free: snapshot.free,
+            unknown: snapshot.unknown,
+            newest_event_ms: snapshot.newest_event_ms,
+            arrivals_last_hour: snapshot.arrivals_last_hour,
+            departures_last_hour: snapshot.departures_last_hour,
+            entries_last_hour: snapshot.entries_last_hour,
+            exits_last_hour: snapshot.exits_last_hour,
+            dwell_minutes: snapshot.dwell_minutes.clone(),
+        }
+    }
+}
+
+pub fn run(args: IngestArgs, _global: &GlobalArgs) -> Result<()> {
+    let mut config: IngestConfig = load_config(args.config.as_ref())?;
+    args.broker.apply(&mut config.kafka);
+    if let Some(group) = &args.group {
+        config.group_id.clone_from(group);
+    }
+    if let Some(state_dir) = &args.state_dir {
+        config.state_dir.clone_from(state_dir);
+    }
+    config.validate().context("invalid ingest configuration")?;
+    let warehouse = args.warehouse.open()?;
+    let topology =
+        Arc::new(Topology::new(topology_from_warehouse(&warehouse)?).context("invalid topology")?);
+    tracing::info!(
+        lots = topology.lots().len(),
+        slots = topology.slot_count(),
+        bootstrap = %config.kafka.bootstrap_servers,
+        group = %config.group_id,
+        "starting ingestion"
+    );
+    let mut registry = Registry::default();
+    let ingest_metrics = IngestMetrics::register(&mut registry);
+    let registry = Arc::new(Mutex::new(registry));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let started = Instant::now();
+    let (ingest, stats) = runtime.block_on(async {
+        let (bound, _server) = metrics::serve(args.metrics_addr, Arc::clone(&registry))
+            .await
+            .with_context(|| format!("failed to serve metrics on {}", args.metrics_addr))?;
+        tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
+        let config = config.clone();
+        let ingest = tokio::task::spawn_blocking(move || {
+            Ingest::start(config, topology, ingest_metrics)
+        })
+        .await
+        .context("the start task failed")?
+        .context("failed to start ingestion")?;
+        // Check often (for --until-caught-up), log every 5 s.
+        let mut ticker = tokio::time::interval(Duration::from_millis(200));
+        let mut last_log = Instant::now();
+        let mut last_handled = 0;
+        let mut caught_up_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("stopping on Ctrl-C");
+                    break;
+                }
+                _ = ticker.tick() => {
+                    let status = ingest.status();
+                    let handled = ingest.metrics().handled();
+                    if last_log.elapsed() >= Duration::from_secs(5) {
+                        tracing::info!(
+                            handled,
+                            per_second = (handled - last_handled) as f64 / last_log.elapsed().as_secs_f64(),
+                            lag = ?status.lag,
+                            partitions = status.assigned_partitions,
+                            stale = status.stale,
+                            "ingesting"
+                        );
+                        last_handled = handled;
+                        last_log = Instant::now();
+                    }
+                    if ingest.is_finished() {
+                        break;
+                    }
+                    // Caught up for a second (several probes): nothing more is waiting.
+                    if args.until_caught_up && status.assigned_partitions > 0 && status.lag == Some(0) {
+                        let since = *caught_up_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= Duration::from_secs(1) {
+                            break;
+                        }
+                    } else {
+                        caught_up_since = None;
+                    }
+                }
+            }
+        }
+        let snapshots = ingest.lot_snapshots(None);
+        let handled = ingest.metrics().handled();
+        Ok::<_, anyhow::Error>((ingest, (snapshots, handled)))
+    })?;
+    let (snapshots, handled) = stats;
+    let summary = ingest.stop().context("ingestion stopped with an error")?;
+    if let Some(path) = &args.dump_state {
+        let dump: BTreeMap<&String, LotDump> = snapshots
+            .iter()
+            .map(|(lot, snapshot)| (lot, LotDump::from(snapshot)))
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&dump)? + "\n")
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    let text = metrics::render(
+        &registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let mut table = report::new_table(&["measure", "value"]);
+    table.add_row(vec![
+        "messages handled".to_owned(),
+        report::thousands(handled),
+    ]);
+    table.add_row(vec![
+        "dead letters delivered".to_owned(),
+        report::thousands(summary.deadletters_delivered),
+    ]);
+    table.add_row(vec![
+        "lots owned at stop".to_owned(),
+        snapshots.len().to_string(),
+    ]);
+    table.add_row(vec!["occupied / free / unknown slots".to_owned(), {
+        let (occupied, free, unknown) = snapshots.values().fold((0, 0, 0), |acc, lot| {
+            (acc.0 + lot.occupied, acc.1 + lot.free, acc.2 + lot.unknown)
+        });
+        format!("{occupied} / {free} / {unknown}")
+    }]);
+    table.add_row(vec![
+        "wall time".to_owned(),
+        format!("{:.1} s", started.elapsed().as_secs_f64()),
+    ]);
+    println!("{table}");
+    let rejected: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("parkcast_ingest_rejected_total") && !line.ends_with(" 0"))
+        .collect();
+    if !rejected.is_empty() {
+        println!("dead-lettered by reason:\n  {}", rejected.join("\n  "));
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! What the streaming commands (`ingest`, `replay`, `archive`) share: where the broker is, the topic
+//! names, and the topology (lots and their slots) read from a warehouse.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use parkcast_features::warehouse::Warehouse;
+use parkcast_kafka::{EmbeddedBroker, KafkaConfig, TopicNames};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Where the broker is.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BrokerArgs {
+    /// Brokers (`host:port,...`); overrides the config file's `kafka.bootstrap_servers`.
+    #[arg(long, env = "PARKCAST_KAFKA_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// Prefix of the topic names (`<prefix>.parkcast.sensor.v1`, ...): several setups share one
+    /// broker. Overrides the config file's topic names.
+    #[arg(long)]
+    pub topic_prefix: Option<String>,
+}
+
+/// Loads a config: built-in defaults, then the TOML file, then `PARKCAST__` environment variables
+/// (`PARKCAST__KAFKA__BOOTSTRAP_SERVERS=host:9092` sets `kafka.bootstrap_servers`).
+pub fn load_config<T: Serialize + DeserializeOwned + Default>(file: Option<&PathBuf>) -> Result<T> {
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(file) = file {
+        if !file.is_file() {
+            bail!("config file {} does not exist", file.display());
+        }
+        figment = figment.merge(Toml::file(file));
+    }
+    figment
+        .merge(Env::prefixed("PARKCAST__").split("__"))
+        .extract()
+        .context("invalid configuration (defaults < file < PARKCAST__ environment)")
+}
+
+impl BrokerArgs {
+    /// Applies the flags to a Kafka config.
+    pub fn apply(&self, kafka: &mut KafkaConfig) {
+        if let Some(bootstrap) = &self.bootstrap {
+            kafka.bootstrap_servers.clone_from(bootstrap);
+        }
+        if let Some(prefix) = &self.topic_prefix {
+            kafka.topics = TopicNames::with_prefix(prefix);
+        }
+    }
+}
+
+/// Starts the in-process broker with every topic of `kafka` (`partitions` each) and points the
+/// config at it.
+pub fn start_embedded(kafka: &mut KafkaConfig, partitions: i32) -> Result<EmbeddedBroker> {
+    let broker = EmbeddedBroker::start().context("failed to start the embedded Kafka broker")?;
+    broker
+        .create_topics(&kafka.topics.all(), partitions)
+        .context("failed to create topics on the embedded broker")?;
+    kafka.bootstrap_servers = broker.bootstrap_servers();
+    Ok(broker)
+}
+
+/// Lots and their slot ids from a warehouse's `dim_slot`, lots and slots sorted by id (the same
+/// order on every run, which checkpoints rely on).
+pub fn topology_from_warehouse(warehouse: &Warehouse) -> Result<Vec<(String, Vec<String>)>> {
+    let topology = parkcast_archive::source::Topology::read(warehouse)
+        .context("failed to read dim_slot (the topology of lots and slots)")?;
+    if topology.lots().is_empty() {
+        bail!(
+            "the warehouse at {} has no slots in dim_slot",
+            warehouse.root().display()
+        );
+    }
+    Ok(topology.pairs().collect())
+}
