@@ -2,8 +2,10 @@
 //!
 //! Slots apply the shared rules of [`parkcast_features::occupancy`] (newest by event time and sequence
 //! wins; duplicates and older readings are refused), so live state and the archived
-//! `fact_lot_occupancy` agree. On top, each lot keeps a watermark (its newest event time): an event
-//! older than the watermark by more than `max_lateness_ms` is refused as too late, which bounds how far
+//! `fact_lot_occupancy` agree. On top, each lot keeps a watermark per stream (its newest sensor event
+//! time, its newest session event time: the two topics are read independently, so one can run ahead
+//! of the other): an event older than its stream's watermark by more than `max_lateness_ms` is
+//! refused as too late, which bounds how far
 //! back windowed aggregates can change. Arrivals (free -> occupied) and departures (occupied -> free)
 //! are counted in one-minute buckets over the last hour, and each occupied slot remembers since when it
 //! is occupied (the dwell time of the parked car).
@@ -18,6 +20,15 @@ use crate::topology::{LotIndex, Topology};
 
 /// Minutes of arrival and departure history per lot.
 pub const FLOW_MINUTES: usize = 60;
+
+/// Index of the sensor stream's watermark.
+const SENSOR: usize = 0;
+/// Index of the session stream's watermark.
+const SESSION: usize = 1;
+
+fn advance(watermark: &mut Option<i64>, event_time_ms: i64) {
+    *watermark = Some(watermark.map_or(event_time_ms, |mark| mark.max(event_time_ms)));
+}
 
 /// Live-state rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +136,8 @@ impl MinuteRing {
 #[derive(Debug, Clone, Default)]
 struct LotLive {
     slots: Vec<SlotLive>,
-    watermark_ms: Option<i64>,
+    /// Newest event time of the sensor and of the session stream.
+    watermarks: [Option<i64>; 2],
     arrivals: MinuteRing,
     departures: MinuteRing,
     session_entries: MinuteRing,
@@ -138,7 +150,7 @@ struct LotLive {
 pub struct LotRecord {
     /// Slot states in topology order, each with the time it became occupied (`i64::MIN`: not).
     slots: Vec<SlotLive>,
-    watermark_ms: Option<i64>,
+    watermarks: [Option<i64>; 2],
     /// (minute, count) of arrivals, departures, session entries and exits.
     flows: [Vec<(i64, u32)>; 4],
 }
@@ -207,20 +219,30 @@ impl LiveState {
         }
     }
 
-    fn lot_mut(&mut self, lot: LotIndex, event_time_ms: i64) -> Result<&mut LotLive, Rejection> {
+    fn lot_mut(
+        &mut self,
+        lot: LotIndex,
+        stream: usize,
+        event_time_ms: i64,
+    ) -> Result<&mut LotLive, Rejection> {
         let max_lateness_ms = self.rules.max_lateness_ms;
         let live = self
             .lots
             .get_mut(lot as usize)
             .ok_or_else(|| Rejection::new(Reason::UnknownLot, format!("lot index {lot}")))?;
-        if let Some(watermark) = live.watermark_ms
+        if let Some(watermark) = live.watermarks[stream]
             && event_time_ms < watermark.saturating_sub(max_lateness_ms)
         {
             return Err(Rejection::new(
                 Reason::TooLate,
                 format!(
-                    "{} ms behind the lot's newest event (at most {max_lateness_ms} allowed)",
-                    watermark - event_time_ms
+                    "{} ms behind the lot's newest {} event (at most {max_lateness_ms} allowed)",
+                    watermark - event_time_ms,
+                    if stream == SENSOR {
+                        "sensor"
+                    } else {
+                        "session"
+                    }
                 ),
             ));
         }
@@ -229,7 +251,7 @@ impl LiveState {
 
     /// Applies a validated sensor reading.
     pub fn apply_sensor(&mut self, event: &SensorEvent) -> Result<Applied, Rejection> {
-        let live = self.lot_mut(event.lot, event.event_time_ms)?;
+        let live = self.lot_mut(event.lot, SENSOR, event.event_time_ms)?;
         let Some(slot) = live.slots.get_mut(event.slot as usize) else {
             return Err(Rejection::new(
                 Reason::UnknownSlot,
@@ -275,24 +297,19 @@ impl LiveState {
                 }
             }
         }
-        live.watermark_ms = Some(
-            live.watermark_ms
-                .map_or(event.event_time_ms, |mark| mark.max(event.event_time_ms)),
-        );
+        advance(&mut live.watermarks[SENSOR], event.event_time_ms);
         Ok(applied)
     }
 
     /// Applies a validated session entry or exit.
     pub fn apply_session(&mut self, mark: &SessionMark) -> Result<Applied, Rejection> {
-        let live = self.lot_mut(mark.lot, mark.event_time_ms)?;
+        let live = self.lot_mut(mark.lot, SESSION, mark.event_time_ms)?;
         if mark.entry {
             live.session_entries.add(mark.event_time_ms);
         } else {
             live.session_exits.add(mark.event_time_ms);
         }
-        live.watermark_ms = Some(live.watermark_ms.map_or(mark.event_time_ms, |watermark| {
-            watermark.max(mark.event_time_ms)
-        }));
+        advance(&mut live.watermarks[SESSION], mark.event_time_ms);
         Ok(Applied::Counted)
     }
 
@@ -303,7 +320,7 @@ impl LiveState {
             occupied: 0,
             free: 0,
             unknown: 0,
-            newest_event_ms: live.watermark_ms,
+            newest_event_ms: live.watermarks.iter().flatten().copied().max(),
             arrivals_last_hour: live.arrivals.sum(now_ms, FLOW_MINUTES),
             departures_last_hour: live.departures.sum(now_ms, FLOW_MINUTES),
             entries_last_hour: live.session_entries.sum(now_ms, FLOW_MINUTES),
@@ -332,7 +349,7 @@ impl LiveState {
         let live = self.lots.get(lot as usize)?;
         Some(LotRecord {
             slots: live.slots.clone(),
-            watermark_ms: live.watermark_ms,
+            watermarks: live.watermarks,
             flows: [
                 live.arrivals.entries(),
                 live.departures.entries(),
@@ -352,7 +369,7 @@ impl LiveState {
             return false;
         }
         live.slots.copy_from_slice(&record.slots);
-        live.watermark_ms = record.watermark_ms;
+        live.watermarks = record.watermarks;
         let [arrivals, departures, entries, exits] = &record.flows;
         live.arrivals = MinuteRing::from_entries(arrivals);
         live.departures = MinuteRing::from_entries(departures);
@@ -374,7 +391,13 @@ impl LiveState {
 
     /// The lot's newest event time, if it has seen any.
     pub fn newest_event_ms(&self, lot: LotIndex) -> Option<i64> {
-        self.lots.get(lot as usize)?.watermark_ms
+        self.lots
+            .get(lot as usize)?
+            .watermarks
+            .iter()
+            .flatten()
+            .copied()
+            .max()
     }
 
     /// Lots in the state.
@@ -488,6 +511,29 @@ mod tests {
         );
         let snapshot = live.lot(0, T0 + 100 * 60_000).expect("a lot");
         assert_eq!(snapshot.occupied, 2);
+    }
+
+    #[test]
+    fn a_stream_running_ahead_does_not_make_the_other_late() {
+        let mut live = state();
+        live.apply_sensor(&reading(0, true, 1, 600))
+            .expect("applies");
+        let mark = SessionMark {
+            lot: 0,
+            entry: true,
+            event_time_ms: T0,
+            clamped: false,
+        };
+        assert_eq!(live.apply_session(&mark), Ok(Applied::Counted));
+        let older = SessionMark {
+            event_time_ms: T0 - 2 * 3_600_000,
+            ..mark
+        };
+        assert_eq!(
+            live.apply_session(&older).map_err(|r| r.reason),
+            Err(Reason::TooLate),
+            "late within its own stream"
+        );
     }
 
     #[test]

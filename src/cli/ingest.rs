@@ -126,10 +126,17 @@ pub fn run(args: IngestArgs, _global: &GlobalArgs) -> Result<()> {
         let mut last_log = Instant::now();
         let mut last_handled = 0;
         let mut caught_up_since: Option<Instant> = None;
+        // SIGTERM is how service managers and Kubernetes stop a process: stop cleanly on it too.
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("failed to listen for SIGTERM")?;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {
                     tracing::info!("stopping on Ctrl-C");
+                    break;
+                }
+                _ = terminate.recv() => {
+                    tracing::info!("stopping on SIGTERM");
                     break;
                 }
                 _ = ticker.tick() => {
