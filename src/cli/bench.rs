@@ -51,12 +51,13 @@ pub enum BenchTarget {
         events: u32,
     },
     /// Sensor messages through a real broker into live state, end to end (issue target: 200k
-    /// events/s), then the restart time from checkpoints vs replaying the topic alone. Uses the
-    /// broker at `--bootstrap` (or PARKCAST_KAFKA_BOOTSTRAP), else the embedded one.
+    /// events/s), then the restart time from checkpoints vs replaying the topic alone. Needs a broker
+    /// (`scripts/test.sh` shows how to start noida-db; the embedded broker keeps too little per
+    /// partition for this volume).
     IngestKafka {
         /// Brokers.
         #[arg(long, env = "PARKCAST_KAFKA_BOOTSTRAP")]
-        bootstrap: Option<String>,
+        bootstrap: String,
         /// Lots.
         #[arg(long, default_value_t = 200)]
         lots: u32,
@@ -71,11 +72,11 @@ pub enum BenchTarget {
         partitions: i32,
     },
     /// The whole real Melbourne day replayed into the broker and archived into a warehouse; checks
-    /// the archived occupancy against the import's.
+    /// the archived occupancy against the import's. Needs a broker, like `ingest-kafka`.
     Melbourne {
         /// Brokers.
         #[arg(long, env = "PARKCAST_KAFKA_BOOTSTRAP")]
-        bootstrap: Option<String>,
+        bootstrap: String,
         /// Partitions per topic.
         #[arg(long, default_value_t = 8)]
         partitions: i32,
@@ -134,7 +135,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } = &args.target
     {
         return super::bench_stream::bench_ingest_kafka(
-            bootstrap.as_deref(),
+            bootstrap,
             *lots,
             *slots,
             *rounds,
@@ -146,7 +147,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         partitions,
     } = &args.target
     {
-        return super::bench_stream::bench_melbourne(bootstrap.as_deref(), *partitions);
+        return super::bench_stream::bench_melbourne(bootstrap, *partitions);
     }
     let warehouse = super::create_warehouse(&scratch.path().join("warehouse"))?;
     let mut table = report::new_table(&[

@@ -9,7 +9,7 @@ use comfy_table::{Cell, CellAlignment};
 use parkcast_archive::replay::{self, Speed};
 use parkcast_archive::source::{EventSource, SourceConfig, Topology as SourceTopology};
 use parkcast_features::rows::LotOccupancyRow;
-use parkcast_kafka::{EmbeddedBroker, KafkaConfig, TopicNames, create_topics, now_ms};
+use parkcast_kafka::{KafkaConfig, TopicNames, create_topics, now_ms};
 use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
 use parkcast_serving::ingest::{Ingest, IngestConfig};
 use parkcast_serving::metrics::IngestMetrics;
@@ -21,32 +21,21 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use super::archive::{copy_dimensions, print_summary};
 use crate::report;
 
-/// A broker to measure against: the one at `bootstrap`, or the embedded one.
-fn broker(
-    bootstrap: Option<&str>,
-    partitions: i32,
-) -> Result<(KafkaConfig, Option<EmbeddedBroker>)> {
-    let mut kafka = KafkaConfig {
+/// Fresh topics (`partitions` each) on the broker at `bootstrap`.
+fn broker(bootstrap: &str, partitions: i32) -> Result<KafkaConfig> {
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap.to_owned(),
         topics: TopicNames::with_prefix(&format!("bench-{}", now_ms())),
         ..KafkaConfig::default()
     };
-    match bootstrap {
-        Some(bootstrap) => {
-            kafka.bootstrap_servers = bootstrap.to_owned();
-            create_topics(
-                &kafka,
-                &kafka.topics.all(),
-                partitions,
-                Duration::from_secs(30),
-            )
-            .context("failed to create the benchmark topics")?;
-            Ok((kafka, None))
-        }
-        None => {
-            let embedded = super::stream::start_embedded(&mut kafka, partitions)?;
-            Ok((kafka, Some(embedded)))
-        }
-    }
+    create_topics(
+        &kafka,
+        &kafka.topics.all(),
+        partitions,
+        Duration::from_secs(30),
+    )
+    .context("failed to create the benchmark topics")?;
+    Ok(kafka)
 }
 
 fn value_row(table: &mut comfy_table::Table, name: &str, value: String) {
@@ -66,18 +55,31 @@ fn rate(count: u64, seconds: f64) -> String {
 /// Waits (with a deadline) until `ingest` has read everything it owns.
 fn wait_caught_up(ingest: &Ingest, expected: u64, deadline: Duration) -> Result<()> {
     let started = Instant::now();
+    let mut idle_since: Option<Instant> = None;
     loop {
         let status = ingest.status();
-        if ingest.metrics().handled() >= expected && status.lag == Some(0) {
+        let handled = ingest.metrics().handled();
+        if handled >= expected && status.lag == Some(0) {
             return Ok(());
         }
         if ingest.is_finished() {
             bail!("ingestion stopped early");
         }
+        // Nothing left to read, yet messages missing: the broker dropped them.
+        if status.lag == Some(0) && status.assigned_partitions > 0 {
+            if idle_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(5) {
+                bail!(
+                    "read everything the broker holds, but only {handled} of {expected} messages: \
+                     the broker dropped some (the embedded broker keeps about 5 MiB per partition; \
+                     use --bootstrap for large runs)"
+                );
+            }
+        } else {
+            idle_since = None;
+        }
         if started.elapsed() > deadline {
             bail!(
-                "not caught up after {deadline:?}: handled {} of {expected}, lag {:?}",
-                ingest.metrics().handled(),
+                "not caught up after {deadline:?}: handled {handled} of {expected}, lag {:?}",
                 status.lag
             );
         }
@@ -88,13 +90,13 @@ fn wait_caught_up(ingest: &Ingest, expected: u64, deadline: Duration) -> Result<
 /// Sensor messages of `lots` x `slots` slots, `rounds` readings each, through the broker into live
 /// state; then the restart times.
 pub fn bench_ingest_kafka(
-    bootstrap: Option<&str>,
+    bootstrap: &str,
     lots: u32,
     slots: u32,
     rounds: u32,
     partitions: i32,
 ) -> Result<()> {
-    let (kafka, _embedded) = broker(bootstrap, partitions)?;
+    let kafka = broker(bootstrap, partitions)?;
     let topology = Arc::new(
         Topology::new((0..lots).map(|lot| {
             (
@@ -184,11 +186,7 @@ pub fn bench_ingest_kafka(
     replaying.stop()?;
 
     let mut table = report::new_table(&["measure", "value"]);
-    value_row(
-        &mut table,
-        "broker",
-        bootstrap.map_or_else(|| "embedded (librdkafka mock)".to_owned(), str::to_owned),
-    );
+    value_row(&mut table, "broker", bootstrap.to_owned());
     value_row(
         &mut table,
         "slots / partitions",
@@ -221,10 +219,10 @@ pub fn bench_ingest_kafka(
 
 /// The whole Melbourne day: replayed at full speed, archived, and its rolled-up occupancy compared
 /// with the import's (derived from the stays directly).
-pub fn bench_melbourne(bootstrap: Option<&str>, partitions: i32) -> Result<()> {
+pub fn bench_melbourne(bootstrap: &str, partitions: i32) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let imported = super::replay::melbourne_warehouse(&scratch.path().join("import"))?;
-    let (kafka, _embedded) = broker(bootstrap, partitions)?;
+    let kafka = broker(bootstrap, partitions)?;
     let source = EventSource::new(
         &imported,
         SourceConfig {
