@@ -22,12 +22,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use parkcast_features::rows::{
     CustomerScanRow, LotOccupancyRow, ParkingSessionRow, PaymentRow, SlotStatusRow, TableRow,
 };
 use parkcast_features::schema::Table;
-use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError};
+use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError, by_partition_date};
 use parkcast_kafka::{KafkaConfig, next_offset, partition_count_with};
 use parkcast_proto::v1::{
     CustomerScan, PaymentSlip, ReadingKind, ScanDirection, SensorReading, SessionEvent,
@@ -669,15 +669,8 @@ impl FileWriter<'_> {
         writer: &str,
         rows: &[R],
     ) -> Result<u64, ArchiveError> {
-        let mut by_date: BTreeMap<NaiveDate, Vec<R>> = BTreeMap::new();
-        for row in rows {
-            let date = row
-                .partition_date()
-                .expect("fact rows should have a partition date");
-            by_date.entry(date).or_default().push(row.clone());
-        }
         let mut files = 0;
-        for (date, rows) in by_date {
+        for (date, rows) in by_partition_date(rows) {
             // Only once this flush wrote a file: the crash must leave something to clean up.
             if self
                 .fail_after_files

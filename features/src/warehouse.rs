@@ -443,6 +443,21 @@ impl WriteStats {
     }
 }
 
+/// Fact rows grouped by the date of their hive partition, dates in order.
+///
+/// # Panics
+/// On rows of a dimension table (they have no partition date).
+pub fn by_partition_date<R: TableRow>(rows: &[R]) -> BTreeMap<NaiveDate, Vec<R>> {
+    let mut by_date: BTreeMap<NaiveDate, Vec<R>> = BTreeMap::new();
+    for row in rows {
+        let date = row
+            .partition_date()
+            .expect("fact rows should have a partition date");
+        by_date.entry(date).or_default().push(row.clone());
+    }
+    by_date
+}
+
 /// A star-schema warehouse on the local file system.
 #[derive(Debug, Clone)]
 pub struct Warehouse {
@@ -538,14 +553,7 @@ impl Warehouse {
         if R::PARTITION_COLUMN.is_none() {
             return self.write_file(writer, None, 0, rows);
         }
-        let mut by_date: BTreeMap<NaiveDate, Vec<R>> = BTreeMap::new();
-        for row in rows {
-            let date = row
-                .partition_date()
-                .expect("fact rows should have a partition date");
-            by_date.entry(date).or_default().push(row.clone());
-        }
-        let partitions: Vec<(NaiveDate, Vec<R>)> = by_date.into_iter().collect();
+        let partitions: Vec<(NaiveDate, Vec<R>)> = by_partition_date(rows).into_iter().collect();
         let stats = self.write_partitions(writer, &partitions)?;
         if stats.files == 0 {
             fs::create_dir_all(self.table_dir(R::TABLE)).map_err(io_error(

@@ -161,62 +161,72 @@ impl IngestMetrics {
             "Event times ahead of the clock within the allowed skew, clamped to the clock",
             clamped,
         );
-        ingest.register(
-            "skipped_replayed",
-            "Messages skipped because the restored checkpoint already holds them",
-            metrics.skipped_replayed.clone(),
-        );
-        ingest.register(
-            "foreign_topic",
-            "Messages of a topic ingestion does not read",
-            metrics.foreign_topic.clone(),
-        );
-        ingest.register(
-            "deadletters",
-            "Dead letters queued to the dead-letter topic",
-            metrics.deadletters.clone(),
-        );
-        ingest.register(
-            "consumer_errors",
-            "Consumer errors (broker unreachable, fetch failures)",
-            metrics.consumer_errors.clone(),
-        );
-        ingest.register(
-            "checkpoints",
-            "Checkpoints written (state snapshot, then offsets committed)",
-            metrics.checkpoints.clone(),
-        );
-        ingest.register(
-            "checkpoint_failures",
-            "Checkpoints that failed; offsets stay uncommitted",
-            metrics.checkpoint_failures.clone(),
-        );
+        let counters = [
+            (
+                "skipped_replayed",
+                "Messages skipped because the restored checkpoint already holds them",
+                &metrics.skipped_replayed,
+            ),
+            (
+                "foreign_topic",
+                "Messages of a topic ingestion does not read",
+                &metrics.foreign_topic,
+            ),
+            (
+                "deadletters",
+                "Dead letters queued to the dead-letter topic",
+                &metrics.deadletters,
+            ),
+            (
+                "consumer_errors",
+                "Consumer errors (broker unreachable, fetch failures)",
+                &metrics.consumer_errors,
+            ),
+            (
+                "checkpoints",
+                "Checkpoints written (state snapshot, then offsets committed)",
+                &metrics.checkpoints,
+            ),
+            (
+                "checkpoint_failures",
+                "Checkpoints that failed; offsets stay uncommitted",
+                &metrics.checkpoint_failures,
+            ),
+            (
+                "lots_restored",
+                "Lots whose state was restored from a checkpoint",
+                &metrics.lots_restored,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            ingest.register(name, help, counter.clone());
+        }
         ingest.register_with_unit(
             "checkpoint_duration",
             "Time to snapshot the owned partitions and commit their offsets",
             Unit::Seconds,
             metrics.checkpoint_seconds.clone(),
         );
-        ingest.register(
-            "assigned_partitions",
-            "Partitions of the sensor topic this replica owns",
-            metrics.assigned_partitions.clone(),
-        );
-        ingest.register(
-            "lag_messages",
-            "Messages behind the high watermark over the owned partitions",
-            metrics.lag_messages.clone(),
-        );
-        ingest.register(
-            "broker_contact_age_milliseconds",
-            "Time since the broker last answered; state is stale when it grows",
-            metrics.broker_contact_age_ms.clone(),
-        );
-        ingest.register(
-            "lots_restored",
-            "Lots whose state was restored from a checkpoint",
-            metrics.lots_restored.clone(),
-        );
+        let gauges = [
+            (
+                "assigned_partitions",
+                "Partitions of the sensor topic this replica owns",
+                &metrics.assigned_partitions,
+            ),
+            (
+                "lag_messages",
+                "Messages behind the high watermark over the owned partitions",
+                &metrics.lag_messages,
+            ),
+            (
+                "broker_contact_age_milliseconds",
+                "Time since the broker last answered; state is stale when it grows",
+                &metrics.broker_contact_age_ms,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            ingest.register(name, help, gauge.clone());
+        }
         metrics
     }
 

@@ -196,22 +196,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 /// Sensor messages through decode, validation and the live state on this thread.
 fn bench_ingest(lots: u32, slots: u32, events: u32) -> Result<()> {
-    use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
     use parkcast_serving::decode::{TimeRules, decode_sensor};
     use parkcast_serving::live::{LiveRules, LiveState};
-    use parkcast_serving::topology::Topology;
     use prost::Message;
 
     let started = Instant::now();
-    let topology = Topology::new((0..lots).map(|lot| {
-        (
-            format!("lot{lot:05}"),
-            (0..slots)
-                .map(|slot| format!("lot{lot:05}:s{slot:05}"))
-                .collect(),
-        )
-    }))
-    .context("invalid topology")?;
+    let topology = synthetic_topology(lots, slots)?;
     let mut state = LiveState::new(&topology, LiveRules::default());
     let build_seconds = started.elapsed().as_secs_f64();
     // Messages as a sensor gateway sends them: each slot's readings in sequence, a quarter heartbeats,
@@ -226,24 +216,8 @@ fn bench_ingest(lots: u32, slots: u32, events: u32) -> Result<()> {
                 slot_number / u64::from(slots),
                 slot_number % u64::from(slots),
             );
-            let lot_id = format!("lot{lot:05}");
-            let reading = SensorReading {
-                schema_version: parkcast_proto::SCHEMA_VERSION,
-                lot_id: lot_id.clone(),
-                slot_id: format!("{lot_id}:s{slot:05}"),
-                report: if (round + slot) % 3 == 0 {
-                    SlotReport::Free as i32
-                } else {
-                    SlotReport::Occupied as i32
-                },
-                kind: if index % 4 == 0 {
-                    ReadingKind::Heartbeat as i32
-                } else {
-                    ReadingKind::Change as i32
-                },
-                sensor_seq: round + 1,
-                event_time_ms: now_ms - 3_600_000 + (round as i64) * 1_000,
-            };
+            let (lot_id, reading) =
+                synthetic_reading(lot, slot, round, index % 4 == 0, now_ms - 3_600_000);
             (lot_id, reading.encode_to_vec())
         })
         .collect();
@@ -301,6 +275,53 @@ fn bench_ingest(lots: u32, slots: u32, events: u32) -> Result<()> {
         snapshot.occupied, snapshot.free, snapshot.unknown
     );
     Ok(())
+}
+
+/// `lots` lots of `slots` slots each: `lot00042`, `lot00042:s00007`.
+pub(super) fn synthetic_topology(
+    lots: u32,
+    slots: u32,
+) -> Result<parkcast_serving::topology::Topology> {
+    parkcast_serving::topology::Topology::new((0..lots).map(|lot| {
+        (
+            format!("lot{lot:05}"),
+            (0..slots)
+                .map(|slot| format!("lot{lot:05}:s{slot:05}"))
+                .collect(),
+        )
+    }))
+    .context("invalid topology")
+}
+
+/// Reading `round` of a slot of [`synthetic_topology`] (a third free, one second apart from
+/// `start_ms`), keyed by its lot.
+pub(super) fn synthetic_reading(
+    lot: u64,
+    slot: u64,
+    round: u64,
+    heartbeat: bool,
+    start_ms: i64,
+) -> (String, parkcast_proto::v1::SensorReading) {
+    use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
+    let lot_id = format!("lot{lot:05}");
+    let reading = SensorReading {
+        schema_version: parkcast_proto::SCHEMA_VERSION,
+        lot_id: lot_id.clone(),
+        slot_id: format!("{lot_id}:s{slot:05}"),
+        report: if (round + slot).is_multiple_of(3) {
+            SlotReport::Free as i32
+        } else {
+            SlotReport::Occupied as i32
+        },
+        kind: if heartbeat {
+            ReadingKind::Heartbeat as i32
+        } else {
+            ReadingKind::Change as i32
+        },
+        sensor_seq: round + 1,
+        event_time_ms: start_ms + i64::try_from(round).unwrap_or(i64::MAX / 2_000) * 1_000,
+    };
+    (lot_id, reading)
 }
 
 /// Backtest + train on a simulated city; one row per stage.

@@ -10,10 +10,8 @@ use parkcast_archive::replay::{self, Speed};
 use parkcast_archive::source::{EventSource, SourceConfig, Topology as SourceTopology};
 use parkcast_features::rows::LotOccupancyRow;
 use parkcast_kafka::{KafkaConfig, TopicNames, create_topics, now_ms};
-use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
 use parkcast_serving::ingest::{Ingest, IngestConfig};
 use parkcast_serving::metrics::IngestMetrics;
-use parkcast_serving::topology::Topology;
 use prometheus_client::registry::Registry;
 use prost::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -97,17 +95,7 @@ pub fn bench_ingest_kafka(
     partitions: i32,
 ) -> Result<()> {
     let kafka = broker(bootstrap, partitions)?;
-    let topology = Arc::new(
-        Topology::new((0..lots).map(|lot| {
-            (
-                format!("lot{lot:05}"),
-                (0..slots)
-                    .map(|slot| format!("lot{lot:05}:s{slot:05}"))
-                    .collect(),
-            )
-        }))
-        .context("invalid topology")?,
-    );
+    let topology = Arc::new(super::bench::synthetic_topology(lots, slots)?);
     let start_ms = now_ms() - 3_600_000;
     let total = u64::from(lots) * u64::from(slots) * u64::from(rounds);
     let producer: ThreadedProducer<parkcast_kafka::CountingContext> = kafka
@@ -116,25 +104,14 @@ pub fn bench_ingest_kafka(
     let produce_started = Instant::now();
     for round in 0..rounds {
         for lot in 0..lots {
-            let lot_id = format!("lot{lot:05}");
             for slot in 0..slots {
-                let reading = SensorReading {
-                    schema_version: parkcast_proto::SCHEMA_VERSION,
-                    lot_id: lot_id.clone(),
-                    slot_id: format!("{lot_id}:s{slot:05}"),
-                    report: if (round + slot) % 3 == 0 {
-                        SlotReport::Free as i32
-                    } else {
-                        SlotReport::Occupied as i32
-                    },
-                    kind: if round % 4 == 0 {
-                        ReadingKind::Heartbeat as i32
-                    } else {
-                        ReadingKind::Change as i32
-                    },
-                    sensor_seq: u64::from(round) + 1,
-                    event_time_ms: start_ms + i64::from(round) * 1_000,
-                };
+                let (lot_id, reading) = super::bench::synthetic_reading(
+                    u64::from(lot),
+                    u64::from(slot),
+                    u64::from(round),
+                    round % 4 == 0,
+                    start_ms,
+                );
                 let bytes = reading.encode_to_vec();
                 parkcast_kafka::send_with_backpressure(
                     &producer,
