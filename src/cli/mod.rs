@@ -50,8 +50,9 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the product end to end on built-in data: simulate a city, import the real data sets, and
-    /// print what the warehouse holds.
+    /// Run the product end to end on built-in data: simulate a city, import the real data sets,
+    /// train and publish a model, then stream the city's last day through an in-process Kafka
+    /// broker into live state and an archive.
     Demo(demo::DemoArgs),
     /// Simulate a city (lots, slots, customers, sensors, payments) into a warehouse.
     Simulate(simulate::SimulateArgs),

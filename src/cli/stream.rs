@@ -76,3 +76,34 @@ pub fn topology_from_warehouse(warehouse: &Warehouse) -> Result<Vec<(String, Vec
     }
     Ok(topology.pairs().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parkcast_serving::ingest::IngestConfig;
+
+    #[test]
+    fn the_example_config_loads_validates_and_matches_the_defaults() {
+        let path = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/serving/config.example.toml"
+        ));
+        let loaded: IngestConfig = load_config(Some(&path)).expect("the example should load");
+        loaded.validate().expect("the example should be valid");
+        let mut expected = IngestConfig::default();
+        expected
+            .kafka
+            .librdkafka_options
+            .insert("session.timeout.ms".into(), "45000".into());
+        assert_eq!(loaded, expected, "the example documents the defaults");
+    }
+
+    #[test]
+    fn unknown_fields_in_a_config_file_are_refused() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "group_idd = \"typo\"\n").expect("written");
+        let error = load_config::<IngestConfig>(Some(&path)).expect_err("a typo is an error");
+        assert!(format!("{error:#}").contains("group_idd"), "{error:#}");
+    }
+}
