@@ -173,3 +173,68 @@ probe_interval_ms = 200
     );
     assert_eq!(resumed, reference);
 }
+
+#[test]
+fn a_replayed_city_archived_from_kafka_trains_like_any_warehouse() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let city = dir.path().join("city");
+    succeed(
+        parkcast()
+            .args([
+                "simulate",
+                "--lots",
+                "3",
+                "--days",
+                "21",
+                "--interval",
+                "15",
+            ])
+            .args(["--start", "2025-09-01", "--out"])
+            .arg(&city),
+    );
+    let kafka = fresh_config("train", 2);
+    let prefix = kafka
+        .topics
+        .sensor
+        .strip_suffix(".parkcast.sensor.v1")
+        .expect("prefixed topic names")
+        .to_owned();
+    let broker = [
+        "--bootstrap",
+        &kafka.bootstrap_servers,
+        "--topic-prefix",
+        &prefix,
+    ];
+    succeed(
+        parkcast()
+            .args(["replay", "--from"])
+            .arg(&city)
+            .args(broker),
+    );
+    let archive = dir.path().join("archive");
+    let archived = succeed(
+        parkcast()
+            .args(["archive", "-w"])
+            .arg(&archive)
+            .arg("--dimensions-from")
+            .arg(&city)
+            .args(["--until-idle", "2", "--silence-minutes", "300"])
+            .args(broker),
+    );
+    let summary = String::from_utf8_lossy(&archived.stdout);
+    assert!(summary.contains("fact_lot_occupancy rows"), "{summary}");
+    // The trainer reads the archive like any warehouse: source `kafka`, the last week as the test.
+    let backtest = succeed(
+        parkcast()
+            .args(["backtest", "-w"])
+            .arg(&archive)
+            .args(["--source", "kafka", "--step", "15", "--horizons", "15m,1h"])
+            .args(["--test-start", "2025-09-15", "--test-end", "2025-09-20"])
+            .args(["--calibration-days", "5", "--models", "linear"]),
+    );
+    let table = String::from_utf8_lossy(&backtest.stdout);
+    assert!(
+        table.contains("elastic net") && table.contains("persistence + profile change"),
+        "{table}"
+    );
+}
