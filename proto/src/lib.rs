@@ -1,7 +1,9 @@
 //! The wire formats of parkcast: protobuf messages of package `parkcast.v1`.
 //!
 //! The `.proto` files under `proto/` are the contract with producers (sensor gateways, gate systems,
-//! payment terminals) and consumers (the pricing service). Generated types stay at the Kafka and gRPC
+//! payment terminals) and consumers (the pricing service, the driver's app): `events.proto` (Kafka
+//! event values), `forecast.proto` (the pricing feed) and `serving.proto` (the `Availability` and
+//! `Models` gRPC services, with generated tonic servers and clients). Generated types stay at the Kafka and gRPC
 //! edges: the crates that apply events convert them to domain types in one module per edge.
 //!
 //! ```
@@ -77,11 +79,21 @@ mod tests {
             "CustomerScan",
             "PaymentSlip",
             "DeadLetter",
+            "ForecastBand",
+            "LotAvailability",
+            "ModelInfo",
         ] {
             assert!(
                 names.iter().any(|name| name == expected),
                 "{expected} missing from {names:?}"
             );
         }
+        let services: Vec<_> = descriptors
+            .file
+            .iter()
+            .flat_map(|file| file.service.iter())
+            .filter_map(|service| service.name.clone())
+            .collect();
+        assert_eq!(services, vec!["Availability", "Models"]);
     }
 }
