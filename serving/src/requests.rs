@@ -1,0 +1,552 @@
+//! The gRPC edge's input checks: a request becomes a validated query, or an error that says exactly
+//! what is wrong and maps to one status code (one exhaustive conversion, below).
+//!
+//! Handlers call these first and never look at a raw request again, so a missing field or an
+//! out-of-range value can never reach scoring. Pure functions: tested without a server.
+
+use parkcast_proto::v1::{
+    BatchGetAvailabilityRequest, GetAvailabilityRequest, SearchNearbyRequest, SlotType,
+    WatchAvailabilityRequest,
+};
+
+use crate::topology::{LotIndex, Topology};
+
+/// Bounds of what a request may ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Horizons the active model forecasts, minutes, ascending.
+    pub horizons_minutes: Vec<u32>,
+    /// Requests in one batch.
+    pub max_batch: usize,
+    /// Search radius, metres.
+    pub max_radius_m: u32,
+    /// Results of one search.
+    pub max_results: u32,
+    /// Lots one watch may follow.
+    pub max_watched_lots: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            horizons_minutes: vec![15, 30, 60, 120],
+            max_batch: 100,
+            max_radius_m: 10_000,
+            max_results: 100,
+            max_watched_lots: 100,
+        }
+    }
+}
+
+/// What a request is wrong about.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// `lot_id` is empty.
+    #[error("lot_id is empty")]
+    MissingLot,
+    /// No such lot.
+    #[error("lot {0:?} is not known")]
+    UnknownLot(String),
+    /// A horizon the model does not forecast.
+    #[error("horizon {horizon} min is not served; the model forecasts {allowed:?} min")]
+    HorizonNotServed {
+        /// The horizon asked.
+        horizon: u32,
+        /// The horizons served.
+        allowed: Vec<u32>,
+    },
+    /// Horizons and an arrival time in one request.
+    #[error("give horizon_minutes or arrival_time_ms, not both")]
+    HorizonsAndArrival,
+    /// An arrival before now.
+    #[error("arrival_time_ms {arrival_ms} is {behind_ms} ms in the past")]
+    ArrivalInPast {
+        /// The arrival asked.
+        arrival_ms: i64,
+        /// How far behind now.
+        behind_ms: i64,
+    },
+    /// An arrival beyond the longest horizon.
+    #[error("arrival_time_ms is {ahead_minutes} min ahead; at most {max_minutes} min is forecast")]
+    ArrivalTooFar {
+        /// Minutes ahead asked.
+        ahead_minutes: i64,
+        /// The longest horizon.
+        max_minutes: u32,
+    },
+    /// A batch without requests.
+    #[error("the batch has no requests")]
+    EmptyBatch,
+    /// A batch over the limit.
+    #[error("the batch has {size} requests; at most {max} are served in one call")]
+    BatchTooLarge {
+        /// Requests sent.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A request of a batch is wrong.
+    #[error("request {index} of the batch: {error}")]
+    InBatch {
+        /// Its position.
+        index: usize,
+        /// What is wrong with it.
+        error: Box<RequestError>,
+    },
+    /// Coordinates outside WGS84.
+    #[error("latitude {latitude} / longitude {longitude} are not WGS84 degrees")]
+    BadCoordinates {
+        /// Latitude sent.
+        latitude: f64,
+        /// Longitude sent.
+        longitude: f64,
+    },
+    /// A radius that is not positive or too large.
+    #[error("radius_m {radius_m} must be in (0, {max}]")]
+    RadiusOutOfRange {
+        /// Radius sent.
+        radius_m: f64,
+        /// The limit.
+        max: u32,
+    },
+    /// More results than allowed.
+    #[error("max_results {asked} is over the limit of {max}")]
+    TooManyResults {
+        /// Results asked.
+        asked: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// An enum value this server does not know.
+    #[error("slot_type {0} is not a known slot type")]
+    UnknownSlotType(i32),
+    /// A watch without lots, or with too many.
+    #[error("a watch follows 1 to {max} lots, got {size}")]
+    WatchSize {
+        /// Lots sent.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl RequestError {
+    /// Whether the error names something that does not exist (NOT_FOUND) rather than a malformed
+    /// request (INVALID_ARGUMENT).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            RequestError::UnknownLot(_) => true,
+            RequestError::InBatch { error, .. } => error.is_not_found(),
+            _ => false,
+        }
+    }
+}
+
+impl From<RequestError> for tonic::Status {
+    fn from(error: RequestError) -> Self {
+        if error.is_not_found() {
+            tonic::Status::not_found(error.to_string())
+        } else {
+            tonic::Status::invalid_argument(error.to_string())
+        }
+    }
+}
+
+/// When a forecast is wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum When {
+    /// Now and at these horizons (minutes, ascending, deduplicated; empty: now only).
+    Horizons(Vec<u32>),
+    /// At an arrival time, Unix ms.
+    Arrival(i64),
+}
+
+/// A checked `GetAvailability`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvailabilityQuery {
+    /// The lot.
+    pub lot: LotIndex,
+    /// When.
+    pub when: When,
+}
+
+/// A checked `SearchNearby`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    /// Centre, degrees.
+    pub latitude: f64,
+    /// Centre, degrees.
+    pub longitude: f64,
+    /// Radius, metres.
+    pub radius_m: f64,
+    /// Arrival, Unix ms (now when the request left it out).
+    pub arrival_ms: i64,
+    /// Slot type wanted.
+    pub slot_type: Option<SlotType>,
+    /// Results wanted.
+    pub max_results: u32,
+}
+
+fn check_lot(topology: &Topology, lot_id: &str) -> Result<LotIndex, RequestError> {
+    if lot_id.is_empty() {
+        return Err(RequestError::MissingLot);
+    }
+    topology
+        .lot(lot_id)
+        .ok_or_else(|| RequestError::UnknownLot(lot_id.to_owned()))
+}
+
+fn check_arrival(
+    arrival_ms: i64,
+    now_ms: i64,
+    limits: &RequestLimits,
+) -> Result<i64, RequestError> {
+    if arrival_ms < now_ms {
+        return Err(RequestError::ArrivalInPast {
+            arrival_ms,
+            behind_ms: now_ms - arrival_ms,
+        });
+    }
+    let max_minutes = limits.horizons_minutes.iter().copied().max().unwrap_or(0);
+    let ahead_minutes = (arrival_ms - now_ms) / 60_000;
+    if ahead_minutes > i64::from(max_minutes) {
+        return Err(RequestError::ArrivalTooFar {
+            ahead_minutes,
+            max_minutes,
+        });
+    }
+    Ok(arrival_ms)
+}
+
+/// Checks a `GetAvailability` request.
+pub fn check_get(
+    request: &GetAvailabilityRequest,
+    topology: &Topology,
+    limits: &RequestLimits,
+    now_ms: i64,
+) -> Result<AvailabilityQuery, RequestError> {
+    let lot = check_lot(topology, &request.lot_id)?;
+    let when = match (request.horizon_minutes.is_empty(), request.arrival_time_ms) {
+        (false, arrival) if arrival != 0 => return Err(RequestError::HorizonsAndArrival),
+        (true, 0) => When::Horizons(Vec::new()),
+        (true, arrival) => When::Arrival(check_arrival(arrival, now_ms, limits)?),
+        (false, _) => {
+            let mut horizons = request.horizon_minutes.clone();
+            if let Some(&horizon) = horizons
+                .iter()
+                .find(|horizon| !limits.horizons_minutes.contains(horizon))
+            {
+                return Err(RequestError::HorizonNotServed {
+                    horizon,
+                    allowed: limits.horizons_minutes.clone(),
+                });
+            }
+            horizons.sort_unstable();
+            horizons.dedup();
+            When::Horizons(horizons)
+        }
+    };
+    Ok(AvailabilityQuery { lot, when })
+}
+
+/// Checks a `BatchGetAvailability` request.
+pub fn check_batch(
+    request: &BatchGetAvailabilityRequest,
+    topology: &Topology,
+    limits: &RequestLimits,
+    now_ms: i64,
+) -> Result<Vec<AvailabilityQuery>, RequestError> {
+    if request.requests.is_empty() {
+        return Err(RequestError::EmptyBatch);
+    }
+    if request.requests.len() > limits.max_batch {
+        return Err(RequestError::BatchTooLarge {
+            size: request.requests.len(),
+            max: limits.max_batch,
+        });
+    }
+    request
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(index, single)| {
+            check_get(single, topology, limits, now_ms).map_err(|error| RequestError::InBatch {
+                index,
+                error: Box::new(error),
+            })
+        })
+        .collect()
+}
+
+/// Checks a `SearchNearby` request.
+pub fn check_search(
+    request: &SearchNearbyRequest,
+    limits: &RequestLimits,
+    now_ms: i64,
+) -> Result<SearchQuery, RequestError> {
+    let valid_coordinates = request.latitude.is_finite()
+        && request.longitude.is_finite()
+        && (-90.0..=90.0).contains(&request.latitude)
+        && (-180.0..=180.0).contains(&request.longitude);
+    if !valid_coordinates {
+        return Err(RequestError::BadCoordinates {
+            latitude: request.latitude,
+            longitude: request.longitude,
+        });
+    }
+    if !(request.radius_m.is_finite()
+        && request.radius_m > 0.0
+        && request.radius_m <= f64::from(limits.max_radius_m))
+    {
+        return Err(RequestError::RadiusOutOfRange {
+            radius_m: request.radius_m,
+            max: limits.max_radius_m,
+        });
+    }
+    if request.max_results > limits.max_results {
+        return Err(RequestError::TooManyResults {
+            asked: request.max_results,
+            max: limits.max_results,
+        });
+    }
+    let slot_type = match SlotType::try_from(request.slot_type) {
+        Ok(SlotType::Unspecified) => None,
+        Ok(slot_type) => Some(slot_type),
+        Err(_) => return Err(RequestError::UnknownSlotType(request.slot_type)),
+    };
+    let arrival_ms = if request.arrival_time_ms == 0 {
+        now_ms
+    } else {
+        check_arrival(request.arrival_time_ms, now_ms, limits)?
+    };
+    Ok(SearchQuery {
+        latitude: request.latitude,
+        longitude: request.longitude,
+        radius_m: request.radius_m,
+        arrival_ms,
+        slot_type,
+        max_results: if request.max_results == 0 {
+            20
+        } else {
+            request.max_results
+        },
+    })
+}
+
+/// Checks a `WatchAvailability` request: the lots, and the horizons as for `GetAvailability`.
+pub fn check_watch(
+    request: &WatchAvailabilityRequest,
+    topology: &Topology,
+    limits: &RequestLimits,
+) -> Result<(Vec<LotIndex>, Vec<u32>), RequestError> {
+    if request.lot_ids.is_empty() || request.lot_ids.len() > limits.max_watched_lots {
+        return Err(RequestError::WatchSize {
+            size: request.lot_ids.len(),
+            max: limits.max_watched_lots,
+        });
+    }
+    let lots = request
+        .lot_ids
+        .iter()
+        .map(|lot_id| check_lot(topology, lot_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let single = GetAvailabilityRequest {
+        lot_id: request.lot_ids[0].clone(),
+        horizon_minutes: request.horizon_minutes.clone(),
+        arrival_time_ms: 0,
+    };
+    let When::Horizons(horizons) = check_get(&single, topology, limits, 0)?.when else {
+        unreachable!("a request without an arrival time asks for horizons");
+    };
+    Ok((lots, horizons))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_000_000_000;
+
+    fn topology() -> Topology {
+        Topology::new([
+            ("a".to_owned(), vec!["a1".to_owned()]),
+            ("b".to_owned(), vec!["b1".to_owned()]),
+        ])
+        .expect("valid")
+    }
+
+    fn get(lot: &str, horizons: &[u32], arrival: i64) -> GetAvailabilityRequest {
+        GetAvailabilityRequest {
+            lot_id: lot.to_owned(),
+            horizon_minutes: horizons.to_vec(),
+            arrival_time_ms: arrival,
+        }
+    }
+
+    fn check(request: &GetAvailabilityRequest) -> Result<AvailabilityQuery, RequestError> {
+        check_get(request, &topology(), &RequestLimits::default(), NOW)
+    }
+
+    fn code(error: RequestError) -> tonic::Code {
+        tonic::Status::from(error).code()
+    }
+
+    #[test]
+    fn good_requests_become_queries() {
+        assert_eq!(
+            check(&get("b", &[60, 15, 60], 0)),
+            Ok(AvailabilityQuery {
+                lot: 1,
+                when: When::Horizons(vec![15, 60])
+            })
+        );
+        assert_eq!(
+            check(&get("a", &[], NOW + 40 * 60_000)).map(|query| query.when),
+            Ok(When::Arrival(NOW + 40 * 60_000))
+        );
+    }
+
+    #[test]
+    fn each_bad_request_gets_its_code_and_says_what_is_wrong() {
+        let cases: Vec<(RequestError, tonic::Code, &str)> = vec![
+            (
+                check(&get("zz", &[15], 0)).expect_err("unknown"),
+                tonic::Code::NotFound,
+                "\"zz\"",
+            ),
+            (
+                check(&get("", &[15], 0)).expect_err("empty"),
+                tonic::Code::InvalidArgument,
+                "lot_id",
+            ),
+            (
+                check(&get("a", &[45], 0)).expect_err("horizon"),
+                tonic::Code::InvalidArgument,
+                "45 min",
+            ),
+            (
+                check(&get("a", &[], NOW - 60_000)).expect_err("past"),
+                tonic::Code::InvalidArgument,
+                "in the past",
+            ),
+            (
+                check(&get("a", &[], NOW + 10 * 3_600_000)).expect_err("far"),
+                tonic::Code::InvalidArgument,
+                "at most 120 min",
+            ),
+            (
+                check(&get("a", &[15], NOW + 60_000)).expect_err("both"),
+                tonic::Code::InvalidArgument,
+                "not both",
+            ),
+        ];
+        for (error, expected, says) in cases {
+            assert!(error.to_string().contains(says), "{error}");
+            assert_eq!(code(error), expected);
+        }
+    }
+
+    #[test]
+    fn batches_are_bounded_and_name_the_bad_request() {
+        let limits = RequestLimits::default();
+        let empty = BatchGetAvailabilityRequest { requests: vec![] };
+        assert_eq!(
+            check_batch(&empty, &topology(), &limits, NOW),
+            Err(RequestError::EmptyBatch)
+        );
+        let oversized = BatchGetAvailabilityRequest {
+            requests: vec![get("a", &[], 0); 101],
+        };
+        assert!(matches!(
+            check_batch(&oversized, &topology(), &limits, NOW),
+            Err(RequestError::BatchTooLarge {
+                size: 101,
+                max: 100
+            })
+        ));
+        let one_bad = BatchGetAvailabilityRequest {
+            requests: vec![get("a", &[], 0), get("nope", &[], 0)],
+        };
+        let error = check_batch(&one_bad, &topology(), &limits, NOW).expect_err("bad");
+        assert!(error.to_string().starts_with("request 1 of the batch"));
+        assert_eq!(code(error), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn searches_check_coordinates_radius_results_and_slot_type() {
+        let limits = RequestLimits::default();
+        let search = SearchNearbyRequest {
+            latitude: -37.81,
+            longitude: 144.96,
+            radius_m: 500.0,
+            arrival_time_ms: 0,
+            slot_type: SlotType::Ev as i32,
+            max_results: 0,
+        };
+        let query = check_search(&search, &limits, NOW).expect("valid");
+        assert_eq!(
+            (query.arrival_ms, query.slot_type, query.max_results),
+            (NOW, Some(SlotType::Ev), 20)
+        );
+        let bad = [
+            SearchNearbyRequest {
+                radius_m: 50_000.0,
+                ..search
+            },
+            SearchNearbyRequest {
+                radius_m: f64::NAN,
+                ..search
+            },
+            SearchNearbyRequest {
+                latitude: 91.0,
+                ..search
+            },
+            SearchNearbyRequest {
+                max_results: 1_000,
+                ..search
+            },
+            SearchNearbyRequest {
+                slot_type: 99,
+                ..search
+            },
+            SearchNearbyRequest {
+                arrival_time_ms: NOW - 1,
+                ..search
+            },
+        ];
+        for request in bad {
+            let error = check_search(&request, &limits, NOW).expect_err("refused");
+            assert_eq!(code(error), tonic::Code::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn watches_follow_known_lots_at_served_horizons() {
+        let limits = RequestLimits::default();
+        let watch = WatchAvailabilityRequest {
+            lot_ids: vec!["b".into(), "a".into()],
+            horizon_minutes: vec![30],
+        };
+        assert_eq!(
+            check_watch(&watch, &topology(), &limits),
+            Ok((vec![1, 0], vec![30]))
+        );
+        let none = WatchAvailabilityRequest {
+            lot_ids: vec![],
+            horizon_minutes: vec![],
+        };
+        assert!(matches!(
+            check_watch(&none, &topology(), &limits),
+            Err(RequestError::WatchSize { size: 0, .. })
+        ));
+        let unknown = WatchAvailabilityRequest {
+            lot_ids: vec!["x".into()],
+            horizon_minutes: vec![],
+        };
+        assert_eq!(
+            check_watch(&unknown, &topology(), &limits).map_err(code),
+            Err(tonic::Code::NotFound)
+        );
+    }
+}
