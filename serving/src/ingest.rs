@@ -624,6 +624,7 @@ pub struct IngestSummary {
 /// A running consumer. Dropping it aborts like [`Ingest::abort`].
 pub struct Ingest {
     shared: Arc<Shared>,
+    topology: Arc<Topology>,
     thread: Option<JoinHandle<Result<IngestSummary, IngestError>>>,
 }
 
@@ -648,6 +649,7 @@ impl Ingest {
         let store = CheckpointStore::open(&config.state_dir)?;
         let deadletters = DeadLetterSink::new(&config.kafka)?;
         let live = LiveState::new(&topology, config.live_rules());
+        let served_topology = Arc::clone(&topology);
         let stale_after_ms = i64::try_from(config.stale_after_ms).unwrap_or(i64::MAX);
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
@@ -701,6 +703,7 @@ impl Ingest {
             .map_err(|error| IngestError::Thread(format!("could not start: {error}")))?;
         Ok(Ingest {
             shared,
+            topology: served_topology,
             thread: Some(thread),
         })
     }
@@ -753,6 +756,22 @@ impl Ingest {
         thread
             .join()
             .map_err(|_| IngestError::Thread("panicked".to_owned()))?
+    }
+}
+
+impl crate::grpc::LiveView for Ingest {
+    fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn lot(&self, lot: LotIndex, now_ms: i64) -> Option<(LotSnapshot, Option<String>)> {
+        let snapshot = self.with_state(|live, _| live.lot(lot, now_ms))?;
+        let status = self.status();
+        let stale = status.stale.then(|| match status.contact_age_ms {
+            Some(age) => format!("the broker has not answered for {} s", age / 1_000),
+            None => "ingestion has not reached the broker yet".to_owned(),
+        });
+        Some((snapshot, stale))
     }
 }
 

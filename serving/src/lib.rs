@@ -5,8 +5,8 @@
 //! rebalancing); [`decode`] turns message bytes into validated events or a dead-letter reason;
 //! [`topology`] maps lot and slot ids to dense indices; [`live`] keeps every slot's state and each
 //! lot's aggregates; [`checkpoint`] makes that state survive restarts and partition moves;
-//! [`metrics`] counts all of it for Prometheus. For the gRPC services (next), [`requests`] checks
-//! requests into queries or errors with their status code. It shares the status rules of
+//! [`metrics`] counts all of it for Prometheus. For the gRPC services, [`requests`] checks requests
+//! into queries or errors with their status code, and [`grpc`] answers from live state. It shares the status rules of
 //! [`parkcast_features::occupancy`] with training and the wire formats of [`parkcast_proto`].
 //!
 //! ```
@@ -15,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod decode;
+pub mod grpc;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
