@@ -175,3 +175,113 @@ async fn bad_requests_get_their_code_and_a_message_saying_what_is_wrong() {
     let order: Vec<_> = batch.lots.iter().map(|lot| lot.lot_id.as_str()).collect();
     assert_eq!(order, vec!["south", "north"]);
 }
+
+/// Events produced to the real broker show up in `GetAvailability` over real gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produced_events_are_visible_over_grpc() {
+    use parkcast_kafka::testing::{fresh_config, unique_name};
+    use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
+    use parkcast_serving::ingest::{Ingest, IngestConfig};
+    use parkcast_serving::metrics::IngestMetrics;
+    use prost::Message as _;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use std::time::{Duration, Instant};
+
+    let kafka = fresh_config("grpc", 2);
+    let topology = Arc::new(
+        Topology::new([(
+            "north".to_owned(),
+            (0..4).map(|slot| format!("n{slot}")).collect(),
+        )])
+        .expect("valid"),
+    );
+    let state = tempfile::tempdir().expect("temporary folder");
+    let config = IngestConfig {
+        kafka: kafka.clone(),
+        group_id: unique_name("grpc"),
+        state_dir: state.path().to_owned(),
+        probe_interval_ms: 200,
+        ..IngestConfig::default()
+    };
+    let ingest = Arc::new(
+        Ingest::start(
+            config,
+            Arc::clone(&topology),
+            IngestMetrics::register(&mut prometheus_client::registry::Registry::default()),
+        )
+        .expect("ingestion starts"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("bound");
+    let service = AvailabilityService::new(Arc::clone(&ingest), RequestLimits::default(), 600_000);
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(AvailabilityServer::new(service))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .expect("the server runs");
+    });
+    let mut client = AvailabilityClient::connect(format!("http://{address}"))
+        .await
+        .expect("the client connects");
+
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.producer_config().create().expect("a producer");
+    let now = parkcast_kafka::now_ms();
+    for slot in 0..3 {
+        let reading = SensorReading {
+            schema_version: parkcast_proto::SCHEMA_VERSION,
+            lot_id: "north".into(),
+            slot_id: format!("n{slot}"),
+            report: SlotReport::Occupied as i32,
+            kind: ReadingKind::Change as i32,
+            sensor_seq: 1,
+            event_time_ms: now - 1_000,
+        };
+        producer
+            .send(
+                BaseRecord::to(&kafka.topics.sensor)
+                    .key("north")
+                    .payload(&reading.encode_to_vec()),
+            )
+            .map_err(|(error, _)| error)
+            .expect("queued");
+    }
+    producer.flush(Duration::from_secs(10)).expect("delivered");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let answer = client
+            .get_availability(get("north", &[], 0))
+            .await
+            .expect("an answer")
+            .into_inner();
+        if answer.occupied_now == 3 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (answer.occupied_now, answer.free_now, answer.unknown_now),
+        (3, 0, 1)
+    );
+    assert!(!answer.stale, "{}", answer.stale_reason);
+    assert!(answer.data_age_ms < 60_000);
+    // Graceful shutdown: the server lets go of the live state, then ingestion stops cleanly.
+    drop(client);
+    let _ = shutdown.send(());
+    server.await.expect("the server stops");
+    Arc::try_unwrap(ingest)
+        .map_err(|_| "still shared")
+        .expect("the server released the live state")
+        .stop()
+        .expect("a clean stop");
+}

@@ -9,35 +9,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use parkcast_serving::ingest::{Ingest, IngestConfig};
+use parkcast_serving::ingest::Ingest;
 use parkcast_serving::live::LotSnapshot;
 use parkcast_serving::metrics::{self, IngestMetrics};
-use parkcast_serving::topology::Topology;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use super::stream::{BrokerArgs, load_config, topology_from_warehouse};
-use super::{GlobalArgs, WarehouseLocation};
+use super::GlobalArgs;
+use super::stream::LiveArgs;
 use crate::report;
 
 /// Arguments of `parkcast ingest`.
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// The warehouse whose `dim_slot` lists the lots and slots to accept.
     #[command(flatten)]
-    pub warehouse: WarehouseLocation,
-    /// Config file (TOML, the fields of `IngestConfig`: `group_id`, `state_dir`, `[kafka]`, ...);
-    /// `PARKCAST__...` environment variables override it.
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
-    #[command(flatten)]
-    pub broker: BrokerArgs,
-    /// Consumer group (overrides the config file).
-    #[arg(long)]
-    pub group: Option<String>,
-    /// Checkpoint folder (overrides the config file).
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    pub live: LiveArgs,
     /// Serve Prometheus metrics at `http://ADDRESS/metrics`.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
@@ -80,18 +66,7 @@ impl From<&LotSnapshot> for LotDump {
 }
 
 pub fn run(args: IngestArgs, _global: &GlobalArgs) -> Result<()> {
-    let mut config: IngestConfig = load_config(args.config.as_ref())?;
-    args.broker.apply(&mut config.kafka);
-    if let Some(group) = &args.group {
-        config.group_id.clone_from(group);
-    }
-    if let Some(state_dir) = &args.state_dir {
-        config.state_dir.clone_from(state_dir);
-    }
-    config.validate().context("invalid ingest configuration")?;
-    let warehouse = args.warehouse.open()?;
-    let topology =
-        Arc::new(Topology::new(topology_from_warehouse(&warehouse)?).context("invalid topology")?);
+    let (config, topology) = args.live.load()?;
     tracing::info!(
         lots = topology.lots().len(),
         slots = topology.slot_count(),

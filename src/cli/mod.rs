@@ -8,7 +8,9 @@ mod demo;
 mod import;
 mod ingest;
 mod models;
+mod query;
 mod replay;
+mod serve;
 mod simulate;
 mod stream;
 mod train;
@@ -79,6 +81,11 @@ pub enum Command {
     /// Append the topics to a warehouse's fact tables exactly once and roll lot occupancy forward,
     /// so `parkcast train` can learn from archived live data.
     Archive(archive::ArchiveArgs),
+    /// Live ingestion plus the gRPC server (Availability, health, reflection) and metrics: today
+    /// the live picture of each lot; forecasts come with the scoring path.
+    Serve(serve::ServeArgs),
+    /// Ask a running server about lots (table or --json).
+    Query(query::QueryArgs),
     /// Measure speed and memory of the main paths on real inputs, printed as a table.
     Bench(bench::BenchArgs),
 }
@@ -128,5 +135,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Replay(args) => replay::run(args, &cli.global),
         Command::Ingest(args) => ingest::run(args, &cli.global),
         Command::Archive(args) => archive::run(args, &cli.global),
+        Command::Serve(args) => serve::run(args, &cli.global),
+        Command::Query(args) => query::run(args),
     }
 }

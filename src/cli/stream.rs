@@ -24,6 +24,52 @@ pub struct BrokerArgs {
     pub topic_prefix: Option<String>,
 }
 
+/// Where live state comes from: the lots (a warehouse's `dim_slot`), the config, the broker, the
+/// group and the checkpoints. Shared by `parkcast ingest` and `parkcast serve`.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// The warehouse whose `dim_slot` lists the lots and slots to accept.
+    #[command(flatten)]
+    pub warehouse: super::WarehouseLocation,
+    /// Config file (TOML, the fields of `IngestConfig`: `group_id`, `state_dir`, `[kafka]`, ...;
+    /// see serving/config.example.toml); `PARKCAST__...` environment variables override it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Consumer group (overrides the config file).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Checkpoint folder (overrides the config file).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl LiveArgs {
+    /// The validated config (defaults < file < environment < flags) and the topology.
+    pub fn load(
+        &self,
+    ) -> Result<(
+        parkcast_serving::ingest::IngestConfig,
+        std::sync::Arc<parkcast_serving::topology::Topology>,
+    )> {
+        let mut config: parkcast_serving::ingest::IngestConfig = load_config(self.config.as_ref())?;
+        self.broker.apply(&mut config.kafka);
+        if let Some(group) = &self.group {
+            config.group_id.clone_from(group);
+        }
+        if let Some(state_dir) = &self.state_dir {
+            config.state_dir.clone_from(state_dir);
+        }
+        config.validate().context("invalid ingest configuration")?;
+        let warehouse = self.warehouse.open()?;
+        let topology =
+            parkcast_serving::topology::Topology::new(topology_from_warehouse(&warehouse)?)
+                .context("invalid topology")?;
+        Ok((config, std::sync::Arc::new(topology)))
+    }
+}
+
 /// Loads a config: built-in defaults, then the TOML file, then `PARKCAST__` environment variables
 /// (`PARKCAST__KAFKA__BOOTSTRAP_SERVERS=host:9092` sets `kafka.bootstrap_servers`).
 pub fn load_config<T: Serialize + DeserializeOwned + Default>(file: Option<&PathBuf>) -> Result<T> {
