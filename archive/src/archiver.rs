@@ -28,7 +28,7 @@ use parkcast_features::rows::{
 };
 use parkcast_features::schema::Table;
 use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError, by_partition_date};
-use parkcast_kafka::{KafkaConfig, next_offset, partition_count_with};
+use parkcast_kafka::{KafkaConfig, next_offset, partition_count};
 use parkcast_proto::v1::{
     CustomerScan, PaymentSlip, ReadingKind, ScanDirection, SensorReading, SessionEvent,
     SessionEventKind, SlotReport,
@@ -277,7 +277,7 @@ pub fn archive(
     let timeout = Duration::from_secs(10);
     for role in Role::ALL {
         let topic = role.topic(&config.kafka);
-        for partition in 0..partition_count_with(&consumer, topic, timeout)? {
+        for partition in 0..partition_count(&consumer, topic, timeout)? {
             let next = checkpoint
                 .next
                 .get(&(role, partition))

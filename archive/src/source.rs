@@ -53,7 +53,7 @@ use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use parkcast_features::rows::{CustomerScanRow, LotRow, ParkingSessionRow, PaymentRow, SlotRow};
 use parkcast_features::schema::Table;
-use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError};
+use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError, partition_date_of};
 use parkcast_proto::SCHEMA_VERSION;
 use parkcast_proto::topics;
 use parkcast_proto::v1::{
@@ -1216,7 +1216,7 @@ fn list_dates(
             continue;
         }
         for path in warehouse.table_files(table)? {
-            let date = partition_date(&path)
+            let date = partition_date_of(&path)
                 .ok_or_else(|| SourceError::NotPartitioned { path: path.clone() })?;
             let start_ms = date
                 .and_time(chrono::NaiveTime::MIN)
@@ -1242,12 +1242,6 @@ fn list_dates(
         }
     }
     Ok(by_date.into_values().collect())
-}
-
-/// The date of a `.../date=YYYY-MM-DD/file.parquet` path.
-fn partition_date(path: &Path) -> Option<NaiveDate> {
-    let folder = path.parent()?.file_name()?.to_str()?;
-    NaiveDate::parse_from_str(folder.strip_prefix("date=")?, "%Y-%m-%d").ok()
 }
 
 /// Reads one Parquet file of a table (some columns, or all), after checking its schema.
@@ -1481,13 +1475,13 @@ mod tests {
     #[test]
     fn partition_dates_come_from_the_folder_name() {
         assert_eq!(
-            partition_date(Path::new(
+            partition_date_of(Path::new(
                 "w/fact_slot_status/date=2014-06-11/part-melbourne-0.parquet"
             )),
             NaiveDate::from_ymd_opt(2014, 6, 11)
         );
         assert_eq!(
-            partition_date(Path::new("w/dim_slot/part-sim-0.parquet")),
+            partition_date_of(Path::new("w/dim_slot/part-sim-0.parquet")),
             None
         );
     }

@@ -854,7 +854,8 @@ fn check_writer_name(writer: &str) -> Result<()> {
     }
 }
 
-fn partition_date_of(path: &Path) -> Option<NaiveDate> {
+/// The date of a hive partition file: `.../date=YYYY-MM-DD/file.parquet`.
+pub fn partition_date_of(path: &Path) -> Option<NaiveDate> {
     let folder = path.parent()?.file_name()?.to_str()?;
     let date = folder.strip_prefix("date=")?;
     NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()

@@ -34,7 +34,7 @@ pub use deadletter::{
     send_with_backpressure,
 };
 pub use embedded::EmbeddedBroker;
-pub use topics::{TopicError, create_topics, partition_count, partition_count_with};
+pub use topics::{TopicError, create_topics, partition_count};
 
 /// The offset to resume from after consuming `consumed`: Kafka commits name the next message to
 /// read, not the last one read.

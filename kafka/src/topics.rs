@@ -57,18 +57,8 @@ pub fn create_topics(
     Ok(())
 }
 
-/// The number of partitions of `topic`, from the broker's metadata.
-pub fn partition_count(
-    config: &KafkaConfig,
-    topic: &str,
-    timeout: Duration,
-) -> Result<i32, TopicError> {
-    let client: BaseConsumer = config.client_config().create()?;
-    partition_count_with(&client, topic, timeout)
-}
-
-/// Like [`partition_count`], with an existing consumer.
-pub fn partition_count_with<C: rdkafka::consumer::ConsumerContext>(
+/// The number of partitions of `topic`, from the broker's metadata (through an existing consumer).
+pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     timeout: Duration,

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use parkcast_kafka::{
     DeadLetterError, DeadLetterSink, KafkaConfig, SourcePosition, next_offset, now_ms,
-    partition_count_with,
+    partition_count,
 };
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -684,8 +684,8 @@ impl Ingest {
         })?;
         let timeout = Duration::from_secs(10);
         let topics = &config.kafka.topics;
-        let sensor = partition_count_with(&consumer, &topics.sensor, timeout)?;
-        let session = partition_count_with(&consumer, &topics.session, timeout)?;
+        let sensor = partition_count(&consumer, &topics.sensor, timeout)?;
+        let session = partition_count(&consumer, &topics.session, timeout)?;
         if sensor != session {
             return Err(IngestError::PartitionMismatch {
                 sensor_topic: topics.sensor.clone(),

@@ -163,7 +163,7 @@ impl LotRecord {
 }
 
 /// A lot's live picture at an instant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LotSnapshot {
     /// Slots reporting occupied.
     pub occupied: u32,

@@ -1,7 +1,6 @@
 //! `parkcast ingest`: the live consumer on its own (sensor and session topics into live state),
 //! with Prometheus metrics, until Ctrl-C or, with `--until-caught-up`, until it has read everything.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -10,10 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use parkcast_serving::ingest::Ingest;
-use parkcast_serving::live::LotSnapshot;
 use parkcast_serving::metrics::{self, IngestMetrics};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
 use super::GlobalArgs;
 use super::stream::LiveArgs;
@@ -33,36 +30,6 @@ pub struct IngestArgs {
     /// On stop, write every owned lot's picture as JSON here (at the newest event time).
     #[arg(long)]
     pub dump_state: Option<PathBuf>,
-}
-
-/// One lot in `--dump-state`.
-#[derive(Debug, Serialize)]
-struct LotDump {
-    occupied: u32,
-    free: u32,
-    unknown: u32,
-    newest_event_ms: Option<i64>,
-    arrivals_last_hour: u32,
-    departures_last_hour: u32,
-    entries_last_hour: u32,
-    exits_last_hour: u32,
-    dwell_minutes: Vec<f64>,
-}
-
-impl From<&LotSnapshot> for LotDump {
-    fn from(snapshot: &LotSnapshot) -> Self {
-        LotDump {
-            occupied: snapshot.occupied,
-            free: snapshot.free,
-            unknown: snapshot.unknown,
-            newest_event_ms: snapshot.newest_event_ms,
-            arrivals_last_hour: snapshot.arrivals_last_hour,
-            departures_last_hour: snapshot.departures_last_hour,
-            entries_last_hour: snapshot.entries_last_hour,
-            exits_last_hour: snapshot.exits_last_hour,
-            dwell_minutes: snapshot.dwell_minutes.clone(),
-        }
-    }
 }
 
 pub fn run(args: IngestArgs, _global: &GlobalArgs) -> Result<()> {
@@ -151,11 +118,7 @@ pub fn run(args: IngestArgs, _global: &GlobalArgs) -> Result<()> {
     let (snapshots, handled) = stats;
     let summary = ingest.stop().context("ingestion stopped with an error")?;
     if let Some(path) = &args.dump_state {
-        let dump: BTreeMap<&String, LotDump> = snapshots
-            .iter()
-            .map(|(lot, snapshot)| (lot, LotDump::from(snapshot)))
-            .collect();
-        std::fs::write(path, serde_json::to_string_pretty(&dump)? + "\n")
+        std::fs::write(path, serde_json::to_string_pretty(&snapshots)? + "\n")
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
     let text = metrics::render(
