@@ -55,7 +55,56 @@ impl ResidualCalibration {
 
     /// The interval of rates at `coverage` around a forecast rate, clipped to [0, 1].
     pub fn interval(&self, forecast_rate: f64, coverage: f64) -> (f64, f64) {
-        let half_width = self.half_width(coverage);
+        self.scaled(1.0).interval(forecast_rate, coverage)
+    }
+
+    /// P(rate >= threshold) given the forecast.
+    pub fn probability_at_least(&self, forecast_rate: f64, threshold_rate: f64) -> f64 {
+        self.scaled(1.0)
+            .probability_at_least(forecast_rate, threshold_rate)
+    }
+
+    /// P(rate < threshold) given the forecast.
+    pub fn probability_below(&self, forecast_rate: f64, threshold_rate: f64) -> f64 {
+        self.scaled(1.0)
+            .probability_below(forecast_rate, threshold_rate)
+    }
+
+    /// P(at least one free slot) for a lot of `capacity` slots: P(occupied <= capacity - 1).
+    pub fn probability_free_slot(&self, forecast_rate: f64, capacity: f64) -> f64 {
+        self.scaled(1.0)
+            .probability_free_slot(forecast_rate, capacity)
+    }
+
+    /// The calibration with every residual multiplied by `scale` (clamped to [0, 1]).
+    ///
+    /// Serving answers targets between *now*, where the occupancy is read, not forecast, and a
+    /// horizon's target: the error there grows from nothing to the horizon's error. Shrinking the
+    /// horizon's residuals linearly with the share of the horizon elapsed is the simplest shape
+    /// that is exact at both ends.
+    pub fn scaled(&self, scale: f64) -> ScaledCalibration<'_> {
+        ScaledCalibration {
+            calibration: self,
+            scale: if scale.is_nan() {
+                1.0
+            } else {
+                scale.clamp(0.0, 1.0)
+            },
+        }
+    }
+}
+
+/// A [`ResidualCalibration`] with its residuals scaled ([`ResidualCalibration::scaled`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ScaledCalibration<'a> {
+    calibration: &'a ResidualCalibration,
+    scale: f64,
+}
+
+impl ScaledCalibration<'_> {
+    /// The interval of rates at `coverage` around a forecast rate, clipped to [0, 1].
+    pub fn interval(&self, forecast_rate: f64, coverage: f64) -> (f64, f64) {
+        let half_width = self.calibration.half_width(coverage) * self.scale;
         (
             (forecast_rate - half_width).clamp(0.0, 1.0),
             (forecast_rate + half_width).clamp(0.0, 1.0),
@@ -64,19 +113,25 @@ impl ResidualCalibration {
 
     /// P(rate >= threshold) given the forecast.
     pub fn probability_at_least(&self, forecast_rate: f64, threshold_rate: f64) -> f64 {
-        let below = self.count_below(forecast_rate, threshold_rate);
-        (self.signed.len() - below) as f64 / self.signed.len() as f64
+        let total = self.calibration.signed.len();
+        (total - self.count_below(forecast_rate, threshold_rate)) as f64 / total as f64
     }
 
     /// P(rate < threshold) given the forecast.
     pub fn probability_below(&self, forecast_rate: f64, threshold_rate: f64) -> f64 {
-        self.count_below(forecast_rate, threshold_rate) as f64 / self.signed.len() as f64
+        let signed = &self.calibration.signed;
+        self.count_below(forecast_rate, threshold_rate) as f64 / signed.len() as f64
     }
 
-    /// Residuals r with forecast + r < threshold, that is r < threshold - forecast.
+    /// Residuals r with forecast + scale * r < threshold.
     fn count_below(&self, forecast_rate: f64, threshold_rate: f64) -> usize {
+        let signed = &self.calibration.signed;
         let cut = threshold_rate - forecast_rate;
-        self.signed.partition_point(|residual| *residual < cut)
+        if self.scale == 0.0 {
+            return if cut > 0.0 { signed.len() } else { 0 };
+        }
+        let cut = cut / self.scale;
+        signed.partition_point(|residual| *residual < cut)
     }
 
     /// P(at least one free slot) for a lot of `capacity` slots: P(occupied <= capacity - 1).
@@ -246,6 +301,29 @@ mod tests {
         assert_eq!(rolling.snapshot().map(|c| c.len()), Some(3));
         rolling.advance_to(1_000);
         assert!(rolling.is_empty());
+    }
+
+    #[test]
+    fn a_scaled_calibration_narrows_from_the_full_horizon_to_nothing() {
+        let calibration = ResidualCalibration::fit([-0.2, -0.1, 0.0, 0.1, 0.2]).expect("residuals");
+        let full = calibration.scaled(1.0);
+        assert_eq!(full.interval(0.5, 0.8), calibration.interval(0.5, 0.8));
+        assert_eq!(full.probability_below(0.5, 0.57), 0.6);
+        // Half the horizon: residuals -0.1 .. 0.1, so 0.57 lies above four of five outcomes.
+        let half = calibration.scaled(0.5);
+        assert_eq!(half.interval(0.5, 0.8), (0.4, 0.6));
+        assert_eq!(half.probability_below(0.5, 0.57), 0.8);
+        assert_eq!(half.probability_at_least(0.5, 0.57), 0.2);
+        // Now: the forecast is the reading itself.
+        let now = calibration.scaled(0.0);
+        assert_eq!(now.interval(0.5, 0.95), (0.5, 0.5));
+        assert_eq!(now.probability_below(0.5, 0.55), 1.0);
+        assert_eq!(now.probability_below(0.5, 0.5), 0.0);
+        assert_eq!(now.probability_free_slot(1.0, 10.0), 0.0);
+        assert_eq!(
+            calibration.scaled(f64::NAN).interval(0.5, 0.8),
+            full.interval(0.5, 0.8)
+        );
     }
 
     proptest! {

@@ -14,7 +14,7 @@ use parkcast_features::baseline::WeekdayProfile;
 use parkcast_features::calendar::{HolidayCalendar, HolidayRegion};
 use parkcast_features::conformal::ResidualCalibration;
 use parkcast_features::vector::{
-    FeatureParams, LotContext, LotProfile, ScheduledEvent, lot_kind_code,
+    FeatureParams, LotContext, LotFeatureState, LotProfile, ScheduledEvent, index, lot_kind_code,
 };
 use serde::{Deserialize, Serialize};
 
@@ -168,4 +168,85 @@ impl LoadedModel {
     pub fn calibration(&self, horizon_minutes: u32) -> Option<&ResidualCalibration> {
         self.bundle.calibrations.get(&horizon_minutes)
     }
+
+    /// The grid step, minutes.
+    pub fn step_minutes(&self) -> u32 {
+        self.bundle.feature_params.step_minutes
+    }
+
+    /// The horizons forecast, minutes, ascending.
+    pub fn horizons_minutes(&self) -> Vec<u32> {
+        let mut minutes: Vec<u32> = self
+            .bundle
+            .horizons
+            .iter()
+            .map(|steps| steps * self.step_minutes())
+            .collect();
+        minutes.sort_unstable();
+        minutes.dedup();
+        minutes
+    }
+
+    /// An empty incremental feature state of a lot the model knows, with the model's context and
+    /// fitted profile for it.
+    pub fn new_state(&self, lot_id: &str) -> Option<LotFeatureState> {
+        let (context, profile) = self.lot(lot_id)?;
+        Some(LotFeatureState::new(
+            self.bundle.feature_params,
+            context.clone(),
+            Arc::clone(profile),
+        ))
+    }
+
+    /// The forecast of every horizon from the state's latest grid instant; `None` before the state
+    /// has a value. Trainer and server both score through here.
+    pub fn forecast(&self, state: &LotFeatureState) -> Option<LotForecast> {
+        let origin_ms = state.now_ms()?;
+        let step_ms = self.bundle.feature_params.step_ms();
+        let mut horizons: Vec<u32> = self.bundle.horizons.clone();
+        horizons.sort_unstable();
+        horizons.dedup();
+        let vectors: Vec<_> = horizons
+            .iter()
+            .map(|steps| state.vector(*steps))
+            .collect::<Option<_>>()?;
+        let capacity = vectors.first()?[index::CAPACITY];
+        let rates = self.forecaster().predict(&vectors);
+        let horizons = horizons
+            .iter()
+            .zip(rates)
+            .map(|(steps, rate)| HorizonForecast {
+                horizon_minutes: steps * self.step_minutes(),
+                target_ms: origin_ms + i64::from(*steps) * step_ms,
+                rate,
+            })
+            .collect();
+        Some(LotForecast {
+            origin_ms,
+            capacity,
+            horizons,
+        })
+    }
+}
+
+/// A lot's forecast from one origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LotForecast {
+    /// The origin grid instant, ms.
+    pub origin_ms: i64,
+    /// The lot's capacity at the origin.
+    pub capacity: f64,
+    /// One per horizon, ascending.
+    pub horizons: Vec<HorizonForecast>,
+}
+
+/// The forecast of one horizon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HorizonForecast {
+    /// The horizon, minutes.
+    pub horizon_minutes: u32,
+    /// The target instant, ms.
+    pub target_ms: i64,
+    /// The occupancy rate forecast, in [0, 1] (NaN where the model could not forecast).
+    pub rate: f64,
 }

@@ -82,6 +82,15 @@ fn horizon_of(row: &FeatureVector) -> u32 {
     row[index::HORIZON_MINUTES] as u32
 }
 
+/// The report name of a saved model kind (`gbm`, `linear`): what backtest metrics call it.
+pub fn report_name(kind: &str) -> Option<&'static str> {
+    match kind {
+        "gbm" => Some("gradient-boosted trees"),
+        "linear" => Some("elastic net"),
+        _ => None,
+    }
+}
+
 /// A fitted forecaster.
 pub trait Forecaster: Send + Sync {
     /// Name in reports.

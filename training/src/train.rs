@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Days, Utc};
 use parkcast_features::conformal::ResidualCalibration;
-use parkcast_features::vector::{FEATURE_NAMES, LotFeatureState, LotProfile};
+use parkcast_features::vector::{FEATURE_NAMES, LotProfile};
 use parkcast_features::warehouse::Warehouse;
 
 use crate::backtest::{
@@ -292,8 +292,6 @@ fn csv_text(write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>) ->
 /// P(at least one free slot).
 fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, ModelError> {
     let loaded = ModelBundle::from_bytes(model_file)?.load()?;
-    let params = loaded.bundle.feature_params;
-    let horizons = loaded.bundle.horizons.clone();
     let history_ms = 9 * 86_400_000;
     // One as-of instant for every lot: the newest reading anywhere. A lot whose data stops earlier is
     // forecast from its own last reading, and its data age says how stale that is.
@@ -304,13 +302,12 @@ fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, Model
         .unwrap_or_default();
     let mut rows = Vec::new();
     for lot in lots {
-        let Some((context, profile)) = loaded.lot(&lot.lot_id) else {
-            continue;
-        };
         let Some((last_ms, _)) = lot.series.iter().last() else {
             continue;
         };
-        let mut state = LotFeatureState::new(params, context.clone(), profile.clone());
+        let Some(mut state) = loaded.new_state(&lot.lot_id) else {
+            continue;
+        };
         for (instant, value) in lot
             .series
             .iter()
@@ -332,14 +329,12 @@ fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, Model
         {
             state.push_departure(ts);
         }
-        let vectors: Vec<_> = horizons.iter().filter_map(|h| state.vector(*h)).collect();
-        if vectors.len() != horizons.len() {
+        let Some(forecast) = loaded.forecast(&state) else {
             continue;
-        }
-        let forecasts = loaded.forecaster().predict(&vectors);
-        for ((horizon, vector), rate) in horizons.iter().zip(&vectors).zip(forecasts) {
-            let minutes = horizon * params.step_minutes;
-            let capacity = vector[parkcast_features::vector::index::CAPACITY];
+        };
+        let capacity = forecast.capacity;
+        for horizon in &forecast.horizons {
+            let (minutes, rate) = (horizon.horizon_minutes, horizon.rate);
             let Some(calibration) = loaded.calibration(minutes) else {
                 continue;
             };
@@ -350,7 +345,7 @@ fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, Model
                 (as_of_ms - last_ms) / 60_000,
                 last_ms,
                 minutes,
-                last_ms + i64::from(*horizon) * params.step_ms(),
+                horizon.target_ms,
                 capacity,
                 [
                     rate,
