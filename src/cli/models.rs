@@ -1,12 +1,17 @@
-//! `parkcast models list|show`: what the model registry holds.
+//! `parkcast models list|show`: what the model registry holds; `parkcast models activate`: switch a
+//! running server to a version.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use comfy_table::{Cell, CellAlignment};
+use parkcast_proto::v1::ActivateModelRequest;
+use parkcast_proto::v1::models_client::ModelsClient;
 use parkcast_training::registry::Registry;
+use tonic::metadata::MetadataValue;
 
+use super::query;
 use crate::report;
 
 /// Arguments of `parkcast models`.
@@ -33,8 +38,35 @@ pub enum ModelsCommand {
         #[arg(long)]
         verify: bool,
     },
+    /// Ask a running server to load, check and serve a version (ActivateModel); a version that fails
+    /// its checks is refused and the active model keeps serving.
+    Activate(ActivateArgs),
 }
 
+/// Arguments of `parkcast models activate`.
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// The model line.
+    pub name: String,
+    /// The version (default: the newest).
+    pub version: Option<u32>,
+    /// Server address (`http://host:port`; a bare `host:port` means http).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "PARKCAST_GRPC_ADDR"
+    )]
+    pub addr: String,
+    /// The server's admin token, sent as `authorization: Bearer <token>` (prefer the environment
+    /// variable: a flag shows in the process list).
+    #[arg(long, env = "PARKCAST_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print the activated model as one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `parkcast models`.
 pub fn run(args: ModelsArgs) -> Result<()> {
     let registry = Registry::open(&args.registry);
     match args.command {
@@ -44,7 +76,29 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             version,
             verify,
         } => show(&registry, &name, version, verify),
+        ModelsCommand::Activate(activate_args) => activate(&activate_args),
     }
+}
+
+/// Calls `ActivateModel` with the bearer token and prints the activated model, or the refusal as an
+/// error.
+fn activate(args: &ActivateArgs) -> Result<()> {
+    let bearer = MetadataValue::try_from(format!("Bearer {}", args.token))
+        .context("the token cannot be sent as gRPC metadata (only visible ASCII is allowed)")?;
+    let mut request = tonic::Request::new(ActivateModelRequest {
+        name: args.name.clone(),
+        version: args.version.unwrap_or(0),
+    });
+    request.metadata_mut().insert("authorization", bearer);
+    let model = query::runtime()?.block_on(async {
+        let channel = query::connect(&args.addr).await?;
+        ModelsClient::new(channel)
+            .activate_model(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(query::refused)
+    })?;
+    query::print_model(&model, args.json)
 }
 
 fn list(registry: &Registry) -> Result<()> {
