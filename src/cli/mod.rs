@@ -3,6 +3,7 @@
 mod archive;
 mod backtest;
 mod bench;
+mod bench_grpc;
 mod bench_stream;
 mod demo;
 mod import;
