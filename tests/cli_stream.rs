@@ -105,10 +105,11 @@ fn a_consumer_killed_mid_stream_resumes_to_the_state_of_an_uninterrupted_run() {
     std::fs::write(
         &config,
         r#"# Checkpoint often, and let a killed member's session expire quickly.
+[ingest]
 checkpoint_interval_ms = 300
 probe_interval_ms = 200
 
-[kafka.librdkafka_options]
+[ingest.kafka.librdkafka_options]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
 "#,

@@ -1,150 +1,664 @@
-//! The `Availability` gRPC service (first part of the serving issue): the live picture of a lot,
-//! checked requests, one error conversion.
+//! The gRPC services: `Availability` (the driver's app) and `Models` (operators).
 //!
-//! What it answers today: occupied / free / unknown slots now, the data age and a stale flag, from
-//! live state. Forecasts need the scoring path (live state into the shared incremental features and
-//! the loaded model), which is not built yet: a request for horizons or an arrival time gets
-//! `UNAVAILABLE` saying so, rather than an answer without forecasts that looks complete.
-//! `SearchNearby` and `WatchAvailability` are `UNIMPLEMENTED` for the same reason.
+//! Handlers check the request first ([`crate::requests`]), then read the lot's ready answer from the
+//! scorer ([`Scoring::answer`]): no handler waits for ingestion or runs the model. Every answer says
+//! when it was computed, how old the lot's newest event is, whether the data is stale and why, and
+//! which model made the forecasts; counts and intervals are bounded to [0, capacity] and
+//! probabilities to [0, 1].
+//!
+//! `SearchNearby` ranks the lots within the radius by the probability of at least one free slot at
+//! arrival. With a slot type, only lots with slots of that type are candidates; the probability is
+//! still the lot's (occupancy is not forecast per slot type), and `slots_of_type` says how many
+//! there are. Lots without coordinates or without a forecast are left out.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
+use parkcast_inference::model::report_name;
+use parkcast_inference::registry::Manifest;
 use parkcast_proto::v1::availability_server::Availability;
+use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
-    BatchGetAvailabilityRequest, BatchGetAvailabilityResponse, GetAvailabilityRequest,
-    LotAvailability, SearchNearbyRequest, SearchNearbyResponse, WatchAvailabilityRequest,
+    ActivateModelRequest, BatchGetAvailabilityRequest, BatchGetAvailabilityResponse,
+    DescribeModelRequest, Forecast, GetAvailabilityRequest, HorizonMetrics, ListModelsRequest,
+    ListModelsResponse, LotAvailability, ModelInfo, NearbyLot, SearchNearbyRequest,
+    SearchNearbyResponse, SlotType, WatchAvailabilityRequest,
 };
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::live::LotSnapshot;
-use crate::requests::{AvailabilityQuery, RequestLimits, When, check_batch, check_get};
+use crate::metrics::ServingMetrics;
+use crate::models::ModelManager;
+use crate::requests::{
+    AvailabilityQuery, RequestLimits, When, check_batch, check_get, check_search, check_watch,
+};
+use crate::scoring::{LotAnswer, Scoring, forecast_at};
 use crate::topology::{LotIndex, Topology};
 
-/// What the service reads: the topology and each lot's live picture.
-pub trait LiveView: Send + Sync + 'static {
-    /// The lots and slots served.
-    fn topology(&self) -> &Topology;
-    /// A lot's picture at `now_ms`, and whether ingestion considers its data stale (with why).
-    fn lot(&self, lot: LotIndex, now_ms: i64) -> Option<(LotSnapshot, Option<String>)>;
+/// What a lot is, beyond its slots: for names and `SearchNearby`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LotInfo {
+    /// Human-readable name.
+    pub name: String,
+    /// WGS84 latitude, when known.
+    pub latitude: Option<f64>,
+    /// WGS84 longitude, when known.
+    pub longitude: Option<f64>,
+    /// Slots per [`SlotType`] value (index = the enum's number).
+    pub slots_by_type: [u32; 6],
 }
 
-/// The service over a live view.
-pub struct AvailabilityService<V> {
-    view: Arc<V>,
-    limits: RequestLimits,
-    /// A lot whose newest event is older than this is stale, ms.
-    stale_after_ms: i64,
-    clock: fn() -> i64,
+/// [`LotInfo`] of every served lot, in topology order.
+#[derive(Debug, Clone, Default)]
+pub struct LotDirectory {
+    lots: Vec<LotInfo>,
 }
 
-impl<V: LiveView> AvailabilityService<V> {
-    /// A service answering from `view`, with the wall clock.
-    pub fn new(view: Arc<V>, limits: RequestLimits, stale_after_ms: i64) -> Self {
-        AvailabilityService {
-            view,
-            limits,
-            stale_after_ms,
-            clock: parkcast_kafka::now_ms,
+impl LotDirectory {
+    /// The directory of a topology's lots; lots missing from `infos` are named by their id, without
+    /// location.
+    pub fn new(
+        topology: &Topology,
+        mut infos: std::collections::HashMap<String, LotInfo>,
+    ) -> LotDirectory {
+        LotDirectory {
+            lots: topology
+                .lots()
+                .iter()
+                .map(|lot| {
+                    infos.remove(&lot.lot_id).unwrap_or_else(|| LotInfo {
+                        name: lot.lot_id.clone(),
+                        ..LotInfo::default()
+                    })
+                })
+                .collect(),
         }
     }
 
-    /// The same with another clock (tests, replays of the past).
-    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
-        self.clock = clock;
-        self
+    fn get(&self, lot: LotIndex) -> Option<&LotInfo> {
+        self.lots.get(lot as usize)
+    }
+}
+
+/// The slot type of a `dim_slot.slot_type` value.
+pub fn slot_type_of(name: &str) -> SlotType {
+    match name {
+        "ev" => SlotType::Ev,
+        "disabled" => SlotType::Disabled,
+        "motorcycle" => SlotType::Motorcycle,
+        "loading" => SlotType::Loading,
+        _ => SlotType::Standard,
+    }
+}
+
+/// Whole minutes in a non-negative span, rounded up.
+fn ceil_minutes(span_ms: i64) -> i64 {
+    (span_ms.max(0) + 59_999) / 60_000
+}
+
+/// Great-circle distance, metres (haversine on a 6,371 km sphere).
+pub fn distance_m(from: (f64, f64), to: (f64, f64)) -> f64 {
+    let (lat1, lon1) = (from.0.to_radians(), from.1.to_radians());
+    let (lat2, lon2) = (to.0.to_radians(), to.1.to_radians());
+    let a = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    2.0 * 6_371_000.0 * a.sqrt().min(1.0).asin()
+}
+
+/// Shared by both services: the scorer, lot directory, limits and metrics.
+#[derive(Debug, Clone)]
+pub struct ServiceContext {
+    /// The scorer with the ready answers.
+    pub scoring: Arc<Scoring>,
+    /// Lot names, locations and slot types.
+    pub directory: Arc<LotDirectory>,
+    /// Request bounds (the longest horizon follows the active model).
+    pub limits: RequestLimits,
+    /// A lot whose newest event is older than this is stale, ms.
+    pub stale_after_ms: i64,
+    /// Request metrics.
+    pub metrics: Option<ServingMetrics>,
+}
+
+impl ServiceContext {
+    fn record<T>(&self, rpc: usize, started: Instant, result: &Result<T, Status>) {
+        if let Some(metrics) = &self.metrics {
+            let code = result
+                .as_ref()
+                .map_or_else(Status::code, |_| tonic::Code::Ok);
+            metrics.request(rpc, started.elapsed().as_secs_f64(), code);
+        }
     }
 
-    fn answer(&self, query: &AvailabilityQuery, now_ms: i64) -> Result<LotAvailability, Status> {
-        if query.when != When::Horizons(Vec::new()) {
+    /// The limits with the active model's longest horizon. Without a model any horizon passes the
+    /// checks, so that the answer is the truthful `UNAVAILABLE` rather than "horizon not served".
+    fn limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_horizon_minutes: self
+                .scoring
+                .model()
+                .map_or(u32::MAX, |served| served.max_horizon_minutes),
+            ..self.limits
+        }
+    }
+
+    /// The answer for a checked query at `now_ms`. `strict`: a forecast asked without an active
+    /// model is an error (`UNAVAILABLE`), else the answer says so in its stale reason.
+    fn answer(
+        &self,
+        query: &AvailabilityQuery,
+        now_ms: i64,
+        strict: bool,
+    ) -> Result<LotAvailability, Status> {
+        let ready = self.scoring.answer(query.lot);
+        let targets: Vec<(u32, i64)> = match &query.when {
+            When::Horizons(horizons) => horizons
+                .iter()
+                .map(|minutes| (*minutes, now_ms + i64::from(*minutes) * 60_000))
+                .collect(),
+            When::Arrival(arrival_ms) => {
+                let minutes = u32::try_from(ceil_minutes(arrival_ms - now_ms)).unwrap_or(u32::MAX);
+                vec![(minutes, *arrival_ms)]
+            }
+        };
+        if strict && !targets.is_empty() && ready.model.is_none() {
             return Err(Status::unavailable(
-                "forecasts are not served yet (no scoring path); ask without horizons or arrival time for the live picture",
+                "no model is active yet; ask without horizons or arrival time for the live picture",
             ));
         }
-        let topology = &self.view.topology().lots()[query.lot as usize];
-        let (snapshot, ingest_stale) = self.view.lot(query.lot, now_ms).ok_or_else(|| {
-            Status::not_found(format!("lot {:?} has no live state", topology.lot_id))
-        })?;
-        let data_age_ms = snapshot
-            .newest_event_ms
-            .map_or(i64::MAX, |newest| now_ms.saturating_sub(newest).max(0));
-        let stale_reason = match (ingest_stale, snapshot.newest_event_ms) {
-            (Some(reason), _) => reason,
-            (None, None) => "no event received for this lot yet".to_owned(),
-            (None, Some(_)) if data_age_ms > self.stale_after_ms => {
-                format!("the newest event is {} s old", data_age_ms / 1_000)
+        Ok(self.availability(query.lot, &ready, now_ms, &targets))
+    }
+
+    /// A lot's answer now at `horizons_minutes` (not checked against the limits): what
+    /// `GetAvailability` would answer, for in-process readers (the demo's table).
+    pub fn lot_answer(&self, lot: LotIndex, horizons_minutes: &[u32]) -> LotAvailability {
+        let now_ms = self.scoring.now_ms();
+        let targets: Vec<(u32, i64)> = horizons_minutes
+            .iter()
+            .map(|minutes| (*minutes, now_ms + i64::from(*minutes) * 60_000))
+            .collect();
+        self.availability(lot, &self.scoring.answer(lot), now_ms, &targets)
+    }
+
+    fn availability(
+        &self,
+        lot: LotIndex,
+        ready: &LotAnswer,
+        now_ms: i64,
+        targets: &[(u32, i64)],
+    ) -> LotAvailability {
+        let topology = &self.scoring.topology().lots()[lot as usize];
+        let capacity = topology.capacity;
+        let newest = ready
+            .snapshot
+            .as_ref()
+            .and_then(|snapshot| snapshot.newest_event_ms);
+        let data_age_ms = newest.map_or(i64::MAX, |newest| now_ms.saturating_sub(newest).max(0));
+        let mut reasons = Vec::new();
+        if let Some(reason) = self.scoring.stale_reason() {
+            reasons.push(reason);
+        }
+        match newest {
+            None => reasons.push("no event received for this lot yet".to_owned()),
+            Some(_) if data_age_ms > self.stale_after_ms => {
+                reasons.push(format!("the newest event is {} s old", data_age_ms / 1_000));
             }
-            _ => String::new(),
-        };
-        Ok(LotAvailability {
+            Some(_) => {}
+        }
+        let (occupied, free, unknown) = ready
+            .snapshot
+            .as_ref()
+            .map_or((0, 0, capacity), |s| (s.occupied, s.free, s.unknown));
+        let mut forecasts = Vec::with_capacity(targets.len());
+        if !targets.is_empty() {
+            match (&ready.model, &ready.forecast) {
+                (None, _) => reasons.push("no model is active".to_owned()),
+                (Some(_), None) => {
+                    reasons.push("no forecast: the lot has no grid history".to_owned());
+                }
+                (Some(served), Some(forecast)) => {
+                    // The live reading anchors the near term only while it is fresh.
+                    let live = (reasons.is_empty() && capacity > 0)
+                        .then(|| (now_ms, f64::from(occupied) / f64::from(capacity)));
+                    let capacity_f = f64::from(capacity);
+                    for &(minutes, target_ms) in targets {
+                        let Some(point) = forecast_at(
+                            |horizon| served.model.calibration(horizon),
+                            forecast,
+                            live,
+                            target_ms,
+                        ) else {
+                            reasons.push(format!(
+                                "no forecast: the last one (from {} s ago) does not reach this far",
+                                (now_ms - forecast.origin_ms) / 1_000
+                            ));
+                            break;
+                        };
+                        let free = |rate: f64| (capacity_f * (1.0 - rate)).clamp(0.0, capacity_f);
+                        forecasts.push(Forecast {
+                            target_time_ms: target_ms,
+                            horizon_minutes: minutes,
+                            expected_free: free(point.rate),
+                            free_low_80: free(point.interval_80.1),
+                            free_high_80: free(point.interval_80.0),
+                            free_low_95: free(point.interval_95.1),
+                            free_high_95: free(point.interval_95.0),
+                            probability_any_free: point.probability_any_free.clamp(0.0, 1.0),
+                        });
+                    }
+                }
+            }
+        }
+        let info = self.directory.get(lot);
+        LotAvailability {
             lot_id: topology.lot_id.clone(),
-            name: topology.lot_id.clone(),
-            capacity: topology.capacity,
+            name: info.map_or_else(|| topology.lot_id.clone(), |info| info.name.clone()),
+            capacity,
             as_of_ms: now_ms,
             data_age_ms,
-            stale: !stale_reason.is_empty(),
-            stale_reason,
-            occupied_now: snapshot.occupied,
-            free_now: snapshot.free,
-            unknown_now: snapshot.unknown,
-            model_name: String::new(),
-            model_version: 0,
-            forecasts: Vec::new(),
-        })
+            stale: !reasons.is_empty(),
+            stale_reason: reasons.join("; "),
+            occupied_now: occupied,
+            free_now: free,
+            unknown_now: unknown,
+            model_name: ready
+                .model
+                .as_ref()
+                .map(|served| served.manifest.name.clone())
+                .unwrap_or_default(),
+            model_version: ready
+                .model
+                .as_ref()
+                .map_or(0, |served| served.manifest.version),
+            forecasts,
+        }
+    }
+}
+
+/// The `Availability` service.
+#[derive(Debug, Clone)]
+pub struct AvailabilityService {
+    context: ServiceContext,
+}
+
+impl AvailabilityService {
+    /// The service over a context.
+    pub fn new(context: ServiceContext) -> Self {
+        AvailabilityService { context }
     }
 }
 
 /// The stream of `WatchAvailability`.
-type WatchStream = tonic::codegen::BoxStream<LotAvailability>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<LotAvailability, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl<V: LiveView> Availability for AvailabilityService<V> {
+impl Availability for AvailabilityService {
     async fn get_availability(
         &self,
         request: Request<GetAvailabilityRequest>,
     ) -> Result<Response<LotAvailability>, Status> {
-        let now_ms = (self.clock)();
-        let query = check_get(
+        let started = Instant::now();
+        let context = &self.context;
+        let now_ms = context.scoring.now_ms();
+        let result = check_get(
             request.get_ref(),
-            self.view.topology(),
-            &self.limits,
+            context.scoring.topology(),
+            &context.limits(),
             now_ms,
-        )?;
-        Ok(Response::new(self.answer(&query, now_ms)?))
+        )
+        .map_err(Status::from)
+        .and_then(|query| context.answer(&query, now_ms, true))
+        .map(Response::new);
+        context.record(0, started, &result);
+        result
     }
 
     async fn batch_get_availability(
         &self,
         request: Request<BatchGetAvailabilityRequest>,
     ) -> Result<Response<BatchGetAvailabilityResponse>, Status> {
-        let now_ms = (self.clock)();
-        let queries = check_batch(
+        let started = Instant::now();
+        let context = &self.context;
+        let now_ms = context.scoring.now_ms();
+        let result = check_batch(
             request.get_ref(),
-            self.view.topology(),
-            &self.limits,
+            context.scoring.topology(),
+            &context.limits(),
             now_ms,
-        )?;
-        let lots = queries
-            .iter()
-            .map(|query| self.answer(query, now_ms))
-            .collect::<Result<_, _>>()?;
-        Ok(Response::new(BatchGetAvailabilityResponse { lots }))
+        )
+        .map_err(Status::from)
+        .and_then(|queries| {
+            queries
+                .iter()
+                .map(|query| context.answer(query, now_ms, true))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map(|lots| Response::new(BatchGetAvailabilityResponse { lots }));
+        context.record(1, started, &result);
+        result
     }
 
     async fn search_nearby(
         &self,
-        _request: Request<SearchNearbyRequest>,
+        request: Request<SearchNearbyRequest>,
     ) -> Result<Response<SearchNearbyResponse>, Status> {
-        Err(Status::unimplemented(
-            "SearchNearby needs lot locations and forecasts; not served yet",
-        ))
+        let started = Instant::now();
+        let context = &self.context;
+        let now_ms = context.scoring.now_ms();
+        let result = check_search(request.get_ref(), &context.limits(), now_ms)
+            .map_err(Status::from)
+            .and_then(|query| {
+                if query.arrival_ms > now_ms && context.scoring.model().is_none() {
+                    return Err(Status::unavailable(
+                        "no model is active yet; search without an arrival time for the live picture",
+                    ));
+                }
+                let mut found = Vec::new();
+                for (index, info) in context.directory.lots.iter().enumerate() {
+                    let (Some(latitude), Some(longitude)) = (info.latitude, info.longitude) else {
+                        continue;
+                    };
+                    let distance = distance_m((query.latitude, query.longitude), (latitude, longitude));
+                    if distance > query.radius_m {
+                        continue;
+                    }
+                    let slots_of_type = query
+                        .slot_type
+                        .map_or(0, |slot_type| info.slots_by_type[slot_type as usize]);
+                    if query.slot_type.is_some() && slots_of_type == 0 {
+                        continue;
+                    }
+                    let Ok(lot) = LotIndex::try_from(index) else {
+                        continue;
+                    };
+                    let ready = context.scoring.answer(lot);
+                    let minutes = u32::try_from(ceil_minutes(query.arrival_ms - now_ms))
+                        .unwrap_or(0);
+                    let targets = [(minutes, query.arrival_ms)];
+                    let availability = context.availability(lot, &ready, now_ms, &targets);
+                    let probability = match availability.forecasts.first() {
+                        Some(forecast) => forecast.probability_any_free,
+                        // Arriving now without a forecast: the live count, if fresh.
+                        None if minutes == 0 && !availability.stale => {
+                            if availability.free_now > 0 { 1.0 } else { 0.0 }
+                        }
+                        None => continue,
+                    };
+                    found.push(NearbyLot {
+                        availability: Some(availability),
+                        distance_m: distance,
+                        probability_any_free_at_arrival: probability,
+                        slots_of_type,
+                    });
+                }
+                found.sort_by(|left, right| {
+                    right
+                        .probability_any_free_at_arrival
+                        .total_cmp(&left.probability_any_free_at_arrival)
+                        .then(left.distance_m.total_cmp(&right.distance_m))
+                });
+                found.truncate(query.max_results as usize);
+                Ok(Response::new(SearchNearbyResponse { lots: found }))
+            });
+        context.record(2, started, &result);
+        result
     }
 
     type WatchAvailabilityStream = WatchStream;
 
     async fn watch_availability(
         &self,
-        _request: Request<WatchAvailabilityRequest>,
+        request: Request<WatchAvailabilityRequest>,
     ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
-        Err(Status::unimplemented("WatchAvailability is not served yet"))
+        let started = Instant::now();
+        let context = self.context.clone();
+        let result = check_watch(
+            request.get_ref(),
+            context.scoring.topology(),
+            &context.limits(),
+        )
+        .map_err(Status::from)
+        .map(|(lots, horizons)| {
+            let (sender, receiver) = tokio::sync::mpsc::channel(64);
+            let mut updates = context.scoring.subscribe();
+            let watch_context = context.clone();
+            tokio::spawn(async move {
+                let context = watch_context;
+                let send_all = |lots: &[LotIndex]| {
+                    let now_ms = context.scoring.now_ms();
+                    lots.iter()
+                        .filter_map(|lot| {
+                            context
+                                .answer(
+                                    &AvailabilityQuery {
+                                        lot: *lot,
+                                        when: When::Horizons(horizons.clone()),
+                                    },
+                                    now_ms,
+                                    false,
+                                )
+                                .ok()
+                        })
+                        .collect::<Vec<_>>()
+                };
+                for answer in send_all(&lots) {
+                    if sender.send(Ok(answer)).await.is_err() {
+                        return;
+                    }
+                }
+                loop {
+                    let changed = match updates.recv().await {
+                        Ok(lot) if lots.contains(&lot) => vec![lot],
+                        Ok(_) => continue,
+                        // Fell behind: everything watched may have changed.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => lots.clone(),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    for answer in send_all(&changed) {
+                        if sender.send(Ok(answer)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            let stream: WatchStream =
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
+            Response::new(stream)
+        });
+        context.record(3, started, &result);
+        result
+    }
+}
+
+/// The `Models` service.
+#[derive(Debug, Clone)]
+pub struct ModelsService {
+    manager: Arc<ModelManager>,
+    /// The bearer token activation needs (none: activation over gRPC is disabled).
+    token: Option<String>,
+    metrics: Option<ServingMetrics>,
+}
+
+impl ModelsService {
+    /// The service over a model manager.
+    pub fn new(
+        manager: Arc<ModelManager>,
+        token: Option<String>,
+        metrics: Option<ServingMetrics>,
+    ) -> Self {
+        ModelsService {
+            manager,
+            token: token.filter(|token| !token.is_empty()),
+            metrics,
+        }
+    }
+
+    fn record<T>(&self, rpc: usize, started: Instant, result: &Result<T, Status>) {
+        if let Some(metrics) = &self.metrics {
+            let code = result
+                .as_ref()
+                .map_or_else(Status::code, |_| tonic::Code::Ok);
+            metrics.request(rpc, started.elapsed().as_secs_f64(), code);
+        }
+    }
+
+    fn info(&self, manifest: &Manifest) -> ModelInfo {
+        let active = self.manager.scoring().model().is_some_and(|served| {
+            served.manifest.name == manifest.name && served.manifest.version == manifest.version
+        });
+        model_info(manifest, active)
+    }
+
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(expected) = &self.token else {
+            return Err(Status::failed_precondition(
+                "model activation over gRPC is disabled: the server has no admin token configured",
+            ));
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match given {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(Status::unauthenticated("the bearer token is wrong")),
+            None => Err(Status::unauthenticated(
+                "activation needs `authorization: Bearer <token>` metadata",
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+/// A manifest as `ModelInfo`.
+pub fn model_info(manifest: &Manifest, active: bool) -> ModelInfo {
+    let kind = manifest.model_kind.clone();
+    ModelInfo {
+        name: manifest.name.clone(),
+        version: manifest.version,
+        trained_until_ms: manifest
+            .training_end
+            .succ_opt()
+            .and_then(|day| day.and_hms_opt(0, 0, 0))
+            .map_or(0, |midnight| midnight.and_utc().timestamp_millis()),
+        feature_schema_hash: manifest.feature_schema_hash.clone(),
+        sha256: manifest.model_sha256.clone(),
+        active,
+        metrics: manifest
+            .metrics
+            .iter()
+            .filter(|metric| Some(metric.model.as_str()) == report_name(&kind))
+            .map(|metric| HorizonMetrics {
+                horizon_minutes: metric.horizon_minutes,
+                mae_rate: metric.mae_rate,
+                coverage_80: metric.coverage_80.unwrap_or(f64::NAN),
+            })
+            .collect(),
+        kind,
+    }
+}
+
+fn registry_status(error: &parkcast_inference::registry::RegistryError) -> Status {
+    match error {
+        parkcast_inference::registry::RegistryError::NotFound { .. } => {
+            Status::not_found(error.to_string())
+        }
+        parkcast_inference::registry::RegistryError::BadName { .. } => {
+            Status::invalid_argument(error.to_string())
+        }
+        _ => Status::internal(error.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Models for ModelsService {
+    async fn list_models(
+        &self,
+        _request: Request<ListModelsRequest>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
+        let started = Instant::now();
+        let manager = Arc::clone(&self.manager);
+        let result = tokio::task::spawn_blocking(move || manager.registry().list())
+            .await
+            .map_err(|error| Status::internal(error.to_string()))
+            .and_then(|listed| listed.map_err(|error| registry_status(&error)))
+            .map(|entries| {
+                let models = entries
+                    .iter()
+                    .filter_map(|entry| entry.manifest.as_ref().ok())
+                    .map(|manifest| self.info(manifest))
+                    .collect();
+                Response::new(ListModelsResponse { models })
+            });
+        self.record(4, started, &result);
+        result
+    }
+
+    async fn describe_model(
+        &self,
+        request: Request<DescribeModelRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        let started = Instant::now();
+        let DescribeModelRequest { name, version } = request.into_inner();
+        let manager = Arc::clone(&self.manager);
+        let result = if name.is_empty() {
+            Err(Status::invalid_argument("name is empty"))
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let registry = manager.registry();
+                let version = match version {
+                    0 => registry.latest(&name)?.ok_or_else(|| {
+                        parkcast_inference::registry::RegistryError::NotFound {
+                            name: name.clone(),
+                            version: 0,
+                            path: registry.root().join(&name),
+                        }
+                    })?,
+                    version => version,
+                };
+                registry.manifest(&name, version)
+            })
+            .await
+            .map_err(|error| Status::internal(error.to_string()))
+            .and_then(|manifest| manifest.map_err(|error| registry_status(&error)))
+            .map(|manifest| Response::new(self.info(&manifest)))
+        };
+        self.record(5, started, &result);
+        result
+    }
+
+    async fn activate_model(
+        &self,
+        request: Request<ActivateModelRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        let started = Instant::now();
+        let result = match self.authorize(&request) {
+            Err(status) => Err(status),
+            Ok(()) => {
+                let ActivateModelRequest { name, version } = request.into_inner();
+                let manager = Arc::clone(&self.manager);
+                if name.is_empty() {
+                    Err(Status::invalid_argument("name is empty"))
+                } else {
+                    tokio::task::spawn_blocking(move || manager.activate(&name, version))
+                        .await
+                        .map_err(|error| Status::internal(error.to_string()))
+                        .and_then(|activated| activated.map_err(Status::from))
+                        .map(|served| Response::new(model_info(&served.manifest, true)))
+                }
+            }
+        };
+        self.record(6, started, &result);
+        result
     }
 }

@@ -625,7 +625,7 @@ pub struct IngestSummary {
 pub struct Ingest {
     shared: Arc<Shared>,
     topology: Arc<Topology>,
-    thread: Option<JoinHandle<Result<IngestSummary, IngestError>>>,
+    thread: Mutex<Option<JoinHandle<Result<IngestSummary, IngestError>>>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -645,10 +645,22 @@ impl Ingest {
         topology: Arc<Topology>,
         metrics: IngestMetrics,
     ) -> Result<Ingest, IngestError> {
+        Ingest::start_with_grid(config, topology, metrics, None)
+    }
+
+    /// [`Ingest::start`], sampling lots onto a forecasting grid from the first event on (so a
+    /// replay consumed before the first model is active still yields grid values).
+    pub fn start_with_grid(
+        config: IngestConfig,
+        topology: Arc<Topology>,
+        metrics: IngestMetrics,
+        grid: Option<crate::live::GridRule>,
+    ) -> Result<Ingest, IngestError> {
         config.validate()?;
         let store = CheckpointStore::open(&config.state_dir)?;
         let deadletters = DeadLetterSink::new(&config.kafka)?;
-        let live = LiveState::new(&topology, config.live_rules());
+        let mut live = LiveState::new(&topology, config.live_rules());
+        live.set_grid(grid);
         let served_topology = Arc::clone(&topology);
         let stale_after_ms = i64::try_from(config.stale_after_ms).unwrap_or(i64::MAX);
         let shared = Arc::new(Shared {
@@ -704,7 +716,7 @@ impl Ingest {
         Ok(Ingest {
             shared,
             topology: served_topology,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -733,24 +745,35 @@ impl Ingest {
 
     /// Whether the consumer thread has ended (after an error).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+        self.thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(JoinHandle::is_finished)
     }
 
-    /// Stops cleanly: checkpoints every owned partition, commits, leaves the group.
-    pub fn stop(mut self) -> Result<IngestSummary, IngestError> {
+    /// Stops cleanly: checkpoints every owned partition, commits, leaves the group. Callable
+    /// through a shared handle (the gRPC services may still hold one while shutting down); a
+    /// second call gets an error.
+    pub fn stop(&self) -> Result<IngestSummary, IngestError> {
         self.shared.control.store(STOPPING, Ordering::Relaxed);
         self.join()
     }
 
     /// Stops like a crash would: no final checkpoint, no commit. State since the last checkpoint
     /// is lost and read again by whoever takes the partitions over.
-    pub fn abort(mut self) -> Result<IngestSummary, IngestError> {
+    pub fn abort(&self) -> Result<IngestSummary, IngestError> {
         self.shared.control.store(ABORTING, Ordering::Relaxed);
         self.join()
     }
 
-    fn join(&mut self) -> Result<IngestSummary, IngestError> {
-        let Some(thread) = self.thread.take() else {
+    fn join(&self) -> Result<IngestSummary, IngestError> {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(thread) = thread else {
             return Err(IngestError::Thread("was already joined".to_owned()));
         };
         thread
@@ -759,25 +782,54 @@ impl Ingest {
     }
 }
 
-impl crate::grpc::LiveView for Ingest {
+impl crate::scoring::LiveSource for Ingest {
     fn topology(&self) -> &Topology {
         &self.topology
     }
 
-    fn lot(&self, lot: LotIndex, now_ms: i64) -> Option<(LotSnapshot, Option<String>)> {
-        let snapshot = self.with_state(|live, _| live.lot(lot, now_ms))?;
+    fn set_grid(&self, rule: Option<crate::live::GridRule>) {
+        self.shared.core().live.set_grid(rule);
+    }
+
+    fn take_changes(
+        &self,
+        now_ms: Option<i64>,
+        all: bool,
+        out: &mut Vec<crate::live::LotChange>,
+    ) -> Option<i64> {
+        let mut core = self.shared.core();
+        let newest = core.live.stream_time_ms();
+        let now_ms = now_ms.or(newest).unwrap_or_else(now_ms_wall);
+        core.live.take_changes(now_ms, all, out);
+        newest
+    }
+
+    fn stale_reason(&self) -> Option<String> {
         let status = self.status();
-        let stale = status.stale.then(|| match status.contact_age_ms {
+        status.stale.then(|| match status.contact_age_ms {
             Some(age) => format!("the broker has not answered for {} s", age / 1_000),
             None => "ingestion has not reached the broker yet".to_owned(),
-        });
-        Some((snapshot, stale))
+        })
     }
+
+    fn caught_up(&self) -> bool {
+        let status = self.status();
+        status.assigned_partitions > 0 && status.lag == Some(0) && !status.stale
+    }
+}
+
+fn now_ms_wall() -> i64 {
+    now_ms()
 }
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        let running = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if running {
             self.shared.control.store(ABORTING, Ordering::Relaxed);
             let _ = self.join();
         }

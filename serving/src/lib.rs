@@ -6,7 +6,9 @@
 //! [`topology`] maps lot and slot ids to dense indices; [`live`] keeps every slot's state and each
 //! lot's aggregates; [`checkpoint`] makes that state survive restarts and partition moves;
 //! [`metrics`] counts all of it for Prometheus. For the gRPC services, [`requests`] checks requests
-//! into queries or errors with their status code, and [`grpc`] answers from live state. It shares the status rules of
+//! into queries or errors with their status code, [`scoring`] turns live state into ready answers
+//! with the active model, [`models`] loads and checks model versions for it, [`grpc`] serves the
+//! answers and [`pricing`] publishes them per time band for the pricing service. It shares the status rules of
 //! [`parkcast_features::occupancy`] with training and the wire formats of [`parkcast_proto`].
 //!
 //! ```
@@ -14,12 +16,16 @@
 //! ```
 
 pub mod checkpoint;
+pub mod config;
 pub mod decode;
 pub mod grpc;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod models;
+pub mod pricing;
 pub mod requests;
+pub mod scoring;
 pub mod topology;
 
 pub use parkcast_features as features;

@@ -10,6 +10,14 @@
 //! are counted in one-minute buckets over the last hour, and each occupied slot remembers since when it
 //! is occupied (the dwell time of the parked car).
 //!
+//! For forecasting, each lot is also *sampled onto the model's grid* ([`GridRule`]): the value of
+//! grid instant `t` is the lot's occupancy at `t + step/2` (just before), the latest reading the
+//! trainer's nearest-instant grid maps to `t` ([`parkcast_features::grid`]). It is final, and
+//! emitted, when the lot's first sensor event after that moment arrives: with events in order, the
+//! state then holds exactly the readings up to it (the roll-up's rule with no lateness). Grid
+//! values and session entries and exits wait in a per-lot outbox until the scorer takes them
+//! ([`LiveState::take_changes`]) together with the pictures of the lots that changed.
+//!
 //! Memory: 32 bytes per slot (1M slots: 32 MB) plus 1 KB per lot.
 
 use parkcast_features::occupancy::{ApplyOutcome, SlotState, SlotStatus};
@@ -28,6 +36,66 @@ const SESSION: usize = 1;
 
 fn advance(watermark: &mut Option<i64>, event_time_ms: i64) {
     *watermark = Some(watermark.map_or(event_time_ms, |mark| mark.max(event_time_ms)));
+}
+
+/// Grid values older than this behind a lot's newest event are not emitted (the features keep eight
+/// days and a step; a lot silent for longer restarts its grid at the new event).
+pub const GRID_HISTORY_MS: i64 = 9 * 86_400_000;
+
+/// Grid values and session events a lot holds for the scorer at most; older ones are dropped (the
+/// scorer takes them every few milliseconds, so only a stopped scorer ever reaches this).
+pub const MAX_OUTBOX: usize = 4_096;
+
+/// How lots are sampled onto the forecasting grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridRule {
+    /// The grid step, ms (positive).
+    pub step_ms: i64,
+}
+
+impl GridRule {
+    /// The moment whose occupancy is the value of grid instant `instant_ms`: just before half a
+    /// step after it.
+    pub fn sample_ms(&self, instant_ms: i64) -> i64 {
+        instant_ms + self.step_ms / 2 - 1
+    }
+
+    /// The first grid instant sampled at or after `ts_ms`.
+    fn first_instant_sampled_from(&self, ts_ms: i64) -> i64 {
+        let earliest = ts_ms - self.step_ms / 2 + 1;
+        (earliest + self.step_ms - 1).div_euclid(self.step_ms) * self.step_ms
+    }
+}
+
+/// An input of the incremental feature path, taken from live state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureInput {
+    /// A lot's final value at a grid instant.
+    Grid {
+        /// The grid instant, ms.
+        instant_ms: i64,
+        /// Slots occupied at its sample moment.
+        occupied: u32,
+        /// Slots unknown then.
+        unknown: u32,
+        /// Slots of the lot.
+        capacity: u32,
+    },
+    /// A session entry, ms.
+    Arrival(i64),
+    /// A session exit, ms.
+    Departure(i64),
+}
+
+/// What changed in a lot since the scorer last looked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LotChange {
+    /// The lot.
+    pub lot: LotIndex,
+    /// Its picture now.
+    pub snapshot: LotSnapshot,
+    /// Grid values and session events, in the order they became final.
+    pub inputs: Vec<FeatureInput>,
 }
 
 /// Live-state rules.
@@ -142,6 +210,52 @@ struct LotLive {
     departures: MinuteRing,
     session_entries: MinuteRing,
     session_exits: MinuteRing,
+    /// The next grid instant to emit (none before the first sensor event under a grid rule).
+    next_instant_ms: Option<i64>,
+    outbox: Vec<FeatureInput>,
+    /// Whether the picture changed since the scorer last took it.
+    dirty: bool,
+}
+
+impl LotLive {
+    fn post(&mut self, input: FeatureInput) {
+        if self.outbox.len() >= MAX_OUTBOX {
+            self.outbox.drain(..MAX_OUTBOX / 2);
+        }
+        self.outbox.push(input);
+        self.dirty = true;
+    }
+
+    /// Emits the grid instants sampled before `event_time_ms` (the state holds every reading up to
+    /// their sample moments).
+    fn emit_grid(&mut self, rule: GridRule, silence_ms: i64, event_time_ms: i64) {
+        let mut instant = match self.next_instant_ms {
+            Some(next) => next,
+            None => rule.first_instant_sampled_from(event_time_ms),
+        };
+        let oldest = rule.first_instant_sampled_from(event_time_ms - GRID_HISTORY_MS);
+        instant = instant.max(oldest);
+        while rule.sample_ms(instant) < event_time_ms {
+            let sample_ms = rule.sample_ms(instant);
+            let (mut occupied, mut unknown) = (0u32, 0u32);
+            for slot in &self.slots {
+                match slot.state.status_at(sample_ms, silence_ms) {
+                    SlotStatus::Occupied => occupied += 1,
+                    SlotStatus::Unknown => unknown += 1,
+                    SlotStatus::Free => {}
+                }
+            }
+            let capacity = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+            self.post(FeatureInput::Grid {
+                instant_ms: instant,
+                occupied,
+                unknown,
+                capacity,
+            });
+            instant += rule.step_ms;
+        }
+        self.next_instant_ms = Some(instant);
+    }
 }
 
 /// One lot's live state as data, for checkpoints: versioned by the checkpoint file, independent of
@@ -200,7 +314,10 @@ pub enum Applied {
 #[derive(Debug, Clone)]
 pub struct LiveState {
     rules: LiveRules,
+    grid: Option<GridRule>,
     lots: Vec<LotLive>,
+    /// The newest event time of any lot: the stream's clock.
+    newest_ms: Option<i64>,
 }
 
 impl LiveState {
@@ -208,6 +325,8 @@ impl LiveState {
     pub fn new(topology: &Topology, rules: LiveRules) -> Self {
         LiveState {
             rules,
+            grid: None,
+            newest_ms: None,
             lots: topology
                 .lots()
                 .iter()
@@ -249,9 +368,65 @@ impl LiveState {
         Ok(live)
     }
 
+    /// Samples every lot onto a grid from now on (`None`: stop). Lots start their grid at their
+    /// next sensor event.
+    pub fn set_grid(&mut self, rule: Option<GridRule>) {
+        let rule = rule.filter(|rule| rule.step_ms > 0);
+        if rule == self.grid {
+            return;
+        }
+        self.grid = rule;
+        for live in &mut self.lots {
+            live.next_instant_ms = None;
+            live.outbox.clear();
+        }
+    }
+
+    /// The newest event time seen in any lot: the stream's clock (replays run on it).
+    pub fn stream_time_ms(&self) -> Option<i64> {
+        self.newest_ms
+    }
+
+    /// The changes since the last call, appended to `out`: the lots whose picture changed (or every
+    /// lot, with `all`: silence and flow windows move with time alone), their pictures at `now_ms`
+    /// and the feature inputs they emitted.
+    pub fn take_changes(&mut self, now_ms: i64, all: bool, out: &mut Vec<LotChange>) {
+        for index in 0..self.lots.len() {
+            if !(all || self.lots[index].dirty) {
+                continue;
+            }
+            let Ok(lot) = LotIndex::try_from(index) else {
+                break;
+            };
+            let Some(snapshot) = self.lot(lot, now_ms) else {
+                continue;
+            };
+            let live = &mut self.lots[index];
+            live.dirty = false;
+            out.push(LotChange {
+                lot,
+                snapshot,
+                inputs: std::mem::take(&mut live.outbox),
+            });
+        }
+    }
+
     /// Applies a validated sensor reading.
     pub fn apply_sensor(&mut self, event: &SensorEvent) -> Result<Applied, Rejection> {
+        let (grid, silence_ms) = (self.grid, self.rules.silence_ms);
+        self.newest_ms = Some(self.newest_ms.map_or(event.event_time_ms, |newest| {
+            newest.max(event.event_time_ms)
+        }));
         let live = self.lot_mut(event.lot, SENSOR, event.event_time_ms)?;
+        if event.slot as usize >= live.slots.len() {
+            return Err(Rejection::new(
+                Reason::UnknownSlot,
+                format!("slot index {}", event.slot),
+            ));
+        }
+        if let Some(rule) = grid {
+            live.emit_grid(rule, silence_ms, event.event_time_ms);
+        }
         let Some(slot) = live.slots.get_mut(event.slot as usize) else {
             return Err(Rejection::new(
                 Reason::UnknownSlot,
@@ -285,6 +460,7 @@ impl LiveState {
             ApplyOutcome::Confirmed => Applied::Confirmed,
         };
         if applied == Applied::Changed {
+            live.dirty = true;
             if event.occupied {
                 slot.occupied_since_ms = event.event_time_ms;
                 if was_occupied == Some(false) {
@@ -303,12 +479,21 @@ impl LiveState {
 
     /// Applies a validated session entry or exit.
     pub fn apply_session(&mut self, mark: &SessionMark) -> Result<Applied, Rejection> {
+        let grid = self.grid;
         let live = self.lot_mut(mark.lot, SESSION, mark.event_time_ms)?;
         if mark.entry {
             live.session_entries.add(mark.event_time_ms);
         } else {
             live.session_exits.add(mark.event_time_ms);
         }
+        if grid.is_some() {
+            live.post(if mark.entry {
+                FeatureInput::Arrival(mark.event_time_ms)
+            } else {
+                FeatureInput::Departure(mark.event_time_ms)
+            });
+        }
+        live.dirty = true;
         advance(&mut live.watermarks[SESSION], mark.event_time_ms);
         Ok(Applied::Counted)
     }
@@ -375,6 +560,12 @@ impl LiveState {
         live.departures = MinuteRing::from_entries(departures);
         live.session_entries = MinuteRing::from_entries(entries);
         live.session_exits = MinuteRing::from_entries(exits);
+        live.next_instant_ms = None;
+        live.outbox.clear();
+        live.dirty = true;
+        if let Some(newest) = record.watermarks.iter().flatten().copied().max() {
+            self.newest_ms = Some(self.newest_ms.map_or(newest, |seen| seen.max(newest)));
+        }
         true
     }
 
@@ -384,6 +575,7 @@ impl LiveState {
             let slots = live.slots.len();
             *live = LotLive {
                 slots: vec![SlotLive::empty(); slots],
+                dirty: true,
                 ..LotLive::default()
             };
         }
@@ -484,6 +676,57 @@ mod tests {
         assert_eq!(later.arrivals_last_hour + later.departures_last_hour, 0);
         let silent = live.lot(0, T0 + 4 * 3_600_000).expect("a lot");
         assert_eq!(silent.unknown, 4);
+    }
+
+    #[test]
+    fn lots_are_sampled_onto_the_grid_just_before_half_a_step_after_each_instant() {
+        let mut live = state();
+        live.set_grid(Some(GridRule {
+            step_ms: 15 * 60_000,
+        }));
+        assert_eq!(T0 % (15 * 60_000), 0);
+        for (slot, occupied, seq, minutes) in [(0, true, 1, 0), (1, true, 1, 5), (0, false, 2, 10)]
+        {
+            live.apply_sensor(&reading(slot, occupied, seq, minutes))
+                .expect("applies");
+        }
+        live.apply_session(&SessionMark {
+            lot: 0,
+            entry: true,
+            event_time_ms: T0 + 11 * 60_000,
+            clamped: false,
+        })
+        .expect("applies");
+        // A heartbeat at 00:40 closes 00:15 (sampled at 00:22:30) and 00:30 (00:37:30).
+        live.apply_sensor(&reading(1, true, 2, 40))
+            .expect("applies");
+        let mut changes = Vec::new();
+        live.take_changes(T0 + 40 * 60_000, false, &mut changes);
+        assert_eq!(changes.len(), 1);
+        let grid = |minutes: i64, occupied| FeatureInput::Grid {
+            instant_ms: T0 + minutes * 60_000,
+            occupied,
+            unknown: 2,
+            capacity: 4,
+        };
+        assert_eq!(
+            changes[0].inputs,
+            vec![
+                // 00:00, sampled at 00:07:30, when both slots were occupied.
+                grid(0, 2),
+                FeatureInput::Arrival(T0 + 11 * 60_000),
+                grid(15, 1),
+                grid(30, 1),
+            ]
+        );
+        assert_eq!(changes[0].snapshot.occupied, 1);
+        assert_eq!(live.stream_time_ms(), Some(T0 + 40 * 60_000));
+        changes.clear();
+        live.take_changes(T0 + 41 * 60_000, false, &mut changes);
+        assert!(changes.is_empty(), "nothing changed since");
+        live.take_changes(T0 + 41 * 60_000, true, &mut changes);
+        assert_eq!(changes.len(), 1, "every lot when asked for all");
+        assert!(changes[0].inputs.is_empty());
     }
 
     #[test]

@@ -277,6 +277,178 @@ impl IngestMetrics {
     }
 }
 
+/// The RPCs timed, in label order.
+pub const RPCS: [&str; 7] = [
+    "GetAvailability",
+    "BatchGetAvailability",
+    "SearchNearby",
+    "WatchAvailability",
+    "ListModels",
+    "DescribeModel",
+    "ActivateModel",
+];
+
+/// Status codes counted, in label order (anything else counts as `other`).
+const CODES: [(tonic::Code, &str); 8] = [
+    (tonic::Code::Ok, "ok"),
+    (tonic::Code::InvalidArgument, "invalid_argument"),
+    (tonic::Code::NotFound, "not_found"),
+    (tonic::Code::Unavailable, "unavailable"),
+    (tonic::Code::Unauthenticated, "unauthenticated"),
+    (tonic::Code::FailedPrecondition, "failed_precondition"),
+    (tonic::Code::Internal, "internal"),
+    (tonic::Code::Unknown, "other"),
+];
+
+/// Outcomes of a model activation, in label order.
+pub const ACTIVATION_OUTCOMES: [&str; 6] = [
+    "activated",
+    "corrupt",
+    "schema",
+    "step",
+    "smoke",
+    "not_found",
+];
+
+/// Serving metrics: requests, models, forecasts, the pricing feed (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct ServingMetrics {
+    latency: Vec<Histogram>,
+    requests: Vec<Vec<Counter>>,
+    activations: Vec<Counter>,
+    /// The active model's version (0: none).
+    pub model_version: Gauge,
+    /// Age of the oldest lot forecast origin, seconds, by the serving clock.
+    pub forecast_age_seconds: Gauge,
+    /// Time of one scoring round.
+    pub scoring_round_seconds: Histogram,
+    /// Pricing messages delivered.
+    pub pricing_messages: Counter,
+    /// Pricing messages the broker refused or lost.
+    pub pricing_failures: Counter,
+}
+
+impl ServingMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> ServingMetrics {
+        let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
+            // 25 us .. 0.4 s.
+            Histogram::new(exponential_buckets(0.000_025, 2.0, 15))
+        });
+        let requests = Family::<Labels, Counter>::default();
+        let activations = Family::<Labels, Counter>::default();
+        let metrics = ServingMetrics {
+            latency: RPCS
+                .iter()
+                .map(|rpc| latency.get_or_create(&labels(&[("rpc", rpc)])).clone())
+                .collect(),
+            requests: RPCS
+                .iter()
+                .map(|rpc| {
+                    CODES
+                        .iter()
+                        .map(|(_, code)| {
+                            requests
+                                .get_or_create(&labels(&[("rpc", rpc), ("code", code)]))
+                                .clone()
+                        })
+                        .collect()
+                })
+                .collect(),
+            activations: ACTIVATION_OUTCOMES
+                .iter()
+                .map(|outcome| {
+                    activations
+                        .get_or_create(&labels(&[("outcome", outcome)]))
+                        .clone()
+                })
+                .collect(),
+            model_version: Gauge::default(),
+            forecast_age_seconds: Gauge::default(),
+            scoring_round_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
+            pricing_messages: Counter::default(),
+            pricing_failures: Counter::default(),
+        };
+        let grpc = registry.sub_registry_with_prefix("parkcast_grpc");
+        grpc.register_with_unit(
+            "request_duration",
+            "Time to answer a request, by RPC (a watch: to open it)",
+            Unit::Seconds,
+            latency,
+        );
+        grpc.register(
+            "requests",
+            "Requests answered, by RPC and status code",
+            requests,
+        );
+        let serving = registry.sub_registry_with_prefix("parkcast_serving");
+        serving.register(
+            "model_activations",
+            "Model activations, by outcome (refusals keep the old model serving)",
+            activations,
+        );
+        serving.register(
+            "model_version",
+            "Version of the active model (0: none)",
+            metrics.model_version.clone(),
+        );
+        serving.register(
+            "forecast_age_seconds",
+            "Age of the oldest lot forecast's origin by the serving clock",
+            metrics.forecast_age_seconds.clone(),
+        );
+        serving.register_with_unit(
+            "scoring_round_duration",
+            "Time of one scoring round (take changes, re-forecast, publish answers)",
+            Unit::Seconds,
+            metrics.scoring_round_seconds.clone(),
+        );
+        serving.register(
+            "pricing_messages",
+            "Pricing-feed messages delivered to the forecast topic",
+            metrics.pricing_messages.clone(),
+        );
+        serving.register(
+            "pricing_failures",
+            "Pricing-feed messages the broker refused or lost",
+            metrics.pricing_failures.clone(),
+        );
+        metrics
+    }
+
+    /// Records one request: its RPC (an entry of [`RPCS`]), duration and status.
+    pub fn request(&self, rpc: usize, seconds: f64, code: tonic::Code) {
+        if let Some(histogram) = self.latency.get(rpc) {
+            histogram.observe(seconds);
+        }
+        let position = CODES
+            .iter()
+            .position(|(candidate, _)| *candidate == code)
+            .unwrap_or(CODES.len() - 1);
+        if let Some(counter) = self.requests.get(rpc).and_then(|codes| codes.get(position)) {
+            counter.inc();
+        }
+    }
+
+    /// Counts an activation outcome (an entry of [`ACTIVATION_OUTCOMES`]).
+    pub fn activation(&self, outcome: &str) {
+        if let Some(position) = ACTIVATION_OUTCOMES
+            .iter()
+            .position(|known| *known == outcome)
+        {
+            self.activations[position].inc();
+        }
+    }
+
+    /// Activations of an outcome so far.
+    pub fn activation_count(&self, outcome: &str) -> u64 {
+        ACTIVATION_OUTCOMES
+            .iter()
+            .position(|known| *known == outcome)
+            .map_or(0, |position| self.activations[position].get())
+    }
+}
+
 /// The registry as Prometheus text.
 pub fn render(registry: &Registry) -> String {
     let mut text = String::new();

@@ -12,10 +12,15 @@ use parkcast_proto::v1::{
 use crate::topology::{LotIndex, Topology};
 
 /// Bounds of what a request may ask.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RequestLimits {
-    /// Horizons the active model forecasts, minutes, ascending.
-    pub horizons_minutes: Vec<u32>,
+    /// The longest horizon forecast, minutes: the active model's (any horizon up to it is
+    /// answered, between the model's own horizons by interpolation).
+    #[serde(skip)]
+    pub max_horizon_minutes: u32,
+    /// Horizons in one request.
+    pub max_horizons: usize,
     /// Requests in one batch.
     pub max_batch: usize,
     /// Search radius, metres.
@@ -29,7 +34,8 @@ pub struct RequestLimits {
 impl Default for RequestLimits {
     fn default() -> Self {
         RequestLimits {
-            horizons_minutes: vec![15, 30, 60, 120],
+            max_horizon_minutes: 120,
+            max_horizons: 16,
             max_batch: 100,
             max_radius_m: 10_000,
             max_results: 100,
@@ -49,12 +55,20 @@ pub enum RequestError {
     #[error("lot {0:?} is not known")]
     UnknownLot(String),
     /// A horizon the model does not forecast.
-    #[error("horizon {horizon} min is not served; the model forecasts {allowed:?} min")]
+    #[error("horizon {horizon} min is not served; forecasts reach 1 to {max} min ahead")]
     HorizonNotServed {
         /// The horizon asked.
         horizon: u32,
-        /// The horizons served.
-        allowed: Vec<u32>,
+        /// The longest horizon served.
+        max: u32,
+    },
+    /// More horizons than allowed.
+    #[error("{asked} horizons asked; at most {max} are answered in one request")]
+    TooManyHorizons {
+        /// Horizons asked.
+        asked: usize,
+        /// The limit.
+        max: usize,
     },
     /// Horizons and an arrival time in one request.
     #[error("give horizon_minutes or arrival_time_ms, not both")]
@@ -208,7 +222,7 @@ fn check_arrival(
             behind_ms: now_ms - arrival_ms,
         });
     }
-    let max_minutes = limits.horizons_minutes.iter().copied().max().unwrap_or(0);
+    let max_minutes = limits.max_horizon_minutes;
     let ahead_minutes = (arrival_ms - now_ms) / 60_000;
     if ahead_minutes > i64::from(max_minutes) {
         return Err(RequestError::ArrivalTooFar {
@@ -233,13 +247,19 @@ pub fn check_get(
         (true, arrival) => When::Arrival(check_arrival(arrival, now_ms, limits)?),
         (false, _) => {
             let mut horizons = request.horizon_minutes.clone();
+            if horizons.len() > limits.max_horizons {
+                return Err(RequestError::TooManyHorizons {
+                    asked: horizons.len(),
+                    max: limits.max_horizons,
+                });
+            }
             if let Some(&horizon) = horizons
                 .iter()
-                .find(|horizon| !limits.horizons_minutes.contains(horizon))
+                .find(|horizon| **horizon == 0 || **horizon > limits.max_horizon_minutes)
             {
                 return Err(RequestError::HorizonNotServed {
                     horizon,
-                    allowed: limits.horizons_minutes.clone(),
+                    max: limits.max_horizon_minutes,
                 });
             }
             horizons.sort_unstable();
@@ -421,9 +441,19 @@ mod tests {
                 "lot_id",
             ),
             (
-                check(&get("a", &[45], 0)).expect_err("horizon"),
+                check(&get("a", &[145], 0)).expect_err("horizon"),
                 tonic::Code::InvalidArgument,
-                "45 min",
+                "145 min",
+            ),
+            (
+                check(&get("a", &[0], 0)).expect_err("horizon"),
+                tonic::Code::InvalidArgument,
+                "horizon 0 min",
+            ),
+            (
+                check(&get("a", &[15; 17], 0)).expect_err("many"),
+                tonic::Code::InvalidArgument,
+                "at most 16",
             ),
             (
                 check(&get("a", &[], NOW - 60_000)).expect_err("past"),

@@ -1,88 +1,168 @@
-//! The `Availability` service over real gRPC on loopback: live state answered, each bad request
-//! refused with its code and a message naming what is wrong.
+//! The gRPC services over real gRPC on loopback, answering from real live state scored by a real
+//! model from a real registry: forecasts bounded and attributed, every bad request refused with its
+//! code and a message naming what is wrong, search ranked, watches updated, models listed and
+//! activated (a good version under load without a failed request, a corrupt one refused while the
+//! old one keeps answering), and events produced to the real broker visible over gRPC.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parkcast_proto::v1::availability_client::AvailabilityClient;
 use parkcast_proto::v1::availability_server::AvailabilityServer;
-use parkcast_proto::v1::{BatchGetAvailabilityRequest, GetAvailabilityRequest};
+use parkcast_proto::v1::models_client::ModelsClient;
+use parkcast_proto::v1::models_server::ModelsServer;
+use parkcast_proto::v1::{
+    ActivateModelRequest, BatchGetAvailabilityRequest, DescribeModelRequest,
+    GetAvailabilityRequest, ListModelsRequest, LotAvailability, SearchNearbyRequest, SlotType,
+    WatchAvailabilityRequest,
+};
 use parkcast_serving::decode::SensorEvent;
-use parkcast_serving::grpc::{AvailabilityService, LiveView};
-use parkcast_serving::live::{LiveRules, LiveState, LotSnapshot};
+use parkcast_serving::grpc::{
+    AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext,
+};
+use parkcast_serving::live::{LiveRules, LiveState};
+use parkcast_serving::metrics::ServingMetrics;
+use parkcast_serving::models::ModelManager;
 use parkcast_serving::requests::RequestLimits;
-use parkcast_serving::topology::{LotIndex, Topology};
+use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ScoringConfig};
+use parkcast_serving::topology::Topology;
 use tonic::Code;
+use tonic::transport::Channel;
 
+use common::{DAY_MS, Source, history};
+
+/// Aligned to the 15-minute grid.
 const NOW: i64 = 1_764_000_000_000;
+const TOKEN: &str = "s3cret-admin-token";
 
-/// Real live state behind a lock, as the server reads it.
-struct State {
-    topology: Topology,
-    live: Mutex<LiveState>,
-}
-
-impl LiveView for State {
-    fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
-    fn lot(&self, lot: LotIndex, now_ms: i64) -> Option<(LotSnapshot, Option<String>)> {
-        let live = self
-            .live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        live.lot(lot, now_ms).map(|snapshot| (snapshot, None))
+fn sensor(slot: u32, occupied: bool, seq: u64, event_time_ms: i64) -> SensorEvent {
+    SensorEvent {
+        lot: 0,
+        slot,
+        occupied,
+        heartbeat: false,
+        seq,
+        event_time_ms,
+        clamped: false,
     }
 }
 
-fn state() -> Arc<State> {
-    let topology = Topology::new([
+const LOTS: [(&str, u32); 3] = [("north", 4), ("south", 2), ("east", 20)];
+
+struct Fixture {
+    source: Arc<Source>,
+    scoring: Arc<Scoring>,
+    manager: Arc<ModelManager>,
+    metrics: ServingMetrics,
+    registry: tempfile::TempDir,
+    address: std::net::SocketAddr,
+}
+
+impl Fixture {
+    async fn availability(&self) -> AvailabilityClient<Channel> {
+        AvailabilityClient::connect(format!("http://{}", self.address))
+            .await
+            .expect("the client connects")
+    }
+
+    async fn models(&self) -> ModelsClient<Channel> {
+        ModelsClient::connect(format!("http://{}", self.address))
+            .await
+            .expect("the client connects")
+    }
+}
+
+/// The server: three lots (north with live readings and history, south with nothing, east with
+/// history only), a toy model published as `toy` v1 and activated (unless `activate` is false).
+async fn fixture(activate: bool) -> Fixture {
+    let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
         (
-            "north".to_owned(),
-            (0..4).map(|slot| format!("n{slot}")).collect(),
-        ),
-        (
-            "south".to_owned(),
-            (0..2).map(|slot| format!("s{slot}")).collect(),
-        ),
-    ])
+            (*lot).to_owned(),
+            (0..*capacity).map(|slot| format!("{lot}-{slot}")).collect(),
+        )
+    }))
     .expect("valid");
     let mut live = LiveState::new(&topology, LiveRules::default());
     for (slot, occupied) in [(0, true), (1, true), (2, false)] {
-        live.apply_sensor(&SensorEvent {
-            lot: 0,
-            slot,
-            occupied,
-            heartbeat: false,
-            seq: 1,
-            event_time_ms: NOW - 120_000,
-            clamped: false,
-        })
-        .expect("applies");
+        live.apply_sensor(&sensor(slot, occupied, 1, NOW - 120_000))
+            .expect("applies");
     }
-    Arc::new(State {
-        topology,
-        live: Mutex::new(live),
-    })
-}
-
-async fn client() -> AvailabilityClient<tonic::transport::Channel> {
+    let source = Arc::new(Source::new(topology, live, NOW));
+    let scoring = Arc::new(Scoring::new(
+        Arc::clone(&source) as Arc<dyn LiveSource>,
+        Clock::Fixed(NOW),
+        ScoringConfig::default(),
+    ));
+    for (lot, capacity) in [("north", 4), ("east", 20)] {
+        assert!(scoring.seed(lot, history(capacity, NOW - 9 * DAY_MS, NOW), [], []));
+    }
+    let registry = tempfile::tempdir().expect("temporary folder");
+    common::publish(registry.path(), "toy", &LOTS, NOW - DAY_MS);
+    let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let manager = Arc::new(ModelManager::new(
+        registry.path(),
+        Arc::clone(&scoring),
+        Some(metrics.clone()),
+    ));
+    if activate {
+        manager.activate("toy", 1).expect("the toy model activates");
+    }
+    scoring.tick();
+    let mut infos = HashMap::new();
+    let mut north_types = [0; 6];
+    north_types[SlotType::Standard as usize] = 3;
+    north_types[SlotType::Ev as usize] = 1;
+    for (lot, latitude, slots_by_type) in [
+        ("north", 51.500, north_types),
+        ("south", 51.510, [0, 2, 0, 0, 0, 0]),
+        ("east", 51.600, [0, 20, 0, 0, 0, 0]),
+    ] {
+        infos.insert(
+            lot.to_owned(),
+            LotInfo {
+                name: format!("{lot} garage"),
+                latitude: Some(latitude),
+                longitude: Some(-0.12),
+                slots_by_type,
+            },
+        );
+    }
+    let context = ServiceContext {
+        directory: Arc::new(LotDirectory::new(scoring.topology(), infos)),
+        scoring: Arc::clone(&scoring),
+        limits: RequestLimits::default(),
+        stale_after_ms: 600_000,
+        metrics: Some(metrics.clone()),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback port");
     let address = listener.local_addr().expect("bound");
-    let service =
-        AvailabilityService::new(state(), RequestLimits::default(), 600_000).with_clock(|| NOW);
+    let availability = AvailabilityService::new(context);
+    let models = ModelsService::new(
+        Arc::clone(&manager),
+        Some(TOKEN.to_owned()),
+        Some(metrics.clone()),
+    );
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(AvailabilityServer::new(service))
+            .add_service(AvailabilityServer::new(availability))
+            .add_service(ModelsServer::new(models))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await
             .expect("the server runs");
     });
-    AvailabilityClient::connect(format!("http://{address}"))
-        .await
-        .expect("the client connects")
+    Fixture {
+        source,
+        scoring,
+        manager,
+        metrics,
+        registry,
+        address,
+    }
 }
 
 fn get(lot: &str, horizons: &[u32], arrival: i64) -> GetAvailabilityRequest {
@@ -93,44 +173,117 @@ fn get(lot: &str, horizons: &[u32], arrival: i64) -> GetAvailabilityRequest {
     }
 }
 
+fn assert_bounded(answer: &LotAvailability) {
+    let capacity = f64::from(answer.capacity);
+    for forecast in &answer.forecasts {
+        let free = [
+            forecast.free_low_95,
+            forecast.free_low_80,
+            forecast.expected_free,
+            forecast.free_high_80,
+            forecast.free_high_95,
+        ];
+        assert!(
+            free.windows(2).all(|pair| pair[0] <= pair[1] + 1e-9),
+            "intervals nest around the point: {forecast:?}"
+        );
+        assert!(free.iter().all(|value| (0.0..=capacity).contains(value)));
+        assert!((0.0..=1.0).contains(&forecast.probability_any_free));
+    }
+}
+
 #[tokio::test]
-async fn the_live_picture_is_answered_with_its_age_and_staleness() {
-    let mut client = client().await;
+async fn forecasts_are_bounded_attributed_and_start_from_the_live_reading() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
     let north = client
-        .get_availability(get("north", &[], 0))
+        .get_availability(get("north", &[120, 15, 60], 0))
         .await
         .expect("an answer")
         .into_inner();
     assert_eq!(
-        (
-            north.capacity,
-            north.occupied_now,
-            north.free_now,
-            north.unknown_now
-        ),
-        (4, 2, 1, 1)
+        (north.occupied_now, north.free_now, north.unknown_now),
+        (2, 1, 1)
     );
     assert_eq!((north.as_of_ms, north.data_age_ms), (NOW, 120_000));
     assert!(!north.stale, "{}", north.stale_reason);
-    let south = client
-        .get_availability(get("south", &[], 0))
+    assert_eq!((north.model_name.as_str(), north.model_version), ("toy", 1));
+    assert_eq!(north.name, "north garage");
+    let horizons: Vec<u32> = north.forecasts.iter().map(|f| f.horizon_minutes).collect();
+    assert_eq!(horizons, vec![15, 60, 120]);
+    for forecast in &north.forecasts {
+        assert_eq!(
+            forecast.target_time_ms,
+            NOW + i64::from(forecast.horizon_minutes) * 60_000
+        );
+    }
+    assert_bounded(&north);
+    // A minute ahead the answer is still close to the live reading (2 of 4 occupied).
+    let soon = client
+        .get_availability(get("north", &[1], 0))
         .await
         .expect("an answer")
         .into_inner();
-    assert!(south.stale && south.stale_reason.contains("no event"));
+    assert!(
+        (soon.forecasts[0].expected_free - 2.0).abs() < 0.5,
+        "{soon:?}"
+    );
+    // An arrival time gets one forecast at that time.
+    let arrival = NOW + 40 * 60_000;
+    let at_arrival = client
+        .get_availability(get("east", &[], arrival))
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert_eq!(at_arrival.forecasts.len(), 1);
+    assert_eq!(
+        (
+            at_arrival.forecasts[0].target_time_ms,
+            at_arrival.forecasts[0].horizon_minutes
+        ),
+        (arrival, 40)
+    );
+    assert_bounded(&at_arrival);
+    // East has history but no live event: it is stale and says why, but still forecast.
+    assert!(at_arrival.stale && at_arrival.stale_reason.contains("no event"));
+    // The toy model knows the wave: at 40 minutes the expected occupancy follows it.
+    let expected = common::rate_at(arrival);
+    let forecast_rate = 1.0 - at_arrival.forecasts[0].expected_free / 20.0;
+    assert!(
+        (forecast_rate - expected).abs() < 0.1,
+        "{forecast_rate} vs {expected}"
+    );
+    // South has neither history nor events: no forecast, and the answer says so.
+    let south = client
+        .get_availability(get("south", &[30], 0))
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert!(south.forecasts.is_empty());
+    assert!(
+        south.stale_reason.contains("no grid history"),
+        "{}",
+        south.stale_reason
+    );
     assert_eq!(south.unknown_now, 2);
 }
 
 #[tokio::test]
 async fn bad_requests_get_their_code_and_a_message_saying_what_is_wrong() {
-    let mut client = client().await;
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
     let cases = [
         (get("nowhere", &[], 0), Code::NotFound, "\"nowhere\""),
         (get("", &[], 0), Code::InvalidArgument, "lot_id is empty"),
         (
-            get("north", &[45], 0),
+            get("north", &[145], 0),
             Code::InvalidArgument,
-            "horizon 45 min",
+            "horizon 145 min is not served; forecasts reach 1 to 120 min",
+        ),
+        (
+            get("north", &[0], 0),
+            Code::InvalidArgument,
+            "horizon 0 min",
         ),
         (
             get("north", &[], NOW - 1_000),
@@ -142,7 +295,11 @@ async fn bad_requests_get_their_code_and_a_message_saying_what_is_wrong() {
             Code::InvalidArgument,
             "at most 120 min",
         ),
-        (get("north", &[30], 0), Code::Unavailable, "not served yet"),
+        (
+            get("north", &[15], NOW + 60_000),
+            Code::InvalidArgument,
+            "not both",
+        ),
     ];
     for (request, code, says) in cases {
         let status = client
@@ -157,6 +314,7 @@ async fn bad_requests_get_their_code_and_a_message_saying_what_is_wrong() {
         .await
         .expect_err("refused");
     assert_eq!(empty.code(), Code::InvalidArgument);
+    assert!(empty.message().contains("no requests"));
     let oversized = client
         .batch_get_availability(BatchGetAvailabilityRequest {
             requests: vec![get("north", &[], 0); 101],
@@ -165,123 +323,318 @@ async fn bad_requests_get_their_code_and_a_message_saying_what_is_wrong() {
         .expect_err("refused");
     assert_eq!(oversized.code(), Code::InvalidArgument);
     assert!(oversized.message().contains("at most 100"));
+    let one_bad = client
+        .batch_get_availability(BatchGetAvailabilityRequest {
+            requests: vec![get("north", &[], 0), get("north", &[999], 0)],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(one_bad.code(), Code::InvalidArgument);
+    assert!(one_bad.message().starts_with("request 1 of the batch"));
+    let far = SearchNearbyRequest {
+        latitude: 51.5,
+        longitude: -0.12,
+        radius_m: 50_000.0,
+        ..SearchNearbyRequest::default()
+    };
+    let status = client.search_nearby(far).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("radius_m 50000"),
+        "{}",
+        status.message()
+    );
     let batch = client
         .batch_get_availability(BatchGetAvailabilityRequest {
-            requests: vec![get("south", &[], 0), get("north", &[], 0)],
+            requests: vec![get("south", &[], 0), get("north", &[30], 0)],
         })
         .await
         .expect("an answer")
         .into_inner();
     let order: Vec<_> = batch.lots.iter().map(|lot| lot.lot_id.as_str()).collect();
     assert_eq!(order, vec!["south", "north"]);
+    // Requests are timed and counted per RPC and code.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &{
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = ServingMetrics::register(&mut registry);
+        metrics.request(0, 0.001, Code::NotFound);
+        registry
+    })
+    .expect("encodes");
+    assert!(
+        text.contains("parkcast_grpc_requests_total{rpc=\"GetAvailability\",code=\"not_found\"} 1")
+    );
+    drop(fixture.metrics);
 }
 
-/// Events produced to the real broker show up in `GetAvailability` over real gRPC.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn produced_events_are_visible_over_grpc() {
-    use parkcast_kafka::testing::{fresh_config, unique_name};
-    use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
-    use parkcast_serving::ingest::{Ingest, IngestConfig};
-    use parkcast_serving::metrics::IngestMetrics;
-    use prost::Message as _;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    use std::time::{Duration, Instant};
+#[tokio::test]
+async fn without_a_model_forecasts_are_unavailable_and_the_live_picture_answers() {
+    let fixture = fixture(false).await;
+    let mut client = fixture.availability().await;
+    let status = client
+        .get_availability(get("north", &[15], 0))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("no model is active"));
+    let live = client
+        .get_availability(get("north", &[], 0))
+        .await
+        .expect("the live picture")
+        .into_inner();
+    assert_eq!((live.occupied_now, live.model_version), (2, 0));
+    assert!(!fixture.scoring.ready());
+}
 
-    let kafka = fresh_config("grpc", 2);
-    let topology = Arc::new(
-        Topology::new([(
-            "north".to_owned(),
-            (0..4).map(|slot| format!("n{slot}")).collect(),
-        )])
-        .expect("valid"),
-    );
-    let state = tempfile::tempdir().expect("temporary folder");
-    let config = IngestConfig {
-        kafka: kafka.clone(),
-        group_id: unique_name("grpc"),
-        state_dir: state.path().to_owned(),
-        probe_interval_ms: 200,
-        ..IngestConfig::default()
+#[tokio::test]
+async fn search_ranks_lots_in_the_radius_and_filters_by_slot_type() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let search = SearchNearbyRequest {
+        latitude: 51.505,
+        longitude: -0.12,
+        radius_m: 3_000.0,
+        arrival_time_ms: NOW + 30 * 60_000,
+        ..SearchNearbyRequest::default()
     };
-    let ingest = Arc::new(
-        Ingest::start(
-            config,
-            Arc::clone(&topology),
-            IngestMetrics::register(&mut prometheus_client::registry::Registry::default()),
-        )
-        .expect("ingestion starts"),
+    let found = client
+        .search_nearby(search)
+        .await
+        .expect("an answer")
+        .into_inner()
+        .lots;
+    // East is 10 km away; south has no forecast.
+    let ids: Vec<_> = found
+        .iter()
+        .map(|lot| lot.availability.as_ref().map(|a| a.lot_id.as_str()))
+        .collect();
+    assert_eq!(ids, vec![Some("north")]);
+    assert!(
+        (found[0].distance_m - 556.0).abs() < 5.0,
+        "{}",
+        found[0].distance_m
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    assert!((0.0..=1.0).contains(&found[0].probability_any_free_at_arrival));
+    let wide = SearchNearbyRequest {
+        radius_m: 10_000.0,
+        latitude: 51.55,
+        ..search
+    };
+    let found = client
+        .search_nearby(wide)
         .await
-        .expect("a loopback port");
-    let address = listener.local_addr().expect("bound");
-    let service = AvailabilityService::new(Arc::clone(&ingest), RequestLimits::default(), 600_000);
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(AvailabilityServer::new(service))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-            .expect("the server runs");
-    });
-    let mut client = AvailabilityClient::connect(format!("http://{address}"))
+        .expect("an answer")
+        .into_inner()
+        .lots;
+    assert_eq!(found.len(), 2, "north and east");
+    assert!(
+        found[0].probability_any_free_at_arrival >= found[1].probability_any_free_at_arrival,
+        "best first"
+    );
+    let ev = SearchNearbyRequest {
+        slot_type: SlotType::Ev as i32,
+        ..wide
+    };
+    let found = client
+        .search_nearby(ev)
         .await
-        .expect("the client connects");
+        .expect("an answer")
+        .into_inner()
+        .lots;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].slots_of_type, 1);
+}
 
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka.producer_config().create().expect("a producer");
-    let now = parkcast_kafka::now_ms();
-    for slot in 0..3 {
-        let reading = SensorReading {
-            schema_version: parkcast_proto::SCHEMA_VERSION,
-            lot_id: "north".into(),
-            slot_id: format!("n{slot}"),
-            report: SlotReport::Occupied as i32,
-            kind: ReadingKind::Change as i32,
-            sensor_seq: 1,
-            event_time_ms: now - 1_000,
-        };
-        producer
-            .send(
-                BaseRecord::to(&kafka.topics.sensor)
-                    .key("north")
-                    .payload(&reading.encode_to_vec()),
-            )
-            .map_err(|(error, _)| error)
-            .expect("queued");
-    }
-    producer.flush(Duration::from_secs(10)).expect("delivered");
+#[tokio::test]
+async fn a_watch_gets_the_current_answer_then_every_change() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let mut stream = client
+        .watch_availability(WatchAvailabilityRequest {
+            lot_ids: vec!["north".into()],
+            horizon_minutes: vec![60],
+        })
+        .await
+        .expect("a stream")
+        .into_inner();
+    let first = stream.message().await.expect("a message").expect("open");
+    assert_eq!((first.occupied_now, first.forecasts.len()), (2, 1));
+    fixture
+        .source
+        .live()
+        .apply_sensor(&sensor(3, true, 1, NOW - 60_000))
+        .expect("applies");
+    fixture.scoring.tick();
+    let second = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("an update in time")
+        .expect("a message")
+        .expect("open");
+    assert_eq!(second.occupied_now, 3);
+    let refused = client
+        .watch_availability(WatchAvailabilityRequest {
+            lot_ids: vec![],
+            horizon_minutes: vec![],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+}
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let answer = loop {
-        let answer = client
-            .get_availability(get("north", &[], 0))
-            .await
-            .expect("an answer")
-            .into_inner();
-        if answer.occupied_now == 3 || Instant::now() > deadline {
-            break answer;
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn models_activate_under_load_and_a_corrupt_version_is_refused() {
+    let fixture = fixture(true).await;
+    let mut models = fixture.models().await;
+    let listed = models
+        .list_models(ListModelsRequest {})
+        .await
+        .expect("a list")
+        .into_inner()
+        .models;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].active && listed[0].kind == "linear");
+    let described = models
+        .describe_model(DescribeModelRequest {
+            name: "toy".into(),
+            version: 0,
+        })
+        .await
+        .expect("a description")
+        .into_inner();
+    assert_eq!((described.version, described.sha256.len()), (1, 64));
+    let missing = models
+        .describe_model(DescribeModelRequest {
+            name: "toy".into(),
+            version: 9,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(missing.code(), Code::NotFound);
+
+    let activate = |version: u32, token: Option<&str>| {
+        let mut request = tonic::Request::new(ActivateModelRequest {
+            name: "toy".into(),
+            version,
+        });
+        if let Some(token) = token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        request
     };
-    assert_eq!(
-        (answer.occupied_now, answer.free_now, answer.unknown_now),
-        (3, 0, 1)
+    for token in [None, Some("wrong")] {
+        let status = models
+            .activate_model(activate(1, token))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    }
+
+    // v2: the same model trained a day later. Activated while clients hammer the server.
+    common::publish(fixture.registry.path(), "toy", &LOTS, NOW);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let mut client = fixture.availability().await;
+        let (stop, answered, failed) = (
+            Arc::clone(&stop),
+            Arc::clone(&answered),
+            Arc::clone(&failed),
+        );
+        load.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client.get_availability(get("north", &[30, 60], 0)).await {
+                    Ok(answer) => {
+                        let answer = answer.into_inner();
+                        assert_eq!(answer.forecasts.len(), 2);
+                        versions.push(answer.model_version);
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            versions
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let info = models
+        .activate_model(activate(2, Some(TOKEN)))
+        .await
+        .expect("v2 activates")
+        .into_inner();
+    assert_eq!((info.version, info.active), (2, true));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for task in load {
+        let versions = task.await.expect("the load task ends");
+        // Each client sees v1 until the swap, then only v2.
+        assert!(
+            versions.windows(2).all(|pair| pair[0] <= pair[1]),
+            "{versions:?}"
+        );
+        seen.extend(versions);
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed");
+    assert!(answered.load(Ordering::Relaxed) > 20);
+    assert!(
+        seen.contains(&1) && seen.contains(&2),
+        "both versions answered"
     );
-    assert!(!answer.stale, "{}", answer.stale_reason);
-    assert!(answer.data_age_ms < 60_000);
-    // Graceful shutdown: the server lets go of the live state, then ingestion stops cleanly.
-    drop(client);
-    let _ = shutdown.send(());
-    server.await.expect("the server stops");
-    Arc::try_unwrap(ingest)
-        .map_err(|_| "still shared")
-        .expect("the server released the live state")
-        .stop()
-        .expect("a clean stop");
+
+    // v3: a file whose checksum matches its manifest but that is no model.
+    common::publish_bytes(
+        fixture.registry.path(),
+        "toy",
+        b"not a model at all",
+        parkcast_features::vector::FeatureParams::new(common::STEP_MINUTES),
+        NOW - 21 * DAY_MS,
+        NOW,
+    );
+    let refused = models
+        .activate_model(activate(3, Some(TOKEN)))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("corrupt") && refused.message().contains("keeps serving"),
+        "{}",
+        refused.message()
+    );
+    // v4: a good model whose file was damaged after publishing.
+    let v4 = common::publish(fixture.registry.path(), "toy", &LOTS, NOW);
+    let model_file = fixture.registry.path().join("toy/4").join(v4.model_file);
+    let mut bytes = std::fs::read(&model_file).expect("the model file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&model_file, bytes).expect("damaged");
+    let refused = models
+        .activate_model(activate(4, Some(TOKEN)))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("sha256") || refused.message().contains("checksum"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(fixture.metrics.activation_count("corrupt"), 2);
+    // The registry watch skips refused versions rather than retrying them forever.
+    assert!(!fixture.manager.follow_once("toy"));
+
+    let mut client = fixture.availability().await;
+    let still = client
+        .get_availability(get("north", &[30], 0))
+        .await
+        .expect("still answering")
+        .into_inner();
+    assert_eq!(still.model_version, 2);
+    assert_eq!(fixture.metrics.activation_count("activated"), 2);
 }

@@ -17,6 +17,7 @@ use parkcast_kafka::KafkaConfig;
 use super::GlobalArgs;
 use super::stream::{BrokerArgs, load_config, topology_from_warehouse};
 use crate::report;
+use parkcast_serving::config::ServiceConfig;
 
 /// Arguments of `parkcast archive`.
 #[derive(Debug, Args)]
@@ -50,17 +51,12 @@ pub struct ArchiveArgs {
     /// Consumer group the archived offsets are committed to (for lag monitoring).
     #[arg(long, default_value = "parkcast-archive")]
     pub group: String,
-    /// Config file (TOML with a `[kafka]` table); `PARKCAST__KAFKA__...` variables override it.
+    /// Config file (the server's, see serving/config.example.toml: its `[ingest.kafka]` table);
+    /// `PARKCAST__INGEST__KAFKA__...` variables override it.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub broker: BrokerArgs,
-}
-
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-struct KafkaOnly {
-    kafka: KafkaConfig,
 }
 
 /// Copies every dimension table of `from` into `to` (writer `archive-dims`).
@@ -105,7 +101,9 @@ pub fn archive_config(args: &ArchiveArgs, kafka: KafkaConfig) -> ArchiveConfig {
 }
 
 pub fn run(args: ArchiveArgs, global: &GlobalArgs) -> Result<()> {
-    let mut kafka = load_config::<KafkaOnly>(args.config.as_ref())?.kafka;
+    let mut kafka = load_config::<ServiceConfig>(args.config.as_ref())?
+        .ingest
+        .kafka;
     args.broker.apply(&mut kafka);
     kafka.validate().context("invalid kafka configuration")?;
     let warehouse = super::create_warehouse(&args.warehouse)?;

@@ -34,6 +34,7 @@ pub struct IngestArgs {
 
 pub fn run(args: IngestArgs, _global: &GlobalArgs) -> Result<()> {
     let (config, topology) = args.live.load()?;
+    let config = config.ingest;
     tracing::info!(
         lots = topology.lots().len(),
         slots = topology.slot_count(),

@@ -19,6 +19,7 @@ use parkcast_training::progress::NoProgress;
 use super::GlobalArgs;
 use super::stream::{BrokerArgs, load_config};
 use crate::report;
+use parkcast_serving::config::ServiceConfig;
 
 /// Arguments of `parkcast replay`.
 #[derive(Debug, Args)]
@@ -50,7 +51,11 @@ pub struct ReplayArgs {
     /// Replay the first this many lots (by id) only.
     #[arg(long)]
     pub max_lots: Option<usize>,
-    /// Config file (TOML with a `[kafka]` table); `PARKCAST__KAFKA__...` variables override it.
+    /// Replay events from this instant on (RFC 3339, e.g. 2025-11-30T00:00:00Z).
+    #[arg(long)]
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    /// Config file (the server's, see serving/config.example.toml: its `[ingest.kafka]` table);
+    /// `PARKCAST__INGEST__KAFKA__...` variables override it.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -77,13 +82,6 @@ fn parse_speed(text: &str) -> Result<SpeedArg, String> {
     Ok(SpeedArg(Speed::Factor(factor)))
 }
 
-/// The `[kafka]` table of a config file.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-struct KafkaOnly {
-    kafka: KafkaConfig,
-}
-
 /// Imports the Melbourne day into `scratch` unless it is there already.
 pub fn melbourne_warehouse(scratch: &std::path::Path) -> Result<Warehouse> {
     if let Ok(warehouse) = Warehouse::open(scratch)
@@ -103,7 +101,9 @@ pub fn melbourne_warehouse(scratch: &std::path::Path) -> Result<Warehouse> {
 }
 
 pub fn run(args: ReplayArgs, global: &GlobalArgs) -> Result<()> {
-    let mut kafka = load_config::<KafkaOnly>(args.config.as_ref())?.kafka;
+    let mut kafka = load_config::<ServiceConfig>(args.config.as_ref())?
+        .ingest
+        .kafka;
     args.broker.apply(&mut kafka);
     kafka.validate().context("invalid kafka configuration")?;
     let (warehouse, heartbeat_minutes) = if args.melbourne {
@@ -137,6 +137,7 @@ pub fn run(args: ReplayArgs, global: &GlobalArgs) -> Result<()> {
         SourceConfig {
             heartbeat_minutes,
             lots,
+            start_ms: args.start.map(|start| start.timestamp_millis()),
             ..SourceConfig::default()
         },
     )

@@ -1,20 +1,38 @@
-//! `parkcast serve`: live ingestion plus the gRPC server (Availability, health, reflection) and
-//! Prometheus metrics, until Ctrl-C or SIGTERM.
+//! `parkcast serve`: live ingestion, scoring with the active model, the gRPC services
+//! (Availability, Models, health, reflection), the pricing feed and Prometheus metrics, until
+//! Ctrl-C or SIGTERM.
 //!
-//! First part of the serving issue: answers carry the live picture; forecasts, the pricing feed and
-//! model reload are not built yet (see `serving::grpc`).
+//! Start-up order matters: the model is read first (its grid step decides how live state samples
+//! lots), the lots' last nine days of grid history are read from the warehouse (the features need
+//! a week back), ingestion starts sampling on that grid, the model is activated on the seeded
+//! history, and only then does the gRPC port open. Health stays NOT_SERVING until a model is active
+//! and ingestion has caught up. Shutdown runs the other way: stop taking requests, end watch
+//! streams, stop the scorer and the pricing feed (flushed), checkpoint and commit, leave the group.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use parkcast_features::rows::{LotRow, SlotRow};
+use parkcast_features::warehouse::Warehouse;
 use parkcast_proto::v1::availability_server::AvailabilityServer;
-use parkcast_serving::grpc::AvailabilityService;
-use parkcast_serving::ingest::Ingest;
-use parkcast_serving::metrics::{self, IngestMetrics};
-use parkcast_serving::requests::RequestLimits;
+use parkcast_proto::v1::models_server::ModelsServer;
+use parkcast_serving::config::{ClockMode, ServiceConfig};
+use parkcast_serving::grpc::{
+    AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext, slot_type_of,
+};
+use parkcast_serving::ingest::{Ingest, IngestSummary};
+use parkcast_serving::live::GridRule;
+use parkcast_serving::metrics::{self, IngestMetrics, ServingMetrics};
+use parkcast_serving::models::ModelManager;
+use parkcast_serving::pricing::PricingFeed;
+use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ServedModel};
+use parkcast_serving::topology::Topology;
 use prometheus_client::registry::Registry;
 
 use super::GlobalArgs;
@@ -25,95 +43,93 @@ use super::stream::LiveArgs;
 pub struct ServeArgs {
     #[command(flatten)]
     pub live: LiveArgs,
-    /// gRPC address.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    pub grpc_addr: SocketAddr,
-    /// Prometheus metrics at `http://ADDRESS/metrics`.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    pub metrics_addr: SocketAddr,
+    /// gRPC address (overrides `serve.grpc_addr`).
+    #[arg(long)]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Prometheus metrics at `http://ADDRESS/metrics` (overrides `serve.metrics_addr`).
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Model registry folder (overrides `serve.registry`).
+    #[arg(long, env = "PARKCAST_MODELS")]
+    pub registry: Option<PathBuf>,
+    /// Model line to serve (overrides `serve.model`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Its version to start with, 0 for the newest (overrides `serve.model_version`).
+    #[arg(long)]
+    pub model_version: Option<u32>,
+    /// Bearer token of `ActivateModel` (overrides `serve.admin_token`).
+    #[arg(long, env = "PARKCAST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Answer at the wall clock, or at the newest event time of the stream (replays of the past).
+    #[arg(long, value_enum)]
+    pub clock: Option<ClockArg>,
+    /// Read grid history from the warehouse up to this instant (RFC 3339; default: now).
+    #[arg(long)]
+    pub history_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `--clock` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ClockArg {
+    /// The wall clock.
+    Wall,
+    /// The newest event time in the stream.
+    Stream,
 }
 
 /// The gRPC service name health reports on.
 const AVAILABILITY: &str = "parkcast.v1.Availability";
 
 pub fn run(args: ServeArgs, _global: &GlobalArgs) -> Result<()> {
-    let (config, topology) = args.live.load()?;
-    let mut registry = Registry::default();
-    let ingest_metrics = IngestMetrics::register(&mut registry);
-    let registry = Arc::new(Mutex::new(registry));
+    let (mut config, topology) = args.live.load()?;
+    let serve = &mut config.serve;
+    if let Some(address) = args.grpc_addr {
+        serve.grpc_addr = address;
+    }
+    if let Some(address) = args.metrics_addr {
+        serve.metrics_addr = address;
+    }
+    if let Some(registry) = &args.registry {
+        serve.registry.clone_from(registry);
+    }
+    if let Some(model) = &args.model {
+        serve.model.clone_from(model);
+    }
+    if let Some(version) = args.model_version {
+        serve.model_version = version;
+    }
+    if let Some(token) = &args.admin_token {
+        serve.admin_token.clone_from(token);
+    }
+    if let Some(clock) = args.clock {
+        serve.clock = match clock {
+            ClockArg::Wall => ClockMode::Wall,
+            ClockArg::Stream => ClockMode::Stream,
+        };
+    }
+    config.validate().context("invalid configuration")?;
+    let warehouse = args.live.warehouse.open()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let stale_after_ms = i64::try_from(config.stale_after_ms).unwrap_or(i64::MAX);
-    let ingest = runtime.block_on(async {
-        let (bound, _metrics) = metrics::serve(args.metrics_addr, Arc::clone(&registry))
-            .await
-            .with_context(|| format!("failed to serve metrics on {}", args.metrics_addr))?;
-        tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
-        let ingest = Arc::new(
-            tokio::task::spawn_blocking(move || Ingest::start(config, topology, ingest_metrics))
-                .await
-                .context("the start task failed")?
-                .context("failed to start ingestion")?,
-        );
-
-        // Health: NOT_SERVING until ingestion has read everything it owns and the broker answers.
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status(AVAILABILITY, tonic_health::ServingStatus::NotServing)
-            .await;
-        let watched = Arc::downgrade(&ingest);
-        tokio::spawn(async move {
-            let mut serving = false;
-            loop {
-                let Some(ingest) = watched.upgrade() else {
-                    break;
-                };
-                let status = ingest.status();
-                drop(ingest);
-                let ready = status.assigned_partitions > 0 && status.lag == Some(0) && !status.stale;
-                if ready != serving {
-                    let health = if ready {
-                        tonic_health::ServingStatus::Serving
-                    } else {
-                        tonic_health::ServingStatus::NotServing
-                    };
-                    reporter.set_service_status(AVAILABILITY, health).await;
-                    tracing::info!(ready, "health changed");
-                    serving = ready;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(parkcast_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("failed to build gRPC reflection")?;
-        let service = AvailabilityService::new(
-            Arc::clone(&ingest),
-            RequestLimits::default(),
-            stale_after_ms,
-        );
+    let summary = runtime.block_on(async {
+        let server = Server::start(ServerOptions {
+            config,
+            topology,
+            warehouse,
+            history_until_ms: args.history_until.map(|at| at.timestamp_millis()),
+        })
+        .await?;
         println!(
-            "serving gRPC on {} (try: parkcast query --addr http://{} --lot <lot id>); Ctrl-C stops",
-            args.grpc_addr, args.grpc_addr
+            "serving gRPC on {} (try: parkcast query --addr http://{} --lot <lot id> --horizons 30,60); metrics on http://{}/metrics; Ctrl-C stops",
+            server.grpc_addr, server.grpc_addr, server.metrics_addr
         );
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(AvailabilityServer::new(service))
-            .serve_with_shutdown(args.grpc_addr, shutdown_signal())
-            .await
-            .with_context(|| format!("the gRPC server on {} failed", args.grpc_addr))?;
-        Ok::<_, anyhow::Error>(ingest)
+        shutdown_signal().await;
+        server.shutdown().await
     })?;
-    tracing::info!("gRPC stopped; checkpointing and leaving the group");
-    let ingest = Arc::try_unwrap(ingest)
-        .map_err(|_| anyhow::anyhow!("the live state is still shared after shutdown"))?;
-    let summary = ingest.stop().context("ingestion stopped with an error")?;
     println!(
         "stopped: {} messages handled, {} dead letters delivered",
         summary.handled, summary.deadletters_delivered
@@ -121,8 +137,348 @@ pub fn run(args: ServeArgs, _global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
+/// What a server is started from.
+pub struct ServerOptions {
+    /// The checked config.
+    pub config: ServiceConfig,
+    /// The lots and slots served.
+    pub topology: Arc<Topology>,
+    /// Where grid history, lot names, locations and slot types come from.
+    pub warehouse: Warehouse,
+    /// Grid history is read up to this instant (default: now).
+    pub history_until_ms: Option<i64>,
+}
+
+/// A running server.
+pub struct Server {
+    /// The bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// The bound metrics address.
+    pub metrics_addr: SocketAddr,
+    ingest: Arc<Ingest>,
+    scoring: Arc<Scoring>,
+    context: ServiceContext,
+    pricing: Option<PricingFeed>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    grpc_shutdown: tokio::sync::oneshot::Sender<()>,
+    grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts everything (see the module doc for the order). Call inside a tokio runtime.
+    pub async fn start(options: ServerOptions) -> Result<Server> {
+        let ServerOptions {
+            config,
+            topology,
+            warehouse,
+            history_until_ms,
+        } = options;
+        let mut registry = Registry::default();
+        let ingest_metrics = IngestMetrics::register(&mut registry);
+        let serving_metrics = ServingMetrics::register(&mut registry);
+        let registry = Arc::new(Mutex::new(registry));
+        let (metrics_addr, metrics_task) =
+            metrics::serve(config.serve.metrics_addr, Arc::clone(&registry))
+                .await
+                .with_context(|| {
+                    format!("failed to serve metrics on {}", config.serve.metrics_addr)
+                })?;
+
+        // The model first: its grid step decides how live state samples the lots.
+        let initial = initial_model(&config).await?;
+        let grid = initial.as_ref().map(|served| GridRule {
+            step_ms: i64::from(served.model.step_minutes()) * 60_000,
+        });
+        let ingest_config = config.ingest.clone();
+        let ingest_topology = Arc::clone(&topology);
+        let ingest = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                Ingest::start_with_grid(ingest_config, ingest_topology, ingest_metrics, grid)
+            })
+            .await
+            .context("the start task failed")?
+            .context("failed to start ingestion")?,
+        );
+        let clock = match config.serve.clock {
+            ClockMode::Wall => Clock::Wall,
+            ClockMode::Stream => history_until_ms.map_or_else(Clock::stream, Clock::stream_from),
+        };
+        let scoring = Arc::new(
+            Scoring::new(
+                Arc::clone(&ingest) as Arc<dyn LiveSource>,
+                clock,
+                config.scoring,
+            )
+            .with_metrics(serving_metrics.clone()),
+        );
+        let manager = Arc::new(ModelManager::new(
+            &config.serve.registry,
+            Arc::clone(&scoring),
+            Some(serving_metrics.clone()),
+        ));
+        let directory = if let Some(served) = initial {
+            let until_ms = history_until_ms.unwrap_or_else(parkcast_kafka::now_ms);
+            let (seeding, source, step) = (
+                Arc::clone(&scoring),
+                served.manifest.source.clone(),
+                served.model.step_minutes(),
+            );
+            let history_warehouse = warehouse.clone();
+            let seeded = tokio::task::spawn_blocking(move || {
+                seed_history(&seeding, &history_warehouse, &source, step, until_ms)
+            })
+            .await
+            .context("the history task failed")??;
+            tracing::info!(lots = seeded, "grid history read from the warehouse");
+            let activating = Arc::clone(&manager);
+            let (name, version) = (served.manifest.name.clone(), served.manifest.version);
+            tokio::task::spawn_blocking(move || activating.activate(&name, version))
+                .await
+                .context("the activation task failed")?
+                .context("the configured model was refused")?;
+            lot_directory(&warehouse, &topology)?
+        } else {
+            tracing::warn!(
+                "no model configured: answers carry the live picture only until one is activated"
+            );
+            lot_directory(&warehouse, &topology)?
+        };
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = vec![
+            scoring
+                .spawn(Arc::clone(&stop))
+                .context("failed to start the scorer")?,
+        ];
+        if config.serve.follow_latest && !config.serve.model.is_empty() {
+            threads.push(
+                manager
+                    .follow(
+                        config.serve.model.clone(),
+                        Duration::from_millis(config.serve.watch_interval_ms),
+                        Arc::clone(&stop),
+                    )
+                    .context("failed to start the registry watch")?,
+            );
+        }
+        let pricing = if config.serve.publish_forecasts {
+            Some(
+                PricingFeed::start(
+                    Arc::clone(&scoring),
+                    &config.ingest.kafka,
+                    Some(serving_metrics.clone()),
+                )
+                .context("failed to start the pricing feed")?,
+            )
+        } else {
+            None
+        };
+
+        // Health: NOT_SERVING until a model is active and ingestion has caught up.
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status(AVAILABILITY, tonic_health::ServingStatus::NotServing)
+            .await;
+        let watched = Arc::downgrade(&scoring);
+        let health_task = tokio::spawn(async move {
+            let mut serving = false;
+            while let Some(scoring) = watched.upgrade() {
+                let ready = scoring.ready();
+                drop(scoring);
+                if ready != serving {
+                    let status = if ready {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    reporter.set_service_status(AVAILABILITY, status).await;
+                    tracing::info!(ready, "health changed");
+                    serving = ready;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(parkcast_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("failed to build gRPC reflection")?;
+        let context = ServiceContext {
+            scoring: Arc::clone(&scoring),
+            directory: Arc::new(directory),
+            limits: config.limits,
+            stale_after_ms: config.serve.lot_stale_after_ms,
+            metrics: Some(serving_metrics.clone()),
+        };
+        let token = Some(config.serve.admin_token.clone()).filter(|token| !token.is_empty());
+        let availability = AvailabilityService::new(context.clone());
+        let models = ModelsService::new(manager, token, Some(serving_metrics));
+        let listener = tokio::net::TcpListener::bind(config.serve.grpc_addr)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.serve.grpc_addr))?;
+        let grpc_addr = listener.local_addr().context("no local address")?;
+        let (grpc_shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let grpc_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(reflection)
+                .add_service(AvailabilityServer::new(availability))
+                .add_service(ModelsServer::new(models))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+        tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, "serving");
+        Ok(Server {
+            grpc_addr,
+            metrics_addr,
+            ingest,
+            scoring,
+            context,
+            pricing,
+            stop,
+            threads,
+            grpc_shutdown,
+            grpc_task,
+            tasks: vec![metrics_task, health_task],
+        })
+    }
+
+    /// What the services answer from (the demo's table reads it in process).
+    pub fn context(&self) -> &ServiceContext {
+        &self.context
+    }
+
+    /// Stops taking requests, ends watch streams, stops the scorer, registry watch and pricing
+    /// feed, then checkpoints, commits and leaves the group.
+    pub async fn shutdown(self) -> Result<IngestSummary> {
+        tracing::info!("stopping: no new requests");
+        self.scoring.close();
+        let _ = self.grpc_shutdown.send(());
+        match self.grpc_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(error = %error, "the gRPC server failed"),
+            Err(error) => tracing::error!(error = %error, "the gRPC task failed"),
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Some(pricing) = self.pricing {
+            let sent = tokio::task::spawn_blocking(move || pricing.stop())
+                .await
+                .unwrap_or(0);
+            tracing::info!(sent, "pricing feed flushed");
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+        tracing::info!("checkpointing and leaving the group");
+        let ingest = self.ingest;
+        tokio::task::spawn_blocking(move || ingest.stop())
+            .await
+            .context("the stop task failed")?
+            .context("ingestion stopped with an error")
+    }
+}
+
+/// The configured model, decoded and checked (none configured, or none published yet: `None`).
+async fn initial_model(config: &ServiceConfig) -> Result<Option<ServedModel>> {
+    if config.serve.model.is_empty() {
+        return Ok(None);
+    }
+    let (root, name, version) = (
+        config.serve.registry.clone(),
+        config.serve.model.clone(),
+        config.serve.model_version,
+    );
+    tokio::task::spawn_blocking(move || {
+        let registry = parkcast_inference::registry::Registry::open(&root);
+        let version = match version {
+            0 => match registry.latest(&name)? {
+                Some(latest) => latest,
+                None => {
+                    tracing::warn!(model = %name, registry = %root.display(), "no version published yet");
+                    return Ok(None);
+                }
+            },
+            version => version,
+        };
+        let (manifest, bytes) = registry
+            .load(&name, version, None)
+            .with_context(|| format!("failed to load model {name} v{version}"))?;
+        Ok(Some(ServedModel::decode(manifest, &bytes)?))
+    })
+    .await
+    .context("the model task failed")?
+}
+
+/// Seeds each lot's grid history (the nine days before `until_ms`) from the warehouse, on the
+/// model's grid, through the trainer's own reader; returns the lots seeded.
+fn seed_history(
+    scoring: &Scoring,
+    warehouse: &Warehouse,
+    source: &str,
+    step_minutes: u32,
+    until_ms: i64,
+) -> Result<usize> {
+    let from_ms = until_ms - parkcast_serving::live::GRID_HISTORY_MS;
+    let lots = parkcast_training::lots::load_lots(warehouse, source, step_minutes)
+        .with_context(|| format!("failed to read the grid history of source {source:?}"))?;
+    let mut seeded = 0;
+    for (lot_id, lot) in lots {
+        let within = |at: &i64| *at >= from_ms && *at < until_ms;
+        let grid = lot.series.iter().filter(|(instant, _)| within(instant));
+        let arrivals = lot.arrivals_ms.iter().copied().filter(within);
+        let departures = lot.departures_ms.iter().copied().filter(within);
+        if scoring.seed(&lot_id, grid, arrivals, departures) {
+            seeded += 1;
+        }
+    }
+    Ok(seeded)
+}
+
+/// Names, locations and slot types of the served lots from `dim_lot` and `dim_slot`.
+fn lot_directory(warehouse: &Warehouse, topology: &Topology) -> Result<LotDirectory> {
+    let mut infos: HashMap<String, LotInfo> = warehouse
+        .read_rows::<LotRow>()
+        .context("failed to read dim_lot")?
+        .into_iter()
+        .map(|lot| {
+            (
+                lot.lot_id.clone(),
+                LotInfo {
+                    name: lot.name,
+                    latitude: lot.latitude,
+                    longitude: lot.longitude,
+                    slots_by_type: [0; 6],
+                },
+            )
+        })
+        .collect();
+    for slot in warehouse
+        .read_rows::<SlotRow>()
+        .context("failed to read dim_slot")?
+    {
+        if let Some(info) = infos.get_mut(&slot.lot_id) {
+            info.slots_by_type[slot_type_of(&slot.slot_type) as usize] += 1;
+            // Street bays carry their own coordinates; a lot without any takes its first bay's.
+            if info.latitude.is_none() {
+                info.latitude = slot.latitude;
+                info.longitude = slot.longitude;
+            }
+        }
+    }
+    Ok(LotDirectory::new(topology, infos))
+}
+
 /// Ctrl-C or SIGTERM (how service managers and Kubernetes stop a process).
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use parkcast_features::warehouse::Warehouse;
 use parkcast_kafka::{EmbeddedBroker, KafkaConfig, TopicNames};
+use parkcast_serving::config::ServiceConfig;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,10 +32,14 @@ pub struct LiveArgs {
     /// The warehouse whose `dim_slot` lists the lots and slots to accept.
     #[command(flatten)]
     pub warehouse: super::WarehouseLocation,
-    /// Config file (TOML, the fields of `IngestConfig`: `group_id`, `state_dir`, `[kafka]`, ...;
-    /// see serving/config.example.toml); `PARKCAST__...` environment variables override it.
+    /// Config file (TOML: `[ingest]`, `[ingest.kafka]`, `[serve]`, `[scoring]`, `[limits]`; see
+    /// serving/config.example.toml); `PARKCAST__...` environment variables override it
+    /// (`PARKCAST__INGEST__KAFKA__BOOTSTRAP_SERVERS`, `PARKCAST__SERVE__ADMIN_TOKEN`).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Profile whose defaults the config starts from: local, staging or production.
+    #[arg(long, env = "PARKCAST_PROFILE", default_value = "local")]
+    pub profile: parkcast_serving::config::Profile,
     #[command(flatten)]
     pub broker: BrokerArgs,
     /// Consumer group (overrides the config file).
@@ -46,22 +51,27 @@ pub struct LiveArgs {
 }
 
 impl LiveArgs {
-    /// The validated config (defaults < file < environment < flags) and the topology.
+    /// The service config (profile defaults < file < environment < these flags), checked, and
+    /// the topology.
     pub fn load(
         &self,
     ) -> Result<(
-        parkcast_serving::ingest::IngestConfig,
+        ServiceConfig,
         std::sync::Arc<parkcast_serving::topology::Topology>,
     )> {
-        let mut config: parkcast_serving::ingest::IngestConfig = load_config(self.config.as_ref())?;
-        self.broker.apply(&mut config.kafka);
+        let mut config: ServiceConfig = load_layered(
+            ServiceConfig::for_profile(self.profile),
+            self.config.as_ref(),
+        )?;
+        config.profile = self.profile;
+        self.broker.apply(&mut config.ingest.kafka);
         if let Some(group) = &self.group {
-            config.group_id.clone_from(group);
+            config.ingest.group_id.clone_from(group);
         }
         if let Some(state_dir) = &self.state_dir {
-            config.state_dir.clone_from(state_dir);
+            config.ingest.state_dir.clone_from(state_dir);
         }
-        config.validate().context("invalid ingest configuration")?;
+        config.validate().context("invalid configuration")?;
         let warehouse = self.warehouse.open()?;
         let topology =
             parkcast_serving::topology::Topology::new(topology_from_warehouse(&warehouse)?)
@@ -73,7 +83,15 @@ impl LiveArgs {
 /// Loads a config: built-in defaults, then the TOML file, then `PARKCAST__` environment variables
 /// (`PARKCAST__KAFKA__BOOTSTRAP_SERVERS=host:9092` sets `kafka.bootstrap_servers`).
 pub fn load_config<T: Serialize + DeserializeOwned + Default>(file: Option<&PathBuf>) -> Result<T> {
-    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    load_layered(T::default(), file)
+}
+
+/// [`load_config`] from given defaults (a profile's).
+pub fn load_layered<T: Serialize + DeserializeOwned>(
+    defaults: T,
+    file: Option<&PathBuf>,
+) -> Result<T> {
+    let mut figment = Figment::from(Serialized::defaults(defaults));
     if let Some(file) = file {
         if !file.is_file() {
             bail!("config file {} does not exist", file.display());
@@ -126,7 +144,6 @@ pub fn topology_from_warehouse(warehouse: &Warehouse) -> Result<Vec<(String, Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parkcast_serving::ingest::IngestConfig;
 
     #[test]
     fn the_example_config_loads_validates_and_matches_the_defaults() {
@@ -134,22 +151,36 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/serving/config.example.toml"
         ));
-        let loaded: IngestConfig = load_config(Some(&path)).expect("the example should load");
+        let loaded: ServiceConfig = load_config(Some(&path)).expect("the example should load");
         loaded.validate().expect("the example should be valid");
-        let mut expected = IngestConfig::default();
+        let mut expected = ServiceConfig::default();
         expected
+            .ingest
             .kafka
             .librdkafka_options
             .insert("session.timeout.ms".into(), "45000".into());
-        assert_eq!(loaded, expected, "the example documents the defaults");
+        assert_eq!(loaded, expected, "the example documents the local defaults");
     }
 
     #[test]
     fn unknown_fields_in_a_config_file_are_refused() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let path = dir.path().join("bad.toml");
-        std::fs::write(&path, "group_idd = \"typo\"\n").expect("written");
-        let error = load_config::<IngestConfig>(Some(&path)).expect_err("a typo is an error");
+        std::fs::write(&path, "[ingest]\ngroup_idd = \"typo\"\n").expect("written");
+        let error = load_config::<ServiceConfig>(Some(&path)).expect_err("a typo is an error");
         assert!(format!("{error:#}").contains("group_idd"), "{error:#}");
+    }
+
+    #[test]
+    fn a_wrong_value_is_an_error_naming_its_key() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[scoring]\ndebounce_ms = \"soon\"\n").expect("written");
+        let error = load_config::<ServiceConfig>(Some(&path)).expect_err("a type error");
+        assert!(format!("{error:#}").contains("debounce_ms"), "{error:#}");
+        std::fs::write(&path, "[limits]\nmax_batch = 0\n").expect("written");
+        let config = load_config::<ServiceConfig>(Some(&path)).expect("parses");
+        let error = config.validate().expect_err("out of range");
+        assert!(error.to_string().starts_with("limits.max_batch"), "{error}");
     }
 }

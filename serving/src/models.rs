@@ -1,0 +1,221 @@
+//! The model manager: loads versions from the registry, checks them and hands them to the scorer,
+//! on request (`ActivateModel`, `parkcast models activate`) or by following a model line's newest
+//! version (the registry watch).
+//!
+//! Checks, in order: the manifest parses and names its location (registry); the model file's size
+//! and SHA-256 match the manifest (registry); the file's format version is one this build reads and
+//! its feature schema hash is the one this build computes ([`ServedModel::decode`]); the grid step
+//! is the server's and a smoke prediction on every lot gives rates in [0, 1]
+//! ([`Scoring::activate`]). Any failure refuses the version with its reason, in the log, in the
+//! error returned and in `parkcast_serving_model_activations_total{outcome}`; the active model keeps
+//! serving.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use parkcast_inference::registry::{Registry, RegistryError};
+
+use crate::metrics::ServingMetrics;
+use crate::scoring::{Scoring, ScoringError, ServedModel};
+
+/// Why a version was not activated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActivationError {
+    /// The registry refused it (missing, unreadable manifest, size or checksum mismatch).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The model's own checks or the smoke prediction refused it.
+    #[error(transparent)]
+    Scoring(#[from] ScoringError),
+    /// The model line has no version.
+    #[error("model {0:?} has no published version")]
+    NoVersion(String),
+}
+
+impl ActivationError {
+    /// The metric label of the outcome.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ActivationError::Registry(
+                RegistryError::NotFound { .. } | RegistryError::BadName { .. },
+            )
+            | ActivationError::NoVersion(_) => "not_found",
+            ActivationError::Registry(_) => "corrupt",
+            ActivationError::Scoring(error) => error.label(),
+        }
+    }
+
+    /// Whether the version does not exist (rather than exists and was refused).
+    pub fn is_not_found(&self) -> bool {
+        self.label() == "not_found"
+    }
+}
+
+impl From<ActivationError> for tonic::Status {
+    fn from(error: ActivationError) -> Self {
+        if matches!(
+            error,
+            ActivationError::Registry(RegistryError::BadName { .. })
+        ) {
+            tonic::Status::invalid_argument(error.to_string())
+        } else if error.is_not_found() {
+            tonic::Status::not_found(error.to_string())
+        } else {
+            tonic::Status::failed_precondition(format!(
+                "refused, the active model keeps serving: {error}"
+            ))
+        }
+    }
+}
+
+/// Loads and activates model versions.
+pub struct ModelManager {
+    registry: Registry,
+    scoring: Arc<Scoring>,
+    metrics: Option<ServingMetrics>,
+    /// One activation at a time (two racing would both rebuild every lot's state).
+    busy: Mutex<()>,
+    /// Versions the watch found refused, so it does not retry them every round.
+    refused: Mutex<BTreeSet<(String, u32)>>,
+}
+
+impl std::fmt::Debug for ModelManager {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ModelManager")
+            .field("registry", &self.registry.root())
+            .finish()
+    }
+}
+
+impl ModelManager {
+    /// A manager over a registry directory.
+    pub fn new(
+        registry: impl Into<PathBuf>,
+        scoring: Arc<Scoring>,
+        metrics: Option<ServingMetrics>,
+    ) -> ModelManager {
+        ModelManager {
+            registry: Registry::open(registry),
+            scoring,
+            metrics,
+            busy: Mutex::new(()),
+            refused: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The scorer.
+    pub fn scoring(&self) -> &Arc<Scoring> {
+        &self.scoring
+    }
+
+    /// Loads, checks and activates a version (0: the newest). Blocking: file reads and rebuilding
+    /// every lot's feature state.
+    pub fn activate(&self, name: &str, version: u32) -> Result<Arc<ServedModel>, ActivationError> {
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = self.activate_locked(name, version);
+        let outcome = match &result {
+            Ok(served) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics
+                        .model_version
+                        .set(i64::from(served.manifest.version));
+                }
+                "activated"
+            }
+            Err(error) => {
+                tracing::error!(model = name, version, error = %error, "model refused");
+                error.label()
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.activation(outcome);
+        }
+        result
+    }
+
+    fn activate_locked(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Arc<ServedModel>, ActivationError> {
+        let version = match version {
+            0 => self
+                .registry
+                .latest(name)?
+                .ok_or_else(|| ActivationError::NoVersion(name.to_owned()))?,
+            version => version,
+        };
+        let (manifest, bytes) = self.registry.load(name, version, None)?;
+        let served = ServedModel::decode(manifest, &bytes)?;
+        Ok(self.scoring.activate(served)?)
+    }
+
+    /// Follows a model line: every `interval`, activates its newest version if it is newer than the
+    /// active one and was not refused before. Runs on its own thread until `stop` is set.
+    pub fn follow(
+        self: &Arc<Self>,
+        name: String,
+        interval: Duration,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let manager = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("parkcast-model-watch".to_owned())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    manager.follow_once(&name);
+                    let mut waited = Duration::ZERO;
+                    while waited < interval && !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        waited += Duration::from_millis(100);
+                    }
+                }
+            })
+    }
+
+    /// One round of [`ModelManager::follow`]; returns whether a version was activated.
+    pub fn follow_once(&self, name: &str) -> bool {
+        let latest = match self.registry.latest(name) {
+            Ok(Some(latest)) => latest,
+            Ok(None) => return false,
+            Err(error) => {
+                tracing::warn!(model = name, error = %error, "cannot read the registry");
+                return false;
+            }
+        };
+        let active = self
+            .scoring
+            .model()
+            .filter(|served| served.manifest.name == name)
+            .map_or(0, |served| served.manifest.version);
+        let key = (name.to_owned(), latest);
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&key);
+        if latest <= active || refused {
+            return false;
+        }
+        match self.activate(name, latest) {
+            Ok(_) => true,
+            Err(_) => {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key);
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The pricing feed: every lot's forecast per time band on `parkcast.forecast.v1`, for an
+//! SFpark-style pricing rule (raise where P(occupancy >= 80%) is high, lower where the lot stays
+//! below 60%).
+//!
+//! A band is one of the model's horizons: `[target, target + step)` from the forecast's origin
+//! (horizons reach 7 days when the model was trained to). A lot's bands are published whenever its
+//! forecast changes: a new grid value moved the origin, or another model became active. Messages
+//! are `ForecastBand` (see `proto/parkcast/v1/forecast.proto`, documented for the pricing team),
+//! keyed by lot id so one lot's bands stay ordered; the newest message for a (lot, band start)
+//! wins. Delivery is counted (`parkcast_serving_pricing_messages_total`, `..._failures_total`);
+//! the feed never blocks scoring: it runs on its own thread and reads the ready answers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parkcast_kafka::{CountingContext, KafkaConfig, send_with_backpressure};
+use parkcast_proto::v1::ForecastBand;
+use prost::Message as _;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use tokio::sync::broadcast::error::TryRecvError;
+
+use crate::metrics::ServingMetrics;
+use crate::scoring::{LotAnswer, Scoring};
+use crate::topology::LotIndex;
+
+/// Version of the `ForecastBand` fields this producer fills.
+pub const BAND_SCHEMA_VERSION: u32 = 1;
+
+/// The bands of one lot's ready answer, computed at `as_of_ms`; empty without a forecast.
+pub fn bands(lot_id: &str, capacity: u32, answer: &LotAnswer, as_of_ms: i64) -> Vec<ForecastBand> {
+    let (Some(forecast), Some(served)) = (&answer.forecast, &answer.model) else {
+        return Vec::new();
+    };
+    let step_ms = i64::from(served.model.step_minutes()) * 60_000;
+    let data_age_ms = answer
+        .snapshot
+        .as_ref()
+        .and_then(|snapshot| snapshot.newest_event_ms)
+        .map_or(i64::MAX, |newest| as_of_ms.saturating_sub(newest).max(0));
+    forecast
+        .horizons
+        .iter()
+        .filter_map(|horizon| {
+            let calibration = served.model.calibration(horizon.horizon_minutes)?;
+            let rate = horizon.rate.clamp(0.0, 1.0);
+            Some(ForecastBand {
+                schema_version: BAND_SCHEMA_VERSION,
+                lot_id: lot_id.to_owned(),
+                as_of_ms,
+                band_start_ms: horizon.target_ms,
+                band_end_ms: horizon.target_ms + step_ms,
+                horizon_minutes: horizon.horizon_minutes,
+                expected_occupancy_rate: rate,
+                probability_occupancy_at_least_80: calibration.probability_at_least(rate, 0.8),
+                probability_occupancy_below_60: calibration.probability_below(rate, 0.6),
+                model_name: served.manifest.name.clone(),
+                model_version: served.manifest.version,
+                capacity,
+                data_age_ms,
+            })
+        })
+        .collect()
+}
+
+/// Errors of the pricing feed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PricingError {
+    /// The producer could not be created.
+    #[error("pricing feed producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The thread could not start.
+    #[error("pricing feed thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// A running pricing feed.
+#[derive(Debug)]
+pub struct PricingFeed {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl PricingFeed {
+    /// Starts publishing every lot's bands, then each lot's again whenever its forecast changes.
+    pub fn start(
+        scoring: Arc<Scoring>,
+        kafka: &KafkaConfig,
+        metrics: Option<ServingMetrics>,
+    ) -> Result<PricingFeed, PricingError> {
+        let context = CountingContext::default();
+        let counts = Arc::clone(&context.counts);
+        let producer: ThreadedProducer<CountingContext> =
+            kafka.producer_config().create_with_context(context)?;
+        let topic = kafka.topics.forecast.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = Arc::clone(&stop);
+        let mut updates = scoring.subscribe();
+        let thread = std::thread::Builder::new()
+            .name("parkcast-pricing".to_owned())
+            .spawn(move || {
+                let lots = scoring.topology().lots().len();
+                // The (origin, model version) last published per lot.
+                let mut published: Vec<Option<(i64, u32)>> = vec![None; lots];
+                let mut pending: Vec<LotIndex> = (0..lots)
+                    .filter_map(|lot| LotIndex::try_from(lot).ok())
+                    .collect();
+                let mut sent = 0u64;
+                let mut failed_to_queue = 0u64;
+                let (mut delivered_seen, mut failed_seen) = (0, 0);
+                let mut count_deliveries = || {
+                    if let Some(metrics) = &metrics {
+                        let (delivered, failed) = (counts.delivered(), counts.failed());
+                        metrics.pricing_messages.inc_by(delivered - delivered_seen);
+                        metrics.pricing_failures.inc_by(failed - failed_seen);
+                        (delivered_seen, failed_seen) = (delivered, failed);
+                    }
+                };
+                while !running.load(Ordering::Relaxed) {
+                    loop {
+                        match updates.try_recv() {
+                            Ok(lot) => pending.push(lot),
+                            Err(TryRecvError::Lagged(_)) => {
+                                pending = (0..lots)
+                                    .filter_map(|lot| LotIndex::try_from(lot).ok())
+                                    .collect();
+                            }
+                            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                        }
+                    }
+                    pending.sort_unstable();
+                    pending.dedup();
+                    let now_ms = scoring.now_ms();
+                    for lot in pending.drain(..) {
+                        let answer = scoring.answer(lot);
+                        let key = answer.forecast.as_ref().zip(answer.model.as_ref()).map(
+                            |(forecast, served)| (forecast.origin_ms, served.manifest.version),
+                        );
+                        if key.is_none() || published[lot as usize] == key {
+                            continue;
+                        }
+                        let topology = &scoring.topology().lots()[lot as usize];
+                        for band in bands(&topology.lot_id, topology.capacity, &answer, now_ms) {
+                            let payload = band.encode_to_vec();
+                            let record = BaseRecord::to(&topic)
+                                .key(topology.lot_id.as_bytes())
+                                .payload(payload.as_slice());
+                            match send_with_backpressure(&producer, record) {
+                                Ok(()) => sent += 1,
+                                Err(error) => {
+                                    tracing::warn!(error = %error, "pricing band not queued");
+                                    failed_to_queue += 1;
+                                }
+                            }
+                        }
+                        published[lot as usize] = key;
+                    }
+                    count_deliveries();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if let Err(error) = producer.flush(Duration::from_secs(10)) {
+                    tracing::warn!(error = %error, "pricing feed not flushed");
+                }
+                count_deliveries();
+                if let Some(metrics) = &metrics {
+                    metrics.pricing_failures.inc_by(failed_to_queue);
+                }
+                sent
+            })?;
+        Ok(PricingFeed {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops after flushing what was queued; returns the messages queued over the feed's life.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for PricingFeed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,905 @@
+//! Scoring: live state through the shared incremental features into the active model, and a ready
+//! answer per lot for every request.
+//!
+//! - **One feature path.** Live state samples each lot onto the model's grid
+//!   ([`crate::live::GridRule`]); the grid values and session entries and exits feed a
+//!   [`LotFeatureState`] (the code the trainer's parity test holds equal to its batch path), and the
+//!   model scores it through [`LoadedModel::forecast`], the call the trainer's pricing view makes.
+//!   Serving has no feature logic of its own.
+//! - **Recomputed on change, debounced.** A scorer thread wakes every `debounce_ms`, takes what
+//!   changed from ingestion in one short lock (pictures of changed lots, new grid values), and
+//!   re-forecasts only the lots whose grid advanced: the forecast's inputs change once per grid
+//!   step, the picture with every event. Every `refresh_all_ms` all pictures are refreshed, since
+//!   silence limits and flow windows move with time alone.
+//! - **Requests read a ready answer.** Each lot's answer is an `Arc` behind its own lock, swapped
+//!   whole; a request clones the `Arc` and never waits for ingestion or scoring. An answer carries
+//!   the model that made it, so a request that started before a model swap finishes on the old
+//!   model and never mixes the two.
+//! - **Any target time by interpolation.** A model forecasts fixed horizons from its last grid
+//!   instant; a request asks "now + h" or "at arrival". The answer interpolates linearly between
+//!   the live reading now (known, no error) and the forecasts at the horizons' targets; the
+//!   uncertainty between now and the first target is the first horizon's residuals scaled by the
+//!   share of it elapsed ([`ResidualCalibration::scaled`]), between two targets the later one's.
+//!   Scoring the model per request would cost a feature vector and a tree walk per target (the
+//!   benchmark measures both); interpolation is a few multiplications on the ready forecast.
+//! - **Hot reload.** [`Scoring::activate`] checks a model (schema hash, format, grid step, a smoke
+//!   prediction on every lot with history), rebuilds the lots' feature states from the kept grid
+//!   history with the new model's profiles, and swaps. A refused model changes nothing.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use parkcast_features::conformal::ResidualCalibration;
+use parkcast_features::grid::GridValue;
+use parkcast_features::vector::LotFeatureState;
+use parkcast_inference::artifact::{LoadedModel, LotForecast, ModelBundle};
+use parkcast_inference::registry::Manifest;
+
+use crate::live::{FeatureInput, GRID_HISTORY_MS, GridRule, LotChange, LotSnapshot};
+use crate::topology::{LotIndex, Topology};
+
+/// What the scorer reads from ingestion.
+pub trait LiveSource: Send + Sync + 'static {
+    /// The lots and slots served.
+    fn topology(&self) -> &Topology;
+    /// Samples lots onto this grid from now on.
+    fn set_grid(&self, rule: Option<GridRule>);
+    /// Appends what changed since the last call (every lot with `all`), pictures taken at `now_ms`
+    /// (the stream's newest event time when `None`); returns the stream's newest event time.
+    fn take_changes(&self, now_ms: Option<i64>, all: bool, out: &mut Vec<LotChange>)
+    -> Option<i64>;
+    /// Why all live data is stale (the broker is unreachable), if it is.
+    fn stale_reason(&self) -> Option<String>;
+    /// Whether ingestion has read everything it owns.
+    fn caught_up(&self) -> bool;
+}
+
+/// The time answers are computed at.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// The wall clock.
+    Wall,
+    /// The newest event time seen in the stream: replays of the past run on it (the demo).
+    Stream(Arc<AtomicI64>),
+    /// A fixed instant (tests).
+    Fixed(i64),
+}
+
+impl Clock {
+    /// A stream clock, starting unset.
+    pub fn stream() -> Clock {
+        Clock::Stream(Arc::new(AtomicI64::new(i64::MIN)))
+    }
+
+    /// A stream clock starting at `start_ms` (where a replay begins), until events move it on.
+    pub fn stream_from(start_ms: i64) -> Clock {
+        Clock::Stream(Arc::new(AtomicI64::new(start_ms)))
+    }
+
+    /// Now, ms (a stream clock before its first event reads the wall clock).
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::Wall => parkcast_kafka::now_ms(),
+            Clock::Stream(newest) => match newest.load(Ordering::Relaxed) {
+                i64::MIN => parkcast_kafka::now_ms(),
+                newest => newest,
+            },
+            Clock::Fixed(now) => *now,
+        }
+    }
+
+    /// The instant pictures are taken at, for [`LiveSource::take_changes`].
+    fn picture_ms(&self) -> Option<i64> {
+        match self {
+            Clock::Stream(_) => None,
+            other => Some(other.now_ms()),
+        }
+    }
+
+    fn observe_stream(&self, newest_ms: Option<i64>) {
+        if let (Clock::Stream(clock), Some(newest)) = (self, newest_ms) {
+            clock.fetch_max(newest, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Errors of scoring and model activation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScoringError {
+    /// The model file does not decode or fails its own checks.
+    #[error("model {name} v{version} is corrupt: {reason}")]
+    Corrupt {
+        /// The model line.
+        name: String,
+        /// The version.
+        version: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The model was trained on other feature definitions than this build computes.
+    #[error(
+        "model {name} v{version} was trained on feature schema {found}, this server computes {expected}"
+    )]
+    Schema {
+        /// The model line.
+        name: String,
+        /// The version.
+        version: u32,
+        /// This build's schema hash.
+        expected: String,
+        /// The model's.
+        found: String,
+    },
+    /// The model's grid step differs from the grid the server samples lots on.
+    #[error(
+        "model {name} v{version} forecasts on a {found}-minute grid; this server samples lots every {expected} minutes (restart it to change the grid)"
+    )]
+    Step {
+        /// The model line.
+        name: String,
+        /// The version.
+        version: u32,
+        /// The server's step.
+        expected: u32,
+        /// The model's.
+        found: u32,
+    },
+    /// The smoke prediction failed.
+    #[error("model {name} v{version} failed its smoke prediction: {reason}")]
+    Smoke {
+        /// The model line.
+        name: String,
+        /// The version.
+        version: u32,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl ScoringError {
+    /// A short reason label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ScoringError::Corrupt { .. } => "corrupt",
+            ScoringError::Schema { .. } => "schema",
+            ScoringError::Step { .. } => "step",
+            ScoringError::Smoke { .. } => "smoke",
+        }
+    }
+}
+
+/// A model version ready to serve.
+pub struct ServedModel {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The loaded model.
+    pub model: LoadedModel,
+    /// The longest horizon, minutes.
+    pub max_horizon_minutes: u32,
+}
+
+impl std::fmt::Debug for ServedModel {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ServedModel")
+            .field("name", &self.manifest.name)
+            .field("version", &self.manifest.version)
+            .finish()
+    }
+}
+
+impl ServedModel {
+    /// Decodes a model file whose bytes were verified against `manifest` (size and checksum, as
+    /// [`parkcast_inference::registry::Registry::load`] does), and checks its format and that its
+    /// feature schema is this build's.
+    pub fn decode(manifest: Manifest, bytes: &[u8]) -> Result<ServedModel, ScoringError> {
+        let corrupt = |reason: String| ScoringError::Corrupt {
+            name: manifest.name.clone(),
+            version: manifest.version,
+            reason,
+        };
+        let bundle = ModelBundle::from_bytes(bytes).map_err(|error| corrupt(error.to_string()))?;
+        let expected = bundle.feature_params.schema_hash();
+        if !expected.eq_ignore_ascii_case(&manifest.feature_schema_hash) {
+            return Err(ScoringError::Schema {
+                name: manifest.name.clone(),
+                version: manifest.version,
+                expected,
+                found: manifest.feature_schema_hash.clone(),
+            });
+        }
+        let model = bundle.load().map_err(|error| corrupt(error.to_string()))?;
+        let max_horizon_minutes = model.horizons_minutes().last().copied().unwrap_or(0);
+        if max_horizon_minutes == 0 {
+            return Err(corrupt("the model forecasts no horizon".to_owned()));
+        }
+        Ok(ServedModel {
+            manifest,
+            model,
+            max_horizon_minutes,
+        })
+    }
+
+    /// The model line and version, for logs.
+    pub fn label(&self) -> String {
+        format!("{} v{}", self.manifest.name, self.manifest.version)
+    }
+}
+
+/// One lot's ready answer.
+#[derive(Debug, Clone, Default)]
+pub struct LotAnswer {
+    /// The live picture when last refreshed (none before the lot's first event or refresh).
+    pub snapshot: Option<LotSnapshot>,
+    /// When the picture was taken, ms.
+    pub snapshot_ms: i64,
+    /// The forecast of the active model (none without a model or grid history).
+    pub forecast: Option<Arc<LotForecast>>,
+    /// The model that made the forecast.
+    pub model: Option<Arc<ServedModel>>,
+}
+
+/// A forecast at one target time, with its uncertainty.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointForecast {
+    /// Expected occupancy rate.
+    pub rate: f64,
+    /// 80% interval of the rate.
+    pub interval_80: (f64, f64),
+    /// 95% interval of the rate.
+    pub interval_95: (f64, f64),
+    /// P(at least one free slot).
+    pub probability_any_free: f64,
+    /// P(occupancy >= 80%).
+    pub probability_at_least_80: f64,
+    /// P(occupancy < 60%).
+    pub probability_below_60: f64,
+}
+
+/// The forecast at `target_ms`, interpolated between the live rate at `now_ms` (if known) and the
+/// model's horizon forecasts after now. `None` when no horizon's target lies after now (the
+/// forecast is older than its longest horizon) or a horizon lacks calibration.
+pub fn forecast_at<'a>(
+    calibration_of: impl Fn(u32) -> Option<&'a ResidualCalibration>,
+    forecast: &LotForecast,
+    now: Option<(i64, f64)>,
+    target_ms: i64,
+) -> Option<PointForecast> {
+    let now_ms = now.map_or(i64::MIN, |(now_ms, _)| now_ms);
+    let ahead: Vec<_> = forecast
+        .horizons
+        .iter()
+        .filter(|horizon| horizon.target_ms > now_ms && horizon.rate.is_finite())
+        .collect();
+    let last = *ahead.last()?;
+    let next = ahead
+        .iter()
+        .position(|horizon| horizon.target_ms >= target_ms);
+    let (rate, calibration, scale) = match next {
+        None => (last.rate, calibration_of(last.horizon_minutes)?, 1.0),
+        Some(position) => {
+            let upper = ahead[position];
+            let calibration = calibration_of(upper.horizon_minutes)?;
+            let lower = match position {
+                0 => now.map(|(now_ms, rate)| (now_ms, rate, true)),
+                _ => Some((
+                    ahead[position - 1].target_ms,
+                    ahead[position - 1].rate,
+                    false,
+                )),
+            };
+            match lower {
+                None => (upper.rate, calibration, 1.0),
+                Some((lower_ms, lower_rate, is_now)) => {
+                    let span = (upper.target_ms - lower_ms).max(1) as f64;
+                    let share = ((target_ms - lower_ms) as f64 / span).clamp(0.0, 1.0);
+                    let rate = lower_rate + (upper.rate - lower_rate) * share;
+                    (rate, calibration, if is_now { share } else { 1.0 })
+                }
+            }
+        }
+    };
+    Some(point(calibration, rate, scale, forecast.capacity))
+}
+
+fn point(calibration: &ResidualCalibration, rate: f64, scale: f64, capacity: f64) -> PointForecast {
+    let scaled = calibration.scaled(scale);
+    let rate = rate.clamp(0.0, 1.0);
+    PointForecast {
+        rate,
+        interval_80: scaled.interval(rate, 0.8),
+        interval_95: scaled.interval(rate, 0.95),
+        probability_any_free: scaled.probability_free_slot(rate, capacity),
+        probability_at_least_80: scaled.probability_at_least(rate, 0.8),
+        probability_below_60: scaled.probability_below(rate, 0.6),
+    }
+}
+
+/// Scorer settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    /// How often changes are taken from ingestion and answers refreshed, ms: the debounce. The
+    /// produce-to-visible delay is at most this plus ingestion's own.
+    pub debounce_ms: u64,
+    /// How often every lot's picture is refreshed even without events, ms.
+    pub refresh_all_ms: u64,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig {
+            debounce_ms: 20,
+            refresh_all_ms: 1_000,
+        }
+    }
+}
+
+/// One lot's grid history, independent of any model: what a new model's feature state is rebuilt
+/// from on activation.
+#[derive(Debug, Clone, Default)]
+struct LotHistory {
+    grid: VecDeque<(i64, GridValue)>,
+    arrivals: VecDeque<i64>,
+    departures: VecDeque<i64>,
+}
+
+impl LotHistory {
+    fn push_grid(&mut self, instant_ms: i64, value: GridValue) {
+        match self.grid.back() {
+            Some((last, _)) if *last >= instant_ms => {
+                // Rare (a replay of the past): keep the deque ordered.
+                let position = self.grid.partition_point(|(at, _)| *at < instant_ms);
+                if self
+                    .grid
+                    .get(position)
+                    .is_some_and(|(at, _)| *at == instant_ms)
+                {
+                    self.grid[position].1 = value;
+                } else {
+                    self.grid.insert(position, (instant_ms, value));
+                }
+            }
+            _ => self.grid.push_back((instant_ms, value)),
+        }
+        let oldest = self
+            .grid
+            .back()
+            .map_or(i64::MIN, |(newest, _)| newest - GRID_HISTORY_MS);
+        while self.grid.front().is_some_and(|(at, _)| *at < oldest) {
+            self.grid.pop_front();
+        }
+        for times in [&mut self.arrivals, &mut self.departures] {
+            while times.front().is_some_and(|at| *at < oldest) {
+                times.pop_front();
+            }
+        }
+    }
+
+    fn replay_into(&self, state: &mut LotFeatureState) {
+        for (instant, value) in &self.grid {
+            state.push_value(*instant, *value);
+        }
+        for &at in &self.arrivals {
+            state.push_arrival(at);
+        }
+        for &at in &self.departures {
+            state.push_departure(at);
+        }
+    }
+}
+
+#[derive(Default)]
+struct LotScoring {
+    history: LotHistory,
+    state: Option<LotFeatureState>,
+    forecast: Option<Arc<LotForecast>>,
+    /// Whether the grid advanced since the last forecast.
+    stale_forecast: bool,
+}
+
+struct Core {
+    lots: Vec<LotScoring>,
+    model: Option<Arc<ServedModel>>,
+    /// The grid lots are sampled on, minutes (fixed by the first model).
+    step_minutes: Option<u32>,
+    changes: Vec<LotChange>,
+    last_full_refresh: Option<Instant>,
+}
+
+/// The scorer and the answers it keeps ready.
+pub struct Scoring {
+    source: Arc<dyn LiveSource>,
+    clock: Clock,
+    config: ScoringConfig,
+    core: Mutex<Core>,
+    answers: Vec<RwLock<Arc<LotAnswer>>>,
+    model: RwLock<Option<Arc<ServedModel>>>,
+    /// Announces lots whose answer changed; taken on [`Scoring::close`].
+    updates: RwLock<Option<tokio::sync::broadcast::Sender<LotIndex>>>,
+    metrics: Option<crate::metrics::ServingMetrics>,
+}
+
+impl std::fmt::Debug for Scoring {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Scoring")
+            .field("model", &self.model())
+            .finish()
+    }
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(PoisonError::into_inner) = value;
+}
+
+impl Scoring {
+    /// A scorer over a live source, without a model yet.
+    pub fn new(source: Arc<dyn LiveSource>, clock: Clock, config: ScoringConfig) -> Scoring {
+        let lot_count = source.topology().lots().len();
+        let (updates, _) = tokio::sync::broadcast::channel(lot_count.clamp(64, 65_536));
+        Scoring {
+            core: Mutex::new(Core {
+                lots: (0..lot_count).map(|_| LotScoring::default()).collect(),
+                model: None,
+                step_minutes: None,
+                changes: Vec::new(),
+                last_full_refresh: None,
+            }),
+            answers: (0..lot_count)
+                .map(|_| RwLock::new(Arc::new(LotAnswer::default())))
+                .collect(),
+            model: RwLock::new(None),
+            source,
+            clock,
+            config,
+            updates: RwLock::new(Some(updates)),
+            metrics: None,
+        }
+    }
+
+    /// The same, reporting round times and forecast age.
+    pub fn with_metrics(mut self, metrics: crate::metrics::ServingMetrics) -> Scoring {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lots and slots served.
+    pub fn topology(&self) -> &Topology {
+        self.source.topology()
+    }
+
+    /// Now, by the scorer's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The active model.
+    pub fn model(&self) -> Option<Arc<ServedModel>> {
+        read(&self.model)
+    }
+
+    /// A lot's ready answer.
+    pub fn answer(&self, lot: LotIndex) -> Arc<LotAnswer> {
+        self.answers
+            .get(lot as usize)
+            .map_or_else(|| Arc::new(LotAnswer::default()), read)
+    }
+
+    /// Lots whose answer changed, as they change (a receiver that falls behind gets `Lagged` and
+    /// should re-read every lot it follows).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LotIndex> {
+        match read(&self.updates) {
+            Some(updates) => updates.subscribe(),
+            // Closed: a receiver that reports `Closed` at once.
+            None => tokio::sync::broadcast::channel(1).0.subscribe(),
+        }
+    }
+
+    /// Ends every subscription (watch streams end), for shutdown.
+    pub fn close(&self) {
+        write(&self.updates, None);
+    }
+
+    fn announce(&self, lot: LotIndex) {
+        if let Some(updates) = self
+            .updates
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            let _ = updates.send(lot);
+        }
+    }
+
+    /// Why all live data is stale, if it is.
+    pub fn stale_reason(&self) -> Option<String> {
+        self.source.stale_reason()
+    }
+
+    /// Ready to serve: a model is active and ingestion has caught up.
+    pub fn ready(&self) -> bool {
+        self.model().is_some() && self.source.caught_up()
+    }
+
+    /// Seeds a lot's grid history (from the warehouse, before the live stream takes over): grid
+    /// values on the model's grid, and session entry and exit times. Returns false for a lot not
+    /// served.
+    pub fn seed(
+        &self,
+        lot_id: &str,
+        grid: impl IntoIterator<Item = (i64, GridValue)>,
+        arrivals: impl IntoIterator<Item = i64>,
+        departures: impl IntoIterator<Item = i64>,
+    ) -> bool {
+        let Some(lot) = self.topology().lot(lot_id) else {
+            return false;
+        };
+        let mut core = self.core();
+        let scoring = &mut core.lots[lot as usize];
+        for (instant, value) in grid {
+            scoring.history.push_grid(instant, value);
+        }
+        scoring.history.arrivals.extend(arrivals);
+        scoring.history.departures.extend(departures);
+        scoring.history.arrivals.make_contiguous().sort_unstable();
+        scoring.history.departures.make_contiguous().sort_unstable();
+        if let Some(state) = &mut scoring.state {
+            scoring.history.replay_into(state);
+        }
+        scoring.stale_forecast = true;
+        true
+    }
+
+    /// Checks a model and makes it the active one: its feature states are rebuilt from each lot's
+    /// grid history and every lot is forecast (the smoke prediction: a forecast that is not a
+    /// finite rate in [0, 1] refuses the model). Answers switch lot by lot to the new model; a
+    /// refused model leaves everything as it was.
+    pub fn activate(&self, served: ServedModel) -> Result<Arc<ServedModel>, ScoringError> {
+        let step = served.model.step_minutes();
+        let mut core = self.core();
+        if let Some(expected) = core.step_minutes
+            && expected != step
+        {
+            return Err(ScoringError::Step {
+                name: served.manifest.name.clone(),
+                version: served.manifest.version,
+                expected,
+                found: step,
+            });
+        }
+        let served = Arc::new(served);
+        let mut states = Vec::with_capacity(core.lots.len());
+        let mut forecasts = Vec::with_capacity(core.lots.len());
+        let mut smoked = 0usize;
+        for (index, lot) in self.topology().lots().iter().enumerate() {
+            let state = served.model.new_state(&lot.lot_id).map(|mut state| {
+                core.lots[index].history.replay_into(&mut state);
+                state
+            });
+            let forecast = state
+                .as_ref()
+                .and_then(|state| served.model.forecast(state));
+            if let Some(forecast) = &forecast {
+                check_forecast(&served, forecast)?;
+                smoked += 1;
+            }
+            states.push(state);
+            forecasts.push(forecast.map(Arc::new));
+        }
+        if smoked == 0 {
+            smoke_without_history(&served)?;
+        }
+        for ((scoring, state), forecast) in core.lots.iter_mut().zip(states).zip(forecasts) {
+            scoring.state = state;
+            scoring.forecast = forecast;
+            scoring.stale_forecast = false;
+        }
+        core.model = Some(Arc::clone(&served));
+        if core.step_minutes.is_none() {
+            core.step_minutes = Some(step);
+            self.source.set_grid(Some(GridRule {
+                step_ms: i64::from(step) * 60_000,
+            }));
+        }
+        write(&self.model, Some(Arc::clone(&served)));
+        for (index, scoring) in core.lots.iter().enumerate() {
+            let previous = read(&self.answers[index]);
+            write(
+                &self.answers[index],
+                Arc::new(LotAnswer {
+                    forecast: scoring.forecast.clone(),
+                    model: Some(Arc::clone(&served)),
+                    ..(*previous).clone()
+                }),
+            );
+            if let Ok(lot) = LotIndex::try_from(index) {
+                self.announce(lot);
+            }
+        }
+        tracing::info!(
+            model = %served.label(),
+            lots_forecast = smoked,
+            "model activated"
+        );
+        Ok(served)
+    }
+
+    /// One round: takes the changes from ingestion, feeds new grid values to the feature states,
+    /// re-forecasts the lots whose grid advanced and publishes their answers. Returns the lots
+    /// updated.
+    pub fn tick(&self) -> usize {
+        let started = Instant::now();
+        let mut core = self.core();
+        let all = core
+            .last_full_refresh
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(self.config.refresh_all_ms));
+        if all {
+            core.last_full_refresh = Some(Instant::now());
+        }
+        let picture_ms = self.clock.picture_ms();
+        let mut changes = std::mem::take(&mut core.changes);
+        let newest = self.source.take_changes(picture_ms, all, &mut changes);
+        self.clock.observe_stream(newest);
+        let snapshot_ms = picture_ms.or(newest).unwrap_or_else(|| self.clock.now_ms());
+        let model = core.model.clone();
+        let updated = changes.len();
+        for change in changes.drain(..) {
+            let index = change.lot as usize;
+            let Some(scoring) = core.lots.get_mut(index) else {
+                continue;
+            };
+            for input in &change.inputs {
+                apply_input(scoring, *input);
+            }
+            if scoring.stale_forecast
+                && let (Some(model), Some(state)) = (&model, &scoring.state)
+            {
+                scoring.forecast = model
+                    .model
+                    .forecast(state)
+                    .filter(|forecast| check_forecast(model, forecast).is_ok())
+                    .map(Arc::new);
+                scoring.stale_forecast = false;
+            }
+            write(
+                &self.answers[index],
+                Arc::new(LotAnswer {
+                    snapshot: Some(change.snapshot),
+                    snapshot_ms,
+                    forecast: scoring.forecast.clone(),
+                    model: model.clone(),
+                }),
+            );
+            self.announce(change.lot);
+        }
+        core.changes = changes;
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .scoring_round_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if all {
+                let oldest = core
+                    .lots
+                    .iter()
+                    .filter_map(|lot| lot.forecast.as_ref().map(|forecast| forecast.origin_ms))
+                    .min();
+                metrics
+                    .forecast_age_seconds
+                    .set(oldest.map_or(0, |origin| (self.clock.now_ms() - origin).max(0) / 1_000));
+            }
+        }
+        updated
+    }
+
+    /// Runs [`Scoring::tick`] every `debounce_ms` on its own thread until `stop` is set.
+    pub fn spawn(
+        self: &Arc<Self>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let scoring = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("parkcast-scoring".to_owned())
+            .spawn(move || {
+                let period = Duration::from_millis(scoring.config.debounce_ms.max(1));
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    scoring.tick();
+                    std::thread::sleep(period.saturating_sub(started.elapsed()));
+                }
+            })
+    }
+}
+
+fn apply_input(scoring: &mut LotScoring, input: FeatureInput) {
+    match input {
+        FeatureInput::Grid {
+            instant_ms,
+            occupied,
+            capacity,
+            ..
+        } => {
+            let value = GridValue {
+                occupied: f64::from(occupied),
+                capacity: f64::from(capacity),
+            };
+            scoring.history.push_grid(instant_ms, value);
+            if let Some(state) = &mut scoring.state {
+                state.push_value(instant_ms, value);
+            }
+            scoring.stale_forecast = true;
+        }
+        FeatureInput::Arrival(at) => {
+            scoring.history.arrivals.push_back(at);
+            if let Some(state) = &mut scoring.state {
+                state.push_arrival(at);
+            }
+        }
+        FeatureInput::Departure(at) => {
+            scoring.history.departures.push_back(at);
+            if let Some(state) = &mut scoring.state {
+                state.push_departure(at);
+            }
+        }
+    }
+}
+
+fn check_forecast(served: &ServedModel, forecast: &LotForecast) -> Result<(), ScoringError> {
+    let smoke = |reason: String| ScoringError::Smoke {
+        name: served.manifest.name.clone(),
+        version: served.manifest.version,
+        reason,
+    };
+    for horizon in &forecast.horizons {
+        if !(horizon.rate.is_finite() && (0.0..=1.0).contains(&horizon.rate)) {
+            return Err(smoke(format!(
+                "forecast {} at {} min is not a rate in [0, 1]",
+                horizon.rate, horizon.horizon_minutes
+            )));
+        }
+        if served.model.calibration(horizon.horizon_minutes).is_none() {
+            return Err(smoke(format!(
+                "no calibration for the {} min horizon",
+                horizon.horizon_minutes
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Without any lot history: one synthetic half-full reading on the first lot the model knows.
+fn smoke_without_history(served: &ServedModel) -> Result<(), ScoringError> {
+    let smoke = |reason: &str| ScoringError::Smoke {
+        name: served.manifest.name.clone(),
+        version: served.manifest.version,
+        reason: reason.to_owned(),
+    };
+    let first = served
+        .model
+        .bundle
+        .lots
+        .first()
+        .ok_or_else(|| smoke("the model knows no lot"))?;
+    let mut state = served
+        .model
+        .new_state(&first.lot_id)
+        .ok_or_else(|| smoke("the model's first lot has no state"))?;
+    let instant = first.fitted_until_ms;
+    state.push_value(
+        instant - instant.rem_euclid(i64::from(served.model.step_minutes()) * 60_000),
+        GridValue {
+            occupied: 5.0,
+            capacity: 10.0,
+        },
+    );
+    let forecast = served
+        .model
+        .forecast(&state)
+        .ok_or_else(|| smoke("no forecast from a one-value state"))?;
+    check_forecast(served, &forecast)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parkcast_inference::artifact::HorizonForecast;
+
+    const MINUTE: i64 = 60_000;
+
+    fn forecast() -> LotForecast {
+        // Origin 00:00; horizons 15 and 60 min.
+        LotForecast {
+            origin_ms: 0,
+            capacity: 10.0,
+            horizons: vec![
+                HorizonForecast {
+                    horizon_minutes: 15,
+                    target_ms: 15 * MINUTE,
+                    rate: 0.6,
+                },
+                HorizonForecast {
+                    horizon_minutes: 60,
+                    target_ms: 60 * MINUTE,
+                    rate: 0.9,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn interpolation_runs_from_the_live_reading_through_the_horizons() {
+        let narrow = ResidualCalibration::fit([-0.1, 0.0, 0.1]).expect("residuals");
+        let wide = ResidualCalibration::fit([-0.2, 0.0, 0.2]).expect("residuals");
+        let calibration = |minutes| match minutes {
+            15 => Some(&narrow),
+            60 => Some(&wide),
+            _ => None,
+        };
+        let forecast = forecast();
+        // Now is 00:05 with a live rate of 0.4: 00:10 lies half way to the 15-min target.
+        let now = Some((5 * MINUTE, 0.4));
+        let at = |target| forecast_at(calibration, &forecast, now, target).expect("a forecast");
+        let half = at(10 * MINUTE);
+        assert!((half.rate - 0.5).abs() < 1e-12, "{half:?}");
+        // The first horizon's residuals, halved.
+        assert!((half.interval_95.1 - 0.55).abs() < 1e-12, "{half:?}");
+        // Exactly now: the reading, certain.
+        let exact = at(5 * MINUTE);
+        assert_eq!((exact.rate, exact.interval_80), (0.4, (0.4, 0.4)));
+        // At a horizon's target: its forecast and its full residuals.
+        let fifteen = at(15 * MINUTE);
+        assert_eq!(fifteen.rate, 0.6);
+        assert!((fifteen.interval_95.0 - 0.5).abs() < 1e-12);
+        // Between two targets: linear, with the later horizon's residuals.
+        let between = at(30 * MINUTE);
+        assert!((between.rate - 0.7).abs() < 1e-12);
+        assert!((between.interval_95.1 - 0.9).abs() < 1e-12);
+        // Past the last target (the origin lags now): the last forecast, flat.
+        assert_eq!(at(64 * MINUTE).rate, 0.9);
+        // Full at 0.9 + 0.2 for a third of outcomes: P(any free) two thirds.
+        assert!((at(60 * MINUTE).probability_any_free - 2.0 / 3.0).abs() < 1e-12);
+        // Without a live reading the first horizon's value holds before its target.
+        let blind = forecast_at(calibration, &forecast, None, MINUTE).expect("a forecast");
+        assert_eq!(blind.rate, 0.6);
+        // A forecast whose targets all lie before now is no forecast.
+        assert_eq!(
+            forecast_at(
+                calibration,
+                &forecast,
+                Some((61 * MINUTE, 0.5)),
+                70 * MINUTE
+            ),
+            None
+        );
+        // Probabilities and intervals stay in range.
+        for minutes in 5..=65 {
+            let point = at(minutes * MINUTE);
+            for value in [
+                point.rate,
+                point.interval_80.0,
+                point.interval_95.1,
+                point.probability_any_free,
+                point.probability_at_least_80,
+                point.probability_below_60,
+            ] {
+                assert!((0.0..=1.0).contains(&value), "{point:?}");
+            }
+        }
+    }
+}

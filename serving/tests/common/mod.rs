@@ -1,0 +1,253 @@
+//! A small real model for the serving tests: an elastic net fitted by the inference crate on a
+//! synthetic daily pattern through the shared incremental features, with conformal calibration,
+//! written to a real registry. Small enough to fit in a second, real enough that every check the
+//! server makes (checksum, format, schema hash, smoke prediction) runs on it.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use parkcast_features::baseline::WeekdayProfile;
+use parkcast_features::calendar::HolidayCalendar;
+use parkcast_features::conformal::ResidualCalibration;
+use parkcast_features::grid::{GridSeries, GridValue};
+use parkcast_features::vector::{
+    FEATURE_NAMES, FeatureParams, LotContext, LotFeatureState, LotProfile,
+};
+use parkcast_inference::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
+use parkcast_inference::model::{
+    Forecaster, ForecasterParams, HorizonRows, LinearParams, SavedModel,
+};
+use parkcast_inference::registry::{Manifest, ManifestDraft, NewVersion, Registry};
+use parkcast_serving::live::{GridRule, LiveState, LotChange};
+use parkcast_serving::scoring::LiveSource;
+use parkcast_serving::topology::Topology;
+use std::sync::{Mutex, PoisonError};
+
+/// Grid step of the toy model, minutes.
+pub const STEP_MINUTES: u32 = 15;
+/// Its horizons, steps: 15 min, 1 h, 2 h.
+pub const HORIZONS: [u32; 3] = [1, 4, 8];
+pub const STEP_MS: i64 = STEP_MINUTES as i64 * 60_000;
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The synthetic occupancy rate at an instant: a daily wave between 0.2 and 0.9.
+pub fn rate_at(instant_ms: i64) -> f64 {
+    let phase = (instant_ms.rem_euclid(DAY_MS) as f64) / DAY_MS as f64;
+    0.55 - 0.35 * (2.0 * std::f64::consts::PI * phase).cos()
+}
+
+/// The grid values of a lot of `capacity` slots over `[from_ms, until_ms)`.
+pub fn history(capacity: u32, from_ms: i64, until_ms: i64) -> Vec<(i64, GridValue)> {
+    let first = from_ms.div_euclid(STEP_MS) * STEP_MS;
+    (0..)
+        .map(|step| first + step * STEP_MS)
+        .take_while(|instant| *instant < until_ms)
+        .map(|instant| {
+            (
+                instant,
+                GridValue {
+                    occupied: (rate_at(instant) * f64::from(capacity)).round(),
+                    capacity: f64::from(capacity),
+                },
+            )
+        })
+        .collect()
+}
+
+fn context() -> LotContext {
+    LotContext {
+        lot_code: None,
+        kind_code: None,
+        timezone: chrono_tz::UTC,
+        holidays: Arc::new(HolidayCalendar::from_dates("XX", [])),
+        has_sessions: false,
+        events: Arc::from(Vec::new()),
+    }
+}
+
+/// Fits the toy model on `lots` (id, capacity) over the 21 days before `until_ms` and publishes it
+/// to `registry` as `name`. Returns the manifest.
+pub fn publish(registry: &Path, name: &str, lots: &[(&str, u32)], until_ms: i64) -> Manifest {
+    let params = FeatureParams::new(STEP_MINUTES);
+    let from_ms = until_ms - 21 * DAY_MS;
+    let mut rows: BTreeMap<u32, HorizonRows> = BTreeMap::new();
+    let mut bundle_lots = Vec::new();
+    for (code, (lot_id, capacity)) in lots.iter().enumerate() {
+        let values = history(*capacity, from_ms, until_ms);
+        let mut series = GridSeries::new(STEP_MS, chrono_tz::UTC);
+        for (instant, value) in &values {
+            series.push(*instant, value.occupied, value.capacity);
+        }
+        let profile = WeekdayProfile::fit(&series, until_ms);
+        bundle_lots.push(BundleLot {
+            lot_id: (*lot_id).to_owned(),
+            kind: "garage".to_owned(),
+            timezone: "UTC".to_owned(),
+            holiday_region: "XX".to_owned(),
+            has_sessions: false,
+            events: Vec::new(),
+            profile_cells: profile.cells(),
+            fitted_until_ms: until_ms,
+        });
+        let mut lot_context = context();
+        lot_context.lot_code = u32::try_from(code).ok();
+        let mut state = LotFeatureState::new(
+            params,
+            lot_context,
+            Arc::new(LotProfile::new(profile, until_ms)),
+        );
+        for (instant, value) in &values {
+            state.push_value(*instant, *value);
+            if *instant < from_ms + 8 * DAY_MS {
+                continue;
+            }
+            for horizon in HORIZONS {
+                let target = instant + i64::from(horizon) * STEP_MS;
+                if target >= until_ms {
+                    continue;
+                }
+                if let Some(vector) = state.vector(horizon) {
+                    let entry = rows.entry(horizon * STEP_MINUTES).or_default();
+                    entry.features.push(vector);
+                    entry.targets.push(rate_at(target));
+                }
+            }
+        }
+    }
+    let fitted = LinearParams::default()
+        .fit(&rows)
+        .expect("the toy model fits");
+    let calibrations = rows
+        .iter()
+        .map(|(minutes, horizon_rows)| {
+            let forecasts = fitted.predict(&horizon_rows.features);
+            let residuals = horizon_rows
+                .targets
+                .iter()
+                .zip(forecasts)
+                // A floor of noise: the synthetic wave is too easy for honest intervals.
+                .enumerate()
+                .map(|(index, (actual, forecast))| {
+                    actual - forecast + [-0.04, -0.02, 0.0, 0.02, 0.04][index % 5]
+                });
+            (
+                *minutes,
+                ResidualCalibration::fit(residuals).expect("residuals"),
+            )
+        })
+        .collect();
+    let bundle = ModelBundle {
+        format: MODEL_FILE_FORMAT,
+        feature_params: params,
+        horizons: HORIZONS.to_vec(),
+        lots: bundle_lots,
+        calibrations,
+        model: SavedModel::Linear(fitted)
+            .to_bytes()
+            .expect("the model serializes"),
+    };
+    publish_bytes(
+        registry,
+        name,
+        &bundle.to_bytes().expect("the bundle serializes"),
+        params,
+        from_ms,
+        until_ms,
+    )
+}
+
+/// Publishes `bytes` as a model file: a real toy model, or garbage whose checksum is right.
+pub fn publish_bytes(
+    registry: &Path,
+    name: &str,
+    bytes: &[u8],
+    params: FeatureParams,
+    from_ms: i64,
+    until_ms: i64,
+) -> Manifest {
+    let day = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .expect("valid")
+            .date_naive()
+    };
+    Registry::open(registry)
+        .publish(NewVersion {
+            manifest: ManifestDraft {
+                name: name.to_owned(),
+                model_kind: "linear".to_owned(),
+                feature_schema_hash: params.schema_hash(),
+                feature_names: FEATURE_NAMES
+                    .iter()
+                    .map(|name| (*name).to_owned())
+                    .collect(),
+                step_minutes: STEP_MINUTES,
+                horizons_minutes: HORIZONS.iter().map(|h| h * STEP_MINUTES).collect(),
+                source: "toy".to_owned(),
+                training_start: day(from_ms),
+                training_end: day(until_ms - 1).max(NaiveDate::MIN),
+                hyperparameters: serde_json::json!({}),
+                metrics: Vec::new(),
+            },
+            model: bytes,
+            report_md: "toy model for tests\n",
+            attachments: Vec::new(),
+        })
+        .expect("the version publishes")
+        .manifest
+}
+
+/// Real live state behind a lock, as ingestion keeps it.
+pub struct Source {
+    topology: Topology,
+    live: Mutex<LiveState>,
+    /// Pictures are taken at this instant when the scorer gives none.
+    now_ms: i64,
+}
+
+impl Source {
+    pub fn new(topology: Topology, live: LiveState, now_ms: i64) -> Source {
+        Source {
+            topology,
+            live: Mutex::new(live),
+            now_ms,
+        }
+    }
+
+    pub fn live(&self) -> std::sync::MutexGuard<'_, LiveState> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl LiveSource for Source {
+    fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn set_grid(&self, rule: Option<GridRule>) {
+        self.live().set_grid(rule);
+    }
+
+    fn take_changes(
+        &self,
+        now_ms: Option<i64>,
+        all: bool,
+        out: &mut Vec<LotChange>,
+    ) -> Option<i64> {
+        let mut live = self.live();
+        let newest = live.stream_time_ms();
+        live.take_changes(now_ms.or(newest).unwrap_or(self.now_ms), all, out);
+        newest
+    }
+
+    fn stale_reason(&self) -> Option<String> {
+        None
+    }
+
+    fn caught_up(&self) -> bool {
+        true
+    }
+}

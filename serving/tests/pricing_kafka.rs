@@ -1,0 +1,184 @@
+//! The pricing feed on the real broker: a consumer reads `parkcast.forecast.v1` and checks every
+//! band against the model itself (the same history scored independently through the model file),
+//! then sees the bands again when another model version becomes active and when a lot's grid
+//! advances.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parkcast_inference::registry::Registry;
+use parkcast_kafka::KafkaConfig;
+use parkcast_kafka::testing::fresh_config;
+use parkcast_proto::v1::ForecastBand;
+use parkcast_serving::decode::SensorEvent;
+use parkcast_serving::live::{LiveRules, LiveState};
+use parkcast_serving::metrics::ServingMetrics;
+use parkcast_serving::models::ModelManager;
+use parkcast_serving::pricing::PricingFeed;
+use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ScoringConfig, ServedModel};
+use parkcast_serving::topology::Topology;
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use common::{DAY_MS, STEP_MS, Source, history};
+
+const NOW: i64 = 1_764_000_000_000;
+const LOTS: [(&str, u32); 2] = [("north", 4), ("east", 20)];
+
+fn consumer(kafka: &KafkaConfig) -> BaseConsumer {
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", "pricing-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..2 {
+        assignment
+            .add_partition_offset(&kafka.topics.forecast, partition, Offset::Beginning)
+            .expect("valid");
+    }
+    consumer.assign(&assignment).expect("assigned");
+    consumer
+}
+
+/// Reads bands until `count` arrived or `wait` passed.
+fn read_within(consumer: &BaseConsumer, count: usize, wait: Duration) -> Vec<ForecastBand> {
+    let mut bands = Vec::new();
+    let deadline = Instant::now() + wait;
+    while bands.len() < count && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("a message");
+            let band = ForecastBand::decode(message.payload().expect("a payload"))
+                .expect("a ForecastBand");
+            assert_eq!(message.key(), Some(band.lot_id.as_bytes()), "keyed by lot");
+            bands.push(band);
+        }
+    }
+    bands
+}
+
+fn read(consumer: &BaseConsumer, count: usize) -> Vec<ForecastBand> {
+    read_within(consumer, count, Duration::from_secs(60))
+}
+
+#[test]
+fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
+    let kafka = fresh_config("pricing", 2);
+    let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
+        (
+            (*lot).to_owned(),
+            (0..*capacity).map(|slot| format!("{lot}-{slot}")).collect(),
+        )
+    }))
+    .expect("valid");
+    let live = LiveState::new(&topology, LiveRules::default());
+    let source = Arc::new(Source::new(topology, live, NOW));
+    let scoring = Arc::new(Scoring::new(
+        Arc::clone(&source) as Arc<dyn LiveSource>,
+        Clock::Fixed(NOW),
+        ScoringConfig::default(),
+    ));
+    for (lot, capacity) in LOTS {
+        scoring.seed(lot, history(capacity, NOW - 9 * DAY_MS, NOW), [], []);
+    }
+    let registry = tempfile::tempdir().expect("temporary folder");
+    common::publish(registry.path(), "toy", &LOTS, NOW - DAY_MS);
+    let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let manager = ModelManager::new(registry.path(), Arc::clone(&scoring), None);
+    manager.activate("toy", 1).expect("v1 activates");
+    let consumer = consumer(&kafka);
+    let feed = PricingFeed::start(Arc::clone(&scoring), &kafka, Some(metrics.clone()))
+        .expect("the feed starts");
+
+    // Every lot's three bands, checked against the model scoring the same history itself.
+    let bands = read(&consumer, 6);
+    assert_eq!(bands.len(), 6);
+    let (manifest, bytes) = Registry::open(registry.path())
+        .load("toy", 1, None)
+        .expect("v1 loads");
+    let model = ServedModel::decode(manifest, &bytes)
+        .expect("v1 decodes")
+        .model;
+    let mut expected = BTreeMap::new();
+    for (lot, capacity) in LOTS {
+        let mut state = model.new_state(lot).expect("a known lot");
+        for (instant, value) in history(capacity, NOW - 9 * DAY_MS, NOW) {
+            state.push_value(instant, value);
+        }
+        let forecast = model.forecast(&state).expect("a forecast");
+        assert_eq!(forecast.origin_ms, NOW - STEP_MS);
+        for horizon in forecast.horizons {
+            expected.insert(
+                (lot.to_owned(), horizon.horizon_minutes),
+                (horizon, capacity),
+            );
+        }
+    }
+    for band in &bands {
+        let (horizon, capacity) = expected[&(band.lot_id.clone(), band.horizon_minutes)];
+        let calibration = model.calibration(band.horizon_minutes).expect("calibrated");
+        assert_eq!(band.expected_occupancy_rate, horizon.rate.clamp(0.0, 1.0));
+        assert_eq!(
+            band.probability_occupancy_at_least_80,
+            calibration.probability_at_least(band.expected_occupancy_rate, 0.8)
+        );
+        assert_eq!(
+            band.probability_occupancy_below_60,
+            calibration.probability_below(band.expected_occupancy_rate, 0.6)
+        );
+        assert_eq!(
+            (band.band_start_ms, band.band_end_ms - band.band_start_ms),
+            (horizon.target_ms, STEP_MS)
+        );
+        assert_eq!((band.capacity, band.as_of_ms), (capacity, NOW));
+        assert_eq!((band.model_name.as_str(), band.model_version), ("toy", 1));
+        assert_eq!(band.schema_version, 1);
+        assert_eq!(band.data_age_ms, i64::MAX, "no live event yet");
+    }
+
+    // Another version: every lot's bands again, from it.
+    common::publish(registry.path(), "toy", &LOTS, NOW);
+    manager.activate("toy", 2).expect("v2 activates");
+    let again = read(&consumer, 6);
+    assert_eq!(again.len(), 6);
+    assert!(again.iter().all(|band| band.model_version == 2));
+
+    // North's grid advances (a reading after 00:07:30 closes the 00:00 instant): its bands again,
+    // from the new origin; east stays as it was.
+    for (slot, seq, minutes) in [(0, 1, 1), (1, 1, 9)] {
+        source
+            .live()
+            .apply_sensor(&SensorEvent {
+                lot: 0,
+                slot,
+                occupied: true,
+                heartbeat: false,
+                seq,
+                event_time_ms: NOW + minutes * 60_000,
+                clamped: false,
+            })
+            .expect("applies");
+    }
+    scoring.tick();
+    let advanced = read(&consumer, 3);
+    assert_eq!(advanced.len(), 3);
+    assert!(advanced.iter().all(|band| band.lot_id == "north"));
+    assert!(
+        advanced
+            .iter()
+            .all(|band| band.band_start_ms == NOW + i64::from(band.horizon_minutes) * 60_000)
+    );
+    assert!(
+        read_within(&consumer, 1, Duration::from_secs(1)).is_empty(),
+        "east's forecast did not change, so it is not published again"
+    );
+    let sent = feed.stop();
+    assert_eq!(sent, 15);
+    assert!(metrics.pricing_messages.get() >= 12);
+    assert_eq!(metrics.pricing_failures.get(), 0);
+}
