@@ -1,10 +1,12 @@
 //! `parkcast demo`: the product end to end on built-in data.
 //!
-//! A simulated city plus the three real data sets in one warehouse; a model trained and backtested
-//! on Birmingham (or on the simulated city without the real data) and published to the demo's
-//! registry; then the live path on an in-process Kafka broker: the city's last day replayed into the
-//! topics, consumed into live per-slot state, and archived into a second warehouse. The server joins
-//! this command when it lands.
+//! A simulated city plus the three real data sets in one warehouse; Birmingham backtested against
+//! every baseline (the real-data proof); the city's own model trained (15 minutes to 7 days ahead)
+//! and published to the demo's registry; then the product live on an in-process Kafka broker (the
+//! real protocol on a local port, open to outside clients): the server started on the history
+//! before the city's last day, that day replayed into the topics, and a table of lots (free now,
+//! forecast at 30 minutes and an hour with intervals, trend) refreshed every second until Ctrl-C,
+//! while `parkcast query` can ask the same server over gRPC.
 
 use std::path::PathBuf;
 
@@ -39,13 +41,28 @@ pub struct DemoArgs {
     /// Model registry of the demo.
     #[arg(long, default_value = "out/demo/models")]
     pub models: PathBuf,
+    /// gRPC address of the live server.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub grpc_addr: std::net::SocketAddr,
+    /// Prometheus metrics address of the live server.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Replay speed of the city's last day: 600 plays an hour in 6 seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub speed: f64,
+    /// Stop the live part after this many seconds (default: run until Ctrl-C).
+    #[arg(long = "for", value_name = "SECONDS")]
+    pub run_for: Option<f64>,
+    /// Lots shown in the live table.
+    #[arg(long, default_value_t = 12)]
+    pub rows: usize,
 }
 
 pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
     let warehouse = super::create_warehouse(&args.out)?;
 
     println!(
-        "1/4  simulating {} lots for {} days into {}",
+        "1/5  simulating {} lots for {} days into {}",
         args.lots,
         args.days,
         args.out.display()
@@ -75,9 +92,9 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
     println!("{}", report::simulation_table(&outcome));
 
     if args.no_real_data {
-        println!("2/4  skipping the real data sets (--no-real-data)");
+        println!("2/5  skipping the real data sets (--no-real-data)");
     } else {
-        println!("2/4  importing the real data sets (Birmingham, Málaga, Melbourne)");
+        println!("2/5  importing the real data sets (Birmingham, Málaga, Melbourne)");
         for source in SourceArgs::All.sources() {
             let report = import_one(&source, &warehouse, global)?;
             print_report(&report);
@@ -94,40 +111,63 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
         )
     );
 
-    // Train: Birmingham's reference protocol, or the simulated city's last week.
-    let backtest = if args.no_real_data {
-        let last = args.days.saturating_sub(1);
-        let first = simulate_args.start + chrono::Days::new(u64::from(last.saturating_sub(6)));
-        BacktestConfig {
-            source: simulate::SOURCE.to_owned(),
-            step_minutes: 15,
-            horizons: vec![1, 4, 8],
-            test_start: first,
-            test_end: simulate_args.start + chrono::Days::new(u64::from(last)),
-            same_day: false,
-            calibration_days: 7,
-            ..BacktestConfig::birmingham()
-        }
+    // The real-data proof: Birmingham's reference protocol, every baseline and model.
+    if args.no_real_data {
+        println!("3/5  skipping the Birmingham backtest (--no-real-data)");
     } else {
-        BacktestConfig::birmingham()
+        println!(
+            "3/5  training on Birmingham (real data): backtest of every baseline and model, the promoted model to {}",
+            args.models.display()
+        );
+        train_and_report(
+            &warehouse,
+            &args.models,
+            BacktestConfig::birmingham(),
+            global,
+        )?;
+    }
+    // The model served live: the simulated city, horizons from 15 minutes to a week.
+    let last = args.days.saturating_sub(1);
+    let first = simulate_args.start + chrono::Days::new(u64::from(last.saturating_sub(6)));
+    let city = BacktestConfig {
+        source: simulate::SOURCE.to_owned(),
+        step_minutes: 15,
+        horizons: vec![1, 4, 8, 96, 672],
+        test_start: first,
+        test_end: simulate_args.start + chrono::Days::new(u64::from(last)),
+        same_day: false,
+        calibration_days: 7,
+        ..BacktestConfig::birmingham()
     };
     println!(
-        "3/4  training on {}: backtest of every baseline and model, then the promoted model to {}",
-        backtest.source,
+        "4/5  training the simulated city's model (15 min to 7 days ahead; the one served live) to {}",
         args.models.display()
     );
+    let model = train_and_report(&warehouse, &args.models, city, global)?;
+    live_stage(&args, &warehouse, &model)?;
+    println!(
+        "Next: `parkcast models list --registry {}`, `parkcast backtest -w {} --per-lot`, `parkcast serve --help`, or read the warehouse with polars (see notebooks/).",
+        args.models.display(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Backtests and publishes one source's promoted model, printing the summary; returns the model
+/// line's name.
+fn train_and_report(
+    warehouse: &parkcast_features::warehouse::Warehouse,
+    models: &std::path::Path,
+    backtest: BacktestConfig,
+    global: &GlobalArgs,
+) -> Result<String> {
     let config = TrainConfig {
         name: backtest.source.clone(),
         backtest,
         models: ModelChoice::all(),
     };
     let progress = BarProgress::new(global.quiet);
-    let outcome = train(
-        &warehouse,
-        &Registry::open(&args.models),
-        &config,
-        &progress,
-    );
+    let outcome = train(warehouse, &Registry::open(models), &config, &progress);
     progress.finish();
     let outcome = outcome.context("training failed")?;
     super::backtest::print_summary(&outcome.backtest, &config.backtest);
@@ -139,149 +179,238 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
         manifest.version,
         outcome.published.dir.display()
     );
-    live_stage(&args, &warehouse, global)?;
-    println!(
-        "Next: `parkcast models list --registry {}`, `parkcast backtest -w {} --per-lot`, or read the warehouse with polars (see notebooks/).",
-        args.models.display(),
-        args.out.display()
-    );
-    Ok(())
+    Ok(manifest.name.clone())
 }
 
-/// Step 4: the city's last day through an embedded broker into live state and the archive.
+/// Step 5: the product live. An in-process broker; the server (ingestion, scoring with the city's
+/// model, gRPC, pricing feed, metrics) started on the history before the city's last day; that day
+/// replayed into the topics at `--speed`; a table of lots refreshed every second until Ctrl-C.
 fn live_stage(
     args: &DemoArgs,
     warehouse: &parkcast_features::warehouse::Warehouse,
-    global: &GlobalArgs,
+    model: &str,
 ) -> Result<()> {
+    use std::io::IsTerminal as _;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     use parkcast_archive::replay::Speed;
     use parkcast_archive::source::{EventSource, SourceConfig};
     use parkcast_kafka::KafkaConfig;
-    use parkcast_serving::ingest::{Ingest, IngestConfig};
-    use parkcast_serving::metrics::IngestMetrics;
+    use parkcast_serving::config::{ClockMode, ServiceConfig};
     use parkcast_serving::topology::Topology;
 
     let mut kafka = KafkaConfig::default();
     let _broker = super::stream::start_embedded(&mut kafka, 4)?;
     let last_day_start = local_day_start(args)?;
-    println!(
-        "4/4  live: the simulated city's last day through an in-process Kafka broker ({}) into live state and the archive",
-        kafka.bootstrap_servers
-    );
-    let source = EventSource::new(
-        warehouse,
-        SourceConfig {
-            start_ms: Some(last_day_start),
-            lots: Some(
-                parkcast_archive::source::Topology::read(warehouse)?
-                    .lots()
-                    .iter()
-                    .map(|lot| lot.lot_id.clone())
-                    .filter(|lot| lot.starts_with("sim:"))
-                    .collect(),
-            ),
-            ..SourceConfig::default()
-        },
-    )
-    .context("failed to read the city's events")?;
-    let topology_pairs: Vec<_> = source.topology().pairs().collect();
-    let total = source.total_hint().ok();
-    let stats =
-        super::replay::replay_with_bar(&kafka, source, Speed::Unlimited, total, global.quiet)?;
-    println!(
-        "     replayed {} messages in {:.1} s ({} msg/s)",
-        report::thousands(stats.total()),
-        stats.elapsed.as_secs_f64(),
-        report::thousands(stats.rate() as u64)
-    );
-
-    let topology = Arc::new(Topology::new(topology_pairs.clone()).context("invalid topology")?);
+    let city: Vec<(String, Vec<String>)> = super::stream::topology_from_warehouse(warehouse)?
+        .into_iter()
+        .filter(|(lot, _)| lot.starts_with("sim:"))
+        .collect();
+    let lot_ids: std::collections::BTreeSet<String> =
+        city.iter().map(|(lot, _)| lot.clone()).collect();
+    let topology = Arc::new(Topology::new(city).context("invalid topology")?);
     let state_dir = args.out.with_file_name("serving-state");
     let _ = std::fs::remove_dir_all(&state_dir);
-    let config = IngestConfig {
-        kafka: kafka.clone(),
-        group_id: "parkcast-demo".to_owned(),
-        state_dir,
-        probe_interval_ms: 200,
-        // The simulated sensors repeat themselves every 120 minutes; silence as the simulation.
-        silence_ms: i64::from(DEMO_SILENCE_MINUTES) * 60_000,
-        ..IngestConfig::default()
-    };
-    let metrics = IngestMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let started = Instant::now();
-    let ingest = Ingest::start(config, topology, metrics).context("failed to start ingestion")?;
-    let expected = stats.messages[0] + stats.messages[1];
-    while !(ingest.metrics().handled() >= expected && ingest.status().lag == Some(0)) {
-        if started.elapsed() > Duration::from_secs(300) || ingest.is_finished() {
-            anyhow::bail!("ingestion did not catch up within 5 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let snapshots = ingest.lot_snapshots(None);
-    let status = ingest.status();
-    ingest.stop().context("ingestion stopped with an error")?;
+    let mut config = ServiceConfig::default();
+    config.ingest.kafka = kafka.clone();
+    config.ingest.group_id = "parkcast-demo".to_owned();
+    config.ingest.state_dir = state_dir;
+    config.ingest.probe_interval_ms = 200;
+    // The simulated sensors repeat themselves every 120 minutes; silence as the simulation.
+    config.ingest.silence_ms = i64::from(DEMO_SILENCE_MINUTES) * 60_000;
+    config.serve.grpc_addr = args.grpc_addr;
+    config.serve.metrics_addr = args.metrics_addr;
+    config.serve.registry.clone_from(&args.models);
+    config.serve.model = model.to_owned();
+    config.serve.clock = ClockMode::Stream;
+    // Night-time bays only send their two-hourly heartbeat: stale after two and a half hours.
+    config.serve.lot_stale_after_ms = 150 * 60_000;
+    config.validate().context("invalid demo configuration")?;
+
     println!(
-        "     ingested {} messages in {seconds:.1} s (group join included); {} lots live, stale: {}",
-        report::thousands(expected),
-        snapshots.len(),
-        status.stale
+        "5/5  live: the city's last day replayed at {}x through an in-process Kafka broker ({}) into the server",
+        args.speed, kafka.bootstrap_servers
     );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async {
+        let server = super::serve::Server::start(super::serve::ServerOptions {
+            config,
+            topology: Arc::clone(&topology),
+            warehouse: warehouse.clone(),
+            history_until_ms: Some(last_day_start),
+        })
+        .await?;
+        let source = EventSource::new(
+            warehouse,
+            SourceConfig {
+                start_ms: Some(last_day_start),
+                lots: Some(lot_ids),
+                ..SourceConfig::default()
+            },
+        )
+        .context("failed to read the city's events")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let replayed = Arc::new(AtomicU64::new(0));
+        let replay = {
+            let (stop, replayed, kafka) = (Arc::clone(&stop), Arc::clone(&replayed), kafka.clone());
+            let speed = Speed::Factor(args.speed);
+            std::thread::Builder::new()
+                .name("parkcast-demo-replay".to_owned())
+                .spawn(move || {
+                    let events = source.take_while(|_| !stop.load(Ordering::Relaxed));
+                    parkcast_archive::replay::replay(&kafka, events, speed, &mut |stats| {
+                        replayed.store(stats.total(), Ordering::Relaxed);
+                    })
+                })
+                .context("failed to start the replay")?
+        };
+        let address = server.grpc_addr;
+        let first_lot = topology.lots().first().map_or("sim:lot0000", |lot| lot.lot_id.as_str());
+        let banner = format!(
+            "gRPC on {address} (health, reflection, Availability, Models); metrics on http://{}/metrics\n\
+             try:  parkcast query --addr http://{address} --lot {first_lot} --horizons 30,60\n\
+             \x20     parkcast query --addr http://{address} watch --lot {first_lot}\n\
+             Ctrl-C stops.",
+            server.metrics_addr
+        );
+        println!("{banner}");
+        let interactive = std::io::stdout().is_terminal();
+        let started = Instant::now();
+        let mut shutdown = std::pin::pin!(super::serve::shutdown_signal());
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut last_print = None::<Instant>;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = ticker.tick() => {}
+            }
+            let done = args
+                .run_for
+                .is_some_and(|seconds| started.elapsed().as_secs_f64() >= seconds);
+            // On a terminal the table redraws in place every second; in a log, every 10 s.
+            if interactive || done || last_print.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(10)) {
+                if interactive {
+                    println!("\x1b[2J\x1b[H{banner}");
+                }
+                let lots: Vec<_> = (0..topology.lots().len().min(args.rows))
+                    .filter_map(|lot| u32::try_from(lot).ok())
+                    .collect();
+                println!(
+                    "{}",
+                    live_table(server.context(), &lots, replayed.load(Ordering::Relaxed))
+                );
+                last_print = Some(Instant::now());
+            }
+            if done {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let stats = tokio::task::spawn_blocking(move || replay.join())
+            .await
+            .context("the replay task failed")?
+            .map_err(|_| anyhow::anyhow!("the replay panicked"))?
+            .context("the replay failed")?;
+        let summary = server.shutdown().await?;
+        println!(
+            "stopped: {} messages replayed, {} handled by the server, {} dead letters (the simulator's duplicates and late readings)",
+            report::thousands(stats.total()),
+            report::thousands(summary.handled),
+            report::thousands(summary.deadletters_delivered)
+        );
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+/// The live table: each lot's picture now and its forecast at 30 minutes and an hour, with the
+/// stream time, the model and the replay's progress above it.
+fn live_table(
+    context: &parkcast_serving::grpc::ServiceContext,
+    lots: &[u32],
+    replayed: u64,
+) -> String {
+    let answers: Vec<_> = lots
+        .iter()
+        .map(|lot| context.lot_answer(*lot, &[30, 60]))
+        .collect();
+    let now = chrono::DateTime::from_timestamp_millis(context.scoring.now_ms())
+        .map(|at| {
+            at.with_timezone(&chrono_tz::Europe::London)
+                .format("%a %d %b %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let model = answers
+        .iter()
+        .find(|answer| answer.model_version > 0)
+        .map_or_else(
+            || "no model".to_owned(),
+            |answer| format!("{} v{}", answer.model_name, answer.model_version),
+        );
+    let progress = format!("{} events replayed", report::thousands(replayed));
     let mut table = report::new_table(&[
-        "lot (live, end of day)",
-        "occupied",
-        "free",
+        "lot",
+        "slots",
+        "free now",
         "unknown",
-        "arrivals last hour",
-        "median dwell",
+        "free in 30 min [80%]",
+        "free in 1 h [80%]",
+        "P(free) 1 h",
+        "trend",
+        "data age",
     ]);
-    for (lot, snapshot) in snapshots.iter().take(8) {
-        let mut dwell = snapshot.dwell_minutes.clone();
-        dwell.sort_by(f64::total_cmp);
-        let median = dwell
-            .get(dwell.len() / 2)
-            .map_or_else(|| "-".to_owned(), |minutes| format!("{minutes:.0} min"));
+    for answer in &answers {
+        let forecast = |index: usize| {
+            answer.forecasts.get(index).map_or_else(
+                || "-".to_owned(),
+                |forecast| {
+                    format!(
+                        "{:.0} [{:.0}-{:.0}]",
+                        forecast.expected_free, forecast.free_low_80, forecast.free_high_80
+                    )
+                },
+            )
+        };
+        let trend = answer.forecasts.get(1).map_or_else(
+            || "-".to_owned(),
+            |hour| {
+                let change = hour.expected_free - f64::from(answer.free_now);
+                let arrow = if change > 0.5 {
+                    "▲"
+                } else if change < -0.5 {
+                    "▼"
+                } else {
+                    "="
+                };
+                format!("{arrow} {change:+.0}")
+            },
+        );
         table.add_row(vec![
-            lot.clone(),
-            snapshot.occupied.to_string(),
-            snapshot.free.to_string(),
-            snapshot.unknown.to_string(),
-            snapshot.arrivals_last_hour.to_string(),
-            median,
+            answer.lot_id.clone(),
+            answer.capacity.to_string(),
+            answer.free_now.to_string(),
+            answer.unknown_now.to_string(),
+            forecast(0),
+            forecast(1),
+            answer.forecasts.get(1).map_or_else(
+                || "-".to_owned(),
+                |hour| format!("{:.0}%", hour.probability_any_free * 100.0),
+            ),
+            trend,
+            if answer.stale {
+                "stale".to_owned()
+            } else {
+                format!("{} s", answer.data_age_ms / 1_000)
+            },
         ]);
     }
-    println!("{table}");
-
-    let archive_dir = args.out.with_file_name("archive");
-    let _ = std::fs::remove_dir_all(&archive_dir);
-    let archive = super::create_warehouse(&archive_dir)?;
-    super::archive::copy_dimensions(warehouse, &archive)?;
-    let archive_args = super::archive::ArchiveArgs {
-        warehouse: archive_dir.clone(),
-        dimensions_from: None,
-        until_idle: Some(2.0),
-        flush_seconds: 30.0,
-        flush_rows: 500_000,
-        interval: 15,
-        lateness_minutes: 60,
-        silence_minutes: 300,
-        group: "parkcast-demo-archive".to_owned(),
-        config: None,
-        broker: super::stream::BrokerArgs::default(),
-    };
-    let archive_config = super::archive::archive_config(&archive_args, kafka);
-    let summary = super::archive::archive_with_spinner(
-        &archive,
-        &archive_config,
-        topology_pairs,
-        global.quiet,
-    )?;
-    println!("     archived into {}:", archive_dir.display());
-    super::archive::print_summary(&summary);
-    Ok(())
+    format!("city time {now} · model {model} · {progress}\n{table}")
 }
 
 /// The simulated city's silence limit, minutes: live state uses the simulator's own.

@@ -54,8 +54,9 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the product end to end on built-in data: simulate a city, import the real data sets,
-    /// train and publish a model, then stream the city's last day through an in-process Kafka
-    /// broker into live state and an archive.
+    /// backtest Birmingham, train the city's model, then serve it live (gRPC, pricing feed) while
+    /// the city's last day streams through an in-process Kafka broker, with a live table of lots
+    /// until Ctrl-C.
     Demo(demo::DemoArgs),
     /// Simulate a city (lots, slots, customers, sensors, payments) into a warehouse.
     Simulate(simulate::SimulateArgs),
@@ -69,7 +70,8 @@ pub enum Command {
     /// Backtest, promote the best learned model, refit it on all data and publish it with its report
     /// to the model registry (`models/<name>/<version>/`).
     Train(train::TrainArgs),
-    /// List the model registry or show one version's manifest.
+    /// List the model registry, show one version's manifest, or activate a version on a running
+    /// server.
     Models(models::ModelsArgs),
     /// Show what a warehouse holds: files, rows, bytes and date range per table.
     Warehouse(warehouse::WarehouseArgs),
@@ -82,10 +84,11 @@ pub enum Command {
     /// Append the topics to a warehouse's fact tables exactly once and roll lot occupancy forward,
     /// so `parkcast train` can learn from archived live data.
     Archive(archive::ArchiveArgs),
-    /// Live ingestion plus the gRPC server (Availability, health, reflection) and metrics: today
-    /// the live picture of each lot; forecasts come with the scoring path.
+    /// The server: live ingestion, scoring with the active model, gRPC (Availability, Models,
+    /// health, reflection), the pricing feed and Prometheus metrics, with hot model reload.
     Serve(serve::ServeArgs),
-    /// Ask a running server about lots (table or --json).
+    /// Ask a running server: lots now and ahead, nearby search, live watch, served models (table
+    /// or --json).
     Query(query::QueryArgs),
     /// Measure speed and memory of the main paths on real inputs, printed as a table.
     Bench(bench::BenchArgs),

@@ -1,0 +1,93 @@
+//! `parkcast demo` as the README runs it, smaller: a simulated city, its model trained, the server
+//! started on an in-process broker, the last day replayed, the live table printed, a clean stop.
+//! While it runs, `parkcast query` asks the demo's server over real gRPC.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_parkcast"))
+        .args([
+            "--quiet",
+            "demo",
+            "--no-real-data",
+            "--lots",
+            "4",
+            "--for",
+            "30",
+        ])
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("warehouse"))
+        .arg("--models")
+        .arg(dir.path().join("models"))
+        .env("PARKCAST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the demo starts");
+    let stdout = demo.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    // The banner names the gRPC address; ask the server while the demo runs.
+    let mut printed = Vec::new();
+    let mut address = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for line in lines.by_ref() {
+        let line = line.expect("utf-8 output");
+        printed.push(line.clone());
+        if let Some(rest) = line.strip_prefix("gRPC on ") {
+            address = rest.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no banner in time:\n{}",
+            printed.join("\n")
+        );
+    }
+    let address = address.unwrap_or_else(|| panic!("no banner:\n{}", printed.join("\n")));
+    let query = Command::new(env!("CARGO_BIN_EXE_parkcast"))
+        .args(["--quiet", "query", "--addr"])
+        .arg(format!("http://{address}"))
+        .args(["--lot", "sim:lot0001", "--horizons", "30,60", "--json"])
+        .env("PARKCAST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the query runs");
+    assert!(
+        query.status.success(),
+        "{}",
+        String::from_utf8_lossy(&query.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&query.stdout).expect("a JSON answer");
+    assert_eq!(answer["lot_id"], "sim:lot0001");
+    assert_eq!(answer["model_name"], "simulated");
+    assert_eq!(answer["forecasts"].as_array().map(Vec::len), Some(2));
+    printed.extend(lines.map(|line| line.expect("utf-8 output")));
+    let status = demo.wait().expect("the demo ends");
+    let output = printed.join("\n");
+    assert!(status.success(), "{output}");
+    for expected in [
+        "4/5  training the simulated city's model",
+        "5/5  live",
+        "model simulated v1",
+        "free in 30 min [80%]",
+        "parkcast query --addr http://",
+        "stopped:",
+    ] {
+        assert!(output.contains(expected), "{expected:?} missing:\n{output}");
+    }
+    assert!(
+        output.contains("sim:lot0003"),
+        "every lot in the table:\n{output}"
+    );
+}
