@@ -104,11 +104,34 @@ pub enum BenchTarget {
     /// produce -> visible delay of a sensor reading (p99 under 100 ms at 10k events/s; needs
     /// `--bootstrap` and `--warehouse`).
     Grpc(super::bench_grpc::GrpcBenchArgs),
+    /// The cost of answering an arrival time: scoring the model directly (a feature vector and the
+    /// trees per horizon) vs interpolating one target from the lot's ready forecast, which is what
+    /// the server does per request. Uses a published model and its warehouse (`parkcast demo`
+    /// leaves both in out/demo).
+    Scoring {
+        /// The warehouse the model learned from.
+        #[arg(long, short = 'w', default_value = "out/demo/warehouse")]
+        warehouse: std::path::PathBuf,
+        /// The model registry.
+        #[arg(long, default_value = "out/demo/models")]
+        registry: std::path::PathBuf,
+        /// The model line (its newest version is used).
+        #[arg(long, default_value = "simulated")]
+        model: String,
+    },
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if let BenchTarget::Grpc(grpc) = &args.target {
         return super::bench_grpc::run(grpc);
+    }
+    if let BenchTarget::Scoring {
+        warehouse,
+        registry,
+        model,
+    } = &args.target
+    {
+        return bench_scoring(warehouse, registry, model);
     }
     let scratch = tempfile::tempdir().context("failed to create a scratch folder")?;
     if let BenchTarget::Train {
@@ -173,7 +196,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         | BenchTarget::Ingest { .. }
         | BenchTarget::IngestKafka { .. }
         | BenchTarget::Melbourne { .. }
-        | BenchTarget::Grpc(_) => {
+        | BenchTarget::Grpc(_)
+        | BenchTarget::Scoring { .. } => {
             unreachable!("handled above")
         }
         BenchTarget::Import => {
@@ -204,6 +228,93 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// Sensor messages through decode, validation and the live state on this thread.
+/// Direct scoring vs interpolation from the ready forecast, per request, on every lot of the model.
+fn bench_scoring(
+    warehouse: &std::path::Path,
+    registry: &std::path::Path,
+    model: &str,
+) -> Result<()> {
+    use parkcast_serving::scoring::{ServedModel, forecast_at};
+
+    let registry = parkcast_inference::registry::Registry::open(registry);
+    let version = registry
+        .latest(model)?
+        .with_context(|| format!("model {model} has no published version"))?;
+    let (manifest, bytes) = registry.load(model, version, None)?;
+    let served = ServedModel::decode(manifest, &bytes)?;
+    let warehouse = parkcast_features::warehouse::Warehouse::open(warehouse)
+        .context("failed to open the warehouse")?;
+    let step = served.model.step_minutes();
+    let lots = parkcast_training::lots::load_lots(&warehouse, &served.manifest.source, step)?;
+    let mut states = Vec::new();
+    for (lot_id, lot) in &lots {
+        let Some(mut state) = served.model.new_state(lot_id) else {
+            continue;
+        };
+        let Some((last, _)) = lot.series.iter().last() else {
+            continue;
+        };
+        for (instant, value) in lot.series.iter() {
+            if instant > last - parkcast_serving::live::GRID_HISTORY_MS {
+                state.push_value(instant, value);
+            }
+        }
+        states.push(state);
+    }
+    anyhow::ensure!(
+        !states.is_empty(),
+        "no lot of the model has history in the warehouse"
+    );
+    let horizons = served.model.horizons_minutes().len();
+    let rounds = 200usize;
+    let started = Instant::now();
+    let mut forecasts = Vec::new();
+    for _ in 0..rounds {
+        forecasts.clear();
+        for state in &states {
+            forecasts.extend(served.model.forecast(state));
+        }
+    }
+    let direct_ns = started.elapsed().as_nanos() as f64 / (rounds * states.len()) as f64;
+    let lookups = 200_000usize;
+    let started = Instant::now();
+    let mut checksum = 0.0;
+    for index in 0..lookups {
+        let forecast = &forecasts[index % forecasts.len()];
+        // An arrival 37 minutes after the origin, the live rate known at the origin + 5 minutes.
+        let now = forecast.origin_ms + 5 * 60_000;
+        let point = forecast_at(
+            |minutes| served.model.calibration(minutes),
+            forecast,
+            Some((now, 0.5)),
+            forecast.origin_ms + 37 * 60_000,
+        );
+        checksum += point.map_or(0.0, |point| point.probability_any_free);
+    }
+    let interpolate_ns = started.elapsed().as_nanos() as f64 / lookups as f64;
+    let mut table = report::new_table(&["per lot and request", "time", "what it does"]);
+    table.add_row(vec![
+        "score directly".to_owned(),
+        format!("{:.1} us", direct_ns / 1_000.0),
+        format!(
+            "{horizons} feature vectors and model predictions ({} v{})",
+            served.manifest.name, served.manifest.version
+        ),
+    ]);
+    table.add_row(vec![
+        "interpolate".to_owned(),
+        format!("{interpolate_ns:.0} ns"),
+        "one target from the ready forecast, with intervals and probabilities".to_owned(),
+    ]);
+    println!("{table}");
+    println!(
+        "{} lots; interpolation is {:.0}x cheaper per request (checksum {checksum:.1})",
+        states.len(),
+        direct_ns / interpolate_ns.max(1e-9)
+    );
+    Ok(())
+}
+
 fn bench_ingest(lots: u32, slots: u32, events: u32) -> Result<()> {
     use parkcast_serving::decode::{TimeRules, decode_sensor};
     use parkcast_serving::live::{LiveRules, LiveState};
