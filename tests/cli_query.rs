@@ -470,6 +470,7 @@ fn a_search_sends_the_point_and_prints_the_ranking() {
             arrival_time_ms: 1_795_716_000_000,
             slot_type: SlotType::Ev as i32,
             max_results: 5,
+            arrival_in_minutes: 0,
         })]
     );
     let first = stdout

@@ -73,6 +73,9 @@ pub enum RequestError {
     /// Horizons and an arrival time in one request.
     #[error("give horizon_minutes or arrival_time_ms, not both")]
     HorizonsAndArrival,
+    /// An arrival time and minutes to arrival in one request.
+    #[error("give arrival_time_ms or arrival_in_minutes, not both")]
+    ArrivalTwice,
     /// An arrival before now.
     #[error("arrival_time_ms {arrival_ms} is {behind_ms} ms in the past")]
     ArrivalInPast {
@@ -335,10 +338,11 @@ pub fn check_search(
         Ok(slot_type) => Some(slot_type),
         Err(_) => return Err(RequestError::UnknownSlotType(request.slot_type)),
     };
-    let arrival_ms = if request.arrival_time_ms == 0 {
-        now_ms
-    } else {
-        check_arrival(request.arrival_time_ms, now_ms, limits)?
+    let arrival_ms = match (request.arrival_time_ms, request.arrival_in_minutes) {
+        (0, 0) => now_ms,
+        (0, minutes) => check_arrival(now_ms + i64::from(minutes) * 60_000, now_ms, limits)?,
+        (arrival, 0) => check_arrival(arrival, now_ms, limits)?,
+        (_, _) => return Err(RequestError::ArrivalTwice),
     };
     Ok(SearchQuery {
         latitude: request.latitude,
@@ -513,11 +517,20 @@ mod tests {
             arrival_time_ms: 0,
             slot_type: SlotType::Ev as i32,
             max_results: 0,
+            arrival_in_minutes: 0,
         };
         let query = check_search(&search, &limits, NOW).expect("valid");
         assert_eq!(
             (query.arrival_ms, query.slot_type, query.max_results),
             (NOW, Some(SlotType::Ev), 20)
+        );
+        let relative = SearchNearbyRequest {
+            arrival_in_minutes: 45,
+            ..search
+        };
+        assert_eq!(
+            check_search(&relative, &limits, NOW).map(|query| query.arrival_ms),
+            Ok(NOW + 45 * 60_000)
         );
         let bad = [
             SearchNearbyRequest {
@@ -542,6 +555,15 @@ mod tests {
             },
             SearchNearbyRequest {
                 arrival_time_ms: NOW - 1,
+                ..search
+            },
+            SearchNearbyRequest {
+                arrival_in_minutes: 500,
+                ..search
+            },
+            SearchNearbyRequest {
+                arrival_time_ms: NOW + 60_000,
+                arrival_in_minutes: 5,
                 ..search
             },
         ];

@@ -432,8 +432,11 @@ async fn search_ranks_lots_in_the_radius_and_filters_by_slot_type() {
         found[0].probability_any_free_at_arrival >= found[1].probability_any_free_at_arrival,
         "best first"
     );
+    // Minutes to arrival by the server's clock ask the same.
     let ev = SearchNearbyRequest {
         slot_type: SlotType::Ev as i32,
+        arrival_time_ms: 0,
+        arrival_in_minutes: 30,
         ..wide
     };
     let found = client

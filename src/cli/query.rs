@@ -137,8 +137,8 @@ pub struct SearchArgs {
     /// Search radius, metres (the server allows up to 10 km).
     #[arg(long, default_value_t = 500.0)]
     pub radius: f64,
-    /// Arrive after this long (`45m`, `2h`, `90s`, `1h30m`), from now by this machine's clock
-    /// (default: now).
+    /// Arrive after this long (`45m`, `2h`, `90s`, `1h30m`), rounded up to whole minutes and
+    /// counted from the server's clock (default: now).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "arrival")]
     pub arrival_in: Option<Duration>,
     /// Arrive at this time, RFC 3339 (`2026-11-26T18:00:00Z`).
@@ -313,14 +313,10 @@ async fn availability(channel: Channel, args: &LotsArgs, as_json: bool) -> Resul
 
 /// `parkcast query search`.
 async fn search(channel: Channel, args: &SearchArgs, as_json: bool) -> Result<()> {
-    let arrival_time_ms = match (&args.arrival_in, &args.arrival) {
-        (Some(after), _) => {
-            let after_ms =
-                i64::try_from(after.as_millis()).context("the arrival is too far ahead")?;
-            Utc::now().timestamp_millis().saturating_add(after_ms)
-        }
-        (None, Some(time)) => time.timestamp_millis(),
-        (None, None) => 0,
+    let (arrival_time_ms, arrival_in_minutes) = match (&args.arrival_in, &args.arrival) {
+        (Some(after), _) => (0, horizon_minutes(*after)?),
+        (None, Some(time)) => (time.timestamp_millis(), 0),
+        (None, None) => (0, 0),
     };
     let slot_type = args.slot_type.map(SlotType::from);
     let request = SearchNearbyRequest {
@@ -330,6 +326,7 @@ async fn search(channel: Channel, args: &SearchArgs, as_json: bool) -> Result<()
         arrival_time_ms,
         slot_type: slot_type.map_or(SlotType::Unspecified as i32, |slot_type| slot_type as i32),
         max_results: args.max,
+        arrival_in_minutes,
     };
     let found = AvailabilityClient::new(channel)
         .search_nearby(request)
