@@ -56,6 +56,9 @@ pub struct DemoArgs {
     /// Lots shown in the live table.
     #[arg(long, default_value_t = 12)]
     pub rows: usize,
+    /// A broker to use instead of the in-process one (topics are created, 4 partitions each).
+    #[command(flatten)]
+    pub broker: super::stream::BrokerArgs,
 }
 
 pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
@@ -182,9 +185,10 @@ fn train_and_report(
     Ok(manifest.name.clone())
 }
 
-/// Step 5: the product live. An in-process broker; the server (ingestion, scoring with the city's
-/// model, gRPC, pricing feed, metrics) started on the history before the city's last day; that day
-/// replayed into the topics at `--speed`; a table of lots refreshed every second until Ctrl-C.
+/// Step 5: the product live. An in-process broker (or `--bootstrap`); the server (ingestion,
+/// scoring with the city's model, gRPC, pricing feed, metrics) started on the history before 06:00
+/// of the city's last day; the day from then replayed into the topics at `--speed`; a table of lots
+/// refreshed every second until Ctrl-C.
 fn live_stage(
     args: &DemoArgs,
     warehouse: &parkcast_features::warehouse::Warehouse,
@@ -202,8 +206,16 @@ fn live_stage(
     use parkcast_serving::topology::Topology;
 
     let mut kafka = KafkaConfig::default();
-    let _broker = super::stream::start_embedded(&mut kafka, 4)?;
-    let last_day_start = local_day_start(args)?;
+    let embedded = if args.broker.bootstrap.is_some() {
+        args.broker.apply(&mut kafka);
+        parkcast_kafka::create_topics(&kafka, &kafka.topics.all(), 4, Duration::from_secs(30))
+            .context("failed to create the topics")?;
+        None
+    } else {
+        Some(super::stream::start_embedded(&mut kafka, 4)?)
+    };
+    // From 06:00 on the city's last day: the morning fills the lots while the table watches.
+    let last_day_start = local_day_start(args)? + 6 * 3_600_000;
     let city: Vec<(String, Vec<String>)> = super::stream::topology_from_warehouse(warehouse)?
         .into_iter()
         .filter(|(lot, _)| lot.starts_with("sim:"))
@@ -230,8 +242,14 @@ fn live_stage(
     config.validate().context("invalid demo configuration")?;
 
     println!(
-        "5/5  live: the city's last day replayed at {}x through an in-process Kafka broker ({}) into the server",
-        args.speed, kafka.bootstrap_servers
+        "5/5  live: the city's last day replayed at {}x through {} Kafka broker ({}) into the server",
+        args.speed,
+        if embedded.is_some() {
+            "an in-process"
+        } else {
+            "the"
+        },
+        kafka.bootstrap_servers
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
