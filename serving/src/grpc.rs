@@ -121,14 +121,24 @@ pub struct ServiceContext {
     pub metrics: Option<ServingMetrics>,
 }
 
+/// Times and counts one request (`rpc`: an entry of [`crate::metrics::RPCS`]).
+fn record<T>(
+    metrics: Option<&ServingMetrics>,
+    rpc: usize,
+    started: Instant,
+    result: &Result<T, Status>,
+) {
+    if let Some(metrics) = metrics {
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        metrics.request(rpc, started.elapsed().as_secs_f64(), code);
+    }
+}
+
 impl ServiceContext {
     fn record<T>(&self, rpc: usize, started: Instant, result: &Result<T, Status>) {
-        if let Some(metrics) = &self.metrics {
-            let code = result
-                .as_ref()
-                .map_or_else(Status::code, |_| tonic::Code::Ok);
-            metrics.request(rpc, started.elapsed().as_secs_f64(), code);
-        }
+        record(self.metrics.as_ref(), rpc, started, result);
     }
 
     /// The limits with the active model's longest horizon. Without a model any horizon passes the
@@ -495,12 +505,7 @@ impl ModelsService {
     }
 
     fn record<T>(&self, rpc: usize, started: Instant, result: &Result<T, Status>) {
-        if let Some(metrics) = &self.metrics {
-            let code = result
-                .as_ref()
-                .map_or_else(Status::code, |_| tonic::Code::Ok);
-            metrics.request(rpc, started.elapsed().as_secs_f64(), code);
-        }
+        record(self.metrics.as_ref(), rpc, started, result);
     }
 
     fn info(&self, manifest: &Manifest) -> ModelInfo {

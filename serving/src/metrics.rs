@@ -387,32 +387,42 @@ impl ServingMetrics {
             "Model activations, by outcome (refusals keep the old model serving)",
             activations,
         );
-        serving.register(
-            "model_version",
-            "Version of the active model (0: none)",
-            metrics.model_version.clone(),
-        );
-        serving.register(
-            "forecast_age_seconds",
-            "Age of the oldest lot forecast's origin by the serving clock",
-            metrics.forecast_age_seconds.clone(),
-        );
+        let gauges = [
+            (
+                "model_version",
+                "Version of the active model (0: none)",
+                &metrics.model_version,
+            ),
+            (
+                "forecast_age_seconds",
+                "Age of the oldest lot forecast's origin by the serving clock",
+                &metrics.forecast_age_seconds,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            serving.register(name, help, gauge.clone());
+        }
         serving.register_with_unit(
             "scoring_round_duration",
             "Time of one scoring round (take changes, re-forecast, publish answers)",
             Unit::Seconds,
             metrics.scoring_round_seconds.clone(),
         );
-        serving.register(
-            "pricing_messages",
-            "Pricing-feed messages delivered to the forecast topic",
-            metrics.pricing_messages.clone(),
-        );
-        serving.register(
-            "pricing_failures",
-            "Pricing-feed messages the broker refused or lost",
-            metrics.pricing_failures.clone(),
-        );
+        let counters = [
+            (
+                "pricing_messages",
+                "Pricing-feed messages delivered to the forecast topic",
+                &metrics.pricing_messages,
+            ),
+            (
+                "pricing_failures",
+                "Pricing-feed messages the broker refused or lost",
+                &metrics.pricing_failures,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            serving.register(name, help, counter.clone());
+        }
         metrics
     }
 
