@@ -678,6 +678,14 @@ impl Scoring {
                     .map(Arc::new);
                 scoring.stale_forecast = false;
             }
+            let previous = read(&self.answers[index]);
+            // The periodic refresh of every lot is no news unless something in it changed.
+            let changed = !previous
+                .snapshot
+                .as_ref()
+                .is_some_and(|old| same_picture(old, &change.snapshot))
+                || !same(&previous.forecast, &scoring.forecast)
+                || !same(&previous.model, &model);
             write(
                 &self.answers[index],
                 Arc::new(LotAnswer {
@@ -687,7 +695,9 @@ impl Scoring {
                     model: model.clone(),
                 }),
             );
-            self.announce(change.lot);
+            if changed {
+                self.announce(change.lot);
+            }
         }
         core.changes = changes;
         if let Some(metrics) = &self.metrics {
@@ -724,6 +734,27 @@ impl Scoring {
                     std::thread::sleep(period.saturating_sub(started.elapsed()));
                 }
             })
+    }
+}
+
+/// Whether two pictures answer the same: counts and newest event (dwell times and flow windows move
+/// with the clock alone).
+fn same_picture(left: &LotSnapshot, right: &LotSnapshot) -> bool {
+    (left.occupied, left.free, left.unknown, left.newest_event_ms)
+        == (
+            right.occupied,
+            right.free,
+            right.unknown,
+            right.newest_event_ms,
+        )
+}
+
+/// Whether two optional shared values are the same allocation (or both absent).
+fn same<T>(left: &Option<Arc<T>>, right: &Option<Arc<T>>) -> bool {
+    match (left, right) {
+        (Some(left), Some(right)) => Arc::ptr_eq(left, right),
+        (None, None) => true,
+        _ => false,
     }
 }
 
