@@ -72,11 +72,16 @@ impl From<ActivationError> for tonic::Status {
     }
 }
 
+/// Seeds the scorer's grid history for a model about to be activated (the lots' last days from the
+/// warehouse, on the model's grid); returns the lots seeded.
+pub type HistoryLoader = Box<dyn Fn(&Scoring, &ServedModel) -> Result<usize, String> + Send + Sync>;
+
 /// Loads and activates model versions.
 pub struct ModelManager {
     registry: Registry,
     scoring: Arc<Scoring>,
     metrics: Option<ServingMetrics>,
+    history: Option<HistoryLoader>,
     /// One activation at a time (two racing would both rebuild every lot's state).
     busy: Mutex<()>,
     /// Versions the watch found refused, so it does not retry them every round.
@@ -103,9 +108,18 @@ impl ModelManager {
             registry: Registry::open(registry),
             scoring,
             metrics,
+            history: None,
             busy: Mutex::new(()),
             refused: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// The same, seeding the scorer's grid history through `loader` before the first model is
+    /// activated (whenever the scorer has none: the server started without a model, or this is the
+    /// first).
+    pub fn with_history(mut self, loader: HistoryLoader) -> ModelManager {
+        self.history = Some(loader);
+        self
     }
 
     /// The registry.
@@ -157,6 +171,15 @@ impl ModelManager {
         };
         let (manifest, bytes) = self.registry.load(name, version, None)?;
         let served = ServedModel::decode(manifest, &bytes)?;
+        if let Some(loader) = &self.history
+            && !self.scoring.has_history()
+        {
+            match loader(&self.scoring, &served) {
+                Ok(lots) => tracing::info!(lots, model = %served.label(), "grid history seeded"),
+                // Forecasts then start once live grid values accumulate; not a reason to refuse.
+                Err(error) => tracing::warn!(error, "grid history could not be read"),
+            }
+        }
         Ok(self.scoring.activate(served)?)
     }
 

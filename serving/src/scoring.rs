@@ -538,6 +538,14 @@ impl Scoring {
         self.model().is_some() && self.source.caught_up()
     }
 
+    /// Whether any lot has grid history (seeded or live).
+    pub fn has_history(&self) -> bool {
+        self.core()
+            .lots
+            .iter()
+            .any(|lot| !lot.history.grid.is_empty())
+    }
+
     /// Seeds a lot's grid history (from the warehouse, before the live stream takes over): grid
     /// values on the model's grid, and session entry and exit times. Returns false for a lot not
     /// served.

@@ -641,3 +641,40 @@ async fn models_activate_under_load_and_a_corrupt_version_is_refused() {
     assert_eq!(still.model_version, 2);
     assert_eq!(fixture.metrics.activation_count("activated"), 2);
 }
+
+#[test]
+fn a_model_activated_into_a_server_without_history_seeds_it_once() {
+    let topology = Topology::new([(
+        "north".to_owned(),
+        (0..4).map(|slot| format!("north-{slot}")).collect(),
+    )])
+    .expect("valid");
+    let live = LiveState::new(&topology, LiveRules::default());
+    let source = Arc::new(Source::new(topology, live, NOW));
+    let scoring = Arc::new(Scoring::new(
+        source as Arc<dyn LiveSource>,
+        Clock::Fixed(NOW),
+        ScoringConfig::default(),
+    ));
+    let registry = tempfile::tempdir().expect("temporary folder");
+    common::publish(registry.path(), "toy", &[("north", 4)], NOW - DAY_MS);
+    let loads = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&loads);
+    let manager = ModelManager::new(registry.path(), Arc::clone(&scoring), None).with_history(
+        Box::new(move |scoring, served| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            assert_eq!(served.model.step_minutes(), common::STEP_MINUTES);
+            scoring.seed("north", history(4, NOW - 9 * DAY_MS, NOW), [], []);
+            Ok(1)
+        }),
+    );
+    assert!(!scoring.has_history());
+    manager.activate("toy", 1).expect("v1 activates");
+    assert!(
+        scoring.answer(0).forecast.is_some(),
+        "forecast from the seeded history"
+    );
+    common::publish(registry.path(), "toy", &[("north", 4)], NOW);
+    manager.activate("toy", 2).expect("v2 activates");
+    assert_eq!(loads.load(Ordering::Relaxed), 1, "the history is read once");
+}

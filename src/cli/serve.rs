@@ -213,38 +213,38 @@ impl Server {
             )
             .with_metrics(serving_metrics.clone()),
         );
-        let manager = Arc::new(ModelManager::new(
-            &config.serve.registry,
-            Arc::clone(&scoring),
-            Some(serving_metrics.clone()),
-        ));
-        let directory = if let Some(served) = initial {
-            let until_ms = history_until_ms.unwrap_or_else(parkcast_kafka::now_ms);
-            let (seeding, source, step) = (
+        let until_ms = history_until_ms.unwrap_or_else(parkcast_kafka::now_ms);
+        let history_warehouse = warehouse.clone();
+        let manager = Arc::new(
+            ModelManager::new(
+                &config.serve.registry,
                 Arc::clone(&scoring),
-                served.manifest.source.clone(),
-                served.model.step_minutes(),
-            );
-            let history_warehouse = warehouse.clone();
-            let seeded = tokio::task::spawn_blocking(move || {
-                seed_history(&seeding, &history_warehouse, &source, step, until_ms)
-            })
-            .await
-            .context("the history task failed")??;
-            tracing::info!(lots = seeded, "grid history read from the warehouse");
+                Some(serving_metrics.clone()),
+            )
+            .with_history(Box::new(move |scoring, served| {
+                seed_history(
+                    scoring,
+                    &history_warehouse,
+                    &served.manifest.source,
+                    served.model.step_minutes(),
+                    until_ms,
+                )
+                .map_err(|error| format!("{error:#}"))
+            })),
+        );
+        if let Some(served) = initial {
             let activating = Arc::clone(&manager);
             let (name, version) = (served.manifest.name.clone(), served.manifest.version);
             tokio::task::spawn_blocking(move || activating.activate(&name, version))
                 .await
                 .context("the activation task failed")?
                 .context("the configured model was refused")?;
-            lot_directory(&warehouse, &topology)?
         } else {
             tracing::warn!(
                 "no model configured: answers carry the live picture only until one is activated"
             );
-            lot_directory(&warehouse, &topology)?
-        };
+        }
+        let directory = lot_directory(&warehouse, &topology)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = vec![
