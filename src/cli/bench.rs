@@ -312,6 +312,93 @@ fn bench_scoring(
         states.len(),
         direct_ns / interpolate_ns.max(1e-9)
     );
+    interpolation_accuracy(&served, &lots)
+}
+
+/// How much accuracy interpolation gives up: over the last 7 days of every lot, each horizon the
+/// model forecasts directly is also interpolated from its neighbours alone (the reading at the
+/// origin, or the previous horizon, and the next horizon), as if the model lacked it; both are
+/// scored against the actual rate at the target.
+fn interpolation_accuracy(
+    served: &parkcast_serving::scoring::ServedModel,
+    lots: &std::collections::BTreeMap<String, parkcast_training::lots::LotInputs>,
+) -> Result<()> {
+    use parkcast_serving::scoring::forecast_at;
+
+    let horizons = served.model.horizons_minutes();
+    // (direct error sum, interpolated error sum, persistence error sum, pairs) per inner horizon.
+    let mut errors = vec![(0.0, 0.0, 0.0, 0u64); horizons.len()];
+    for (lot_id, lot) in lots {
+        let Some(mut state) = served.model.new_state(lot_id) else {
+            continue;
+        };
+        let Some((last, _)) = lot.series.iter().last() else {
+            continue;
+        };
+        let test_from = last - 7 * 86_400_000;
+        for (instant, value) in lot.series.iter() {
+            if instant <= test_from - parkcast_serving::live::GRID_HISTORY_MS {
+                continue;
+            }
+            state.push_value(instant, value);
+            if instant < test_from {
+                continue;
+            }
+            let Some(forecast) = served.model.forecast(&state) else {
+                continue;
+            };
+            for (index, horizon) in forecast.horizons.iter().enumerate() {
+                if index + 1 == forecast.horizons.len() {
+                    break;
+                }
+                let Some(actual) = lot.series.rate_at(horizon.target_ms) else {
+                    continue;
+                };
+                if !horizon.rate.is_finite() {
+                    continue;
+                }
+                let mut without = forecast.clone();
+                without.horizons.remove(index);
+                let Some(point) = forecast_at(
+                    |minutes| served.model.calibration(minutes),
+                    &without,
+                    Some((instant, value.rate())),
+                    horizon.target_ms,
+                ) else {
+                    continue;
+                };
+                let entry = &mut errors[index];
+                entry.0 += (horizon.rate - actual).abs();
+                entry.1 += (point.rate - actual).abs();
+                entry.2 += (value.rate() - actual).abs();
+                entry.3 += 1;
+            }
+        }
+    }
+    let mut table = report::new_table(&[
+        "horizon",
+        "MAE rate, model",
+        "MAE rate, interpolated without it",
+        "MAE rate, persistence",
+        "pairs",
+    ]);
+    for (minutes, (direct, interpolated, persistence, pairs)) in horizons.iter().zip(&errors) {
+        if *pairs == 0 {
+            continue;
+        }
+        let mean = |sum: f64| format!("{:.4}", sum / *pairs as f64);
+        table.add_row(vec![
+            format!("{minutes} min"),
+            mean(*direct),
+            mean(*interpolated),
+            mean(*persistence),
+            report::thousands(*pairs),
+        ]);
+    }
+    println!(
+        "accuracy over each lot's last 7 days (the model saw them in training: compare the columns, not with the backtest)"
+    );
+    println!("{table}");
     Ok(())
 }
 

@@ -135,7 +135,7 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
     let city = BacktestConfig {
         source: simulate::SOURCE.to_owned(),
         step_minutes: 15,
-        horizons: vec![1, 4, 8, 96, 672],
+        horizons: vec![1, 2, 4, 8, 96, 672],
         test_start: first,
         test_end: simulate_args.start + chrono::Days::new(u64::from(last)),
         same_day: false,
