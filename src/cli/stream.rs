@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 /// Where the broker is.
 #[derive(Debug, Args, Clone, Default)]
 pub struct BrokerArgs {
-    /// Brokers (`host:port,...`); overrides the config file's `kafka.bootstrap_servers`.
+    /// Brokers (`host:port,...`); overrides the config file's `ingest.kafka.bootstrap_servers`.
     #[arg(long, env = "PARKCAST_KAFKA_BOOTSTRAP")]
     pub bootstrap: Option<String>,
     /// Prefix of the topic names (`<prefix>.parkcast.sensor.v1`, ...): several setups share one
@@ -81,7 +81,7 @@ impl LiveArgs {
 }
 
 /// Loads a config: built-in defaults, then the TOML file, then `PARKCAST__` environment variables
-/// (`PARKCAST__KAFKA__BOOTSTRAP_SERVERS=host:9092` sets `kafka.bootstrap_servers`).
+/// (`PARKCAST__INGEST__KAFKA__BOOTSTRAP_SERVERS=host:9092` sets `ingest.kafka.bootstrap_servers`).
 pub fn load_config<T: Serialize + DeserializeOwned + Default>(file: Option<&PathBuf>) -> Result<T> {
     load_layered(T::default(), file)
 }
