@@ -270,6 +270,10 @@ struct Core {
     store: CheckpointStore,
     deadletters: DeadLetterSink,
     metrics: IngestMetrics,
+    /// How checkpoints commit the group's offsets: asynchronously while running (a commit never
+    /// holds the state lock, even with the broker gone), synchronously on a clean stop, not at all
+    /// on a stop while the broker is gone.
+    commit_mode: Option<rdkafka::consumer::CommitMode>,
 }
 
 struct Shared {
@@ -543,7 +547,13 @@ impl Core {
             }
         }
         // The files are the truth; a failed commit only delays the lag the group reports.
-        if let Err(error) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Sync) {
+        let Some(mode) = self.commit_mode else {
+            tracing::warn!(
+                "the broker is unreachable: offsets not committed (checkpoints written)"
+            );
+            return Ok(());
+        };
+        if let Err(error) = consumer.commit(&offsets, mode) {
             tracing::warn!(error = %error, "committing checkpointed offsets failed");
         }
         Ok(())
@@ -674,6 +684,7 @@ impl Ingest {
                 store,
                 deadletters,
                 metrics: metrics.clone(),
+                commit_mode: Some(rdkafka::consumer::CommitMode::Async),
             }),
             control: AtomicU8::new(RUNNING),
             status: IngestStatus {
@@ -921,6 +932,13 @@ fn run(
         }
     }
     let mut core = shared.core();
+    // With the broker gone a synchronous commit would wait out its timeout (45 s measured); the
+    // checkpoint files are the truth and committed offsets only feed the lag the group reports.
+    // Gone: no answer to the last two probes.
+    let answered_lately = shared.status.view().contact_age_ms.is_some_and(|age| {
+        age <= 2 * i64::try_from(config.probe_interval_ms).unwrap_or(i64::MAX) + 500
+    });
+    core.commit_mode = answered_lately.then_some(rdkafka::consumer::CommitMode::Sync);
     let owned: Vec<i32> = core.owned.keys().copied().collect();
     core.checkpoint(consumer, &owned)?;
     // Leaving the group revokes the partitions; they are checkpointed already.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use parkcast_kafka::{CountingContext, KafkaConfig, send_with_backpressure};
 use parkcast_proto::v1::ForecastBand;
 use prost::Message as _;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, PurgeConfig, ThreadedProducer};
 use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::metrics::ServingMetrics;
@@ -159,13 +159,18 @@ impl PricingFeed {
                     count_deliveries();
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                if let Err(error) = producer.flush(Duration::from_secs(10)) {
-                    tracing::warn!(error = %error, "pricing feed not flushed");
+                // A few seconds for what is queued, then drop the rest: a forecast is replaced by
+                // the next one anyway, and a broker that is gone must not hold the shutdown.
+                if let Err(error) = producer.flush(Duration::from_secs(5)) {
+                    tracing::warn!(error = %error, "pricing feed not flushed; dropping the rest");
+                    producer.purge(PurgeConfig::default().queue().inflight());
+                    let _ = producer.flush(Duration::from_secs(1));
                 }
                 count_deliveries();
                 if let Some(metrics) = &metrics {
                     metrics.pricing_failures.inc_by(failed_to_queue);
                 }
+                tracing::debug!("pricing producer flushed; closing it");
                 sent
             })?;
         Ok(PricingFeed {

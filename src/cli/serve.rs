@@ -357,6 +357,8 @@ impl Server {
     /// Stops taking requests, ends watch streams, stops the scorer, registry watch and pricing
     /// feed, then checkpoints, commits and leaves the group.
     pub async fn shutdown(self) -> Result<IngestSummary> {
+        let started = std::time::Instant::now();
+        let elapsed_ms = || started.elapsed().as_millis();
         tracing::info!("stopping: no new requests");
         self.scoring.close();
         let _ = self.grpc_shutdown.send(());
@@ -365,25 +367,32 @@ impl Server {
             Ok(Err(error)) => tracing::error!(error = %error, "the gRPC server failed"),
             Err(error) => tracing::error!(error = %error, "the gRPC task failed"),
         }
+        tracing::info!(elapsed_ms = elapsed_ms(), "gRPC stopped");
         self.stop.store(true, Ordering::Relaxed);
         for thread in self.threads {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        tracing::info!(
+            elapsed_ms = elapsed_ms(),
+            "scorer and registry watch stopped"
+        );
         if let Some(pricing) = self.pricing {
             let sent = tokio::task::spawn_blocking(move || pricing.stop())
                 .await
                 .unwrap_or(0);
-            tracing::info!(sent, "pricing feed flushed");
+            tracing::info!(sent, elapsed_ms = elapsed_ms(), "pricing feed flushed");
         }
         for task in self.tasks {
             task.abort();
         }
         tracing::info!("checkpointing and leaving the group");
         let ingest = self.ingest;
-        tokio::task::spawn_blocking(move || ingest.stop())
+        let summary = tokio::task::spawn_blocking(move || ingest.stop())
             .await
             .context("the stop task failed")?
-            .context("ingestion stopped with an error")
+            .context("ingestion stopped with an error");
+        tracing::info!(elapsed_ms = elapsed_ms(), "stopped");
+        summary
     }
 }
 
