@@ -55,6 +55,38 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         );
     }
     let address = address.unwrap_or_else(|| panic!("no banner:\n{}", printed.join("\n")));
+    // Health turns SERVING once the model is active and ingestion has caught up.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let serving = runtime.block_on(async {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::health_client::HealthClient;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+            .expect("a valid address")
+            .connect()
+            .await
+            .expect("the server accepts connections");
+        let mut health = HealthClient::new(channel);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: "parkcast.v1.Availability".to_owned(),
+                })
+                .await
+                .expect("a health status")
+                .into_inner()
+                .status;
+            if status == ServingStatus::Serving as i32 || Instant::now() > deadline {
+                break status == ServingStatus::Serving as i32;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    assert!(serving, "health never turned SERVING");
     let query = Command::new(env!("CARGO_BIN_EXE_parkcast"))
         .args(["--quiet", "query", "--addr"])
         .arg(format!("http://{address}"))

@@ -81,6 +81,9 @@ pub enum ClockArg {
 /// The gRPC service name health reports on.
 const AVAILABILITY: &str = "parkcast.v1.Availability";
 
+/// How long in-flight requests may take to finish once shutdown begins.
+const GRPC_DRAIN: Duration = Duration::from_secs(5);
+
 pub fn run(args: ServeArgs, _global: &GlobalArgs) -> Result<()> {
     let (mut config, topology) = args.live.load()?;
     let serve = &mut config.serve;
@@ -362,10 +365,20 @@ impl Server {
         tracing::info!("stopping: no new requests");
         self.scoring.close();
         let _ = self.grpc_shutdown.send(());
-        match self.grpc_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(error = %error, "the gRPC server failed"),
-            Err(error) => tracing::error!(error = %error, "the gRPC task failed"),
+        // In-flight requests get a few seconds to finish; a client idling on an open connection
+        // must not hold the exit (service managers kill what overstays its grace period).
+        let mut grpc_task = self.grpc_task;
+        match tokio::time::timeout(GRPC_DRAIN, &mut grpc_task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(error = %error, "the gRPC server failed"),
+            Ok(Err(error)) => tracing::error!(error = %error, "the gRPC task failed"),
+            Err(_) => {
+                tracing::warn!(
+                    seconds = GRPC_DRAIN.as_secs(),
+                    "connections still open after the drain time; closing them"
+                );
+                grpc_task.abort();
+            }
         }
         tracing::info!(elapsed_ms = elapsed_ms(), "gRPC stopped");
         self.stop.store(true, Ordering::Relaxed);
