@@ -92,9 +92,19 @@ pub fn slot_type_of(name: &str) -> SlotType {
     }
 }
 
-/// Whole minutes in a non-negative span, rounded up.
-fn ceil_minutes(span_ms: i64) -> i64 {
-    (span_ms.max(0) + 59_999) / 60_000
+/// The (minutes ahead, target instant) pairs a query asks for at `now_ms`; an arrival's minutes are
+/// rounded up.
+fn targets(when: &When, now_ms: i64) -> Vec<(u32, i64)> {
+    match when {
+        When::Horizons(horizons) => horizons
+            .iter()
+            .map(|minutes| (*minutes, now_ms + i64::from(*minutes) * 60_000))
+            .collect(),
+        When::Arrival(arrival_ms) => {
+            let minutes = ((arrival_ms - now_ms).max(0) + 59_999) / 60_000;
+            vec![(u32::try_from(minutes).unwrap_or(u32::MAX), *arrival_ms)]
+        }
+    }
 }
 
 /// Great-circle distance, metres (haversine on a 6,371 km sphere).
@@ -162,16 +172,7 @@ impl ServiceContext {
         strict: bool,
     ) -> Result<LotAvailability, Status> {
         let ready = self.scoring.answer(query.lot);
-        let targets: Vec<(u32, i64)> = match &query.when {
-            When::Horizons(horizons) => horizons
-                .iter()
-                .map(|minutes| (*minutes, now_ms + i64::from(*minutes) * 60_000))
-                .collect(),
-            When::Arrival(arrival_ms) => {
-                let minutes = u32::try_from(ceil_minutes(arrival_ms - now_ms)).unwrap_or(u32::MAX);
-                vec![(minutes, *arrival_ms)]
-            }
-        };
+        let targets = targets(&query.when, now_ms);
         if strict && !targets.is_empty() && ready.model.is_none() {
             return Err(Status::unavailable(
                 "no model is active yet; ask without horizons or arrival time for the live picture",
@@ -184,10 +185,7 @@ impl ServiceContext {
     /// `GetAvailability` would answer, for in-process readers (the demo's table).
     pub fn lot_answer(&self, lot: LotIndex, horizons_minutes: &[u32]) -> LotAvailability {
         let now_ms = self.scoring.now_ms();
-        let targets: Vec<(u32, i64)> = horizons_minutes
-            .iter()
-            .map(|minutes| (*minutes, now_ms + i64::from(*minutes) * 60_000))
-            .collect();
+        let targets = targets(&When::Horizons(horizons_minutes.to_vec()), now_ms);
         self.availability(lot, &self.scoring.answer(lot), now_ms, &targets)
     }
 
@@ -200,11 +198,8 @@ impl ServiceContext {
     ) -> LotAvailability {
         let topology = &self.scoring.topology().lots()[lot as usize];
         let capacity = topology.capacity;
-        let newest = ready
-            .snapshot
-            .as_ref()
-            .and_then(|snapshot| snapshot.newest_event_ms);
-        let data_age_ms = newest.map_or(i64::MAX, |newest| now_ms.saturating_sub(newest).max(0));
+        let newest = ready.newest_event_ms();
+        let data_age_ms = ready.data_age_ms(now_ms);
         let mut reasons = Vec::new();
         if let Some(reason) = self.scoring.stale_reason() {
             reasons.push(reason);
@@ -383,9 +378,8 @@ impl Availability for AvailabilityService {
                         continue;
                     };
                     let ready = context.scoring.answer(lot);
-                    let minutes = u32::try_from(ceil_minutes(query.arrival_ms - now_ms))
-                        .unwrap_or(0);
-                    let targets = [(minutes, query.arrival_ms)];
+                    let targets = targets(&When::Arrival(query.arrival_ms), now_ms);
+                    let minutes = targets[0].0;
                     let availability = context.availability(lot, &ready, now_ms, &targets);
                     let probability = match availability.forecasts.first() {
                         Some(forecast) => forecast.probability_any_free,

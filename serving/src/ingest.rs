@@ -810,7 +810,7 @@ impl crate::scoring::LiveSource for Ingest {
     ) -> Option<i64> {
         let mut core = self.shared.core();
         let newest = core.live.stream_time_ms();
-        let now_ms = now_ms.or(newest).unwrap_or_else(now_ms_wall);
+        let now_ms = now_ms.or(newest).unwrap_or_else(parkcast_kafka::now_ms);
         core.live.take_changes(now_ms, all, out);
         newest
     }
@@ -827,10 +827,6 @@ impl crate::scoring::LiveSource for Ingest {
         let status = self.status();
         status.assigned_partitions > 0 && status.lag == Some(0) && !status.stale
     }
-}
-
-fn now_ms_wall() -> i64 {
-    now_ms()
 }
 
 impl Drop for Ingest {

@@ -76,6 +76,23 @@ impl From<ActivationError> for tonic::Status {
 /// warehouse, on the model's grid); returns the lots seeded.
 pub type HistoryLoader = Box<dyn Fn(&Scoring, &ServedModel) -> Result<usize, String> + Send + Sync>;
 
+/// Reads a version (0: the newest) from the registry and decodes it: manifest, size and checksum
+/// (the registry), format and feature schema ([`ServedModel::decode`]).
+pub fn load_version(
+    registry: &Registry,
+    name: &str,
+    version: u32,
+) -> Result<ServedModel, ActivationError> {
+    let version = match version {
+        0 => registry
+            .latest(name)?
+            .ok_or_else(|| ActivationError::NoVersion(name.to_owned()))?,
+        version => version,
+    };
+    let (manifest, bytes) = registry.load(name, version, None)?;
+    Ok(ServedModel::decode(manifest, &bytes)?)
+}
+
 /// Loads and activates model versions.
 pub struct ModelManager {
     registry: Registry,
@@ -135,8 +152,32 @@ impl ModelManager {
     /// Loads, checks and activates a version (0: the newest). Blocking: file reads and rebuilding
     /// every lot's feature state.
     pub fn activate(&self, name: &str, version: u32) -> Result<Arc<ServedModel>, ActivationError> {
+        self.install(
+            || load_version(&self.registry, name, version),
+            name,
+            version,
+        )
+    }
+
+    /// Activates a version already loaded with [`load_version`] (the server's start-up reads the
+    /// configured one first, for its grid step), with the same checks, history seeding and
+    /// metrics as [`ModelManager::activate`].
+    pub fn activate_loaded(
+        &self,
+        served: ServedModel,
+    ) -> Result<Arc<ServedModel>, ActivationError> {
+        let (name, version) = (served.manifest.name.clone(), served.manifest.version);
+        self.install(|| Ok(served), &name, version)
+    }
+
+    fn install(
+        &self,
+        load: impl FnOnce() -> Result<ServedModel, ActivationError>,
+        name: &str,
+        version: u32,
+    ) -> Result<Arc<ServedModel>, ActivationError> {
         let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = self.activate_locked(name, version);
+        let result = load().and_then(|served| self.seed_and_activate(served));
         let outcome = match &result {
             Ok(served) => {
                 if let Some(metrics) = &self.metrics {
@@ -157,20 +198,7 @@ impl ModelManager {
         result
     }
 
-    fn activate_locked(
-        &self,
-        name: &str,
-        version: u32,
-    ) -> Result<Arc<ServedModel>, ActivationError> {
-        let version = match version {
-            0 => self
-                .registry
-                .latest(name)?
-                .ok_or_else(|| ActivationError::NoVersion(name.to_owned()))?,
-            version => version,
-        };
-        let (manifest, bytes) = self.registry.load(name, version, None)?;
-        let served = ServedModel::decode(manifest, &bytes)?;
+    fn seed_and_activate(&self, served: ServedModel) -> Result<Arc<ServedModel>, ActivationError> {
         if let Some(loader) = &self.history
             && !self.scoring.has_history()
         {

@@ -33,11 +33,7 @@ pub fn bands(lot_id: &str, capacity: u32, answer: &LotAnswer, as_of_ms: i64) -> 
         return Vec::new();
     };
     let step_ms = i64::from(served.model.step_minutes()) * 60_000;
-    let data_age_ms = answer
-        .snapshot
-        .as_ref()
-        .and_then(|snapshot| snapshot.newest_event_ms)
-        .map_or(i64::MAX, |newest| as_of_ms.saturating_sub(newest).max(0));
+    let data_age_ms = answer.data_age_ms(as_of_ms);
     forecast
         .horizons
         .iter()

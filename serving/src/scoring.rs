@@ -242,6 +242,19 @@ pub struct LotAnswer {
     pub model: Option<Arc<ServedModel>>,
 }
 
+impl LotAnswer {
+    /// The lot's newest event time, if it has seen any.
+    pub fn newest_event_ms(&self) -> Option<i64> {
+        self.snapshot.as_ref()?.newest_event_ms
+    }
+
+    /// Age of the newest event at `now_ms` (`i64::MAX` before any event).
+    pub fn data_age_ms(&self, now_ms: i64) -> i64 {
+        self.newest_event_ms()
+            .map_or(i64::MAX, |newest| now_ms.saturating_sub(newest).max(0))
+    }
+}
+
 /// A forecast at one target time, with its uncertainty.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PointForecast {

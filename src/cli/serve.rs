@@ -29,7 +29,7 @@ use parkcast_serving::grpc::{
 use parkcast_serving::ingest::{Ingest, IngestSummary};
 use parkcast_serving::live::GridRule;
 use parkcast_serving::metrics::{self, IngestMetrics, ServingMetrics};
-use parkcast_serving::models::ModelManager;
+use parkcast_serving::models::{ActivationError, ModelManager, load_version};
 use parkcast_serving::pricing::PricingFeed;
 use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ServedModel};
 use parkcast_serving::topology::Topology;
@@ -237,8 +237,7 @@ impl Server {
         );
         if let Some(served) = initial {
             let activating = Arc::clone(&manager);
-            let (name, version) = (served.manifest.name.clone(), served.manifest.version);
-            tokio::task::spawn_blocking(move || activating.activate(&name, version))
+            tokio::task::spawn_blocking(move || activating.activate_loaded(served))
                 .await
                 .context("the activation task failed")?
                 .context("the configured model was refused")?;
@@ -421,20 +420,15 @@ async fn initial_model(config: &ServiceConfig) -> Result<Option<ServedModel>> {
     );
     tokio::task::spawn_blocking(move || {
         let registry = parkcast_inference::registry::Registry::open(&root);
-        let version = match version {
-            0 => match registry.latest(&name)? {
-                Some(latest) => latest,
-                None => {
-                    tracing::warn!(model = %name, registry = %root.display(), "no version published yet");
-                    return Ok(None);
-                }
-            },
-            version => version,
-        };
-        let (manifest, bytes) = registry
-            .load(&name, version, None)
-            .with_context(|| format!("failed to load model {name} v{version}"))?;
-        Ok(Some(ServedModel::decode(manifest, &bytes)?))
+        match load_version(&registry, &name, version) {
+            Ok(served) => Ok(Some(served)),
+            Err(ActivationError::NoVersion(_)) => {
+                tracing::warn!(model = %name, registry = %root.display(), "no version published yet");
+                Ok(None)
+            }
+            Err(error) => Err(anyhow::Error::new(error)
+                .context(format!("failed to load model {name} (version {version}, 0: the newest)"))),
+        }
     })
     .await
     .context("the model task failed")?
