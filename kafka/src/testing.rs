@@ -72,3 +72,122 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The environment variable naming the broker binary (`noida-db`) that `scripts/test.sh` installs.
+pub const BROKER_BIN_ENV: &str = "PARKCAST_NOIDA_BIN";
+
+/// A broker process of a test's own, for faults the shared broker must not suffer: killed with
+/// SIGKILL, restarted on the same port with its log, or restarted with an empty log (a broker that
+/// lost acknowledged data, or topics deleted and recreated).
+///
+/// Dropping it kills the process and removes its data folder.
+#[derive(Debug)]
+pub struct OwnBroker {
+    port: u16,
+    data_dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    /// Starts a broker on a free loopback port with an empty data folder, and waits for its port.
+    ///
+    /// # Panics
+    /// When `PARKCAST_NOIDA_BIN` is not set (run the tests with `bash scripts/test.sh`), or the
+    /// broker does not listen within a minute.
+    pub fn start() -> OwnBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let data_dir = std::env::temp_dir().join(unique_name("parkcast-own-broker"));
+        std::fs::create_dir_all(&data_dir).expect("the broker's data folder");
+        let mut broker = OwnBroker {
+            port,
+            data_dir,
+            child: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let binary = std::env::var(BROKER_BIN_ENV).unwrap_or_else(|_| {
+            panic!(
+                "{BROKER_BIN_ENV} is not set: this test needs the broker binary that `bash scripts/test.sh` installs"
+            )
+        });
+        let child = std::process::Command::new(binary)
+            .args(["start", "--only", "kafka", "--kafka-port"])
+            .arg(self.port.to_string())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the broker should start");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(60), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "the broker should listen on {port}"
+        );
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A config for this broker with fresh topic names (not created yet).
+    pub fn config(&self, prefix: &str) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: self.bootstrap_servers(),
+            topics: TopicNames::with_prefix(&unique_name(prefix)),
+            // Reconnect and rejoin quickly, so tests do not wait out production back-offs.
+            librdkafka_options: [
+                ("reconnect.backoff.max.ms", "500"),
+                ("session.timeout.ms", "6000"),
+                ("heartbeat.interval.ms", "500"),
+            ]
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    /// Kills the process with SIGKILL (no flush, no goodbye) and waits for it to end.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the log it had.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Starts it again on the same port with an empty log: every topic and offset is gone, as
+    /// after a broker lost its disk or an operator recreated the topics.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        std::fs::create_dir_all(&self.data_dir).expect("the broker's data folder");
+        self.spawn();
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

@@ -1,16 +1,14 @@
 //! A broker outage: the consumer keeps the last known state, flags it stale with its age, reconnects
 //! when the broker is back and catches up to the state of an uninterrupted run.
 //!
-//! Runs a broker of its own (the `noida-db` binary `scripts/test.sh` installs, named by
-//! `PARKCAST_NOIDA_BIN`), since it kills and restarts it.
+//! Runs a broker of its own ([`OwnBroker`]: the `noida-db` binary `scripts/test.sh` installs), since
+//! it kills and restarts it.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parkcast_kafka::testing::{unique_name, wait_until};
-use parkcast_kafka::{KafkaConfig, TopicNames, create_topics, now_ms};
+use parkcast_kafka::testing::{OwnBroker, unique_name, wait_until};
+use parkcast_kafka::{KafkaConfig, create_topics, now_ms};
 use parkcast_proto::SCHEMA_VERSION;
 use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
 use parkcast_serving::ingest::{Ingest, IngestConfig};
@@ -21,53 +19,6 @@ use prost::Message as _;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-struct Broker {
-    child: Child,
-}
-
-impl Broker {
-    fn start(port: u16, dir: &std::path::Path) -> Broker {
-        let binary = std::env::var("PARKCAST_NOIDA_BIN").unwrap_or_else(|_| {
-            panic!("PARKCAST_NOIDA_BIN is not set: this test needs the broker binary that `bash scripts/test.sh` installs")
-        });
-        let child = Command::new(binary)
-            .args(["start", "--only", "kafka", "--kafka-port"])
-            .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the broker should start");
-        assert!(
-            wait_until(WAIT, || std::net::TcpStream::connect(("127.0.0.1", port))
-                .is_ok()),
-            "the broker should listen on {port}"
-        );
-        Broker { child }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 fn produce(kafka: &KafkaConfig, round: u64, start_ms: i64) {
     let producer: ThreadedProducer<DefaultProducerContext> =
@@ -104,23 +55,8 @@ fn produce(kafka: &KafkaConfig, round: u64, start_ms: i64) {
 
 #[test]
 fn an_outage_keeps_the_state_flags_it_stale_and_catches_up_after() {
-    let port = free_port();
-    let data = tempfile::tempdir().expect("temporary folder");
-    let broker = Broker::start(port, data.path());
-    let kafka = KafkaConfig {
-        bootstrap_servers: format!("127.0.0.1:{port}"),
-        topics: TopicNames::with_prefix(&unique_name("outage")),
-        // Reconnect and rejoin quickly, so the test does not wait out production back-offs.
-        librdkafka_options: [
-            ("reconnect.backoff.max.ms", "500"),
-            ("session.timeout.ms", "6000"),
-            ("heartbeat.interval.ms", "500"),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-        .collect(),
-        ..KafkaConfig::default()
-    };
+    let mut broker = OwnBroker::start();
+    let kafka = broker.config("outage");
     create_topics(&kafka, &kafka.topics.all(), 2, Duration::from_secs(10)).expect("topics");
     let topology = Arc::new(
         Topology::new((0..4).map(|lot| {
@@ -166,7 +102,7 @@ fn an_outage_keeps_the_state_flags_it_stale_and_catches_up_after() {
     assert!(!ingest.is_finished(), "an outage never stops the consumer");
 
     // It comes back: the consumer reconnects and reads what was produced since.
-    let _broker = Broker::start(port, data.path());
+    broker.restart();
     produce(&kafka, 2, start_ms);
     assert!(
         wait_until(Duration::from_secs(120), || ingest.metrics().handled()
