@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod city;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
