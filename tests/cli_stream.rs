@@ -56,8 +56,22 @@ impl Setup {
     }
 
     fn run_to_the_end(&self, group: &str, state_dir: &Path, dump: &Path) -> serde_json::Value {
+        self.run_to_the_end_as(group, None, state_dir, dump)
+    }
+
+    fn run_to_the_end_as(
+        &self,
+        group: &str,
+        instance_id: Option<&str>,
+        state_dir: &Path,
+        dump: &Path,
+    ) -> serde_json::Value {
+        let mut command = self.ingest(group, state_dir);
+        if let Some(instance_id) = instance_id {
+            command.args(["--instance-id", instance_id]);
+        }
         succeed(
-            self.ingest(group, state_dir)
+            command
                 .arg("--until-caught-up")
                 .arg("--dump-state")
                 .arg(dump),
@@ -135,6 +149,7 @@ probe_interval_ms = 200
     let state = dir.path().join("state");
     let mut victim = setup
         .ingest(&group, &state)
+        .args(["--instance-id", "replica-0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -154,13 +169,20 @@ probe_interval_ms = 200
     assert!(replayed.success(), "replay failed");
 
     // The restart resumes from the checkpoint files, which carry their offsets; the group's
-    // committed offsets are not used for positioning. It joins under a new group id because the
-    // test broker (noida-db 0.2.3) never expires a member that died without leaving, so the old
-    // group would wait for it forever; a Kafka broker drops it after `session.timeout.ms`.
-    let resumed = setup.run_to_the_end(
-        &unique_name("cli-restarted"),
+    // committed offsets are not used for positioning. It rejoins the same group under the same
+    // static membership name: the broker hands the dead member's partitions to it at once (the
+    // test broker, noida-db 0.2.3, never expires a dynamic member that died without leaving; a
+    // Kafka broker waits `session.timeout.ms`).
+    let resumed_at = std::time::Instant::now();
+    let resumed = setup.run_to_the_end_as(
+        &group,
+        Some("replica-0"),
         &state,
         &dir.path().join("resumed.json"),
+    );
+    assert!(
+        resumed_at.elapsed() < Duration::from_secs(60),
+        "the restarted replica got its partitions back without waiting for the dead one to expire"
     );
     let reference = setup.run_to_the_end(
         &unique_name("cli-reference"),

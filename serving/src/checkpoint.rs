@@ -25,8 +25,9 @@ use sha2::{Digest, Sha256};
 
 use crate::live::LotRecord;
 
-/// Format version of checkpoint files.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Format version of checkpoint files: 2 added the fingerprints of the last messages applied
+/// (version 1 files still load, without them).
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"PKCKPT01";
 
@@ -46,6 +47,15 @@ pub struct PartitionCheckpoint {
     /// Each lot of the partition: its id, a hash of its slot ids (to notice topology changes), its
     /// state.
     pub lots: Vec<(String, u64, LotRecord)>,
+    /// [`message_fingerprint`] of the last message applied from the sensor topic (the one at
+    /// `sensor_next - 1`; `None` before any). A restart reads that message again and compares, so
+    /// a log that was truncated, or deleted and refilled past the checkpoint, is noticed instead of
+    /// being read from the wrong place.
+    #[serde(default)]
+    pub sensor_last: Option<u64>,
+    /// The same for the session topic.
+    #[serde(default)]
+    pub session_last: Option<u64>,
 }
 
 /// Errors of the checkpoint store.
@@ -179,6 +189,36 @@ impl CheckpointStore {
     }
 }
 
+/// A stable fingerprint of a message's key and value (FNV-1a over 8-byte words with a final mix:
+/// defined here, so it does not change between builds; a change needs a new
+/// [`CHECKPOINT_VERSION`]). Cheap enough to compute for every message applied.
+pub fn message_fingerprint(key: Option<&[u8]>, value: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |bytes: &[u8]| {
+        let mut words = bytes.chunks_exact(8);
+        for word in words.by_ref() {
+            hash ^= u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            hash = hash.wrapping_mul(PRIME).rotate_left(29);
+        }
+        for byte in words.remainder() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+        // The length separates key from value ("ab" + "c" vs "a" + "bc").
+        hash ^= bytes.len() as u64;
+        hash = hash.wrapping_mul(PRIME);
+    };
+    match key {
+        Some(key) => mix(key),
+        None => mix(&[0xff; 3]),
+    }
+    mix(value);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
 /// A stable hash of a lot's slot ids (FNV-1a, so it does not change between builds).
 pub fn slot_ids_hash(slot_ids: &[String]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -212,6 +252,68 @@ mod tests {
                 slot_ids_hash(&topology.lots()[0].slot_ids),
                 live.export_lot(0).expect("a lot"),
             )],
+            sensor_last: Some(message_fingerprint(Some(b"lot"), b"reading")),
+            session_last: None,
+        }
+    }
+
+    /// Version 1, before fingerprints, as the previous build wrote it.
+    #[derive(Serialize)]
+    struct CheckpointV1 {
+        version: u32,
+        partition: i32,
+        sensor_next: i64,
+        session_next: i64,
+        written_ms: i64,
+        lots: Vec<(String, u64, LotRecord)>,
+    }
+
+    #[test]
+    fn a_version_1_checkpoint_loads_without_fingerprints() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let store = CheckpointStore::open(dir.path()).expect("store");
+        let current = checkpoint();
+        let old = CheckpointV1 {
+            version: 1,
+            partition: current.partition,
+            sensor_next: current.sensor_next,
+            session_next: current.session_next,
+            written_ms: current.written_ms,
+            lots: current.lots.clone(),
+        };
+        let body = rmp_serde::to_vec(&old).expect("serializes");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend((body.len() as u64).to_le_bytes());
+        bytes.extend(&body);
+        bytes.extend(Sha256::digest(&body));
+        fs::write(store.path(3), bytes).expect("write");
+        let loaded = store.load(3).expect("readable").expect("present");
+        assert_eq!(
+            loaded,
+            PartitionCheckpoint {
+                version: 1,
+                sensor_last: None,
+                session_last: None,
+                ..current
+            }
+        );
+    }
+
+    #[test]
+    fn fingerprints_tell_messages_apart() {
+        let base = message_fingerprint(Some(b"lot-1"), b"a reading of 17 bytes");
+        assert_eq!(
+            base,
+            message_fingerprint(Some(b"lot-1"), b"a reading of 17 bytes")
+        );
+        for (key, value) in [
+            (Some(&b"lot-2"[..]), &b"a reading of 17 bytes"[..]),
+            (Some(b"lot-1"), b"a reading of 17 byteS"),
+            (Some(b"lot-1a"), b" reading of 17 bytes"),
+            (None, b"a reading of 17 bytes"),
+            (Some(b"lot-1"), b""),
+        ] {
+            assert_ne!(base, message_fingerprint(key, value), "{key:?} {value:?}");
         }
     }
 

@@ -34,11 +34,14 @@ pub enum Reason {
     Duplicate,
     /// Older than the slot's newest applied reading.
     OutOfOrder,
+    /// Larger than any message of the topic can be (`ingest.max_message_bytes`): not decoded, so
+    /// a flood of huge garbage costs no parsing.
+    TooLarge,
 }
 
 impl Reason {
     /// Every reason, for metrics that report zeros too.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Malformed,
         Reason::UnsupportedSchema,
         Reason::KeyMismatch,
@@ -49,6 +52,7 @@ impl Reason {
         Reason::TooLate,
         Reason::Duplicate,
         Reason::OutOfOrder,
+        Reason::TooLarge,
     ];
 
     /// The stable code (dead-letter `reason` field, metric label).
@@ -64,6 +68,7 @@ impl Reason {
             Reason::TooLate => "too_late",
             Reason::Duplicate => "duplicate",
             Reason::OutOfOrder => "out_of_order",
+            Reason::TooLarge => "too_large",
         }
     }
 }
@@ -136,9 +141,11 @@ pub struct SessionMark {
     pub clamped: bool,
 }
 
+/// Checks an event time against the clock: `now_ms` is the wall clock, or `None` where the caller
+/// bounds event times itself (a replay judged by its own stream clock, see `serving::ingest`).
 fn check_time(
     event_time_ms: i64,
-    now_ms: i64,
+    now_ms: Option<i64>,
     rules: &TimeRules,
 ) -> Result<(i64, bool), Rejection> {
     if event_time_ms <= 0 {
@@ -147,6 +154,9 @@ fn check_time(
             format!("event_time_ms {event_time_ms} is not a positive Unix time"),
         ));
     }
+    let Some(now_ms) = now_ms else {
+        return Ok((event_time_ms, false));
+    };
     let ahead = event_time_ms.saturating_sub(now_ms);
     if ahead > rules.max_skew_ms {
         return Err(Rejection::new(
@@ -273,13 +283,14 @@ fn decode_reading_ref(value: &[u8]) -> Result<ReadingRef<'_>, String> {
     Ok(reading)
 }
 
-/// Decodes and validates a `parkcast.sensor.v1` message.
+/// Decodes and validates a `parkcast.sensor.v1` message, judging its time against the wall clock
+/// `now_ms` (`None`: the caller bounds event times itself).
 pub fn decode_sensor(
     topology: &Topology,
     rules: &TimeRules,
     key: Option<&[u8]>,
     value: &[u8],
-    now_ms: i64,
+    now_ms: Option<i64>,
 ) -> Result<SensorEvent, Rejection> {
     let reading = decode_reading_ref(value).map_err(|error| {
         Rejection::new(Reason::Malformed, format!("not a SensorReading: {error}"))
@@ -327,13 +338,13 @@ pub fn decode_sensor(
     })
 }
 
-/// Decodes and validates a `parkcast.session.v1` message.
+/// Decodes and validates a `parkcast.session.v1` message (times as [`decode_sensor`]).
 pub fn decode_session(
     topology: &Topology,
     rules: &TimeRules,
     key: Option<&[u8]>,
     value: &[u8],
-    now_ms: i64,
+    now_ms: Option<i64>,
 ) -> Result<SessionMark, Rejection> {
     let event = SessionEvent::decode(value).map_err(|error| {
         Rejection::new(Reason::Malformed, format!("not a SessionEvent: {error}"))
@@ -442,7 +453,7 @@ mod tests {
             &TimeRules::default(),
             Some(b"lot-a"),
             &reading.encode_to_vec(),
-            NOW,
+            Some(NOW),
         )
     }
 
@@ -465,10 +476,16 @@ mod tests {
             &TimeRules::default(),
             None,
             &bytes[..bytes.len() - 3],
-            NOW,
+            Some(NOW),
         );
         assert_eq!(truncated.map_err(|r| r.reason), Err(Reason::Malformed));
-        let garbage = decode_sensor(&topology(), &TimeRules::default(), None, &[0xff; 9], NOW);
+        let garbage = decode_sensor(
+            &topology(),
+            &TimeRules::default(),
+            None,
+            &[0xff; 9],
+            Some(NOW),
+        );
         assert_eq!(garbage.map_err(|r| r.reason), Err(Reason::Malformed));
         assert_eq!(
             reason(SensorReading {
@@ -493,7 +510,7 @@ mod tests {
                 ..reading()
             }
             .encode_to_vec(),
-            NOW,
+            Some(NOW),
         );
         assert_eq!(unknown_lot.map_err(|r| r.reason), Err(Reason::UnknownLot));
         assert_eq!(
@@ -530,6 +547,23 @@ mod tests {
         })
         .expect("a small skew is clamped");
         assert!(clamped.clamped && clamped.event_time_ms == NOW);
+        // Without a wall clock (a replay bounded by its stream clock), times pass unclamped.
+        let unbounded = decode_sensor(
+            &topology(),
+            &TimeRules::default(),
+            Some(b"lot-a"),
+            &SensorReading {
+                event_time_ms: NOW + 3_600_000,
+                ..reading()
+            }
+            .encode_to_vec(),
+            None,
+        )
+        .expect("no clock, no skew rule");
+        assert_eq!(
+            (unbounded.event_time_ms, unbounded.clamped),
+            (NOW + 3_600_000, false)
+        );
         // A session message on the sensor topic: its fields do not make a valid reading.
         let session = SessionEvent {
             schema_version: SCHEMA_VERSION,
@@ -547,7 +581,7 @@ mod tests {
                 &TimeRules::default(),
                 None,
                 &session.encode_to_vec(),
-                NOW
+                Some(NOW)
             )
             .is_err()
         );

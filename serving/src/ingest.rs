@@ -1,11 +1,13 @@
 //! The Kafka consumer: sensor and session topics into live state, with dead letters, checkpoints
-//! and rebalancing.
+//! and rebalancing, supervised so that it never stops silently.
 //!
 //! One dedicated thread polls a `BaseConsumer` (ingestion is CPU-bound and librdkafka's poll blocks,
 //! so it stays off the async runtime). Per message: decode and validate ([`crate::decode`]), apply
-//! ([`crate::live`]), or dead-letter with the reason; never stop on bad input.
+//! ([`crate::live`]), or dead-letter with the reason; never stop on bad input. A record larger than
+//! `max_message_bytes` is dead-lettered as `too_large` without being decoded, and fetch sizes are
+//! derived from that same bound, so no record the topics can hold wedges a fetch.
 //!
-//! Exactly-once application: the state of the lots of one partition and that partition's next
+//! **Exactly-once application.** The state of the lots of one partition and that partition's next
 //! offsets are checkpointed together ([`crate::checkpoint`]); the group's offsets are committed after
 //! the checkpoint is durable, and only then. When the group assigns a partition, the consumer loads
 //! its checkpoint and starts reading at the checkpoint's offsets (set in the assignment itself), so
@@ -16,12 +18,43 @@
 //! already own it. The range assignor keeps partition `p` of both topics on one replica, as both
 //! are keyed by lot id with the same partition count (checked at start).
 //!
+//! **A log that went backwards.** Offsets only mean something while the log is the one the state
+//! was built from. A broker that lost acknowledged data, or a topic deleted and recreated, leaves a
+//! log shorter than the checkpoint, or a different log of any length. Three checks catch it: a
+//! restart reads the last checkpointed message again and compares its fingerprint; a message whose
+//! offset lies below the position (librdkafka reset to the earliest offset after "offset out of
+//! range") is never skipped as "already applied"; and the probe flags a high watermark below the
+//! position. Each raises `parkcast_ingest_log_regressions_total` and an ERROR log, and the
+//! partition's lots are rebuilt from what the log holds now (both topics read from the beginning).
+//! Messages deleted by retention before they were read are a gap, not a regression: counted in
+//! `parkcast_ingest_log_gaps_total`, and reading goes on.
+//!
+//! **Liveness on its own client.** Lag and broker contact are measured by a probe thread with a
+//! client of its own, so a long-poll fetch on the consumer's connection cannot hold the probe back
+//! (librdkafka queues requests to one broker on one connection). Lag is unknown (`None`) after every
+//! assignment change until a probe measured the new assignment: readiness never rests on a lag of an
+//! empty or older assignment.
+//!
+//! **Supervision.** Whatever ends the consumer thread (an error it cannot step over, a panic), the
+//! supervisor logs it at ERROR at once, marks the state stale with the reason (health turns
+//! NOT_SERVING, answers say why), drops the consumer without checkpointing (the state since the
+//! last checkpoint may be half-applied), and starts a new one with exponential backoff (1 s doubling
+//! to `restart_backoff_max_ms`). The new consumer rejoins the group and restores each partition it
+//! gets from its checkpoint. After `max_restarts` consecutive failures (a run that stays up for a
+//! minute resets the count) the supervisor gives up and [`Ingest::failed`] turns true, so the server
+//! exits non-zero and an orchestrator restarts the process.
+//!
+//! **Clocks.** Event times are judged against the serving clock ([`TimeReference`]): the wall clock
+//! in production; in a replay of the past, the stream's own clock, which one sensor with a broken
+//! clock cannot move (a jump needs lots that agree).
+//!
 //! Broker outages: librdkafka reconnects on its own; the state stays as it was, and
-//! [`IngestStatus::stale`] says so with the time since the broker last answered.
+//! [`IngestStatus`] says it is stale with the time since the broker last answered.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,6 +63,7 @@ use parkcast_kafka::{
     DeadLetterError, DeadLetterSink, KafkaConfig, SourcePosition, next_offset, now_ms,
     partition_count,
 };
+use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -40,10 +74,11 @@ use rdkafka::types::RDKafkaRespErr;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
-    CHECKPOINT_VERSION, CheckpointError, CheckpointStore, PartitionCheckpoint, slot_ids_hash,
+    CHECKPOINT_VERSION, CheckpointError, CheckpointStore, PartitionCheckpoint, message_fingerprint,
+    slot_ids_hash,
 };
-use crate::decode::{TimeRules, decode_sensor, decode_session};
-use crate::live::{LiveRules, LiveState, LotSnapshot};
+use crate::decode::{Reason, Rejection, TimeRules, decode_sensor, decode_session};
+use crate::live::{GridRule, LiveRules, LiveState, LotSnapshot};
 use crate::metrics::{IngestMetrics, InputTopic};
 use crate::topology::{LotIndex, Topology};
 
@@ -55,6 +90,11 @@ pub struct IngestConfig {
     pub kafka: KafkaConfig,
     /// Consumer group of the serving replicas.
     pub group_id: String,
+    /// Static group membership (`group.instance.id`): a name unique to this replica and stable
+    /// across its restarts (a StatefulSet pod name, a host name). A replica restarted with the same
+    /// name takes its partitions back at once instead of waiting for the broker to expire the dead
+    /// member. Empty: dynamic membership.
+    pub instance_id: String,
     /// Folder of the checkpoint files, shared by the replicas of the group.
     pub state_dir: PathBuf,
     /// How often the owned partitions are checkpointed and their offsets committed, ms. Shorter
@@ -70,6 +110,17 @@ pub struct IngestConfig {
     pub max_lateness_ms: i64,
     /// A slot silent for longer is unknown, ms.
     pub silence_ms: i64,
+    /// The largest record the input topics hold, bytes (set it to the topics' `max.message.bytes`;
+    /// Kafka's default is about 1 MiB). Larger records are dead-lettered as `too_large` without
+    /// being decoded, and the consumer's fetch sizes are derived from it (see
+    /// [`IngestConfig::fetch_sizes`]).
+    pub max_message_bytes: usize,
+    /// Consecutive failed restarts of the consumer after which the process gives up (and the
+    /// server exits non-zero for its orchestrator to restart it); 0 restarts forever.
+    pub max_restarts: u32,
+    /// The longest wait between two restarts of a failed consumer, ms (the wait starts at 1 s and
+    /// doubles).
+    pub restart_backoff_max_ms: u64,
 }
 
 impl Default for IngestConfig {
@@ -79,6 +130,7 @@ impl Default for IngestConfig {
         IngestConfig {
             kafka: KafkaConfig::default(),
             group_id: "parkcast-serving".to_owned(),
+            instance_id: String::new(),
             state_dir: PathBuf::from("out/serving-state"),
             checkpoint_interval_ms: 10_000,
             probe_interval_ms: 1_000,
@@ -86,6 +138,9 @@ impl Default for IngestConfig {
             max_clock_skew_ms: time.max_skew_ms,
             max_lateness_ms: live.max_lateness_ms,
             silence_ms: live.silence_ms,
+            max_message_bytes: 1 << 20,
+            max_restarts: 10,
+            restart_backoff_max_ms: 60_000,
         }
     }
 }
@@ -108,7 +163,40 @@ pub enum IngestConfigError {
         /// Its value.
         value: i64,
     },
+    /// The message size bound is outside what Kafka can hold.
+    #[error("max_message_bytes must be 1024 to 1000000000, got {value}")]
+    MessageSize {
+        /// Its value.
+        value: usize,
+    },
+    /// A fetch size set in `kafka.librdkafka_options` cannot carry the records the topics hold.
+    #[error("kafka.librdkafka_options.{key} = {value} must be at least {minimum} ({why})")]
+    FetchSize {
+        /// The option.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// The least that works.
+        minimum: usize,
+        /// Why.
+        why: &'static str,
+    },
 }
+
+/// The consumer's fetch sizes, bytes (see [`IngestConfig::fetch_sizes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchSizes {
+    /// `max.partition.fetch.bytes`: one partition's share of a fetch.
+    pub partition: usize,
+    /// `fetch.max.bytes`: a whole fetch response.
+    pub fetch: usize,
+    /// `receive.message.max.bytes`: the largest response librdkafka accepts off the wire.
+    pub receive: usize,
+}
+
+/// librdkafka requires `receive.message.max.bytes >= fetch.max.bytes + 512`; a little more leaves
+/// room for protocol framing of many partitions.
+const RECEIVE_MARGIN: usize = 64 * 1024;
 
 impl IngestConfig {
     /// Checks the settings without touching the network.
@@ -133,13 +221,85 @@ impl IngestConfig {
             ("max_clock_skew_ms", self.max_clock_skew_ms),
             ("max_lateness_ms", self.max_lateness_ms),
             ("silence_ms", self.silence_ms),
+            (
+                "restart_backoff_max_ms",
+                i64::try_from(self.restart_backoff_max_ms).unwrap_or(i64::MAX),
+            ),
         ];
         for (field, value) in positive {
             if value <= 0 {
                 return Err(IngestConfigError::NotPositive { field, value });
             }
         }
-        Ok(())
+        if !(1_024..=1_000_000_000).contains(&self.max_message_bytes) {
+            return Err(IngestConfigError::MessageSize {
+                value: self.max_message_bytes,
+            });
+        }
+        self.fetch_sizes().map(|_| ())
+    }
+
+    /// The consumer's fetch sizes: one partition's share holds the largest record
+    /// (`max_message_bytes`), a whole fetch at least 16 MiB, and librdkafka accepts a response of a
+    /// whole fetch plus one more record (brokers return a record larger than the asked size rather
+    /// than stall: KIP-74). Values set in `kafka.librdkafka_options` win when they are consistent
+    /// with that, and are refused when they are not.
+    pub fn fetch_sizes(&self) -> Result<FetchSizes, IngestConfigError> {
+        let option = |key: &'static str| -> Result<Option<usize>, IngestConfigError> {
+            let Some(value) = self.kafka.librdkafka_options.get(key) else {
+                return Ok(None);
+            };
+            value
+                .trim()
+                .parse::<usize>()
+                .map(Some)
+                .map_err(|_| IngestConfigError::FetchSize {
+                    key,
+                    value: value.clone(),
+                    minimum: 1,
+                    why: "a number of bytes",
+                })
+        };
+        let largest = self.max_message_bytes;
+        let partition = option("max.partition.fetch.bytes")?.unwrap_or(largest);
+        let fetch = option("fetch.max.bytes")?.unwrap_or((16 << 20).max(partition));
+        let receive = option("receive.message.max.bytes")?
+            .unwrap_or(fetch.saturating_add(largest).saturating_add(RECEIVE_MARGIN));
+        let checks = [
+            (
+                "max.partition.fetch.bytes",
+                partition,
+                largest,
+                "max_message_bytes: a partition's fetch holds its largest record",
+            ),
+            (
+                "fetch.max.bytes",
+                fetch,
+                partition,
+                "max.partition.fetch.bytes",
+            ),
+            (
+                "receive.message.max.bytes",
+                receive,
+                fetch.saturating_add(largest).saturating_add(512),
+                "fetch.max.bytes + max_message_bytes + 512: a response may carry one record past the fetch size",
+            ),
+        ];
+        for (key, value, minimum, why) in checks {
+            if value < minimum {
+                return Err(IngestConfigError::FetchSize {
+                    key,
+                    value: value.to_string(),
+                    minimum,
+                    why,
+                });
+            }
+        }
+        Ok(FetchSizes {
+            partition,
+            fetch,
+            receive,
+        })
     }
 
     fn time_rules(&self) -> TimeRules {
@@ -154,6 +314,102 @@ impl IngestConfig {
             max_lateness_ms: self.max_lateness_ms,
         }
     }
+
+    /// The consumer's librdkafka settings: the group, manual offsets, the range assignor, fetch
+    /// sizes, static membership when configured.
+    fn consumer_config(&self) -> Result<ClientConfig, IngestConfigError> {
+        let sizes = self.fetch_sizes()?;
+        let mut client = self.kafka.client_config();
+        client
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range")
+            .set("max.partition.fetch.bytes", sizes.partition.to_string())
+            .set("fetch.max.bytes", sizes.fetch.to_string())
+            .set("receive.message.max.bytes", sizes.receive.to_string());
+        if !self.instance_id.trim().is_empty() {
+            client.set("group.instance.id", self.instance_id.trim());
+        }
+        Ok(client)
+    }
+
+    /// The probe's client: no group, its own connections, the consumer's client id with `-probe`.
+    fn probe_config(&self) -> ClientConfig {
+        let mut client = self.kafka.client_config();
+        client.set("client.id", format!("{}-probe", self.kafka.client_id));
+        client
+    }
+}
+
+/// What event times are judged against: the serving clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeReference {
+    /// The wall clock (production): event times up to `max_clock_skew_ms` ahead are clamped to it
+    /// (sensor clocks drift), further ahead refused as `far_future`.
+    #[default]
+    Wall,
+    /// The stream's own clock, for replays of the past (`serve.clock = "stream"`): the newest
+    /// accepted event time, or `start_ms` before the first. An event further ahead than the skew is
+    /// refused as `far_future` unless [`STREAM_JUMP_QUORUM`] lots report times that agree within
+    /// the skew (a replay that really skipped ahead), so one sensor with a broken clock cannot move
+    /// the serving clock and leave every other lot silent.
+    Stream {
+        /// Where the replay starts, if known (events before the first judge nothing until then).
+        start_ms: Option<i64>,
+    },
+}
+
+/// Lots that must agree before a stream clock jumps further ahead than the skew (fewer when the
+/// topology has fewer lots).
+pub const STREAM_JUMP_QUORUM: usize = 3;
+
+/// How long a lot's vote for a stream clock jump counts, wall time.
+const STREAM_JUMP_WINDOW: Duration = Duration::from_secs(60);
+
+/// Votes of lots that reported times beyond the stream clock.
+#[derive(Debug, Default)]
+struct StreamJumps {
+    votes: Vec<(LotIndex, i64, Instant)>,
+}
+
+impl StreamJumps {
+    /// Whether an event of `lot` at `time_ms`, ahead of the clock `clock_ms` by more than `skew_ms`,
+    /// is corroborated by enough other lots to move the clock there.
+    fn corroborated(
+        &mut self,
+        lot: LotIndex,
+        time_ms: i64,
+        clock_ms: i64,
+        skew_ms: i64,
+        lots: usize,
+    ) -> bool {
+        self.votes.retain(|(voter, voted_ms, at)| {
+            *voter != lot && *voted_ms > clock_ms + skew_ms && at.elapsed() < STREAM_JUMP_WINDOW
+        });
+        self.votes.push((lot, time_ms, Instant::now()));
+        let agreeing = self
+            .votes
+            .iter()
+            .filter(|(_, voted_ms, _)| voted_ms.abs_diff(time_ms) <= skew_ms.unsigned_abs())
+            .count();
+        if agreeing >= STREAM_JUMP_QUORUM.min(lots.max(1)) {
+            self.votes.clear();
+            return true;
+        }
+        false
+    }
+}
+
+/// Options of [`Ingest::start_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestOptions {
+    /// Sample lots onto this forecasting grid from the first event on (so a replay consumed before
+    /// the first model is active still yields grid values).
+    pub grid: Option<GridRule>,
+    /// What event times are judged against.
+    pub time: TimeReference,
 }
 
 /// Errors that stop ingestion (bad messages never do).
@@ -193,20 +449,58 @@ pub enum IngestError {
     /// The consumer thread could not start or panicked.
     #[error("the consumer thread {0}")]
     Thread(String),
+    /// The consumer failed `attempts` times in a row; the last failure is `last`.
+    #[error("the consumer failed {attempts} times in a row; the last failure: {last}")]
+    GaveUp {
+        /// Consecutive failures.
+        attempts: u32,
+        /// What ended the last run.
+        last: String,
+    },
 }
 
-/// Next offsets of one partition number in both topics.
+/// Next offsets of one partition number in both topics, and fingerprints of the last messages
+/// applied from each.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Progress {
     sensor_next: i64,
     session_next: i64,
+    sensor_last: Option<u64>,
+    session_last: Option<u64>,
 }
 
 impl Progress {
-    fn next_mut(&mut self, topic: InputTopic) -> &mut i64 {
+    fn next(&self, topic: InputTopic) -> i64 {
         match topic {
-            InputTopic::Sensor => &mut self.sensor_next,
-            InputTopic::Session => &mut self.session_next,
+            InputTopic::Sensor => self.sensor_next,
+            InputTopic::Session => self.session_next,
+        }
+    }
+
+    fn last(&self, topic: InputTopic) -> Option<u64> {
+        match topic {
+            InputTopic::Sensor => self.sensor_last,
+            InputTopic::Session => self.session_last,
+        }
+    }
+
+    /// Records the message at `offset` as applied (or dead-lettered).
+    fn advance(&mut self, topic: InputTopic, offset: i64, fingerprint: u64) {
+        let (next, last) = match topic {
+            InputTopic::Sensor => (&mut self.sensor_next, &mut self.sensor_last),
+            InputTopic::Session => (&mut self.session_next, &mut self.session_last),
+        };
+        *next = next_offset(offset);
+        *last = Some(fingerprint);
+    }
+
+    /// Where to start reading `topic`: the last applied message again when its fingerprint is
+    /// known (to check the log is still the one the state was built from), else the next one.
+    fn start(&self, topic: InputTopic) -> i64 {
+        let next = self.next(topic);
+        match self.last(topic) {
+            Some(_) if next > 0 => next - 1,
+            _ => next,
         }
     }
 }
@@ -217,20 +511,32 @@ pub struct IngestStatus {
     last_contact_ms: AtomicI64,
     lag: AtomicI64,
     assigned: AtomicU64,
+    /// Bumped on every assignment change: a lag measured for an older assignment is dropped.
+    generation: AtomicU64,
+    /// Why the consumer is down while the supervisor restarts it.
+    down: Mutex<Option<String>>,
+    /// The supervisor gave up.
+    gave_up: AtomicBool,
+    /// The current consumer has caught up at least once (so its failure starts the backoff afresh).
+    proven: AtomicBool,
     stale_after_ms: i64,
 }
 
 /// A reading of [`IngestStatus`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusView {
     /// Milliseconds since the broker last answered (`None`: never yet).
     pub contact_age_ms: Option<i64>,
-    /// The state may be out of date: the broker has not answered for longer than allowed.
+    /// The state may be out of date: the broker has not answered for longer than allowed, or the
+    /// consumer is down.
     pub stale: bool,
-    /// Messages behind the high watermarks of the owned partitions (`None`: not measured yet).
+    /// Messages behind the high watermarks of the owned partitions (`None`: not measured for the
+    /// current assignment yet).
     pub lag: Option<i64>,
     /// Partitions owned.
     pub assigned_partitions: u64,
+    /// Why the consumer is down (`None`: it runs).
+    pub down: Option<String>,
 }
 
 impl IngestStatus {
@@ -238,16 +544,33 @@ impl IngestStatus {
         self.last_contact_ms.store(now_ms(), Ordering::Relaxed);
     }
 
+    fn set_down(&self, reason: Option<String>) {
+        *self.down.lock().unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+
+    /// The assignment changed: its lag is unknown until measured.
+    fn reassigned(&self, partitions: usize) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.lag.store(-1, Ordering::SeqCst);
+        self.assigned.store(partitions as u64, Ordering::SeqCst);
+    }
+
     /// The current reading.
     pub fn view(&self) -> StatusView {
         let last = self.last_contact_ms.load(Ordering::Relaxed);
         let contact_age_ms = (last > 0).then(|| (now_ms() - last).max(0));
-        let lag = self.lag.load(Ordering::Relaxed);
+        let lag = self.lag.load(Ordering::SeqCst);
+        let down = self
+            .down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         StatusView {
             contact_age_ms,
-            stale: contact_age_ms.is_none_or(|age| age > self.stale_after_ms),
+            stale: down.is_some() || contact_age_ms.is_none_or(|age| age > self.stale_after_ms),
             lag: (lag >= 0).then_some(lag),
-            assigned_partitions: self.assigned.load(Ordering::Relaxed),
+            assigned_partitions: self.assigned.load(Ordering::SeqCst),
+            down,
         }
     }
 }
@@ -255,6 +578,13 @@ impl IngestStatus {
 const RUNNING: u8 = 0;
 const STOPPING: u8 = 1;
 const ABORTING: u8 = 2;
+
+/// A message to verify after an assignment: the last one applied before the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expected {
+    offset: i64,
+    fingerprint: u64,
+}
 
 /// Everything the consumer thread mutates, shared with the rebalance callback (which runs inside
 /// `poll`, on the same thread, while the loop holds no lock).
@@ -267,25 +597,53 @@ struct Core {
     lot_partition: Vec<i32>,
     owned: BTreeMap<i32, Progress>,
     dirty: BTreeSet<i32>,
+    /// The first message of each (topic, partition) after an assignment, to compare with the
+    /// checkpoint's last.
+    verify: BTreeMap<(InputTopic, i32), Expected>,
+    /// Partitions to rebuild from the beginning of their logs (found while handling a message; the
+    /// consumer thread seeks them).
+    rebuild: BTreeSet<i32>,
+    /// Partitions owned when the consumer last failed: their lots keep the last known state
+    /// (flagged stale) until the new consumer's first assignment, which drops those it does not get.
+    orphaned: BTreeSet<i32>,
     store: CheckpointStore,
     deadletters: DeadLetterSink,
     metrics: IngestMetrics,
+    time: TimeReference,
+    jumps: StreamJumps,
     /// How checkpoints commit the group's offsets: asynchronously while running (a commit never
     /// holds the state lock, even with the broker gone), synchronously on a clean stop, not at all
     /// on a stop while the broker is gone.
     commit_mode: Option<rdkafka::consumer::CommitMode>,
 }
 
+/// A partition the probe found behind its position: the log holds less than was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shrunk {
+    partition: i32,
+    topic: InputTopic,
+    high: i64,
+}
+
 struct Shared {
     core: Mutex<Core>,
     control: AtomicU8,
+    /// Set while a failed consumer is torn down: its revocation must not checkpoint a state that
+    /// may be half-applied.
+    failing: AtomicBool,
     status: IngestStatus,
     metrics: IngestMetrics,
+    /// Found by the probe thread, acted on by the consumer thread.
+    shrunk: Mutex<Vec<Shrunk>>,
 }
 
 impl Shared {
     fn core(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn running(&self) -> bool {
+        self.control.load(Ordering::Relaxed) == RUNNING
     }
 }
 
@@ -310,17 +668,20 @@ impl ConsumerContext for IngestContext {
         match error {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let numbers = partition_numbers(&partitions.elements());
-                let progress = self.shared.core().on_assign(&numbers);
                 let starts: Vec<(String, i32, i64)> = {
-                    let core = self.shared.core();
+                    let mut core = self.shared.core();
+                    let progress = core.on_assign(&numbers);
                     partitions
                         .elements()
                         .iter()
                         .filter_map(|element| {
                             let topic = core.input_topic(element.topic())?;
-                            let mut next = progress.get(&element.partition()).copied()?;
-                            let offset = *next.next_mut(topic);
-                            Some((element.topic().to_owned(), element.partition(), offset))
+                            let progress = progress.get(&element.partition())?;
+                            Some((
+                                element.topic().to_owned(),
+                                element.partition(),
+                                progress.start(topic),
+                            ))
                         })
                         .collect()
                 };
@@ -339,9 +700,15 @@ impl ConsumerContext for IngestContext {
                 let numbers = partition_numbers(&partitions.elements());
                 let aborting = self.shared.control.load(Ordering::Relaxed) == ABORTING;
                 let lost = consumer.assignment_lost();
-                self.shared
-                    .core()
-                    .on_revoke(consumer, &numbers, !aborting && !lost);
+                if self.shared.failing.load(Ordering::SeqCst) {
+                    // A failed consumer leaving: keep the last known state (stale) for the next
+                    // assignment to settle, and checkpoint nothing (it may be half-applied).
+                    self.shared.core().on_failure();
+                } else {
+                    self.shared
+                        .core()
+                        .on_revoke(consumer, &numbers, !aborting && !lost);
+                }
                 if let Err(error) = consumer.unassign() {
                     tracing::error!(error = %error, "unassigning partitions failed");
                 }
@@ -355,19 +722,23 @@ impl ConsumerContext for IngestContext {
                 }
             }
         }
-        self.shared
-            .status
-            .assigned
-            .store(self.shared.core().owned.len() as u64, Ordering::Relaxed);
-        self.shared
-            .metrics
-            .assigned_partitions
-            .set(self.shared.core().owned.len() as i64);
+        let owned = self.shared.core().owned.len();
+        self.shared.status.reassigned(owned);
+        self.shared.metrics.assigned_partitions.set(owned as i64);
     }
 }
 
 fn partition_numbers(elements: &[TopicPartitionListElem<'_>]) -> BTreeSet<i32> {
     elements.iter().map(|element| element.partition()).collect()
+}
+
+/// What handling a message asks of the consumer thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Nothing more.
+    Done,
+    /// The partition's log is not the one its state was built from: rebuild it.
+    Rebuild(i32),
 }
 
 impl Core {
@@ -381,6 +752,13 @@ impl Core {
         }
     }
 
+    fn topic_name(&self, topic: InputTopic) -> &str {
+        match topic {
+            InputTopic::Sensor => &self.config.kafka.topics.sensor,
+            InputTopic::Session => &self.config.kafka.topics.session,
+        }
+    }
+
     fn lots_of(&self, partition: i32) -> Vec<LotIndex> {
         self.lot_partition
             .iter()
@@ -390,14 +768,23 @@ impl Core {
             .collect()
     }
 
+    fn forget_lots(&mut self, partition: i32) {
+        for lot in self.lots_of(partition) {
+            self.live.reset_lot(lot);
+            self.lot_partition[lot as usize] = -1;
+        }
+    }
+
     /// Loads the checkpoints of newly assigned partitions; returns where to start reading.
     fn on_assign(&mut self, partitions: &BTreeSet<i32>) -> BTreeMap<i32, Progress> {
+        // After a failed consumer: the lots of partitions this replica no longer gets go.
+        let orphaned = std::mem::take(&mut self.orphaned);
+        for &partition in orphaned.difference(partitions) {
+            self.forget_lots(partition);
+        }
         let mut starts = BTreeMap::new();
         for &partition in partitions {
-            for lot in self.lots_of(partition) {
-                self.live.reset_lot(lot);
-                self.lot_partition[lot as usize] = -1;
-            }
+            self.forget_lots(partition);
             let progress = match self.store.load(partition) {
                 Ok(Some(checkpoint)) => self.restore(&checkpoint),
                 Ok(None) => Progress::default(),
@@ -413,6 +800,20 @@ impl Core {
                     Progress::default()
                 }
             };
+            for topic in InputTopic::ALL {
+                self.verify.remove(&(topic, partition));
+                if let Some(fingerprint) = progress.last(topic)
+                    && progress.next(topic) > 0
+                {
+                    self.verify.insert(
+                        (topic, partition),
+                        Expected {
+                            offset: progress.next(topic) - 1,
+                            fingerprint,
+                        },
+                    );
+                }
+            }
             tracing::info!(
                 partition,
                 sensor_next = progress.sensor_next,
@@ -450,6 +851,8 @@ impl Core {
         Progress {
             sensor_next: checkpoint.sensor_next,
             session_next: checkpoint.session_next,
+            sensor_last: checkpoint.sensor_last,
+            session_last: checkpoint.session_last,
         }
     }
 
@@ -471,14 +874,26 @@ impl Core {
             }
         }
         for &partition in partitions {
-            for lot in self.lots_of(partition) {
-                self.live.reset_lot(lot);
-                self.lot_partition[lot as usize] = -1;
-            }
+            self.forget_lots(partition);
             self.owned.remove(&partition);
             self.dirty.remove(&partition);
+            self.rebuild.remove(&partition);
+            for topic in InputTopic::ALL {
+                self.verify.remove(&(topic, partition));
+            }
             tracing::info!(partition, saved = save, "partition revoked");
         }
+    }
+
+    /// After the consumer failed: nothing is owned any more, but the lots keep their last known
+    /// state (stale) until the next assignment says which partitions come back.
+    fn on_failure(&mut self) {
+        let owned: Vec<i32> = self.owned.keys().copied().collect();
+        self.orphaned.extend(owned);
+        self.owned.clear();
+        self.dirty.clear();
+        self.rebuild.clear();
+        self.verify.clear();
     }
 
     /// Makes the dead letters durable, writes the partitions' checkpoints, then commits their
@@ -518,6 +933,10 @@ impl Core {
             let Some(progress) = self.owned.get(&partition).copied() else {
                 continue;
             };
+            // A partition waiting to be rebuilt has no state worth keeping yet.
+            if self.rebuild.contains(&partition) {
+                continue;
+            }
             let lots = self
                 .lots_of(partition)
                 .into_iter()
@@ -537,6 +956,8 @@ impl Core {
                 session_next: progress.session_next,
                 written_ms: now_ms(),
                 lots,
+                sensor_last: progress.sensor_last,
+                session_last: progress.session_last,
             })?;
             self.dirty.remove(&partition);
             for (topic, next) in [
@@ -553,12 +974,99 @@ impl Core {
             );
             return Ok(());
         };
-        if let Err(error) = consumer.commit(&offsets, mode) {
+        if offsets.count() > 0
+            && let Err(error) = consumer.commit(&offsets, mode)
+        {
             tracing::warn!(error = %error, "committing checkpointed offsets failed");
         }
         Ok(())
     }
 
+    /// Compares the first message after an assignment with the checkpoint's last; `Some(handled)`
+    /// when the message is settled by the check (already applied, or the log is another one).
+    fn verify_first(
+        &mut self,
+        topic: InputTopic,
+        partition: i32,
+        offset: i64,
+        fingerprint: u64,
+    ) -> Option<Handled> {
+        let expected = self.verify.remove(&(topic, partition))?;
+        let label = topic.label();
+        if offset == expected.offset {
+            if fingerprint == expected.fingerprint {
+                self.metrics.log_verified.inc();
+                return Some(Handled::Done);
+            }
+            tracing::error!(
+                topic = label,
+                partition,
+                offset,
+                "the log holds another message where the checkpoint's last one was (the topic was recreated or the broker lost data): rebuilding the partition from the log"
+            );
+            return Some(self.regressed(partition));
+        }
+        if offset < expected.offset {
+            tracing::error!(
+                topic = label,
+                partition,
+                offset,
+                checkpoint_next = expected.offset + 1,
+                "the log is shorter than the checkpoint (the broker lost data, or the topic was recreated): rebuilding the partition from the log"
+            );
+            return Some(self.regressed(partition));
+        }
+        if offset > expected.offset + 1 {
+            tracing::error!(
+                topic = label,
+                partition,
+                first_offset = offset,
+                checkpoint_next = expected.offset + 1,
+                lost = offset - expected.offset - 1,
+                "messages were deleted by retention before they were read: the lots carry on without them"
+            );
+            self.metrics.log_gaps.inc();
+        }
+        // The checkpoint's last message is gone (retention, compaction): nothing to compare.
+        None
+    }
+
+    fn regressed(&mut self, partition: i32) -> Handled {
+        self.metrics.log_regressions.inc();
+        self.rebuild.insert(partition);
+        Handled::Rebuild(partition)
+    }
+
+    /// Forgets a partition's lots and reads both of its topics again from the beginning.
+    fn rebuild_from_start(&mut self, consumer: &BaseConsumer<IngestContext>, partition: i32) {
+        if !self.owned.contains_key(&partition) {
+            self.rebuild.remove(&partition);
+            return;
+        }
+        for topic in InputTopic::ALL {
+            let name = self.topic_name(topic).to_owned();
+            if let Err(error) =
+                consumer.seek(&name, partition, Offset::Beginning, Duration::from_secs(10))
+            {
+                // Stays in `rebuild`: tried again on the next round.
+                tracing::warn!(error = %error, topic = %name, partition, "seek for the rebuild failed; retrying");
+                return;
+            }
+        }
+        self.forget_lots(partition);
+        self.owned.insert(partition, Progress::default());
+        for topic in InputTopic::ALL {
+            self.verify.remove(&(topic, partition));
+        }
+        self.rebuild.remove(&partition);
+        self.dirty.insert(partition);
+        tracing::warn!(
+            partition,
+            "partition rebuilding from the beginning of its log"
+        );
+    }
+
+    /// Applies or dead-letters one message.
     fn handle(
         &mut self,
         topic: InputTopic,
@@ -567,38 +1075,52 @@ impl Core {
         offset: i64,
         key: Option<&[u8]>,
         value: &[u8],
-    ) -> Result<(), IngestError> {
-        let Some(progress) = self.owned.get_mut(&partition) else {
+    ) -> Result<Handled, IngestError> {
+        let Some(progress) = self.owned.get(&partition).copied() else {
             // Delivered after its revocation: the next owner reads it.
-            return Ok(());
+            return Ok(Handled::Done);
         };
-        let next = progress.next_mut(topic);
-        if offset < *next {
-            self.metrics.skipped_replayed.inc();
-            return Ok(());
+        if self.rebuild.contains(&partition) {
+            // Read from the old position before the rebuild's seek took effect.
+            return Ok(Handled::Done);
         }
-        *next = next_offset(offset);
+        let fingerprint = message_fingerprint(key, value);
+        if let Some(handled) = self.verify_first(topic, partition, offset, fingerprint) {
+            return Ok(handled);
+        }
+        if offset < progress.next(topic) {
+            // Offsets never go back by themselves: librdkafka reset to the earliest offset because
+            // the position was past the end of the log.
+            tracing::error!(
+                topic = topic.label(),
+                partition,
+                offset,
+                next = progress.next(topic),
+                "the log went back below the position (the broker lost data, or the topic was recreated): rebuilding the partition from the log"
+            );
+            return Ok(self.regressed(partition));
+        }
+        if let Some(progress) = self.owned.get_mut(&partition) {
+            progress.advance(topic, offset, fingerprint);
+        }
         self.dirty.insert(partition);
-        let now = now_ms();
-        let rules = self.config.time_rules();
-        let result = match topic {
-            InputTopic::Sensor => {
-                decode_sensor(&self.topology, &rules, key, value, now).and_then(|event| {
-                    if event.clamped {
-                        self.metrics.clamped(topic);
-                    }
-                    self.lot_partition[event.lot as usize] = partition;
-                    self.live.apply_sensor(&event)
-                })
-            }
-            InputTopic::Session => decode_session(&self.topology, &rules, key, value, now)
-                .and_then(|mark| {
-                    if mark.clamped {
-                        self.metrics.clamped(topic);
-                    }
-                    self.lot_partition[mark.lot as usize] = partition;
-                    self.live.apply_session(&mark)
-                }),
+        fail::fail_point!("ingest-handle", |detail| {
+            Err(IngestError::Thread(format!(
+                "failed at the `ingest-handle` fail point: {}",
+                detail.unwrap_or_default()
+            )))
+        });
+        let result = if value.len() > self.config.max_message_bytes {
+            Err(Rejection::new(
+                Reason::TooLarge,
+                format!(
+                    "{} bytes, more than max_message_bytes ({})",
+                    value.len(),
+                    self.config.max_message_bytes
+                ),
+            ))
+        } else {
+            self.apply(topic, partition, key, value)
         };
         match result {
             Ok(applied) => self.metrics.applied(topic, applied),
@@ -618,7 +1140,67 @@ impl Core {
                 self.metrics.deadletters.inc();
             }
         }
-        Ok(())
+        Ok(Handled::Done)
+    }
+
+    fn apply(
+        &mut self,
+        topic: InputTopic,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<crate::live::Applied, Rejection> {
+        let rules = self.config.time_rules();
+        let wall = match self.time {
+            TimeReference::Wall => Some(now_ms()),
+            TimeReference::Stream { .. } => None,
+        };
+        match topic {
+            InputTopic::Sensor => {
+                let event = decode_sensor(&self.topology, &rules, key, value, wall)?;
+                self.admit(event.lot, event.event_time_ms)?;
+                if event.clamped {
+                    self.metrics.clamped(topic);
+                }
+                self.lot_partition[event.lot as usize] = partition;
+                self.live.apply_sensor(&event)
+            }
+            InputTopic::Session => {
+                let mark = decode_session(&self.topology, &rules, key, value, wall)?;
+                self.admit(mark.lot, mark.event_time_ms)?;
+                if mark.clamped {
+                    self.metrics.clamped(topic);
+                }
+                self.lot_partition[mark.lot as usize] = partition;
+                self.live.apply_session(&mark)
+            }
+        }
+    }
+
+    /// The stream clock's rule (wall-clock times were judged while decoding).
+    fn admit(&mut self, lot: LotIndex, time_ms: i64) -> Result<(), Rejection> {
+        let TimeReference::Stream { start_ms } = self.time else {
+            return Ok(());
+        };
+        let Some(clock_ms) = self.live.stream_time_ms().or(start_ms) else {
+            return Ok(());
+        };
+        let skew_ms = self.config.max_clock_skew_ms;
+        let ahead = time_ms.saturating_sub(clock_ms);
+        if ahead <= skew_ms
+            || self
+                .jumps
+                .corroborated(lot, time_ms, clock_ms, skew_ms, self.topology.lots().len())
+        {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            Reason::FarFuture,
+            format!(
+                "event time is {ahead} ms ahead of the stream clock (at most {skew_ms} allowed unless {} lots agree)",
+                STREAM_JUMP_QUORUM.min(self.topology.lots().len().max(1))
+            ),
+        ))
     }
 }
 
@@ -636,6 +1218,7 @@ pub struct Ingest {
     shared: Arc<Shared>,
     topology: Arc<Topology>,
     thread: Mutex<Option<JoinHandle<Result<IngestSummary, IngestError>>>>,
+    probe: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -649,28 +1232,27 @@ impl std::fmt::Debug for Ingest {
 
 impl Ingest {
     /// Validates the config, checks the topics, joins the group and starts consuming on its own
-    /// thread.
+    /// thread, judging event times by the wall clock.
     pub fn start(
         config: IngestConfig,
         topology: Arc<Topology>,
         metrics: IngestMetrics,
     ) -> Result<Ingest, IngestError> {
-        Ingest::start_with_grid(config, topology, metrics, None)
+        Ingest::start_with(config, topology, metrics, IngestOptions::default())
     }
 
-    /// [`Ingest::start`], sampling lots onto a forecasting grid from the first event on (so a
-    /// replay consumed before the first model is active still yields grid values).
-    pub fn start_with_grid(
+    /// [`Ingest::start`] with a forecasting grid and a time reference.
+    pub fn start_with(
         config: IngestConfig,
         topology: Arc<Topology>,
         metrics: IngestMetrics,
-        grid: Option<crate::live::GridRule>,
+        options: IngestOptions,
     ) -> Result<Ingest, IngestError> {
         config.validate()?;
         let store = CheckpointStore::open(&config.state_dir)?;
         let deadletters = DeadLetterSink::new(&config.kafka)?;
         let mut live = LiveState::new(&topology, config.live_rules());
-        live.set_grid(grid);
+        live.set_grid(options.grid);
         let served_topology = Arc::clone(&topology);
         let stale_after_ms = i64::try_from(config.stale_after_ms).unwrap_or(i64::MAX);
         let shared = Arc::new(Shared {
@@ -681,53 +1263,49 @@ impl Ingest {
                 live,
                 owned: BTreeMap::new(),
                 dirty: BTreeSet::new(),
+                verify: BTreeMap::new(),
+                rebuild: BTreeSet::new(),
+                orphaned: BTreeSet::new(),
                 store,
                 deadletters,
                 metrics: metrics.clone(),
+                time: options.time,
+                jumps: StreamJumps::default(),
                 commit_mode: Some(rdkafka::consumer::CommitMode::Async),
             }),
             control: AtomicU8::new(RUNNING),
+            failing: AtomicBool::new(false),
             status: IngestStatus {
                 last_contact_ms: AtomicI64::new(0),
                 lag: AtomicI64::new(-1),
                 assigned: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
+                down: Mutex::new(None),
+                gave_up: AtomicBool::new(false),
+                proven: AtomicBool::new(false),
                 stale_after_ms,
             },
             metrics,
+            shrunk: Mutex::new(Vec::new()),
         });
-        let mut client = config.kafka.client_config();
-        client
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range");
-        let consumer: BaseConsumer<IngestContext> = client.create_with_context(IngestContext {
-            shared: Arc::clone(&shared),
-        })?;
-        let timeout = Duration::from_secs(10);
-        let topics = &config.kafka.topics;
-        let sensor = partition_count(&consumer, &topics.sensor, timeout)?;
-        let session = partition_count(&consumer, &topics.session, timeout)?;
-        if sensor != session {
-            return Err(IngestError::PartitionMismatch {
-                sensor_topic: topics.sensor.clone(),
-                sensor,
-                session_topic: topics.session.clone(),
-                session,
-            });
-        }
-        shared.status.touch();
-        consumer.subscribe(&[&topics.sensor, &topics.session])?;
+        let consumer = new_consumer(&shared, &config)?;
+        let probe_client: BaseConsumer = config.probe_config().create()?;
         let thread_shared = Arc::clone(&shared);
+        let thread_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("parkcast-ingest".to_owned())
-            .spawn(move || run(&thread_shared, &consumer, &config))
+            .spawn(move || supervise(&thread_shared, consumer, &thread_config))
             .map_err(|error| IngestError::Thread(format!("could not start: {error}")))?;
+        let probe_shared = Arc::clone(&shared);
+        let probe = std::thread::Builder::new()
+            .name("parkcast-ingest-probe".to_owned())
+            .spawn(move || probe_loop(&probe_shared, &probe_client, &config))
+            .map_err(|error| IngestError::Thread(format!("could not start the probe: {error}")))?;
         Ok(Ingest {
             shared,
             topology: served_topology,
             thread: Mutex::new(Some(thread)),
+            probe: Mutex::new(Some(probe)),
         })
     }
 
@@ -754,7 +1332,13 @@ impl Ingest {
         owned_snapshots(&core, as_of_ms)
     }
 
-    /// Whether the consumer thread has ended (after an error).
+    /// Whether the supervisor has given up (the consumer failed `max_restarts` times in a row):
+    /// the process should exit non-zero. [`Ingest::stop`] returns the failure.
+    pub fn failed(&self) -> bool {
+        self.shared.status.gave_up.load(Ordering::SeqCst)
+    }
+
+    /// Whether the consumer thread has ended (stopped, or the supervisor gave up).
     pub fn is_finished(&self) -> bool {
         self.thread
             .lock()
@@ -779,6 +1363,14 @@ impl Ingest {
     }
 
     fn join(&self) -> Result<IngestSummary, IngestError> {
+        if let Some(probe) = self
+            .probe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = probe.join();
+        }
         let thread = self
             .thread
             .lock()
@@ -817,6 +1409,9 @@ impl crate::scoring::LiveSource for Ingest {
 
     fn stale_reason(&self) -> Option<String> {
         let status = self.status();
+        if let Some(down) = status.down {
+            return Some(format!("ingestion is down ({down}); restarting it"));
+        }
         status.stale.then(|| match status.contact_age_ms {
             Some(age) => format!("the broker has not answered for {} s", age / 1_000),
             None => "ingestion has not reached the broker yet".to_owned(),
@@ -870,15 +1465,150 @@ fn owned_snapshots(core: &Core, as_of_ms: Option<i64>) -> BTreeMap<String, LotSn
         .collect()
 }
 
+/// A consumer in the group, subscribed to both input topics, after checking they exist with the
+/// same partition count.
+fn new_consumer(
+    shared: &Arc<Shared>,
+    config: &IngestConfig,
+) -> Result<BaseConsumer<IngestContext>, IngestError> {
+    let consumer: BaseConsumer<IngestContext> =
+        config
+            .consumer_config()?
+            .create_with_context(IngestContext {
+                shared: Arc::clone(shared),
+            })?;
+    let timeout = Duration::from_secs(10);
+    let topics = &config.kafka.topics;
+    let sensor = partition_count(&consumer, &topics.sensor, timeout)?;
+    let session = partition_count(&consumer, &topics.session, timeout)?;
+    if sensor != session {
+        return Err(IngestError::PartitionMismatch {
+            sensor_topic: topics.sensor.clone(),
+            sensor,
+            session_topic: topics.session.clone(),
+            session,
+        });
+    }
+    shared.status.touch();
+    consumer.subscribe(&[&topics.sensor, &topics.session])?;
+    Ok(consumer)
+}
+
+/// A run that lasted this long was healthy, like one that caught up: the next failure starts the
+/// backoff afresh.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Runs the consumer, and a new one whenever it fails, until told to stop or out of attempts.
+fn supervise(
+    shared: &Arc<Shared>,
+    first: BaseConsumer<IngestContext>,
+    config: &IngestConfig,
+) -> Result<IngestSummary, IngestError> {
+    let mut next = Some(first);
+    let mut failures: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let consumer = match next.take().map_or_else(|| new_consumer(shared, config), Ok) {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                failures += 1;
+                let reason = error.to_string();
+                tracing::error!(error = %reason, attempt = failures, "could not start a new consumer");
+                shared.status.set_down(Some(reason.clone()));
+                if let Some(gave_up) = give_up(shared, config, failures, reason) {
+                    return Err(gave_up);
+                }
+                if !wait_to_restart(shared, config, failures) {
+                    return Ok(summary(shared));
+                }
+                continue;
+            }
+        };
+        shared.failing.store(false, Ordering::SeqCst);
+        shared.status.proven.store(false, Ordering::SeqCst);
+        shared.status.set_down(None);
+        shared.metrics.consumer_down.set(0);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(shared, &consumer, config)));
+        let reason = match outcome {
+            Ok(Ok(summary)) => return Ok(summary),
+            Ok(Err(error)) => error.to_string(),
+            Err(panic) => format!("the consumer thread panicked: {}", panic_text(&*panic)),
+        };
+        if started.elapsed() >= HEALTHY_RUN || shared.status.proven.load(Ordering::SeqCst) {
+            failures = 0;
+        }
+        failures += 1;
+        tracing::error!(error = %reason, attempt = failures, "ingestion stopped; the state is stale until a new consumer catches up");
+        shared.status.set_down(Some(reason.clone()));
+        shared.metrics.consumer_down.set(1);
+        shared.metrics.consumer_restarts.inc();
+        // Leave the group without checkpointing: the state since the last checkpoint may be
+        // half-applied, and whoever gets the partitions restores the checkpoints.
+        shared.failing.store(true, Ordering::SeqCst);
+        drop(consumer);
+        shared.core().on_failure();
+        shared.status.reassigned(0);
+        shared.metrics.assigned_partitions.set(0);
+        if let Some(gave_up) = give_up(shared, config, failures, reason) {
+            return Err(gave_up);
+        }
+        if !wait_to_restart(shared, config, failures) {
+            return Ok(summary(shared));
+        }
+    }
+}
+
+fn give_up(
+    shared: &Shared,
+    config: &IngestConfig,
+    failures: u32,
+    last: String,
+) -> Option<IngestError> {
+    if config.max_restarts == 0 || failures <= config.max_restarts {
+        return None;
+    }
+    tracing::error!(attempts = failures, "the consumer keeps failing; giving up");
+    shared.status.gave_up.store(true, Ordering::SeqCst);
+    Some(IngestError::GaveUp {
+        attempts: failures,
+        last,
+    })
+}
+
+/// Sleeps the backoff before restart number `failures`; false when told to stop meanwhile.
+fn wait_to_restart(shared: &Shared, config: &IngestConfig, failures: u32) -> bool {
+    let backoff = Duration::from_secs(1)
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(Duration::from_millis(config.restart_backoff_max_ms));
+    tracing::info!(
+        seconds = backoff.as_secs_f64(),
+        "restarting the consumer after a pause"
+    );
+    let until = Instant::now() + backoff;
+    while Instant::now() < until {
+        if !shared.running() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    shared.running()
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 fn run(
     shared: &Shared,
     consumer: &BaseConsumer<IngestContext>,
     config: &IngestConfig,
 ) -> Result<IngestSummary, IngestError> {
     let checkpoint_every = Duration::from_millis(config.checkpoint_interval_ms);
-    let probe_every = Duration::from_millis(config.probe_interval_ms);
     let mut next_checkpoint = Instant::now() + checkpoint_every;
-    let mut next_probe = Instant::now();
     let mut error_logged_at: Option<Instant> = None;
     loop {
         match shared.control.load(Ordering::Relaxed) {
@@ -894,7 +1624,7 @@ fn run(
                     shared.metrics.foreign_topic.inc();
                     continue;
                 };
-                core.handle(
+                let handled = core.handle(
                     topic,
                     message.topic(),
                     message.partition(),
@@ -902,6 +1632,9 @@ fn run(
                     message.key(),
                     message.payload().unwrap_or_default(),
                 )?;
+                if let Handled::Rebuild(partition) = handled {
+                    core.rebuild_from_start(consumer, partition);
+                }
             }
             Some(Err(error)) => {
                 shared.metrics.consumer_errors.inc();
@@ -913,18 +1646,40 @@ fn run(
             }
             None => {}
         }
+        let shrunk =
+            std::mem::take(&mut *shared.shrunk.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut core = shared.core();
+        for Shrunk {
+            partition,
+            topic,
+            high,
+        } in shrunk
+        {
+            let still = core
+                .owned
+                .get(&partition)
+                .is_some_and(|progress| progress.next(topic) > high);
+            if still && !core.rebuild.contains(&partition) {
+                tracing::error!(
+                    topic = topic.label(),
+                    partition,
+                    high_watermark = high,
+                    "the log ends below the position (the broker lost data, or the topic was recreated): rebuilding the partition from the log"
+                );
+                core.regressed(partition);
+            }
+        }
+        let pending: Vec<i32> = core.rebuild.iter().copied().collect();
+        for partition in pending {
+            core.rebuild_from_start(consumer, partition);
+        }
         let now = Instant::now();
         if now >= next_checkpoint {
-            let mut core = shared.core();
             let dirty: Vec<i32> = core.dirty.iter().copied().collect();
             if let Err(error) = core.checkpoint(consumer, &dirty) {
                 tracing::error!(error = %error, "checkpoint failed; retrying at the next interval");
             }
             next_checkpoint = now + checkpoint_every;
-        }
-        if now >= next_probe {
-            probe(shared, consumer, config);
-            next_probe = Instant::now() + probe_every;
         }
     }
     let mut core = shared.core();
@@ -951,34 +1706,64 @@ fn summary(shared: &Shared) -> IngestSummary {
     }
 }
 
-/// Asks the broker for the high watermarks of the owned partitions: the lag, and proof the broker
-/// answers (which clears the stale flag).
-fn probe(shared: &Shared, consumer: &BaseConsumer<IngestContext>, config: &IngestConfig) {
-    let owned: Vec<(i32, Progress)> = shared
-        .core()
-        .owned
-        .iter()
-        .map(|(partition, progress)| (*partition, *progress))
-        .collect();
-    let timeout = Duration::from_millis(config.probe_interval_ms.clamp(100, 1_000));
-    let topics = &config.kafka.topics;
-    let mut lag = 0;
-    if owned.is_empty() {
-        // Nothing owned yet: metadata still proves the broker answers.
-        if consumer
-            .fetch_metadata(Some(&topics.sensor), timeout)
-            .is_ok()
-        {
-            shared.status.touch();
+/// Every `probe_interval_ms`, on a client of its own: the high watermarks of the owned
+/// partitions (the lag, proof the broker answers, and logs that shrank below the position).
+fn probe_loop(shared: &Shared, client: &BaseConsumer, config: &IngestConfig) {
+    let every = Duration::from_millis(config.probe_interval_ms);
+    while shared.running() {
+        let started = Instant::now();
+        probe(shared, client, config);
+        while shared.running() && started.elapsed() < every {
+            std::thread::sleep(
+                every
+                    .saturating_sub(started.elapsed())
+                    .min(Duration::from_millis(50)),
+            );
         }
     }
+}
+
+fn probe(shared: &Shared, client: &BaseConsumer, config: &IngestConfig) {
+    // The assignment the measurement is for, read together with the positions.
+    let (generation, owned) = {
+        let core = shared.core();
+        let generation = shared.status.generation.load(Ordering::SeqCst);
+        let owned: Vec<(i32, Progress)> = core
+            .owned
+            .iter()
+            .map(|(partition, progress)| (*partition, *progress))
+            .collect();
+        (generation, owned)
+    };
+    let timeout = Duration::from_millis(config.probe_interval_ms.clamp(200, 5_000));
+    let topics = &config.kafka.topics;
+    if owned.is_empty() {
+        // Nothing owned: metadata still proves the broker answers; the lag stays unknown.
+        if client.fetch_metadata(Some(&topics.sensor), timeout).is_ok() {
+            shared.status.touch();
+        }
+        update_contact_age(shared);
+        return;
+    }
+    let mut lag = 0;
+    let mut shrunk = Vec::new();
     for (partition, progress) in owned {
-        for (topic, next) in [
-            (&topics.sensor, progress.sensor_next),
-            (&topics.session, progress.session_next),
+        for (topic, name) in [
+            (InputTopic::Sensor, &topics.sensor),
+            (InputTopic::Session, &topics.session),
         ] {
-            match consumer.fetch_watermarks(topic, partition, timeout) {
-                Ok((_, high)) => lag += (high - next).max(0),
+            match client.fetch_watermarks(name, partition, timeout) {
+                Ok((_, high)) => {
+                    let next = progress.next(topic);
+                    if high < next {
+                        shrunk.push(Shrunk {
+                            partition,
+                            topic,
+                            high,
+                        });
+                    }
+                    lag += (high - next).max(0);
+                }
                 Err(_) => {
                     update_contact_age(shared);
                     return;
@@ -987,13 +1772,93 @@ fn probe(shared: &Shared, consumer: &BaseConsumer<IngestContext>, config: &Inges
         }
     }
     shared.status.touch();
-    shared.status.lag.store(lag, Ordering::Relaxed);
-    shared.metrics.lag_messages.set(lag);
+    if !shrunk.is_empty() {
+        shared
+            .shrunk
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(shrunk);
+    } else if shared.status.generation.load(Ordering::SeqCst) == generation {
+        // A lag of an assignment that changed meanwhile would say nothing about the new one.
+        shared.status.lag.store(lag, Ordering::SeqCst);
+        shared.metrics.lag_messages.set(lag);
+        if lag == 0 {
+            shared.status.proven.store(true, Ordering::SeqCst);
+        }
+    }
     update_contact_age(shared);
 }
 
 fn update_contact_age(shared: &Shared) {
     if let Some(age) = shared.status.view().contact_age_ms {
         shared.metrics.broker_contact_age_ms.set(age);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_sizes_follow_the_largest_record_and_refuse_what_cannot_carry_it() {
+        let config = IngestConfig::default();
+        let sizes = config.fetch_sizes().expect("consistent defaults");
+        assert_eq!(sizes.partition, 1 << 20);
+        assert_eq!(sizes.fetch, 16 << 20);
+        assert!(sizes.receive >= sizes.fetch + (1 << 20) + 512);
+        let mut big = IngestConfig {
+            max_message_bytes: 64 << 20,
+            ..IngestConfig::default()
+        };
+        let sizes = big.fetch_sizes().expect("consistent");
+        assert_eq!((sizes.partition, sizes.fetch), (64 << 20, 64 << 20));
+        big.kafka
+            .librdkafka_options
+            .insert("receive.message.max.bytes".into(), "1000000".into());
+        assert!(matches!(
+            big.validate(),
+            Err(IngestConfigError::FetchSize {
+                key: "receive.message.max.bytes",
+                ..
+            })
+        ));
+        let tiny = IngestConfig {
+            max_message_bytes: 10,
+            ..IngestConfig::default()
+        };
+        assert!(matches!(
+            tiny.validate(),
+            Err(IngestConfigError::MessageSize { value: 10 })
+        ));
+    }
+
+    #[test]
+    fn a_stream_clock_jumps_only_when_lots_agree() {
+        let mut jumps = StreamJumps::default();
+        let (clock, skew) = (1_000_000, 300_000);
+        let day_ahead = clock + 86_400_000;
+        // One lot, however often it insists, does not move the clock.
+        for _ in 0..5 {
+            assert!(!jumps.corroborated(0, day_ahead, clock, skew, 20));
+        }
+        // Two others far from it do not agree with it.
+        assert!(!jumps.corroborated(1, clock + 3_600_000, clock, skew, 20));
+        assert!(!jumps.corroborated(2, clock + 3_700_000, clock, skew, 20));
+        // A third near those two makes a quorum of three within the skew.
+        assert!(jumps.corroborated(3, clock + 3_650_000, clock, skew, 20));
+        // A city of two lots needs both.
+        let mut small = StreamJumps::default();
+        assert!(!small.corroborated(0, day_ahead, clock, skew, 2));
+        assert!(small.corroborated(1, day_ahead + 1_000, clock, skew, 2));
+    }
+
+    #[test]
+    fn progress_starts_at_the_last_message_when_it_can_check_it() {
+        let mut progress = Progress::default();
+        assert_eq!(progress.start(InputTopic::Sensor), 0);
+        progress.advance(InputTopic::Sensor, 41, 7);
+        assert_eq!(progress.next(InputTopic::Sensor), 42);
+        assert_eq!(progress.start(InputTopic::Sensor), 41);
+        assert_eq!(progress.start(InputTopic::Session), 0);
     }
 }

@@ -19,7 +19,7 @@ use crate::decode::Reason;
 use crate::live::Applied;
 
 /// The input topics ingestion reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum InputTopic {
     /// Sensor readings.
     Sensor,
@@ -87,6 +87,18 @@ pub struct IngestMetrics {
     pub broker_contact_age_ms: Gauge,
     /// Lots restored from checkpoints.
     pub lots_restored: Counter,
+    /// Restarts that re-read the last checkpointed message and found it unchanged.
+    pub log_verified: Counter,
+    /// Partitions whose log no longer held what the state was built from (truncated, or deleted and
+    /// recreated): their lots were rebuilt from the log.
+    pub log_regressions: Counter,
+    /// Partitions whose log had moved past the checkpoint unread (retention deleted messages before
+    /// they were read): their lots carry on without those events.
+    pub log_gaps: Counter,
+    /// Times the consumer thread ended (an error or a panic) and was started again.
+    pub consumer_restarts: Counter,
+    /// 1 while the consumer is down and being restarted, else 0.
+    pub consumer_down: Gauge,
 }
 
 impl IngestMetrics {
@@ -144,6 +156,11 @@ impl IngestMetrics {
             lag_messages: Gauge::default(),
             broker_contact_age_ms: Gauge::default(),
             lots_restored: Counter::default(),
+            log_verified: Counter::default(),
+            log_regressions: Counter::default(),
+            log_gaps: Counter::default(),
+            consumer_restarts: Counter::default(),
+            consumer_down: Gauge::default(),
         };
         let ingest = registry.sub_registry_with_prefix("parkcast_ingest");
         ingest.register(
@@ -197,6 +214,26 @@ impl IngestMetrics {
                 "Lots whose state was restored from a checkpoint",
                 &metrics.lots_restored,
             ),
+            (
+                "log_verified",
+                "Restarts whose re-read of the last checkpointed message found it unchanged",
+                &metrics.log_verified,
+            ),
+            (
+                "log_regressions",
+                "Partitions whose log no longer held what the state was built from (truncated or recreated), rebuilt from the log",
+                &metrics.log_regressions,
+            ),
+            (
+                "log_gaps",
+                "Partitions whose log had moved past the checkpoint unread (messages deleted by retention)",
+                &metrics.log_gaps,
+            ),
+            (
+                "consumer_restarts",
+                "Times the consumer thread ended on an error or a panic and was started again",
+                &metrics.consumer_restarts,
+            ),
         ];
         for (name, help, counter) in counters {
             ingest.register(name, help, counter.clone());
@@ -222,6 +259,11 @@ impl IngestMetrics {
                 "broker_contact_age_milliseconds",
                 "Time since the broker last answered; state is stale when it grows",
                 &metrics.broker_contact_age_ms,
+            ),
+            (
+                "consumer_down",
+                "1 while the consumer thread is down and being restarted (answers are stale), else 0",
+                &metrics.consumer_down,
             ),
         ];
         for (name, help, gauge) in gauges {

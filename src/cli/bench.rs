@@ -436,7 +436,7 @@ fn bench_ingest(lots: u32, slots: u32, events: u32) -> Result<()> {
     let started = Instant::now();
     let (mut applied, mut rejected) = (0u64, 0u64);
     for (key, value) in &messages {
-        match decode_sensor(&topology, &rules, Some(key.as_bytes()), value, now_ms)
+        match decode_sensor(&topology, &rules, Some(key.as_bytes()), value, Some(now_ms))
             .and_then(|event| state.apply_sensor(&event))
         {
             Ok(_) => applied += 1,

@@ -26,7 +26,7 @@ use parkcast_serving::config::{ClockMode, ServiceConfig};
 use parkcast_serving::grpc::{
     AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext, slot_type_of,
 };
-use parkcast_serving::ingest::{Ingest, IngestSummary};
+use parkcast_serving::ingest::{Ingest, IngestOptions, IngestSummary, TimeReference};
 use parkcast_serving::live::GridRule;
 use parkcast_serving::metrics::{self, IngestMetrics, ServingMetrics};
 use parkcast_serving::models::{ActivationError, ModelManager, load_version};
@@ -130,8 +130,19 @@ pub fn run(args: ServeArgs, _global: &GlobalArgs) -> Result<()> {
             "serving gRPC on {} (try: parkcast query --addr http://{} --lot <lot id> --horizons 30,60); metrics on http://{}/metrics; Ctrl-C stops",
             server.grpc_addr, server.grpc_addr, server.metrics_addr
         );
-        shutdown_signal().await;
-        server.shutdown().await
+        let gave_up = tokio::select! {
+            () = shutdown_signal() => false,
+            () = server.ingestion_gave_up() => true,
+        };
+        let summary = server.shutdown().await;
+        if gave_up {
+            // Exit non-zero so an orchestrator restarts the process (see `ingest.max_restarts`).
+            return match summary {
+                Err(error) => Err(error.context("ingestion kept failing; stopping the server")),
+                Ok(_) => Err(anyhow::anyhow!("ingestion kept failing; stopping the server")),
+            };
+        }
+        summary
     })?;
     println!(
         "stopped: {} messages handled, {} dead letters delivered",
@@ -196,9 +207,22 @@ impl Server {
         });
         let ingest_config = config.ingest.clone();
         let ingest_topology = Arc::clone(&topology);
+        // Event times are judged against the serving clock: a replay's own clock in stream mode,
+        // so one sensor dated a day ahead cannot move it.
+        let time = match config.serve.clock {
+            ClockMode::Wall => TimeReference::Wall,
+            ClockMode::Stream => TimeReference::Stream {
+                start_ms: history_until_ms,
+            },
+        };
         let ingest = Arc::new(
             tokio::task::spawn_blocking(move || {
-                Ingest::start_with_grid(ingest_config, ingest_topology, ingest_metrics, grid)
+                Ingest::start_with(
+                    ingest_config,
+                    ingest_topology,
+                    ingest_metrics,
+                    IngestOptions { grid, time },
+                )
             })
             .await
             .context("the start task failed")?
@@ -349,6 +373,15 @@ impl Server {
             grpc_task,
             tasks: vec![metrics_task, health_task],
         })
+    }
+
+    /// Resolves when ingestion has given up restarting its consumer (`ingest.max_restarts`
+    /// consecutive failures): the process should stop and exit non-zero.
+    pub async fn ingestion_gave_up(&self) {
+        while !self.ingest.failed() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tracing::error!("ingestion gave up restarting its consumer; stopping");
     }
 
     /// What the services answer from (the demo's table reads it in process).

@@ -45,6 +45,10 @@ pub struct LiveArgs {
     /// Consumer group (overrides the config file).
     #[arg(long)]
     pub group: Option<String>,
+    /// This replica's static group membership name (`ingest.instance_id`): unique per replica and
+    /// stable across its restarts, so a restarted replica takes its partitions back at once.
+    #[arg(long, env = "PARKCAST_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// Checkpoint folder (overrides the config file).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -67,6 +71,9 @@ impl LiveArgs {
         self.broker.apply(&mut config.ingest.kafka);
         if let Some(group) = &self.group {
             config.ingest.group_id.clone_from(group);
+        }
+        if let Some(instance_id) = &self.instance_id {
+            config.ingest.instance_id.clone_from(instance_id);
         }
         if let Some(state_dir) = &self.state_dir {
             config.ingest.state_dir.clone_from(state_dir);
