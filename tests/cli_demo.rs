@@ -87,6 +87,50 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         }
     });
     assert!(serving, "health never turned SERVING");
+    // From then on it stays SERVING while the demo runs: a replay under way is no reason to say
+    // otherwise (the liveness probe once sat behind a long-poll fetch and reported a dead broker).
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = std::sync::Arc::clone(&watching);
+        let address = address.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                use tonic_health::pb::HealthCheckRequest;
+                use tonic_health::pb::health_check_response::ServingStatus;
+                use tonic_health::pb::health_client::HealthClient;
+                let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+                    .expect("a valid address")
+                    .connect()
+                    .await
+                    .expect("the server accepts connections");
+                let mut health = HealthClient::new(channel);
+                let mut not_serving = Vec::new();
+                let mut checks = 0;
+                while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                    // The server stopping (at the end of --for) ends the watch.
+                    let Ok(response) = health
+                        .check(HealthCheckRequest {
+                            service: "parkcast.v1.Availability".to_owned(),
+                        })
+                        .await
+                    else {
+                        break;
+                    };
+                    checks += 1;
+                    let status = response.into_inner().status;
+                    if status != ServingStatus::Serving as i32 {
+                        not_serving.push(status);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                (checks, not_serving)
+            })
+        })
+    };
     let query = Command::new(env!("CARGO_BIN_EXE_parkcast"))
         .args(["--quiet", "query", "--addr"])
         .arg(format!("http://{address}"))
@@ -104,7 +148,21 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     assert_eq!(answer["lot_id"], "sim:lot0001");
     assert_eq!(answer["model_name"], "simulated");
     assert_eq!(answer["forecasts"].as_array().map(Vec::len), Some(2));
-    printed.extend(lines.map(|line| line.expect("utf-8 output")));
+    for line in lines {
+        let line = line.expect("utf-8 output");
+        // The summary after the live part: the server is stopping.
+        if line.starts_with("stopped:") {
+            watching.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        printed.push(line);
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (checks, not_serving) = watcher.join().expect("the health watch ends");
+    assert!(
+        checks >= 20 && not_serving.is_empty(),
+        "health stayed SERVING while the demo ran: {} of {checks} checks were not ({not_serving:?})",
+        not_serving.len()
+    );
     let status = demo.wait().expect("the demo ends");
     let output = printed.join("\n");
     assert!(status.success(), "{output}");

@@ -115,6 +115,10 @@ pub struct IngestConfig {
     /// being decoded, and the consumer's fetch sizes are derived from it (see
     /// [`IngestConfig::fetch_sizes`]).
     pub max_message_bytes: usize,
+    /// Readiness: after an assignment ingestion counts as caught up once a probe measured no lag
+    /// at all; from then on it stays so while the lag is at most this many messages (a stream
+    /// under load is rarely at lag 0 at the instant of a probe), and turns not ready beyond.
+    pub ready_max_lag: u64,
     /// Consecutive failed restarts of the consumer after which the process gives up (and the
     /// server exits non-zero for its orchestrator to restart it); 0 restarts forever.
     pub max_restarts: u32,
@@ -139,6 +143,7 @@ impl Default for IngestConfig {
             max_lateness_ms: live.max_lateness_ms,
             silence_ms: live.silence_ms,
             max_message_bytes: 1 << 20,
+            ready_max_lag: 10_000,
             max_restarts: 10,
             restart_backoff_max_ms: 60_000,
         }
@@ -519,6 +524,10 @@ pub struct IngestStatus {
     gave_up: AtomicBool,
     /// The current consumer has caught up at least once (so its failure starts the backoff afresh).
     proven: AtomicBool,
+    /// The current assignment was measured at lag 0 once: from then on a lag up to
+    /// `ready_max_lag` still counts as caught up.
+    recovered: AtomicBool,
+    ready_max_lag: i64,
     stale_after_ms: i64,
 }
 
@@ -537,6 +546,9 @@ pub struct StatusView {
     pub assigned_partitions: u64,
     /// Why the consumer is down (`None`: it runs).
     pub down: Option<String>,
+    /// Ready to serve: partitions owned, nothing stale, and the lag measured for this assignment
+    /// was 0 once and is at most `ready_max_lag` now.
+    pub caught_up: bool,
 }
 
 impl IngestStatus {
@@ -551,6 +563,7 @@ impl IngestStatus {
     /// The assignment changed: its lag is unknown until measured.
     fn reassigned(&self, partitions: usize) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.recovered.store(false, Ordering::SeqCst);
         self.lag.store(-1, Ordering::SeqCst);
         self.assigned.store(partitions as u64, Ordering::SeqCst);
     }
@@ -565,12 +578,17 @@ impl IngestStatus {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let stale = down.is_some() || contact_age_ms.is_none_or(|age| age > self.stale_after_ms);
+        let assigned_partitions = self.assigned.load(Ordering::SeqCst);
+        let within =
+            lag == 0 || (self.recovered.load(Ordering::SeqCst) && lag <= self.ready_max_lag);
         StatusView {
             contact_age_ms,
-            stale: down.is_some() || contact_age_ms.is_none_or(|age| age > self.stale_after_ms),
+            stale,
             lag: (lag >= 0).then_some(lag),
-            assigned_partitions: self.assigned.load(Ordering::SeqCst),
+            assigned_partitions,
             down,
+            caught_up: assigned_partitions > 0 && !stale && lag >= 0 && within,
         }
     }
 }
@@ -1283,6 +1301,8 @@ impl Ingest {
                 down: Mutex::new(None),
                 gave_up: AtomicBool::new(false),
                 proven: AtomicBool::new(false),
+                recovered: AtomicBool::new(false),
+                ready_max_lag: i64::try_from(config.ready_max_lag).unwrap_or(i64::MAX),
                 stale_after_ms,
             },
             metrics,
@@ -1419,8 +1439,7 @@ impl crate::scoring::LiveSource for Ingest {
     }
 
     fn caught_up(&self) -> bool {
-        let status = self.status();
-        status.assigned_partitions > 0 && status.lag == Some(0) && !status.stale
+        self.status().caught_up
     }
 }
 
@@ -1784,6 +1803,7 @@ fn probe(shared: &Shared, client: &BaseConsumer, config: &IngestConfig) {
         shared.metrics.lag_messages.set(lag);
         if lag == 0 {
             shared.status.proven.store(true, Ordering::SeqCst);
+            shared.status.recovered.store(true, Ordering::SeqCst);
         }
     }
     update_contact_age(shared);
