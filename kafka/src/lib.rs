@@ -5,8 +5,9 @@
 //! explicitly with their partition count: brokers that auto-create make one partition, which would
 //! silently put every lot on one consumer), [`EmbeddedBroker`] (librdkafka's in-process mock
 //! cluster, the broker of `parkcast demo` when none is configured), [`DeadLetterSink`] (messages that
-//! cannot be applied, with their reason and source offset) and [`next_offset`] (the one `+ 1` between
-//! "the offset I consumed" and "the offset to resume from").
+//! cannot be applied, with their reason and source offset, always cut to fit the topic),
+//! [`RecoveringProducer`] (a producer replaced when librdkafka declares it fatal) and
+//! [`next_offset`] (the one `+ 1` between "the offset I consumed" and "the offset to resume from").
 //!
 //! ```
 //! use parkcast_kafka::{KafkaConfig, TopicNames, next_offset};
@@ -30,8 +31,10 @@ mod topics;
 
 pub use config::{KafkaConfig, KafkaConfigError, TopicNames};
 pub use deadletter::{
-    CountingContext, DeadLetterError, DeadLetterSink, DeliveryCounts, SourcePosition,
-    send_with_backpressure,
+    BATCH_BYTES, CountingContext, DEADLETTER_SCHEMA_VERSION, DEFAULT_MESSAGE_MAX_BYTES,
+    DeadLetterError, DeadLetterSink, DeliveryCounts, MIN_BUDGET, RECORD_MARGIN, RecoveringProducer,
+    SizeBudget, SourcePosition, fit_letter, producer_message_limit, send_with_backpressure,
+    topic_message_limit,
 };
 pub use embedded::EmbeddedBroker;
 pub use topics::{TopicError, create_topics, partition_count};

@@ -1268,7 +1268,8 @@ impl Ingest {
     ) -> Result<Ingest, IngestError> {
         config.validate()?;
         let store = CheckpointStore::open(&config.state_dir)?;
-        let deadletters = DeadLetterSink::new(&config.kafka)?;
+        let deadletters =
+            DeadLetterSink::new(&config.kafka)?.on_recreated(metrics.deadletter_hook());
         let mut live = LiveState::new(&topology, config.live_rules());
         live.set_grid(options.grid);
         let served_topology = Arc::clone(&topology);

@@ -99,6 +99,8 @@ pub struct IngestMetrics {
     pub consumer_restarts: Counter,
     /// 1 while the consumer is down and being restarted, else 0.
     pub consumer_down: Gauge,
+    /// Dead-letter producers replaced after librdkafka declared them fatal.
+    pub deadletter_producer_recreated: Counter,
 }
 
 impl IngestMetrics {
@@ -161,6 +163,7 @@ impl IngestMetrics {
             log_gaps: Counter::default(),
             consumer_restarts: Counter::default(),
             consumer_down: Gauge::default(),
+            deadletter_producer_recreated: Counter::default(),
         };
         let ingest = registry.sub_registry_with_prefix("parkcast_ingest");
         ingest.register(
@@ -234,6 +237,11 @@ impl IngestMetrics {
                 "Times the consumer thread ended on an error or a panic and was started again",
                 &metrics.consumer_restarts,
             ),
+            (
+                "deadletter_producer_recreated",
+                "Dead-letter producers replaced after a fatal error (a broker that lost acknowledged writes); unacknowledged letters were sent again",
+                &metrics.deadletter_producer_recreated,
+            ),
         ];
         for (name, help, counter) in counters {
             ingest.register(name, help, counter.clone());
@@ -288,6 +296,15 @@ impl IngestMetrics {
             .position(|candidate| *candidate == reason)
             .expect("every reason should have a counter");
         self.rejected[topic.index()][position].inc();
+    }
+
+    /// A hook for [`parkcast_kafka::DeadLetterSink::on_recreated`]: counts replaced dead-letter
+    /// producers.
+    pub fn deadletter_hook(&self) -> impl Fn() + Send + 'static {
+        let counter = self.deadletter_producer_recreated.clone();
+        move || {
+            counter.inc();
+        }
     }
 
     /// Counts a clamped event time.
@@ -368,6 +385,8 @@ pub struct ServingMetrics {
     pub pricing_messages: Counter,
     /// Pricing messages the broker refused or lost.
     pub pricing_failures: Counter,
+    /// Pricing producers replaced after librdkafka declared them fatal.
+    pub pricing_producer_recreated: Counter,
 }
 
 impl ServingMetrics {
@@ -410,6 +429,7 @@ impl ServingMetrics {
             scoring_round_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
             pricing_messages: Counter::default(),
             pricing_failures: Counter::default(),
+            pricing_producer_recreated: Counter::default(),
         };
         let grpc = registry.sub_registry_with_prefix("parkcast_grpc");
         grpc.register_with_unit(
@@ -460,6 +480,11 @@ impl ServingMetrics {
                 "pricing_failures",
                 "Pricing-feed messages the broker refused or lost",
                 &metrics.pricing_failures,
+            ),
+            (
+                "pricing_producer_recreated",
+                "Pricing-feed producers replaced after a fatal error (a broker that lost acknowledged writes); every lot's bands were published again",
+                &metrics.pricing_producer_recreated,
             ),
         ];
         for (name, help, counter) in counters {
