@@ -44,6 +44,16 @@ fn garbage(len: usize, seed: u8) -> Vec<u8> {
 
 /// Every record of the dead-letter topic, as (record key, record value), until `expected` arrived.
 fn dead_letter_records(kafka: &KafkaConfig, expected: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let records = dead_letter_records_until(kafka, |records| records.len() >= expected);
+    assert_eq!(records.len(), expected);
+    records
+}
+
+/// The records of the dead-letter topic, until `complete` holds for them.
+fn dead_letter_records_until(
+    kafka: &KafkaConfig,
+    mut complete: impl FnMut(&[(Vec<u8>, Vec<u8>)]) -> bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let consumer: BaseConsumer = kafka
         .client_config()
         .set("group.id", unique_name("dlq-reader"))
@@ -55,20 +65,16 @@ fn dead_letter_records(kafka: &KafkaConfig, expected: usize) -> Vec<(Vec<u8>, Ve
         .subscribe(&[&kafka.topics.deadletter])
         .expect("subscribe");
     let mut records = Vec::new();
-    let complete = wait_until(WAIT, || {
+    let arrived = wait_until(WAIT, || {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
             records.push((
                 message.key().unwrap_or_default().to_vec(),
                 message.payload().unwrap_or_default().to_vec(),
             ));
         }
-        records.len() >= expected
+        complete(&records)
     });
-    assert!(
-        complete,
-        "only {} of {expected} dead letters arrived",
-        records.len()
-    );
+    assert!(arrived, "{} dead letters arrived, not all", records.len());
     records
 }
 
@@ -337,4 +343,79 @@ fn a_fatal_dead_letter_producer_is_replaced_and_loses_no_letter() {
         (20..40).collect::<Vec<_>>(),
         "every letter after the loss arrived once, in order"
     );
+}
+
+#[test]
+fn ingestion_replaces_a_fatal_dead_letter_producer_and_counts_it() {
+    let mut broker = OwnBroker::start();
+    let kafka = broker.config("dlq-ingest-fatal");
+    let topics = || {
+        create_topics(&kafka, &kafka.topics.all(), 1, Duration::from_secs(10)).expect("the topics");
+    };
+    topics();
+    let topology = topology(1, 2);
+    let base = now_ms() - 60_000;
+    let first = garbage(100, 1);
+    let producer = big_producer(&kafka);
+    send(&producer, &kafka.topics.sensor, "lot-0", &first);
+    producer.flush(Duration::from_secs(30)).expect("sent");
+    drop(producer);
+    let state = tempfile::tempdir().expect("temporary folder");
+    let config = ingest_config(&kafka, &unique_name("dlq-ingest-fatal"), state.path());
+    let metrics = IngestMetrics::register(&mut Registry::default());
+    let ingest =
+        Ingest::start(config, Arc::clone(&topology), metrics.clone()).expect("ingestion starts");
+    assert!(wait_until(WAIT, || metrics.deadletters.get() == 1));
+    dead_letter_records(&kafka, 1);
+
+    // The broker loses its disk; the dead-letter producer's next letter carries a sequence number
+    // the broker never saw, and librdkafka declares it fatal.
+    broker.restart_empty();
+    topics();
+    let second = garbage(200, 2);
+    let producer = big_producer(&kafka);
+    send(&producer, &kafka.topics.sensor, "lot-0", &second);
+    let good = reading(0, 1, true, 1, base);
+    send(
+        &producer,
+        &kafka.topics.sensor,
+        "lot-0",
+        &good.encode_to_vec(),
+    );
+    producer.flush(Duration::from_secs(30)).expect("sent");
+    assert!(
+        wait_until(WAIT, || metrics.deadletter_producer_recreated.get() == 1),
+        "the fatal dead-letter producer is replaced; status {:?}",
+        ingest.status()
+    );
+    // The log starts again at offset 0: the second garbage's letter is the one of its size.
+    let letters = |records: &[(Vec<u8>, Vec<u8>)]| -> Vec<DeadLetter> {
+        records
+            .iter()
+            .map(|(_, value)| DeadLetter::decode(value.as_slice()).expect("a DeadLetter"))
+            .collect()
+    };
+    let records = dead_letter_records_until(&kafka, |records| {
+        letters(records)
+            .iter()
+            .any(|letter| letter.original_value_size == second.len() as u64)
+    });
+    let letter = letters(&records)
+        .into_iter()
+        .find(|letter| letter.original_value_size == second.len() as u64)
+        .expect("found above");
+    assert_describes(&letter, &second);
+    assert!(
+        wait_until(WAIT, || ingest
+            .lot_snapshots(Some(base + 1))
+            .get("lot-0")
+            .is_some_and(|lot| lot.occupied == 1)),
+        "the good reading after it is applied"
+    );
+    assert_eq!(
+        metrics.consumer_restarts.get(),
+        0,
+        "the consumer never died"
+    );
+    ingest.stop().expect("a clean stop");
 }
