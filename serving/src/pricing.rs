@@ -9,15 +9,22 @@
 //! keyed by lot id so one lot's bands stay ordered; the newest message for a (lot, band start)
 //! wins. Delivery is counted (`parkcast_serving_pricing_messages_total`, `..._failures_total`);
 //! the feed never blocks scoring: it runs on its own thread and reads the ready answers.
+//!
+//! The producer is idempotent, so a broker that lost writes it had acknowledged (one back with an
+//! empty log) makes librdkafka declare it fatal (`OutOfOrderSequenceNumber`), and a fatal producer
+//! refuses every later send. The feed then replaces it with a new one from the same config
+//! ([`parkcast_kafka::RecoveringProducer`], counted in
+//! `parkcast_serving_pricing_producer_recreated_total`) and publishes every lot's bands again from
+//! the current answers: the bands the dead producer did not deliver, and those the broker lost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use parkcast_kafka::{CountingContext, KafkaConfig, send_with_backpressure};
+use parkcast_kafka::{CountingContext, KafkaConfig, RecoveringProducer, send_with_backpressure};
 use parkcast_proto::v1::ForecastBand;
 use prost::Message as _;
-use rdkafka::producer::{BaseRecord, Producer, PurgeConfig, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, PurgeConfig};
 use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::metrics::ServingMetrics;
@@ -87,8 +94,7 @@ impl PricingFeed {
     ) -> Result<PricingFeed, PricingError> {
         let context = CountingContext::default();
         let counts = Arc::clone(&context.counts);
-        let producer: ThreadedProducer<CountingContext> =
-            kafka.producer_config().create_with_context(context)?;
+        let mut producer = RecoveringProducer::new(kafka.producer_config(), context, "pricing")?;
         let topic = kafka.topics.forecast.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let running = Arc::clone(&stop);
@@ -97,11 +103,14 @@ impl PricingFeed {
             .name("parkcast-pricing".to_owned())
             .spawn(move || {
                 let lots = scoring.topology().lots().len();
+                let every_lot = || -> Vec<LotIndex> {
+                    (0..lots)
+                        .filter_map(|lot| LotIndex::try_from(lot).ok())
+                        .collect()
+                };
                 // The (origin, model version) last published per lot.
                 let mut published: Vec<Option<(i64, u32)>> = vec![None; lots];
-                let mut pending: Vec<LotIndex> = (0..lots)
-                    .filter_map(|lot| LotIndex::try_from(lot).ok())
-                    .collect();
+                let mut pending = every_lot();
                 let mut sent = 0u64;
                 let mut failed_to_queue = 0u64;
                 let (mut delivered_seen, mut failed_seen) = (0, 0);
@@ -117,18 +126,14 @@ impl PricingFeed {
                     loop {
                         match updates.try_recv() {
                             Ok(lot) => pending.push(lot),
-                            Err(TryRecvError::Lagged(_)) => {
-                                pending = (0..lots)
-                                    .filter_map(|lot| LotIndex::try_from(lot).ok())
-                                    .collect();
-                            }
+                            Err(TryRecvError::Lagged(_)) => pending = every_lot(),
                             Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                         }
                     }
                     pending.sort_unstable();
                     pending.dedup();
                     let now_ms = scoring.now_ms();
-                    for lot in pending.drain(..) {
+                    'lots: for lot in pending.drain(..) {
                         let answer = scoring.answer(lot);
                         let key = answer.forecast.as_ref().zip(answer.model.as_ref()).map(
                             |(forecast, served)| (forecast.origin_ms, served.manifest.version),
@@ -142,8 +147,10 @@ impl PricingFeed {
                             let record = BaseRecord::to(&topic)
                                 .key(topology.lot_id.as_bytes())
                                 .payload(payload.as_slice());
-                            match send_with_backpressure(&producer, record) {
+                            match send_with_backpressure(producer.producer(), record) {
                                 Ok(()) => sent += 1,
+                                // Replaced below; then every lot is published again.
+                                Err(_) if producer.fatal_error().is_some() => break 'lots,
                                 Err(error) => {
                                     tracing::warn!(error = %error, "pricing band not queued");
                                     failed_to_queue += 1;
@@ -153,10 +160,25 @@ impl PricingFeed {
                         published[lot as usize] = key;
                     }
                     count_deliveries();
+                    match producer.recover() {
+                        Ok(None) => {}
+                        Ok(Some(_)) => {
+                            if let Some(metrics) = &metrics {
+                                metrics.pricing_producer_recreated.inc();
+                            }
+                            published.fill(None);
+                            pending = every_lot();
+                            continue;
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = %error, "could not replace the fatal pricing producer; trying again");
+                        }
+                    }
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 // A few seconds for what is queued, then drop the rest: a forecast is replaced by
                 // the next one anyway, and a broker that is gone must not hold the shutdown.
+                let producer = producer.producer();
                 if let Err(error) = producer.flush(Duration::from_secs(5)) {
                     tracing::warn!(error = %error, "pricing feed not flushed; dropping the rest");
                     producer.purge(PurgeConfig::default().queue().inflight());

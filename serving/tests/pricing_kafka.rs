@@ -1,7 +1,7 @@
 //! The pricing feed on the real broker: a consumer reads `parkcast.forecast.v1` and checks every
 //! band against the model itself (the same history scored independently through the model file),
 //! then sees the bands again when another model version becomes active and when a lot's grid
-//! advances.
+//! advances; and a producer made fatal by a broker that lost its log is replaced.
 
 mod common;
 
@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parkcast_inference::registry::Registry;
-use parkcast_kafka::KafkaConfig;
-use parkcast_kafka::testing::fresh_config;
+use parkcast_kafka::testing::{OwnBroker, fresh_config, wait_until};
+use parkcast_kafka::{KafkaConfig, create_topics};
 use parkcast_proto::v1::ForecastBand;
 use parkcast_serving::decode::SensorEvent;
 use parkcast_serving::live::{LiveRules, LiveState};
@@ -66,9 +66,8 @@ fn read(consumer: &BaseConsumer, count: usize) -> Vec<ForecastBand> {
     read_within(consumer, count, Duration::from_secs(60))
 }
 
-#[test]
-fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
-    let kafka = fresh_config("pricing", 2);
+/// Two lots with nine days of history, scored by the toy model's version 1 (kept in `registry`).
+fn scored_lots(registry: &std::path::Path) -> (Arc<Source>, Arc<Scoring>, ModelManager) {
     let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
         (
             (*lot).to_owned(),
@@ -86,11 +85,38 @@ fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
     for (lot, capacity) in LOTS {
         scoring.seed(lot, history(capacity, NOW - 9 * DAY_MS, NOW), [], []);
     }
-    let registry = tempfile::tempdir().expect("temporary folder");
-    common::publish(registry.path(), "toy", &LOTS, NOW - DAY_MS);
-    let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let manager = ModelManager::new(registry.path(), Arc::clone(&scoring), None);
+    common::publish(registry, "toy", &LOTS, NOW - DAY_MS);
+    let manager = ModelManager::new(registry, Arc::clone(&scoring), None);
     manager.activate("toy", 1).expect("v1 activates");
+    (source, scoring, manager)
+}
+
+/// North's grid advances (a reading after 00:07:30 closes the 00:00 instant), so its forecast
+/// changes.
+fn advance_north(source: &Source, scoring: &Scoring) {
+    for (slot, seq, minutes) in [(0, 1, 1), (1, 1, 9)] {
+        source
+            .live()
+            .apply_sensor(&SensorEvent {
+                lot: 0,
+                slot,
+                occupied: true,
+                heartbeat: false,
+                seq,
+                event_time_ms: NOW + minutes * 60_000,
+                clamped: false,
+            })
+            .expect("applies");
+    }
+    scoring.tick();
+}
+
+#[test]
+fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
+    let kafka = fresh_config("pricing", 2);
+    let registry = tempfile::tempdir().expect("temporary folder");
+    let (source, scoring, manager) = scored_lots(registry.path());
+    let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
     let consumer = consumer(&kafka);
     let feed = PricingFeed::start(Arc::clone(&scoring), &kafka, Some(metrics.clone()))
         .expect("the feed starts");
@@ -148,23 +174,8 @@ fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
     assert_eq!(again.len(), 6);
     assert!(again.iter().all(|band| band.model_version == 2));
 
-    // North's grid advances (a reading after 00:07:30 closes the 00:00 instant): its bands again,
-    // from the new origin; east stays as it was.
-    for (slot, seq, minutes) in [(0, 1, 1), (1, 1, 9)] {
-        source
-            .live()
-            .apply_sensor(&SensorEvent {
-                lot: 0,
-                slot,
-                occupied: true,
-                heartbeat: false,
-                seq,
-                event_time_ms: NOW + minutes * 60_000,
-                clamped: false,
-            })
-            .expect("applies");
-    }
-    scoring.tick();
+    // North's grid advances: its bands again, from the new origin; east stays as it was.
+    advance_north(&source, &scoring);
     let advanced = read(&consumer, 3);
     assert_eq!(advanced.len(), 3);
     assert!(advanced.iter().all(|band| band.lot_id == "north"));
@@ -181,4 +192,52 @@ fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
     assert_eq!(sent, 15);
     assert!(metrics.pricing_messages.get() >= 12);
     assert_eq!(metrics.pricing_failures.get(), 0);
+}
+
+#[test]
+fn a_fatal_pricing_producer_is_replaced_and_every_lot_published_again() {
+    let mut broker = OwnBroker::start();
+    let kafka = broker.config("pricing-fatal");
+    let topics = || {
+        create_topics(&kafka, &kafka.topics.all(), 2, Duration::from_secs(10)).expect("the topics");
+    };
+    topics();
+    let registry = tempfile::tempdir().expect("temporary folder");
+    let (source, scoring, _manager) = scored_lots(registry.path());
+    let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let feed = PricingFeed::start(Arc::clone(&scoring), &kafka, Some(metrics.clone()))
+        .expect("the feed starts");
+    assert_eq!(read(&consumer(&kafka), 6).len(), 6, "every lot's bands");
+    assert!(wait_until(Duration::from_secs(30), || metrics
+        .pricing_messages
+        .get()
+        == 6));
+
+    // The broker loses its disk. North's next bands carry sequence numbers the broker never saw
+    // (OutOfOrderSequenceNumber), librdkafka declares the producer fatal, and a fatal producer
+    // refuses every later send.
+    broker.restart_empty();
+    topics();
+    advance_north(&source, &scoring);
+    let again = read(&consumer(&kafka), 6);
+    assert_eq!(again.len(), 6, "every lot's bands again: {again:?}");
+    assert_eq!(
+        metrics.pricing_producer_recreated.get(),
+        1,
+        "the fatal producer was replaced"
+    );
+    let north: Vec<&ForecastBand> = again.iter().filter(|band| band.lot_id == "north").collect();
+    assert_eq!(north.len(), 3);
+    assert!(
+        north
+            .iter()
+            .all(|band| band.band_start_ms == NOW + i64::from(band.horizon_minutes) * 60_000),
+        "north's from its new origin"
+    );
+    assert_eq!(
+        again.iter().filter(|band| band.lot_id == "east").count(),
+        3,
+        "east's again too: the broker lost them"
+    );
+    feed.stop();
 }
