@@ -640,15 +640,26 @@ impl DeadLetterSink {
             letters = ids.len(),
             "sending unacknowledged dead letters again"
         );
-        for id in ids {
-            self.transmit(id)?;
-        }
+        self.resend(&ids);
         Ok(true)
+    }
+
+    /// Hands pending letters to the producer again; one it refuses is marked failed (so the next
+    /// flush reports it rather than waiting for it forever).
+    fn resend(&self, ids: &[usize]) {
+        for &id in ids {
+            if let Err(error) = self.transmit(id) {
+                tracing::warn!(error = %error, "dead letter not queued again");
+                if let Some(letter) = self.shared.pending().get_mut(&id) {
+                    letter.failure = Some(error);
+                }
+            }
+        }
     }
 
     /// Letters the broker refused for size, cut to half their budget and sent again (down to
     /// [`MIN_BUDGET`]); true if any was.
-    fn shrink_refused(&mut self) -> Result<bool, DeadLetterError> {
+    fn shrink_refused(&mut self) -> bool {
         let ids: Vec<usize> = {
             let mut pending = self.shared.pending();
             pending
@@ -672,10 +683,8 @@ impl DeadLetterSink {
                 })
                 .collect()
         };
-        for &id in &ids {
-            self.transmit(id)?;
-        }
-        Ok(!ids.is_empty())
+        self.resend(&ids);
+        !ids.is_empty()
     }
 
     /// Waits until every queued dead letter is acknowledged; an error if any failed since the last
@@ -703,7 +712,7 @@ impl DeadLetterSink {
                 continue;
             }
             flushed?;
-            if !self.shrink_refused()? {
+            if !self.shrink_refused() {
                 break;
             }
         }
