@@ -39,7 +39,7 @@ use crate::grid::{GridSeries, GridValue};
 pub mod batch;
 
 /// Number of features in a vector.
-pub const FEATURE_COUNT: usize = 29;
+pub const FEATURE_COUNT: usize = 35;
 
 /// Feature names, in vector order. Part of the model file's contract: [`FeatureParams::schema_hash`]
 /// covers them.
@@ -73,6 +73,12 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "arrivals_recent_rate",
     "departures_recent_rate",
     "target_event_cars_rate",
+    "target_days_from_holiday",
+    "deviation_target_day1_back",
+    "deviation_target_day2_back",
+    "deviation_target_day3_back",
+    "deviation_target_week_back",
+    "deviation_daily_trend",
 ];
 
 /// Index of each feature in a vector.
@@ -107,7 +113,19 @@ pub mod index {
     pub const ARRIVALS_RECENT: usize = 26;
     pub const DEPARTURES_RECENT: usize = 27;
     pub const TARGET_EVENT_CARS: usize = 28;
+    pub const TARGET_DAYS_FROM_HOLIDAY: usize = 29;
+    pub const DEVIATION_TARGET_DAY1: usize = 30;
+    pub const DEVIATION_TARGET_DAY2: usize = 31;
+    pub const DEVIATION_TARGET_DAY3: usize = 32;
+    pub const DEVIATION_TARGET_WEEK: usize = 33;
+    pub const DEVIATION_DAILY_TREND: usize = 34;
 }
+
+/// Days back from the target of the level features `deviation_target_*_back`: how far the same time
+/// of day ran above its profile 1, 2, 3 and 7 days before the target (missing when that instant lies
+/// after the origin). Trees cannot extrapolate a level they have not seen; these tell them how far
+/// the recent days sat from the profile at the very time forecast.
+pub const LEVEL_DAYS_BACK: [u32; 4] = [1, 2, 3, 7];
 
 /// Rate lags, in grid steps before the origin.
 pub const LAG_STEPS: [u32; 3] = [1, 2, 4];
@@ -217,12 +235,12 @@ impl FeatureParams {
     /// schema refuses to score another.
     pub fn schema_hash(&self) -> String {
         let mut hasher = Sha256::new();
-        hasher.update(b"parkcast-features/1\n");
+        hasher.update(b"parkcast-features/2\n");
         for name in FEATURE_NAMES {
             hasher.update(name.as_bytes());
             hasher.update(b"\n");
         }
-        hasher.update(format!("lags={LAG_STEPS:?}\n").as_bytes());
+        hasher.update(format!("lags={LAG_STEPS:?} levels={LEVEL_DAYS_BACK:?}\n").as_bytes());
         hasher.update(
             format!(
                 "step={} recent={} flow={}\n",
@@ -301,14 +319,16 @@ impl LotContext {
             .sum()
     }
 
-    /// Calendar features of a local date: (weekday from Monday = 0, day off, holiday, days to holiday).
-    pub fn day_calendar(&self, date: NaiveDate) -> [f64; 4] {
+    /// Calendar features of a local date: (weekday from Monday = 0, day off, holiday, days to
+    /// holiday, days from holiday).
+    pub fn day_calendar(&self, date: NaiveDate) -> [f64; 5] {
         let holiday = self.holidays.is_holiday(date);
         [
             f64::from(date.weekday().num_days_from_monday()),
             flag(holiday || is_weekend(date)),
             flag(holiday),
             f64::from(self.holidays.days_to_holiday(date)),
+            f64::from(self.holidays.days_from_holiday(date)),
         ]
     }
 }
@@ -564,11 +584,18 @@ impl LotFeatureState {
         vector[index::CAPACITY] = current.capacity;
         vector[index::HORIZON_MINUTES] = f64::from(horizon_steps * self.params.step_minutes);
         let calendar = self.context.day_calendar(target_local.date());
-        let [weekday, day_off, holiday, days_to_holiday] = calendar;
+        let [
+            weekday,
+            day_off,
+            holiday,
+            days_to_holiday,
+            days_from_holiday,
+        ] = calendar;
         vector[index::TARGET_WEEKDAY] = weekday;
         vector[index::TARGET_DAY_OFF] = day_off;
         vector[index::TARGET_HOLIDAY] = holiday;
         vector[index::TARGET_DAYS_TO_HOLIDAY] = days_to_holiday;
+        vector[index::TARGET_DAYS_FROM_HOLIDAY] = days_from_holiday;
         vector[index::TARGET_MINUTE_OF_DAY] = minute_of_day(target_local);
         vector[index::ORIGIN_MINUTE_OF_DAY] = minute_of_day(origin_local);
         vector[index::RATE_ORIGIN] = r0;
@@ -625,6 +652,26 @@ impl LotFeatureState {
             }
         }
         vector[index::DEVIATION_LAST_WEEK] = mean(week_sum, week_count);
+        let day_steps = i64::from(self.params.day_steps());
+        for (feature, days) in [
+            index::DEVIATION_TARGET_DAY1,
+            index::DEVIATION_TARGET_DAY2,
+            index::DEVIATION_TARGET_DAY3,
+            index::DEVIATION_TARGET_WEEK,
+        ]
+        .into_iter()
+        .zip(LEVEL_DAYS_BACK)
+        {
+            let back = target - i64::from(days) * day_steps * step;
+            if back <= origin {
+                vector[feature] = or_nan(self.slot(back).and_then(|slot| slot.deviation));
+            }
+        }
+        let day_mean = |back: u64| {
+            stats(today.checked_sub_days(Days::new(back)))
+                .map_or(f64::NAN, |day| mean(day.deviation_sum, day.deviation_count))
+        };
+        vector[index::DEVIATION_DAILY_TREND] = (day_mean(1) - day_mean(3)) / 2.0;
 
         if self.context.has_sessions && current.capacity > 0.0 {
             let (mut arrivals, mut departures) = (0u32, 0u32);

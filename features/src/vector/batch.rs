@@ -14,8 +14,8 @@ use chrono::{Datelike, NaiveDate};
 use polars::prelude::*;
 
 use super::{
-    FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LAG_STEPS, LotContext, LotProfile,
-    flow_bucket, local_time, minute_of_day,
+    FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LAG_STEPS, LEVEL_DAYS_BACK,
+    LotContext, LotProfile, flow_bucket, local_time, minute_of_day,
 };
 use crate::grid::{GridSeries, slot_of_day};
 
@@ -108,7 +108,7 @@ pub fn lot_features(
     }?;
 
     // Day calendars (a shared lookup) and session counts per grid instant.
-    let (mut day_keys, mut calendar_columns) = (Vec::new(), [(); 4].map(|()| Vec::new()));
+    let (mut day_keys, mut calendar_columns) = (Vec::new(), [(); 5].map(|()| Vec::new()));
     for date in &days {
         day_keys.push(day_number(*date));
         for (column, value) in calendar_columns
@@ -118,13 +118,20 @@ pub fn lot_features(
             column.push(value);
         }
     }
-    let [weekday, day_off, holiday, days_to_holiday] = calendar_columns;
+    let [
+        weekday,
+        day_off,
+        holiday,
+        days_to_holiday,
+        days_from_holiday,
+    ] = calendar_columns;
     let calendar = df! {
         "local_day" => &day_keys,
         "weekday" => &weekday,
         "day_off" => &day_off,
         "holiday" => &holiday,
         "days_to_holiday" => &days_to_holiday,
+        "days_from_holiday" => &days_from_holiday,
     }?;
     let flows = |times: &[i64], name: &str| -> PolarsResult<LazyFrame> {
         let buckets: Vec<i64> = times.iter().map(|ts| flow_bucket(*ts, step)).collect();
@@ -224,14 +231,18 @@ pub fn lot_features(
     let week_count = (1..=7i64).rev().fold(lit(0.0), |sum, back| {
         sum + col("day_count").shift(lit(back)).fill_null(lit(0.0))
     });
+    let day_mean = |back: i64| {
+        mean_of(
+            col("day_sum").shift(lit(back)),
+            col("day_count").shift(lit(back)).fill_null(lit(0.0)),
+        )
+        .fill_null(lit(f64::NAN))
+    };
     let day_stats = day_sums.select([
         col("local_day"),
-        mean_of(
-            col("day_sum").shift(lit(1)),
-            col("day_count").shift(lit(1)).fill_null(lit(0.0)),
-        )
-        .alias("deviation_yesterday"),
+        day_mean(1).alias("deviation_yesterday"),
         mean_of(week_sum, week_count).alias("deviation_last_week"),
+        ((day_mean(1) - day_mean(3)) / lit(2.0)).alias("deviation_daily_trend"),
     ]);
     let flow_steps = i64::from(params.flow_steps());
     let flow_sum = |name: &str| {
@@ -316,7 +327,20 @@ pub fn lot_features(
             when(col("capacity").gt(lit(0.0)))
                 .then(target("event_cars") / col("capacity"))
                 .otherwise(lit(f64::NAN)),
+            target("days_from_holiday"),
         ]);
+        // The deviation at the target's time of day some days back, where that is not after the
+        // origin.
+        let day_steps = i64::from(params.day_steps());
+        columns.extend(LEVEL_DAYS_BACK.map(|days| {
+            let back = i64::from(days) * day_steps - i64::from(horizon);
+            if back >= 0 {
+                col("deviation").shift(lit(back))
+            } else {
+                lit(f64::NAN)
+            }
+        }));
+        columns.push(col("deviation_daily_trend"));
         let named: Vec<Expr> = columns
             .into_iter()
             .enumerate()
