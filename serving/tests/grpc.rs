@@ -19,7 +19,7 @@ use parkcast_proto::v1::{
     GetAvailabilityRequest, ListModelsRequest, LotAvailability, SearchNearbyRequest, SlotType,
     WatchAvailabilityRequest,
 };
-use parkcast_serving::decode::SensorEvent;
+use parkcast_serving::decode::{SensorEvent, SessionMark};
 use parkcast_serving::grpc::{
     AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext,
 };
@@ -78,6 +78,17 @@ impl Fixture {
 /// The server: three lots (north with live readings and history, south with nothing, east with
 /// history only), a toy model published as `toy` v1 and activated (unless `activate` is false).
 async fn fixture(activate: bool) -> Fixture {
+    fixture_seeded(activate, history, false).await
+}
+
+/// [`fixture`] with north's and east's grid history from `seed(capacity, from_ms, until_ms)`;
+/// `sessions`: the lots have sessions, seeded and weighed by the model
+/// ([`common::publish_toy`]).
+async fn fixture_seeded(
+    activate: bool,
+    seed: fn(u32, i64, i64) -> Vec<(i64, parkcast_features::grid::GridValue)>,
+    sessions: bool,
+) -> Fixture {
     let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
         (
             (*lot).to_owned(),
@@ -97,10 +108,15 @@ async fn fixture(activate: bool) -> Fixture {
         ScoringConfig::default(),
     ));
     for (lot, capacity) in [("north", 4), ("east", 20)] {
-        assert!(scoring.seed(lot, history(capacity, NOW - 9 * DAY_MS, NOW), [], []));
+        let entries = if sessions {
+            common::arrivals(NOW - 9 * DAY_MS, NOW)
+        } else {
+            Vec::new()
+        };
+        assert!(scoring.seed(lot, seed(capacity, NOW - 9 * DAY_MS, NOW), entries, []));
     }
     let registry = tempfile::tempdir().expect("temporary folder");
-    common::publish(registry.path(), "toy", &LOTS, NOW - DAY_MS);
+    common::publish_toy(registry.path(), "toy", &LOTS, NOW - DAY_MS, sessions);
     let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
     let manager = Arc::new(ModelManager::new(
         registry.path(),
@@ -677,4 +693,160 @@ fn a_model_activated_into_a_server_without_history_seeds_it_once() {
     common::publish(registry.path(), "toy", &[("north", 4)], NOW);
     manager.activate("toy", 2).expect("v2 activates");
     assert_eq!(loads.load(Ordering::Relaxed), 1, "the history is read once");
+}
+
+/// The toy history with irregular noise: deviations from the profile that are not round numbers.
+fn noisy_history(
+    capacity: u32,
+    from_ms: i64,
+    until_ms: i64,
+) -> Vec<(i64, parkcast_features::grid::GridValue)> {
+    history(capacity, from_ms, until_ms)
+        .into_iter()
+        .enumerate()
+        .map(|(index, (instant, mut value))| {
+            let noise = (index as f64 * 0.5).sin() * 0.06 * value.capacity;
+            value.occupied = (value.occupied + noise).clamp(0.0, value.capacity);
+            (instant, value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reactivating_an_identical_model_leaves_every_answer_bit_identical() {
+    let fixture = fixture_seeded(true, noisy_history, true).await;
+    let mut client = fixture.availability().await;
+    // Live readings on east for six hours from three hours before the end of its seeded history
+    // (the first live grid values replace seeded ones), with a car entering every ten minutes,
+    // reported twenty minutes late: most count towards a grid instant already scored.
+    for minute in 0..360 {
+        let at = NOW - 3 * 3_600_000 + i64::from(minute) * 60_000;
+        let event = SensorEvent {
+            lot: 2,
+            slot: minute % 20,
+            occupied: (minute / 7) % 3 != 0,
+            heartbeat: false,
+            seq: u64::from(minute) + 1,
+            event_time_ms: at,
+            clamped: false,
+        };
+        let mut live = fixture.source.live();
+        live.apply_sensor(&event).expect("applies");
+        if minute % 10 == 0 {
+            live.apply_session(&SessionMark {
+                lot: 2,
+                entry: true,
+                event_time_ms: at - 20 * 60_000,
+                clamped: false,
+            })
+            .expect("applies");
+        }
+        drop(live);
+        fixture.scoring.tick();
+    }
+    // One more late entry, after the newest grid value was scored: the forecast takes it in.
+    let scored = fixture
+        .scoring
+        .answer(2)
+        .forecast
+        .clone()
+        .expect("a forecast");
+    fixture
+        .source
+        .live()
+        .apply_session(&SessionMark {
+            lot: 2,
+            entry: true,
+            event_time_ms: scored.origin_ms - 60_000,
+            clamped: false,
+        })
+        .expect("applies");
+    fixture.scoring.tick();
+    let ask = || get("east", &[15, 40, 60, 120], 0);
+    let before_forecast = fixture
+        .scoring
+        .answer(2)
+        .forecast
+        .clone()
+        .expect("a forecast");
+    let before = client
+        .get_availability(ask())
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert!(
+        before_forecast.origin_ms > NOW,
+        "live grid values were scored"
+    );
+
+    // v2: v1's model file byte for byte.
+    let v1 = fixture.registry.path().join("toy/1");
+    let manifest: parkcast_inference::registry::Manifest =
+        serde_json::from_slice(&std::fs::read(v1.join("manifest.json")).expect("the manifest"))
+            .expect("parses");
+    let bytes = std::fs::read(v1.join(&manifest.model_file)).expect("the model file");
+    common::publish_bytes(
+        fixture.registry.path(),
+        "toy",
+        &bytes,
+        parkcast_features::vector::FeatureParams::new(common::STEP_MINUTES),
+        NOW - 21 * DAY_MS,
+        NOW - DAY_MS,
+    );
+    fixture
+        .manager
+        .activate("toy", 2)
+        .expect("the copy activates");
+    let after_forecast = fixture
+        .scoring
+        .answer(2)
+        .forecast
+        .clone()
+        .expect("a forecast");
+    let after = client
+        .get_availability(ask())
+        .await
+        .expect("an answer")
+        .into_inner();
+    let bits = |forecast: &parkcast_inference::artifact::LotForecast| {
+        let rates = forecast
+            .horizons
+            .iter()
+            .map(|horizon| (horizon.target_ms, horizon.rate.to_bits()));
+        (forecast.origin_ms, rates.collect::<Vec<_>>())
+    };
+    assert_eq!(
+        bits(&before_forecast),
+        bits(&after_forecast),
+        "{before_forecast:?}\n{after_forecast:?}"
+    );
+    assert_eq!(after.model_version, 2);
+    assert_eq!(after_forecast.origin_ms, scored.origin_ms);
+    assert_ne!(
+        after_forecast.horizons, scored.horizons,
+        "the late entry counts towards the newest grid instant"
+    );
+
+    let answer_bits = |answer: &LotAvailability| {
+        answer
+            .forecasts
+            .iter()
+            .flat_map(|forecast| {
+                [
+                    forecast.expected_free,
+                    forecast.free_low_80,
+                    forecast.free_high_80,
+                    forecast.free_low_95,
+                    forecast.free_high_95,
+                    forecast.probability_any_free,
+                ]
+                .map(f64::to_bits)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        answer_bits(&before),
+        answer_bits(&after),
+        "{before:?}\n{after:?}"
+    );
 }
