@@ -198,16 +198,15 @@ impl ServiceContext {
     ) -> LotAvailability {
         let topology = &self.scoring.topology().lots()[lot as usize];
         let capacity = topology.capacity;
-        let newest = ready.newest_event_ms();
         let data_age_ms = ready.data_age_ms(now_ms);
         let mut reasons = Vec::new();
         if let Some(reason) = self.scoring.stale_reason() {
             reasons.push(reason);
         }
-        match newest {
+        match data_age_ms {
             None => reasons.push("no event received for this lot yet".to_owned()),
-            Some(_) if data_age_ms > self.stale_after_ms => {
-                reasons.push(format!("the newest event is {} s old", data_age_ms / 1_000));
+            Some(age) if age > self.stale_after_ms => {
+                reasons.push(format!("the newest event is {} s old", age / 1_000));
             }
             Some(_) => {}
         }

@@ -251,10 +251,10 @@ impl LotAnswer {
         self.snapshot.as_ref()?.newest_event_ms
     }
 
-    /// Age of the newest event at `now_ms` (`i64::MAX` before any event).
-    pub fn data_age_ms(&self, now_ms: i64) -> i64 {
+    /// Age of the newest event at `now_ms` (none before any event).
+    pub fn data_age_ms(&self, now_ms: i64) -> Option<i64> {
         self.newest_event_ms()
-            .map_or(i64::MAX, |newest| now_ms.saturating_sub(newest).max(0))
+            .map(|newest| now_ms.saturating_sub(newest).max(0))
     }
 }
 

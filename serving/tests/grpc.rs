@@ -221,7 +221,7 @@ async fn forecasts_are_bounded_attributed_and_start_from_the_live_reading() {
         (north.occupied_now, north.free_now, north.unknown_now),
         (2, 1, 1)
     );
-    assert_eq!((north.as_of_ms, north.data_age_ms), (NOW, 120_000));
+    assert_eq!((north.as_of_ms, north.data_age_ms), (NOW, Some(120_000)));
     assert!(!north.stale, "{}", north.stale_reason);
     assert_eq!((north.model_name.as_str(), north.model_version), ("toy", 1));
     assert_eq!(north.name, "north garage");
@@ -282,6 +282,39 @@ async fn forecasts_are_bounded_attributed_and_start_from_the_live_reading() {
         south.stale_reason
     );
     assert_eq!(south.unknown_now, 2);
+}
+
+#[tokio::test]
+async fn a_lot_without_events_has_no_data_age_and_is_stale_with_the_reason() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    // East has history but no event, south neither: no age at all (not a sentinel like i64::MAX).
+    for lot in ["east", "south"] {
+        let answer = client
+            .get_availability(get(lot, &[30], 0))
+            .await
+            .expect("an answer")
+            .into_inner();
+        assert_eq!(answer.data_age_ms, None, "{lot}");
+        assert!(answer.stale, "{lot}");
+        assert!(
+            answer
+                .stale_reason
+                .contains("no event received for this lot yet"),
+            "{lot}: {}",
+            answer.stale_reason
+        );
+    }
+    let north = client
+        .get_availability(get("north", &[], 0))
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert_eq!(north.data_age_ms, Some(120_000));
+    // The same on the pricing feed's bands: east is forecast, without an age.
+    let bands = parkcast_serving::pricing::bands("east", 20, &fixture.scoring.answer(2), NOW);
+    assert!(!bands.is_empty());
+    assert!(bands.iter().all(|band| band.data_age_ms.is_none()));
 }
 
 #[tokio::test]
