@@ -11,12 +11,13 @@
 //! still the lot's (occupancy is not forecast per slot type), and `slots_of_type` says how many
 //! there are. Lots without coordinates or without a forecast are left out.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parkcast_inference::model::report_name;
-use parkcast_inference::registry::Manifest;
+use parkcast_inference::registry::{Manifest, RegistryError};
 use parkcast_proto::v1::availability_server::Availability;
 use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
@@ -29,9 +30,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::ServingMetrics;
-use crate::models::ModelManager;
+use crate::models::{ActivationError, ModelManager};
 use crate::requests::{
     AvailabilityQuery, RequestLimits, When, check_batch, check_get, check_search, check_watch,
+    client_message,
 };
 use crate::scoring::{LotAnswer, Scoring, forecast_at};
 use crate::topology::{LotIndex, Topology};
@@ -566,15 +568,22 @@ pub fn model_info(manifest: &Manifest, active: bool) -> ModelInfo {
     }
 }
 
-fn registry_status(error: &parkcast_inference::registry::RegistryError) -> Status {
+/// The one mapping of the `Models` service's errors to a status. `name` is the model name the
+/// client sent (quoted at most in part), paths are written from the registry down
+/// ([`client_message`]). Reading: a missing version is `NOT_FOUND`, a bad name `INVALID_ARGUMENT`,
+/// anything else `INTERNAL`; activating: a version that exists but fails a check is
+/// `FAILED_PRECONDITION`, and the active model keeps serving.
+fn model_status(error: &ActivationError, name: &str, root: &Path, activating: bool) -> Status {
+    let message = client_message(&error.to_string(), &[name], Some(root));
     match error {
-        parkcast_inference::registry::RegistryError::NotFound { .. } => {
-            Status::not_found(error.to_string())
+        ActivationError::Registry(RegistryError::BadName { .. }) => {
+            Status::invalid_argument(message)
         }
-        parkcast_inference::registry::RegistryError::BadName { .. } => {
-            Status::invalid_argument(error.to_string())
-        }
-        _ => Status::internal(error.to_string()),
+        _ if error.is_not_found() => Status::not_found(message),
+        _ if activating => Status::failed_precondition(format!(
+            "refused, the active model keeps serving: {message}"
+        )),
+        _ => Status::internal(message),
     }
 }
 
@@ -589,7 +598,11 @@ impl Models for ModelsService {
         let result = tokio::task::spawn_blocking(move || manager.registry().list())
             .await
             .map_err(|error| Status::internal(error.to_string()))
-            .and_then(|listed| listed.map_err(|error| registry_status(&error)))
+            .and_then(|listed| {
+                listed.map_err(|error| {
+                    model_status(&error.into(), "", self.manager.registry().root(), false)
+                })
+            })
             .map(|entries| {
                 let models = entries
                     .iter()
@@ -612,23 +625,24 @@ impl Models for ModelsService {
         let result = if name.is_empty() {
             Err(Status::invalid_argument("name is empty"))
         } else {
+            let asked = name.clone();
             tokio::task::spawn_blocking(move || {
                 let registry = manager.registry();
                 let version = match version {
-                    0 => registry.latest(&name)?.ok_or_else(|| {
-                        parkcast_inference::registry::RegistryError::NotFound {
-                            name: name.clone(),
-                            version: 0,
-                            path: registry.root().join(&name),
-                        }
-                    })?,
+                    0 => registry
+                        .latest(&name)?
+                        .ok_or_else(|| ActivationError::NoVersion(name.clone()))?,
                     version => version,
                 };
-                registry.manifest(&name, version)
+                Ok::<_, ActivationError>(registry.manifest(&name, version)?)
             })
             .await
             .map_err(|error| Status::internal(error.to_string()))
-            .and_then(|manifest| manifest.map_err(|error| registry_status(&error)))
+            .and_then(|manifest| {
+                manifest.map_err(|error| {
+                    model_status(&error, &asked, self.manager.registry().root(), false)
+                })
+            })
             .map(|manifest| Response::new(self.info(&manifest)))
         };
         self.record(5, started, &result);
@@ -648,10 +662,15 @@ impl Models for ModelsService {
                 if name.is_empty() {
                     Err(Status::invalid_argument("name is empty"))
                 } else {
+                    let asked = name.clone();
                     tokio::task::spawn_blocking(move || manager.activate(&name, version))
                         .await
                         .map_err(|error| Status::internal(error.to_string()))
-                        .and_then(|activated| activated.map_err(Status::from))
+                        .and_then(|activated| {
+                            activated.map_err(|error| {
+                                model_status(&error, &asked, self.manager.registry().root(), true)
+                            })
+                        })
                         .map(|served| Response::new(model_info(&served.manifest, true)))
                 }
             }

@@ -55,23 +55,6 @@ impl ActivationError {
     }
 }
 
-impl From<ActivationError> for tonic::Status {
-    fn from(error: ActivationError) -> Self {
-        if matches!(
-            error,
-            ActivationError::Registry(RegistryError::BadName { .. })
-        ) {
-            tonic::Status::invalid_argument(error.to_string())
-        } else if error.is_not_found() {
-            tonic::Status::not_found(error.to_string())
-        } else {
-            tonic::Status::failed_precondition(format!(
-                "refused, the active model keeps serving: {error}"
-            ))
-        }
-    }
-}
-
 /// Seeds the scorer's grid history for a model about to be activated (the lots' last days from the
 /// warehouse, on the model's grid); returns the lots seeded.
 pub type HistoryLoader = Box<dyn Fn(&Scoring, &ServedModel) -> Result<usize, String> + Send + Sync>;

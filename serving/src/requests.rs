@@ -4,12 +4,59 @@
 //! Handlers call these first and never look at a raw request again, so a missing field or an
 //! out-of-range value can never reach scoring. Pure functions: tested without a server.
 
+use std::path::{MAIN_SEPARATOR, Path};
+
 use parkcast_proto::v1::{
     BatchGetAvailabilityRequest, GetAvailabilityRequest, SearchNearbyRequest, SlotType,
     WatchAvailabilityRequest,
 };
 
 use crate::topology::{LotIndex, Topology};
+
+/// Characters of a client's input that a `Status` message quotes at most.
+pub const QUOTED_CHARS: usize = 64;
+
+/// A client's input as a `Status` message quotes it: escaped and in quotes (`{:?}`), cut to its
+/// first [`QUOTED_CHARS`] characters followed by `… (N bytes)` when longer.
+///
+/// Why: the message travels in the `grpc-message` trailer, and a message echoing a whole input
+/// lets one request make a trailer larger than clients accept (a 1 MiB lot id came back to the
+/// client as `RESOURCE_EXHAUSTED` instead of `NOT_FOUND`); a prefix is enough to recognise it.
+pub fn quoted(input: &str) -> String {
+    match input.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{input:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &input[..cut], input.len()),
+    }
+}
+
+/// A domain error's message as a client may see it, for the errors that carry client input or
+/// server paths (the Models service's): each of `inputs`, where the message quotes it whole
+/// (`{:?}`), is cut by [`quoted`], and every path under `root` (the model registry) is written
+/// relative to it. A client learns which version is missing or damaged, never the layout of the
+/// server's disk. Errors that quote input themselves ([`RequestError`]) use [`quoted`] directly.
+pub fn client_message(message: &str, inputs: &[&str], root: Option<&Path>) -> String {
+    let mut message = message.to_owned();
+    for input in inputs {
+        if input.chars().nth(QUOTED_CHARS).is_some() {
+            message = message.replace(&format!("{input:?}"), &quoted(input));
+        }
+    }
+    let Some(root) = root else {
+        return message;
+    };
+    let root = root.display().to_string();
+    let root = root.trim_end_matches(MAIN_SEPARATOR);
+    if root.is_empty() {
+        return message;
+    }
+    message = message.replace(&format!("{root}{MAIN_SEPARATOR}"), "");
+    // The folder itself (an unreadable registry), when it is absolute: a relative name could be
+    // an ordinary word of the message.
+    if Path::new(root).is_absolute() {
+        message = message.replace(root, "<registry>");
+    }
+    message
+}
 
 /// Bounds of what a request may ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,7 +99,7 @@ pub enum RequestError {
     #[error("lot_id is empty")]
     MissingLot,
     /// No such lot.
-    #[error("lot {0:?} is not known")]
+    #[error("lot {} is not known", quoted(.0))]
     UnknownLot(String),
     /// A horizon the model does not forecast.
     #[error("horizon {horizon} min is not served; forecasts reach 1 to {max} min ahead")]
@@ -479,6 +526,36 @@ mod tests {
             assert!(error.to_string().contains(says), "{error}");
             assert_eq!(code(error), expected);
         }
+    }
+
+    #[test]
+    fn messages_quote_a_short_prefix_of_long_input_and_no_server_path() {
+        assert_eq!(quoted("zz"), "\"zz\"");
+        let long = "é".repeat(100_000);
+        let message = check(&get(&long, &[], 0)).expect_err("unknown").to_string();
+        assert_eq!(
+            message,
+            format!("lot \"{}\"… (200000 bytes) is not known", "é".repeat(64))
+        );
+        let root = Path::new("/srv/parkcast/models");
+        let text = format!(
+            "{}: sha256 mismatch; model {:?} in {}",
+            root.join("toy/4/model.bin").display(),
+            "x".repeat(1_000),
+            root.display()
+        );
+        let cleaned = client_message(&text, &[&"x".repeat(1_000)], Some(root));
+        assert_eq!(
+            cleaned,
+            format!(
+                "toy/4/model.bin: sha256 mismatch; model \"{}\"… (1000 bytes) in <registry>",
+                "x".repeat(64)
+            )
+        );
+        assert_eq!(
+            client_message("models/toy/1: gone", &[], Some(Path::new("models/"))),
+            "toy/1: gone"
+        );
     }
 
     #[test]

@@ -317,6 +317,108 @@ async fn a_lot_without_events_has_no_data_age_and_is_stale_with_the_reason() {
     assert!(bands.iter().all(|band| band.data_age_ms.is_none()));
 }
 
+/// An `ActivateModel` request with the admin token.
+fn activation(name: &str, version: u32) -> tonic::Request<ActivateModelRequest> {
+    let mut request = tonic::Request::new(ActivateModelRequest {
+        name: name.to_owned(),
+        version,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("ascii"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn messages_quote_a_short_prefix_of_the_input_and_no_server_path() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let huge = "x".repeat(1 << 20);
+    let short = |status: &tonic::Status| {
+        status.message().len() < 300 && status.message().contains("(1048576 bytes)")
+    };
+    let status = client
+        .get_availability(get(&huge, &[], 0))
+        .await
+        .expect_err("refused");
+    let start: String = status.message().chars().take(100).collect();
+    assert_eq!(status.code(), Code::NotFound, "{start}");
+    assert!(short(&status), "{}", status.message());
+    let status = client
+        .batch_get_availability(BatchGetAvailabilityRequest {
+            requests: vec![get("north", &[], 0), get(&huge, &[], 0)],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(short(&status), "{}", status.message());
+    let status = client
+        .watch_availability(WatchAvailabilityRequest {
+            lot_ids: vec![huge.clone()],
+            horizon_minutes: vec![],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(short(&status), "{}", status.message());
+
+    let mut models = fixture.models().await;
+    let status = models
+        .describe_model(DescribeModelRequest {
+            name: huge.clone(),
+            version: 0,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(short(&status), "{}", status.message());
+    let status = models
+        .activate_model(activation(&huge, 1))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(short(&status), "{}", status.message());
+
+    // Registry errors name files from the registry down, never the server's absolute path.
+    let root = fixture.registry.path().display().to_string();
+    let v2 = common::publish(fixture.registry.path(), "toy", &LOTS, NOW);
+    let model_file = fixture.registry.path().join("toy/2").join(&v2.model_file);
+    let mut bytes = std::fs::read(&model_file).expect("the model file");
+    bytes[0] ^= 0xff;
+    std::fs::write(&model_file, bytes).expect("damaged");
+    let status = models
+        .activate_model(activation("toy", 2))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains(&format!("toy/2/{}", v2.model_file))
+            && !status.message().contains(&root),
+        "{}",
+        status.message()
+    );
+    for version in [0, 9] {
+        let status = models
+            .describe_model(DescribeModelRequest {
+                name: if version == 0 { "nothing" } else { "toy" }.to_owned(),
+                version,
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(!status.message().contains(&root), "{}", status.message());
+    }
+    let status = models
+        .activate_model(activation("toy", 9))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(!status.message().contains(&root), "{}", status.message());
+}
+
 #[tokio::test]
 async fn bad_requests_get_their_code_and_a_message_saying_what_is_wrong() {
     let fixture = fixture(true).await;
