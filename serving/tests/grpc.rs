@@ -419,6 +419,106 @@ async fn messages_quote_a_short_prefix_of_the_input_and_no_server_path() {
     assert!(!status.message().contains(&root), "{}", status.message());
 }
 
+/// A codec that sends and receives raw bytes: garbage that no generated client would send.
+#[derive(Debug, Default)]
+struct RawCodec;
+
+#[derive(Debug)]
+struct RawBytes;
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut bytes = vec![0; prost::bytes::Buf::remaining(buf)];
+        prost::bytes::Buf::copy_to_slice(buf, &mut bytes);
+        Ok(Some(bytes))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+#[tokio::test]
+async fn a_request_body_that_does_not_decode_is_invalid_argument_on_every_method() {
+    let fixture = fixture(true).await;
+    let channel = Channel::from_shared(format!("http://{}", fixture.address))
+        .expect("a valid address")
+        .connect()
+        .await
+        .expect("the client connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    // A gRPC frame whose body is no protobuf message: ten 0xff bytes are a varint that never ends.
+    let garbage = vec![0xff; 10];
+    for path in [
+        "/parkcast.v1.Availability/GetAvailability",
+        "/parkcast.v1.Availability/BatchGetAvailability",
+        "/parkcast.v1.Availability/SearchNearby",
+        "/parkcast.v1.Availability/WatchAvailability",
+        "/parkcast.v1.Models/ListModels",
+        "/parkcast.v1.Models/DescribeModel",
+        "/parkcast.v1.Models/ActivateModel",
+    ] {
+        grpc.ready().await.expect("the channel is ready");
+        let status = grpc
+            .unary(
+                tonic::Request::new(garbage.clone()),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                RawCodec,
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{path}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().starts_with("the request body is not a "),
+            "{path}: {}",
+            status.message()
+        );
+    }
+    // Well-formed requests still decode.
+    let answer = fixture
+        .availability()
+        .await
+        .get_availability(get("north", &[], 0))
+        .await;
+    assert!(answer.is_ok());
+}
+
 #[tokio::test]
 async fn bad_requests_get_their_code_and_a_message_saying_what_is_wrong() {
     let fixture = fixture(true).await;
