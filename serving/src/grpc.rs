@@ -286,12 +286,51 @@ impl ServiceContext {
 #[derive(Debug, Clone)]
 pub struct AvailabilityService {
     context: ServiceContext,
+    /// One permit per open watch stream (`limits.max_watch_streams`).
+    watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl AvailabilityService {
     /// The service over a context.
     pub fn new(context: ServiceContext) -> Self {
-        AvailabilityService { context }
+        let watches = Arc::new(tokio::sync::Semaphore::new(
+            context
+                .limits
+                .max_watch_streams
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
+        AvailabilityService { context, watches }
+    }
+}
+
+/// An open watch stream: its permit, and its place in the gauge of open streams, both given back
+/// when the stream's task ends.
+struct OpenWatch {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl OpenWatch {
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        metrics: Option<&ServingMetrics>,
+    ) -> OpenWatch {
+        let gauge = metrics.map(|metrics| metrics.watch_streams.clone());
+        if let Some(gauge) = &gauge {
+            gauge.inc();
+        }
+        OpenWatch {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.dec();
+        }
     }
 }
 
@@ -424,11 +463,23 @@ impl Availability for AvailabilityService {
             &context.limits(),
         )
         .map_err(Status::from)
-        .map(|(lots, horizons)| {
+        .and_then(|checked| {
+            let permit = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{} watch streams are open, the most this server keeps \
+                     (limits.max_watch_streams); close one or retry later",
+                    context.limits.max_watch_streams
+                ))
+            })?;
+            Ok((checked, OpenWatch::new(permit, context.metrics.as_ref())))
+        })
+        .map(|((lots, horizons), open)| {
             let (sender, receiver) = tokio::sync::mpsc::channel(64);
             let mut updates = context.scoring.subscribe();
             let watch_context = context.clone();
             tokio::spawn(async move {
+                // Held until the stream ends: the client leaves, or the server shuts down.
+                let _open = open;
                 let context = watch_context;
                 let send_all = |lots: &[LotIndex]| {
                     let now_ms = context.scoring.now_ms();
@@ -453,7 +504,13 @@ impl Availability for AvailabilityService {
                     }
                 }
                 loop {
-                    let changed = match updates.recv().await {
+                    // A client that left is noticed at once, not at the next change of its
+                    // lots (which may never come): its permit is given back.
+                    let update = tokio::select! {
+                        () = sender.closed() => return,
+                        update = updates.recv() => update,
+                    };
+                    let changed = match update {
                         Ok(lot) if lots.contains(&lot) => vec![lot],
                         Ok(_) => continue,
                         // Fell behind: everything watched may have changed.

@@ -76,6 +76,10 @@ pub struct RequestLimits {
     pub max_results: u32,
     /// Lots one watch may follow.
     pub max_watched_lots: usize,
+    /// Watch streams open at once, over all clients: each holds a task and a subscription to
+    /// every lot's updates until its client leaves, so an unbounded number would let clients pin
+    /// the server's memory and its update fan-out. Over it a watch gets `RESOURCE_EXHAUSTED`.
+    pub max_watch_streams: usize,
 }
 
 impl Default for RequestLimits {
@@ -87,6 +91,7 @@ impl Default for RequestLimits {
             max_radius_m: 10_000,
             max_results: 100,
             max_watched_lots: 100,
+            max_watch_streams: 1_000,
         }
     }
 }
@@ -405,7 +410,9 @@ pub fn check_search(
     })
 }
 
-/// Checks a `WatchAvailability` request: the lots, and the horizons as for `GetAvailability`.
+/// Checks a `WatchAvailability` request: the lots, each once in the order first named (a lot named
+/// twice is watched once: a hundred copies of one lot would otherwise send a hundred identical
+/// messages per change), and the horizons as for `GetAvailability`.
 pub fn check_watch(
     request: &WatchAvailabilityRequest,
     topology: &Topology,
@@ -417,11 +424,14 @@ pub fn check_watch(
             max: limits.max_watched_lots,
         });
     }
-    let lots = request
-        .lot_ids
-        .iter()
-        .map(|lot_id| check_lot(topology, lot_id))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::HashSet::with_capacity(request.lot_ids.len());
+    let mut lots = Vec::with_capacity(request.lot_ids.len());
+    for lot_id in &request.lot_ids {
+        let lot = check_lot(topology, lot_id)?;
+        if seen.insert(lot) {
+            lots.push(lot);
+        }
+    }
     let single = GetAvailabilityRequest {
         lot_id: request.lot_ids[0].clone(),
         horizon_minutes: request.horizon_minutes.clone(),
@@ -660,6 +670,14 @@ mod tests {
         assert_eq!(
             check_watch(&watch, &topology(), &limits),
             Ok((vec![1, 0], vec![30]))
+        );
+        let repeated = WatchAvailabilityRequest {
+            lot_ids: ["b", "a", "b", "b", "a"].map(str::to_owned).to_vec(),
+            horizon_minutes: vec![],
+        };
+        assert_eq!(
+            check_watch(&repeated, &topology(), &limits),
+            Ok((vec![1, 0], vec![]))
         );
         let none = WatchAvailabilityRequest {
             lot_ids: vec![],

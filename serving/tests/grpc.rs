@@ -78,17 +78,44 @@ impl Fixture {
 /// The server: three lots (north with live readings and history, south with nothing, east with
 /// history only), a toy model published as `toy` v1 and activated (unless `activate` is false).
 async fn fixture(activate: bool) -> Fixture {
-    fixture_seeded(activate, history, false).await
+    fixture_with(Setup {
+        activate,
+        ..Setup::default()
+    })
+    .await
 }
 
-/// [`fixture`] with north's and east's grid history from `seed(capacity, from_ms, until_ms)`;
-/// `sessions`: the lots have sessions, seeded and weighed by the model
-/// ([`common::publish_toy`]).
-async fn fixture_seeded(
+/// How [`fixture_with`] sets the server up.
+struct Setup {
+    /// Activate `toy` v1.
     activate: bool,
+    /// North's and east's grid history: `seed(capacity, from_ms, until_ms)`.
     seed: fn(u32, i64, i64) -> Vec<(i64, parkcast_features::grid::GridValue)>,
+    /// The lots have sessions, seeded and weighed by the model ([`common::publish_toy`]).
     sessions: bool,
-) -> Fixture {
+    /// Request limits.
+    limits: RequestLimits,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            activate: true,
+            seed: history,
+            sessions: false,
+            limits: RequestLimits::default(),
+        }
+    }
+}
+
+/// [`fixture`], set up otherwise.
+async fn fixture_with(setup: Setup) -> Fixture {
+    let Setup {
+        activate,
+        seed,
+        sessions,
+        limits,
+    } = setup;
     let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
         (
             (*lot).to_owned(),
@@ -149,7 +176,7 @@ async fn fixture_seeded(
     let context = ServiceContext {
         directory: Arc::new(LotDirectory::new(scoring.topology(), infos)),
         scoring: Arc::clone(&scoring),
-        limits: RequestLimits::default(),
+        limits,
         stale_after_ms: 600_000,
         metrics: Some(metrics.clone()),
     };
@@ -736,6 +763,104 @@ async fn a_watch_gets_the_current_answer_then_every_change() {
     assert_eq!(refused.code(), Code::InvalidArgument);
 }
 
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+async fn eventually(timeout: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_watch_of_one_lot_named_a_hundred_times_sends_one_message_per_change() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let mut stream = client
+        .watch_availability(WatchAvailabilityRequest {
+            lot_ids: vec!["north".into(); 100],
+            horizon_minutes: vec![],
+        })
+        .await
+        .expect("a stream")
+        .into_inner();
+    let first = stream.message().await.expect("a message").expect("open");
+    assert_eq!(first.occupied_now, 2);
+    fixture
+        .source
+        .live()
+        .apply_sensor(&sensor(3, true, 1, NOW - 60_000))
+        .expect("applies");
+    fixture.scoring.tick();
+    // The next message is the change, not a copy of the first answer.
+    let second = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("an update in time")
+        .expect("a message")
+        .expect("open");
+    assert_eq!(second.occupied_now, 3);
+}
+
+#[tokio::test]
+async fn watch_streams_are_capped_and_a_closed_one_frees_its_place() {
+    let fixture = fixture_with(Setup {
+        limits: RequestLimits {
+            max_watch_streams: 2,
+            ..RequestLimits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let mut client = fixture.availability().await;
+    let watch = || WatchAvailabilityRequest {
+        lot_ids: vec!["north".into()],
+        horizon_minutes: vec![],
+    };
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = client
+            .watch_availability(watch())
+            .await
+            .expect("a stream")
+            .into_inner();
+        stream.message().await.expect("a message").expect("open");
+        open.push(stream);
+    }
+    assert_eq!(fixture.metrics.watch_streams.get(), 2);
+    let refused = client
+        .watch_availability(watch())
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("2 watch streams are open")
+            && refused.message().contains("limits.max_watch_streams"),
+        "{}",
+        refused.message()
+    );
+    // A client that leaves gives its place back, though its lot never changes.
+    drop(open.pop());
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || {
+            fixture.metrics.watch_streams.get() == 1
+        })
+        .await,
+        "the closed stream is noticed"
+    );
+    let mut again = client
+        .watch_availability(watch())
+        .await
+        .expect("a place is free")
+        .into_inner();
+    again.message().await.expect("a message").expect("open");
+    assert_eq!(fixture.metrics.watch_streams.get(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn models_activate_under_load_and_a_corrupt_version_is_refused() {
     let fixture = fixture(true).await;
@@ -949,7 +1074,12 @@ fn noisy_history(
 
 #[tokio::test]
 async fn reactivating_an_identical_model_leaves_every_answer_bit_identical() {
-    let fixture = fixture_seeded(true, noisy_history, true).await;
+    let fixture = fixture_with(Setup {
+        seed: noisy_history,
+        sessions: true,
+        ..Setup::default()
+    })
+    .await;
     let mut client = fixture.availability().await;
     // Live readings on east for six hours from three hours before the end of its seeded history
     // (the first live grid values replace seeded ones), with a car entering every ten minutes,
