@@ -118,6 +118,38 @@ pub fn distance_m(from: (f64, f64), to: (f64, f64)) -> f64 {
     2.0 * 6_371_000.0 * a.sqrt().min(1.0).asin()
 }
 
+/// gRPC server reflection over `descriptor_sets` (encoded `FileDescriptorSet`s), as both
+/// `grpc.reflection.v1` and `grpc.reflection.v1alpha`: many tools (grpcurl before 1.9, clients of
+/// grpcio-reflection, Postman) still ask only the older one, and a server that answers
+/// `UNIMPLEMENTED` there looks to them as if it had no reflection at all.
+pub fn reflection(
+    descriptor_sets: &[&[u8]],
+) -> Result<
+    (
+        tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer<
+            impl tonic_reflection::pb::v1::server_reflection_server::ServerReflection,
+        >,
+        tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer<
+            impl tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    // Each version lists the services of its sets and itself; with the other's set too, both
+    // list the same services.
+    let builder = |other_reflection: &'static [u8]| {
+        descriptor_sets.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(other_reflection),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    Ok((
+        builder(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET).build_v1()?,
+        builder(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET).build_v1alpha()?,
+    ))
+}
+
 /// Shared by both services: the scorer, lot directory, limits and metrics.
 #[derive(Debug, Clone)]
 pub struct ServiceContext {

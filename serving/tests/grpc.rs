@@ -190,8 +190,13 @@ async fn fixture_with(setup: Setup) -> Fixture {
         Some(TOKEN.to_owned()),
         Some(metrics.clone()),
     );
+    let (reflection, reflection_v1alpha) =
+        parkcast_serving::grpc::reflection(&[parkcast_proto::FILE_DESCRIPTOR_SET])
+            .expect("reflection builds");
     tokio::spawn(async move {
         tonic::transport::Server::builder()
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(AvailabilityServer::new(availability))
             .add_service(ModelsServer::new(models))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
@@ -342,6 +347,83 @@ async fn a_lot_without_events_has_no_data_age_and_is_stale_with_the_reason() {
     let bands = parkcast_serving::pricing::bands("east", 20, &fixture.scoring.answer(2), NOW);
     assert!(!bands.is_empty());
     assert!(bands.iter().all(|band| band.data_age_ms.is_none()));
+}
+
+#[tokio::test]
+async fn reflection_answers_v1_and_v1alpha_clients() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let fixture = fixture(true).await;
+    let channel = Channel::from_shared(format!("http://{}", fixture.address))
+        .expect("a valid address")
+        .connect()
+        .await
+        .expect("the client connects");
+    let expected = [
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "parkcast.v1.Availability",
+        "parkcast.v1.Models",
+    ];
+
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = alpha
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1alpha answers")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("a response")
+        .expect("open");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("not a service list: {response:?}");
+    };
+    let mut names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, expected);
+
+    let mut current = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut responses = current
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1 answers")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("a response")
+        .expect("open");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("not a service list: {response:?}");
+    };
+    let mut names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, expected);
 }
 
 /// An `ActivateModel` request with the admin token.

@@ -24,7 +24,8 @@ use parkcast_proto::v1::availability_server::AvailabilityServer;
 use parkcast_proto::v1::models_server::ModelsServer;
 use parkcast_serving::config::{ClockMode, ServiceConfig};
 use parkcast_serving::grpc::{
-    AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext, slot_type_of,
+    AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext, reflection,
+    slot_type_of,
 };
 use parkcast_serving::ingest::{Ingest, IngestSummary};
 use parkcast_serving::live::GridRule;
@@ -302,11 +303,11 @@ impl Server {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(parkcast_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("failed to build gRPC reflection")?;
+        let (reflection, reflection_v1alpha) = reflection(&[
+            parkcast_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ])
+        .context("failed to build gRPC reflection")?;
         let context = ServiceContext {
             scoring: Arc::clone(&scoring),
             directory: Arc::new(directory),
@@ -326,6 +327,7 @@ impl Server {
             tonic::transport::Server::builder()
                 .add_service(health)
                 .add_service(reflection)
+                .add_service(reflection_v1alpha)
                 .add_service(AvailabilityServer::new(availability))
                 .add_service(ModelsServer::new(models))
                 .serve_with_incoming_shutdown(
