@@ -79,6 +79,37 @@ pub enum ClockArg {
     Stream,
 }
 
+impl ServeArgs {
+    /// The serve flags: the last layer of the config, before it is validated.
+    fn apply(&self, config: &mut ServiceConfig) {
+        let serve = &mut config.serve;
+        if let Some(address) = self.grpc_addr {
+            serve.grpc_addr = address;
+        }
+        if let Some(address) = self.metrics_addr {
+            serve.metrics_addr = address;
+        }
+        if let Some(registry) = &self.registry {
+            serve.registry.clone_from(registry);
+        }
+        if let Some(model) = &self.model {
+            serve.model.clone_from(model);
+        }
+        if let Some(version) = self.model_version {
+            serve.model_version = version;
+        }
+        if let Some(token) = &self.admin_token {
+            serve.admin_token.clone_from(token);
+        }
+        if let Some(clock) = self.clock {
+            serve.clock = match clock {
+                ClockArg::Wall => ClockMode::Wall,
+                ClockArg::Stream => ClockMode::Stream,
+            };
+        }
+    }
+}
+
 /// The gRPC service name health reports on.
 const AVAILABILITY: &str = "parkcast.v1.Availability";
 
@@ -86,33 +117,7 @@ const AVAILABILITY: &str = "parkcast.v1.Availability";
 const GRPC_DRAIN: Duration = Duration::from_secs(5);
 
 pub fn run(args: ServeArgs, _global: &GlobalArgs) -> Result<()> {
-    let (mut config, topology) = args.live.load()?;
-    let serve = &mut config.serve;
-    if let Some(address) = args.grpc_addr {
-        serve.grpc_addr = address;
-    }
-    if let Some(address) = args.metrics_addr {
-        serve.metrics_addr = address;
-    }
-    if let Some(registry) = &args.registry {
-        serve.registry.clone_from(registry);
-    }
-    if let Some(model) = &args.model {
-        serve.model.clone_from(model);
-    }
-    if let Some(version) = args.model_version {
-        serve.model_version = version;
-    }
-    if let Some(token) = &args.admin_token {
-        serve.admin_token.clone_from(token);
-    }
-    if let Some(clock) = args.clock {
-        serve.clock = match clock {
-            ClockArg::Wall => ClockMode::Wall,
-            ClockArg::Stream => ClockMode::Stream,
-        };
-    }
-    config.validate().context("invalid configuration")?;
+    let (config, topology) = args.live.load_with(|config| args.apply(config))?;
     let warehouse = args.live.warehouse.open()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
