@@ -143,7 +143,16 @@ async fn fixture_with(setup: Setup) -> Fixture {
         assert!(scoring.seed(lot, seed(capacity, NOW - 9 * DAY_MS, NOW), entries, []));
     }
     let registry = tempfile::tempdir().expect("temporary folder");
-    common::publish_toy(registry.path(), "toy", &LOTS, NOW - DAY_MS, sessions);
+    common::publish_toy(
+        registry.path(),
+        "toy",
+        &LOTS,
+        NOW - DAY_MS,
+        common::Toy {
+            sessions,
+            ..common::Toy::default()
+        },
+    );
     let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
     let manager = Arc::new(ModelManager::new(
         registry.path(),
@@ -1296,4 +1305,109 @@ async fn reactivating_an_identical_model_leaves_every_answer_bit_identical() {
         answer_bits(&after),
         "{before:?}\n{after:?}"
     );
+}
+
+/// A scorer over north (4 slots) with nine days of history, and a manager over `registry`.
+fn north_manager(registry: &std::path::Path, metrics: &ServingMetrics) -> Arc<ModelManager> {
+    let topology = Topology::new([(
+        "north".to_owned(),
+        (0..4).map(|slot| format!("north-{slot}")).collect(),
+    )])
+    .expect("valid");
+    let live = LiveState::new(&topology, LiveRules::default());
+    let source = Arc::new(Source::new(topology, live, NOW));
+    let scoring = Arc::new(Scoring::new(
+        source as Arc<dyn LiveSource>,
+        Clock::Fixed(NOW),
+        ScoringConfig::default(),
+    ));
+    assert!(scoring.seed("north", history(4, NOW - 9 * DAY_MS, NOW), [], []));
+    Arc::new(ModelManager::new(registry, scoring, Some(metrics.clone())))
+}
+
+#[test]
+fn start_up_takes_the_newest_version_that_passes_and_the_watch_skips_the_refused() {
+    use parkcast_serving::models::load_startup;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let registry = parkcast_inference::registry::Registry::open(dir.path());
+    let lots = [("north", 4)];
+    // v1 good, v2 a file that is no model, v3 a good model damaged after publishing.
+    common::publish(dir.path(), "toy", &lots, NOW - DAY_MS);
+    common::publish_bytes(
+        dir.path(),
+        "toy",
+        b"not a model at all",
+        parkcast_features::vector::FeatureParams::new(common::STEP_MINUTES),
+        NOW - 21 * DAY_MS,
+        NOW,
+    );
+    let v3 = common::publish(dir.path(), "toy", &lots, NOW);
+    let model_file = dir.path().join("toy/3").join(&v3.model_file);
+    let mut bytes = std::fs::read(&model_file).expect("the model file");
+    bytes[0] ^= 0xff;
+    std::fs::write(&model_file, bytes).expect("damaged");
+
+    let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let startup = load_startup(&registry, "toy", 0, Some(&metrics))
+        .expect("an older version passes")
+        .expect("a version");
+    assert_eq!(startup.served.manifest.version, 1);
+    assert_eq!(startup.refused, vec![3, 2]);
+    assert_eq!(metrics.activation_count("corrupt"), 2);
+    // Asked for by number, a refused version stops the start with its reason.
+    let error = load_startup(&registry, "toy", 3, None).expect_err("refused");
+    assert!(error.to_string().contains("sha256"), "{error}");
+    let error = load_startup(&registry, "toy", 2, None).expect_err("refused");
+    assert_eq!(error.label(), "corrupt");
+
+    let manager = north_manager(dir.path(), &metrics);
+    let served = manager.activate_startup(startup).expect("v1 activates");
+    assert_eq!(served.manifest.version, 1);
+    // The registry watch does not try v3 (or v2) again.
+    assert!(!manager.follow_once("toy"));
+    assert_eq!(metrics.activation_count("corrupt"), 2);
+    assert_eq!(metrics.activation_count("activated"), 1);
+    assert_eq!(
+        manager.scoring().model().map(|m| m.manifest.version),
+        Some(1)
+    );
+}
+
+#[test]
+fn start_up_falls_back_when_the_newest_fails_its_smoke_prediction() {
+    use parkcast_serving::models::load_startup;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let registry = parkcast_inference::registry::Registry::open(dir.path());
+    let lots = [("north", 4)];
+    common::publish(dir.path(), "toy", &lots, NOW - DAY_MS);
+    // v2 decodes, but has no calibration for its longest horizon.
+    common::publish_toy(
+        dir.path(),
+        "toy",
+        &lots,
+        NOW,
+        common::Toy {
+            uncalibrated_longest: true,
+            ..common::Toy::default()
+        },
+    );
+    let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let startup = load_startup(&registry, "toy", 0, Some(&metrics))
+        .expect("v2 loads")
+        .expect("a version");
+    assert_eq!(startup.served.manifest.version, 2);
+    let manager = north_manager(dir.path(), &metrics);
+    let served = manager.activate_startup(startup).expect("v1 stands in");
+    assert_eq!(served.manifest.version, 1);
+    assert_eq!(metrics.activation_count("smoke"), 1);
+    assert!(!manager.follow_once("toy"));
+    assert_eq!(metrics.activation_count("smoke"), 1, "v2 is not retried");
+    // Asked for by number, the same version stops the start.
+    let startup = load_startup(&registry, "toy", 2, None)
+        .expect("v2 loads")
+        .expect("a version");
+    let error = north_manager(dir.path(), &metrics)
+        .activate_startup(startup)
+        .expect_err("refused");
+    assert_eq!(error.label(), "smoke");
 }

@@ -30,9 +30,9 @@ use parkcast_serving::grpc::{
 use parkcast_serving::ingest::{Ingest, IngestSummary};
 use parkcast_serving::live::GridRule;
 use parkcast_serving::metrics::{self, IngestMetrics, ServingMetrics};
-use parkcast_serving::models::{ActivationError, ModelManager, load_version};
+use parkcast_serving::models::{ActivationError, ModelManager, StartupModel, load_startup};
 use parkcast_serving::pricing::PricingFeed;
-use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ServedModel};
+use parkcast_serving::scoring::{Clock, LiveSource, Scoring};
 use parkcast_serving::topology::Topology;
 use prometheus_client::registry::Registry;
 
@@ -196,9 +196,9 @@ impl Server {
                 })?;
 
         // The model first: its grid step decides how live state samples the lots.
-        let initial = initial_model(&config).await?;
-        let grid = initial.as_ref().map(|served| GridRule {
-            step_ms: i64::from(served.model.step_minutes()) * 60_000,
+        let initial = initial_model(&config, &serving_metrics).await?;
+        let grid = initial.as_ref().map(|startup| GridRule {
+            step_ms: i64::from(startup.served.model.step_minutes()) * 60_000,
         });
         let ingest_config = config.ingest.clone();
         let ingest_topology = Arc::clone(&topology);
@@ -241,9 +241,9 @@ impl Server {
                 .map_err(|error| format!("{error:#}"))
             })),
         );
-        if let Some(served) = initial {
+        if let Some(startup) = initial {
             let activating = Arc::clone(&manager);
-            tokio::task::spawn_blocking(move || activating.activate_loaded(served))
+            tokio::task::spawn_blocking(move || activating.activate_startup(startup))
                 .await
                 .context("the activation task failed")?
                 .context("the configured model was refused")?;
@@ -415,8 +415,12 @@ impl Server {
     }
 }
 
-/// The configured model, decoded and checked (none configured, or none published yet: `None`).
-async fn initial_model(config: &ServiceConfig) -> Result<Option<ServedModel>> {
+/// The configured model, decoded and checked (none configured, or none published yet: `None`);
+/// with version 0 the newest version that passes, refusals of newer ones logged and counted.
+async fn initial_model(
+    config: &ServiceConfig,
+    metrics: &ServingMetrics,
+) -> Result<Option<StartupModel>> {
     if config.serve.model.is_empty() {
         return Ok(None);
     }
@@ -425,16 +429,19 @@ async fn initial_model(config: &ServiceConfig) -> Result<Option<ServedModel>> {
         config.serve.model.clone(),
         config.serve.model_version,
     );
+    let metrics = metrics.clone();
     tokio::task::spawn_blocking(move || {
         let registry = parkcast_inference::registry::Registry::open(&root);
-        match load_version(&registry, &name, version) {
-            Ok(served) => Ok(Some(served)),
-            Err(ActivationError::NoVersion(_)) => {
+        match load_startup(&registry, &name, version, Some(&metrics)) {
+            Ok(Some(startup)) => Ok(Some(startup)),
+            Ok(None) | Err(ActivationError::NoVersion(_)) => {
                 tracing::warn!(model = %name, registry = %root.display(), "no version published yet");
                 Ok(None)
             }
+            Err(error) if version == 0 => Err(anyhow::Error::new(error)
+                .context(format!("no version of model {name} passes its checks (the newest's reason)"))),
             Err(error) => Err(anyhow::Error::new(error)
-                .context(format!("failed to load model {name} (version {version}, 0: the newest)"))),
+                .context(format!("failed to load model {name} version {version}"))),
         }
     })
     .await

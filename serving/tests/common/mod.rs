@@ -72,7 +72,18 @@ fn context() -> LotContext {
 /// Fits the toy model on `lots` (id, capacity) over the 21 days before `until_ms` and publishes it
 /// to `registry` as `name`. Returns the manifest.
 pub fn publish(registry: &Path, name: &str, lots: &[(&str, u32)], until_ms: i64) -> Manifest {
-    publish_toy(registry, name, lots, until_ms, false)
+    publish_toy(registry, name, lots, until_ms, Toy::default())
+}
+
+/// Variants of the toy model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Toy {
+    /// The lots have sessions ([`arrivals`]) and the target rates rise with the arrivals of the
+    /// last hour, so the model's forecasts depend on them.
+    pub sessions: bool,
+    /// The longest horizon has no calibration: a model that decodes but fails the smoke
+    /// prediction.
+    pub uncalibrated_longest: bool,
 }
 
 /// Session entries of a toy lot with sessions over `[from_ms, until_ms)`: 0 to 3 in each grid step,
@@ -92,15 +103,15 @@ pub fn arrivals(from_ms: i64, until_ms: i64) -> Vec<i64> {
 /// capacity: enough for the model to weigh arrivals clearly.
 const ARRIVAL_WEIGHT: f64 = 0.1;
 
-/// [`publish`]; `sessions`: the lots have sessions ([`arrivals`]) and the target rates rise with
-/// the arrivals of the last hour, so the model's forecasts depend on them.
+/// [`publish`], of a [`Toy`] variant.
 pub fn publish_toy(
     registry: &Path,
     name: &str,
     lots: &[(&str, u32)],
     until_ms: i64,
-    sessions: bool,
+    toy: Toy,
 ) -> Manifest {
+    let sessions = toy.sessions;
     let params = FeatureParams::new(STEP_MINUTES);
     let from_ms = until_ms - 21 * DAY_MS;
     let mut rows: BTreeMap<u32, HorizonRows> = BTreeMap::new();
@@ -184,6 +195,9 @@ pub fn publish_toy(
                 *minutes,
                 ResidualCalibration::fit(residuals).expect("residuals"),
             )
+        })
+        .filter(|(minutes, _)| {
+            !(toy.uncalibrated_longest && *minutes == HORIZONS[HORIZONS.len() - 1] * STEP_MINUTES)
         })
         .collect();
     let bundle = ModelBundle {
