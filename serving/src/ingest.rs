@@ -281,6 +281,41 @@ struct Shared {
     control: AtomicU8,
     status: IngestStatus,
     metrics: IngestMetrics,
+    news: News,
+}
+
+/// Messages handled, for the scorer to sleep on ([`crate::scoring::LiveSource::wait_for_news`])
+/// instead of polling. The consumer pays two atomic operations per message; it takes the lock and
+/// wakes the scorer only while the scorer waits.
+#[derive(Debug, Default)]
+struct News {
+    handled: AtomicU64,
+    waiting: AtomicU64,
+    lock: Mutex<()>,
+    ready: std::sync::Condvar,
+}
+
+impl News {
+    fn bump(&self) {
+        // SeqCst on both sides: either the waiter sees the new count before it sleeps, or this
+        // sees the waiter and wakes it (under the lock, so not between its check and its sleep).
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.ready.notify_all();
+        }
+    }
+
+    fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let waited = self.ready.wait_timeout_while(lock, timeout, |_| {
+            self.handled.load(Ordering::SeqCst) == seen
+        });
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(waited);
+        self.handled.load(Ordering::SeqCst)
+    }
 }
 
 impl Shared {
@@ -694,6 +729,7 @@ impl Ingest {
                 stale_after_ms,
             },
             metrics,
+            news: News::default(),
         });
         let mut client = config.kafka.client_config();
         client
@@ -827,6 +863,10 @@ impl crate::scoring::LiveSource for Ingest {
         let status = self.status();
         status.assigned_partitions > 0 && status.lag == Some(0) && !status.stale
     }
+
+    fn wait_for_news(&self, seen: u64, timeout: Duration) -> u64 {
+        self.shared.news.wait(seen, timeout)
+    }
 }
 
 impl Drop for Ingest {
@@ -902,6 +942,7 @@ fn run(
                     message.key(),
                     message.payload().unwrap_or_default(),
                 )?;
+                shared.news.bump();
             }
             Some(Err(error)) => {
                 shared.metrics.consumer_errors.inc();

@@ -6,7 +6,8 @@
 //!   [`LotFeatureState`] (the code the trainer's parity test holds equal to its batch path), and the
 //!   model scores it through [`LoadedModel::forecast`], the call the trainer's pricing view makes.
 //!   Serving has no feature logic of its own.
-//! - **Recomputed on change, debounced.** A scorer thread wakes every `debounce_ms`, takes what
+//! - **Recomputed on change, debounced.** A scorer thread sleeps until ingestion has news (or the
+//!   full refresh is due), runs at most one round per `debounce_ms`, takes what
 //!   changed from ingestion in one short lock (pictures of changed lots, new grid values), and
 //!   re-forecasts only the lots whose feature vector changed: a new grid value (once per grid
 //!   step), or a session event that counts towards the newest grid instant (the session stream
@@ -57,6 +58,14 @@ pub trait LiveSource: Send + Sync + 'static {
     fn stale_reason(&self) -> Option<String>;
     /// Whether ingestion has read everything it owns.
     fn caught_up(&self) -> bool;
+    /// Blocks until the source has news after `seen` (a count of messages it applied) or
+    /// `timeout` passes, and returns the count now. The scorer sleeps here instead of polling, so
+    /// an idle server does no rounds but the periodic full refresh. A source that keeps no count
+    /// (this default) always has news: the scorer then runs a round every debounce period.
+    fn wait_for_news(&self, seen: u64, timeout: Duration) -> u64 {
+        let _ = timeout;
+        seen.wrapping_add(1)
+    }
 }
 
 /// The time answers are computed at.
@@ -775,20 +784,43 @@ impl Scoring {
         updated
     }
 
-    /// Runs [`Scoring::tick`] every `debounce_ms` on its own thread until `stop` is set.
+    /// How long until the next full refresh of every lot is due (zero: now).
+    fn full_refresh_due_in(&self) -> Duration {
+        let period = Duration::from_millis(self.config.refresh_all_ms);
+        self.core()
+            .last_full_refresh
+            .map_or(Duration::ZERO, |at| period.saturating_sub(at.elapsed()))
+    }
+
+    /// Runs [`Scoring::tick`] on its own thread until `stop` is set: when ingestion has news
+    /// ([`LiveSource::wait_for_news`]) or the full refresh is due, and never twice within
+    /// `debounce_ms` (a burst of events costs one round). An idle server sleeps between its
+    /// once-a-second refreshes instead of running a round every debounce period; the first event
+    /// after a quiet spell is scored at once.
     pub fn spawn(
         self: &Arc<Self>,
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        /// The longest wait without looking at `stop`.
+        const STOP_CHECK: Duration = Duration::from_millis(100);
         let scoring = Arc::clone(self);
         std::thread::Builder::new()
             .name("parkcast-scoring".to_owned())
             .spawn(move || {
-                let period = Duration::from_millis(scoring.config.debounce_ms.max(1));
+                let debounce = Duration::from_millis(scoring.config.debounce_ms.max(1));
+                let mut seen = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    let refresh_in = scoring.full_refresh_due_in();
+                    let news = scoring
+                        .source
+                        .wait_for_news(seen, refresh_in.min(STOP_CHECK));
+                    if news == seen && !scoring.full_refresh_due_in().is_zero() {
+                        continue;
+                    }
+                    seen = news;
                     let started = Instant::now();
                     scoring.tick();
-                    std::thread::sleep(period.saturating_sub(started.elapsed()));
+                    std::thread::sleep(debounce.saturating_sub(started.elapsed()));
                 }
             })
     }
