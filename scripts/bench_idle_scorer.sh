@@ -71,12 +71,12 @@ for build in before after; do
     done
     rounds_before=$(metric "$metrics" parkcast_serving_scoring_round_duration_seconds_count)
     ticks_before=$(cpu_ticks "$server")
-    scorer_before=$(thread_ticks "$server" parkcast-scoring)
+    scorer_before=$(thread_ticks "$server" parkcast-scorin) # comm: 15 characters
     kafka_before=$(thread_ticks "$server" rdk:broker1)
     sleep "$IDLE_SECONDS"
     rounds_after=$(metric "$metrics" parkcast_serving_scoring_round_duration_seconds_count)
     ticks_after=$(cpu_ticks "$server")
-    scorer_after=$(thread_ticks "$server" parkcast-scoring)
+    scorer_after=$(thread_ticks "$server" parkcast-scorin)
     kafka_after=$(thread_ticks "$server" rdk:broker1)
     SCORER[$build]=$(echo "100 * ($scorer_after - $scorer_before) / $(getconf CLK_TCK) / $IDLE_SECONDS" | bc -l)
     KAFKA[$build]=$(echo "100 * ($kafka_after - $kafka_before) / $(getconf CLK_TCK) / $IDLE_SECONDS" | bc -l)
