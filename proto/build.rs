@@ -1,8 +1,15 @@
 //! Compiles `proto/parkcast/v1/*.proto` with protox (pure Rust: no `protoc` to install), generates the
 //! messages (prost) and the gRPC services (tonic), and writes the descriptor set that gRPC reflection
 //! serves.
+//!
+//! Servers and clients come from two tonic generators that differ in their codec: servers decode
+//! requests with `parkcast_proto::codec::RequestCodec`, which answers an undecodable request body with
+//! `INVALID_ARGUMENT` (the client sent garbage); clients keep tonic-prost's codec, for which a
+//! response that does not decode stays `INTERNAL` (the server sent garbage).
 
 use std::path::PathBuf;
+
+use prost_build::{Service, ServiceGenerator};
 
 const PROTO_FILES: &[&str] = &[
     "proto/parkcast/v1/events.proto",
@@ -10,7 +17,31 @@ const PROTO_FILES: &[&str] = &[
     "proto/parkcast/v1/serving.proto",
 ];
 
+/// Clients from one generator, servers from the other, into the same module.
+struct ClientsAndServers {
+    clients: Box<dyn ServiceGenerator>,
+    servers: Box<dyn ServiceGenerator>,
+}
+
+impl ServiceGenerator for ClientsAndServers {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        self.clients.generate(service.clone(), buf);
+        self.servers.generate(service, buf);
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        self.clients.finalize(buf);
+        self.servers.finalize(buf);
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        self.clients.finalize_package(package, buf);
+        self.servers.finalize_package(package, buf);
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=build.rs");
     for file in PROTO_FILES {
         println!("cargo:rerun-if-changed={file}");
     }
@@ -18,9 +49,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let encoded = prost::Message::encode_to_vec(&descriptors);
     std::fs::write(out_dir.join("parkcast_descriptor.bin"), encoded)?;
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_fds(descriptors)?;
+    let generator = ClientsAndServers {
+        clients: tonic_prost_build::configure()
+            .build_client(true)
+            .build_server(false)
+            .service_generator(),
+        servers: tonic_prost_build::configure()
+            .build_client(false)
+            .build_server(true)
+            .codec_path("crate::codec::RequestCodec")
+            .service_generator(),
+    };
+    let mut config = prost_build::Config::new();
+    config
+        .out_dir(&out_dir)
+        .service_generator(Box::new(generator));
+    config.compile_fds(descriptors)?;
     Ok(())
 }

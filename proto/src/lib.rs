@@ -3,8 +3,10 @@
 //! The `.proto` files under `proto/` are the contract with producers (sensor gateways, gate systems,
 //! payment terminals) and consumers (the pricing service, the driver's app): `events.proto` (Kafka
 //! event values), `forecast.proto` (the pricing feed) and `serving.proto` (the `Availability` and
-//! `Models` gRPC services, with generated tonic servers and clients). Generated types stay at the Kafka and gRPC
-//! edges: the crates that apply events convert them to domain types in one module per edge.
+//! `Models` gRPC services, with generated tonic servers and clients; the servers decode requests
+//! with [`codec::RequestCodec`], so a body that is no request gets `INVALID_ARGUMENT`). Generated
+//! types stay at the Kafka and gRPC edges: the crates that apply events convert them to domain
+//! types in one module per edge.
 //!
 //! ```
 //! use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
@@ -23,6 +25,8 @@
 //! assert_eq!(SensorReading::decode(bytes.as_slice())?, reading);
 //! # Ok::<(), prost::DecodeError>(())
 //! ```
+
+pub mod codec;
 
 /// Messages of `parkcast.v1`.
 #[allow(missing_docs, clippy::doc_markdown, clippy::doc_lazy_continuation)]

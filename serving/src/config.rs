@@ -246,6 +246,9 @@ impl ServiceConfig {
         if limits.max_watched_lots == 0 {
             return invalid("limits.max_watched_lots", "must be positive");
         }
+        if limits.max_watch_streams == 0 || limits.max_watch_streams > 1_000_000 {
+            return invalid("limits.max_watch_streams", "must be 1 to 1000000");
+        }
         Ok(())
     }
 }
@@ -281,7 +284,7 @@ mod tests {
     #[test]
     fn each_wrong_value_names_its_key() {
         type Spoil = fn(&mut ServiceConfig);
-        let cases: [(&str, Spoil); 6] = [
+        let cases: [(&str, Spoil); 7] = [
             ("serve.watch_interval_ms", |c| c.serve.watch_interval_ms = 0),
             ("serve.metrics_addr", |c| {
                 c.serve.metrics_addr = c.serve.grpc_addr
@@ -289,6 +292,9 @@ mod tests {
             ("serve.model", |c| c.serve.model = "Bad Name".into()),
             ("scoring.debounce_ms", |c| c.scoring.debounce_ms = 0),
             ("limits.max_batch", |c| c.limits.max_batch = 0),
+            ("limits.max_watch_streams", |c| {
+                c.limits.max_watch_streams = 0
+            }),
             ("ingest: group_id", |c| c.ingest.group_id = String::new()),
         ];
         for (key, spoil) in cases {

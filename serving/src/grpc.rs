@@ -11,12 +11,13 @@
 //! still the lot's (occupancy is not forecast per slot type), and `slots_of_type` says how many
 //! there are. Lots without coordinates or without a forecast are left out.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parkcast_inference::model::report_name;
-use parkcast_inference::registry::Manifest;
+use parkcast_inference::registry::{Manifest, RegistryError};
 use parkcast_proto::v1::availability_server::Availability;
 use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
@@ -29,9 +30,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::ServingMetrics;
-use crate::models::ModelManager;
+use crate::models::{ActivationError, ModelManager};
 use crate::requests::{
     AvailabilityQuery, RequestLimits, When, check_batch, check_get, check_search, check_watch,
+    client_message,
 };
 use crate::scoring::{LotAnswer, Scoring, forecast_at};
 use crate::topology::{LotIndex, Topology};
@@ -116,6 +118,38 @@ pub fn distance_m(from: (f64, f64), to: (f64, f64)) -> f64 {
     2.0 * 6_371_000.0 * a.sqrt().min(1.0).asin()
 }
 
+/// gRPC server reflection over `descriptor_sets` (encoded `FileDescriptorSet`s), as both
+/// `grpc.reflection.v1` and `grpc.reflection.v1alpha`: many tools (grpcurl before 1.9, clients of
+/// grpcio-reflection, Postman) still ask only the older one, and a server that answers
+/// `UNIMPLEMENTED` there looks to them as if it had no reflection at all.
+pub fn reflection(
+    descriptor_sets: &[&[u8]],
+) -> Result<
+    (
+        tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer<
+            impl tonic_reflection::pb::v1::server_reflection_server::ServerReflection,
+        >,
+        tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer<
+            impl tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    // Each version lists the services of its sets and itself; with the other's set too, both
+    // list the same services.
+    let builder = |other_reflection: &'static [u8]| {
+        descriptor_sets.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(other_reflection),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    Ok((
+        builder(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET).build_v1()?,
+        builder(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET).build_v1alpha()?,
+    ))
+}
+
 /// Shared by both services: the scorer, lot directory, limits and metrics.
 #[derive(Debug, Clone)]
 pub struct ServiceContext {
@@ -198,16 +232,15 @@ impl ServiceContext {
     ) -> LotAvailability {
         let topology = &self.scoring.topology().lots()[lot as usize];
         let capacity = topology.capacity;
-        let newest = ready.newest_event_ms();
         let data_age_ms = ready.data_age_ms(now_ms);
         let mut reasons = Vec::new();
         if let Some(reason) = self.scoring.stale_reason() {
             reasons.push(reason);
         }
-        match newest {
+        match data_age_ms {
             None => reasons.push("no event received for this lot yet".to_owned()),
-            Some(_) if data_age_ms > self.stale_after_ms => {
-                reasons.push(format!("the newest event is {} s old", data_age_ms / 1_000));
+            Some(age) if age > self.stale_after_ms => {
+                reasons.push(format!("the newest event is {} s old", age / 1_000));
             }
             Some(_) => {}
         }
@@ -285,12 +318,51 @@ impl ServiceContext {
 #[derive(Debug, Clone)]
 pub struct AvailabilityService {
     context: ServiceContext,
+    /// One permit per open watch stream (`limits.max_watch_streams`).
+    watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl AvailabilityService {
     /// The service over a context.
     pub fn new(context: ServiceContext) -> Self {
-        AvailabilityService { context }
+        let watches = Arc::new(tokio::sync::Semaphore::new(
+            context
+                .limits
+                .max_watch_streams
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
+        AvailabilityService { context, watches }
+    }
+}
+
+/// An open watch stream: its permit, and its place in the gauge of open streams, both given back
+/// when the stream's task ends.
+struct OpenWatch {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl OpenWatch {
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        metrics: Option<&ServingMetrics>,
+    ) -> OpenWatch {
+        let gauge = metrics.map(|metrics| metrics.watch_streams.clone());
+        if let Some(gauge) = &gauge {
+            gauge.inc();
+        }
+        OpenWatch {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.dec();
+        }
     }
 }
 
@@ -423,11 +495,23 @@ impl Availability for AvailabilityService {
             &context.limits(),
         )
         .map_err(Status::from)
-        .map(|(lots, horizons)| {
+        .and_then(|checked| {
+            let permit = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{} watch streams are open, the most this server keeps \
+                     (limits.max_watch_streams); close one or retry later",
+                    context.limits.max_watch_streams
+                ))
+            })?;
+            Ok((checked, OpenWatch::new(permit, context.metrics.as_ref())))
+        })
+        .map(|((lots, horizons), open)| {
             let (sender, receiver) = tokio::sync::mpsc::channel(64);
             let mut updates = context.scoring.subscribe();
             let watch_context = context.clone();
             tokio::spawn(async move {
+                // Held until the stream ends: the client leaves, or the server shuts down.
+                let _open = open;
                 let context = watch_context;
                 let send_all = |lots: &[LotIndex]| {
                     let now_ms = context.scoring.now_ms();
@@ -452,7 +536,13 @@ impl Availability for AvailabilityService {
                     }
                 }
                 loop {
-                    let changed = match updates.recv().await {
+                    // A client that left is noticed at once, not at the next change of its
+                    // lots (which may never come): its permit is given back.
+                    let update = tokio::select! {
+                        () = sender.closed() => return,
+                        update = updates.recv() => update,
+                    };
+                    let changed = match update {
                         Ok(lot) if lots.contains(&lot) => vec![lot],
                         Ok(_) => continue,
                         // Fell behind: everything watched may have changed.
@@ -567,15 +657,22 @@ pub fn model_info(manifest: &Manifest, active: bool) -> ModelInfo {
     }
 }
 
-fn registry_status(error: &parkcast_inference::registry::RegistryError) -> Status {
+/// The one mapping of the `Models` service's errors to a status. `name` is the model name the
+/// client sent (quoted at most in part), paths are written from the registry down
+/// ([`client_message`]). Reading: a missing version is `NOT_FOUND`, a bad name `INVALID_ARGUMENT`,
+/// anything else `INTERNAL`; activating: a version that exists but fails a check is
+/// `FAILED_PRECONDITION`, and the active model keeps serving.
+fn model_status(error: &ActivationError, name: &str, root: &Path, activating: bool) -> Status {
+    let message = client_message(&error.to_string(), &[name], Some(root));
     match error {
-        parkcast_inference::registry::RegistryError::NotFound { .. } => {
-            Status::not_found(error.to_string())
+        ActivationError::Registry(RegistryError::BadName { .. }) => {
+            Status::invalid_argument(message)
         }
-        parkcast_inference::registry::RegistryError::BadName { .. } => {
-            Status::invalid_argument(error.to_string())
-        }
-        _ => Status::internal(error.to_string()),
+        _ if error.is_not_found() => Status::not_found(message),
+        _ if activating => Status::failed_precondition(format!(
+            "refused, the active model keeps serving: {message}"
+        )),
+        _ => Status::internal(message),
     }
 }
 
@@ -590,7 +687,11 @@ impl Models for ModelsService {
         let result = tokio::task::spawn_blocking(move || manager.registry().list())
             .await
             .map_err(|error| Status::internal(error.to_string()))
-            .and_then(|listed| listed.map_err(|error| registry_status(&error)))
+            .and_then(|listed| {
+                listed.map_err(|error| {
+                    model_status(&error.into(), "", self.manager.registry().root(), false)
+                })
+            })
             .map(|entries| {
                 let models = entries
                     .iter()
@@ -613,23 +714,24 @@ impl Models for ModelsService {
         let result = if name.is_empty() {
             Err(Status::invalid_argument("name is empty"))
         } else {
+            let asked = name.clone();
             tokio::task::spawn_blocking(move || {
                 let registry = manager.registry();
                 let version = match version {
-                    0 => registry.latest(&name)?.ok_or_else(|| {
-                        parkcast_inference::registry::RegistryError::NotFound {
-                            name: name.clone(),
-                            version: 0,
-                            path: registry.root().join(&name),
-                        }
-                    })?,
+                    0 => registry
+                        .latest(&name)?
+                        .ok_or_else(|| ActivationError::NoVersion(name.clone()))?,
                     version => version,
                 };
-                registry.manifest(&name, version)
+                Ok::<_, ActivationError>(registry.manifest(&name, version)?)
             })
             .await
             .map_err(|error| Status::internal(error.to_string()))
-            .and_then(|manifest| manifest.map_err(|error| registry_status(&error)))
+            .and_then(|manifest| {
+                manifest.map_err(|error| {
+                    model_status(&error, &asked, self.manager.registry().root(), false)
+                })
+            })
             .map(|manifest| Response::new(self.info(&manifest)))
         };
         self.record(5, started, &result);
@@ -649,10 +751,15 @@ impl Models for ModelsService {
                 if name.is_empty() {
                     Err(Status::invalid_argument("name is empty"))
                 } else {
+                    let asked = name.clone();
                     tokio::task::spawn_blocking(move || manager.activate(&name, version))
                         .await
                         .map_err(|error| Status::internal(error.to_string()))
-                        .and_then(|activated| activated.map_err(Status::from))
+                        .and_then(|activated| {
+                            activated.map_err(|error| {
+                                model_status(&error, &asked, self.manager.registry().root(), true)
+                            })
+                        })
                         .map(|served| Response::new(model_info(&served.manifest, true)))
                 }
             }

@@ -653,6 +653,41 @@ struct Shared {
     metrics: IngestMetrics,
     /// Found by the probe thread, acted on by the consumer thread.
     shrunk: Mutex<Vec<Shrunk>>,
+    news: News,
+}
+
+/// Messages handled, for the scorer to sleep on ([`crate::scoring::LiveSource::wait_for_news`])
+/// instead of polling. The consumer pays two atomic operations per message; it takes the lock and
+/// wakes the scorer only while the scorer waits.
+#[derive(Debug, Default)]
+struct News {
+    handled: AtomicU64,
+    waiting: AtomicU64,
+    lock: Mutex<()>,
+    ready: std::sync::Condvar,
+}
+
+impl News {
+    fn bump(&self) {
+        // SeqCst on both sides: either the waiter sees the new count before it sleeps, or this
+        // sees the waiter and wakes it (under the lock, so not between its check and its sleep).
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.ready.notify_all();
+        }
+    }
+
+    fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let waited = self.ready.wait_timeout_while(lock, timeout, |_| {
+            self.handled.load(Ordering::SeqCst) == seen
+        });
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(waited);
+        self.handled.load(Ordering::SeqCst)
+    }
 }
 
 impl Shared {
@@ -1308,6 +1343,7 @@ impl Ingest {
             },
             metrics,
             shrunk: Mutex::new(Vec::new()),
+            news: News::default(),
         });
         let consumer = new_consumer(&shared, &config)?;
         let probe_client: BaseConsumer = config.probe_config().create()?;
@@ -1441,6 +1477,10 @@ impl crate::scoring::LiveSource for Ingest {
 
     fn caught_up(&self) -> bool {
         self.status().caught_up
+    }
+
+    fn wait_for_news(&self, seen: u64, timeout: Duration) -> u64 {
+        self.shared.news.wait(seen, timeout)
     }
 }
 
@@ -1655,6 +1695,7 @@ fn run(
                 if let Handled::Rebuild(partition) = handled {
                     core.rebuild_from_start(consumer, partition);
                 }
+                shared.news.bump();
             }
             Some(Err(error)) => {
                 shared.metrics.consumer_errors.inc();

@@ -348,11 +348,12 @@ pub const RPCS: [&str; 7] = [
 ];
 
 /// Status codes counted, in label order (anything else counts as `other`).
-const CODES: [(tonic::Code, &str); 8] = [
+const CODES: [(tonic::Code, &str); 9] = [
     (tonic::Code::Ok, "ok"),
     (tonic::Code::InvalidArgument, "invalid_argument"),
     (tonic::Code::NotFound, "not_found"),
     (tonic::Code::Unavailable, "unavailable"),
+    (tonic::Code::ResourceExhausted, "resource_exhausted"),
     (tonic::Code::Unauthenticated, "unauthenticated"),
     (tonic::Code::FailedPrecondition, "failed_precondition"),
     (tonic::Code::Internal, "internal"),
@@ -379,6 +380,8 @@ pub struct ServingMetrics {
     pub model_version: Gauge,
     /// Age of the oldest lot forecast origin, seconds, by the serving clock.
     pub forecast_age_seconds: Gauge,
+    /// `WatchAvailability` streams open.
+    pub watch_streams: Gauge,
     /// Time of one scoring round.
     pub scoring_round_seconds: Histogram,
     /// Pricing messages delivered.
@@ -426,6 +429,7 @@ impl ServingMetrics {
                 .collect(),
             model_version: Gauge::default(),
             forecast_age_seconds: Gauge::default(),
+            watch_streams: Gauge::default(),
             scoring_round_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
             pricing_messages: Counter::default(),
             pricing_failures: Counter::default(),
@@ -459,6 +463,11 @@ impl ServingMetrics {
                 "forecast_age_seconds",
                 "Age of the oldest lot forecast's origin by the serving clock",
                 &metrics.forecast_age_seconds,
+            ),
+            (
+                "watch_streams",
+                "WatchAvailability streams open (at most limits.max_watch_streams)",
+                &metrics.watch_streams,
             ),
         ];
         for (name, help, gauge) in gauges {

@@ -8,7 +8,9 @@
 //! is the server's and a smoke prediction on every lot gives rates in [0, 1]
 //! ([`Scoring::activate`]). Any failure refuses the version with its reason, in the log, in the
 //! error returned and in `parkcast_serving_model_activations_total{outcome}`; the active model keeps
-//! serving.
+//! serving. At start-up with the newest version asked for ([`load_startup`],
+//! [`ModelManager::activate_startup`]), a refused version gives way to the next older one that
+//! passes, and the registry watch does not try the refused ones again.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -55,23 +57,6 @@ impl ActivationError {
     }
 }
 
-impl From<ActivationError> for tonic::Status {
-    fn from(error: ActivationError) -> Self {
-        if matches!(
-            error,
-            ActivationError::Registry(RegistryError::BadName { .. })
-        ) {
-            tonic::Status::invalid_argument(error.to_string())
-        } else if error.is_not_found() {
-            tonic::Status::not_found(error.to_string())
-        } else {
-            tonic::Status::failed_precondition(format!(
-                "refused, the active model keeps serving: {error}"
-            ))
-        }
-    }
-}
-
 /// Seeds the scorer's grid history for a model about to be activated (the lots' last days from the
 /// warehouse, on the model's grid); returns the lots seeded.
 pub type HistoryLoader = Box<dyn Fn(&Scoring, &ServedModel) -> Result<usize, String> + Send + Sync>;
@@ -91,6 +76,67 @@ pub fn load_version(
     };
     let (manifest, bytes) = registry.load(name, version, None)?;
     Ok(ServedModel::decode(manifest, &bytes)?)
+}
+
+/// The version a server starts on, and the newer versions refused on the way to it.
+#[derive(Debug)]
+pub struct StartupModel {
+    /// The version to activate, loaded and decoded.
+    pub served: ServedModel,
+    /// Whether the newest version was asked for (0), so an older one may stand in.
+    pub newest_asked: bool,
+    /// Newer versions refused while looking for it, newest first.
+    pub refused: Vec<u32>,
+}
+
+/// Reads the version a server starts on: `version` itself, or with 0 the newest version that
+/// loads and decodes ([`load_version`]'s checks). Each newer version refused on the way is logged
+/// at ERROR with its reason and counted in `parkcast_serving_model_activations_total{outcome}`: a
+/// damaged newest version must not keep the server down while an older one is good, and must not
+/// go unnoticed either. A version asked for explicitly stands alone: its refusal is the error.
+/// `Ok(None)`: the line has no version yet. When no version passes, the error is the newest's.
+pub fn load_startup(
+    registry: &Registry,
+    name: &str,
+    version: u32,
+    metrics: Option<&ServingMetrics>,
+) -> Result<Option<StartupModel>, ActivationError> {
+    if version != 0 {
+        return load_version(registry, name, version).map(|served| {
+            Some(StartupModel {
+                served,
+                newest_asked: false,
+                refused: Vec::new(),
+            })
+        });
+    }
+    let mut refused = Vec::new();
+    let mut newest_error = None;
+    for candidate in registry.versions(name)?.into_iter().rev() {
+        match load_version(registry, name, candidate) {
+            Ok(served) => {
+                return Ok(Some(StartupModel {
+                    served,
+                    newest_asked: true,
+                    refused,
+                }));
+            }
+            Err(error) => {
+                tracing::error!(
+                    model = name,
+                    version = candidate,
+                    error = %error,
+                    "model refused at start-up; trying the next older version"
+                );
+                if let Some(metrics) = metrics {
+                    metrics.activation(error.label());
+                }
+                refused.push(candidate);
+                newest_error.get_or_insert(error);
+            }
+        }
+    }
+    newest_error.map_or(Ok(None), Err)
 }
 
 /// Loads and activates model versions.
@@ -147,6 +193,50 @@ impl ModelManager {
     /// The scorer.
     pub fn scoring(&self) -> &Arc<Scoring> {
         &self.scoring
+    }
+
+    /// Start-up: remembers the versions [`load_startup`] refused (the registry watch skips them),
+    /// then activates its version. When that activation is refused too (the smoke prediction)
+    /// and the newest was asked for, the next older versions are tried in turn; the error is the
+    /// first refusal's.
+    pub fn activate_startup(
+        &self,
+        startup: StartupModel,
+    ) -> Result<Arc<ServedModel>, ActivationError> {
+        let name = startup.served.manifest.name.clone();
+        let mut version = startup.served.manifest.version;
+        for refused in startup.refused {
+            self.remember_refused(&name, refused);
+        }
+        let first = match self.activate_loaded(startup.served) {
+            Ok(served) => return Ok(served),
+            Err(error) if startup.newest_asked => error,
+            Err(error) => return Err(error),
+        };
+        self.remember_refused(&name, version);
+        let older: Vec<u32> = self
+            .registry
+            .versions(&name)?
+            .into_iter()
+            .filter(|candidate| *candidate < version)
+            .rev()
+            .collect();
+        for candidate in older {
+            version = candidate;
+            match self.activate(&name, version) {
+                Ok(served) => return Ok(served),
+                Err(_) => self.remember_refused(&name, version),
+            }
+        }
+        Err(first)
+    }
+
+    /// Marks a version refused, so the registry watch does not try it again.
+    pub fn remember_refused(&self, name: &str, version: u32) {
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((name.to_owned(), version));
     }
 
     /// Loads, checks and activates a version (0: the newest). Blocking: file reads and rebuilding
@@ -261,10 +351,7 @@ impl ModelManager {
         match self.activate(name, latest) {
             Ok(_) => true,
             Err(_) => {
-                self.refused
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key);
+                self.remember_refused(name, latest);
                 false
             }
         }

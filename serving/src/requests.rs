@@ -4,12 +4,59 @@
 //! Handlers call these first and never look at a raw request again, so a missing field or an
 //! out-of-range value can never reach scoring. Pure functions: tested without a server.
 
+use std::path::{MAIN_SEPARATOR, Path};
+
 use parkcast_proto::v1::{
     BatchGetAvailabilityRequest, GetAvailabilityRequest, SearchNearbyRequest, SlotType,
     WatchAvailabilityRequest,
 };
 
 use crate::topology::{LotIndex, Topology};
+
+/// Characters of a client's input that a `Status` message quotes at most.
+pub const QUOTED_CHARS: usize = 64;
+
+/// A client's input as a `Status` message quotes it: escaped and in quotes (`{:?}`), cut to its
+/// first [`QUOTED_CHARS`] characters followed by `… (N bytes)` when longer.
+///
+/// Why: the message travels in the `grpc-message` trailer, and a message echoing a whole input
+/// lets one request make a trailer larger than clients accept (a 1 MiB lot id came back to the
+/// client as `RESOURCE_EXHAUSTED` instead of `NOT_FOUND`); a prefix is enough to recognise it.
+pub fn quoted(input: &str) -> String {
+    match input.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{input:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &input[..cut], input.len()),
+    }
+}
+
+/// A domain error's message as a client may see it, for the errors that carry client input or
+/// server paths (the Models service's): each of `inputs`, where the message quotes it whole
+/// (`{:?}`), is cut by [`quoted`], and every path under `root` (the model registry) is written
+/// relative to it. A client learns which version is missing or damaged, never the layout of the
+/// server's disk. Errors that quote input themselves ([`RequestError`]) use [`quoted`] directly.
+pub fn client_message(message: &str, inputs: &[&str], root: Option<&Path>) -> String {
+    let mut message = message.to_owned();
+    for input in inputs {
+        if input.chars().nth(QUOTED_CHARS).is_some() {
+            message = message.replace(&format!("{input:?}"), &quoted(input));
+        }
+    }
+    let Some(root) = root else {
+        return message;
+    };
+    let root = root.display().to_string();
+    let root = root.trim_end_matches(MAIN_SEPARATOR);
+    if root.is_empty() {
+        return message;
+    }
+    message = message.replace(&format!("{root}{MAIN_SEPARATOR}"), "");
+    // The folder itself (an unreadable registry), when it is absolute: a relative name could be
+    // an ordinary word of the message.
+    if Path::new(root).is_absolute() {
+        message = message.replace(root, "<registry>");
+    }
+    message
+}
 
 /// Bounds of what a request may ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -29,6 +76,10 @@ pub struct RequestLimits {
     pub max_results: u32,
     /// Lots one watch may follow.
     pub max_watched_lots: usize,
+    /// Watch streams open at once, over all clients: each holds a task and a subscription to
+    /// every lot's updates until its client leaves, so an unbounded number would let clients pin
+    /// the server's memory and its update fan-out. Over it a watch gets `RESOURCE_EXHAUSTED`.
+    pub max_watch_streams: usize,
 }
 
 impl Default for RequestLimits {
@@ -40,6 +91,7 @@ impl Default for RequestLimits {
             max_radius_m: 10_000,
             max_results: 100,
             max_watched_lots: 100,
+            max_watch_streams: 1_000,
         }
     }
 }
@@ -52,7 +104,7 @@ pub enum RequestError {
     #[error("lot_id is empty")]
     MissingLot,
     /// No such lot.
-    #[error("lot {0:?} is not known")]
+    #[error("lot {} is not known", quoted(.0))]
     UnknownLot(String),
     /// A horizon the model does not forecast.
     #[error("horizon {horizon} min is not served; forecasts reach 1 to {max} min ahead")]
@@ -358,7 +410,9 @@ pub fn check_search(
     })
 }
 
-/// Checks a `WatchAvailability` request: the lots, and the horizons as for `GetAvailability`.
+/// Checks a `WatchAvailability` request: the lots, each once in the order first named (a lot named
+/// twice is watched once: a hundred copies of one lot would otherwise send a hundred identical
+/// messages per change), and the horizons as for `GetAvailability`.
 pub fn check_watch(
     request: &WatchAvailabilityRequest,
     topology: &Topology,
@@ -370,11 +424,14 @@ pub fn check_watch(
             max: limits.max_watched_lots,
         });
     }
-    let lots = request
-        .lot_ids
-        .iter()
-        .map(|lot_id| check_lot(topology, lot_id))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::HashSet::with_capacity(request.lot_ids.len());
+    let mut lots = Vec::with_capacity(request.lot_ids.len());
+    for lot_id in &request.lot_ids {
+        let lot = check_lot(topology, lot_id)?;
+        if seen.insert(lot) {
+            lots.push(lot);
+        }
+    }
     let single = GetAvailabilityRequest {
         lot_id: request.lot_ids[0].clone(),
         horizon_minutes: request.horizon_minutes.clone(),
@@ -482,6 +539,36 @@ mod tests {
     }
 
     #[test]
+    fn messages_quote_a_short_prefix_of_long_input_and_no_server_path() {
+        assert_eq!(quoted("zz"), "\"zz\"");
+        let long = "é".repeat(100_000);
+        let message = check(&get(&long, &[], 0)).expect_err("unknown").to_string();
+        assert_eq!(
+            message,
+            format!("lot \"{}\"… (200000 bytes) is not known", "é".repeat(64))
+        );
+        let root = Path::new("/srv/parkcast/models");
+        let text = format!(
+            "{}: sha256 mismatch; model {:?} in {}",
+            root.join("toy/4/model.bin").display(),
+            "x".repeat(1_000),
+            root.display()
+        );
+        let cleaned = client_message(&text, &[&"x".repeat(1_000)], Some(root));
+        assert_eq!(
+            cleaned,
+            format!(
+                "toy/4/model.bin: sha256 mismatch; model \"{}\"… (1000 bytes) in <registry>",
+                "x".repeat(64)
+            )
+        );
+        assert_eq!(
+            client_message("models/toy/1: gone", &[], Some(Path::new("models/"))),
+            "toy/1: gone"
+        );
+    }
+
+    #[test]
     fn batches_are_bounded_and_name_the_bad_request() {
         let limits = RequestLimits::default();
         let empty = BatchGetAvailabilityRequest { requests: vec![] };
@@ -583,6 +670,14 @@ mod tests {
         assert_eq!(
             check_watch(&watch, &topology(), &limits),
             Ok((vec![1, 0], vec![30]))
+        );
+        let repeated = WatchAvailabilityRequest {
+            lot_ids: ["b", "a", "b", "b", "a"].map(str::to_owned).to_vec(),
+            horizon_minutes: vec![],
+        };
+        assert_eq!(
+            check_watch(&repeated, &topology(), &limits),
+            Ok((vec![1, 0], vec![]))
         );
         let none = WatchAvailabilityRequest {
             lot_ids: vec![],

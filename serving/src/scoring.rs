@@ -6,10 +6,12 @@
 //!   [`LotFeatureState`] (the code the trainer's parity test holds equal to its batch path), and the
 //!   model scores it through [`LoadedModel::forecast`], the call the trainer's pricing view makes.
 //!   Serving has no feature logic of its own.
-//! - **Recomputed on change, debounced.** A scorer thread wakes every `debounce_ms`, takes what
+//! - **Recomputed on change, debounced.** A scorer thread sleeps until ingestion has news (or the
+//!   full refresh is due), runs at most one round per `debounce_ms`, takes what
 //!   changed from ingestion in one short lock (pictures of changed lots, new grid values), and
-//!   re-forecasts only the lots whose grid advanced: the forecast's inputs change once per grid
-//!   step, the picture with every event. Every `refresh_all_ms` all pictures are refreshed, since
+//!   re-forecasts only the lots whose feature vector changed: a new grid value (once per grid
+//!   step), or a session event that counts towards the newest grid instant (the session stream
+//!   running behind the sensor stream); the picture changes with every event. Every `refresh_all_ms` all pictures are refreshed, since
 //!   silence limits and flow windows move with time alone.
 //! - **Requests read a ready answer.** Each lot's answer is an `Arc` behind its own lock, swapped
 //!   whole; a request clones the `Arc` and never waits for ingestion or scoring. An answer carries
@@ -23,8 +25,10 @@
 //!   Scoring the model per request would cost a feature vector and a tree walk per target (the
 //!   benchmark measures both); interpolation is a few multiplications on the ready forecast.
 //! - **Hot reload.** [`Scoring::activate`] checks a model (schema hash, format, grid step, a smoke
-//!   prediction on every lot with history), rebuilds the lots' feature states from the kept grid
-//!   history with the new model's profiles, and swaps. A refused model changes nothing.
+//!   prediction on every lot with history), rebuilds the lots' feature states with the new model's
+//!   profiles by replaying each lot's log of inputs in the order the old state took them, and
+//!   swaps. A byte-identical model therefore answers bit-identically. A refused model changes
+//!   nothing.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -54,6 +58,14 @@ pub trait LiveSource: Send + Sync + 'static {
     fn stale_reason(&self) -> Option<String>;
     /// Whether ingestion has read everything it owns.
     fn caught_up(&self) -> bool;
+    /// Blocks until the source has news after `seen` (a count of messages it applied) or
+    /// `timeout` passes, and returns the count now. The scorer sleeps here instead of polling, so
+    /// an idle server does no rounds but the periodic full refresh. A source that keeps no count
+    /// (this default) always has news: the scorer then runs a round every debounce period.
+    fn wait_for_news(&self, seen: u64, timeout: Duration) -> u64 {
+        let _ = timeout;
+        seen.wrapping_add(1)
+    }
 }
 
 /// The time answers are computed at.
@@ -248,10 +260,10 @@ impl LotAnswer {
         self.snapshot.as_ref()?.newest_event_ms
     }
 
-    /// Age of the newest event at `now_ms` (`i64::MAX` before any event).
-    pub fn data_age_ms(&self, now_ms: i64) -> i64 {
+    /// Age of the newest event at `now_ms` (none before any event).
+    pub fn data_age_ms(&self, now_ms: i64) -> Option<i64> {
         self.newest_event_ms()
-            .map_or(i64::MAX, |newest| now_ms.saturating_sub(newest).max(0))
+            .map(|newest| now_ms.saturating_sub(newest).max(0))
     }
 }
 
@@ -351,56 +363,90 @@ impl Default for ScoringConfig {
     }
 }
 
-/// One lot's grid history, independent of any model: what a new model's feature state is rebuilt
-/// from on activation.
-#[derive(Debug, Clone, Default)]
-struct LotHistory {
-    grid: VecDeque<(i64, GridValue)>,
-    arrivals: VecDeque<i64>,
-    departures: VecDeque<i64>,
+/// One input of a lot's feature state, as it was applied.
+#[derive(Debug, Clone, Copy)]
+enum Applied {
+    /// A grid value (a later one of the same instant replaces the earlier).
+    Grid(i64, GridValue),
+    /// A session entry.
+    Arrival(i64),
+    /// A session exit.
+    Departure(i64),
 }
 
-impl LotHistory {
-    fn push_grid(&mut self, instant_ms: i64, value: GridValue) {
-        match self.grid.back() {
-            Some((last, _)) if *last >= instant_ms => {
-                // Rare (a replay of the past): keep the deque ordered.
-                let position = self.grid.partition_point(|(at, _)| *at < instant_ms);
-                if self
-                    .grid
-                    .get(position)
-                    .is_some_and(|(at, _)| *at == instant_ms)
-                {
-                    self.grid[position].1 = value;
-                } else {
-                    self.grid.insert(position, (instant_ms, value));
-                }
-            }
-            _ => self.grid.push_back((instant_ms, value)),
-        }
-        let oldest = self
-            .grid
-            .back()
-            .map_or(i64::MIN, |(newest, _)| newest - GRID_HISTORY_MS);
-        while self.grid.front().is_some_and(|(at, _)| *at < oldest) {
-            self.grid.pop_front();
-        }
-        for times in [&mut self.arrivals, &mut self.departures] {
-            while times.front().is_some_and(|at| *at < oldest) {
-                times.pop_front();
-            }
+impl Applied {
+    fn at_ms(self) -> i64 {
+        match self {
+            Applied::Grid(at, _) | Applied::Arrival(at) | Applied::Departure(at) => at,
         }
     }
 
+    /// Feeds it to a state; returns whether it changed the state's current feature vector (a grid
+    /// value always may; a session event only when it counts towards the latest grid instant or
+    /// before, which happens when the session stream runs behind the sensor stream).
+    fn apply(self, state: &mut LotFeatureState) -> bool {
+        match self {
+            Applied::Grid(instant_ms, value) => {
+                state.push_value(instant_ms, value);
+                true
+            }
+            Applied::Arrival(at) | Applied::Departure(at) => {
+                // `at` at or before a grid instant counts towards that instant or an earlier one.
+                let counted = if matches!(self, Applied::Arrival(_)) {
+                    state.push_arrival(at)
+                } else {
+                    state.push_departure(at)
+                };
+                counted && state.now_ms().is_some_and(|origin| at <= origin)
+            }
+        }
+    }
+}
+
+/// One lot's feature inputs, independent of any model: what a new model's feature state is rebuilt
+/// from on activation.
+///
+/// It is the log of the inputs in the order they were applied, a replaced grid value included,
+/// not a tidied series: the feature state keeps running sums (each day's deviations), and floating
+/// point gives `sum + old - old + new` and `sum + new` different last bits, which a tree's split can
+/// turn into a visibly different forecast. Replaying the log applies the very same operations, so
+/// activating a byte-identical model rebuilds a bit-identical state. Inputs older than
+/// [`GRID_HISTORY_MS`] behind the newest grid instant leave the log: the features look back eight
+/// days, so what they changed is no longer read.
+#[derive(Debug, Clone, Default)]
+struct LotHistory {
+    inputs: VecDeque<Applied>,
+    newest_grid_ms: Option<i64>,
+}
+
+impl LotHistory {
+    fn push(&mut self, input: Applied) {
+        if let Applied::Grid(instant_ms, _) = input {
+            self.newest_grid_ms = Some(
+                self.newest_grid_ms
+                    .map_or(instant_ms, |newest| newest.max(instant_ms)),
+            );
+        }
+        self.inputs.push_back(input);
+        let oldest = self
+            .newest_grid_ms
+            .map_or(i64::MIN, |newest| newest - GRID_HISTORY_MS);
+        while self
+            .inputs
+            .front()
+            .is_some_and(|input| input.at_ms() < oldest)
+        {
+            self.inputs.pop_front();
+        }
+    }
+
+    fn has_grid(&self) -> bool {
+        self.newest_grid_ms.is_some()
+    }
+
     fn replay_into(&self, state: &mut LotFeatureState) {
-        for (instant, value) in &self.grid {
-            state.push_value(*instant, *value);
-        }
-        for &at in &self.arrivals {
-            state.push_arrival(at);
-        }
-        for &at in &self.departures {
-            state.push_departure(at);
+        for input in &self.inputs {
+            input.apply(state);
         }
     }
 }
@@ -553,10 +599,7 @@ impl Scoring {
 
     /// Whether any lot has grid history (seeded or live).
     pub fn has_history(&self) -> bool {
-        self.core()
-            .lots
-            .iter()
-            .any(|lot| !lot.history.grid.is_empty())
+        self.core().lots.iter().any(|lot| lot.history.has_grid())
     }
 
     /// Seeds a lot's grid history (from the warehouse, before the live stream takes over): grid
@@ -572,24 +615,26 @@ impl Scoring {
         let Some(lot) = self.topology().lot(lot_id) else {
             return false;
         };
+        let mut arrivals: Vec<i64> = arrivals.into_iter().collect();
+        let mut departures: Vec<i64> = departures.into_iter().collect();
+        arrivals.sort_unstable();
+        departures.sort_unstable();
+        let inputs = grid
+            .into_iter()
+            .map(|(instant, value)| Applied::Grid(instant, value))
+            .chain(arrivals.into_iter().map(Applied::Arrival))
+            .chain(departures.into_iter().map(Applied::Departure));
         let mut core = self.core();
         let scoring = &mut core.lots[lot as usize];
-        for (instant, value) in grid {
-            scoring.history.push_grid(instant, value);
-        }
-        scoring.history.arrivals.extend(arrivals);
-        scoring.history.departures.extend(departures);
-        scoring.history.arrivals.make_contiguous().sort_unstable();
-        scoring.history.departures.make_contiguous().sort_unstable();
-        if let Some(state) = &mut scoring.state {
-            scoring.history.replay_into(state);
+        for input in inputs {
+            apply_input(scoring, input);
         }
         scoring.stale_forecast = true;
         true
     }
 
     /// Checks a model and makes it the active one: its feature states are rebuilt from each lot's
-    /// grid history and every lot is forecast (the smoke prediction: a forecast that is not a
+    /// input log and every lot is forecast (the smoke prediction: a forecast that is not a
     /// finite rate in [0, 1] refuses the model). Answers switch lot by lot to the new model; a
     /// refused model leaves everything as it was.
     pub fn activate(&self, served: ServedModel) -> Result<Arc<ServedModel>, ScoringError> {
@@ -687,7 +732,7 @@ impl Scoring {
                 continue;
             };
             for input in &change.inputs {
-                apply_input(scoring, *input);
+                apply_input(scoring, applied(*input));
             }
             if scoring.stale_forecast
                 && let (Some(model), Some(state)) = (&model, &scoring.state)
@@ -739,20 +784,43 @@ impl Scoring {
         updated
     }
 
-    /// Runs [`Scoring::tick`] every `debounce_ms` on its own thread until `stop` is set.
+    /// How long until the next full refresh of every lot is due (zero: now).
+    fn full_refresh_due_in(&self) -> Duration {
+        let period = Duration::from_millis(self.config.refresh_all_ms);
+        self.core()
+            .last_full_refresh
+            .map_or(Duration::ZERO, |at| period.saturating_sub(at.elapsed()))
+    }
+
+    /// Runs [`Scoring::tick`] on its own thread until `stop` is set: when ingestion has news
+    /// ([`LiveSource::wait_for_news`]) or the full refresh is due, and never twice within
+    /// `debounce_ms` (a burst of events costs one round). An idle server sleeps between its
+    /// once-a-second refreshes instead of running a round every debounce period; the first event
+    /// after a quiet spell is scored at once.
     pub fn spawn(
         self: &Arc<Self>,
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        /// The longest wait without looking at `stop`.
+        const STOP_CHECK: Duration = Duration::from_millis(100);
         let scoring = Arc::clone(self);
         std::thread::Builder::new()
             .name("parkcast-scoring".to_owned())
             .spawn(move || {
-                let period = Duration::from_millis(scoring.config.debounce_ms.max(1));
+                let debounce = Duration::from_millis(scoring.config.debounce_ms.max(1));
+                let mut seen = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    let refresh_in = scoring.full_refresh_due_in();
+                    let news = scoring
+                        .source
+                        .wait_for_news(seen, refresh_in.min(STOP_CHECK));
+                    if news == seen && !scoring.full_refresh_due_in().is_zero() {
+                        continue;
+                    }
+                    seen = news;
                     let started = Instant::now();
                     scoring.tick();
-                    std::thread::sleep(period.saturating_sub(started.elapsed()));
+                    std::thread::sleep(debounce.saturating_sub(started.elapsed()));
                 }
             })
     }
@@ -779,36 +847,34 @@ fn same<T>(left: &Option<Arc<T>>, right: &Option<Arc<T>>) -> bool {
     }
 }
 
-fn apply_input(scoring: &mut LotScoring, input: FeatureInput) {
+/// Applies one input to a lot's feature state (if a model is active) and logs it, so that a state
+/// rebuilt from the log is this one bit for bit; a forecast whose inputs changed is marked stale.
+fn apply_input(scoring: &mut LotScoring, input: Applied) {
+    scoring.history.push(input);
+    if let Some(state) = &mut scoring.state
+        && input.apply(state)
+    {
+        scoring.stale_forecast = true;
+    }
+}
+
+/// A live input as the feature state takes it.
+fn applied(input: FeatureInput) -> Applied {
     match input {
         FeatureInput::Grid {
             instant_ms,
             occupied,
             capacity,
             ..
-        } => {
-            let value = GridValue {
+        } => Applied::Grid(
+            instant_ms,
+            GridValue {
                 occupied: f64::from(occupied),
                 capacity: f64::from(capacity),
-            };
-            scoring.history.push_grid(instant_ms, value);
-            if let Some(state) = &mut scoring.state {
-                state.push_value(instant_ms, value);
-            }
-            scoring.stale_forecast = true;
-        }
-        FeatureInput::Arrival(at) => {
-            scoring.history.arrivals.push_back(at);
-            if let Some(state) = &mut scoring.state {
-                state.push_arrival(at);
-            }
-        }
-        FeatureInput::Departure(at) => {
-            scoring.history.departures.push_back(at);
-            if let Some(state) = &mut scoring.state {
-                state.push_departure(at);
-            }
-        }
+            },
+        ),
+        FeatureInput::Arrival(at) => Applied::Arrival(at),
+        FeatureInput::Departure(at) => Applied::Departure(at),
     }
 }
 
@@ -891,6 +957,108 @@ mod tests {
                     rate: 0.9,
                 },
             ],
+        }
+    }
+
+    /// A lot's feature state over a synthetic daily wave (15-minute grid, UTC, no holidays).
+    fn wave_state(sessions: bool) -> LotFeatureState {
+        use parkcast_features::baseline::WeekdayProfile;
+        use parkcast_features::calendar::HolidayCalendar;
+        use parkcast_features::grid::GridSeries;
+        use parkcast_features::vector::{FeatureParams, LotContext, LotProfile};
+        let mut series = GridSeries::new(15 * MINUTE, chrono_tz::UTC);
+        for (instant, value) in wave(20 * DAY - 21 * DAY, 20 * DAY) {
+            series.push(instant, value.occupied, value.capacity);
+        }
+        let context = LotContext {
+            lot_code: Some(0),
+            kind_code: None,
+            timezone: chrono_tz::UTC,
+            holidays: Arc::new(HolidayCalendar::from_dates("XX", [])),
+            has_sessions: sessions,
+            events: Arc::from(Vec::new()),
+        };
+        let profile = WeekdayProfile::fit(&series, 19 * DAY);
+        LotFeatureState::new(
+            FeatureParams::new(15),
+            context,
+            Arc::new(LotProfile::new(profile, 19 * DAY)),
+        )
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    /// Grid values of a daily wave with irregular noise, over `[from_ms, until_ms)`.
+    fn wave(from_ms: i64, until_ms: i64) -> Vec<(i64, GridValue)> {
+        (from_ms / (15 * MINUTE)..until_ms / (15 * MINUTE))
+            .map(|step| {
+                let instant = step * 15 * MINUTE;
+                let phase = (instant.rem_euclid(DAY) as f64) / DAY as f64;
+                let rate = 0.55 - 0.35 * (2.0 * std::f64::consts::PI * phase).cos();
+                let noise = (step as f64 * 1.1).sin() * 1.2;
+                let occupied = (rate * 20.0 + noise).clamp(0.0, 20.0);
+                (
+                    instant,
+                    GridValue {
+                        occupied,
+                        capacity: 20.0,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_state_rebuilt_from_the_log_is_the_state_fed_live_bit_for_bit() {
+        let now = 20 * DAY + 16 * 60 * MINUTE;
+        let mut lot = LotScoring {
+            state: Some(wave_state(true)),
+            ..LotScoring::default()
+        };
+        // Nine days of history, then live values: the first three hours replace the newest
+        // history values, the rest extend it; session entries come in late, some after the grid
+        // instant they count towards was applied.
+        for (instant, value) in wave(now - 9 * DAY, now) {
+            apply_input(&mut lot, Applied::Grid(instant, value));
+        }
+        let mut tidy = std::collections::BTreeMap::new();
+        tidy.extend(wave(now - 9 * DAY, now));
+        for (index, (instant, _)) in wave(now - 3 * 60 * MINUTE, now + 6 * 60 * MINUTE)
+            .into_iter()
+            .enumerate()
+        {
+            let value = GridValue {
+                occupied: (index * 7 % 19) as f64,
+                capacity: 20.0,
+            };
+            apply_input(&mut lot, Applied::Grid(instant, value));
+            tidy.insert(instant, value);
+            apply_input(&mut lot, Applied::Arrival(instant - 20 * MINUTE));
+        }
+        assert!(lot.stale_forecast);
+        let live = lot.state.as_ref().expect("a state");
+        let mut rebuilt = wave_state(true);
+        lot.history.replay_into(&mut rebuilt);
+        // The series as a tidy history kept it (replaced values in place) gives other last bits:
+        // why the log keeps the order the state saw.
+        let mut from_series = wave_state(false);
+        for (instant, value) in &tidy {
+            from_series.push_value(*instant, *value);
+        }
+        let bits = |state: &LotFeatureState, horizon| {
+            state.vector(horizon).expect("a vector").map(f64::to_bits)
+        };
+        let deviation_today = parkcast_features::vector::index::DEVIATION_TODAY;
+        for horizon in [1, 4, 8, 96] {
+            assert_eq!(
+                bits(live, horizon),
+                bits(&rebuilt, horizon),
+                "{horizon} steps"
+            );
+            assert_ne!(
+                bits(live, horizon)[deviation_today],
+                bits(&from_series, horizon)[deviation_today]
+            );
         }
     }
 

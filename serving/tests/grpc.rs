@@ -19,7 +19,7 @@ use parkcast_proto::v1::{
     GetAvailabilityRequest, ListModelsRequest, LotAvailability, SearchNearbyRequest, SlotType,
     WatchAvailabilityRequest,
 };
-use parkcast_serving::decode::SensorEvent;
+use parkcast_serving::decode::{SensorEvent, SessionMark};
 use parkcast_serving::grpc::{
     AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext,
 };
@@ -78,6 +78,44 @@ impl Fixture {
 /// The server: three lots (north with live readings and history, south with nothing, east with
 /// history only), a toy model published as `toy` v1 and activated (unless `activate` is false).
 async fn fixture(activate: bool) -> Fixture {
+    fixture_with(Setup {
+        activate,
+        ..Setup::default()
+    })
+    .await
+}
+
+/// How [`fixture_with`] sets the server up.
+struct Setup {
+    /// Activate `toy` v1.
+    activate: bool,
+    /// North's and east's grid history: `seed(capacity, from_ms, until_ms)`.
+    seed: fn(u32, i64, i64) -> Vec<(i64, parkcast_features::grid::GridValue)>,
+    /// The lots have sessions, seeded and weighed by the model ([`common::publish_toy`]).
+    sessions: bool,
+    /// Request limits.
+    limits: RequestLimits,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            activate: true,
+            seed: history,
+            sessions: false,
+            limits: RequestLimits::default(),
+        }
+    }
+}
+
+/// [`fixture`], set up otherwise.
+async fn fixture_with(setup: Setup) -> Fixture {
+    let Setup {
+        activate,
+        seed,
+        sessions,
+        limits,
+    } = setup;
     let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
         (
             (*lot).to_owned(),
@@ -97,10 +135,24 @@ async fn fixture(activate: bool) -> Fixture {
         ScoringConfig::default(),
     ));
     for (lot, capacity) in [("north", 4), ("east", 20)] {
-        assert!(scoring.seed(lot, history(capacity, NOW - 9 * DAY_MS, NOW), [], []));
+        let entries = if sessions {
+            common::arrivals(NOW - 9 * DAY_MS, NOW)
+        } else {
+            Vec::new()
+        };
+        assert!(scoring.seed(lot, seed(capacity, NOW - 9 * DAY_MS, NOW), entries, []));
     }
     let registry = tempfile::tempdir().expect("temporary folder");
-    common::publish(registry.path(), "toy", &LOTS, NOW - DAY_MS);
+    common::publish_toy(
+        registry.path(),
+        "toy",
+        &LOTS,
+        NOW - DAY_MS,
+        common::Toy {
+            sessions,
+            ..common::Toy::default()
+        },
+    );
     let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
     let manager = Arc::new(ModelManager::new(
         registry.path(),
@@ -133,7 +185,7 @@ async fn fixture(activate: bool) -> Fixture {
     let context = ServiceContext {
         directory: Arc::new(LotDirectory::new(scoring.topology(), infos)),
         scoring: Arc::clone(&scoring),
-        limits: RequestLimits::default(),
+        limits,
         stale_after_ms: 600_000,
         metrics: Some(metrics.clone()),
     };
@@ -147,8 +199,13 @@ async fn fixture(activate: bool) -> Fixture {
         Some(TOKEN.to_owned()),
         Some(metrics.clone()),
     );
+    let (reflection, reflection_v1alpha) =
+        parkcast_serving::grpc::reflection(&[parkcast_proto::FILE_DESCRIPTOR_SET])
+            .expect("reflection builds");
     tokio::spawn(async move {
         tonic::transport::Server::builder()
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(AvailabilityServer::new(availability))
             .add_service(ModelsServer::new(models))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
@@ -205,7 +262,7 @@ async fn forecasts_are_bounded_attributed_and_start_from_the_live_reading() {
         (north.occupied_now, north.free_now, north.unknown_now),
         (2, 1, 1)
     );
-    assert_eq!((north.as_of_ms, north.data_age_ms), (NOW, 120_000));
+    assert_eq!((north.as_of_ms, north.data_age_ms), (NOW, Some(120_000)));
     assert!(!north.stale, "{}", north.stale_reason);
     assert_eq!((north.model_name.as_str(), north.model_version), ("toy", 1));
     assert_eq!(north.name, "north garage");
@@ -266,6 +323,318 @@ async fn forecasts_are_bounded_attributed_and_start_from_the_live_reading() {
         south.stale_reason
     );
     assert_eq!(south.unknown_now, 2);
+}
+
+#[tokio::test]
+async fn a_lot_without_events_has_no_data_age_and_is_stale_with_the_reason() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    // East has history but no event, south neither: no age at all (not a sentinel like i64::MAX).
+    for lot in ["east", "south"] {
+        let answer = client
+            .get_availability(get(lot, &[30], 0))
+            .await
+            .expect("an answer")
+            .into_inner();
+        assert_eq!(answer.data_age_ms, None, "{lot}");
+        assert!(answer.stale, "{lot}");
+        assert!(
+            answer
+                .stale_reason
+                .contains("no event received for this lot yet"),
+            "{lot}: {}",
+            answer.stale_reason
+        );
+    }
+    let north = client
+        .get_availability(get("north", &[], 0))
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert_eq!(north.data_age_ms, Some(120_000));
+    // The same on the pricing feed's bands: east is forecast, without an age.
+    let bands = parkcast_serving::pricing::bands("east", 20, &fixture.scoring.answer(2), NOW);
+    assert!(!bands.is_empty());
+    assert!(bands.iter().all(|band| band.data_age_ms.is_none()));
+}
+
+#[tokio::test]
+async fn reflection_answers_v1_and_v1alpha_clients() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let fixture = fixture(true).await;
+    let channel = Channel::from_shared(format!("http://{}", fixture.address))
+        .expect("a valid address")
+        .connect()
+        .await
+        .expect("the client connects");
+    let expected = [
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "parkcast.v1.Availability",
+        "parkcast.v1.Models",
+    ];
+
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = alpha
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1alpha answers")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("a response")
+        .expect("open");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("not a service list: {response:?}");
+    };
+    let mut names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, expected);
+
+    let mut current = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut responses = current
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1 answers")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("a response")
+        .expect("open");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("not a service list: {response:?}");
+    };
+    let mut names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, expected);
+}
+
+/// An `ActivateModel` request with the admin token.
+fn activation(name: &str, version: u32) -> tonic::Request<ActivateModelRequest> {
+    let mut request = tonic::Request::new(ActivateModelRequest {
+        name: name.to_owned(),
+        version,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("ascii"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn messages_quote_a_short_prefix_of_the_input_and_no_server_path() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let huge = "x".repeat(1 << 20);
+    let short = |status: &tonic::Status| {
+        status.message().len() < 300 && status.message().contains("(1048576 bytes)")
+    };
+    let status = client
+        .get_availability(get(&huge, &[], 0))
+        .await
+        .expect_err("refused");
+    let start: String = status.message().chars().take(100).collect();
+    assert_eq!(status.code(), Code::NotFound, "{start}");
+    assert!(short(&status), "{}", status.message());
+    let status = client
+        .batch_get_availability(BatchGetAvailabilityRequest {
+            requests: vec![get("north", &[], 0), get(&huge, &[], 0)],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(short(&status), "{}", status.message());
+    let status = client
+        .watch_availability(WatchAvailabilityRequest {
+            lot_ids: vec![huge.clone()],
+            horizon_minutes: vec![],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(short(&status), "{}", status.message());
+
+    let mut models = fixture.models().await;
+    let status = models
+        .describe_model(DescribeModelRequest {
+            name: huge.clone(),
+            version: 0,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(short(&status), "{}", status.message());
+    let status = models
+        .activate_model(activation(&huge, 1))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(short(&status), "{}", status.message());
+
+    // Registry errors name files from the registry down, never the server's absolute path.
+    let root = fixture.registry.path().display().to_string();
+    let v2 = common::publish(fixture.registry.path(), "toy", &LOTS, NOW);
+    let model_file = fixture.registry.path().join("toy/2").join(&v2.model_file);
+    let mut bytes = std::fs::read(&model_file).expect("the model file");
+    bytes[0] ^= 0xff;
+    std::fs::write(&model_file, bytes).expect("damaged");
+    let status = models
+        .activate_model(activation("toy", 2))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains(&format!("toy/2/{}", v2.model_file))
+            && !status.message().contains(&root),
+        "{}",
+        status.message()
+    );
+    for version in [0, 9] {
+        let status = models
+            .describe_model(DescribeModelRequest {
+                name: if version == 0 { "nothing" } else { "toy" }.to_owned(),
+                version,
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(!status.message().contains(&root), "{}", status.message());
+    }
+    let status = models
+        .activate_model(activation("toy", 9))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(!status.message().contains(&root), "{}", status.message());
+}
+
+/// A codec that sends and receives raw bytes: garbage that no generated client would send.
+#[derive(Debug, Default)]
+struct RawCodec;
+
+#[derive(Debug)]
+struct RawBytes;
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut bytes = vec![0; prost::bytes::Buf::remaining(buf)];
+        prost::bytes::Buf::copy_to_slice(buf, &mut bytes);
+        Ok(Some(bytes))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+#[tokio::test]
+async fn a_request_body_that_does_not_decode_is_invalid_argument_on_every_method() {
+    let fixture = fixture(true).await;
+    let channel = Channel::from_shared(format!("http://{}", fixture.address))
+        .expect("a valid address")
+        .connect()
+        .await
+        .expect("the client connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    // A gRPC frame whose body is no protobuf message: ten 0xff bytes are a varint that never ends.
+    let garbage = vec![0xff; 10];
+    for path in [
+        "/parkcast.v1.Availability/GetAvailability",
+        "/parkcast.v1.Availability/BatchGetAvailability",
+        "/parkcast.v1.Availability/SearchNearby",
+        "/parkcast.v1.Availability/WatchAvailability",
+        "/parkcast.v1.Models/ListModels",
+        "/parkcast.v1.Models/DescribeModel",
+        "/parkcast.v1.Models/ActivateModel",
+    ] {
+        grpc.ready().await.expect("the channel is ready");
+        let status = grpc
+            .unary(
+                tonic::Request::new(garbage.clone()),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                RawCodec,
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{path}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().starts_with("the request body is not a "),
+            "{path}: {}",
+            status.message()
+        );
+    }
+    // Well-formed requests still decode.
+    let answer = fixture
+        .availability()
+        .await
+        .get_availability(get("north", &[], 0))
+        .await;
+    assert!(answer.is_ok());
 }
 
 #[tokio::test]
@@ -485,6 +854,104 @@ async fn a_watch_gets_the_current_answer_then_every_change() {
     assert_eq!(refused.code(), Code::InvalidArgument);
 }
 
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+async fn eventually(timeout: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_watch_of_one_lot_named_a_hundred_times_sends_one_message_per_change() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let mut stream = client
+        .watch_availability(WatchAvailabilityRequest {
+            lot_ids: vec!["north".into(); 100],
+            horizon_minutes: vec![],
+        })
+        .await
+        .expect("a stream")
+        .into_inner();
+    let first = stream.message().await.expect("a message").expect("open");
+    assert_eq!(first.occupied_now, 2);
+    fixture
+        .source
+        .live()
+        .apply_sensor(&sensor(3, true, 1, NOW - 60_000))
+        .expect("applies");
+    fixture.scoring.tick();
+    // The next message is the change, not a copy of the first answer.
+    let second = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("an update in time")
+        .expect("a message")
+        .expect("open");
+    assert_eq!(second.occupied_now, 3);
+}
+
+#[tokio::test]
+async fn watch_streams_are_capped_and_a_closed_one_frees_its_place() {
+    let fixture = fixture_with(Setup {
+        limits: RequestLimits {
+            max_watch_streams: 2,
+            ..RequestLimits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let mut client = fixture.availability().await;
+    let watch = || WatchAvailabilityRequest {
+        lot_ids: vec!["north".into()],
+        horizon_minutes: vec![],
+    };
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = client
+            .watch_availability(watch())
+            .await
+            .expect("a stream")
+            .into_inner();
+        stream.message().await.expect("a message").expect("open");
+        open.push(stream);
+    }
+    assert_eq!(fixture.metrics.watch_streams.get(), 2);
+    let refused = client
+        .watch_availability(watch())
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("2 watch streams are open")
+            && refused.message().contains("limits.max_watch_streams"),
+        "{}",
+        refused.message()
+    );
+    // A client that leaves gives its place back, though its lot never changes.
+    drop(open.pop());
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || {
+            fixture.metrics.watch_streams.get() == 1
+        })
+        .await,
+        "the closed stream is noticed"
+    );
+    let mut again = client
+        .watch_availability(watch())
+        .await
+        .expect("a place is free")
+        .into_inner();
+    again.message().await.expect("a message").expect("open");
+    assert_eq!(fixture.metrics.watch_streams.get(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn models_activate_under_load_and_a_corrupt_version_is_refused() {
     let fixture = fixture(true).await;
@@ -677,4 +1144,270 @@ fn a_model_activated_into_a_server_without_history_seeds_it_once() {
     common::publish(registry.path(), "toy", &[("north", 4)], NOW);
     manager.activate("toy", 2).expect("v2 activates");
     assert_eq!(loads.load(Ordering::Relaxed), 1, "the history is read once");
+}
+
+/// The toy history with irregular noise: deviations from the profile that are not round numbers.
+fn noisy_history(
+    capacity: u32,
+    from_ms: i64,
+    until_ms: i64,
+) -> Vec<(i64, parkcast_features::grid::GridValue)> {
+    history(capacity, from_ms, until_ms)
+        .into_iter()
+        .enumerate()
+        .map(|(index, (instant, mut value))| {
+            let noise = (index as f64 * 0.5).sin() * 0.06 * value.capacity;
+            value.occupied = (value.occupied + noise).clamp(0.0, value.capacity);
+            (instant, value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reactivating_an_identical_model_leaves_every_answer_bit_identical() {
+    let fixture = fixture_with(Setup {
+        seed: noisy_history,
+        sessions: true,
+        ..Setup::default()
+    })
+    .await;
+    let mut client = fixture.availability().await;
+    // Live readings on east for six hours from three hours before the end of its seeded history
+    // (the first live grid values replace seeded ones), with a car entering every ten minutes,
+    // reported twenty minutes late: most count towards a grid instant already scored.
+    for minute in 0..360 {
+        let at = NOW - 3 * 3_600_000 + i64::from(minute) * 60_000;
+        let event = SensorEvent {
+            lot: 2,
+            slot: minute % 20,
+            occupied: (minute / 7) % 3 != 0,
+            heartbeat: false,
+            seq: u64::from(minute) + 1,
+            event_time_ms: at,
+            clamped: false,
+        };
+        let mut live = fixture.source.live();
+        live.apply_sensor(&event).expect("applies");
+        if minute % 10 == 0 {
+            live.apply_session(&SessionMark {
+                lot: 2,
+                entry: true,
+                event_time_ms: at - 20 * 60_000,
+                clamped: false,
+            })
+            .expect("applies");
+        }
+        drop(live);
+        fixture.scoring.tick();
+    }
+    // One more late entry, after the newest grid value was scored: the forecast takes it in.
+    let scored = fixture
+        .scoring
+        .answer(2)
+        .forecast
+        .clone()
+        .expect("a forecast");
+    fixture
+        .source
+        .live()
+        .apply_session(&SessionMark {
+            lot: 2,
+            entry: true,
+            event_time_ms: scored.origin_ms - 60_000,
+            clamped: false,
+        })
+        .expect("applies");
+    fixture.scoring.tick();
+    let ask = || get("east", &[15, 40, 60, 120], 0);
+    let before_forecast = fixture
+        .scoring
+        .answer(2)
+        .forecast
+        .clone()
+        .expect("a forecast");
+    let before = client
+        .get_availability(ask())
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert!(
+        before_forecast.origin_ms > NOW,
+        "live grid values were scored"
+    );
+
+    // v2: v1's model file byte for byte.
+    let v1 = fixture.registry.path().join("toy/1");
+    let manifest: parkcast_inference::registry::Manifest =
+        serde_json::from_slice(&std::fs::read(v1.join("manifest.json")).expect("the manifest"))
+            .expect("parses");
+    let bytes = std::fs::read(v1.join(&manifest.model_file)).expect("the model file");
+    common::publish_bytes(
+        fixture.registry.path(),
+        "toy",
+        &bytes,
+        parkcast_features::vector::FeatureParams::new(common::STEP_MINUTES),
+        NOW - 21 * DAY_MS,
+        NOW - DAY_MS,
+    );
+    fixture
+        .manager
+        .activate("toy", 2)
+        .expect("the copy activates");
+    let after_forecast = fixture
+        .scoring
+        .answer(2)
+        .forecast
+        .clone()
+        .expect("a forecast");
+    let after = client
+        .get_availability(ask())
+        .await
+        .expect("an answer")
+        .into_inner();
+    let bits = |forecast: &parkcast_inference::artifact::LotForecast| {
+        let rates = forecast
+            .horizons
+            .iter()
+            .map(|horizon| (horizon.target_ms, horizon.rate.to_bits()));
+        (forecast.origin_ms, rates.collect::<Vec<_>>())
+    };
+    assert_eq!(
+        bits(&before_forecast),
+        bits(&after_forecast),
+        "{before_forecast:?}\n{after_forecast:?}"
+    );
+    assert_eq!(after.model_version, 2);
+    assert_eq!(after_forecast.origin_ms, scored.origin_ms);
+    assert_ne!(
+        after_forecast.horizons, scored.horizons,
+        "the late entry counts towards the newest grid instant"
+    );
+
+    let answer_bits = |answer: &LotAvailability| {
+        answer
+            .forecasts
+            .iter()
+            .flat_map(|forecast| {
+                [
+                    forecast.expected_free,
+                    forecast.free_low_80,
+                    forecast.free_high_80,
+                    forecast.free_low_95,
+                    forecast.free_high_95,
+                    forecast.probability_any_free,
+                ]
+                .map(f64::to_bits)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        answer_bits(&before),
+        answer_bits(&after),
+        "{before:?}\n{after:?}"
+    );
+}
+
+/// A scorer over north (4 slots) with nine days of history, and a manager over `registry`.
+fn north_manager(registry: &std::path::Path, metrics: &ServingMetrics) -> Arc<ModelManager> {
+    let topology = Topology::new([(
+        "north".to_owned(),
+        (0..4).map(|slot| format!("north-{slot}")).collect(),
+    )])
+    .expect("valid");
+    let live = LiveState::new(&topology, LiveRules::default());
+    let source = Arc::new(Source::new(topology, live, NOW));
+    let scoring = Arc::new(Scoring::new(
+        source as Arc<dyn LiveSource>,
+        Clock::Fixed(NOW),
+        ScoringConfig::default(),
+    ));
+    assert!(scoring.seed("north", history(4, NOW - 9 * DAY_MS, NOW), [], []));
+    Arc::new(ModelManager::new(registry, scoring, Some(metrics.clone())))
+}
+
+#[test]
+fn start_up_takes_the_newest_version_that_passes_and_the_watch_skips_the_refused() {
+    use parkcast_serving::models::load_startup;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let registry = parkcast_inference::registry::Registry::open(dir.path());
+    let lots = [("north", 4)];
+    // v1 good, v2 a file that is no model, v3 a good model damaged after publishing.
+    common::publish(dir.path(), "toy", &lots, NOW - DAY_MS);
+    common::publish_bytes(
+        dir.path(),
+        "toy",
+        b"not a model at all",
+        parkcast_features::vector::FeatureParams::new(common::STEP_MINUTES),
+        NOW - 21 * DAY_MS,
+        NOW,
+    );
+    let v3 = common::publish(dir.path(), "toy", &lots, NOW);
+    let model_file = dir.path().join("toy/3").join(&v3.model_file);
+    let mut bytes = std::fs::read(&model_file).expect("the model file");
+    bytes[0] ^= 0xff;
+    std::fs::write(&model_file, bytes).expect("damaged");
+
+    let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let startup = load_startup(&registry, "toy", 0, Some(&metrics))
+        .expect("an older version passes")
+        .expect("a version");
+    assert_eq!(startup.served.manifest.version, 1);
+    assert_eq!(startup.refused, vec![3, 2]);
+    assert_eq!(metrics.activation_count("corrupt"), 2);
+    // Asked for by number, a refused version stops the start with its reason.
+    let error = load_startup(&registry, "toy", 3, None).expect_err("refused");
+    assert!(error.to_string().contains("sha256"), "{error}");
+    let error = load_startup(&registry, "toy", 2, None).expect_err("refused");
+    assert_eq!(error.label(), "corrupt");
+
+    let manager = north_manager(dir.path(), &metrics);
+    let served = manager.activate_startup(startup).expect("v1 activates");
+    assert_eq!(served.manifest.version, 1);
+    // The registry watch does not try v3 (or v2) again.
+    assert!(!manager.follow_once("toy"));
+    assert_eq!(metrics.activation_count("corrupt"), 2);
+    assert_eq!(metrics.activation_count("activated"), 1);
+    assert_eq!(
+        manager.scoring().model().map(|m| m.manifest.version),
+        Some(1)
+    );
+}
+
+#[test]
+fn start_up_falls_back_when_the_newest_fails_its_smoke_prediction() {
+    use parkcast_serving::models::load_startup;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let registry = parkcast_inference::registry::Registry::open(dir.path());
+    let lots = [("north", 4)];
+    common::publish(dir.path(), "toy", &lots, NOW - DAY_MS);
+    // v2 decodes, but has no calibration for its longest horizon.
+    common::publish_toy(
+        dir.path(),
+        "toy",
+        &lots,
+        NOW,
+        common::Toy {
+            uncalibrated_longest: true,
+            ..common::Toy::default()
+        },
+    );
+    let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let startup = load_startup(&registry, "toy", 0, Some(&metrics))
+        .expect("v2 loads")
+        .expect("a version");
+    assert_eq!(startup.served.manifest.version, 2);
+    let manager = north_manager(dir.path(), &metrics);
+    let served = manager.activate_startup(startup).expect("v1 stands in");
+    assert_eq!(served.manifest.version, 1);
+    assert_eq!(metrics.activation_count("smoke"), 1);
+    assert!(!manager.follow_once("toy"));
+    assert_eq!(metrics.activation_count("smoke"), 1, "v2 is not retried");
+    // Asked for by number, the same version stops the start.
+    let startup = load_startup(&registry, "toy", 2, None)
+        .expect("v2 loads")
+        .expect("a version");
+    let error = north_manager(dir.path(), &metrics)
+        .activate_startup(startup)
+        .expect_err("refused");
+    assert_eq!(error.label(), "smoke");
 }

@@ -431,10 +431,10 @@ fn live_table(
                 |hour| format!("{:.0}%", hour.probability_any_free * 100.0),
             ),
             trend,
-            if answer.stale {
-                "stale".to_owned()
-            } else {
-                format!("{} s", answer.data_age_ms / 1_000)
+            match answer.data_age_ms {
+                Some(age) if !answer.stale => format!("{} s", age / 1_000),
+                Some(_) => "stale".to_owned(),
+                None => "no data".to_owned(),
             },
         ]);
     }

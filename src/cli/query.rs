@@ -561,11 +561,12 @@ fn time_text(ms: i64) -> String {
     )
 }
 
-/// The age of the data, coarsely (`i64::MAX` is the server's "no event yet").
-fn age_text(ms: i64) -> String {
-    if !(0..i64::MAX).contains(&ms) {
+/// The age of the data, coarsely (absent: the lot has had no event yet; a server from before the
+/// field was optional sent `i64::MAX` for that).
+fn age_text(ms: Option<i64>) -> String {
+    let Some(ms) = ms.filter(|ms| (0..i64::MAX).contains(ms)) else {
         return "no data".to_owned();
-    }
+    };
     let seconds = ms / 1_000;
     match seconds {
         0..60 => format!("{seconds} s"),
@@ -915,7 +916,7 @@ mod tests {
             name: "Bull Ring".to_owned(),
             capacity: 40,
             as_of_ms: 1_795_716_000_000,
-            data_age_ms: 75_000,
+            data_age_ms: Some(75_000),
             stale: false,
             stale_reason: String::new(),
             occupied_now: 30,
@@ -953,7 +954,7 @@ mod tests {
             lot_id: "BHM-002".to_owned(),
             name: "BHM-002".to_owned(),
             capacity: 10,
-            data_age_ms: i64::MAX,
+            data_age_ms: None,
             stale: true,
             stale_reason: "no event received for this lot yet".to_owned(),
             unknown_now: 10,
@@ -1071,7 +1072,7 @@ mod tests {
         assert_eq!(value["distance_m"], json!(321.5));
         assert_eq!(value["probability_any_free_at_arrival"], json!(0.5));
         assert_eq!(value["slots_of_type"], json!(2));
-        assert_eq!(value["availability"]["data_age_ms"], json!(i64::MAX));
+        assert_eq!(value["availability"]["data_age_ms"], Value::Null);
         assert_eq!(
             nearby_json(&NearbyLot::default())["availability"],
             Value::Null

@@ -24,14 +24,15 @@ use parkcast_proto::v1::availability_server::AvailabilityServer;
 use parkcast_proto::v1::models_server::ModelsServer;
 use parkcast_serving::config::{ClockMode, ServiceConfig};
 use parkcast_serving::grpc::{
-    AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext, slot_type_of,
+    AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext, reflection,
+    slot_type_of,
 };
 use parkcast_serving::ingest::{Ingest, IngestOptions, IngestSummary, TimeReference};
 use parkcast_serving::live::GridRule;
 use parkcast_serving::metrics::{self, IngestMetrics, ServingMetrics};
-use parkcast_serving::models::{ActivationError, ModelManager, load_version};
+use parkcast_serving::models::{ActivationError, ModelManager, StartupModel, load_startup};
 use parkcast_serving::pricing::PricingFeed;
-use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ServedModel};
+use parkcast_serving::scoring::{Clock, LiveSource, Scoring};
 use parkcast_serving::topology::Topology;
 use prometheus_client::registry::Registry;
 
@@ -78,6 +79,37 @@ pub enum ClockArg {
     Stream,
 }
 
+impl ServeArgs {
+    /// The serve flags: the last layer of the config, before it is validated.
+    fn apply(&self, config: &mut ServiceConfig) {
+        let serve = &mut config.serve;
+        if let Some(address) = self.grpc_addr {
+            serve.grpc_addr = address;
+        }
+        if let Some(address) = self.metrics_addr {
+            serve.metrics_addr = address;
+        }
+        if let Some(registry) = &self.registry {
+            serve.registry.clone_from(registry);
+        }
+        if let Some(model) = &self.model {
+            serve.model.clone_from(model);
+        }
+        if let Some(version) = self.model_version {
+            serve.model_version = version;
+        }
+        if let Some(token) = &self.admin_token {
+            serve.admin_token.clone_from(token);
+        }
+        if let Some(clock) = self.clock {
+            serve.clock = match clock {
+                ClockArg::Wall => ClockMode::Wall,
+                ClockArg::Stream => ClockMode::Stream,
+            };
+        }
+    }
+}
+
 /// The gRPC service name health reports on.
 const AVAILABILITY: &str = "parkcast.v1.Availability";
 
@@ -85,33 +117,7 @@ const AVAILABILITY: &str = "parkcast.v1.Availability";
 const GRPC_DRAIN: Duration = Duration::from_secs(5);
 
 pub fn run(args: ServeArgs, _global: &GlobalArgs) -> Result<()> {
-    let (mut config, topology) = args.live.load()?;
-    let serve = &mut config.serve;
-    if let Some(address) = args.grpc_addr {
-        serve.grpc_addr = address;
-    }
-    if let Some(address) = args.metrics_addr {
-        serve.metrics_addr = address;
-    }
-    if let Some(registry) = &args.registry {
-        serve.registry.clone_from(registry);
-    }
-    if let Some(model) = &args.model {
-        serve.model.clone_from(model);
-    }
-    if let Some(version) = args.model_version {
-        serve.model_version = version;
-    }
-    if let Some(token) = &args.admin_token {
-        serve.admin_token.clone_from(token);
-    }
-    if let Some(clock) = args.clock {
-        serve.clock = match clock {
-            ClockArg::Wall => ClockMode::Wall,
-            ClockArg::Stream => ClockMode::Stream,
-        };
-    }
-    config.validate().context("invalid configuration")?;
+    let (config, topology) = args.live.load_with(|config| args.apply(config))?;
     let warehouse = args.live.warehouse.open()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -201,9 +207,9 @@ impl Server {
                 })?;
 
         // The model first: its grid step decides how live state samples the lots.
-        let initial = initial_model(&config).await?;
-        let grid = initial.as_ref().map(|served| GridRule {
-            step_ms: i64::from(served.model.step_minutes()) * 60_000,
+        let initial = initial_model(&config, &serving_metrics).await?;
+        let grid = initial.as_ref().map(|startup| GridRule {
+            step_ms: i64::from(startup.served.model.step_minutes()) * 60_000,
         });
         let ingest_config = config.ingest.clone();
         let ingest_topology = Arc::clone(&topology);
@@ -259,9 +265,9 @@ impl Server {
                 .map_err(|error| format!("{error:#}"))
             })),
         );
-        if let Some(served) = initial {
+        if let Some(startup) = initial {
             let activating = Arc::clone(&manager);
-            tokio::task::spawn_blocking(move || activating.activate_loaded(served))
+            tokio::task::spawn_blocking(move || activating.activate_startup(startup))
                 .await
                 .context("the activation task failed")?
                 .context("the configured model was refused")?;
@@ -326,11 +332,11 @@ impl Server {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(parkcast_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("failed to build gRPC reflection")?;
+        let (reflection, reflection_v1alpha) = reflection(&[
+            parkcast_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ])
+        .context("failed to build gRPC reflection")?;
         let context = ServiceContext {
             scoring: Arc::clone(&scoring),
             directory: Arc::new(directory),
@@ -350,6 +356,7 @@ impl Server {
             tonic::transport::Server::builder()
                 .add_service(health)
                 .add_service(reflection)
+                .add_service(reflection_v1alpha)
                 .add_service(AvailabilityServer::new(availability))
                 .add_service(ModelsServer::new(models))
                 .serve_with_incoming_shutdown(
@@ -441,8 +448,12 @@ impl Server {
     }
 }
 
-/// The configured model, decoded and checked (none configured, or none published yet: `None`).
-async fn initial_model(config: &ServiceConfig) -> Result<Option<ServedModel>> {
+/// The configured model, decoded and checked (none configured, or none published yet: `None`);
+/// with version 0 the newest version that passes, refusals of newer ones logged and counted.
+async fn initial_model(
+    config: &ServiceConfig,
+    metrics: &ServingMetrics,
+) -> Result<Option<StartupModel>> {
     if config.serve.model.is_empty() {
         return Ok(None);
     }
@@ -451,16 +462,19 @@ async fn initial_model(config: &ServiceConfig) -> Result<Option<ServedModel>> {
         config.serve.model.clone(),
         config.serve.model_version,
     );
+    let metrics = metrics.clone();
     tokio::task::spawn_blocking(move || {
         let registry = parkcast_inference::registry::Registry::open(&root);
-        match load_version(&registry, &name, version) {
-            Ok(served) => Ok(Some(served)),
-            Err(ActivationError::NoVersion(_)) => {
+        match load_startup(&registry, &name, version, Some(&metrics)) {
+            Ok(Some(startup)) => Ok(Some(startup)),
+            Ok(None) | Err(ActivationError::NoVersion(_)) => {
                 tracing::warn!(model = %name, registry = %root.display(), "no version published yet");
                 Ok(None)
             }
+            Err(error) if version == 0 => Err(anyhow::Error::new(error)
+                .context(format!("no version of model {name} passes its checks (the newest's reason)"))),
             Err(error) => Err(anyhow::Error::new(error)
-                .context(format!("failed to load model {name} (version {version}, 0: the newest)"))),
+                .context(format!("failed to load model {name} version {version}"))),
         }
     })
     .await

@@ -63,6 +63,19 @@ impl LiveArgs {
         ServiceConfig,
         std::sync::Arc<parkcast_serving::topology::Topology>,
     )> {
+        self.load_with(|_| {})
+    }
+
+    /// [`LiveArgs::load`] with the command's own flags applied last (`command_flags`), then
+    /// checked: the config is validated once, after every layer, so a value that only a flag
+    /// supplies (`parkcast serve --admin-token`) counts.
+    pub fn load_with(
+        &self,
+        command_flags: impl FnOnce(&mut ServiceConfig),
+    ) -> Result<(
+        ServiceConfig,
+        std::sync::Arc<parkcast_serving::topology::Topology>,
+    )> {
         let mut config: ServiceConfig = load_layered(
             ServiceConfig::for_profile(self.profile),
             self.config.as_ref(),
@@ -78,6 +91,7 @@ impl LiveArgs {
         if let Some(state_dir) = &self.state_dir {
             config.ingest.state_dir.clone_from(state_dir);
         }
+        command_flags(&mut config);
         config.validate().context("invalid configuration")?;
         let warehouse = self.warehouse.open()?;
         let topology =

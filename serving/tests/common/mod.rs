@@ -74,6 +74,46 @@ fn context() -> LotContext {
 /// Fits the toy model on `lots` (id, capacity) over the 21 days before `until_ms` and publishes it
 /// to `registry` as `name`. Returns the manifest.
 pub fn publish(registry: &Path, name: &str, lots: &[(&str, u32)], until_ms: i64) -> Manifest {
+    publish_toy(registry, name, lots, until_ms, Toy::default())
+}
+
+/// Variants of the toy model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Toy {
+    /// The lots have sessions ([`arrivals`]) and the target rates rise with the arrivals of the
+    /// last hour, so the model's forecasts depend on them.
+    pub sessions: bool,
+    /// The longest horizon has no calibration: a model that decodes but fails the smoke
+    /// prediction.
+    pub uncalibrated_longest: bool,
+}
+
+/// Session entries of a toy lot with sessions over `[from_ms, until_ms)`: 0 to 3 in each grid step,
+/// in a fixed irregular pattern.
+pub fn arrivals(from_ms: i64, until_ms: i64) -> Vec<i64> {
+    history(1, from_ms, until_ms)
+        .into_iter()
+        .flat_map(|(instant, _)| {
+            let count = (instant / STEP_MS * 7).rem_euclid(4);
+            (1..=count).map(move |minute| instant - minute * 60_000)
+        })
+        .filter(|at| (from_ms..until_ms).contains(at))
+        .collect()
+}
+
+/// How much the toy with sessions adds to a target rate per arrival in the last hour, as a share of
+/// capacity: enough for the model to weigh arrivals clearly.
+const ARRIVAL_WEIGHT: f64 = 0.1;
+
+/// [`publish`], of a [`Toy`] variant.
+pub fn publish_toy(
+    registry: &Path,
+    name: &str,
+    lots: &[(&str, u32)],
+    until_ms: i64,
+    toy: Toy,
+) -> Manifest {
+    let sessions = toy.sessions;
     let params = FeatureParams::new(STEP_MINUTES);
     let from_ms = until_ms - 21 * DAY_MS;
     let mut rows: BTreeMap<u32, HorizonRows> = BTreeMap::new();
@@ -90,19 +130,30 @@ pub fn publish(registry: &Path, name: &str, lots: &[(&str, u32)], until_ms: i64)
             kind: "garage".to_owned(),
             timezone: "UTC".to_owned(),
             holiday_region: "XX".to_owned(),
-            has_sessions: false,
+            has_sessions: sessions,
             events: Vec::new(),
             profile_cells: profile.cells(),
             fitted_until_ms: until_ms,
         });
         let mut lot_context = context();
         lot_context.lot_code = u32::try_from(code).ok();
+        lot_context.has_sessions = sessions;
+        let mut entries = if sessions {
+            arrivals(from_ms, until_ms)
+        } else {
+            Vec::new()
+        }
+        .into_iter()
+        .peekable();
         let mut state = LotFeatureState::new(
             params,
             lot_context,
             Arc::new(LotProfile::new(profile, until_ms)),
         );
         for (instant, value) in &values {
+            while let Some(at) = entries.next_if(|at| at <= instant) {
+                state.push_arrival(at);
+            }
             state.push_value(*instant, *value);
             if *instant < from_ms + 8 * DAY_MS {
                 continue;
@@ -113,9 +164,15 @@ pub fn publish(registry: &Path, name: &str, lots: &[(&str, u32)], until_ms: i64)
                     continue;
                 }
                 if let Some(vector) = state.vector(horizon) {
+                    let recent = vector[parkcast_features::vector::index::ARRIVALS_RECENT];
+                    let lift = if sessions {
+                        ARRIVAL_WEIGHT * recent
+                    } else {
+                        0.0
+                    };
                     let entry = rows.entry(horizon * STEP_MINUTES).or_default();
                     entry.features.push(vector);
-                    entry.targets.push(rate_at(target));
+                    entry.targets.push(rate_at(target) + lift);
                 }
             }
         }
@@ -140,6 +197,9 @@ pub fn publish(registry: &Path, name: &str, lots: &[(&str, u32)], until_ms: i64)
                 *minutes,
                 ResidualCalibration::fit(residuals).expect("residuals"),
             )
+        })
+        .filter(|(minutes, _)| {
+            !(toy.uncalibrated_longest && *minutes == HORIZONS[HORIZONS.len() - 1] * STEP_MINUTES)
         })
         .collect();
     let bundle = ModelBundle {
