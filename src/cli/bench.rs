@@ -104,6 +104,11 @@ pub enum BenchTarget {
     /// produce -> visible delay of a sensor reading (p99 under 100 ms at 10k events/s; needs
     /// `--bootstrap` and `--warehouse`).
     Grpc(super::bench_grpc::GrpcBenchArgs),
+    /// A running server's `GetAvailability` latency under h2load, which multiplexes like gateways
+    /// and proxies (several requests per TCP segment; issue target: p99 under 2 ms at 5k
+    /// requests/s), with `--with-grpc` next to `bench grpc`'s open-loop sweep in the same run.
+    /// Needs h2load (`apt-get install nghttp2-client`).
+    H2load(super::bench_h2load::H2loadBenchArgs),
     /// The cost of answering an arrival time: scoring the model directly (a feature vector and the
     /// trees per horizon) vs interpolating one target from the lot's ready forecast, which is what
     /// the server does per request. Uses a published model and its warehouse (`parkcast demo`
@@ -124,6 +129,9 @@ pub enum BenchTarget {
 pub fn run(args: BenchArgs) -> Result<()> {
     if let BenchTarget::Grpc(grpc) = &args.target {
         return super::bench_grpc::run(grpc);
+    }
+    if let BenchTarget::H2load(h2load) = &args.target {
+        return super::bench_h2load::run(h2load);
     }
     if let BenchTarget::Scoring {
         warehouse,
@@ -197,6 +205,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         | BenchTarget::IngestKafka { .. }
         | BenchTarget::Melbourne { .. }
         | BenchTarget::Grpc(_)
+        | BenchTarget::H2load(_)
         | BenchTarget::Scoring { .. } => {
             unreachable!("handled above")
         }

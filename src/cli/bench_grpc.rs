@@ -978,17 +978,18 @@ async fn run_probes(
 }
 
 /// Milliseconds with two decimals.
-fn millis(duration: Duration) -> String {
+pub(super) fn millis(duration: Duration) -> String {
     format!("{:.2}", duration.as_secs_f64() * 1_000.0)
 }
 
-fn right(text: String) -> Cell {
+/// A right-aligned cell.
+pub(super) fn right(text: String) -> Cell {
     Cell::new(text).set_alignment(CellAlignment::Right)
 }
 
 /// Asks once, to fail early on a wrong address or lot, and to fall back to the live picture when
 /// the server refuses horizons. Returns the horizons to use.
-async fn preflight(addr: &str, lot_id: &str, horizons: &[u32]) -> Result<Vec<u32>> {
+pub(super) async fn preflight(addr: &str, lot_id: &str, horizons: &[u32]) -> Result<Vec<u32>> {
     let mut client = connect(addr, 1)
         .await?
         .pop()

@@ -4,6 +4,7 @@ mod archive;
 mod backtest;
 mod bench;
 mod bench_grpc;
+mod bench_h2load;
 mod bench_stream;
 mod demo;
 mod import;

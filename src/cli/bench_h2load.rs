@@ -1,0 +1,464 @@
+//! `parkcast bench h2load`: a running server's `GetAvailability` latency under h2load (nghttp2's
+//! HTTP/2 load generator), which multiplexes the way gateways and proxies do.
+//!
+//! `parkcast bench grpc` sends each request as it falls due, one per write. h2load at a fixed rate
+//! (`--rps`) wakes every 10 ms and submits every request due since its last wake-up at once, up to
+//! `--streams` in flight per connection: several requests reach the server in one TCP segment, and
+//! the answers to all of them must leave at once. A server that sends the first and holds the rest
+//! until the client's next packet (Nagle's algorithm on its sockets; see `Server::start`) shows a
+//! 10 ms floor here that `bench grpc` never sees. `--with-grpc` runs `bench grpc`'s open-loop
+//! sweep at the same rates in the same run and prints both in one table.
+//!
+//! h2load sends one request body for every request (`-d`): one lot, the same horizons. It sees the
+//! HTTP status only, not `grpc-status` (a gRPC error is an HTTP 200 with trailers), so the same
+//! request is first asked once over gRPC and must be answered OK; the server's
+//! `parkcast_grpc_requests_total{code}` counts the rest. Its latency runs from submitting a request
+//! (its wake-up) to the end of the answer, per request from its `--log-file`; `bench grpc`'s runs
+//! from each request's due time.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use comfy_table::Cell;
+use parkcast_proto::v1::GetAvailabilityRequest;
+use prost::Message;
+
+use super::bench_grpc::{Percentiles, SweepRow, millis, preflight, request_sweep, right};
+use crate::report;
+
+/// The issue's answer-latency target: p99 at [`TARGET_RATE`] requests/s.
+const TARGET_P99: Duration = Duration::from_millis(2);
+/// The rate [`TARGET_P99`] applies to.
+const TARGET_RATE: u32 = 5_000;
+/// Requests in the first this many seconds are not counted (h2load `--warm-up-time`, as long as
+/// `bench grpc`'s warm-up).
+const WARM_UP_SECONDS: f64 = 0.5;
+/// The gRPC method asked.
+const METHOD_PATH: &str = "/parkcast.v1.Availability/GetAvailability";
+
+/// Arguments of `parkcast bench h2load`.
+#[derive(Debug, Args)]
+pub struct H2loadBenchArgs {
+    /// Server address.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "PARKCAST_GRPC_ADDR"
+    )]
+    pub addr: String,
+    /// The lot asked about (h2load sends the same request every time).
+    #[arg(long)]
+    pub lot: String,
+    /// Horizons asked for, minutes ahead (comma-separated). When the server refuses horizons (no
+    /// model active), the live picture is asked for instead, and the output says so.
+    #[arg(long, value_delimiter = ',', default_value = "30,60")]
+    pub horizons: Vec<u32>,
+    /// Ask for the live picture only (no horizons).
+    #[arg(long)]
+    pub now_only: bool,
+    /// Total request rates, requests/s (comma-separated), each shared evenly by the connections.
+    #[arg(long, value_delimiter = ',', default_value = "5000")]
+    pub rates: Vec<u32>,
+    /// HTTP/2 connections (h2load `-c`).
+    #[arg(long, default_value_t = 4)]
+    pub connections: u32,
+    /// Streams in flight per connection at most (h2load `-m`).
+    #[arg(long, default_value_t = 10)]
+    pub streams: u32,
+    /// Measured seconds per rate (after a 0.5 s warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// The h2load binary (Debian and Ubuntu: `apt-get install nghttp2-client`).
+    #[arg(long, default_value = "h2load", env = "PARKCAST_H2LOAD")]
+    pub h2load: PathBuf,
+    /// Also run `parkcast bench grpc`'s open-loop sweep at the same rates, same lot and request,
+    /// same connection count, and print both in one table.
+    #[arg(long)]
+    pub with_grpc: bool,
+}
+
+/// One h2load run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct H2loadRow {
+    /// Total rate asked, requests/s.
+    pub rate: u32,
+    /// Connections.
+    pub connections: u32,
+    /// Streams in flight per connection at most.
+    pub streams: u32,
+    /// Answers per second over the measured time.
+    pub achieved: f64,
+    /// Submit-to-answer latency of every measured request.
+    pub latency: Percentiles,
+    /// Requests h2load counts as failed (errors, timeouts and non-2xx statuses).
+    pub errors: u64,
+    /// Requests h2load started in the measured time.
+    pub started: u64,
+}
+
+/// The figures h2load prints on its `requests:` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct RequestCounts {
+    started: u64,
+    done: u64,
+    failed: u64,
+}
+
+/// Reads h2load's summary line `requests: 25000 total, 25004 started, 25000 done, 25000
+/// succeeded, 0 failed, 0 errored, 0 timeout`.
+fn request_counts(stdout: &str) -> Option<RequestCounts> {
+    let line = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("requests:"))?;
+    let mut counts = RequestCounts::default();
+    let mut seen = 0;
+    for part in line.split(',') {
+        let mut words = part.split_whitespace();
+        let (Some(number), Some(label)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(number) = number.parse::<u64>() else {
+            continue;
+        };
+        let slot = match label {
+            "started" => &mut counts.started,
+            "done" => &mut counts.done,
+            "failed" => &mut counts.failed,
+            _ => continue,
+        };
+        *slot = number;
+        seen += 1;
+    }
+    (seen == 3).then_some(counts)
+}
+
+/// Latencies (nanoseconds) and HTTP statuses from h2load's `--log-file`: per request, tab-separated,
+/// start time (us since the epoch), HTTP status, microseconds to the end of the answer. Lines that
+/// do not parse are counted, not fatal.
+fn log_latencies(log: &str) -> (Vec<u64>, u64, usize) {
+    let (mut latencies, mut non_2xx, mut unreadable) = (Vec::new(), 0u64, 0usize);
+    for line in log.lines().filter(|line| !line.trim().is_empty()) {
+        let mut columns = line.split('\t');
+        let (_, status, micros) = (columns.next(), columns.next(), columns.next());
+        match (
+            status.and_then(|text| text.trim().parse::<u16>().ok()),
+            micros.and_then(|text| text.trim().parse::<u64>().ok()),
+        ) {
+            (Some(status), Some(micros)) => {
+                if !(200..300).contains(&status) {
+                    non_2xx += 1;
+                }
+                latencies.push(micros.saturating_mul(1_000));
+            }
+            _ => unreadable += 1,
+        }
+    }
+    (latencies, non_2xx, unreadable)
+}
+
+/// The URL h2load asks: the method's path on `addr` (`http://` added when missing; h2load speaks
+/// HTTP/2 over cleartext with prior knowledge to an `http` URL).
+fn method_url(addr: &str) -> String {
+    let base = addr.trim_end_matches('/');
+    if base.contains("://") {
+        format!("{base}{METHOD_PATH}")
+    } else {
+        format!("http://{base}{METHOD_PATH}")
+    }
+}
+
+/// A gRPC request body: the 5-byte message prefix (not compressed, big-endian length), then the
+/// message.
+fn grpc_body(request: &GetAvailabilityRequest) -> Result<Vec<u8>> {
+    let message = request.encode_to_vec();
+    let length = u32::try_from(message.len()).context("the request is too large")?;
+    let mut body = Vec::with_capacity(5 + message.len());
+    body.push(0);
+    body.extend_from_slice(&length.to_be_bytes());
+    body.extend_from_slice(&message);
+    Ok(body)
+}
+
+/// Runs h2load once at `rate` requests/s in total.
+fn run_h2load(args: &H2loadBenchArgs, body: &Path, rate: u32) -> Result<H2loadRow> {
+    let log = tempfile::NamedTempFile::new().context("failed to create h2load's log file")?;
+    let per_connection = f64::from(rate) / f64::from(args.connections);
+    let output = Command::new(&args.h2load)
+        .arg("--clients")
+        .arg(args.connections.to_string())
+        .arg("--max-concurrent-streams")
+        .arg(args.streams.to_string())
+        .arg("--rps")
+        .arg(format!("{per_connection:.3}"))
+        .arg("--duration")
+        .arg(format!("{}ms", (args.seconds * 1_000.0).round()))
+        .arg("--warm-up-time")
+        .arg(format!("{}ms", (WARM_UP_SECONDS * 1_000.0).round()))
+        .args(["--header", "content-type: application/grpc"])
+        .args(["--header", "te: trailers"])
+        .arg("--data")
+        .arg(body)
+        .arg("--log-file")
+        .arg(log.path())
+        .arg(method_url(&args.addr))
+        .output()
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "{} not found: install h2load (Debian and Ubuntu: `apt-get install \
+                     nghttp2-client`) or give its path with --h2load",
+                    args.h2load.display()
+                )
+            } else {
+                anyhow::Error::new(error)
+                    .context(format!("failed to run {}", args.h2load.display()))
+            }
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "h2load failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let counts = request_counts(&stdout)
+        .with_context(|| format!("no `requests:` line in h2load's output:\n{stdout}"))?;
+    let text = std::fs::read_to_string(log.path()).context("failed to read h2load's log file")?;
+    let (latencies, non_2xx, unreadable) = log_latencies(&text);
+    if unreadable > 0 {
+        bail!("{unreadable} lines of h2load's log file did not parse");
+    }
+    if latencies.is_empty() {
+        bail!(
+            "h2load got no answers from {}:\n{stdout}",
+            method_url(&args.addr)
+        );
+    }
+    Ok(H2loadRow {
+        rate,
+        connections: args.connections,
+        streams: args.streams,
+        achieved: latencies.len() as f64 / args.seconds,
+        latency: Percentiles::of(latencies),
+        errors: counts.failed.max(non_2xx),
+        started: counts.started,
+    })
+}
+
+/// The combined table: per rate, h2load's row, then `bench grpc`'s.
+fn table(h2load: &[H2loadRow], grpc: &[SweepRow], connections: u32) -> comfy_table::Table {
+    let mut table = report::new_table(&[
+        "client",
+        "rate asked /s",
+        "achieved /s",
+        "connections x streams",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors",
+    ]);
+    let mut rates: Vec<u32> = h2load.iter().map(|row| row.rate).collect();
+    rates.extend(grpc.iter().map(|row| row.rate));
+    rates.sort_unstable();
+    rates.dedup();
+    for rate in rates {
+        for row in h2load.iter().filter(|row| row.rate == rate) {
+            table.add_row(vec![
+                Cell::new("h2load (bursts every 10 ms)"),
+                right(report::thousands(u64::from(row.rate))),
+                right(report::thousands(row.achieved as u64)),
+                right(format!("{} x {}", row.connections, row.streams)),
+                right(millis(row.latency.p50)),
+                right(millis(row.latency.p99)),
+                right(millis(row.latency.p999)),
+                right(millis(row.latency.max)),
+                right(format!(
+                    "{} of {}",
+                    report::thousands(row.errors),
+                    report::thousands(row.started)
+                )),
+            ]);
+        }
+        for row in grpc.iter().filter(|row| row.rate == rate) {
+            table.add_row(vec![
+                Cell::new("parkcast bench grpc (1 per write)"),
+                right(report::thousands(u64::from(row.rate))),
+                right(report::thousands(row.achieved as u64)),
+                right(format!("{connections} x as due")),
+                right(millis(row.latency.p50)),
+                right(millis(row.latency.p99)),
+                right(millis(row.latency.p999)),
+                right(millis(row.latency.max)),
+                right(format!(
+                    "{} of {}",
+                    report::thousands(row.errors),
+                    report::thousands(row.requests)
+                )),
+            ]);
+        }
+    }
+    table
+}
+
+/// One line against the issue's target, for h2load.
+fn verdict(rows: &[H2loadRow]) -> String {
+    match rows.iter().find(|row| row.rate == TARGET_RATE) {
+        Some(row) => format!(
+            "h2load: p99 {} ms at {}/s over {} x {} streams (target < {} ms: {})",
+            millis(row.latency.p99),
+            report::thousands(u64::from(TARGET_RATE)),
+            row.connections,
+            row.streams,
+            TARGET_P99.as_millis(),
+            if row.latency.p99 < TARGET_P99 && row.errors == 0 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        ),
+        None => format!(
+            "h2load: {}/s not in --rates",
+            report::thousands(u64::from(TARGET_RATE))
+        ),
+    }
+}
+
+/// Runs `parkcast bench h2load`.
+pub fn run(args: &H2loadBenchArgs) -> Result<()> {
+    let mut rates = args.rates.clone();
+    rates.sort_unstable();
+    rates.dedup();
+    if rates.is_empty() || rates[0] == 0 {
+        bail!("--rates needs rates above 0 requests/s");
+    }
+    if args.connections == 0 || args.streams == 0 {
+        bail!("--connections and --streams must be at least 1");
+    }
+    if !(args.seconds.is_finite() && args.seconds >= 0.1) {
+        bail!("--seconds must be 0.1 or more, not {}", args.seconds);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let horizons = if args.now_only {
+        Vec::new()
+    } else {
+        runtime.block_on(preflight(&args.addr, &args.lot, &args.horizons))?
+    };
+    let request = GetAvailabilityRequest {
+        lot_id: args.lot.clone(),
+        horizon_minutes: horizons.clone(),
+        arrival_time_ms: 0,
+    };
+    let mut body = tempfile::NamedTempFile::new().context("failed to create the request file")?;
+    body.write_all(&grpc_body(&request)?)
+        .and_then(|()| body.flush())
+        .context("failed to write the request file")?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "server {}; lot {}, horizons {horizons:?}; {cores} logical cores shared by the clients and \
+         the server; {} s per rate after a {WARM_UP_SECONDS} s warm-up",
+        args.addr, args.lot, args.seconds
+    );
+    println!(
+        "latency: h2load from submitting each request (it wakes every 10 ms and submits what fell \
+         due, several requests per segment) to the end of its answer; bench grpc from each \
+         request's due time (open loop, each request sent alone)"
+    );
+    let (mut h2load_rows, mut grpc_rows) = (Vec::new(), Vec::new());
+    let lots = [args.lot.clone()];
+    for &rate in &rates {
+        let row = run_h2load(args, body.path(), rate)?;
+        eprintln!(
+            "  h2load {:>7}/s: p99 {} ms, {} errors",
+            report::thousands(u64::from(rate)),
+            millis(row.latency.p99),
+            report::thousands(row.errors)
+        );
+        h2load_rows.push(row);
+        if args.with_grpc {
+            let connections = usize::try_from(args.connections).unwrap_or(1);
+            grpc_rows.extend(runtime.block_on(request_sweep(
+                &args.addr,
+                &lots,
+                &horizons,
+                &[rate],
+                args.seconds,
+                connections,
+            ))?);
+        }
+    }
+    println!("{}", table(&h2load_rows, &grpc_rows, args.connections));
+    if let Some(error) = grpc_rows.iter().find_map(|row| row.first_error.as_ref()) {
+        println!("bench grpc, first error: {error}");
+    }
+    println!("{}", verdict(&h2load_rows));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_requests_line_gives_started_done_and_failed() {
+        let stdout = "finished in 6.00s, 5000.00 req/s, 1.11MB/s\n\
+             requests: 25000 total, 25004 started, 24990 done, 24980 succeeded, 10 failed, 4 \
+             errored, 2 timeout\n\
+             status codes: 24994 2xx, 0 3xx, 0 4xx, 6 5xx\n";
+        assert_eq!(
+            request_counts(stdout),
+            Some(RequestCounts {
+                started: 25_004,
+                done: 24_990,
+                failed: 10
+            })
+        );
+        assert_eq!(request_counts("finished in 1.00s\n"), None);
+        assert_eq!(request_counts("requests: 1 total, x started\n"), None);
+    }
+
+    #[test]
+    fn the_log_file_gives_latencies_and_non_2xx_statuses() {
+        let log = "1764880000000000\t200\t1250\n1764880000000100\t503\t80\n\n\
+                   1764880000000200\t200\t10400\nnot a line\n";
+        let (latencies, non_2xx, unreadable) = log_latencies(log);
+        assert_eq!(latencies, vec![1_250_000, 80_000, 10_400_000]);
+        assert_eq!(non_2xx, 1);
+        assert_eq!(unreadable, 1);
+    }
+
+    #[test]
+    fn the_url_and_body_are_what_a_grpc_server_expects() {
+        assert_eq!(
+            method_url("http://127.0.0.1:50051/"),
+            "http://127.0.0.1:50051/parkcast.v1.Availability/GetAvailability"
+        );
+        assert_eq!(
+            method_url("127.0.0.1:4000"),
+            "http://127.0.0.1:4000/parkcast.v1.Availability/GetAvailability"
+        );
+        let request = GetAvailabilityRequest {
+            lot_id: "sim:lot0000".to_owned(),
+            horizon_minutes: vec![30, 60],
+            arrival_time_ms: 0,
+        };
+        let body = grpc_body(&request).expect("a small request");
+        assert_eq!(body[0], 0, "not compressed");
+        assert_eq!(
+            u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize,
+            body.len() - 5
+        );
+        assert_eq!(
+            GetAvailabilityRequest::decode(&body[5..]).expect("the message"),
+            request
+        );
+    }
+}
