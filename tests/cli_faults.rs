@@ -1,0 +1,162 @@
+//! A broker that dies under a running server, seen from outside as an operator's health checker and
+//! the driver's app see it: `parkcast demo` serving a city through a broker of the test's own, the
+//! broker killed with SIGKILL mid-replay, and restarted.
+//!
+//! Within seconds health turns NOT_SERVING and answers say they are stale and why; once the broker is
+//! back, health turns SERVING again and the answers are fresh; the demo ends cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use parkcast_kafka::testing::OwnBroker;
+use parkcast_proto::v1::GetAvailabilityRequest;
+use parkcast_proto::v1::availability_client::AvailabilityClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Polls `check` every 250 ms until it returns true or `timeout` passes; the time it took.
+async fn within(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+#[test]
+fn a_broker_killed_under_a_running_server_turns_it_not_serving_and_stale_until_it_is_back() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut broker = OwnBroker::start();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_parkcast"))
+        .args([
+            "--quiet",
+            "demo",
+            "--no-real-data",
+            "--lots",
+            "3",
+            "--for",
+            "120",
+            "--speed",
+            "60",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--bootstrap",
+        ])
+        .arg(broker.bootstrap_servers())
+        .arg("--out")
+        .arg(dir.path().join("warehouse"))
+        .arg("--models")
+        .arg(dir.path().join("models"))
+        .env("PARKCAST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the demo starts");
+    let stdout = demo.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    let address = loop {
+        let Some(line) = lines.next() else {
+            panic!("the demo ended before serving:\n{}", printed.join("\n"));
+        };
+        let line = line.expect("utf-8 output");
+        printed.push(line.clone());
+        if let Some(rest) = line.strip_prefix("gRPC on ") {
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
+        }
+    };
+    // The rest of the output drains on its own thread, so the demo never blocks on a full pipe.
+    let drained = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+            .expect("a valid address")
+            .connect()
+            .await
+            .expect("the server accepts connections");
+        let mut health = HealthClient::new(channel.clone());
+        let mut availability = AvailabilityClient::new(channel);
+        let mut status = async || {
+            health
+                .check(HealthCheckRequest {
+                    service: "parkcast.v1.Availability".to_owned(),
+                })
+                .await
+                .map(|response| response.into_inner().status)
+                .unwrap_or(-1)
+        };
+        let serving = ServingStatus::Serving as i32;
+        let not_serving = ServingStatus::NotServing as i32;
+        assert!(
+            within(Duration::from_secs(120), async || status().await == serving)
+                .await
+                .is_some(),
+            "health turns SERVING"
+        );
+        let mut answer = async || {
+            availability
+                .get_availability(GetAvailabilityRequest {
+                    lot_id: "sim:lot0001".to_owned(),
+                    horizon_minutes: vec![30],
+                    ..GetAvailabilityRequest::default()
+                })
+                .await
+                .expect("an answer")
+                .into_inner()
+        };
+        // SERVING means ingestion caught up; the lot's first forecast follows within a scoring round.
+        let fresh = within(Duration::from_secs(60), async || !answer().await.stale).await;
+        assert!(
+            fresh.is_some(),
+            "a fresh answer while the broker is up: {:?}",
+            answer().await
+        );
+
+        // The broker dies without a goodbye.
+        broker.kill();
+        let noticed = within(Duration::from_secs(30), async || {
+            status().await == not_serving
+        })
+        .await
+        .expect("health turns NOT_SERVING within seconds of losing the broker");
+        eprintln!("NOT_SERVING {noticed:?} after the kill");
+        let stale = answer().await;
+        assert!(
+            stale.stale && stale.stale_reason.contains("broker has not answered"),
+            "answers say they are stale and why: {stale:?}"
+        );
+        assert!(
+            !stale.forecasts.is_empty(),
+            "the last forecast is still given, flagged"
+        );
+
+        // It comes back with its log: the server catches up and serves again.
+        broker.restart();
+        let back = within(Duration::from_secs(120), async || status().await == serving)
+            .await
+            .expect("health turns SERVING again once the broker is back");
+        eprintln!("SERVING {back:?} after the restart");
+        let again = answer().await;
+        assert!(!again.stale, "fresh again: {again:?}");
+    });
+    let exit = demo.wait().expect("the demo ends");
+    let rest = drained.join().expect("output drained");
+    printed.extend(rest);
+    assert!(exit.success(), "{}", printed.join("\n"));
+}
