@@ -11,7 +11,7 @@
 //! - [`LinearParams`] -> [`LinearModel`]: elastic net (linfa-elasticnet) on standardised features.
 //! - [`GbmParams`] -> [`GbmModel`]: histogram gradient-boosted trees ([`parkcast_gbm`], pure Rust,
 //!   grown as LightGBM grows them; `gbm/README.md` has the measurements against LightGBM and
-//!   forust-ml) with an L1 objective by default, several bagging seeds averaged.
+//!   forust-ml) with an L1 objective by default; several bagging seeds can be averaged.
 //! - [`ForustGbmModel`]: the forust-ml trees earlier versions trained (squared loss with one IRLS
 //!   round towards L1). Nothing fits them any more; model files that hold them still load and
 //!   predict what they did.
@@ -192,6 +192,8 @@ pub struct GbmParams {
     pub feature_fraction: f64,
     /// Ensembles per horizon, fitted with seeds `seed, seed + 1, ...` and averaged: bagging over
     /// seeds lowers the variance row and feature sampling add. More than one needs sampling on.
+    /// Default 1: on Birmingham 3 seeds moved the MAE by under 0.5% (0.0128 / 0.0202 / 0.0323
+    /// against 0.0128 / 0.0203 / 0.0324) for 3x the fit time and 3x the scoring time.
     pub bagging_seeds: usize,
     /// Seed of the first ensemble.
     pub seed: u64,
@@ -212,7 +214,7 @@ impl Default for GbmParams {
             bagging_fraction: 0.8,
             bagging_freq: 1,
             feature_fraction: 0.8,
-            bagging_seeds: 3,
+            bagging_seeds: 1,
             seed: 7,
             excluded_features: Vec::new(),
         }

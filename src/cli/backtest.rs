@@ -92,7 +92,7 @@ pub struct ProtocolArgs {
     /// The trees' loss (default l1).
     #[arg(long, value_enum)]
     pub gbm_objective: Option<GbmObjectiveArg>,
-    /// Ensembles per horizon over bagging seeds, averaged (default 3).
+    /// Ensembles per horizon over bagging seeds, averaged (default 1).
     #[arg(long)]
     pub gbm_bagging_seeds: Option<usize>,
     /// Features the trees leave out, comma-separated names (see `parkcast_features::vector`).
