@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use comfy_table::{Cell, CellAlignment};
 use parkcast_features::vector::FEATURE_NAMES;
 use parkcast_training::backtest::{self, BacktestConfig, BacktestReport, ModelChoice};
-use parkcast_training::model::{GbmParams, LinearParams};
+use parkcast_training::model::{GbmParams, LinearParams, Objective};
 
 use super::{GlobalArgs, WarehouseLocation};
 use crate::progress::BarProgress;
@@ -89,12 +89,24 @@ pub struct ProtocolArgs {
     /// Learning rate of the trees.
     #[arg(long)]
     pub gbm_learning_rate: Option<f32>,
-    /// Reweighting rounds towards an L1 objective (0 = squared loss).
+    /// The trees' loss (default l1).
+    #[arg(long, value_enum)]
+    pub gbm_objective: Option<GbmObjectiveArg>,
+    /// Ensembles per horizon over bagging seeds, averaged (default 1).
     #[arg(long)]
-    pub gbm_l1_rounds: Option<u32>,
+    pub gbm_bagging_seeds: Option<usize>,
     /// Features the trees leave out, comma-separated names (see `parkcast_features::vector`).
     #[arg(long, value_delimiter = ',')]
     pub gbm_exclude: Vec<String>,
+}
+
+/// `--gbm-objective`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GbmObjectiveArg {
+    /// Absolute error: the trees fit the median correction.
+    L1,
+    /// Squared error: the trees fit the mean correction.
+    L2,
 }
 
 /// Parses `15m`, `1h`, `7d` or plain minutes.
@@ -194,10 +206,16 @@ impl ProtocolArgs {
             gbm.iterations = iterations;
         }
         if let Some(rate) = self.gbm_learning_rate {
-            gbm.learning_rate = rate;
+            gbm.learning_rate = f64::from(rate);
         }
-        if let Some(rounds) = self.gbm_l1_rounds {
-            gbm.l1_rounds = rounds;
+        if let Some(objective) = self.gbm_objective {
+            gbm.objective = match objective {
+                GbmObjectiveArg::L1 => Objective::L1,
+                GbmObjectiveArg::L2 => Objective::L2,
+            };
+        }
+        if let Some(seeds) = self.gbm_bagging_seeds {
+            gbm.bagging_seeds = seeds;
         }
         for name in &self.gbm_exclude {
             let position = FEATURE_NAMES

@@ -200,7 +200,7 @@ pub fn train(
         .min()
         .unwrap_or(last_day);
     let hyperparameters = match &model {
-        SavedModel::Gbm(_) => serde_json::to_value(&config.models.gbm),
+        SavedModel::Gbm(_) | SavedModel::ForustGbm(_) => serde_json::to_value(&config.models.gbm),
         SavedModel::Linear(_) => serde_json::to_value(&config.models.linear),
     }
     .unwrap_or_default();
