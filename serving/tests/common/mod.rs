@@ -151,6 +151,7 @@ pub fn publish(registry: &Path, name: &str, lots: &[(&str, u32)], until_ms: i64)
         model: SavedModel::Linear(fitted)
             .to_bytes()
             .expect("the model serializes"),
+        calendars: BTreeMap::new(),
     };
     publish_bytes(
         registry,
