@@ -165,6 +165,27 @@ fn birmingham_slice_is_cleaned_by_the_shared_rules() {
     let calendar: Vec<CalendarRow> = warehouse.read_rows().expect("calendar should read back");
     assert_eq!(calendar.len(), 77, "4 Oct to 19 Dec 2016");
     assert!(calendar.iter().all(|row| row.region == "GB-ENG"));
+    // The data lies in the embedded 2016/17 school year: every day says whether schools are
+    // closed, the autumn half term (22-30 October with its weekends) and the first Christmas days.
+    assert!(calendar.iter().all(|row| row.is_school_holiday.is_some()));
+    let school_days_off = |name: &str| {
+        let mut days: Vec<NaiveDate> = calendar
+            .iter()
+            .filter(|row| row.school_holiday_name.as_deref() == Some(name))
+            .map(|row| row.date)
+            .collect();
+        days.sort();
+        days
+    };
+    let date = |month: u32, day: u32| NaiveDate::from_ymd_opt(2016, month, day).expect("date");
+    assert_eq!(
+        school_days_off("Autumn half term"),
+        (22..=30).map(|day| date(10, day)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        school_days_off("Christmas holidays"),
+        (17..=19).map(|day| date(12, day)).collect::<Vec<_>>()
+    );
 }
 
 #[test]
