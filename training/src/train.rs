@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Days, Utc};
+use parkcast_features::calendar::HolidayCalendar;
 use parkcast_features::conformal::ResidualCalibration;
 use parkcast_features::vector::{FEATURE_NAMES, LotProfile};
 use parkcast_features::warehouse::Warehouse;
@@ -196,6 +197,17 @@ pub fn train(
             }
         })
         .collect();
+    // The calendars the features were computed with travel in the model file, so serving sees the
+    // same days (also for a region from a user's calendar file).
+    let calendars = lots
+        .iter()
+        .map(|lot| {
+            (
+                lot.holiday_region.clone(),
+                HolidayCalendar::clone(&lot.context.holidays),
+            )
+        })
+        .collect();
     let bundle = ModelBundle {
         format: MODEL_FILE_FORMAT,
         feature_params: params,
@@ -203,6 +215,7 @@ pub fn train(
         lots: bundle_lots,
         calibrations,
         model: model.to_bytes()?,
+        calendars,
     };
     let bytes = bundle.to_bytes()?;
     let forecast_csv = live_forecasts(&bytes, &lots)?;
