@@ -93,6 +93,12 @@ fn a_users_source_gets_the_protocol_of_its_data_and_a_missing_one_is_named() {
         "{stdout}"
     );
     assert!(!stdout.contains("2016"), "no Birmingham dates: {stdout}");
+    // --quiet draws no bar, so the stages are logged instead: a long quiet run is not silent.
+    let stderr = String::from_utf8_lossy(&backtest.stderr);
+    assert!(
+        stderr.contains("stage started") && stderr.contains("stage finished"),
+        "{stderr}"
+    );
 
     let missing = parkcast(&[
         "backtest",
