@@ -4,6 +4,10 @@
 //! column docs. The [`star_table!`] macro derives [`TableRow`] (the column list, the partition date) and,
 //! with the `polars` feature, the conversions to and from a polars `DataFrame`.
 //!
+//! A column added to a table after the warehouse's first format carries `#[added_in_format = N]`
+//! ([`crate::schema::ColumnSpec::added_in_format`]); it must be an `Option`, and files written
+//! before format `N`, which lack it, read it as null.
+//!
 //! Identifiers are text: real sources name lots and bays their own way (`BHMBCCMKT01`, `poi1`, `567`);
 //! each source prefixes its ids (`bhm:`, `mlg:`, `mel:`, `sim:`) so that imports never collide.
 
@@ -28,7 +32,7 @@ macro_rules! star_table {
     (
         $(#[$meta:meta])*
         $row:ident => $table:ident, partition: $partition:tt,
-        { $( $(#[doc = $doc:literal])+ $field:ident : $ty:ty ),+ $(,)? }
+        { $( $(#[doc = $doc:literal])+ $(#[added_in_format = $added:literal])? $field:ident : $ty:ty ),+ $(,)? }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +49,7 @@ macro_rules! star_table {
                         column_type: <$ty as ColumnValue>::COLUMN_TYPE,
                         nullable: <$ty as ColumnValue>::NULLABLE,
                         doc: concat!($($doc),+),
+                        added_in_format: star_table!(@added $($added)?),
                     },
                 )+
             ];
@@ -93,6 +98,8 @@ macro_rules! star_table {
             }
         }
     };
+    (@added) => { 1 };
+    (@added $added:literal) => { $added };
     (@partition_name none) => { None };
     (@partition_name $field:ident) => { Some(stringify!($field)) };
     (@partition_date $self:ident, none) => { None };
@@ -337,6 +344,27 @@ star_table! {
         days_to_holiday: i32,
         /// Days since the previous public holiday (0 on a holiday), capped at 366.
         days_from_holiday: i32,
+        /// Whether the date is in a school holiday of the region, counting the weekends and public
+        /// holidays that join a holiday to the school days around it; null where the region's
+        /// calendar has no school-holiday data for the date, and in files written before format 2.
+        #[added_in_format = 2]
+        is_school_holiday: Option<bool>,
+        /// The school holiday's name, when the date is in one.
+        #[added_in_format = 2]
+        school_holiday_name: Option<String>,
+        /// Whether the date is a bridge day: a working day between a public holiday and a weekend or
+        /// another holiday (`HolidayCalendar::is_bridge_day`); null in files written before format 2.
+        #[added_in_format = 2]
+        is_bridge_day: Option<bool>,
+        /// Days until the next major holiday (a public holiday from 24 December to 3 January or from
+        /// Holy Thursday to Easter Monday; 0 on one), capped at 366; null in files written before
+        /// format 2.
+        #[added_in_format = 2]
+        days_to_major_holiday: Option<i32>,
+        /// Days since the previous major holiday (0 on one), capped at 366; null in files written
+        /// before format 2.
+        #[added_in_format = 2]
+        days_from_major_holiday: Option<i32>,
     }
 }
 

@@ -56,6 +56,10 @@ pub struct ColumnSpec {
     pub nullable: bool,
     /// What the column means (from the row type's field docs).
     pub doc: &'static str,
+    /// The warehouse format version that added the column to its table: 1 for the original columns.
+    /// Files written before that version lack the column, and readers take it as null, so a column
+    /// added later is always nullable.
+    pub added_in_format: u32,
 }
 
 /// Every table of the warehouse.
@@ -249,5 +253,40 @@ mod tests {
                 assert!(!column.doc.is_empty(), "{table}.{} has no doc", column.name);
             }
         }
+    }
+
+    #[test]
+    fn columns_added_after_the_first_format_are_nullable_and_last() {
+        for table in Table::ALL {
+            let mut previous = 1;
+            for column in table.columns() {
+                assert!(column.added_in_format >= 1, "{table}.{}", column.name);
+                if column.added_in_format > 1 {
+                    assert!(column.nullable, "{table}.{} must be nullable", column.name);
+                }
+                assert!(
+                    column.added_in_format >= previous,
+                    "{table}.{}: later columns go after the older ones",
+                    column.name
+                );
+                previous = column.added_in_format;
+            }
+        }
+        let added: Vec<&str> = Table::DimCalendar
+            .columns()
+            .iter()
+            .filter(|column| column.added_in_format == 2)
+            .map(|column| column.name)
+            .collect();
+        assert_eq!(
+            added,
+            [
+                "is_school_holiday",
+                "school_holiday_name",
+                "is_bridge_day",
+                "days_to_major_holiday",
+                "days_from_major_holiday"
+            ]
+        );
     }
 }

@@ -17,11 +17,24 @@
 //!
 //! Reads check every file's schema against the table's row type before polars sees it, so a wrong file
 //! is named in the error instead of surfacing as an opaque failure mid-query.
+//!
+//! # Format versions
+//!
+//! | version | what changed |
+//! | --- | --- |
+//! | 1 | the star schema |
+//! | 2 | `dim_calendar` gains `is_school_holiday`, `school_holiday_name`, `is_bridge_day`, `days_to_major_holiday`, `days_from_major_holiday`; `calendars/<writer>.csv` keeps the calendar file an import was given |
+//!
+//! A table may hold files of both versions (an old import beside a new one): a file that lacks a
+//! column added after its version ([`crate::schema::ColumnSpec::added_in_format`]) reads it as
+//! null. Writing marks the warehouse with this code's version, because older readers cannot scan
+//! a table whose files differ in columns; they refuse it by its version instead of failing in polars.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -32,7 +45,7 @@ use crate::rows::TableRow;
 use crate::schema::{ColumnSpec, ColumnType, Table};
 
 /// The warehouse format this code writes; readers accept this version and older ones.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MANIFEST_FILE: &str = "warehouse.json";
 const TMP_DIR: &str = "_tmp";
@@ -465,17 +478,27 @@ pub struct Warehouse {
 }
 
 impl Warehouse {
-    /// Opens the warehouse at `root`, creating the folder and its manifest if they do not exist.
+    /// Opens the warehouse at `root` for writing, creating the folder and its manifest if they do not
+    /// exist, and marking an older warehouse with [`FORMAT_VERSION`] (its files stay as they are;
+    /// see "Format versions" above).
     pub fn create(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io_error("creating the warehouse folder", &root))?;
         let manifest_path = root.join(MANIFEST_FILE);
-        if manifest_path.exists() {
-            return Self::open(root);
-        }
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            partitioning: "hive:date(utc)".to_owned(),
+        let manifest = if manifest_path.exists() {
+            let manifest = read_manifest(&manifest_path)?;
+            if manifest.format_version == FORMAT_VERSION {
+                return Ok(Warehouse { root });
+            }
+            Manifest {
+                format_version: FORMAT_VERSION,
+                ..manifest
+            }
+        } else {
+            Manifest {
+                format_version: FORMAT_VERSION,
+                partitioning: "hive:date(utc)".to_owned(),
+            }
         };
         let text = serde_json::to_string_pretty(&manifest).expect("the manifest should serialize");
         fs::write(&manifest_path, text + "\n")
@@ -490,20 +513,13 @@ impl Warehouse {
         if !manifest_path.is_file() {
             return Err(WarehouseError::NotAWarehouse { root });
         }
-        let text = fs::read_to_string(&manifest_path)
-            .map_err(io_error("reading the warehouse manifest", &manifest_path))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|source| WarehouseError::BadManifest {
-                path: manifest_path.clone(),
-                source,
-            })?;
-        if manifest.format_version > FORMAT_VERSION {
-            return Err(WarehouseError::UnsupportedVersion {
-                found: manifest.format_version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        read_manifest(&manifest_path)?;
         Ok(Warehouse { root })
+    }
+
+    /// The format version in the warehouse's manifest.
+    pub fn format_version(&self) -> Result<u32> {
+        Ok(read_manifest(&self.root.join(MANIFEST_FILE))?.format_version)
     }
 
     /// The warehouse folder.
@@ -721,8 +737,15 @@ impl Warehouse {
         self.table_dir(table).is_dir()
     }
 
-    /// Checks one file's columns and types against the table.
+    /// Checks one file's columns and types against the table. A file may lack the columns added
+    /// after the first format (it was written before them); any other missing column is an error.
     pub fn check_file_schema(&self, table: Table, path: &Path) -> Result<()> {
+        self.columns_missing_from(table, path).map(|_| ())
+    }
+
+    /// Checks a file like [`Warehouse::check_file_schema`] and names the later-added columns it
+    /// lacks.
+    fn columns_missing_from(&self, table: Table, path: &Path) -> Result<Vec<&'static str>> {
         let file = File::open(path).map_err(io_error("opening a Parquet file", path))?;
         let arrow_schema = ParquetReader::new(file)
             .schema()
@@ -730,8 +753,13 @@ impl Warehouse {
                 "reading the schema of {}",
                 path.display()
             )))?;
+        let mut missing = Vec::new();
         for column in table.columns() {
             let Some(field) = arrow_schema.get(column.name) else {
+                if column.added_in_format > 1 {
+                    missing.push(column.name);
+                    continue;
+                }
                 return Err(missing_column(table, column, path));
             };
             let found = DataType::from_arrow_field(field);
@@ -745,15 +773,17 @@ impl Warehouse {
                 });
             }
         }
-        Ok(())
+        Ok(missing)
     }
 
     /// A lazy scan of a table after checking every file's schema. Fact tables get the hive partition
     /// column `date` (a `Date`) besides their own columns, so filters on it prune whole files.
+    /// Columns a file lacks because it was written before they were added read as null.
     pub fn scan(&self, table: Table) -> Result<LazyFrame> {
         let files = self.table_files(table)?;
+        let mut some_file_lacks_columns = false;
         for path in &files {
-            self.check_file_schema(table, path)?;
+            some_file_lacks_columns |= !self.columns_missing_from(table, path)?.is_empty();
         }
         if files.is_empty() {
             let mut schema = polars_schema(table);
@@ -772,8 +802,12 @@ impl Warehouse {
             schema: None,
             try_parse_dates: true,
         };
+        // With files of different formats, the table's own schema (not the first file's) is the
+        // scan's, and polars fills the columns a file lacks with nulls.
         let args = ScanArgsParquet {
             hive_options,
+            schema: some_file_lacks_columns.then(|| Arc::new(polars_schema(table))),
+            allow_missing_columns: some_file_lacks_columns,
             ..ScanArgsParquet::default()
         };
         let sources = ScanSources::Paths(paths.into_iter().collect());
@@ -829,6 +863,24 @@ impl Warehouse {
         }
         Ok(summaries)
     }
+}
+
+/// Reads a manifest and refuses a newer format.
+fn read_manifest(manifest_path: &Path) -> Result<Manifest> {
+    let text = fs::read_to_string(manifest_path)
+        .map_err(io_error("reading the warehouse manifest", manifest_path))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|source| WarehouseError::BadManifest {
+            path: manifest_path.to_path_buf(),
+            source,
+        })?;
+    if manifest.format_version > FORMAT_VERSION {
+        return Err(WarehouseError::UnsupportedVersion {
+            found: manifest.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(manifest)
 }
 
 fn missing_column(table: Table, column: &ColumnSpec, path: &Path) -> WarehouseError {

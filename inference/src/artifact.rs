@@ -5,13 +5,20 @@
 //! fitted profiles and contexts, the fitted model, and split-conformal residuals per horizon for the
 //! intervals and probabilities. The body is MessagePack, gzipped: every f64 keeps its 8 bytes, so a
 //! loaded model predicts bit for bit what the trained one did.
+//!
+//! | format | what changed |
+//! | --- | --- |
+//! | 1 | the first layout; serving re-loads each lot's calendar from the embedded holiday data |
+//! | 2 | [`ModelBundle::calendars`]: the calendar of every lot's region (public and school holidays) as training saw it, so a user's own region or calendar file serves as it trained, and a newer build's embedded data cannot change a trained model's features |
+//!
+//! A format 1 file still loads: its lots get the embedded calendars, as before.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
 use parkcast_features::baseline::WeekdayProfile;
-use parkcast_features::calendar::{HolidayCalendar, HolidayRegion};
+use parkcast_features::calendar::{CalendarSource, HolidayCalendar};
 use parkcast_features::conformal::ResidualCalibration;
 use parkcast_features::vector::{
     FeatureParams, LotContext, LotFeatureState, LotProfile, ScheduledEvent, index, lot_kind_code,
@@ -20,8 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Forecaster, ModelError, SavedModel, pack, unpack};
 
-/// Version of the model file layout.
-pub const MODEL_FILE_FORMAT: u32 = 1;
+/// Version of the model file layout this build writes.
+pub const MODEL_FILE_FORMAT: u32 = 2;
+
+/// The oldest model file layout this build reads.
+pub const OLDEST_MODEL_FILE_FORMAT: u32 = 1;
 
 /// A lot as the model knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +69,10 @@ pub struct ModelBundle {
     pub calibrations: BTreeMap<u32, ResidualCalibration>,
     /// The fitted model ([`SavedModel::to_bytes`]).
     pub model: Vec<u8>,
+    /// The calendar of each lot's holiday region, by region code, as training used it (format 2;
+    /// empty in a format 1 file). A lot whose region is missing here gets the embedded calendar.
+    #[serde(default)]
+    pub calendars: BTreeMap<String, HolidayCalendar>,
 }
 
 impl ModelBundle {
@@ -71,11 +85,19 @@ impl ModelBundle {
     pub fn from_bytes(bytes: &[u8]) -> Result<ModelBundle, ModelError> {
         let corrupt = |error: &dyn std::fmt::Display| ModelError::Corrupt(error.to_string());
         let bundle: ModelBundle = unpack(bytes)?;
-        if bundle.format != MODEL_FILE_FORMAT {
+        if !(OLDEST_MODEL_FILE_FORMAT..=MODEL_FILE_FORMAT).contains(&bundle.format) {
             return Err(ModelError::Corrupt(format!(
-                "model file format {} (this build reads {MODEL_FILE_FORMAT})",
+                "model file format {} (this build reads {OLDEST_MODEL_FILE_FORMAT} to {MODEL_FILE_FORMAT})",
                 bundle.format
             )));
+        }
+        for (region, calendar) in &bundle.calendars {
+            if calendar.region() != region {
+                return Err(ModelError::Corrupt(format!(
+                    "the calendar stored for region {region} is {}'s",
+                    calendar.region()
+                )));
+            }
         }
         bundle
             .feature_params
@@ -107,9 +129,9 @@ impl ModelBundle {
             let holidays = calendars
                 .entry(lot.holiday_region.clone())
                 .or_insert_with(|| {
-                    Arc::new(lot.holiday_region.parse::<HolidayRegion>().map_or_else(
-                        |_| HolidayCalendar::from_dates(&lot.holiday_region, []),
-                        |region| HolidayCalendar::load(&region),
+                    Arc::new(self.calendars.get(&lot.holiday_region).map_or_else(
+                        || CalendarSource::embedded().load_or_empty(&lot.holiday_region),
+                        HolidayCalendar::clone,
                     ))
                 })
                 .clone();
@@ -249,4 +271,153 @@ pub struct HorizonForecast {
     pub target_ms: i64,
     /// The occupancy rate forecast, in [0, 1] (NaN where the model could not forecast).
     pub rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use parkcast_features::calendar::{CalendarFile, CalendarSource};
+    use parkcast_features::vector::{FEATURE_COUNT, index};
+
+    use super::*;
+    use crate::model::{ForecasterParams, HorizonRows, LinearModel, LinearParams, TrainingSet};
+
+    fn date(year: i32, month: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(year, month, day).expect("test dates should be valid")
+    }
+
+    fn tiny_model() -> LinearModel {
+        let mut rows = HorizonRows::default();
+        for row in 0..200 {
+            let mut vector = [f64::NAN; FEATURE_COUNT];
+            let x = f64::from(row % 17) / 17.0;
+            vector[index::HORIZON_MINUTES] = 30.0;
+            vector[index::RATE_ORIGIN] = 0.5;
+            vector[index::PERSISTENCE_PLUS_PROFILE_CHANGE] = 0.4 + 0.2 * x;
+            rows.features.push(vector);
+            rows.targets.push(0.4 + 0.2 * x);
+        }
+        let data: TrainingSet = [(30, rows)].into_iter().collect();
+        LinearParams::default().fit(&data).expect("fits")
+    }
+
+    fn lot(lot_id: &str, holiday_region: &str) -> BundleLot {
+        BundleLot {
+            lot_id: lot_id.to_owned(),
+            kind: "garage".to_owned(),
+            timezone: "Europe/London".to_owned(),
+            holiday_region: holiday_region.to_owned(),
+            has_sessions: false,
+            events: Vec::new(),
+            profile_cells: Vec::new(),
+            fitted_until_ms: 0,
+        }
+    }
+
+    fn bundle(calendars: BTreeMap<String, HolidayCalendar>) -> ModelBundle {
+        ModelBundle {
+            format: MODEL_FILE_FORMAT,
+            feature_params: FeatureParams::new(30),
+            horizons: vec![1],
+            lots: vec![lot("own", "XX-TEST"), lot("england", "GB-ENG")],
+            calibrations: BTreeMap::new(),
+            model: SavedModel::Linear(tiny_model())
+                .to_bytes()
+                .expect("the model serializes"),
+            calendars,
+        }
+    }
+
+    /// The format 1 layout, as the previous build wrote it.
+    #[derive(Serialize)]
+    struct BundleV1<'a> {
+        format: u32,
+        feature_params: FeatureParams,
+        horizons: &'a [u32],
+        lots: &'a [BundleLot],
+        calibrations: &'a BTreeMap<u32, ResidualCalibration>,
+        model: &'a [u8],
+    }
+
+    #[test]
+    fn the_model_file_carries_its_lots_calendars() {
+        let file = CalendarFile::parse(
+            "own.csv",
+            "region,kind,first_day,last_day,name\n\
+             XX-TEST,public,2024-12-25,,Christmas\n\
+             XX-TEST,school,2024-10-21,2024-10-25,Autumn break\n\
+             XX-TEST,school_coverage,2024-09-01,2025-07-31,School year\n"
+                .as_bytes(),
+        )
+        .expect("parses");
+        let source = CalendarSource::embedded()
+            .with_file(&file)
+            .expect("applies");
+        let calendars: BTreeMap<String, HolidayCalendar> = ["XX-TEST", "GB-ENG"]
+            .into_iter()
+            .map(|region| {
+                let calendar = source.load(region).expect("known region");
+                (region.to_owned(), calendar)
+            })
+            .collect();
+        let bytes = bundle(calendars.clone()).to_bytes().expect("encodes");
+        let decoded = ModelBundle::from_bytes(&bytes).expect("decodes");
+        assert_eq!(decoded.format, 2);
+        assert_eq!(decoded.calendars, calendars);
+        let loaded = decoded.load().expect("loads");
+        let (own, _) = loaded.lot("own").expect("lot");
+        assert!(own.holidays.is_holiday(date(2024, 12, 25)));
+        assert!(own.holidays.is_school_holiday(date(2024, 10, 23)));
+        assert_eq!(
+            own.holidays.school_holiday_flag(date(2024, 11, 5)),
+            Some(false)
+        );
+        let (england, _) = loaded.lot("england").expect("lot");
+        assert!(england.holidays.is_school_holiday(date(2016, 12, 19)));
+    }
+
+    #[test]
+    fn a_format_1_file_loads_with_the_embedded_calendars() {
+        let current = bundle(BTreeMap::new());
+        let old = BundleV1 {
+            format: 1,
+            feature_params: current.feature_params,
+            horizons: &current.horizons,
+            lots: &current.lots,
+            calibrations: &current.calibrations,
+            model: &current.model,
+        };
+        let bytes = pack(&old).expect("encodes");
+        let decoded = ModelBundle::from_bytes(&bytes).expect("a format 1 file still reads");
+        assert_eq!(decoded.format, 1);
+        assert!(decoded.calendars.is_empty());
+        let loaded = decoded.load().expect("loads");
+        let (england, _) = loaded.lot("england").expect("lot");
+        assert!(england.holidays.is_holiday(date(2016, 12, 26)));
+        assert!(england.holidays.is_school_holiday(date(2016, 12, 19)));
+        let (own, _) = loaded.lot("own").expect("lot");
+        assert_eq!(
+            own.holidays.public_holidays().count(),
+            0,
+            "a region the embedded data lacks gets no holidays, as before"
+        );
+    }
+
+    #[test]
+    fn formats_outside_the_readable_range_and_mismatched_calendars_are_refused() {
+        let mut future = bundle(BTreeMap::new());
+        future.format = MODEL_FILE_FORMAT + 1;
+        let bytes = future.to_bytes().expect("encodes");
+        assert!(matches!(
+            ModelBundle::from_bytes(&bytes),
+            Err(ModelError::Corrupt(_))
+        ));
+        let mut calendars = BTreeMap::new();
+        calendars.insert("GB-ENG".to_owned(), HolidayCalendar::from_dates("FR", []));
+        let bytes = bundle(calendars).to_bytes().expect("encodes");
+        assert!(matches!(
+            ModelBundle::from_bytes(&bytes),
+            Err(ModelError::Corrupt(_))
+        ));
+    }
 }

@@ -77,6 +77,18 @@ pub fn copy_dimensions(from: &Warehouse, to: &Warehouse) -> Result<()> {
         let rows: Vec<parkcast_features::rows::EventRow> = from.read_rows()?;
         to.replace("archive-dims", &rows)?;
     }
+    // The calendar files imports kept, so training on the archive sees the same calendars.
+    for file in parkcast_features::calendar::read_warehouse_calendars(from.root())? {
+        let name = std::path::Path::new(file.origin())
+            .file_name()
+            .context("a kept calendar file should have a name")?;
+        let path = to
+            .root()
+            .join(parkcast_features::calendar::USER_CALENDAR_DIR)
+            .join(name);
+        std::fs::create_dir_all(path.parent().context("a calendar path has a folder")?)?;
+        file.write(&path)?;
+    }
     Ok(())
 }
 

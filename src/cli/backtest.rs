@@ -7,8 +7,10 @@ use chrono::NaiveDate;
 use clap::{Args, ValueEnum};
 use comfy_table::{Cell, CellAlignment};
 use parkcast_features::vector::FEATURE_NAMES;
+use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::{self, BacktestConfig, BacktestReport, ModelChoice};
 use parkcast_training::model::{GbmParams, LinearParams, Objective};
+use parkcast_training::protocol;
 
 use super::{GlobalArgs, WarehouseLocation};
 use crate::progress::BarProgress;
@@ -42,9 +44,11 @@ pub enum Models {
 pub struct ProtocolArgs {
     #[command(flatten)]
     pub location: WarehouseLocation,
-    /// Start from a named protocol; the options below override its parts.
-    #[arg(long, value_enum, default_value = "birmingham")]
-    pub preset: Preset,
+    /// Start from a named protocol; the options below override its parts. Default: the data set's
+    /// own (birmingham, malaga); for any other source the protocol comes from its data (its cadence
+    /// gives the grid, its last week is the test window, earlier weeks are rolling origins).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
     /// `fact_lot_occupancy.source` to evaluate (birmingham, malaga, melbourne, simulated, csv-<name>).
     #[arg(long)]
     pub source: Option<String>,
@@ -131,12 +135,51 @@ pub fn parse_duration_minutes(text: &str) -> Result<u32> {
 }
 
 impl ProtocolArgs {
-    /// The backtest configuration these arguments describe.
-    pub fn config(&self) -> Result<BacktestConfig> {
+    /// The backtest configuration these arguments describe, and where it came from (printed, so a
+    /// run says which protocol it evaluated).
+    pub fn config(&self, warehouse: &Warehouse) -> Result<(BacktestConfig, String)> {
         let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("preset dates are valid");
-        let (mut config, mut horizons_minutes) = match self.preset {
-            Preset::Birmingham => (BacktestConfig::birmingham(), vec![30, 60, 120]),
-            Preset::Malaga => (
+        let source = self.source.as_deref().unwrap_or("birmingham");
+        let summary = protocol::source(warehouse, source)?;
+        let Some(summary) = summary else {
+            let available: Vec<String> = protocol::sources(warehouse)?
+                .into_iter()
+                .map(|source| format!("{} ({} lots)", source.source, source.lots))
+                .collect();
+            bail!(
+                "no source {source:?} in the warehouse's fact_lot_occupancy; it holds: {}",
+                if available.is_empty() {
+                    "nothing (import a data set first)".to_owned()
+                } else {
+                    available.join(", ")
+                }
+            );
+        };
+        let preset = self.preset.or(match source {
+            "birmingham" => Some(Preset::Birmingham),
+            "malaga" => Some(Preset::Malaga),
+            _ => None,
+        });
+        let mut origin = match preset {
+            Some(Preset::Birmingham) => "preset birmingham".to_owned(),
+            Some(Preset::Malaga) => "preset malaga".to_owned(),
+            None => format!(
+                "from the data of {source}: {} lots, {} to {}, a reading every {:.1} min",
+                summary.lots, summary.first_day, summary.last_day, summary.cadence_minutes
+            ),
+        };
+        let (mut config, mut horizons_minutes) = match preset {
+            None => {
+                let config = summary.protocol()?;
+                let minutes = config
+                    .horizons
+                    .iter()
+                    .map(|steps| steps * config.step_minutes)
+                    .collect();
+                (config, minutes)
+            }
+            Some(Preset::Birmingham) => (BacktestConfig::birmingham(), vec![30, 60, 120]),
+            Some(Preset::Malaga) => (
                 BacktestConfig {
                     source: "malaga".to_owned(),
                     step_minutes: 15,
@@ -196,7 +239,24 @@ impl ProtocolArgs {
             config.training_days = self.training_days;
         }
         config.max_training_rows = self.max_training_rows;
-        Ok(config)
+        let windows = config.windows();
+        origin.push_str(&format!(
+            "; {}-min grid, horizons {}, {} window{}: {}",
+            config.step_minutes,
+            horizons_minutes
+                .iter()
+                .map(|minutes| format_minutes(*minutes))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            windows.len(),
+            if windows.len() == 1 { "" } else { "s" },
+            windows
+                .iter()
+                .map(|(start, end)| format!("{start}..{end}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok((config, origin))
     }
 
     /// The learned models these arguments ask for.
@@ -259,9 +319,19 @@ pub struct BacktestArgs {
     pub per_lot: bool,
 }
 
+/// `90` -> `1h30`, `60` -> `1h`, `15` -> `15 min`, `1440` -> `24h`.
+fn format_minutes(minutes: u32) -> String {
+    match (minutes / 60, minutes % 60) {
+        (0, rest) => format!("{rest} min"),
+        (hours, 0) => format!("{hours}h"),
+        (hours, rest) => format!("{hours}h{rest:02}"),
+    }
+}
+
 pub fn run(args: BacktestArgs, global: &GlobalArgs) -> Result<()> {
     let warehouse = args.protocol.location.open()?;
-    let config = args.protocol.config()?;
+    let (config, origin) = args.protocol.config(&warehouse)?;
+    println!("protocol: {origin}");
     let models = args.protocol.models()?;
     let progress = BarProgress::new(global.quiet);
     let started = std::time::Instant::now();

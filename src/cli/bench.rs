@@ -592,6 +592,7 @@ fn bench_train(
         backtest: config,
         models: ModelChoice::all(),
         name: "bench".to_owned(),
+        publish_losing: true,
     };
     let registry = Registry::open(scratch.join("models"));
     let started = Instant::now();

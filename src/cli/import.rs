@@ -63,9 +63,14 @@ pub enum SourceArgs {
         /// Time zone of naive timestamps (IANA name, e.g. Europe/Paris).
         #[arg(long)]
         timezone: Option<chrono_tz::Tz>,
-        /// Holiday region for the calendar (ISO 3166 CC or CC-SUB, e.g. FR, ES-AN).
+        /// Holiday region for the calendar (ISO 3166 CC or CC-SUB, e.g. FR, ES-AN, DE-SN).
         #[arg(long)]
         region: Option<String>,
+        /// A calendar file (CSV: region,kind,first_day,last_day,name,source) that adds your own
+        /// region or replaces an embedded one's public or school holidays (see README, "Importing
+        /// your data"); kept in the warehouse so training uses it too.
+        #[arg(long, requires = "region")]
+        calendar_file: Option<PathBuf>,
     },
 }
 
@@ -109,12 +114,14 @@ impl SourceArgs {
                 name,
                 timezone,
                 region,
+                calendar_file,
             } => {
                 vec![ImportSource::Csv {
                     path,
                     name,
                     timezone,
                     holiday_region: region,
+                    calendar_file,
                 }]
             }
         }

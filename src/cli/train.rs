@@ -23,11 +23,16 @@ pub struct TrainArgs {
     /// Name of the model line in the registry (default: the source).
     #[arg(long)]
     pub name: Option<String>,
+    /// Publish the promoted model even when it does not beat persistence + profile change at every
+    /// horizon on the test window(s); without it such a model is refused (nothing is published).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: TrainArgs, global: &GlobalArgs) -> Result<()> {
     let warehouse = args.protocol.location.open()?;
-    let backtest = args.protocol.config()?;
+    let (backtest, origin) = args.protocol.config(&warehouse)?;
+    println!("protocol: {origin}");
     let models = args.protocol.models()?;
     let name = args.name.clone().unwrap_or_else(|| {
         backtest
@@ -38,6 +43,7 @@ pub fn run(args: TrainArgs, global: &GlobalArgs) -> Result<()> {
         backtest,
         models,
         name,
+        publish_losing: args.force,
     };
     let registry = Registry::open(&args.registry);
     let progress = BarProgress::new(global.quiet);

@@ -62,6 +62,14 @@ pub enum BacktestError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The warehouse holds no reading of the source.
+    #[error("no source {source_name:?} in fact_lot_occupancy; the warehouse holds: {}", if available.is_empty() { "nothing (import a data set first)".to_owned() } else { available.join(", ") })]
+    NoSuchSource {
+        /// The source asked for.
+        source_name: String,
+        /// The sources there are, with their lot counts (`birmingham (28 lots)`).
+        available: Vec<String>,
+    },
     /// No lot had enough data.
     #[error(
         "no usable lot for source {source_name:?} (each needs readings on at least {min_day_share:.0}% of training days)"
@@ -278,6 +286,31 @@ impl BacktestReport {
         self.metrics
             .iter()
             .find(|metrics| metrics.model == model && metrics.horizon_steps == horizon_steps)
+    }
+
+    /// The horizons (steps) where `model` does not beat `baseline` (a tie does not beat; a horizon
+    /// either lacks counts as lost, with NaN errors): (horizon minutes, model MAE, baseline MAE).
+    pub fn losing_horizons(
+        &self,
+        model: &str,
+        baseline: &str,
+        horizons_steps: &[u32],
+    ) -> Vec<(u32, f64, f64)> {
+        horizons_steps
+            .iter()
+            .filter_map(
+                |&steps| match (self.get(model, steps), self.get(baseline, steps)) {
+                    (Some(ours), Some(theirs)) => (ours.mae_rate.is_nan()
+                        || ours.mae_rate >= theirs.mae_rate)
+                        .then_some((ours.horizon_minutes, ours.mae_rate, theirs.mae_rate)),
+                    (ours, theirs) => Some((
+                        ours.or(theirs).map_or(0, |metrics| metrics.horizon_minutes),
+                        f64::NAN,
+                        f64::NAN,
+                    )),
+                },
+            )
+            .collect()
     }
 }
 
@@ -499,6 +532,15 @@ pub fn prepare(
 ) -> Result<(Vec<LotInputs>, Vec<String>), BacktestError> {
     config.validate()?;
     let lots = load_lots(warehouse, &config.source, config.step_minutes)?;
+    if lots.is_empty() {
+        return Err(BacktestError::NoSuchSource {
+            source_name: config.source.clone(),
+            available: crate::protocol::sources(warehouse)?
+                .into_iter()
+                .map(|source| format!("{} ({} lots)", source.source, source.lots))
+                .collect(),
+        });
+    }
     let first_start = config
         .windows()
         .first()
@@ -864,4 +906,54 @@ pub fn local_midnight_ms(tz: Tz, date: NaiveDate) -> i64 {
         },
         |instant| instant.timestamp_millis(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_loses_where_it_ties_or_trails_the_baseline_or_has_no_figure() {
+        let metrics = |model: &str, horizon_steps: u32, mae_rate: f64| HorizonMetrics {
+            model: model.to_owned(),
+            horizon_steps,
+            horizon_minutes: horizon_steps * 30,
+            pairs: 10,
+            fallbacks: 0,
+            mae_rate,
+            rmse_rate: mae_rate,
+            mae_slots: mae_rate,
+            rmse_slots: mae_rate,
+            coverage_80: None,
+            coverage_95: None,
+            width_80: None,
+        };
+        let report = BacktestReport {
+            models: vec!["base".to_owned(), "trees".to_owned()],
+            lots: Vec::new(),
+            excluded_lots: Vec::new(),
+            windows: Vec::new(),
+            metrics: vec![
+                metrics("base", 1, 0.02),
+                metrics("trees", 1, 0.01),
+                metrics("base", 2, 0.03),
+                metrics("trees", 2, 0.03),
+                metrics("base", 4, 0.04),
+                metrics("trees", 4, 0.05),
+                metrics("base", 8, 0.05),
+            ],
+            per_lot: Vec::new(),
+            samples: Vec::new(),
+            training_rows: BTreeMap::new(),
+            validation_mae: Vec::new(),
+            test_residuals: BTreeMap::new(),
+        };
+        assert!(report.losing_horizons("trees", "base", &[1]).is_empty());
+        let losing = report.losing_horizons("trees", "base", &[1, 2, 4, 8]);
+        assert_eq!(losing.len(), 3, "{losing:?}");
+        assert_eq!(losing[0], (60, 0.03, 0.03));
+        assert_eq!(losing[1], (120, 0.05, 0.04));
+        assert_eq!(losing[2].0, 240);
+        assert!(losing[2].1.is_nan());
+    }
 }

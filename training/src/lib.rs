@@ -19,6 +19,7 @@ pub mod import;
 pub mod lots;
 pub mod plot;
 pub mod progress;
+pub mod protocol;
 pub mod simulate;
 pub mod train;
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
-use parkcast_features::calendar::{HolidayCalendar, HolidayRegion};
+use parkcast_features::calendar::{CalendarError, CalendarSource, HolidayCalendar};
 use parkcast_features::grid::GridSeries;
 use parkcast_features::rows::{EventRow, LotRow};
 use parkcast_features::schema::Table;
@@ -30,6 +30,9 @@ pub enum LotsError {
         /// The polars error.
         source: PolarsError,
     },
+    /// A calendar file kept in the warehouse is unreadable or conflicts with another.
+    #[error(transparent)]
+    Calendar(#[from] CalendarError),
     /// A lot's time zone is not an IANA name.
     #[error("lot {lot_id} has an unknown time zone {timezone:?}")]
     BadTimezone {
@@ -95,6 +98,8 @@ pub fn load_lots(
     let series = load_series(warehouse, source, step_minutes, &dimension)?;
     let (mut arrivals, mut departures) = load_sessions(warehouse, source)?;
     let mut events = load_events(warehouse)?;
+    // The calendars the imports used: embedded data with the calendar files they kept.
+    let calendar_source = CalendarSource::for_warehouse(warehouse.root())?;
     let mut calendars: HashMap<String, Arc<HolidayCalendar>> = HashMap::new();
     let mut lots = BTreeMap::new();
     for (lot_id, lot_series) in series {
@@ -103,12 +108,9 @@ pub fn load_lots(
         let holidays = calendars
             .entry(region_code.clone())
             .or_insert_with(|| {
-                // A region the embedded data lacks gets no holidays rather than failing the run;
-                // the day-off flag still knows weekends.
-                Arc::new(region_code.parse::<HolidayRegion>().map_or_else(
-                    |_| HolidayCalendar::from_dates(&region_code, []),
-                    |region| HolidayCalendar::load(&region),
-                ))
+                // A region no calendar knows gets no holidays rather than failing the run; the
+                // day-off flag still knows weekends.
+                Arc::new(calendar_source.load_or_empty(&region_code))
             })
             .clone();
         let kind = row.map_or("unknown", |row| row.kind.as_str()).to_owned();

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Days, Utc};
+use parkcast_features::calendar::HolidayCalendar;
 use parkcast_features::conformal::ResidualCalibration;
 use parkcast_features::vector::{FEATURE_NAMES, LotProfile};
 use parkcast_features::warehouse::Warehouse;
@@ -41,6 +42,18 @@ pub enum TrainError {
     /// Publishing failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The best learned model loses to "persistence + profile change" at some horizon, so
+    /// publishing it would serve worse forecasts than a spreadsheet rule.
+    #[error(
+        "not published: {promoted} does not beat persistence + profile change at every horizon ({}); publish it anyway with --force (TrainConfig::publish_losing)",
+        losing.iter().map(|(minutes, model, baseline)| format!("{minutes} min: MAE {model:.4} vs {baseline:.4}")).collect::<Vec<_>>().join("; ")
+    )]
+    LosesToBaseline {
+        /// The learned model with the best validation score.
+        promoted: String,
+        /// Horizons it loses at on the test window(s): (minutes, its MAE of rate, the baseline's).
+        losing: Vec<(u32, f64, f64)>,
+    },
     /// Nothing to promote.
     #[error("no learned model was chosen: enable the linear model or the trees")]
     NoLearnedModel,
@@ -55,6 +68,9 @@ pub struct TrainConfig {
     pub models: ModelChoice,
     /// Registry name of the model line (default: the source).
     pub name: String,
+    /// Publish the promoted model even when it loses to "persistence + profile change" at some
+    /// horizon (otherwise training fails with [`TrainError::LosesToBaseline`]).
+    pub publish_losing: bool,
 }
 
 /// The outcome of a training run.
@@ -107,15 +123,18 @@ pub fn train(
         .copied()
         .min_by(|a, b| mean_mae(a).total_cmp(&mean_mae(b)))
         .ok_or(TrainError::NoLearnedModel)?;
-    let beats_baseline = config.backtest.horizons.iter().all(|&horizon| {
-        match (
-            report.get(promoted, horizon),
-            report.get("persistence + profile change", horizon),
-        ) {
-            (Some(model), Some(baseline)) => model.mae_rate < baseline.mae_rate,
-            _ => false,
-        }
-    });
+    let losing = report.losing_horizons(
+        promoted,
+        "persistence + profile change",
+        &config.backtest.horizons,
+    );
+    let beats_baseline = losing.is_empty();
+    if !beats_baseline && !config.publish_losing {
+        return Err(TrainError::LosesToBaseline {
+            promoted: promoted.to_owned(),
+            losing,
+        });
+    }
     let promoted_choice = ModelChoice {
         linear: (promoted == LINEAR_NAME)
             .then(|| config.models.linear.clone())
@@ -178,6 +197,17 @@ pub fn train(
             }
         })
         .collect();
+    // The calendars the features were computed with travel in the model file, so serving sees the
+    // same days (also for a region from a user's calendar file).
+    let calendars = lots
+        .iter()
+        .map(|lot| {
+            (
+                lot.holiday_region.clone(),
+                HolidayCalendar::clone(&lot.context.holidays),
+            )
+        })
+        .collect();
     let bundle = ModelBundle {
         format: MODEL_FILE_FORMAT,
         feature_params: params,
@@ -185,6 +215,7 @@ pub fn train(
         lots: bundle_lots,
         calibrations,
         model: model.to_bytes()?,
+        calendars,
     };
     let bytes = bundle.to_bytes()?;
     let forecast_csv = live_forecasts(&bytes, &lots)?;

@@ -139,10 +139,17 @@ fn an_unknown_source_and_bad_settings_are_refused() {
         source: "nowhere".to_owned(),
         ..BacktestConfig::birmingham()
     };
-    assert!(matches!(
-        backtest_baselines(&warehouse, &config),
-        Err(BacktestError::NoUsableLot { .. })
-    ));
+    let refused = backtest_baselines(&warehouse, &config).expect_err("no such source");
+    assert!(
+        matches!(&refused, BacktestError::NoSuchSource { available, .. } if available == &["birmingham (30 lots)"]),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains(
+            "no source \"nowhere\" in fact_lot_occupancy; the warehouse holds: birmingham (30 lots)"
+        ),
+        "{refused}"
+    );
     let config = BacktestConfig {
         horizons: vec![],
         ..BacktestConfig::birmingham()

@@ -165,6 +165,27 @@ fn birmingham_slice_is_cleaned_by_the_shared_rules() {
     let calendar: Vec<CalendarRow> = warehouse.read_rows().expect("calendar should read back");
     assert_eq!(calendar.len(), 77, "4 Oct to 19 Dec 2016");
     assert!(calendar.iter().all(|row| row.region == "GB-ENG"));
+    // The data lies in the embedded 2016/17 school year: every day says whether schools are
+    // closed, the autumn half term (22-30 October with its weekends) and the first Christmas days.
+    assert!(calendar.iter().all(|row| row.is_school_holiday.is_some()));
+    let school_days_off = |name: &str| {
+        let mut days: Vec<NaiveDate> = calendar
+            .iter()
+            .filter(|row| row.school_holiday_name.as_deref() == Some(name))
+            .map(|row| row.date)
+            .collect();
+        days.sort();
+        days
+    };
+    let date = |month: u32, day: u32| NaiveDate::from_ymd_opt(2016, month, day).expect("date");
+    assert_eq!(
+        school_days_off("Autumn half term"),
+        (22..=30).map(|day| date(10, day)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        school_days_off("Christmas holidays"),
+        (17..=19).map(|day| date(12, day)).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -183,6 +204,7 @@ fn reimporting_replaces_the_source_and_leaves_other_sources() {
         name: "Other".to_owned(),
         timezone: None,
         holiday_region: None,
+        calendar_file: None,
     };
     import(&other, &warehouse, &NoProgress).expect("the generic CSV should import");
     let counts = |warehouse: &Warehouse| {
@@ -558,6 +580,7 @@ fn csv_source(path: PathBuf, timezone: Option<chrono_tz::Tz>) -> ImportSource {
         name: "Test Lots".to_owned(),
         timezone,
         holiday_region: None,
+        calendar_file: None,
     }
 }
 
@@ -678,6 +701,7 @@ fn generic_csv_resolves_the_fall_back_and_the_spring_gap() {
         name: "Test Lots".to_owned(),
         timezone: Some(chrono_tz::Europe::London),
         holiday_region: Some("GB-ENG".to_owned()),
+        calendar_file: None,
     };
     assert_eq!(source.writer_name(), "csv-test-lots");
     let report = import(&source, &warehouse, &NoProgress).expect("the CSV should import");
@@ -792,5 +816,130 @@ fn generic_csv_free_counts_and_capacity_fill() {
     assert!(
         matches!(&error, ImportError::LotWithoutCapacity { lot_id, .. } if lot_id == "b"),
         "{error:?}"
+    );
+}
+
+const OWN_CALENDAR: &str = "\
+region,kind,first_day,last_day,name,source
+XX-TEST,public,2024-03-07,,Town day,town hall
+XX-TEST,public,2024-03-29,,Good Friday,town hall
+XX-TEST,school,2024-03-11,2024-03-15,Spring break,school board
+XX-TEST,school_coverage,2024-03-01,2024-07-31,,school board
+";
+
+/// Hourly readings of one lot, 4 to 10 March 2024 (UTC).
+fn week_of_counts(dir: &TempDir) -> PathBuf {
+    let mut text = "lot_id,timestamp,occupied,capacity\n".to_owned();
+    for day in 4..=17 {
+        for hour in [8, 12, 16] {
+            text.push_str(&format!(
+                "a,2024-03-{day:02}T{hour:02}:00:00Z,{},50\n",
+                day + hour
+            ));
+        }
+    }
+    write_text(dir, "counts.csv", &text)
+}
+
+fn own_town(counts: PathBuf, region: Option<&str>, calendar: Option<PathBuf>) -> ImportSource {
+    ImportSource::Csv {
+        path: counts,
+        name: "Own Town".to_owned(),
+        timezone: None,
+        holiday_region: region.map(str::to_owned),
+        calendar_file: calendar,
+    }
+}
+
+#[test]
+fn a_calendar_file_adds_a_region_that_reaches_dim_calendar_and_training() {
+    let dir = TempDir::new().expect("temporary folder");
+    let warehouse = new_warehouse(&dir);
+    let counts = week_of_counts(&dir);
+    let calendar = write_text(&dir, "calendar.csv", OWN_CALENDAR);
+
+    let without = import(
+        &own_town(counts.clone(), Some("XX-TEST"), None),
+        &warehouse,
+        &NoProgress,
+    )
+    .expect_err("XX-TEST is no embedded region");
+    assert!(
+        matches!(
+            without,
+            ImportError::Calendar(parkcast_features::calendar::CalendarError::UnknownRegion { .. })
+        ),
+        "{without:?}"
+    );
+    assert!(
+        !warehouse.has_table(Table::FactLotOccupancy),
+        "refused before reading"
+    );
+
+    import(
+        &own_town(counts.clone(), Some("XX-TEST"), Some(calendar.clone())),
+        &warehouse,
+        &NoProgress,
+    )
+    .expect("the calendar file makes XX-TEST known");
+    let mut rows: Vec<CalendarRow> = warehouse.read_rows().expect("calendar should read back");
+    rows.sort_by_key(|row| row.date);
+    assert_eq!(rows.len(), 14, "4 to 17 March");
+    assert!(rows.iter().all(|row| row.region == "XX-TEST"));
+    let day = |day: u32| &rows[(day - 4) as usize];
+    assert_eq!(day(7).holiday_name.as_deref(), Some("Town day"));
+    assert_eq!(
+        day(8).is_bridge_day,
+        Some(true),
+        "the Friday after a Thursday holiday"
+    );
+    assert_eq!(day(6).is_bridge_day, Some(false));
+    assert_eq!(day(8).is_school_holiday, Some(false));
+    // Monday to Friday 11-15 March, widened over the weekends: 9 to 17 March.
+    for date in 9..=17 {
+        assert_eq!(day(date).is_school_holiday, Some(true), "{date} March");
+        assert_eq!(
+            day(date).school_holiday_name.as_deref(),
+            Some("Spring break")
+        );
+    }
+    assert_eq!(
+        day(4).days_to_major_holiday,
+        Some(25),
+        "Good Friday is in the Easter season"
+    );
+    assert_eq!(day(4).days_from_major_holiday, Some(366), "none before");
+
+    let kept = warehouse.root().join("calendars").join("csv-own-town.csv");
+    assert!(kept.is_file(), "the file is kept for training");
+    let lots =
+        parkcast_training::lots::load_lots(&warehouse, "csv-own-town", 60).expect("lots load");
+    let holidays = &lots["csv-own-town:a"].context.holidays;
+    assert_eq!(holidays.region(), "XX-TEST");
+    assert!(holidays.is_holiday(NaiveDate::from_ymd_opt(2024, 3, 7).expect("date")));
+    assert!(holidays.is_school_holiday(NaiveDate::from_ymd_opt(2024, 3, 12).expect("date")));
+
+    // Another source may not give XX-TEST's public holidays a second time.
+    let other = ImportSource::Csv {
+        path: counts.clone(),
+        name: "Other Town".to_owned(),
+        timezone: None,
+        holiday_region: Some("XX-TEST".to_owned()),
+        calendar_file: Some(calendar),
+    };
+    let conflict = import(&other, &warehouse, &NoProgress).expect_err("two files for XX-TEST");
+    assert!(
+        conflict.to_string().contains("csv-own-town.csv"),
+        "{conflict}"
+    );
+
+    // Re-importing without the file drops it with the source's calendar.
+    import(&own_town(counts, None, None), &warehouse, &NoProgress).expect("re-import");
+    assert!(!kept.exists());
+    assert!(
+        warehouse
+            .read_rows::<CalendarRow>()
+            .expect("calendar should read back")
+            .is_empty()
     );
 }

@@ -139,14 +139,22 @@ fn every_table_is_written() {
             .expect("dim_vehicle")
             .is_empty()
     );
-    assert_eq!(
-        fixture
-            .warehouse
-            .read_rows::<CalendarRow>()
-            .expect("dim_calendar")
-            .len(),
-        14
+    let mut calendar = fixture
+        .warehouse
+        .read_rows::<CalendarRow>()
+        .expect("dim_calendar");
+    calendar.sort_by_key(|row| row.date);
+    assert_eq!(calendar.len(), 14);
+    // 3 to 16 November 2025 in England: term time by the embedded school data (the autumn half
+    // term ended on Sunday 2 November), and 52 days before Christmas on the first day.
+    assert!(
+        calendar
+            .iter()
+            .all(|row| row.is_school_holiday == Some(false) && row.is_bridge_day == Some(false)),
+        "{calendar:?}"
     );
+    assert_eq!(calendar[0].date, date(2025, 11, 3));
+    assert_eq!(calendar[0].days_to_major_holiday, Some(52));
     let events = fixture
         .warehouse
         .read_rows::<EventRow>()

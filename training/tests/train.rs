@@ -83,6 +83,7 @@ fn a_published_model_loads_back_and_scores_live_state_identically() {
             }),
         },
         name: "birmingham".to_owned(),
+        publish_losing: false,
     };
     let outcome = train(&warehouse, &registry, &config, &NoProgress).expect("training");
     let manifest = &outcome.published.manifest;
@@ -110,6 +111,17 @@ fn a_published_model_loads_back_and_scores_live_state_identically() {
         .expect("decodes")
         .load()
         .expect("loads");
+
+    // The model file carries the calendar training used (format 2), school holidays included, and
+    // the loaded lots read it from there.
+    let stored: Vec<&String> = outcome.bundle.calendars.keys().collect();
+    assert_eq!(stored, ["GB-ENG"]);
+    let (context, _) = loaded
+        .lot(&outcome.backtest.lots[0])
+        .expect("the model knows the lot");
+    assert_eq!(*context.holidays, outcome.bundle.calendars["GB-ENG"]);
+    let christmas_break = chrono::NaiveDate::from_ymd_opt(2016, 12, 19).expect("date");
+    assert!(context.holidays.is_school_holiday(christmas_break));
 
     // Live scoring: each lot's state fed value by value, asked at its last instant.
     let lots = load_lots(&warehouse, "birmingham", 30).expect("lots");

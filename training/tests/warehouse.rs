@@ -360,3 +360,117 @@ fn missing_tables_and_foreign_folders_get_clear_errors() {
         Err(WarehouseError::UnsupportedVersion { found: 99, .. })
     ));
 }
+
+/// A `dim_calendar` row as format 2 writes it.
+fn calendar_row(day: u32, school: Option<bool>) -> CalendarRow {
+    CalendarRow {
+        date: NaiveDate::from_ymd_opt(2016, 12, day).expect("date"),
+        region: "GB-ENG".to_owned(),
+        day_of_week: 1,
+        is_weekend: false,
+        holiday_name: None,
+        days_to_holiday: 3,
+        days_from_holiday: 40,
+        is_school_holiday: school,
+        school_holiday_name: school
+            .filter(|school| *school)
+            .map(|_| "Christmas".to_owned()),
+        is_bridge_day: Some(false),
+        days_to_major_holiday: Some(3),
+        days_from_major_holiday: Some(200),
+    }
+}
+
+#[test]
+fn a_format_1_calendar_file_reads_its_new_columns_as_null() {
+    // Both file orders: polars takes a scan's schema from its first file unless told otherwise.
+    for (old_name, new_writer) in [
+        ("part-aa-old-0.parquet", "zz-new"),
+        ("part-zz-old-0.parquet", "aa-new"),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("warehouse.json"),
+            r#"{"format_version": 1, "partitioning": "hive:date(utc)"}"#,
+        )
+        .expect("an old manifest");
+        // What format 1 wrote: the calendar without the columns format 2 added.
+        let added: Vec<&str> = Table::DimCalendar
+            .columns()
+            .iter()
+            .filter(|column| column.added_in_format > 1)
+            .map(|column| column.name)
+            .collect();
+        assert_eq!(added.len(), 5);
+        let mut old = CalendarRow::to_frame(&[calendar_row(1, None), calendar_row(2, None)])
+            .expect("frame")
+            .drop_many(added.iter().copied());
+        let folder = dir.path().join(Table::DimCalendar.name());
+        std::fs::create_dir_all(&folder).expect("folder");
+        let file = std::fs::File::create(folder.join(old_name)).expect("create");
+        ParquetWriter::new(file).finish(&mut old).expect("write");
+
+        let reader = Warehouse::open(dir.path()).expect("format 1 opens");
+        assert_eq!(reader.format_version().expect("version"), 1);
+        let rows: Vec<CalendarRow> = reader.read_rows().expect("an old file reads");
+        assert_eq!(
+            rows,
+            [calendar_row(1, None), calendar_row(2, None)].map(|row| CalendarRow {
+                is_bridge_day: None,
+                days_to_major_holiday: None,
+                days_from_major_holiday: None,
+                ..row
+            })
+        );
+
+        // A newer import writes format 2 files beside it, and marks the warehouse.
+        let writer = Warehouse::create(dir.path()).expect("opens for writing");
+        assert_eq!(writer.format_version().expect("version"), 2);
+        let new_rows = [calendar_row(19, Some(true)), calendar_row(20, Some(false))];
+        writer.replace(new_writer, &new_rows).expect("write");
+        let mut rows: Vec<CalendarRow> = writer.read_rows().expect("two formats read together");
+        rows.sort_by_key(|row| row.date);
+        assert_eq!(rows.len(), 4);
+        assert_eq!(
+            rows.iter()
+                .map(|row| row.is_school_holiday)
+                .collect::<Vec<_>>(),
+            [None, None, Some(true), Some(false)]
+        );
+        assert_eq!(rows[0].days_to_major_holiday, None);
+        assert_eq!(rows[2], new_rows[0]);
+        let lazy = writer
+            .scan(Table::DimCalendar)
+            .expect("scan")
+            .filter(col("is_school_holiday").eq(lit(true)))
+            .collect()
+            .expect("a filter on a new column works across formats");
+        assert_eq!(lazy.height(), 1);
+    }
+}
+
+#[test]
+fn an_old_file_missing_an_original_column_is_still_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let warehouse = Warehouse::create(dir.path()).expect("warehouse");
+    let mut frame = CalendarRow::to_frame(&[calendar_row(1, None)])
+        .expect("frame")
+        .drop_many(["is_school_holiday", "days_to_holiday"]);
+    let folder = dir.path().join(Table::DimCalendar.name());
+    std::fs::create_dir_all(&folder).expect("folder");
+    let file = std::fs::File::create(folder.join("part-old-0.parquet")).expect("create");
+    ParquetWriter::new(file).finish(&mut frame).expect("write");
+    let error = warehouse
+        .read_rows::<CalendarRow>()
+        .expect_err("days_to_holiday has been there since format 1");
+    assert!(
+        matches!(
+            error,
+            WarehouseError::MissingColumn {
+                column: "days_to_holiday",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}

@@ -211,6 +211,7 @@ pub fn publish_toy(
         model: SavedModel::Linear(fitted)
             .to_bytes()
             .expect("the model serializes"),
+        calendars: BTreeMap::new(),
     };
     publish_bytes(
         registry,

@@ -45,6 +45,7 @@ fn site() -> SourceSite {
         city: "Birmingham".to_owned(),
         timezone: London,
         holiday_region: Some("GB-ENG".to_owned()),
+        calendar_file: None,
     }
 }
 

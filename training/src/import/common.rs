@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use parkcast_features::calendar::HolidayCalendar;
+use parkcast_features::calendar::{
+    CalendarFile, CalendarSource, read_warehouse_calendars, warehouse_calendar_path,
+};
 use parkcast_features::rows::{CalendarRow, ZoneRow};
 use parkcast_features::warehouse::{FrameRow, Warehouse, WriteStats};
 use parkcast_features::{Table, TableRow};
@@ -247,6 +249,9 @@ pub(crate) struct SourceSite {
     pub(crate) timezone: Tz,
     /// Holiday region of the lots, if known.
     pub(crate) holiday_region: Option<String>,
+    /// The calendar file the import was given (`--calendar-file`), kept in the warehouse with the
+    /// source's tables.
+    pub(crate) calendar_file: Option<CalendarFile>,
 }
 
 impl SourceSite {
@@ -266,16 +271,44 @@ impl SourceSite {
         self.holiday_region.clone().unwrap_or_default()
     }
 
+    /// The calendars this import sees: the embedded data, with the calendar files other imports
+    /// kept in the warehouse and this import's own file applied (a file this source kept earlier is
+    /// replaced by the one given now, or dropped if none is).
+    pub(crate) fn calendar_source(
+        &self,
+        warehouse: &Warehouse,
+    ) -> Result<CalendarSource, ImportError> {
+        let own_path = warehouse_calendar_path(warehouse.root(), &self.writer);
+        let others = read_warehouse_calendars(warehouse.root())?
+            .into_iter()
+            .filter(|file| Path::new(file.origin()) != own_path);
+        let mut source = CalendarSource::embedded();
+        for file in others.chain(self.calendar_file.clone()) {
+            source = source.with_file(&file)?;
+        }
+        Ok(source)
+    }
+
+    /// Fails early, before a long read, if the holiday region is not known to the calendars this
+    /// import sees.
+    pub(crate) fn check_calendar(&self, warehouse: &Warehouse) -> Result<(), ImportError> {
+        if let Some(region) = &self.holiday_region {
+            self.calendar_source(warehouse)?.check_region(region)?;
+        }
+        Ok(())
+    }
+
     /// Calendar rows of the region for the local dates from `first` to `last`, if the region is known.
     pub(crate) fn calendar_rows(
         &self,
+        warehouse: &Warehouse,
         first: DateTime<Utc>,
         last: DateTime<Utc>,
     ) -> Result<Option<Vec<CalendarRow>>, ImportError> {
         let Some(region) = &self.holiday_region else {
             return Ok(None);
         };
-        let calendar = HolidayCalendar::load(&region.parse()?);
+        let calendar = self.calendar_source(warehouse)?.load(region)?;
         Ok(Some(
             calendar.rows(self.local_date(first), self.local_date(last)),
         ))
@@ -321,11 +354,25 @@ impl<'a> TableWriter<'a> {
     }
 
     /// Writes the calendar, or, without a holiday region, removes the calendar an earlier import of
-    /// the same writer may have left, so that a re-import never keeps stale rows.
+    /// the same writer may have left, so that a re-import never keeps stale rows. Keeps the import's
+    /// calendar file in the warehouse (`calendars/<writer>.csv`) for the trainer, or removes the one
+    /// an earlier import of the writer kept.
     pub(crate) fn replace_calendar(
         &mut self,
         rows: Option<Vec<CalendarRow>>,
+        calendar_file: Option<&CalendarFile>,
     ) -> Result<(), ImportError> {
+        let path = warehouse_calendar_path(self.warehouse.root(), self.writer);
+        match calendar_file {
+            Some(file) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+                }
+                file.write(&path)?;
+            }
+            None if path.exists() => std::fs::remove_file(&path).map_err(io_error(&path))?,
+            None => {}
+        }
         match rows {
             Some(rows) => self.replace(&rows),
             None => {

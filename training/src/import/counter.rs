@@ -347,7 +347,7 @@ pub(crate) fn write_counter_import(
         );
     }
     let calendar_rows = match (first_ts, last_ts) {
-        (Some(first), Some(last)) => site.calendar_rows(first, last)?,
+        (Some(first), Some(last)) => site.calendar_rows(warehouse, first, last)?,
         _ => None,
     };
 
@@ -355,7 +355,7 @@ pub(crate) fn write_counter_import(
     writer.replace(&occupancy_rows)?;
     writer.replace(&lot_rows)?;
     writer.replace(&[site.zone_row()])?;
-    writer.replace_calendar(calendar_rows)?;
+    writer.replace_calendar(calendar_rows, site.calendar_file.as_ref())?;
     Ok(ImportReport {
         source: site.writer.clone(),
         rows_read,

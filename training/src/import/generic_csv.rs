@@ -1,11 +1,11 @@
 //! The generic counter CSV, for data of any operator (the format is documented in the `import`
 //! module docs, which the README copies).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset, Utc};
 use chrono_tz::Tz;
-use parkcast_features::calendar::HolidayRegion;
+use parkcast_features::calendar::CalendarFile;
 use parkcast_features::warehouse::Warehouse;
 
 use super::common::{
@@ -42,6 +42,8 @@ pub(crate) struct CsvOptions {
     pub(crate) timezone: Option<Tz>,
     /// Holiday region of the lots.
     pub(crate) holiday_region: Option<String>,
+    /// A calendar file that adds or replaces regions (`--calendar-file`).
+    pub(crate) calendar_file: Option<PathBuf>,
 }
 
 /// `csv-<name>` with the name lowercased and every character other than ASCII letters, digits, `-`
@@ -91,10 +93,11 @@ pub(crate) fn import(
     warehouse: &Warehouse,
     progress: &dyn Progress,
 ) -> Result<ImportReport, ImportError> {
-    // A wrong region should fail before a long read, not after it.
-    if let Some(region) = &options.holiday_region {
-        region.parse::<HolidayRegion>()?;
-    }
+    let calendar_file = options
+        .calendar_file
+        .as_deref()
+        .map(CalendarFile::read)
+        .transpose()?;
     let site = SourceSite {
         writer: options.writer.clone(),
         zone_id: format!("{}:all", options.writer),
@@ -102,7 +105,10 @@ pub(crate) fn import(
         city: options.writer.trim_start_matches("csv-").to_owned(),
         timezone: options.timezone.unwrap_or(Tz::UTC),
         holiday_region: options.holiday_region.clone(),
+        calendar_file,
     };
+    // A wrong region or calendar file should fail before a long read, not after it.
+    site.check_calendar(warehouse)?;
     let mut reader = csv_reader(open_with_progress(path, "reading counters", progress)?);
     let header = Header::read(path, &mut reader)?;
     let lot_column = header.require("lot_id")?;

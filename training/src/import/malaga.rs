@@ -63,6 +63,7 @@ fn site() -> SourceSite {
         city: "Málaga".to_owned(),
         timezone: Madrid,
         holiday_region: Some("ES-AN".to_owned()),
+        calendar_file: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn site() -> SourceSite {
         city: "Melbourne".to_owned(),
         timezone: Melbourne,
         holiday_region: Some("AU-VIC".to_owned()),
+        calendar_file: None,
     }
 }
 
@@ -211,7 +212,7 @@ pub(crate) fn import(
             let grid = day_grid(&site, first, last, interval_minutes);
             tally.add(Rule::InitialFreeAssumed, bays.len() as u64);
             let occupancy = derive_occupancy(&layout, readings_of_lot, grid, progress);
-            (occupancy, site.calendar_rows(first, last)?)
+            (occupancy, site.calendar_rows(warehouse, first, last)?)
         }
         _ => (Vec::new(), None),
     };
@@ -256,7 +257,7 @@ pub(crate) fn import(
     writer.replace(&slot_rows)?;
     writer.replace(&lot_rows)?;
     writer.replace(&[site.zone_row()])?;
-    writer.replace_calendar(calendar_rows)?;
+    writer.replace_calendar(calendar_rows, site.calendar_file.as_ref())?;
     Ok(ImportReport {
         source: WRITER.to_owned(),
         rows_read,

@@ -151,6 +151,11 @@
 //! fall-back hour is read as the second pass only if it follows the first one in the file. Lots get
 //! kind `unknown`, the holiday region given (`dim_calendar` is written only with one), and the time
 //! zone given (`UTC` when none is, which then only allows RFC 3339 timestamps).
+//!
+//! A calendar file (`--calendar-file`, format in [`parkcast_features::calendar::CalendarFile`])
+//! adds a region of the user's own or replaces an embedded region's public or school holidays; it
+//! is checked before the counters are read, used for `dim_calendar`, and kept in the warehouse as
+//! `calendars/<writer>.csv`, which the trainer applies (and a re-import without the flag removes).
 
 mod birmingham;
 mod common;
@@ -206,6 +211,9 @@ pub enum ImportSource {
         timezone: Option<chrono_tz::Tz>,
         /// Holiday region of the lots (`GB-ENG`, ...); no calendar is written when absent.
         holiday_region: Option<String>,
+        /// A calendar file (README, "Importing your data") that adds regions or replaces embedded
+        /// ones; kept in the warehouse (`calendars/<writer>.csv`) so training sees it too.
+        calendar_file: Option<PathBuf>,
     },
 }
 
@@ -425,11 +433,13 @@ pub fn import(
             name,
             timezone,
             holiday_region,
+            calendar_file,
         } => {
             let options = generic_csv::CsvOptions {
                 writer: generic_csv::writer_name(name),
                 timezone: *timezone,
                 holiday_region: holiday_region.clone(),
+                calendar_file: calendar_file.clone(),
             };
             generic_csv::import(path, &options, warehouse, progress)
         }
