@@ -11,6 +11,8 @@
 //! Coverage holds when test errors are exchangeable with calibration errors; a holiday or a level
 //! shift breaks that, which is why the backtest reports the coverage it actually got.
 
+use crate::calendar::DayType;
+
 /// Residuals of one forecaster at one horizon, sorted.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResidualCalibration {
@@ -267,6 +269,161 @@ impl RollingCalibration {
     }
 }
 
+/// Which residuals calibrate an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CalibrationScope {
+    /// Every residual in the window (split conformal over all days).
+    Pooled,
+    /// The residuals of targets on the same [`DayType`] (weekday / Saturday / Sunday or holiday),
+    /// falling back to the pooled ones while a day type has fewer than
+    /// [`MIN_CONDITIONAL_RESIDUALS`].
+    #[default]
+    DayType,
+}
+
+/// Residuals a day type needs before its own quantile replaces the pooled one: below this the 95%
+/// quantile rests on a handful of residuals and is noisier than the pooled one is biased.
+pub const MIN_CONDITIONAL_RESIDUALS: usize = 200;
+
+/// [`RollingCalibration`] conditioned on the day type of the target.
+///
+/// Split conformal assumes test errors are exchangeable with calibration errors; a Saturday's or a
+/// holiday's errors are not exchangeable with a weekday's (demand has another shape, and the
+/// profile has fewer such days to learn from), so pooled intervals under-cover on them and
+/// over-cover on weekdays. Calibrating each day type on its own residuals (Mondrian conformal
+/// prediction, with the day type as the taxonomy) keeps the guarantee per day type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayTypeCalibration {
+    scope: CalibrationScope,
+    pooled: RollingCalibration,
+    by_type: Vec<RollingCalibration>,
+}
+
+impl DayTypeCalibration {
+    /// An empty calibration keeping residuals for `window_ms`.
+    pub fn new(window_ms: i64, scope: CalibrationScope) -> Self {
+        let by_type = match scope {
+            CalibrationScope::Pooled => Vec::new(),
+            CalibrationScope::DayType => DayType::ALL
+                .iter()
+                .map(|_| RollingCalibration::new(window_ms))
+                .collect(),
+        };
+        DayTypeCalibration {
+            scope,
+            pooled: RollingCalibration::new(window_ms),
+            by_type,
+        }
+    }
+
+    /// Adds the residual of a target on `day_type`, known at `known_ms` (pushes in time order).
+    pub fn push(&mut self, known_ms: i64, residual: f64, day_type: DayType) {
+        self.pooled.push(known_ms, residual);
+        if let Some(calibration) = self.by_type.get_mut(day_type.index()) {
+            calibration.push(known_ms, residual);
+        }
+    }
+
+    /// Drops residuals known at or before `now_ms - window`.
+    pub fn advance_to(&mut self, now_ms: i64) {
+        self.pooled.advance_to(now_ms);
+        for calibration in &mut self.by_type {
+            calibration.advance_to(now_ms);
+        }
+    }
+
+    /// The calibration an interval for a target on `day_type` reads.
+    fn for_day(&self, day_type: DayType) -> &RollingCalibration {
+        match self.by_type.get(day_type.index()) {
+            Some(own) if own.len() >= MIN_CONDITIONAL_RESIDUALS => own,
+            _ => &self.pooled,
+        }
+    }
+
+    /// The interval at `coverage` around a forecast rate of a target on `day_type`; `None` while
+    /// empty.
+    pub fn interval(
+        &self,
+        forecast_rate: f64,
+        coverage: f64,
+        day_type: DayType,
+    ) -> Option<(f64, f64)> {
+        self.for_day(day_type).interval(forecast_rate, coverage)
+    }
+
+    /// The fixed calibration of the residuals now in the window: pooled, and per day type where one
+    /// has enough residuals of its own; `None` while empty.
+    pub fn snapshot(&self) -> Option<DayTypeResiduals> {
+        let by_type = self
+            .by_type
+            .iter()
+            .zip(DayType::ALL)
+            .filter(|(own, _)| own.len() >= MIN_CONDITIONAL_RESIDUALS)
+            .filter_map(|(own, day_type)| Some((day_type, own.snapshot()?)))
+            .collect();
+        Some(DayTypeResiduals {
+            pooled: self.pooled.snapshot()?,
+            by_type,
+        })
+    }
+
+    /// The scope it was built with.
+    pub fn scope(&self) -> CalibrationScope {
+        self.scope
+    }
+}
+
+/// A fixed [`ResidualCalibration`] per day type, with the pooled one for day types that had too few
+/// residuals: what a model file stores and serving reads, so an interval served on a Saturday is
+/// calibrated the way the backtest calibrated it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DayTypeResiduals {
+    /// Every residual.
+    pub pooled: ResidualCalibration,
+    /// The day types with at least [`MIN_CONDITIONAL_RESIDUALS`] residuals of their own.
+    pub by_type: Vec<(DayType, ResidualCalibration)>,
+}
+
+impl DayTypeResiduals {
+    /// Calibrates residuals labelled with their target's day type; `None` without a finite one.
+    pub fn fit(
+        residuals: impl IntoIterator<Item = (f64, DayType)>,
+        scope: CalibrationScope,
+    ) -> Option<Self> {
+        let mut all = Vec::new();
+        let mut own: [Vec<f64>; 3] = Default::default();
+        for (residual, day_type) in residuals {
+            all.push(residual);
+            own[day_type.index()].push(residual);
+        }
+        let by_type = match scope {
+            CalibrationScope::Pooled => Vec::new(),
+            CalibrationScope::DayType => DayType::ALL
+                .into_iter()
+                .filter_map(|day_type| {
+                    let residuals = std::mem::take(&mut own[day_type.index()]);
+                    let calibration = ResidualCalibration::fit(residuals)?;
+                    (calibration.len() >= MIN_CONDITIONAL_RESIDUALS)
+                        .then_some((day_type, calibration))
+                })
+                .collect(),
+        };
+        Some(DayTypeResiduals {
+            pooled: ResidualCalibration::fit(all)?,
+            by_type,
+        })
+    }
+
+    /// The calibration of a target on `day_type`: its own, else the pooled one.
+    pub fn for_day(&self, day_type: DayType) -> &ResidualCalibration {
+        self.by_type
+            .iter()
+            .find(|(own, _)| *own == day_type)
+            .map_or(&self.pooled, |(_, calibration)| calibration)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +458,63 @@ mod tests {
         assert_eq!(rolling.snapshot().map(|c| c.len()), Some(3));
         rolling.advance_to(1_000);
         assert!(rolling.is_empty());
+    }
+
+    #[test]
+    fn day_type_calibration_reads_its_own_residuals_once_it_has_enough() {
+        let mut calibration = DayTypeCalibration::new(i64::MAX, CalibrationScope::DayType);
+        // Weekdays err by 0.01, Saturdays by 0.2.
+        for at in 0..(MIN_CONDITIONAL_RESIDUALS as i64 * 4) {
+            calibration.push(at, 0.01, DayType::Weekday);
+        }
+        for at in 0..(MIN_CONDITIONAL_RESIDUALS as i64 - 1) {
+            calibration.push(at, -0.2, DayType::Saturday);
+        }
+        let half = |interval: Option<(f64, f64)>| {
+            let (low, high) = interval.expect("residuals");
+            (high - low) / 2.0
+        };
+        // One short of the minimum: Saturdays read the pooled residuals (80% of which are 0.01).
+        assert!(half(calibration.interval(0.5, 0.8, DayType::Saturday)) < 0.02);
+        calibration.push(1_000_000, -0.2, DayType::Saturday);
+        assert!(half(calibration.interval(0.5, 0.8, DayType::Saturday)) > 0.19);
+        assert!(half(calibration.interval(0.5, 0.8, DayType::Weekday)) < 0.02);
+        // No Sunday residual: the pooled ones, whose 95% quantile reaches the Saturdays'.
+        assert!(half(calibration.interval(0.5, 0.95, DayType::SundayOrHoliday)) > 0.19);
+        let fixed = calibration.snapshot().expect("residuals");
+        assert_eq!(fixed.pooled.len(), MIN_CONDITIONAL_RESIDUALS * 5);
+        let types: Vec<DayType> = fixed
+            .by_type
+            .iter()
+            .map(|(day_type, _)| *day_type)
+            .collect();
+        assert_eq!(types, vec![DayType::Weekday, DayType::Saturday]);
+        // The fixed calibration picks as the rolling one did (exact quantiles, not binned ones).
+        assert!(fixed.for_day(DayType::Saturday).half_width(0.8) > 0.19);
+        assert!(fixed.for_day(DayType::Weekday).half_width(0.8) < 0.02);
+        assert!(fixed.for_day(DayType::SundayOrHoliday).half_width(0.95) > 0.19);
+        let labelled = (0..MIN_CONDITIONAL_RESIDUALS * 4)
+            .map(|_| (0.01, DayType::Weekday))
+            .chain((0..MIN_CONDITIONAL_RESIDUALS).map(|_| (-0.2, DayType::Saturday)));
+        let fitted = DayTypeResiduals::fit(labelled, CalibrationScope::DayType).expect("residuals");
+        assert_eq!(fitted, fixed);
+
+        let mut pooled_only = DayTypeCalibration::new(i64::MAX, CalibrationScope::Pooled);
+        for at in 0..(MIN_CONDITIONAL_RESIDUALS as i64 * 4) {
+            pooled_only.push(at, 0.01, DayType::Weekday);
+            pooled_only.push(at, -0.2, DayType::Saturday);
+        }
+        assert_eq!(
+            pooled_only.interval(0.5, 0.8, DayType::Weekday),
+            pooled_only.interval(0.5, 0.8, DayType::Saturday)
+        );
+        assert!(
+            pooled_only
+                .snapshot()
+                .expect("residuals")
+                .by_type
+                .is_empty()
+        );
     }
 
     #[test]

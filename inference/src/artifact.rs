@@ -9,7 +9,7 @@
 //! | format | what changed |
 //! | --- | --- |
 //! | 1 | the first layout; serving re-loads each lot's calendar from the embedded holiday data |
-//! | 2 | [`ModelBundle::calendars`]: the calendar of every lot's region (public and school holidays) as training saw it, so a user's own region or calendar file serves as it trained, and a newer build's embedded data cannot change a trained model's features |
+//! | 2 | [`ModelBundle::calendars`]: the calendar of every lot's region (public and school holidays) as training saw it, so a user's own region or calendar file serves as it trained, and a newer build's embedded data cannot change a trained model's features; [`ModelBundle::day_type_calibrations`]: residuals per day type of the target, so a Saturday's or a holiday's interval is calibrated on such days |
 //!
 //! A format 1 file still loads: its lots get the embedded calendars, as before.
 
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 use parkcast_features::baseline::WeekdayProfile;
-use parkcast_features::calendar::{CalendarSource, HolidayCalendar};
+use parkcast_features::calendar::{CalendarSource, DayType, HolidayCalendar};
 use parkcast_features::conformal::ResidualCalibration;
 use parkcast_features::vector::{
     FeatureParams, LotContext, LotFeatureState, LotProfile, ScheduledEvent, index, lot_kind_code,
@@ -67,6 +67,11 @@ pub struct ModelBundle {
     pub lots: Vec<BundleLot>,
     /// Conformal residuals per horizon (minutes).
     pub calibrations: BTreeMap<u32, ResidualCalibration>,
+    /// Conformal residuals per horizon (minutes) and day type of the target, for the day types the
+    /// last backtest window had enough residuals of (format 2; empty in a format 1 file): where
+    /// present they calibrate a target on that day type instead of [`ModelBundle::calibrations`].
+    #[serde(default)]
+    pub day_type_calibrations: BTreeMap<u32, Vec<(DayType, ResidualCalibration)>>,
     /// The fitted model ([`SavedModel::to_bytes`]).
     pub model: Vec<u8>,
     /// The calendar of each lot's holiday region, by region code, as training used it (format 2;
@@ -186,9 +191,44 @@ impl LoadedModel {
             .map(|(context, profile)| (context, profile))
     }
 
-    /// The calibration of a horizon (minutes).
+    /// The pooled calibration of a horizon (minutes): every residual, whatever its day.
     pub fn calibration(&self, horizon_minutes: u32) -> Option<&ResidualCalibration> {
         self.bundle.calibrations.get(&horizon_minutes)
+    }
+
+    /// The calibration of a horizon (minutes) for a target on `day_type`: the day type's own
+    /// residuals where the model has enough of them, else the pooled ones.
+    pub fn calibration_on(
+        &self,
+        horizon_minutes: u32,
+        day_type: DayType,
+    ) -> Option<&ResidualCalibration> {
+        self.bundle
+            .day_type_calibrations
+            .get(&horizon_minutes)
+            .and_then(|own| {
+                own.iter()
+                    .find(|(kind, _)| *kind == day_type)
+                    .map(|(_, calibration)| calibration)
+            })
+            .or_else(|| self.calibration(horizon_minutes))
+    }
+
+    /// The calibration of a horizon (minutes) for a lot's target at `target_ms`: by the day type of
+    /// the target's local date in the lot's calendar; pooled for a lot the model does not know.
+    pub fn calibration_for(
+        &self,
+        lot_id: &str,
+        horizon_minutes: u32,
+        target_ms: i64,
+    ) -> Option<&ResidualCalibration> {
+        match self.lots.get(lot_id) {
+            Some((context, _)) => {
+                let day_type = context.holidays.day_type(context.local(target_ms).date());
+                self.calibration_on(horizon_minutes, day_type)
+            }
+            None => self.calibration(horizon_minutes),
+        }
     }
 
     /// The grid step, minutes.
@@ -321,6 +361,7 @@ mod tests {
             horizons: vec![1],
             lots: vec![lot("own", "XX-TEST"), lot("england", "GB-ENG")],
             calibrations: BTreeMap::new(),
+            day_type_calibrations: BTreeMap::new(),
             model: SavedModel::Linear(tiny_model())
                 .to_bytes()
                 .expect("the model serializes"),
@@ -374,6 +415,45 @@ mod tests {
         );
         let (england, _) = loaded.lot("england").expect("lot");
         assert!(england.holidays.is_school_holiday(date(2016, 12, 19)));
+    }
+
+    #[test]
+    fn intervals_read_the_calibration_of_the_targets_day_type() {
+        let narrow = ResidualCalibration::fit([-0.01, 0.0, 0.01]).expect("residuals");
+        let wide = ResidualCalibration::fit([-0.2, 0.0, 0.2]).expect("residuals");
+        let mut with_days = bundle(BTreeMap::new());
+        with_days.calibrations.insert(30, narrow.clone());
+        with_days
+            .day_type_calibrations
+            .insert(30, vec![(DayType::Saturday, wide.clone())]);
+        let bytes = with_days.to_bytes().expect("encodes");
+        let loaded = ModelBundle::from_bytes(&bytes)
+            .expect("decodes")
+            .load()
+            .expect("loads");
+        // Noon in London, as ms since the epoch.
+        let noon = |day: NaiveDate| {
+            day.and_hms_opt(12, 0, 0)
+                .expect("valid")
+                .and_utc()
+                .timestamp_millis()
+        };
+        let saturday = noon(date(2024, 12, 14));
+        let monday = noon(date(2024, 12, 16));
+        let christmas = noon(date(2024, 12, 25));
+        assert_eq!(loaded.calibration_for("england", 30, saturday), Some(&wide));
+        assert_eq!(loaded.calibration_for("england", 30, monday), Some(&narrow));
+        // A holiday has no calibration of its own in this file: the pooled one.
+        assert_eq!(
+            loaded.calibration_for("england", 30, christmas),
+            Some(&narrow)
+        );
+        // A lot the model does not know, and a horizon it has no residuals for.
+        assert_eq!(
+            loaded.calibration_for("elsewhere", 30, saturday),
+            Some(&narrow)
+        );
+        assert_eq!(loaded.calibration_for("england", 60, saturday), None);
     }
 
     #[test]

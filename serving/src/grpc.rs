@@ -262,7 +262,11 @@ impl ServiceContext {
                     let capacity_f = f64::from(capacity);
                     for &(minutes, target_ms) in targets {
                         let Some(point) = forecast_at(
-                            |horizon| served.model.calibration(horizon),
+                            |horizon| {
+                                served
+                                    .model
+                                    .calibration_for(&topology.lot_id, horizon, target_ms)
+                            },
                             forecast,
                             live,
                             target_ms,

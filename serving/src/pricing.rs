@@ -45,7 +45,10 @@ pub fn bands(lot_id: &str, capacity: u32, answer: &LotAnswer, as_of_ms: i64) -> 
         .horizons
         .iter()
         .filter_map(|horizon| {
-            let calibration = served.model.calibration(horizon.horizon_minutes)?;
+            let calibration =
+                served
+                    .model
+                    .calibration_for(lot_id, horizon.horizon_minutes, horizon.target_ms)?;
             let rate = horizon.rate.clamp(0.0, 1.0);
             Some(ForecastBand {
                 schema_version: BAND_SCHEMA_VERSION,

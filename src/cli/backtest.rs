@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::{Args, ValueEnum};
 use comfy_table::{Cell, CellAlignment};
+use parkcast_features::calendar::DayType;
+use parkcast_features::conformal::CalibrationScope;
 use parkcast_features::vector::FEATURE_NAMES;
 use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::{self, BacktestConfig, BacktestReport, ModelChoice};
@@ -24,6 +26,15 @@ pub enum Preset {
     /// Málaga: 15-minute grid, 15 min / 1 h / 24 h, test Jul 2025 - Jun 2026 in quarterly rolling
     /// windows, pairs across midnight.
     Malaga,
+}
+
+/// Which residuals calibrate the intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Calibration {
+    /// The residuals of the target's day type.
+    DayType,
+    /// All residuals.
+    Pooled,
 }
 
 /// Which learned models to train next to the baselines.
@@ -78,6 +89,10 @@ pub struct ProtocolArgs {
     /// Days before each window that calibrate the conformal intervals.
     #[arg(long)]
     pub calibration_days: Option<u32>,
+    /// Which residuals calibrate the intervals: those of the target's day type (weekday, Saturday,
+    /// Sunday or holiday; pooled while a day type has fewer than 200) or all of them.
+    #[arg(long, value_enum, default_value = "day-type")]
+    pub calibration: Calibration,
     /// Train on at most this many days before each window (default: all history).
     #[arg(long)]
     pub training_days: Option<u32>,
@@ -239,6 +254,10 @@ impl ProtocolArgs {
             config.training_days = self.training_days;
         }
         config.max_training_rows = self.max_training_rows;
+        config.calibration = match self.calibration {
+            Calibration::DayType => CalibrationScope::DayType,
+            Calibration::Pooled => CalibrationScope::Pooled,
+        };
         let windows = config.windows();
         origin.push_str(&format!(
             "; {}-min grid, horizons {}, {} window{}: {}",
@@ -398,6 +417,119 @@ pub fn print_summary(outcome: &BacktestReport, config: &BacktestConfig) {
     }
     println!("{}", metrics_table(outcome));
     println!("{}", versus_table(outcome, config));
+    if outcome.windows.len() > 1 {
+        println!("{}", windows_table(outcome, config));
+    }
+    if !outcome.per_day_type.is_empty() {
+        println!("{}", day_type_table(outcome));
+    }
+}
+
+/// The model the summary's extra tables follow: the last learned one (the baselines come first).
+fn followed_model(outcome: &BacktestReport) -> &str {
+    outcome
+        .models
+        .last()
+        .map_or(VERSUS_BASELINE, String::as_str)
+}
+
+const VERSUS_BASELINE: &str = "persistence + profile change";
+
+/// MAE of the followed model and the baseline per rolling window and horizon, with the window
+/// dates: one good week must not hide a bad one.
+fn windows_table(outcome: &BacktestReport, config: &BacktestConfig) -> comfy_table::Table {
+    let model = followed_model(outcome);
+    let mut header = vec![format!("window ({model} vs {VERSUS_BASELINE})")];
+    header.extend(
+        config
+            .horizons
+            .iter()
+            .map(|h| format!("{} min", h * config.step_minutes)),
+    );
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = report::new_table(&header_refs);
+    let find = |window: usize, name: &str, horizon: u32| {
+        outcome
+            .per_window
+            .iter()
+            .find(|(index, metrics)| {
+                *index == window && metrics.model == name && metrics.horizon_steps == horizon
+            })
+            .map(|(_, metrics)| metrics)
+    };
+    for (window, (start, end)) in outcome.windows.iter().enumerate() {
+        let mut row = vec![Cell::new(format!("{start} .. {end}"))];
+        for &horizon in &config.horizons {
+            let text = match (
+                find(window, model, horizon),
+                find(window, VERSUS_BASELINE, horizon),
+            ) {
+                (Some(ours), Some(theirs)) if theirs.mae_rate > 0.0 => format!(
+                    "{:.4} vs {:.4} ({:+.1}%)",
+                    ours.mae_rate,
+                    theirs.mae_rate,
+                    100.0 * (ours.mae_rate / theirs.mae_rate - 1.0)
+                ),
+                _ => "n/a".to_owned(),
+            };
+            row.push(Cell::new(text).set_alignment(CellAlignment::Right));
+        }
+        table.add_row(row);
+    }
+    table
+}
+
+/// Coverage of the followed model's 80% and 95% intervals and its MAE per horizon and day type of
+/// the target: where exchangeability breaks (Saturdays, Sundays and holidays) pooled intervals
+/// miss, and this is where it shows.
+fn day_type_table(outcome: &BacktestReport) -> comfy_table::Table {
+    let model = followed_model(outcome);
+    let mut table = report::new_table(&[
+        &format!("{model}: day type"),
+        "horizon",
+        "pairs",
+        "MAE rate",
+        "80% covers",
+        "95% covers",
+        "80% width",
+    ]);
+    let percent = |share: Option<f64>| {
+        share.map_or_else(
+            || "n/a".to_owned(),
+            |share| format!("{:.1}%", 100.0 * share),
+        )
+    };
+    let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
+    let mut rows: Vec<_> = outcome
+        .per_day_type
+        .iter()
+        .filter(|(_, metrics)| metrics.model == model)
+        .collect();
+    rows.sort_by_key(|(day_type, metrics)| (metrics.horizon_steps, *day_type));
+    for (day_type, metrics) in rows {
+        table.add_row(vec![
+            Cell::new(day_type_name(*day_type)),
+            right(format!("{} min", metrics.horizon_minutes)),
+            right(report::thousands(metrics.pairs)),
+            right(format!("{:.4}", metrics.mae_rate)),
+            right(percent(metrics.coverage_80)),
+            right(percent(metrics.coverage_95)),
+            right(
+                metrics
+                    .width_80
+                    .map_or_else(|| "n/a".to_owned(), |width| format!("{width:.3}")),
+            ),
+        ]);
+    }
+    table
+}
+
+fn day_type_name(day_type: DayType) -> &'static str {
+    match day_type {
+        DayType::Weekday => "weekday",
+        DayType::Saturday => "Saturday",
+        DayType::SundayOrHoliday => "Sunday or holiday",
+    }
 }
 
 fn metrics_table(outcome: &BacktestReport) -> comfy_table::Table {
@@ -447,7 +579,7 @@ fn metrics_table(outcome: &BacktestReport) -> comfy_table::Table {
 
 /// Each model's MAE change against persistence + profile change, per horizon: the promotion view.
 fn versus_table(outcome: &BacktestReport, config: &BacktestConfig) -> comfy_table::Table {
-    const BASELINE: &str = "persistence + profile change";
+    const BASELINE: &str = VERSUS_BASELINE;
     let mut header = vec!["MAE rate vs persistence + profile change".to_owned()];
     header.extend(
         config
@@ -477,7 +609,7 @@ fn versus_table(outcome: &BacktestReport, config: &BacktestConfig) -> comfy_tabl
 
 /// MAE per lot and horizon for the last model and persistence + profile change, worst lots first.
 fn per_lot_table(outcome: &BacktestReport, config: &BacktestConfig) -> comfy_table::Table {
-    const MAIN: &str = "persistence + profile change";
+    const MAIN: &str = VERSUS_BASELINE;
     let best = outcome.models.last().map_or(MAIN, String::as_str);
     let mut header = vec!["lot".to_owned()];
     for horizon in &config.horizons {

@@ -21,7 +21,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
-use parkcast_features::conformal::RollingCalibration;
+use parkcast_features::calendar::DayType;
+use parkcast_features::conformal::{CalibrationScope, DayTypeCalibration};
 use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest};
 use parkcast_features::vector::{FeatureParams, FeatureVector, LotProfile, index};
@@ -113,6 +114,8 @@ pub struct BacktestConfig {
     pub training_days: Option<u32>,
     /// Cap on training rows per horizon: origins are thinned evenly to stay under it.
     pub max_training_rows: usize,
+    /// Which residuals calibrate each interval: all, or those of the target's day type.
+    pub calibration: CalibrationScope,
 }
 
 impl BacktestConfig {
@@ -132,6 +135,7 @@ impl BacktestConfig {
             window_days: None,
             training_days: None,
             max_training_rows: 400_000,
+            calibration: CalibrationScope::default(),
         }
     }
 
@@ -258,6 +262,10 @@ pub struct BacktestReport {
     pub metrics: Vec<HorizonMetrics>,
     /// The same per lot.
     pub per_lot: Vec<LotMetrics>,
+    /// The same per day type of the target (weekday, Saturday, Sunday or holiday).
+    pub per_day_type: Vec<(DayType, HorizonMetrics)>,
+    /// The same per window (index into [`BacktestReport::windows`]).
+    pub per_window: Vec<(usize, HorizonMetrics)>,
     /// Forecasts of the last window for the first 30 lots (for plots and notebooks).
     pub samples: Vec<ForecastSample>,
     /// Training rows per horizon (minutes) of the last window's models.
@@ -266,9 +274,10 @@ pub struct BacktestReport {
     /// models fitted before those days: a validation set that precedes every test window, so
     /// choosing a model on it does not peek at the test.
     pub validation_mae: Vec<(String, u32, f64)>,
-    /// Residuals (actual - forecast) of the last window per (model index, horizon steps): out of
-    /// sample for models fitted before it, so they calibrate a final model's intervals.
-    pub test_residuals: BTreeMap<(usize, u32), Vec<f64>>,
+    /// Residuals (actual - forecast) of the last window per (model index, horizon steps), with the
+    /// day type of their target: out of sample for models fitted before it, so they calibrate a
+    /// final model's intervals.
+    pub test_residuals: BTreeMap<(usize, u32), Vec<(f64, DayType)>>,
 }
 
 /// Errors of one model at one horizon for one lot.
@@ -434,6 +443,8 @@ pub(crate) struct EvalRow {
     pub(crate) actual_rate: f64,
     pub(crate) capacity: f64,
     pub(crate) last_rate: f64,
+    /// The target's day type (weekday, Saturday, Sunday or holiday) in the lot's calendar.
+    pub(crate) day_type: DayType,
     pub(crate) features: FeatureVector,
 }
 
@@ -574,9 +585,11 @@ pub fn backtest_lots(
 
     let mut totals: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
     let mut by_lot: BTreeMap<(usize, usize, u32), Accumulator> = BTreeMap::new();
+    let mut by_day_type: BTreeMap<(DayType, usize, u32), Accumulator> = BTreeMap::new();
+    let mut by_window: BTreeMap<(usize, usize, u32), Accumulator> = BTreeMap::new();
     let mut samples = Vec::new();
     let mut training_rows = BTreeMap::new();
-    let mut test_residuals: BTreeMap<(usize, u32), Vec<f64>> = BTreeMap::new();
+    let mut test_residuals: BTreeMap<(usize, u32), Vec<(f64, DayType)>> = BTreeMap::new();
     let mut validation: BTreeMap<(usize, u32), (f64, u64)> = BTreeMap::new();
     let calibration_ms = i64::from(config.calibration_days) * 86_400_000;
     for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
@@ -590,7 +603,7 @@ pub fn backtest_lots(
             (calibration_start, window_start),
         )?;
         progress.advance(1);
-        let mut rolling: BTreeMap<(usize, u32), RollingCalibration> = BTreeMap::new();
+        let mut rolling: BTreeMap<(usize, u32), DayTypeCalibration> = BTreeMap::new();
         let forecasts = fitted.predict_all(&rows);
         let mut by_target: Vec<usize> = (0..rows.len()).collect();
         by_target.sort_by_key(|&position| rows[position].target_ms);
@@ -605,10 +618,11 @@ pub fn backtest_lots(
                 entry.1 += 1;
                 rolling
                     .entry((model_index, row.horizon_steps))
-                    .or_insert_with(|| RollingCalibration::new(calibration_ms))
+                    .or_insert_with(|| DayTypeCalibration::new(calibration_ms, config.calibration))
                     .push(
                         row.target_ms,
                         row.actual_rate - or_last(model_forecasts[position], row),
+                        row.day_type,
                     );
             }
         }
@@ -643,13 +657,15 @@ pub fn backtest_lots(
                         done.actual_rate - or_last(model_forecasts[by_target[known]], done);
                     rolling
                         .entry((model_index, done.horizon_steps))
-                        .or_insert_with(|| RollingCalibration::new(calibration_ms))
-                        .push(done.target_ms, residual);
+                        .or_insert_with(|| {
+                            DayTypeCalibration::new(calibration_ms, config.calibration)
+                        })
+                        .push(done.target_ms, residual, done.day_type);
                     if last_window {
                         test_residuals
                             .entry((model_index, done.horizon_steps))
                             .or_default()
-                            .push(residual);
+                            .push((residual, done.day_type));
                     }
                 }
                 known += 1;
@@ -665,8 +681,8 @@ pub fn backtest_lots(
                             calibration.advance_to(origin);
                             let point = or_last(forecast, row);
                             Some((
-                                calibration.interval(point, 0.8)?,
-                                calibration.interval(point, 0.95)?,
+                                calibration.interval(point, 0.8, row.day_type)?,
+                                calibration.interval(point, 0.95, row.day_type)?,
                             ))
                         });
                 totals
@@ -675,6 +691,14 @@ pub fn backtest_lots(
                     .record(row, forecast, intervals);
                 by_lot
                     .entry((row.lot, model_index, row.horizon_steps))
+                    .or_default()
+                    .record(row, forecast, intervals);
+                by_day_type
+                    .entry((row.day_type, model_index, row.horizon_steps))
+                    .or_default()
+                    .record(row, forecast, intervals);
+                by_window
+                    .entry((window_index, model_index, row.horizon_steps))
                     .or_default()
                     .record(row, forecast, intervals);
                 sample_forecasts.push(or_last(forecast, row));
@@ -699,7 +723,10 @@ pub fn backtest_lots(
                     test_residuals
                         .entry((model_index, done.horizon_steps))
                         .or_default()
-                        .push(done.actual_rate - or_last(model_forecasts[position], done));
+                        .push((
+                            done.actual_rate - or_last(model_forecasts[position], done),
+                            done.day_type,
+                        ));
                 }
             }
         }
@@ -721,6 +748,24 @@ pub fn backtest_lots(
             metrics: accumulator.metrics(&names[model_index], horizon, config),
         })
         .collect();
+    let per_day_type = by_day_type
+        .iter()
+        .map(|(&(day_type, model_index, horizon), accumulator)| {
+            (
+                day_type,
+                accumulator.metrics(&names[model_index], horizon, config),
+            )
+        })
+        .collect();
+    let per_window = by_window
+        .iter()
+        .map(|(&(window, model_index, horizon), accumulator)| {
+            (
+                window,
+                accumulator.metrics(&names[model_index], horizon, config),
+            )
+        })
+        .collect();
     samples.sort_by(|a, b| {
         (&a.lot_id, a.horizon_steps, a.target_ms).cmp(&(&b.lot_id, b.horizon_steps, b.target_ms))
     });
@@ -731,6 +776,8 @@ pub fn backtest_lots(
         windows,
         metrics,
         per_lot,
+        per_day_type,
+        per_window,
         samples,
         training_rows,
         test_residuals,
@@ -854,6 +901,9 @@ pub(crate) fn fit_and_forecast(
                 actual_rate,
                 capacity,
                 last_rate: row.features[index::RATE_ORIGIN],
+                day_type: context
+                    .holidays
+                    .day_type(lot.series.local(target_ms).date()),
                 features: row.features,
             });
         }
@@ -943,6 +993,8 @@ mod tests {
                 metrics("base", 8, 0.05),
             ],
             per_lot: Vec::new(),
+            per_day_type: Vec::new(),
+            per_window: Vec::new(),
             samples: Vec::new(),
             training_rows: BTreeMap::new(),
             validation_mae: Vec::new(),

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Days, Utc};
 use parkcast_features::calendar::HolidayCalendar;
-use parkcast_features::conformal::ResidualCalibration;
+use parkcast_features::conformal::DayTypeResiduals;
 use parkcast_features::vector::{FEATURE_NAMES, LotProfile};
 use parkcast_features::warehouse::Warehouse;
 
@@ -170,14 +170,25 @@ pub fn train(
         .iter()
         .position(|name| name == promoted)
         .unwrap_or_default();
-    let calibrations: BTreeMap<u32, ResidualCalibration> = report
+    // Intervals are calibrated as the backtest calibrated them: per day type of the target where
+    // the last window has enough of that day's residuals, pooled otherwise.
+    let fixed: BTreeMap<u32, DayTypeResiduals> = report
         .test_residuals
         .iter()
         .filter(|((model_index, _), _)| *model_index == promoted_index)
         .filter_map(|((_, horizon), residuals)| {
-            ResidualCalibration::fit(residuals.iter().copied())
+            DayTypeResiduals::fit(residuals.iter().copied(), config.backtest.calibration)
                 .map(|calibration| (horizon * config.backtest.step_minutes, calibration))
         })
+        .collect();
+    let calibrations = fixed
+        .iter()
+        .map(|(&minutes, calibration)| (minutes, calibration.pooled.clone()))
+        .collect();
+    let day_type_calibrations = fixed
+        .into_iter()
+        .filter(|(_, calibration)| !calibration.by_type.is_empty())
+        .map(|(minutes, calibration)| (minutes, calibration.by_type))
         .collect();
     let params = config.backtest.feature_params();
     let bundle_lots = lots
@@ -214,6 +225,7 @@ pub fn train(
         horizons: config.backtest.horizons.clone(),
         lots: bundle_lots,
         calibrations,
+        day_type_calibrations,
         model: model.to_bytes()?,
         calendars,
     };
@@ -366,7 +378,8 @@ fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, Model
         let capacity = forecast.capacity;
         for horizon in &forecast.horizons {
             let (minutes, rate) = (horizon.horizon_minutes, horizon.rate);
-            let Some(calibration) = loaded.calibration(minutes) else {
+            let Some(calibration) = loaded.calibration_for(&lot.lot_id, minutes, horizon.target_ms)
+            else {
                 continue;
             };
             let (low_80, high_80) = calibration.interval(rate, 0.8);

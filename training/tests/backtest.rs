@@ -1,6 +1,8 @@
 //! The baselines on the real Birmingham data reproduce the published reference figures, through the
 //! whole pipeline: import, warehouse, lazy scan, grid alignment, evaluation.
 
+use parkcast_features::calendar::DayType;
+use parkcast_features::conformal::CalibrationScope;
 use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::{BacktestConfig, BacktestError, backtest_baselines};
 use parkcast_training::datasets::datasets_dir;
@@ -166,4 +168,61 @@ fn an_unknown_source_and_bad_settings_are_refused() {
         backtest_baselines(&warehouse, &config),
         Err(BacktestError::InvalidConfig { .. })
     ));
+}
+
+/// Coverage of persistence + profile change's 80% and 95% intervals per (day type, horizon), on four
+/// rolling weeks of Birmingham.
+fn coverage_by_day_type(
+    warehouse: &Warehouse,
+    scope: CalibrationScope,
+) -> Vec<(DayType, u32, f64, f64)> {
+    let config = BacktestConfig {
+        windows: 4,
+        calibration: scope,
+        ..BacktestConfig::birmingham()
+    };
+    let report = backtest_baselines(warehouse, &config).expect("backtest");
+    report
+        .per_day_type
+        .iter()
+        .filter(|(_, metrics)| metrics.model == "persistence + profile change")
+        .map(|(day_type, metrics)| {
+            (
+                *day_type,
+                metrics.horizon_minutes,
+                metrics.coverage_80.expect("calibrated"),
+                metrics.coverage_95.expect("calibrated"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn intervals_calibrated_per_day_type_hold_on_saturdays_sundays_and_holidays() {
+    let (_dir, warehouse) = birmingham_warehouse();
+    let pooled = coverage_by_day_type(&warehouse, CalibrationScope::Pooled);
+    let by_day = coverage_by_day_type(&warehouse, CalibrationScope::DayType);
+    eprintln!("pooled: {pooled:?}\nday type: {by_day:?}");
+    assert_eq!(by_day.len(), 9, "three day types at three horizons");
+    // Split conformal over all days: weekend errors are larger than the weekdays' that dominate the
+    // calibration, so the weekend intervals miss.
+    let worst_pooled = pooled
+        .iter()
+        .filter(|(day_type, ..)| *day_type != DayType::Weekday)
+        .map(|(.., covered_80, _)| *covered_80)
+        .fold(1.0, f64::min);
+    assert!(
+        worst_pooled < 0.76,
+        "pooled intervals were expected to miss on weekends: {pooled:?}"
+    );
+    for (day_type, minutes, covered_80, covered_95) in by_day {
+        assert!(
+            (0.76..=0.86).contains(&covered_80),
+            "80% interval covers {covered_80:.3} on {day_type:?} at {minutes} min"
+        );
+        assert!(
+            (0.92..=0.99).contains(&covered_95),
+            "95% interval covers {covered_95:.3} on {day_type:?} at {minutes} min"
+        );
+    }
 }

@@ -208,6 +208,7 @@ pub fn publish_toy(
         horizons: HORIZONS.to_vec(),
         lots: bundle_lots,
         calibrations,
+        day_type_calibrations: BTreeMap::new(),
         model: SavedModel::Linear(fitted)
             .to_bytes()
             .expect("the model serializes"),
