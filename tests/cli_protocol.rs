@@ -100,6 +100,15 @@ fn a_users_source_gets_the_protocol_of_its_data_and_a_missing_one_is_named() {
         "{stderr}"
     );
 
+    // Without --source, the warehouse's only source (not Birmingham, which it does not hold).
+    let only = parkcast(&["backtest", "-w", &warehouse, "--models", "baselines"]);
+    let stdout = String::from_utf8_lossy(&only.stdout);
+    assert!(
+        only.status.success() && stdout.contains("protocol: from the data of csv-town"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&only.stderr)
+    );
+
     let missing = parkcast(&[
         "backtest",
         "-w",

@@ -61,6 +61,7 @@ pub struct ProtocolArgs {
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     /// `fact_lot_occupancy.source` to evaluate (birmingham, malaga, melbourne, simulated, csv-<name>).
+    /// Default: the preset's data set, else the warehouse's only source, else birmingham.
     #[arg(long)]
     pub source: Option<String>,
     /// Grid step, minutes.
@@ -150,11 +151,40 @@ pub fn parse_duration_minutes(text: &str) -> Result<u32> {
 }
 
 impl ProtocolArgs {
+    /// The source to evaluate: `--source`, else the preset's data set, else the warehouse's only
+    /// source, else Birmingham when the warehouse holds it (the demo's warehouse holds several).
+    fn source_name(&self, warehouse: &Warehouse) -> Result<String> {
+        if let Some(source) = &self.source {
+            return Ok(source.clone());
+        }
+        match self.preset {
+            Some(Preset::Birmingham) => return Ok("birmingham".to_owned()),
+            Some(Preset::Malaga) => return Ok("malaga".to_owned()),
+            None => {}
+        }
+        let held = protocol::sources(warehouse)?;
+        match held.as_slice() {
+            [only] => Ok(only.source.clone()),
+            _ if held.iter().any(|summary| summary.source == "birmingham") => {
+                Ok("birmingham".to_owned())
+            }
+            [] => bail!("the warehouse's fact_lot_occupancy is empty: import a data set first"),
+            _ => bail!(
+                "the warehouse holds several sources ({}): pick one with --source",
+                held.iter()
+                    .map(|summary| summary.source.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
     /// The backtest configuration these arguments describe, and where it came from (printed, so a
     /// run says which protocol it evaluated).
     pub fn config(&self, warehouse: &Warehouse) -> Result<(BacktestConfig, String)> {
         let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("preset dates are valid");
-        let source = self.source.as_deref().unwrap_or("birmingham");
+        let source = self.source_name(warehouse)?;
+        let source = source.as_str();
         let summary = protocol::source(warehouse, source)?;
         let Some(summary) = summary else {
             let available: Vec<String> = protocol::sources(warehouse)?
