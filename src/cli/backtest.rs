@@ -215,7 +215,19 @@ impl ProtocolArgs {
         };
         let (mut config, mut horizons_minutes) = match preset {
             None => {
-                let config = summary.protocol()?;
+                let window_given = self.test_start.is_some() && self.test_end.is_some();
+                let config = match summary.protocol() {
+                    Ok(config) => config,
+                    Err(protocol::ProtocolError::TooShort { .. }) if window_given => {
+                        summary.unchecked_protocol()
+                    }
+                    Err(protocol::ProtocolError::TooCoarse { .. })
+                        if window_given && self.step.is_some() =>
+                    {
+                        summary.unchecked_protocol()
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 let minutes = config
                     .horizons
                     .iter()

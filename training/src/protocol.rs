@@ -91,21 +91,13 @@ impl SourceSummary {
     /// 7 days as the test window, with up to three earlier weeks as rolling origins where at least
     /// two weeks of training and the calibration days precede them; pairs across midnight.
     pub fn protocol(&self) -> Result<BacktestConfig, ProtocolError> {
-        let base = BacktestConfig::birmingham();
-        // Allow 10% jitter: a 5-minute source whose readings drift by seconds is still 5-minute.
-        let step_minutes = STEPS_MINUTES
-            .into_iter()
-            .find(|step| f64::from(*step) >= self.cadence_minutes * 0.9)
+        let step_minutes = self
+            .step_minutes()
             .ok_or_else(|| ProtocolError::TooCoarse {
                 source_name: self.source.clone(),
                 cadence_minutes: self.cadence_minutes,
             })?;
-        let horizons_minutes: [u32; 3] = if step_minutes <= 30 {
-            [30, 60, 120]
-        } else {
-            [60, 120, 240]
-        };
-        let calibration_days = base.calibration_days;
+        let calibration_days = BacktestConfig::birmingham().calibration_days;
         let needed = i64::from(TEST_DAYS) + i64::from(calibration_days) + MIN_TRAINING_DAYS;
         if self.days() < needed {
             return Err(ProtocolError::TooShort {
@@ -121,7 +113,32 @@ impl SourceSummary {
         let windows = 1 + u32::try_from(spare_weeks)
             .unwrap_or(u32::MAX)
             .min(MAX_WINDOWS - 1);
-        Ok(BacktestConfig {
+        Ok(self.config(step_minutes, windows))
+    }
+
+    /// [`SourceSummary::protocol`] without its checks, for a user who sets the test window (and,
+    /// for a coarse source, the grid) themselves: too little history for a protocol of the data's
+    /// own is no reason to refuse theirs. One window, the last 7 days until overridden; the
+    /// backtest then says if a lot has too little data for it.
+    pub fn unchecked_protocol(&self) -> BacktestConfig {
+        self.config(self.step_minutes().unwrap_or(60), 1)
+    }
+
+    /// The finest grid step at or above the cadence; `None` above an hour.
+    fn step_minutes(&self) -> Option<u32> {
+        // Allow 10% jitter: a 5-minute source whose readings drift by seconds is still 5-minute.
+        STEPS_MINUTES
+            .into_iter()
+            .find(|step| f64::from(*step) >= self.cadence_minutes * 0.9)
+    }
+
+    fn config(&self, step_minutes: u32, windows: u32) -> BacktestConfig {
+        let horizons_minutes: [u32; 3] = if step_minutes <= 30 {
+            [30, 60, 120]
+        } else {
+            [60, 120, 240]
+        };
+        BacktestConfig {
             source: self.source.clone(),
             step_minutes,
             horizons: horizons_minutes
@@ -134,8 +151,8 @@ impl SourceSummary {
             windows,
             window_days: None,
             training_days: (self.days() > 400).then_some(365),
-            ..base
-        })
+            ..BacktestConfig::birmingham()
+        }
     }
 }
 
@@ -302,6 +319,24 @@ mod tests {
         let protocol = summary(49, 15.0).protocol().expect("ok");
         let first_window = protocol.windows()[0].0;
         assert!((first_window - summary(49, 15.0).first_day).num_days() >= 28);
+    }
+
+    #[test]
+    fn a_short_or_coarse_source_still_has_an_unchecked_protocol_for_a_users_own_window() {
+        let short = summary(21, 15.0);
+        assert!(matches!(
+            short.protocol(),
+            Err(ProtocolError::TooShort { days: 21, .. })
+        ));
+        let unchecked = short.unchecked_protocol();
+        assert_eq!((unchecked.step_minutes, unchecked.windows), (15, 1));
+        assert_eq!(unchecked.test_end, short.last_day);
+        let coarse = summary(90, 180.0);
+        assert!(matches!(
+            coarse.protocol(),
+            Err(ProtocolError::TooCoarse { .. })
+        ));
+        assert_eq!(coarse.unchecked_protocol().step_minutes, 60);
     }
 
     #[test]
