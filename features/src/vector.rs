@@ -39,7 +39,7 @@ use crate::grid::{GridSeries, GridValue};
 pub mod batch;
 
 /// Number of features in a vector.
-pub const FEATURE_COUNT: usize = 35;
+pub const FEATURE_COUNT: usize = 39;
 
 /// Feature names, in vector order. Part of the model file's contract: [`FeatureParams::schema_hash`]
 /// covers them.
@@ -79,6 +79,10 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "deviation_target_day3_back",
     "deviation_target_week_back",
     "deviation_daily_trend",
+    "target_school_holiday",
+    "target_bridge_day",
+    "target_days_to_major_holiday",
+    "target_days_from_major_holiday",
 ];
 
 /// Index of each feature in a vector.
@@ -119,6 +123,10 @@ pub mod index {
     pub const DEVIATION_TARGET_DAY3: usize = 32;
     pub const DEVIATION_TARGET_WEEK: usize = 33;
     pub const DEVIATION_DAILY_TREND: usize = 34;
+    pub const TARGET_SCHOOL_HOLIDAY: usize = 35;
+    pub const TARGET_BRIDGE_DAY: usize = 36;
+    pub const TARGET_DAYS_TO_MAJOR_HOLIDAY: usize = 37;
+    pub const TARGET_DAYS_FROM_MAJOR_HOLIDAY: usize = 38;
 }
 
 /// Days back from the target of the level features `deviation_target_*_back`: how far the same time
@@ -321,7 +329,7 @@ impl LotContext {
 
     /// Calendar features of a local date: (weekday from Monday = 0, day off, holiday, days to
     /// holiday, days from holiday).
-    pub fn day_calendar(&self, date: NaiveDate) -> [f64; 5] {
+    pub fn day_calendar(&self, date: NaiveDate) -> [f64; DAY_CALENDAR_COLUMNS] {
         let holiday = self.holidays.is_holiday(date);
         [
             f64::from(date.weekday().num_days_from_monday()),
@@ -329,9 +337,21 @@ impl LotContext {
             flag(holiday),
             f64::from(self.holidays.days_to_holiday(date)),
             f64::from(self.holidays.days_from_holiday(date)),
+            // NaN outside the years the region's school data covers: "no data" is not "term time".
+            self.holidays
+                .school_holiday_flag(date)
+                .map_or(f64::NAN, flag),
+            flag(self.holidays.is_bridge_day(date)),
+            f64::from(self.holidays.days_to_major_holiday(date)),
+            f64::from(self.holidays.days_from_major_holiday(date)),
         ]
     }
 }
+
+/// The values of [`LotContext::day_calendar`]: weekday, day off, public holiday, days to and from
+/// the next public holiday, school holiday (NaN where unknown), bridge day, days to and from the
+/// next major holiday.
+pub const DAY_CALENDAR_COLUMNS: usize = 9;
 
 /// Local wall-clock time of an instant in a zone.
 pub fn local_time(timezone: Tz, instant_ms: i64) -> NaiveDateTime {
@@ -590,7 +610,15 @@ impl LotFeatureState {
             holiday,
             days_to_holiday,
             days_from_holiday,
+            school_holiday,
+            bridge_day,
+            days_to_major,
+            days_from_major,
         ] = calendar;
+        vector[index::TARGET_SCHOOL_HOLIDAY] = school_holiday;
+        vector[index::TARGET_BRIDGE_DAY] = bridge_day;
+        vector[index::TARGET_DAYS_TO_MAJOR_HOLIDAY] = days_to_major;
+        vector[index::TARGET_DAYS_FROM_MAJOR_HOLIDAY] = days_from_major;
         vector[index::TARGET_WEEKDAY] = weekday;
         vector[index::TARGET_DAY_OFF] = day_off;
         vector[index::TARGET_HOLIDAY] = holiday;
@@ -715,6 +743,7 @@ pub fn vectors_match(left: &FeatureVector, right: &FeatureVector, tolerance: f64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calendar::CalendarSource;
 
     const HOUR: i64 = 3_600_000;
 
@@ -737,6 +766,38 @@ mod tests {
                 expected_cars: 50.0,
             }]),
         }
+    }
+
+    #[test]
+    fn the_target_calendar_knows_school_holidays_bridge_days_and_major_holidays() {
+        let england = LotContext {
+            holidays: Arc::new(CalendarSource::embedded().load_or_empty("GB-ENG")),
+            timezone: chrono_tz::Europe::London,
+            ..context()
+        };
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("valid");
+        let at = |day| {
+            let [.., school, bridge, to_major, from_major] = england.day_calendar(day);
+            (school, bridge, to_major, from_major)
+        };
+        // Half term (24-28 Oct 2016) and term time after it; 26 Dec is Boxing Day (major: Christmas).
+        assert_eq!(at(date(2016, 10, 25)).0, 1.0);
+        assert_eq!(at(date(2016, 11, 8)).0, 0.0);
+        let (_, bridge, to_major, _) = at(date(2016, 12, 19));
+        assert_eq!(bridge, 0.0);
+        assert!(
+            (5.0..=7.0).contains(&to_major),
+            "{to_major} days to Christmas"
+        );
+        // Before the school data begins, unknown is missing, not term time.
+        assert!(at(date(1990, 3, 1)).0.is_nan());
+        // Germany (Saxony): Friday 26 May 2017 sits between Ascension Thursday and the weekend.
+        let saxony = LotContext {
+            holidays: Arc::new(CalendarSource::embedded().load_or_empty("DE-SN")),
+            ..context()
+        };
+        assert_eq!(saxony.day_calendar(date(2017, 5, 26))[6], 1.0);
+        assert_eq!(saxony.day_calendar(date(2017, 5, 30))[6], 0.0);
     }
 
     fn start_ms() -> i64 {

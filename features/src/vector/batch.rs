@@ -14,8 +14,8 @@ use chrono::{Datelike, NaiveDate};
 use polars::prelude::*;
 
 use super::{
-    FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LAG_STEPS, LEVEL_DAYS_BACK,
-    LotContext, LotProfile, flow_bucket, local_time, minute_of_day,
+    DAY_CALENDAR_COLUMNS, FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LAG_STEPS,
+    LEVEL_DAYS_BACK, LotContext, LotProfile, flow_bucket, local_time, minute_of_day,
 };
 use crate::grid::{GridSeries, slot_of_day};
 
@@ -108,7 +108,8 @@ pub fn lot_features(
     }?;
 
     // Day calendars (a shared lookup) and session counts per grid instant.
-    let (mut day_keys, mut calendar_columns) = (Vec::new(), [(); 5].map(|()| Vec::new()));
+    let (mut day_keys, mut calendar_columns) =
+        (Vec::new(), [(); DAY_CALENDAR_COLUMNS].map(|()| Vec::new()));
     for date in &days {
         day_keys.push(day_number(*date));
         for (column, value) in calendar_columns
@@ -124,6 +125,10 @@ pub fn lot_features(
         holiday,
         days_to_holiday,
         days_from_holiday,
+        school_holiday,
+        bridge_day,
+        days_to_major,
+        days_from_major,
     ] = calendar_columns;
     let calendar = df! {
         "local_day" => &day_keys,
@@ -132,6 +137,10 @@ pub fn lot_features(
         "holiday" => &holiday,
         "days_to_holiday" => &days_to_holiday,
         "days_from_holiday" => &days_from_holiday,
+        "school_holiday" => &school_holiday,
+        "bridge_day" => &bridge_day,
+        "days_to_major" => &days_to_major,
+        "days_from_major" => &days_from_major,
     }?;
     let flows = |times: &[i64], name: &str| -> PolarsResult<LazyFrame> {
         let buckets: Vec<i64> = times.iter().map(|ts| flow_bucket(*ts, step)).collect();
@@ -340,7 +349,13 @@ pub fn lot_features(
                 lit(f64::NAN)
             }
         }));
-        columns.push(col("deviation_daily_trend"));
+        columns.extend([
+            col("deviation_daily_trend"),
+            target("school_holiday"),
+            target("bridge_day"),
+            target("days_to_major"),
+            target("days_from_major"),
+        ]);
         let named: Vec<Expr> = columns
             .into_iter()
             .enumerate()
