@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use parkcast_features::calendar::{DayType, HolidayCalendar};
 use parkcast_proto::v1::availability_client::AvailabilityClient;
 use parkcast_proto::v1::availability_server::AvailabilityServer;
 use parkcast_proto::v1::models_client::ModelsClient;
@@ -95,6 +96,8 @@ struct Setup {
     sessions: bool,
     /// Request limits.
     limits: RequestLimits,
+    /// The toy model's own residuals for a day type ([`common::Toy::wide_on`]).
+    wide_on: Option<DayType>,
 }
 
 impl Default for Setup {
@@ -104,6 +107,7 @@ impl Default for Setup {
             seed: history,
             sessions: false,
             limits: RequestLimits::default(),
+            wide_on: None,
         }
     }
 }
@@ -115,6 +119,7 @@ async fn fixture_with(setup: Setup) -> Fixture {
         seed,
         sessions,
         limits,
+        wide_on,
     } = setup;
     let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
         (
@@ -150,6 +155,7 @@ async fn fixture_with(setup: Setup) -> Fixture {
         NOW - DAY_MS,
         common::Toy {
             sessions,
+            wide_on,
             ..common::Toy::default()
         },
     );
@@ -323,6 +329,48 @@ async fn forecasts_are_bounded_attributed_and_start_from_the_live_reading() {
         south.stale_reason
     );
     assert_eq!(south.unknown_now, 2);
+}
+
+/// Half-widths of east's 80% intervals at 15 min, 1 h and 2 h, in slots.
+async fn east_half_widths(wide_on: Option<DayType>) -> Vec<f64> {
+    let fixture = fixture_with(Setup {
+        wide_on,
+        ..Setup::default()
+    })
+    .await;
+    let answer = fixture
+        .availability()
+        .await
+        .get_availability(get("east", &[15, 60, 120], 0))
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert_bounded(&answer);
+    answer
+        .forecasts
+        .iter()
+        .map(|forecast| (forecast.free_high_80 - forecast.free_low_80) / 2.0)
+        .collect()
+}
+
+#[tokio::test]
+async fn intervals_are_those_of_the_targets_day_type() {
+    // NOW is a Monday afternoon (UTC, no holidays), and every target within two hours too.
+    let now = chrono::DateTime::from_timestamp_millis(NOW).expect("valid");
+    assert_eq!(
+        HolidayCalendar::from_dates("XX", []).day_type(now.date_naive()),
+        DayType::Weekday
+    );
+    let pooled = east_half_widths(None).await;
+    let weekday_wide = east_half_widths(Some(DayType::Weekday)).await;
+    let saturday_wide = east_half_widths(Some(DayType::Saturday)).await;
+    assert_eq!(pooled.len(), 3);
+    // Residuals of another day type change nothing; the target's own day type's residuals (three
+    // times as wide) widen the interval (clipped at the capacity, so by less than three times).
+    assert_eq!(saturday_wide, pooled);
+    for (own, pooled) in weekday_wide.iter().zip(&pooled) {
+        assert!(own > &(1.5 * pooled), "{weekday_wide:?} vs {pooled:?}");
+    }
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use parkcast_features::baseline::WeekdayProfile;
-use parkcast_features::calendar::HolidayCalendar;
+use parkcast_features::calendar::{DayType, HolidayCalendar};
 use parkcast_features::conformal::ResidualCalibration;
 use parkcast_features::grid::{GridSeries, GridValue};
 use parkcast_features::vector::{
@@ -86,6 +86,9 @@ pub struct Toy {
     /// The longest horizon has no calibration: a model that decodes but fails the smoke
     /// prediction.
     pub uncalibrated_longest: bool,
+    /// Targets on this day type have residuals of their own, three times the pooled ones (as a
+    /// holiday's errors outgrow a weekday's).
+    pub wide_on: Option<DayType>,
 }
 
 /// Session entries of a toy lot with sessions over `[from_ms, until_ms)`: 0 to 3 in each grid step,
@@ -201,14 +204,29 @@ pub fn publish_toy(
         .filter(|(minutes, _)| {
             !(toy.uncalibrated_longest && *minutes == HORIZONS[HORIZONS.len() - 1] * STEP_MINUTES)
         })
-        .collect();
+        .collect::<BTreeMap<u32, ResidualCalibration>>();
+    let day_type_calibrations = toy
+        .wide_on
+        .map(|day_type| {
+            calibrations
+                .iter()
+                .map(|(minutes, pooled)| {
+                    // Uniform on [-a, a]: its 80% half-width is 0.8 a, three times the pooled.
+                    let a = 3.0 * pooled.half_width(0.8) / 0.8;
+                    let residuals = (0..=1_000).map(|step| -a + 2.0 * a * f64::from(step) / 1e3);
+                    let own = ResidualCalibration::fit(residuals).expect("residuals");
+                    (*minutes, vec![(day_type, own)])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let bundle = ModelBundle {
         format: MODEL_FILE_FORMAT,
         feature_params: params,
         horizons: HORIZONS.to_vec(),
         lots: bundle_lots,
         calibrations,
-        day_type_calibrations: BTreeMap::new(),
+        day_type_calibrations,
         model: SavedModel::Linear(fitted)
             .to_bytes()
             .expect("the model serializes"),
