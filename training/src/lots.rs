@@ -1,6 +1,12 @@
 //! A source's lots as the trainer needs them: each lot's occupancy on the grid, its context (kind,
 //! time zone, holidays) and its session arrivals and departures, read from the warehouse with lazy
 //! scans of only the needed columns.
+//!
+//! A lot whose `dim_lot.hold_minutes` is set (a source that writes only changes, imported with
+//! `--fill-forward`) has its grid filled forward for at most that long
+//! ([`GridSeries::fill_forward`]): the warehouse keeps what was observed, the fill is the trainer's
+//! reading of it. A source whose grid still lacks more than [`SPARSE_GRID_SHARE`] of its steps is
+//! named in a warning, since pairs are only built where both ends have a value.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -42,6 +48,10 @@ pub enum LotsError {
         timezone: String,
     },
 }
+
+/// Share of empty grid steps above which loading a source warns: a sampled source with outages
+/// stays well below, a source that writes only changes lands above.
+pub const SPARSE_GRID_SHARE: f64 = 0.2;
 
 /// One lot's inputs.
 #[derive(Debug, Clone)]
@@ -96,6 +106,7 @@ pub fn load_lots(
         .map(|lot| (lot.lot_id.clone(), lot))
         .collect();
     let series = load_series(warehouse, source, step_minutes, &dimension)?;
+    warn_if_sparse(source, step_minutes, &series, &dimension);
     let (mut arrivals, mut departures) = load_sessions(warehouse, source)?;
     let mut events = load_events(warehouse)?;
     // The calendars the imports used: embedded data with the calendar files they kept.
@@ -206,9 +217,55 @@ fn load_series(
         for (ts, occupied, capacity) in lot_readings {
             lot_series.push(ts, occupied, capacity);
         }
+        if let Some(hold_minutes) = dimension
+            .get(lot_id)
+            .and_then(|row| row.hold_minutes)
+            .filter(|minutes| *minutes > 0)
+        {
+            lot_series.fill_forward(i64::from(hold_minutes) * 60_000);
+        }
         series.insert(lot_id.to_owned(), lot_series);
     }
     Ok(series)
+}
+
+/// Empty grid steps between each lot's first and last value, and all such steps, over the lots.
+pub fn grid_gaps<'a>(series: impl IntoIterator<Item = &'a GridSeries>) -> (usize, usize) {
+    series.into_iter().fold((0, 0), |(empty, span), lot| {
+        (empty + lot.empty_instants(), span + lot.span_instants())
+    })
+}
+
+/// Warns when more than [`SPARSE_GRID_SHARE`] of the source's grid steps lack a value.
+fn warn_if_sparse(
+    source: &str,
+    step_minutes: u32,
+    series: &BTreeMap<String, GridSeries>,
+    dimension: &HashMap<String, LotRow>,
+) {
+    let (empty, span) = grid_gaps(series.values());
+    if span == 0 || (empty as f64) <= SPARSE_GRID_SHARE * span as f64 {
+        return;
+    }
+    let share = format!("{:.0}%", 100.0 * empty as f64 / span as f64);
+    let filled = series.keys().any(|lot_id| {
+        dimension
+            .get(lot_id)
+            .and_then(|row| row.hold_minutes)
+            .is_some()
+    });
+    let hint = if filled {
+        "gaps are longer than the source's --fill-forward"
+    } else {
+        "if the source writes only changes, import it again with --fill-forward <max gap>"
+    };
+    tracing::warn!(
+        source,
+        share = %share,
+        empty_steps = empty,
+        steps = span,
+        "{source}: {share} of {step_minutes}-min grid steps lack a value; pairs are built only where both ends have one ({hint})"
+    );
 }
 
 type TimesByLot = HashMap<String, Vec<i64>>;

@@ -80,6 +80,15 @@ const MIN_TRAINING_DAYS: i64 = 14;
 /// Rolling windows of a protocol from the data, at most (the last is the test week).
 const MAX_WINDOWS: u32 = 4;
 
+/// The grid step a protocol takes for a cadence: the finest of [5, 10, 15, 20, 30, 60] minutes at
+/// or above it, allowing 10% jitter (a 5-minute source whose readings drift by seconds is still
+/// 5-minute); `None` for a cadence above an hour (or NaN).
+pub fn grid_step_minutes(cadence_minutes: f64) -> Option<u32> {
+    STEPS_MINUTES
+        .into_iter()
+        .find(|step| f64::from(*step) >= cadence_minutes * 0.9)
+}
+
 impl SourceSummary {
     /// Days from the first to the last day, both counted.
     pub fn days(&self) -> i64 {
@@ -92,11 +101,8 @@ impl SourceSummary {
     /// two weeks of training and the calibration days precede them; pairs across midnight.
     pub fn protocol(&self) -> Result<BacktestConfig, ProtocolError> {
         let base = BacktestConfig::birmingham();
-        // Allow 10% jitter: a 5-minute source whose readings drift by seconds is still 5-minute.
-        let step_minutes = STEPS_MINUTES
-            .into_iter()
-            .find(|step| f64::from(*step) >= self.cadence_minutes * 0.9)
-            .ok_or_else(|| ProtocolError::TooCoarse {
+        let step_minutes =
+            grid_step_minutes(self.cadence_minutes).ok_or_else(|| ProtocolError::TooCoarse {
                 source_name: self.source.clone(),
                 cadence_minutes: self.cadence_minutes,
             })?;

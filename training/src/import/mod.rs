@@ -160,6 +160,7 @@
 mod birmingham;
 mod common;
 mod counter;
+pub mod coverage;
 mod generic_csv;
 pub(crate) mod local_time;
 mod malaga;
@@ -175,6 +176,7 @@ use parkcast_features::warehouse::{Warehouse, WarehouseError, WriteStats};
 
 use crate::progress::Progress;
 
+pub use coverage::{GridCoverage, HoldError};
 pub use rules::RuleEffect;
 
 /// A real data set to import.
@@ -214,6 +216,10 @@ pub enum ImportSource {
         /// A calendar file (README, "Importing your data") that adds regions or replaces embedded
         /// ones; kept in the warehouse (`calendars/<writer>.csv`) so training sees it too.
         calendar_file: Option<PathBuf>,
+        /// For a source that writes only changes (`--fill-forward`): a reading holds until the
+        /// next one, for at most this many minutes (1 to 7 days). Stored as
+        /// `dim_lot.hold_minutes`; the trainer fills its grid from it.
+        hold_minutes: Option<u32>,
     },
 }
 
@@ -266,6 +272,8 @@ pub struct ImportReport {
     pub first_ts: Option<DateTime<Utc>>,
     /// The latest instant of the written facts.
     pub last_ts: Option<DateTime<Utc>>,
+    /// How the readings cover the trainer's grid, and what a fill covers (generic CSV only).
+    pub coverage: Option<GridCoverage>,
 }
 
 impl ImportReport {
@@ -388,6 +396,9 @@ pub enum ImportError {
     /// The holiday region is unknown or its data unreadable.
     #[error(transparent)]
     Calendar(#[from] CalendarError),
+    /// A `--fill-forward` hold of 0 or longer than 7 days.
+    #[error("--fill-forward: {0}")]
+    Hold(#[from] HoldError),
 }
 
 /// Imports a source into the warehouse, replacing the rows an earlier import of it wrote.
@@ -434,12 +445,17 @@ pub fn import(
             timezone,
             holiday_region,
             calendar_file,
+            hold_minutes,
         } => {
+            let hold_minutes = hold_minutes
+                .map(|minutes| coverage::check_hold(u64::from(minutes)))
+                .transpose()?;
             let options = generic_csv::CsvOptions {
                 writer: generic_csv::writer_name(name),
                 timezone: *timezone,
                 holiday_region: holiday_region.clone(),
                 calendar_file: calendar_file.clone(),
+                hold_minutes,
             };
             generic_csv::import(path, &options, warehouse, progress)
         }
