@@ -5,7 +5,8 @@
 //! reading. A feed that writes only changes never repeats a value and leaves every step without a
 //! change empty: imported as is, its grid is full of gaps and the backtest runs only on pairs near a
 //! change. [`GridCoverage::measure`] puts each lot's readings on the grid the trainer would use
-//! (the protocol's step for the source's cadence, else 15 minutes) and counts both; the import
+//! (the protocol's step for the source's cadence, [`crate::protocol::typical_gap`], else 15
+//! minutes) and counts both; the import
 //! warns when a lot looks change-only and no `--fill-forward` was given, and with one says what the
 //! fill covers.
 
@@ -14,14 +15,15 @@ use std::fmt;
 use parkcast_features::grid::GridSeries;
 
 use super::counter::CounterReading;
-use crate::protocol::grid_step_minutes;
+use crate::protocol::{grid_step_minutes, typical_gap};
 
 /// Grid step when the cadence gives none (readings further apart than an hour, or a single one).
 const FALLBACK_STEP_MINUTES: u32 = 15;
 /// Consecutive readings a lot needs before it is judged: a handful of daily readings says nothing.
 const MIN_PAIRS: u64 = 20;
-/// A lot looks change-only when at least this share of its steps has no reading...
-const CHANGE_ONLY_EMPTY_SHARE: f64 = 0.2;
+/// A lot looks change-only when at least this share of its steps has no reading (a busy lot that
+/// writes only changes still misses one step in ten: its count stood still then)...
+const CHANGE_ONLY_EMPTY_SHARE: f64 = 0.1;
 /// ...and at most this share of its consecutive readings repeat the previous value.
 const CHANGE_ONLY_REPEAT_SHARE: f64 = 0.01;
 /// The longest hold `--fill-forward` accepts: 7 days.
@@ -99,7 +101,7 @@ pub struct GridCoverage {
     pub step_minutes: u32,
     /// Every lot.
     pub all: LotTotals,
-    /// The lots that look change-only (enough readings, at least 20% of steps empty, at most 1% of
+    /// The lots that look change-only (enough readings, at least 10% of steps empty, at most 1% of
     /// consecutive readings repeating a value).
     pub change_only: LotTotals,
     /// What the fill covers, when one was asked.
@@ -125,7 +127,7 @@ impl GridCoverage {
                     .map(|pair| (pair[1].ts - pair[0].ts).num_milliseconds())
                     .filter(|gap| *gap > 0)
                     .collect();
-                lower_median(&mut gaps)
+                typical_gap(&mut gaps)
             })
             .collect();
         let step_minutes = lower_median(&mut cadences)
