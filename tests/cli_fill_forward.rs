@@ -154,7 +154,15 @@ fn a_source_that_writes_only_changes_warns_and_fill_forward_restores_its_pairs()
         "{warning}"
     );
     assert!(stderr.contains(CHANGE_ONLY), "a WARN log too: {stderr}");
+    eprintln!("{warning}");
     let (raw_pairs, raw_mae, stdout, stderr) = backtest(&warehouse, "csv-town");
+    eprintln!(
+        "{}",
+        stderr
+            .lines()
+            .find(|line| line.contains(SPARSE_GRID))
+            .unwrap_or_default()
+    );
     assert!(
         stdout.contains("a reading every 15.0 min; 15-min grid"),
         "the stand-stills do not coarsen the grid: {stdout}"
@@ -181,6 +189,13 @@ fn a_source_that_writes_only_changes_warns_and_fill_forward_restores_its_pairs()
         stdout.contains("csv-town: --fill-forward 2h holds readings over")
             && stdout.contains("empty 15-min steps in 3 of 3 lots"),
         "{stdout}"
+    );
+    eprintln!(
+        "{}",
+        stdout
+            .lines()
+            .find(|line| line.contains("holds readings over"))
+            .unwrap_or_default()
     );
     let (filled_pairs, filled_mae, _, stderr) = backtest(&warehouse, "csv-town");
     assert!(!stderr.contains(SPARSE_GRID), "{stderr}");

@@ -4,7 +4,7 @@
 //! readings often repeat a value (every quiet night does) and almost every grid step has a
 //! reading. A feed that writes only changes never repeats a value and leaves every step without a
 //! change empty: imported as is, its grid is full of gaps and the backtest runs only on pairs near a
-//! change. [`GridCoverage::measure`] puts each lot's readings on the grid the trainer would use
+//! change. `GridCoverage::measure` puts each lot's readings on the grid the trainer would use
 //! (the protocol's step for the source's cadence, [`crate::protocol::typical_gap`], else 15
 //! minutes) and counts both; the import
 //! warns when a lot looks change-only and no `--fill-forward` was given, and with one says what the
@@ -224,7 +224,7 @@ impl GridCoverage {
         let hold = format_minutes(fill.hold_minutes);
         Some(format!(
             "{}: --fill-forward {hold} holds readings over {} empty {}-min steps in {} of {} lots; \
-             {} steps stay empty ({:.0}% of {}: gaps longer than {hold})",
+             {} steps stay empty ({:.1}% of {}: gaps longer than {hold})",
             self.source,
             fill.filled_steps,
             self.step_minutes,
