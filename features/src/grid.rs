@@ -154,6 +154,17 @@ impl GridSeries {
         self.values.len() - self.count
     }
 
+    /// Empty instants between the first and the last value that lie in gaps of at most
+    /// `max_gap_instants` instants: the scattered gaps a source that writes only changes leaves,
+    /// as opposed to the long ones of nights without readings and outages.
+    pub fn empty_instants_in_short_gaps(&self, max_gap_instants: usize) -> usize {
+        self.values
+            .chunk_by(|first, second| first.is_none() == second.is_none())
+            .filter(|run| run[0].is_none() && run.len() <= max_gap_instants)
+            .map(<[Option<GridValue>]>::len)
+            .sum()
+    }
+
     /// Holds every value forward over the empty instants after it, for at most `max_gap_ms`, as a
     /// source that writes only changes means its readings: an empty instant `t` takes the value of
     /// the latest instant `s < t` that had one before the fill, when `t - s <= max_gap_ms`.
@@ -287,6 +298,20 @@ mod tests {
         assert_eq!(series.at(9 * HALF_HOUR), None, "never before the first");
         assert_eq!(series.span_instants(), 14);
         assert_eq!(series.empty_instants(), 4);
+    }
+
+    #[test]
+    fn short_gaps_are_told_from_long_ones() {
+        let mut series = GridSeries::new(HALF_HOUR, chrono_tz::UTC);
+        for instant in [0, 2, 3, 6, 20, 21] {
+            series.push(instant * HALF_HOUR, 1.0, 10.0);
+        }
+        // Gaps of 1 (instant 1), 2 (4-5) and 13 (7-19) instants.
+        assert_eq!(series.empty_instants(), 16);
+        assert_eq!(series.empty_instants_in_short_gaps(0), 0);
+        assert_eq!(series.empty_instants_in_short_gaps(1), 1);
+        assert_eq!(series.empty_instants_in_short_gaps(4), 3);
+        assert_eq!(series.empty_instants_in_short_gaps(13), 16);
     }
 
     #[test]

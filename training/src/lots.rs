@@ -6,7 +6,8 @@
 //! `--fill-forward`) has its grid filled forward for at most that long
 //! ([`GridSeries::fill_forward`]): the warehouse keeps what was observed, the fill is the trainer's
 //! reading of it. A source whose grid still lacks more than [`SPARSE_GRID_SHARE`] of its steps is
-//! named in a warning, since pairs are only built where both ends have a value.
+//! named in a warning when the gaps are short and scattered (they bias the pairs, which are only
+//! built where both ends have a value), in an info line when they are long (nights, outages).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use parkcast_features::vector::batch::LotHistory;
 use parkcast_features::vector::{LotContext, LotProfile, ScheduledEvent, lot_kind_code};
 use parkcast_features::warehouse::{Warehouse, WarehouseError};
 use polars::prelude::*;
+
+use crate::import::coverage::{SHORT_GAP_MINUTES, short_gap_steps};
 
 /// Errors of reading lots.
 #[derive(Debug, thiserror::Error)]
@@ -229,25 +232,59 @@ fn load_series(
     Ok(series)
 }
 
-/// Empty grid steps between each lot's first and last value, and all such steps, over the lots.
-pub fn grid_gaps<'a>(series: impl IntoIterator<Item = &'a GridSeries>) -> (usize, usize) {
-    series.into_iter().fold((0, 0), |(empty, span), lot| {
-        (empty + lot.empty_instants(), span + lot.span_instants())
-    })
+/// Empty grid steps between each lot's first and last value, those of them in gaps of at most
+/// [`SHORT_GAP_MINUTES`], and all such steps, over the lots.
+pub fn grid_gaps<'a>(
+    series: impl IntoIterator<Item = &'a GridSeries>,
+    step_minutes: u32,
+) -> GridGaps {
+    let short = short_gap_steps(step_minutes);
+    series
+        .into_iter()
+        .fold(GridGaps::default(), |gaps, lot| GridGaps {
+            empty: gaps.empty + lot.empty_instants(),
+            in_short_gaps: gaps.in_short_gaps + lot.empty_instants_in_short_gaps(short),
+            steps: gaps.steps + lot.span_instants(),
+        })
 }
 
-/// Warns when more than [`SPARSE_GRID_SHARE`] of the source's grid steps lack a value.
+/// How a source's grid is covered: see [`grid_gaps`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GridGaps {
+    /// Steps without a value between each lot's first and last.
+    pub empty: usize,
+    /// Those of them in gaps of at most [`SHORT_GAP_MINUTES`].
+    pub in_short_gaps: usize,
+    /// Steps from each lot's first to its last value.
+    pub steps: usize,
+}
+
+/// Reports a source whose grid lacks more than [`SPARSE_GRID_SHARE`] of its steps. Scattered
+/// short gaps (a count that stood still, from a source that writes only changes) bias the pairs
+/// and warn; long ones (nights without readings, outages) are how the source reports and are only
+/// logged.
 fn warn_if_sparse(
     source: &str,
     step_minutes: u32,
     series: &BTreeMap<String, GridSeries>,
     dimension: &HashMap<String, LotRow>,
 ) {
-    let (empty, span) = grid_gaps(series.values());
-    if span == 0 || (empty as f64) <= SPARSE_GRID_SHARE * span as f64 {
+    let gaps = grid_gaps(series.values(), step_minutes);
+    if gaps.steps == 0 || (gaps.empty as f64) <= SPARSE_GRID_SHARE * gaps.steps as f64 {
         return;
     }
-    let share = format!("{:.0}%", 100.0 * empty as f64 / span as f64);
+    let share = format!("{:.0}%", 100.0 * gaps.empty as f64 / gaps.steps as f64);
+    let short_share = gaps.in_short_gaps as f64 / gaps.steps as f64;
+    if short_share < SPARSE_GRID_SHARE / 2.0 {
+        tracing::info!(
+            source,
+            share = %share,
+            empty_steps = gaps.empty,
+            steps = gaps.steps,
+            "{source}: {share} of {step_minutes}-min grid steps lack a value, mostly in gaps longer than {SHORT_GAP_MINUTES} min (nights without readings, outages); pairs are built only where both ends have one"
+        );
+        return;
+    }
     let filled = series.keys().any(|lot_id| {
         dimension
             .get(lot_id)
@@ -262,8 +299,8 @@ fn warn_if_sparse(
     tracing::warn!(
         source,
         share = %share,
-        empty_steps = empty,
-        steps = span,
+        empty_steps = gaps.empty,
+        steps = gaps.steps,
         "{source}: {share} of {step_minutes}-min grid steps lack a value; pairs are built only where both ends have one ({hint})"
     );
 }

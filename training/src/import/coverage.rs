@@ -21,9 +21,19 @@ use crate::protocol::{grid_step_minutes, typical_gap};
 const FALLBACK_STEP_MINUTES: u32 = 15;
 /// Consecutive readings a lot needs before it is judged: a handful of daily readings says nothing.
 const MIN_PAIRS: u64 = 20;
-/// A lot looks change-only when at least this share of its steps has no reading (a busy lot that
-/// writes only changes still misses one step in ten: its count stood still then)...
+/// A lot looks change-only when at least this share of its steps has no reading and lies in a
+/// short gap (a busy lot that writes only changes still misses one step in ten: its count stood
+/// still then)...
 const CHANGE_ONLY_EMPTY_SHARE: f64 = 0.1;
+/// Gaps up to this long are short: a count standing still. Longer ones are nights without
+/// readings (Birmingham's garages report 08:00 to 16:30 only) and outages, which leave a sampled
+/// feed just as empty and which no hold should bridge.
+pub const SHORT_GAP_MINUTES: u32 = 120;
+
+/// Grid steps in a short gap ([`SHORT_GAP_MINUTES`]) at a step, at least 1.
+pub fn short_gap_steps(step_minutes: u32) -> usize {
+    (SHORT_GAP_MINUTES / step_minutes.max(1)).max(1) as usize
+}
 /// ...and at most this share of its consecutive readings repeat the previous value.
 const CHANGE_ONLY_REPEAT_SHARE: f64 = 0.01;
 /// The longest hold `--fill-forward` accepts: 7 days.
@@ -38,6 +48,8 @@ pub struct LotTotals {
     pub steps: u64,
     /// Those of them without a reading.
     pub empty_steps: u64,
+    /// Those of the empty steps that lie in gaps of at most [`SHORT_GAP_MINUTES`].
+    pub short_gap_steps: u64,
     /// Pairs of consecutive readings of a lot.
     pub pairs: u64,
     /// Pairs whose second reading repeats the first's occupied count and capacity.
@@ -49,6 +61,7 @@ impl LotTotals {
         self.lots += other.lots;
         self.steps += other.steps;
         self.empty_steps += other.empty_steps;
+        self.short_gap_steps += other.short_gap_steps;
         self.pairs += other.pairs;
         self.repeated_pairs += other.repeated_pairs;
     }
@@ -63,10 +76,15 @@ impl LotTotals {
         share(self.repeated_pairs, self.pairs)
     }
 
+    /// Share of steps without a reading in a short gap (0 without steps).
+    pub fn short_gap_share(&self) -> f64 {
+        share(self.short_gap_steps, self.steps)
+    }
+
     /// Whether these readings look like a feed that writes only changes.
     fn looks_change_only(&self) -> bool {
         self.pairs >= MIN_PAIRS
-            && self.empty_share() >= CHANGE_ONLY_EMPTY_SHARE
+            && self.short_gap_share() >= CHANGE_ONLY_EMPTY_SHARE
             && self.repeat_share() <= CHANGE_ONLY_REPEAT_SHARE
     }
 }
@@ -101,8 +119,8 @@ pub struct GridCoverage {
     pub step_minutes: u32,
     /// Every lot.
     pub all: LotTotals,
-    /// The lots that look change-only (enough readings, at least 10% of steps empty, at most 1% of
-    /// consecutive readings repeating a value).
+    /// The lots that look change-only (enough readings, at least 10% of steps empty in gaps of at
+    /// most [`SHORT_GAP_MINUTES`], at most 1% of consecutive readings repeating a value).
     pub change_only: LotTotals,
     /// What the fill covers, when one was asked.
     pub fill: Option<FillCoverage>,
@@ -160,6 +178,8 @@ impl GridCoverage {
                 lots: 1,
                 steps: series.span_instants() as u64,
                 empty_steps: series.empty_instants() as u64,
+                short_gap_steps: series.empty_instants_in_short_gaps(short_gap_steps(step_minutes))
+                    as u64,
                 pairs: lot.len().saturating_sub(1) as u64,
                 repeated_pairs: lot
                     .windows(2)
@@ -422,6 +442,25 @@ mod tests {
             summary.starts_with("csv-c: --fill-forward 2h holds readings over"),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn nights_without_readings_are_no_sign_of_change_only() {
+        // Birmingham's way: every half hour from 08:00 to 16:30, a count that always moves, no
+        // reading at night. Two thirds of the steps are empty, but in 15-hour gaps.
+        let readings: Vec<_> = (0..14_i64)
+            .flat_map(|day| {
+                (0..18_i64).map(move |slot| {
+                    reading(0, day * 1440 + 480 + slot * 30, (day * 18 + slot) as i32)
+                })
+            })
+            .collect();
+        let coverage = GridCoverage::measure("csv-f", &readings, None).expect("readings");
+        assert_eq!(coverage.step_minutes, 30);
+        assert!(coverage.all.empty_share() > 0.6, "{coverage}");
+        assert_eq!(coverage.all.short_gap_steps, 0);
+        assert_eq!(coverage.all.repeated_pairs, 0);
+        assert_eq!(coverage.warning(), None);
     }
 
     #[test]

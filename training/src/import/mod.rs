@@ -184,8 +184,11 @@
 //! step for the source's cadence, else 15 minutes): the share of steps between its first and last
 //! reading without one, and the share of consecutive readings that repeat a value (a sampled feed
 //! repeats often, every quiet night; a change-only feed never does). A lot with at least 20
-//! consecutive readings, 10% or more empty steps and at most 1% repeats looks change-only; when a lot
-//! does and no fill was asked, the import logs a warning and its summary says, e.g.:
+//! consecutive readings, 10% or more of its steps empty in gaps of at most 2 hours (a count that stood
+//! still; longer gaps are nights without readings and outages, as in Birmingham, whose garages
+//! report 08:00-16:30 and leave 66% of a 30-minute grid empty) and at most 1% repeats looks
+//! change-only; when a lot does and no fill was asked, the import logs a warning and its summary
+//! says, e.g.:
 //!
 //! ```text
 //! warning: csv-town: 48% of 15-min steps between first and last reading have no reading, and consecutive readings never repeat a value (all 3 lots): the source looks like it writes only changes; import again with --fill-forward <max gap> (e.g. 2h) so a value holds until the next
@@ -195,7 +198,9 @@
 //! empty 15-min steps in 3 of 3 lots; 26 steps stay empty (0.2% of 12086: gaps longer than 2h)`).
 //! When the trainer loads a source whose grid still lacks more than 20% of its steps, it warns
 //! (`csv-town: 48% of 15-min grid steps lack a value; pairs are built only where both ends have
-//! one`), with the hint to import it with `--fill-forward` when it has no fill.
+//! one`), with the hint to import it with `--fill-forward` when it has no fill, if at least 10% of
+//! the steps lie in gaps of at most 2 hours; gaps that are mostly longer (Birmingham's nights) get
+//! an info line that says so instead.
 //!
 //! A source's cadence is the lower quartile of the gaps between a lot's readings (median over lots):
 //! the median would count the stand-stills of a change-only source and choose too coarse a grid.
