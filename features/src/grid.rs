@@ -8,6 +8,12 @@
 //! Point in time: a grid value at instant `t` may come from a reading up to half a step after `t`.
 //! A forecast "from origin `t`" is therefore issued at `t + step/2` at the latest and uses only grid
 //! values at or before `t`; horizons count grid steps from `t`.
+//!
+//! A source that writes only changes (a counter feed that logs "112 occupied" at 08:03 and "113" at
+//! 08:41, nothing in between) leaves every instant without a change empty. Its readings hold until
+//! the next one, which [`GridSeries::fill_forward`] applies for at most a maximum gap (the lot's
+//! `dim_lot.hold_minutes`, given at import). The fill only copies a value to later instants, so it
+//! keeps the point-in-time rule: a filled instant's value was read before it.
 
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use chrono_tz::Tz;
@@ -137,6 +143,68 @@ impl GridSeries {
         self.count == 0
     }
 
+    /// Grid instants from the first to the last with a value, both counted (0 when empty): the
+    /// span over which [`GridSeries::empty_instants`] counts gaps.
+    pub fn span_instants(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Grid instants between the first and the last value that have none.
+    pub fn empty_instants(&self) -> usize {
+        self.values.len() - self.count
+    }
+
+    /// Empty instants between the first and the last value that lie in gaps of at most
+    /// `max_gap_instants` instants: the scattered gaps a source that writes only changes leaves,
+    /// as opposed to the long ones of nights without readings and outages.
+    pub fn empty_instants_in_short_gaps(&self, max_gap_instants: usize) -> usize {
+        self.values
+            .chunk_by(|first, second| first.is_none() == second.is_none())
+            .filter(|run| run[0].is_none() && run.len() <= max_gap_instants)
+            .map(<[Option<GridValue>]>::len)
+            .sum()
+    }
+
+    /// Holds every value forward over the empty instants after it, for at most `max_gap_ms`, as a
+    /// source that writes only changes means its readings: an empty instant `t` takes the value of
+    /// the latest instant `s < t` that had one before the fill, when `t - s <= max_gap_ms`.
+    ///
+    /// A gap longer than `max_gap_ms` is filled only for its first `max_gap_ms` (the source said a
+    /// value holds that long, no longer); nothing is filled before the first value; after the last
+    /// value the series grows by up to `max_gap_ms`. Returns the number of instants filled; a gap
+    /// shorter than a step fills nothing.
+    pub fn fill_forward(&mut self, max_gap_ms: i64) -> usize {
+        let Ok(hold_steps) = usize::try_from(max_gap_ms / self.step_ms) else {
+            return 0;
+        };
+        if hold_steps == 0 || self.values.is_empty() {
+            return 0;
+        }
+        // The series ends at its last value; the hold reaches beyond it.
+        self.values.resize(self.values.len() + hold_steps, None);
+        let mut filled = 0;
+        let mut last_observed: Option<(usize, GridValue)> = None;
+        for index in 0..self.values.len() {
+            // Instants are only written at their own index, so `values[index]` is still as read.
+            match self.values[index] {
+                Some(value) => last_observed = Some((index, value)),
+                None => {
+                    if let Some((observed, value)) = last_observed
+                        && index - observed <= hold_steps
+                    {
+                        self.values[index] = Some(value);
+                        filled += 1;
+                    }
+                }
+            }
+        }
+        // The tail always fills (its instants are within the hold of the last value), so no empty
+        // instant trails the last value.
+        debug_assert!(self.values.last().is_some_and(Option::is_some));
+        self.count += filled;
+        filled
+    }
+
     /// Local wall-clock time of a grid instant.
     pub fn local(&self, instant_ms: i64) -> NaiveDateTime {
         DateTime::<Utc>::from_timestamp_millis(instant_ms)
@@ -191,6 +259,81 @@ mod tests {
         assert_eq!(series.at(HALF_HOUR), None, "before the start");
         assert_eq!(series.at(10 * HALF_HOUR + 1), None, "off the grid");
         assert!(GridSeries::new(HALF_HOUR, chrono_tz::UTC).is_empty());
+    }
+
+    fn occupied_by_instant(series: &GridSeries) -> Vec<(i64, f64)> {
+        series
+            .iter()
+            .map(|(instant, value)| (instant / HALF_HOUR, value.occupied))
+            .collect()
+    }
+
+    #[test]
+    fn fill_forward_holds_values_for_at_most_the_gap() {
+        let mut series = GridSeries::new(HALF_HOUR, chrono_tz::UTC);
+        series.push(10 * HALF_HOUR, 10.0, 100.0);
+        series.push(13 * HALF_HOUR, 13.0, 100.0); // a gap of two instants: filled whole
+        series.push(20 * HALF_HOUR, 20.0, 100.0); // a gap of six: only the first two are
+        series.push(21 * HALF_HOUR, 21.0, 100.0);
+        let filled = series.fill_forward(2 * HALF_HOUR);
+        assert_eq!(
+            occupied_by_instant(&series),
+            vec![
+                (10, 10.0),
+                (11, 10.0),
+                (12, 10.0),
+                (13, 13.0),
+                (14, 13.0),
+                (15, 13.0),
+                (20, 20.0),
+                (21, 21.0),
+                (22, 21.0), // after the last reading: for the gap, no longer
+                (23, 21.0),
+            ]
+        );
+        assert_eq!(filled, 6);
+        assert_eq!(series.len(), 10);
+        assert_eq!(series.at(16 * HALF_HOUR), None, "never across a longer gap");
+        assert_eq!(series.at(24 * HALF_HOUR), None, "never past the last + gap");
+        assert_eq!(series.at(9 * HALF_HOUR), None, "never before the first");
+        assert_eq!(series.span_instants(), 14);
+        assert_eq!(series.empty_instants(), 4);
+    }
+
+    #[test]
+    fn short_gaps_are_told_from_long_ones() {
+        let mut series = GridSeries::new(HALF_HOUR, chrono_tz::UTC);
+        for instant in [0, 2, 3, 6, 20, 21] {
+            series.push(instant * HALF_HOUR, 1.0, 10.0);
+        }
+        // Gaps of 1 (instant 1), 2 (4-5) and 13 (7-19) instants.
+        assert_eq!(series.empty_instants(), 16);
+        assert_eq!(series.empty_instants_in_short_gaps(0), 0);
+        assert_eq!(series.empty_instants_in_short_gaps(1), 1);
+        assert_eq!(series.empty_instants_in_short_gaps(4), 3);
+        assert_eq!(series.empty_instants_in_short_gaps(13), 16);
+    }
+
+    #[test]
+    fn filled_values_are_not_held_again_and_small_gaps_fill_nothing() {
+        let mut series = GridSeries::new(HALF_HOUR, chrono_tz::UTC);
+        series.push(0, 1.0, 10.0);
+        series.push(5 * HALF_HOUR, 5.0, 10.0);
+        let before = series.clone();
+        assert_eq!(series.fill_forward(HALF_HOUR - 1), 0, "less than a step");
+        assert_eq!(series.fill_forward(0), 0);
+        assert_eq!(series.fill_forward(-HALF_HOUR), 0);
+        assert_eq!(series, before);
+        // One step of hold: instant 1 takes instant 0's value, instant 2 does not take instant 1's.
+        assert_eq!(series.fill_forward(HALF_HOUR + 1), 2);
+        assert_eq!(
+            occupied_by_instant(&series),
+            vec![(0, 1.0), (1, 1.0), (5, 5.0), (6, 5.0)]
+        );
+        let mut empty = GridSeries::new(HALF_HOUR, chrono_tz::UTC);
+        assert_eq!(empty.fill_forward(4 * HALF_HOUR), 0);
+        assert!(empty.is_empty());
+        assert_eq!(empty.span_instants(), 0);
     }
 
     #[test]

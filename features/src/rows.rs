@@ -249,6 +249,12 @@ star_table! {
         holiday_region: String,
         /// Where the row came from.
         source: String,
+        /// For a source that writes only changes: a reading of the lot holds until the next one,
+        /// for at most this many minutes (`import csv --fill-forward`), and the trainer's grid
+        /// fills forward from it. Null: a reading holds for no time (a sampled source), and in
+        /// files written before format 3.
+        #[added_in_format = 3]
+        hold_minutes: Option<i32>,
     }
 }
 

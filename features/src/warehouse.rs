@@ -24,6 +24,7 @@
 //! | --- | --- |
 //! | 1 | the star schema |
 //! | 2 | `dim_calendar` gains `is_school_holiday`, `school_holiday_name`, `is_bridge_day`, `days_to_major_holiday`, `days_from_major_holiday`; `calendars/<writer>.csv` keeps the calendar file an import was given |
+//! | 3 | `dim_lot` gains `hold_minutes`: how long a reading holds for a source that writes only changes (null: no fill) |
 //!
 //! A table may hold files of both versions (an old import beside a new one): a file that lacks a
 //! column added after its version ([`crate::schema::ColumnSpec::added_in_format`]) reads it as
@@ -45,7 +46,7 @@ use crate::rows::TableRow;
 use crate::schema::{ColumnSpec, ColumnType, Table};
 
 /// The warehouse format this code writes; readers accept this version and older ones.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const MANIFEST_FILE: &str = "warehouse.json";
 const TMP_DIR: &str = "_tmp";

@@ -71,6 +71,11 @@ pub enum SourceArgs {
         /// your data"); kept in the warehouse so training uses it too.
         #[arg(long, requires = "region")]
         calendar_file: Option<PathBuf>,
+        /// For a source that writes only changes (a value logged when it changes, nothing in
+        /// between): a reading holds until the next one, for at most this long (e.g. 2h, 90m,
+        /// 1h30m, 1d; at most 7d). Stored with the lots; the trainer fills its grid from it.
+        #[arg(long, value_name = "DURATION", value_parser = parse_fill_forward)]
+        fill_forward: Option<u32>,
     },
 }
 
@@ -115,6 +120,7 @@ impl SourceArgs {
                 timezone,
                 region,
                 calendar_file,
+                fill_forward,
             } => {
                 vec![ImportSource::Csv {
                     path,
@@ -122,10 +128,16 @@ impl SourceArgs {
                     timezone,
                     holiday_region: region,
                     calendar_file,
+                    hold_minutes: fill_forward,
                 }]
             }
         }
     }
+}
+
+/// `--fill-forward` as minutes: a duration of 1 minute to 7 days.
+fn parse_fill_forward(text: &str) -> Result<u32, String> {
+    import::coverage::parse_hold(text).map_err(|error| error.to_string())
 }
 
 pub fn run(args: ImportArgs, global: &GlobalArgs) -> Result<()> {
@@ -150,8 +162,17 @@ pub fn import_one(
     result.with_context(|| format!("failed to import {}", source.writer_name()))
 }
 
-/// Prints an import's cleaning report and what it wrote.
+/// Prints an import's cleaning report, what it wrote, and how its readings cover the grid: the
+/// warning of a source that looks like it writes only changes, or what `--fill-forward` covers.
 pub fn print_report(report: &ImportReport) {
     println!("{}", report::import_table(report));
     println!("{}", report::written_table(&report.written));
+    if let Some(coverage) = &report.coverage {
+        if let Some(warning) = coverage.warning() {
+            println!("warning: {warning}");
+        }
+        if let Some(summary) = coverage.fill_summary() {
+            println!("{summary}");
+        }
+    }
 }

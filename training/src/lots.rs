@@ -1,6 +1,13 @@
 //! A source's lots as the trainer needs them: each lot's occupancy on the grid, its context (kind,
 //! time zone, holidays) and its session arrivals and departures, read from the warehouse with lazy
 //! scans of only the needed columns.
+//!
+//! A lot whose `dim_lot.hold_minutes` is set (a source that writes only changes, imported with
+//! `--fill-forward`) has its grid filled forward for at most that long
+//! ([`GridSeries::fill_forward`]): the warehouse keeps what was observed, the fill is the trainer's
+//! reading of it. A source whose grid still lacks more than [`SPARSE_GRID_SHARE`] of its steps is
+//! named in a warning when the gaps are short and scattered (they bias the pairs, which are only
+//! built where both ends have a value), in an info line when they are long (nights, outages).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,6 +21,8 @@ use parkcast_features::vector::batch::LotHistory;
 use parkcast_features::vector::{LotContext, LotProfile, ScheduledEvent, lot_kind_code};
 use parkcast_features::warehouse::{Warehouse, WarehouseError};
 use polars::prelude::*;
+
+use crate::import::coverage::{SHORT_GAP_MINUTES, short_gap_steps};
 
 /// Errors of reading lots.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +51,10 @@ pub enum LotsError {
         timezone: String,
     },
 }
+
+/// Share of empty grid steps above which loading a source warns: a sampled source with outages
+/// stays well below, a source that writes only changes lands above.
+pub const SPARSE_GRID_SHARE: f64 = 0.2;
 
 /// One lot's inputs.
 #[derive(Debug, Clone)]
@@ -96,6 +109,7 @@ pub fn load_lots(
         .map(|lot| (lot.lot_id.clone(), lot))
         .collect();
     let series = load_series(warehouse, source, step_minutes, &dimension)?;
+    warn_if_sparse(source, step_minutes, &series, &dimension);
     let (mut arrivals, mut departures) = load_sessions(warehouse, source)?;
     let mut events = load_events(warehouse)?;
     // The calendars the imports used: embedded data with the calendar files they kept.
@@ -206,9 +220,89 @@ fn load_series(
         for (ts, occupied, capacity) in lot_readings {
             lot_series.push(ts, occupied, capacity);
         }
+        if let Some(hold_minutes) = dimension
+            .get(lot_id)
+            .and_then(|row| row.hold_minutes)
+            .filter(|minutes| *minutes > 0)
+        {
+            lot_series.fill_forward(i64::from(hold_minutes) * 60_000);
+        }
         series.insert(lot_id.to_owned(), lot_series);
     }
     Ok(series)
+}
+
+/// Empty grid steps between each lot's first and last value, those of them in gaps of at most
+/// [`SHORT_GAP_MINUTES`], and all such steps, over the lots.
+pub fn grid_gaps<'a>(
+    series: impl IntoIterator<Item = &'a GridSeries>,
+    step_minutes: u32,
+) -> GridGaps {
+    let short = short_gap_steps(step_minutes);
+    series
+        .into_iter()
+        .fold(GridGaps::default(), |gaps, lot| GridGaps {
+            empty: gaps.empty + lot.empty_instants(),
+            in_short_gaps: gaps.in_short_gaps + lot.empty_instants_in_short_gaps(short),
+            steps: gaps.steps + lot.span_instants(),
+        })
+}
+
+/// How a source's grid is covered: see [`grid_gaps`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GridGaps {
+    /// Steps without a value between each lot's first and last.
+    pub empty: usize,
+    /// Those of them in gaps of at most [`SHORT_GAP_MINUTES`].
+    pub in_short_gaps: usize,
+    /// Steps from each lot's first to its last value.
+    pub steps: usize,
+}
+
+/// Reports a source whose grid lacks more than [`SPARSE_GRID_SHARE`] of its steps. Scattered
+/// short gaps (a count that stood still, from a source that writes only changes) bias the pairs
+/// and warn; long ones (nights without readings, outages) are how the source reports and are only
+/// logged.
+fn warn_if_sparse(
+    source: &str,
+    step_minutes: u32,
+    series: &BTreeMap<String, GridSeries>,
+    dimension: &HashMap<String, LotRow>,
+) {
+    let gaps = grid_gaps(series.values(), step_minutes);
+    if gaps.steps == 0 || (gaps.empty as f64) <= SPARSE_GRID_SHARE * gaps.steps as f64 {
+        return;
+    }
+    let share = format!("{:.0}%", 100.0 * gaps.empty as f64 / gaps.steps as f64);
+    let short_share = gaps.in_short_gaps as f64 / gaps.steps as f64;
+    if short_share < SPARSE_GRID_SHARE / 2.0 {
+        tracing::info!(
+            source,
+            share = %share,
+            empty_steps = gaps.empty,
+            steps = gaps.steps,
+            "{source}: {share} of {step_minutes}-min grid steps lack a value, mostly in gaps longer than {SHORT_GAP_MINUTES} min (nights without readings, outages); pairs are built only where both ends have one"
+        );
+        return;
+    }
+    let filled = series.keys().any(|lot_id| {
+        dimension
+            .get(lot_id)
+            .and_then(|row| row.hold_minutes)
+            .is_some()
+    });
+    let hint = if filled {
+        "gaps are longer than the source's --fill-forward"
+    } else {
+        "if the source writes only changes, import it again with --fill-forward <max gap>"
+    };
+    tracing::warn!(
+        source,
+        share = %share,
+        empty_steps = gaps.empty,
+        steps = gaps.steps,
+        "{source}: {share} of {step_minutes}-min grid steps lack a value; pairs are built only where both ends have one ({hint})"
+    );
 }
 
 type TimesByLot = HashMap<String, Vec<i64>>;

@@ -31,7 +31,8 @@ pub struct SourceSummary {
     pub first_day: NaiveDate,
     /// Last local day with a reading.
     pub last_day: NaiveDate,
-    /// Median minutes between a lot's consecutive readings (median over lots).
+    /// Typical minutes between a lot's consecutive readings: the lower quartile of its gaps
+    /// ([`typical_gap`]), median over lots.
     pub cadence_minutes: f64,
     /// The time zone of most of its lots.
     pub timezone: Tz,
@@ -80,6 +81,15 @@ const MIN_TRAINING_DAYS: i64 = 14;
 /// Rolling windows of a protocol from the data, at most (the last is the test week).
 const MAX_WINDOWS: u32 = 4;
 
+/// The grid step a protocol takes for a cadence: the finest of [5, 10, 15, 20, 30, 60] minutes at
+/// or above it, allowing 10% jitter (a 5-minute source whose readings drift by seconds is still
+/// 5-minute); `None` for a cadence above an hour (or NaN).
+pub fn grid_step_minutes(cadence_minutes: f64) -> Option<u32> {
+    STEPS_MINUTES
+        .into_iter()
+        .find(|step| f64::from(*step) >= cadence_minutes * 0.9)
+}
+
 impl SourceSummary {
     /// Days from the first to the last day, both counted.
     pub fn days(&self) -> i64 {
@@ -126,10 +136,7 @@ impl SourceSummary {
 
     /// The finest grid step at or above the cadence; `None` above an hour.
     fn step_minutes(&self) -> Option<u32> {
-        // Allow 10% jitter: a 5-minute source whose readings drift by seconds is still 5-minute.
-        STEPS_MINUTES
-            .into_iter()
-            .find(|step| f64::from(*step) >= self.cadence_minutes * 0.9)
+        grid_step_minutes(self.cadence_minutes)
     }
 
     fn config(&self, step_minutes: u32, windows: u32) -> BacktestConfig {
@@ -226,7 +233,7 @@ fn summarize(warehouse: &Warehouse, only: Option<&str>) -> Result<Vec<SourceSumm
             first = first.min(times[0]);
             last = last.max(times[times.len() - 1]);
             let mut gaps: Vec<i64> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
-            if let Some(gap) = median(&mut gaps) {
+            if let Some(gap) = typical_gap(&mut gaps) {
                 cadences.push(gap);
             }
             *zones
@@ -258,6 +265,22 @@ fn summarize(warehouse: &Warehouse, only: Option<&str>) -> Result<Vec<SourceSumm
         });
     }
     Ok(summaries)
+}
+
+/// A lot's cadence from the gaps between its consecutive readings: their lower quartile; `None`
+/// when empty.
+///
+/// Not the median: a source that writes only changes leaves a long gap wherever its count stood
+/// still, and the median gap then overstates its cadence (a 15-minute count that stands still 40%
+/// of the time, written a few minutes after each quarter, has a median gap of 17 minutes, which
+/// chose a 20-minute grid). The lower quartile stays at the step as long as a quarter of the
+/// readings follow the previous one by a single step, and equals the median for a sampled feed.
+pub fn typical_gap(gaps: &mut [i64]) -> Option<i64> {
+    if gaps.is_empty() {
+        return None;
+    }
+    let quartile = (gaps.len() - 1) / 4;
+    Some(*gaps.select_nth_unstable(quartile).1)
 }
 
 /// The median (the lower one of an even count); `None` when empty.
@@ -344,5 +367,26 @@ mod tests {
         assert_eq!(median(&mut []), None);
         assert_eq!(median(&mut [5, 5, 5, 600, 5]), Some(5));
         assert_eq!(median(&mut [1, 2, 3, 4]), Some(2));
+    }
+
+    #[test]
+    fn the_cadence_of_a_source_that_writes_only_changes_is_its_step() {
+        // A 15-minute count written a few minutes after each quarter, standing still at 40% of
+        // them: gaps of one step (with jitter) and of two or three.
+        let mut gaps = vec![
+            16, 18, 14, 17, 15, 18, 31, 29, 32, 16, 47, 18, 30, 17, 33, 44,
+        ];
+        assert_eq!(
+            median(&mut gaps.clone()),
+            Some(18),
+            "the median overstates it"
+        );
+        let gap = typical_gap(&mut gaps).expect("gaps");
+        assert_eq!(gap, 16);
+        assert_eq!(grid_step_minutes(gap as f64), Some(15));
+        // A sampled feed's quartile is its median.
+        assert_eq!(typical_gap(&mut [15, 15, 15, 15, 15, 600]), Some(15));
+        assert_eq!(typical_gap(&mut []), None);
+        assert_eq!(grid_step_minutes(61.0 / 0.9 + 1.0), None);
     }
 }

@@ -205,6 +205,7 @@ fn reimporting_replaces_the_source_and_leaves_other_sources() {
         timezone: None,
         holiday_region: None,
         calendar_file: None,
+        hold_minutes: None,
     };
     import(&other, &warehouse, &NoProgress).expect("the generic CSV should import");
     let counts = |warehouse: &Warehouse| {
@@ -581,6 +582,7 @@ fn csv_source(path: PathBuf, timezone: Option<chrono_tz::Tz>) -> ImportSource {
         timezone,
         holiday_region: None,
         calendar_file: None,
+        hold_minutes: None,
     }
 }
 
@@ -702,6 +704,7 @@ fn generic_csv_resolves_the_fall_back_and_the_spring_gap() {
         timezone: Some(chrono_tz::Europe::London),
         holiday_region: Some("GB-ENG".to_owned()),
         calendar_file: None,
+        hold_minutes: None,
     };
     assert_eq!(source.writer_name(), "csv-test-lots");
     let report = import(&source, &warehouse, &NoProgress).expect("the CSV should import");
@@ -848,6 +851,7 @@ fn own_town(counts: PathBuf, region: Option<&str>, calendar: Option<PathBuf>) ->
         timezone: None,
         holiday_region: region.map(str::to_owned),
         calendar_file: calendar,
+        hold_minutes: None,
     }
 }
 
@@ -926,6 +930,7 @@ fn a_calendar_file_adds_a_region_that_reaches_dim_calendar_and_training() {
         timezone: None,
         holiday_region: Some("XX-TEST".to_owned()),
         calendar_file: Some(calendar),
+        hold_minutes: None,
     };
     let conflict = import(&other, &warehouse, &NoProgress).expect_err("two files for XX-TEST");
     assert!(

@@ -6,7 +6,7 @@ use parkcast_features::rows::{
     CalendarRow, LotOccupancyRow, LotRow, ParkingSessionRow, SlotStatusRow,
 };
 use parkcast_features::schema::{ColumnType, Table};
-use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError};
+use parkcast_features::warehouse::{FORMAT_VERSION, FrameRow, Warehouse, WarehouseError};
 use polars::prelude::*;
 use proptest::prelude::*;
 
@@ -86,19 +86,23 @@ fn lot_row() -> impl Strategy<Value = LotRow> {
         any::<i32>(),
         proptest::option::of(-90.0f64..90.0),
         proptest::option::of(-180.0f64..180.0),
+        proptest::option::of(1i32..=10_080),
     )
-        .prop_map(|(name, capacity, latitude, longitude)| LotRow {
-            lot_id: format!("lot-{name}"),
-            zone_id: "zone".to_owned(),
-            name,
-            kind: "garage".to_owned(),
-            capacity,
-            latitude,
-            longitude,
-            timezone: "Europe/London".to_owned(),
-            holiday_region: "GB-ENG".to_owned(),
-            source: "test".to_owned(),
-        })
+        .prop_map(
+            |(name, capacity, latitude, longitude, hold_minutes)| LotRow {
+                lot_id: format!("lot-{name}"),
+                zone_id: "zone".to_owned(),
+                name,
+                kind: "garage".to_owned(),
+                capacity,
+                latitude,
+                longitude,
+                timezone: "Europe/London".to_owned(),
+                holiday_region: "GB-ENG".to_owned(),
+                source: "test".to_owned(),
+                hold_minutes,
+            },
+        )
 }
 
 /// Rows of a partitioned table come back in partition order; sort both sides the same way.
@@ -423,9 +427,9 @@ fn a_format_1_calendar_file_reads_its_new_columns_as_null() {
             })
         );
 
-        // A newer import writes format 2 files beside it, and marks the warehouse.
+        // A newer import writes files of this format beside it, and marks the warehouse.
         let writer = Warehouse::create(dir.path()).expect("opens for writing");
-        assert_eq!(writer.format_version().expect("version"), 2);
+        assert_eq!(writer.format_version().expect("version"), FORMAT_VERSION);
         let new_rows = [calendar_row(19, Some(true)), calendar_row(20, Some(false))];
         writer.replace(new_writer, &new_rows).expect("write");
         let mut rows: Vec<CalendarRow> = writer.read_rows().expect("two formats read together");
@@ -447,6 +451,57 @@ fn a_format_1_calendar_file_reads_its_new_columns_as_null() {
             .expect("a filter on a new column works across formats");
         assert_eq!(lazy.height(), 1);
     }
+}
+
+fn lot(id: &str, hold_minutes: Option<i32>) -> LotRow {
+    LotRow {
+        lot_id: id.to_owned(),
+        zone_id: "zone".to_owned(),
+        name: id.to_owned(),
+        kind: "unknown".to_owned(),
+        capacity: 40,
+        latitude: None,
+        longitude: None,
+        timezone: "Europe/Paris".to_owned(),
+        holiday_region: "FR".to_owned(),
+        source: "csv-town".to_owned(),
+        hold_minutes,
+    }
+}
+
+#[test]
+fn a_format_2_lot_file_reads_no_hold_beside_a_newer_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("warehouse.json"),
+        r#"{"format_version": 2, "partitioning": "hive:date(utc)"}"#,
+    )
+    .expect("an old manifest");
+    // What format 2 wrote: dim_lot without hold_minutes.
+    let mut old = LotRow::to_frame(&[lot("csv-old:a", None)])
+        .expect("frame")
+        .drop_many(["hold_minutes"]);
+    let folder = dir.path().join(Table::DimLot.name());
+    std::fs::create_dir_all(&folder).expect("folder");
+    let file = std::fs::File::create(folder.join("part-csv-old-0.parquet")).expect("create");
+    ParquetWriter::new(file).finish(&mut old).expect("write");
+
+    let reader = Warehouse::open(dir.path()).expect("format 2 opens");
+    let rows: Vec<LotRow> = reader.read_rows().expect("an old file reads");
+    assert_eq!(
+        rows,
+        [lot("csv-old:a", None)],
+        "a missing column means no fill"
+    );
+
+    let writer = Warehouse::create(dir.path()).expect("opens for writing");
+    assert_eq!(writer.format_version().expect("version"), 3);
+    writer
+        .replace("csv-new", &[lot("csv-new:b", Some(120))])
+        .expect("write");
+    let mut rows: Vec<LotRow> = writer.read_rows().expect("two formats read together");
+    rows.sort_by(|a, b| a.lot_id.cmp(&b.lot_id));
+    assert_eq!(rows, [lot("csv-new:b", Some(120)), lot("csv-old:a", None)]);
 }
 
 #[test]

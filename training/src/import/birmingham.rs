@@ -144,6 +144,8 @@ pub(crate) fn import(
         readings: &readings,
         tally,
         rows_read,
+        hold_minutes: None,
+        coverage: None,
     };
     write_counter_import(import, warehouse, progress)
 }

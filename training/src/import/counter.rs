@@ -11,6 +11,7 @@ use parkcast_features::rows::{LotOccupancyRow, LotRow};
 use parkcast_features::warehouse::Warehouse;
 
 use super::common::{SourceSite, TableWriter};
+use super::coverage::GridCoverage;
 use super::rules::{Rule, RuleTally};
 use super::{ImportError, ImportReport};
 use crate::progress::Progress;
@@ -282,6 +283,10 @@ pub(crate) struct CounterImport<'a> {
     pub(crate) tally: RuleTally,
     /// Data rows read.
     pub(crate) rows_read: u64,
+    /// How long a reading holds, for a source that writes only changes (`dim_lot.hold_minutes`).
+    pub(crate) hold_minutes: Option<u32>,
+    /// How the readings cover the grid, for the report.
+    pub(crate) coverage: Option<GridCoverage>,
 }
 
 /// Writes `fact_lot_occupancy`, `dim_lot` (capacity of the latest reading), `dim_zone` and
@@ -297,6 +302,8 @@ pub(crate) fn write_counter_import(
         readings,
         tally,
         rows_read,
+        hold_minutes,
+        coverage,
     } = import;
     let mut latest_capacity: Vec<Option<i32>> = vec![None; lots.len()];
     for reading in readings {
@@ -336,6 +343,9 @@ pub(crate) fn write_counter_import(
                 timezone: site.timezone.name().to_owned(),
                 holiday_region: site.holiday_region_text(),
                 source: site.writer.clone(),
+                hold_minutes: hold_minutes.map(|minutes| {
+                    i32::try_from(minutes).expect("a checked hold should fit in i32")
+                }),
             })
         })
         .collect();
@@ -364,6 +374,7 @@ pub(crate) fn write_counter_import(
         lots: lot_rows.len(),
         first_ts,
         last_ts,
+        coverage,
     })
 }
 

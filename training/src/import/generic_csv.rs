@@ -15,6 +15,7 @@ use super::counter::{
     CountKind, CounterImport, CounterLot, RawCount, drop_negative_and_duplicates,
     fill_capacities_from_lot, into_occupied, write_counter_import,
 };
+use super::coverage::GridCoverage;
 use super::local_time::{DstCounts, parse_naive_datetime, resolve_local_time};
 use super::rules::{Rule, RuleTally};
 use super::{ImportError, ImportReport};
@@ -44,6 +45,8 @@ pub(crate) struct CsvOptions {
     pub(crate) holiday_region: Option<String>,
     /// A calendar file that adds or replaces regions (`--calendar-file`).
     pub(crate) calendar_file: Option<PathBuf>,
+    /// How long a reading holds (`--fill-forward`), minutes, checked to be 1 to 7 days.
+    pub(crate) hold_minutes: Option<u32>,
 }
 
 /// `csv-<name>` with the name lowercased and every character other than ASCII letters, digits, `-`
@@ -235,12 +238,18 @@ pub(crate) fn import(
             longitude: None,
         })
         .collect();
+    let coverage = GridCoverage::measure(&options.writer, &readings, options.hold_minutes);
+    if let Some(warning) = coverage.as_ref().and_then(GridCoverage::warning) {
+        tracing::warn!(source = %options.writer, "{warning}");
+    }
     let import = CounterImport {
         site: &site,
         lots: &counter_lots,
         readings: &readings,
         tally,
         rows_read,
+        hold_minutes: options.hold_minutes,
+        coverage,
     };
     write_counter_import(import, warehouse, progress)
 }

@@ -247,6 +247,8 @@ pub(crate) fn import(
             timezone: site.timezone.name().to_owned(),
             holiday_region: site.holiday_region_text(),
             source: WRITER.to_owned(),
+            // Occupancy is derived on a grid from the stays: nothing to hold.
+            hold_minutes: None,
         })
         .collect();
 
@@ -266,6 +268,7 @@ pub(crate) fn import(
         lots: lot_rows.len(),
         first_ts,
         last_ts,
+        coverage: None,
     })
 }
 

@@ -354,6 +354,8 @@ pub fn build_city(checked: &CheckedParams, rng: &mut ChaCha8Rng) -> City {
             timezone: timezone_name.clone(),
             holiday_region: params.holiday_region.clone(),
             source: SOURCE.to_owned(),
+            // Occupancy is derived on a grid from sensors with heartbeats: nothing to hold.
+            hold_minutes: None,
         })
         .collect();
     let slot_rows = lots
