@@ -22,9 +22,12 @@ fn birmingham_warehouse() -> (tempfile::TempDir, Warehouse) {
     (dir, warehouse)
 }
 
+/// The stages started (name, total) and the units advanced.
+type Seen = (Vec<(String, Option<u64>)>, u64);
+
 /// Counts the fits the backtest reports (one `advance` per fit).
 #[derive(Default)]
-struct Fits(Mutex<(Vec<(String, Option<u64>)>, u64)>);
+struct Fits(Mutex<Seen>);
 
 impl Progress for Fits {
     fn stage(&self, name: &str, total: Option<u64>) {
