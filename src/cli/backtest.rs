@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::{Args, ValueEnum};
@@ -11,7 +13,8 @@ use parkcast_features::conformal::CalibrationScope;
 use parkcast_features::vector::FEATURE_NAMES;
 use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::{self, BacktestConfig, BacktestReport, ModelChoice};
-use parkcast_training::model::{GbmParams, LinearParams, Objective};
+use parkcast_training::frozen::{FrozenConfig, LoadedConfig, ObjectiveSpec};
+use parkcast_training::model::Objective;
 use parkcast_training::protocol;
 
 use super::{GlobalArgs, WarehouseLocation};
@@ -91,9 +94,10 @@ pub struct ProtocolArgs {
     #[arg(long)]
     pub calibration_days: Option<u32>,
     /// Which residuals calibrate the intervals: those of the target's day type (weekday, Saturday,
-    /// Sunday or holiday; pooled while a day type has fewer than 200) or all of them.
-    #[arg(long, value_enum, default_value = "day-type")]
-    pub calibration: Calibration,
+    /// Sunday or holiday; pooled while a day type has fewer than 200) or all of them. Default: the
+    /// configuration's `intervals.calibration`.
+    #[arg(long, value_enum)]
+    pub calibration: Option<Calibration>,
     /// Train on at most this many days before each window (default: all history).
     #[arg(long)]
     pub training_days: Option<u32>,
@@ -103,6 +107,15 @@ pub struct ProtocolArgs {
     /// Learned models to train next to the baselines.
     #[arg(long, value_enum, default_value = "all")]
     pub models: Models,
+    /// The frozen modelling configuration (TOML; default: the one built in,
+    /// training/config/parkcast-1.toml). The --gbm-* and --calibration flags override its knobs,
+    /// and a trained model's report says which.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Score the validation days only (the calibration days before each window, by models fitted
+    /// before them): no test window is fitted or read.
+    #[arg(long)]
+    pub validation_only: bool,
     /// Boosting rounds of the trees.
     #[arg(long)]
     pub gbm_iterations: Option<usize>,
@@ -127,6 +140,13 @@ pub enum GbmObjectiveArg {
     L1,
     /// Squared error: the trees fit the mean correction.
     L2,
+}
+
+fn objective_of(objective: GbmObjectiveArg) -> Objective {
+    match objective {
+        GbmObjectiveArg::L1 => Objective::L1,
+        GbmObjectiveArg::L2 => Objective::L2,
+    }
 }
 
 /// Parses `15m`, `1h`, `7d` or plain minutes.
@@ -181,7 +201,11 @@ impl ProtocolArgs {
 
     /// The backtest configuration these arguments describe, and where it came from (printed, so a
     /// run says which protocol it evaluated).
-    pub fn config(&self, warehouse: &Warehouse) -> Result<(BacktestConfig, String)> {
+    pub fn config(
+        &self,
+        warehouse: &Warehouse,
+        frozen: &FrozenConfig,
+    ) -> Result<(BacktestConfig, String)> {
         let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("preset dates are valid");
         let source = self.source_name(warehouse)?;
         let source = source.as_str();
@@ -297,9 +321,11 @@ impl ProtocolArgs {
         }
         config.max_training_rows = self.max_training_rows;
         config.calibration = match self.calibration {
-            Calibration::DayType => CalibrationScope::DayType,
-            Calibration::Pooled => CalibrationScope::Pooled,
+            None => frozen.calibration(),
+            Some(Calibration::DayType) => CalibrationScope::DayType,
+            Some(Calibration::Pooled) => CalibrationScope::Pooled,
         };
+        config.validation_only = self.validation_only;
         let windows = config.windows();
         origin.push_str(&format!(
             "; {}-min grid, horizons {}, {} window{}: {}",
@@ -320,9 +346,85 @@ impl ProtocolArgs {
         Ok((config, origin))
     }
 
-    /// The learned models these arguments ask for.
-    pub fn models(&self) -> Result<ModelChoice> {
-        let mut gbm = GbmParams::default();
+    /// The frozen configuration: `--config FILE`, or the one built in.
+    pub fn frozen(&self) -> Result<LoadedConfig> {
+        let Some(path) = &self.config else {
+            return Ok(LoadedConfig::embedded());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read the configuration {}", path.display()))?;
+        Ok(LoadedConfig::from_text(&path.display().to_string(), &text)?)
+    }
+
+    /// The knobs these flags set differently from the configuration, as the report lists them
+    /// (`gbm.iterations = 80 (--gbm-iterations; the configuration says 300)`).
+    pub fn overrides(&self, frozen: &FrozenConfig) -> Vec<String> {
+        let mut overrides = Vec::new();
+        let mut note = |key: &str, flag: &str, ours: String, theirs: String| {
+            if ours != theirs {
+                overrides.push(format!(
+                    "{key} = {ours} ({flag}; the configuration says {theirs})"
+                ));
+            }
+        };
+        let gbm = &frozen.gbm;
+        if let Some(iterations) = self.gbm_iterations {
+            note(
+                "gbm.iterations",
+                "--gbm-iterations",
+                iterations.to_string(),
+                gbm.iterations.to_string(),
+            );
+        }
+        if let Some(rate) = self.gbm_learning_rate {
+            note(
+                "gbm.learning_rate",
+                "--gbm-learning-rate",
+                f64::from(rate).to_string(),
+                gbm.learning_rate.to_string(),
+            );
+        }
+        if let Some(objective) = self.gbm_objective {
+            note(
+                "gbm.objective",
+                "--gbm-objective",
+                ObjectiveSpec(objective_of(objective)).to_string(),
+                gbm.objective.to_string(),
+            );
+        }
+        if let Some(seeds) = self.gbm_bagging_seeds {
+            note(
+                "gbm.bagging_seeds",
+                "--gbm-bagging-seeds",
+                seeds.to_string(),
+                gbm.bagging_seeds.to_string(),
+            );
+        }
+        if !self.gbm_exclude.is_empty() {
+            overrides.push(format!(
+                "gbm.excluded_features += {} (--gbm-exclude)",
+                self.gbm_exclude.join(", ")
+            ));
+        }
+        if let Some(calibration) = self.calibration {
+            let ours = match calibration {
+                Calibration::DayType => CalibrationScope::DayType,
+                Calibration::Pooled => CalibrationScope::Pooled,
+            };
+            if ours != frozen.calibration() {
+                overrides.push(format!(
+                    "intervals.calibration = {ours:?} (--calibration; the configuration says {:?})",
+                    frozen.calibration()
+                ));
+            }
+        }
+        overrides
+    }
+
+    /// The learned models these arguments ask for: the configuration's hyperparameters with the
+    /// flags' overrides.
+    pub fn models(&self, frozen: &FrozenConfig) -> Result<ModelChoice> {
+        let mut gbm = frozen.gbm_params();
         if let Some(iterations) = self.gbm_iterations {
             gbm.iterations = iterations;
         }
@@ -330,10 +432,7 @@ impl ProtocolArgs {
             gbm.learning_rate = f64::from(rate);
         }
         if let Some(objective) = self.gbm_objective {
-            gbm.objective = match objective {
-                GbmObjectiveArg::L1 => Objective::L1,
-                GbmObjectiveArg::L2 => Objective::L2,
-            };
+            gbm.objective = objective_of(objective);
         }
         if let Some(seeds) = self.gbm_bagging_seeds {
             gbm.bagging_seeds = seeds;
@@ -348,9 +447,11 @@ impl ProtocolArgs {
                         FEATURE_NAMES.join(", ")
                     )
                 })?;
-            gbm.excluded_features.push(position);
+            if !gbm.excluded_features.contains(&position) {
+                gbm.excluded_features.push(position);
+            }
         }
-        let linear = LinearParams::default();
+        let linear = frozen.linear_params();
         Ok(match self.models {
             Models::Baselines => ModelChoice::default(),
             Models::Linear => ModelChoice {
@@ -391,9 +492,11 @@ fn format_minutes(minutes: u32) -> String {
 
 pub fn run(args: BacktestArgs, global: &GlobalArgs) -> Result<()> {
     let warehouse = args.protocol.location.open()?;
-    let (config, origin) = args.protocol.config(&warehouse)?;
+    let frozen = args.protocol.frozen()?;
+    let (config, origin) = args.protocol.config(&warehouse, &frozen.config)?;
     println!("protocol: {origin}");
-    let models = args.protocol.models()?;
+    print_configuration(&frozen, &args.protocol.overrides(&frozen.config));
+    let models = args.protocol.models(&frozen.config)?;
     let progress = BarProgress::new(global.quiet);
     let started = std::time::Instant::now();
     let outcome = backtest::backtest(&warehouse, &config, &models, &progress);
@@ -405,6 +508,19 @@ pub fn run(args: BacktestArgs, global: &GlobalArgs) -> Result<()> {
         println!("{}", per_lot_table(&outcome, &config));
     }
     Ok(())
+}
+
+/// Which configuration a run uses, and what the flags overrode.
+pub fn print_configuration(frozen: &LoadedConfig, overrides: &[String]) {
+    println!(
+        "configuration: {} ({}, sha256 {})",
+        frozen.config.name,
+        frozen.origin,
+        &frozen.sha256()[..12]
+    );
+    for knob in overrides {
+        println!("  overridden: {knob}");
+    }
 }
 
 /// The header line and the metrics table of a backtest.
@@ -456,6 +572,12 @@ pub fn print_summary(outcome: &BacktestReport, config: &BacktestConfig) {
             config.calibration_days,
             lines.join("; ")
         );
+    }
+    if config.validation_only {
+        println!(
+            "validation days only: no test window was fitted or read (drop --validation-only for the test figures)"
+        );
+        return;
     }
     println!("{}", metrics_table(outcome));
     println!("{}", versus_table(outcome, config));

@@ -548,7 +548,7 @@ fn bench_train(
     existing: Option<&std::path::Path>,
     max_training_rows: usize,
 ) -> Result<()> {
-    use parkcast_training::backtest::{BacktestConfig, ModelChoice};
+    use parkcast_training::backtest::BacktestConfig;
     use parkcast_training::registry::Registry;
     use parkcast_training::train::{TrainConfig, train};
 
@@ -588,11 +588,16 @@ fn bench_train(
         max_training_rows,
         ..BacktestConfig::birmingham()
     };
+    let frozen = parkcast_training::frozen::LoadedConfig::embedded();
     let train_config = TrainConfig {
-        backtest: config,
-        models: ModelChoice::all(),
+        backtest: BacktestConfig {
+            calibration: frozen.config.calibration(),
+            ..config
+        },
+        models: frozen.config.models(),
         name: "bench".to_owned(),
         publish_losing: true,
+        frozen: Some(frozen.record(Vec::new())),
     };
     let registry = Registry::open(scratch.join("models"));
     let started = Instant::now();

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use parkcast_training::backtest::{BacktestConfig, ModelChoice};
+use parkcast_training::backtest::BacktestConfig;
 use parkcast_training::registry::Registry;
 use parkcast_training::simulate;
 use parkcast_training::train::{TrainConfig, train};
@@ -164,12 +164,18 @@ fn train_and_report(
     backtest: BacktestConfig,
     global: &GlobalArgs,
 ) -> Result<String> {
+    // The one frozen configuration, as on every data set.
+    let frozen = parkcast_training::frozen::LoadedConfig::embedded();
     let config = TrainConfig {
         name: backtest.source.clone(),
-        backtest,
-        models: ModelChoice::all(),
+        backtest: BacktestConfig {
+            calibration: frozen.config.calibration(),
+            ..backtest
+        },
+        models: frozen.config.models(),
         // The demo serves whatever it trained (and says so below when it loses to the baseline).
         publish_losing: true,
+        frozen: Some(frozen.record(Vec::new())),
     };
     let progress = BarProgress::new(global.quiet);
     let outcome = train(warehouse, &Registry::open(models), &config, &progress);

@@ -16,6 +16,7 @@ mod serve;
 mod simulate;
 mod stream;
 mod train;
+mod tune;
 mod warehouse;
 
 use std::path::PathBuf;
@@ -71,6 +72,11 @@ pub enum Command {
     /// Backtest, promote the best learned model, refit it on all data and publish it with its report
     /// to the model registry (`models/<name>/<version>/`).
     Train(train::TrainArgs),
+    /// Search the trees' hyperparameters with a fixed budget on the validation days only of one or
+    /// more sources (never a test window), print every trial and the winner, optionally ablate
+    /// feature groups and model changes, and write the winner as a configuration file with its
+    /// selection log.
+    Tune(tune::TuneArgs),
     /// List the model registry, show one version's manifest, or activate a version on a running
     /// server.
     Models(models::ModelsArgs),
@@ -136,6 +142,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Backtest(args) => backtest::run(args, &cli.global),
         Command::Train(args) => train::run(args, &cli.global),
+        Command::Tune(args) => tune::run(args, &cli.global),
         Command::Models(args) => models::run(args),
         Command::Replay(args) => replay::run(args, &cli.global),
         Command::Ingest(args) => ingest::run(args, &cli.global),

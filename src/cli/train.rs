@@ -31,9 +31,12 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs, global: &GlobalArgs) -> Result<()> {
     let warehouse = args.protocol.location.open()?;
-    let (backtest, origin) = args.protocol.config(&warehouse)?;
+    let frozen = args.protocol.frozen()?;
+    let (backtest, origin) = args.protocol.config(&warehouse, &frozen.config)?;
     println!("protocol: {origin}");
-    let models = args.protocol.models()?;
+    let overrides = args.protocol.overrides(&frozen.config);
+    super::backtest::print_configuration(&frozen, &overrides);
+    let models = args.protocol.models(&frozen.config)?;
     let name = args.name.clone().unwrap_or_else(|| {
         backtest
             .source
@@ -44,6 +47,7 @@ pub fn run(args: TrainArgs, global: &GlobalArgs) -> Result<()> {
         models,
         name,
         publish_losing: args.force,
+        frozen: Some(frozen.record(overrides)),
     };
     let registry = Registry::open(&args.registry);
     let progress = BarProgress::new(global.quiet);

@@ -116,6 +116,10 @@ pub struct BacktestConfig {
     pub max_training_rows: usize,
     /// Which residuals calibrate each interval: all, or those of the target's day type.
     pub calibration: CalibrationScope,
+    /// Score the validation days only: fit and forecast the calibration days before each window
+    /// and skip the test windows entirely (no test fit is made, no test actual is read). What a
+    /// hyperparameter search runs, so that it cannot choose on the test.
+    pub validation_only: bool,
 }
 
 impl BacktestConfig {
@@ -136,6 +140,7 @@ impl BacktestConfig {
             training_days: None,
             max_training_rows: 400_000,
             calibration: CalibrationScope::default(),
+            validation_only: false,
         }
     }
 
@@ -578,10 +583,17 @@ pub fn backtest_lots(
     let windows = config.windows();
     let names = models.names();
     let learned = models.linear.is_some() || models.gbm.is_some();
-    progress.stage(
-        "backtest (fits: calibration and test per window)",
-        Some(2 * windows.len() as u64),
-    );
+    if config.validation_only {
+        progress.stage(
+            "backtest on validation days only (one fit per window)",
+            Some(windows.len() as u64),
+        );
+    } else {
+        progress.stage(
+            "backtest (fits: calibration and test per window)",
+            Some(2 * windows.len() as u64),
+        );
+    }
 
     let mut totals: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
     let mut by_lot: BTreeMap<(usize, usize, u32), Accumulator> = BTreeMap::new();
@@ -625,6 +637,10 @@ pub fn backtest_lots(
                         row.day_type,
                     );
             }
+        }
+
+        if config.validation_only {
+            continue;
         }
 
         // Test: fitted before the window, evaluated on it. Forecasts are visited in origin order;
@@ -808,12 +824,44 @@ pub(crate) fn fit_and_forecast(
     config: &BacktestConfig,
     models: &ModelChoice,
     cut: NaiveDate,
-    (first_day, end_day): (NaiveDate, NaiveDate),
+    days: (NaiveDate, NaiveDate),
 ) -> Result<(Vec<EvalRow>, Fitted), BacktestError> {
+    let learned = models.linear.is_some() || models.gbm.is_some();
+    let (rows, training) = pairs_and_training(lots, config, learned, cut, days)?;
+    let training_rows = training
+        .iter()
+        .map(|(horizon, rows)| (*horizon, rows.features.len()))
+        .collect();
+    let linear = match (&models.linear, training.is_empty()) {
+        (Some(params), false) => Some(params.fit(&training)?),
+        _ => None,
+    };
+    let gbm = match (&models.gbm, training.is_empty()) {
+        (Some(params), false) => Some(params.fit(&training)?),
+        _ => None,
+    };
+    Ok((
+        rows,
+        Fitted {
+            linear,
+            gbm,
+            training_rows,
+        },
+    ))
+}
+
+/// The evaluation pairs whose targets fall in the local days `[first_day, end_day)` (features from
+/// profiles fitted before `cut`) and, when `learned`, the training rows before `cut`.
+fn pairs_and_training(
+    lots: &[LotInputs],
+    config: &BacktestConfig,
+    learned: bool,
+    cut: NaiveDate,
+    (first_day, end_day): (NaiveDate, NaiveDate),
+) -> Result<(Vec<EvalRow>, TrainingSet), BacktestError> {
     let params = config.feature_params();
     let step = params.step_ms();
     let max_horizon = i64::from(config.horizons.iter().copied().max().unwrap_or(1));
-    let learned = models.linear.is_some() || models.gbm.is_some();
     let training_from = |tz: Tz| {
         config.training_days.map_or(i64::MIN, |days| {
             local_midnight_ms(tz, cut - Days::new(u64::from(days)))
@@ -908,31 +956,140 @@ pub(crate) fn fit_and_forecast(
             });
         }
     }
-    let training_rows = training
-        .iter()
-        .map(|(horizon, rows)| (*horizon, rows.features.len()))
-        .collect();
-    let linear = match (&models.linear, training.is_empty()) {
-        (Some(params), false) => Some(params.fit(&training)?),
-        _ => None,
-    };
-    let gbm = match (&models.gbm, training.is_empty()) {
-        (Some(params), false) => Some(params.fit(&training)?),
-        _ => None,
-    };
     if learned && training.is_empty() {
         return Err(BacktestError::InvalidConfig {
             reason: "no training rows before the first window: move the test window later",
         });
     }
-    Ok((
-        rows,
-        Fitted {
-            linear,
-            gbm,
-            training_rows,
-        },
-    ))
+    Ok((rows, training))
+}
+
+/// The validation days of every window with their training rows, computed once: a search fits
+/// many hyperparameter sets on them without recomputing features. Built from the calibration days
+/// before each window and the data before those days only, as [`BacktestConfig::validation_only`]
+/// does: nothing of a test window is read.
+pub struct ValidationSets {
+    windows: Vec<ValidationWindow>,
+    horizons: Vec<u32>,
+    step_minutes: u32,
+}
+
+struct ValidationWindow {
+    rows: Vec<EvalRow>,
+    training: TrainingSet,
+}
+
+/// The trees' MAE of the rate at one horizon on the validation days, next to persistence + profile
+/// change's on the same pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValidationScore {
+    /// Horizon in grid steps.
+    pub horizon_steps: u32,
+    /// Horizon in minutes.
+    pub horizon_minutes: u32,
+    /// The trees' MAE of the rate (persistence where they cannot forecast, as the backtest counts).
+    pub mae_rate: f64,
+    /// Persistence + profile change's MAE on the same pairs.
+    pub baseline_mae_rate: f64,
+    /// Pairs over all windows.
+    pub pairs: u64,
+}
+
+impl ValidationScore {
+    /// The relative MAE change against persistence + profile change (-0.10: 10% better).
+    pub fn change(&self) -> f64 {
+        if self.baseline_mae_rate > 0.0 {
+            self.mae_rate / self.baseline_mae_rate - 1.0
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// Reads a source's validation days for a search: per window, the calibration days' pairs and the
+/// training rows before them (the same ones [`backtest`] fits its calibration models on).
+pub fn validation_sets(
+    lots: &[LotInputs],
+    config: &BacktestConfig,
+    progress: &dyn Progress,
+) -> Result<ValidationSets, BacktestError> {
+    config.validate()?;
+    let windows = config.windows();
+    progress.stage(
+        &format!("{}: validation features", config.source),
+        Some(windows.len() as u64),
+    );
+    let mut sets = Vec::with_capacity(windows.len());
+    for (window_start, _) in windows {
+        let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
+        let (rows, training) = pairs_and_training(
+            lots,
+            config,
+            true,
+            calibration_start,
+            (calibration_start, window_start),
+        )?;
+        sets.push(ValidationWindow { rows, training });
+        progress.advance(1);
+    }
+    Ok(ValidationSets {
+        windows: sets,
+        horizons: config.horizons.clone(),
+        step_minutes: config.step_minutes,
+    })
+}
+
+impl ValidationSets {
+    /// Training rows per window (summed over horizons), for sizing a search.
+    pub fn training_rows(&self) -> usize {
+        self.windows
+            .iter()
+            .flat_map(|window| window.training.values())
+            .map(|rows| rows.features.len())
+            .sum()
+    }
+
+    /// Validation pairs over all windows and horizons.
+    pub fn pairs(&self) -> usize {
+        self.windows.iter().map(|window| window.rows.len()).sum()
+    }
+
+    /// Fits the trees with `params` before each window's validation days and scores them there,
+    /// per horizon.
+    pub fn score(&self, params: &GbmParams) -> Result<Vec<ValidationScore>, BacktestError> {
+        let mut sums: BTreeMap<u32, (f64, f64, u64)> = BTreeMap::new();
+        for window in &self.windows {
+            let model = params.fit(&window.training)?;
+            let features = features_of(&window.rows);
+            let forecasts = model.predict(&features);
+            let baseline = BaselineModel::PersistencePlusProfileChange.predict(&features);
+            for (position, row) in window.rows.iter().enumerate() {
+                let entry = sums.entry(row.horizon_steps).or_insert((0.0, 0.0, 0));
+                entry.0 += (or_last(forecasts[position], row) - row.actual_rate).abs();
+                entry.1 += (or_last(baseline[position], row) - row.actual_rate).abs();
+                entry.2 += 1;
+            }
+        }
+        Ok(self
+            .horizons
+            .iter()
+            .map(|&steps| {
+                let (model, baseline, pairs) = sums.get(&steps).copied().unwrap_or((0.0, 0.0, 0));
+                let count = pairs.max(1) as f64;
+                ValidationScore {
+                    horizon_steps: steps,
+                    horizon_minutes: steps * self.step_minutes,
+                    mae_rate: if pairs == 0 { f64::NAN } else { model / count },
+                    baseline_mae_rate: if pairs == 0 {
+                        f64::NAN
+                    } else {
+                        baseline / count
+                    },
+                    pairs,
+                }
+            })
+            .collect())
+    }
 }
 
 /// Whether an origin-target pair counts: same local day when the config asks for it.

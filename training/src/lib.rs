@@ -15,6 +15,7 @@
 
 pub mod backtest;
 pub mod datasets;
+pub mod frozen;
 pub mod import;
 pub mod lots;
 pub mod plot;
@@ -22,6 +23,7 @@ pub mod progress;
 pub mod protocol;
 pub mod simulate;
 pub mod train;
+pub mod tune;
 
 /// The model types, model files and registry live in `parkcast-inference` (shared with serving).
 pub use parkcast_inference::{artifact, model, registry};

@@ -20,6 +20,7 @@ use crate::backtest::{
     BacktestConfig, BacktestError, BacktestReport, ForecastSample, GBM_NAME, LINEAR_NAME,
     ModelChoice, backtest_lots, fit_and_forecast, prepare,
 };
+use crate::frozen::ConfigRecord;
 use crate::lots::LotInputs;
 use crate::plot::{Band, BarChart, Line, LineChart, bar_chart_svg, line_chart_svg};
 use crate::progress::Progress;
@@ -71,6 +72,10 @@ pub struct TrainConfig {
     /// Publish the promoted model even when it loses to "persistence + profile change" at some
     /// horizon (otherwise training fails with [`TrainError::LosesToBaseline`]).
     pub publish_losing: bool,
+    /// The frozen configuration the models' hyperparameters came from, recorded in the manifest
+    /// (`hyperparameters.frozen_config`), beside the model as `config.toml` and in `report.md` with
+    /// its selection log. `None`: the caller set the hyperparameters itself, and the report says so.
+    pub frozen: Option<ConfigRecord>,
 }
 
 /// The outcome of a training run.
@@ -96,6 +101,11 @@ pub fn train(
 ) -> Result<TrainOutcome, TrainError> {
     if config.models.linear.is_none() && config.models.gbm.is_none() {
         return Err(TrainError::NoLearnedModel);
+    }
+    if config.backtest.validation_only {
+        return Err(TrainError::Backtest(BacktestError::InvalidConfig {
+            reason: "training calibrates its intervals on the last test window: validation_only is for backtest and tune",
+        }));
     }
     let (lots, excluded) = prepare(warehouse, &config.backtest)?;
     let report = backtest_lots(&lots, excluded, &config.backtest, &config.models, progress)?;
@@ -247,6 +257,16 @@ pub fn train(
         SavedModel::Linear(_) => serde_json::to_value(&config.models.linear),
     }
     .unwrap_or_default();
+    let hyperparameters = match (hyperparameters, &config.frozen) {
+        (serde_json::Value::Object(mut object), Some(record)) => {
+            object.insert(
+                ConfigRecord::MANIFEST_KEY.to_owned(),
+                serde_json::to_value(record).unwrap_or_default(),
+            );
+            serde_json::Value::Object(object)
+        }
+        (hyperparameters, _) => hyperparameters,
+    };
     let metrics = report
         .metrics
         .iter()
@@ -270,6 +290,10 @@ pub fn train(
          - `backtest_forecasts.csv`: every model's forecasts of the last test window, with actuals and \
          80% intervals.\n",
     );
+    report_md.push_str(&configuration_section(config.frozen.as_ref()));
+    if let Some(record) = &config.frozen {
+        attachments.push(("config.toml".to_owned(), record.toml.clone()));
+    }
     attachments.push(("forecast.csv".to_owned(), forecast_csv));
     attachments.push((
         "backtest_forecasts.csv".to_owned(),
@@ -308,6 +332,51 @@ pub fn train(
         published,
         bundle,
     })
+}
+
+/// The report's account of the configuration: its name and checksum, the knobs the command line
+/// overrode, the selection log that justified it, and the file itself.
+pub fn configuration_section(record: Option<&ConfigRecord>) -> String {
+    let mut markdown = String::from("\n## Configuration\n\n");
+    let Some(record) = record else {
+        markdown.push_str(
+            "No frozen configuration: the caller set the hyperparameters directly (see the \
+             manifest's `hyperparameters`).\n",
+        );
+        return markdown;
+    };
+    let _ = writeln!(
+        markdown,
+        "Frozen configuration **{}** (version {}, sha256 `{}`), also beside this report as \
+         `config.toml`.\n",
+        record.name, record.version, record.sha256
+    );
+    if record.overrides.is_empty() {
+        markdown.push_str("Run as written: no knob was overridden on the command line.\n");
+    } else {
+        markdown.push_str(
+            "**Overridden on the command line** (this model did not run the configuration as \
+             written):\n\n",
+        );
+        for knob in &record.overrides {
+            let _ = writeln!(markdown, "- {knob}");
+        }
+    }
+    if let Ok(parsed) = record.parse() {
+        let selection = &parsed.selection;
+        markdown.push_str("\n### Selection log\n\n");
+        if !selection.summary.is_empty() {
+            let _ = writeln!(markdown, "{}\n", selection.summary.trim());
+        }
+        if !selection.log.trim().is_empty() {
+            let _ = writeln!(markdown, "{}\n", selection.log.trim());
+        }
+        if !selection.command.is_empty() {
+            let _ = writeln!(markdown, "Reproduce: `{}`\n", selection.command.trim());
+        }
+    }
+    let _ = writeln!(markdown, "\n```toml\n{}\n```", record.toml.trim_end());
+    markdown
 }
 
 fn utc(ms: i64) -> String {

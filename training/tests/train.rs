@@ -84,6 +84,7 @@ fn a_published_model_loads_back_and_scores_live_state_identically() {
         },
         name: "birmingham".to_owned(),
         publish_losing: false,
+        frozen: None,
     };
     let outcome = train(&warehouse, &registry, &config, &NoProgress).expect("training");
     let manifest = &outcome.published.manifest;

@@ -1,0 +1,202 @@
+//! `parkcast tune` on a small generated city: a seeded search of two trials on its validation days
+//! writes a configuration that `parkcast train --config` accepts and records (manifest, config.toml,
+//! report.md with the selection log); a configuration with a wrong key is refused, naming it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use chrono::{Duration, NaiveDate};
+use parkcast_training::frozen::{ConfigRecord, LoadedConfig};
+use parkcast_training::registry::Registry;
+
+fn parkcast(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_parkcast"))
+        .args(args)
+        .arg("--quiet")
+        .env_remove("PARKCAST_WAREHOUSE")
+        .output()
+        .expect("the parkcast binary should run")
+}
+
+fn succeeded(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Six weeks of 15-minute counts of two lots with a daily rhythm (as in cli_protocol.rs).
+fn counts(dir: &Path) -> String {
+    let mut text = "lot_id,timestamp,occupied,capacity\n".to_owned();
+    let first = NaiveDate::from_ymd_opt(2024, 2, 5).expect("valid date");
+    for day in 0..42 {
+        let date = first + Duration::days(day);
+        let weekday = day % 7 < 5;
+        for quarter in 0..96 {
+            let hour = f64::from(quarter) / 4.0;
+            let busy = (-(hour - 13.0).powi(2) / 18.0).exp() * if weekday { 0.9 } else { 0.5 };
+            for (lot, capacity) in [("north", 40.0), ("south", 120.0)] {
+                let occupied =
+                    (busy * capacity + f64::from((quarter * 7 + day as i32) % 3)).round();
+                writeln!(
+                    text,
+                    "{lot},{date} {:02}:{:02},{occupied},{capacity}",
+                    quarter / 4,
+                    (quarter % 4) * 15
+                )
+                .expect("writing to a string");
+            }
+        }
+    }
+    let path = dir.join("counts.csv");
+    std::fs::write(&path, text).expect("temporary files should be writable");
+    path.display().to_string()
+}
+
+#[test]
+fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let warehouse = dir.path().join("warehouse").display().to_string();
+    let counts = counts(dir.path());
+    succeeded(&parkcast(&[
+        "import",
+        "-w",
+        &warehouse,
+        "csv",
+        &counts,
+        "--name",
+        "town",
+        "--timezone",
+        "Europe/Paris",
+        "--region",
+        "FR",
+    ]));
+
+    let out = dir.path().join("town-1.toml");
+    let out_text = out.display().to_string();
+    let tune = succeeded(&parkcast(&[
+        "tune",
+        "-w",
+        &warehouse,
+        "--source",
+        "csv-town",
+        "--trials",
+        "2",
+        "--seed",
+        "3",
+        "--ablation",
+        "--out",
+        &out_text,
+    ]));
+    assert!(
+        tune.contains("validation days: the 14 before each window"),
+        "{tune}"
+    );
+    assert!(tune.contains("winner: trial "), "{tune}");
+    assert!(tune.contains("without level features"), "{tune}");
+    assert!(!tune.contains("2024-03-11..2024-03-17 test"), "{tune}");
+    let text = std::fs::read_to_string(&out).expect("the candidate is written");
+    let candidate = LoadedConfig::from_text("candidate", &text).expect("the candidate parses");
+    assert_eq!(candidate.config.name, "town-1");
+    assert!(
+        candidate.config.selection.log.contains("| trial |"),
+        "{text}"
+    );
+    assert!(
+        candidate.config.selection.log.contains("Ablation"),
+        "{text}"
+    );
+    assert!(
+        candidate.config.selection.command.contains("tune"),
+        "{text}"
+    );
+
+    // The validation-only backtest reports no test figure.
+    let validation = succeeded(&parkcast(&[
+        "backtest",
+        "-w",
+        &warehouse,
+        "--source",
+        "csv-town",
+        "--models",
+        "gbm",
+        "--config",
+        &out_text,
+        "--validation-only",
+    ]));
+    assert!(
+        validation.contains("no test window was fitted or read"),
+        "{validation}"
+    );
+    assert!(!validation.contains("80% covers"), "{validation}");
+
+    // train --config records the file, and an overriding flag is reported.
+    let registry = dir.path().join("models");
+    let registry_text = registry.display().to_string();
+    let train = succeeded(&parkcast(&[
+        "train",
+        "-w",
+        &warehouse,
+        "--source",
+        "csv-town",
+        "--config",
+        &out_text,
+        "--gbm-bagging-seeds",
+        "2",
+        "--registry",
+        &registry_text,
+        "--force",
+    ]));
+    assert!(train.contains("configuration: town-1"), "{train}");
+    let registry = Registry::open(&registry);
+    let manifest = registry.manifest("csv-town", 1).expect("published");
+    let record = ConfigRecord::from_hyperparameters(&manifest.hyperparameters)
+        .expect("the manifest records the configuration");
+    assert_eq!(record.name, "town-1");
+    assert_eq!(record.sha256, candidate.sha256());
+    assert_eq!(record.toml, text);
+    assert_eq!(record.parse().expect("the record parses"), candidate.config);
+    assert_eq!(record.overrides.len(), 1, "{:?}", record.overrides);
+    assert!(record.overrides[0].starts_with("gbm.bagging_seeds = 2"));
+    let version_dir = dir.path().join("models/csv-town/1");
+    assert_eq!(
+        std::fs::read_to_string(version_dir.join("config.toml")).expect("config.toml"),
+        text
+    );
+    let report = std::fs::read_to_string(version_dir.join("report.md")).expect("report.md");
+    assert!(
+        report.contains("Frozen configuration **town-1**"),
+        "{report}"
+    );
+    assert!(report.contains(&candidate.sha256()), "{report}");
+    assert!(
+        report.contains("Overridden on the command line"),
+        "{report}"
+    );
+    assert!(report.contains("### Selection log"), "{report}");
+    assert!(report.contains("| trial |"), "{report}");
+
+    // A typo in a key is refused before anything runs, and named.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replacen("min_data_in_leaf", "min_data_per_leaf", 1),
+    )
+    .expect("writable");
+    let refused = parkcast(&[
+        "backtest",
+        "-w",
+        &warehouse,
+        "--source",
+        "csv-town",
+        "--config",
+        &bad.display().to_string(),
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("min_data_per_leaf"), "{stderr}");
+}

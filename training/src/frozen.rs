@@ -1,0 +1,699 @@
+//! The frozen modelling configuration: every modelling choice in one versioned TOML file that runs
+//! on every data set.
+//!
+//! The issue behind it: choices are made on validation days, then frozen in a file the model
+//! records, and the same file runs on every city (a gain tuned to one test week does not count).
+//! [`EMBEDDED_CONFIG`] (`training/config/parkcast-1.toml`) is the binary's default; a user's file
+//! replaces it with `--config FILE`. Parsing refuses unknown keys and names the key of any invalid
+//! value, so a typo never silently falls back to a default.
+//!
+//! ```
+//! use parkcast_training::frozen::LoadedConfig;
+//!
+//! let embedded = LoadedConfig::embedded();
+//! assert_eq!(embedded.config.version, 1);
+//! let trees = embedded.config.gbm_params();
+//! assert_eq!(trees.iterations, embedded.config.gbm.iterations);
+//! ```
+
+use std::fmt;
+
+use parkcast_features::conformal::CalibrationScope;
+use parkcast_features::vector::{FEATURE_COUNT, FEATURE_NAMES};
+use parkcast_inference::model::{ForecasterParams, GbmParams, LinearParams, ModelError, Objective};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The configuration the binary embeds (and runs when no `--config` is given).
+pub const EMBEDDED_CONFIG: &str = include_str!("../config/parkcast-1.toml");
+/// Where [`EMBEDDED_CONFIG`] lives in the repository.
+pub const EMBEDDED_CONFIG_PATH: &str = "training/config/parkcast-1.toml";
+/// The configuration format this build reads and writes.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Errors of reading a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The text is not TOML of the expected shape (unknown key, wrong type, missing key); toml's
+    /// message names the key and its line.
+    #[error("configuration {origin}: {source}")]
+    Parse {
+        /// Where the text came from (a file path or the embedded name).
+        origin: String,
+        /// toml's error.
+        source: Box<toml::de::Error>,
+    },
+    /// A format version this build does not read.
+    #[error(
+        "configuration {origin}: version {found} is not supported (this build reads {CONFIG_VERSION})"
+    )]
+    UnsupportedVersion {
+        /// Where the text came from.
+        origin: String,
+        /// The version in the file.
+        found: u32,
+    },
+    /// A value out of range.
+    #[error("configuration {origin}: {key}: {reason}")]
+    InvalidValue {
+        /// Where the text came from.
+        origin: String,
+        /// The key, as a dotted path (`gbm.learning_rate`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A feature name that is not in the feature vector.
+    #[error("configuration {origin}: {key}: no feature {feature:?} (features: {})", FEATURE_NAMES.join(", "))]
+    UnknownFeature {
+        /// Where the text came from.
+        origin: String,
+        /// The key (`gbm.excluded_features`).
+        key: String,
+        /// The name given.
+        feature: String,
+    },
+    /// Writing a configuration failed (a value TOML cannot hold).
+    #[error("cannot write the configuration as TOML: {0}")]
+    Write(#[from] toml::ser::Error),
+}
+
+/// Every modelling choice of the trainer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrozenConfig {
+    /// Format version, [`CONFIG_VERSION`].
+    pub version: u32,
+    /// The configuration's name, recorded by the models trained with it (`parkcast-1`).
+    pub name: String,
+    /// The gradient-boosted trees.
+    pub gbm: GbmSection,
+    /// The elastic net.
+    pub linear: LinearSection,
+    /// The conformal intervals.
+    pub intervals: IntervalsSection,
+    /// Why the values are what they are.
+    #[serde(default)]
+    pub selection: Selection,
+}
+
+/// `[gbm]`: the trees' hyperparameters ([`GbmParams`], LightGBM's names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GbmSection {
+    /// The loss: `l1`, `l2`, `huber:DELTA` or `quantile:ALPHA`.
+    pub objective: ObjectiveSpec,
+    /// Boosting rounds per ensemble.
+    pub iterations: usize,
+    /// Shrinkage per round.
+    pub learning_rate: f64,
+    /// Leaves per tree.
+    pub max_leaves: usize,
+    /// Depth limit (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<usize>,
+    /// Minimum training rows per leaf.
+    pub min_data_in_leaf: usize,
+    /// L2 penalty on leaf outputs.
+    pub lambda_l2: f64,
+    /// Share of rows each tree sees.
+    pub bagging_fraction: f64,
+    /// Redraw the rows every this many trees (0: no row bagging).
+    pub bagging_freq: usize,
+    /// Share of features each tree may split on.
+    pub feature_fraction: f64,
+    /// Ensembles per horizon over consecutive seeds, averaged.
+    pub bagging_seeds: usize,
+    /// Seed of the first ensemble.
+    pub seed: u64,
+    /// Feature groups left out of the trees.
+    #[serde(default)]
+    pub excluded_groups: Vec<FeatureGroup>,
+    /// Single features left out of the trees, by name.
+    #[serde(default)]
+    pub excluded_features: Vec<String>,
+}
+
+/// `[linear]`: the elastic net.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearSection {
+    /// Overall penalty strength.
+    pub penalty: f64,
+    /// Share of the penalty on L1 (0 ridge, 1 lasso).
+    pub l1_ratio: f64,
+    /// Features left out, by name.
+    #[serde(default)]
+    pub excluded_features: Vec<String>,
+}
+
+/// `[intervals]`: how conformal intervals are calibrated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntervalsSection {
+    /// `day-type` or `pooled`.
+    pub calibration: CalibrationScope,
+}
+
+/// `[selection]`: the record of how the values were chosen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// One line: where the values come from.
+    #[serde(default)]
+    pub summary: String,
+    /// The command that produced them (to re-run the search).
+    #[serde(default)]
+    pub command: String,
+    /// The selection log (Markdown): every decision with the validation score that made it.
+    #[serde(default)]
+    pub log: String,
+}
+
+/// A loss as the configuration spells it: `l1`, `l2`, `huber:0.02`, `quantile:0.5`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ObjectiveSpec(pub Objective);
+
+impl fmt::Display for ObjectiveSpec {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Objective::L1 => formatter.write_str("l1"),
+            Objective::L2 => formatter.write_str("l2"),
+            Objective::Huber { delta } => write!(formatter, "huber:{delta}"),
+            Objective::Quantile { alpha } => write!(formatter, "quantile:{alpha}"),
+            // A loss added to parkcast-gbm later: spelled as Rust debugs it until it gets a name.
+            other => write!(formatter, "{other:?}"),
+        }
+    }
+}
+
+impl TryFrom<String> for ObjectiveSpec {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let (kind, value) = match text.split_once(':') {
+            Some((kind, value)) => (kind.trim(), Some(value.trim())),
+            None => (text.trim(), None),
+        };
+        let number = |what: &str| -> Result<f64, String> {
+            value
+                .ok_or_else(|| format!("{kind} needs its {what}: \"{kind}:NUMBER\""))?
+                .parse::<f64>()
+                .map_err(|_| format!("{text:?}: the {what} must be a number"))
+        };
+        let objective = match (kind, value) {
+            ("l1", None) => Objective::L1,
+            ("l2", None) => Objective::L2,
+            ("huber", _) => Objective::Huber {
+                delta: number("delta")?,
+            },
+            ("quantile", _) => Objective::Quantile {
+                alpha: number("alpha")?,
+            },
+            _ => {
+                return Err(format!(
+                    "objective {text:?}: expected \"l1\", \"l2\", \"huber:DELTA\" or \"quantile:ALPHA\""
+                ));
+            }
+        };
+        Ok(ObjectiveSpec(objective))
+    }
+}
+
+impl From<ObjectiveSpec> for String {
+    fn from(spec: ObjectiveSpec) -> String {
+        spec.to_string()
+    }
+}
+
+/// The features grouped by what they say, for leaving a group out and for the ablation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureGroup {
+    /// The lot's statics and the horizon: code, kind, capacity, horizon minutes.
+    Lot,
+    /// The target's and origin's calendar: weekday, time of day, day off, holiday, days to and
+    /// from a holiday.
+    Calendar,
+    /// Recent rates: at the origin, 1, 2 and 4 steps before, the same time a day and a week back.
+    Lags,
+    /// The weekday x time-of-day profile at origin and target, its change, and persistence +
+    /// profile change.
+    Profile,
+    /// How far today runs from the profile: at the origin, recently, since the first reading.
+    Deviation,
+    /// The level of the last days: yesterday's and last week's deviation, the deviation at the
+    /// target's time 1, 2, 3 and 7 days back, its daily trend.
+    Level,
+    /// Arrivals and departures in the last hour (sessions).
+    Flows,
+    /// Cars expected by special events at the target.
+    Events,
+}
+
+impl FeatureGroup {
+    /// Every group, in vector order of their first feature.
+    pub const ALL: [FeatureGroup; 8] = [
+        FeatureGroup::Lot,
+        FeatureGroup::Calendar,
+        FeatureGroup::Lags,
+        FeatureGroup::Profile,
+        FeatureGroup::Deviation,
+        FeatureGroup::Level,
+        FeatureGroup::Flows,
+        FeatureGroup::Events,
+    ];
+
+    /// The name used in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureGroup::Lot => "lot",
+            FeatureGroup::Calendar => "calendar",
+            FeatureGroup::Lags => "lags",
+            FeatureGroup::Profile => "profile",
+            FeatureGroup::Deviation => "deviation",
+            FeatureGroup::Level => "level",
+            FeatureGroup::Flows => "flows",
+            FeatureGroup::Events => "events",
+        }
+    }
+
+    /// The group of a feature name, by what the name says.
+    pub fn of(feature: &str) -> FeatureGroup {
+        match feature {
+            "lot_code" | "lot_kind" | "capacity" | "horizon_minutes" => FeatureGroup::Lot,
+            "rate_origin"
+            | "rate_lag1"
+            | "rate_lag2"
+            | "rate_lag4"
+            | "rate_same_time_day_back"
+            | "rate_same_time_week_back" => FeatureGroup::Lags,
+            "profile_target"
+            | "profile_origin"
+            | "profile_change"
+            | "persistence_plus_profile_change" => FeatureGroup::Profile,
+            "deviation_origin"
+            | "deviation_recent_mean"
+            | "deviation_today_mean"
+            | "minutes_since_first_reading_today" => FeatureGroup::Deviation,
+            "arrivals_recent_rate" | "departures_recent_rate" => FeatureGroup::Flows,
+            "target_event_cars_rate" => FeatureGroup::Events,
+            name if name.starts_with("deviation_") => FeatureGroup::Level,
+            _ => FeatureGroup::Calendar,
+        }
+    }
+
+    /// The indices of the group's features in the vector.
+    pub fn features(self) -> Vec<usize> {
+        (0..FEATURE_COUNT)
+            .filter(|&index| FeatureGroup::of(FEATURE_NAMES[index]) == self)
+            .collect()
+    }
+}
+
+impl FrozenConfig {
+    /// Parses and validates a configuration's text; `origin` names it in errors.
+    pub fn parse(origin: &str, text: &str) -> Result<FrozenConfig, ConfigError> {
+        let config: FrozenConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            origin: origin.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML text (what `parkcast tune --out` writes).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        Ok(toml::to_string(self)?)
+    }
+
+    /// Checks every value without fitting anything; errors name the key.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::InvalidValue {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.version != CONFIG_VERSION {
+            return Err(ConfigError::UnsupportedVersion {
+                origin: origin.to_owned(),
+                found: self.version,
+            });
+        }
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty"));
+        }
+        for (key, names) in [
+            ("gbm.excluded_features", &self.gbm.excluded_features),
+            ("linear.excluded_features", &self.linear.excluded_features),
+        ] {
+            feature_indices(origin, key, names)?;
+        }
+        if let Err(ModelError::InvalidParam { name, reason }) = self.gbm_params().check() {
+            let key = match name {
+                "excluded_features" => "gbm.excluded_features / gbm.excluded_groups".to_owned(),
+                other => format!("gbm.{other}"),
+            };
+            return Err(invalid(&key, reason));
+        }
+        if !(self.linear.penalty.is_finite() && self.linear.penalty >= 0.0) {
+            return Err(invalid("linear.penalty", "must be finite and non-negative"));
+        }
+        if !(0.0..=1.0).contains(&self.linear.l1_ratio) {
+            return Err(invalid("linear.l1_ratio", "must be within [0, 1]"));
+        }
+        if let Err(ModelError::InvalidParam { name, reason }) = self.linear_params().check() {
+            return Err(invalid(&format!("linear.{name}"), reason));
+        }
+        Ok(())
+    }
+
+    /// The trees' hyperparameters (names were checked by [`FrozenConfig::validate`]; an unknown one
+    /// is skipped here).
+    pub fn gbm_params(&self) -> GbmParams {
+        let section = &self.gbm;
+        let mut excluded: Vec<usize> = section
+            .excluded_groups
+            .iter()
+            .flat_map(|group| group.features())
+            .chain(known_indices(&section.excluded_features))
+            .collect();
+        excluded.sort_unstable();
+        excluded.dedup();
+        GbmParams {
+            objective: section.objective.0,
+            iterations: section.iterations,
+            learning_rate: section.learning_rate,
+            max_leaves: section.max_leaves,
+            max_depth: section.max_depth,
+            min_data_in_leaf: section.min_data_in_leaf,
+            lambda_l2: section.lambda_l2,
+            bagging_fraction: section.bagging_fraction,
+            bagging_freq: section.bagging_freq,
+            feature_fraction: section.feature_fraction,
+            bagging_seeds: section.bagging_seeds,
+            seed: section.seed,
+            excluded_features: excluded,
+        }
+    }
+
+    /// The elastic net's hyperparameters.
+    pub fn linear_params(&self) -> LinearParams {
+        LinearParams {
+            penalty: self.linear.penalty,
+            l1_ratio: self.linear.l1_ratio,
+            excluded_features: known_indices(&self.linear.excluded_features).collect(),
+        }
+    }
+
+    /// Both learned models with this configuration's hyperparameters.
+    pub fn models(&self) -> crate::backtest::ModelChoice {
+        crate::backtest::ModelChoice {
+            linear: Some(self.linear_params()),
+            gbm: Some(self.gbm_params()),
+        }
+    }
+
+    /// The interval calibration scope.
+    pub fn calibration(&self) -> CalibrationScope {
+        self.intervals.calibration
+    }
+
+    /// Copies the trees' hyperparameters back into `[gbm]` (what `parkcast tune` does with a
+    /// winner). Excluded features are written by name; groups are kept as they were.
+    pub fn set_gbm(&mut self, params: &GbmParams) {
+        let from_groups: Vec<usize> = self
+            .gbm
+            .excluded_groups
+            .iter()
+            .flat_map(|group| group.features())
+            .collect();
+        self.gbm = GbmSection {
+            objective: ObjectiveSpec(params.objective),
+            iterations: params.iterations,
+            learning_rate: params.learning_rate,
+            max_leaves: params.max_leaves,
+            max_depth: params.max_depth,
+            min_data_in_leaf: params.min_data_in_leaf,
+            lambda_l2: params.lambda_l2,
+            bagging_fraction: params.bagging_fraction,
+            bagging_freq: params.bagging_freq,
+            feature_fraction: params.feature_fraction,
+            bagging_seeds: params.bagging_seeds,
+            seed: params.seed,
+            excluded_groups: self.gbm.excluded_groups.clone(),
+            excluded_features: params
+                .excluded_features
+                .iter()
+                .filter(|index| !from_groups.contains(index))
+                .filter_map(|&index| FEATURE_NAMES.get(index).map(|name| (*name).to_owned()))
+                .collect(),
+        };
+    }
+}
+
+/// The indices of feature names; the first unknown one is an error naming `key`.
+fn feature_indices(origin: &str, key: &str, names: &[String]) -> Result<Vec<usize>, ConfigError> {
+    names
+        .iter()
+        .map(|name| {
+            FEATURE_NAMES
+                .iter()
+                .position(|feature| feature == name)
+                .ok_or_else(|| ConfigError::UnknownFeature {
+                    origin: origin.to_owned(),
+                    key: key.to_owned(),
+                    feature: name.clone(),
+                })
+        })
+        .collect()
+}
+
+fn known_indices(names: &[String]) -> impl Iterator<Item = usize> + '_ {
+    names
+        .iter()
+        .filter_map(|name| FEATURE_NAMES.iter().position(|feature| feature == name))
+}
+
+/// A configuration with the text it was read from: what a model records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedConfig {
+    /// Where it came from: a file path, or [`EMBEDDED_CONFIG_PATH`] (embedded).
+    pub origin: String,
+    /// The text as read (what the sha256 covers).
+    pub text: String,
+    /// The parsed, validated configuration.
+    pub config: FrozenConfig,
+}
+
+impl LoadedConfig {
+    /// The configuration embedded in the binary.
+    pub fn embedded() -> LoadedConfig {
+        LoadedConfig::from_text(
+            &format!("{EMBEDDED_CONFIG_PATH} (embedded)"),
+            EMBEDDED_CONFIG,
+        )
+        .expect("the embedded configuration should parse (a unit test checks it)")
+    }
+
+    /// Parses a configuration's text.
+    pub fn from_text(origin: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
+        Ok(LoadedConfig {
+            origin: origin.to_owned(),
+            text: text.to_owned(),
+            config: FrozenConfig::parse(origin, text)?,
+        })
+    }
+
+    /// Lowercase hex sha256 of the text.
+    pub fn sha256(&self) -> String {
+        Sha256::digest(self.text.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// The record a model keeps, with the knobs the command line overrode.
+    pub fn record(&self, overrides: Vec<String>) -> ConfigRecord {
+        ConfigRecord {
+            name: self.config.name.clone(),
+            version: self.config.version,
+            sha256: self.sha256(),
+            overrides,
+            toml: self.text.clone(),
+        }
+    }
+}
+
+/// What a published model records of its configuration (in the manifest's
+/// `hyperparameters.frozen_config`; models published before it have none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    /// The configuration's `name`.
+    pub name: String,
+    /// Its format version.
+    pub version: u32,
+    /// Lowercase hex sha256 of its text.
+    pub sha256: String,
+    /// Knobs the command line set differently (`gbm.bagging_seeds = 3 (--gbm-bagging-seeds)`):
+    /// when not empty the model did not run the configuration as written.
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// The full text.
+    pub toml: String,
+}
+
+impl ConfigRecord {
+    /// The key under the manifest's `hyperparameters`.
+    pub const MANIFEST_KEY: &'static str = "frozen_config";
+
+    /// The record of a manifest's hyperparameters (`None` for models published before it).
+    pub fn from_hyperparameters(hyperparameters: &serde_json::Value) -> Option<ConfigRecord> {
+        hyperparameters
+            .get(Self::MANIFEST_KEY)
+            .and_then(|value| serde_json::from_value(value.clone()).ok())
+    }
+
+    /// The recorded configuration, parsed again.
+    pub fn parse(&self) -> Result<FrozenConfig, ConfigError> {
+        FrozenConfig::parse(&format!("{} (recorded)", self.name), &self.toml)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(old: &str, new: &str) -> String {
+        assert!(
+            EMBEDDED_CONFIG.contains(old),
+            "{old:?} not in the embedded file"
+        );
+        EMBEDDED_CONFIG.replacen(old, new, 1)
+    }
+
+    #[test]
+    fn the_embedded_configuration_is_valid_and_matches_the_defaults() {
+        let loaded = LoadedConfig::embedded();
+        assert_eq!(loaded.config.gbm_params(), GbmParams::default());
+        assert_eq!(loaded.config.linear_params(), LinearParams::default());
+        assert_eq!(loaded.config.calibration(), CalibrationScope::default());
+        assert_eq!(loaded.sha256().len(), 64);
+    }
+
+    #[test]
+    fn every_feature_has_one_group_and_every_group_a_feature() {
+        let total: usize = FeatureGroup::ALL
+            .iter()
+            .map(|group| group.features().len())
+            .sum();
+        assert_eq!(total, FEATURE_COUNT);
+        for group in FeatureGroup::ALL {
+            assert!(!group.features().is_empty(), "{group:?} is empty");
+        }
+        assert_eq!(
+            FeatureGroup::of("deviation_target_day1_back"),
+            FeatureGroup::Level
+        );
+        assert_eq!(FeatureGroup::of("target_holiday"), FeatureGroup::Calendar);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_and_named() {
+        let text = with("lambda_l2 = 0.0", "lambda_l2 = 0.0\nlamda_l1 = 0.5");
+        let error = FrozenConfig::parse("test", &text).expect_err("unknown key");
+        assert!(matches!(error, ConfigError::Parse { .. }), "{error:?}");
+        assert!(error.to_string().contains("lamda_l1"), "{error}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let text = with("max_leaves = 31", "max_leaves = \"many\"");
+        let error = FrozenConfig::parse("test", &text).expect_err("wrong type");
+        assert!(error.to_string().contains("max_leaves"), "{error}");
+    }
+
+    #[test]
+    fn an_out_of_range_value_names_its_dotted_key() {
+        let text = with("learning_rate = 0.05", "learning_rate = -1.0");
+        match FrozenConfig::parse("test", &text) {
+            Err(ConfigError::InvalidValue { key, .. }) => assert_eq!(key, "gbm.learning_rate"),
+            other => panic!("expected an invalid gbm.learning_rate, got {other:?}"),
+        }
+        let text = with("l1_ratio = 0.5", "l1_ratio = 1.5");
+        match FrozenConfig::parse("test", &text) {
+            Err(ConfigError::InvalidValue { key, .. }) => assert_eq!(key, "linear.l1_ratio"),
+            other => panic!("expected an invalid linear.l1_ratio, got {other:?}"),
+        }
+        let text = with("bagging_seeds = 1", "bagging_seeds = 0");
+        match FrozenConfig::parse("test", &text) {
+            Err(ConfigError::InvalidValue { key, .. }) => assert_eq!(key, "gbm.bagging_seeds"),
+            other => panic!("expected an invalid gbm.bagging_seeds, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_features_groups_objectives_and_versions_are_named() {
+        let text = with(
+            "excluded_features = []",
+            "excluded_features = [\"rate_lag3\"]",
+        );
+        match FrozenConfig::parse("test", &text) {
+            Err(ConfigError::UnknownFeature { key, feature, .. }) => {
+                assert_eq!(
+                    (key.as_str(), feature.as_str()),
+                    ("gbm.excluded_features", "rate_lag3")
+                );
+            }
+            other => panic!("expected an unknown feature, got {other:?}"),
+        }
+        let text = with("excluded_groups = []", "excluded_groups = [\"weather\"]");
+        let error = FrozenConfig::parse("test", &text).expect_err("unknown group");
+        assert!(error.to_string().contains("weather"), "{error}");
+        let text = with("objective = \"l1\"", "objective = \"huber\"");
+        let error = FrozenConfig::parse("test", &text).expect_err("huber needs delta");
+        assert!(error.to_string().contains("objective"), "{error}");
+        let text = with("version = 1", "version = 9");
+        assert!(matches!(
+            FrozenConfig::parse("test", &text),
+            Err(ConfigError::UnsupportedVersion { found: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn objectives_groups_and_features_map_to_the_trees() {
+        let text = with("objective = \"l1\"", "objective = \"huber:0.02\"")
+            .replacen("excluded_groups = []", "excluded_groups = [\"flows\"]", 1)
+            .replacen(
+                "excluded_features = []",
+                "excluded_features = [\"capacity\", \"arrivals_recent_rate\"]",
+                1,
+            );
+        let config = FrozenConfig::parse("test", &text).expect("valid");
+        let params = config.gbm_params();
+        assert_eq!(params.objective, Objective::Huber { delta: 0.02 });
+        let mut expected = FeatureGroup::Flows.features();
+        expected.push(2);
+        expected.sort_unstable();
+        assert_eq!(params.excluded_features, expected);
+    }
+
+    #[test]
+    fn a_written_configuration_reads_back_equal() {
+        let mut config = LoadedConfig::embedded().config;
+        let params = GbmParams {
+            objective: Objective::Quantile { alpha: 0.5 },
+            iterations: 123,
+            excluded_features: vec![2, 26],
+            ..GbmParams::default()
+        };
+        config.set_gbm(&params);
+        config.selection.log = "line one\nline \"two\"\n".to_owned();
+        let text = config.to_toml().expect("writes");
+        let back = FrozenConfig::parse("written", &text).expect("reads back");
+        assert_eq!(back, config);
+        assert_eq!(back.gbm_params(), params);
+    }
+}
