@@ -4,6 +4,8 @@
 #
 #   bash scripts/reference.sh birmingham   # test week 13-19 Dec 2016, 30-min grid, 30 min / 1 h / 2 h
 #   bash scripts/reference.sh malaga       # Jul 2025 - Jun 2026, 15-min grid, 15 min / 1 h / 24 h
+#   bash scripts/reference.sh simulated    # 30 simulated lots, 1 Sep - 29 Dec 2025 at 15 min, the four
+#                                          # weeks to 29 Dec (Christmas and Boxing Day) as test windows
 #
 # The warehouse goes to out/reference/<source> (re-importing replaces the source's files, never
 # duplicates them). Builds with the dev profile the tests use; pass --release first for speed:
@@ -18,10 +20,16 @@ if [[ "${1:-}" == "--release" ]]; then
 fi
 source="${1:-birmingham}"
 case "$source" in
-  birmingham | malaga) ;;
-  *) echo "usage: $0 [--release] birmingham|malaga" >&2; exit 2 ;;
+  birmingham | malaga | simulated) ;;
+  *) echo "usage: $0 [--release] birmingham|malaga|simulated" >&2; exit 2 ;;
 esac
 warehouse="out/reference/$source"
 run() { cargo run --quiet "${profile[@]}" -- "$@"; }
-run --quiet import -w "$warehouse" "$source" > /dev/null
-run backtest -w "$warehouse" --preset "$source" --models all
+if [[ "$source" == simulated ]]; then
+  # No preset: the protocol comes from the data (its last four weeks), as for a user's own city.
+  run --quiet simulate -o "$warehouse" --lots 30 --start 2025-09-01 --days 120 --interval 15 > /dev/null
+  run backtest -w "$warehouse" --models all
+else
+  run --quiet import -w "$warehouse" "$source" > /dev/null
+  run backtest -w "$warehouse" --preset "$source" --models all
+fi

@@ -248,15 +248,21 @@ impl RollingCalibration {
         position // 0-based bin index
     }
 
-    /// The interval at `coverage` around a forecast rate, clipped to [0, 1]; `None` while empty.
-    pub fn interval(&self, forecast_rate: f64, coverage: f64) -> Option<(f64, f64)> {
+    /// Half-width of the interval at `coverage`: the upper edge of the conformal quantile's bin;
+    /// `None` while empty.
+    pub fn half_width(&self, coverage: f64) -> Option<f64> {
         let n = self.count;
         if n == 0 {
             return None;
         }
         let rank = ((n as f64 + 1.0) * coverage.clamp(0.0, 1.0)).ceil() as usize;
         let bin = self.bin_of_rank(rank.clamp(1, n));
-        let half_width = (bin + 1) as f64 / ROLLING_BINS as f64;
+        Some((bin + 1) as f64 / ROLLING_BINS as f64)
+    }
+
+    /// The interval at `coverage` around a forecast rate, clipped to [0, 1]; `None` while empty.
+    pub fn interval(&self, forecast_rate: f64, coverage: f64) -> Option<(f64, f64)> {
+        let half_width = self.half_width(coverage)?;
         Some((
             (forecast_rate - half_width).clamp(0.0, 1.0),
             (forecast_rate + half_width).clamp(0.0, 1.0),
@@ -333,23 +339,38 @@ impl DayTypeCalibration {
         }
     }
 
-    /// The calibration an interval for a target on `day_type` reads.
-    fn for_day(&self, day_type: DayType) -> &RollingCalibration {
-        match self.by_type.get(day_type.index()) {
-            Some(own) if own.len() >= MIN_CONDITIONAL_RESIDUALS => own,
-            _ => &self.pooled,
+    /// The calibration an interval for a target on `day_type` reads; on a public `holiday` (day
+    /// type scope only), the widest of the pooled one and the day types' own ([`widest`]).
+    fn for_day(&self, day_type: DayType, holiday: bool) -> &RollingCalibration {
+        let own = |day_type: DayType| {
+            self.by_type
+                .get(day_type.index())
+                .filter(|own| own.len() >= MIN_CONDITIONAL_RESIDUALS)
+        };
+        if holiday && self.scope == CalibrationScope::DayType {
+            let candidates =
+                std::iter::once(&self.pooled).chain(DayType::ALL.into_iter().filter_map(own));
+            return widest(candidates, |calibration| {
+                calibration
+                    .half_width(HOLIDAY_SELECTION_COVERAGE)
+                    .unwrap_or(0.0)
+            })
+            .unwrap_or(&self.pooled);
         }
+        own(day_type).unwrap_or(&self.pooled)
     }
 
-    /// The interval at `coverage` around a forecast rate of a target on `day_type`; `None` while
-    /// empty.
+    /// The interval at `coverage` around a forecast rate of a target on `day_type` (a public
+    /// `holiday` or not); `None` while empty.
     pub fn interval(
         &self,
         forecast_rate: f64,
         coverage: f64,
         day_type: DayType,
+        holiday: bool,
     ) -> Option<(f64, f64)> {
-        self.for_day(day_type).interval(forecast_rate, coverage)
+        self.for_day(day_type, holiday)
+            .interval(forecast_rate, coverage)
     }
 
     /// The fixed calibration of the residuals now in the window: pooled, and per day type where one
@@ -415,13 +436,65 @@ impl DayTypeResiduals {
         })
     }
 
-    /// The calibration of a target on `day_type`: its own, else the pooled one.
-    pub fn for_day(&self, day_type: DayType) -> &ResidualCalibration {
-        self.by_type
-            .iter()
-            .find(|(own, _)| *own == day_type)
-            .map_or(&self.pooled, |(_, calibration)| calibration)
+    /// The calibration of a target on `day_type`: its own, else the pooled one; on a public
+    /// `holiday` (day type scope only), the widest of them all ([`widest`]).
+    pub fn for_day(&self, day_type: DayType, holiday: bool) -> &ResidualCalibration {
+        calibration_of_day(&self.pooled, &self.by_type, day_type, holiday)
     }
+}
+
+/// The fixed calibration a target on `day_type` reads, given the pooled residuals and the day types
+/// that have their own (what [`DayTypeResiduals`] and a model file hold): its own, else the pooled
+/// one; on a public `holiday` the widest of them all ([`widest`]), unless there are no classes (the
+/// pooled scope).
+pub fn calibration_of_day<'a>(
+    pooled: &'a ResidualCalibration,
+    own: &'a [(DayType, ResidualCalibration)],
+    day_type: DayType,
+    holiday: bool,
+) -> &'a ResidualCalibration {
+    if holiday && !own.is_empty() {
+        let candidates =
+            std::iter::once(pooled).chain(own.iter().map(|(_, calibration)| calibration));
+        return widest(candidates, |calibration| {
+            calibration.half_width(HOLIDAY_SELECTION_COVERAGE)
+        })
+        .unwrap_or(pooled);
+    }
+    own.iter()
+        .find(|(kind, _)| *kind == day_type)
+        .map_or(pooled, |(_, calibration)| calibration)
+}
+
+/// The coverage at which [`widest`] compares calibrations for a holiday: the app's central interval.
+pub const HOLIDAY_SELECTION_COVERAGE: f64 = 0.8;
+
+/// The calibration with the widest interval, for a target on a public holiday.
+///
+/// A holiday's errors are exchangeable neither with a Sunday's nor with another holiday's: Christmas
+/// Day empties a city that Boxing Day's sales fill, and a 14-day calibration window seldom holds
+/// another holiday to learn from. With no exchangeable residuals, the honest interval is the most
+/// cautious one the model has: the day type (or the pooled residuals) whose interval at
+/// [`HOLIDAY_SELECTION_COVERAGE`] is widest. One calibration is chosen, not a per-coverage maximum,
+/// so the intervals and the probabilities of a holiday's answer read one distribution.
+pub fn widest<'a, C>(
+    candidates: impl IntoIterator<Item = &'a C>,
+    width: impl Fn(&C) -> f64,
+) -> Option<&'a C>
+where
+    C: 'a,
+{
+    candidates
+        .into_iter()
+        .map(|calibration| (width(calibration), calibration))
+        .fold(
+            None,
+            |best: Option<(f64, &C)>, (width, calibration)| match best {
+                Some((best_width, _)) if best_width >= width => best,
+                _ => Some((width, calibration)),
+            },
+        )
+        .map(|(_, calibration)| calibration)
 }
 
 #[cfg(test)]
@@ -461,6 +534,56 @@ mod tests {
     }
 
     #[test]
+    fn a_holiday_reads_the_widest_calibration_in_backtest_and_in_the_fixed_file() {
+        let mut calibration = DayTypeCalibration::new(i64::MAX, CalibrationScope::DayType);
+        // Quiet Sundays err by 0.01, weekdays by 0.05, Saturdays by 0.1 (too few of their own).
+        for at in 0..(MIN_CONDITIONAL_RESIDUALS as i64 * 4) {
+            calibration.push(at, 0.05, DayType::Weekday);
+        }
+        for at in 0..(MIN_CONDITIONAL_RESIDUALS as i64) {
+            calibration.push(at, -0.01, DayType::SundayOrHoliday);
+        }
+        for at in 0..50 {
+            calibration.push(at, 0.1, DayType::Saturday);
+        }
+        let half = |interval: Option<(f64, f64)>| {
+            let (low, high) = interval.expect("residuals");
+            (high - low) / 2.0
+        };
+        // A Sunday reads the Sundays; a holiday on any day reads the weekdays, the widest at 80%
+        // (the Saturdays have too few residuals to be a class; the pooled 80% is 0.05 too).
+        let sunday = half(calibration.interval(0.5, 0.8, DayType::SundayOrHoliday, false));
+        assert!(sunday < 0.011, "{sunday}");
+        for day_type in DayType::ALL {
+            let holiday = half(calibration.interval(0.5, 0.8, day_type, true));
+            assert!((0.049..0.051).contains(&holiday), "{day_type:?}: {holiday}");
+        }
+        let fixed = calibration.snapshot().expect("residuals");
+        let on_holiday = fixed
+            .for_day(DayType::SundayOrHoliday, true)
+            .half_width(0.8);
+        assert!((0.049..0.051).contains(&on_holiday), "{on_holiday}");
+        assert!(
+            fixed
+                .for_day(DayType::SundayOrHoliday, false)
+                .half_width(0.8)
+                < 0.011
+        );
+        // The pooled scope has no classes: a holiday reads the pooled residuals like any day.
+        let pooled = DayTypeResiduals::fit(
+            [(0.05, DayType::Weekday), (0.3, DayType::Saturday)],
+            CalibrationScope::Pooled,
+        )
+        .expect("residuals");
+        assert!(std::ptr::eq(
+            pooled.for_day(DayType::Weekday, true),
+            &pooled.pooled
+        ));
+        assert_eq!(widest::<f64>([], |width| *width), None);
+        assert_eq!(widest(&[0.1, 0.3, 0.3, 0.2], |width| *width), Some(&0.3));
+    }
+
+    #[test]
     fn day_type_calibration_reads_its_own_residuals_once_it_has_enough() {
         let mut calibration = DayTypeCalibration::new(i64::MAX, CalibrationScope::DayType);
         // Weekdays err by 0.01, Saturdays by 0.2.
@@ -475,12 +598,12 @@ mod tests {
             (high - low) / 2.0
         };
         // One short of the minimum: Saturdays read the pooled residuals (80% of which are 0.01).
-        assert!(half(calibration.interval(0.5, 0.8, DayType::Saturday)) < 0.02);
+        assert!(half(calibration.interval(0.5, 0.8, DayType::Saturday, false)) < 0.02);
         calibration.push(1_000_000, -0.2, DayType::Saturday);
-        assert!(half(calibration.interval(0.5, 0.8, DayType::Saturday)) > 0.19);
-        assert!(half(calibration.interval(0.5, 0.8, DayType::Weekday)) < 0.02);
+        assert!(half(calibration.interval(0.5, 0.8, DayType::Saturday, false)) > 0.19);
+        assert!(half(calibration.interval(0.5, 0.8, DayType::Weekday, false)) < 0.02);
         // No Sunday residual: the pooled ones, whose 95% quantile reaches the Saturdays'.
-        assert!(half(calibration.interval(0.5, 0.95, DayType::SundayOrHoliday)) > 0.19);
+        assert!(half(calibration.interval(0.5, 0.95, DayType::SundayOrHoliday, false)) > 0.19);
         let fixed = calibration.snapshot().expect("residuals");
         assert_eq!(fixed.pooled.len(), MIN_CONDITIONAL_RESIDUALS * 5);
         let types: Vec<DayType> = fixed
@@ -490,9 +613,14 @@ mod tests {
             .collect();
         assert_eq!(types, vec![DayType::Weekday, DayType::Saturday]);
         // The fixed calibration picks as the rolling one did (exact quantiles, not binned ones).
-        assert!(fixed.for_day(DayType::Saturday).half_width(0.8) > 0.19);
-        assert!(fixed.for_day(DayType::Weekday).half_width(0.8) < 0.02);
-        assert!(fixed.for_day(DayType::SundayOrHoliday).half_width(0.95) > 0.19);
+        assert!(fixed.for_day(DayType::Saturday, false).half_width(0.8) > 0.19);
+        assert!(fixed.for_day(DayType::Weekday, false).half_width(0.8) < 0.02);
+        assert!(
+            fixed
+                .for_day(DayType::SundayOrHoliday, false)
+                .half_width(0.95)
+                > 0.19
+        );
         let labelled = (0..MIN_CONDITIONAL_RESIDUALS * 4)
             .map(|_| (0.01, DayType::Weekday))
             .chain((0..MIN_CONDITIONAL_RESIDUALS).map(|_| (-0.2, DayType::Saturday)));
@@ -505,8 +633,8 @@ mod tests {
             pooled_only.push(at, -0.2, DayType::Saturday);
         }
         assert_eq!(
-            pooled_only.interval(0.5, 0.8, DayType::Weekday),
-            pooled_only.interval(0.5, 0.8, DayType::Saturday)
+            pooled_only.interval(0.5, 0.8, DayType::Weekday, true),
+            pooled_only.interval(0.5, 0.8, DayType::Saturday, false)
         );
         assert!(
             pooled_only

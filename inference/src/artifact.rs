@@ -19,7 +19,7 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use parkcast_features::baseline::WeekdayProfile;
 use parkcast_features::calendar::{CalendarSource, DayType, HolidayCalendar};
-use parkcast_features::conformal::ResidualCalibration;
+use parkcast_features::conformal::{ResidualCalibration, calibration_of_day};
 use parkcast_features::vector::{
     FeatureParams, LotContext, LotFeatureState, LotProfile, ScheduledEvent, index, lot_kind_code,
 };
@@ -197,21 +197,21 @@ impl LoadedModel {
     }
 
     /// The calibration of a horizon (minutes) for a target on `day_type`: the day type's own
-    /// residuals where the model has enough of them, else the pooled ones.
+    /// residuals where the model has enough of them, else the pooled ones; on a public `holiday`,
+    /// the widest of them ([`calibration_of_day`], as the backtest chose).
     pub fn calibration_on(
         &self,
         horizon_minutes: u32,
         day_type: DayType,
+        holiday: bool,
     ) -> Option<&ResidualCalibration> {
-        self.bundle
+        let own = self
+            .bundle
             .day_type_calibrations
             .get(&horizon_minutes)
-            .and_then(|own| {
-                own.iter()
-                    .find(|(kind, _)| *kind == day_type)
-                    .map(|(_, calibration)| calibration)
-            })
-            .or_else(|| self.calibration(horizon_minutes))
+            .map_or(&[][..], Vec::as_slice);
+        let pooled = self.calibration(horizon_minutes)?;
+        Some(calibration_of_day(pooled, own, day_type, holiday))
     }
 
     /// The calibration of a horizon (minutes) for a lot's target at `target_ms`: by the day type of
@@ -224,8 +224,13 @@ impl LoadedModel {
     ) -> Option<&ResidualCalibration> {
         match self.lots.get(lot_id) {
             Some((context, _)) => {
-                let day_type = context.holidays.day_type(context.local(target_ms).date());
-                self.calibration_on(horizon_minutes, day_type)
+                let date = context.local(target_ms).date();
+                let holidays = &context.holidays;
+                self.calibration_on(
+                    horizon_minutes,
+                    holidays.day_type(date),
+                    holidays.is_holiday(date),
+                )
             }
             None => self.calibration(horizon_minutes),
         }
@@ -443,10 +448,10 @@ mod tests {
         let christmas = noon(date(2024, 12, 25));
         assert_eq!(loaded.calibration_for("england", 30, saturday), Some(&wide));
         assert_eq!(loaded.calibration_for("england", 30, monday), Some(&narrow));
-        // A holiday has no calibration of its own in this file: the pooled one.
+        // A holiday (Christmas, a Wednesday) is exchangeable with no class: the widest one.
         assert_eq!(
             loaded.calibration_for("england", 30, christmas),
-            Some(&narrow)
+            Some(&wide)
         );
         // A lot the model does not know, and a horizon it has no residuals for.
         assert_eq!(

@@ -98,6 +98,8 @@ struct Setup {
     limits: RequestLimits,
     /// The toy model's own residuals for a day type ([`common::Toy::wide_on`]).
     wide_on: Option<DayType>,
+    /// A public holiday of the toy model's calendar ([`common::Toy::holiday`]).
+    holiday: Option<chrono::NaiveDate>,
 }
 
 impl Default for Setup {
@@ -108,6 +110,7 @@ impl Default for Setup {
             sessions: false,
             limits: RequestLimits::default(),
             wide_on: None,
+            holiday: None,
         }
     }
 }
@@ -120,6 +123,7 @@ async fn fixture_with(setup: Setup) -> Fixture {
         sessions,
         limits,
         wide_on,
+        holiday,
     } = setup;
     let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
         (
@@ -156,6 +160,7 @@ async fn fixture_with(setup: Setup) -> Fixture {
         common::Toy {
             sessions,
             wide_on,
+            holiday,
             ..common::Toy::default()
         },
     );
@@ -333,8 +338,17 @@ async fn forecasts_are_bounded_attributed_and_start_from_the_live_reading() {
 
 /// Half-widths of east's 80% intervals at 15 min, 1 h and 2 h, in slots.
 async fn east_half_widths(wide_on: Option<DayType>) -> Vec<f64> {
+    east_half_widths_on(wide_on, None).await
+}
+
+/// [`east_half_widths`], with NOW's date a public holiday of the model's calendar or not.
+async fn east_half_widths_on(
+    wide_on: Option<DayType>,
+    holiday: Option<chrono::NaiveDate>,
+) -> Vec<f64> {
     let fixture = fixture_with(Setup {
         wide_on,
+        holiday,
         ..Setup::default()
     })
     .await;
@@ -370,6 +384,22 @@ async fn intervals_are_those_of_the_targets_day_type() {
     assert_eq!(saturday_wide, pooled);
     for (own, pooled) in weekday_wide.iter().zip(&pooled) {
         assert!(own > &(1.5 * pooled), "{weekday_wide:?} vs {pooled:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_holidays_intervals_are_the_widest_day_types() {
+    // NOW's Monday made a public holiday: exchangeable with no day type, its targets read the widest
+    // calibration the model has (here the Saturdays', three times the pooled), not the pooled one a
+    // plain Monday reads.
+    let today = chrono::DateTime::from_timestamp_millis(NOW)
+        .expect("valid")
+        .date_naive();
+    let pooled = east_half_widths(Some(DayType::Saturday)).await;
+    let on_holiday = east_half_widths_on(Some(DayType::Saturday), Some(today)).await;
+    assert_eq!(on_holiday.len(), 3);
+    for (holiday, pooled) in on_holiday.iter().zip(&pooled) {
+        assert!(holiday > &(1.5 * pooled), "{on_holiday:?} vs {pooled:?}");
     }
 }
 

@@ -450,6 +450,9 @@ pub(crate) struct EvalRow {
     pub(crate) last_rate: f64,
     /// The target's day type (weekday, Saturday, Sunday or holiday) in the lot's calendar.
     pub(crate) day_type: DayType,
+    /// Whether the target's local date is a public holiday of the lot's calendar (its intervals
+    /// read the widest calibration: [`parkcast_features::conformal::widest`]).
+    pub(crate) holiday: bool,
     pub(crate) features: FeatureVector,
 }
 
@@ -697,8 +700,8 @@ pub fn backtest_lots(
                             calibration.advance_to(origin);
                             let point = or_last(forecast, row);
                             Some((
-                                calibration.interval(point, 0.8, row.day_type)?,
-                                calibration.interval(point, 0.95, row.day_type)?,
+                                calibration.interval(point, 0.8, row.day_type, row.holiday)?,
+                                calibration.interval(point, 0.95, row.day_type, row.holiday)?,
                             ))
                         });
                 totals
@@ -942,6 +945,7 @@ fn pairs_and_training(
             {
                 continue;
             }
+            let target_date = lot.series.local(target_ms).date();
             rows.push(EvalRow {
                 lot: code,
                 horizon_steps: row.horizon_steps,
@@ -949,9 +953,8 @@ fn pairs_and_training(
                 actual_rate,
                 capacity,
                 last_rate: row.features[index::RATE_ORIGIN],
-                day_type: context
-                    .holidays
-                    .day_type(lot.series.local(target_ms).date()),
+                day_type: context.holidays.day_type(target_date),
+                holiday: context.holidays.is_holiday(target_date),
                 features: row.features,
             });
         }

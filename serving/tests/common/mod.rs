@@ -89,6 +89,8 @@ pub struct Toy {
     /// Targets on this day type have residuals of their own, three times the pooled ones (as a
     /// holiday's errors outgrow a weekday's).
     pub wide_on: Option<DayType>,
+    /// A public holiday of the lots' calendar (region `XX`), carried in the model file.
+    pub holiday: Option<chrono::NaiveDate>,
 }
 
 /// Session entries of a toy lot with sessions over `[from_ms, until_ms)`: 0 to 3 in each grid step,
@@ -230,7 +232,13 @@ pub fn publish_toy(
         model: SavedModel::Linear(fitted)
             .to_bytes()
             .expect("the model serializes"),
-        calendars: BTreeMap::new(),
+        calendars: toy
+            .holiday
+            .map(|day| {
+                let calendar = HolidayCalendar::from_dates("XX", [(day, "toy holiday".to_owned())]);
+                BTreeMap::from([("XX".to_owned(), calendar)])
+            })
+            .unwrap_or_default(),
     };
     publish_bytes(
         registry,
