@@ -108,7 +108,7 @@ pub struct ProtocolArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub models: Models,
     /// The frozen modelling configuration (TOML; default: the one built in,
-    /// training/config/parkcast-1.toml). The --gbm-* and --calibration flags override its knobs,
+    /// training/config/parkcast-2.toml). The --gbm-* and --calibration flags override its knobs,
     /// and a trained model's report says which.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

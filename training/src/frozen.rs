@@ -3,7 +3,7 @@
 //!
 //! The issue behind it: choices are made on validation days, then frozen in a file the model
 //! records, and the same file runs on every city (a gain tuned to one test week does not count).
-//! [`EMBEDDED_CONFIG`] (`training/config/parkcast-1.toml`) is the binary's default; a user's file
+//! [`EMBEDDED_CONFIG`] (`training/config/parkcast-2.toml`) is the binary's default; a user's file
 //! replaces it with `--config FILE`. Parsing refuses unknown keys and names the key of any invalid
 //! value, so a typo never silently falls back to a default.
 //!
@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The configuration the binary embeds (and runs when no `--config` is given).
-pub const EMBEDDED_CONFIG: &str = include_str!("../config/parkcast-1.toml");
+pub const EMBEDDED_CONFIG: &str = include_str!("../config/parkcast-2.toml");
 /// Where [`EMBEDDED_CONFIG`] lives in the repository.
-pub const EMBEDDED_CONFIG_PATH: &str = "training/config/parkcast-1.toml";
+pub const EMBEDDED_CONFIG_PATH: &str = "training/config/parkcast-2.toml";
 /// The configuration format this build reads and writes.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -85,7 +85,7 @@ pub enum ConfigError {
 pub struct FrozenConfig {
     /// Format version, [`CONFIG_VERSION`].
     pub version: u32,
-    /// The configuration's name, recorded by the models trained with it (`parkcast-1`).
+    /// The configuration's name, recorded by the models trained with it (`parkcast-2`).
     pub name: String,
     /// The gradient-boosted trees.
     pub gbm: GbmSection,
