@@ -1105,17 +1105,9 @@ fn pair_allowed(
     !config.same_day || series.local(origin_ms).date() == series.local(target_ms).date()
 }
 
-/// The instant of local midnight starting `date`: the earlier one when ambiguous, and read with the
-/// offset before the gap when midnight falls in a DST gap (the importers' rule, `import::local_time`).
+/// The instant local day `date` starts ([`parkcast_localtime::day_start_ms`]).
 pub fn local_midnight_ms(tz: Tz, date: NaiveDate) -> i64 {
-    crate::import::local_time::local_midnight(tz, date).map_or_else(
-        || {
-            date.and_time(chrono::NaiveTime::MIN)
-                .and_utc()
-                .timestamp_millis()
-        },
-        |instant| instant.timestamp_millis(),
-    )
+    parkcast_localtime::day_start_ms(tz, date)
 }
 
 #[cfg(test)]

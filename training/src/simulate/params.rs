@@ -1,6 +1,6 @@
 //! Simulation parameters: a builder, checked once before any work starts.
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
 use parkcast_features::calendar::{COVERED_YEARS, CalendarError, HolidayCalendar, HolidayRegion};
 
@@ -270,26 +270,11 @@ impl CheckedParams {
     }
 }
 
-/// Local midnight of `date` in `timezone`, as UTC. Midnight exists in every zone this simulator is
-/// meant for; where a zone skips midnight, the first instant of the day is used.
+/// The instant local day `date` starts in `timezone`, as UTC ([`parkcast_localtime::day_start`]:
+/// where a zone skips midnight, the end of the gap).
 pub fn local_midnight(timezone: Tz, date: NaiveDate) -> DateTime<Utc> {
-    let midnight = date
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight should be a valid time");
-    match timezone.from_local_datetime(&midnight) {
-        chrono::LocalResult::Single(instant) => instant.with_timezone(&Utc),
-        chrono::LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
-        chrono::LocalResult::None => {
-            let one_am = date
-                .and_hms_opt(1, 0, 0)
-                .expect("01:00 should be a valid time");
-            timezone
-                .from_local_datetime(&one_am)
-                .earliest()
-                .expect("01:00 should exist when midnight is skipped")
-                .with_timezone(&Utc)
-        }
-    }
+    parkcast_localtime::day_start(timezone, date)
+        .expect("simulated dates are checked to lie within 2000-2050")
 }
 
 #[cfg(test)]
