@@ -261,20 +261,19 @@ impl CheckedParams {
 
     /// Start of the first local day, as UTC.
     pub fn start_utc(&self) -> DateTime<Utc> {
-        local_midnight(self.params.timezone, self.params.start_date)
+        day_start(self.params.timezone, self.params.start_date)
     }
 
     /// End of the last local day (exclusive), as UTC.
     pub fn end_utc(&self) -> DateTime<Utc> {
-        local_midnight(self.params.timezone, self.end_date() + chrono::Days::new(1))
+        day_start(self.params.timezone, self.end_date() + chrono::Days::new(1))
     }
 }
 
-/// The instant local day `date` starts in `timezone`, as UTC ([`parkcast_localtime::day_start`]:
-/// where a zone skips midnight, the end of the gap).
-pub fn local_midnight(timezone: Tz, date: NaiveDate) -> DateTime<Utc> {
-    parkcast_localtime::day_start(timezone, date)
-        .expect("simulated dates are checked to lie within 2000-2050")
+/// The start of local day `date` in `timezone`: simulated dates are checked to lie within 2000-2050,
+/// so it exists.
+pub(crate) fn day_start(timezone: Tz, date: NaiveDate) -> DateTime<Utc> {
+    parkcast_localtime::day_start(timezone, date).expect("simulated dates lie within 2000-2050")
 }
 
 #[cfg(test)]
