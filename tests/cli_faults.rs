@@ -40,6 +40,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn a_broker_killed_under_a_running_server_turns_it_not_serving_and_stale_until_it_is_back() {
+    parkcast_kafka::require_broker!();
     let dir = tempfile::tempdir().expect("temporary folder");
     let mut broker = OwnBroker::start();
     let demo = Command::new(env!("CARGO_BIN_EXE_parkcast"))

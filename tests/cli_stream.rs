@@ -92,6 +92,7 @@ fn has_checkpoint(state_dir: &Path) -> bool {
 
 #[test]
 fn a_consumer_killed_mid_stream_resumes_to_the_state_of_an_uninterrupted_run() {
+    parkcast_kafka::require_broker!();
     let dir = tempfile::tempdir().expect("temporary folder");
     let warehouse = dir.path().join("city");
     succeed(
@@ -199,6 +200,7 @@ probe_interval_ms = 200
 
 #[test]
 fn a_replayed_city_archived_from_kafka_trains_like_any_warehouse() {
+    parkcast_kafka::require_broker!();
     let dir = tempfile::tempdir().expect("temporary folder");
     let city = dir.path().join("city");
     succeed(

@@ -1,6 +1,6 @@
 //! `parkcast tune` on a small generated city: a seeded search of two trials on its validation days
 //! writes a configuration that `parkcast train --config` accepts and records (manifest, config.toml,
-//! report.md with the selection log); a configuration with a wrong key is refused, naming it.
+//! report.md with the selection log); a configuration with a wrong key is refused, naming it once.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -199,4 +199,7 @@ fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("min_data_per_leaf"), "{stderr}");
+    // The cause (toml's message) is printed once, though the configuration error embeds it and
+    // also exposes it as its source.
+    assert_eq!(stderr.matches("unknown field").count(), 1, "{stderr}");
 }

@@ -332,6 +332,7 @@ impl RawClient {
 
 #[test]
 fn requests_arriving_in_one_segment_are_all_answered_at_once() {
+    parkcast_kafka::require_broker!();
     let server = start_server();
     let mut client = RawClient::connect(server.addr);
     for _ in 0..WARM_UP_BURSTS {

@@ -49,7 +49,7 @@ use std::fs::File;
 use std::iter::FusedIterator;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
 use parkcast_features::rows::{CustomerScanRow, LotRow, ParkingSessionRow, PaymentRow, SlotRow};
 use parkcast_features::schema::Table;
@@ -390,39 +390,18 @@ fn valid_time(ts_ms: i64) -> bool {
     (first..=last).contains(&ts_ms)
 }
 
-/// Local midnight starting `date` in `timezone` (Unix ms); where a zone skips midnight, the first
-/// hour of the day that exists, as the import and the simulator do.
-fn local_midnight_ms(timezone: Tz, date: NaiveDate) -> i64 {
-    (0..24)
-        .find_map(|hour| {
-            let local = date.and_hms_opt(hour, 0, 0)?;
-            timezone.from_local_datetime(&local).earliest()
-        })
-        .map_or_else(
-            || {
-                date.and_time(chrono::NaiveTime::MIN)
-                    .and_utc()
-                    .timestamp_millis()
-            },
-            |instant| instant.timestamp_millis(),
-        )
-}
-
-/// Local midnight of the day of `ts_ms` in `timezone`. `ts_ms` must be a [`valid_time`].
+/// The start of the local day of `ts_ms` in `timezone` ([`parkcast_localtime::day_start`]). `ts_ms`
+/// must be a [`valid_time`].
 fn day_start_ms(ts_ms: i64, timezone: Tz) -> i64 {
-    let date = DateTime::from_timestamp_millis(ts_ms)
-        .map(|instant| instant.with_timezone(&timezone).date_naive())
-        .unwrap_or_default();
-    local_midnight_ms(timezone, date)
+    parkcast_localtime::start_of_day_ms(timezone, ts_ms).unwrap_or_default()
 }
 
-/// Local midnight after the day of `ts_ms` in `timezone`. `ts_ms` must be a [`valid_time`].
+/// The start of the local day after the day of `ts_ms` in `timezone`. `ts_ms` must be a
+/// [`valid_time`].
 fn day_end_ms(ts_ms: i64, timezone: Tz) -> i64 {
-    let date = DateTime::from_timestamp_millis(ts_ms)
-        .map(|instant| instant.with_timezone(&timezone).date_naive())
-        .unwrap_or_default();
-    date.checked_add_days(Days::new(1))
-        .map_or(i64::MAX, |next| local_midnight_ms(timezone, next))
+    parkcast_localtime::local_date(timezone, ts_ms).map_or(i64::MAX, |date| {
+        parkcast_localtime::day_end_ms(timezone, date)
+    })
 }
 
 /// The heartbeat phase of a slot within `period_ms`: FNV-1a of its id, in whole seconds, so it is the
@@ -1358,7 +1337,7 @@ mod tests {
         let sao_paulo: Tz = "America/Sao_Paulo".parse().expect("a known zone");
         let date = NaiveDate::from_ymd_opt(2018, 11, 4).expect("valid");
         assert_eq!(
-            local_midnight_ms(sao_paulo, date),
+            parkcast_localtime::day_start_ms(sao_paulo, date),
             midnight("2018-11-04T03:00:00Z")
         );
     }

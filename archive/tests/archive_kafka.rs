@@ -90,6 +90,7 @@ fn occupancy(rows: Vec<LotOccupancyRow>) -> BTreeMap<OccupancyKey, (i32, i32, i3
 
 #[test]
 fn the_replayed_melbourne_slice_archives_to_the_occupancy_of_its_stays() {
+    parkcast_kafka::require_broker!();
     let (kafka, readings, topology) = replayed("melbourne");
     let dir = tempfile::tempdir().expect("temporary folder");
     let warehouse = archive_warehouse(&dir);
@@ -132,6 +133,7 @@ fn the_replayed_melbourne_slice_archives_to_the_occupancy_of_its_stays() {
 
 #[test]
 fn a_crash_between_files_and_checkpoint_leaves_every_row_exactly_once() {
+    parkcast_kafka::require_broker!();
     let (kafka, readings, topology) = replayed("crash");
     let reference_dir = tempfile::tempdir().expect("temporary folder");
     let reference = archive_warehouse(&reference_dir);

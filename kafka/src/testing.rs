@@ -1,8 +1,10 @@
 //! Helpers for tests against the real broker that the test command starts.
 //!
 //! `scripts/test.sh` starts a Kafka-protocol broker on loopback and exports its address as
-//! `PARKCAST_KAFKA_BOOTSTRAP`. Tests that need a broker fail with a message saying so when it is not
-//! set: a broker test that silently passes without a broker proves nothing.
+//! `PARKCAST_KAFKA_BOOTSTRAP`. Tests that need a broker start with [`require_broker!`]: under a plain
+//! `cargo test` they are skipped with a line saying so; under the test command, which sets
+//! `PARKCAST_REQUIRE_BROKER`, a missing broker fails them, since a broker test that passes without a
+//! broker proves nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,6 +13,50 @@ use crate::{KafkaConfig, TopicNames, create_topics};
 
 /// The environment variable with the test broker's address.
 pub const BOOTSTRAP_ENV: &str = "PARKCAST_KAFKA_BOOTSTRAP";
+
+/// Set by the test command: there a test that needs a broker fails without one instead of skipping.
+pub const REQUIRE_BROKER_ENV: &str = "PARKCAST_REQUIRE_BROKER";
+
+/// Whether the brokers a broker-backed test needs are configured: the shared test broker
+/// (`PARKCAST_KAFKA_BOOTSTRAP`) and the broker binary for tests that run their own
+/// (`PARKCAST_NOIDA_BIN`). Under a plain `cargo test` they are not: the test is skipped with a line
+/// on the terminal saying why and how to run it. Under the test command (`PARKCAST_REQUIRE_BROKER=1`)
+/// a missing broker panics, so the suite can never pass by skipping. Use [`require_broker!`].
+///
+/// # Panics
+/// When a broker is missing and `PARKCAST_REQUIRE_BROKER` is set.
+pub fn brokers_configured(test: &str) -> bool {
+    let missing: Vec<&str> = [BOOTSTRAP_ENV, BROKER_BIN_ENV]
+        .into_iter()
+        .filter(|name| std::env::var_os(name).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!(
+        "{} not set: this test needs the Kafka broker that `bash scripts/test.sh` starts",
+        missing.join(" and ")
+    );
+    assert!(
+        std::env::var_os(REQUIRE_BROKER_ENV).is_none(),
+        "{test}: {reason} ({REQUIRE_BROKER_ENV} is set, so it may not be skipped)"
+    );
+    // Straight to the terminal: the test harness captures `eprintln!` of passing tests.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{test}: skipped, {reason}");
+    false
+}
+
+/// Returns from the test (skips it) unless the test brokers are configured
+/// ([`testing::brokers_configured`](crate::testing::brokers_configured)).
+#[macro_export]
+macro_rules! require_broker {
+    () => {
+        if !$crate::testing::brokers_configured(module_path!()) {
+            return;
+        }
+    };
+}
 
 /// The test broker's address.
 ///

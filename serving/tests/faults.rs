@@ -37,6 +37,7 @@ fn big_producer(kafka: &KafkaConfig) -> ThreadedProducer<DefaultProducerContext>
 
 #[test]
 fn poison_messages_of_every_size_are_dead_lettered_and_ingestion_goes_on() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("poison", 1);
     let topology = topology(1, 2);
     let producer = big_producer(&kafka);
@@ -143,6 +144,7 @@ fn own_topics(broker: &OwnBroker, prefix: &str, partitions: i32) -> KafkaConfig 
 
 #[test]
 fn a_broker_back_with_an_empty_log_is_noticed_and_the_state_rebuilt_from_what_it_holds() {
+    parkcast_kafka::require_broker!();
     let mut broker = OwnBroker::start();
     let partitions = 2;
     let kafka = own_topics(&broker, "shorter", partitions);
@@ -185,6 +187,7 @@ fn a_broker_back_with_an_empty_log_is_noticed_and_the_state_rebuilt_from_what_it
 
 #[test]
 fn a_topic_recreated_and_refilled_past_the_checkpoint_is_not_taken_for_the_old_one() {
+    parkcast_kafka::require_broker!();
     let mut broker = OwnBroker::start();
     let partitions = 2;
     let kafka = own_topics(&broker, "refilled", partitions);
@@ -226,6 +229,7 @@ fn a_topic_recreated_and_refilled_past_the_checkpoint_is_not_taken_for_the_old_o
 
 #[test]
 fn a_restart_on_an_unchanged_log_verifies_it_and_reads_nothing_twice() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("verified", 2);
     let stream = city_stream(4, 10, 10);
     let (first_part, second_part) = stream.messages.split_at(stream.messages.len() / 2);
@@ -253,6 +257,7 @@ fn a_restart_on_an_unchanged_log_verifies_it_and_reads_nothing_twice() {
 
 #[test]
 fn readiness_waits_for_a_lag_measured_on_the_current_assignment() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("ready", 3);
     let stream = city_stream(6, 25, 60);
     produce_all(&kafka, &stream);
@@ -283,6 +288,7 @@ fn readiness_waits_for_a_lag_measured_on_the_current_assignment() {
 
 #[test]
 fn a_long_poll_fetch_does_not_hold_the_liveness_probe_back() {
+    parkcast_kafka::require_broker!();
     // The in-process broker of `parkcast demo` holds a fetch until data arrives or
     // fetch.wait.max.ms passes; requests to that broker on the same connection queue behind it.
     let broker = EmbeddedBroker::start().expect("the embedded broker starts");
@@ -324,6 +330,7 @@ fn a_long_poll_fetch_does_not_hold_the_liveness_probe_back() {
 
 #[test]
 fn a_reading_a_day_ahead_cannot_move_a_replays_stream_clock() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("clock", 1);
     let topology = topology(4, 2);
     // A replay of a past day: times are far behind the wall clock.

@@ -22,6 +22,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produced_events_are_visible_and_scored_over_grpc() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("grpc", 2);
     let topology = Arc::new(
         Topology::new([(

@@ -21,6 +21,7 @@ use rdkafka::producer::Producer;
 
 #[test]
 fn bad_messages_are_dead_lettered_with_their_reason_and_good_ones_applied() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("badinput", 2);
     let topology = topology(3, 4);
     let producer = producer(&kafka);
@@ -244,16 +245,19 @@ fn interrupted_run(abort: bool) {
 
 #[test]
 fn a_clean_stop_mid_stream_resumes_to_the_uninterrupted_state() {
+    parkcast_kafka::require_broker!();
     interrupted_run(false);
 }
 
 #[test]
 fn a_crash_mid_stream_resumes_to_the_uninterrupted_state() {
+    parkcast_kafka::require_broker!();
     interrupted_run(true);
 }
 
 #[test]
 fn rebalancing_moves_lots_between_replicas_without_loss_or_double_application() {
+    parkcast_kafka::require_broker!();
     let partitions = 4;
     let kafka = fresh_config("rebalance", partitions);
     let stream = city_stream(8, 20, 30);

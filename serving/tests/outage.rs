@@ -55,6 +55,7 @@ fn produce(kafka: &KafkaConfig, round: u64, start_ms: i64) {
 
 #[test]
 fn an_outage_keeps_the_state_flags_it_stale_and_catches_up_after() {
+    parkcast_kafka::require_broker!();
     let mut broker = OwnBroker::start();
     let kafka = broker.config("outage");
     create_topics(&kafka, &kafka.topics.all(), 2, Duration::from_secs(10)).expect("topics");

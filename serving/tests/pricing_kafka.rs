@@ -113,6 +113,7 @@ fn advance_north(source: &Source, scoring: &Scoring) {
 
 #[test]
 fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("pricing", 2);
     let registry = tempfile::tempdir().expect("temporary folder");
     let (source, scoring, manager) = scored_lots(registry.path());
@@ -196,6 +197,7 @@ fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
 
 #[test]
 fn a_fatal_pricing_producer_is_replaced_and_every_lot_published_again() {
+    parkcast_kafka::require_broker!();
     let mut broker = OwnBroker::start();
     let kafka = broker.config("pricing-fatal");
     let topics = || {

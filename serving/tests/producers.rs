@@ -99,6 +99,7 @@ fn assert_describes(letter: &DeadLetter, original: &[u8]) {
 
 #[test]
 fn dead_letters_of_every_size_arrive_within_the_limit_and_describe_the_original() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("dlq-sizes", 1);
     let mut sink = DeadLetterSink::new(&kafka).expect("the sink starts");
     // noida-db answers DescribeConfigs with Kafka's default topic limit; the producer's is lower.
@@ -153,6 +154,7 @@ fn dead_letters_of_every_size_arrive_within_the_limit_and_describe_the_original(
 
 #[test]
 fn dead_letters_fit_a_topic_limit_below_the_producers() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("dlq-small-topic", 1);
     // The dead-letter topic again, with a limit of its own (the shared config created it already).
     let kafka = KafkaConfig {
@@ -222,6 +224,7 @@ fn big_producer(kafka: &KafkaConfig) -> ThreadedProducer<DefaultProducerContext>
 
 #[test]
 fn ingestion_dead_letters_garbage_of_every_size_and_goes_on() {
+    parkcast_kafka::require_broker!();
     let kafka = fresh_config("dlq-ingest", 1);
     let topology = topology(1, 2);
     let producer = big_producer(&kafka);
@@ -284,6 +287,7 @@ fn ingestion_dead_letters_garbage_of_every_size_and_goes_on() {
 
 #[test]
 fn a_fatal_dead_letter_producer_is_replaced_and_loses_no_letter() {
+    parkcast_kafka::require_broker!();
     let mut broker = OwnBroker::start();
     let kafka = broker.config("dlq-fatal");
     let topics = || {
@@ -347,6 +351,7 @@ fn a_fatal_dead_letter_producer_is_replaced_and_loses_no_letter() {
 
 #[test]
 fn ingestion_replaces_a_fatal_dead_letter_producer_and_counts_it() {
+    parkcast_kafka::require_broker!();
     let mut broker = OwnBroker::start();
     let kafka = broker.config("dlq-ingest-fatal");
     let topics = || {

@@ -67,6 +67,7 @@ fn noticed(ingest: &parkcast_serving::ingest::Ingest, logs: &Captured, injected:
 
 #[test]
 fn a_dying_consumer_is_noticed_restarted_and_converges_and_one_that_keeps_dying_gives_up() {
+    parkcast_kafka::require_broker!();
     let logs = Captured::default();
     let writer = logs.clone();
     tracing_subscriber::fmt()

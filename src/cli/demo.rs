@@ -79,7 +79,7 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
         interval: 5,
         heartbeat: 120,
         silence: DEMO_SILENCE_MINUTES,
-        timezone: chrono_tz::Europe::London,
+        timezone: DEMO_TIMEZONE,
         region: "GB-ENG".to_owned(),
         pii_key: std::env::var("PARKCAST_PII_KEY")
             .unwrap_or_else(|_| "parkcast-simulator".to_owned()),
@@ -463,13 +463,13 @@ fn demo_start() -> chrono::NaiveDate {
     chrono::NaiveDate::from_ymd_opt(2025, 11, 3).expect("the demo start date should be valid")
 }
 
-/// Local midnight (UTC ms) of the simulated city's last day.
+/// The demo city's time zone (the simulator's default, and its holiday region's).
+const DEMO_TIMEZONE: chrono_tz::Tz = chrono_tz::Europe::London;
+
+/// The start (UTC ms) of the simulated city's last local day.
 fn local_day_start(args: &DemoArgs) -> Result<i64> {
-    use chrono::TimeZone;
     let last = demo_start() + chrono::Days::new(u64::from(args.days.saturating_sub(1)));
-    let midnight = chrono_tz::Europe::London
-        .from_local_datetime(&last.and_time(chrono::NaiveTime::MIN))
-        .earliest()
-        .context("local midnight should exist")?;
-    Ok(midnight.timestamp_millis())
+    parkcast_localtime::day_start(DEMO_TIMEZONE, last)
+        .map(|start| start.timestamp_millis())
+        .context("the demo's last day is outside chrono's range")
 }

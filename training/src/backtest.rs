@@ -27,6 +27,7 @@ use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest};
 use parkcast_features::vector::{FeatureParams, FeatureVector, LotProfile, index};
 use parkcast_features::warehouse::{Warehouse, WarehouseError};
+use parkcast_localtime::day_start_ms;
 use polars::prelude::PolarsError;
 
 use crate::lots::{LotInputs, LotsError, load_lots};
@@ -498,7 +499,7 @@ pub(crate) fn usable_lots(
     let mut excluded = Vec::new();
     let mut usable = Vec::new();
     for (lot_id, lot) in lots {
-        let training_end_ms = local_midnight_ms(lot.series.timezone(), first_start);
+        let training_end_ms = day_start_ms(lot.series.timezone(), first_start);
         let training_days: HashSet<NaiveDate> = lot
             .series
             .iter()
@@ -867,7 +868,7 @@ fn pairs_and_training(
     let max_horizon = i64::from(config.horizons.iter().copied().max().unwrap_or(1));
     let training_from = |tz: Tz| {
         config.training_days.map_or(i64::MIN, |days| {
-            local_midnight_ms(tz, cut - Days::new(u64::from(days)))
+            day_start_ms(tz, cut - Days::new(u64::from(days)))
         })
     };
     // Thin training origins evenly to stay under the row cap.
@@ -875,7 +876,7 @@ fn pairs_and_training(
         .iter()
         .map(|lot| {
             let tz = lot.series.timezone();
-            let (from, until) = (training_from(tz), local_midnight_ms(tz, cut));
+            let (from, until) = (training_from(tz), day_start_ms(tz, cut));
             lot.series
                 .iter()
                 .filter(|(instant, _)| (from..until).contains(instant))
@@ -890,7 +891,7 @@ fn pairs_and_training(
     let polars_error = |context| move |source| BacktestError::Polars { context, source };
     for (code, lot) in lots.iter().enumerate() {
         let tz = lot.series.timezone();
-        let cut_ms = local_midnight_ms(tz, cut);
+        let cut_ms = day_start_ms(tz, cut);
         let profile = LotProfile::fit(&lot.series, cut_ms);
         let context = parkcast_features::vector::LotContext {
             lot_code: u32::try_from(code).ok(),
@@ -923,10 +924,7 @@ fn pairs_and_training(
                 rows.targets.push(target_rate);
             }
         }
-        let window = (
-            local_midnight_ms(tz, first_day),
-            local_midnight_ms(tz, end_day),
-        );
+        let window = (day_start_ms(tz, first_day), day_start_ms(tz, end_day));
         let request = BatchRequest {
             horizons: config.horizons.clone(),
             origins_from_ms: window.0 - max_horizon * step,
@@ -1103,19 +1101,6 @@ fn pair_allowed(
     target_ms: i64,
 ) -> bool {
     !config.same_day || series.local(origin_ms).date() == series.local(target_ms).date()
-}
-
-/// The instant of local midnight starting `date`: the earlier one when ambiguous, and read with the
-/// offset before the gap when midnight falls in a DST gap (the importers' rule, `import::local_time`).
-pub fn local_midnight_ms(tz: Tz, date: NaiveDate) -> i64 {
-    crate::import::local_time::local_midnight(tz, date).map_or_else(
-        || {
-            date.and_time(chrono::NaiveTime::MIN)
-                .and_utc()
-                .timestamp_millis()
-        },
-        |instant| instant.timestamp_millis(),
-    )
 }
 
 #[cfg(test)]

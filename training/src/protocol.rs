@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{Days, NaiveDate, TimeZone};
+use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 use parkcast_features::rows::LotRow;
 use parkcast_features::schema::Table;
@@ -245,12 +245,7 @@ fn summarize(warehouse: &Warehouse, only: Option<&str>) -> Result<Vec<SourceSumm
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
             .map_or("UTC", |(zone, _)| zone);
         let timezone: Tz = zone_name.parse().unwrap_or(Tz::UTC);
-        let local_day = |ms: i64| {
-            timezone
-                .timestamp_millis_opt(ms)
-                .single()
-                .map(|at| at.date_naive())
-        };
+        let local_day = |ms: i64| parkcast_localtime::local_date(timezone, ms);
         let (Some(first_day), Some(last_day)) = (local_day(first), local_day(last)) else {
             continue;
         };

@@ -204,7 +204,7 @@ pub fn train(
     let bundle_lots = lots
         .iter()
         .map(|lot| {
-            let cut_ms = crate::backtest::local_midnight_ms(lot.series.timezone(), cut);
+            let cut_ms = parkcast_localtime::day_start_ms(lot.series.timezone(), cut);
             let profile = LotProfile::fit(&lot.series, cut_ms);
             BundleLot {
                 lot_id: lot.lot_id.clone(),

@@ -19,7 +19,7 @@ use parkcast_features::vector::{
     LotProfile, index, vectors_match,
 };
 use parkcast_features::warehouse::Warehouse;
-use parkcast_training::backtest::local_midnight_ms;
+use parkcast_localtime::day_start_ms;
 use parkcast_training::datasets::datasets_dir;
 use parkcast_training::import::{ImportSource, import};
 use parkcast_training::lots::{LotInputs, load_lots};
@@ -136,7 +136,7 @@ fn batch_and_incremental_features_agree_on_birmingham() {
     let mut compared = 0;
     let mut informative = 0;
     for lot in lots.values() {
-        let cut_ms = local_midnight_ms(lot.series.timezone(), date(2016, 11, 22));
+        let cut_ms = day_start_ms(lot.series.timezone(), date(2016, 11, 22));
         compared += assert_parity(&params, lot, cut_ms, &horizons);
         informative += usize::from(lot.series.len() > 1_000);
     }
@@ -162,7 +162,7 @@ fn batch_and_incremental_features_agree_with_sessions_across_dst() {
     let mut compared = 0;
     for lot in lots.values() {
         assert!(lot.context.has_sessions, "simulated lots record sessions");
-        let cut_ms = local_midnight_ms(lot.series.timezone(), date(2025, 10, 23));
+        let cut_ms = day_start_ms(lot.series.timezone(), date(2025, 10, 23));
         compared += assert_parity(&features, lot, cut_ms, &[1, 4, 96]);
     }
     assert!(compared > 8_000, "compared {compared} vectors");
@@ -178,10 +178,10 @@ fn no_feature_changes_when_the_future_changes() {
     let mut labels_changed = 0;
     for lot in lots.values().filter(|lot| lot.series.len() > 1_000).take(8) {
         let tz = lot.series.timezone();
-        let cut_ms = local_midnight_ms(tz, date(2016, 11, 8));
+        let cut_ms = day_start_ms(tz, date(2016, 11, 8));
         // The future starts mid-afternoon on 29 Nov: values after it are flipped, every third removed,
         // and sessions that never happened are added.
-        let now_ms = local_midnight_ms(tz, date(2016, 11, 29)) + 15 * 3_600_000;
+        let now_ms = day_start_ms(tz, date(2016, 11, 29)) + 15 * 3_600_000;
         let mut perturbed = GridSeries::new(lot.series.step_ms(), tz);
         for (position, (instant, value)) in lot.series.iter().enumerate() {
             if instant <= now_ms {

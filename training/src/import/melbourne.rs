@@ -25,7 +25,7 @@ use super::common::{
     Header, KeyIndex, Record, SourceSite, TableWriter, csv_error, csv_reader, io_error,
     open_with_progress, slug,
 };
-use super::local_time::{DstCounts, local_midnight, parse_naive_datetime, resolve_local_time};
+use super::local_time::{DstCounts, parse_naive_datetime, resolve_local_time};
 use super::rules::{Rule, RuleTally};
 use super::{ImportError, ImportReport};
 use crate::progress::Progress;
@@ -549,8 +549,8 @@ fn day_grid(
     let first_day = site.local_date(first);
     let day_after_last = site.local_date(last) + Days::new(1);
     let midnight = |date: NaiveDate| {
-        local_midnight(site.timezone, date)
-            .expect("local midnight should exist in every real time zone")
+        parkcast_localtime::day_start(site.timezone, date)
+            .expect("a lot's dates are within chrono's range")
     };
     Grid::new(
         midnight(first_day),

@@ -157,8 +157,8 @@ pub fn simulate(
         let day = DayContext {
             date,
             day_index,
-            start_ms: params::local_midnight(params.timezone, date).timestamp_millis(),
-            end_ms: params::local_midnight(params.timezone, date + Days::new(1)).timestamp_millis(),
+            start_ms: params::day_start(params.timezone, date).timestamp_millis(),
+            end_ms: params::day_start(params.timezone, date + Days::new(1)).timestamp_millis(),
             city_level: *city_level,
             day_type: lot::day_type(calendar, date),
         };

@@ -1,6 +1,6 @@
 //! Simulation parameters: a builder, checked once before any work starts.
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
 use parkcast_features::calendar::{COVERED_YEARS, CalendarError, HolidayCalendar, HolidayRegion};
 
@@ -261,35 +261,19 @@ impl CheckedParams {
 
     /// Start of the first local day, as UTC.
     pub fn start_utc(&self) -> DateTime<Utc> {
-        local_midnight(self.params.timezone, self.params.start_date)
+        day_start(self.params.timezone, self.params.start_date)
     }
 
     /// End of the last local day (exclusive), as UTC.
     pub fn end_utc(&self) -> DateTime<Utc> {
-        local_midnight(self.params.timezone, self.end_date() + chrono::Days::new(1))
+        day_start(self.params.timezone, self.end_date() + chrono::Days::new(1))
     }
 }
 
-/// Local midnight of `date` in `timezone`, as UTC. Midnight exists in every zone this simulator is
-/// meant for; where a zone skips midnight, the first instant of the day is used.
-pub fn local_midnight(timezone: Tz, date: NaiveDate) -> DateTime<Utc> {
-    let midnight = date
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight should be a valid time");
-    match timezone.from_local_datetime(&midnight) {
-        chrono::LocalResult::Single(instant) => instant.with_timezone(&Utc),
-        chrono::LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
-        chrono::LocalResult::None => {
-            let one_am = date
-                .and_hms_opt(1, 0, 0)
-                .expect("01:00 should be a valid time");
-            timezone
-                .from_local_datetime(&one_am)
-                .earliest()
-                .expect("01:00 should exist when midnight is skipped")
-                .with_timezone(&Utc)
-        }
-    }
+/// The start of local day `date` in `timezone`: simulated dates are checked to lie within 2000-2050,
+/// so it exists.
+pub(crate) fn day_start(timezone: Tz, date: NaiveDate) -> DateTime<Utc> {
+    parkcast_localtime::day_start(timezone, date).expect("simulated dates lie within 2000-2050")
 }
 
 #[cfg(test)]
