@@ -4,21 +4,15 @@
 //! covers, nothing warns, and the backtest runs on about the pairs of the same city sampled every
 //! 15 minutes, with about its MAE.
 
+mod common;
+
+use common::parkcast;
+
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use chrono::{Duration, NaiveDate};
-
-fn parkcast(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_parkcast"))
-        .args(args)
-        .arg("--quiet")
-        .env_remove("PARKCAST_WAREHOUSE")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the parkcast binary should run")
-}
 
 fn succeeded(output: &Output) -> (String, String) {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -1,21 +1,15 @@
 //! `parkcast import csv --calendar-file` as a user runs it: a region of the user's own reaches
 //! `dim_calendar` and stays in the warehouse for training.
 
+mod common;
+
+use common::parkcast;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use chrono::NaiveDate;
 use parkcast_features::rows::CalendarRow;
 use parkcast_features::warehouse::Warehouse;
-
-fn parkcast(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_parkcast"))
-        .args(args)
-        .arg("--quiet")
-        .env_remove("PARKCAST_WAREHOUSE")
-        .output()
-        .expect("the parkcast binary should run")
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

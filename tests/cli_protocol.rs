@@ -2,54 +2,15 @@
 //! protocol its data suggests (not Birmingham's December 2016 week) and says which; a source that is
 //! not there is named as missing, with the sources that are.
 
-use std::fmt::Write as _;
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-use chrono::{Duration, NaiveDate};
-
-fn parkcast(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_parkcast"))
-        .args(args)
-        .arg("--quiet")
-        .env_remove("PARKCAST_WAREHOUSE")
-        .output()
-        .expect("the parkcast binary should run")
-}
-
-/// Six weeks of 15-minute counts of two lots with a daily rhythm (busier on weekdays).
-fn counts(dir: &Path) -> String {
-    let mut text = "lot_id,timestamp,occupied,capacity\n".to_owned();
-    let first = NaiveDate::from_ymd_opt(2024, 2, 5).expect("valid date");
-    for day in 0..42 {
-        let date = first + Duration::days(day);
-        let weekday = day % 7 < 5;
-        for quarter in 0..96 {
-            let hour = f64::from(quarter) / 4.0;
-            let busy = (-(hour - 13.0).powi(2) / 18.0).exp() * if weekday { 0.9 } else { 0.5 };
-            for (lot, capacity) in [("north", 40.0), ("south", 120.0)] {
-                let occupied =
-                    (busy * capacity + f64::from((quarter * 7 + day as i32) % 3)).round();
-                writeln!(
-                    text,
-                    "{lot},{date} {:02}:{:02},{occupied},{capacity}",
-                    quarter / 4,
-                    (quarter % 4) * 15
-                )
-                .expect("writing to a string");
-            }
-        }
-    }
-    let path = dir.join("counts.csv");
-    std::fs::write(&path, text).expect("temporary files should be writable");
-    path.display().to_string()
-}
+use common::{parkcast, two_lot_counts};
 
 #[test]
 fn a_users_source_gets_the_protocol_of_its_data_and_a_missing_one_is_named() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let warehouse = dir.path().join("warehouse").display().to_string();
-    let counts = counts(dir.path());
+    let counts = two_lot_counts(dir.path());
     let import = parkcast(&[
         "import",
         "-w",

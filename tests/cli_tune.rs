@@ -2,66 +2,18 @@
 //! writes a configuration that `parkcast train --config` accepts and records (manifest, config.toml,
 //! report.md with the selection log); a configuration with a wrong key is refused, naming it once.
 
-use std::fmt::Write as _;
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-use chrono::{Duration, NaiveDate};
+use common::{parkcast, succeeded, two_lot_counts};
+
 use parkcast_training::frozen::{ConfigRecord, LoadedConfig};
 use parkcast_training::registry::Registry;
-
-fn parkcast(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_parkcast"))
-        .args(args)
-        .arg("--quiet")
-        .env_remove("PARKCAST_WAREHOUSE")
-        .output()
-        .expect("the parkcast binary should run")
-}
-
-fn succeeded(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-/// Six weeks of 15-minute counts of two lots with a daily rhythm (as in cli_protocol.rs).
-fn counts(dir: &Path) -> String {
-    let mut text = "lot_id,timestamp,occupied,capacity\n".to_owned();
-    let first = NaiveDate::from_ymd_opt(2024, 2, 5).expect("valid date");
-    for day in 0..42 {
-        let date = first + Duration::days(day);
-        let weekday = day % 7 < 5;
-        for quarter in 0..96 {
-            let hour = f64::from(quarter) / 4.0;
-            let busy = (-(hour - 13.0).powi(2) / 18.0).exp() * if weekday { 0.9 } else { 0.5 };
-            for (lot, capacity) in [("north", 40.0), ("south", 120.0)] {
-                let occupied =
-                    (busy * capacity + f64::from((quarter * 7 + day as i32) % 3)).round();
-                writeln!(
-                    text,
-                    "{lot},{date} {:02}:{:02},{occupied},{capacity}",
-                    quarter / 4,
-                    (quarter % 4) * 15
-                )
-                .expect("writing to a string");
-            }
-        }
-    }
-    let path = dir.join("counts.csv");
-    std::fs::write(&path, text).expect("temporary files should be writable");
-    path.display().to_string()
-}
 
 #[test]
 fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let warehouse = dir.path().join("warehouse").display().to_string();
-    let counts = counts(dir.path());
+    let counts = two_lot_counts(dir.path());
     succeeded(&parkcast(&[
         "import",
         "-w",

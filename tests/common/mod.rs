@@ -1,0 +1,63 @@
+//! What the CLI tests share: running the built binary the way a user would, and the small CSV
+//! source several of them import.
+
+// Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use chrono::{Duration, NaiveDate};
+
+/// Runs `parkcast ARGS --quiet`, with the environment that would change its behaviour removed (a
+/// warehouse or log filter set in the shell running the tests).
+pub fn parkcast(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_parkcast"))
+        .args(args)
+        .arg("--quiet")
+        .env_remove("PARKCAST_WAREHOUSE")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the parkcast binary should run")
+}
+
+/// The stdout of a run that must have succeeded (else the test fails with both streams).
+pub fn succeeded(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Six weeks of 15-minute counts of two lots (`north`, 40 places; `south`, 120) with a daily rhythm,
+/// busier on weekdays, from Monday 5 February 2024, as `counts.csv` in `dir`; returns its path.
+pub fn two_lot_counts(dir: &Path) -> String {
+    let mut text = "lot_id,timestamp,occupied,capacity\n".to_owned();
+    let first = NaiveDate::from_ymd_opt(2024, 2, 5).expect("valid date");
+    for day in 0..42 {
+        let date = first + Duration::days(day);
+        let weekday = day % 7 < 5;
+        for quarter in 0..96 {
+            let hour = f64::from(quarter) / 4.0;
+            let busy = (-(hour - 13.0).powi(2) / 18.0).exp() * if weekday { 0.9 } else { 0.5 };
+            for (lot, capacity) in [("north", 40.0), ("south", 120.0)] {
+                let occupied =
+                    (busy * capacity + f64::from((quarter * 7 + day as i32) % 3)).round();
+                writeln!(
+                    text,
+                    "{lot},{date} {:02}:{:02},{occupied},{capacity}",
+                    quarter / 4,
+                    (quarter % 4) * 15
+                )
+                .expect("writing to a string");
+            }
+        }
+    }
+    let path = dir.join("counts.csv");
+    std::fs::write(&path, text).expect("temporary files should be writable");
+    path.display().to_string()
+}
