@@ -4,31 +4,12 @@
 
 mod common;
 
-use common::{parkcast, two_lot_counts};
+use common::{import_town, parkcast};
 
 #[test]
 fn a_users_source_gets_the_protocol_of_its_data_and_a_missing_one_is_named() {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let warehouse = dir.path().join("warehouse").display().to_string();
-    let counts = two_lot_counts(dir.path());
-    let import = parkcast(&[
-        "import",
-        "-w",
-        &warehouse,
-        "csv",
-        &counts,
-        "--name",
-        "town",
-        "--timezone",
-        "Europe/Paris",
-        "--region",
-        "FR",
-    ]);
-    assert!(
-        import.status.success(),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    let (warehouse, _) = import_town(dir.path());
 
     let backtest = parkcast(&[
         "backtest",

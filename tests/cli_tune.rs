@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{parkcast, succeeded, two_lot_counts};
+use common::{import_town, parkcast, succeeded};
 
 use parkcast_training::frozen::{ConfigRecord, LoadedConfig};
 use parkcast_training::registry::Registry;
@@ -12,21 +12,7 @@ use parkcast_training::registry::Registry;
 #[test]
 fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let warehouse = dir.path().join("warehouse").display().to_string();
-    let counts = two_lot_counts(dir.path());
-    succeeded(&parkcast(&[
-        "import",
-        "-w",
-        &warehouse,
-        "csv",
-        &counts,
-        "--name",
-        "town",
-        "--timezone",
-        "Europe/Paris",
-        "--region",
-        "FR",
-    ]));
+    let (warehouse, _) = import_town(dir.path());
 
     let out = dir.path().join("town-1.toml");
     let out_text = out.display().to_string();

@@ -61,3 +61,24 @@ pub fn two_lot_counts(dir: &Path) -> String {
     std::fs::write(&path, text).expect("temporary files should be writable");
     path.display().to_string()
 }
+
+/// A warehouse in `dir` holding [`two_lot_counts`] imported as source `csv-town` (Paris time, French
+/// holidays); returns the warehouse path and the import's stdout.
+pub fn import_town(dir: &Path) -> (String, String) {
+    let warehouse = dir.join("warehouse").display().to_string();
+    let counts = two_lot_counts(dir);
+    let stdout = succeeded(&parkcast(&[
+        "import",
+        "-w",
+        &warehouse,
+        "csv",
+        &counts,
+        "--name",
+        "town",
+        "--timezone",
+        "Europe/Paris",
+        "--region",
+        "FR",
+    ]));
+    (warehouse, stdout)
+}

@@ -1,23 +1,14 @@
 //! The baselines on the real Birmingham data reproduce the published reference figures, through the
 //! whole pipeline: import, warehouse, lazy scan, grid alignment, evaluation.
 
+mod common;
+
+use common::birmingham_warehouse;
+
 use parkcast_features::calendar::DayType;
 use parkcast_features::conformal::CalibrationScope;
 use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::{BacktestConfig, BacktestError, backtest_baselines};
-use parkcast_training::datasets::datasets_dir;
-use parkcast_training::import::{ImportSource, import};
-use parkcast_training::progress::NoProgress;
-
-fn birmingham_warehouse() -> (tempfile::TempDir, Warehouse) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let warehouse = Warehouse::create(dir.path()).expect("warehouse");
-    let source = ImportSource::Birmingham {
-        csv: datasets_dir().join("birmingham/parking_birmingham.csv"),
-    };
-    import(&source, &warehouse, &NoProgress).expect("the Birmingham import should succeed");
-    (dir, warehouse)
-}
 
 #[test]
 fn birmingham_baselines_match_the_reference_figures() {

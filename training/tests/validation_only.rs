@@ -1,26 +1,17 @@
 //! A search must not see the test: the validation-only backtest makes no test fit and reports no
 //! test figure, and the search's cached validation sets score exactly what that backtest scores.
 
+mod common;
+
+use common::birmingham_warehouse;
+
 use std::sync::Mutex;
 
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::{
     BacktestConfig, GBM_NAME, ModelChoice, backtest, prepare, validation_sets,
 };
-use parkcast_training::datasets::datasets_dir;
-use parkcast_training::import::{ImportSource, import};
 use parkcast_training::model::GbmParams;
 use parkcast_training::progress::{NoProgress, Progress};
-
-fn birmingham_warehouse() -> (tempfile::TempDir, Warehouse) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let warehouse = Warehouse::create(dir.path()).expect("warehouse");
-    let source = ImportSource::Birmingham {
-        csv: datasets_dir().join("birmingham/parking_birmingham.csv"),
-    };
-    import(&source, &warehouse, &NoProgress).expect("the Birmingham import should succeed");
-    (dir, warehouse)
-}
 
 /// The stages started (name, total) and the units advanced.
 type Seen = (Vec<(String, Option<u64>)>, u64);
