@@ -222,8 +222,9 @@ fn fill_forward_takes_a_duration_of_a_minute_to_seven_days() {
     for (duration, message) in [
         ("0m", "out of range"),
         ("8d", "out of range"),
-        ("2 hours", "is not a duration"),
-        ("90", "is not a duration"),
+        ("2 fortnights", "is not a whole number of minutes"),
+        ("90", "is not a whole number of minutes"),
+        ("90s", "is not a whole number of minutes"),
     ] {
         let output = import(&warehouse, &csv, "town", &["--fill-forward", duration]);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -233,7 +234,7 @@ fn fill_forward_takes_a_duration_of_a_minute_to_seven_days() {
             "{duration}: {stderr}"
         );
     }
-    for duration in ["90m", "1h30m", "7d"] {
+    for duration in ["90m", "1h30m", "2 hours", "7d"] {
         succeeded(&import(
             &warehouse,
             &csv,

@@ -5,36 +5,14 @@
 //! and plates are guessable, and an unkeyed hash of a guessable value is reversed by trying them all.
 //! The key lives outside the warehouse (config or environment), so the files alone reveal nothing.
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
-const BLOCK_SIZE: usize = 64;
-
-/// HMAC-SHA256 of `message` under `key` (RFC 2104).
+/// HMAC-SHA256 of `message` under `key` (RFC 2104), by RustCrypto's `hmac`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut key_block = [0u8; BLOCK_SIZE];
-    if key.len() > BLOCK_SIZE {
-        key_block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        key_block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(key_block.map(|byte| byte ^ 0x36));
-    inner.update(message);
-    let inner_digest = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(key_block.map(|byte| byte ^ 0x5c));
-    outer.update(inner_digest);
-    outer.finalize().into()
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(DIGITS[usize::from(byte >> 4)] as char);
-        text.push(DIGITS[usize::from(byte & 0x0f)] as char);
-    }
-    text
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// Hashes contact data and plates under one secret key, after normalising each kind of value so that
@@ -59,7 +37,7 @@ impl PiiHasher {
     fn hash(&self, kind: &str, normalised: &str) -> String {
         // The kind is part of the message so that an e-mail and a plate with equal text differ.
         let message = format!("{kind}:{normalised}");
-        to_hex(&hmac_sha256(&self.key, message.as_bytes()))
+        hex::encode(hmac_sha256(&self.key, message.as_bytes()))
     }
 
     /// Hash of an e-mail address (trimmed, lower-cased).
@@ -96,7 +74,7 @@ mod tests {
     fn hmac_matches_rfc_4231_test_cases() {
         let digest = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
         assert_eq!(
-            to_hex(&digest),
+            hex::encode(digest),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // Test case 6: a key longer than the block is hashed first.
@@ -105,7 +83,7 @@ mod tests {
             b"Test Using Larger Than Block-Size Key - Hash Key First",
         );
         assert_eq!(
-            to_hex(&digest),
+            hex::encode(digest),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }

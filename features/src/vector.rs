@@ -256,11 +256,7 @@ impl FeatureParams {
             )
             .as_bytes(),
         );
-        hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        hex::encode(hasher.finalize())
     }
 
     /// The season offset, in steps, of the "same time `season_days` back" value for a horizon: the

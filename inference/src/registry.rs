@@ -755,10 +755,7 @@ fn is_plain_file_name(file_name: &str) -> bool {
 
 /// Lowercase hex sha256 of `bytes`.
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// The pretty-printed manifest, ending with a newline.

@@ -624,13 +624,11 @@ impl ModelsService {
     }
 }
 
+/// Compares a presented token with the expected one in time independent of where they differ
+/// (`subtle`; a length mismatch returns at once, which reveals only the length).
 fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
+    use subtle::ConstantTimeEq;
+    left.ct_eq(right).into()
 }
 
 /// A manifest as `ModelInfo`.

@@ -17,6 +17,7 @@ use parkcast_training::frozen::{FrozenConfig, LoadedConfig, ObjectiveSpec};
 use parkcast_training::model::Objective;
 use parkcast_training::protocol;
 
+use super::duration::parse_minutes;
 use super::{GlobalArgs, WarehouseLocation};
 use crate::progress::BarProgress;
 use crate::report;
@@ -149,27 +150,6 @@ fn objective_of(objective: GbmObjectiveArg) -> Objective {
     }
 }
 
-/// Parses `15m`, `1h`, `7d` or plain minutes.
-pub fn parse_duration_minutes(text: &str) -> Result<u32> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((position, _)) => text.split_at(position),
-        None => (text, "m"),
-    };
-    let value: u32 = number
-        .parse()
-        .with_context(|| format!("horizon {text:?}: expected a number and m, h or d"))?;
-    let factor = match unit {
-        "m" | "min" => 1,
-        "h" => 60,
-        "d" => 1_440,
-        _ => bail!("horizon {text:?}: unit must be m, h or d"),
-    };
-    value
-        .checked_mul(factor)
-        .with_context(|| format!("horizon {text:?} is too long"))
-}
-
 impl ProtocolArgs {
     /// The source to evaluate: `--source`, else the preset's data set, else the warehouse's only
     /// source, else Birmingham when the warehouse holds it (the demo's warehouse holds several).
@@ -283,7 +263,7 @@ impl ProtocolArgs {
         if let Some(horizons) = &self.horizons {
             horizons_minutes = horizons
                 .iter()
-                .map(|text| parse_duration_minutes(text))
+                .map(|text| parse_minutes(text))
                 .collect::<Result<_>>()?;
         }
         config.horizons = horizons_minutes
@@ -855,19 +835,4 @@ fn per_lot_table(outcome: &BacktestReport, config: &BacktestConfig) -> comfy_tab
         table.add_row(row);
     }
     table
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration_minutes("15m").ok(), Some(15));
-        assert_eq!(parse_duration_minutes("2h").ok(), Some(120));
-        assert_eq!(parse_duration_minutes("7d").ok(), Some(10_080));
-        assert_eq!(parse_duration_minutes("45").ok(), Some(45));
-        assert!(parse_duration_minutes("1w").is_err());
-        assert!(parse_duration_minutes("h").is_err());
-    }
 }

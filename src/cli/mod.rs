@@ -7,6 +7,7 @@ mod bench_grpc;
 mod bench_h2load;
 mod bench_stream;
 mod demo;
+mod duration;
 mod import;
 mod ingest;
 mod models;

@@ -22,6 +22,7 @@ use parkcast_proto::v1::{
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+use super::duration::parse_duration;
 use crate::report;
 
 /// Arguments of `parkcast query`.
@@ -428,50 +429,6 @@ fn print_json(value: &Value) -> Result<()> {
     let line = serde_json::to_string(value).context("failed to write JSON")?;
     println!("{line}");
     Ok(())
-}
-
-/// A positive duration written as `<number><unit>` parts, units `h`, `m`, `s` in that order, each at
-/// most once: `45m`, `2h`, `90s`, `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        bail!("empty duration: write e.g. 45m, 2h, 90s or 1h30m");
-    }
-    let units: [(char, u64); 3] = [('h', 3_600), ('m', 60), ('s', 1)];
-    let mut next_unit = 0;
-    let mut seconds: u64 = 0;
-    let mut digits = String::new();
-    for character in trimmed.chars() {
-        if character.is_ascii_digit() {
-            digits.push(character);
-            continue;
-        }
-        let Some(position) = units.iter().position(|(unit, _)| *unit == character) else {
-            bail!("{text:?}: unknown unit {character:?}; use h, m or s (e.g. 1h30m)");
-        };
-        if digits.is_empty() {
-            bail!("{text:?}: a number must come before {character:?}");
-        }
-        if position < next_unit {
-            bail!("{text:?}: units go h, m, s, each at most once");
-        }
-        let value: u64 = digits
-            .parse()
-            .with_context(|| format!("{text:?}: {digits} is too large"))?;
-        seconds = value
-            .checked_mul(units[position].1)
-            .and_then(|part| seconds.checked_add(part))
-            .with_context(|| format!("{text:?} is too long"))?;
-        digits.clear();
-        next_unit = position + 1;
-    }
-    if !digits.is_empty() {
-        bail!("{text:?}: {digits} has no unit; add h, m or s (e.g. {digits}m)");
-    }
-    if seconds == 0 {
-        bail!("{text:?} is zero; give a positive duration");
-    }
-    Ok(Duration::from_secs(seconds))
 }
 
 /// An RFC 3339 time (`2026-11-26T18:00:00Z`, `2026-11-26T19:00:00+01:00`) in UTC.
@@ -961,44 +918,6 @@ mod tests {
             model_name: "gbm".to_owned(),
             model_version: 3,
             ..LotAvailability::default()
-        }
-    }
-
-    #[test]
-    fn durations_take_hours_minutes_and_seconds() {
-        let cases = [
-            ("45m", 45 * 60),
-            ("2h", 7_200),
-            ("90s", 90),
-            ("1h30m", 5_400),
-            ("1h0m5s", 3_605),
-            (" 10m ", 600),
-        ];
-        for (text, seconds) in cases {
-            assert_eq!(
-                parse_duration(text).expect("a valid duration"),
-                Duration::from_secs(seconds),
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn malformed_durations_are_errors_not_panics() {
-        for text in [
-            "",
-            "45",
-            "m",
-            "1d",
-            "30m1h",
-            "1h1h",
-            "-5m",
-            "0m",
-            "1.5h",
-            "99999999999999999999s",
-            "9999999999999999h",
-        ] {
-            assert!(parse_duration(text).is_err(), "{text:?} should be refused");
         }
     }
 

@@ -509,10 +509,7 @@ impl LoadedConfig {
 
     /// Lowercase hex sha256 of the text.
     pub fn sha256(&self) -> String {
-        Sha256::digest(self.text.as_bytes())
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        hex::encode(Sha256::digest(self.text.as_bytes()))
     }
 
     /// The record a model keeps, with the knobs the command line overrode.

@@ -283,9 +283,9 @@ fn lower_median(values: &mut [i64]) -> Option<i64> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HoldError {
-    /// Not `<number><unit>` pieces with units `d`, `h`, `m` or `min`.
+    /// Not a duration (humantime's syntax), or not whole minutes.
     #[error(
-        "{text:?} is not a duration; write a number and a unit: 90m, 2h, 1h30m, 1d (units d, h, m)"
+        "{text:?} is not a whole number of minutes; write a number and a unit: 90m, 2h, 1h30m, 1d"
     )]
     Unreadable {
         /// The text given.
@@ -299,38 +299,17 @@ pub enum HoldError {
     },
 }
 
-/// Reads a hold such as `2h`, `90m`, `90min`, `1h30m` or `1d` as minutes, in 1 to 7 days' worth.
+/// Reads a hold such as `2h`, `90m`, `90min`, `1h30m` or `1d` (humantime's syntax) as minutes, in 1 to
+/// 7 days' worth; a duration that is not whole minutes is unreadable.
 pub fn parse_hold(text: &str) -> Result<u32, HoldError> {
     let unreadable = || HoldError::Unreadable {
         text: text.to_owned(),
     };
-    let mut rest = text.trim();
-    if rest.is_empty() {
+    let duration = humantime::parse_duration(text.trim()).map_err(|_| unreadable())?;
+    if duration.subsec_nanos() != 0 || duration.as_secs() % 60 != 0 {
         return Err(unreadable());
     }
-    let mut minutes: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|character: char| !character.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let number: u64 = rest[..digits].parse().map_err(|_| unreadable())?;
-        rest = &rest[digits..];
-        let unit_length = rest
-            .find(|character: char| character.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let per_unit: u64 = match rest[..unit_length].trim() {
-            "d" => 24 * 60,
-            "h" => 60,
-            "m" | "min" => 1,
-            _ => return Err(unreadable()),
-        };
-        rest = &rest[unit_length..];
-        minutes = number
-            .checked_mul(per_unit)
-            .and_then(|piece| minutes.checked_add(piece))
-            .ok_or_else(unreadable)?;
-    }
-    check_hold(minutes)
+    check_hold(duration.as_secs() / 60)
 }
 
 /// `minutes` as a hold, if it is 1 minute to 7 days.
@@ -484,20 +463,14 @@ mod tests {
         assert_eq!(parse_hold("90min"), Ok(90));
         assert_eq!(parse_hold(" 1h30m "), Ok(90));
         assert_eq!(parse_hold("7d"), Ok(MAX_HOLD_MINUTES));
+        assert_eq!(parse_hold("2 hours"), Ok(120));
+        assert_eq!(parse_hold("1.5h"), Ok(90));
         assert_eq!(parse_hold("0h"), Err(HoldError::OutOfRange { minutes: 0 }));
         assert_eq!(
             parse_hold("7d1m"),
             Err(HoldError::OutOfRange { minutes: 10_081 })
         );
-        for text in [
-            "",
-            "2",
-            "h",
-            "2 hours",
-            "-2h",
-            "2s",
-            "99999999999999999999d",
-        ] {
+        for text in ["", "2", "h", "-2h", "2s", "99999999999999999999d"] {
             assert!(
                 matches!(parse_hold(text), Err(HoldError::Unreadable { .. })),
                 "{text:?}"
