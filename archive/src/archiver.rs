@@ -737,15 +737,7 @@ fn save_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<(), ArchiveEr
         detail,
     };
     let bytes = rmp_serde::to_vec(checkpoint).map_err(|e| error(e.to_string()))?;
-    let tmp = path.with_extension("msgpack.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(|e| error(e.to_string()))
+    parkcast_durable::replace_file(path, &bytes).map_err(|e| error(e.to_string()))
 }
 
 fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, ArchiveError> {

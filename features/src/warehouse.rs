@@ -33,7 +33,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -694,23 +693,26 @@ impl Warehouse {
         let tmp_path = tmp_dir.join(format!("{}.{partition}.{file_name}", table.name()));
         let final_path = dir.join(&file_name);
         let rows = frame.height() as u64;
-        let file =
-            File::create(&tmp_path).map_err(io_error("creating a Parquet file", &tmp_path))?;
-        let mut buffered = BufWriter::new(file);
-        let bytes = ParquetWriter::new(&mut buffered)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_statistics(StatisticsOptions::full())
-            .with_row_group_size(Some(ROW_GROUP_SIZE))
-            .finish(frame)
-            .map_err(polars_error(format!("writing {}", final_path.display())))?;
-        let file = buffered
-            .into_inner()
-            .map_err(|error| error.into_error())
-            .map_err(io_error("flushing a Parquet file", &tmp_path))?;
-        file.sync_all()
-            .map_err(io_error("syncing a Parquet file", &tmp_path))?;
-        fs::rename(&tmp_path, &final_path)
-            .map_err(io_error("moving a Parquet file into place", &final_path))?;
+        // Atomic and durable (parkcast-durable): readers list table folders, so the half-written
+        // file lives in the warehouse's temporary folder until it is renamed into place.
+        let bytes = parkcast_durable::replace_file_via(&tmp_path, &final_path, |file| {
+            ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Zstd(None))
+                .with_statistics(StatisticsOptions::full())
+                .with_row_group_size(Some(ROW_GROUP_SIZE))
+                .finish(frame)
+        })
+        .map_err(|error| match error {
+            parkcast_durable::ReplaceError::Write(source) => WarehouseError::Polars {
+                context: format!("writing {}", final_path.display()),
+                source,
+            },
+            parkcast_durable::ReplaceError::Io { step, path, source } => WarehouseError::Io {
+                context: step,
+                path,
+                source,
+            },
+        })?;
         Ok(WriteStats {
             files: 1,
             rows,

@@ -40,8 +40,8 @@
 //! # Ok::<(), parkcast_inference::registry::RegistryError>(())
 //! ```
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -769,31 +769,15 @@ fn manifest_json(manifest: &Manifest, dir: &Path) -> Result<Vec<u8>, RegistryErr
     Ok(json)
 }
 
-/// Writes `contents` to `path` (replacing it) and fsyncs it, so a rename published afterwards
-/// never exposes a file whose data is still only in the page cache.
+/// [`parkcast_durable::write_synced`]: a rename published afterwards never exposes a file whose
+/// data is still only in the page cache.
 fn write_synced(path: &Path, contents: &[u8]) -> Result<(), RegistryError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io_error(path))?;
-    file.write_all(contents).map_err(io_error(path))?;
-    file.sync_all().map_err(io_error(path))
+    parkcast_durable::write_synced(path, contents).map_err(io_error(path))
 }
 
-/// Fsyncs a directory so that entries created or renamed in it survive a crash. Directories
-/// cannot be opened for syncing on non-Unix platforms, where this does nothing.
+/// [`parkcast_durable::sync_dir`]: entries created or renamed in `dir` survive a crash.
 fn sync_dir(dir: &Path) -> Result<(), RegistryError> {
-    #[cfg(unix)]
-    {
-        fs::File::open(dir)
-            .and_then(|handle| handle.sync_all())
-            .map_err(io_error(dir))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    parkcast_durable::sync_dir(dir).map_err(io_error(dir))
 }
 
 /// A private staging directory for one publish, removed on drop unless it was renamed into place.

@@ -17,7 +17,6 @@
 //! refused (the partition is then rebuilt by replaying it from the beginning).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -120,19 +119,12 @@ impl CheckpointStore {
         let path = self.path(checkpoint.partition);
         let body = rmp_serde::to_vec(checkpoint).expect("a checkpoint should serialize");
         let digest = Sha256::digest(&body);
-        let tmp = path.with_extension("ckpt.tmp");
-        let io = |source| CheckpointError::Io {
-            path: tmp.clone(),
-            source,
-        };
-        let mut file = fs::File::create(&tmp).map_err(io)?;
-        file.write_all(MAGIC).map_err(io)?;
-        file.write_all(&(body.len() as u64).to_le_bytes())
-            .map_err(io)?;
-        file.write_all(&body).map_err(io)?;
-        file.write_all(&digest).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &path).map_err(|source| CheckpointError::Io {
+        let mut bytes = Vec::with_capacity(MAGIC.len() + 8 + body.len() + digest.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&digest);
+        parkcast_durable::replace_file(&path, &bytes).map_err(|source| CheckpointError::Io {
             path: path.clone(),
             source,
         })?;
