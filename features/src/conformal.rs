@@ -342,22 +342,17 @@ impl DayTypeCalibration {
     /// The calibration an interval for a target on `day_type` reads; on a public `holiday` (day
     /// type scope only), the widest of the pooled one and the day types' own ([`widest`]).
     fn for_day(&self, day_type: DayType, holiday: bool) -> &RollingCalibration {
-        let own = |day_type: DayType| {
-            self.by_type
-                .get(day_type.index())
-                .filter(|own| own.len() >= MIN_CONDITIONAL_RESIDUALS)
-        };
-        if holiday && self.scope == CalibrationScope::DayType {
-            let candidates =
-                std::iter::once(&self.pooled).chain(DayType::ALL.into_iter().filter_map(own));
-            return widest(candidates, |calibration| {
-                calibration
-                    .half_width(HOLIDAY_SELECTION_COVERAGE)
-                    .unwrap_or(0.0)
-            })
-            .unwrap_or(&self.pooled);
-        }
-        own(day_type).unwrap_or(&self.pooled)
+        let own = self
+            .by_type
+            .iter()
+            .zip(DayType::ALL)
+            .filter(|(own, _)| own.len() >= MIN_CONDITIONAL_RESIDUALS)
+            .map(|(own, kind)| (kind, own));
+        choose(&self.pooled, own, day_type, holiday, |calibration| {
+            calibration
+                .half_width(HOLIDAY_SELECTION_COVERAGE)
+                .unwrap_or(0.0)
+        })
     }
 
     /// The interval at `coverage` around a forecast rate of a target on `day_type` (a public
@@ -453,15 +448,27 @@ pub fn calibration_of_day<'a>(
     day_type: DayType,
     holiday: bool,
 ) -> &'a ResidualCalibration {
-    if holiday && !own.is_empty() {
-        let candidates =
-            std::iter::once(pooled).chain(own.iter().map(|(_, calibration)| calibration));
-        return widest(candidates, |calibration| {
-            calibration.half_width(HOLIDAY_SELECTION_COVERAGE)
-        })
-        .unwrap_or(pooled);
+    let own = own.iter().map(|(kind, calibration)| (*kind, calibration));
+    choose(pooled, own, day_type, holiday, |calibration| {
+        calibration.half_width(HOLIDAY_SELECTION_COVERAGE)
+    })
+}
+
+/// The one rule both the rolling (backtest) and the fixed (model file) calibrations follow: the
+/// target's day type's own calibration, else the pooled one; on a public `holiday`, the widest of
+/// them all by `width` ([`widest`]), unless there are no classes (the pooled scope).
+fn choose<'a, C>(
+    pooled: &'a C,
+    own: impl Iterator<Item = (DayType, &'a C)> + Clone,
+    day_type: DayType,
+    holiday: bool,
+    width: impl Fn(&C) -> f64,
+) -> &'a C {
+    if holiday && own.clone().next().is_some() {
+        let candidates = std::iter::once(pooled).chain(own.map(|(_, calibration)| calibration));
+        return widest(candidates, width).unwrap_or(pooled);
     }
-    own.iter()
+    own.into_iter()
         .find(|(kind, _)| *kind == day_type)
         .map_or(pooled, |(_, calibration)| calibration)
 }
