@@ -15,11 +15,10 @@ use super::common::{
     Header, KeyIndex, Record, SourceSite, csv_error, csv_reader, open_with_progress,
 };
 use super::counter::{
-    CountKind, CounterImport, CounterLot, RawCount, drop_negative_and_duplicates, into_occupied,
+    Capacities, CountKind, CounterCleaning, CounterImport, CounterLot, RawCount,
     write_counter_import,
 };
 use super::local_time::{DstCounts, parse_naive_datetime, resolve_local_time};
-use super::rules::{Rule, RuleTally};
 use super::{ImportError, ImportReport};
 use crate::progress::Progress;
 
@@ -27,15 +26,12 @@ use crate::progress::Progress;
 pub(crate) const WRITER: &str = "birmingham";
 
 /// The rules, in the order they are applied.
-const RULES: [Rule; 7] = [
-    Rule::DstAmbiguousResolved,
-    Rule::DstGapShifted,
-    Rule::NegativeDropped,
-    Rule::ExactDuplicateDropped,
-    Rule::ConflictingDuplicateKeptLast,
-    Rule::AboveCapacityClipped,
-    Rule::CapacityChanged,
-];
+const CLEANING: CounterCleaning = CounterCleaning {
+    source_rules: &[],
+    free_counts: false,
+    longest_unchanged: None,
+    capacities: Capacities::Given,
+};
 
 fn site() -> SourceSite {
     SourceSite {
@@ -122,11 +118,10 @@ pub(crate) fn import(
     let rows_read = rows.len() as u64;
 
     progress.stage("cleaning Birmingham counters", None);
-    let mut tally = RuleTally::new(&RULES);
-    tally.add(Rule::DstAmbiguousResolved, dst_counts.ambiguous);
-    tally.add(Rule::DstGapShifted, dst_counts.gap);
-    let kept = drop_negative_and_duplicates(rows, &mut tally);
-    let readings = into_occupied(kept, CountKind::Occupied, &mut tally);
+    let mut tally = CLEANING.tally();
+    let readings = CLEANING
+        .run(rows, CountKind::Occupied, dst_counts, &mut tally)
+        .readings;
     let counter_lots: Vec<CounterLot> = lots
         .keys()
         .iter()

@@ -2,9 +2,10 @@
 //! are occupied (or free) out of a capacity (Birmingham, Málaga, the generic CSV).
 //!
 //! The steps run in a fixed order (see the module docs of `import`): drop invalid counts and
-//! duplicates on the values as the file gives them, fill missing capacities, turn free counts into
-//! occupied ones, clip to capacity, note capacity changes. Adapters call them in that order after
-//! resolving local times.
+//! duplicates on the values as the file gives them, drop frozen runs, fill missing capacities, turn
+//! free counts into occupied ones, clip to capacity, note capacity changes. An adapter parses its
+//! file, resolves local times and then configures one [`CounterCleaning`], which runs the steps in
+//! that order and lists the rules it applies, so the adapters cannot drift apart.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use parkcast_features::rows::{LotOccupancyRow, LotRow};
@@ -12,6 +13,7 @@ use parkcast_features::warehouse::Warehouse;
 
 use super::common::{SourceSite, TableWriter};
 use super::coverage::GridCoverage;
+use super::local_time::DstCounts;
 use super::rules::{Rule, RuleTally};
 use super::{ImportError, ImportReport};
 use crate::progress::Progress;
@@ -57,10 +59,7 @@ pub(crate) struct CounterReading {
 /// keeps the last reading in file order of every lot and instant. Counts `negative_dropped`,
 /// `exact_duplicate_dropped` (same count and capacity as the kept one) and
 /// `conflicting_duplicate_kept_last`.
-pub(crate) fn drop_negative_and_duplicates(
-    mut rows: Vec<RawCount>,
-    tally: &mut RuleTally,
-) -> Vec<RawCount> {
+fn drop_negative_and_duplicates(mut rows: Vec<RawCount>, tally: &mut RuleTally) -> Vec<RawCount> {
     rows.sort_unstable_by_key(|row| (row.lot, row.ts, row.line));
     let before = rows.len();
     rows.retain(|row| row.count >= 0);
@@ -107,7 +106,7 @@ fn lot_runs(rows: &[RawCount]) -> Vec<std::ops::Range<usize>> {
 /// Drops the readings of a frozen feed: when a lot's count stays the same for longer than
 /// `longest_unchanged`, the run's first reading is kept (the last value known to be fresh) and the
 /// rest are dropped, counting `frozen_value_dropped`. Rows must be sorted by lot and time.
-pub(crate) fn drop_frozen_runs(
+fn drop_frozen_runs(
     rows: Vec<RawCount>,
     longest_unchanged: TimeDelta,
     tally: &mut RuleTally,
@@ -135,7 +134,7 @@ pub(crate) fn drop_frozen_runs(
 /// Gives every reading without a capacity the lot's nearest known capacity in time (the earlier one
 /// on a tie), counting `capacity_filled_from_lot`. Rows must be sorted by lot and time. Returns the
 /// lots that have no capacity on any row; their rows are left without one.
-pub(crate) fn fill_capacities_from_lot(rows: &mut [RawCount], tally: &mut RuleTally) -> Vec<u32> {
+fn fill_capacities_from_lot(rows: &mut [RawCount], tally: &mut RuleTally) -> Vec<u32> {
     let mut filled = 0_u64;
     let mut lots_without_capacity = Vec::new();
     for run in lot_runs(rows) {
@@ -185,11 +184,7 @@ pub(crate) fn fill_capacities_from_lot(rows: &mut [RawCount], tally: &mut RuleTa
 /// Gives the rows of `lots` (which report no capacity at all) the largest free count each lot ever
 /// reported as capacity, counting `capacity_inferred_from_max_free` per row. Rows must be sorted by
 /// lot and hold free counts.
-pub(crate) fn infer_capacity_from_max_free(
-    rows: &mut [RawCount],
-    lots: &[u32],
-    tally: &mut RuleTally,
-) {
+fn infer_capacity_from_max_free(rows: &mut [RawCount], lots: &[u32], tally: &mut RuleTally) {
     let mut inferred = 0_u64;
     for run in lot_runs(rows) {
         let lot_rows = &mut rows[run];
@@ -210,7 +205,7 @@ pub(crate) fn infer_capacity_from_max_free(
 /// the capacity (`above_capacity_clipped`), and each change of a lot's capacity from its previous
 /// reading is noted (`capacity_changed`). Rows must be sorted by lot and time and all have a
 /// capacity.
-pub(crate) fn into_occupied(
+fn into_occupied(
     rows: Vec<RawCount>,
     kind: CountKind,
     tally: &mut RuleTally,
@@ -254,6 +249,109 @@ pub(crate) fn into_occupied(
     tally.add(Rule::AboveCapacityClipped, occupied_clipped);
     tally.add(Rule::CapacityChanged, capacity_changes);
     readings
+}
+
+/// Where the capacities of a counter source come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capacities {
+    /// Every row gives one (the adapter refuses a row without).
+    Given,
+    /// A row without one takes its lot's nearest in time; a lot that never gives one is returned
+    /// by [`CounterCleaning::run`] for the adapter to refuse.
+    FromLot,
+    /// As [`Capacities::FromLot`], and a lot that never gives one takes the largest free count it
+    /// reported (free counts only).
+    FromLotElseMaxFree,
+}
+
+/// One counter source's cleaning: which optional steps run. The steps, their order and the rules
+/// they count are the same for every source.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CounterCleaning {
+    /// The source's own rules, counted by its adapter while parsing (reported after the DST ones).
+    pub(crate) source_rules: &'static [Rule],
+    /// Whether the source may give free counts (occupied = capacity - free).
+    pub(crate) free_counts: bool,
+    /// Drop runs of one unchanged value that last longer than this (a stuck counter).
+    pub(crate) longest_unchanged: Option<TimeDelta>,
+    /// Where capacities come from.
+    pub(crate) capacities: Capacities,
+}
+
+/// What [`CounterCleaning::run`] leaves.
+#[derive(Debug)]
+pub(crate) struct Cleaned {
+    /// Readings within capacity, sorted by lot and time.
+    pub(crate) readings: Vec<CounterReading>,
+    /// Lots that never reported a capacity: with [`Capacities::FromLot`] their readings are
+    /// dropped (the adapter refuses them); with [`Capacities::FromLotElseMaxFree`] they got their
+    /// largest free count.
+    pub(crate) lots_without_capacity: Vec<u32>,
+}
+
+impl CounterCleaning {
+    /// The rules this cleaning counts, in report order.
+    pub(crate) fn rules(&self) -> Vec<Rule> {
+        let mut rules = vec![Rule::DstAmbiguousResolved, Rule::DstGapShifted];
+        rules.extend_from_slice(self.source_rules);
+        rules.extend([
+            Rule::NegativeDropped,
+            Rule::ExactDuplicateDropped,
+            Rule::ConflictingDuplicateKeptLast,
+        ]);
+        if self.longest_unchanged.is_some() {
+            rules.push(Rule::FrozenValueDropped);
+        }
+        if self.capacities != Capacities::Given {
+            rules.push(Rule::CapacityFilledFromLot);
+        }
+        if self.capacities == Capacities::FromLotElseMaxFree {
+            rules.push(Rule::CapacityInferredFromMaxFree);
+        }
+        if self.free_counts {
+            rules.push(Rule::FreeAboveCapacityClipped);
+        }
+        rules.extend([Rule::AboveCapacityClipped, Rule::CapacityChanged]);
+        rules
+    }
+
+    /// An empty tally of [`CounterCleaning::rules`], for the adapter's own rules while parsing.
+    pub(crate) fn tally(&self) -> RuleTally {
+        RuleTally::new(&self.rules())
+    }
+
+    /// Cleans `rows` (counts of `kind`, times resolved with `dst`) in the fixed order.
+    pub(crate) fn run(
+        &self,
+        rows: Vec<RawCount>,
+        kind: CountKind,
+        dst: DstCounts,
+        tally: &mut RuleTally,
+    ) -> Cleaned {
+        debug_assert!(self.free_counts || kind == CountKind::Occupied);
+        tally.add(Rule::DstAmbiguousResolved, dst.ambiguous);
+        tally.add(Rule::DstGapShifted, dst.gap);
+        let mut kept = drop_negative_and_duplicates(rows, tally);
+        if let Some(longest) = self.longest_unchanged {
+            kept = drop_frozen_runs(kept, longest, tally);
+        }
+        let mut lots_without_capacity = Vec::new();
+        match self.capacities {
+            Capacities::Given => {}
+            Capacities::FromLot => {
+                lots_without_capacity = fill_capacities_from_lot(&mut kept, tally);
+                kept.retain(|row| row.capacity.is_some());
+            }
+            Capacities::FromLotElseMaxFree => {
+                lots_without_capacity = fill_capacities_from_lot(&mut kept, tally);
+                infer_capacity_from_max_free(&mut kept, &lots_without_capacity, tally);
+            }
+        }
+        Cleaned {
+            readings: into_occupied(kept, kind, tally),
+            lots_without_capacity,
+        }
+    }
 }
 
 /// A lot of a counter source.

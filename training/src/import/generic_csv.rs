@@ -12,27 +12,21 @@ use super::common::{
     Header, KeyIndex, Record, SourceSite, csv_error, csv_reader, open_with_progress,
 };
 use super::counter::{
-    CountKind, CounterImport, CounterLot, RawCount, drop_negative_and_duplicates,
-    fill_capacities_from_lot, into_occupied, write_counter_import,
+    Capacities, CountKind, CounterCleaning, CounterImport, CounterLot, RawCount,
+    write_counter_import,
 };
 use super::coverage::GridCoverage;
 use super::local_time::{DstCounts, parse_naive_datetime, resolve_local_time};
-use super::rules::{Rule, RuleTally};
 use super::{ImportError, ImportReport};
 use crate::progress::Progress;
 
 /// The rules, in the order they are applied.
-const RULES: [Rule; 9] = [
-    Rule::DstAmbiguousResolved,
-    Rule::DstGapShifted,
-    Rule::NegativeDropped,
-    Rule::ExactDuplicateDropped,
-    Rule::ConflictingDuplicateKeptLast,
-    Rule::CapacityFilledFromLot,
-    Rule::FreeAboveCapacityClipped,
-    Rule::AboveCapacityClipped,
-    Rule::CapacityChanged,
-];
+const CLEANING: CounterCleaning = CounterCleaning {
+    source_rules: &[],
+    free_counts: true,
+    longest_unchanged: None,
+    capacities: Capacities::FromLot,
+};
 
 /// Settings of one generic CSV import.
 #[derive(Debug, Clone)]
@@ -215,18 +209,15 @@ pub(crate) fn import(
     let rows_read = rows.len() as u64;
 
     progress.stage("cleaning counters", None);
-    let mut tally = RuleTally::new(&RULES);
-    tally.add(Rule::DstAmbiguousResolved, dst_counts.ambiguous);
-    tally.add(Rule::DstGapShifted, dst_counts.gap);
-    let mut kept = drop_negative_and_duplicates(rows, &mut tally);
-    let lots_without_capacity = fill_capacities_from_lot(&mut kept, &mut tally);
-    if let Some(lot) = lots_without_capacity.first() {
+    let mut tally = CLEANING.tally();
+    let cleaned = CLEANING.run(rows, count_kind, dst_counts, &mut tally);
+    if let Some(lot) = cleaned.lots_without_capacity.first() {
         return Err(ImportError::LotWithoutCapacity {
             path: path.to_path_buf(),
             lot_id: lots.keys()[*lot as usize].clone(),
         });
     }
-    let readings = into_occupied(kept, count_kind, &mut tally);
+    let readings = cleaned.readings;
     let counter_lots: Vec<CounterLot> = lots
         .keys()
         .iter()

@@ -21,11 +21,11 @@ use super::common::{
     Header, KeyIndex, Record, SourceSite, csv_error, csv_reader, io_error, open_with_progress,
 };
 use super::counter::{
-    CountKind, CounterImport, CounterLot, RawCount, drop_frozen_runs, drop_negative_and_duplicates,
-    fill_capacities_from_lot, infer_capacity_from_max_free, into_occupied, write_counter_import,
+    Capacities, CountKind, CounterCleaning, CounterImport, CounterLot, RawCount,
+    write_counter_import,
 };
 use super::local_time::{DstCounts, parse_naive_datetime, resolve_local_time};
-use super::rules::{Rule, RuleTally};
+use super::rules::Rule;
 use super::{ImportError, ImportReport};
 use crate::progress::Progress;
 
@@ -40,20 +40,12 @@ pub(crate) const WRITER: &str = "malaga";
 const LONGEST_UNCHANGED_FREE_COUNT: TimeDelta = TimeDelta::hours(24);
 
 /// The rules, in the order they are applied.
-const RULES: [Rule; 12] = [
-    Rule::DstAmbiguousResolved,
-    Rule::DstGapShifted,
-    Rule::NoDataSentinelDropped,
-    Rule::NegativeDropped,
-    Rule::ExactDuplicateDropped,
-    Rule::ConflictingDuplicateKeptLast,
-    Rule::FrozenValueDropped,
-    Rule::CapacityFilledFromLot,
-    Rule::CapacityInferredFromMaxFree,
-    Rule::FreeAboveCapacityClipped,
-    Rule::AboveCapacityClipped,
-    Rule::CapacityChanged,
-];
+const CLEANING: CounterCleaning = CounterCleaning {
+    source_rules: &[Rule::NoDataSentinelDropped],
+    free_counts: true,
+    longest_unchanged: Some(LONGEST_UNCHANGED_FREE_COUNT),
+    capacities: Capacities::FromLotElseMaxFree,
+};
 
 fn site() -> SourceSite {
     SourceSite {
@@ -168,16 +160,13 @@ pub(crate) fn import(
     }
 
     progress.stage("cleaning Málaga free spaces", None);
-    let mut tally = RuleTally::new(&RULES);
+    let mut tally = CLEANING.tally();
     tally.add(Rule::NoDataSentinelDropped, sentinels);
     let (resolved, dst_counts) = resolve_in_local_order(rows, site.timezone, path)?;
-    tally.add(Rule::DstAmbiguousResolved, dst_counts.ambiguous);
-    tally.add(Rule::DstGapShifted, dst_counts.gap);
-    let deduplicated = drop_negative_and_duplicates(resolved, &mut tally);
-    let mut kept = drop_frozen_runs(deduplicated, LONGEST_UNCHANGED_FREE_COUNT, &mut tally);
-    let lots_without_capacity = fill_capacities_from_lot(&mut kept, &mut tally);
-    if !lots_without_capacity.is_empty() {
-        let names: Vec<&str> = lots_without_capacity
+    let cleaned = CLEANING.run(resolved, CountKind::Free, dst_counts, &mut tally);
+    if !cleaned.lots_without_capacity.is_empty() {
+        let names: Vec<&str> = cleaned
+            .lots_without_capacity
             .iter()
             .map(|lot| lots.keys()[*lot as usize].as_str())
             .collect();
@@ -186,8 +175,7 @@ pub(crate) fn import(
             "Málaga lots that never report a capacity get the largest free count they reported"
         );
     }
-    infer_capacity_from_max_free(&mut kept, &lots_without_capacity, &mut tally);
-    let readings = into_occupied(kept, CountKind::Free, &mut tally);
+    let readings = cleaned.readings;
 
     let counter_lots: Vec<CounterLot> = lots
         .keys()
