@@ -68,6 +68,14 @@ impl BarProgress {
         BarProgress { bar, log }
     }
 
+    /// Runs `work` with a bar, finished whatever `work` returns.
+    pub fn run<T>(quiet: bool, work: impl FnOnce(&BarProgress) -> T) -> T {
+        let progress = BarProgress::new(quiet);
+        let result = work(&progress);
+        progress.finish();
+        result
+    }
+
     /// Removes the bar from the terminal (or logs the last stage's end).
     pub fn finish(&self) {
         self.bar.finish_and_clear();

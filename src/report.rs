@@ -1,6 +1,7 @@
 //! Readable summaries printed at the end of long commands.
 
 use comfy_table::{Cell, CellAlignment, Table as TextTable, presets::UTF8_FULL_CONDENSED};
+use parkcast_archive::archiver::ArchiveSummary;
 use parkcast_features::schema::Table;
 use parkcast_features::warehouse::{TableSummary, WriteStats};
 use parkcast_training::import::ImportReport;
@@ -134,6 +135,53 @@ pub fn import_table(report: &ImportReport) -> TextTable {
         ]);
     }
     table
+}
+
+/// The archive's figures.
+pub fn archive_table(summary: &ArchiveSummary) -> TextTable {
+    let totals = &summary.totals;
+    let mut table = new_table(&["archive", "value"]);
+    let rows = [
+        ("messages read (this run)", summary.messages_this_run),
+        ("messages read (all runs)", totals.messages),
+        ("fact_slot_status rows", totals.rows[0]),
+        ("fact_parking_session rows", totals.rows[1]),
+        ("fact_customer_scan rows", totals.rows[2]),
+        ("fact_payment rows", totals.rows[3]),
+        ("fact_lot_occupancy rows", totals.rows[4]),
+        ("files written", totals.files),
+        ("invalid messages skipped", totals.invalid),
+        ("exits without their entry", totals.orphan_exits),
+        ("readings too late for the roll-up", totals.late_for_rollup),
+        ("stays still open", summary.open_stays as u64),
+        (
+            "files of an interrupted flush removed",
+            summary.removed_uncommitted_files as u64,
+        ),
+    ];
+    for (name, value) in rows {
+        table.add_row(vec![name.to_owned(), thousands(value)]);
+    }
+    table
+}
+
+/// An import's cleaning report, what it wrote, and how its readings cover the grid: the
+/// warning of a source that looks like it writes only changes, or what `--fill-forward` covers.
+pub fn import_summary(report: &ImportReport) -> String {
+    let mut text = format!(
+        "{}\n{}",
+        import_table(report),
+        written_table(&report.written)
+    );
+    if let Some(coverage) = &report.coverage {
+        if let Some(warning) = coverage.warning() {
+            text.push_str(&format!("\nwarning: {warning}"));
+        }
+        if let Some(summary) = coverage.fill_summary() {
+            text.push_str(&format!("\n{summary}"));
+        }
+    }
+    text
 }
 
 #[cfg(test)]

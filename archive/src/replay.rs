@@ -11,7 +11,9 @@ use parkcast_kafka::{CountingContext, KafkaConfig, send_with_backpressure};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
-use crate::source::{SourceError, Topic, WireEvent};
+use parkcast_proto::Topic;
+
+use crate::source::{SourceError, WireEvent};
 
 /// How fast to replay.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,8 +50,8 @@ pub enum ReplayError {
 /// What a replay sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ReplayStats {
-    /// Messages per topic: sensor, session, scan, payment.
-    pub messages: [u64; 4],
+    /// Messages per topic, indexed by `Topic as usize` ([`Topic::ALL`]'s order).
+    pub messages: [u64; Topic::ALL.len()],
     /// Payload bytes.
     pub bytes: u64,
     /// First and last event time, Unix ms.
@@ -67,25 +69,6 @@ impl ReplayStats {
     /// Messages per second of wall time.
     pub fn rate(&self) -> f64 {
         self.total() as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-fn topic_index(topic: Topic) -> usize {
-    match topic {
-        Topic::Sensor => 0,
-        Topic::Session => 1,
-        Topic::Scan => 2,
-        Topic::Payment => 3,
-    }
-}
-
-/// The configured name of a topic.
-pub fn topic_name(kafka: &KafkaConfig, topic: Topic) -> &str {
-    match topic {
-        Topic::Sensor => &kafka.topics.sensor,
-        Topic::Session => &kafka.topics.session,
-        Topic::Scan => &kafka.topics.scan,
-        Topic::Payment => &kafka.topics.payment,
     }
 }
 
@@ -124,11 +107,11 @@ pub fn replay(
                 std::thread::sleep(due - elapsed);
             }
         }
-        let record = BaseRecord::to(topic_name(kafka, event.topic))
+        let record = BaseRecord::to(kafka.topics.name(event.topic))
             .key(event.key.as_bytes())
             .payload(event.value.as_slice());
         send_with_backpressure(&producer, record)?;
-        stats.messages[topic_index(event.topic)] += 1;
+        stats.messages[event.topic as usize] += 1;
         stats.bytes += event.value.len() as u64;
         if stats.total() % 4_096 == 0 {
             stats.elapsed = started.elapsed();

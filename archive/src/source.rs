@@ -51,15 +51,15 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
-use parkcast_features::rows::{CustomerScanRow, LotRow, ParkingSessionRow, PaymentRow, SlotRow};
+use parkcast_features::rows::{CustomerScanRow, LotRow, ParkingSessionRow, PaymentRow};
 use parkcast_features::schema::Table;
+use parkcast_features::topology::{Topology, TopologyError};
 use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError, partition_date_of};
-use parkcast_proto::SCHEMA_VERSION;
-use parkcast_proto::topics;
 use parkcast_proto::v1::{
     CustomerScan, PaymentSlip, ReadingKind, ScanDirection, SensorReading, SessionEvent,
     SessionEventKind, SlotReport,
 };
+use parkcast_proto::{SCHEMA_VERSION, Topic};
 use polars::prelude::{DataFrame, ParquetReader, PolarsError, SerReader, col};
 use prost::Message;
 
@@ -84,6 +84,9 @@ pub enum SourceError {
     /// The warehouse could not be read.
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    /// `dim_slot` is not a topology.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
     /// A file could not be opened.
     #[error("opening {path}: {source}")]
     Io {
@@ -130,16 +133,6 @@ pub enum SourceError {
     UnknownLot {
         /// The lot.
         lot_id: String,
-    },
-    /// `dim_slot` puts one slot in two lots.
-    #[error("slot {slot_id:?} belongs to both {first_lot:?} and {second_lot:?} in dim_slot")]
-    SlotInTwoLots {
-        /// The slot.
-        slot_id: String,
-        /// One lot.
-        first_lot: String,
-        /// The other lot.
-        second_lot: String,
     },
     /// A lot's time zone, needed for synthesized heartbeats, is not an IANA name.
     #[error("lot {lot_id:?} has time zone {timezone:?}, which is not an IANA time zone")]
@@ -235,34 +228,6 @@ impl SourceConfig {
     }
 }
 
-/// The topic an event goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Topic {
-    /// [`SensorReading`]s.
-    Sensor,
-    /// [`SessionEvent`]s.
-    Session,
-    /// [`CustomerScan`]s.
-    Scan,
-    /// [`PaymentSlip`]s.
-    Payment,
-}
-
-impl Topic {
-    /// Every topic.
-    pub const ALL: [Topic; 4] = [Topic::Sensor, Topic::Session, Topic::Scan, Topic::Payment];
-
-    /// The Kafka topic name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Topic::Sensor => topics::SENSOR,
-            Topic::Session => topics::SESSION,
-            Topic::Scan => topics::SCAN,
-            Topic::Payment => topics::PAYMENT,
-        }
-    }
-}
-
 /// One event ready to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireEvent {
@@ -289,97 +254,6 @@ pub struct SourceStats {
     pub scans: u64,
     /// Payment slips.
     pub payments: u64,
-}
-
-/// One lot and its slots.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LotSlots {
-    /// The lot.
-    pub lot_id: String,
-    /// Its slots, sorted by id.
-    pub slot_ids: Vec<String>,
-}
-
-/// Which slots each lot has, from `dim_slot`: what the archiver's roll-up and the live consumer
-/// check events against. Lots are sorted by id, and so are the slots of a lot, so the order is the
-/// same whatever order the files hold them in.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Topology {
-    lots: Vec<LotSlots>,
-}
-
-impl Topology {
-    /// The topology of a warehouse's `dim_slot` (empty when the warehouse has no slots, as for
-    /// counter sources).
-    pub fn read(warehouse: &Warehouse) -> Result<Topology, SourceError> {
-        if !warehouse.has_table(Table::DimSlot) {
-            return Ok(Topology::default());
-        }
-        let rows: Vec<SlotRow> = warehouse.read_rows()?;
-        Topology::from_slots(rows.into_iter().map(|row| (row.lot_id, row.slot_id)))
-    }
-
-    /// A topology from (lot id, slot id) pairs; a pair listed twice counts once.
-    pub fn from_slots(
-        slots: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Topology, SourceError> {
-        let mut lot_of_slot: HashMap<String, String> = HashMap::new();
-        let mut by_lot: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (lot_id, slot_id) in slots {
-            if let Some(first_lot) = lot_of_slot.get(&slot_id) {
-                if *first_lot != lot_id {
-                    return Err(SourceError::SlotInTwoLots {
-                        slot_id,
-                        first_lot: first_lot.clone(),
-                        second_lot: lot_id,
-                    });
-                }
-                continue;
-            }
-            lot_of_slot.insert(slot_id.clone(), lot_id.clone());
-            by_lot.entry(lot_id).or_default().insert(slot_id);
-        }
-        let lots = by_lot
-            .into_iter()
-            .map(|(lot_id, slot_ids)| LotSlots {
-                lot_id,
-                slot_ids: slot_ids.into_iter().collect(),
-            })
-            .collect();
-        Ok(Topology { lots })
-    }
-
-    /// The lots, sorted by id.
-    pub fn lots(&self) -> &[LotSlots] {
-        &self.lots
-    }
-
-    /// Slots over all lots.
-    pub fn slot_count(&self) -> usize {
-        self.lots.iter().map(|lot| lot.slot_ids.len()).sum()
-    }
-
-    /// Keeps the lots named.
-    pub fn retain_lots(&mut self, lot_ids: &BTreeSet<String>) {
-        self.lots.retain(|lot| lot_ids.contains(&lot.lot_id));
-    }
-
-    /// (lot id, slot ids) pairs, the shape [`crate::rollup::OccupancyRollup::new`] takes.
-    pub fn pairs(&self) -> impl Iterator<Item = (String, Vec<String>)> + '_ {
-        self.lots
-            .iter()
-            .map(|lot| (lot.lot_id.clone(), lot.slot_ids.clone()))
-    }
-}
-
-impl IntoIterator for Topology {
-    type Item = (String, Vec<String>);
-    type IntoIter = std::iter::Map<std::vec::IntoIter<LotSlots>, fn(LotSlots) -> Self::Item>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        let pair: fn(LotSlots) -> Self::Item = |lot| (lot.lot_id, lot.slot_ids);
-        self.lots.into_iter().map(pair)
-    }
 }
 
 /// Whether `ts_ms` is a timestamp chrono (and so the warehouse) can hold, with a day to spare so
@@ -1081,6 +955,8 @@ impl EventSource {
                     Topic::Session => self.stats.session_events += 1,
                     Topic::Scan => self.stats.scans += 1,
                     Topic::Payment => self.stats.payments += 1,
+                    // Facts become input messages only; forecasts and dead letters are outputs.
+                    Topic::Forecast | Topic::DeadLetter => {}
                 }
                 WireEvent {
                     topic,
@@ -1384,32 +1260,6 @@ mod tests {
         }
         .validate()
         .expect("valid settings should pass");
-    }
-
-    #[test]
-    fn topologies_are_sorted_deduplicated_and_refuse_a_slot_in_two_lots() {
-        let pair = |lot: &str, slot: &str| (lot.to_owned(), slot.to_owned());
-        let topology = Topology::from_slots([
-            pair("lot-b", "b2"),
-            pair("lot-a", "a1"),
-            pair("lot-b", "b1"),
-            pair("lot-b", "b2"),
-        ])
-        .expect("a valid topology");
-        let pairs: Vec<(String, Vec<String>)> = topology.clone().into_iter().collect();
-        assert_eq!(
-            pairs,
-            vec![
-                ("lot-a".to_owned(), vec!["a1".to_owned()]),
-                ("lot-b".to_owned(), vec!["b1".to_owned(), "b2".to_owned()]),
-            ]
-        );
-        assert_eq!(topology.pairs().collect::<Vec<_>>(), pairs);
-        assert_eq!(topology.slot_count(), 3);
-        assert!(matches!(
-            Topology::from_slots([pair("lot-a", "x"), pair("lot-b", "x")]),
-            Err(SourceError::SlotInTwoLots { .. })
-        ));
     }
 
     #[test]

@@ -18,6 +18,16 @@
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use chrono_tz::Tz;
 
+/// Gaps up to this long are short: a count standing still. Longer ones are nights without
+/// readings (Birmingham's garages report 08:00 to 16:30 only) and outages, which leave a sampled
+/// feed just as empty and which no hold should bridge.
+pub const SHORT_GAP_MINUTES: u32 = 120;
+
+/// Grid steps in a short gap ([`SHORT_GAP_MINUTES`]) at a step, at least 1.
+pub fn short_gap_steps(step_minutes: u32) -> usize {
+    (SHORT_GAP_MINUTES / step_minutes.max(1)).max(1) as usize
+}
+
 /// The grid instant nearest to `ts_ms` (ties go to the later instant).
 pub fn nearest_instant(ts_ms: i64, step_ms: i64) -> i64 {
     (ts_ms + step_ms / 2).div_euclid(step_ms) * step_ms

@@ -21,10 +21,13 @@ pub mod baseline;
 pub mod calendar;
 pub mod conformal;
 pub mod grid;
+#[cfg(feature = "polars")]
+pub mod lots;
 pub mod occupancy;
 pub mod pii;
 pub mod rows;
 pub mod schema;
+pub mod topology;
 pub mod vector;
 #[cfg(feature = "polars")]
 pub mod warehouse;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use parkcast_proto::Topic;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
@@ -28,48 +29,51 @@ pub struct TopicNames {
 
 impl Default for TopicNames {
     fn default() -> Self {
-        use parkcast_proto::topics;
-        TopicNames {
-            sensor: topics::SENSOR.to_owned(),
-            session: topics::SESSION.to_owned(),
-            scan: topics::SCAN.to_owned(),
-            payment: topics::PAYMENT.to_owned(),
-            forecast: topics::FORECAST.to_owned(),
-            deadletter: topics::DEADLETTER.to_owned(),
-        }
+        TopicNames::with_prefix("")
     }
 }
 
 impl TopicNames {
-    /// The default names behind `prefix.` (`prefix.parkcast.sensor.v1`, ...).
+    /// The default names ([`Topic::default_name`]) behind `prefix.` (`prefix.parkcast.sensor.v1`,
+    /// ...); an empty prefix gives the defaults.
     pub fn with_prefix(prefix: &str) -> TopicNames {
-        let defaults = TopicNames::default();
-        let prefixed = |name: &str| format!("{prefix}.{name}");
+        let name = |topic: Topic| {
+            if prefix.is_empty() {
+                topic.default_name().to_owned()
+            } else {
+                format!("{prefix}.{}", topic.default_name())
+            }
+        };
         TopicNames {
-            sensor: prefixed(&defaults.sensor),
-            session: prefixed(&defaults.session),
-            scan: prefixed(&defaults.scan),
-            payment: prefixed(&defaults.payment),
-            forecast: prefixed(&defaults.forecast),
-            deadletter: prefixed(&defaults.deadletter),
+            sensor: name(Topic::Sensor),
+            session: name(Topic::Session),
+            scan: name(Topic::Scan),
+            payment: name(Topic::Payment),
+            forecast: name(Topic::Forecast),
+            deadletter: name(Topic::DeadLetter),
+        }
+    }
+
+    /// The configured name of `topic`.
+    pub fn name(&self, topic: Topic) -> &str {
+        match topic {
+            Topic::Sensor => &self.sensor,
+            Topic::Session => &self.session,
+            Topic::Scan => &self.scan,
+            Topic::Payment => &self.payment,
+            Topic::Forecast => &self.forecast,
+            Topic::DeadLetter => &self.deadletter,
         }
     }
 
     /// The input topics (what producers write and the archiver reads).
     pub fn inputs(&self) -> [&str; 4] {
-        [&self.sensor, &self.session, &self.scan, &self.payment]
+        Topic::INPUTS.map(|topic| self.name(topic))
     }
 
     /// Every topic.
     pub fn all(&self) -> [&str; 6] {
-        [
-            &self.sensor,
-            &self.session,
-            &self.scan,
-            &self.payment,
-            &self.forecast,
-            &self.deadletter,
-        ]
+        Topic::ALL.map(|topic| self.name(topic))
     }
 }
 

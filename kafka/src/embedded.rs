@@ -6,6 +6,8 @@
 //! 5 MiB per partition and librdkafka marks it experimental: a demo broker, not a production one.
 
 use rdkafka::error::KafkaError;
+
+use crate::config::KafkaConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
@@ -42,5 +44,17 @@ impl EmbeddedBroker {
             self.cluster.create_topic(topic, partitions, 1)?;
         }
         Ok(())
+    }
+
+    /// Starts a broker with every topic of `kafka` (`partitions` each) and points `kafka` at it:
+    /// what `parkcast demo` and the benchmarks run against when no broker is given.
+    pub fn start_for(
+        kafka: &mut KafkaConfig,
+        partitions: i32,
+    ) -> Result<EmbeddedBroker, KafkaError> {
+        let broker = EmbeddedBroker::start()?;
+        broker.create_topics(&kafka.topics.all(), partitions)?;
+        kafka.bootstrap_servers = broker.bootstrap_servers();
+        Ok(broker)
     }
 }

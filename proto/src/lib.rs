@@ -57,6 +57,51 @@ pub mod topics {
     pub const DEADLETTER: &str = "parkcast.deadletter.v1";
 }
 
+/// A topic of the wire protocol: the one enum every crate names topics by. Its Kafka name comes
+/// from the configuration (`parkcast_kafka::TopicNames::name`, which applies a prefix); the
+/// defaults are [`topics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// [`v1::SensorReading`]s.
+    Sensor,
+    /// [`v1::SessionEvent`]s.
+    Session,
+    /// [`v1::CustomerScan`]s.
+    Scan,
+    /// [`v1::PaymentSlip`]s.
+    Payment,
+    /// Forecasts for the pricing service.
+    Forecast,
+    /// Messages that could not be applied.
+    DeadLetter,
+}
+
+impl Topic {
+    /// Every topic, in this order (`topic as usize` indexes it).
+    pub const ALL: [Topic; 6] = [
+        Topic::Sensor,
+        Topic::Session,
+        Topic::Scan,
+        Topic::Payment,
+        Topic::Forecast,
+        Topic::DeadLetter,
+    ];
+    /// What the field produces and the archiver reads.
+    pub const INPUTS: [Topic; 4] = [Topic::Sensor, Topic::Session, Topic::Scan, Topic::Payment];
+
+    /// The default Kafka name ([`topics`]), without a prefix.
+    pub fn default_name(self) -> &'static str {
+        match self {
+            Topic::Sensor => topics::SENSOR,
+            Topic::Session => topics::SESSION,
+            Topic::Scan => topics::SCAN,
+            Topic::Payment => topics::PAYMENT,
+            Topic::Forecast => topics::FORECAST,
+            Topic::DeadLetter => topics::DEADLETTER,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

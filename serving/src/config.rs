@@ -9,6 +9,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::{IngestConfig, IngestConfigError};
@@ -253,6 +256,44 @@ impl ServiceConfig {
     }
 }
 
+/// Errors of loading a config file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file named does not exist.
+    #[error("config file {} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// A layer does not parse, has a wrong type or an unknown key (figment names the key).
+    #[error("invalid configuration (defaults < file < PARKCAST__ environment): {0}")]
+    Invalid(#[from] Box<figment::Error>),
+}
+
+/// Loads a config: built-in defaults, then the TOML file, then `PARKCAST__` environment variables
+/// (`PARKCAST__INGEST__KAFKA__BOOTSTRAP_SERVERS=host:9092` sets `ingest.kafka.bootstrap_servers`).
+pub fn load_config<T: Serialize + DeserializeOwned + Default>(
+    file: Option<&std::path::Path>,
+) -> Result<T, LoadError> {
+    load_layered(T::default(), file)
+}
+
+/// [`load_config`] from given defaults (a profile's).
+pub fn load_layered<T: Serialize + DeserializeOwned>(
+    defaults: T,
+    file: Option<&std::path::Path>,
+) -> Result<T, LoadError> {
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(file) = file {
+        if !file.is_file() {
+            return Err(LoadError::Missing(file.to_path_buf()));
+        }
+        figment = figment.merge(Toml::file(file));
+    }
+    figment
+        .merge(Env::prefixed("PARKCAST__").split("__"))
+        .extract()
+        .map_err(|error| LoadError::Invalid(Box::new(error)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +344,43 @@ mod tests {
             let error = config.validate().expect_err(key);
             assert!(error.to_string().starts_with(key), "{key}: {error}");
         }
+    }
+
+    #[test]
+    fn the_example_config_loads_validates_and_matches_the_defaults() {
+        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"));
+        let loaded: ServiceConfig =
+            load_config(Some(path.as_path())).expect("the example should load");
+        loaded.validate().expect("the example should be valid");
+        let mut expected = ServiceConfig::default();
+        expected
+            .ingest
+            .kafka
+            .librdkafka_options
+            .insert("session.timeout.ms".into(), "45000".into());
+        assert_eq!(loaded, expected, "the example documents the local defaults");
+    }
+
+    #[test]
+    fn unknown_fields_in_a_config_file_are_refused() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[ingest]\ngroup_idd = \"typo\"\n").expect("written");
+        let error =
+            load_config::<ServiceConfig>(Some(path.as_path())).expect_err("a typo is an error");
+        assert!(format!("{error:#}").contains("group_idd"), "{error:#}");
+    }
+
+    #[test]
+    fn a_wrong_value_is_an_error_naming_its_key() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[scoring]\ndebounce_ms = \"soon\"\n").expect("written");
+        let error = load_config::<ServiceConfig>(Some(path.as_path())).expect_err("a type error");
+        assert!(format!("{error:#}").contains("debounce_ms"), "{error:#}");
+        std::fs::write(&path, "[limits]\nmax_batch = 0\n").expect("written");
+        let config = load_config::<ServiceConfig>(Some(path.as_path())).expect("parses");
+        let error = config.validate().expect_err("out of range");
+        assert!(error.to_string().starts_with("limits.max_batch"), "{error}");
     }
 }

@@ -8,7 +8,8 @@
 //! [`metrics`] counts all of it for Prometheus. For the gRPC services, [`requests`] checks requests
 //! into queries or errors with their status code, [`scoring`] turns live state into ready answers
 //! with the active model, [`models`] loads and checks model versions for it, [`grpc`] serves the
-//! answers and [`pricing`] publishes them per time band for the pricing service. It shares the status rules of
+//! answers and [`pricing`] publishes them per time band for the pricing service; [`server`] assembles
+//! all of it in start-up and shutdown order. It shares the status rules of
 //! [`parkcast_features::occupancy`] with training and the wire formats of [`parkcast_proto`].
 //!
 //! ```
@@ -26,6 +27,7 @@ pub mod models;
 pub mod pricing;
 pub mod requests;
 pub mod scoring;
+pub mod server;
 pub mod topology;
 
 pub use parkcast_features as features;

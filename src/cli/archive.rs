@@ -9,15 +9,16 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parkcast_archive::archiver::{self, ArchiveConfig, ArchiveSummary};
 use parkcast_archive::rollup::RollupConfig;
-use parkcast_features::rows::{LotRow, SlotRow, ZoneRow};
 use parkcast_features::schema::Table;
 use parkcast_features::warehouse::Warehouse;
 use parkcast_kafka::KafkaConfig;
 
+use super::BrokerArgs;
 use super::GlobalArgs;
-use super::stream::{BrokerArgs, load_config, topology_from_warehouse};
 use crate::report;
+use parkcast_features::topology::Topology;
 use parkcast_serving::config::ServiceConfig;
+use parkcast_serving::config::load_config;
 
 /// Arguments of `parkcast archive`.
 #[derive(Debug, Args)]
@@ -59,39 +60,6 @@ pub struct ArchiveArgs {
     pub broker: BrokerArgs,
 }
 
-/// Copies every dimension table of `from` into `to` (writer `archive-dims`).
-pub fn copy_dimensions(from: &Warehouse, to: &Warehouse) -> Result<()> {
-    let lots: Vec<LotRow> = from.read_rows().context("failed to read dim_lot")?;
-    let slots: Vec<SlotRow> = from.read_rows().context("failed to read dim_slot")?;
-    to.replace("archive-dims", &lots)?;
-    to.replace("archive-dims", &slots)?;
-    if from.has_table(Table::DimZone) {
-        let zones: Vec<ZoneRow> = from.read_rows().context("failed to read dim_zone")?;
-        to.replace("archive-dims", &zones)?;
-    }
-    if from.has_table(Table::DimCalendar) {
-        let rows: Vec<parkcast_features::rows::CalendarRow> = from.read_rows()?;
-        to.replace("archive-dims", &rows)?;
-    }
-    if from.has_table(Table::DimEvent) {
-        let rows: Vec<parkcast_features::rows::EventRow> = from.read_rows()?;
-        to.replace("archive-dims", &rows)?;
-    }
-    // The calendar files imports kept, so training on the archive sees the same calendars.
-    for file in parkcast_features::calendar::read_warehouse_calendars(from.root())? {
-        let name = std::path::Path::new(file.origin())
-            .file_name()
-            .context("a kept calendar file should have a name")?;
-        let path = to
-            .root()
-            .join(parkcast_features::calendar::USER_CALENDAR_DIR)
-            .join(name);
-        std::fs::create_dir_all(path.parent().context("a calendar path has a folder")?)?;
-        file.write(&path)?;
-    }
-    Ok(())
-}
-
 /// The archiver's config from the arguments.
 pub fn archive_config(args: &ArchiveArgs, kafka: KafkaConfig) -> ArchiveConfig {
     ArchiveConfig {
@@ -113,7 +81,7 @@ pub fn archive_config(args: &ArchiveArgs, kafka: KafkaConfig) -> ArchiveConfig {
 }
 
 pub fn run(args: ArchiveArgs, global: &GlobalArgs) -> Result<()> {
-    let mut kafka = load_config::<ServiceConfig>(args.config.as_ref())?
+    let mut kafka = load_config::<ServiceConfig>(args.config.as_deref())?
         .ingest
         .kafka;
     args.broker.apply(&mut kafka);
@@ -122,17 +90,19 @@ pub fn run(args: ArchiveArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(from) = &args.dimensions_from {
         let source = Warehouse::open(from)
             .with_context(|| format!("failed to open the warehouse at {}", from.display()))?;
-        copy_dimensions(&source, &warehouse)?;
+        parkcast_archive::dimensions::copy_dimensions(&source, &warehouse)
+            .context("failed to copy the dimension tables")?;
     }
     if !warehouse.has_table(Table::DimSlot) {
         bail!(
             "the archive warehouse has no dim_slot: pass --dimensions-from a warehouse with the lots and slots"
         );
     }
-    let topology = topology_from_warehouse(&warehouse)?;
+    let topology: Vec<(String, Vec<String>)> =
+        Topology::read_served(&warehouse)?.into_iter().collect();
     let config = archive_config(&args, kafka);
     let summary = archive_with_spinner(&warehouse, &config, topology, global.quiet)?;
-    print_summary(&summary);
+    println!("{}", report::archive_table(&summary));
     Ok(())
 }
 
@@ -166,32 +136,4 @@ pub fn archive_with_spinner(
     });
     bar.finish_and_clear();
     result.context("archiving failed")
-}
-
-/// The archive's figures as a table.
-pub fn print_summary(summary: &ArchiveSummary) {
-    let totals = &summary.totals;
-    let mut table = report::new_table(&["archive", "value"]);
-    let rows = [
-        ("messages read (this run)", summary.messages_this_run),
-        ("messages read (all runs)", totals.messages),
-        ("fact_slot_status rows", totals.rows[0]),
-        ("fact_parking_session rows", totals.rows[1]),
-        ("fact_customer_scan rows", totals.rows[2]),
-        ("fact_payment rows", totals.rows[3]),
-        ("fact_lot_occupancy rows", totals.rows[4]),
-        ("files written", totals.files),
-        ("invalid messages skipped", totals.invalid),
-        ("exits without their entry", totals.orphan_exits),
-        ("readings too late for the roll-up", totals.late_for_rollup),
-        ("stays still open", summary.open_stays as u64),
-        (
-            "files of an interrupted flush removed",
-            summary.removed_uncommitted_files as u64,
-        ),
-    ];
-    for (name, value) in rows {
-        table.add_row(vec![name.to_owned(), report::thousands(value)]);
-    }
-    println!("{table}");
 }

@@ -13,7 +13,6 @@ use parkcast_training::import;
 use parkcast_training::progress::NoProgress;
 use parkcast_training::simulate::{self, SimulationParams};
 
-use super::import::SourceArgs;
 use crate::report;
 
 /// Arguments of `parkcast bench`.
@@ -210,7 +209,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             unreachable!("handled above")
         }
         BenchTarget::Import => {
-            for source in SourceArgs::All.sources() {
+            for source in parkcast_training::datasets::all() {
                 let name = source.writer_name();
                 let started = Instant::now();
                 let outcome = import::import(&source, &warehouse, &NoProgress)
@@ -254,7 +253,7 @@ fn bench_scoring(
     let warehouse = parkcast_features::warehouse::Warehouse::open(warehouse)
         .context("failed to open the warehouse")?;
     let step = served.model.step_minutes();
-    let lots = parkcast_training::lots::load_lots(&warehouse, &served.manifest.source, step)?;
+    let lots = parkcast_features::lots::load_lots(&warehouse, &served.manifest.source, step)?;
     let mut states = Vec::new();
     for (lot_id, lot) in &lots {
         let Some(mut state) = served.model.new_state(lot_id) else {
@@ -330,7 +329,7 @@ fn bench_scoring(
 /// scored against the actual rate at the target.
 fn interpolation_accuracy(
     served: &parkcast_serving::scoring::ServedModel,
-    lots: &std::collections::BTreeMap<String, parkcast_training::lots::LotInputs>,
+    lots: &std::collections::BTreeMap<String, parkcast_features::lots::LotInputs>,
 ) -> Result<()> {
     use parkcast_serving::scoring::forecast_at;
 

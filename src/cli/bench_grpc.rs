@@ -42,7 +42,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
-use super::stream::BrokerArgs;
+use super::BrokerArgs;
 use crate::report;
 
 /// The answer-latency target: p99 at [`TARGET_RATE`] requests/s.
@@ -1198,7 +1198,9 @@ fn topology(args: &GrpcBenchArgs) -> Result<Option<LotsAndSlots>> {
         warehouse: path.clone(),
     }
     .open()?;
-    let mut lots = super::stream::topology_from_warehouse(&warehouse)?;
+    let mut lots = parkcast_features::topology::Topology::read_served(&warehouse)?
+        .into_iter()
+        .collect::<Vec<_>>();
     if !args.lots.is_empty() {
         if let Some(missing) = args
             .lots

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use comfy_table::{Cell, CellAlignment};
 use parkcast_archive::replay::{self, Speed};
-use parkcast_archive::source::{EventSource, SourceConfig, Topology as SourceTopology};
+use parkcast_archive::source::{EventSource, SourceConfig};
 use parkcast_features::rows::LotOccupancyRow;
+use parkcast_features::topology::Topology as SourceTopology;
 use parkcast_kafka::{KafkaConfig, TopicNames, create_topics, now_ms};
 use parkcast_serving::ingest::{Ingest, IngestConfig};
 use parkcast_serving::metrics::IngestMetrics;
@@ -16,8 +17,8 @@ use prometheus_client::registry::Registry;
 use prost::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
-use super::archive::{copy_dimensions, print_summary};
 use crate::report;
+use parkcast_archive::dimensions::copy_dimensions;
 
 /// Fresh topics (`partitions` each) on the broker at `bootstrap`.
 fn broker(bootstrap: &str, partitions: i32) -> Result<KafkaConfig> {
@@ -198,7 +199,8 @@ pub fn bench_ingest_kafka(
 /// with the import's (derived from the stays directly).
 pub fn bench_melbourne(bootstrap: &str, partitions: i32) -> Result<()> {
     let scratch = tempfile::tempdir()?;
-    let imported = super::replay::melbourne_warehouse(&scratch.path().join("import"))?;
+    let imported = parkcast_training::datasets::melbourne_day(&scratch.path().join("import"))
+        .context("failed to import the Melbourne day")?;
     let kafka = broker(bootstrap, partitions)?;
     let source = EventSource::new(
         &imported,
@@ -225,7 +227,7 @@ pub fn bench_melbourne(bootstrap: &str, partitions: i32) -> Result<()> {
         silence_minutes: 180,
         group: format!("bench-archive-{}", now_ms()),
         config: None,
-        broker: super::stream::BrokerArgs::default(),
+        broker: super::BrokerArgs::default(),
     };
     let config = super::archive::archive_config(&args, kafka);
     let archive_started = Instant::now();
@@ -252,7 +254,7 @@ pub fn bench_melbourne(bootstrap: &str, partitions: i32) -> Result<()> {
         })
         .count();
 
-    print_summary(&summary);
+    println!("{}", crate::report::archive_table(&summary));
     let mut table = report::new_table(&["Melbourne day", "value"]);
     value_row(
         &mut table,

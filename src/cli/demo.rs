@@ -14,12 +14,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use parkcast_training::backtest::BacktestConfig;
 use parkcast_training::registry::Registry;
-use parkcast_training::simulate;
+use parkcast_training::simulate::{self, SimulationParams};
 use parkcast_training::train::{TrainConfig, train};
 
 use super::GlobalArgs;
-use super::import::{SourceArgs, import_one, print_report};
-use super::simulate::SimulateArgs;
 use crate::progress::BarProgress;
 use crate::report;
 
@@ -58,7 +56,7 @@ pub struct DemoArgs {
     pub rows: usize,
     /// A broker to use instead of the in-process one (topics are created, 4 partitions each).
     #[command(flatten)]
-    pub broker: super::stream::BrokerArgs,
+    pub broker: super::BrokerArgs,
 }
 
 pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
@@ -70,37 +68,37 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
         args.days,
         args.out.display()
     );
-    let simulate_args = SimulateArgs {
-        out: args.out.clone(),
-        lots: args.lots,
-        days: args.days,
-        seed: 42,
-        start: demo_start(),
-        interval: 5,
-        heartbeat: 120,
-        silence: DEMO_SILENCE_MINUTES,
+    let params = SimulationParams {
         timezone: DEMO_TIMEZONE,
-        region: "GB-ENG".to_owned(),
+        holiday_region: "GB-ENG".to_owned(),
         pii_key: std::env::var("PARKCAST_PII_KEY")
             .unwrap_or_else(|_| "parkcast-simulator".to_owned()),
-    };
-    let checked = simulate_args
-        .params()
-        .check()
-        .context("invalid simulation parameters")?;
-    let progress = BarProgress::new(global.quiet);
-    let result = simulate::simulate(&checked, &warehouse, &progress);
-    progress.finish();
-    let outcome = result.context("simulation failed")?;
+        ..SimulationParams::default()
+    }
+    .seed(42)
+    .lots(args.lots)
+    .days(args.days)
+    .start_date(demo_start())
+    .occupancy_interval_minutes(5)
+    .heartbeat_minutes(120)
+    .silence_minutes(DEMO_SILENCE_MINUTES);
+    let checked = params.check().context("invalid simulation parameters")?;
+    let outcome = BarProgress::run(global.quiet, |progress| {
+        simulate::simulate(&checked, &warehouse, progress)
+    })
+    .context("simulation failed")?;
     println!("{}", report::simulation_table(&outcome));
 
     if args.no_real_data {
         println!("2/5  skipping the real data sets (--no-real-data)");
     } else {
         println!("2/5  importing the real data sets (Birmingham, Málaga, Melbourne)");
-        for source in SourceArgs::All.sources() {
-            let report = import_one(&source, &warehouse, global)?;
-            print_report(&report);
+        for source in parkcast_training::datasets::all() {
+            let report = BarProgress::run(global.quiet, |progress| {
+                parkcast_training::import::import(&source, &warehouse, progress)
+            })
+            .with_context(|| format!("failed to import {}", source.writer_name()))?;
+            println!("{}", report::import_summary(&report));
         }
     }
 
@@ -131,13 +129,13 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
     }
     // The model served live: the simulated city, horizons from 15 minutes to a week.
     let last = args.days.saturating_sub(1);
-    let first = simulate_args.start + chrono::Days::new(u64::from(last.saturating_sub(6)));
+    let first = demo_start() + chrono::Days::new(u64::from(last.saturating_sub(6)));
     let city = BacktestConfig {
         source: simulate::SOURCE.to_owned(),
         step_minutes: 15,
         horizons: vec![1, 2, 4, 8, 96, 672],
         test_start: first,
-        test_end: simulate_args.start + chrono::Days::new(u64::from(last)),
+        test_end: demo_start() + chrono::Days::new(u64::from(last)),
         same_day: false,
         calibration_days: 7,
         ..BacktestConfig::birmingham()
@@ -177,10 +175,10 @@ fn train_and_report(
         publish_losing: true,
         frozen: Some(frozen.record(Vec::new())),
     };
-    let progress = BarProgress::new(global.quiet);
-    let outcome = train(warehouse, &Registry::open(models), &config, &progress);
-    progress.finish();
-    let outcome = outcome.context("training failed")?;
+    let outcome = BarProgress::run(global.quiet, |progress| {
+        train(warehouse, &Registry::open(models), &config, progress)
+    })
+    .context("training failed")?;
     super::backtest::print_summary(&outcome.backtest, &config.backtest);
     let manifest = &outcome.published.manifest;
     if !outcome.beats_baseline {
@@ -226,14 +224,18 @@ fn live_stage(
             .context("failed to create the topics")?;
         None
     } else {
-        Some(super::stream::start_embedded(&mut kafka, 4)?)
+        Some(
+            parkcast_kafka::EmbeddedBroker::start_for(&mut kafka, 4)
+                .context("failed to start the embedded Kafka broker")?,
+        )
     };
     // From 06:00 on the city's last day: the morning fills the lots while the table watches.
     let last_day_start = local_day_start(args)? + 6 * 3_600_000;
-    let city: Vec<(String, Vec<String>)> = super::stream::topology_from_warehouse(warehouse)?
-        .into_iter()
-        .filter(|(lot, _)| lot.starts_with("sim:"))
-        .collect();
+    let city: Vec<(String, Vec<String>)> =
+        parkcast_features::topology::Topology::read_served(warehouse)?
+            .into_iter()
+            .filter(|(lot, _)| lot.starts_with("sim:"))
+            .collect();
     let lot_ids: std::collections::BTreeSet<String> =
         city.iter().map(|(lot, _)| lot.clone()).collect();
     let topology = Arc::new(Topology::new(city).context("invalid topology")?);
@@ -271,7 +273,7 @@ fn live_stage(
         .build()
         .context("failed to start the async runtime")?;
     runtime.block_on(async {
-        let server = super::serve::Server::start(super::serve::ServerOptions {
+        let server = parkcast_serving::server::Server::start(parkcast_serving::server::ServerOptions {
             config,
             topology: Arc::clone(&topology),
             warehouse: warehouse.clone(),
@@ -314,7 +316,7 @@ fn live_stage(
         println!("{banner}");
         let interactive = std::io::stdout().is_terminal();
         let started = Instant::now();
-        let mut shutdown = std::pin::pin!(super::serve::shutdown_signal());
+        let mut shutdown = std::pin::pin!(parkcast_serving::server::shutdown_signal());
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         let mut last_print = None::<Instant>;
         loop {

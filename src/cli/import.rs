@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use parkcast_features::warehouse::Warehouse;
-use parkcast_training::datasets::datasets_dir;
-use parkcast_training::import::{self, ImportReport, ImportSource};
+use parkcast_training::datasets::{self, datasets_dir};
+use parkcast_training::import::{self, ImportSource};
 
 use super::{GlobalArgs, WarehouseLocation};
 use crate::progress::BarProgress;
@@ -84,29 +83,24 @@ impl SourceArgs {
     pub fn sources(self) -> Vec<ImportSource> {
         let data = datasets_dir();
         let birmingham = |csv: Option<PathBuf>| ImportSource::Birmingham {
-            csv: csv.unwrap_or_else(|| data.join("birmingham/parking_birmingham.csv")),
+            csv: csv.unwrap_or_else(|| data.join(datasets::BIRMINGHAM_CSV)),
         };
         let malaga = |csv_gz: Option<PathBuf>, lots: Option<PathBuf>| ImportSource::Malaga {
             free_spaces_csv_gz: csv_gz
-                .unwrap_or_else(|| data.join("malaga/free_spaces_long.csv.gz")),
-            lots_csv: lots.unwrap_or_else(|| data.join("malaga/lots.csv")),
+                .unwrap_or_else(|| data.join(datasets::MALAGA_FREE_SPACES_CSV_GZ)),
+            lots_csv: lots.unwrap_or_else(|| data.join(datasets::MALAGA_LOTS_CSV)),
         };
         let melbourne =
             |events: Option<PathBuf>, locations: Option<PathBuf>, interval_minutes: u32| {
                 ImportSource::Melbourne {
-                    events_csv: events
-                        .unwrap_or_else(|| data.join("melbourne/bay_events_2014-06-12.csv")),
+                    events_csv: events.unwrap_or_else(|| data.join(datasets::MELBOURNE_EVENTS_CSV)),
                     locations_json: locations
-                        .unwrap_or_else(|| data.join("melbourne/bay_locations.json")),
+                        .unwrap_or_else(|| data.join(datasets::MELBOURNE_LOCATIONS_JSON)),
                     interval_minutes,
                 }
             };
         match self {
-            SourceArgs::All => vec![
-                birmingham(None),
-                malaga(None, None),
-                melbourne(None, None, 5),
-            ],
+            SourceArgs::All => datasets::all(),
             SourceArgs::Birmingham { csv } => vec![birmingham(csv)],
             SourceArgs::Malaga { csv_gz, lots } => vec![malaga(csv_gz, lots)],
             SourceArgs::Melbourne {
@@ -143,36 +137,12 @@ fn parse_fill_forward(text: &str) -> Result<u32, String> {
 pub fn run(args: ImportArgs, global: &GlobalArgs) -> Result<()> {
     let warehouse = super::create_warehouse(&args.location.warehouse)?;
     for source in args.source.sources() {
-        let report = import_one(&source, &warehouse, global)?;
-        print_report(&report);
+        tracing::info!(source = %source.writer_name(), "importing");
+        let report = BarProgress::run(global.quiet, |progress| {
+            import::import(&source, &warehouse, progress)
+        })
+        .with_context(|| format!("failed to import {}", source.writer_name()))?;
+        println!("{}", report::import_summary(&report));
     }
     Ok(())
-}
-
-/// Imports one source with a progress bar.
-pub fn import_one(
-    source: &ImportSource,
-    warehouse: &Warehouse,
-    global: &GlobalArgs,
-) -> Result<ImportReport> {
-    tracing::info!(source = %source.writer_name(), "importing");
-    let progress = BarProgress::new(global.quiet);
-    let result = import::import(source, warehouse, &progress);
-    progress.finish();
-    result.with_context(|| format!("failed to import {}", source.writer_name()))
-}
-
-/// Prints an import's cleaning report, what it wrote, and how its readings cover the grid: the
-/// warning of a source that looks like it writes only changes, or what `--fill-forward` covers.
-pub fn print_report(report: &ImportReport) {
-    println!("{}", report::import_table(report));
-    println!("{}", report::written_table(&report.written));
-    if let Some(coverage) = &report.coverage {
-        if let Some(warning) = coverage.warning() {
-            println!("warning: {warning}");
-        }
-        if let Some(summary) = coverage.fill_summary() {
-            println!("{summary}");
-        }
-    }
 }

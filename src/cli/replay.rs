@@ -12,14 +12,12 @@ use parkcast_archive::replay::{self, ReplayStats, Speed};
 use parkcast_archive::source::{EventSource, SourceConfig};
 use parkcast_features::warehouse::Warehouse;
 use parkcast_kafka::{KafkaConfig, create_topics};
-use parkcast_training::datasets::datasets_dir;
-use parkcast_training::import::{ImportSource, import};
-use parkcast_training::progress::NoProgress;
 
+use super::BrokerArgs;
 use super::GlobalArgs;
-use super::stream::{BrokerArgs, load_config};
 use crate::report;
 use parkcast_serving::config::ServiceConfig;
+use parkcast_serving::config::load_config;
 
 /// Arguments of `parkcast replay`.
 #[derive(Debug, Args)]
@@ -82,33 +80,16 @@ fn parse_speed(text: &str) -> Result<SpeedArg, String> {
     Ok(SpeedArg(Speed::Factor(factor)))
 }
 
-/// Imports the Melbourne day into `scratch` unless it is there already.
-pub fn melbourne_warehouse(scratch: &std::path::Path) -> Result<Warehouse> {
-    if let Ok(warehouse) = Warehouse::open(scratch)
-        && warehouse.has_table(parkcast_features::schema::Table::FactSlotStatus)
-    {
-        return Ok(warehouse);
-    }
-    let warehouse = super::create_warehouse(scratch)?;
-    let data = datasets_dir().join("melbourne");
-    let source = ImportSource::Melbourne {
-        events_csv: data.join("bay_events_2014-06-12.csv"),
-        locations_json: data.join("bay_locations.json"),
-        interval_minutes: 15,
-    };
-    import(&source, &warehouse, &NoProgress).context("failed to import the Melbourne day")?;
-    Ok(warehouse)
-}
-
 pub fn run(args: ReplayArgs, global: &GlobalArgs) -> Result<()> {
-    let mut kafka = load_config::<ServiceConfig>(args.config.as_ref())?
+    let mut kafka = load_config::<ServiceConfig>(args.config.as_deref())?
         .ingest
         .kafka;
     args.broker.apply(&mut kafka);
     kafka.validate().context("invalid kafka configuration")?;
     let (warehouse, heartbeat_minutes) = if args.melbourne {
         (
-            melbourne_warehouse(&args.scratch)?,
+            parkcast_training::datasets::melbourne_day(&args.scratch)
+                .context("failed to import the Melbourne day")?,
             Some(args.heartbeat_minutes.unwrap_or(15)),
         )
     } else {
@@ -122,7 +103,7 @@ pub fn run(args: ReplayArgs, global: &GlobalArgs) -> Result<()> {
     let mut lots: Option<BTreeSet<String>> =
         (!args.lots.is_empty()).then(|| args.lots.iter().cloned().collect());
     if let Some(max_lots) = args.max_lots {
-        let topology = parkcast_archive::source::Topology::read(&warehouse)?;
+        let topology = parkcast_features::topology::Topology::read(&warehouse)?;
         let first: BTreeSet<String> = topology
             .lots()
             .iter()

@@ -85,10 +85,10 @@ pub fn run(args: SimulateArgs, global: &GlobalArgs) -> Result<()> {
         .context("invalid simulation parameters")?;
     let warehouse = super::create_warehouse(&args.out)?;
     tracing::info!(lots = args.lots, days = args.days, seed = args.seed, out = %args.out.display(), "simulating a city");
-    let progress = BarProgress::new(global.quiet);
-    let result = simulate::simulate(&checked, &warehouse, &progress);
-    progress.finish();
-    let outcome = result.context("simulation failed")?;
+    let outcome = BarProgress::run(global.quiet, |progress| {
+        simulate::simulate(&checked, &warehouse, progress)
+    })
+    .context("simulation failed")?;
     println!("{}", report::simulation_table(&outcome));
     println!("{}", report::written_table(&outcome.written));
     Ok(())

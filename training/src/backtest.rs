@@ -30,8 +30,8 @@ use parkcast_features::warehouse::{Warehouse, WarehouseError};
 use parkcast_localtime::day_start_ms;
 use polars::prelude::PolarsError;
 
-use crate::lots::{LotInputs, LotsError, load_lots};
 use crate::progress::Progress;
+use parkcast_features::lots::{LotInputs, LotsError, load_lots};
 use parkcast_inference::model::{
     BaselineModel, Forecaster, ForecasterParams, GbmModel, GbmParams, LinearModel, LinearParams,
     ModelError, TrainingSet,

@@ -17,7 +17,6 @@ pub mod backtest;
 pub mod datasets;
 pub mod frozen;
 pub mod import;
-pub mod lots;
 pub mod plot;
 pub mod progress;
 pub mod protocol;

@@ -16,7 +16,7 @@ use parkcast_features::warehouse::Warehouse;
 use polars::prelude::*;
 
 use crate::backtest::BacktestConfig;
-use crate::lots::LotsError;
+use parkcast_features::lots::LotsError;
 
 /// One source of `fact_lot_occupancy`, summarised.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,9 +21,9 @@ use crate::backtest::{
     ModelChoice, backtest_lots, fit_and_forecast, prepare,
 };
 use crate::frozen::ConfigRecord;
-use crate::lots::LotInputs;
 use crate::plot::{Band, BarChart, Line, LineChart, bar_chart_svg, line_chart_svg};
 use crate::progress::Progress;
+use parkcast_features::lots::LotInputs;
 use parkcast_inference::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
 use parkcast_inference::model::{ModelError, SavedModel};
 use parkcast_inference::registry::{

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use parkcast_features::grid::GridSeries;
+use parkcast_features::lots::{LotInputs, load_lots};
 use parkcast_features::vector::batch::{self, BatchRequest};
 use parkcast_features::vector::{
     FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LotContext, LotFeatureState,
@@ -22,7 +23,6 @@ use parkcast_features::warehouse::Warehouse;
 use parkcast_localtime::day_start_ms;
 use parkcast_training::datasets::datasets_dir;
 use parkcast_training::import::{ImportSource, import};
-use parkcast_training::lots::{LotInputs, load_lots};
 use parkcast_training::progress::NoProgress;
 use parkcast_training::simulate::{SimulationParams, simulate};
 

@@ -917,7 +917,7 @@ fn a_calendar_file_adds_a_region_that_reaches_dim_calendar_and_training() {
     let kept = warehouse.root().join("calendars").join("csv-own-town.csv");
     assert!(kept.is_file(), "the file is kept for training");
     let lots =
-        parkcast_training::lots::load_lots(&warehouse, "csv-own-town", 60).expect("lots load");
+        parkcast_features::lots::load_lots(&warehouse, "csv-own-town", 60).expect("lots load");
     let holidays = &lots["csv-own-town:a"].context.holidays;
     assert_eq!(holidays.region(), "XX-TEST");
     assert!(holidays.is_holiday(NaiveDate::from_ymd_opt(2024, 3, 7).expect("date")));

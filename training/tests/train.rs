@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
+use parkcast_features::lots::load_lots;
 use parkcast_features::vector::{FeatureParams, LotContext, LotFeatureState};
 use parkcast_features::warehouse::Warehouse;
 use parkcast_training::artifact::ModelBundle;
 use parkcast_training::backtest::{BacktestConfig, GBM_NAME, LINEAR_NAME, ModelChoice, backtest};
 use parkcast_training::datasets::datasets_dir;
 use parkcast_training::import::{ImportSource, import};
-use parkcast_training::lots::load_lots;
 use parkcast_training::model::{GbmParams, LinearParams};
 use parkcast_training::progress::NoProgress;
 use parkcast_training::registry::{Registry, RegistryError};

@@ -10,9 +10,10 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use parkcast_archive::source::{Topic, WireEvent};
+use parkcast_archive::source::WireEvent;
 use parkcast_features::rows::{LotOccupancyRow, ParkingSessionRow, SlotRow, SlotStatusRow};
 use parkcast_features::warehouse::Warehouse;
+use parkcast_proto::Topic;
 use parkcast_proto::v1::{CustomerScan, PaymentSlip, SensorReading, SessionEvent};
 use parkcast_training::datasets::datasets_dir;
 use parkcast_training::import::{ImportSource, import};
@@ -136,6 +137,12 @@ pub fn decode(event: &WireEvent) -> Decoded {
         Topic::Session => Decoded::Session(SessionEvent::decode(bytes).expect("a SessionEvent")),
         Topic::Scan => Decoded::Scan(CustomerScan::decode(bytes).expect("a CustomerScan")),
         Topic::Payment => Decoded::Payment(PaymentSlip::decode(bytes).expect("a PaymentSlip")),
+        Topic::Forecast | Topic::DeadLetter => {
+            panic!(
+                "a warehouse source emits input topics only, not {:?}",
+                event.topic
+            )
+        }
     };
     let (lot_id, time_ms) = decoded.lot_and_time();
     assert_eq!(

@@ -10,6 +10,7 @@
 //! warns when a lot looks change-only and no `--fill-forward` was given, and with one says what the
 //! fill covers.
 
+use parkcast_features::grid::short_gap_steps;
 use std::fmt;
 
 use parkcast_features::grid::GridSeries;
@@ -25,15 +26,6 @@ const MIN_PAIRS: u64 = 20;
 /// short gap (a busy lot that writes only changes still misses one step in ten: its count stood
 /// still then)...
 const CHANGE_ONLY_EMPTY_SHARE: f64 = 0.1;
-/// Gaps up to this long are short: a count standing still. Longer ones are nights without
-/// readings (Birmingham's garages report 08:00 to 16:30 only) and outages, which leave a sampled
-/// feed just as empty and which no hold should bridge.
-pub const SHORT_GAP_MINUTES: u32 = 120;
-
-/// Grid steps in a short gap ([`SHORT_GAP_MINUTES`]) at a step, at least 1.
-pub fn short_gap_steps(step_minutes: u32) -> usize {
-    (SHORT_GAP_MINUTES / step_minutes.max(1)).max(1) as usize
-}
 /// ...and at most this share of its consecutive readings repeat the previous value.
 const CHANGE_ONLY_REPEAT_SHARE: f64 = 0.01;
 /// The longest hold `--fill-forward` accepts: 7 days.
@@ -48,7 +40,7 @@ pub struct LotTotals {
     pub steps: u64,
     /// Those of them without a reading.
     pub empty_steps: u64,
-    /// Those of the empty steps that lie in gaps of at most [`SHORT_GAP_MINUTES`].
+    /// Those of the empty steps that lie in gaps of at most [`parkcast_features::grid::SHORT_GAP_MINUTES`].
     pub short_gap_steps: u64,
     /// Pairs of consecutive readings of a lot.
     pub pairs: u64,
@@ -120,7 +112,7 @@ pub struct GridCoverage {
     /// Every lot.
     pub all: LotTotals,
     /// The lots that look change-only (enough readings, at least 10% of steps empty in gaps of at
-    /// most [`SHORT_GAP_MINUTES`], at most 1% of consecutive readings repeating a value).
+    /// most [`parkcast_features::grid::SHORT_GAP_MINUTES`], at most 1% of consecutive readings repeating a value).
     pub change_only: LotTotals,
     /// What the fill covers, when one was asked.
     pub fill: Option<FillCoverage>,
