@@ -71,6 +71,14 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
+echo "== the server's crate links no model fitting"
+# Fitting sits behind the `fit` features of parkcast-inference and parkcast-gbm, which the trainer
+# enables; the server's crate on its own must resolve without them (or the trainer).
+if cargo tree --quiet -p parkcast-serving -e normal,features \
+  | grep -E 'linfa|ndarray|parkcast-gbm feature "fit"|parkcast-inference feature "fit"|parkcast-training'; then
+  echo "error: parkcast-serving links model fitting (see the lines above)" >&2
+  exit 1
+fi
 
 # Broker-backed tests skip themselves under a plain `cargo test`; here a missing broker fails them.
 export PARKCAST_REQUIRE_BROKER=1

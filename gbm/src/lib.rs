@@ -19,6 +19,9 @@
 //! - the fitted [`GbmModel`] predicts from raw values (no binning at predict time) and serializes
 //!   with serde.
 //!
+//! The learner (binning, growing, boosting, and rayon) sits behind the `fit` feature; without it
+//! the crate loads and predicts fitted models only, which is what the server needs.
+//!
 //! The shape is linfa's: [`GbmParams`] (a builder with defaults) -> [`GbmParams::check`] ->
 //! [`GbmValidParams::fit`] -> [`GbmModel`], whose `predict` takes `&self`.
 //!
@@ -45,14 +48,20 @@
 //! # Ok::<(), parkcast_gbm::GbmError>(())
 //! ```
 
+#[cfg(feature = "fit")]
 mod binning;
+#[cfg(feature = "fit")]
 mod boosting;
+#[cfg(feature = "fit")]
 mod dataset;
 mod error;
+#[cfg(feature = "fit")]
 mod grower;
 mod model;
+#[cfg(feature = "fit")]
 mod objective;
 mod params;
+#[cfg(feature = "fit")]
 mod rng;
 
 pub use error::GbmError;
@@ -103,12 +112,14 @@ impl<'a> RowMajor<'a> {
         &self.values[row * self.columns..(row + 1) * self.columns]
     }
 
+    #[cfg(feature = "fit")]
     #[inline]
     pub(crate) fn value(&self, row: usize, column: usize) -> f64 {
         self.values[row * self.columns + column]
     }
 }
 
+#[cfg(feature = "fit")]
 impl GbmParams {
     /// Checks the parameters, then fits: [`GbmParams::check`] and [`GbmValidParams::fit`].
     pub fn fit(

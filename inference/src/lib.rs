@@ -4,7 +4,9 @@
 //!
 //! It needs no DataFrame: scoring takes feature vectors that `parkcast-features` builds (incrementally
 //! in serving, in batch in training), so the server links this crate without the training pipeline
-//! or polars.
+//! or polars. Fitting (`model::ForecasterParams`: the elastic net through linfa, the trees'
+//! learner) sits behind the `fit` feature, which the trainer enables: the server loads model files
+//! and predicts, and links neither solver (`scripts/test.sh` checks).
 
 pub mod artifact;
 pub mod model;

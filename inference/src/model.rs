@@ -21,8 +21,11 @@ use std::io::{Read, Write};
 
 use forust_ml::data::Matrix;
 use forust_ml::gradientbooster::GradientBooster;
+#[cfg(feature = "fit")]
 use linfa::prelude::*;
+#[cfg(feature = "fit")]
 use linfa_elasticnet::ElasticNet;
+#[cfg(feature = "fit")]
 use ndarray::{Array1, Array2, ShapeBuilder};
 use parkcast_features::vector::{FEATURE_COUNT, FeatureVector, index};
 pub use parkcast_gbm::Objective;
@@ -102,7 +105,9 @@ pub trait Forecaster: Send + Sync {
     fn predict(&self, rows: &[FeatureVector]) -> Vec<f64>;
 }
 
-/// Hyperparameters that check and fit into a [`Forecaster`].
+/// Hyperparameters that check and fit into a [`Forecaster`] (the `fit` feature: the trainer
+/// fits, the server only loads and predicts, so it does not link the solvers).
+#[cfg(feature = "fit")]
 pub trait ForecasterParams {
     /// The fitted model.
     type Model: Forecaster;
@@ -221,6 +226,7 @@ impl Default for GbmParams {
     }
 }
 
+#[cfg(feature = "fit")]
 impl GbmParams {
     fn used_features(&self) -> Vec<usize> {
         (0..FEATURE_COUNT)
@@ -259,6 +265,7 @@ fn row_major(rows: &[FeatureVector], used: &[usize]) -> Vec<f64> {
     values
 }
 
+#[cfg(feature = "fit")]
 impl ForecasterParams for GbmParams {
     type Model = GbmModel;
 
@@ -525,6 +532,7 @@ pub struct LinearModel {
     horizons: BTreeMap<u32, LinearHorizon>,
 }
 
+#[cfg(feature = "fit")]
 impl ForecasterParams for LinearParams {
     type Model = LinearModel;
 
