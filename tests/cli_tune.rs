@@ -92,7 +92,7 @@ fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
     assert!(train.contains("configuration: town-1"), "{train}");
     let registry = Registry::open(&registry);
     let manifest = registry.manifest("csv-town", 1).expect("published");
-    let record = ConfigRecord::from_hyperparameters(&manifest.hyperparameters)
+    let record = ConfigRecord::from_hyperparameters(&manifest.card.hyperparameters)
         .expect("the manifest records the configuration");
     assert_eq!(record.name, "town-1");
     assert_eq!(record.sha256, candidate.sha256());

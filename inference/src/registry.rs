@@ -35,7 +35,7 @@
 //! let registry = Registry::open("models");
 //! if let Some(version) = registry.latest("birmingham-gbm")? {
 //!     let (manifest, model) = registry.load("birmingham-gbm", version, Some("ab12..."))?;
-//!     println!("{} v{}: {} bytes", manifest.name, manifest.version, model.len());
+//!     println!("{} v{}: {} bytes", manifest.card.name, manifest.version, model.len());
 //! }
 //! # Ok::<(), parkcast_inference::registry::RegistryError>(())
 //! ```
@@ -78,38 +78,20 @@ static TMP_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 /// Everything known about one published model version, stored as `manifest.json`.
 ///
 /// The server decides from this alone whether it can use a model (format, feature schema,
-/// horizons, step) and the model file is verified against it before use.
+/// horizons, step) and the model file is verified against it before use. The trainer's part is the
+/// [`ModelCard`]; the registry owns the rest (format, version, time, the model file's name, size
+/// and checksum), so a caller cannot get those wrong. The file keeps one flat JSON object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Manifest format, [`FORMAT_VERSION`] when written by this code.
     pub format_version: u32,
-    /// Model line name; equals the `<name>` directory.
-    pub name: String,
     /// Version number (1, 2, 3 ...), assigned by the registry; equals the `<version>` directory.
     pub version: u32,
     /// When the version was published.
     pub created_at: DateTime<Utc>,
-    /// Kind of model, e.g. `"gbm"` or `"linear"`, so the loader knows how to decode `model.bin`.
-    pub model_kind: String,
-    /// Hex sha256 of the feature names and order, computed by the caller; guards against feeding
-    /// the model features it was not trained on.
-    pub feature_schema_hash: String,
-    /// The feature names in model input order.
-    pub feature_names: Vec<String>,
-    /// Grid step of the occupancy series the model was trained on, in minutes.
-    pub step_minutes: u32,
-    /// Forecast horizons the model serves, in minutes.
-    pub horizons_minutes: Vec<u32>,
-    /// Warehouse source the model learned from (e.g. `"birmingham"`).
-    pub source: String,
-    /// First local date of the training data (inclusive).
-    pub training_start: NaiveDate,
-    /// Last local date of the training data (inclusive).
-    pub training_end: NaiveDate,
-    /// Hyperparameters as given to the trainer, free-form.
-    pub hyperparameters: serde_json::Value,
-    /// Backtest metrics, per model and horizon.
-    pub metrics: Vec<ManifestMetric>,
+    /// What the trainer says about the model.
+    #[serde(flatten)]
+    pub card: ModelCard,
     /// Model file name inside the version directory, [`MODEL_FILE`] when written by this code.
     pub model_file: String,
     /// Lowercase hex sha256 of the model file.
@@ -144,33 +126,32 @@ pub struct ManifestMetric {
     pub pairs: u64,
 }
 
-/// The caller-provided part of a [`Manifest`].
-///
-/// The registry owns the fields that must be consistent with the disk (version, creation time,
-/// model file name, size and checksum, format version), so the caller cannot get them wrong.
+/// What the trainer says about a model it publishes: the caller's part of a [`Manifest`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManifestDraft {
-    /// Model line name, `[a-z0-9][a-z0-9_-]{0,63}`.
+pub struct ModelCard {
+    /// Model line name, `[a-z0-9][a-z0-9_-]{0,63}`; equals the `<name>` directory.
     pub name: String,
-    /// See [`Manifest::model_kind`].
+    /// Kind of model, e.g. `"gbm"` or `"linear"`, so the loader knows how to decode `model.bin`.
     pub model_kind: String,
-    /// See [`Manifest::feature_schema_hash`].
+    /// Hex sha256 of the feature names and order, computed by the caller; guards against feeding
+    /// the model features it was not trained on.
     pub feature_schema_hash: String,
-    /// See [`Manifest::feature_names`].
+    /// The feature names in model input order.
     pub feature_names: Vec<String>,
-    /// See [`Manifest::step_minutes`].
+    /// Grid step of the occupancy series the model was trained on, in minutes.
     pub step_minutes: u32,
-    /// See [`Manifest::horizons_minutes`].
+    /// Forecast horizons the model serves, in minutes.
     pub horizons_minutes: Vec<u32>,
-    /// See [`Manifest::source`].
+    /// Warehouse source the model learned from (e.g. `"birmingham"`).
     pub source: String,
-    /// See [`Manifest::training_start`].
+    /// First local date of the training data (inclusive).
     pub training_start: NaiveDate,
-    /// See [`Manifest::training_end`]; must not precede `training_start`.
+    /// Last local date of the training data (inclusive); must not precede `training_start`.
     pub training_end: NaiveDate,
-    /// See [`Manifest::hyperparameters`].
+    /// Hyperparameters as given to the trainer, free-form.
     pub hyperparameters: serde_json::Value,
-    /// See [`Manifest::metrics`]; every number must be finite (JSON cannot store NaN or infinity).
+    /// Backtest metrics, per model and horizon; every number must be finite (JSON cannot store
+    /// NaN or infinity).
     pub metrics: Vec<ManifestMetric>,
 }
 
@@ -180,8 +161,8 @@ pub struct ManifestDraft {
 /// version, writes everything and makes it visible in one step.
 #[derive(Debug, Clone)]
 pub struct NewVersion<'a> {
-    /// The caller-provided manifest fields.
-    pub manifest: ManifestDraft,
+    /// The trainer's part of the manifest.
+    pub card: ModelCard,
     /// The serialized model, stored as `model.bin`.
     pub model: &'a [u8],
     /// The backtest report, stored as `report.md`.
@@ -245,10 +226,10 @@ pub enum RegistryError {
         /// Why it was refused.
         reason: String,
     },
-    /// The caller's manifest draft cannot be published.
+    /// The caller's model card cannot be published.
     #[error("cannot publish {name:?}: {reason}")]
-    InvalidDraft {
-        /// The model name of the draft.
+    InvalidCard {
+        /// The model name of the card.
         name: String,
         /// What is wrong.
         reason: String,
@@ -370,23 +351,23 @@ impl Registry {
         Ok(self.root.join(name).join(version.to_string()))
     }
 
-    /// Publishes a new version of `new.manifest.name` and returns its manifest and directory.
+    /// Publishes a new version of `new.card.name` and returns its manifest and directory.
     ///
     /// The version is one more than the highest existing one. Files are written and fsynced in a
     /// `.tmp-*` directory that is then renamed into place, so the version appears complete or not
     /// at all; if a concurrent publisher takes the number first, the next number is tried.
     pub fn publish(&self, new: NewVersion<'_>) -> Result<Published, RegistryError> {
         let NewVersion {
-            manifest: draft,
+            card,
             model,
             report_md,
             attachments,
         } = new;
-        validate_name(&draft.name)?;
-        validate_draft(&draft)?;
+        validate_name(&card.name)?;
+        validate_card(&card)?;
         validate_attachments(&attachments)?;
 
-        let name_dir = self.root.join(&draft.name);
+        let name_dir = self.root.join(&card.name);
         fs::create_dir_all(&name_dir).map_err(io_error(&name_dir))?;
         sync_dir(&self.root)?;
 
@@ -399,19 +380,9 @@ impl Registry {
 
         let mut manifest = Manifest {
             format_version: FORMAT_VERSION,
-            name: draft.name,
             version: 0,
             created_at: Utc::now(),
-            model_kind: draft.model_kind,
-            feature_schema_hash: draft.feature_schema_hash,
-            feature_names: draft.feature_names,
-            step_minutes: draft.step_minutes,
-            horizons_minutes: draft.horizons_minutes,
-            source: draft.source,
-            training_start: draft.training_start,
-            training_end: draft.training_end,
-            hyperparameters: draft.hyperparameters,
-            metrics: draft.metrics,
+            card,
             model_file: MODEL_FILE.to_string(),
             model_sha256: sha256_hex(model),
             model_bytes: model.len() as u64,
@@ -419,7 +390,11 @@ impl Registry {
 
         let mut previous = 0;
         for _ in 0..PUBLISH_ATTEMPTS {
-            let highest = self.versions(&manifest.name)?.last().copied().unwrap_or(0);
+            let highest = self
+                .versions(&manifest.card.name)?
+                .last()
+                .copied()
+                .unwrap_or(0);
             let version = highest.max(previous).saturating_add(1);
             previous = version;
             manifest.version = version;
@@ -579,10 +554,10 @@ impl Registry {
             path: path.clone(),
             reason,
         };
-        if manifest.name != name {
+        if manifest.card.name != name {
             return Err(invalid(format!(
                 "names model {:?} but lies in the directory of {name:?}",
-                manifest.name
+                manifest.card.name
             )));
         }
         if manifest.version != version {
@@ -633,12 +608,12 @@ impl Registry {
             });
         }
         if let Some(expected) = expected_schema_hash
-            && !expected.eq_ignore_ascii_case(&manifest.feature_schema_hash)
+            && !expected.eq_ignore_ascii_case(&manifest.card.feature_schema_hash)
         {
             return Err(RegistryError::SchemaMismatch {
                 path: dir.join(MANIFEST_FILE),
                 expected: expected.to_string(),
-                found: manifest.feature_schema_hash,
+                found: manifest.card.feature_schema_hash,
             });
         }
         Ok((manifest, model))
@@ -676,21 +651,21 @@ fn parse_version(file_name: &str) -> Option<u32> {
     file_name.parse().ok()
 }
 
-/// Refuses drafts that would be published but not read back faithfully.
-fn validate_draft(draft: &ManifestDraft) -> Result<(), RegistryError> {
-    let invalid = |reason: String| RegistryError::InvalidDraft {
-        name: draft.name.clone(),
+/// Refuses cards that would be published but not read back faithfully.
+fn validate_card(card: &ModelCard) -> Result<(), RegistryError> {
+    let invalid = |reason: String| RegistryError::InvalidCard {
+        name: card.name.clone(),
         reason,
     };
-    if draft.training_start > draft.training_end {
+    if card.training_start > card.training_end {
         return Err(invalid(format!(
             "training_start {} is after training_end {}",
-            draft.training_start, draft.training_end
+            card.training_start, card.training_end
         )));
     }
     // serde_json writes NaN and infinity as null, which would not parse back (or would turn a
     // coverage into None): refuse them here rather than publish an unreadable manifest.
-    for metric in &draft.metrics {
+    for metric in &card.metrics {
         let values = [
             ("mae_rate", Some(metric.mae_rate)),
             ("rmse_rate", Some(metric.rmse_rate)),
@@ -821,8 +796,8 @@ impl Drop for TempDir {
 mod tests {
     use super::*;
 
-    fn draft(name: &str) -> ManifestDraft {
-        ManifestDraft {
+    fn card(name: &str) -> ModelCard {
+        ModelCard {
             name: name.to_string(),
             model_kind: "gbm".to_string(),
             feature_schema_hash: "ab".repeat(32),
@@ -850,7 +825,7 @@ mod tests {
     fn publish(registry: &Registry, name: &str, model: &[u8]) -> Published {
         registry
             .publish(NewVersion {
-                manifest: draft(name),
+                card: card(name),
                 model,
                 report_md: "# Report\n",
                 attachments: vec![("mae_by_horizon.svg".to_string(), "<svg/>".to_string())],
@@ -893,7 +868,7 @@ mod tests {
             .map(|entry| {
                 let manifest = entry.manifest.expect("readable manifest");
                 assert_eq!(
-                    (&manifest.name, manifest.version),
+                    (&manifest.card.name, manifest.version),
                     (&entry.name, entry.version)
                 );
                 (entry.name, entry.version)
@@ -1078,7 +1053,7 @@ mod tests {
             );
             assert!(error.to_string().contains("lowercase"), "{error}");
             let refused = registry.publish(NewVersion {
-                manifest: draft(name),
+                card: card(name),
                 model: b"m",
                 report_md: "",
                 attachments: Vec::new(),
@@ -1117,7 +1092,7 @@ mod tests {
         let (_dir, registry) = scratch();
         let published = registry
             .publish(NewVersion {
-                manifest: draft("city"),
+                card: card("city"),
                 model: b"m",
                 report_md: "# Backtest\n![mae](mae_by_horizon.svg)\n",
                 attachments: vec![
@@ -1149,7 +1124,7 @@ mod tests {
         ] {
             let error = registry
                 .publish(NewVersion {
-                    manifest: draft("city"),
+                    card: card("city"),
                     model: b"m",
                     report_md: "",
                     attachments: bad,
@@ -1164,25 +1139,25 @@ mod tests {
     }
 
     #[test]
-    fn unrepresentable_drafts_are_refused() {
+    fn unrepresentable_cards_are_refused() {
         let (_dir, registry) = scratch();
-        let mut nan = draft("city");
+        let mut nan = card("city");
         nan.metrics[0].mae_rate = f64::NAN;
-        let mut infinite_coverage = draft("city");
+        let mut infinite_coverage = card("city");
         infinite_coverage.metrics[0].coverage_80 = Some(f64::INFINITY);
-        let mut backwards = draft("city");
+        let mut backwards = card("city");
         backwards.training_end = NaiveDate::from_ymd_opt(2016, 1, 1).expect("valid date");
-        for manifest in [nan, infinite_coverage, backwards] {
+        for card in [nan, infinite_coverage, backwards] {
             let error = registry
                 .publish(NewVersion {
-                    manifest,
+                    card,
                     model: b"m",
                     report_md: "",
                     attachments: Vec::new(),
                 })
                 .expect_err("must refuse");
             assert!(
-                matches!(error, RegistryError::InvalidDraft { .. }),
+                matches!(error, RegistryError::InvalidCard { .. }),
                 "{error}"
             );
         }

@@ -307,7 +307,7 @@ impl ServiceContext {
             model_name: ready
                 .model
                 .as_ref()
-                .map(|served| served.manifest.name.clone())
+                .map(|served| served.manifest.card.name.clone())
                 .unwrap_or_default(),
             model_version: ready
                 .model
@@ -598,7 +598,8 @@ impl ModelsService {
 
     fn info(&self, manifest: &Manifest) -> ModelInfo {
         let active = self.manager.scoring().model().is_some_and(|served| {
-            served.manifest.name == manifest.name && served.manifest.version == manifest.version
+            served.manifest.card.name == manifest.card.name
+                && served.manifest.version == manifest.version
         });
         model_info(manifest, active)
     }
@@ -633,19 +634,21 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
 
 /// A manifest as `ModelInfo`.
 pub fn model_info(manifest: &Manifest, active: bool) -> ModelInfo {
-    let kind = manifest.model_kind.clone();
+    let kind = manifest.card.model_kind.clone();
     ModelInfo {
-        name: manifest.name.clone(),
+        name: manifest.card.name.clone(),
         version: manifest.version,
         trained_until_ms: manifest
+            .card
             .training_end
             .succ_opt()
             .and_then(|day| day.and_hms_opt(0, 0, 0))
             .map_or(0, |midnight| midnight.and_utc().timestamp_millis()),
-        feature_schema_hash: manifest.feature_schema_hash.clone(),
+        feature_schema_hash: manifest.card.feature_schema_hash.clone(),
         sha256: manifest.model_sha256.clone(),
         active,
         metrics: manifest
+            .card
             .metrics
             .iter()
             .filter(|metric| Some(metric.model.as_str()) == report_name(&kind))

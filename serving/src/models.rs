@@ -203,7 +203,7 @@ impl ModelManager {
         &self,
         startup: StartupModel,
     ) -> Result<Arc<ServedModel>, ActivationError> {
-        let name = startup.served.manifest.name.clone();
+        let name = startup.served.manifest.card.name.clone();
         let mut version = startup.served.manifest.version;
         for refused in startup.refused {
             self.remember_refused(&name, refused);
@@ -256,7 +256,7 @@ impl ModelManager {
         &self,
         served: ServedModel,
     ) -> Result<Arc<ServedModel>, ActivationError> {
-        let (name, version) = (served.manifest.name.clone(), served.manifest.version);
+        let (name, version) = (served.manifest.card.name.clone(), served.manifest.version);
         self.install(|| Ok(served), &name, version)
     }
 
@@ -337,7 +337,7 @@ impl ModelManager {
         let active = self
             .scoring
             .model()
-            .filter(|served| served.manifest.name == name)
+            .filter(|served| served.manifest.card.name == name)
             .map_or(0, |served| served.manifest.version);
         let key = (name.to_owned(), latest);
         let refused = self

@@ -60,7 +60,7 @@ pub fn bands(lot_id: &str, capacity: u32, answer: &LotAnswer, as_of_ms: i64) -> 
                 expected_occupancy_rate: rate,
                 probability_occupancy_at_least_80: calibration.probability_at_least(rate, 0.8),
                 probability_occupancy_below_60: calibration.probability_below(rate, 0.6),
-                model_name: served.manifest.name.clone(),
+                model_name: served.manifest.card.name.clone(),
                 model_version: served.manifest.version,
                 capacity,
                 data_age_ms,

@@ -197,7 +197,7 @@ impl std::fmt::Debug for ServedModel {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("ServedModel")
-            .field("name", &self.manifest.name)
+            .field("name", &self.manifest.card.name)
             .field("version", &self.manifest.version)
             .finish()
     }
@@ -209,18 +209,18 @@ impl ServedModel {
     /// feature schema is this build's.
     pub fn decode(manifest: Manifest, bytes: &[u8]) -> Result<ServedModel, ScoringError> {
         let corrupt = |reason: String| ScoringError::Corrupt {
-            name: manifest.name.clone(),
+            name: manifest.card.name.clone(),
             version: manifest.version,
             reason,
         };
         let bundle = ModelBundle::from_bytes(bytes).map_err(|error| corrupt(error.to_string()))?;
         let expected = bundle.feature_params.schema_hash();
-        if !expected.eq_ignore_ascii_case(&manifest.feature_schema_hash) {
+        if !expected.eq_ignore_ascii_case(&manifest.card.feature_schema_hash) {
             return Err(ScoringError::Schema {
-                name: manifest.name.clone(),
+                name: manifest.card.name.clone(),
                 version: manifest.version,
                 expected,
-                found: manifest.feature_schema_hash.clone(),
+                found: manifest.card.feature_schema_hash.clone(),
             });
         }
         let model = bundle.load().map_err(|error| corrupt(error.to_string()))?;
@@ -237,7 +237,7 @@ impl ServedModel {
 
     /// The model line and version, for logs.
     pub fn label(&self) -> String {
-        format!("{} v{}", self.manifest.name, self.manifest.version)
+        format!("{} v{}", self.manifest.card.name, self.manifest.version)
     }
 }
 
@@ -644,7 +644,7 @@ impl Scoring {
             && expected != step
         {
             return Err(ScoringError::Step {
-                name: served.manifest.name.clone(),
+                name: served.manifest.card.name.clone(),
                 version: served.manifest.version,
                 expected,
                 found: step,
@@ -880,7 +880,7 @@ fn applied(input: FeatureInput) -> Applied {
 
 fn check_forecast(served: &ServedModel, forecast: &LotForecast) -> Result<(), ScoringError> {
     let smoke = |reason: String| ScoringError::Smoke {
-        name: served.manifest.name.clone(),
+        name: served.manifest.card.name.clone(),
         version: served.manifest.version,
         reason,
     };
@@ -904,7 +904,7 @@ fn check_forecast(served: &ServedModel, forecast: &LotForecast) -> Result<(), Sc
 /// Without any lot history: one synthetic half-full reading on the first lot the model knows.
 fn smoke_without_history(served: &ServedModel) -> Result<(), ScoringError> {
     let smoke = |reason: &str| ScoringError::Smoke {
-        name: served.manifest.name.clone(),
+        name: served.manifest.card.name.clone(),
         version: served.manifest.version,
         reason: reason.to_owned(),
     };

@@ -206,7 +206,7 @@ impl Server {
                 seed_history(
                     scoring,
                     &history_warehouse,
-                    &served.manifest.source,
+                    &served.manifest.card.source,
                     served.model.step_minutes(),
                     until_ms,
                 )

@@ -253,7 +253,7 @@ fn bench_scoring(
     let warehouse = parkcast_features::warehouse::Warehouse::open(warehouse)
         .context("failed to open the warehouse")?;
     let step = served.model.step_minutes();
-    let lots = parkcast_features::lots::load_lots(&warehouse, &served.manifest.source, step)?;
+    let lots = parkcast_features::lots::load_lots(&warehouse, &served.manifest.card.source, step)?;
     let mut states = Vec::new();
     for (lot_id, lot) in &lots {
         let Some(mut state) = served.model.new_state(lot_id) else {
@@ -306,7 +306,7 @@ fn bench_scoring(
         format!("{:.1} us", direct_ns / 1_000.0),
         format!(
             "{horizons} feature vectors and model predictions ({} v{})",
-            served.manifest.name, served.manifest.version
+            served.manifest.card.name, served.manifest.version
         ),
     ]);
     table.add_row(vec![

@@ -190,11 +190,11 @@ fn train_and_report(
     println!(
         "promoted {}: published {} v{} to {} (report.md with plots inside)",
         outcome.promoted,
-        manifest.name,
+        manifest.card.name,
         manifest.version,
         outcome.published.dir.display()
     );
-    Ok(manifest.name.clone())
+    Ok(manifest.card.name.clone())
 }
 
 /// Step 5: the product live. An in-process broker (or `--bootstrap`); the server (ingestion,

@@ -117,19 +117,20 @@ fn list(registry: &Registry) -> Result<()> {
         match entry.manifest {
             Ok(manifest) => {
                 let horizons: Vec<String> = manifest
+                    .card
                     .horizons_minutes
                     .iter()
                     .map(|minutes| format!("{minutes}m"))
                     .collect();
                 table.add_row(vec![
-                    Cell::new(&manifest.name),
+                    Cell::new(&manifest.card.name),
                     Cell::new(manifest.version).set_alignment(CellAlignment::Right),
-                    Cell::new(&manifest.model_kind),
-                    Cell::new(&manifest.source),
+                    Cell::new(&manifest.card.model_kind),
+                    Cell::new(&manifest.card.source),
                     Cell::new(manifest.created_at.format("%Y-%m-%d %H:%M")),
                     Cell::new(format!(
                         "{} .. {}",
-                        manifest.training_start, manifest.training_end
+                        manifest.card.training_start, manifest.card.training_end
                     )),
                     Cell::new(horizons.join(",")),
                     Cell::new("ok"),
@@ -170,20 +171,20 @@ fn show(registry: &Registry, name: &str, version: Option<u32>, verify: bool) -> 
     };
     println!(
         "{} v{} — {} model on {} ({} .. {}), created {}",
-        manifest.name,
+        manifest.card.name,
         manifest.version,
-        manifest.model_kind,
-        manifest.source,
-        manifest.training_start,
-        manifest.training_end,
+        manifest.card.model_kind,
+        manifest.card.source,
+        manifest.card.training_start,
+        manifest.card.training_end,
         manifest.created_at.format("%Y-%m-%d %H:%M UTC")
     );
     println!(
         "grid {} min, horizons {:?} min, {} features, schema {}",
-        manifest.step_minutes,
-        manifest.horizons_minutes,
-        manifest.feature_names.len(),
-        &manifest.feature_schema_hash[..16]
+        manifest.card.step_minutes,
+        manifest.card.horizons_minutes,
+        manifest.card.feature_names.len(),
+        &manifest.card.feature_schema_hash[..16]
     );
     println!(
         "model file {} ({} bytes, sha256 {}){}",
@@ -194,7 +195,7 @@ fn show(registry: &Registry, name: &str, version: Option<u32>, verify: bool) -> 
     );
     println!(
         "hyperparameters: {}",
-        serde_json::to_string(&manifest.hyperparameters).unwrap_or_default()
+        serde_json::to_string(&manifest.card.hyperparameters).unwrap_or_default()
     );
     let mut table = report::new_table(&[
         "model",
@@ -206,7 +207,7 @@ fn show(registry: &Registry, name: &str, version: Option<u32>, verify: bool) -> 
         "pairs",
     ]);
     let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
-    for metric in &manifest.metrics {
+    for metric in &manifest.card.metrics {
         table.add_row(vec![
             Cell::new(&metric.model),
             right(format!("{} min", metric.horizon_minutes)),

@@ -68,9 +68,9 @@ pub fn run(args: TrainArgs, global: &GlobalArgs) -> Result<()> {
     );
     println!(
         "published {} v{} ({} model, {} bytes, sha256 {}) to {}",
-        manifest.name,
+        manifest.card.name,
         manifest.version,
-        manifest.model_kind,
+        manifest.card.model_kind,
         manifest.model_bytes,
         &manifest.model_sha256[..12],
         outcome.published.dir.display()

@@ -27,7 +27,7 @@ use parkcast_features::lots::LotInputs;
 use parkcast_inference::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
 use parkcast_inference::model::{ModelError, SavedModel};
 use parkcast_inference::registry::{
-    ManifestDraft, ManifestMetric, NewVersion, Published, Registry, RegistryError,
+    ManifestMetric, ModelCard, NewVersion, Published, Registry, RegistryError,
 };
 
 /// Errors of training.
@@ -300,7 +300,7 @@ pub fn train(
         samples_csv(&report, &config.backtest),
     ));
     let published = registry.publish(NewVersion {
-        manifest: ManifestDraft {
+        card: ModelCard {
             name: config.name.clone(),
             model_kind: model.kind().to_owned(),
             feature_schema_hash: params.schema_hash(),

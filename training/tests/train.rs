@@ -89,7 +89,7 @@ fn a_published_model_loads_back_and_scores_live_state_identically() {
     let outcome = train(&warehouse, &registry, &config, &NoProgress).expect("training");
     let manifest = &outcome.published.manifest;
     assert_eq!(manifest.version, 1);
-    assert_eq!(manifest.horizons_minutes, vec![30, 60, 120]);
+    assert_eq!(manifest.card.horizons_minutes, vec![30, 60, 120]);
     for file in [
         "manifest.json",
         "model.bin",

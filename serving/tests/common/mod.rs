@@ -23,7 +23,7 @@ use parkcast_inference::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
 use parkcast_inference::model::{
     Forecaster, ForecasterParams, HorizonRows, LinearParams, SavedModel,
 };
-use parkcast_inference::registry::{Manifest, ManifestDraft, NewVersion, Registry};
+use parkcast_inference::registry::{Manifest, ModelCard, NewVersion, Registry};
 use parkcast_serving::live::{GridRule, LiveState, LotChange};
 use parkcast_serving::scoring::LiveSource;
 use parkcast_serving::topology::Topology;
@@ -266,7 +266,7 @@ pub fn publish_bytes(
     };
     Registry::open(registry)
         .publish(NewVersion {
-            manifest: ManifestDraft {
+            card: ModelCard {
                 name: name.to_owned(),
                 model_kind: "linear".to_owned(),
                 feature_schema_hash: params.schema_hash(),
