@@ -2,10 +2,10 @@
 
 use comfy_table::{Cell, CellAlignment, Table as TextTable, presets::UTF8_FULL_CONDENSED};
 use parkcast_archive::archiver::ArchiveSummary;
-use parkcast_features::schema::Table;
-use parkcast_features::warehouse::{TableSummary, WriteStats};
 use parkcast_training::import::ImportReport;
 use parkcast_training::simulate::SimulationReport;
+use parkcast_warehouse::schema::Table;
+use parkcast_warehouse::{TableSummary, WriteStats};
 
 /// A table in the house style.
 pub fn new_table(header: &[&str]) -> TextTable {

@@ -8,8 +8,8 @@ use common::parkcast;
 use std::path::Path;
 
 use chrono::NaiveDate;
-use parkcast_features::rows::CalendarRow;
-use parkcast_features::warehouse::Warehouse;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::CalendarRow;
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

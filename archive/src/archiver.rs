@@ -23,16 +23,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use parkcast_features::rows::{
-    CustomerScanRow, LotOccupancyRow, ParkingSessionRow, PaymentRow, SlotStatusRow, TableRow,
-};
-use parkcast_features::schema::Table;
-use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError, by_partition_date};
 use parkcast_kafka::{KafkaConfig, next_offset, partition_count};
 use parkcast_proto::v1::{
     CustomerScan, PaymentSlip, ReadingKind, ScanDirection, SensorReading, SessionEvent,
     SessionEventKind, SlotReport,
 };
+use parkcast_warehouse::TableRow;
+use parkcast_warehouse::rows::{
+    CustomerScanRow, LotOccupancyRow, ParkingSessionRow, PaymentRow, SlotStatusRow,
+};
+use parkcast_warehouse::schema::Table;
+use parkcast_warehouse::{FrameRow, Warehouse, WarehouseError, by_partition_date};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;

@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 
 use parkcast_features::calendar::{CalendarError, USER_CALENDAR_DIR, read_warehouse_calendars};
-use parkcast_features::rows::{CalendarRow, EventRow, LotRow, SlotRow, ZoneRow};
-use parkcast_features::schema::Table;
-use parkcast_features::warehouse::{Warehouse, WarehouseError};
+use parkcast_warehouse::rows::{CalendarRow, EventRow, LotRow, SlotRow, ZoneRow};
+use parkcast_warehouse::schema::Table;
+use parkcast_warehouse::{Warehouse, WarehouseError};
 
 /// The writer name of the copied dimension files.
 const WRITER: &str = "archive-dims";

@@ -50,7 +50,7 @@ use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use parkcast_features::occupancy::{ApplyOutcome, SlotState, SlotStatus};
-use parkcast_features::rows::LotOccupancyRow;
+use parkcast_warehouse::rows::LotOccupancyRow;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Format version of a serialized [`OccupancyRollup`]; a checkpoint of a newer version is refused.

@@ -51,15 +51,15 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
-use parkcast_features::rows::{CustomerScanRow, LotRow, ParkingSessionRow, PaymentRow};
-use parkcast_features::schema::Table;
-use parkcast_features::topology::{Topology, TopologyError};
-use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError, partition_date_of};
 use parkcast_proto::v1::{
     CustomerScan, PaymentSlip, ReadingKind, ScanDirection, SensorReading, SessionEvent,
     SessionEventKind, SlotReport,
 };
 use parkcast_proto::{SCHEMA_VERSION, Topic};
+use parkcast_warehouse::rows::{CustomerScanRow, LotRow, ParkingSessionRow, PaymentRow};
+use parkcast_warehouse::schema::Table;
+use parkcast_warehouse::topology::{Topology, TopologyError};
+use parkcast_warehouse::{FrameRow, Warehouse, WarehouseError, partition_date_of};
 use polars::prelude::{DataFrame, ParquetReader, PolarsError, SerReader, col};
 use prost::Message;
 

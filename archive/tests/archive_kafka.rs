@@ -12,11 +12,13 @@ use parkcast_archive::archiver::{ArchiveConfig, ArchiveError, ArchiveSummary, SO
 use parkcast_archive::replay::{Speed, replay};
 use parkcast_archive::rollup::RollupConfig;
 use parkcast_archive::source::{EventSource, SourceConfig};
-use parkcast_features::rows::{LotOccupancyRow, LotRow, ParkingSessionRow, SlotRow, SlotStatusRow};
-use parkcast_features::topology::Topology;
-use parkcast_features::warehouse::Warehouse;
 use parkcast_kafka::KafkaConfig;
 use parkcast_kafka::testing::{fresh_config, unique_name};
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::{
+    LotOccupancyRow, LotRow, ParkingSessionRow, SlotRow, SlotStatusRow,
+};
+use parkcast_warehouse::topology::Topology;
 
 /// Replays the Melbourne slice (heartbeats every 15 minutes) into fresh topics.
 fn replayed(prefix: &str) -> (KafkaConfig, u64, Topology) {

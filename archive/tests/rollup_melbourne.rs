@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use common::{Decoded, Noise, decode, melbourne};
 use parkcast_archive::rollup::{OccupancyRollup, Push, RollupConfig};
 use parkcast_archive::source::{EventSource, SourceConfig};
-use parkcast_features::rows::LotOccupancyRow;
-use parkcast_features::topology::Topology;
+use parkcast_warehouse::rows::LotOccupancyRow;
+use parkcast_warehouse::topology::Topology;
 
 const MINUTE: i64 = 60_000;
 

@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use parkcast_archive::rollup::{OccupancyRollup, Push, RollupConfig};
 use parkcast_archive::source::{EventSource, SourceConfig};
-use parkcast_features::rows::{LotOccupancyRow, SlotStatusRow};
-use parkcast_features::topology::Topology;
-use parkcast_features::warehouse::Warehouse;
 use parkcast_proto::Topic;
 use parkcast_proto::v1::{SensorReading, SlotReport};
 use parkcast_training::progress::NoProgress;
 use parkcast_training::simulate::{CheckedParams, SimulationParams, simulate};
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::{LotOccupancyRow, SlotStatusRow};
+use parkcast_warehouse::topology::Topology;
 use prost::Message;
 
 const MINUTE: i64 = 60_000;

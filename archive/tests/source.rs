@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::NaiveDate;
 use common::{Decoded, decode, melbourne};
 use parkcast_archive::source::{EventSource, SourceConfig, SourceError, WireEvent};
-use parkcast_features::rows::{
-    CustomerScanRow, LotOccupancyRow, ParkingSessionRow, PaymentRow, SlotRow, SlotStatusRow,
-};
-use parkcast_features::warehouse::Warehouse;
 use parkcast_proto::Topic;
 use parkcast_proto::v1::{ReadingKind, SessionEventKind, SlotReport};
 use parkcast_training::progress::NoProgress;
 use parkcast_training::simulate::{SimulationParams, simulate};
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::{
+    CustomerScanRow, LotOccupancyRow, ParkingSessionRow, PaymentRow, SlotRow, SlotStatusRow,
+};
 
 const MINUTE: i64 = 60_000;
 

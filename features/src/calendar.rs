@@ -45,8 +45,6 @@ use std::sync::OnceLock;
 use chrono::{Datelike, Days, NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};
 
-use crate::rows::CalendarRow;
-
 /// Distances to holidays are capped here: "no holiday within a year".
 pub const MAX_HOLIDAY_DISTANCE_DAYS: i32 = 366;
 
@@ -1145,31 +1143,6 @@ impl HolidayCalendar {
             None
         }
     }
-
-    /// The calendar rows for every date in `[first, last]`.
-    pub fn rows(&self, first: NaiveDate, last: NaiveDate) -> Vec<CalendarRow> {
-        let mut rows = Vec::new();
-        let mut date = first;
-        while date <= last {
-            let school_holiday = self.school_holiday(date);
-            rows.push(CalendarRow {
-                date,
-                region: self.region.clone(),
-                day_of_week: date.weekday().number_from_monday() as i32,
-                is_weekend: is_weekend(date),
-                holiday_name: self.holiday(date).map(str::to_owned),
-                days_to_holiday: self.days_to_holiday(date),
-                days_from_holiday: self.days_from_holiday(date),
-                is_school_holiday: self.school_holiday_flag(date),
-                school_holiday_name: school_holiday.map(|holiday| holiday.name.clone()),
-                is_bridge_day: Some(self.is_bridge_day(date)),
-                days_to_major_holiday: Some(self.days_to_major_holiday(date)),
-                days_from_major_holiday: Some(self.days_from_major_holiday(date)),
-            });
-            date = date + Days::new(1);
-        }
-        rows
-    }
 }
 
 fn distance_to(next: Option<&NaiveDate>, date: NaiveDate) -> i32 {
@@ -1608,43 +1581,6 @@ mod tests {
             "the error lists the known regions: {error}"
         );
         assert!("DE-SN".parse::<HolidayRegion>().is_ok());
-    }
-
-    #[test]
-    fn rows_cover_every_date_with_weekday_and_weekend() {
-        let calendar =
-            HolidayCalendar::from_dates("XX", [(date(2024, 1, 1), "New Year".to_owned())]);
-        let rows = calendar.rows(date(2023, 12, 30), date(2024, 1, 2));
-        assert_eq!(rows.len(), 4);
-        assert_eq!(rows[0].day_of_week, 6);
-        assert!(rows[0].is_weekend && rows[1].is_weekend && !rows[2].is_weekend);
-        assert_eq!(rows[2].holiday_name.as_deref(), Some("New Year"));
-        assert_eq!(rows[0].days_to_holiday, 2);
-        assert_eq!(rows[3].days_from_holiday, 1);
-        assert_eq!(rows[0].days_from_holiday, MAX_HOLIDAY_DISTANCE_DAYS);
-        assert!(rows.iter().all(|row| row.is_school_holiday.is_none()));
-        assert_eq!(rows[2].days_to_major_holiday, Some(0));
-        assert_eq!(rows[3].is_bridge_day, Some(false));
-    }
-
-    #[test]
-    fn rows_carry_the_school_holidays_and_bridge_days() {
-        let calendar = load("GB-ENG");
-        let rows = calendar.rows(date(2016, 12, 15), date(2016, 12, 18));
-        let school: Vec<(Option<bool>, Option<&str>)> = rows
-            .iter()
-            .map(|row| (row.is_school_holiday, row.school_holiday_name.as_deref()))
-            .collect();
-        assert_eq!(
-            school,
-            [
-                (Some(false), None),
-                (Some(false), None),
-                (Some(true), Some("Christmas holidays")),
-                (Some(true), Some("Christmas holidays")),
-            ]
-        );
-        assert_eq!(rows[0].days_to_major_holiday, Some(10));
     }
 
     const USER_FILE: &str = "\

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parkcast_features::lots::{LotsError, load_lots};
-use parkcast_features::rows::{LotRow, SlotRow};
-use parkcast_features::warehouse::{Warehouse, WarehouseError};
 use parkcast_proto::v1::availability_server::AvailabilityServer;
 use parkcast_proto::v1::models_server::ModelsServer;
+use parkcast_warehouse::lots::{LotsError, load_lots};
+use parkcast_warehouse::rows::{LotRow, SlotRow};
+use parkcast_warehouse::{Warehouse, WarehouseError};
 use prometheus_client::registry::Registry;
 
 use crate::config::{ClockMode, ServiceConfig};

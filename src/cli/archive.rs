@@ -9,16 +9,16 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parkcast_archive::archiver::{self, ArchiveConfig, ArchiveSummary};
 use parkcast_archive::rollup::RollupConfig;
-use parkcast_features::schema::Table;
-use parkcast_features::warehouse::Warehouse;
 use parkcast_kafka::KafkaConfig;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::schema::Table;
 
 use super::BrokerArgs;
 use super::GlobalArgs;
 use crate::report;
-use parkcast_features::topology::Topology;
 use parkcast_serving::config::ServiceConfig;
 use parkcast_serving::config::load_config;
+use parkcast_warehouse::topology::Topology;
 
 /// Arguments of `parkcast archive`.
 #[derive(Debug, Args)]

@@ -11,11 +11,11 @@ use comfy_table::{Cell, CellAlignment};
 use parkcast_features::calendar::DayType;
 use parkcast_features::conformal::CalibrationScope;
 use parkcast_features::vector::FEATURE_NAMES;
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::{self, BacktestConfig, BacktestReport, ModelChoice};
 use parkcast_training::frozen::{FrozenConfig, LoadedConfig, ObjectiveSpec};
 use parkcast_training::model::Objective;
 use parkcast_training::protocol;
+use parkcast_warehouse::Warehouse;
 
 use super::duration::parse_minutes;
 use super::{GlobalArgs, WarehouseLocation};

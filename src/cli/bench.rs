@@ -250,10 +250,10 @@ fn bench_scoring(
         .with_context(|| format!("model {model} has no published version"))?;
     let (manifest, bytes) = registry.load(model, version, None)?;
     let served = ServedModel::decode(manifest, &bytes)?;
-    let warehouse = parkcast_features::warehouse::Warehouse::open(warehouse)
-        .context("failed to open the warehouse")?;
+    let warehouse =
+        parkcast_warehouse::Warehouse::open(warehouse).context("failed to open the warehouse")?;
     let step = served.model.step_minutes();
-    let lots = parkcast_features::lots::load_lots(&warehouse, &served.manifest.card.source, step)?;
+    let lots = parkcast_warehouse::lots::load_lots(&warehouse, &served.manifest.card.source, step)?;
     let mut states = Vec::new();
     for (lot_id, lot) in &lots {
         let Some(mut state) = served.model.new_state(lot_id) else {
@@ -329,7 +329,7 @@ fn bench_scoring(
 /// scored against the actual rate at the target.
 fn interpolation_accuracy(
     served: &parkcast_serving::scoring::ServedModel,
-    lots: &std::collections::BTreeMap<String, parkcast_features::lots::LotInputs>,
+    lots: &std::collections::BTreeMap<String, parkcast_warehouse::lots::LotInputs>,
 ) -> Result<()> {
     use parkcast_serving::scoring::forecast_at;
 
@@ -567,7 +567,7 @@ fn bench_train(
         .summary()
         .context("failed to summarise the warehouse")?
         .into_iter()
-        .find(|summary| summary.table == parkcast_features::schema::Table::FactLotOccupancy)
+        .find(|summary| summary.table == parkcast_warehouse::schema::Table::FactLotOccupancy)
         .and_then(|summary| summary.date_range)
         .map(|(_, last)| last)
         .context("the warehouse has no lot occupancy")?;
@@ -640,7 +640,7 @@ fn bench_train(
 
 /// Simulates a city into the warehouse and adds its row.
 fn simulate_row(
-    warehouse: &parkcast_features::warehouse::Warehouse,
+    warehouse: &parkcast_warehouse::Warehouse,
     lots: u32,
     days: u32,
     table: &mut comfy_table::Table,

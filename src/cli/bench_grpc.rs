@@ -1198,7 +1198,7 @@ fn topology(args: &GrpcBenchArgs) -> Result<Option<LotsAndSlots>> {
         warehouse: path.clone(),
     }
     .open()?;
-    let mut lots = parkcast_features::topology::Topology::read_served(&warehouse)?
+    let mut lots = parkcast_warehouse::topology::Topology::read_served(&warehouse)?
         .into_iter()
         .collect::<Vec<_>>();
     if !args.lots.is_empty() {

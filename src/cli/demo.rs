@@ -157,7 +157,7 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
 /// Backtests and publishes one source's promoted model, printing the summary; returns the model
 /// line's name.
 fn train_and_report(
-    warehouse: &parkcast_features::warehouse::Warehouse,
+    warehouse: &parkcast_warehouse::Warehouse,
     models: &std::path::Path,
     backtest: BacktestConfig,
     global: &GlobalArgs,
@@ -203,7 +203,7 @@ fn train_and_report(
 /// refreshed every second until Ctrl-C.
 fn live_stage(
     args: &DemoArgs,
-    warehouse: &parkcast_features::warehouse::Warehouse,
+    warehouse: &parkcast_warehouse::Warehouse,
     model: &str,
 ) -> Result<()> {
     use std::io::IsTerminal as _;
@@ -232,7 +232,7 @@ fn live_stage(
     // From 06:00 on the city's last day: the morning fills the lots while the table watches.
     let last_day_start = local_day_start(args)? + 6 * 3_600_000;
     let city: Vec<(String, Vec<String>)> =
-        parkcast_features::topology::Topology::read_served(warehouse)?
+        parkcast_warehouse::topology::Topology::read_served(warehouse)?
             .into_iter()
             .filter(|(lot, _)| lot.starts_with("sim:"))
             .collect();

@@ -23,11 +23,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use parkcast_features::topology::Topology;
-use parkcast_features::warehouse::Warehouse;
 use parkcast_kafka::{KafkaConfig, TopicNames};
 use parkcast_serving::config::{Profile, ServiceConfig, load_layered};
 use parkcast_serving::topology::Topology as TopologyIndex;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::topology::Topology;
 
 /// parkcast predicts free parking slots.
 ///

@@ -10,8 +10,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parkcast_archive::replay::{self, ReplayStats, Speed};
 use parkcast_archive::source::{EventSource, SourceConfig};
-use parkcast_features::warehouse::Warehouse;
 use parkcast_kafka::{KafkaConfig, create_topics};
+use parkcast_warehouse::Warehouse;
 
 use super::BrokerArgs;
 use super::GlobalArgs;
@@ -103,7 +103,7 @@ pub fn run(args: ReplayArgs, global: &GlobalArgs) -> Result<()> {
     let mut lots: Option<BTreeSet<String>> =
         (!args.lots.is_empty()).then(|| args.lots.iter().cloned().collect());
     if let Some(max_lots) = args.max_lots {
-        let topology = parkcast_features::topology::Topology::read(&warehouse)?;
+        let topology = parkcast_warehouse::topology::Topology::read(&warehouse)?;
         let first: BTreeSet<String> = topology
             .lots()
             .iter()

@@ -26,16 +26,16 @@ use parkcast_features::conformal::{CalibrationScope, DayTypeCalibration};
 use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest};
 use parkcast_features::vector::{FeatureParams, FeatureVector, LotProfile, index};
-use parkcast_features::warehouse::{Warehouse, WarehouseError};
 use parkcast_localtime::day_start_ms;
+use parkcast_warehouse::{Warehouse, WarehouseError};
 use polars::prelude::PolarsError;
 
 use crate::progress::Progress;
-use parkcast_features::lots::{LotInputs, LotsError, load_lots};
 use parkcast_inference::model::{
     BaselineModel, Forecaster, ForecasterParams, GbmModel, GbmParams, LinearModel, LinearParams,
     ModelError, TrainingSet,
 };
+use parkcast_warehouse::lots::{LotInputs, LotsError, load_lots};
 
 /// Errors of a backtest.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use parkcast_features::schema::Table;
-use parkcast_features::warehouse::Warehouse;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::schema::Table;
 
 use crate::import::{ImportError, ImportSource, import};
 use crate::progress::NoProgress;

@@ -2,7 +2,7 @@
 //! baselines and learned forecasters with rolling origins, and publish versioned model artifacts.
 //!
 //! ```no_run
-//! use parkcast_features::warehouse::Warehouse;
+//! use parkcast_warehouse::Warehouse;
 //! use parkcast_training::progress::NoProgress;
 //! use parkcast_training::simulate::{simulate, SimulationParams};
 //!

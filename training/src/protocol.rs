@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
-use parkcast_features::rows::LotRow;
-use parkcast_features::schema::Table;
-use parkcast_features::warehouse::Warehouse;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::LotRow;
+use parkcast_warehouse::schema::Table;
 use polars::prelude::*;
 
 use crate::backtest::BacktestConfig;
-use parkcast_features::lots::LotsError;
+use parkcast_warehouse::lots::LotsError;
 
 /// One source of `fact_lot_occupancy`, summarised.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use chrono::{DateTime, Days, Utc};
 use parkcast_features::calendar::HolidayCalendar;
 use parkcast_features::conformal::DayTypeResiduals;
 use parkcast_features::vector::{FEATURE_NAMES, LotProfile};
-use parkcast_features::warehouse::Warehouse;
+use parkcast_warehouse::Warehouse;
 
 use crate::backtest::{
     BacktestConfig, BacktestError, BacktestReport, ForecastSample, GBM_NAME, LINEAR_NAME,
@@ -23,12 +23,12 @@ use crate::backtest::{
 use crate::frozen::ConfigRecord;
 use crate::plot::{Band, BarChart, Line, LineChart, bar_chart_svg, line_chart_svg};
 use crate::progress::Progress;
-use parkcast_features::lots::LotInputs;
 use parkcast_inference::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
 use parkcast_inference::model::{ModelError, SavedModel};
 use parkcast_inference::registry::{
     ManifestMetric, ModelCard, NewVersion, Published, Registry, RegistryError,
 };
+use parkcast_warehouse::lots::LotInputs;
 
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]

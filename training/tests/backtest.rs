@@ -7,8 +7,8 @@ use common::birmingham_warehouse;
 
 use parkcast_features::calendar::DayType;
 use parkcast_features::conformal::CalibrationScope;
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::backtest::{BacktestConfig, BacktestError, backtest_baselines};
+use parkcast_warehouse::Warehouse;
 
 #[test]
 fn birmingham_baselines_match_the_reference_figures() {

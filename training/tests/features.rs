@@ -13,18 +13,18 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use parkcast_features::grid::GridSeries;
-use parkcast_features::lots::{LotInputs, load_lots};
 use parkcast_features::vector::batch::{self, BatchRequest};
 use parkcast_features::vector::{
     FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LotContext, LotFeatureState,
     LotProfile, index, vectors_match,
 };
-use parkcast_features::warehouse::Warehouse;
 use parkcast_localtime::day_start_ms;
 use parkcast_training::datasets::datasets_dir;
 use parkcast_training::import::{ImportSource, import};
 use parkcast_training::progress::NoProgress;
 use parkcast_training::simulate::{SimulationParams, simulate};
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::lots::{LotInputs, load_lots};
 
 fn birmingham() -> (tempfile::TempDir, Warehouse) {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -12,14 +12,14 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use parkcast_features::Table;
-use parkcast_features::rows::{
-    CalendarRow, LotOccupancyRow, LotRow, ParkingSessionRow, SlotRow, SlotStatusRow, ZoneRow,
-};
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::datasets::datasets_dir;
 use parkcast_training::import::{ImportError, ImportReport, ImportSource, import};
 use parkcast_training::progress::NoProgress;
+use parkcast_warehouse::Table;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::{
+    CalendarRow, LotOccupancyRow, LotRow, ParkingSessionRow, SlotRow, SlotStatusRow, ZoneRow,
+};
 use tempfile::TempDir;
 
 fn utc(text: &str) -> DateTime<Utc> {
@@ -917,7 +917,7 @@ fn a_calendar_file_adds_a_region_that_reaches_dim_calendar_and_training() {
     let kept = warehouse.root().join("calendars").join("csv-own-town.csv");
     assert!(kept.is_file(), "the file is kept for training");
     let lots =
-        parkcast_features::lots::load_lots(&warehouse, "csv-own-town", 60).expect("lots load");
+        parkcast_warehouse::lots::load_lots(&warehouse, "csv-own-town", 60).expect("lots load");
     let holidays = &lots["csv-own-town:a"].context.holidays;
     assert_eq!(holidays.region(), "XX-TEST");
     assert!(holidays.is_holiday(NaiveDate::from_ymd_opt(2024, 3, 7).expect("date")));

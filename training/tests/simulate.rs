@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc, Weekday};
-use parkcast_features::rows::{
-    CalendarRow, CustomerRow, EventRow, LotOccupancyRow, LotRow, ParkingSessionRow, PaymentRow,
-    SlotRow, SlotStatusRow, VehicleRow,
-};
-use parkcast_features::schema::Table;
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::progress::NoProgress;
 use parkcast_training::simulate::demand::{EVENT_TARIFF, LotKind, SEASON_TICKET, tariff};
 use parkcast_training::simulate::{SimulationParams, SimulationReport, simulate};
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::{
+    CalendarRow, CustomerRow, EventRow, LotOccupancyRow, LotRow, ParkingSessionRow, PaymentRow,
+    SlotRow, SlotStatusRow, VehicleRow,
+};
+use parkcast_warehouse::schema::Table;
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use parkcast_features::lots::load_lots;
 use parkcast_features::vector::{FeatureParams, LotContext, LotFeatureState};
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::artifact::ModelBundle;
 use parkcast_training::backtest::{BacktestConfig, GBM_NAME, LINEAR_NAME, ModelChoice, backtest};
 use parkcast_training::datasets::datasets_dir;
@@ -15,6 +13,8 @@ use parkcast_training::model::{GbmParams, LinearParams};
 use parkcast_training::progress::NoProgress;
 use parkcast_training::registry::{Registry, RegistryError};
 use parkcast_training::train::{TrainConfig, train};
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::lots::load_lots;
 
 fn birmingham() -> (tempfile::TempDir, Warehouse) {
     let dir = tempfile::tempdir().expect("temp dir");

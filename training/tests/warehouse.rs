@@ -2,11 +2,11 @@
 //! refused with an error that names the file, the table and the column.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use parkcast_features::rows::{
+use parkcast_warehouse::rows::{
     CalendarRow, LotOccupancyRow, LotRow, ParkingSessionRow, SlotStatusRow,
 };
-use parkcast_features::schema::{ColumnType, Table};
-use parkcast_features::warehouse::{FORMAT_VERSION, FrameRow, Warehouse, WarehouseError};
+use parkcast_warehouse::schema::{ColumnType, Table};
+use parkcast_warehouse::{FORMAT_VERSION, FrameRow, Warehouse, WarehouseError};
 use polars::prelude::*;
 use proptest::prelude::*;
 

@@ -11,13 +11,13 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use parkcast_archive::source::WireEvent;
-use parkcast_features::rows::{LotOccupancyRow, ParkingSessionRow, SlotRow, SlotStatusRow};
-use parkcast_features::warehouse::Warehouse;
 use parkcast_proto::Topic;
 use parkcast_proto::v1::{CustomerScan, PaymentSlip, SensorReading, SessionEvent};
 use parkcast_training::datasets::datasets_dir;
 use parkcast_training::import::{ImportSource, import};
 use parkcast_training::progress::NoProgress;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::{LotOccupancyRow, ParkingSessionRow, SlotRow, SlotStatusRow};
 use prost::Message;
 use tempfile::TempDir;
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Europe::London;
-use parkcast_features::warehouse::Warehouse;
+use parkcast_warehouse::Warehouse;
 
 use super::common::{
     Header, KeyIndex, Record, SourceSite, csv_error, csv_reader, open_with_progress,

@@ -11,9 +11,9 @@ use chrono_tz::Tz;
 use parkcast_features::calendar::{
     CalendarFile, CalendarSource, read_warehouse_calendars, warehouse_calendar_path,
 };
-use parkcast_features::rows::{CalendarRow, ZoneRow};
-use parkcast_features::warehouse::{FrameRow, Warehouse, WriteStats};
-use parkcast_features::{Table, TableRow};
+use parkcast_warehouse::rows::{CalendarRow, ZoneRow};
+use parkcast_warehouse::{FrameRow, Warehouse, WriteStats};
+use parkcast_warehouse::{Table, TableRow};
 
 use super::ImportError;
 use crate::progress::Progress;
@@ -309,9 +309,11 @@ impl SourceSite {
             return Ok(None);
         };
         let calendar = self.calendar_source(warehouse)?.load(region)?;
-        Ok(Some(
-            calendar.rows(self.local_date(first), self.local_date(last)),
-        ))
+        Ok(Some(parkcast_warehouse::rows::calendar_rows(
+            &calendar,
+            self.local_date(first),
+            self.local_date(last),
+        )))
     }
 
     /// The local date of an instant.

@@ -8,8 +8,8 @@
 //! that order and lists the rules it applies, so the adapters cannot drift apart.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use parkcast_features::rows::{LotOccupancyRow, LotRow};
-use parkcast_features::warehouse::Warehouse;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::{LotOccupancyRow, LotRow};
 
 use super::common::{SourceSite, TableWriter};
 use super::coverage::GridCoverage;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, FixedOffset, Utc};
 use chrono_tz::Tz;
 use parkcast_features::calendar::CalendarFile;
-use parkcast_features::warehouse::Warehouse;
+use parkcast_warehouse::Warehouse;
 
 use super::common::{
     Header, KeyIndex, Record, SourceSite, csv_error, csv_reader, open_with_progress,

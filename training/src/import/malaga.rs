@@ -15,7 +15,7 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use chrono_tz::Europe::Madrid;
 use flate2::read::MultiGzDecoder;
-use parkcast_features::warehouse::Warehouse;
+use parkcast_warehouse::Warehouse;
 
 use super::common::{
     Header, KeyIndex, Record, SourceSite, csv_error, csv_reader, io_error, open_with_progress,

@@ -17,8 +17,10 @@ use std::path::Path;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Australia::Melbourne;
 use parkcast_features::occupancy::{Grid, Reading, lot_occupancy};
-use parkcast_features::rows::{LotOccupancyRow, LotRow, ParkingSessionRow, SlotRow, SlotStatusRow};
-use parkcast_features::warehouse::Warehouse;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::rows::{
+    LotOccupancyRow, LotRow, ParkingSessionRow, SlotRow, SlotStatusRow,
+};
 use serde::Deserialize;
 
 use super::common::{

@@ -219,8 +219,8 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use parkcast_features::calendar::CalendarError;
-use parkcast_features::schema::Table;
-use parkcast_features::warehouse::{Warehouse, WarehouseError, WriteStats};
+use parkcast_warehouse::schema::Table;
+use parkcast_warehouse::{Warehouse, WarehouseError, WriteStats};
 
 use crate::progress::Progress;
 
@@ -452,7 +452,7 @@ pub enum ImportError {
 /// Imports a source into the warehouse, replacing the rows an earlier import of it wrote.
 ///
 /// ```no_run
-/// use parkcast_features::warehouse::Warehouse;
+/// use parkcast_warehouse::Warehouse;
 /// use parkcast_training::import::{ImportSource, import};
 /// use parkcast_training::progress::NoProgress;
 ///

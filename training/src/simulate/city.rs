@@ -1,8 +1,8 @@
 //! The static side of the simulated city: zones, lots, slots, customers, vehicles and events.
 
 use chrono::{Datelike, Days, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
-use parkcast_features::pii::PiiHasher;
-use parkcast_features::rows::{CustomerRow, EventRow, LotRow, SlotRow, VehicleRow, ZoneRow};
+use parkcast_warehouse::pii::PiiHasher;
+use parkcast_warehouse::rows::{CustomerRow, EventRow, LotRow, SlotRow, VehicleRow, ZoneRow};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 

@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use parkcast_features::calendar::HolidayCalendar;
 use parkcast_features::occupancy::{Grid, LotTracker, OccupancyPoint, Reading, sort_readings};
-use parkcast_features::rows::{CustomerScanRow, ParkingSessionRow, PaymentRow};
+use parkcast_warehouse::rows::{CustomerScanRow, ParkingSessionRow, PaymentRow};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Poisson, Triangular};

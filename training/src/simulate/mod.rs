@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate};
 use parkcast_features::occupancy::OccupancyPoint;
-use parkcast_features::rows::LotOccupancyRow;
-use parkcast_features::schema::Table;
-use parkcast_features::warehouse::{FrameRow, Warehouse, WarehouseError, WriteStats};
+use parkcast_warehouse::rows::LotOccupancyRow;
+use parkcast_warehouse::schema::Table;
+use parkcast_warehouse::{FrameRow, Warehouse, WarehouseError, WriteStats};
 use polars::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -135,7 +135,8 @@ pub fn simulate(
         Table::DimEvent,
         warehouse.replace(WRITER, &events)?,
     );
-    let calendar_rows = calendar.rows(params.start_date, checked.end_date());
+    let calendar_rows =
+        parkcast_warehouse::rows::calendar_rows(calendar, params.start_date, checked.end_date());
     record(
         &mut written,
         Table::DimCalendar,

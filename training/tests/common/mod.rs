@@ -3,10 +3,10 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use parkcast_features::warehouse::Warehouse;
 use parkcast_training::datasets::datasets_dir;
 use parkcast_training::import::{ImportSource, import};
 use parkcast_training::progress::NoProgress;
+use parkcast_warehouse::Warehouse;
 
 /// A fresh warehouse holding the real Birmingham data set (`../shared/datasets`), in a temporary
 /// folder that lives as long as the returned guard.

@@ -7,19 +7,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-#[cfg(feature = "polars")]
+use crate::error::WarehouseError;
 use crate::rows::SlotRow;
-#[cfg(feature = "polars")]
 use crate::schema::Table;
-#[cfg(feature = "polars")]
-use crate::warehouse::{Warehouse, WarehouseError};
+use crate::store::Warehouse;
 
 /// Errors of reading a topology.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TopologyError {
     /// `dim_slot` could not be read.
-    #[cfg(feature = "polars")]
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
     /// A consumer was asked to serve a warehouse without slots.
@@ -55,7 +52,6 @@ pub struct Topology {
 impl Topology {
     /// The topology of a warehouse's `dim_slot` (empty when the warehouse has no slots, as for
     /// counter sources).
-    #[cfg(feature = "polars")]
     pub fn read(warehouse: &Warehouse) -> Result<Topology, TopologyError> {
         if !warehouse.has_table(Table::DimSlot) {
             return Ok(Topology::default());
@@ -65,7 +61,6 @@ impl Topology {
     }
 
     /// [`Topology::read`], refusing a warehouse without slots: what a live consumer serves.
-    #[cfg(feature = "polars")]
     pub fn read_served(warehouse: &Warehouse) -> Result<Topology, TopologyError> {
         let topology = Topology::read(warehouse)?;
         if topology.lots.is_empty() {

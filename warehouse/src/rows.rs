@@ -1,8 +1,9 @@
 //! Typed rows of every star-schema table.
 //!
 //! Each struct is one row; its fields are the table's columns in file order, and the field docs are the
-//! column docs. The [`star_table!`] macro derives [`TableRow`] (the column list, the partition date) and,
-//! with the `polars` feature, the conversions to and from a polars `DataFrame`.
+//! column docs. The [`star_table!`] macro derives [`TableRow`] (the column list, the partition date) and
+//! the conversions to and from a polars `DataFrame` ([`crate::frame::FrameRow`]); [`Table::columns`]
+//! names each table's row type.
 //!
 //! A column added to a table after the warehouse's first format carries `#[added_in_format = N]`
 //! ([`crate::schema::ColumnSpec::added_in_format`]); it must be an `Option`, and files written
@@ -11,22 +12,12 @@
 //! Identifiers are text: real sources name lots and bays their own way (`BHMBCCMKT01`, `poi1`, `567`);
 //! each source prefixes its ids (`bhm:`, `mlg:`, `mel:`, `sim:`) so that imports never collide.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{ColumnSpec, ColumnValue, Table};
+use parkcast_features::calendar::{HolidayCalendar, is_weekend};
 
-/// A row type of one warehouse table.
-pub trait TableRow: Sized + Clone + Send + Sync + 'static {
-    /// The table the row belongs to.
-    const TABLE: Table;
-    /// The columns, in file order.
-    const COLUMNS: &'static [ColumnSpec];
-    /// The timestamp column whose UTC date is the hive partition, for fact tables.
-    const PARTITION_COLUMN: Option<&'static str>;
-    /// The UTC date of the partition this row belongs to, for fact tables.
-    fn partition_date(&self) -> Option<NaiveDate>;
-}
+use crate::schema::{ColumnSpec, ColumnValue, Table, TableRow};
 
 macro_rules! star_table {
     (
@@ -60,10 +51,9 @@ macro_rules! star_table {
             }
         }
 
-        #[cfg(feature = "polars")]
-        impl crate::warehouse::FrameRow for $row {
+        impl crate::frame::FrameRow for $row {
             fn to_frame(rows: &[Self]) -> polars::prelude::PolarsResult<polars::prelude::DataFrame> {
-                use crate::warehouse::PolarsValue;
+                use crate::frame::PolarsValue;
                 let height = rows.len();
                 let columns = vec![
                     $( <$ty as PolarsValue>::to_column(stringify!($field), rows.iter().map(|row| &row.$field)), )+
@@ -73,14 +63,14 @@ macro_rules! star_table {
 
             fn from_frame(
                 frame: &polars::prelude::DataFrame,
-            ) -> Result<Vec<Self>, crate::warehouse::WarehouseError> {
-                use crate::warehouse::PolarsValue;
+            ) -> Result<Vec<Self>, crate::error::WarehouseError> {
+                use crate::frame::PolarsValue;
                 $(
                     let mut $field = <$ty as PolarsValue>::from_column(
                         Table::$table,
                         stringify!($field),
                         frame.column(stringify!($field)).map_err(|source| {
-                            crate::warehouse::WarehouseError::Polars {
+                            crate::error::WarehouseError::Polars {
                                 context: format!("reading column {} of {}", stringify!($field), Table::$table),
                                 source,
                             }
@@ -394,5 +384,187 @@ star_table! {
         expected_cars: i32,
         /// Where the row came from.
         source: String,
+    }
+}
+
+impl Table {
+    /// The columns of the table, in file order.
+    pub fn columns(self) -> &'static [ColumnSpec] {
+        use crate::rows::*;
+        match self {
+            Table::FactSlotStatus => SlotStatusRow::COLUMNS,
+            Table::FactParkingSession => ParkingSessionRow::COLUMNS,
+            Table::FactCustomerScan => CustomerScanRow::COLUMNS,
+            Table::FactPayment => PaymentRow::COLUMNS,
+            Table::FactLotOccupancy => LotOccupancyRow::COLUMNS,
+            Table::DimLot => LotRow::COLUMNS,
+            Table::DimZone => ZoneRow::COLUMNS,
+            Table::DimSlot => SlotRow::COLUMNS,
+            Table::DimCustomer => CustomerRow::COLUMNS,
+            Table::DimVehicle => VehicleRow::COLUMNS,
+            Table::DimCalendar => CalendarRow::COLUMNS,
+            Table::DimEvent => EventRow::COLUMNS,
+        }
+    }
+
+    /// The timestamp column whose UTC date names the table's hive partition (`date=YYYY-MM-DD`), or
+    /// `None` for dimensions, which are small and kept unpartitioned.
+    pub fn partition_column(self) -> Option<&'static str> {
+        use crate::rows::*;
+        match self {
+            Table::FactSlotStatus => SlotStatusRow::PARTITION_COLUMN,
+            Table::FactParkingSession => ParkingSessionRow::PARTITION_COLUMN,
+            Table::FactCustomerScan => CustomerScanRow::PARTITION_COLUMN,
+            Table::FactPayment => PaymentRow::PARTITION_COLUMN,
+            Table::FactLotOccupancy => LotOccupancyRow::PARTITION_COLUMN,
+            _ => None,
+        }
+    }
+}
+
+/// The `dim_calendar` rows of `calendar` for every date in `[first, last]`.
+pub fn calendar_rows(
+    calendar: &HolidayCalendar,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> Vec<CalendarRow> {
+    let mut rows = Vec::new();
+    let mut date = first;
+    while date <= last {
+        let school_holiday = calendar.school_holiday(date);
+        rows.push(CalendarRow {
+            date,
+            region: calendar.region().to_owned(),
+            day_of_week: date.weekday().number_from_monday() as i32,
+            is_weekend: is_weekend(date),
+            holiday_name: calendar.holiday(date).map(str::to_owned),
+            days_to_holiday: calendar.days_to_holiday(date),
+            days_from_holiday: calendar.days_from_holiday(date),
+            is_school_holiday: calendar.school_holiday_flag(date),
+            school_holiday_name: school_holiday.map(|holiday| holiday.name.clone()),
+            is_bridge_day: Some(calendar.is_bridge_day(date)),
+            days_to_major_holiday: Some(calendar.days_to_major_holiday(date)),
+            days_from_major_holiday: Some(calendar.days_from_major_holiday(date)),
+        });
+        date = date + Days::new(1);
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+    use parkcast_features::calendar::MAX_HOLIDAY_DISTANCE_DAYS;
+
+    use crate::schema::ColumnType;
+
+    fn date(year: i32, month: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(year, month, day).expect("valid date")
+    }
+
+    #[test]
+    fn facts_are_partitioned_by_a_timestamp_column() {
+        for table in Table::ALL {
+            let Some(partition) = table.partition_column() else {
+                continue;
+            };
+            let column = table
+                .columns()
+                .iter()
+                .find(|column| column.name == partition)
+                .expect("partition column should be a column of the table");
+            assert_eq!(column.column_type, ColumnType::Timestamp, "{table}");
+            assert!(
+                !column.nullable,
+                "{table}: partition column must not be null"
+            );
+        }
+    }
+
+    #[test]
+    fn column_names_are_unique_and_documented() {
+        for table in Table::ALL {
+            let mut names: Vec<_> = table.columns().iter().map(|column| column.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), table.columns().len(), "{table}");
+            for column in table.columns() {
+                assert!(!column.doc.is_empty(), "{table}.{} has no doc", column.name);
+            }
+        }
+    }
+
+    #[test]
+    fn columns_added_after_the_first_format_are_nullable_and_last() {
+        for table in Table::ALL {
+            let mut previous = 1;
+            for column in table.columns() {
+                assert!(column.added_in_format >= 1, "{table}.{}", column.name);
+                if column.added_in_format > 1 {
+                    assert!(column.nullable, "{table}.{} must be nullable", column.name);
+                }
+                assert!(
+                    column.added_in_format >= previous,
+                    "{table}.{}: later columns go after the older ones",
+                    column.name
+                );
+                previous = column.added_in_format;
+            }
+        }
+        let added: Vec<&str> = Table::DimCalendar
+            .columns()
+            .iter()
+            .filter(|column| column.added_in_format == 2)
+            .map(|column| column.name)
+            .collect();
+        assert_eq!(
+            added,
+            [
+                "is_school_holiday",
+                "school_holiday_name",
+                "is_bridge_day",
+                "days_to_major_holiday",
+                "days_from_major_holiday"
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_cover_every_date_with_weekday_and_weekend() {
+        let calendar =
+            HolidayCalendar::from_dates("XX", [(date(2024, 1, 1), "New Year".to_owned())]);
+        let rows = calendar_rows(&calendar, date(2023, 12, 30), date(2024, 1, 2));
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0].day_of_week, 6);
+        assert!(rows[0].is_weekend && rows[1].is_weekend && !rows[2].is_weekend);
+        assert_eq!(rows[2].holiday_name.as_deref(), Some("New Year"));
+        assert_eq!(rows[0].days_to_holiday, 2);
+        assert_eq!(rows[3].days_from_holiday, 1);
+        assert_eq!(rows[0].days_from_holiday, MAX_HOLIDAY_DISTANCE_DAYS);
+        assert!(rows.iter().all(|row| row.is_school_holiday.is_none()));
+        assert_eq!(rows[2].days_to_major_holiday, Some(0));
+        assert_eq!(rows[3].is_bridge_day, Some(false));
+    }
+
+    #[test]
+    fn rows_carry_the_school_holidays_and_bridge_days() {
+        let calendar = HolidayCalendar::load(&"GB-ENG".parse().expect("an embedded region"));
+        let rows = calendar_rows(&calendar, date(2016, 12, 15), date(2016, 12, 18));
+        let school: Vec<(Option<bool>, Option<&str>)> = rows
+            .iter()
+            .map(|row| (row.is_school_holiday, row.school_holiday_name.as_deref()))
+            .collect();
+        assert_eq!(
+            school,
+            [
+                (Some(false), None),
+                (Some(false), None),
+                (Some(true), Some("Christmas holidays")),
+                (Some(true), Some("Christmas holidays")),
+            ]
+        );
+        assert_eq!(rows[0].days_to_major_holiday, Some(10));
     }
 }

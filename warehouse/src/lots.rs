@@ -12,15 +12,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::calendar::{CalendarError, CalendarSource, HolidayCalendar};
-use crate::grid::GridSeries;
-use crate::grid::{SHORT_GAP_MINUTES, short_gap_steps};
+use crate::error::WarehouseError;
 use crate::rows::{EventRow, LotRow};
 use crate::schema::Table;
-use crate::vector::batch::LotHistory;
-use crate::vector::{LotContext, LotProfile, ScheduledEvent, lot_kind_code};
-use crate::warehouse::{Warehouse, WarehouseError};
+use crate::store::Warehouse;
 use chrono_tz::Tz;
+use parkcast_features::calendar::{CalendarError, CalendarSource, HolidayCalendar};
+use parkcast_features::grid::GridSeries;
+use parkcast_features::grid::{SHORT_GAP_MINUTES, short_gap_steps};
+use parkcast_features::vector::batch::LotHistory;
+use parkcast_features::vector::{LotContext, LotProfile, ScheduledEvent, lot_kind_code};
 use polars::prelude::*;
 
 /// Errors of reading lots.

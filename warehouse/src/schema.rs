@@ -1,10 +1,19 @@
 //! The star schema described as data: tables, their columns and logical types.
 //!
-//! This module knows nothing about DataFrames; the typed rows in [`crate::rows`] derive their column list
-//! from their Rust field types, so the schema has a single source of truth. The `polars` feature maps
-//! [`ColumnType`] to polars data types (see [`crate::warehouse`]).
+//! This module knows nothing about DataFrames or rows; the typed rows in [`crate::rows`] derive their
+//! column list from their Rust field types (and say which table has which columns), so the schema has
+//! a single source of truth. [`crate::frame`] maps [`ColumnType`] to polars data types.
 
 use std::fmt;
+
+use chrono::NaiveDate;
+
+/// The warehouse format this code writes; readers accept this version and older ones (see
+/// [`crate::store`] for what each version changed).
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The file that marks a folder as a warehouse and records its format version.
+pub const MANIFEST_FILE: &str = "warehouse.json";
 
 /// Logical type of one column, independent of any DataFrame library.
 ///
@@ -132,39 +141,6 @@ impl Table {
         Table::ALL.into_iter().find(|table| table.name() == name)
     }
 
-    /// The columns of the table, in file order.
-    pub fn columns(self) -> &'static [ColumnSpec] {
-        use crate::rows::*;
-        match self {
-            Table::FactSlotStatus => SlotStatusRow::COLUMNS,
-            Table::FactParkingSession => ParkingSessionRow::COLUMNS,
-            Table::FactCustomerScan => CustomerScanRow::COLUMNS,
-            Table::FactPayment => PaymentRow::COLUMNS,
-            Table::FactLotOccupancy => LotOccupancyRow::COLUMNS,
-            Table::DimLot => LotRow::COLUMNS,
-            Table::DimZone => ZoneRow::COLUMNS,
-            Table::DimSlot => SlotRow::COLUMNS,
-            Table::DimCustomer => CustomerRow::COLUMNS,
-            Table::DimVehicle => VehicleRow::COLUMNS,
-            Table::DimCalendar => CalendarRow::COLUMNS,
-            Table::DimEvent => EventRow::COLUMNS,
-        }
-    }
-
-    /// The timestamp column whose UTC date names the table's hive partition (`date=YYYY-MM-DD`), or
-    /// `None` for dimensions, which are small and kept unpartitioned.
-    pub fn partition_column(self) -> Option<&'static str> {
-        use crate::rows::*;
-        match self {
-            Table::FactSlotStatus => SlotStatusRow::PARTITION_COLUMN,
-            Table::FactParkingSession => ParkingSessionRow::PARTITION_COLUMN,
-            Table::FactCustomerScan => CustomerScanRow::PARTITION_COLUMN,
-            Table::FactPayment => PaymentRow::PARTITION_COLUMN,
-            Table::FactLotOccupancy => LotOccupancyRow::PARTITION_COLUMN,
-            _ => None,
-        }
-    }
-
     /// Whether this is a fact table.
     pub fn is_fact(self) -> bool {
         self.partition_column().is_some()
@@ -175,6 +151,18 @@ impl fmt::Display for Table {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(self.name())
     }
+}
+
+/// A row type of one warehouse table.
+pub trait TableRow: Sized + Clone + Send + Sync + 'static {
+    /// The table the row belongs to.
+    const TABLE: Table;
+    /// The columns, in file order.
+    const COLUMNS: &'static [ColumnSpec];
+    /// The timestamp column whose UTC date is the hive partition, for fact tables.
+    const PARTITION_COLUMN: Option<&'static str>;
+    /// The UTC date of the partition this row belongs to, for fact tables.
+    fn partition_date(&self) -> Option<NaiveDate>;
 }
 
 /// A Rust type that can be stored in one column.
@@ -221,72 +209,5 @@ mod tests {
             assert_eq!(Table::from_name(table.name()), Some(table));
         }
         assert_eq!(Table::from_name("fact_nothing"), None);
-    }
-
-    #[test]
-    fn facts_are_partitioned_by_a_timestamp_column() {
-        for table in Table::ALL {
-            let Some(partition) = table.partition_column() else {
-                continue;
-            };
-            let column = table
-                .columns()
-                .iter()
-                .find(|column| column.name == partition)
-                .expect("partition column should be a column of the table");
-            assert_eq!(column.column_type, ColumnType::Timestamp, "{table}");
-            assert!(
-                !column.nullable,
-                "{table}: partition column must not be null"
-            );
-        }
-    }
-
-    #[test]
-    fn column_names_are_unique_and_documented() {
-        for table in Table::ALL {
-            let mut names: Vec<_> = table.columns().iter().map(|column| column.name).collect();
-            names.sort_unstable();
-            names.dedup();
-            assert_eq!(names.len(), table.columns().len(), "{table}");
-            for column in table.columns() {
-                assert!(!column.doc.is_empty(), "{table}.{} has no doc", column.name);
-            }
-        }
-    }
-
-    #[test]
-    fn columns_added_after_the_first_format_are_nullable_and_last() {
-        for table in Table::ALL {
-            let mut previous = 1;
-            for column in table.columns() {
-                assert!(column.added_in_format >= 1, "{table}.{}", column.name);
-                if column.added_in_format > 1 {
-                    assert!(column.nullable, "{table}.{} must be nullable", column.name);
-                }
-                assert!(
-                    column.added_in_format >= previous,
-                    "{table}.{}: later columns go after the older ones",
-                    column.name
-                );
-                previous = column.added_in_format;
-            }
-        }
-        let added: Vec<&str> = Table::DimCalendar
-            .columns()
-            .iter()
-            .filter(|column| column.added_in_format == 2)
-            .map(|column| column.name)
-            .collect();
-        assert_eq!(
-            added,
-            [
-                "is_school_holiday",
-                "school_holiday_name",
-                "is_bridge_day",
-                "days_to_major_holiday",
-                "days_from_major_holiday"
-            ]
-        );
     }
 }
