@@ -227,11 +227,12 @@ pub fn slot_ids_hash(slot_ids: &[String]) -> u64 {
 mod tests {
     use super::*;
     use crate::live::{LiveRules, LiveState};
-    use crate::topology::Topology;
+    use crate::topology::TopologyIndex;
 
     fn checkpoint() -> PartitionCheckpoint {
-        let topology = Topology::new([("lot".to_owned(), vec!["a".to_owned(), "b".to_owned()])])
-            .expect("valid");
+        let topology =
+            TopologyIndex::new([("lot".to_owned(), vec!["a".to_owned(), "b".to_owned()])])
+                .expect("valid");
         let live = LiveState::new(&topology, LiveRules::default());
         PartitionCheckpoint {
             version: CHECKPOINT_VERSION,

@@ -8,7 +8,7 @@ use parkcast_proto::SCHEMA_VERSION;
 use parkcast_proto::v1::{ReadingKind, SessionEvent, SessionEventKind, SlotReport};
 use prost::Message;
 
-use crate::topology::{LotIndex, SlotIndex, Topology};
+use crate::topology::{LotIndex, SlotIndex, TopologyIndex};
 
 /// Why a message was not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -184,7 +184,11 @@ fn check_schema(version: u32) -> Result<(), Rejection> {
     }
 }
 
-fn check_lot(topology: &Topology, key: Option<&[u8]>, lot_id: &str) -> Result<LotIndex, Rejection> {
+fn check_lot(
+    topology: &TopologyIndex,
+    key: Option<&[u8]>,
+    lot_id: &str,
+) -> Result<LotIndex, Rejection> {
     if lot_id.is_empty() {
         return Err(Rejection::new(Reason::InvalidValue, "lot_id is empty"));
     }
@@ -286,7 +290,7 @@ fn decode_reading_ref(value: &[u8]) -> Result<ReadingRef<'_>, String> {
 /// Decodes and validates a `parkcast.sensor.v1` message, judging its time against the wall clock
 /// `now_ms` (`None`: the caller bounds event times itself).
 pub fn decode_sensor(
-    topology: &Topology,
+    topology: &TopologyIndex,
     rules: &TimeRules,
     key: Option<&[u8]>,
     value: &[u8],
@@ -340,7 +344,7 @@ pub fn decode_sensor(
 
 /// Decodes and validates a `parkcast.session.v1` message (times as [`decode_sensor`]).
 pub fn decode_session(
-    topology: &Topology,
+    topology: &TopologyIndex,
     rules: &TimeRules,
     key: Option<&[u8]>,
     value: &[u8],
@@ -430,8 +434,8 @@ mod tests {
 
     const NOW: i64 = 1_764_000_000_000;
 
-    fn topology() -> Topology {
-        Topology::new([("lot-a".to_owned(), vec!["s1".to_owned(), "s2".to_owned()])])
+    fn topology() -> TopologyIndex {
+        TopologyIndex::new([("lot-a".to_owned(), vec!["s1".to_owned(), "s2".to_owned()])])
             .expect("valid")
     }
 

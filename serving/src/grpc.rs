@@ -36,7 +36,7 @@ use crate::requests::{
     client_message,
 };
 use crate::scoring::{LotAnswer, Scoring, forecast_at};
-use crate::topology::{LotIndex, Topology};
+use crate::topology::{LotIndex, TopologyIndex};
 
 /// What a lot is, beyond its slots: for names and `SearchNearby`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,7 +61,7 @@ impl LotDirectory {
     /// The directory of a topology's lots; lots missing from `infos` are named by their id, without
     /// location.
     pub fn new(
-        topology: &Topology,
+        topology: &TopologyIndex,
         mut infos: std::collections::HashMap<String, LotInfo>,
     ) -> LotDirectory {
         LotDirectory {

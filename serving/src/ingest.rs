@@ -80,7 +80,7 @@ use crate::checkpoint::{
 use crate::decode::{Reason, Rejection, TimeRules, decode_sensor, decode_session};
 use crate::live::{GridRule, LiveRules, LiveState, LotSnapshot};
 use crate::metrics::{IngestMetrics, InputTopic};
-use crate::topology::{LotIndex, Topology};
+use crate::topology::{LotIndex, TopologyIndex};
 
 /// Settings of the live consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -608,7 +608,7 @@ struct Expected {
 /// `poll`, on the same thread, while the loop holds no lock).
 struct Core {
     config: IngestConfig,
-    topology: Arc<Topology>,
+    topology: Arc<TopologyIndex>,
     live: LiveState,
     /// Partition of each lot (-1: none seen), so a partition's lots can be checkpointed and handed
     /// over.
@@ -1269,7 +1269,7 @@ pub struct IngestSummary {
 /// A running consumer. Dropping it aborts like [`Ingest::abort`].
 pub struct Ingest {
     shared: Arc<Shared>,
-    topology: Arc<Topology>,
+    topology: Arc<TopologyIndex>,
     thread: Mutex<Option<JoinHandle<Result<IngestSummary, IngestError>>>>,
     probe: Mutex<Option<JoinHandle<()>>>,
 }
@@ -1288,7 +1288,7 @@ impl Ingest {
     /// thread, judging event times by the wall clock.
     pub fn start(
         config: IngestConfig,
-        topology: Arc<Topology>,
+        topology: Arc<TopologyIndex>,
         metrics: IngestMetrics,
     ) -> Result<Ingest, IngestError> {
         Ingest::start_with(config, topology, metrics, IngestOptions::default())
@@ -1297,7 +1297,7 @@ impl Ingest {
     /// [`Ingest::start`] with a forecasting grid and a time reference.
     pub fn start_with(
         config: IngestConfig,
-        topology: Arc<Topology>,
+        topology: Arc<TopologyIndex>,
         metrics: IngestMetrics,
         options: IngestOptions,
     ) -> Result<Ingest, IngestError> {
@@ -1377,7 +1377,7 @@ impl Ingest {
     }
 
     /// Reads the live state (briefly blocks ingestion).
-    pub fn with_state<R>(&self, read: impl FnOnce(&LiveState, &Topology) -> R) -> R {
+    pub fn with_state<R>(&self, read: impl FnOnce(&LiveState, &TopologyIndex) -> R) -> R {
         let core = self.shared.core();
         read(&core.live, &core.topology)
     }
@@ -1443,7 +1443,7 @@ impl Ingest {
 }
 
 impl crate::scoring::LiveSource for Ingest {
-    fn topology(&self) -> &Topology {
+    fn topology(&self) -> &TopologyIndex {
         &self.topology
     }
 

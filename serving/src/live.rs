@@ -24,7 +24,7 @@ use parkcast_features::occupancy::{ApplyOutcome, SlotState, SlotStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{Reason, Rejection, SensorEvent, SessionMark};
-use crate::topology::{LotIndex, Topology};
+use crate::topology::{LotIndex, TopologyIndex};
 
 /// Minutes of arrival and departure history per lot.
 pub const FLOW_MINUTES: usize = 60;
@@ -322,7 +322,7 @@ pub struct LiveState {
 
 impl LiveState {
     /// Empty state for every slot of the topology.
-    pub fn new(topology: &Topology, rules: LiveRules) -> Self {
+    pub fn new(topology: &TopologyIndex, rules: LiveRules) -> Self {
         LiveState {
             rules,
             grid: None,
@@ -615,7 +615,7 @@ mod tests {
     const T0: i64 = 1_764_000_000_000;
 
     fn state() -> LiveState {
-        let topology = Topology::new([(
+        let topology = TopologyIndex::new([(
             "lot".to_owned(),
             (0..4).map(|slot| format!("s{slot}")).collect(),
         )])
@@ -826,7 +826,7 @@ mod tests {
             (snapshot.entries_last_hour, snapshot.exits_last_hour),
             (2, 1)
         );
-        let big = Topology::new((0..1_000).map(|lot| {
+        let big = TopologyIndex::new((0..1_000).map(|lot| {
             (
                 format!("l{lot}"),
                 (0..1_000).map(|slot| format!("s{slot}")).collect(),

@@ -11,7 +11,7 @@ use parkcast_proto::v1::{
     WatchAvailabilityRequest,
 };
 
-use crate::topology::{LotIndex, Topology};
+use crate::topology::{LotIndex, TopologyIndex};
 
 /// Characters of a client's input that a `Status` message quotes at most.
 pub const QUOTED_CHARS: usize = 64;
@@ -257,7 +257,7 @@ pub struct SearchQuery {
     pub max_results: u32,
 }
 
-fn check_lot(topology: &Topology, lot_id: &str) -> Result<LotIndex, RequestError> {
+fn check_lot(topology: &TopologyIndex, lot_id: &str) -> Result<LotIndex, RequestError> {
     if lot_id.is_empty() {
         return Err(RequestError::MissingLot);
     }
@@ -291,7 +291,7 @@ fn check_arrival(
 /// Checks a `GetAvailability` request.
 pub fn check_get(
     request: &GetAvailabilityRequest,
-    topology: &Topology,
+    topology: &TopologyIndex,
     limits: &RequestLimits,
     now_ms: i64,
 ) -> Result<AvailabilityQuery, RequestError> {
@@ -328,7 +328,7 @@ pub fn check_get(
 /// Checks a `BatchGetAvailability` request.
 pub fn check_batch(
     request: &BatchGetAvailabilityRequest,
-    topology: &Topology,
+    topology: &TopologyIndex,
     limits: &RequestLimits,
     now_ms: i64,
 ) -> Result<Vec<AvailabilityQuery>, RequestError> {
@@ -415,7 +415,7 @@ pub fn check_search(
 /// messages per change), and the horizons as for `GetAvailability`.
 pub fn check_watch(
     request: &WatchAvailabilityRequest,
-    topology: &Topology,
+    topology: &TopologyIndex,
     limits: &RequestLimits,
 ) -> Result<(Vec<LotIndex>, Vec<u32>), RequestError> {
     if request.lot_ids.is_empty() || request.lot_ids.len() > limits.max_watched_lots {
@@ -449,8 +449,8 @@ mod tests {
 
     const NOW: i64 = 1_764_000_000_000;
 
-    fn topology() -> Topology {
-        Topology::new([
+    fn topology() -> TopologyIndex {
+        TopologyIndex::new([
             ("a".to_owned(), vec!["a1".to_owned()]),
             ("b".to_owned(), vec!["b1".to_owned()]),
         ])

@@ -42,12 +42,12 @@ use parkcast_inference::artifact::{LoadedModel, LotForecast, ModelBundle};
 use parkcast_inference::registry::Manifest;
 
 use crate::live::{FeatureInput, GRID_HISTORY_MS, GridRule, LotChange, LotSnapshot};
-use crate::topology::{LotIndex, Topology};
+use crate::topology::{LotIndex, TopologyIndex};
 
 /// What the scorer reads from ingestion.
 pub trait LiveSource: Send + Sync + 'static {
     /// The lots and slots served.
-    fn topology(&self) -> &Topology;
+    fn topology(&self) -> &TopologyIndex;
     /// Samples lots onto this grid from now on.
     fn set_grid(&self, rule: Option<GridRule>);
     /// Appends what changed since the last call (every lot with `all`), pictures taken at `now_ms`
@@ -535,7 +535,7 @@ impl Scoring {
     }
 
     /// The lots and slots served.
-    pub fn topology(&self) -> &Topology {
+    pub fn topology(&self) -> &TopologyIndex {
         self.source.topology()
     }
 

@@ -33,7 +33,7 @@ use crate::metrics::{self, IngestMetrics, ServingMetrics};
 use crate::models::{ActivationError, ModelManager, StartupModel, load_startup};
 use crate::pricing::{PricingError, PricingFeed};
 use crate::scoring::{Clock, LiveSource, Scoring};
-use crate::topology::Topology;
+use crate::topology::TopologyIndex;
 
 /// Errors of starting or stopping a server.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +110,7 @@ pub struct ServerOptions {
     /// The checked config.
     pub config: ServiceConfig,
     /// The lots and slots served.
-    pub topology: Arc<Topology>,
+    pub topology: Arc<TopologyIndex>,
     /// Where grid history, lot names, locations and slot types come from.
     pub warehouse: Warehouse,
     /// Grid history is read up to this instant (default: now).
@@ -493,7 +493,7 @@ fn seed_history(
 /// Names, locations and slot types of the served lots from `dim_lot` and `dim_slot`.
 pub fn lot_directory(
     warehouse: &Warehouse,
-    topology: &Topology,
+    topology: &TopologyIndex,
 ) -> Result<LotDirectory, WarehouseError> {
     let mut infos: HashMap<String, LotInfo> = warehouse
         .read_rows::<LotRow>()?

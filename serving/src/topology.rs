@@ -1,4 +1,7 @@
-//! Which lots and slots exist: the dimension data live events are checked against.
+//! Which lots and slots exist, indexed: the dimension data live events are checked against.
+//!
+//! The topology itself (lots and their sorted slot ids from `dim_slot`) is
+//! `parkcast_warehouse::topology::Topology`; this is its dense index for the live state.
 //!
 //! Events name lots and slots by their string ids; the live state keeps them in dense vectors, so the
 //! topology maps ids to indices once, at the edge. A slot id is looked up within its lot, which keeps
@@ -28,9 +31,9 @@ pub struct LotTopology {
     slots: IdMap<SlotIndex>,
 }
 
-/// Every known lot and slot.
+/// Every known lot and slot, with dense indices.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Topology {
+pub struct TopologyIndex {
     lots: Vec<LotTopology>,
     by_id: IdMap<LotIndex>,
 }
@@ -55,12 +58,12 @@ pub enum TopologyError {
     TooLarge,
 }
 
-impl Topology {
+impl TopologyIndex {
     /// A topology from (lot id, its slot ids) pairs, in the order given.
     pub fn new(
         lots: impl IntoIterator<Item = (String, Vec<String>)>,
-    ) -> Result<Topology, TopologyError> {
-        let mut topology = Topology::default();
+    ) -> Result<TopologyIndex, TopologyError> {
+        let mut topology = TopologyIndex::default();
         for (lot_id, slot_ids) in lots {
             if topology.by_id.contains_key(&lot_id) {
                 return Err(TopologyError::DuplicateLot(lot_id));
@@ -118,7 +121,7 @@ mod tests {
 
     #[test]
     fn ids_map_to_indices_and_duplicates_are_refused() {
-        let topology = Topology::new([
+        let topology = TopologyIndex::new([
             ("a".to_owned(), vec!["a1".to_owned(), "a2".to_owned()]),
             ("b".to_owned(), vec!["b1".to_owned()]),
         ])
@@ -129,11 +132,11 @@ mod tests {
         assert_eq!(topology.slot_count(), 3);
         assert_eq!(topology.lots()[0].capacity, 2);
         assert!(matches!(
-            Topology::new([("a".to_owned(), vec![]), ("a".to_owned(), vec![])]),
+            TopologyIndex::new([("a".to_owned(), vec![]), ("a".to_owned(), vec![])]),
             Err(TopologyError::DuplicateLot(_))
         ));
         assert!(matches!(
-            Topology::new([("a".to_owned(), vec!["x".to_owned(), "x".to_owned()])]),
+            TopologyIndex::new([("a".to_owned(), vec!["x".to_owned(), "x".to_owned()])]),
             Err(TopologyError::DuplicateSlot { .. })
         ));
     }

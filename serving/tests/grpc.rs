@@ -29,7 +29,7 @@ use parkcast_serving::metrics::ServingMetrics;
 use parkcast_serving::models::ModelManager;
 use parkcast_serving::requests::RequestLimits;
 use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ScoringConfig};
-use parkcast_serving::topology::Topology;
+use parkcast_serving::topology::TopologyIndex;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -125,7 +125,7 @@ async fn fixture_with(setup: Setup) -> Fixture {
         wide_on,
         holiday,
     } = setup;
-    let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
+    let topology = TopologyIndex::new(LOTS.iter().map(|(lot, capacity)| {
         (
             (*lot).to_owned(),
             (0..*capacity).map(|slot| format!("{lot}-{slot}")).collect(),
@@ -1189,7 +1189,7 @@ async fn models_activate_under_load_and_a_corrupt_version_is_refused() {
 
 #[test]
 fn a_model_activated_into_a_server_without_history_seeds_it_once() {
-    let topology = Topology::new([(
+    let topology = TopologyIndex::new([(
         "north".to_owned(),
         (0..4).map(|slot| format!("north-{slot}")).collect(),
     )])
@@ -1387,7 +1387,7 @@ async fn reactivating_an_identical_model_leaves_every_answer_bit_identical() {
 
 /// A scorer over north (4 slots) with nine days of history, and a manager over `registry`.
 fn north_manager(registry: &std::path::Path, metrics: &ServingMetrics) -> Arc<ModelManager> {
-    let topology = Topology::new([(
+    let topology = TopologyIndex::new([(
         "north".to_owned(),
         (0..4).map(|slot| format!("north-{slot}")).collect(),
     )])

@@ -16,7 +16,7 @@ use parkcast_serving::metrics::IngestMetrics;
 use parkcast_serving::models::ModelManager;
 use parkcast_serving::requests::RequestLimits;
 use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ScoringConfig};
-use parkcast_serving::topology::Topology;
+use parkcast_serving::topology::TopologyIndex;
 use prost::Message as _;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -25,7 +25,7 @@ async fn produced_events_are_visible_and_scored_over_grpc() {
     parkcast_kafka::require_broker!();
     let kafka = fresh_config("grpc", 2);
     let topology = Arc::new(
-        Topology::new([(
+        TopologyIndex::new([(
             "north".to_owned(),
             (0..4).map(|slot| format!("n{slot}")).collect(),
         )])

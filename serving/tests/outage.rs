@@ -13,7 +13,7 @@ use parkcast_proto::SCHEMA_VERSION;
 use parkcast_proto::v1::{ReadingKind, SensorReading, SlotReport};
 use parkcast_serving::ingest::{Ingest, IngestConfig};
 use parkcast_serving::metrics::IngestMetrics;
-use parkcast_serving::topology::Topology;
+use parkcast_serving::topology::TopologyIndex;
 use prometheus_client::registry::Registry;
 use prost::Message as _;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -60,7 +60,7 @@ fn an_outage_keeps_the_state_flags_it_stale_and_catches_up_after() {
     let kafka = broker.config("outage");
     create_topics(&kafka, &kafka.topics.all(), 2, Duration::from_secs(10)).expect("topics");
     let topology = Arc::new(
-        Topology::new((0..4).map(|lot| {
+        TopologyIndex::new((0..4).map(|lot| {
             (
                 format!("lot-{lot}"),
                 (0..10).map(|slot| format!("lot-{lot}:s{slot}")).collect(),

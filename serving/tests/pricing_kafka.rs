@@ -19,7 +19,7 @@ use parkcast_serving::metrics::ServingMetrics;
 use parkcast_serving::models::ModelManager;
 use parkcast_serving::pricing::PricingFeed;
 use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ScoringConfig, ServedModel};
-use parkcast_serving::topology::Topology;
+use parkcast_serving::topology::TopologyIndex;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -68,7 +68,7 @@ fn read(consumer: &BaseConsumer, count: usize) -> Vec<ForecastBand> {
 
 /// Two lots with nine days of history, scored by the toy model's version 1 (kept in `registry`).
 fn scored_lots(registry: &std::path::Path) -> (Arc<Source>, Arc<Scoring>, ModelManager) {
-    let topology = Topology::new(LOTS.iter().map(|(lot, capacity)| {
+    let topology = TopologyIndex::new(LOTS.iter().map(|(lot, capacity)| {
         (
             (*lot).to_owned(),
             (0..*capacity).map(|slot| format!("{lot}-{slot}")).collect(),

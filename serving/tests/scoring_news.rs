@@ -11,7 +11,7 @@ use parkcast_kafka::testing::wait_until;
 use parkcast_serving::decode::SensorEvent;
 use parkcast_serving::live::{GridRule, LiveRules, LiveState, LotChange};
 use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ScoringConfig};
-use parkcast_serving::topology::Topology;
+use parkcast_serving::topology::TopologyIndex;
 
 use common::Source;
 
@@ -28,7 +28,7 @@ struct NewsSource {
 
 impl NewsSource {
     fn new() -> NewsSource {
-        let topology = Topology::new([(
+        let topology = TopologyIndex::new([(
             "north".to_owned(),
             (0..4).map(|slot| format!("north-{slot}")).collect(),
         )])
@@ -68,7 +68,7 @@ impl NewsSource {
 }
 
 impl LiveSource for NewsSource {
-    fn topology(&self) -> &Topology {
+    fn topology(&self) -> &TopologyIndex {
         self.inner.topology()
     }
 

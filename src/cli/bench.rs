@@ -496,8 +496,8 @@ fn bench_ingest(lots: u32, slots: u32, events: u32) -> Result<()> {
 pub(super) fn synthetic_topology(
     lots: u32,
     slots: u32,
-) -> Result<parkcast_serving::topology::Topology> {
-    parkcast_serving::topology::Topology::new((0..lots).map(|lot| {
+) -> Result<parkcast_serving::topology::TopologyIndex> {
+    parkcast_serving::topology::TopologyIndex::new((0..lots).map(|lot| {
         (
             format!("lot{lot:05}"),
             (0..slots)

@@ -215,7 +215,7 @@ fn live_stage(
     use parkcast_archive::source::{EventSource, SourceConfig};
     use parkcast_kafka::KafkaConfig;
     use parkcast_serving::config::{ClockMode, ServiceConfig};
-    use parkcast_serving::topology::Topology;
+    use parkcast_serving::topology::TopologyIndex;
 
     let mut kafka = KafkaConfig::default();
     let embedded = if args.broker.bootstrap.is_some() {
@@ -238,7 +238,7 @@ fn live_stage(
             .collect();
     let lot_ids: std::collections::BTreeSet<String> =
         city.iter().map(|(lot, _)| lot.clone()).collect();
-    let topology = Arc::new(Topology::new(city).context("invalid topology")?);
+    let topology = Arc::new(TopologyIndex::new(city).context("invalid topology")?);
     let state_dir = args.out.with_file_name("serving-state");
     let _ = std::fs::remove_dir_all(&state_dir);
     let mut config = ServiceConfig::default();

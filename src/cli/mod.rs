@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use parkcast_kafka::{KafkaConfig, TopicNames};
 use parkcast_serving::config::{Profile, ServiceConfig, load_layered};
-use parkcast_serving::topology::Topology as TopologyIndex;
+use parkcast_serving::topology::TopologyIndex;
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::topology::Topology;
 

@@ -14,7 +14,7 @@ use parkcast_proto::v1::{
 use parkcast_serving::ingest::{Ingest, IngestConfig};
 use parkcast_serving::live::LotSnapshot;
 use parkcast_serving::metrics::IngestMetrics;
-use parkcast_serving::topology::Topology;
+use parkcast_serving::topology::TopologyIndex;
 use prometheus_client::registry::Registry;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,9 +24,9 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 /// How long a test waits for a condition before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-pub fn topology(lots: usize, slots: usize) -> Arc<Topology> {
+pub fn topology(lots: usize, slots: usize) -> Arc<TopologyIndex> {
     Arc::new(
-        Topology::new((0..lots).map(|lot| {
+        TopologyIndex::new((0..lots).map(|lot| {
             (
                 format!("lot-{lot}"),
                 (0..slots)
@@ -53,7 +53,7 @@ pub fn ingest_config(
     }
 }
 
-pub fn start(config: IngestConfig, topology: &Arc<Topology>) -> Ingest {
+pub fn start(config: IngestConfig, topology: &Arc<TopologyIndex>) -> Ingest {
     let metrics = IngestMetrics::register(&mut Registry::default());
     Ingest::start(config, Arc::clone(topology), metrics).expect("ingestion should start")
 }
@@ -124,7 +124,7 @@ pub fn dead_letters(kafka: &KafkaConfig, expected: usize) -> Vec<DeadLetter> {
 
 /// A small city's stream: readings of every slot in time order with heartbeats, and sessions.
 pub struct Stream {
-    pub topology: Arc<Topology>,
+    pub topology: Arc<TopologyIndex>,
     pub messages: Vec<(bool, String, Vec<u8>)>,
     pub last_event_ms: i64,
 }

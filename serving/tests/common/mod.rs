@@ -26,7 +26,7 @@ use parkcast_inference::model::{
 use parkcast_inference::registry::{Manifest, ModelCard, NewVersion, Registry};
 use parkcast_serving::live::{GridRule, LiveState, LotChange};
 use parkcast_serving::scoring::LiveSource;
-use parkcast_serving::topology::Topology;
+use parkcast_serving::topology::TopologyIndex;
 use std::sync::{Mutex, PoisonError};
 
 /// Grid step of the toy model, minutes.
@@ -292,14 +292,14 @@ pub fn publish_bytes(
 
 /// Real live state behind a lock, as ingestion keeps it.
 pub struct Source {
-    topology: Topology,
+    topology: TopologyIndex,
     live: Mutex<LiveState>,
     /// Pictures are taken at this instant when the scorer gives none.
     now_ms: i64,
 }
 
 impl Source {
-    pub fn new(topology: Topology, live: LiveState, now_ms: i64) -> Source {
+    pub fn new(topology: TopologyIndex, live: LiveState, now_ms: i64) -> Source {
         Source {
             topology,
             live: Mutex::new(live),
@@ -313,7 +313,7 @@ impl Source {
 }
 
 impl LiveSource for Source {
-    fn topology(&self) -> &Topology {
+    fn topology(&self) -> &TopologyIndex {
         &self.topology
     }
 
