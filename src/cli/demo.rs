@@ -128,18 +128,8 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
         )?;
     }
     // The model served live: the simulated city, horizons from 15 minutes to a week.
-    let last = args.days.saturating_sub(1);
-    let first = demo_start() + chrono::Days::new(u64::from(last.saturating_sub(6)));
-    let city = BacktestConfig {
-        source: simulate::SOURCE.to_owned(),
-        step_minutes: 15,
-        horizons: vec![1, 2, 4, 8, 96, 672],
-        test_start: first,
-        test_end: demo_start() + chrono::Days::new(u64::from(last)),
-        same_day: false,
-        calibration_days: 7,
-        ..BacktestConfig::birmingham()
-    };
+    let city =
+        parkcast_training::protocol::simulated_city(simulate::SOURCE, demo_start(), args.days);
     println!(
         "4/5  training the simulated city's model (15 min to 7 days ahead; the one served live) to {}",
         args.models.display()
@@ -179,7 +169,10 @@ fn train_and_report(
         train(warehouse, &Registry::open(models), &config, progress)
     })
     .context("training failed")?;
-    super::backtest::print_summary(&outcome.backtest, &config.backtest);
+    println!(
+        "{}",
+        parkcast_training::summary::backtest(&outcome.backtest, &config.backtest)
+    );
     let manifest = &outcome.published.manifest;
     if !outcome.beats_baseline {
         println!(

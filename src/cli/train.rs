@@ -9,7 +9,9 @@ use parkcast_training::registry::Registry;
 use parkcast_training::train::{TrainConfig, train};
 
 use super::GlobalArgs;
-use super::backtest::{ProtocolArgs, print_summary};
+use parkcast_training::summary;
+
+use super::backtest::ProtocolArgs;
 use crate::progress::BarProgress;
 
 /// Arguments of `parkcast train`.
@@ -35,7 +37,7 @@ pub fn run(args: TrainArgs, global: &GlobalArgs) -> Result<()> {
     let (backtest, origin) = args.protocol.config(&warehouse, &frozen.config)?;
     println!("protocol: {origin}");
     let overrides = args.protocol.overrides(&frozen.config);
-    super::backtest::print_configuration(&frozen, &overrides);
+    println!("{}", summary::configuration(&frozen, &overrides));
     let models = args.protocol.models(&frozen.config)?;
     let name = args.name.clone().unwrap_or_else(|| {
         backtest
@@ -50,12 +52,12 @@ pub fn run(args: TrainArgs, global: &GlobalArgs) -> Result<()> {
         frozen: Some(frozen.record(overrides)),
     };
     let registry = Registry::open(&args.registry);
-    let progress = BarProgress::new(global.quiet);
     let started = std::time::Instant::now();
-    let outcome = train(&warehouse, &registry, &config, &progress);
-    progress.finish();
-    let outcome = outcome.context("training failed")?;
-    print_summary(&outcome.backtest, &config.backtest);
+    let outcome = BarProgress::run(global.quiet, |progress| {
+        train(&warehouse, &registry, &config, progress)
+    })
+    .context("training failed")?;
+    println!("{}", summary::backtest(&outcome.backtest, &config.backtest));
     let manifest = &outcome.published.manifest;
     println!(
         "promoted {} ({} persistence + profile change at every horizon)",

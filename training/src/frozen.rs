@@ -35,6 +35,14 @@ pub const CONFIG_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read the configuration {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The text is not TOML of the expected shape (unknown key, wrong type, missing key); toml's
     /// message names the key and its line.
     #[error("configuration {origin}: {source}")]
@@ -498,6 +506,18 @@ impl LoadedConfig {
         .expect("the embedded configuration should parse (a unit test checks it)")
     }
 
+    /// The configuration in `path` (`--config FILE`), or the one built in.
+    pub fn load(path: Option<&std::path::Path>) -> Result<LoadedConfig, ConfigError> {
+        let Some(path) = path else {
+            return Ok(LoadedConfig::embedded());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        LoadedConfig::from_text(&path.display().to_string(), &text)
+    }
+
     /// Parses a configuration's text.
     pub fn from_text(origin: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
         Ok(LoadedConfig {
@@ -559,9 +579,182 @@ impl ConfigRecord {
     }
 }
 
+/// Which learned models to train next to the baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LearnedModels {
+    /// Baselines only.
+    None,
+    /// The elastic net.
+    Linear,
+    /// The gradient-boosted trees.
+    Gbm,
+    /// Elastic net and trees.
+    #[default]
+    All,
+}
+
+/// Knobs a run sets over the frozen configuration (`parkcast backtest --gbm-iterations 80`):
+/// applied to its models and listed in the report, so a model says how it departed from it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// Boosting rounds of the trees.
+    pub gbm_iterations: Option<usize>,
+    /// Learning rate of the trees.
+    pub gbm_learning_rate: Option<f64>,
+    /// The trees' loss.
+    pub gbm_objective: Option<Objective>,
+    /// Ensembles per horizon over bagging seeds.
+    pub gbm_bagging_seeds: Option<usize>,
+    /// Features the trees leave out, by name (see [`FEATURE_NAMES`]).
+    pub gbm_exclude: Vec<String>,
+    /// Which residuals calibrate the intervals.
+    pub calibration: Option<CalibrationScope>,
+}
+
+/// A feature name that is not one of [`FEATURE_NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--gbm-exclude: no feature {name:?}; features: {}", FEATURE_NAMES.join(", "))]
+pub struct UnknownFeature {
+    /// The name given.
+    pub name: String,
+}
+
+impl Overrides {
+    /// The knobs set differently from `frozen`, as the report lists them
+    /// (`gbm.iterations = 80 (--gbm-iterations; the configuration says 300)`).
+    pub fn describe(&self, frozen: &FrozenConfig) -> Vec<String> {
+        let mut overrides = Vec::new();
+        let mut note = |key: &str, flag: &str, ours: String, theirs: String| {
+            if ours != theirs {
+                overrides.push(format!(
+                    "{key} = {ours} ({flag}; the configuration says {theirs})"
+                ));
+            }
+        };
+        let gbm = &frozen.gbm;
+        if let Some(iterations) = self.gbm_iterations {
+            note(
+                "gbm.iterations",
+                "--gbm-iterations",
+                iterations.to_string(),
+                gbm.iterations.to_string(),
+            );
+        }
+        if let Some(rate) = self.gbm_learning_rate {
+            note(
+                "gbm.learning_rate",
+                "--gbm-learning-rate",
+                rate.to_string(),
+                gbm.learning_rate.to_string(),
+            );
+        }
+        if let Some(objective) = self.gbm_objective {
+            note(
+                "gbm.objective",
+                "--gbm-objective",
+                ObjectiveSpec(objective).to_string(),
+                gbm.objective.to_string(),
+            );
+        }
+        if let Some(seeds) = self.gbm_bagging_seeds {
+            note(
+                "gbm.bagging_seeds",
+                "--gbm-bagging-seeds",
+                seeds.to_string(),
+                gbm.bagging_seeds.to_string(),
+            );
+        }
+        if !self.gbm_exclude.is_empty() {
+            overrides.push(format!(
+                "gbm.excluded_features += {} (--gbm-exclude)",
+                self.gbm_exclude.join(", ")
+            ));
+        }
+        if let Some(ours) = self.calibration
+            && ours != frozen.calibration()
+        {
+            overrides.push(format!(
+                "intervals.calibration = {ours:?} (--calibration; the configuration says {:?})",
+                frozen.calibration()
+            ));
+        }
+        overrides
+    }
+
+    /// The learned models `which` asks for: `frozen`'s hyperparameters with these overrides.
+    pub fn models(
+        &self,
+        frozen: &FrozenConfig,
+        which: LearnedModels,
+    ) -> Result<crate::backtest::ModelChoice, UnknownFeature> {
+        let mut gbm = frozen.gbm_params();
+        if let Some(iterations) = self.gbm_iterations {
+            gbm.iterations = iterations;
+        }
+        if let Some(rate) = self.gbm_learning_rate {
+            gbm.learning_rate = rate;
+        }
+        if let Some(objective) = self.gbm_objective {
+            gbm.objective = objective;
+        }
+        if let Some(seeds) = self.gbm_bagging_seeds {
+            gbm.bagging_seeds = seeds;
+        }
+        for name in &self.gbm_exclude {
+            let position = FEATURE_NAMES
+                .iter()
+                .position(|feature| feature == name)
+                .ok_or_else(|| UnknownFeature { name: name.clone() })?;
+            if !gbm.excluded_features.contains(&position) {
+                gbm.excluded_features.push(position);
+            }
+        }
+        let linear = frozen.linear_params();
+        let (linear, gbm) = match which {
+            LearnedModels::None => (None, None),
+            LearnedModels::Linear => (Some(linear), None),
+            LearnedModels::Gbm => (None, Some(gbm)),
+            LearnedModels::All => (Some(linear), Some(gbm)),
+        };
+        Ok(crate::backtest::ModelChoice { linear, gbm })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_apply_to_the_models_and_are_described_only_where_they_differ() {
+        let frozen = LoadedConfig::embedded().config;
+        let overrides = Overrides {
+            gbm_iterations: Some(frozen.gbm.iterations + 1),
+            gbm_bagging_seeds: Some(frozen.gbm.bagging_seeds),
+            gbm_exclude: vec![FEATURE_NAMES[0].to_owned()],
+            ..Overrides::default()
+        };
+        let described = overrides.describe(&frozen);
+        assert_eq!(described.len(), 2, "{described:?}");
+        assert!(
+            described[0].starts_with("gbm.iterations = "),
+            "{described:?}"
+        );
+        let models = overrides
+            .models(&frozen, LearnedModels::Gbm)
+            .expect("known features");
+        let gbm = models.gbm.expect("trees asked for");
+        assert!(models.linear.is_none());
+        assert_eq!(gbm.iterations, frozen.gbm.iterations + 1);
+        assert!(gbm.excluded_features.contains(&0));
+        let unknown = Overrides {
+            gbm_exclude: vec!["no_such_feature".to_owned()],
+            ..Overrides::default()
+        };
+        let error = unknown
+            .models(&frozen, LearnedModels::All)
+            .expect_err("an unknown feature");
+        assert!(error.to_string().contains("no_such_feature"), "{error}");
+    }
 
     fn with(old: &str, new: &str) -> String {
         assert!(

@@ -21,6 +21,7 @@ pub mod plot;
 pub mod progress;
 pub mod protocol;
 pub mod simulate;
+pub mod summary;
 pub mod train;
 pub mod tune;
 

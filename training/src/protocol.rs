@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
+use parkcast_features::conformal::CalibrationScope;
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::rows::LotRow;
 use parkcast_warehouse::schema::Table;
@@ -287,9 +288,355 @@ fn median(values: &mut [i64]) -> Option<i64> {
     Some(*values.select_nth_unstable(middle).1)
 }
 
+/// The published reference protocols of the real data sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Birmingham: 30-minute grid, 30 min / 1 h / 2 h, test week 13-19 Dec 2016, same-day pairs.
+    Birmingham,
+    /// Málaga: 15-minute grid, 15 min / 1 h / 24 h, test Jul 2025 - Jun 2026 in quarterly rolling
+    /// windows, pairs across midnight.
+    Malaga,
+}
+
+impl Preset {
+    /// The preset of a data set's own source name.
+    pub fn of_source(source: &str) -> Option<Preset> {
+        match source {
+            "birmingham" => Some(Preset::Birmingham),
+            "malaga" => Some(Preset::Malaga),
+            _ => None,
+        }
+    }
+
+    /// The source the preset evaluates.
+    pub fn source(self) -> &'static str {
+        match self {
+            Preset::Birmingham => "birmingham",
+            Preset::Malaga => "malaga",
+        }
+    }
+
+    /// The protocol.
+    pub fn config(self) -> BacktestConfig {
+        match self {
+            Preset::Birmingham => BacktestConfig::birmingham(),
+            Preset::Malaga => BacktestConfig {
+                source: "malaga".to_owned(),
+                step_minutes: 15,
+                horizons: vec![1, 4, 96],
+                test_start: date(2025, 7, 1),
+                test_end: date(2026, 6, 30),
+                window_days: Some(91),
+                same_day: false,
+                training_days: Some(365),
+                ..BacktestConfig::birmingham()
+            },
+        }
+    }
+}
+
+fn date(year: i32, month: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, month, day).expect("preset dates are valid")
+}
+
+/// The protocol the demo trains its simulated city's model with (the one it serves live): a
+/// 15-minute grid, horizons from 15 minutes to a week, the city's last 7 days as the test window
+/// with 7 calibration days before, pairs across midnight. `first_day` and `days` are the city's.
+pub fn simulated_city(source: &str, first_day: NaiveDate, days: u32) -> BacktestConfig {
+    let last = days.saturating_sub(1);
+    BacktestConfig {
+        source: source.to_owned(),
+        step_minutes: 15,
+        horizons: vec![1, 2, 4, 8, 96, 672],
+        test_start: first_day + Days::new(u64::from(last.saturating_sub(6))),
+        test_end: first_day + Days::new(u64::from(last)),
+        same_day: false,
+        calibration_days: 7,
+        ..BacktestConfig::birmingham()
+    }
+}
+
+/// What a user asks of a protocol: a preset or a source, and overrides of its parts (`None`: the
+/// preset's, or what the source's data suggests).
+#[derive(Debug, Clone, Default)]
+pub struct ProtocolRequest {
+    /// A named protocol to start from.
+    pub preset: Option<Preset>,
+    /// The source; default: the preset's, else the warehouse's only source, else Birmingham when
+    /// the warehouse holds it.
+    pub source: Option<String>,
+    /// Grid step, minutes.
+    pub step_minutes: Option<u32>,
+    /// Horizons, minutes (multiples of the step).
+    pub horizons_minutes: Option<Vec<u32>>,
+    /// First local date of the test period.
+    pub test_start: Option<NaiveDate>,
+    /// Last local date of the test period (inclusive).
+    pub test_end: Option<NaiveDate>,
+    /// Rolling windows of this many days over the test period.
+    pub window_days: Option<u32>,
+    /// Earlier windows as long as the test period.
+    pub windows: Option<u32>,
+    /// Pair origins and targets across midnight.
+    pub across_days: bool,
+    /// Calibration days before each window.
+    pub calibration_days: Option<u32>,
+    /// Which residuals calibrate the intervals (default: the frozen configuration's).
+    pub calibration: Option<CalibrationScope>,
+    /// Train on at most this many days before each window.
+    pub training_days: Option<u32>,
+    /// Cap on training rows per horizon.
+    pub max_training_rows: usize,
+    /// Score the validation days only.
+    pub validation_only: bool,
+}
+
+/// Why a protocol request cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// The warehouse could not be read.
+    #[error(transparent)]
+    Lots(#[from] LotsError),
+    /// No protocol follows from the source's data.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The warehouse holds no occupancy.
+    #[error("the warehouse's fact_lot_occupancy is empty: import a data set first")]
+    Empty,
+    /// Several sources and none named.
+    #[error("the warehouse holds several sources ({0}): pick one with --source")]
+    SeveralSources(String),
+    /// The named source is not in the warehouse.
+    #[error("no source {name:?} in the warehouse's fact_lot_occupancy; it holds: {held}")]
+    NoSuchSource {
+        /// The source asked for.
+        name: String,
+        /// What the warehouse holds.
+        held: String,
+    },
+    /// A horizon is not a whole number of grid steps.
+    #[error("horizon {minutes} min is not a multiple of the {step_minutes}-minute step")]
+    HorizonNotMultiple {
+        /// The horizon.
+        minutes: u32,
+        /// The grid step.
+        step_minutes: u32,
+    },
+}
+
+impl ProtocolRequest {
+    /// The source to evaluate (see [`ProtocolRequest::source`]).
+    fn source_name(&self, warehouse: &Warehouse) -> Result<String, ResolveError> {
+        if let Some(source) = &self.source {
+            return Ok(source.clone());
+        }
+        if let Some(preset) = self.preset {
+            return Ok(preset.source().to_owned());
+        }
+        let held = sources(warehouse)?;
+        match held.as_slice() {
+            [only] => Ok(only.source.clone()),
+            _ if held.iter().any(|summary| summary.source == "birmingham") => {
+                Ok("birmingham".to_owned())
+            }
+            [] => Err(ResolveError::Empty),
+            _ => Err(ResolveError::SeveralSources(
+                held.iter()
+                    .map(|summary| summary.source.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+        }
+    }
+
+    /// The backtest configuration this request describes on `warehouse`, and where it came from
+    /// (printed, so a run says which protocol it evaluated). `default_calibration` is the frozen
+    /// configuration's.
+    pub fn resolve(
+        &self,
+        warehouse: &Warehouse,
+        default_calibration: CalibrationScope,
+    ) -> Result<(BacktestConfig, String), ResolveError> {
+        let source = self.source_name(warehouse)?;
+        let source = source.as_str();
+        let Some(summary) = self::source(warehouse, source)? else {
+            let available: Vec<String> = sources(warehouse)?
+                .into_iter()
+                .map(|source| format!("{} ({} lots)", source.source, source.lots))
+                .collect();
+            return Err(ResolveError::NoSuchSource {
+                name: source.to_owned(),
+                held: if available.is_empty() {
+                    "nothing (import a data set first)".to_owned()
+                } else {
+                    available.join(", ")
+                },
+            });
+        };
+        let preset = self.preset.or(Preset::of_source(source));
+        let mut origin = match preset {
+            Some(preset) => format!("preset {}", preset.source()),
+            None => format!(
+                "from the data of {source}: {} lots, {} to {}, a reading every {:.1} min",
+                summary.lots, summary.first_day, summary.last_day, summary.cadence_minutes
+            ),
+        };
+        let mut config = match preset {
+            Some(preset) => preset.config(),
+            None => {
+                let window_given = self.test_start.is_some() && self.test_end.is_some();
+                match summary.protocol() {
+                    Ok(config) => config,
+                    Err(ProtocolError::TooShort { .. }) if window_given => {
+                        summary.unchecked_protocol()
+                    }
+                    Err(ProtocolError::TooCoarse { .. })
+                        if window_given && self.step_minutes.is_some() =>
+                    {
+                        summary.unchecked_protocol()
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        };
+        let mut horizons_minutes: Vec<u32> = config
+            .horizons
+            .iter()
+            .map(|steps| steps * config.step_minutes)
+            .collect();
+        if let Some(source) = &self.source {
+            config.source = source.clone();
+        }
+        if let Some(step) = self.step_minutes {
+            config.step_minutes = step;
+        }
+        if let Some(horizons) = &self.horizons_minutes {
+            horizons_minutes.clone_from(horizons);
+        }
+        config.horizons = horizons_minutes
+            .iter()
+            .map(|&minutes| {
+                if config.step_minutes == 0 || minutes % config.step_minutes != 0 {
+                    return Err(ResolveError::HorizonNotMultiple {
+                        minutes,
+                        step_minutes: config.step_minutes,
+                    });
+                }
+                Ok(minutes / config.step_minutes)
+            })
+            .collect::<Result<_, _>>()?;
+        if let Some(start) = self.test_start {
+            config.test_start = start;
+        }
+        if let Some(end) = self.test_end {
+            config.test_end = end;
+        }
+        if self.window_days.is_some() {
+            config.window_days = self.window_days;
+        }
+        if let Some(windows) = self.windows {
+            config.windows = windows;
+        }
+        if self.across_days {
+            config.same_day = false;
+        }
+        if let Some(days) = self.calibration_days {
+            config.calibration_days = days;
+        }
+        if self.training_days.is_some() {
+            config.training_days = self.training_days;
+        }
+        config.max_training_rows = self.max_training_rows;
+        config.calibration = self.calibration.unwrap_or(default_calibration);
+        config.validation_only = self.validation_only;
+        let windows = config.windows();
+        origin.push_str(&format!(
+            "; {}-min grid, horizons {}, {} window{}: {}",
+            config.step_minutes,
+            horizons_minutes
+                .iter()
+                .map(|minutes| horizon_label(*minutes))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            windows.len(),
+            if windows.len() == 1 { "" } else { "s" },
+            windows
+                .iter()
+                .map(|(start, end)| format!("{start}..{end}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok((config, origin))
+    }
+}
+
+/// A horizon as the protocol line names it: `90` -> `1h30`, `60` -> `1h`, `15` -> `15 min`,
+/// `1440` -> `24h`.
+pub fn horizon_label(minutes: u32) -> String {
+    match (minutes / 60, minutes % 60) {
+        (0, rest) => format!("{rest} min"),
+        (hours, 0) => format!("{hours}h"),
+        (hours, rest) => format!("{hours}h{rest:02}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presets_are_the_published_protocols() {
+        let malaga = Preset::Malaga.config();
+        let minutes: Vec<u32> = malaga
+            .horizons
+            .iter()
+            .map(|steps| steps * malaga.step_minutes)
+            .collect();
+        assert_eq!(minutes, [15, 60, 1_440]);
+        assert_eq!(malaga.window_days, Some(91));
+        assert!(!malaga.same_day);
+        assert_eq!(Preset::of_source("birmingham"), Some(Preset::Birmingham));
+        assert_eq!(Preset::of_source("csv-town"), None);
+        assert_eq!(Preset::Birmingham.config(), BacktestConfig::birmingham());
+    }
+
+    #[test]
+    fn the_simulated_city_tests_its_last_week() {
+        let first = NaiveDate::from_ymd_opt(2025, 3, 3).expect("valid date");
+        let city = simulated_city("simulated", first, 28);
+        assert_eq!(city.test_start, first + Days::new(21));
+        assert_eq!(city.test_end, first + Days::new(27));
+        assert_eq!(
+            city.horizons.last().map(|steps| steps * 15),
+            Some(7 * 24 * 60)
+        );
+    }
+
+    #[test]
+    fn horizons_are_labelled_in_hours_and_minutes() {
+        assert_eq!(horizon_label(15), "15 min");
+        assert_eq!(horizon_label(60), "1h");
+        assert_eq!(horizon_label(90), "1h30");
+        assert_eq!(horizon_label(1_440), "24h");
+    }
+
+    #[test]
+    fn resolve_errors_say_what_to_do() {
+        let error = ResolveError::HorizonNotMultiple {
+            minutes: 45,
+            step_minutes: 30,
+        };
+        assert_eq!(
+            error.to_string(),
+            "horizon 45 min is not a multiple of the 30-minute step"
+        );
+        assert!(
+            ResolveError::SeveralSources("a, b".into())
+                .to_string()
+                .contains("--source")
+        );
+    }
 
     fn summary(days: i64, cadence_minutes: f64) -> SourceSummary {
         let first_day = NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date");

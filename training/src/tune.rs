@@ -369,6 +369,187 @@ pub fn selection_log(
     log
 }
 
+/// How a search runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchOptions {
+    /// Trials, the configuration itself (trial 0) included; at least 1.
+    pub trials: usize,
+    /// Seed of the sequence of trials.
+    pub seed: u64,
+    /// Start no new trial after this many minutes.
+    pub budget_minutes: Option<f64>,
+    /// Also ablate the winner: each feature group left out, the loss and the bagging changed.
+    pub ablation: bool,
+}
+
+/// What a search found.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// The space searched.
+    pub space: SearchSpace,
+    /// Trials planned (the budget may have stopped the sequence earlier).
+    pub planned: usize,
+    /// The trials run, in order; trial 0 is the configuration as given.
+    pub trials: Vec<TrialResult>,
+    /// The index of the winner in `trials`.
+    pub winner: usize,
+    /// The ablation variants of the winner, when asked for.
+    pub ablation: Option<Vec<TrialResult>>,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    /// No trials asked for.
+    #[error("--trials must be at least 1 (trial 0 is the configuration itself)")]
+    NoTrials,
+    /// A trial or an ablation variant failed.
+    #[error("{what} failed: {source}")]
+    Trial {
+        /// Which (`trial 3`, `ablation "no lags"`).
+        what: String,
+        /// Why.
+        source: BacktestError,
+    },
+    /// Every trial scored NaN.
+    #[error("no trial has a finite score")]
+    NoWinner,
+}
+
+impl Search {
+    /// The winning trial.
+    pub fn best(&self) -> &TrialResult {
+        &self.trials[self.winner]
+    }
+
+    /// Mean seconds per trial.
+    pub fn mean_seconds(&self) -> f64 {
+        self.trials.iter().map(|trial| trial.seconds).sum::<f64>() / self.trials.len().max(1) as f64
+    }
+}
+
+/// Runs the seeded search from `base` on every source's validation days, then the ablation of the
+/// winner if asked; `progress` sees one stage per phase.
+pub fn search(
+    sources: &[SourceSets],
+    base: &GbmParams,
+    options: &SearchOptions,
+    progress: &dyn crate::progress::Progress,
+) -> Result<Search, SearchError> {
+    if options.trials == 0 {
+        return Err(SearchError::NoTrials);
+    }
+    let space = SearchSpace::default();
+    let candidates = space.trials(base, options.trials, options.seed);
+    progress.stage("trials", Some(candidates.len() as u64));
+    let started = Instant::now();
+    let mut trials: Vec<TrialResult> = Vec::new();
+    for (index, params) in candidates.iter().enumerate() {
+        if let Some(budget) = options.budget_minutes
+            && index > 0
+            && started.elapsed().as_secs_f64() > budget * 60.0
+        {
+            tracing::info!(trials = index, budget_minutes = budget, "time budget spent");
+            break;
+        }
+        let trial = run_trial(sources, &index.to_string(), params).map_err(|source| {
+            SearchError::Trial {
+                what: format!("trial {index}"),
+                source,
+            }
+        })?;
+        trials.push(trial);
+        progress.advance(1);
+    }
+    let best = winner(&trials).ok_or(SearchError::NoWinner)?;
+    let winner_index = trials
+        .iter()
+        .position(|trial| std::ptr::eq(trial, best))
+        .unwrap_or(0);
+    let ablation = if options.ablation {
+        let variants = ablation_variants(&trials[winner_index].params);
+        progress.stage("ablation", Some(variants.len() as u64));
+        let mut results = Vec::new();
+        for (label, params) in &variants {
+            results.push(run_trial(sources, label, params).map_err(|source| {
+                SearchError::Trial {
+                    what: format!("ablation {label:?}"),
+                    source,
+                }
+            })?);
+            progress.advance(1);
+        }
+        Some(results)
+    } else {
+        None
+    };
+    Ok(Search {
+        space,
+        planned: candidates.len(),
+        trials,
+        winner: winner_index,
+        ablation,
+    })
+}
+
+/// Errors of writing a candidate configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CandidateError {
+    /// The configuration does not serialize, or what was written does not read back.
+    #[error("the candidate configuration: {0}")]
+    Config(#[from] crate::frozen::ConfigError),
+    /// The file could not be written.
+    #[error("failed to write {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Writes the winner of `search` as a configuration at `out`: `frozen` with the winner's `[gbm]`,
+/// named after the file, with the selection `log` and the `command` that ran the search. What is
+/// written must read back: a candidate that `--config` refuses is no candidate.
+pub fn write_candidate(
+    out: &std::path::Path,
+    frozen: &crate::frozen::LoadedConfig,
+    search: &Search,
+    log: String,
+    command: String,
+) -> Result<(), CandidateError> {
+    let best = search.best();
+    let mut candidate = frozen.config.clone();
+    candidate.set_gbm(&best.params);
+    candidate.name = out
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .map_or_else(|| format!("{}-tuned", frozen.config.name), str::to_owned);
+    candidate.selection.summary = format!(
+        "Chosen by parkcast tune on validation days only: trial {} scored {:+.2}% against \
+         persistence + profile change ({} as given: {:+.2}%).",
+        best.label,
+        100.0 * best.score,
+        frozen.config.name,
+        100.0 * search.trials[0].score
+    );
+    candidate.selection.command = command;
+    candidate.selection.log = log;
+    let text = candidate.to_toml()?;
+    crate::frozen::LoadedConfig::from_text(&out.display().to_string(), &text)?;
+    let preamble = format!(
+        "# parkcast frozen modelling configuration, written by parkcast tune from {}.\n\
+         # Review the selection log below, then commit it (training/config/) or pass it with --config.\n\n",
+        frozen.origin
+    );
+    std::fs::write(out, preamble + &text).map_err(|source| CandidateError::Io {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,417 @@
+//! The terminal summaries of the offline side: a backtest's metrics, its comparison with
+//! persistence + profile change (and the 25% aim), its rolling windows, day types and lots, and a
+//! tuning search's trials and ablation, in the house style of [`parkcast_tables`]. The commands
+//! print them; `report.md` carries the same figures as Markdown.
+
+use std::collections::HashMap;
+
+use parkcast_features::calendar::DayType;
+use parkcast_tables::{Cell, CellAlignment, Table, new_table, percent, right, thousands};
+
+use crate::backtest::{BacktestConfig, BacktestReport};
+use crate::frozen::LoadedConfig;
+use crate::tune::{TrialResult, describe_params, source_cell};
+
+/// Which configuration a run uses, and what the flags overrode: one line, then one per knob.
+pub fn configuration(frozen: &LoadedConfig, overrides: &[String]) -> String {
+    let mut text = format!(
+        "configuration: {} ({}, sha256 {})",
+        frozen.config.name,
+        frozen.origin,
+        &frozen.sha256()[..12]
+    );
+    for knob in overrides {
+        text.push_str(&format!("\n  overridden: {knob}"));
+    }
+    text
+}
+
+/// The header lines and the metrics tables of a backtest, as `parkcast backtest` and `train` print
+/// them.
+pub fn backtest(outcome: &BacktestReport, config: &BacktestConfig) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let first_start = outcome
+        .windows
+        .first()
+        .map_or(config.test_start, |window| window.0);
+    let origins = if config.same_day {
+        ", same-day origins"
+    } else {
+        ""
+    };
+    lines.push(format!(
+        "source {}: {} lots, {} window(s) from {first_start} to {}, {}-minute grid{origins}",
+        config.source,
+        outcome.lots.len(),
+        outcome.windows.len(),
+        config.test_end,
+        config.step_minutes,
+    ));
+    if !outcome.excluded_lots.is_empty() {
+        lines.push(format!(
+            "left out for too little training data: {}",
+            outcome.excluded_lots.join(", ")
+        ));
+    }
+    if !outcome.training_rows.is_empty() {
+        let rows: Vec<String> = outcome
+            .training_rows
+            .iter()
+            .map(|(minutes, rows)| format!("{minutes} min: {}", thousands(*rows as u64)))
+            .collect();
+        lines.push(format!("training rows (last window): {}", rows.join(", ")));
+    }
+    if !outcome.validation_mae.is_empty() {
+        let mut models: Vec<String> = Vec::new();
+        for model in &outcome.models {
+            let maes: Vec<String> = outcome
+                .validation_mae
+                .iter()
+                .filter(|(name, _, _)| name == model)
+                .map(|(_, _, mae)| format!("{mae:.4}"))
+                .collect();
+            models.push(format!("{model} {}", maes.join("/")));
+        }
+        lines.push(format!(
+            "validation MAE (the {} calibration days before each window, by horizon): {}",
+            config.calibration_days,
+            models.join("; ")
+        ));
+    }
+    if config.validation_only {
+        lines.push(
+            "validation days only: no test window was fitted or read (drop --validation-only for the test figures)"
+                .to_owned(),
+        );
+        return lines.join("\n");
+    }
+    lines.push(metrics_table(outcome).to_string());
+    lines.push(versus_table(outcome, config).to_string());
+    if outcome.windows.len() > 1 {
+        lines.push(windows_table(outcome, config).to_string());
+    }
+    if !outcome.per_day_type.is_empty() {
+        lines.push(day_type_table(outcome).to_string());
+    }
+    lines.join("\n")
+}
+
+/// The model the summary's extra tables follow: the last learned one (the baselines come first).
+fn followed_model(outcome: &BacktestReport) -> &str {
+    outcome
+        .models
+        .last()
+        .map_or(VERSUS_BASELINE, String::as_str)
+}
+
+const VERSUS_BASELINE: &str = "persistence + profile change";
+
+/// MAE of the followed model and the baseline per rolling window and horizon, with the window
+/// dates: one good week must not hide a bad one.
+fn windows_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table {
+    let model = followed_model(outcome);
+    let mut header = vec![format!("window ({model} vs {VERSUS_BASELINE})")];
+    header.extend(
+        config
+            .horizons
+            .iter()
+            .map(|h| format!("{} min", h * config.step_minutes)),
+    );
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = new_table(&header_refs);
+    let find = |window: usize, name: &str, horizon: u32| {
+        outcome
+            .per_window
+            .iter()
+            .find(|(index, metrics)| {
+                *index == window && metrics.model == name && metrics.horizon_steps == horizon
+            })
+            .map(|(_, metrics)| metrics)
+    };
+    for (window, (start, end)) in outcome.windows.iter().enumerate() {
+        let mut row = vec![Cell::new(format!("{start} .. {end}"))];
+        for &horizon in &config.horizons {
+            let text = match (
+                find(window, model, horizon),
+                find(window, VERSUS_BASELINE, horizon),
+            ) {
+                (Some(ours), Some(theirs)) if theirs.mae_rate > 0.0 => format!(
+                    "{:.4} vs {:.4} ({:+.1}%)",
+                    ours.mae_rate,
+                    theirs.mae_rate,
+                    100.0 * (ours.mae_rate / theirs.mae_rate - 1.0)
+                ),
+                _ => "n/a".to_owned(),
+            };
+            row.push(Cell::new(text).set_alignment(CellAlignment::Right));
+        }
+        table.add_row(row);
+    }
+    table
+}
+
+/// Coverage of the followed model's 80% and 95% intervals and its MAE per horizon and day type of
+/// the target: where exchangeability breaks (Saturdays, Sundays and holidays) pooled intervals
+/// miss, and this is where it shows.
+fn day_type_table(outcome: &BacktestReport) -> Table {
+    let model = followed_model(outcome);
+    let mut table = new_table(&[
+        &format!("{model}: day type"),
+        "horizon",
+        "pairs",
+        "MAE rate",
+        "80% covers",
+        "95% covers",
+        "80% width",
+    ]);
+    let mut rows: Vec<_> = outcome
+        .per_day_type
+        .iter()
+        .filter(|(_, metrics)| metrics.model == model)
+        .collect();
+    rows.sort_by_key(|(day_type, metrics)| (metrics.horizon_steps, *day_type));
+    for (day_type, metrics) in rows {
+        table.add_row(vec![
+            Cell::new(day_type_name(*day_type)),
+            right(format!("{} min", metrics.horizon_minutes)),
+            right(thousands(metrics.pairs)),
+            right(format!("{:.4}", metrics.mae_rate)),
+            right(percent(metrics.coverage_80)),
+            right(percent(metrics.coverage_95)),
+            right(
+                metrics
+                    .width_80
+                    .map_or_else(|| "n/a".to_owned(), |width| format!("{width:.3}")),
+            ),
+        ]);
+    }
+    table
+}
+
+fn day_type_name(day_type: DayType) -> &'static str {
+    match day_type {
+        DayType::Weekday => "weekday",
+        DayType::Saturday => "Saturday",
+        DayType::SundayOrHoliday => "Sunday or holiday",
+    }
+}
+
+fn metrics_table(outcome: &BacktestReport) -> Table {
+    let mut table = new_table(&[
+        "model",
+        "horizon",
+        "MAE rate",
+        "RMSE rate",
+        "MAE slots",
+        "RMSE slots",
+        "80% covers",
+        "95% covers",
+        "80% width",
+        "pairs",
+        "fallbacks",
+    ]);
+    let mut rows: Vec<_> = outcome.metrics.iter().collect();
+    rows.sort_by_key(|metrics| metrics.horizon_steps);
+    for metrics in rows {
+        table.add_row(vec![
+            Cell::new(&metrics.model),
+            right(format!("{} min", metrics.horizon_minutes)),
+            right(format!("{:.4}", metrics.mae_rate)),
+            right(format!("{:.4}", metrics.rmse_rate)),
+            right(format!("{:.2}", metrics.mae_slots)),
+            right(format!("{:.2}", metrics.rmse_slots)),
+            right(percent(metrics.coverage_80)),
+            right(percent(metrics.coverage_95)),
+            right(
+                metrics
+                    .width_80
+                    .map_or_else(|| "n/a".to_owned(), |width| format!("{width:.3}")),
+            ),
+            right(thousands(metrics.pairs)),
+            right(thousands(metrics.fallbacks)),
+        ]);
+    }
+    table
+}
+
+/// Each model's MAE change against persistence + profile change, per horizon: the promotion view.
+fn versus_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table {
+    const BASELINE: &str = VERSUS_BASELINE;
+    let mut header = vec!["MAE rate vs persistence + profile change".to_owned()];
+    header.extend(
+        config
+            .horizons
+            .iter()
+            .map(|h| format!("{} min", h * config.step_minutes)),
+    );
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = new_table(&header_refs);
+    for model in &outcome.models {
+        let mut row = vec![Cell::new(model)];
+        for &horizon in &config.horizons {
+            let text = match (outcome.get(model, horizon), outcome.get(BASELINE, horizon)) {
+                (Some(model), Some(baseline)) if baseline.mae_rate > 0.0 => format!(
+                    "{:.4} ({:+.1}%)",
+                    model.mae_rate,
+                    100.0 * (model.mae_rate / baseline.mae_rate - 1.0)
+                ),
+                _ => "n/a".to_owned(),
+            };
+            row.push(Cell::new(text).set_alignment(CellAlignment::Right));
+        }
+        table.add_row(row);
+    }
+    // The product's aim (the accuracy issue): the learned model 25% below the baseline at every
+    // horizon. Where it falls short, the table says so rather than leaving it to arithmetic.
+    let model = followed_model(outcome);
+    if model != BASELINE {
+        let mut row = vec![Cell::new(format!(
+            "{model}: aim {:.0}% at every horizon",
+            -100.0 * AIM_GAIN
+        ))];
+        for &horizon in &config.horizons {
+            let text = match (outcome.get(model, horizon), outcome.get(BASELINE, horizon)) {
+                (Some(ours), Some(baseline)) if baseline.mae_rate > 0.0 => {
+                    let change = ours.mae_rate / baseline.mae_rate - 1.0;
+                    if change <= -AIM_GAIN {
+                        "met".to_owned()
+                    } else {
+                        format!("short by {:.1} pts", 100.0 * (change + AIM_GAIN))
+                    }
+                }
+                _ => "n/a".to_owned(),
+            };
+            row.push(Cell::new(text).set_alignment(CellAlignment::Right));
+        }
+        table.add_row(row);
+    }
+    table
+}
+
+/// The gain over persistence + profile change the learned models aim at, at every horizon.
+const AIM_GAIN: f64 = 0.25;
+
+/// MAE per lot and horizon for the last model and persistence + profile change, worst lots first.
+pub fn per_lot_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table {
+    const MAIN: &str = VERSUS_BASELINE;
+    let best = outcome.models.last().map_or(MAIN, String::as_str);
+    let mut header = vec!["lot".to_owned()];
+    for horizon in &config.horizons {
+        let minutes = horizon * config.step_minutes;
+        header.push(format!("{best} {minutes} min"));
+        if best != MAIN {
+            header.push(format!("{MAIN} {minutes} min"));
+        }
+    }
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = new_table(&header_refs);
+    // Index once: the table looks every (lot, model, horizon) up, and the sort does so repeatedly.
+    let by_key: HashMap<(&str, &str, u32), f64> = outcome
+        .per_lot
+        .iter()
+        .map(|entry| {
+            (
+                (
+                    entry.lot_id.as_str(),
+                    entry.metrics.model.as_str(),
+                    entry.metrics.horizon_steps,
+                ),
+                entry.metrics.mae_rate,
+            )
+        })
+        .collect();
+    let mae = |lot: &str, model: &str, horizon: u32| by_key.get(&(lot, model, horizon)).copied();
+    let last_horizon = *config
+        .horizons
+        .last()
+        .expect("validated horizons are non-empty");
+    let mut lots = outcome.lots.clone();
+    lots.sort_by(|left, right| {
+        mae(right, best, last_horizon)
+            .unwrap_or(0.0)
+            .total_cmp(&mae(left, best, last_horizon).unwrap_or(0.0))
+    });
+    let models: Vec<&str> = if best == MAIN {
+        vec![MAIN]
+    } else {
+        vec![best, MAIN]
+    };
+    for lot in &lots {
+        let mut row = vec![Cell::new(lot)];
+        for &horizon in &config.horizons {
+            for model in &models {
+                let text = mae(lot, model, horizon)
+                    .map_or_else(|| "n/a".to_owned(), |value| format!("{value:.4}"));
+                row.push(Cell::new(text).set_alignment(CellAlignment::Right));
+            }
+        }
+        table.add_row(row);
+    }
+    table
+}
+
+/// Every trial of a search: its parameters, per-source validation MAE and score.
+pub fn trials_table(trials: &[TrialResult]) -> Table {
+    let mut header = vec!["trial".to_owned(), "parameters".to_owned()];
+    if let Some(first) = trials.first() {
+        for (source, scores) in &first.scores {
+            header.push(format!(
+                "{source} validation MAE {}",
+                scores
+                    .iter()
+                    .map(|score| format!("{} min", score.horizon_minutes))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ));
+        }
+    }
+    header.push("score".to_owned());
+    header.push("seconds".to_owned());
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = new_table(&header_refs);
+    for trial in trials {
+        let mut row = vec![
+            Cell::new(&trial.label),
+            Cell::new(describe_params(&trial.params)),
+        ];
+        for (_, scores) in &trial.scores {
+            row.push(right(source_cell(scores)));
+        }
+        row.push(right(format!("{:+.2}%", 100.0 * trial.score)));
+        row.push(right(format!("{:.1}", trial.seconds)));
+        table.add_row(row);
+    }
+    table
+}
+
+/// What each ablation variant moved against the chosen trial.
+pub fn ablation_table(base: &TrialResult, variants: &[TrialResult]) -> Table {
+    let mut header = vec!["ablation (validation days only)".to_owned()];
+    for (source, _) in &base.scores {
+        header.push(source.clone());
+    }
+    header.push("score".to_owned());
+    header.push("vs chosen".to_owned());
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = new_table(&header_refs);
+    let mut base_row = vec![Cell::new("as chosen")];
+    for (_, scores) in &base.scores {
+        base_row.push(right(source_cell(scores)));
+    }
+    base_row.push(right(format!("{:+.2}%", 100.0 * base.score)));
+    base_row.push(right(String::new()));
+    table.add_row(base_row);
+    for variant in variants {
+        let mut row = vec![Cell::new(&variant.label)];
+        for (_, scores) in &variant.scores {
+            row.push(right(source_cell(scores)));
+        }
+        row.push(right(format!("{:+.2}%", 100.0 * variant.score)));
+        row.push(right(format!(
+            "{:+.2} points",
+            100.0 * (variant.score - base.score)
+        )));
+        table.add_row(row);
+    }
+    table
+}
