@@ -106,11 +106,9 @@ fn followed_model(outcome: &BacktestReport) -> &str {
 
 const VERSUS_BASELINE: &str = "persistence + profile change";
 
-/// MAE of the followed model and the baseline per rolling window and horizon, with the window
-/// dates: one good week must not hide a bad one.
-fn windows_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table {
-    let model = followed_model(outcome);
-    let mut header = vec![format!("window ({model} vs {VERSUS_BASELINE})")];
+/// A table with a first column `first` and one column per horizon of `config`.
+fn by_horizon_table(first: &str, config: &BacktestConfig) -> Table {
+    let mut header = vec![first.to_owned()];
     header.extend(
         config
             .horizons
@@ -118,7 +116,14 @@ fn windows_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table {
             .map(|h| format!("{} min", h * config.step_minutes)),
     );
     let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-    let mut table = new_table(&header_refs);
+    new_table(&header_refs)
+}
+
+/// MAE of the followed model and the baseline per rolling window and horizon, with the window
+/// dates: one good week must not hide a bad one.
+fn windows_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table {
+    let model = followed_model(outcome);
+    let mut table = by_horizon_table(&format!("window ({model} vs {VERSUS_BASELINE})"), config);
     let find = |window: usize, name: &str, horizon: u32| {
         outcome
             .per_window
@@ -237,15 +242,7 @@ fn metrics_table(outcome: &BacktestReport) -> Table {
 /// Each model's MAE change against persistence + profile change, per horizon: the promotion view.
 fn versus_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table {
     const BASELINE: &str = VERSUS_BASELINE;
-    let mut header = vec!["MAE rate vs persistence + profile change".to_owned()];
-    header.extend(
-        config
-            .horizons
-            .iter()
-            .map(|h| format!("{} min", h * config.step_minutes)),
-    );
-    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-    let mut table = new_table(&header_refs);
+    let mut table = by_horizon_table("MAE rate vs persistence + profile change", config);
     for model in &outcome.models {
         let mut row = vec![Cell::new(model)];
         for &horizon in &config.horizons {
