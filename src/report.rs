@@ -1,44 +1,17 @@
 //! Readable summaries printed at the end of long commands.
 
-use comfy_table::{Cell, CellAlignment, Table as TextTable, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, CellAlignment, Table as TextTable};
 use parkcast_archive::archiver::ArchiveSummary;
 use parkcast_features::schema::Table;
 use parkcast_features::warehouse::{TableSummary, WriteStats};
 use parkcast_training::import::ImportReport;
 use parkcast_training::simulate::SimulationReport;
 
-/// A table in the house style.
-pub fn new_table(header: &[&str]) -> TextTable {
-    let mut table = TextTable::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(header.iter().map(Cell::new));
-    table
-}
+// One definition of the house table style, shared with the benchmarks that print tables too.
+pub use parkcast_bench::table::{bytes, new_table, thousands};
 
 fn number(value: u64) -> Cell {
     Cell::new(thousands(value)).set_alignment(CellAlignment::Right)
-}
-
-/// `1234567` as `1,234,567`.
-pub fn thousands(value: u64) -> String {
-    let digits = value.to_string();
-    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    grouped
-}
-
-/// Bytes as KiB / MiB.
-pub fn bytes(value: u64) -> String {
-    match value {
-        0..1_024 => format!("{value} B"),
-        1_024..1_048_576 => format!("{:.1} KiB", value as f64 / 1_024.0),
-        _ => format!("{:.1} MiB", value as f64 / 1_048_576.0),
-    }
 }
 
 /// What a simulation built.
@@ -182,20 +155,4 @@ pub fn import_summary(report: &ImportReport) -> String {
         }
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_are_grouped_by_thousands() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000), "1,000");
-        assert_eq!(thousands(35_717), "35,717");
-        assert_eq!(thousands(1_585_514), "1,585,514");
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(2_048), "2.0 KiB");
-    }
 }
