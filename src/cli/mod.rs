@@ -3,9 +3,6 @@
 mod archive;
 mod backtest;
 mod bench;
-mod bench_grpc;
-mod bench_h2load;
-mod bench_stream;
 mod demo;
 mod duration;
 mod import;

@@ -1,4 +1,4 @@
-//! `parkcast bench h2load`: a running server's `GetAvailability` latency under h2load (nghttp2's
+//! `bench h2load`: a running server's `GetAvailability` latency under h2load (nghttp2's
 //! HTTP/2 load generator), which multiplexes the way gateways and proxies do.
 //!
 //! `parkcast bench grpc` sends each request as it falls due, one per write. h2load at a fixed rate
@@ -7,7 +7,7 @@
 //! the answers to all of them must leave at once. A server that sends the first and holds the rest
 //! until the client's next packet (Nagle's algorithm on its sockets; see `Server::start`) shows a
 //! 10 ms floor here that `bench grpc` never sees. `--with-grpc` runs `bench grpc`'s open-loop
-//! sweep at the same rates in the same run and prints both in one table.
+//! sweep at the same rates in the same run and reports both in one table.
 //!
 //! h2load sends one request body for every request (`-d`): one lot, the same horizons. It sees the
 //! HTTP status only, not `grpc-status` (a gRPC error is an HTTP 200 with trailers), so the same
@@ -19,71 +19,67 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
 use comfy_table::Cell;
 use parkcast_proto::v1::GetAvailabilityRequest;
 use prost::Message;
 
-use super::bench_grpc::{Percentiles, SweepRow, millis, preflight, request_sweep, right};
-use crate::report;
+use crate::client::preflight;
+use crate::measure::{Percentiles, logical_cores};
+use crate::sweep::{SweepRow, TARGET_P99, TARGET_RATE, WARM_UP, request_sweep};
+use crate::table::{millis, new_table, right, thousands};
+use crate::{Error, Report};
 
-/// The issue's answer-latency target: p99 at [`TARGET_RATE`] requests/s.
-const TARGET_P99: Duration = Duration::from_millis(2);
-/// The rate [`TARGET_P99`] applies to.
-const TARGET_RATE: u32 = 5_000;
-/// Requests in the first this many seconds are not counted (h2load `--warm-up-time`, as long as
-/// `bench grpc`'s warm-up).
-const WARM_UP_SECONDS: f64 = 0.5;
 /// The gRPC method asked.
 const METHOD_PATH: &str = "/parkcast.v1.Availability/GetAvailability";
 
-/// Arguments of `parkcast bench h2load`.
-#[derive(Debug, Args)]
-pub struct H2loadBenchArgs {
-    /// Server address.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:50051",
-        env = "PARKCAST_GRPC_ADDR"
-    )]
+/// What `bench h2load` asks of the server, and how hard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct H2loadOptions {
+    /// Server address (`http://host:port`).
     pub addr: String,
     /// The lot asked about (h2load sends the same request every time).
-    #[arg(long)]
     pub lot: String,
-    /// Horizons asked for, minutes ahead (comma-separated). When the server refuses horizons (no
-    /// model active), the live picture is asked for instead, and the output says so.
-    #[arg(long, value_delimiter = ',', default_value = "30,60")]
+    /// Horizons asked for, minutes ahead. When the server refuses horizons (no model active), the
+    /// live picture is asked for instead, and the report says so.
     pub horizons: Vec<u32>,
     /// Ask for the live picture only (no horizons).
-    #[arg(long)]
     pub now_only: bool,
-    /// Total request rates, requests/s (comma-separated), each shared evenly by the connections.
-    #[arg(long, value_delimiter = ',', default_value = "5000")]
+    /// Total request rates, requests/s, each shared evenly by the connections.
     pub rates: Vec<u32>,
     /// HTTP/2 connections (h2load `-c`).
-    #[arg(long, default_value_t = 4)]
     pub connections: u32,
     /// Streams in flight per connection at most (h2load `-m`).
-    #[arg(long, default_value_t = 10)]
     pub streams: u32,
-    /// Measured seconds per rate (after a 0.5 s warm-up).
-    #[arg(long, default_value_t = 5.0)]
+    /// Measured seconds per rate (after a 0.5 s warm-up); 0.1 at least.
     pub seconds: f64,
     /// The h2load binary (Debian and Ubuntu: `apt-get install nghttp2-client`).
-    #[arg(long, default_value = "h2load", env = "PARKCAST_H2LOAD")]
     pub h2load: PathBuf,
-    /// Also run `parkcast bench grpc`'s open-loop sweep at the same rates, same lot and request,
-    /// same connection count, and print both in one table.
-    #[arg(long)]
+    /// Also run `bench grpc`'s open-loop sweep at the same rates, same lot and request, same
+    /// connection count, and report both in one table.
     pub with_grpc: bool,
+}
+
+impl H2loadOptions {
+    /// Checks the options without running anything.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.rates.is_empty() || self.rates.contains(&0) {
+            return Err(Error::NoRates);
+        }
+        if self.connections == 0 || self.streams == 0 {
+            return Err(Error::NoConnectionsOrStreams);
+        }
+        if !(self.seconds.is_finite() && self.seconds >= 0.1) {
+            return Err(Error::H2loadSeconds(self.seconds));
+        }
+        Ok(())
+    }
 }
 
 /// One h2load run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct H2loadRow {
+struct H2loadRow {
     /// Total rate asked, requests/s.
     pub rate: u32,
     /// Connections.
@@ -184,38 +180,38 @@ fn grpc_body(request: &GetAvailabilityRequest) -> Result<Vec<u8>> {
 }
 
 /// Runs h2load once at `rate` requests/s in total.
-fn run_h2load(args: &H2loadBenchArgs, body: &Path, rate: u32) -> Result<H2loadRow> {
+fn run_h2load(options: &H2loadOptions, body: &Path, rate: u32) -> Result<H2loadRow> {
     let log = tempfile::NamedTempFile::new().context("failed to create h2load's log file")?;
-    let per_connection = f64::from(rate) / f64::from(args.connections);
-    let output = Command::new(&args.h2load)
+    let per_connection = f64::from(rate) / f64::from(options.connections);
+    let output = Command::new(&options.h2load)
         .arg("--clients")
-        .arg(args.connections.to_string())
+        .arg(options.connections.to_string())
         .arg("--max-concurrent-streams")
-        .arg(args.streams.to_string())
+        .arg(options.streams.to_string())
         .arg("--rps")
         .arg(format!("{per_connection:.3}"))
         .arg("--duration")
-        .arg(format!("{}ms", (args.seconds * 1_000.0).round()))
+        .arg(format!("{}ms", (options.seconds * 1_000.0).round()))
         .arg("--warm-up-time")
-        .arg(format!("{}ms", (WARM_UP_SECONDS * 1_000.0).round()))
+        .arg(format!("{}ms", WARM_UP.as_millis()))
         .args(["--header", "content-type: application/grpc"])
         .args(["--header", "te: trailers"])
         .arg("--data")
         .arg(body)
         .arg("--log-file")
         .arg(log.path())
-        .arg(method_url(&args.addr))
+        .arg(method_url(&options.addr))
         .output()
         .map_err(|error| {
             if error.kind() == std::io::ErrorKind::NotFound {
                 anyhow::anyhow!(
                     "{} not found: install h2load (Debian and Ubuntu: `apt-get install \
                      nghttp2-client`) or give its path with --h2load",
-                    args.h2load.display()
+                    options.h2load.display()
                 )
             } else {
                 anyhow::Error::new(error)
-                    .context(format!("failed to run {}", args.h2load.display()))
+                    .context(format!("failed to run {}", options.h2load.display()))
             }
         })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -236,14 +232,14 @@ fn run_h2load(args: &H2loadBenchArgs, body: &Path, rate: u32) -> Result<H2loadRo
     if latencies.is_empty() {
         bail!(
             "h2load got no answers from {}:\n{stdout}",
-            method_url(&args.addr)
+            method_url(&options.addr)
         );
     }
     Ok(H2loadRow {
         rate,
-        connections: args.connections,
-        streams: args.streams,
-        achieved: latencies.len() as f64 / args.seconds,
+        connections: options.connections,
+        streams: options.streams,
+        achieved: latencies.len() as f64 / options.seconds,
         latency: Percentiles::of(latencies),
         errors: counts.failed.max(non_2xx),
         started: counts.started,
@@ -252,7 +248,7 @@ fn run_h2load(args: &H2loadBenchArgs, body: &Path, rate: u32) -> Result<H2loadRo
 
 /// The combined table: per rate, h2load's row, then `bench grpc`'s.
 fn table(h2load: &[H2loadRow], grpc: &[SweepRow], connections: u32) -> comfy_table::Table {
-    let mut table = report::new_table(&[
+    let mut table = new_table(&[
         "client",
         "rate asked /s",
         "achieved /s",
@@ -271,8 +267,8 @@ fn table(h2load: &[H2loadRow], grpc: &[SweepRow], connections: u32) -> comfy_tab
         for row in h2load.iter().filter(|row| row.rate == rate) {
             table.add_row(vec![
                 Cell::new("h2load (bursts every 10 ms)"),
-                right(report::thousands(u64::from(row.rate))),
-                right(report::thousands(row.achieved as u64)),
+                right(thousands(u64::from(row.rate))),
+                right(thousands(row.achieved as u64)),
                 right(format!("{} x {}", row.connections, row.streams)),
                 right(millis(row.latency.p50)),
                 right(millis(row.latency.p99)),
@@ -280,16 +276,16 @@ fn table(h2load: &[H2loadRow], grpc: &[SweepRow], connections: u32) -> comfy_tab
                 right(millis(row.latency.max)),
                 right(format!(
                     "{} of {}",
-                    report::thousands(row.errors),
-                    report::thousands(row.started)
+                    thousands(row.errors),
+                    thousands(row.started)
                 )),
             ]);
         }
         for row in grpc.iter().filter(|row| row.rate == rate) {
             table.add_row(vec![
                 Cell::new("parkcast bench grpc (1 per write)"),
-                right(report::thousands(u64::from(row.rate))),
-                right(report::thousands(row.achieved as u64)),
+                right(thousands(u64::from(row.rate))),
+                right(thousands(row.achieved as u64)),
                 right(format!("{connections} x as due")),
                 right(millis(row.latency.p50)),
                 right(millis(row.latency.p99)),
@@ -297,8 +293,8 @@ fn table(h2load: &[H2loadRow], grpc: &[SweepRow], connections: u32) -> comfy_tab
                 right(millis(row.latency.max)),
                 right(format!(
                     "{} of {}",
-                    report::thousands(row.errors),
-                    report::thousands(row.requests)
+                    thousands(row.errors),
+                    thousands(row.requests)
                 )),
             ]);
         }
@@ -312,7 +308,7 @@ fn verdict(rows: &[H2loadRow]) -> String {
         Some(row) => format!(
             "h2load: p99 {} ms at {}/s over {} x {} streams (target < {} ms: {})",
             millis(row.latency.p99),
-            report::thousands(u64::from(TARGET_RATE)),
+            thousands(u64::from(TARGET_RATE)),
             row.connections,
             row.streams,
             TARGET_P99.as_millis(),
@@ -324,36 +320,35 @@ fn verdict(rows: &[H2loadRow]) -> String {
         ),
         None => format!(
             "h2load: {}/s not in --rates",
-            report::thousands(u64::from(TARGET_RATE))
+            thousands(u64::from(TARGET_RATE))
         ),
     }
 }
 
-/// Runs `parkcast bench h2load`.
-pub fn run(args: &H2loadBenchArgs) -> Result<()> {
-    let mut rates = args.rates.clone();
+/// Runs `bench h2load`: h2load at each rate (and `bench grpc`'s sweep beside it when asked), one
+/// table of both, and one line against the target.
+pub fn h2load(options: &H2loadOptions) -> Result<Report, Error> {
+    options.validate()?;
+    let mut rates = options.rates.clone();
     rates.sort_unstable();
     rates.dedup();
-    if rates.is_empty() || rates[0] == 0 {
-        bail!("--rates needs rates above 0 requests/s");
-    }
-    if args.connections == 0 || args.streams == 0 {
-        bail!("--connections and --streams must be at least 1");
-    }
-    if !(args.seconds.is_finite() && args.seconds >= 0.1) {
-        bail!("--seconds must be 0.1 or more, not {}", args.seconds);
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let horizons = if args.now_only {
+    let mut report = Report::new();
+    let horizons = if options.now_only {
         Vec::new()
     } else {
-        runtime.block_on(preflight(&args.addr, &args.lot, &args.horizons))?
+        let checked =
+            runtime.block_on(preflight(&options.addr, &options.lot, &options.horizons))?;
+        if let Some(note) = checked.note {
+            report.push(note);
+        }
+        checked.horizons
     };
     let request = GetAvailabilityRequest {
-        lot_id: args.lot.clone(),
+        lot_id: options.lot.clone(),
         horizon_minutes: horizons.clone(),
         arrival_time_ms: 0,
     };
@@ -361,51 +356,89 @@ pub fn run(args: &H2loadBenchArgs) -> Result<()> {
     body.write_all(&grpc_body(&request)?)
         .and_then(|()| body.flush())
         .context("failed to write the request file")?;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    println!(
-        "server {}; lot {}, horizons {horizons:?}; {cores} logical cores shared by the clients and \
-         the server; {} s per rate after a {WARM_UP_SECONDS} s warm-up",
-        args.addr, args.lot, args.seconds
-    );
-    println!(
+    report.push(format_args!(
+        "server {}; lot {}, horizons {horizons:?}; {} logical cores shared by the clients and \
+         the server; {} s per rate after a {} s warm-up",
+        options.addr,
+        options.lot,
+        logical_cores(),
+        options.seconds,
+        WARM_UP.as_secs_f64()
+    ));
+    report.push(
         "latency: h2load from submitting each request (it wakes every 10 ms and submits what fell \
          due, several requests per segment) to the end of its answer; bench grpc from each \
-         request's due time (open loop, each request sent alone)"
+         request's due time (open loop, each request sent alone)",
     );
     let (mut h2load_rows, mut grpc_rows) = (Vec::new(), Vec::new());
-    let lots = [args.lot.clone()];
+    let lots = [options.lot.clone()];
     for &rate in &rates {
-        let row = run_h2load(args, body.path(), rate)?;
-        eprintln!(
-            "  h2load {:>7}/s: p99 {} ms, {} errors",
-            report::thousands(u64::from(rate)),
-            millis(row.latency.p99),
-            report::thousands(row.errors)
+        let row = run_h2load(options, body.path(), rate)?;
+        tracing::info!(
+            rate,
+            p99_ms = %millis(row.latency.p99),
+            errors = row.errors,
+            "h2load rate measured"
         );
         h2load_rows.push(row);
-        if args.with_grpc {
-            let connections = usize::try_from(args.connections).unwrap_or(1);
+        if options.with_grpc {
+            let connections = usize::try_from(options.connections).unwrap_or(1);
             grpc_rows.extend(runtime.block_on(request_sweep(
-                &args.addr,
+                &options.addr,
                 &lots,
                 &horizons,
                 &[rate],
-                args.seconds,
+                options.seconds,
                 connections,
             ))?);
         }
     }
-    println!("{}", table(&h2load_rows, &grpc_rows, args.connections));
+    report.push(table(&h2load_rows, &grpc_rows, options.connections));
     if let Some(error) = grpc_rows.iter().find_map(|row| row.first_error.as_ref()) {
-        println!("bench grpc, first error: {error}");
+        report.push(format_args!("bench grpc, first error: {error}"));
     }
-    println!("{}", verdict(&h2load_rows));
-    Ok(())
+    report.push(verdict(&h2load_rows));
+    Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_checked_before_anything_runs() {
+        let options = H2loadOptions {
+            addr: "http://127.0.0.1:50051".to_owned(),
+            lot: "sim:lot0001".to_owned(),
+            horizons: vec![30, 60],
+            now_only: false,
+            rates: vec![5_000],
+            connections: 4,
+            streams: 10,
+            seconds: 5.0,
+            h2load: PathBuf::from("h2load"),
+            with_grpc: false,
+        };
+        assert!(options.validate().is_ok());
+        let no_rate = H2loadOptions {
+            rates: Vec::new(),
+            ..options.clone()
+        };
+        assert!(matches!(no_rate.validate(), Err(Error::NoRates)));
+        let no_stream = H2loadOptions {
+            streams: 0,
+            ..options.clone()
+        };
+        assert!(matches!(
+            no_stream.validate(),
+            Err(Error::NoConnectionsOrStreams)
+        ));
+        let too_short = H2loadOptions {
+            seconds: 0.05,
+            ..options
+        };
+        assert!(matches!(too_short.validate(), Err(Error::H2loadSeconds(_))));
+    }
 
     #[test]
     fn the_requests_line_gives_started_done_and_failed() {

@@ -1,0 +1,202 @@
+//! The cost of answering an arrival time: scoring the model directly (a feature vector and the
+//! trees per horizon) vs interpolating one target from the lot's ready forecast, which is what the
+//! server does per request; and how much accuracy the interpolation gives up.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use parkcast_inference::registry::Registry;
+use parkcast_serving::live::GRID_HISTORY_MS;
+use parkcast_serving::scoring::{ServedModel, forecast_at};
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::lots::{LotInputs, load_lots};
+
+use crate::table::{new_table, thousands};
+use crate::{Error, Report};
+
+/// A published model and the warehouse it learned from (`parkcast demo` leaves both in out/demo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoringOptions {
+    /// The warehouse the model learned from.
+    pub warehouse: PathBuf,
+    /// The model registry.
+    pub registry: PathBuf,
+    /// The model line (its newest version is used).
+    pub model: String,
+}
+
+/// Direct scoring vs interpolation from the ready forecast, per request, on every lot of the
+/// model; then the accuracy each costs over the lots' last 7 days.
+pub fn scoring(options: &ScoringOptions) -> Result<Report, Error> {
+    let registry = Registry::open(&options.registry);
+    let model = &options.model;
+    let version = registry
+        .latest(model)
+        .context("failed to read the model registry")?
+        .ok_or_else(|| Error::NoPublishedVersion {
+            model: model.clone(),
+        })?;
+    let (manifest, model_bytes) = registry
+        .load(model, version, None)
+        .with_context(|| format!("failed to load {model} v{version}"))?;
+    let served = ServedModel::decode(manifest, &model_bytes)
+        .with_context(|| format!("failed to decode {model} v{version}"))?;
+    let warehouse = Warehouse::open(&options.warehouse).context("failed to open the warehouse")?;
+    let step = served.model.step_minutes();
+    let lots = load_lots(&warehouse, &served.manifest.card.source, step)
+        .context("failed to load the lots' history")?;
+    let mut states = Vec::new();
+    for (lot_id, lot) in &lots {
+        let Some(mut state) = served.model.new_state(lot_id) else {
+            continue;
+        };
+        let Some((last, _)) = lot.series.iter().last() else {
+            continue;
+        };
+        for (instant, value) in lot.series.iter() {
+            if instant > last - GRID_HISTORY_MS {
+                state.push_value(instant, value);
+            }
+        }
+        states.push(state);
+    }
+    if states.is_empty() {
+        return Err(Error::NoLotHistory);
+    }
+    let horizons = served.model.horizons_minutes().len();
+    let rounds = 200usize;
+    let started = Instant::now();
+    let mut forecasts = Vec::new();
+    for _ in 0..rounds {
+        forecasts.clear();
+        for state in &states {
+            forecasts.extend(served.model.forecast(state));
+        }
+    }
+    let direct_ns = started.elapsed().as_nanos() as f64 / (rounds * states.len()) as f64;
+    let lookups = 200_000usize;
+    let started = Instant::now();
+    let mut checksum = 0.0;
+    for index in 0..lookups {
+        let forecast = &forecasts[index % forecasts.len()];
+        // An arrival 37 minutes after the origin, the live rate known at the origin + 5 minutes.
+        let now = forecast.origin_ms + 5 * 60_000;
+        let point = forecast_at(
+            |minutes| served.model.calibration(minutes),
+            forecast,
+            Some((now, 0.5)),
+            forecast.origin_ms + 37 * 60_000,
+        );
+        checksum += point.map_or(0.0, |point| point.probability_any_free);
+    }
+    let interpolate_ns = started.elapsed().as_nanos() as f64 / lookups as f64;
+    let mut table = new_table(&["per lot and request", "time", "what it does"]);
+    table.add_row(vec![
+        "score directly".to_owned(),
+        format!("{:.1} us", direct_ns / 1_000.0),
+        format!(
+            "{horizons} feature vectors and model predictions ({} v{})",
+            served.manifest.card.name, served.manifest.version
+        ),
+    ]);
+    table.add_row(vec![
+        "interpolate".to_owned(),
+        format!("{interpolate_ns:.0} ns"),
+        "one target from the ready forecast, with intervals and probabilities".to_owned(),
+    ]);
+    let mut report = Report::new();
+    report.push(table);
+    report.push(format_args!(
+        "{} lots; interpolation is {:.0}x cheaper per request (checksum {checksum:.1})",
+        states.len(),
+        direct_ns / interpolate_ns.max(1e-9)
+    ));
+    report.push(
+        "accuracy over each lot's last 7 days (the model saw them in training: compare the columns, not with the backtest)",
+    );
+    report.push(interpolation_accuracy(&served, &lots));
+    Ok(report)
+}
+
+/// How much accuracy interpolation gives up: over the last 7 days of every lot, each horizon the
+/// model forecasts directly is also interpolated from its neighbours alone (the reading at the
+/// origin, or the previous horizon, and the next horizon), as if the model lacked it; both are
+/// scored against the actual rate at the target.
+fn interpolation_accuracy(
+    served: &ServedModel,
+    lots: &BTreeMap<String, LotInputs>,
+) -> comfy_table::Table {
+    let horizons = served.model.horizons_minutes();
+    // (direct error sum, interpolated error sum, persistence error sum, pairs) per inner horizon.
+    let mut errors = vec![(0.0, 0.0, 0.0, 0u64); horizons.len()];
+    for (lot_id, lot) in lots {
+        let Some(mut state) = served.model.new_state(lot_id) else {
+            continue;
+        };
+        let Some((last, _)) = lot.series.iter().last() else {
+            continue;
+        };
+        let test_from = last - 7 * 86_400_000;
+        for (instant, value) in lot.series.iter() {
+            if instant <= test_from - GRID_HISTORY_MS {
+                continue;
+            }
+            state.push_value(instant, value);
+            if instant < test_from {
+                continue;
+            }
+            let Some(forecast) = served.model.forecast(&state) else {
+                continue;
+            };
+            for (index, horizon) in forecast.horizons.iter().enumerate() {
+                if index + 1 == forecast.horizons.len() {
+                    break;
+                }
+                let Some(actual) = lot.series.rate_at(horizon.target_ms) else {
+                    continue;
+                };
+                if !horizon.rate.is_finite() {
+                    continue;
+                }
+                let mut without = forecast.clone();
+                without.horizons.remove(index);
+                let Some(point) = forecast_at(
+                    |minutes| served.model.calibration(minutes),
+                    &without,
+                    Some((instant, value.rate())),
+                    horizon.target_ms,
+                ) else {
+                    continue;
+                };
+                let entry = &mut errors[index];
+                entry.0 += (horizon.rate - actual).abs();
+                entry.1 += (point.rate - actual).abs();
+                entry.2 += (value.rate() - actual).abs();
+                entry.3 += 1;
+            }
+        }
+    }
+    let mut table = new_table(&[
+        "horizon",
+        "MAE rate, model",
+        "MAE rate, interpolated without it",
+        "MAE rate, persistence",
+        "pairs",
+    ]);
+    for (minutes, (direct, interpolated, persistence, pairs)) in horizons.iter().zip(&errors) {
+        if *pairs == 0 {
+            continue;
+        }
+        let mean = |sum: f64| format!("{:.4}", sum / *pairs as f64);
+        table.add_row(vec![
+            format!("{minutes} min"),
+            mean(*direct),
+            mean(*interpolated),
+            mean(*persistence),
+            thousands(*pairs),
+        ]);
+    }
+    table
+}
