@@ -1395,6 +1395,48 @@ impl Ingest {
         self.shared.status.gave_up.load(Ordering::SeqCst)
     }
 
+    /// Watches ingestion until `stop` resolves, the consumer ends, or, with `until_caught_up`,
+    /// every owned partition has been read to its end for a second (several probes: nothing more
+    /// is waiting); logs progress every 5 s. What `parkcast ingest` runs between start and stop.
+    pub async fn watch(&self, until_caught_up: bool, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(200));
+        let mut last_log = std::time::Instant::now();
+        let mut last_handled = 0;
+        let mut caught_up_since: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = ticker.tick() => {}
+            }
+            let status = self.status();
+            let handled = self.metrics().handled();
+            if last_log.elapsed() >= std::time::Duration::from_secs(5) {
+                tracing::info!(
+                    handled,
+                    per_second = (handled - last_handled) as f64 / last_log.elapsed().as_secs_f64(),
+                    lag = ?status.lag,
+                    partitions = status.assigned_partitions,
+                    stale = status.stale,
+                    "ingesting"
+                );
+                last_handled = handled;
+                last_log = std::time::Instant::now();
+            }
+            if self.is_finished() {
+                return;
+            }
+            if until_caught_up && status.assigned_partitions > 0 && status.lag == Some(0) {
+                let since = *caught_up_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= std::time::Duration::from_secs(1) {
+                    return;
+                }
+            } else {
+                caught_up_since = None;
+            }
+        }
+    }
+
     /// Whether the consumer thread has ended (stopped, or the supervisor gave up).
     pub fn is_finished(&self) -> bool {
         self.thread

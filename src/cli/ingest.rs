@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -58,60 +58,17 @@ pub fn run(args: IngestArgs, _global: &GlobalArgs) -> Result<()> {
             .with_context(|| format!("failed to serve metrics on {}", args.metrics_addr))?;
         tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
         let config = config.clone();
-        let ingest = tokio::task::spawn_blocking(move || {
-            Ingest::start(config, topology, ingest_metrics)
-        })
-        .await
-        .context("the start task failed")?
-        .context("failed to start ingestion")?;
-        // Check often (for --until-caught-up), log every 5 s.
-        let mut ticker = tokio::time::interval(Duration::from_millis(200));
-        let mut last_log = Instant::now();
-        let mut last_handled = 0;
-        let mut caught_up_since: Option<Instant> = None;
-        // SIGTERM is how service managers and Kubernetes stop a process: stop cleanly on it too.
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("failed to listen for SIGTERM")?;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("stopping on Ctrl-C");
-                    break;
-                }
-                _ = terminate.recv() => {
-                    tracing::info!("stopping on SIGTERM");
-                    break;
-                }
-                _ = ticker.tick() => {
-                    let status = ingest.status();
-                    let handled = ingest.metrics().handled();
-                    if last_log.elapsed() >= Duration::from_secs(5) {
-                        tracing::info!(
-                            handled,
-                            per_second = (handled - last_handled) as f64 / last_log.elapsed().as_secs_f64(),
-                            lag = ?status.lag,
-                            partitions = status.assigned_partitions,
-                            stale = status.stale,
-                            "ingesting"
-                        );
-                        last_handled = handled;
-                        last_log = Instant::now();
-                    }
-                    if ingest.is_finished() {
-                        break;
-                    }
-                    // Caught up for a second (several probes): nothing more is waiting.
-                    if args.until_caught_up && status.assigned_partitions > 0 && status.lag == Some(0) {
-                        let since = *caught_up_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= Duration::from_secs(1) {
-                            break;
-                        }
-                    } else {
-                        caught_up_since = None;
-                    }
-                }
-            }
-        }
+        let ingest =
+            tokio::task::spawn_blocking(move || Ingest::start(config, topology, ingest_metrics))
+                .await
+                .context("the start task failed")?
+                .context("failed to start ingestion")?;
+        ingest
+            .watch(
+                args.until_caught_up,
+                parkcast_serving::server::shutdown_signal(),
+            )
+            .await;
         let snapshots = ingest.lot_snapshots(None);
         let handled = ingest.metrics().handled();
         Ok::<_, anyhow::Error>((ingest, (snapshots, handled)))
