@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parkcast_inference::model::report_name;
-use parkcast_inference::registry::Manifest;
+use parkcast_inference::registry::{Manifest, RegistryError};
 use parkcast_proto::v1::availability_server::Availability;
 use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
@@ -33,9 +33,9 @@ use crate::metrics::ServingMetrics;
 use crate::models::{ActivationError, ModelManager};
 use crate::requests::{
     AvailabilityQuery, RequestLimits, When, check_batch, check_get, check_search, check_watch,
+    client_message,
 };
 use crate::scoring::{LotAnswer, Scoring, forecast_at};
-use crate::status::ServiceError;
 use crate::topology::{LotIndex, TopologyIndex};
 
 /// What a lot is, beyond its slots: for names and `SearchNearby`.
@@ -208,10 +208,9 @@ impl ServiceContext {
         let ready = self.scoring.answer(query.lot);
         let targets = targets(&query.when, now_ms);
         if strict && !targets.is_empty() && ready.model.is_none() {
-            return Err(ServiceError::NoModel {
-                hint: "ask without horizons or arrival time for the live picture",
-            }
-            .into());
+            return Err(Status::unavailable(
+                "no model is active yet; ask without horizons or arrival time for the live picture",
+            ));
         }
         Ok(self.availability(query.lot, &ready, now_ms, &targets))
     }
@@ -389,7 +388,7 @@ impl Availability for AvailabilityService {
             &context.limits(),
             now_ms,
         )
-        .map_err(|error| Status::from(ServiceError::Request(error)))
+        .map_err(Status::from)
         .and_then(|query| context.answer(&query, now_ms, true))
         .map(Response::new);
         context.record(0, started, &result);
@@ -409,7 +408,7 @@ impl Availability for AvailabilityService {
             &context.limits(),
             now_ms,
         )
-        .map_err(|error| Status::from(ServiceError::Request(error)))
+        .map_err(Status::from)
         .and_then(|queries| {
             queries
                 .iter()
@@ -429,21 +428,19 @@ impl Availability for AvailabilityService {
         let context = &self.context;
         let now_ms = context.scoring.now_ms();
         let result = check_search(request.get_ref(), &context.limits(), now_ms)
-            .map_err(|error| Status::from(ServiceError::Request(error)))
+            .map_err(Status::from)
             .and_then(|query| {
                 if query.arrival_ms > now_ms && context.scoring.model().is_none() {
-                    return Err(ServiceError::NoModel {
-                        hint: "search without an arrival time for the live picture",
-                    }
-                    .into());
+                    return Err(Status::unavailable(
+                        "no model is active yet; search without an arrival time for the live picture",
+                    ));
                 }
                 let mut found = Vec::new();
                 for (index, info) in context.directory.lots.iter().enumerate() {
                     let (Some(latitude), Some(longitude)) = (info.latitude, info.longitude) else {
                         continue;
                     };
-                    let distance =
-                        distance_m((query.latitude, query.longitude), (latitude, longitude));
+                    let distance = distance_m((query.latitude, query.longitude), (latitude, longitude));
                     if distance > query.radius_m {
                         continue;
                     }
@@ -501,12 +498,14 @@ impl Availability for AvailabilityService {
             context.scoring.topology(),
             &context.limits(),
         )
-        .map_err(|error| Status::from(ServiceError::Request(error)))
+        .map_err(Status::from)
         .and_then(|checked| {
             let permit = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
-                ServiceError::TooManyWatches {
-                    limit: context.limits.max_watch_streams,
-                }
+                Status::resource_exhausted(format!(
+                    "{} watch streams are open, the most this server keeps \
+                     (limits.max_watch_streams); close one or retry later",
+                    context.limits.max_watch_streams
+                ))
             })?;
             Ok((checked, OpenWatch::new(permit, context.metrics.as_ref())))
         })
@@ -607,7 +606,9 @@ impl ModelsService {
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let Some(expected) = &self.token else {
-            return Err(ServiceError::ActivationDisabled.into());
+            return Err(Status::failed_precondition(
+                "model activation over gRPC is disabled: the server has no admin token configured",
+            ));
         };
         let given = request
             .metadata()
@@ -616,8 +617,10 @@ impl ModelsService {
             .and_then(|value| value.strip_prefix("Bearer "));
         match given {
             Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(ServiceError::WrongToken.into()),
-            None => Err(ServiceError::MissingToken.into()),
+            Some(_) => Err(Status::unauthenticated("the bearer token is wrong")),
+            None => Err(Status::unauthenticated(
+                "activation needs `authorization: Bearer <token>` metadata",
+            )),
         }
     }
 }
@@ -659,15 +662,23 @@ pub fn model_info(manifest: &Manifest, active: bool) -> ModelInfo {
     }
 }
 
-/// A model error as a status ([`crate::status`] chooses the code).
-fn model_status(error: ActivationError, name: &str, root: &Path, activating: bool) -> Status {
-    ServiceError::Model {
-        source: error,
-        name: name.to_owned(),
-        root: root.to_path_buf(),
-        activating,
+/// The one mapping of the `Models` service's errors to a status. `name` is the model name the
+/// client sent (quoted at most in part), paths are written from the registry down
+/// ([`client_message`]). Reading: a missing version is `NOT_FOUND`, a bad name `INVALID_ARGUMENT`,
+/// anything else `INTERNAL`; activating: a version that exists but fails a check is
+/// `FAILED_PRECONDITION`, and the active model keeps serving.
+fn model_status(error: &ActivationError, name: &str, root: &Path, activating: bool) -> Status {
+    let message = client_message(&error.to_string(), &[name], Some(root));
+    match error {
+        ActivationError::Registry(RegistryError::BadName { .. }) => {
+            Status::invalid_argument(message)
+        }
+        _ if error.is_not_found() => Status::not_found(message),
+        _ if activating => Status::failed_precondition(format!(
+            "refused, the active model keeps serving: {message}"
+        )),
+        _ => Status::internal(message),
     }
-    .into()
 }
 
 #[tonic::async_trait]
@@ -680,10 +691,10 @@ impl Models for ModelsService {
         let manager = Arc::clone(&self.manager);
         let result = tokio::task::spawn_blocking(move || manager.registry().list())
             .await
-            .map_err(|error| Status::from(ServiceError::Task(error)))
+            .map_err(|error| Status::internal(error.to_string()))
             .and_then(|listed| {
                 listed.map_err(|error| {
-                    model_status(error.into(), "", self.manager.registry().root(), false)
+                    model_status(&error.into(), "", self.manager.registry().root(), false)
                 })
             })
             .map(|entries| {
@@ -706,7 +717,7 @@ impl Models for ModelsService {
         let DescribeModelRequest { name, version } = request.into_inner();
         let manager = Arc::clone(&self.manager);
         let result = if name.is_empty() {
-            Err(ServiceError::EmptyModelName.into())
+            Err(Status::invalid_argument("name is empty"))
         } else {
             let asked = name.clone();
             tokio::task::spawn_blocking(move || {
@@ -720,10 +731,10 @@ impl Models for ModelsService {
                 Ok::<_, ActivationError>(registry.manifest(&name, version)?)
             })
             .await
-            .map_err(|error| Status::from(ServiceError::Task(error)))
+            .map_err(|error| Status::internal(error.to_string()))
             .and_then(|manifest| {
                 manifest.map_err(|error| {
-                    model_status(error, &asked, self.manager.registry().root(), false)
+                    model_status(&error, &asked, self.manager.registry().root(), false)
                 })
             })
             .map(|manifest| Response::new(self.info(&manifest)))
@@ -743,15 +754,15 @@ impl Models for ModelsService {
                 let ActivateModelRequest { name, version } = request.into_inner();
                 let manager = Arc::clone(&self.manager);
                 if name.is_empty() {
-                    Err(ServiceError::EmptyModelName.into())
+                    Err(Status::invalid_argument("name is empty"))
                 } else {
                     let asked = name.clone();
                     tokio::task::spawn_blocking(move || manager.activate(&name, version))
                         .await
-                        .map_err(|error| Status::from(ServiceError::Task(error)))
+                        .map_err(|error| Status::internal(error.to_string()))
                         .and_then(|activated| {
                             activated.map_err(|error| {
-                                model_status(error, &asked, self.manager.registry().root(), true)
+                                model_status(&error, &asked, self.manager.registry().root(), true)
                             })
                         })
                         .map(|served| Response::new(model_info(&served.manifest, true)))

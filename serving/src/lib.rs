@@ -6,7 +6,7 @@
 //! [`topology`] maps lot and slot ids to dense indices; [`live`] keeps every slot's state and each
 //! lot's aggregates; [`checkpoint`] makes that state survive restarts and partition moves;
 //! [`metrics`] counts all of it for Prometheus. For the gRPC services, [`requests`] checks requests
-//! into queries or errors, [`status`] is the one mapping of every refusal to a status code, [`scoring`] turns live state into ready answers
+//! into queries or errors with their status code, [`scoring`] turns live state into ready answers
 //! with the active model, [`models`] loads and checks model versions for it, [`grpc`] serves the
 //! answers and [`pricing`] publishes them per time band for the pricing service; [`server`] assembles
 //! all of it in start-up and shutdown order. It shares the status rules of
@@ -28,7 +28,6 @@ pub mod pricing;
 pub mod requests;
 pub mod scoring;
 pub mod server;
-pub mod status;
 pub mod topology;
 
 pub use parkcast_features as features;

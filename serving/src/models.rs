@@ -50,6 +50,11 @@ impl ActivationError {
             ActivationError::Scoring(error) => error.label(),
         }
     }
+
+    /// Whether the version does not exist (rather than exists and was refused).
+    pub fn is_not_found(&self) -> bool {
+        self.label() == "not_found"
+    }
 }
 
 /// Seeds the scorer's grid history for a model about to be activated (the lots' last days from the

@@ -200,6 +200,28 @@ pub enum RequestError {
     },
 }
 
+impl RequestError {
+    /// Whether the error names something that does not exist (NOT_FOUND) rather than a malformed
+    /// request (INVALID_ARGUMENT).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            RequestError::UnknownLot(_) => true,
+            RequestError::InBatch { error, .. } => error.is_not_found(),
+            _ => false,
+        }
+    }
+}
+
+impl From<RequestError> for tonic::Status {
+    fn from(error: RequestError) -> Self {
+        if error.is_not_found() {
+            tonic::Status::not_found(error.to_string())
+        } else {
+            tonic::Status::invalid_argument(error.to_string())
+        }
+    }
+}
+
 /// When a forecast is wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum When {
@@ -448,7 +470,7 @@ mod tests {
     }
 
     fn code(error: RequestError) -> tonic::Code {
-        crate::status::ServiceError::Request(error).code()
+        tonic::Status::from(error).code()
     }
 
     #[test]
