@@ -29,7 +29,7 @@ use parkcast_proto::v1::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::metrics::ServingMetrics;
+use crate::metrics::{Rpc, ServingMetrics};
 use crate::models::{ActivationError, ModelManager};
 use crate::requests::{
     AvailabilityQuery, RequestLimits, When, check_batch, check_get, check_search, check_watch,
@@ -165,10 +165,10 @@ pub struct ServiceContext {
     pub metrics: Option<ServingMetrics>,
 }
 
-/// Times and counts one request (`rpc`: an entry of [`crate::metrics::RPCS`]).
+/// Times and counts one request.
 fn record<T>(
     metrics: Option<&ServingMetrics>,
-    rpc: usize,
+    rpc: Rpc,
     started: Instant,
     result: &Result<T, Status>,
 ) {
@@ -181,7 +181,7 @@ fn record<T>(
 }
 
 impl ServiceContext {
-    fn record<T>(&self, rpc: usize, started: Instant, result: &Result<T, Status>) {
+    fn record<T>(&self, rpc: Rpc, started: Instant, result: &Result<T, Status>) {
         record(self.metrics.as_ref(), rpc, started, result);
     }
 
@@ -391,7 +391,7 @@ impl Availability for AvailabilityService {
         .map_err(Status::from)
         .and_then(|query| context.answer(&query, now_ms, true))
         .map(Response::new);
-        context.record(0, started, &result);
+        context.record(Rpc::GetAvailability, started, &result);
         result
     }
 
@@ -416,7 +416,7 @@ impl Availability for AvailabilityService {
                 .collect::<Result<Vec<_>, _>>()
         })
         .map(|lots| Response::new(BatchGetAvailabilityResponse { lots }));
-        context.record(1, started, &result);
+        context.record(Rpc::BatchGetAvailability, started, &result);
         result
     }
 
@@ -481,7 +481,7 @@ impl Availability for AvailabilityService {
                 found.truncate(query.max_results as usize);
                 Ok(Response::new(SearchNearbyResponse { lots: found }))
             });
-        context.record(2, started, &result);
+        context.record(Rpc::SearchNearby, started, &result);
         result
     }
 
@@ -564,7 +564,7 @@ impl Availability for AvailabilityService {
                 Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
             Response::new(stream)
         });
-        context.record(3, started, &result);
+        context.record(Rpc::WatchAvailability, started, &result);
         result
     }
 }
@@ -592,7 +592,7 @@ impl ModelsService {
         }
     }
 
-    fn record<T>(&self, rpc: usize, started: Instant, result: &Result<T, Status>) {
+    fn record<T>(&self, rpc: Rpc, started: Instant, result: &Result<T, Status>) {
         record(self.metrics.as_ref(), rpc, started, result);
     }
 
@@ -705,7 +705,7 @@ impl Models for ModelsService {
                     .collect();
                 Response::new(ListModelsResponse { models })
             });
-        self.record(4, started, &result);
+        self.record(Rpc::ListModels, started, &result);
         result
     }
 
@@ -739,7 +739,7 @@ impl Models for ModelsService {
             })
             .map(|manifest| Response::new(self.info(&manifest)))
         };
-        self.record(5, started, &result);
+        self.record(Rpc::DescribeModel, started, &result);
         result
     }
 
@@ -769,7 +769,7 @@ impl Models for ModelsService {
                 }
             }
         };
-        self.record(6, started, &result);
+        self.record(Rpc::ActivateModel, started, &result);
         result
     }
 }
