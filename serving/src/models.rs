@@ -47,11 +47,6 @@ impl ActivationError {
             ActivationError::NoVersion(_) => ActivationOutcome::NotFound,
         }
     }
-
-    /// Whether the version does not exist (rather than exists and was refused).
-    pub fn is_not_found(&self) -> bool {
-        self.outcome() == ActivationOutcome::NotFound
-    }
 }
 
 /// The outcome a registry refusal counts as: a version that is not there, or files that are not

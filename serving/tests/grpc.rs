@@ -615,6 +615,39 @@ async fn messages_quote_a_short_prefix_of_the_input_and_no_server_path() {
     assert!(!status.message().contains(&root), "{}", status.message());
 }
 
+#[tokio::test]
+async fn a_registry_that_cannot_be_read_is_internal_and_the_active_model_keeps_serving() {
+    let fixture = fixture(true).await;
+    let root = fixture.registry.path().display().to_string();
+    // v2's model file turns into a directory: reading it is an I/O error, not a damaged version.
+    let v2 = common::publish(fixture.registry.path(), "toy", &LOTS, NOW);
+    let model_file = fixture.registry.path().join("toy/2").join(&v2.model_file);
+    std::fs::remove_file(&model_file).expect("the model file");
+    std::fs::create_dir(&model_file).expect("a directory in its place");
+    let mut models = fixture.models().await;
+    let status = models
+        .activate_model(activation("toy", 2))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Internal, "{}", status.message());
+    assert!(
+        status
+            .message()
+            .contains(&format!("toy/2/{}", v2.model_file))
+            && status.message().contains("the active model keeps serving")
+            && !status.message().contains(&root),
+        "{}",
+        status.message()
+    );
+    let mut client = fixture.availability().await;
+    let still = client
+        .get_availability(get("north", &[30], 0))
+        .await
+        .expect("still answering")
+        .into_inner();
+    assert_eq!(still.model_version, 1);
+}
+
 /// A codec that sends and receives raw bytes: garbage that no generated client would send.
 #[derive(Debug, Default)]
 struct RawCodec;
