@@ -150,7 +150,7 @@ impl From<ServiceError> for Status {
 fn request_code(error: &RequestError) -> tonic::Code {
     match error {
         RequestError::UnknownLot(_) => tonic::Code::NotFound,
-        RequestError::InBatch { error, .. } => request_code(error),
+        RequestError::InBatch { error: inner, .. } => request_code(inner),
         RequestError::MissingLot
         | RequestError::HorizonNotServed { .. }
         | RequestError::TooManyHorizons { .. }
@@ -184,8 +184,8 @@ enum ModelFault {
 
 fn model_fault(error: &ActivationError) -> ModelFault {
     match error {
-        ActivationError::Registry(error) => registry_fault(error),
-        ActivationError::Scoring(error) => scoring_fault(error),
+        ActivationError::Registry(registry) => registry_fault(registry),
+        ActivationError::Scoring(scoring) => scoring_fault(scoring),
         ActivationError::NoVersion(_) => ModelFault::Missing,
     }
 }
