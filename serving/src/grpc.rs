@@ -1,23 +1,23 @@
 //! The gRPC services: `Availability` (the driver's app) and `Models` (operators).
 //!
 //! Handlers check the request first ([`crate::requests`]), then read the lot's ready answer from the
-//! scorer ([`Scoring::answer`]): no handler waits for ingestion or runs the model. Every answer says
-//! when it was computed, how old the lot's newest event is, whether the data is stale and why, and
-//! which model made the forecasts; counts and intervals are bounded to [0, capacity] and
-//! probabilities to [0, 1].
+//! scorer ([`Scoring::answer`]): no handler waits for ingestion or runs the model. A handler refuses
+//! with a [`ServiceError`], which becomes a status in one place ([`crate::status`]); the request is
+//! then counted by its code. Every answer says when it was computed, how old the lot's newest event
+//! is, whether the data is stale and why, and which model made the forecasts; counts and intervals
+//! are bounded to [0, capacity] and probabilities to [0, 1].
 //!
 //! `SearchNearby` ranks the lots within the radius by the probability of at least one free slot at
 //! arrival. With a slot type, only lots with slots of that type are candidates; the probability is
 //! still the lot's (occupancy is not forecast per slot type), and `slots_of_type` says how many
 //! there are. Lots without coordinates or without a forecast are left out.
 
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parkcast_inference::model::report_name;
-use parkcast_inference::registry::{Manifest, RegistryError};
+use parkcast_inference::registry::Manifest;
 use parkcast_proto::v1::availability_server::Availability;
 use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
@@ -29,13 +29,13 @@ use parkcast_proto::v1::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::metrics::ServingMetrics;
+use crate::metrics::{Rpc, ServingMetrics};
 use crate::models::{ActivationError, ModelManager};
 use crate::requests::{
     AvailabilityQuery, RequestLimits, When, check_batch, check_get, check_search, check_watch,
-    client_message,
 };
 use crate::scoring::{LotAnswer, Scoring, forecast_at};
+use crate::status::ServiceError;
 use crate::topology::{LotIndex, TopologyIndex};
 
 /// What a lot is, beyond its slots: for names and `SearchNearby`.
@@ -165,24 +165,32 @@ pub struct ServiceContext {
     pub metrics: Option<ServingMetrics>,
 }
 
-/// Times and counts one request (`rpc`: an entry of [`crate::metrics::RPCS`]).
-fn record<T>(
+/// A handler's answer: a refusal becomes its status ([`crate::status`], the one conversion), then
+/// the request is timed and counted by its code.
+fn finish<T>(
     metrics: Option<&ServingMetrics>,
-    rpc: usize,
+    rpc: Rpc,
     started: Instant,
-    result: &Result<T, Status>,
-) {
+    result: Result<T, ServiceError>,
+) -> Result<Response<T>, Status> {
+    let result = result.map(Response::new).map_err(Status::from);
     if let Some(metrics) = metrics {
         let code = result
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
         metrics.request(rpc, started.elapsed().as_secs_f64(), code);
     }
+    result
 }
 
 impl ServiceContext {
-    fn record<T>(&self, rpc: usize, started: Instant, result: &Result<T, Status>) {
-        record(self.metrics.as_ref(), rpc, started, result);
+    fn finish<T>(
+        &self,
+        rpc: Rpc,
+        started: Instant,
+        result: Result<T, ServiceError>,
+    ) -> Result<Response<T>, Status> {
+        finish(self.metrics.as_ref(), rpc, started, result)
     }
 
     /// The limits with the active model's longest horizon. Without a model any horizon passes the
@@ -204,13 +212,11 @@ impl ServiceContext {
         query: &AvailabilityQuery,
         now_ms: i64,
         strict: bool,
-    ) -> Result<LotAvailability, Status> {
+    ) -> Result<LotAvailability, ServiceError> {
         let ready = self.scoring.answer(query.lot);
         let targets = targets(&query.when, now_ms);
         if strict && !targets.is_empty() && ready.model.is_none() {
-            return Err(Status::unavailable(
-                "no model is active yet; ask without horizons or arrival time for the live picture",
-            ));
+            return Err(ServiceError::NoModel);
         }
         Ok(self.availability(query.lot, &ready, now_ms, &targets))
     }
@@ -388,11 +394,9 @@ impl Availability for AvailabilityService {
             &context.limits(),
             now_ms,
         )
-        .map_err(Status::from)
-        .and_then(|query| context.answer(&query, now_ms, true))
-        .map(Response::new);
-        context.record(0, started, &result);
-        result
+        .map_err(ServiceError::from)
+        .and_then(|query| context.answer(&query, now_ms, true));
+        context.finish(Rpc::GetAvailability, started, result)
     }
 
     async fn batch_get_availability(
@@ -408,16 +412,15 @@ impl Availability for AvailabilityService {
             &context.limits(),
             now_ms,
         )
-        .map_err(Status::from)
+        .map_err(ServiceError::from)
         .and_then(|queries| {
             queries
                 .iter()
                 .map(|query| context.answer(query, now_ms, true))
                 .collect::<Result<Vec<_>, _>>()
         })
-        .map(|lots| Response::new(BatchGetAvailabilityResponse { lots }));
-        context.record(1, started, &result);
-        result
+        .map(|lots| BatchGetAvailabilityResponse { lots });
+        context.finish(Rpc::BatchGetAvailability, started, result)
     }
 
     async fn search_nearby(
@@ -428,19 +431,18 @@ impl Availability for AvailabilityService {
         let context = &self.context;
         let now_ms = context.scoring.now_ms();
         let result = check_search(request.get_ref(), &context.limits(), now_ms)
-            .map_err(Status::from)
+            .map_err(ServiceError::from)
             .and_then(|query| {
                 if query.arrival_ms > now_ms && context.scoring.model().is_none() {
-                    return Err(Status::unavailable(
-                        "no model is active yet; search without an arrival time for the live picture",
-                    ));
+                    return Err(ServiceError::NoModelForArrival);
                 }
                 let mut found = Vec::new();
                 for (index, info) in context.directory.lots.iter().enumerate() {
                     let (Some(latitude), Some(longitude)) = (info.latitude, info.longitude) else {
                         continue;
                     };
-                    let distance = distance_m((query.latitude, query.longitude), (latitude, longitude));
+                    let distance =
+                        distance_m((query.latitude, query.longitude), (latitude, longitude));
                     if distance > query.radius_m {
                         continue;
                     }
@@ -479,10 +481,9 @@ impl Availability for AvailabilityService {
                         .then(left.distance_m.total_cmp(&right.distance_m))
                 });
                 found.truncate(query.max_results as usize);
-                Ok(Response::new(SearchNearbyResponse { lots: found }))
+                Ok(SearchNearbyResponse { lots: found })
             });
-        context.record(2, started, &result);
-        result
+        context.finish(Rpc::SearchNearby, started, result)
     }
 
     type WatchAvailabilityStream = WatchStream;
@@ -498,14 +499,12 @@ impl Availability for AvailabilityService {
             context.scoring.topology(),
             &context.limits(),
         )
-        .map_err(Status::from)
+        .map_err(ServiceError::from)
         .and_then(|checked| {
             let permit = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "{} watch streams are open, the most this server keeps \
-                     (limits.max_watch_streams); close one or retry later",
-                    context.limits.max_watch_streams
-                ))
+                ServiceError::TooManyWatches {
+                    max: context.limits.max_watch_streams,
+                }
             })?;
             Ok((checked, OpenWatch::new(permit, context.metrics.as_ref())))
         })
@@ -562,10 +561,9 @@ impl Availability for AvailabilityService {
             });
             let stream: WatchStream =
                 Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
-            Response::new(stream)
+            stream
         });
-        context.record(3, started, &result);
-        result
+        context.finish(Rpc::WatchAvailability, started, result)
     }
 }
 
@@ -592,8 +590,13 @@ impl ModelsService {
         }
     }
 
-    fn record<T>(&self, rpc: usize, started: Instant, result: &Result<T, Status>) {
-        record(self.metrics.as_ref(), rpc, started, result);
+    fn finish<T>(
+        &self,
+        rpc: Rpc,
+        started: Instant,
+        result: Result<T, ServiceError>,
+    ) -> Result<Response<T>, Status> {
+        finish(self.metrics.as_ref(), rpc, started, result)
     }
 
     fn info(&self, manifest: &Manifest) -> ModelInfo {
@@ -604,11 +607,9 @@ impl ModelsService {
         model_info(manifest, active)
     }
 
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), ServiceError> {
         let Some(expected) = &self.token else {
-            return Err(Status::failed_precondition(
-                "model activation over gRPC is disabled: the server has no admin token configured",
-            ));
+            return Err(ServiceError::ActivationDisabled);
         };
         let given = request
             .metadata()
@@ -617,11 +618,64 @@ impl ModelsService {
             .and_then(|value| value.strip_prefix("Bearer "));
         match given {
             Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(Status::unauthenticated("the bearer token is wrong")),
-            None => Err(Status::unauthenticated(
-                "activation needs `authorization: Bearer <token>` metadata",
-            )),
+            Some(_) => Err(ServiceError::WrongToken),
+            None => Err(ServiceError::MissingToken),
         }
+    }
+
+    /// A registry read that failed, for `ListModels` and `DescribeModel`; `asked`: the model name
+    /// the client sent.
+    fn registry_error(&self, error: ActivationError, asked: String) -> ServiceError {
+        ServiceError::Registry {
+            error: Box::new(error),
+            asked,
+            root: self.manager.registry().root().to_path_buf(),
+        }
+    }
+
+    /// Checks, loads and activates the version asked for (blocking work on the blocking pool).
+    async fn activate(
+        &self,
+        request: Request<ActivateModelRequest>,
+    ) -> Result<ModelInfo, ServiceError> {
+        self.authorize(&request)?;
+        let ActivateModelRequest { name, version } = request.into_inner();
+        if name.is_empty() {
+            return Err(ServiceError::EmptyModelName);
+        }
+        let manager = Arc::clone(&self.manager);
+        let asked = name.clone();
+        let activated =
+            tokio::task::spawn_blocking(move || manager.activate(&name, version)).await?;
+        let served = activated.map_err(|error| ServiceError::Activation {
+            error: Box::new(error),
+            asked,
+            root: self.manager.registry().root().to_path_buf(),
+        })?;
+        Ok(model_info(&served.manifest, true))
+    }
+
+    /// Reads the manifest of the version asked for (0: the newest).
+    async fn describe(&self, request: DescribeModelRequest) -> Result<ModelInfo, ServiceError> {
+        let DescribeModelRequest { name, version } = request;
+        if name.is_empty() {
+            return Err(ServiceError::EmptyModelName);
+        }
+        let manager = Arc::clone(&self.manager);
+        let asked = name.clone();
+        let manifest = tokio::task::spawn_blocking(move || {
+            let registry = manager.registry();
+            let version = match version {
+                0 => registry
+                    .latest(&name)?
+                    .ok_or_else(|| ActivationError::NoVersion(name.clone()))?,
+                version => version,
+            };
+            Ok::<_, ActivationError>(registry.manifest(&name, version)?)
+        })
+        .await?
+        .map_err(|error| self.registry_error(error, asked))?;
+        Ok(self.info(&manifest))
     }
 }
 
@@ -662,25 +716,6 @@ pub fn model_info(manifest: &Manifest, active: bool) -> ModelInfo {
     }
 }
 
-/// The one mapping of the `Models` service's errors to a status. `name` is the model name the
-/// client sent (quoted at most in part), paths are written from the registry down
-/// ([`client_message`]). Reading: a missing version is `NOT_FOUND`, a bad name `INVALID_ARGUMENT`,
-/// anything else `INTERNAL`; activating: a version that exists but fails a check is
-/// `FAILED_PRECONDITION`, and the active model keeps serving.
-fn model_status(error: &ActivationError, name: &str, root: &Path, activating: bool) -> Status {
-    let message = client_message(&error.to_string(), &[name], Some(root));
-    match error {
-        ActivationError::Registry(RegistryError::BadName { .. }) => {
-            Status::invalid_argument(message)
-        }
-        _ if error.is_not_found() => Status::not_found(message),
-        _ if activating => Status::failed_precondition(format!(
-            "refused, the active model keeps serving: {message}"
-        )),
-        _ => Status::internal(message),
-    }
-}
-
 #[tonic::async_trait]
 impl Models for ModelsService {
     async fn list_models(
@@ -691,11 +726,9 @@ impl Models for ModelsService {
         let manager = Arc::clone(&self.manager);
         let result = tokio::task::spawn_blocking(move || manager.registry().list())
             .await
-            .map_err(|error| Status::internal(error.to_string()))
+            .map_err(ServiceError::from)
             .and_then(|listed| {
-                listed.map_err(|error| {
-                    model_status(&error.into(), "", self.manager.registry().root(), false)
-                })
+                listed.map_err(|error| self.registry_error(error.into(), String::new()))
             })
             .map(|entries| {
                 let models = entries
@@ -703,10 +736,9 @@ impl Models for ModelsService {
                     .filter_map(|entry| entry.manifest.as_ref().ok())
                     .map(|manifest| self.info(manifest))
                     .collect();
-                Response::new(ListModelsResponse { models })
+                ListModelsResponse { models }
             });
-        self.record(4, started, &result);
-        result
+        self.finish(Rpc::ListModels, started, result)
     }
 
     async fn describe_model(
@@ -714,33 +746,8 @@ impl Models for ModelsService {
         request: Request<DescribeModelRequest>,
     ) -> Result<Response<ModelInfo>, Status> {
         let started = Instant::now();
-        let DescribeModelRequest { name, version } = request.into_inner();
-        let manager = Arc::clone(&self.manager);
-        let result = if name.is_empty() {
-            Err(Status::invalid_argument("name is empty"))
-        } else {
-            let asked = name.clone();
-            tokio::task::spawn_blocking(move || {
-                let registry = manager.registry();
-                let version = match version {
-                    0 => registry
-                        .latest(&name)?
-                        .ok_or_else(|| ActivationError::NoVersion(name.clone()))?,
-                    version => version,
-                };
-                Ok::<_, ActivationError>(registry.manifest(&name, version)?)
-            })
-            .await
-            .map_err(|error| Status::internal(error.to_string()))
-            .and_then(|manifest| {
-                manifest.map_err(|error| {
-                    model_status(&error, &asked, self.manager.registry().root(), false)
-                })
-            })
-            .map(|manifest| Response::new(self.info(&manifest)))
-        };
-        self.record(5, started, &result);
-        result
+        let result = self.describe(request.into_inner()).await;
+        self.finish(Rpc::DescribeModel, started, result)
     }
 
     async fn activate_model(
@@ -748,28 +755,7 @@ impl Models for ModelsService {
         request: Request<ActivateModelRequest>,
     ) -> Result<Response<ModelInfo>, Status> {
         let started = Instant::now();
-        let result = match self.authorize(&request) {
-            Err(status) => Err(status),
-            Ok(()) => {
-                let ActivateModelRequest { name, version } = request.into_inner();
-                let manager = Arc::clone(&self.manager);
-                if name.is_empty() {
-                    Err(Status::invalid_argument("name is empty"))
-                } else {
-                    let asked = name.clone();
-                    tokio::task::spawn_blocking(move || manager.activate(&name, version))
-                        .await
-                        .map_err(|error| Status::internal(error.to_string()))
-                        .and_then(|activated| {
-                            activated.map_err(|error| {
-                                model_status(&error, &asked, self.manager.registry().root(), true)
-                            })
-                        })
-                        .map(|served| Response::new(model_info(&served.manifest, true)))
-                }
-            }
-        };
-        self.record(6, started, &result);
-        result
+        let result = self.activate(request).await;
+        self.finish(Rpc::ActivateModel, started, result)
     }
 }

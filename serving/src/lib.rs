@@ -6,10 +6,11 @@
 //! [`topology`] maps lot and slot ids to dense indices; [`live`] keeps every slot's state and each
 //! lot's aggregates; [`checkpoint`] makes that state survive restarts and partition moves;
 //! [`metrics`] counts all of it for Prometheus. For the gRPC services, [`requests`] checks requests
-//! into queries or errors with their status code, [`scoring`] turns live state into ready answers
-//! with the active model, [`models`] loads and checks model versions for it, [`grpc`] serves the
-//! answers and [`pricing`] publishes them per time band for the pricing service; [`server`] assembles
-//! all of it in start-up and shutdown order. It shares the status rules of
+//! into queries or errors, [`scoring`] turns live state into ready answers with the active model,
+//! [`models`] loads and checks model versions for it, [`grpc`] serves the answers, [`status`] turns
+//! every refusal into its status code (the one conversion) and [`pricing`] publishes the answers per
+//! time band for the pricing service; [`server`] assembles all of it in start-up and shutdown
+//! order. It shares the status rules of
 //! [`parkcast_features::occupancy`] with training and the wire formats of [`parkcast_proto`].
 //!
 //! ```
@@ -28,6 +29,7 @@ pub mod pricing;
 pub mod requests;
 pub mod scoring;
 pub mod server;
+pub mod status;
 pub mod topology;
 
 pub use parkcast_features as features;

@@ -1,14 +1,18 @@
-//! Prometheus metrics of ingestion, and the `/metrics` endpoint.
+//! Prometheus metrics of ingestion and serving, and the `/metrics` endpoint.
 //!
-//! Counters are created once, up front, for every label value (topics x outcomes, topics x reasons),
-//! so the hot path increments an atomic and never looks a label set up; and every reason shows up in
-//! the scrape with 0 before it first happens, which is what alert rules need. Labels have few values:
-//! topics, outcomes, reasons; never a lot or slot id.
+//! Ingestion counters are created once, up front, for every label value (topics x outcomes, topics
+//! x reasons), so the hot path increments an atomic and never looks a label set up; and every reason
+//! shows up in the scrape with 0 before it first happens, which is what alert rules need. Serving's
+//! labels are typed ([`Rpc`], [`CodeLabel`], [`ActivationOutcome`]), and their series too are all
+//! created at registration. Labels have few values: topics, outcomes, reasons, RPCs, status codes;
+//! never a lot or slot id.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -336,46 +340,201 @@ impl IngestMetrics {
     }
 }
 
-/// The RPCs timed, in label order.
-pub const RPCS: [&str; 7] = [
-    "GetAvailability",
-    "BatchGetAvailability",
-    "SearchNearby",
-    "WatchAvailability",
-    "ListModels",
-    "DescribeModel",
-    "ActivateModel",
-];
+/// The RPCs timed: the `rpc` label, the method's name as the proto spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum Rpc {
+    /// `Availability.GetAvailability`.
+    GetAvailability,
+    /// `Availability.BatchGetAvailability`.
+    BatchGetAvailability,
+    /// `Availability.SearchNearby`.
+    SearchNearby,
+    /// `Availability.WatchAvailability` (timed to the stream's opening).
+    WatchAvailability,
+    /// `Models.ListModels`.
+    ListModels,
+    /// `Models.DescribeModel`.
+    DescribeModel,
+    /// `Models.ActivateModel`.
+    ActivateModel,
+}
 
-/// Status codes counted, in label order (anything else counts as `other`).
-const CODES: [(tonic::Code, &str); 9] = [
-    (tonic::Code::Ok, "ok"),
-    (tonic::Code::InvalidArgument, "invalid_argument"),
-    (tonic::Code::NotFound, "not_found"),
-    (tonic::Code::Unavailable, "unavailable"),
-    (tonic::Code::ResourceExhausted, "resource_exhausted"),
-    (tonic::Code::Unauthenticated, "unauthenticated"),
-    (tonic::Code::FailedPrecondition, "failed_precondition"),
-    (tonic::Code::Internal, "internal"),
-    (tonic::Code::Unknown, "other"),
-];
+impl Rpc {
+    /// Every RPC, in label order.
+    pub const ALL: [Rpc; 7] = [
+        Rpc::GetAvailability,
+        Rpc::BatchGetAvailability,
+        Rpc::SearchNearby,
+        Rpc::WatchAvailability,
+        Rpc::ListModels,
+        Rpc::DescribeModel,
+        Rpc::ActivateModel,
+    ];
+}
 
-/// Outcomes of a model activation, in label order.
-pub const ACTIVATION_OUTCOMES: [&str; 6] = [
-    "activated",
-    "corrupt",
-    "schema",
-    "step",
-    "smoke",
-    "not_found",
-];
+/// The `code` label of a request: the status codes this server answers with, and `other` for the
+/// rest (tonic's own refusals: a deadline, a cancelled call, an unknown method).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodeLabel {
+    /// `OK`.
+    Ok,
+    /// `INVALID_ARGUMENT`.
+    InvalidArgument,
+    /// `NOT_FOUND`.
+    NotFound,
+    /// `UNAVAILABLE`.
+    Unavailable,
+    /// `RESOURCE_EXHAUSTED`.
+    ResourceExhausted,
+    /// `UNAUTHENTICATED`.
+    Unauthenticated,
+    /// `FAILED_PRECONDITION`.
+    FailedPrecondition,
+    /// `INTERNAL`.
+    Internal,
+    /// Any other code.
+    Other,
+}
+
+impl CodeLabel {
+    /// Every code label, in label order.
+    pub const ALL: [CodeLabel; 9] = [
+        CodeLabel::Ok,
+        CodeLabel::InvalidArgument,
+        CodeLabel::NotFound,
+        CodeLabel::Unavailable,
+        CodeLabel::ResourceExhausted,
+        CodeLabel::Unauthenticated,
+        CodeLabel::FailedPrecondition,
+        CodeLabel::Internal,
+        CodeLabel::Other,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CodeLabel::Ok => "ok",
+            CodeLabel::InvalidArgument => "invalid_argument",
+            CodeLabel::NotFound => "not_found",
+            CodeLabel::Unavailable => "unavailable",
+            CodeLabel::ResourceExhausted => "resource_exhausted",
+            CodeLabel::Unauthenticated => "unauthenticated",
+            CodeLabel::FailedPrecondition => "failed_precondition",
+            CodeLabel::Internal => "internal",
+            CodeLabel::Other => "other",
+        }
+    }
+}
+
+impl From<tonic::Code> for CodeLabel {
+    fn from(code: tonic::Code) -> Self {
+        match code {
+            tonic::Code::Ok => CodeLabel::Ok,
+            tonic::Code::InvalidArgument => CodeLabel::InvalidArgument,
+            tonic::Code::NotFound => CodeLabel::NotFound,
+            tonic::Code::Unavailable => CodeLabel::Unavailable,
+            tonic::Code::ResourceExhausted => CodeLabel::ResourceExhausted,
+            tonic::Code::Unauthenticated => CodeLabel::Unauthenticated,
+            tonic::Code::FailedPrecondition => CodeLabel::FailedPrecondition,
+            tonic::Code::Internal => CodeLabel::Internal,
+            // Codes the services do not answer with ([`crate::status`]) share one label: each
+            // label value is a series in every scrape.
+            tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::AlreadyExists
+            | tonic::Code::PermissionDenied
+            | tonic::Code::Aborted
+            | tonic::Code::OutOfRange
+            | tonic::Code::Unimplemented
+            | tonic::Code::DataLoss => CodeLabel::Other,
+        }
+    }
+}
+
+impl EncodeLabelValue for CodeLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.label())
+    }
+}
+
+/// How a model activation ended: the `outcome` label of `parkcast_serving_model_activations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActivationOutcome {
+    /// The version serves.
+    Activated,
+    /// The registry or the decoder refused the files (unreadable or damaged manifest or model
+    /// file, size or checksum mismatch, a file that is no model).
+    Corrupt,
+    /// Trained on another feature schema than this build computes.
+    Schema,
+    /// Forecasts on another grid step than the server samples.
+    Step,
+    /// The smoke prediction failed.
+    Smoke,
+    /// No such model line or version (or a name that cannot be one).
+    NotFound,
+}
+
+impl ActivationOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [ActivationOutcome; 6] = [
+        ActivationOutcome::Activated,
+        ActivationOutcome::Corrupt,
+        ActivationOutcome::Schema,
+        ActivationOutcome::Step,
+        ActivationOutcome::Smoke,
+        ActivationOutcome::NotFound,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ActivationOutcome::Activated => "activated",
+            ActivationOutcome::Corrupt => "corrupt",
+            ActivationOutcome::Schema => "schema",
+            ActivationOutcome::Step => "step",
+            ActivationOutcome::Smoke => "smoke",
+            ActivationOutcome::NotFound => "not_found",
+        }
+    }
+}
+
+impl EncodeLabelValue for ActivationOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.label())
+    }
+}
+
+/// The labels of `parkcast_grpc_request_duration_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RpcLabels {
+    rpc: Rpc,
+}
+
+/// The labels of `parkcast_grpc_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    rpc: Rpc,
+    code: CodeLabel,
+}
+
+/// The labels of `parkcast_serving_model_activations_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActivationLabels {
+    outcome: ActivationOutcome,
+}
 
 /// Serving metrics: requests, models, forecasts, the pricing feed (cheap to clone).
+///
+/// Every series of the labelled families is created at registration, so each shows up with 0
+/// before it first happens; a request then looks its series up in the family (a read lock and a
+/// hash, next to a whole gRPC call).
 #[derive(Debug, Clone)]
 pub struct ServingMetrics {
-    latency: Vec<Histogram>,
-    requests: Vec<Vec<Counter>>,
-    activations: Vec<Counter>,
+    latency: Family<RpcLabels, Histogram>,
+    requests: Family<RequestLabels, Counter>,
+    activations: Family<ActivationLabels, Counter>,
     /// The active model's version (0: none).
     pub model_version: Gauge,
     /// Age of the oldest lot forecast origin, seconds, by the serving clock.
@@ -395,38 +554,26 @@ pub struct ServingMetrics {
 impl ServingMetrics {
     /// Creates the metrics and registers them.
     pub fn register(registry: &mut Registry) -> ServingMetrics {
-        let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
+        let latency = Family::<RpcLabels, Histogram>::new_with_constructor(|| {
             // 25 us .. 0.4 s.
             Histogram::new(exponential_buckets(0.000_025, 2.0, 15))
         });
-        let requests = Family::<Labels, Counter>::default();
-        let activations = Family::<Labels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let activations = Family::<ActivationLabels, Counter>::default();
+        // Created now, so that every series is scraped with 0 before it first happens.
+        for rpc in Rpc::ALL {
+            drop(latency.get_or_create(&RpcLabels { rpc }));
+            for code in CodeLabel::ALL {
+                drop(requests.get_or_create(&RequestLabels { rpc, code }));
+            }
+        }
+        for outcome in ActivationOutcome::ALL {
+            drop(activations.get_or_create(&ActivationLabels { outcome }));
+        }
         let metrics = ServingMetrics {
-            latency: RPCS
-                .iter()
-                .map(|rpc| latency.get_or_create(&labels(&[("rpc", rpc)])).clone())
-                .collect(),
-            requests: RPCS
-                .iter()
-                .map(|rpc| {
-                    CODES
-                        .iter()
-                        .map(|(_, code)| {
-                            requests
-                                .get_or_create(&labels(&[("rpc", rpc), ("code", code)]))
-                                .clone()
-                        })
-                        .collect()
-                })
-                .collect(),
-            activations: ACTIVATION_OUTCOMES
-                .iter()
-                .map(|outcome| {
-                    activations
-                        .get_or_create(&labels(&[("outcome", outcome)]))
-                        .clone()
-                })
-                .collect(),
+            latency: latency.clone(),
+            requests: requests.clone(),
+            activations: activations.clone(),
             model_version: Gauge::default(),
             forecast_age_seconds: Gauge::default(),
             watch_streams: Gauge::default(),
@@ -502,36 +649,37 @@ impl ServingMetrics {
         metrics
     }
 
-    /// Records one request: its RPC (an entry of [`RPCS`]), duration and status.
-    pub fn request(&self, rpc: usize, seconds: f64, code: tonic::Code) {
-        if let Some(histogram) = self.latency.get(rpc) {
-            histogram.observe(seconds);
-        }
-        let position = CODES
-            .iter()
-            .position(|(candidate, _)| *candidate == code)
-            .unwrap_or(CODES.len() - 1);
-        if let Some(counter) = self.requests.get(rpc).and_then(|codes| codes.get(position)) {
-            counter.inc();
-        }
+    /// Records one request: its RPC, duration and status code.
+    pub fn request(&self, rpc: Rpc, seconds: f64, code: tonic::Code) {
+        self.latency
+            .get_or_create(&RpcLabels { rpc })
+            .observe(seconds);
+        let code = CodeLabel::from(code);
+        self.requests
+            .get_or_create(&RequestLabels { rpc, code })
+            .inc();
     }
 
-    /// Counts an activation outcome (an entry of [`ACTIVATION_OUTCOMES`]).
-    pub fn activation(&self, outcome: &str) {
-        if let Some(position) = ACTIVATION_OUTCOMES
-            .iter()
-            .position(|known| *known == outcome)
-        {
-            self.activations[position].inc();
-        }
+    /// Requests of an RPC answered with a code so far.
+    pub fn request_count(&self, rpc: Rpc, code: tonic::Code) -> u64 {
+        let code = CodeLabel::from(code);
+        self.requests
+            .get(&RequestLabels { rpc, code })
+            .map_or(0, |counter| counter.get())
+    }
+
+    /// Counts an activation outcome.
+    pub fn activation(&self, outcome: ActivationOutcome) {
+        self.activations
+            .get_or_create(&ActivationLabels { outcome })
+            .inc();
     }
 
     /// Activations of an outcome so far.
-    pub fn activation_count(&self, outcome: &str) -> u64 {
-        ACTIVATION_OUTCOMES
-            .iter()
-            .position(|known| *known == outcome)
-            .map_or(0, |position| self.activations[position].get())
+    pub fn activation_count(&self, outcome: ActivationOutcome) -> u64 {
+        self.activations
+            .get(&ActivationLabels { outcome })
+            .map_or(0, |counter| counter.get())
     }
 }
 
@@ -606,5 +754,66 @@ mod tests {
             1
         );
         assert_eq!(metrics.handled(), 2);
+    }
+
+    #[test]
+    fn serving_label_values_are_the_exported_names() {
+        let mut registry = Registry::default();
+        let metrics = ServingMetrics::register(&mut registry);
+        metrics.request(Rpc::ActivateModel, 0.01, tonic::Code::PermissionDenied);
+        metrics.activation(ActivationOutcome::NotFound);
+        let text = render(&registry);
+        // Spelled out rather than taken from the enums: dashboards read these values.
+        let rpcs = [
+            "GetAvailability",
+            "BatchGetAvailability",
+            "SearchNearby",
+            "WatchAvailability",
+            "ListModels",
+            "DescribeModel",
+            "ActivateModel",
+        ];
+        let codes = [
+            "ok",
+            "invalid_argument",
+            "not_found",
+            "unavailable",
+            "resource_exhausted",
+            "unauthenticated",
+            "failed_precondition",
+            "internal",
+            "other",
+        ];
+        for rpc in rpcs {
+            let duration = format!("parkcast_grpc_request_duration_seconds_count{{rpc=\"{rpc}\"}}");
+            assert!(text.contains(&duration), "{duration}\n{text}");
+            for code in codes {
+                let series =
+                    format!("parkcast_grpc_requests_total{{rpc=\"{rpc}\",code=\"{code}\"}}");
+                assert!(text.contains(&series), "{series}\n{text}");
+            }
+        }
+        for outcome in [
+            "activated",
+            "corrupt",
+            "schema",
+            "step",
+            "smoke",
+            "not_found",
+        ] {
+            let series =
+                format!("parkcast_serving_model_activations_total{{outcome=\"{outcome}\"}}");
+            assert!(text.contains(&series), "{series}\n{text}");
+        }
+        assert!(
+            text.contains("parkcast_grpc_requests_total{rpc=\"ActivateModel\",code=\"other\"} 1")
+        );
+        assert!(text.contains("parkcast_serving_model_activations_total{outcome=\"not_found\"} 1"));
+        assert_eq!(
+            metrics.request_count(Rpc::ActivateModel, tonic::Code::Aborted),
+            1,
+            "codes the services do not answer with share `other`"
+        );
+        assert_eq!(metrics.activation_count(ActivationOutcome::NotFound), 1);
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use parkcast_inference::registry::{Registry, RegistryError};
 
-use crate::metrics::ServingMetrics;
+use crate::metrics::{ActivationOutcome, ServingMetrics};
 use crate::scoring::{Scoring, ScoringError, ServedModel};
 
 /// Why a version was not activated.
@@ -39,21 +39,38 @@ pub enum ActivationError {
 }
 
 impl ActivationError {
-    /// The metric label of the outcome.
-    pub fn label(&self) -> &'static str {
+    /// The outcome it counts as in `parkcast_serving_model_activations_total`.
+    pub fn outcome(&self) -> ActivationOutcome {
         match self {
-            ActivationError::Registry(
-                RegistryError::NotFound { .. } | RegistryError::BadName { .. },
-            )
-            | ActivationError::NoVersion(_) => "not_found",
-            ActivationError::Registry(_) => "corrupt",
-            ActivationError::Scoring(error) => error.label(),
+            ActivationError::Registry(error) => registry_outcome(error),
+            ActivationError::Scoring(error) => error.outcome(),
+            ActivationError::NoVersion(_) => ActivationOutcome::NotFound,
         }
     }
+}
 
-    /// Whether the version does not exist (rather than exists and was refused).
-    pub fn is_not_found(&self) -> bool {
-        self.label() == "not_found"
+/// The outcome a registry refusal counts as: a version that is not there, or files that are not
+/// what the manifest says (`corrupt`, which also counts an unreadable file: the label values are
+/// what dashboards already read).
+fn registry_outcome(error: &RegistryError) -> ActivationOutcome {
+    match error {
+        RegistryError::NotFound { .. } | RegistryError::BadName { .. } => {
+            ActivationOutcome::NotFound
+        }
+        RegistryError::Io { .. }
+        | RegistryError::CorruptManifest { .. }
+        | RegistryError::InvalidManifest { .. }
+        | RegistryError::UnsupportedFormat { .. }
+        | RegistryError::ChecksumMismatch { .. }
+        | RegistryError::SizeMismatch { .. }
+        | RegistryError::SchemaMismatch { .. }
+        // Publishing errors: loading a version never returns them.
+        | RegistryError::BadAttachment { .. }
+        | RegistryError::InvalidCard { .. }
+        | RegistryError::Contended { .. } => ActivationOutcome::Corrupt,
+        // `RegistryError` is `#[non_exhaustive]` (another crate): a variant added there counts as
+        // a refused version until it is named above.
+        _ => ActivationOutcome::Corrupt,
     }
 }
 
@@ -129,7 +146,7 @@ pub fn load_startup(
                     "model refused at start-up; trying the next older version"
                 );
                 if let Some(metrics) = metrics {
-                    metrics.activation(error.label());
+                    metrics.activation(error.outcome());
                 }
                 refused.push(candidate);
                 newest_error.get_or_insert(error);
@@ -275,11 +292,11 @@ impl ModelManager {
                         .model_version
                         .set(i64::from(served.manifest.version));
                 }
-                "activated"
+                ActivationOutcome::Activated
             }
             Err(error) => {
                 tracing::error!(model = name, version, error = %error, "model refused");
-                error.label()
+                error.outcome()
             }
         };
         if let Some(metrics) = &self.metrics {

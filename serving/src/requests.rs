@@ -1,5 +1,5 @@
 //! The gRPC edge's input checks: a request becomes a validated query, or an error that says exactly
-//! what is wrong and maps to one status code (one exhaustive conversion, below).
+//! what is wrong and maps to one status code (in [`crate::status`]).
 //!
 //! Handlers call these first and never look at a raw request again, so a missing field or an
 //! out-of-range value can never reach scoring. Pure functions: tested without a server.
@@ -198,28 +198,6 @@ pub enum RequestError {
         /// The limit.
         max: usize,
     },
-}
-
-impl RequestError {
-    /// Whether the error names something that does not exist (NOT_FOUND) rather than a malformed
-    /// request (INVALID_ARGUMENT).
-    pub fn is_not_found(&self) -> bool {
-        match self {
-            RequestError::UnknownLot(_) => true,
-            RequestError::InBatch { error, .. } => error.is_not_found(),
-            _ => false,
-        }
-    }
-}
-
-impl From<RequestError> for tonic::Status {
-    fn from(error: RequestError) -> Self {
-        if error.is_not_found() {
-            tonic::Status::not_found(error.to_string())
-        } else {
-            tonic::Status::invalid_argument(error.to_string())
-        }
-    }
 }
 
 /// When a forecast is wanted.
@@ -470,7 +448,7 @@ mod tests {
     }
 
     fn code(error: RequestError) -> tonic::Code {
-        tonic::Status::from(error).code()
+        tonic::Status::from(crate::status::ServiceError::from(error)).code()
     }
 
     #[test]

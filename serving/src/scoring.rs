@@ -42,6 +42,7 @@ use parkcast_inference::artifact::{LoadedModel, LotForecast, ModelBundle};
 use parkcast_inference::registry::Manifest;
 
 use crate::live::{FeatureInput, GRID_HISTORY_MS, GridRule, LotChange, LotSnapshot};
+use crate::metrics::ActivationOutcome;
 use crate::topology::{LotIndex, TopologyIndex};
 
 /// What the scorer reads from ingestion.
@@ -172,13 +173,13 @@ pub enum ScoringError {
 }
 
 impl ScoringError {
-    /// A short reason label for metrics.
-    pub fn label(&self) -> &'static str {
+    /// The activation outcome it counts as.
+    pub fn outcome(&self) -> ActivationOutcome {
         match self {
-            ScoringError::Corrupt { .. } => "corrupt",
-            ScoringError::Schema { .. } => "schema",
-            ScoringError::Step { .. } => "step",
-            ScoringError::Smoke { .. } => "smoke",
+            ScoringError::Corrupt { .. } => ActivationOutcome::Corrupt,
+            ScoringError::Schema { .. } => ActivationOutcome::Schema,
+            ScoringError::Step { .. } => ActivationOutcome::Step,
+            ScoringError::Smoke { .. } => ActivationOutcome::Smoke,
         }
     }
 }

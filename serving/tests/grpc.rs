@@ -25,7 +25,7 @@ use parkcast_serving::grpc::{
     AvailabilityService, LotDirectory, LotInfo, ModelsService, ServiceContext,
 };
 use parkcast_serving::live::{LiveRules, LiveState};
-use parkcast_serving::metrics::ServingMetrics;
+use parkcast_serving::metrics::{ActivationOutcome, Rpc, ServingMetrics};
 use parkcast_serving::models::ModelManager;
 use parkcast_serving::requests::RequestLimits;
 use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ScoringConfig};
@@ -615,6 +615,39 @@ async fn messages_quote_a_short_prefix_of_the_input_and_no_server_path() {
     assert!(!status.message().contains(&root), "{}", status.message());
 }
 
+#[tokio::test]
+async fn a_registry_that_cannot_be_read_is_internal_and_the_active_model_keeps_serving() {
+    let fixture = fixture(true).await;
+    let root = fixture.registry.path().display().to_string();
+    // v2's model file turns into a directory: reading it is an I/O error, not a damaged version.
+    let v2 = common::publish(fixture.registry.path(), "toy", &LOTS, NOW);
+    let model_file = fixture.registry.path().join("toy/2").join(&v2.model_file);
+    std::fs::remove_file(&model_file).expect("the model file");
+    std::fs::create_dir(&model_file).expect("a directory in its place");
+    let mut models = fixture.models().await;
+    let status = models
+        .activate_model(activation("toy", 2))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Internal, "{}", status.message());
+    assert!(
+        status
+            .message()
+            .contains(&format!("toy/2/{}", v2.model_file))
+            && status.message().contains("the active model keeps serving")
+            && !status.message().contains(&root),
+        "{}",
+        status.message()
+    );
+    let mut client = fixture.availability().await;
+    let still = client
+        .get_availability(get("north", &[30], 0))
+        .await
+        .expect("still answering")
+        .into_inner();
+    assert_eq!(still.model_version, 1);
+}
+
 /// A codec that sends and receives raw bytes: garbage that no generated client would send.
 #[derive(Debug, Default)]
 struct RawCodec;
@@ -805,7 +838,7 @@ async fn bad_requests_get_their_code_and_a_message_saying_what_is_wrong() {
     prometheus_client::encoding::text::encode(&mut text, &{
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = ServingMetrics::register(&mut registry);
-        metrics.request(0, 0.001, Code::NotFound);
+        metrics.request(Rpc::GetAvailability, 0.001, Code::NotFound);
         registry
     })
     .expect("encodes");
@@ -1173,7 +1206,10 @@ async fn models_activate_under_load_and_a_corrupt_version_is_refused() {
         "{}",
         refused.message()
     );
-    assert_eq!(fixture.metrics.activation_count("corrupt"), 2);
+    assert_eq!(
+        fixture.metrics.activation_count(ActivationOutcome::Corrupt),
+        2
+    );
     // The registry watch skips refused versions rather than retrying them forever.
     assert!(!fixture.manager.follow_once("toy"));
 
@@ -1184,7 +1220,12 @@ async fn models_activate_under_load_and_a_corrupt_version_is_refused() {
         .expect("still answering")
         .into_inner();
     assert_eq!(still.model_version, 2);
-    assert_eq!(fixture.metrics.activation_count("activated"), 2);
+    assert_eq!(
+        fixture
+            .metrics
+            .activation_count(ActivationOutcome::Activated),
+        2
+    );
 }
 
 #[test]
@@ -1431,20 +1472,20 @@ fn start_up_takes_the_newest_version_that_passes_and_the_watch_skips_the_refused
         .expect("a version");
     assert_eq!(startup.served.manifest.version, 1);
     assert_eq!(startup.refused, vec![3, 2]);
-    assert_eq!(metrics.activation_count("corrupt"), 2);
+    assert_eq!(metrics.activation_count(ActivationOutcome::Corrupt), 2);
     // Asked for by number, a refused version stops the start with its reason.
     let error = load_startup(&registry, "toy", 3, None).expect_err("refused");
     assert!(error.to_string().contains("sha256"), "{error}");
     let error = load_startup(&registry, "toy", 2, None).expect_err("refused");
-    assert_eq!(error.label(), "corrupt");
+    assert_eq!(error.outcome(), ActivationOutcome::Corrupt);
 
     let manager = north_manager(dir.path(), &metrics);
     let served = manager.activate_startup(startup).expect("v1 activates");
     assert_eq!(served.manifest.version, 1);
     // The registry watch does not try v3 (or v2) again.
     assert!(!manager.follow_once("toy"));
-    assert_eq!(metrics.activation_count("corrupt"), 2);
-    assert_eq!(metrics.activation_count("activated"), 1);
+    assert_eq!(metrics.activation_count(ActivationOutcome::Corrupt), 2);
+    assert_eq!(metrics.activation_count(ActivationOutcome::Activated), 1);
     assert_eq!(
         manager.scoring().model().map(|m| m.manifest.version),
         Some(1)
@@ -1477,9 +1518,13 @@ fn start_up_falls_back_when_the_newest_fails_its_smoke_prediction() {
     let manager = north_manager(dir.path(), &metrics);
     let served = manager.activate_startup(startup).expect("v1 stands in");
     assert_eq!(served.manifest.version, 1);
-    assert_eq!(metrics.activation_count("smoke"), 1);
+    assert_eq!(metrics.activation_count(ActivationOutcome::Smoke), 1);
     assert!(!manager.follow_once("toy"));
-    assert_eq!(metrics.activation_count("smoke"), 1, "v2 is not retried");
+    assert_eq!(
+        metrics.activation_count(ActivationOutcome::Smoke),
+        1,
+        "v2 is not retried"
+    );
     // Asked for by number, the same version stops the start.
     let startup = load_startup(&registry, "toy", 2, None)
         .expect("v2 loads")
@@ -1487,5 +1532,5 @@ fn start_up_falls_back_when_the_newest_fails_its_smoke_prediction() {
     let error = north_manager(dir.path(), &metrics)
         .activate_startup(startup)
         .expect_err("refused");
-    assert_eq!(error.label(), "smoke");
+    assert_eq!(error.outcome(), ActivationOutcome::Smoke);
 }
