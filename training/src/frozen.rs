@@ -756,6 +756,55 @@ mod tests {
         assert!(error.to_string().contains("no_such_feature"), "{error}");
     }
 
+    #[test]
+    fn override_lines_spell_values_as_the_configuration_does() {
+        let frozen = LoadedConfig::embedded().config;
+        let overrides = Overrides {
+            // The CLI reads the rate as f32: the line shows the f64 it becomes.
+            gbm_learning_rate: Some(f64::from(0.1_f32)),
+            gbm_objective: Some(Objective::L2),
+            gbm_exclude: vec![FEATURE_NAMES[0].to_owned(), FEATURE_NAMES[0].to_owned()],
+            calibration: Some(frozen.calibration()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            overrides.describe(&frozen),
+            vec![
+                format!(
+                    "gbm.learning_rate = 0.10000000149011612 (--gbm-learning-rate; the configuration says {})",
+                    frozen.gbm.learning_rate
+                ),
+                format!(
+                    "gbm.objective = l2 (--gbm-objective; the configuration says {})",
+                    frozen.gbm.objective
+                ),
+                format!(
+                    "gbm.excluded_features += {0}, {0} (--gbm-exclude)",
+                    FEATURE_NAMES[0]
+                ),
+            ]
+        );
+        let models = overrides
+            .models(&frozen, LearnedModels::All)
+            .expect("known features");
+        let gbm = models.gbm.expect("trees asked for");
+        assert_eq!(gbm.objective, Objective::L2);
+        assert_eq!(
+            gbm.excluded_features
+                .iter()
+                .filter(|index| **index == 0)
+                .count(),
+            1,
+            "a feature named twice is left out once"
+        );
+        assert_eq!(models.linear, Some(frozen.linear_params()));
+        assert!(Overrides::default().describe(&frozen).is_empty());
+        assert_eq!(
+            Overrides::default().models(&frozen, LearnedModels::None),
+            Ok(crate::backtest::ModelChoice::default())
+        );
+    }
+
     fn with(old: &str, new: &str) -> String {
         assert!(
             EMBEDDED_CONFIG.contains(old),

@@ -358,7 +358,7 @@ pub fn simulated_city(source: &str, first_day: NaiveDate, days: u32) -> Backtest
 
 /// What a user asks of a protocol: a preset or a source, and overrides of its parts (`None`: the
 /// preset's, or what the source's data suggests).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProtocolRequest {
     /// A named protocol to start from.
     pub preset: Option<Preset>,
@@ -389,6 +389,29 @@ pub struct ProtocolRequest {
     pub max_training_rows: usize,
     /// Score the validation days only.
     pub validation_only: bool,
+}
+
+impl Default for ProtocolRequest {
+    /// Nothing asked: the warehouse's own protocol, with the backtest's usual cap on training rows
+    /// (a derived default of 0 rows would be a configuration the backtest refuses).
+    fn default() -> Self {
+        ProtocolRequest {
+            preset: None,
+            source: None,
+            step_minutes: None,
+            horizons_minutes: None,
+            test_start: None,
+            test_end: None,
+            window_days: None,
+            windows: None,
+            across_days: false,
+            calibration_days: None,
+            calibration: None,
+            training_days: None,
+            max_training_rows: BacktestConfig::birmingham().max_training_rows,
+            validation_only: false,
+        }
+    }
 }
 
 /// Why a protocol request cannot be resolved.
@@ -610,6 +633,18 @@ mod tests {
         assert_eq!(
             city.horizons.last().map(|steps| steps * 15),
             Some(7 * 24 * 60)
+        );
+    }
+
+    #[test]
+    fn a_data_sets_source_names_its_preset_and_an_empty_request_a_valid_cap() {
+        for preset in [Preset::Birmingham, Preset::Malaga] {
+            assert_eq!(Preset::of_source(preset.source()), Some(preset));
+            assert_eq!(preset.config().source, preset.source());
+        }
+        assert_eq!(
+            ProtocolRequest::default().max_training_rows,
+            BacktestConfig::birmingham().max_training_rows
         );
     }
 

@@ -412,3 +412,142 @@ pub fn ablation_table(base: &TrialResult, variants: &[TrialResult]) -> Table {
     }
     table
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::backtest::{HorizonMetrics, LotMetrics};
+
+    fn metrics(model: &str, horizon_steps: u32, mae_rate: f64) -> HorizonMetrics {
+        HorizonMetrics {
+            model: model.to_owned(),
+            horizon_steps,
+            horizon_minutes: horizon_steps * 30,
+            pairs: 12_345,
+            fallbacks: 0,
+            mae_rate,
+            rmse_rate: mae_rate,
+            mae_slots: mae_rate,
+            rmse_slots: mae_rate,
+            coverage_80: Some(0.8012),
+            coverage_95: None,
+            width_80: None,
+        }
+    }
+
+    /// Trees 30% below the baseline at 30 min, 10% at 1 h; two lots.
+    fn report() -> BacktestReport {
+        let day = NaiveDate::from_ymd_opt(2016, 12, 13).expect("valid date");
+        BacktestReport {
+            models: vec![VERSUS_BASELINE.to_owned(), "gbm".to_owned()],
+            lots: vec!["quiet".to_owned(), "busy".to_owned()],
+            excluded_lots: vec!["empty".to_owned()],
+            windows: vec![(day, day)],
+            metrics: vec![
+                metrics(VERSUS_BASELINE, 1, 0.02),
+                metrics("gbm", 1, 0.014),
+                metrics(VERSUS_BASELINE, 2, 0.03),
+                metrics("gbm", 2, 0.027),
+            ],
+            per_lot: [("quiet", 0.01), ("busy", 0.05)]
+                .into_iter()
+                .map(|(lot, mae)| LotMetrics {
+                    lot_id: lot.to_owned(),
+                    metrics: metrics("gbm", 2, mae),
+                })
+                .collect(),
+            per_day_type: Vec::new(),
+            per_window: Vec::new(),
+            samples: Vec::new(),
+            training_rows: BTreeMap::from([(30, 1_234_567)]),
+            validation_mae: vec![("gbm".to_owned(), 1, 0.015), ("gbm".to_owned(), 2, 0.028)],
+            test_residuals: BTreeMap::new(),
+        }
+    }
+
+    fn config() -> BacktestConfig {
+        BacktestConfig {
+            horizons: vec![1, 2],
+            test_end: NaiveDate::from_ymd_opt(2016, 12, 13).expect("valid date"),
+            ..BacktestConfig::birmingham()
+        }
+    }
+
+    #[test]
+    fn a_backtest_says_what_ran_and_where_the_aim_is_met() {
+        let text = backtest(&report(), &config());
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "source birmingham: 2 lots, 1 window(s) from 2016-12-13 to 2016-12-13, 30-minute grid, same-day origins"
+            )
+        );
+        assert_eq!(
+            lines.next(),
+            Some("left out for too little training data: empty")
+        );
+        assert_eq!(
+            lines.next(),
+            Some("training rows (last window): 30 min: 1,234,567")
+        );
+        assert_eq!(
+            lines.next(),
+            Some(
+                "validation MAE (the 14 calibration days before each window, by horizon): persistence + profile change ; gbm 0.0150/0.0280"
+            )
+        );
+        assert!(text.contains("0.0140 (-30.0%)"), "{text}");
+        assert!(text.contains("gbm: aim -25% at every horizon"), "{text}");
+        assert!(text.contains(" met "), "{text}");
+        assert!(text.contains("short by 15.0 pts"), "{text}");
+        assert!(text.contains("80.1%") && text.contains("12,345"), "{text}");
+        // One window: no windows table; no day types: no day-type table.
+        assert!(!text.contains("window (gbm vs"), "{text}");
+        assert!(!text.contains("day type"), "{text}");
+    }
+
+    #[test]
+    fn a_validation_only_backtest_has_no_test_tables() {
+        let config = BacktestConfig {
+            validation_only: true,
+            ..config()
+        };
+        let text = backtest(&report(), &config);
+        assert!(
+            text.ends_with(
+                "validation days only: no test window was fitted or read (drop --validation-only for the test figures)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("MAE rate vs"), "{text}");
+    }
+
+    #[test]
+    fn lots_are_listed_worst_first() {
+        let table = per_lot_table(&report(), &config()).to_string();
+        let busy = table.find("busy").expect("busy listed");
+        let quiet = table.find("quiet").expect("quiet listed");
+        assert!(busy < quiet, "{table}");
+        assert!(table.contains("gbm 60 min"), "{table}");
+        assert!(
+            table.contains("persistence + profile change 30 min"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_configuration_line_lists_each_override() {
+        let embedded = LoadedConfig::embedded();
+        let text = configuration(&embedded, &["gbm.iterations = 80".to_owned()]);
+        assert!(
+            text.ends_with("\n  overridden: gbm.iterations = 80"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 2);
+    }
+}

@@ -608,4 +608,66 @@ mod tests {
         ];
         assert!((overall_score(&scores) + 0.1).abs() < 1e-12);
     }
+
+    #[test]
+    fn a_candidate_is_the_tuned_configuration_with_the_winners_trees_and_reads_back() {
+        let tuned = crate::frozen::LoadedConfig::embedded();
+        let trial = |label: &str, iterations, score| TrialResult {
+            label: label.to_owned(),
+            params: GbmParams {
+                iterations,
+                ..tuned.config.gbm_params()
+            },
+            scores: Vec::new(),
+            score,
+            seconds: 1.0,
+        };
+        let search = Search {
+            space: SearchSpace::default(),
+            planned: 2,
+            trials: vec![
+                trial("0", tuned.config.gbm.iterations, -0.10),
+                trial("1", 123, -0.125),
+            ],
+            winner: 1,
+            ablation: None,
+        };
+        assert_eq!(search.best().label, "1");
+        assert_eq!(search.mean_seconds(), 1.0);
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let out = dir.path().join("town-1.toml");
+        write_candidate(
+            &out,
+            &tuned,
+            &search,
+            "| trial |".to_owned(),
+            "parkcast tune --trials 2".to_owned(),
+        )
+        .expect("written");
+        let text = std::fs::read_to_string(&out).expect("the candidate is written");
+        assert!(
+            text.starts_with(
+                "# parkcast frozen modelling configuration, written by parkcast tune from training/config/parkcast-2.toml (embedded).\n"
+            ),
+            "{text}"
+        );
+        let read =
+            crate::frozen::LoadedConfig::from_text("town-1.toml", &text).expect("reads back");
+        assert_eq!(read.config.name, "town-1");
+        assert_eq!(read.config.gbm.iterations, 123);
+        assert_eq!(read.config.selection.command, "parkcast tune --trials 2");
+        assert_eq!(read.config.selection.log, "| trial |");
+        assert!(
+            read.config.selection.summary.contains(
+                "trial 1 scored -12.50% against persistence + profile change (parkcast-2 as given: -10.00%)"
+            ),
+            "{}",
+            read.config.selection.summary
+        );
+        let nowhere = dir.path().join("no-such-folder/town-2.toml");
+        assert!(matches!(
+            write_candidate(&nowhere, &tuned, &search, String::new(), String::new()),
+            Err(CandidateError::Io { .. })
+        ));
+    }
 }

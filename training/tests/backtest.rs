@@ -8,6 +8,7 @@ use common::birmingham_warehouse;
 use parkcast_features::calendar::DayType;
 use parkcast_features::conformal::CalibrationScope;
 use parkcast_training::backtest::{BacktestConfig, BacktestError, backtest_baselines};
+use parkcast_training::protocol::{Preset, ProtocolRequest, ResolveError};
 use parkcast_warehouse::Warehouse;
 
 #[test]
@@ -163,6 +164,92 @@ fn an_unknown_source_and_bad_settings_are_refused() {
 
 /// Coverage of persistence + profile change's 80% and 95% intervals per (day type, horizon), on four
 /// rolling weeks of Birmingham.
+#[test]
+fn a_protocol_request_resolves_to_a_preset_with_its_overrides_or_says_why_not() {
+    let (_dir, warehouse) = birmingham_warehouse();
+    // Nothing asked: the warehouse's only source, with its preset.
+    let (config, origin) = ProtocolRequest::default()
+        .resolve(&warehouse, CalibrationScope::Pooled)
+        .expect("birmingham's preset");
+    assert_eq!(
+        config,
+        BacktestConfig {
+            calibration: CalibrationScope::Pooled,
+            ..BacktestConfig::birmingham()
+        }
+    );
+    assert_eq!(
+        origin,
+        "preset birmingham; 30-min grid, horizons 30 min / 1h / 2h, 1 window: 2016-12-13..2016-12-19"
+    );
+
+    // Málaga's protocol on Birmingham's readings: its horizons stay in minutes on a new step, and
+    // 15 minutes does not fit a 30-minute grid.
+    let malaga_here = ProtocolRequest {
+        preset: Some(Preset::Malaga),
+        source: Some("birmingham".to_owned()),
+        step_minutes: Some(30),
+        ..ProtocolRequest::default()
+    };
+    let refused = malaga_here
+        .resolve(&warehouse, CalibrationScope::Pooled)
+        .expect_err("15 min on a 30-minute grid");
+    assert!(
+        matches!(
+            refused,
+            ResolveError::HorizonNotMultiple {
+                minutes: 15,
+                step_minutes: 30
+            }
+        ),
+        "{refused}"
+    );
+    assert_eq!(
+        refused.to_string(),
+        "horizon 15 min is not a multiple of the 30-minute step"
+    );
+    let date = |month, day| chrono::NaiveDate::from_ymd_opt(2016, month, day).expect("valid date");
+    let overridden = ProtocolRequest {
+        horizons_minutes: Some(vec![30, 1_440]),
+        test_start: Some(date(11, 1)),
+        test_end: Some(date(12, 19)),
+        window_days: Some(14),
+        calibration: Some(CalibrationScope::DayType),
+        validation_only: true,
+        ..malaga_here
+    };
+    let (config, origin) = overridden
+        .resolve(&warehouse, CalibrationScope::Pooled)
+        .expect("whole steps");
+    assert_eq!(config.source, "birmingham");
+    assert_eq!((config.step_minutes, config.horizons), (30, vec![1, 48]));
+    assert_eq!((config.same_day, config.training_days), (false, Some(365)));
+    assert_eq!(config.calibration, CalibrationScope::DayType);
+    assert!(config.validation_only);
+    assert!(
+        origin.starts_with(
+            "preset malaga; 30-min grid, horizons 30 min / 24h, 4 windows: 2016-11-01..2016-11-14, "
+        ),
+        "{origin}"
+    );
+
+    // A source the warehouse does not hold is named, with the ones it does.
+    let missing = ProtocolRequest {
+        source: Some("csv-nosuch".to_owned()),
+        ..ProtocolRequest::default()
+    }
+    .resolve(&warehouse, CalibrationScope::Pooled)
+    .expect_err("no such source");
+    assert!(
+        matches!(&missing, ResolveError::NoSuchSource { name, held } if name == "csv-nosuch" && held == "birmingham (30 lots)"),
+        "{missing}"
+    );
+    assert_eq!(
+        missing.to_string(),
+        "no source \"csv-nosuch\" in the warehouse's fact_lot_occupancy; it holds: birmingham (30 lots)"
+    );
+}
+
 fn coverage_by_day_type(
     warehouse: &Warehouse,
     scope: CalibrationScope,
