@@ -48,15 +48,19 @@ pub fn copy_dimensions(from: &Warehouse, to: &Warehouse) -> Result<(), Dimension
     if from.has_table(Table::DimEvent) {
         to.replace(WRITER, &from.read_rows::<EventRow>()?)?;
     }
+    let calendars = read_warehouse_calendars(from.root())?;
+    if calendars.is_empty() {
+        return Ok(());
+    }
     let folder = to.root().join(USER_CALENDAR_DIR);
-    for file in read_warehouse_calendars(from.root())? {
+    std::fs::create_dir_all(&folder).map_err(|source| DimensionsError::Io {
+        path: folder.clone(),
+        source,
+    })?;
+    for file in calendars {
         let Some(name) = std::path::Path::new(file.origin()).file_name() else {
             continue;
         };
-        std::fs::create_dir_all(&folder).map_err(|source| DimensionsError::Io {
-            path: folder.clone(),
-            source,
-        })?;
         file.write(&folder.join(name))?;
     }
     Ok(())

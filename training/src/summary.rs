@@ -96,6 +96,11 @@ pub fn backtest(outcome: &BacktestReport, config: &BacktestConfig) -> String {
     lines.join("\n")
 }
 
+/// An interval width with three decimals, `n/a` without intervals.
+fn width(width_80: Option<f64>) -> String {
+    width_80.map_or_else(|| "n/a".to_owned(), |width| format!("{width:.3}"))
+}
+
 /// The model the summary's extra tables follow: the last learned one (the baselines come first).
 fn followed_model(outcome: &BacktestReport) -> &str {
     outcome
@@ -183,11 +188,7 @@ fn day_type_table(outcome: &BacktestReport) -> Table {
             right(format!("{:.4}", metrics.mae_rate)),
             right(percent(metrics.coverage_80)),
             right(percent(metrics.coverage_95)),
-            right(
-                metrics
-                    .width_80
-                    .map_or_else(|| "n/a".to_owned(), |width| format!("{width:.3}")),
-            ),
+            right(width(metrics.width_80)),
         ]);
     }
     table
@@ -227,11 +228,7 @@ fn metrics_table(outcome: &BacktestReport) -> Table {
             right(format!("{:.2}", metrics.rmse_slots)),
             right(percent(metrics.coverage_80)),
             right(percent(metrics.coverage_95)),
-            right(
-                metrics
-                    .width_80
-                    .map_or_else(|| "n/a".to_owned(), |width| format!("{width:.3}")),
-            ),
+            right(width(metrics.width_80)),
             right(thousands(metrics.pairs)),
             right(thousands(metrics.fallbacks)),
         ]);
