@@ -218,6 +218,15 @@ pub fn create_warehouse(path: &std::path::Path) -> Result<Warehouse> {
         .with_context(|| format!("failed to create the warehouse at {}", path.display()))
 }
 
+/// The runtime of the commands that call a server ([`parkcast_client`]): one thread, as a client
+/// does one thing at a time.
+fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {

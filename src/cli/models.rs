@@ -6,12 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use comfy_table::{Cell, CellAlignment};
-use parkcast_proto::v1::ActivateModelRequest;
-use parkcast_proto::v1::models_client::ModelsClient;
+use parkcast_client::Output;
 use parkcast_training::registry::Registry;
-use tonic::metadata::MetadataValue;
 
-use super::query;
+use super::client_runtime;
 use crate::report;
 
 /// Arguments of `parkcast models`.
@@ -83,22 +81,14 @@ pub fn run(args: ModelsArgs) -> Result<()> {
 /// Calls `ActivateModel` with the bearer token and prints the activated model, or the refusal as an
 /// error.
 fn activate(args: &ActivateArgs) -> Result<()> {
-    let bearer = MetadataValue::try_from(format!("Bearer {}", args.token))
-        .context("the token cannot be sent as gRPC metadata (only visible ASCII is allowed)")?;
-    let mut request = tonic::Request::new(ActivateModelRequest {
-        name: args.name.clone(),
-        version: args.version.unwrap_or(0),
-    });
-    request.metadata_mut().insert("authorization", bearer);
-    let model = query::runtime()?.block_on(async {
-        let channel = query::connect(&args.addr).await?;
-        ModelsClient::new(channel)
-            .activate_model(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(query::refused)
+    let request = parkcast_client::activation_request(&args.name, args.version, &args.token)?;
+    let output = Output::json_if(args.json);
+    let activated = client_runtime()?.block_on(async {
+        let channel = parkcast_client::connect(&args.addr).await?;
+        parkcast_client::activate_model(channel, request, output).await
     })?;
-    query::print_model(&model, args.json)
+    print!("{activated}");
+    Ok(())
 }
 
 fn list(registry: &Registry) -> Result<()> {
