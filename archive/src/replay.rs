@@ -5,6 +5,8 @@
 //! fast as the broker takes them). Messages are keyed by lot id, so one lot's events stay ordered on
 //! one partition, and the producer is idempotent, so retries do not duplicate them.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parkcast_kafka::{CountingContext, KafkaConfig, send_with_backpressure};
@@ -45,6 +47,9 @@ pub enum ReplayError {
     /// The speed is not a positive number.
     #[error("speed must be a positive number, got {0}")]
     BadSpeed(f64),
+    /// The thread of a [`Background`] replay could not start, or panicked.
+    #[error("the replay thread {0}")]
+    Thread(String),
 }
 
 /// What a replay sent.
@@ -129,4 +134,69 @@ pub fn replay(
         });
     }
     Ok(stats)
+}
+
+/// A replay on its own thread, for a caller that does other work meanwhile (the demo draws its live
+/// table while the city's day streams in): the messages sent so far, and a stop that ends the
+/// replay at its next event.
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<Result<ReplayStats, ReplayError>>,
+}
+
+impl Background {
+    /// Starts replaying `events` into the config's topics.
+    pub fn spawn<I>(kafka: KafkaConfig, events: I, speed: Speed) -> Result<Background, ReplayError>
+    where
+        I: Iterator<Item = Result<WireEvent, SourceError>> + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+            std::thread::Builder::new()
+                .name("parkcast-replay".to_owned())
+                .spawn(move || {
+                    let events = events
+                        .take_while(|_| !stop.load(Ordering::Relaxed))
+                        .inspect(|_| {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        });
+                    replay(&kafka, events, speed, &mut |_| {})
+                })
+                .map_err(|error| ReplayError::Thread(format!("did not start: {error}")))?
+        };
+        Ok(Background { stop, sent, thread })
+    }
+
+    /// Events handed to the producer so far (the final [`ReplayStats`] count what was delivered).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Whether the replay has ended (all events sent, stopped, or failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Stops at the next event and waits up to `patience` for the producer's flush. This blocks the
+    /// calling thread. A replay still running after `patience` (a producer stuck on a broker that
+    /// stopped answering, or a long wait for the next event at a slow speed) is left behind:
+    /// `None`, so a caller's exit is never held by it.
+    pub fn stop(self, patience: Duration) -> Option<Result<ReplayStats, ReplayError>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + patience;
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(
+            self.thread
+                .join()
+                .unwrap_or_else(|_| Err(ReplayError::Thread("panicked".to_owned()))),
+        )
+    }
 }

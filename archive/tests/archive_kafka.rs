@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::melbourne;
 use parkcast_archive::archiver::{ArchiveConfig, ArchiveError, ArchiveSummary, SOURCE, archive};
-use parkcast_archive::replay::{Speed, replay};
+use parkcast_archive::replay::{Background, Speed, replay};
 use parkcast_archive::rollup::RollupConfig;
 use parkcast_archive::source::{EventSource, SourceConfig};
 use parkcast_kafka::KafkaConfig;
@@ -173,5 +173,35 @@ fn a_crash_between_files_and_checkpoint_leaves_every_row_exactly_once() {
     assert_eq!(
         occupancy(warehouse.read_rows().expect("occupancy")),
         occupancy(reference.read_rows().expect("occupancy"))
+    );
+}
+
+#[test]
+fn a_background_replay_stops_at_its_next_event_and_reports_what_it_sent() {
+    parkcast_kafka::require_broker!();
+    let kafka = fresh_config("background", 1);
+    let fixture = melbourne();
+    let source = || {
+        EventSource::new(&fixture.warehouse, SourceConfig::default())
+            .expect("the slice should be readable")
+    };
+    let total = source().count() as u64;
+    // An hour of event time per wall second: the day would take about 24 s, far longer than the
+    // time it takes to see the first messages arrive.
+    let replay = Background::spawn(kafka, source(), Speed::Factor(3_600.0)).expect("a replay");
+    assert!(
+        parkcast_kafka::testing::wait_until(Duration::from_secs(60), || replay.sent() > 0),
+        "no message was sent within a minute"
+    );
+    assert!(!replay.is_finished());
+    let stats = replay
+        .stop(Duration::from_secs(60))
+        .expect("the replay should stop within a minute")
+        .expect("the replay should succeed");
+    assert!(stats.total() > 0);
+    assert!(
+        stats.total() < total,
+        "stopped after {} of {total} events",
+        stats.total()
     );
 }

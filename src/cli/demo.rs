@@ -201,10 +201,9 @@ fn live_stage(
 ) -> Result<()> {
     use std::io::IsTerminal as _;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
-    use parkcast_archive::replay::Speed;
+    use parkcast_archive::replay::{Background, Speed};
     use parkcast_archive::source::{EventSource, SourceConfig};
     use parkcast_kafka::KafkaConfig;
     use parkcast_serving::config::{ClockMode, ServiceConfig};
@@ -282,21 +281,8 @@ fn live_stage(
             },
         )
         .context("failed to read the city's events")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let replayed = Arc::new(AtomicU64::new(0));
-        let replay = {
-            let (stop, replayed, kafka) = (Arc::clone(&stop), Arc::clone(&replayed), kafka.clone());
-            let speed = Speed::Factor(args.speed);
-            std::thread::Builder::new()
-                .name("parkcast-demo-replay".to_owned())
-                .spawn(move || {
-                    let events = source.take_while(|_| !stop.load(Ordering::Relaxed));
-                    parkcast_archive::replay::replay(&kafka, events, speed, &mut |stats| {
-                        replayed.store(stats.total(), Ordering::Relaxed);
-                    })
-                })
-                .context("failed to start the replay")?
-        };
+        let replay = Background::spawn(kafka.clone(), source, Speed::Factor(args.speed))
+            .context("failed to start the replay")?;
         let address = server.grpc_addr;
         let first_lot = topology.lots().first().map_or("sim:lot0000", |lot| lot.lot_id.as_str());
         let banner = format!(
@@ -330,7 +316,7 @@ fn live_stage(
                     .collect();
                 println!(
                     "{}",
-                    live_table(server.context(), &lots, replayed.load(Ordering::Relaxed))
+                    live_table(server.context(), &lots, replay.sent())
                 );
                 last_print = Some(Instant::now());
             }
@@ -338,26 +324,18 @@ fn live_stage(
                 break;
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        // The replay stops at its next event; a producer stuck on an unresponsive broker must
-        // not hold the exit, so it gets 15 s and is then left behind.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !replay.is_finished() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if replay.is_finished() {
-            match replay.join() {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => tracing::warn!(error = %error, "the replay failed"),
-                Err(_) => tracing::warn!("the replay panicked"),
-            }
-        } else {
-            tracing::warn!("the replay did not stop within 15 s; leaving it behind");
+        let mut replayed = replay.sent();
+        // A producer stuck on an unresponsive broker must not hold the exit: 15 s, then left behind.
+        match tokio::task::spawn_blocking(|| replay.stop(Duration::from_secs(15))).await {
+            Ok(Some(Ok(stats))) => replayed = stats.total(),
+            Ok(Some(Err(error))) => tracing::warn!(error = %error, "the replay failed"),
+            Ok(None) => tracing::warn!("the replay did not stop within 15 s; leaving it behind"),
+            Err(error) => tracing::warn!(error = %error, "the replay's stop panicked"),
         }
         let summary = server.shutdown().await?;
         println!(
             "stopped: {} messages replayed, {} handled by the server, {} dead letters (the simulator's duplicates and late readings)",
-            report::thousands(replayed.load(Ordering::Relaxed)),
+            report::thousands(replayed),
             report::thousands(summary.handled),
             report::thousands(summary.deadletters_delivered)
         );
@@ -365,8 +343,8 @@ fn live_stage(
     })
 }
 
-/// The live table: each lot's picture now and its forecast at 30 minutes and an hour, with the
-/// stream time, the model and the replay's progress above it.
+/// The live table: the lots as `parkcast query` shows them (now, and at 30 minutes and an hour),
+/// under the stream's time and the replay's progress.
 fn live_table(
     context: &parkcast_serving::grpc::ServiceContext,
     lots: &[u32],
@@ -378,76 +356,16 @@ fn live_table(
         .collect();
     let now = chrono::DateTime::from_timestamp_millis(context.scoring.now_ms())
         .map(|at| {
-            at.with_timezone(&chrono_tz::Europe::London)
+            at.with_timezone(&DEMO_TIMEZONE)
                 .format("%a %d %b %H:%M")
                 .to_string()
         })
         .unwrap_or_default();
-    let model = answers
-        .iter()
-        .find(|answer| answer.model_version > 0)
-        .map_or_else(
-            || "no model".to_owned(),
-            |answer| format!("{} v{}", answer.model_name, answer.model_version),
-        );
-    let progress = format!("{} events replayed", report::thousands(replayed));
-    let mut table = report::new_table(&[
-        "lot",
-        "slots",
-        "free now",
-        "unknown",
-        "free in 30 min [80%]",
-        "free in 1 h [80%]",
-        "P(free) 1 h",
-        "trend",
-        "data age",
-    ]);
-    for answer in &answers {
-        let forecast = |index: usize| {
-            answer.forecasts.get(index).map_or_else(
-                || "-".to_owned(),
-                |forecast| {
-                    format!(
-                        "{:.0} [{:.0}-{:.0}]",
-                        forecast.expected_free, forecast.free_low_80, forecast.free_high_80
-                    )
-                },
-            )
-        };
-        let trend = answer.forecasts.get(1).map_or_else(
-            || "-".to_owned(),
-            |hour| {
-                let change = hour.expected_free - f64::from(answer.free_now);
-                let arrow = if change > 0.5 {
-                    "▲"
-                } else if change < -0.5 {
-                    "▼"
-                } else {
-                    "="
-                };
-                format!("{arrow} {change:+.0}")
-            },
-        );
-        table.add_row(vec![
-            answer.lot_id.clone(),
-            answer.capacity.to_string(),
-            answer.free_now.to_string(),
-            answer.unknown_now.to_string(),
-            forecast(0),
-            forecast(1),
-            answer.forecasts.get(1).map_or_else(
-                || "-".to_owned(),
-                |hour| format!("{:.0}%", hour.probability_any_free * 100.0),
-            ),
-            trend,
-            match answer.data_age_ms {
-                Some(age) if !answer.stale => format!("{} s", age / 1_000),
-                Some(_) => "stale".to_owned(),
-                None => "no data".to_owned(),
-            },
-        ]);
-    }
-    format!("city time {now} · model {model} · {progress}\n{table}")
+    format!(
+        "city time {now} · {} events replayed · {}",
+        report::thousands(replayed),
+        parkcast_client::text::availability_table(&answers)
+    )
 }
 
 /// The simulated city's silence limit, minutes: live state uses the simulator's own.
