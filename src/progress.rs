@@ -52,15 +52,36 @@ impl LoggedStage {
     }
 }
 
+/// A bar of `total` (a spinner without one) drawn with `template`, for the commands that follow a
+/// library callback rather than [`Progress`] stages; hidden as [`BarProgress::new`]'s.
+pub fn bar(quiet: bool, total: Option<u64>, template: &str) -> ProgressBar {
+    let bar = hidden_unless(quiet, total);
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("the bar template should be valid")
+            .progress_chars("=> "),
+    );
+    if total.is_none() {
+        bar.enable_steady_tick(Duration::from_millis(120));
+    }
+    bar
+}
+
+/// A bar on stderr, hidden when `quiet` is set or stderr is not a terminal (indicatif checks the
+/// latter).
+fn hidden_unless(quiet: bool, total: Option<u64>) -> ProgressBar {
+    let target = if quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
+    ProgressBar::with_draw_target(total, target)
+}
+
 impl BarProgress {
-    /// A bar; hidden when `quiet` is set or stderr is not a terminal (indicatif checks the latter).
+    /// A bar; hidden when `quiet` is set or stderr is not a terminal.
     pub fn new(quiet: bool) -> Self {
-        let target = if quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        };
-        let bar = ProgressBar::with_draw_target(None, target);
+        let bar = hidden_unless(quiet, None);
         let log = bar.is_hidden().then(|| Mutex::new(None));
         if log.is_none() {
             bar.enable_steady_tick(Duration::from_millis(120));

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parkcast_archive::archiver::{self, ArchiveConfig, ArchiveSummary};
 use parkcast_archive::rollup::RollupConfig;
 use parkcast_kafka::KafkaConfig;
@@ -61,7 +60,7 @@ pub struct ArchiveArgs {
 }
 
 /// The archiver's config from the arguments.
-pub fn archive_config(args: &ArchiveArgs, kafka: KafkaConfig) -> ArchiveConfig {
+fn archive_config(args: &ArchiveArgs, kafka: KafkaConfig) -> ArchiveConfig {
     ArchiveConfig {
         kafka,
         group_id: args.group.clone(),
@@ -107,25 +106,13 @@ pub fn run(args: ArchiveArgs, global: &GlobalArgs) -> Result<()> {
 }
 
 /// Runs the archiver with a spinner of rows written.
-pub fn archive_with_spinner(
+fn archive_with_spinner(
     warehouse: &Warehouse,
     config: &ArchiveConfig,
     topology: Vec<(String, Vec<String>)>,
     quiet: bool,
 ) -> Result<ArchiveSummary> {
-    let bar = ProgressBar::with_draw_target(
-        None,
-        if quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} archiving: {msg} ({elapsed})")
-            .expect("the spinner template should be valid"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let bar = crate::progress::bar(quiet, None, "{spinner} archiving: {msg} ({elapsed})");
     let result = archiver::archive(warehouse, config, topology, &mut |totals| {
         bar.set_message(format!(
             "{} messages, {} slot readings, {} occupancy rows",

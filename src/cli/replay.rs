@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parkcast_archive::replay::{self, ReplayStats, Speed};
 use parkcast_archive::source::{EventSource, SourceConfig};
 use parkcast_kafka::{KafkaConfig, create_topics};
@@ -142,27 +141,17 @@ pub fn run(args: ReplayArgs, global: &GlobalArgs) -> Result<()> {
 }
 
 /// Replays with a progress bar showing the event clock and the rate.
-pub fn replay_with_bar(
+fn replay_with_bar(
     kafka: &KafkaConfig,
     source: EventSource,
     speed: Speed,
     total: Option<u64>,
     quiet: bool,
 ) -> Result<ReplayStats> {
-    let bar = ProgressBar::with_draw_target(
+    let bar = crate::progress::bar(
+        quiet,
         total,
-        if quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} replaying [{bar:30}] {human_pos}/{human_len} {per_sec} event time {msg}",
-        )
-        .expect("the bar template should be valid")
-        .progress_chars("=> "),
+        "{spinner} replaying [{bar:30}] {human_pos}/{human_len} {per_sec} event time {msg}",
     );
     tracing::info!(bootstrap = %kafka.bootstrap_servers, ?speed, "replaying");
     let result = replay::replay(kafka, source, speed, &mut |stats| {
