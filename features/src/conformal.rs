@@ -278,12 +278,14 @@ impl RollingCalibration {
 /// Which residuals calibrate an interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum CalibrationScope {
     /// Every residual in the window (split conformal over all days).
     Pooled,
-    /// The residuals of targets on the same [`DayType`] (weekday / Saturday / Sunday or holiday),
-    /// falling back to the pooled ones while a day type has fewer than
-    /// [`MIN_CONDITIONAL_RESIDUALS`].
+    /// The residuals of targets on the same day type (weekday, Saturday, Sunday or holiday), the
+    /// pooled ones while a day type has too few.
+    ///
+    /// Day types are [`DayType`]'s; too few is fewer than [`MIN_CONDITIONAL_RESIDUALS`].
     #[default]
     DayType,
 }

@@ -51,6 +51,7 @@ impl std::str::FromStr for Profile {
 /// Which clock answers are computed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ClockMode {
     /// The wall clock: production.
     #[default]

@@ -17,38 +17,6 @@ use super::duration::parse_minutes;
 use super::{GlobalArgs, WarehouseLocation};
 use crate::progress::BarProgress;
 
-/// Named protocols: the published reference set-ups of the real data sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PresetArg {
-    /// Birmingham: 30-minute grid, 30 min / 1 h / 2 h, test week 13-19 Dec 2016, same-day pairs.
-    Birmingham,
-    /// Málaga: 15-minute grid, 15 min / 1 h / 24 h, test Jul 2025 - Jun 2026 in quarterly rolling
-    /// windows, pairs across midnight.
-    Malaga,
-}
-
-/// Which residuals calibrate the intervals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Calibration {
-    /// The residuals of the target's day type.
-    DayType,
-    /// All residuals.
-    Pooled,
-}
-
-/// Which learned models to train next to the baselines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Models {
-    /// Baselines only.
-    Baselines,
-    /// Baselines and the elastic net.
-    Linear,
-    /// Baselines and the gradient-boosted trees.
-    Gbm,
-    /// Baselines, elastic net and trees.
-    All,
-}
-
 /// The evaluation protocol, shared by `backtest` and `train`.
 #[derive(Debug, Args, Clone)]
 pub struct ProtocolArgs {
@@ -58,7 +26,7 @@ pub struct ProtocolArgs {
     /// own (birmingham, malaga); for any other source the protocol comes from its data (its cadence
     /// gives the grid, its last week is the test window, earlier weeks are rolling origins).
     #[arg(long, value_enum)]
-    pub preset: Option<PresetArg>,
+    pub preset: Option<Preset>,
     /// `fact_lot_occupancy.source` to evaluate (birmingham, malaga, melbourne, simulated, csv-<name>).
     /// Default: the preset's data set, else the warehouse's only source, else birmingham.
     #[arg(long)]
@@ -93,7 +61,7 @@ pub struct ProtocolArgs {
     /// Sunday or holiday; pooled while a day type has fewer than 200) or all of them. Default: the
     /// configuration's `intervals.calibration`.
     #[arg(long, value_enum)]
-    pub calibration: Option<Calibration>,
+    pub calibration: Option<CalibrationScope>,
     /// Train on at most this many days before each window (default: all history).
     #[arg(long)]
     pub training_days: Option<u32>,
@@ -102,7 +70,7 @@ pub struct ProtocolArgs {
     pub max_training_rows: usize,
     /// Learned models to train next to the baselines.
     #[arg(long, value_enum, default_value = "all")]
-    pub models: Models,
+    pub models: LearnedModels,
     /// The frozen modelling configuration (TOML; default: the one built in,
     /// training/config/parkcast-2.toml). The --gbm-* and --calibration flags override its knobs,
     /// and a trained model's report says which.
@@ -142,10 +110,7 @@ impl ProtocolArgs {
     /// The protocol these flags ask for.
     pub fn request(&self) -> Result<ProtocolRequest> {
         Ok(ProtocolRequest {
-            preset: self.preset.map(|preset| match preset {
-                PresetArg::Birmingham => Preset::Birmingham,
-                PresetArg::Malaga => Preset::Malaga,
-            }),
+            preset: self.preset,
             source: self.source.clone(),
             step_minutes: self.step,
             horizons_minutes: self
@@ -159,7 +124,7 @@ impl ProtocolArgs {
             windows: self.windows,
             across_days: self.across_days,
             calibration_days: self.calibration_days,
-            calibration: self.calibration.map(scope_of),
+            calibration: self.calibration,
             training_days: self.training_days,
             max_training_rows: self.max_training_rows,
             validation_only: self.validation_only,
@@ -186,7 +151,7 @@ impl ProtocolArgs {
             }),
             gbm_bagging_seeds: self.gbm_bagging_seeds,
             gbm_exclude: self.gbm_exclude.clone(),
-            calibration: self.calibration.map(scope_of),
+            calibration: self.calibration,
         }
     }
 
@@ -202,20 +167,7 @@ impl ProtocolArgs {
 
     /// The learned models these flags ask for.
     pub fn models(&self, frozen: &FrozenConfig) -> Result<ModelChoice> {
-        let which = match self.models {
-            Models::Baselines => LearnedModels::None,
-            Models::Linear => LearnedModels::Linear,
-            Models::Gbm => LearnedModels::Gbm,
-            Models::All => LearnedModels::All,
-        };
-        Ok(self.knobs().models(frozen, which)?)
-    }
-}
-
-fn scope_of(calibration: Calibration) -> CalibrationScope {
-    match calibration {
-        Calibration::DayType => CalibrationScope::DayType,
-        Calibration::Pooled => CalibrationScope::Pooled,
+        Ok(self.knobs().models(frozen, self.models)?)
     }
 }
 

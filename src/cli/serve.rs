@@ -41,19 +41,10 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     /// Answer at the wall clock, or at the newest event time of the stream (replays of the past).
     #[arg(long, value_enum)]
-    pub clock: Option<ClockArg>,
+    pub clock: Option<ClockMode>,
     /// Read grid history from the warehouse up to this instant (RFC 3339; default: now).
     #[arg(long)]
     pub history_until: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// `--clock` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ClockArg {
-    /// The wall clock.
-    Wall,
-    /// The newest event time in the stream.
-    Stream,
 }
 
 impl ServeArgs {
@@ -79,10 +70,7 @@ impl ServeArgs {
             serve.admin_token.clone_from(token);
         }
         if let Some(clock) = self.clock {
-            serve.clock = match clock {
-                ClockArg::Wall => ClockMode::Wall,
-                ClockArg::Stream => ClockMode::Stream,
-            };
+            serve.clock = clock;
         }
     }
 }

@@ -581,8 +581,10 @@ impl ConfigRecord {
 
 /// Which learned models to train next to the baselines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LearnedModels {
     /// Baselines only.
+    #[cfg_attr(feature = "clap", value(name = "baselines"))]
     None,
     /// The elastic net.
     Linear,

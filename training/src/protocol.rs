@@ -290,6 +290,7 @@ fn median(values: &mut [i64]) -> Option<i64> {
 
 /// The published reference protocols of the real data sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Preset {
     /// Birmingham: 30-minute grid, 30 min / 1 h / 2 h, test week 13-19 Dec 2016, same-day pairs.
     Birmingham,
