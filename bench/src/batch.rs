@@ -20,25 +20,31 @@ use crate::table::{new_table, right, thousands};
 use crate::{Error, Report};
 
 /// The size of the simulated city.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct SimulateOptions {
     /// Lots.
+    #[arg(long, default_value_t = 50)]
     pub lots: u32,
     /// Days.
+    #[arg(long, default_value_t = 90)]
     pub days: u32,
 }
 
 /// Backtest and train on a simulated city.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct TrainOptions {
     /// Lots of the city simulated first.
+    #[arg(long, default_value_t = 200)]
     pub lots: u32,
     /// Days of the city simulated first.
+    #[arg(long, default_value_t = 365)]
     pub days: u32,
     /// An existing warehouse holding a simulated city, instead of simulating one (simulate it in
     /// its own process for a clean peak memory figure).
+    #[arg(long)]
     pub warehouse: Option<PathBuf>,
     /// Cap on training rows per horizon.
+    #[arg(long, default_value_t = 400_000)]
     pub max_training_rows: usize,
 }
 

@@ -24,35 +24,58 @@ use crate::visibility::{
 use crate::{Error, Report};
 
 /// What `bench grpc` asks of the server, and how hard.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct GrpcOptions {
     /// Server address (`http://host:port`).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "PARKCAST_GRPC_ADDR"
+    )]
     pub addr: String,
     /// Warehouse the server serves (its `dim_slot` lists the lots and slots); needed for the
     /// produce -> visible part.
+    #[arg(long, short = 'w')]
     pub warehouse: Option<PathBuf>,
-    /// Lots to ask about (empty: every lot of the warehouse).
+    /// Lots to ask about (comma-separated; default: every lot of the warehouse).
+    #[arg(long, value_delimiter = ',')]
     pub lots: Vec<String>,
-    /// Horizons asked for, minutes ahead. When the server refuses horizons (no scoring path yet),
-    /// the sweep asks for the live picture only and says so.
+    /// Horizons asked for, minutes ahead (comma-separated). When the server refuses horizons (no
+    /// scoring path yet), the sweep asks for the live picture only and says so.
+    #[arg(long, value_delimiter = ',', default_value = "30,60")]
     pub horizons: Vec<u32>,
     /// Ask for the live picture only (no horizons).
+    #[arg(long)]
     pub now_only: bool,
-    /// Target request rates of the sweep, requests/s, measured in increasing order.
+    /// Target request rates of the sweep, requests/s (comma-separated), measured in increasing
+    /// order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2000,5000,10000,15000,20000,30000,40000"
+    )]
     pub rates: Vec<u32>,
     /// Measured seconds per rate (after a 0.5 s warm-up).
+    #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
     /// HTTP/2 connections the requests are spread over.
+    #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Run the request sweep (off: only produce -> visible).
+    /// Whether the request sweep runs; `--no-sweep` skips it (only produce -> visible).
+    #[arg(long = "no-sweep", action = clap::ArgAction::SetFalse)]
     pub sweep: bool,
-    /// The broker the server reads; without it the produce -> visible part is skipped.
+    /// The broker the server reads; without it the produce -> visible part is skipped. (The CLI
+    /// sets it from its broker flags.)
+    #[arg(skip)]
     pub kafka: Option<KafkaConfig>,
     /// Heartbeats produced per second during the produce -> visible part.
+    #[arg(long, default_value_t = 10_000)]
     pub event_rate: u32,
     /// Probes (produced flips) per second.
+    #[arg(long, default_value_t = 20)]
     pub probes: u32,
     /// Seconds of the produce -> visible part.
+    #[arg(long, default_value_t = 10.0)]
     pub visibility_seconds: f64,
 }
 

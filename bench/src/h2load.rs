@@ -35,29 +35,43 @@ use crate::{Error, Report};
 const METHOD_PATH: &str = "/parkcast.v1.Availability/GetAvailability";
 
 /// What `bench h2load` asks of the server, and how hard.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct H2loadOptions {
     /// Server address (`http://host:port`).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "PARKCAST_GRPC_ADDR"
+    )]
     pub addr: String,
     /// The lot asked about (h2load sends the same request every time).
+    #[arg(long)]
     pub lot: String,
-    /// Horizons asked for, minutes ahead. When the server refuses horizons (no model active), the
-    /// live picture is asked for instead, and the report says so.
+    /// Horizons asked for, minutes ahead (comma-separated). When the server refuses horizons (no
+    /// model active), the live picture is asked for instead, and the report says so.
+    #[arg(long, value_delimiter = ',', default_value = "30,60")]
     pub horizons: Vec<u32>,
     /// Ask for the live picture only (no horizons).
+    #[arg(long)]
     pub now_only: bool,
-    /// Total request rates, requests/s, each shared evenly by the connections.
+    /// Total request rates, requests/s (comma-separated), each shared evenly by the connections.
+    #[arg(long, value_delimiter = ',', default_value = "5000")]
     pub rates: Vec<u32>,
     /// HTTP/2 connections (h2load `-c`).
+    #[arg(long, default_value_t = 4)]
     pub connections: u32,
     /// Streams in flight per connection at most (h2load `-m`).
+    #[arg(long, default_value_t = 10)]
     pub streams: u32,
     /// Measured seconds per rate (after a 0.5 s warm-up); 0.1 at least.
+    #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
     /// The h2load binary (Debian and Ubuntu: `apt-get install nghttp2-client`).
+    #[arg(long, default_value = "h2load", env = "PARKCAST_H2LOAD")]
     pub h2load: PathBuf,
     /// Also run `bench grpc`'s open-loop sweep at the same rates, same lot and request, same
     /// connection count, and report both in one table.
+    #[arg(long)]
     pub with_grpc: bool,
 }
 

@@ -14,13 +14,16 @@ use crate::table::{bytes, new_table, thousands, value_row};
 use crate::{Error, Report, synthetic};
 
 /// The size of the synthetic city and how many messages to apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct IngestOptions {
     /// Lots.
+    #[arg(long, default_value_t = 1_000)]
     pub lots: u32,
     /// Slots per lot.
+    #[arg(long, default_value_t = 1_000)]
     pub slots: u32,
     /// Messages to apply.
+    #[arg(long, default_value_t = 4_000_000)]
     pub events: u32,
 }
 

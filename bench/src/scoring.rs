@@ -17,13 +17,16 @@ use crate::table::{new_table, thousands};
 use crate::{Error, Report};
 
 /// A published model and the warehouse it learned from (`parkcast demo` leaves both in out/demo).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ScoringOptions {
     /// The warehouse the model learned from.
+    #[arg(long, short = 'w', default_value = "out/demo/warehouse")]
     pub warehouse: PathBuf,
     /// The model registry.
+    #[arg(long, default_value = "out/demo/models")]
     pub registry: PathBuf,
     /// The model line (its newest version is used).
+    #[arg(long, default_value = "simulated")]
     pub model: String,
 }
 

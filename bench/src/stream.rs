@@ -28,26 +28,33 @@ use crate::table::{bytes, new_table, per_second, thousands, value_row};
 use crate::{Error, Report, synthetic};
 
 /// Sensor messages of a synthetic city through a broker into live state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct IngestKafkaOptions {
     /// Brokers (`host:port,...`).
+    #[arg(long, env = "PARKCAST_KAFKA_BOOTSTRAP")]
     pub bootstrap: String,
     /// Lots.
+    #[arg(long, default_value_t = 200)]
     pub lots: u32,
     /// Slots per lot.
+    #[arg(long, default_value_t = 500)]
     pub slots: u32,
     /// Readings per slot.
+    #[arg(long, default_value_t = 20)]
     pub rounds: u32,
     /// Partitions of each fresh topic.
+    #[arg(long, default_value_t = 8)]
     pub partitions: i32,
 }
 
 /// The Melbourne day replayed and archived.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct MelbourneOptions {
     /// Brokers (`host:port,...`).
+    #[arg(long, env = "PARKCAST_KAFKA_BOOTSTRAP")]
     pub bootstrap: String,
     /// Partitions of each fresh topic.
+    #[arg(long, default_value_t = 8)]
     pub partitions: i32,
 }
 
