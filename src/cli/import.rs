@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use parkcast_training::datasets::{self, datasets_dir};
+use parkcast_training::datasets;
 use parkcast_training::import::{self, ImportSource};
 
 use super::{GlobalArgs, WarehouseLocation};
@@ -81,33 +81,15 @@ pub enum SourceArgs {
 impl SourceArgs {
     /// The sources this asks for, with default paths filled in.
     pub fn sources(self) -> Vec<ImportSource> {
-        let data = datasets_dir();
-        let birmingham = |csv: Option<PathBuf>| ImportSource::Birmingham {
-            csv: csv.unwrap_or_else(|| data.join(datasets::BIRMINGHAM_CSV)),
-        };
-        let malaga = |csv_gz: Option<PathBuf>, lots: Option<PathBuf>| ImportSource::Malaga {
-            free_spaces_csv_gz: csv_gz
-                .unwrap_or_else(|| data.join(datasets::MALAGA_FREE_SPACES_CSV_GZ)),
-            lots_csv: lots.unwrap_or_else(|| data.join(datasets::MALAGA_LOTS_CSV)),
-        };
-        let melbourne =
-            |events: Option<PathBuf>, locations: Option<PathBuf>, interval_minutes: u32| {
-                ImportSource::Melbourne {
-                    events_csv: events.unwrap_or_else(|| data.join(datasets::MELBOURNE_EVENTS_CSV)),
-                    locations_json: locations
-                        .unwrap_or_else(|| data.join(datasets::MELBOURNE_LOCATIONS_JSON)),
-                    interval_minutes,
-                }
-            };
         match self {
             SourceArgs::All => datasets::all(),
-            SourceArgs::Birmingham { csv } => vec![birmingham(csv)],
-            SourceArgs::Malaga { csv_gz, lots } => vec![malaga(csv_gz, lots)],
+            SourceArgs::Birmingham { csv } => vec![datasets::birmingham(csv)],
+            SourceArgs::Malaga { csv_gz, lots } => vec![datasets::malaga(csv_gz, lots)],
             SourceArgs::Melbourne {
                 events,
                 locations,
                 interval,
-            } => vec![melbourne(events, locations, interval)],
+            } => vec![datasets::melbourne_from(events, locations, interval)],
             SourceArgs::Csv {
                 path,
                 name,

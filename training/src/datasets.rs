@@ -37,25 +37,41 @@ pub const MELBOURNE_LOCATIONS_JSON: &str = "melbourne/bay_locations.json";
 
 /// The three real data sets as `parkcast import all` imports them (Melbourne on a 5-minute grid).
 pub fn all() -> Vec<ImportSource> {
+    vec![birmingham(None), malaga(None, None), melbourne(5)]
+}
+
+/// Birmingham, from `csv` or the data set's own file.
+pub fn birmingham(csv: Option<PathBuf>) -> ImportSource {
+    ImportSource::Birmingham {
+        csv: csv.unwrap_or_else(|| datasets_dir().join(BIRMINGHAM_CSV)),
+    }
+}
+
+/// Málaga, from the given files or the data set's own.
+pub fn malaga(free_spaces_csv_gz: Option<PathBuf>, lots_csv: Option<PathBuf>) -> ImportSource {
     let data = datasets_dir();
-    vec![
-        ImportSource::Birmingham {
-            csv: data.join(BIRMINGHAM_CSV),
-        },
-        ImportSource::Malaga {
-            free_spaces_csv_gz: data.join(MALAGA_FREE_SPACES_CSV_GZ),
-            lots_csv: data.join(MALAGA_LOTS_CSV),
-        },
-        melbourne(5),
-    ]
+    ImportSource::Malaga {
+        free_spaces_csv_gz: free_spaces_csv_gz
+            .unwrap_or_else(|| data.join(MALAGA_FREE_SPACES_CSV_GZ)),
+        lots_csv: lots_csv.unwrap_or_else(|| data.join(MALAGA_LOTS_CSV)),
+    }
 }
 
 /// The Melbourne day rolled up on an `interval_minutes` grid.
 pub fn melbourne(interval_minutes: u32) -> ImportSource {
+    melbourne_from(None, None, interval_minutes)
+}
+
+/// The Melbourne day from the given files or the data set's own, on an `interval_minutes` grid.
+pub fn melbourne_from(
+    events_csv: Option<PathBuf>,
+    locations_json: Option<PathBuf>,
+    interval_minutes: u32,
+) -> ImportSource {
     let data = datasets_dir();
     ImportSource::Melbourne {
-        events_csv: data.join(MELBOURNE_EVENTS_CSV),
-        locations_json: data.join(MELBOURNE_LOCATIONS_JSON),
+        events_csv: events_csv.unwrap_or_else(|| data.join(MELBOURNE_EVENTS_CSV)),
+        locations_json: locations_json.unwrap_or_else(|| data.join(MELBOURNE_LOCATIONS_JSON)),
         interval_minutes,
     }
 }
