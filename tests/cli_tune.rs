@@ -100,6 +100,39 @@ fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
     assert_eq!(record.parse().expect("the record parses"), candidate.config);
     assert_eq!(record.overrides.len(), 1, "{:?}", record.overrides);
     assert!(record.overrides[0].starts_with("gbm.bagging_seeds = 2"));
+    // The registry as `models list` and `models show --verify` print it; a version whose manifest
+    // is unreadable is listed as broken rather than hidden.
+    let broken = dir.path().join("models/csv-town/2");
+    std::fs::create_dir_all(&broken).expect("writable");
+    std::fs::write(broken.join("manifest.json"), "{ not json").expect("writable");
+    let listed = succeeded(&parkcast(&["models", "--registry", &registry_text, "list"]));
+    let rows: Vec<&str> = listed
+        .lines()
+        .filter(|line| line.contains("csv-town"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert!(
+        rows[0].contains("ok") && rows[0].contains("csv-town"),
+        "{listed}"
+    );
+    assert!(rows[1].contains("broken:"), "{listed}");
+    let shown = succeeded(&parkcast(&[
+        "models",
+        "--registry",
+        &registry_text,
+        "show",
+        "csv-town",
+        "1",
+        "--verify",
+    ]));
+    assert!(shown.starts_with("csv-town v1 — "), "{shown}");
+    assert!(
+        shown.contains(&format!("sha256 {}", manifest.model_sha256)),
+        "{shown}"
+    );
+    assert!(shown.contains("— verified"), "{shown}");
+    assert!(shown.contains("MAE rate"), "{shown}");
+    std::fs::remove_dir_all(&broken).expect("removable");
     let version_dir = dir.path().join("models/csv-town/1");
     assert_eq!(
         std::fs::read_to_string(version_dir.join("config.toml")).expect("config.toml"),

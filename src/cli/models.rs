@@ -5,12 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use comfy_table::{Cell, CellAlignment};
 use parkcast_client::Output;
 use parkcast_training::registry::Registry;
+use parkcast_training::summary;
 
 use super::client_runtime;
-use crate::report;
 
 /// Arguments of `parkcast models`.
 #[derive(Debug, Args)]
@@ -98,49 +97,9 @@ fn list(registry: &Registry) -> Result<()> {
             "no models in {} (train one with `parkcast train`)",
             registry.root().display()
         );
-        return Ok(());
+    } else {
+        println!("{}", summary::registry_table(&entries));
     }
-    let mut table = report::new_table(&[
-        "name", "version", "kind", "source", "trained", "data", "horizons", "status",
-    ]);
-    for entry in entries {
-        match entry.manifest {
-            Ok(manifest) => {
-                let horizons: Vec<String> = manifest
-                    .card
-                    .horizons_minutes
-                    .iter()
-                    .map(|minutes| format!("{minutes}m"))
-                    .collect();
-                table.add_row(vec![
-                    Cell::new(&manifest.card.name),
-                    Cell::new(manifest.version).set_alignment(CellAlignment::Right),
-                    Cell::new(&manifest.card.model_kind),
-                    Cell::new(&manifest.card.source),
-                    Cell::new(manifest.created_at.format("%Y-%m-%d %H:%M")),
-                    Cell::new(format!(
-                        "{} .. {}",
-                        manifest.card.training_start, manifest.card.training_end
-                    )),
-                    Cell::new(horizons.join(",")),
-                    Cell::new("ok"),
-                ]);
-            }
-            Err(error) => {
-                table.add_row(vec![
-                    Cell::new(&entry.name),
-                    Cell::new(entry.version).set_alignment(CellAlignment::Right),
-                    Cell::new(""),
-                    Cell::new(""),
-                    Cell::new(""),
-                    Cell::new(""),
-                    Cell::new(""),
-                    Cell::new(format!("broken: {error}")),
-                ]);
-            }
-        }
-    }
-    println!("{table}");
     Ok(())
 }
 
@@ -159,58 +118,6 @@ fn show(registry: &Registry, name: &str, version: Option<u32>, verify: bool) -> 
     } else {
         registry.manifest(name, version)?
     };
-    println!(
-        "{} v{} — {} model on {} ({} .. {}), created {}",
-        manifest.card.name,
-        manifest.version,
-        manifest.card.model_kind,
-        manifest.card.source,
-        manifest.card.training_start,
-        manifest.card.training_end,
-        manifest.created_at.format("%Y-%m-%d %H:%M UTC")
-    );
-    println!(
-        "grid {} min, horizons {:?} min, {} features, schema {}",
-        manifest.card.step_minutes,
-        manifest.card.horizons_minutes,
-        manifest.card.feature_names.len(),
-        &manifest.card.feature_schema_hash[..16]
-    );
-    println!(
-        "model file {} ({} bytes, sha256 {}){}",
-        manifest.model_file,
-        manifest.model_bytes,
-        manifest.model_sha256,
-        if verify { " — verified" } else { "" }
-    );
-    println!(
-        "hyperparameters: {}",
-        serde_json::to_string(&manifest.card.hyperparameters).unwrap_or_default()
-    );
-    let mut table = report::new_table(&[
-        "model",
-        "horizon",
-        "MAE rate",
-        "RMSE rate",
-        "MAE slots",
-        "80% covers",
-        "pairs",
-    ]);
-    let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
-    for metric in &manifest.card.metrics {
-        table.add_row(vec![
-            Cell::new(&metric.model),
-            right(format!("{} min", metric.horizon_minutes)),
-            right(format!("{:.4}", metric.mae_rate)),
-            right(format!("{:.4}", metric.rmse_rate)),
-            right(format!("{:.2}", metric.mae_slots)),
-            right(metric.coverage_80.map_or_else(
-                || "n/a".to_owned(),
-                |share| format!("{:.1}%", share * 100.0),
-            )),
-            right(report::thousands(metric.pairs)),
-        ]);
-    }
-    println!("{table}");
+    println!("{}", summary::manifest_text(&manifest, verify));
     Ok(())
 }

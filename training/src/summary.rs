@@ -10,6 +10,7 @@ use parkcast_tables::{Cell, CellAlignment, Table, new_table, percent, right, tho
 
 use crate::backtest::{BacktestConfig, BacktestReport};
 use crate::frozen::LoadedConfig;
+use crate::registry::{ListEntry, Manifest};
 use crate::tune::{TrialResult, describe_params, source_cell};
 
 /// Which configuration a run uses, and what the flags overrode: one line, then one per knob.
@@ -408,6 +409,97 @@ pub fn ablation_table(base: &TrialResult, variants: &[TrialResult]) -> Table {
         table.add_row(row);
     }
     table
+}
+
+/// The registry's versions, newest last per line; a version whose manifest does not read shows as
+/// broken with the reason, so a model on disk is never silently hidden.
+pub fn registry_table(entries: &[ListEntry]) -> Table {
+    let mut table = new_table(&[
+        "name", "version", "kind", "source", "trained", "data", "horizons", "status",
+    ]);
+    for entry in entries {
+        let row = match &entry.manifest {
+            Ok(manifest) => {
+                let card = &manifest.card;
+                let horizons: Vec<String> = card
+                    .horizons_minutes
+                    .iter()
+                    .map(|minutes| format!("{minutes}m"))
+                    .collect();
+                vec![
+                    Cell::new(&card.name),
+                    right(manifest.version),
+                    Cell::new(&card.model_kind),
+                    Cell::new(&card.source),
+                    Cell::new(manifest.created_at.format("%Y-%m-%d %H:%M")),
+                    Cell::new(format!("{} .. {}", card.training_start, card.training_end)),
+                    Cell::new(horizons.join(",")),
+                    Cell::new("ok"),
+                ]
+            }
+            Err(error) => {
+                let mut row = vec![Cell::new(&entry.name), right(entry.version)];
+                row.extend((0..5).map(|_| Cell::new("")));
+                row.push(Cell::new(format!("broken: {error}")));
+                row
+            }
+        };
+        table.add_row(row);
+    }
+    table
+}
+
+/// One version's manifest: what it learned from, its grid and features, its file (`verified`: the
+/// size and checksum were checked), its hyperparameters and its backtest metrics.
+pub fn manifest_text(manifest: &Manifest, verified: bool) -> String {
+    let card = &manifest.card;
+    let mut table = new_table(&[
+        "model",
+        "horizon",
+        "MAE rate",
+        "RMSE rate",
+        "MAE slots",
+        "80% covers",
+        "pairs",
+    ]);
+    for metric in &card.metrics {
+        table.add_row(vec![
+            Cell::new(&metric.model),
+            right(format!("{} min", metric.horizon_minutes)),
+            right(format!("{:.4}", metric.mae_rate)),
+            right(format!("{:.4}", metric.rmse_rate)),
+            right(format!("{:.2}", metric.mae_slots)),
+            right(metric.coverage_80.map_or_else(
+                || "n/a".to_owned(),
+                |share| format!("{:.1}%", share * 100.0),
+            )),
+            right(thousands(metric.pairs)),
+        ]);
+    }
+    format!(
+        "{} v{} — {} model on {} ({} .. {}), created {}\n\
+         grid {} min, horizons {:?} min, {} features, schema {}\n\
+         model file {} ({} bytes, sha256 {}){}\n\
+         hyperparameters: {}\n{table}",
+        card.name,
+        manifest.version,
+        card.model_kind,
+        card.source,
+        card.training_start,
+        card.training_end,
+        manifest.created_at.format("%Y-%m-%d %H:%M UTC"),
+        card.step_minutes,
+        card.horizons_minutes,
+        card.feature_names.len(),
+        card.feature_schema_hash
+            .get(..16)
+            .unwrap_or(&card.feature_schema_hash),
+        manifest.model_file,
+        manifest.model_bytes,
+        manifest.model_sha256,
+        if verified { " — verified" } else { "" },
+        serde_json::to_string(&card.hyperparameters).unwrap_or_default()
+    )
 }
 
 #[cfg(test)]
