@@ -12,8 +12,8 @@ use parkcast_kafka::KafkaConfig;
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::schema::Table;
 
-use super::BrokerArgs;
 use super::GlobalArgs;
+use super::args::BrokerArgs;
 use crate::report;
 use parkcast_serving::config::ServiceConfig;
 use parkcast_serving::config::load_config;
@@ -85,7 +85,7 @@ pub fn run(args: ArchiveArgs, global: &GlobalArgs) -> Result<()> {
         .kafka;
     args.broker.apply(&mut kafka);
     kafka.validate().context("invalid kafka configuration")?;
-    let warehouse = super::create_warehouse(&args.warehouse)?;
+    let warehouse = super::args::create_warehouse(&args.warehouse)?;
     if let Some(from) = &args.dimensions_from {
         let source = Warehouse::open(from)
             .with_context(|| format!("failed to open the warehouse at {}", from.display()))?;

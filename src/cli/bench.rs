@@ -11,7 +11,7 @@ use parkcast_bench::{
 };
 use parkcast_kafka::KafkaConfig;
 
-use super::BrokerArgs;
+use super::args::BrokerArgs;
 use crate::report;
 
 /// Arguments of `parkcast bench`.

@@ -56,11 +56,11 @@ pub struct DemoArgs {
     pub rows: usize,
     /// A broker to use instead of the in-process one (topics are created, 4 partitions each).
     #[command(flatten)]
-    pub broker: super::BrokerArgs,
+    pub broker: super::args::BrokerArgs,
 }
 
 pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
-    let warehouse = super::create_warehouse(&args.out)?;
+    let warehouse = super::args::create_warehouse(&args.out)?;
 
     println!(
         "1/5  simulating {} lots for {} days into {}",

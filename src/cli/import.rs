@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use parkcast_training::datasets;
 use parkcast_training::import::{self, ImportSource};
 
-use super::{GlobalArgs, WarehouseLocation};
+use super::GlobalArgs;
+use super::args::WarehouseLocation;
 use crate::progress::BarProgress;
 use crate::report;
 
@@ -117,7 +118,7 @@ fn parse_fill_forward(text: &str) -> Result<u32, String> {
 }
 
 pub fn run(args: ImportArgs, global: &GlobalArgs) -> Result<()> {
-    let warehouse = super::create_warehouse(&args.location.warehouse)?;
+    let warehouse = super::args::create_warehouse(&args.location.warehouse)?;
     for source in args.source.sources() {
         tracing::info!(source = %source.writer_name(), "importing");
         let report = BarProgress::run(global.quiet, |progress| {

@@ -13,7 +13,7 @@ use parkcast_serving::metrics::{self, IngestMetrics};
 use prometheus_client::registry::Registry;
 
 use super::GlobalArgs;
-use super::LiveArgs;
+use super::args::LiveArgs;
 use crate::report;
 
 /// Arguments of `parkcast ingest`.

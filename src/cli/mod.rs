@@ -1,10 +1,10 @@
 //! Command-line arguments and dispatch.
 
 mod archive;
+mod args;
 mod backtest;
 mod bench;
 mod demo;
-mod duration;
 mod import;
 mod ingest;
 mod models;
@@ -16,15 +16,8 @@ mod train;
 mod tune;
 mod warehouse;
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use parkcast_kafka::{KafkaConfig, TopicNames};
-use parkcast_serving::config::{Profile, ServiceConfig, load_layered};
-use parkcast_serving::topology::TopologyIndex;
-use parkcast_warehouse::Warehouse;
-use parkcast_warehouse::topology::Topology;
 
 /// parkcast predicts free parking slots.
 ///
@@ -100,122 +93,6 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Measure speed and memory of the main paths on real inputs, printed as a table.
     Bench(bench::BenchArgs),
-}
-
-/// Where a warehouse lives.
-#[derive(Debug, Args, Clone)]
-pub struct WarehouseLocation {
-    /// Warehouse folder (created if missing).
-    #[arg(
-        long,
-        short = 'w',
-        env = "PARKCAST_WAREHOUSE",
-        default_value = "out/warehouse"
-    )]
-    pub warehouse: PathBuf,
-}
-
-impl WarehouseLocation {
-    /// Opens the existing warehouse (commands that only read).
-    pub fn open(&self) -> Result<Warehouse> {
-        Warehouse::open(&self.warehouse).with_context(|| {
-            format!(
-                "failed to open the warehouse at {}",
-                self.warehouse.display()
-            )
-        })
-    }
-}
-
-/// Where the broker is.
-#[derive(Debug, Args, Clone, Default)]
-pub struct BrokerArgs {
-    /// Brokers (`host:port,...`); overrides the config file's `ingest.kafka.bootstrap_servers`.
-    #[arg(long, env = "PARKCAST_KAFKA_BOOTSTRAP")]
-    pub bootstrap: Option<String>,
-    /// Prefix of the topic names (`<prefix>.parkcast.sensor.v1`, ...): several setups share one
-    /// broker. Overrides the config file's topic names.
-    #[arg(long)]
-    pub topic_prefix: Option<String>,
-}
-
-impl BrokerArgs {
-    /// Applies the flags to a Kafka config.
-    pub fn apply(&self, kafka: &mut KafkaConfig) {
-        if let Some(bootstrap) = &self.bootstrap {
-            kafka.bootstrap_servers.clone_from(bootstrap);
-        }
-        if let Some(prefix) = &self.topic_prefix {
-            kafka.topics = TopicNames::with_prefix(prefix);
-        }
-    }
-}
-
-/// Where live state comes from: the lots (a warehouse's `dim_slot`), the config, the broker, the
-/// group and the checkpoints. Shared by `parkcast ingest` and `parkcast serve`.
-#[derive(Debug, Args)]
-pub struct LiveArgs {
-    /// The warehouse whose `dim_slot` lists the lots and slots to accept.
-    #[command(flatten)]
-    pub warehouse: WarehouseLocation,
-    /// Config file (TOML: `[ingest]`, `[ingest.kafka]`, `[serve]`, `[scoring]`, `[limits]`; see
-    /// serving/config.example.toml); `PARKCAST__...` environment variables override it
-    /// (`PARKCAST__INGEST__KAFKA__BOOTSTRAP_SERVERS`, `PARKCAST__SERVE__ADMIN_TOKEN`).
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
-    /// Profile whose defaults the config starts from: local, staging or production.
-    #[arg(long, env = "PARKCAST_PROFILE", default_value = "local")]
-    pub profile: Profile,
-    #[command(flatten)]
-    pub broker: BrokerArgs,
-    /// Consumer group (overrides the config file).
-    #[arg(long)]
-    pub group: Option<String>,
-    /// This replica's static group membership name (`ingest.instance_id`): unique per replica and
-    /// stable across its restarts, so a restarted replica takes its partitions back at once.
-    #[arg(long, env = "PARKCAST_INSTANCE_ID")]
-    pub instance_id: Option<String>,
-    /// Checkpoint folder (overrides the config file).
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
-}
-
-impl LiveArgs {
-    /// The service config (profile defaults < file < environment < these flags < the command's
-    /// own flags, `command_flags`), validated once after every layer so that a value only a flag
-    /// supplies (`parkcast serve --admin-token`) counts; and the topology of the warehouse.
-    pub fn load_with(
-        &self,
-        command_flags: impl FnOnce(&mut ServiceConfig),
-    ) -> Result<(ServiceConfig, std::sync::Arc<TopologyIndex>)> {
-        let mut config: ServiceConfig = load_layered(
-            ServiceConfig::for_profile(self.profile),
-            self.config.as_deref(),
-        )?;
-        config.profile = self.profile;
-        self.broker.apply(&mut config.ingest.kafka);
-        if let Some(group) = &self.group {
-            config.ingest.group_id.clone_from(group);
-        }
-        if let Some(instance_id) = &self.instance_id {
-            config.ingest.instance_id.clone_from(instance_id);
-        }
-        if let Some(state_dir) = &self.state_dir {
-            config.ingest.state_dir.clone_from(state_dir);
-        }
-        command_flags(&mut config);
-        config.validate().context("invalid configuration")?;
-        let topology = Topology::read_served(&self.warehouse.open()?)
-            .context("failed to read dim_slot (the topology of lots and slots)")?;
-        let index = TopologyIndex::new(topology).context("invalid topology")?;
-        Ok((config, std::sync::Arc::new(index)))
-    }
-}
-
-/// Opens the warehouse at `path`, creating it if needed (commands that write).
-pub fn create_warehouse(path: &std::path::Path) -> Result<Warehouse> {
-    Warehouse::create(path)
-        .with_context(|| format!("failed to create the warehouse at {}", path.display()))
 }
 
 /// The runtime of the commands that call a server ([`parkcast_client`]): one thread, as a client

@@ -12,8 +12,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use parkcast_client::{Ahead, Arrival, Output, SearchQuery};
 use parkcast_proto::v1::{SlotType, WatchAvailabilityRequest};
 
+use super::args::parse_duration;
 use super::client_runtime;
-use super::duration::parse_duration;
 
 /// Arguments of `parkcast query`.
 #[derive(Debug, Args)]

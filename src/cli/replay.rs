@@ -12,8 +12,8 @@ use parkcast_archive::source::{EventSource, SourceConfig};
 use parkcast_kafka::{KafkaConfig, create_topics};
 use parkcast_warehouse::Warehouse;
 
-use super::BrokerArgs;
 use super::GlobalArgs;
+use super::args::BrokerArgs;
 use crate::report;
 use parkcast_serving::config::ServiceConfig;
 use parkcast_serving::config::load_config;

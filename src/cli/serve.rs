@@ -14,7 +14,7 @@ use parkcast_serving::config::{ClockMode, ServiceConfig};
 use parkcast_serving::server::{Server, ServerOptions, shutdown_signal};
 
 use super::GlobalArgs;
-use super::LiveArgs;
+use super::args::LiveArgs;
 
 /// Arguments of `parkcast serve`.
 #[derive(Debug, Args)]

@@ -83,7 +83,7 @@ pub fn run(args: SimulateArgs, global: &GlobalArgs) -> Result<()> {
         .params()
         .check()
         .context("invalid simulation parameters")?;
-    let warehouse = super::create_warehouse(&args.out)?;
+    let warehouse = super::args::create_warehouse(&args.out)?;
     tracing::info!(lots = args.lots, days = args.days, seed = args.seed, out = %args.out.display(), "simulating a city");
     let outcome = BarProgress::run(global.quiet, |progress| {
         simulate::simulate(&checked, &warehouse, progress)

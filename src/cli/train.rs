@@ -11,7 +11,7 @@ use parkcast_training::train::{TrainConfig, train};
 use super::GlobalArgs;
 use parkcast_training::summary;
 
-use super::backtest::ProtocolArgs;
+use super::args::ProtocolArgs;
 use crate::progress::BarProgress;
 
 /// Arguments of `parkcast train`.

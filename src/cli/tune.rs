@@ -15,7 +15,8 @@ use parkcast_training::tune::{
     SearchOptions, SourceSets, describe_params, search, selection_log, write_candidate,
 };
 
-use super::{GlobalArgs, WarehouseLocation};
+use super::GlobalArgs;
+use super::args::WarehouseLocation;
 use crate::progress::BarProgress;
 use crate::report;
 

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::WarehouseLocation;
+use super::args::WarehouseLocation;
 use crate::report;
 
 /// Arguments of `parkcast warehouse`.
