@@ -469,10 +469,7 @@ pub fn manifest_text(manifest: &Manifest, verified: bool) -> String {
             right(format!("{:.4}", metric.mae_rate)),
             right(format!("{:.4}", metric.rmse_rate)),
             right(format!("{:.2}", metric.mae_slots)),
-            right(metric.coverage_80.map_or_else(
-                || "n/a".to_owned(),
-                |share| format!("{:.1}%", share * 100.0),
-            )),
+            right(percent(metric.coverage_80)),
             right(thousands(metric.pairs)),
         ]);
     }
