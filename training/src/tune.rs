@@ -201,12 +201,14 @@ pub fn run_trial(
     })
 }
 
-/// The best trial: the lowest score (a NaN score never wins).
-pub fn winner(trials: &[TrialResult]) -> Option<&TrialResult> {
+/// The index of the best trial: the lowest score (a NaN score never wins).
+pub fn winner(trials: &[TrialResult]) -> Option<usize> {
     trials
         .iter()
-        .filter(|trial| trial.score.is_finite())
-        .min_by(|a, b| a.score.total_cmp(&b.score))
+        .enumerate()
+        .filter(|(_, trial)| trial.score.is_finite())
+        .min_by(|(_, a), (_, b)| a.score.total_cmp(&b.score))
+        .map(|(index, _)| index)
 }
 
 /// The ablation's variants of `base`: each feature group left out (unless it already is), the
@@ -329,7 +331,7 @@ pub fn selection_log(
             trial.seconds
         ));
     }
-    if let Some(best) = winner(trials) {
+    if let Some(best) = winner(trials).map(|index| &trials[index]) {
         log.push_str(&format!(
             "\nWinner: trial {} ({}), score {:+.2}% against {:+.2}% for trial 0 (the configuration tuned).\n",
             best.label,
@@ -462,11 +464,7 @@ pub fn search(
         trials.push(trial);
         progress.advance(1);
     }
-    let best = winner(&trials).ok_or(SearchError::NoWinner)?;
-    let winner_index = trials
-        .iter()
-        .position(|trial| std::ptr::eq(trial, best))
-        .unwrap_or(0);
+    let winner_index = winner(&trials).ok_or(SearchError::NoWinner)?;
     let ablation = if options.ablation {
         let variants = ablation_variants(&trials[winner_index].params);
         progress.stage("ablation", Some(variants.len() as u64));
