@@ -463,8 +463,8 @@ impl EncodeLabelValue for CodeLabel {
 pub enum ActivationOutcome {
     /// The version serves.
     Activated,
-    /// The registry or the decoder refused the files (unreadable or damaged manifest or model
-    /// file, size or checksum mismatch, a file that is no model).
+    /// The registry or the decoder refused the files (a damaged manifest or model file, size or
+    /// checksum mismatch, a file that is no model).
     Corrupt,
     /// Trained on another feature schema than this build computes.
     Schema,
@@ -474,17 +474,22 @@ pub enum ActivationOutcome {
     Smoke,
     /// No such model line or version (or a name that cannot be one).
     NotFound,
+    /// The server could not do its part (the registry unreadable: permissions, a failing disk):
+    /// nothing says the version is bad, so it is not counted as `corrupt`; its status is
+    /// `INTERNAL`.
+    ServerError,
 }
 
 impl ActivationOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [ActivationOutcome; 6] = [
+    pub const ALL: [ActivationOutcome; 7] = [
         ActivationOutcome::Activated,
         ActivationOutcome::Corrupt,
         ActivationOutcome::Schema,
         ActivationOutcome::Step,
         ActivationOutcome::Smoke,
         ActivationOutcome::NotFound,
+        ActivationOutcome::ServerError,
     ];
 
     /// The label value.
@@ -496,6 +501,7 @@ impl ActivationOutcome {
             ActivationOutcome::Step => "step",
             ActivationOutcome::Smoke => "smoke",
             ActivationOutcome::NotFound => "not_found",
+            ActivationOutcome::ServerError => "server_error",
         }
     }
 }
@@ -800,6 +806,7 @@ mod tests {
             "step",
             "smoke",
             "not_found",
+            "server_error",
         ] {
             let series =
                 format!("parkcast_serving_model_activations_total{{outcome=\"{outcome}\"}}");

@@ -49,25 +49,25 @@ impl ActivationError {
     }
 }
 
-/// The outcome a registry refusal counts as: a version that is not there, or files that are not
-/// what the manifest says (`corrupt`, which also counts an unreadable file: the label values are
-/// what dashboards already read).
+/// The outcome a registry refusal counts as: a version that is not there, files that are not what
+/// the manifest says (`corrupt`), or the server's own failure (`server_error`: the registry could
+/// not be read, or an error that loading never gives), as `crate::status` answers them.
 fn registry_outcome(error: &RegistryError) -> ActivationOutcome {
     match error {
         RegistryError::NotFound { .. } | RegistryError::BadName { .. } => {
             ActivationOutcome::NotFound
         }
-        RegistryError::Io { .. }
-        | RegistryError::CorruptManifest { .. }
+        RegistryError::CorruptManifest { .. }
         | RegistryError::InvalidManifest { .. }
         | RegistryError::UnsupportedFormat { .. }
         | RegistryError::ChecksumMismatch { .. }
         | RegistryError::SizeMismatch { .. }
-        | RegistryError::SchemaMismatch { .. }
+        | RegistryError::SchemaMismatch { .. } => ActivationOutcome::Corrupt,
+        RegistryError::Io { .. }
         // Publishing errors: loading a version never returns them.
         | RegistryError::BadAttachment { .. }
         | RegistryError::InvalidCard { .. }
-        | RegistryError::Contended { .. } => ActivationOutcome::Corrupt,
+        | RegistryError::Contended { .. } => ActivationOutcome::ServerError,
         // `RegistryError` is `#[non_exhaustive]` (another crate): a variant added there counts as
         // a refused version until it is named above.
         _ => ActivationOutcome::Corrupt,

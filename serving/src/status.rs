@@ -606,6 +606,25 @@ mod tests {
         rows
     }
 
+    /// The activation metric counts a refusal as the status answers it: a version that is not
+    /// there, a version at fault, or the server's own failure, which never counts as `corrupt`.
+    #[test]
+    fn the_activation_metric_agrees_with_the_status() {
+        use crate::metrics::ActivationOutcome as Outcome;
+        for (error, fault, _) in activation_errors() {
+            let outcome = error.outcome();
+            let agrees = match fault {
+                ModelFault::BadName | ModelFault::Missing => outcome == Outcome::NotFound,
+                ModelFault::Damaged => matches!(
+                    outcome,
+                    Outcome::Corrupt | Outcome::Schema | Outcome::Step | Outcome::Smoke
+                ),
+                ModelFault::Server => outcome == Outcome::ServerError,
+            };
+            assert!(agrees, "{error} ({fault:?}) counts as {outcome:?}");
+        }
+    }
+
     #[test]
     fn every_refusal_has_its_code_and_says_what_is_wrong() {
         for (error, code, says) in table() {
