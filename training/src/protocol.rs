@@ -17,7 +17,7 @@ use parkcast_warehouse::schema::Table;
 use polars::prelude::*;
 
 use crate::backtest::BacktestConfig;
-use parkcast_warehouse::lots::LotsError;
+use parkcast_warehouse::lots::{Columns, LotsError};
 
 /// One source of `fact_lot_occupancy`, summarised.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,20 +195,10 @@ fn summarize(warehouse: &Warehouse, only: Option<&str>) -> Result<Vec<SourceSumm
         .select([col("source"), col("lot_id"), col("ts")])
         .collect()
         .map_err(polars_error("reading fact_lot_occupancy"))?;
-    let column = |name| frame.column(name).map_err(polars_error("reading a column"));
-    let sources = column("source")?
-        .str()
-        .map_err(polars_error("source as text"))?
-        .clone();
-    let lot_ids = column("lot_id")?
-        .str()
-        .map_err(polars_error("lot_id as text"))?
-        .clone();
-    let timestamps = column("ts")?
-        .datetime()
-        .map_err(polars_error("ts as datetime"))?
-        .physical()
-        .clone();
+    let columns = Columns(&frame);
+    let sources = columns.text("source")?;
+    let lot_ids = columns.text("lot_id")?;
+    let timestamps = columns.timestamps("ts")?;
     let mut readings: BTreeMap<&str, HashMap<&str, Vec<i64>>> = BTreeMap::new();
     for ((source, lot_id), ts) in sources.iter().zip(lot_ids.iter()).zip(timestamps.iter()) {
         let (Some(source), Some(lot_id), Some(ts)) = (source, lot_id, ts) else {

@@ -97,6 +97,36 @@ fn polars_error(context: &'static str) -> impl Fn(PolarsError) -> LotsError {
     move |source| LotsError::Polars { context, source }
 }
 
+/// Typed reads of a collected frame's columns (polars' error names the column and its type).
+pub struct Columns<'a>(pub &'a DataFrame);
+
+impl<'a> Columns<'a> {
+    /// A text column.
+    pub fn text(&self, name: &str) -> Result<&'a StringChunked, LotsError> {
+        self.0
+            .column(name)
+            .and_then(Column::str)
+            .map_err(polars_error("reading a text column"))
+    }
+
+    /// A timestamp column's values, Unix ms (the unit the warehouse writes).
+    pub fn timestamps(&self, name: &str) -> Result<&'a Int64Chunked, LotsError> {
+        self.0
+            .column(name)
+            .and_then(Column::datetime)
+            .map(|times| times.physical())
+            .map_err(polars_error("reading a timestamp column"))
+    }
+
+    /// A 32-bit integer column.
+    pub fn int32(&self, name: &str) -> Result<&'a Int32Chunked, LotsError> {
+        self.0
+            .column(name)
+            .and_then(Column::i32)
+            .map_err(polars_error("reading an integer column"))
+    }
+}
+
 /// Every lot of `source` with occupancy, keyed and ordered by lot id.
 pub fn load_lots(
     warehouse: &Warehouse,
@@ -167,24 +197,11 @@ fn load_series(
         .select([col("lot_id"), col("ts"), col("occupied"), col("capacity")])
         .collect()
         .map_err(polars_error("reading fact_lot_occupancy"))?;
-    let column = |name| frame.column(name).map_err(polars_error("reading a column"));
-    let lot_ids = column("lot_id")?
-        .str()
-        .map_err(polars_error("lot_id as text"))?
-        .clone();
-    let timestamps = column("ts")?
-        .datetime()
-        .map_err(polars_error("ts as datetime"))?
-        .physical()
-        .clone();
-    let occupied = column("occupied")?
-        .i32()
-        .map_err(polars_error("occupied as int32"))?
-        .clone();
-    let capacities = column("capacity")?
-        .i32()
-        .map_err(polars_error("capacity as int32"))?
-        .clone();
+    let columns = Columns(&frame);
+    let lot_ids = columns.text("lot_id")?;
+    let timestamps = columns.timestamps("ts")?;
+    let occupied = columns.int32("occupied")?;
+    let capacities = columns.int32("capacity")?;
 
     // Group by lot, then sort each lot by time (stable: file order breaks ties, so the later reading
     // of an instant wins). Cheaper in time and memory than polars sorting all rows on a text key.
@@ -341,21 +358,10 @@ fn load_sessions(
         .select([col("lot_id"), col("entry_ts"), col("exit_ts")])
         .collect()
         .map_err(polars_error("reading fact_parking_session"))?;
-    let column = |name| frame.column(name).map_err(polars_error("reading a column"));
-    let lot_ids = column("lot_id")?
-        .str()
-        .map_err(polars_error("lot_id as text"))?
-        .clone();
-    let entries = column("entry_ts")?
-        .datetime()
-        .map_err(polars_error("entry_ts as datetime"))?
-        .physical()
-        .clone();
-    let exits = column("exit_ts")?
-        .datetime()
-        .map_err(polars_error("exit_ts as datetime"))?
-        .physical()
-        .clone();
+    let columns = Columns(&frame);
+    let lot_ids = columns.text("lot_id")?;
+    let entries = columns.timestamps("entry_ts")?;
+    let exits = columns.timestamps("exit_ts")?;
     let (mut arrivals, mut departures): (TimesByLot, TimesByLot) = Default::default();
     for ((lot_id, entry), exit) in lot_ids.iter().zip(entries.iter()).zip(exits.iter()) {
         let Some(lot_id) = lot_id else { continue };
