@@ -170,7 +170,11 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         "4/5  training the simulated city's model",
         "5/5  live",
         "model simulated v1",
-        "free in 30 min [80%]",
+        // The lots as `parkcast query` shows them, under the replay's progress.
+        "events replayed",
+        "+30 min",
+        "+60 min",
+        "expected free slots [80% interval]",
         "parkcast query --addr http://",
         "stopped:",
     ] {
