@@ -1641,12 +1641,19 @@ fn supervise(
         }
         failures += 1;
         tracing::error!(error = %reason, attempt = failures, "ingestion stopped; the state is stale until a new consumer catches up");
+        // The dead consumer's assignment and lag go before `down` is published: a status that
+        // says down never shows the partitions and zero lag of a consumer that no longer runs
+        // (leaving the group below can take seconds).
+        shared.status.reassigned(0);
+        shared.metrics.assigned_partitions.set(0);
         shared.status.set_down(Some(reason.clone()));
         shared.metrics.consumer_down.set(1);
         shared.metrics.consumer_restarts.inc();
         // Leave the group without checkpointing: the state since the last checkpoint may be
         // half-applied, and whoever gets the partitions restores the checkpoints.
         shared.failing.store(true, Ordering::SeqCst);
+        // Leaving the group takes a while on a busy broker; the fault tests stretch it.
+        fail::fail_point!("ingest-leave");
         drop(consumer);
         shared.core().on_failure();
         shared.status.reassigned(0);

@@ -91,10 +91,19 @@ fn a_dying_consumer_is_noticed_restarted_and_converges_and_one_that_keeps_dying_
     assert!(caught_up(&ingest, partitions as u64));
     assert!(wait_until(WAIT, || ingest.metrics().checkpoints.get() >= 1));
 
-    // A panic in the middle of the next messages.
+    // A panic in the middle of the next messages; the dead consumer then takes 3 s to leave.
+    fail::cfg("ingest-leave", "1*sleep(3000)->off").expect("a fail point");
     fail::cfg("ingest-handle", "20*off->1*panic(injected panic)->off").expect("a fail point");
     produce(&kafka, &stream.messages[third..2 * third]);
     noticed(&ingest, &logs, "injected panic");
+    // While it leaves, the status shows no partitions and no lag of its: a replica that is down
+    // never looks caught up.
+    let status = ingest.status();
+    assert_eq!(
+        (status.assigned_partitions, status.lag),
+        (0, None),
+        "{status:?}"
+    );
     assert_eq!(ingest.metrics().consumer_restarts.get(), 1);
     assert_eq!(ingest.metrics().consumer_down.get(), 1);
     // Restarted after its backoff: it restores the checkpoints and catches up.

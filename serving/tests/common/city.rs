@@ -194,11 +194,11 @@ pub fn produce_all(kafka: &KafkaConfig, stream: &Stream) {
     produce(kafka, &stream.messages);
 }
 
-/// Waits until the replica owns `partitions` partitions and has read all of them.
+/// Waits until the replica runs (not down), owns `partitions` partitions and has read all of them.
 pub fn caught_up(ingest: &Ingest, partitions: u64) -> bool {
     wait_until(WAIT, || {
         let status = ingest.status();
-        status.assigned_partitions == partitions && status.lag == Some(0)
+        status.down.is_none() && status.assigned_partitions == partitions && status.lag == Some(0)
     })
 }
 
