@@ -1641,23 +1641,22 @@ fn supervise(
         }
         failures += 1;
         tracing::error!(error = %reason, attempt = failures, "ingestion stopped; the state is stale until a new consumer catches up");
-        // The dead consumer's assignment and lag go before `down` is published: a status that
-        // says down never shows the partitions and zero lag of a consumer that no longer runs
-        // (leaving the group below can take seconds).
+        // The dead consumer's partitions, assignment and lag go before `down` is published:
+        // leaving the group below can take seconds, and meanwhile a status that says down must
+        // not show the partitions and zero lag of a consumer that no longer runs (nor may the lag
+        // probe measure them: it reads the partitions owned, now none). Nothing is checkpointed:
+        // the state since the last checkpoint may be half-applied, and whoever gets the
+        // partitions restores the checkpoints.
+        shared.failing.store(true, Ordering::SeqCst);
+        shared.core().on_failure();
         shared.status.reassigned(0);
         shared.metrics.assigned_partitions.set(0);
         shared.status.set_down(Some(reason.clone()));
         shared.metrics.consumer_down.set(1);
         shared.metrics.consumer_restarts.inc();
-        // Leave the group without checkpointing: the state since the last checkpoint may be
-        // half-applied, and whoever gets the partitions restores the checkpoints.
-        shared.failing.store(true, Ordering::SeqCst);
         // Leaving the group takes a while on a busy broker; the fault tests stretch it.
         fail::fail_point!("ingest-leave");
         drop(consumer);
-        shared.core().on_failure();
-        shared.status.reassigned(0);
-        shared.metrics.assigned_partitions.set(0);
         if let Some(gave_up) = give_up(shared, config, failures, reason) {
             return Err(gave_up);
         }
