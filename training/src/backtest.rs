@@ -24,8 +24,8 @@ use chrono_tz::Tz;
 use parkcast_features::calendar::DayType;
 use parkcast_features::conformal::{CalibrationScope, DayTypeCalibration};
 use parkcast_features::grid::GridSeries;
-use parkcast_features::vector::batch::{self, BatchRequest};
-use parkcast_features::vector::{FeatureParams, FeatureVector, LotProfile, index};
+use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
+use parkcast_features::vector::{FeatureParams, FeatureVector, LotContext, LotProfile, index};
 use parkcast_localtime::day_start_ms;
 use parkcast_warehouse::{Warehouse, WarehouseError};
 use polars::prelude::PolarsError;
@@ -454,7 +454,6 @@ pub(crate) struct EvalRow {
     /// Whether the target's local date is a public holiday of the lot's calendar (its intervals
     /// read the widest calibration: [`parkcast_features::conformal::widest`]).
     pub(crate) holiday: bool,
-    pub(crate) features: FeatureVector,
 }
 
 /// The models fitted at one cut-off.
@@ -465,15 +464,6 @@ pub(crate) struct Fitted {
 }
 
 impl Fitted {
-    /// Every forecaster's forecasts of the rows, in [`ModelChoice::names`] order.
-    pub(crate) fn predict_all(&self, rows: &[EvalRow]) -> Vec<Vec<f64>> {
-        let features = features_of(rows);
-        self.forecasters()
-            .iter()
-            .map(|forecaster| forecaster.predict(&features))
-            .collect()
-    }
-
     /// Every forecaster in [`ModelChoice::names`] order.
     pub(crate) fn forecasters(&self) -> Vec<&dyn Forecaster> {
         let mut forecasters: Vec<&dyn Forecaster> = BaselineModel::ALL
@@ -611,7 +601,7 @@ pub fn backtest_lots(
     for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
         // Calibration: fitted before the calibration days, evaluated on them.
         let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
-        let (rows, fitted) = fit_and_forecast(
+        let (Scored { rows, forecasts }, _) = fit_and_forecast(
             usable,
             config,
             models,
@@ -620,7 +610,6 @@ pub fn backtest_lots(
         )?;
         progress.advance(1);
         let mut rolling: BTreeMap<(usize, u32), DayTypeCalibration> = BTreeMap::new();
-        let forecasts = fitted.predict_all(&rows);
         let mut by_target: Vec<usize> = (0..rows.len()).collect();
         by_target.sort_by_key(|&position| rows[position].target_ms);
         for position in by_target {
@@ -650,7 +639,7 @@ pub fn backtest_lots(
         // Test: fitted before the window, evaluated on it. Forecasts are visited in origin order;
         // each residual joins the calibration once its target's actual is known (a sliding window
         // of `calibration_days`, as serving does live).
-        let (rows, fitted) = fit_and_forecast(
+        let (Scored { rows, forecasts }, fitted) = fit_and_forecast(
             usable,
             config,
             models,
@@ -659,7 +648,6 @@ pub fn backtest_lots(
         )?;
         progress.advance(1);
         let last_window = window_index + 1 == windows.len();
-        let forecasts = fitted.predict_all(&rows);
         let step = i64::from(config.step_minutes) * 60_000;
         let origin_of = |row: &EvalRow| row.target_ms - i64::from(row.horizon_steps) * step;
         let mut by_origin: Vec<usize> = (0..rows.len()).collect();
@@ -817,21 +805,31 @@ pub fn backtest_lots(
 /// Lots whose last-window forecasts are kept for plots and the report's CSV.
 const SAMPLE_LOTS: usize = 30;
 
-pub(crate) fn features_of(rows: &[EvalRow]) -> Vec<FeatureVector> {
-    rows.iter().map(|row| row.features).collect()
+/// A window's evaluation pairs with every forecaster's forecasts of them ([`ModelChoice::names`]
+/// order). The rows keep no feature vectors: each lot's vectors are scored as soon as they are
+/// built and dropped, so a backtest holds a few dozen bytes per pair instead of every lot's
+/// vectors at once (they were 90% of its memory).
+pub(crate) struct Scored {
+    pub(crate) rows: Vec<EvalRow>,
+    pub(crate) forecasts: Vec<Vec<f64>>,
 }
 
-/// Fits profiles (and, if chosen, models) on the data before `cut` and returns the evaluation pairs
-/// whose targets fall in the local days `[first_day, end_day)`, with the fitted models.
+/// Fits profiles (and, if chosen, models) on the data before `cut` and forecasts the evaluation
+/// pairs whose targets fall in the local days `[first_day, end_day)`; returns them with the fitted
+/// models.
 pub(crate) fn fit_and_forecast(
     lots: &[LotInputs],
     config: &BacktestConfig,
     models: &ModelChoice,
     cut: NaiveDate,
     days: (NaiveDate, NaiveDate),
-) -> Result<(Vec<EvalRow>, Fitted), BacktestError> {
+) -> Result<(Scored, Fitted), BacktestError> {
     let learned = models.linear.is_some() || models.gbm.is_some();
-    let (rows, training) = pairs_and_training(lots, config, learned, cut, days)?;
+    let training = if learned {
+        training_set(lots, config, cut)?
+    } else {
+        TrainingSet::new()
+    };
     let training_rows = training
         .iter()
         .map(|(horizon, rows)| (*horizon, rows.features.len()))
@@ -844,34 +842,61 @@ pub(crate) fn fit_and_forecast(
         (Some(params), false) => Some(params.fit(&training)?),
         _ => None,
     };
-    Ok((
-        rows,
-        Fitted {
-            linear,
-            gbm,
-            training_rows,
-        },
-    ))
+    drop(training);
+    let fitted = Fitted {
+        linear,
+        gbm,
+        training_rows,
+    };
+    let forecasters = fitted.forecasters();
+    let mut scored = Scored {
+        rows: Vec::new(),
+        forecasts: vec![Vec::new(); forecasters.len()],
+    };
+    evaluation_pairs(lots, config, cut, days, |rows, features| {
+        for (forecasts, forecaster) in scored.forecasts.iter_mut().zip(&forecasters) {
+            forecasts.extend(forecaster.predict(&features));
+        }
+        scored.rows.extend(rows);
+    })?;
+    drop(forecasters);
+    Ok((scored, fitted))
 }
 
-/// The evaluation pairs whose targets fall in the local days `[first_day, end_day)` (features from
-/// profiles fitted before `cut`) and, when `learned`, the training rows before `cut`.
-fn pairs_and_training(
+/// Runs `each` on a lot's feature history as of `cut_ms`: its profile fitted on the data before
+/// it, its context with the lot's code in the model.
+fn with_history<T>(
+    code: usize,
+    lot: &LotInputs,
+    cut_ms: i64,
+    each: impl FnOnce(LotHistory<'_>) -> T,
+) -> T {
+    let profile = LotProfile::fit(&lot.series, cut_ms);
+    let context = LotContext {
+        lot_code: u32::try_from(code).ok(),
+        ..lot.context.clone()
+    };
+    each(lot.history(&profile, &context))
+}
+
+fn polars_error(context: &'static str) -> impl Fn(PolarsError) -> BacktestError {
+    move |source| BacktestError::Polars { context, source }
+}
+
+/// Every lot's training rows before `cut` (features from profiles fitted before it), origins
+/// thinned evenly to stay under the row cap.
+fn training_set(
     lots: &[LotInputs],
     config: &BacktestConfig,
-    learned: bool,
     cut: NaiveDate,
-    (first_day, end_day): (NaiveDate, NaiveDate),
-) -> Result<(Vec<EvalRow>, TrainingSet), BacktestError> {
+) -> Result<TrainingSet, BacktestError> {
     let params = config.feature_params();
     let step = params.step_ms();
-    let max_horizon = i64::from(config.horizons.iter().copied().max().unwrap_or(1));
     let training_from = |tz: Tz| {
         config.training_days.map_or(i64::MIN, |days| {
             day_start_ms(tz, cut - Days::new(u64::from(days)))
         })
     };
-    // Thin training origins evenly to stay under the row cap.
     let candidate_origins: usize = lots
         .iter()
         .map(|lot| {
@@ -887,43 +912,59 @@ fn pairs_and_training(
     let stride = u32::try_from(stride).unwrap_or(u32::MAX);
 
     let mut training: TrainingSet = BTreeMap::new();
-    let mut rows = Vec::new();
-    let polars_error = |context| move |source| BacktestError::Polars { context, source };
     for (code, lot) in lots.iter().enumerate() {
         let tz = lot.series.timezone();
         let cut_ms = day_start_ms(tz, cut);
-        let profile = LotProfile::fit(&lot.series, cut_ms);
-        let context = parkcast_features::vector::LotContext {
-            lot_code: u32::try_from(code).ok(),
-            ..lot.context.clone()
+        let request = BatchRequest {
+            horizons: config.horizons.clone(),
+            origins_from_ms: training_from(tz),
+            origins_until_ms: cut_ms,
+            origin_stride: stride,
         };
-        let history = lot.history(&profile, &context);
-        if learned {
-            let request = BatchRequest {
-                horizons: config.horizons.clone(),
-                origins_from_ms: training_from(tz),
-                origins_until_ms: cut_ms,
-                origin_stride: stride,
+        let frame = with_history(code, lot, cut_ms, |history| {
+            batch::lot_features(&params, history, &request)
+        })
+        .map_err(polars_error("computing training features"))?;
+        for row in batch::rows(&frame).map_err(polars_error("reading training features"))? {
+            let target_ms = row.origin_ms + i64::from(row.horizon_steps) * step;
+            let Some(target_rate) = row.target_rate else {
+                continue;
             };
-            let frame = batch::lot_features(&params, history, &request)
-                .map_err(polars_error("computing training features"))?;
-            for row in batch::rows(&frame).map_err(polars_error("reading training features"))? {
-                let target_ms = row.origin_ms + i64::from(row.horizon_steps) * step;
-                let Some(target_rate) = row.target_rate else {
-                    continue;
-                };
-                if target_ms >= cut_ms
-                    || !pair_allowed(&lot.series, config, row.origin_ms, target_ms)
-                {
-                    continue;
-                }
-                let rows = training
-                    .entry(row.horizon_steps * config.step_minutes)
-                    .or_default();
-                rows.features.push(row.features);
-                rows.targets.push(target_rate);
+            if target_ms >= cut_ms || !pair_allowed(&lot.series, config, row.origin_ms, target_ms) {
+                continue;
             }
+            let rows = training
+                .entry(row.horizon_steps * config.step_minutes)
+                .or_default();
+            rows.features.push(row.features);
+            rows.targets.push(target_rate);
         }
+    }
+    if training.is_empty() {
+        return Err(BacktestError::InvalidConfig {
+            reason: "no training rows before the first window: move the test window later",
+        });
+    }
+    Ok(training)
+}
+
+/// The evaluation pairs whose targets fall in the local days `[first_day, end_day)` (features from
+/// profiles fitted before `cut`), handed to `each` lot by lot with their feature vectors.
+fn evaluation_pairs(
+    lots: &[LotInputs],
+    config: &BacktestConfig,
+    cut: NaiveDate,
+    (first_day, end_day): (NaiveDate, NaiveDate),
+    mut each: impl FnMut(Vec<EvalRow>, Vec<FeatureVector>),
+) -> Result<(), BacktestError> {
+    if first_day >= end_day {
+        return Ok(());
+    }
+    let params = config.feature_params();
+    let step = params.step_ms();
+    let max_horizon = i64::from(config.horizons.iter().copied().max().unwrap_or(1));
+    for (code, lot) in lots.iter().enumerate() {
+        let tz = lot.series.timezone();
         let window = (day_start_ms(tz, first_day), day_start_ms(tz, end_day));
         let request = BatchRequest {
             horizons: config.horizons.clone(),
@@ -931,8 +972,12 @@ fn pairs_and_training(
             origins_until_ms: window.1,
             origin_stride: 1,
         };
-        let frame = batch::lot_features(&params, history, &request)
-            .map_err(polars_error("computing evaluation features"))?;
+        let frame = with_history(code, lot, day_start_ms(tz, cut), |history| {
+            batch::lot_features(&params, history, &request)
+        })
+        .map_err(polars_error("computing evaluation features"))?;
+        let holidays = &lot.context.holidays;
+        let (mut rows, mut features) = (Vec::new(), Vec::new());
         for row in batch::rows(&frame).map_err(polars_error("reading evaluation features"))? {
             let target_ms = row.origin_ms + i64::from(row.horizon_steps) * step;
             let (Some(actual_rate), Some(capacity)) = (row.target_rate, row.target_capacity) else {
@@ -951,18 +996,14 @@ fn pairs_and_training(
                 actual_rate,
                 capacity,
                 last_rate: row.features[index::RATE_ORIGIN],
-                day_type: context.holidays.day_type(target_date),
-                holiday: context.holidays.is_holiday(target_date),
-                features: row.features,
+                day_type: holidays.day_type(target_date),
+                holiday: holidays.is_holiday(target_date),
             });
+            features.push(row.features);
         }
+        each(rows, features);
     }
-    if learned && training.is_empty() {
-        return Err(BacktestError::InvalidConfig {
-            reason: "no training rows before the first window: move the test window later",
-        });
-    }
-    Ok((rows, training))
+    Ok(())
 }
 
 /// The validation days of every window with their training rows, computed once: a search fits
@@ -977,6 +1018,8 @@ pub struct ValidationSets {
 
 struct ValidationWindow {
     rows: Vec<EvalRow>,
+    /// The rows' feature vectors (a search scores them once per trial).
+    features: Vec<FeatureVector>,
     training: TrainingSet,
 }
 
@@ -1023,14 +1066,23 @@ pub fn validation_sets(
     let mut sets = Vec::with_capacity(windows.len());
     for (window_start, _) in windows {
         let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
-        let (rows, training) = pairs_and_training(
+        let training = training_set(lots, config, calibration_start)?;
+        let (mut rows, mut features) = (Vec::new(), Vec::new());
+        evaluation_pairs(
             lots,
             config,
-            true,
             calibration_start,
             (calibration_start, window_start),
+            |lot_rows, lot_features| {
+                rows.extend(lot_rows);
+                features.extend(lot_features);
+            },
         )?;
-        sets.push(ValidationWindow { rows, training });
+        sets.push(ValidationWindow {
+            rows,
+            features,
+            training,
+        });
         progress.advance(1);
     }
     Ok(ValidationSets {
@@ -1061,9 +1113,8 @@ impl ValidationSets {
         let mut sums: BTreeMap<u32, (f64, f64, u64)> = BTreeMap::new();
         for window in &self.windows {
             let model = params.fit(&window.training)?;
-            let features = features_of(&window.rows);
-            let forecasts = model.predict(&features);
-            let baseline = BaselineModel::PersistencePlusProfileChange.predict(&features);
+            let forecasts = model.predict(&window.features);
+            let baseline = BaselineModel::PersistencePlusProfileChange.predict(&window.features);
             for (position, row) in window.rows.iter().enumerate() {
                 let entry = sums.entry(row.horizon_steps).or_insert((0.0, 0.0, 0));
                 entry.0 += (or_last(forecasts[position], row) - row.actual_rate).abs();
