@@ -46,6 +46,9 @@ pub struct TrainOptions {
     /// Cap on training rows per horizon.
     #[arg(long, default_value_t = 400_000)]
     pub max_training_rows: usize,
+    /// Lots read, featurised and dropped together (peak memory grows with it, not with the city).
+    #[arg(long, default_value_t = parkcast_training::groups::DEFAULT_GROUP_LOTS)]
+    pub group_lots: usize,
 }
 
 /// Simulates a city into a scratch warehouse.
@@ -114,6 +117,7 @@ pub fn train(options: &TrainOptions) -> Result<Report, Error> {
         same_day: false,
         calibration_days: 14,
         max_training_rows: options.max_training_rows,
+        group_lots: options.group_lots,
         ..BacktestConfig::birmingham()
     };
     let frozen = parkcast_training::frozen::LoadedConfig::embedded();
@@ -143,6 +147,11 @@ pub fn train(options: &TrainOptions) -> Result<Report, Error> {
         "rows = training rows per fit over all horizons; model file {} bytes; machine: {} logical cores",
         outcome.published.manifest.model_bytes,
         logical_cores()
+    ));
+    report.push(parkcast_training::summary::run(
+        &outcome.backtest.run,
+        outcome.backtest.lots.len(),
+        crate::measure::peak_rss_kib().map(|kib| kib * 1024),
     ));
     for metrics in outcome
         .backtest

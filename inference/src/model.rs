@@ -111,10 +111,44 @@ pub trait Forecaster: Send + Sync {
 pub trait ForecasterParams {
     /// The fitted model.
     type Model: Forecaster;
+    /// What one horizon's fit yields.
+    type Horizon;
     /// Checks the hyperparameters.
     fn check(&self) -> Result<(), ModelError>;
+    /// Fits one horizon's rows (the hyperparameters are checked).
+    fn fit_horizon(
+        &self,
+        horizon_minutes: u32,
+        rows: &HorizonRows,
+    ) -> Result<Self::Horizon, ModelError>;
+    /// The model of the fitted horizons.
+    fn assemble(&self, horizons: BTreeMap<u32, Self::Horizon>) -> Self::Model;
+
     /// Fits on a training set (checks first).
-    fn fit(&self, data: &TrainingSet) -> Result<Self::Model, ModelError>;
+    fn fit(&self, data: &TrainingSet) -> Result<Self::Model, ModelError> {
+        self.check()?;
+        let mut horizons = BTreeMap::new();
+        for (&horizon_minutes, rows) in data {
+            horizons.insert(horizon_minutes, self.fit_horizon(horizon_minutes, rows)?);
+        }
+        Ok(self.assemble(horizons))
+    }
+
+    /// Fits horizon by horizon, reading each horizon's rows from `load` when its turn comes (checks
+    /// first): a city's training matrix is never held whole, only one horizon of it.
+    fn fit_each<E: From<ModelError>>(
+        &self,
+        horizons: &[u32],
+        mut load: impl FnMut(u32) -> Result<HorizonRows, E>,
+    ) -> Result<Self::Model, E> {
+        self.check()?;
+        let mut fitted = BTreeMap::new();
+        for &horizon_minutes in horizons {
+            let rows = load(horizon_minutes)?;
+            fitted.insert(horizon_minutes, self.fit_horizon(horizon_minutes, &rows)?);
+        }
+        Ok(self.assemble(fitted))
+    }
 }
 
 /// A baseline read from the feature vector.
@@ -268,6 +302,7 @@ fn row_major(rows: &[FeatureVector], used: &[usize]) -> Vec<f64> {
 #[cfg(feature = "fit")]
 impl ForecasterParams for GbmParams {
     type Model = GbmModel;
+    type Horizon = Vec<parkcast_gbm::GbmModel>;
 
     fn check(&self) -> Result<(), ModelError> {
         let invalid = |name, reason| Err(ModelError::InvalidParam { name, reason });
@@ -295,34 +330,35 @@ impl ForecasterParams for GbmParams {
 
     /// Fits each horizon's ensembles to `target - anchor`. Rows whose correction is not finite
     /// (no anchor) teach nothing and are left out.
-    fn fit(&self, data: &TrainingSet) -> Result<GbmModel, ModelError> {
-        self.check()?;
+    fn fit_horizon(
+        &self,
+        horizon_minutes: u32,
+        rows: &HorizonRows,
+    ) -> Result<Vec<parkcast_gbm::GbmModel>, ModelError> {
         let used = self.used_features();
-        let mut horizons = BTreeMap::new();
-        for (&horizon_minutes, rows) in data {
-            let (mut kept, mut corrections) = (Vec::new(), Vec::new());
-            for (row, target) in rows.features.iter().zip(&rows.targets) {
-                let correction = target - anchor(row);
-                if correction.is_finite() {
-                    kept.push(*row);
-                    corrections.push(correction);
-                }
+        let (mut values, mut corrections) = (Vec::new(), Vec::new());
+        for (row, target) in rows.features.iter().zip(&rows.targets) {
+            let correction = target - anchor(row);
+            if correction.is_finite() {
+                values.extend(used.iter().map(|&feature| row[feature]));
+                corrections.push(correction);
             }
-            if kept.is_empty() {
-                return Err(ModelError::NoRows { horizon_minutes });
-            }
-            let values = row_major(&kept, &used);
-            let matrix = RowMajor::new(&values, used.len())?;
-            let ensembles = (0..self.bagging_seeds)
-                .map(|bag| self.trees(bag).fit(matrix, &corrections, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            horizons.insert(horizon_minutes, ensembles);
         }
-        Ok(GbmModel {
+        if corrections.is_empty() {
+            return Err(ModelError::NoRows { horizon_minutes });
+        }
+        let matrix = RowMajor::new(&values, used.len())?;
+        (0..self.bagging_seeds)
+            .map(|bag| Ok(self.trees(bag).fit(matrix, &corrections, None)?))
+            .collect()
+    }
+
+    fn assemble(&self, horizons: BTreeMap<u32, Vec<parkcast_gbm::GbmModel>>) -> GbmModel {
+        GbmModel {
             params: self.clone(),
-            used,
+            used: self.used_features(),
             horizons,
-        })
+        }
     }
 }
 
@@ -492,7 +528,7 @@ impl Default for LinearParams {
 /// One horizon's linear model on standardised features; a missing value is imputed with the
 /// training mean (0 after standardising).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct LinearHorizon {
+pub struct LinearHorizon {
     means: Vec<f64>,
     scales: Vec<f64>,
     coefficients: Vec<f64>,
@@ -535,6 +571,7 @@ pub struct LinearModel {
 #[cfg(feature = "fit")]
 impl ForecasterParams for LinearParams {
     type Model = LinearModel;
+    type Horizon = LinearHorizon;
 
     fn check(&self) -> Result<(), ModelError> {
         if !(self.penalty >= 0.0 && self.penalty.is_finite()) {
@@ -552,13 +589,13 @@ impl ForecasterParams for LinearParams {
         Ok(())
     }
 
-    fn fit(&self, data: &TrainingSet) -> Result<LinearModel, ModelError> {
-        self.check()?;
-        let used: Vec<usize> = (0..FEATURE_COUNT)
-            .filter(|feature| !self.excluded_features.contains(feature))
-            .collect();
-        let mut horizons = BTreeMap::new();
-        for (&horizon_minutes, rows) in data {
+    fn fit_horizon(
+        &self,
+        horizon_minutes: u32,
+        rows: &HorizonRows,
+    ) -> Result<LinearHorizon, ModelError> {
+        let used = self.used_features();
+        {
             if rows.features.is_empty() {
                 return Err(ModelError::NoRows { horizon_minutes });
             }
@@ -607,13 +644,25 @@ impl ForecasterParams for LinearParams {
                 .map_err(|error| ModelError::Linear(error.to_string()))?;
             horizon.coefficients = fitted.hyperplane().to_vec();
             horizon.intercept = fitted.intercept();
-            horizons.insert(horizon_minutes, horizon);
+            Ok(horizon)
         }
-        Ok(LinearModel {
+    }
+
+    fn assemble(&self, horizons: BTreeMap<u32, LinearHorizon>) -> LinearModel {
+        LinearModel {
             params: self.clone(),
-            used,
+            used: self.used_features(),
             horizons,
-        })
+        }
+    }
+}
+
+#[cfg(feature = "fit")]
+impl LinearParams {
+    fn used_features(&self) -> Vec<usize> {
+        (0..FEATURE_COUNT)
+            .filter(|feature| !self.excluded_features.contains(feature))
+            .collect()
     }
 }
 

@@ -218,6 +218,14 @@ pub struct ProtocolArgs {
     /// Features the trees leave out, comma-separated names (see `parkcast_features::vector`).
     #[arg(long, value_delimiter = ',')]
     pub gbm_exclude: Vec<String>,
+    /// Lots read, featurised and dropped together: peak memory grows with this, not with the
+    /// city (a year of 5-minute data is about 6 MB per lot). Results do not depend on it.
+    #[arg(long, env = "PARKCAST_GROUP_LOTS", default_value_t = parkcast_training::groups::DEFAULT_GROUP_LOTS)]
+    pub group_lots: usize,
+    /// Folder for the training matrix while the run lasts (default: the system's temporary
+    /// folder); it needs about 8 bytes x 41 columns per training row and horizon.
+    #[arg(long, env = "PARKCAST_SCRATCH", value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
 }
 
 /// `--gbm-objective`.
@@ -260,7 +268,10 @@ impl ProtocolArgs {
         warehouse: &Warehouse,
         frozen: &FrozenConfig,
     ) -> Result<(BacktestConfig, String)> {
-        Ok(self.request()?.resolve(warehouse, frozen.calibration())?)
+        let (mut config, origin) = self.request()?.resolve(warehouse, frozen.calibration())?;
+        config.group_lots = self.group_lots;
+        config.scratch = self.scratch.clone();
+        Ok((config, origin))
     }
 
     /// The knobs these flags set over the frozen configuration.

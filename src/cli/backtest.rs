@@ -36,6 +36,14 @@ pub fn run(args: BacktestArgs, global: &GlobalArgs) -> Result<()> {
     })
     .context("backtest failed")?;
     println!("{}", summary::backtest(&outcome, &config));
+    println!(
+        "{}",
+        summary::run(
+            &outcome.run,
+            outcome.lots.len(),
+            parkcast_bench::measure::peak_rss_kib().map(|kib| kib * 1024)
+        )
+    );
     println!("({:.1} s)", started.elapsed().as_secs_f64());
     if args.per_lot {
         println!("{}", summary::per_lot_table(&outcome, &config));

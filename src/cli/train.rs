@@ -81,6 +81,14 @@ pub fn run(args: TrainArgs, global: &GlobalArgs) -> Result<()> {
         "report: {}",
         outcome.published.dir.join("report.md").display()
     );
+    println!(
+        "{}",
+        summary::run(
+            &outcome.backtest.run,
+            outcome.backtest.lots.len(),
+            parkcast_bench::measure::peak_rss_kib().map(|kib| kib * 1024)
+        )
+    );
     println!("({:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -75,7 +75,7 @@ pub fn run(args: TuneArgs, global: &GlobalArgs) -> Result<()> {
         let (config, origin) = request
             .resolve(&warehouse, frozen.config.calibration())
             .with_context(|| format!("failed to set up the protocol of {source}"))?;
-        let (lots, _excluded) = backtest::prepare(&warehouse, &config)
+        let (lots, _excluded) = backtest::prepare(&warehouse, &config, &progress)
             .with_context(|| format!("failed to read {source}"))?;
         let sets = validation_sets(&lots, &config, &progress)
             .with_context(|| format!("failed to build the validation days of {source}"))?;

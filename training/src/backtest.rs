@@ -17,10 +17,12 @@
 //! soon as its actual is known, as live serving does. The report gives the share of test actuals
 //! the intervals cover.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate};
-use chrono_tz::Tz;
 use parkcast_features::calendar::DayType;
 use parkcast_features::conformal::{CalibrationScope, DayTypeCalibration};
 use parkcast_features::grid::GridSeries;
@@ -30,12 +32,14 @@ use parkcast_localtime::day_start_ms;
 use parkcast_warehouse::{Warehouse, WarehouseError};
 use polars::prelude::PolarsError;
 
+use crate::groups::{DEFAULT_GROUP_LOTS, LotGroups, LotSummary};
+use crate::matrix::{MatrixDir, MatrixError, PartRows};
 use crate::progress::Progress;
 use parkcast_inference::model::{
-    BaselineModel, Forecaster, ForecasterParams, GbmModel, GbmParams, LinearModel, LinearParams,
-    ModelError, TrainingSet,
+    BaselineModel, Forecaster, ForecasterParams, GbmModel, GbmParams, HorizonRows, LinearModel,
+    LinearParams, ModelError, TrainingSet,
 };
-use parkcast_warehouse::lots::{LotInputs, LotsError, load_lots};
+use parkcast_warehouse::lots::{LotInputs, LotsError};
 
 /// Errors of a backtest.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,28 @@ pub enum BacktestError {
     /// Fitting a model failed.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The training matrix could not be written or read.
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+    /// The scratch folder of the training matrix could not be created.
+    #[error("creating a scratch folder for the training matrix in {}: {source}", path.display())]
+    Scratch {
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A group of lots read again held another number of lots than the first pass found: the
+    /// warehouse was written to during the run.
+    #[error(
+        "the warehouse changed during the run: a group of {expected} lots now reads {found}; run again"
+    )]
+    WarehouseChanged {
+        /// Lots the first pass found.
+        expected: usize,
+        /// Lots read now.
+        found: usize,
+    },
     /// Invalid settings.
     #[error("invalid backtest config: {reason}")]
     InvalidConfig {
@@ -121,6 +147,12 @@ pub struct BacktestConfig {
     /// and skip the test windows entirely (no test fit is made, no test actual is read). What a
     /// hyperparameter search runs, so that it cannot choose on the test.
     pub validation_only: bool,
+    /// Lots read, featurised and dropped together ([`crate::groups`]): peak memory grows with it,
+    /// not with the city. Results do not depend on it.
+    pub group_lots: usize,
+    /// Where the training matrix is written while a run lasts (`None`: the system's temporary
+    /// folder); removed when the run ends.
+    pub scratch: Option<PathBuf>,
 }
 
 impl BacktestConfig {
@@ -142,7 +174,16 @@ impl BacktestConfig {
             max_training_rows: 400_000,
             calibration: CalibrationScope::default(),
             validation_only: false,
+            group_lots: DEFAULT_GROUP_LOTS,
+            scratch: None,
         }
+    }
+
+    /// The first day of the first window.
+    pub fn first_start(&self) -> NaiveDate {
+        self.windows()
+            .first()
+            .map_or(self.test_start, |window| window.0)
     }
 
     /// The feature parameters of this grid.
@@ -179,6 +220,9 @@ impl BacktestConfig {
         }
         if self.max_training_rows == 0 {
             return invalid("max_training_rows must be positive");
+        }
+        if self.group_lots == 0 {
+            return invalid("group_lots must be positive");
         }
         Ok(())
     }
@@ -284,6 +328,8 @@ pub struct BacktestReport {
     /// day type of their target: out of sample for models fitted before it, so they calibrate a
     /// final model's intervals.
     pub test_residuals: BTreeMap<(usize, u32), Vec<(f64, DayType)>>,
+    /// The run's scale and time per phase.
+    pub run: RunStats,
 }
 
 /// Errors of one model at one horizon for one lot.
@@ -480,37 +526,6 @@ impl Fitted {
     }
 }
 
-/// Usable lots (readings on enough training days) and the ones left out.
-pub(crate) fn usable_lots(
-    lots: BTreeMap<String, LotInputs>,
-    config: &BacktestConfig,
-    first_start: NaiveDate,
-) -> (Vec<LotInputs>, Vec<String>) {
-    let mut excluded = Vec::new();
-    let mut usable = Vec::new();
-    for (lot_id, lot) in lots {
-        let training_end_ms = day_start_ms(lot.series.timezone(), first_start);
-        let training_days: HashSet<NaiveDate> = lot
-            .series
-            .iter()
-            .filter(|(instant, _)| *instant < training_end_ms)
-            .map(|(instant, _)| lot.series.local(instant).date())
-            .collect();
-        let first_day = lot
-            .series
-            .iter()
-            .next()
-            .map(|(instant, _)| lot.series.local(instant).date());
-        let span_days = first_day.map_or(0, |first| (first_start - first).num_days().max(1));
-        if (training_days.len() as f64) < config.min_day_share * span_days as f64 {
-            excluded.push(lot_id);
-        } else {
-            usable.push(lot);
-        }
-    }
-    (usable, excluded)
-}
-
 /// Runs the baselines only.
 pub fn backtest_baselines(
     warehouse: &Warehouse,
@@ -531,63 +546,83 @@ pub fn backtest(
     models: &ModelChoice,
     progress: &dyn Progress,
 ) -> Result<BacktestReport, BacktestError> {
-    let (usable, excluded_lots) = prepare(warehouse, config)?;
-    backtest_lots(&usable, excluded_lots, config, models, progress)
+    let phases = Phases::default();
+    let (usable, excluded_lots) =
+        phases.time("read lots", || prepare(warehouse, config, progress))?;
+    backtest_lots(&usable, excluded_lots, config, models, progress, &phases)
 }
 
-/// Validates the config and reads the source's usable lots (and the ids of those left out).
-pub fn prepare(
-    warehouse: &Warehouse,
+/// Validates the config and finds the source's usable lots (and the ids of those left out),
+/// reading the warehouse group by group.
+pub fn prepare<'w>(
+    warehouse: &'w Warehouse,
     config: &BacktestConfig,
-) -> Result<(Vec<LotInputs>, Vec<String>), BacktestError> {
+    progress: &dyn Progress,
+) -> Result<(LotGroups<'w>, Vec<String>), BacktestError> {
     config.validate()?;
-    let lots = load_lots(warehouse, &config.source, config.step_minutes)?;
-    if lots.is_empty() {
-        return Err(BacktestError::NoSuchSource {
-            source_name: config.source.clone(),
-            available: crate::protocol::sources(warehouse)?
-                .into_iter()
-                .map(|source| format!("{} ({} lots)", source.source, source.lots))
-                .collect(),
-        });
-    }
-    let first_start = config
-        .windows()
-        .first()
-        .expect("validate() ensures at least one window")
-        .0;
-    let (usable, excluded_lots) = usable_lots(lots, config, first_start);
-    if usable.is_empty() {
-        return Err(BacktestError::NoUsableLot {
-            source_name: config.source.clone(),
-            min_day_share: config.min_day_share * 100.0,
-        });
-    }
-    Ok((usable, excluded_lots))
+    LotGroups::scan(warehouse, config, progress)
 }
 
-/// [`backtest`] on lots from [`prepare`].
+/// Where a run's time went, per phase, summed over windows (phases in the order they first ran).
+#[derive(Debug, Default)]
+pub struct Phases(Mutex<Vec<(String, Duration)>>);
+
+impl Phases {
+    /// Runs `work` and adds its time to `phase`.
+    pub fn time<T>(&self, phase: &str, work: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = work();
+        self.add(phase, started.elapsed());
+        result
+    }
+
+    /// Adds `elapsed` to `phase`.
+    pub fn add(&self, phase: &str, elapsed: Duration) {
+        let mut phases = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match phases.iter_mut().find(|(name, _)| name == phase) {
+            Some((_, total)) => *total += elapsed,
+            None => phases.push((phase.to_owned(), elapsed)),
+        }
+    }
+
+    /// Seconds per phase.
+    pub fn seconds(&self) -> Vec<(String, f64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(name, elapsed)| (name.clone(), elapsed.as_secs_f64()))
+            .collect()
+    }
+}
+
+/// The scale of a run and where its time went: what the end-of-run summary prints.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunStats {
+    /// Lot groups per pass over the city.
+    pub groups: usize,
+    /// Lots per group (the last may have fewer).
+    pub group_lots: usize,
+    /// Seconds per phase, in the order phases first ran.
+    pub phases: Vec<(String, f64)>,
+}
+
+/// [`backtest`] on lots from [`prepare`]; `phases` collects where the time goes.
 pub fn backtest_lots(
-    usable: &[LotInputs],
+    usable: &LotGroups<'_>,
     excluded_lots: Vec<String>,
     config: &BacktestConfig,
     models: &ModelChoice,
     progress: &dyn Progress,
+    phases: &Phases,
 ) -> Result<BacktestReport, BacktestError> {
     let windows = config.windows();
     let names = models.names();
     let learned = models.linear.is_some() || models.gbm.is_some();
-    if config.validation_only {
-        progress.stage(
-            "backtest on validation days only (one fit per window)",
-            Some(windows.len() as u64),
-        );
-    } else {
-        progress.stage(
-            "backtest (fits: calibration and test per window)",
-            Some(2 * windows.len() as u64),
-        );
-    }
+    let run = Run { progress, phases };
 
     let mut totals: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
     let mut by_lot: BTreeMap<(usize, usize, u32), Accumulator> = BTreeMap::new();
@@ -601,14 +636,16 @@ pub fn backtest_lots(
     for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
         // Calibration: fitted before the calibration days, evaluated on them.
         let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
+        let label = format!("window {}/{} calibration", window_index + 1, windows.len());
         let (Scored { rows, forecasts }, _) = fit_and_forecast(
             usable,
             config,
             models,
             calibration_start,
             (calibration_start, window_start),
+            &run.labelled(&label),
         )?;
-        progress.advance(1);
+        let calibrating = Instant::now();
         let mut rolling: BTreeMap<(usize, u32), DayTypeCalibration> = BTreeMap::new();
         let mut by_target: Vec<usize> = (0..rows.len()).collect();
         by_target.sort_by_key(|&position| rows[position].target_ms);
@@ -632,6 +669,8 @@ pub fn backtest_lots(
             }
         }
 
+        drop((rows, forecasts));
+        phases.add("calibrate and score", calibrating.elapsed());
         if config.validation_only {
             continue;
         }
@@ -639,14 +678,16 @@ pub fn backtest_lots(
         // Test: fitted before the window, evaluated on it. Forecasts are visited in origin order;
         // each residual joins the calibration once its target's actual is known (a sliding window
         // of `calibration_days`, as serving does live).
+        let label = format!("window {}/{} test", window_index + 1, windows.len());
         let (Scored { rows, forecasts }, fitted) = fit_and_forecast(
             usable,
             config,
             models,
             window_start,
             (window_start, window_end + Days::new(1)),
+            &run.labelled(&label),
         )?;
-        progress.advance(1);
+        let calibrating = Instant::now();
         let last_window = window_index + 1 == windows.len();
         let step = i64::from(config.step_minutes) * 60_000;
         let origin_of = |row: &EvalRow| row.target_ms - i64::from(row.horizon_steps) * step;
@@ -714,7 +755,7 @@ pub fn backtest_lots(
             }
             if last_window && row.lot < SAMPLE_LOTS {
                 samples.push(ForecastSample {
-                    lot_id: usable[row.lot].lot_id.clone(),
+                    lot_id: usable.lots()[row.lot].lot_id.clone(),
                     horizon_steps: row.horizon_steps,
                     target_ms: row.target_ms,
                     actual_rate: row.actual_rate,
@@ -741,6 +782,8 @@ pub fn backtest_lots(
         if last_window && learned {
             training_rows = fitted.training_rows;
         }
+        drop((rows, forecasts));
+        phases.add("calibrate and score", calibrating.elapsed());
     }
 
     let metrics = totals
@@ -752,7 +795,7 @@ pub fn backtest_lots(
     let per_lot = by_lot
         .iter()
         .map(|(&(lot, model_index, horizon), accumulator)| LotMetrics {
-            lot_id: usable[lot].lot_id.clone(),
+            lot_id: usable.lots()[lot].lot_id.clone(),
             metrics: accumulator.metrics(&names[model_index], horizon, config),
         })
         .collect();
@@ -779,7 +822,7 @@ pub fn backtest_lots(
     });
     Ok(BacktestReport {
         models: names.clone(),
-        lots: usable.iter().map(|lot| lot.lot_id.clone()).collect(),
+        lots: usable.lots().iter().map(|lot| lot.lot_id.clone()).collect(),
         excluded_lots,
         windows,
         metrics,
@@ -799,6 +842,11 @@ pub fn backtest_lots(
                 )
             })
             .collect(),
+        run: RunStats {
+            groups: usable.group_count(),
+            group_lots: config.group_lots,
+            phases: phases.seconds(),
+        },
     })
 }
 
@@ -814,53 +862,197 @@ pub(crate) struct Scored {
     pub(crate) forecasts: Vec<Vec<f64>>,
 }
 
+impl Scored {
+    fn new(forecasters: usize) -> Self {
+        Scored {
+            rows: Vec::new(),
+            forecasts: vec![Vec::new(); forecasters],
+        }
+    }
+
+    /// The groups' pairs one after the other, each group dropped once copied.
+    fn concat(parts: Vec<Scored>, forecasters: usize) -> Self {
+        let total = parts.iter().map(|part| part.rows.len()).sum();
+        let mut all = Scored {
+            rows: Vec::with_capacity(total),
+            forecasts: vec![Vec::with_capacity(total); forecasters],
+        };
+        for part in parts {
+            all.rows.extend(part.rows);
+            for (all, part) in all.forecasts.iter_mut().zip(part.forecasts) {
+                all.extend(part);
+            }
+        }
+        all
+    }
+}
+
+/// What a pass over the city reports to: the progress bar and the phase clock, with the label of
+/// the fit it belongs to.
+pub(crate) struct Run<'a> {
+    pub(crate) progress: &'a dyn Progress,
+    pub(crate) phases: &'a Phases,
+}
+
+/// A [`Run`] with the label of one fit (`window 1/4 test`).
+pub(crate) struct LabelledRun<'a> {
+    run: &'a Run<'a>,
+    label: String,
+}
+
+impl<'a> Run<'a> {
+    pub(crate) fn labelled(&'a self, label: &str) -> LabelledRun<'a> {
+        LabelledRun {
+            run: self,
+            label: label.to_owned(),
+        }
+    }
+}
+
+impl LabelledRun<'_> {
+    /// Starts a stage of this fit and times `work` as `phase`.
+    fn stage<T>(&self, phase: &str, what: &str, total: usize, work: impl FnOnce() -> T) -> T {
+        self.run
+            .progress
+            .stage(&format!("{}: {what}", self.label), Some(total as u64));
+        self.run.phases.time(phase, work)
+    }
+}
+
 /// Fits profiles (and, if chosen, models) on the data before `cut` and forecasts the evaluation
 /// pairs whose targets fall in the local days `[first_day, end_day)`; returns them with the fitted
 /// models.
+///
+/// Three passes, each reporting progress per group: the training rows are written group by group
+/// to a matrix on disk ([`crate::matrix`]); the models are fitted horizon by horizon, reading one
+/// horizon of it at a time (the elastic net next to the trees, which use the other cores); the
+/// groups are read again and their pairs scored.
 pub(crate) fn fit_and_forecast(
-    lots: &[LotInputs],
+    lots: &LotGroups<'_>,
     config: &BacktestConfig,
     models: &ModelChoice,
     cut: NaiveDate,
     days: (NaiveDate, NaiveDate),
+    run: &LabelledRun<'_>,
 ) -> Result<(Scored, Fitted), BacktestError> {
     let learned = models.linear.is_some() || models.gbm.is_some();
-    let training = if learned {
-        training_set(lots, config, cut)?
-    } else {
-        TrainingSet::new()
-    };
-    let training_rows = training
-        .iter()
-        .map(|(horizon, rows)| (*horizon, rows.features.len()))
-        .collect();
-    let linear = match (&models.linear, training.is_empty()) {
-        (Some(params), false) => Some(params.fit(&training)?),
-        _ => None,
-    };
-    let gbm = match (&models.gbm, training.is_empty()) {
-        (Some(params), false) => Some(params.fit(&training)?),
-        _ => None,
-    };
-    drop(training);
-    let fitted = Fitted {
-        linear,
-        gbm,
-        training_rows,
-    };
-    let forecasters = fitted.forecasters();
-    let mut scored = Scored {
-        rows: Vec::new(),
-        forecasts: vec![Vec::new(); forecasters.len()],
-    };
-    evaluation_pairs(lots, config, cut, days, |rows, features| {
-        for (forecasts, forecaster) in scored.forecasts.iter_mut().zip(&forecasters) {
-            forecasts.extend(forecaster.predict(&features));
+    let fitted = if learned {
+        let scratch = scratch_dir(config)?;
+        let matrix = MatrixDir::new(scratch.path());
+        let training_rows = write_training_matrix(lots, config, cut, &matrix, run)?;
+        let (linear, gbm) = fit_models(models, &matrix, &training_rows, run)?;
+        Fitted {
+            linear,
+            gbm,
+            training_rows,
         }
-        scored.rows.extend(rows);
-    })?;
+    } else {
+        Fitted {
+            linear: None,
+            gbm: None,
+            training_rows: BTreeMap::new(),
+        }
+    };
+    if days.0 >= days.1 {
+        return Ok((Scored::new(fitted.forecasters().len()), fitted));
+    }
+    let forecasters = fitted.forecasters();
+    let count = forecasters.len();
+    let parts = run.stage(
+        "score pairs",
+        &format!("scoring pairs ({} groups)", lots.group_count()),
+        lots.group_count(),
+        || {
+            lots.map(run.run.progress, |group| {
+                let mut scored = Scored::new(count);
+                for (code, lot) in group.coded() {
+                    let (rows, features) = lot_evaluation_pairs(code, lot, config, cut, days)?;
+                    for (forecasts, forecaster) in scored.forecasts.iter_mut().zip(&forecasters) {
+                        forecasts.extend(forecaster.predict(&features));
+                    }
+                    scored.rows.extend(rows);
+                }
+                Ok(scored)
+            })
+        },
+    )?;
     drop(forecasters);
-    Ok((scored, fitted))
+    Ok((Scored::concat(parts, count), fitted))
+}
+
+/// A scratch folder for one training matrix, removed when dropped.
+fn scratch_dir(config: &BacktestConfig) -> Result<tempfile::TempDir, BacktestError> {
+    let parent = config.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix("parkcast-matrix-")
+                .tempdir_in(&parent)
+        })
+        .map_err(|source| BacktestError::Scratch {
+            path: parent,
+            source,
+        })
+}
+
+/// Fits the chosen models horizon by horizon from the matrix: one horizon's rows in memory at a
+/// time, read once for both models.
+fn fit_models(
+    models: &ModelChoice,
+    matrix: &MatrixDir,
+    training_rows: &BTreeMap<u32, usize>,
+    run: &LabelledRun<'_>,
+) -> Result<(Option<LinearModel>, Option<GbmModel>), BacktestError> {
+    if let Some(params) = &models.linear {
+        params.check()?;
+    }
+    if let Some(params) = &models.gbm {
+        params.check()?;
+    }
+    let (mut linear, mut gbm) = (BTreeMap::new(), BTreeMap::new());
+    let total_rows: usize = training_rows.values().sum();
+    run.stage(
+        "fit models",
+        &format!(
+            "fitting {} horizons ({} rows)",
+            training_rows.len(),
+            parkcast_tables::thousands(total_rows as u64)
+        ),
+        training_rows.len(),
+        || {
+            for &minutes in training_rows.keys() {
+                let rows: HorizonRows = matrix.read(minutes)?;
+                let (fitted_linear, fitted_gbm) = rayon::join(
+                    || {
+                        models
+                            .linear
+                            .as_ref()
+                            .map(|params| params.fit_horizon(minutes, &rows))
+                            .transpose()
+                    },
+                    || {
+                        models
+                            .gbm
+                            .as_ref()
+                            .map(|params| params.fit_horizon(minutes, &rows))
+                            .transpose()
+                    },
+                );
+                if let Some(horizon) = fitted_linear? {
+                    linear.insert(minutes, horizon);
+                }
+                if let Some(horizon) = fitted_gbm? {
+                    gbm.insert(minutes, horizon);
+                }
+                run.run.progress.advance(1);
+            }
+            Ok::<_, BacktestError>(())
+        },
+    )?;
+    Ok((
+        models.linear.as_ref().map(|params| params.assemble(linear)),
+        models.gbm.as_ref().map(|params| params.assemble(gbm)),
+    ))
 }
 
 /// Runs `each` on a lot's feature history as of `cut_ms`: its profile fitted on the data before
@@ -883,127 +1075,185 @@ fn polars_error(context: &'static str) -> impl Fn(PolarsError) -> BacktestError 
     move |source| BacktestError::Polars { context, source }
 }
 
-/// Every lot's training rows before `cut` (features from profiles fitted before it), origins
-/// thinned evenly to stay under the row cap.
-fn training_set(
-    lots: &[LotInputs],
+/// The first day training rows may come from (`None`: all history).
+fn training_from(config: &BacktestConfig, cut: NaiveDate) -> Option<NaiveDate> {
+    config
+        .training_days
+        .map(|days| cut - Days::new(u64::from(days)))
+}
+
+/// The origin stride that keeps every lot's training rows before `cut` under the row cap:
+/// origins are thinned evenly, counted from the lots' readings per day without reading them.
+fn training_stride(lots: &[LotSummary], config: &BacktestConfig, cut: NaiveDate) -> u32 {
+    let from = training_from(config, cut);
+    let candidate_origins: usize = lots.iter().map(|lot| lot.readings_between(from, cut)).sum();
+    let stride = candidate_origins.div_ceil(config.max_training_rows).max(1);
+    u32::try_from(stride).unwrap_or(u32::MAX)
+}
+
+/// A lot's training rows before `cut`, per horizon in minutes (features from a profile fitted
+/// before it, origins every `stride` steps).
+fn lot_training_rows(
+    code: usize,
+    lot: &LotInputs,
     config: &BacktestConfig,
     cut: NaiveDate,
-) -> Result<TrainingSet, BacktestError> {
+    stride: u32,
+    rows: &mut BTreeMap<u32, PartRows>,
+) -> Result<(), BacktestError> {
     let params = config.feature_params();
     let step = params.step_ms();
-    let training_from = |tz: Tz| {
-        config.training_days.map_or(i64::MIN, |days| {
-            day_start_ms(tz, cut - Days::new(u64::from(days)))
-        })
+    let tz = lot.series.timezone();
+    let cut_ms = day_start_ms(tz, cut);
+    let request = BatchRequest {
+        horizons: config.horizons.clone(),
+        origins_from_ms: training_from(config, cut).map_or(i64::MIN, |day| day_start_ms(tz, day)),
+        origins_until_ms: cut_ms,
+        origin_stride: stride,
     };
-    let candidate_origins: usize = lots
-        .iter()
-        .map(|lot| {
-            let tz = lot.series.timezone();
-            let (from, until) = (training_from(tz), day_start_ms(tz, cut));
-            lot.series
-                .iter()
-                .filter(|(instant, _)| (from..until).contains(instant))
-                .count()
-        })
-        .sum();
-    let stride = candidate_origins.div_ceil(config.max_training_rows).max(1);
-    let stride = u32::try_from(stride).unwrap_or(u32::MAX);
-
-    let mut training: TrainingSet = BTreeMap::new();
-    for (code, lot) in lots.iter().enumerate() {
-        let tz = lot.series.timezone();
-        let cut_ms = day_start_ms(tz, cut);
-        let request = BatchRequest {
-            horizons: config.horizons.clone(),
-            origins_from_ms: training_from(tz),
-            origins_until_ms: cut_ms,
-            origin_stride: stride,
+    let frame = with_history(code, lot, cut_ms, |history| {
+        batch::lot_features(&params, history, &request)
+    })
+    .map_err(polars_error("computing training features"))?;
+    for row in batch::rows(&frame).map_err(polars_error("reading training features"))? {
+        let target_ms = row.origin_ms + i64::from(row.horizon_steps) * step;
+        let Some(target_rate) = row.target_rate else {
+            continue;
         };
-        let frame = with_history(code, lot, cut_ms, |history| {
-            batch::lot_features(&params, history, &request)
-        })
-        .map_err(polars_error("computing training features"))?;
-        for row in batch::rows(&frame).map_err(polars_error("reading training features"))? {
-            let target_ms = row.origin_ms + i64::from(row.horizon_steps) * step;
-            let Some(target_rate) = row.target_rate else {
-                continue;
-            };
-            if target_ms >= cut_ms || !pair_allowed(&lot.series, config, row.origin_ms, target_ms) {
-                continue;
-            }
-            let rows = training
-                .entry(row.horizon_steps * config.step_minutes)
-                .or_default();
-            rows.features.push(row.features);
-            rows.targets.push(target_rate);
+        if target_ms >= cut_ms || !pair_allowed(&lot.series, config, row.origin_ms, target_ms) {
+            continue;
+        }
+        rows.entry(row.horizon_steps * config.step_minutes)
+            .or_default()
+            .push(row.origin_ms, row.features, target_rate);
+    }
+    Ok(())
+}
+
+const NO_TRAINING_ROWS: BacktestError = BacktestError::InvalidConfig {
+    reason: "no training rows before the first window: move the test window later",
+};
+
+/// Every lot's training rows before `cut`, written to `matrix` group by group; returns the rows
+/// per horizon (minutes).
+fn write_training_matrix(
+    lots: &LotGroups<'_>,
+    config: &BacktestConfig,
+    cut: NaiveDate,
+    matrix: &MatrixDir,
+    run: &LabelledRun<'_>,
+) -> Result<BTreeMap<u32, usize>, BacktestError> {
+    let stride = training_stride(lots.lots(), config, cut);
+    let counts = run.stage(
+        "build training rows",
+        &format!("training rows ({} groups)", lots.group_count()),
+        lots.group_count(),
+        || {
+            lots.map(run.run.progress, |group| {
+                let mut parts = BTreeMap::new();
+                for (code, lot) in group.coded() {
+                    lot_training_rows(code, lot, config, cut, stride, &mut parts)?;
+                }
+                let mut counts = BTreeMap::new();
+                for (minutes, part) in parts {
+                    matrix.write_part(minutes, group.index, &part)?;
+                    counts.insert(minutes, part.len());
+                }
+                Ok(counts)
+            })
+        },
+    )?;
+    let mut rows: BTreeMap<u32, usize> = BTreeMap::new();
+    for group in counts {
+        for (minutes, count) in group {
+            *rows.entry(minutes).or_default() += count;
+        }
+    }
+    if rows.is_empty() {
+        return Err(NO_TRAINING_ROWS);
+    }
+    Ok(rows)
+}
+
+/// Every lot's training rows before `cut`, in memory (a search fits many times on the same rows).
+fn training_set(
+    lots: &LotGroups<'_>,
+    config: &BacktestConfig,
+    cut: NaiveDate,
+    progress: &dyn Progress,
+) -> Result<TrainingSet, BacktestError> {
+    let stride = training_stride(lots.lots(), config, cut);
+    let groups = lots.map(progress, |group| {
+        let mut parts = BTreeMap::new();
+        for (code, lot) in group.coded() {
+            lot_training_rows(code, lot, config, cut, stride, &mut parts)?;
+        }
+        Ok(parts)
+    })?;
+    let mut training: TrainingSet = BTreeMap::new();
+    for group in groups {
+        for (minutes, part) in group {
+            let rows = training.entry(minutes).or_default();
+            rows.features.extend(part.rows.features);
+            rows.targets.extend(part.rows.targets);
         }
     }
     if training.is_empty() {
-        return Err(BacktestError::InvalidConfig {
-            reason: "no training rows before the first window: move the test window later",
-        });
+        return Err(NO_TRAINING_ROWS);
     }
     Ok(training)
 }
 
-/// The evaluation pairs whose targets fall in the local days `[first_day, end_day)` (features from
-/// profiles fitted before `cut`), handed to `each` lot by lot with their feature vectors.
-fn evaluation_pairs(
-    lots: &[LotInputs],
+/// A lot's evaluation pairs whose targets fall in the local days `[first_day, end_day)` (features
+/// from a profile fitted before `cut`), with their feature vectors.
+fn lot_evaluation_pairs(
+    code: usize,
+    lot: &LotInputs,
     config: &BacktestConfig,
     cut: NaiveDate,
     (first_day, end_day): (NaiveDate, NaiveDate),
-    mut each: impl FnMut(Vec<EvalRow>, Vec<FeatureVector>),
-) -> Result<(), BacktestError> {
-    if first_day >= end_day {
-        return Ok(());
-    }
+) -> Result<(Vec<EvalRow>, Vec<FeatureVector>), BacktestError> {
     let params = config.feature_params();
     let step = params.step_ms();
     let max_horizon = i64::from(config.horizons.iter().copied().max().unwrap_or(1));
-    for (code, lot) in lots.iter().enumerate() {
-        let tz = lot.series.timezone();
-        let window = (day_start_ms(tz, first_day), day_start_ms(tz, end_day));
-        let request = BatchRequest {
-            horizons: config.horizons.clone(),
-            origins_from_ms: window.0 - max_horizon * step,
-            origins_until_ms: window.1,
-            origin_stride: 1,
+    let tz = lot.series.timezone();
+    let window = (day_start_ms(tz, first_day), day_start_ms(tz, end_day));
+    let request = BatchRequest {
+        horizons: config.horizons.clone(),
+        origins_from_ms: window.0 - max_horizon * step,
+        origins_until_ms: window.1,
+        origin_stride: 1,
+    };
+    let frame = with_history(code, lot, day_start_ms(tz, cut), |history| {
+        batch::lot_features(&params, history, &request)
+    })
+    .map_err(polars_error("computing evaluation features"))?;
+    let holidays = &lot.context.holidays;
+    let (mut rows, mut features) = (Vec::new(), Vec::new());
+    for row in batch::rows(&frame).map_err(polars_error("reading evaluation features"))? {
+        let target_ms = row.origin_ms + i64::from(row.horizon_steps) * step;
+        let (Some(actual_rate), Some(capacity)) = (row.target_rate, row.target_capacity) else {
+            continue;
         };
-        let frame = with_history(code, lot, day_start_ms(tz, cut), |history| {
-            batch::lot_features(&params, history, &request)
-        })
-        .map_err(polars_error("computing evaluation features"))?;
-        let holidays = &lot.context.holidays;
-        let (mut rows, mut features) = (Vec::new(), Vec::new());
-        for row in batch::rows(&frame).map_err(polars_error("reading evaluation features"))? {
-            let target_ms = row.origin_ms + i64::from(row.horizon_steps) * step;
-            let (Some(actual_rate), Some(capacity)) = (row.target_rate, row.target_capacity) else {
-                continue;
-            };
-            if !(window.0..window.1).contains(&target_ms)
-                || !pair_allowed(&lot.series, config, row.origin_ms, target_ms)
-            {
-                continue;
-            }
-            let target_date = lot.series.local(target_ms).date();
-            rows.push(EvalRow {
-                lot: code,
-                horizon_steps: row.horizon_steps,
-                target_ms,
-                actual_rate,
-                capacity,
-                last_rate: row.features[index::RATE_ORIGIN],
-                day_type: holidays.day_type(target_date),
-                holiday: holidays.is_holiday(target_date),
-            });
-            features.push(row.features);
+        if !(window.0..window.1).contains(&target_ms)
+            || !pair_allowed(&lot.series, config, row.origin_ms, target_ms)
+        {
+            continue;
         }
-        each(rows, features);
+        let target_date = lot.series.local(target_ms).date();
+        rows.push(EvalRow {
+            lot: code,
+            horizon_steps: row.horizon_steps,
+            target_ms,
+            actual_rate,
+            capacity,
+            last_rate: row.features[index::RATE_ORIGIN],
+            day_type: holidays.day_type(target_date),
+            holiday: holidays.is_holiday(target_date),
+        });
+        features.push(row.features);
     }
-    Ok(())
+    Ok((rows, features))
 }
 
 /// The validation days of every window with their training rows, computed once: a search fits
@@ -1053,37 +1303,51 @@ impl ValidationScore {
 /// Reads a source's validation days for a search: per window, the calibration days' pairs and the
 /// training rows before them (the same ones [`backtest`] fits its calibration models on).
 pub fn validation_sets(
-    lots: &[LotInputs],
+    lots: &LotGroups<'_>,
     config: &BacktestConfig,
     progress: &dyn Progress,
 ) -> Result<ValidationSets, BacktestError> {
     config.validate()?;
     let windows = config.windows();
-    progress.stage(
-        &format!("{}: validation features", config.source),
-        Some(windows.len() as u64),
-    );
     let mut sets = Vec::with_capacity(windows.len());
-    for (window_start, _) in windows {
-        let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
-        let training = training_set(lots, config, calibration_start)?;
-        let (mut rows, mut features) = (Vec::new(), Vec::new());
-        evaluation_pairs(
-            lots,
-            config,
-            calibration_start,
-            (calibration_start, window_start),
-            |lot_rows, lot_features| {
+    for (position, (window_start, _)) in windows.iter().enumerate() {
+        let calibration_start = *window_start - Days::new(u64::from(config.calibration_days));
+        progress.stage(
+            &format!(
+                "{}: validation features, window {}/{} ({} groups, twice)",
+                config.source,
+                position + 1,
+                windows.len(),
+                lots.group_count()
+            ),
+            Some(2 * lots.group_count() as u64),
+        );
+        let training = training_set(lots, config, calibration_start, progress)?;
+        let groups = lots.map(progress, |group| {
+            let (mut rows, mut features) = (Vec::new(), Vec::new());
+            for (code, lot) in group.coded() {
+                let (lot_rows, lot_features) = lot_evaluation_pairs(
+                    code,
+                    lot,
+                    config,
+                    calibration_start,
+                    (calibration_start, *window_start),
+                )?;
                 rows.extend(lot_rows);
                 features.extend(lot_features);
-            },
-        )?;
+            }
+            Ok((rows, features))
+        })?;
+        let (mut rows, mut features) = (Vec::new(), Vec::new());
+        for (group_rows, group_features) in groups {
+            rows.extend(group_rows);
+            features.extend(group_features);
+        }
         sets.push(ValidationWindow {
             rows,
             features,
             training,
         });
-        progress.advance(1);
     }
     Ok(ValidationSets {
         windows: sets,
@@ -1195,6 +1459,7 @@ mod tests {
             training_rows: BTreeMap::new(),
             validation_mae: Vec::new(),
             test_residuals: BTreeMap::new(),
+            run: RunStats::default(),
         };
         assert!(report.losing_horizons("trees", "base", &[1]).is_empty());
         let losing = report.losing_horizons("trees", "base", &[1, 2, 4, 8]);

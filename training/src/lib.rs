@@ -16,7 +16,9 @@
 pub mod backtest;
 pub mod datasets;
 pub mod frozen;
+pub mod groups;
 pub mod import;
+pub mod matrix;
 pub mod plot;
 pub mod progress;
 pub mod protocol;

@@ -8,10 +8,42 @@ use std::collections::HashMap;
 use parkcast_features::calendar::DayType;
 use parkcast_tables::{Cell, CellAlignment, Table, new_table, percent, right, thousands};
 
-use crate::backtest::{BacktestConfig, BacktestReport};
+use crate::backtest::{BacktestConfig, BacktestReport, RunStats};
 use crate::frozen::LoadedConfig;
 use crate::registry::{ListEntry, Manifest};
 use crate::tune::{TrialResult, describe_params, source_cell};
+
+/// The end of a long run: its scale (lots, groups), its peak memory when known, and the time per
+/// phase with its share, so a planner sees what a larger city would cost.
+pub fn run(stats: &RunStats, lots: usize, peak_rss_bytes: Option<u64>) -> String {
+    let mut lines = vec![format!(
+        "run: {lots} lots read in {} group(s) of up to {}{}",
+        stats.groups,
+        stats.group_lots,
+        peak_rss_bytes.map_or_else(String::new, |bytes| format!(
+            "; peak memory {}",
+            parkcast_tables::bytes(bytes)
+        )),
+    )];
+    let total: f64 = stats.phases.iter().map(|(_, seconds)| seconds).sum();
+    if total > 0.0 {
+        let mut table = new_table(&["phase", "seconds", "share"]);
+        for (phase, seconds) in &stats.phases {
+            table.add_row(vec![
+                Cell::new(phase),
+                right(format!("{seconds:.1}")),
+                right(percent(Some(seconds / total))),
+            ]);
+        }
+        table.add_row(vec![
+            Cell::new("total"),
+            right(format!("{total:.1}")),
+            right(""),
+        ]);
+        lines.push(table.to_string());
+    }
+    lines.join("\n")
+}
 
 /// Which configuration a run uses, and what the flags overrode: one line, then one per knob.
 pub fn configuration(frozen: &LoadedConfig, overrides: &[String]) -> String {
@@ -552,6 +584,7 @@ mod tests {
             training_rows: BTreeMap::from([(30, 1_234_567)]),
             validation_mae: vec![("gbm".to_owned(), 1, 0.015), ("gbm".to_owned(), 2, 0.028)],
             test_residuals: BTreeMap::new(),
+            run: crate::backtest::RunStats::default(),
         }
     }
 

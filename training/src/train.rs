@@ -18,12 +18,13 @@ use parkcast_warehouse::Warehouse;
 
 use crate::backtest::{
     BacktestConfig, BacktestError, BacktestReport, ForecastSample, GBM_NAME, LINEAR_NAME,
-    ModelChoice, backtest_lots, fit_and_forecast, prepare,
+    ModelChoice, Phases, Run, backtest_lots, fit_and_forecast, prepare,
 };
 use crate::frozen::ConfigRecord;
+use crate::groups::{LotGroups, LotSummary};
 use crate::plot::{Band, BarChart, Line, LineChart, bar_chart_svg, line_chart_svg};
 use crate::progress::Progress;
-use parkcast_inference::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
+use parkcast_inference::artifact::{BundleLot, LoadedModel, MODEL_FILE_FORMAT, ModelBundle};
 use parkcast_inference::model::{ModelError, SavedModel};
 use parkcast_inference::registry::{
     ManifestMetric, ModelCard, NewVersion, Published, Registry, RegistryError,
@@ -107,8 +108,18 @@ pub fn train(
             reason: "training calibrates its intervals on the last test window: validation_only is for backtest and tune",
         }));
     }
-    let (lots, excluded) = prepare(warehouse, &config.backtest)?;
-    let report = backtest_lots(&lots, excluded, &config.backtest, &config.models, progress)?;
+    let phases = Phases::default();
+    let (lots, excluded) = phases.time("read lots", || {
+        prepare(warehouse, &config.backtest, progress)
+    })?;
+    let mut report = backtest_lots(
+        &lots,
+        excluded,
+        &config.backtest,
+        &config.models,
+        progress,
+        &phases,
+    )?;
 
     // Promote the learned model with the lowest mean MAE over the horizons on the validation days
     // (the calibration days before each test window), never on the test windows themselves.
@@ -155,20 +166,25 @@ pub fn train(
     };
 
     // Refit on everything up to the last day with data.
-    progress.stage("refit on all data", Some(1));
     let last_day = lots
+        .lots()
         .iter()
-        .filter_map(|lot| {
-            lot.series
-                .iter()
-                .last()
-                .map(|(instant, _)| lot.series.local(instant).date())
-        })
+        .filter_map(LotSummary::last_day)
         .max()
         .unwrap_or(config.backtest.test_end);
     let cut = last_day + Days::new(1);
-    let (_, fitted) = fit_and_forecast(&lots, &config.backtest, &promoted_choice, cut, (cut, cut))?;
-    progress.advance(1);
+    let run = Run {
+        progress,
+        phases: &phases,
+    };
+    let (_, fitted) = fit_and_forecast(
+        &lots,
+        &config.backtest,
+        &promoted_choice,
+        cut,
+        (cut, cut),
+        &run.labelled("refit on all data"),
+    )?;
     let model = match (fitted.linear, fitted.gbm) {
         (Some(linear), _) if promoted == LINEAR_NAME => SavedModel::Linear(linear),
         (_, Some(gbm)) => SavedModel::Gbm(gbm),
@@ -201,34 +217,45 @@ pub fn train(
         .map(|(minutes, calibration)| (minutes, calibration.by_type))
         .collect();
     let params = config.backtest.feature_params();
-    let bundle_lots = lots
-        .iter()
-        .map(|lot| {
-            let cut_ms = parkcast_localtime::day_start_ms(lot.series.timezone(), cut);
-            let profile = LotProfile::fit(&lot.series, cut_ms);
-            BundleLot {
-                lot_id: lot.lot_id.clone(),
-                kind: lot.kind.clone(),
-                timezone: lot.series.timezone().name().to_owned(),
-                holiday_region: lot.holiday_region.clone(),
-                has_sessions: lot.context.has_sessions,
-                events: lot.context.events.to_vec(),
-                profile_cells: profile.profile().cells(),
-                fitted_until_ms: cut_ms,
-            }
+    progress.stage(
+        &format!(
+            "model file: each lot's profile ({} groups)",
+            lots.group_count()
+        ),
+        Some(lots.group_count() as u64),
+    );
+    let groups = phases.time("model file", || {
+        lots.map(progress, |group| {
+            Ok(group
+                .lots
+                .iter()
+                .map(|lot| {
+                    let cut_ms = parkcast_localtime::day_start_ms(lot.series.timezone(), cut);
+                    let profile = LotProfile::fit(&lot.series, cut_ms);
+                    let bundle_lot = BundleLot {
+                        lot_id: lot.lot_id.clone(),
+                        kind: lot.kind.clone(),
+                        timezone: lot.series.timezone().name().to_owned(),
+                        holiday_region: lot.holiday_region.clone(),
+                        has_sessions: lot.context.has_sessions,
+                        events: lot.context.events.to_vec(),
+                        profile_cells: profile.profile().cells(),
+                        fitted_until_ms: cut_ms,
+                    };
+                    // The calendars the features were computed with travel in the model file, so
+                    // serving sees the same days (also for a region from a user's calendar file).
+                    let calendar = (
+                        lot.holiday_region.clone(),
+                        HolidayCalendar::clone(&lot.context.holidays),
+                    );
+                    (bundle_lot, calendar)
+                })
+                .collect::<Vec<_>>())
         })
-        .collect();
-    // The calendars the features were computed with travel in the model file, so serving sees the
-    // same days (also for a region from a user's calendar file).
-    let calendars = lots
-        .iter()
-        .map(|lot| {
-            (
-                lot.holiday_region.clone(),
-                HolidayCalendar::clone(&lot.context.holidays),
-            )
-        })
-        .collect();
+    })?;
+    let (bundle_lots, calendars): (Vec<BundleLot>, Vec<(String, HolidayCalendar)>) =
+        groups.into_iter().flatten().unzip();
+    let calendars = calendars.into_iter().collect();
     let bundle = ModelBundle {
         format: MODEL_FILE_FORMAT,
         feature_params: params,
@@ -240,16 +267,12 @@ pub fn train(
         calendars,
     };
     let bytes = bundle.to_bytes()?;
-    let forecast_csv = live_forecasts(&bytes, &lots)?;
+    let forecast_csv = phases.time("live forecasts", || live_forecasts(&bytes, &lots, progress))?;
 
     let first_day = lots
+        .lots()
         .iter()
-        .filter_map(|lot| {
-            lot.series
-                .iter()
-                .next()
-                .map(|(instant, _)| lot.series.local(instant).date())
-        })
+        .filter_map(LotSummary::first_day)
         .min()
         .unwrap_or(last_day);
     let hyperparameters = match &model {
@@ -325,6 +348,7 @@ pub fn train(
         report_md: &report_md,
         attachments,
     })?;
+    report.run.phases = phases.seconds();
     Ok(TrainOutcome {
         backtest: report,
         promoted: promoted.to_owned(),
@@ -402,78 +426,35 @@ fn csv_text(write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>) ->
 /// [`LotFeatureState`] fed the lot's last nine days, asked at every horizon. This is what the pricing
 /// view reads (`forecast.csv`): rate, slots, 80%/95% intervals, P(occupancy >= 80%), P(< 60%) and
 /// P(at least one free slot).
-fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, ModelError> {
+fn live_forecasts(
+    model_file: &[u8],
+    lots: &LotGroups<'_>,
+    progress: &dyn Progress,
+) -> Result<String, TrainError> {
     let loaded = ModelBundle::from_bytes(model_file)?.load()?;
-    let history_ms = 9 * 86_400_000;
     // One as-of instant for every lot: the newest reading anywhere. A lot whose data stops earlier is
     // forecast from its own last reading, and its data age says how stale that is.
     let as_of_ms = lots
+        .lots()
         .iter()
-        .filter_map(|lot| lot.series.iter().last().map(|(instant, _)| instant))
+        .map(|lot| lot.last_ms)
         .max()
         .unwrap_or_default();
-    let mut rows = Vec::new();
-    for lot in lots {
-        let Some((last_ms, _)) = lot.series.iter().last() else {
-            continue;
-        };
-        let Some(mut state) = loaded.new_state(&lot.lot_id) else {
-            continue;
-        };
-        for (instant, value) in lot
-            .series
-            .iter()
-            .filter(|(instant, _)| *instant > last_ms - history_ms)
-        {
-            state.push_value(instant, value);
-        }
-        for &ts in lot
-            .arrivals_ms
-            .iter()
-            .filter(|ts| **ts > last_ms - history_ms && **ts <= last_ms)
-        {
-            state.push_arrival(ts);
-        }
-        for &ts in lot
-            .departures_ms
-            .iter()
-            .filter(|ts| **ts > last_ms - history_ms && **ts <= last_ms)
-        {
-            state.push_departure(ts);
-        }
-        let Some(forecast) = loaded.forecast(&state) else {
-            continue;
-        };
-        let capacity = forecast.capacity;
-        for horizon in &forecast.horizons {
-            let (minutes, rate) = (horizon.horizon_minutes, horizon.rate);
-            let Some(calibration) = loaded.calibration_for(&lot.lot_id, minutes, horizon.target_ms)
-            else {
-                continue;
-            };
-            let (low_80, high_80) = calibration.interval(rate, 0.8);
-            let (low_95, high_95) = calibration.interval(rate, 0.95);
-            rows.push((
-                lot.lot_id.clone(),
-                (as_of_ms - last_ms) / 60_000,
-                last_ms,
-                minutes,
-                horizon.target_ms,
-                capacity,
-                [
-                    rate,
-                    rate * capacity,
-                    low_80,
-                    high_80,
-                    low_95,
-                    high_95,
-                    calibration.probability_at_least(rate, 0.8),
-                    calibration.probability_below(rate, 0.6),
-                    calibration.probability_free_slot(rate, capacity),
-                ],
-            ));
-        }
-    }
+    progress.stage(
+        &format!("live forecasts ({} groups)", lots.group_count()),
+        Some(lots.group_count() as u64),
+    );
+    let rows: Vec<LiveRow> = lots
+        .map(progress, |group| {
+            Ok(group
+                .lots
+                .iter()
+                .flat_map(|lot| live_rows(&loaded, lot, as_of_ms))
+                .collect::<Vec<_>>())
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(csv_text(|writer| {
         writer.write_record([
             "lot_id",
@@ -508,6 +489,69 @@ fn live_forecasts(model_file: &[u8], lots: &[LotInputs]) -> Result<String, Model
         }
         Ok(())
     }))
+}
+
+/// One line of `forecast.csv`: lot, data age (minutes), origin, horizon (minutes), target, capacity,
+/// then rate, occupied, the 80% and 95% bounds, P(>= 80%), P(< 60%) and P(free slot).
+type LiveRow = (String, i64, i64, u32, i64, f64, [f64; 9]);
+
+/// A lot's forecast from its last nine days, fed to the serving path's state.
+fn live_rows(loaded: &LoadedModel, lot: &LotInputs, as_of_ms: i64) -> Vec<LiveRow> {
+    let history_ms = 9 * 86_400_000;
+    let Some((last_ms, _)) = lot.series.iter().last() else {
+        return Vec::new();
+    };
+    let Some(mut state) = loaded.new_state(&lot.lot_id) else {
+        return Vec::new();
+    };
+    for (instant, value) in lot
+        .series
+        .iter()
+        .filter(|(instant, _)| *instant > last_ms - history_ms)
+    {
+        state.push_value(instant, value);
+    }
+    let recent = |ts: &&i64| **ts > last_ms - history_ms && **ts <= last_ms;
+    for &ts in lot.arrivals_ms.iter().filter(recent) {
+        state.push_arrival(ts);
+    }
+    for &ts in lot.departures_ms.iter().filter(recent) {
+        state.push_departure(ts);
+    }
+    let Some(forecast) = loaded.forecast(&state) else {
+        return Vec::new();
+    };
+    let capacity = forecast.capacity;
+    let mut rows = Vec::new();
+    for horizon in &forecast.horizons {
+        let (minutes, rate) = (horizon.horizon_minutes, horizon.rate);
+        let Some(calibration) = loaded.calibration_for(&lot.lot_id, minutes, horizon.target_ms)
+        else {
+            continue;
+        };
+        let (low_80, high_80) = calibration.interval(rate, 0.8);
+        let (low_95, high_95) = calibration.interval(rate, 0.95);
+        rows.push((
+            lot.lot_id.clone(),
+            (as_of_ms - last_ms) / 60_000,
+            last_ms,
+            minutes,
+            horizon.target_ms,
+            capacity,
+            [
+                rate,
+                rate * capacity,
+                low_80,
+                high_80,
+                low_95,
+                high_95,
+                calibration.probability_at_least(rate, 0.8),
+                calibration.probability_below(rate, 0.6),
+                calibration.probability_free_slot(rate, capacity),
+            ],
+        ));
+    }
+    rows
 }
 
 /// The last window's forecasts in long form: one row per lot, horizon, target and model.

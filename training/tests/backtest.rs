@@ -304,3 +304,77 @@ fn intervals_calibrated_per_day_type_hold_on_saturdays_sundays_and_holidays() {
         );
     }
 }
+
+/// Reading the city one lot at a time, in groups of seven, or all at once (the all-in-memory
+/// path) gives the same report bit for bit: the groups' rows come back in lot order, the training
+/// matrix reads back exactly what was written, and the fits do not depend on the thread count.
+#[test]
+fn the_report_does_not_depend_on_the_group_size() {
+    use parkcast_training::backtest::{ModelChoice, backtest};
+    use parkcast_training::model::{GbmParams, LinearParams};
+    use parkcast_training::progress::NoProgress;
+
+    let (_dir, warehouse) = birmingham_warehouse();
+    let models = ModelChoice {
+        linear: Some(LinearParams::default()),
+        gbm: Some(GbmParams {
+            iterations: 30,
+            ..GbmParams::default()
+        }),
+    };
+    let run = |group_lots: usize| {
+        let config = BacktestConfig {
+            windows: 2,
+            group_lots,
+            ..BacktestConfig::birmingham()
+        };
+        backtest(&warehouse, &config, &models, &NoProgress).expect("backtest")
+    };
+    let whole = run(1_000);
+    assert_eq!(whole.run.groups, 1);
+    for group_lots in [1, 7] {
+        let grouped = run(group_lots);
+        assert_eq!(grouped.run.groups, 28_usize.div_ceil(group_lots));
+        assert_eq!(grouped.lots, whole.lots);
+        assert_eq!(grouped.excluded_lots, whole.excluded_lots);
+        assert_eq!(grouped.training_rows, whole.training_rows);
+        let bits =
+            |report: &parkcast_training::backtest::BacktestReport| {
+                let mut bits: Vec<(String, u32, [u64; 4], Option<u64>)> = report
+                    .metrics
+                    .iter()
+                    .chain(report.per_lot.iter().map(|lot| &lot.metrics))
+                    .map(|m| {
+                        (
+                            m.model.clone(),
+                            m.horizon_steps,
+                            [m.mae_rate, m.rmse_rate, m.mae_slots, m.rmse_slots].map(f64::to_bits),
+                            m.coverage_80.map(f64::to_bits),
+                        )
+                    })
+                    .collect();
+                bits.extend(report.validation_mae.iter().map(|(model, horizon, mae)| {
+                    (model.clone(), *horizon, [mae.to_bits(); 4], None)
+                }));
+                bits
+            };
+        assert_eq!(bits(&grouped), bits(&whole), "groups of {group_lots}");
+        let residuals = |report: &parkcast_training::backtest::BacktestReport| {
+            report
+                .test_residuals
+                .iter()
+                .map(|(key, values)| {
+                    let values: Vec<u64> =
+                        values.iter().map(|(value, _)| value.to_bits()).collect();
+                    (*key, values)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            residuals(&grouped),
+            residuals(&whole),
+            "groups of {group_lots}"
+        );
+        assert_eq!(grouped.samples, whole.samples, "groups of {group_lots}");
+    }
+}

@@ -73,6 +73,8 @@ pub struct LotInputs {
     pub holiday_region: String,
     /// The lot's kind (for the model file).
     pub kind: String,
+    /// Whether its grid is filled forward (`dim_lot.hold_minutes` is set).
+    pub filled_forward: bool,
 }
 
 impl LotInputs {
@@ -133,14 +135,58 @@ pub fn load_lots(
     source: &str,
     step_minutes: u32,
 ) -> Result<BTreeMap<String, LotInputs>, LotsError> {
+    load_lots_in(warehouse, source, step_minutes, None)
+}
+
+/// The ids of the lots with occupancy from `source`, in order: one scan of the `lot_id` column, so a
+/// trainer can split a city into groups before reading any of them.
+pub fn lot_ids(warehouse: &Warehouse, source: &str) -> Result<Vec<String>, LotsError> {
+    let frame = warehouse
+        .scan(Table::FactLotOccupancy)?
+        .filter(col("source").eq(lit(source.to_owned())))
+        .select([col("lot_id")])
+        .collect()
+        .map_err(polars_error("reading fact_lot_occupancy"))?;
+    let ids: std::collections::BTreeSet<&str> =
+        Columns(&frame).text("lot_id")?.iter().flatten().collect();
+    Ok(ids.into_iter().map(str::to_owned).collect())
+}
+
+/// The lots of `source` among `only` (every lot when `None`), keyed and ordered by lot id. The
+/// occupancy and session scans filter on `lot_id`, which polars pushes into the Parquet reader: a
+/// group of a city is read without materialising the others.
+pub fn load_lots_in(
+    warehouse: &Warehouse,
+    source: &str,
+    step_minutes: u32,
+    only: Option<&[String]>,
+) -> Result<BTreeMap<String, LotInputs>, LotsError> {
+    if only.is_some_and(<[String]>::is_empty) {
+        return Ok(BTreeMap::new());
+    }
+    let filter = LotFilter { source, only };
     let dimension: HashMap<String, LotRow> = warehouse
         .read_rows::<LotRow>()?
         .into_iter()
+        .filter(|lot| filter.keeps(&lot.lot_id))
         .map(|lot| (lot.lot_id.clone(), lot))
         .collect();
-    let series = load_series(warehouse, source, step_minutes, &dimension)?;
-    warn_if_sparse(source, step_minutes, &series, &dimension);
-    let (mut arrivals, mut departures) = load_sessions(warehouse, source)?;
+    let series = load_series(warehouse, &filter, step_minutes, &dimension)?;
+    // A group's sparseness says nothing about the source's: only a whole read warns.
+    if only.is_none() {
+        let filled = series.keys().any(|lot_id| {
+            dimension
+                .get(lot_id)
+                .is_some_and(|row| row.hold_minutes.is_some())
+        });
+        warn_if_sparse(
+            source,
+            step_minutes,
+            grid_gaps(series.values(), step_minutes),
+            filled,
+        );
+    }
+    let (mut arrivals, mut departures) = load_sessions(warehouse, &filter)?;
     let mut events = load_events(warehouse)?;
     // The calendars the imports used: embedded data with the calendar files they kept.
     let calendar_source = CalendarSource::for_warehouse(warehouse.root())?;
@@ -178,22 +224,50 @@ pub fn load_lots(
                 departures_ms: lot_departures,
                 holiday_region: region_code,
                 kind,
+                filled_forward: row.is_some_and(|row| row.hold_minutes.is_some()),
             },
         );
     }
     Ok(lots)
 }
 
-/// Every lot of the source as a grid series.
+/// Which rows a read keeps: a source's, of every lot or of some.
+struct LotFilter<'a> {
+    source: &'a str,
+    only: Option<&'a [String]>,
+}
+
+impl LotFilter<'_> {
+    /// The predicate of a fact scan.
+    fn predicate(&self) -> Expr {
+        let source = col("source").eq(lit(self.source.to_owned()));
+        let lots = self.only.and_then(|ids| {
+            ids.iter()
+                .map(|id| col("lot_id").eq(lit(id.clone())))
+                .reduce(Expr::or)
+        });
+        match lots {
+            Some(lots) => source.and(lots),
+            None => source,
+        }
+    }
+
+    fn keeps(&self, lot_id: &str) -> bool {
+        self.only
+            .is_none_or(|ids| ids.iter().any(|id| id == lot_id))
+    }
+}
+
+/// Every lot of the filter as a grid series.
 fn load_series(
     warehouse: &Warehouse,
-    source: &str,
+    filter: &LotFilter<'_>,
     step_minutes: u32,
     dimension: &HashMap<String, LotRow>,
 ) -> Result<BTreeMap<String, GridSeries>, LotsError> {
     let frame = warehouse
         .scan(Table::FactLotOccupancy)?
-        .filter(col("source").eq(lit(source.to_owned())))
+        .filter(filter.predicate())
         .select([col("lot_id"), col("ts"), col("occupied"), col("capacity")])
         .collect()
         .map_err(polars_error("reading fact_lot_occupancy"))?;
@@ -279,14 +353,9 @@ pub struct GridGaps {
 /// Reports a source whose grid lacks more than [`SPARSE_GRID_SHARE`] of its steps. Scattered
 /// short gaps (a count that stood still, from a source that writes only changes) bias the pairs
 /// and warn; long ones (nights without readings, outages) are how the source reports and are only
-/// logged.
-fn warn_if_sparse(
-    source: &str,
-    step_minutes: u32,
-    series: &BTreeMap<String, GridSeries>,
-    dimension: &HashMap<String, LotRow>,
-) {
-    let gaps = grid_gaps(series.values(), step_minutes);
+/// logged. `filled`: some lot of the source is filled forward (`dim_lot.hold_minutes`). A reader
+/// of a city group by group adds the groups' [`grid_gaps`] and reports once.
+pub fn warn_if_sparse(source: &str, step_minutes: u32, gaps: GridGaps, filled: bool) {
     if gaps.steps == 0 || (gaps.empty as f64) <= SPARSE_GRID_SHARE * gaps.steps as f64 {
         return;
     }
@@ -302,12 +371,6 @@ fn warn_if_sparse(
         );
         return;
     }
-    let filled = series.keys().any(|lot_id| {
-        dimension
-            .get(lot_id)
-            .and_then(|row| row.hold_minutes)
-            .is_some()
-    });
     let hint = if filled {
         "gaps are longer than the source's --fill-forward"
     } else {
@@ -345,7 +408,7 @@ fn load_events(warehouse: &Warehouse) -> Result<HashMap<String, Vec<ScheduledEve
 /// Session entry and exit times per lot; empty when the warehouse has no sessions for the source.
 fn load_sessions(
     warehouse: &Warehouse,
-    source: &str,
+    filter: &LotFilter<'_>,
 ) -> Result<(TimesByLot, TimesByLot), LotsError> {
     let scan = match warehouse.scan(Table::FactParkingSession) {
         Ok(scan) => scan,
@@ -354,7 +417,7 @@ fn load_sessions(
         Err(error) => return Err(error.into()),
     };
     let frame = scan
-        .filter(col("source").eq(lit(source.to_owned())))
+        .filter(filter.predicate())
         .select([col("lot_id"), col("entry_ts"), col("exit_ts")])
         .collect()
         .map_err(polars_error("reading fact_parking_session"))?;

@@ -1,0 +1,283 @@
+//! The usable lots of a run, read from the warehouse one group of lots at a time.
+//!
+//! A city's history does not fit in memory at once (a year of 5-minute readings and sessions is
+//! about 6 MB per lot, and a large operator has thousands), so the trainer never holds it: each
+//! pass over the city (usability, training rows, scoring, the model file) reads a group of
+//! [`BacktestConfig::group_lots`] lots with scans filtered on their ids
+//! ([`parkcast_warehouse::lots::load_lots_in`]), works on it and drops it before the next. Groups
+//! run in parallel on rayon's threads, and their results come back in lot order, so the outcome
+//! does not depend on the group size or the thread count: a run with one group for the whole city
+//! (the all-in-memory path) gives the same figures, bit for bit.
+//!
+//! What a run keeps per lot between passes is a [`LotSummary`]: its id, time zone, last reading and
+//! the number of grid readings per local day (what the training-row cap needs to thin origins
+//! evenly without reading the lots again).
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use parkcast_localtime::day_start_ms;
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::lots::{
+    GridGaps, LotInputs, grid_gaps, load_lots_in, lot_ids, warn_if_sparse,
+};
+use rayon::prelude::*;
+
+use crate::backtest::{BacktestConfig, BacktestError};
+use crate::progress::Progress;
+
+/// Lots per group when a run does not say: a year of one lot is about 6 MB of inputs, and its
+/// features a few more while they are built, so two groups in flight stay in the hundreds of MB.
+pub const DEFAULT_GROUP_LOTS: usize = 16;
+
+/// What a run keeps of a lot between passes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LotSummary {
+    /// The lot.
+    pub lot_id: String,
+    /// Its time zone.
+    pub timezone: Tz,
+    /// Its last grid instant with a value, ms.
+    pub last_ms: i64,
+    /// Grid instants with a value per local day.
+    readings_per_day: BTreeMap<NaiveDate, u32>,
+}
+
+impl LotSummary {
+    fn of(lot: &LotInputs) -> Option<Self> {
+        let mut readings_per_day = BTreeMap::new();
+        let mut last_ms = None;
+        for (instant, _) in lot.series.iter() {
+            *readings_per_day
+                .entry(lot.series.local(instant).date())
+                .or_insert(0) += 1;
+            last_ms = Some(instant);
+        }
+        Some(LotSummary {
+            lot_id: lot.lot_id.clone(),
+            timezone: lot.series.timezone(),
+            last_ms: last_ms?,
+            readings_per_day,
+        })
+    }
+
+    /// Grid instants with a value on the local days `[from, until)` (`None`: from the first).
+    pub fn readings_between(&self, from: Option<NaiveDate>, until: NaiveDate) -> usize {
+        let counts = match from {
+            Some(from) if from < until => self.readings_per_day.range(from..until),
+            Some(_) => return 0,
+            None => self.readings_per_day.range(..until),
+        };
+        counts.map(|(_, count)| *count as usize).sum()
+    }
+
+    /// The local date of its first reading.
+    pub fn first_day(&self) -> Option<NaiveDate> {
+        self.readings_per_day.keys().next().copied()
+    }
+
+    /// The local date of its last reading.
+    pub fn last_day(&self) -> Option<NaiveDate> {
+        self.readings_per_day.keys().next_back().copied()
+    }
+}
+
+/// Where the lots are read from: filtered scans of a warehouse.
+struct Reader<'a> {
+    warehouse: &'a Warehouse,
+    source: String,
+    step_minutes: u32,
+}
+
+/// One group of lots, as a pass sees it.
+pub struct Group<'g> {
+    /// The group's position, from 0.
+    pub index: usize,
+    /// The code (position among the usable lots) of its first lot; the others follow.
+    pub first_code: usize,
+    /// Its lots, in code order.
+    pub lots: &'g [LotInputs],
+}
+
+impl Group<'_> {
+    /// Each lot with its code.
+    pub fn coded(&self) -> impl Iterator<Item = (usize, &LotInputs)> {
+        self.lots
+            .iter()
+            .enumerate()
+            .map(|(offset, lot)| (self.first_code + offset, lot))
+    }
+}
+
+/// The usable lots of a run and how to read them.
+pub struct LotGroups<'a> {
+    reader: Reader<'a>,
+    lots: Vec<LotSummary>,
+    group_lots: usize,
+}
+
+impl std::fmt::Debug for LotGroups<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LotGroups")
+            .field("lots", &self.lots.len())
+            .field("group_lots", &self.group_lots)
+            .finish()
+    }
+}
+
+/// A lot is usable when it has readings on at least `min_day_share` of the days from its first
+/// reading to `first_start` (the first window's first day).
+fn usable(lot: &LotInputs, config: &BacktestConfig, first_start: NaiveDate) -> bool {
+    let training_end_ms = day_start_ms(lot.series.timezone(), first_start);
+    let training_days: HashSet<NaiveDate> = lot
+        .series
+        .iter()
+        .filter(|(instant, _)| *instant < training_end_ms)
+        .map(|(instant, _)| lot.series.local(instant).date())
+        .collect();
+    let first_day = lot
+        .series
+        .iter()
+        .next()
+        .map(|(instant, _)| lot.series.local(instant).date());
+    let span_days = first_day.map_or(0, |first| (first_start - first).num_days().max(1));
+    (training_days.len() as f64) >= config.min_day_share * span_days as f64
+}
+
+/// What one group of the usability pass found.
+#[derive(Default)]
+struct Found {
+    usable: Vec<LotSummary>,
+    excluded: Vec<String>,
+    gaps: GridGaps,
+    filled: bool,
+}
+
+impl<'a> LotGroups<'a> {
+    /// The usable lots of the config's source in `warehouse` (and the ids of those left out), read
+    /// group by group; errors when the source has no lot or no usable one.
+    pub fn scan(
+        warehouse: &'a Warehouse,
+        config: &BacktestConfig,
+        progress: &dyn Progress,
+    ) -> Result<(Self, Vec<String>), BacktestError> {
+        let ids = lot_ids(warehouse, &config.source)?;
+        if ids.is_empty() {
+            return Err(BacktestError::NoSuchSource {
+                source_name: config.source.clone(),
+                available: crate::protocol::sources(warehouse)?
+                    .into_iter()
+                    .map(|source| format!("{} ({} lots)", source.source, source.lots))
+                    .collect(),
+            });
+        }
+        let first_start = config.first_start();
+        let chunks: Vec<&[String]> = ids.chunks(config.group_lots.max(1)).collect();
+        progress.stage(
+            &format!("reading {} lots in {} groups", ids.len(), chunks.len()),
+            Some(chunks.len() as u64),
+        );
+        let found = chunks
+            .par_iter()
+            .map(|chunk| {
+                let lots =
+                    load_lots_in(warehouse, &config.source, config.step_minutes, Some(chunk))?;
+                let mut found = Found {
+                    gaps: grid_gaps(lots.values().map(|lot| &lot.series), config.step_minutes),
+                    filled: lots.values().any(|lot| lot.filled_forward),
+                    ..Found::default()
+                };
+                for lot in lots.values() {
+                    match LotSummary::of(lot).filter(|_| usable(lot, config, first_start)) {
+                        Some(summary) => found.usable.push(summary),
+                        None => found.excluded.push(lot.lot_id.clone()),
+                    }
+                }
+                progress.advance(1);
+                Ok(found)
+            })
+            .collect::<Result<Vec<Found>, BacktestError>>()?;
+        let mut all = Found::default();
+        for group in found {
+            all.usable.extend(group.usable);
+            all.excluded.extend(group.excluded);
+            all.gaps = GridGaps {
+                empty: all.gaps.empty + group.gaps.empty,
+                in_short_gaps: all.gaps.in_short_gaps + group.gaps.in_short_gaps,
+                steps: all.gaps.steps + group.gaps.steps,
+            };
+            all.filled |= group.filled;
+        }
+        warn_if_sparse(&config.source, config.step_minutes, all.gaps, all.filled);
+        if all.usable.is_empty() {
+            return Err(BacktestError::NoUsableLot {
+                source_name: config.source.clone(),
+                min_day_share: config.min_day_share * 100.0,
+            });
+        }
+        let groups = LotGroups {
+            reader: Reader {
+                warehouse,
+                source: config.source.clone(),
+                step_minutes: config.step_minutes,
+            },
+            lots: all.usable,
+            group_lots: config.group_lots.max(1),
+        };
+        Ok((groups, all.excluded))
+    }
+
+    /// The usable lots, in code order.
+    pub fn lots(&self) -> &[LotSummary] {
+        &self.lots
+    }
+
+    /// How many groups a pass reads.
+    pub fn group_count(&self) -> usize {
+        self.lots.len().div_ceil(self.group_lots)
+    }
+
+    /// Runs `each` on every group, in parallel, and returns its results in group order. Each group
+    /// is read when its turn comes and dropped when `each` returns; `progress` advances by one per
+    /// group (the caller starts the stage).
+    pub fn map<T: Send>(
+        &self,
+        progress: &dyn Progress,
+        each: impl Fn(Group<'_>) -> Result<T, BacktestError> + Sync,
+    ) -> Result<Vec<T>, BacktestError> {
+        (0..self.group_count())
+            .into_par_iter()
+            .map(|index| {
+                let first_code = index * self.group_lots;
+                let codes = first_code..(first_code + self.group_lots).min(self.lots.len());
+                let ids: Vec<String> = self.lots[codes]
+                    .iter()
+                    .map(|lot| lot.lot_id.clone())
+                    .collect();
+                let reader = &self.reader;
+                let read = load_lots_in(
+                    reader.warehouse,
+                    &reader.source,
+                    reader.step_minutes,
+                    Some(&ids),
+                )?;
+                if read.len() != ids.len() {
+                    return Err(BacktestError::WarehouseChanged {
+                        expected: ids.len(),
+                        found: read.len(),
+                    });
+                }
+                let lots: Vec<LotInputs> = read.into_values().collect();
+                let result = each(Group {
+                    index,
+                    first_code,
+                    lots: &lots,
+                });
+                progress.advance(1);
+                result
+            })
+            .collect()
+    }
+}
