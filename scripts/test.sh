@@ -60,6 +60,26 @@ export PARKCAST_KAFKA_BOOTSTRAP="127.0.0.1:$broker_port"
 export PARKCAST_NOIDA_BIN="$noida_binary"
 echo "== test broker (noida-db) on $PARKCAST_KAFKA_BOOTSTRAP"
 
+# --- Apache Spark for the sharded feature build (scripts/spark/features.py) -----------------------
+# PySpark, pinned, from PyPI into its own venv, on Debian's OpenJDK 17; the test starts a local
+# cluster of two executor processes on loopback itself.
+if ! command -v java >/dev/null 2>&1; then
+  echo "== installing OpenJDK 17 (Debian package, for Spark)"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless </dev/null >/dev/null
+fi
+spark_venv="$(pwd)/target/spark-venv"
+if ! "$spark_venv/bin/python" -c 'import pyspark' >/dev/null 2>&1; then
+  echo "== installing Apache Spark (pyspark 3.5.7, PyPI)"
+  rm -rf "$spark_venv"
+  python3 -m venv "$spark_venv"
+  "$spark_venv/bin/pip" install --quiet --disable-pip-version-check pyspark==3.5.7 </dev/null
+fi
+export PARKCAST_SPARK_PYTHON="$spark_venv/bin/python"
+export PARKCAST_REQUIRE_SPARK=1
+
 # The habits the code review expects, enforced: formatting and clippy's warnings as errors (the
 # workspace's lints are declared in Cargo.toml). rustup's default profile has both tools; a minimal
 # one gets them added.

@@ -226,6 +226,11 @@ pub struct ProtocolArgs {
     /// folder); it needs about 8 bytes x 41 columns per training row and horizon.
     #[arg(long, env = "PARKCAST_SCRATCH", value_name = "DIR")]
     pub scratch: Option<PathBuf>,
+    /// Fit on a training matrix built beforehand by shards (`parkcast features plan` with these
+    /// same flags, then `parkcast features build --shard I/N` on each worker, e.g. by
+    /// scripts/spark/features.py) instead of building the rows here.
+    #[arg(long, value_name = "DIR")]
+    pub matrix: Option<PathBuf>,
 }
 
 /// `--gbm-objective`.
@@ -271,6 +276,7 @@ impl ProtocolArgs {
         let (mut config, origin) = self.request()?.resolve(warehouse, frozen.calibration())?;
         config.group_lots = self.group_lots;
         config.scratch = self.scratch.clone();
+        config.matrix = self.matrix.clone();
         Ok((config, origin))
     }
 

@@ -5,6 +5,7 @@ mod args;
 mod backtest;
 mod bench;
 mod demo;
+mod features;
 mod import;
 mod ingest;
 mod models;
@@ -71,6 +72,10 @@ pub enum Command {
     /// feature groups and model changes, and write the winner as a configuration file with its
     /// selection log.
     Tune(tune::TuneArgs),
+    /// Build training matrices in shards for a city too large for one machine: `plan` once, then
+    /// `build --shard I/N` on each worker (scripts/spark/features.py runs them on Apache Spark),
+    /// then `train --matrix DIR` with the same flags.
+    Features(features::FeaturesArgs),
     /// List the model registry, show one version's manifest, or activate a version on a running
     /// server.
     Models(models::ModelsArgs),
@@ -115,6 +120,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backtest(args) => backtest::run(args, &cli.global),
         Command::Train(args) => train::run(args, &cli.global),
         Command::Tune(args) => tune::run(args, &cli.global),
+        Command::Features(args) => features::run(args, &cli.global),
         Command::Models(args) => models::run(args),
         Command::Replay(args) => replay::run(args, &cli.global),
         Command::Ingest(args) => ingest::run(args, &cli.global),

@@ -73,6 +73,14 @@ pub enum BacktestError {
         /// The error.
         source: std::io::Error,
     },
+    /// A training matrix built by shards does not fit this run.
+    #[error("the prebuilt training matrix at {}: {reason}", path.display())]
+    Prebuilt {
+        /// The matrix folder.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
     /// A group of lots read again held another number of lots than the first pass found: the
     /// warehouse was written to during the run.
     #[error(
@@ -153,6 +161,9 @@ pub struct BacktestConfig {
     /// Where the training matrix is written while a run lasts (`None`: the system's temporary
     /// folder); removed when the run ends.
     pub scratch: Option<PathBuf>,
+    /// A training matrix built beforehand by shards ([`crate::shards`]) for this very protocol:
+    /// the fits read it instead of building their rows.
+    pub matrix: Option<PathBuf>,
 }
 
 impl BacktestConfig {
@@ -176,7 +187,21 @@ impl BacktestConfig {
             validation_only: false,
             group_lots: DEFAULT_GROUP_LOTS,
             scratch: None,
+            matrix: None,
         }
+    }
+
+    /// The cut-off of every fit a backtest makes, in order: per window, the calibration fit's and
+    /// (unless validation only) the test fit's.
+    pub fn cuts(&self) -> Vec<NaiveDate> {
+        let mut cuts = Vec::new();
+        for (window_start, _) in self.windows() {
+            cuts.push(window_start - Days::new(u64::from(self.calibration_days)));
+            if !self.validation_only {
+                cuts.push(window_start);
+            }
+        }
+        cuts
     }
 
     /// The first day of the first window.
@@ -637,7 +662,7 @@ pub fn backtest_lots(
         // Calibration: fitted before the calibration days, evaluated on them.
         let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
         let label = format!("window {}/{} calibration", window_index + 1, windows.len());
-        let (Scored { rows, forecasts }, _) = fit_and_forecast(
+        let (scored, _) = fit_and_forecast(
             usable,
             config,
             models,
@@ -647,29 +672,24 @@ pub fn backtest_lots(
         )?;
         let calibrating = Instant::now();
         let mut rolling: BTreeMap<(usize, u32), DayTypeCalibration> = BTreeMap::new();
-        let mut by_target: Vec<usize> = (0..rows.len()).collect();
-        by_target.sort_by_key(|&position| rows[position].target_ms);
+        let mut by_target = scored.positions();
+        by_target.sort_by_key(|&position| scored.row(position).target_ms);
         for position in by_target {
-            let row = &rows[position];
-            for (model_index, model_forecasts) in forecasts.iter().enumerate() {
-                let error = (or_last(model_forecasts[position], row) - row.actual_rate).abs();
+            let row = scored.row(position);
+            for model_index in 0..scored.models {
+                let forecast = or_last(scored.forecast(model_index, position), row);
                 let entry = validation
                     .entry((model_index, row.horizon_steps))
                     .or_insert((0.0, 0));
-                entry.0 += error;
+                entry.0 += (forecast - row.actual_rate).abs();
                 entry.1 += 1;
                 rolling
                     .entry((model_index, row.horizon_steps))
                     .or_insert_with(|| DayTypeCalibration::new(calibration_ms, config.calibration))
-                    .push(
-                        row.target_ms,
-                        row.actual_rate - or_last(model_forecasts[position], row),
-                        row.day_type,
-                    );
+                    .push(row.target_ms, row.actual_rate - forecast, row.day_type);
             }
         }
-
-        drop((rows, forecasts));
+        drop(scored);
         phases.add("calibrate and score", calibrating.elapsed());
         if config.validation_only {
             continue;
@@ -679,7 +699,7 @@ pub fn backtest_lots(
         // each residual joins the calibration once its target's actual is known (a sliding window
         // of `calibration_days`, as serving does live).
         let label = format!("window {}/{} test", window_index + 1, windows.len());
-        let (Scored { rows, forecasts }, fitted) = fit_and_forecast(
+        let (scored, fitted) = fit_and_forecast(
             usable,
             config,
             models,
@@ -691,19 +711,19 @@ pub fn backtest_lots(
         let last_window = window_index + 1 == windows.len();
         let step = i64::from(config.step_minutes) * 60_000;
         let origin_of = |row: &EvalRow| row.target_ms - i64::from(row.horizon_steps) * step;
-        let mut by_origin: Vec<usize> = (0..rows.len()).collect();
-        by_origin.sort_by_key(|&position| origin_of(&rows[position]));
-        let mut by_target: Vec<usize> = (0..rows.len()).collect();
-        by_target.sort_by_key(|&position| rows[position].target_ms);
+        let mut by_origin = scored.positions();
+        by_origin.sort_by_key(|&position| origin_of(scored.row(position)));
+        let mut by_target = scored.positions();
+        by_target.sort_by_key(|&position| scored.row(position).target_ms);
         let mut known = 0;
         for position in by_origin {
-            let row = &rows[position];
+            let row = scored.row(position);
             let origin = origin_of(row);
-            while known < by_target.len() && rows[by_target[known]].target_ms <= origin {
-                let done = &rows[by_target[known]];
-                for (model_index, model_forecasts) in forecasts.iter().enumerate() {
-                    let residual =
-                        done.actual_rate - or_last(model_forecasts[by_target[known]], done);
+            while known < by_target.len() && scored.row(by_target[known]).target_ms <= origin {
+                let done = scored.row(by_target[known]);
+                for model_index in 0..scored.models {
+                    let residual = done.actual_rate
+                        - or_last(scored.forecast(model_index, by_target[known]), done);
                     rolling
                         .entry((model_index, done.horizon_steps))
                         .or_insert_with(|| {
@@ -721,8 +741,8 @@ pub fn backtest_lots(
             }
             let mut sample_forecasts = Vec::new();
             let mut sample_intervals = Vec::new();
-            for (model_index, model_forecasts) in forecasts.iter().enumerate() {
-                let forecast = model_forecasts[position];
+            for model_index in 0..scored.models {
+                let forecast = scored.forecast(model_index, position);
                 let intervals =
                     rolling
                         .get_mut(&(model_index, row.horizon_steps))
@@ -767,13 +787,14 @@ pub fn backtest_lots(
         // Residuals of targets after the last origin still belong to the window.
         if last_window {
             for &position in &by_target[known..] {
-                let done = &rows[position];
-                for (model_index, model_forecasts) in forecasts.iter().enumerate() {
+                let done = scored.row(position);
+                for model_index in 0..scored.models {
                     test_residuals
                         .entry((model_index, done.horizon_steps))
                         .or_default()
                         .push((
-                            done.actual_rate - or_last(model_forecasts[position], done),
+                            done.actual_rate
+                                - or_last(scored.forecast(model_index, position), done),
                             done.day_type,
                         ));
                 }
@@ -782,7 +803,7 @@ pub fn backtest_lots(
         if last_window && learned {
             training_rows = fitted.training_rows;
         }
-        drop((rows, forecasts));
+        drop(scored);
         phases.add("calibrate and score", calibrating.elapsed());
     }
 
@@ -854,36 +875,68 @@ pub fn backtest_lots(
 const SAMPLE_LOTS: usize = 30;
 
 /// A window's evaluation pairs with every forecaster's forecasts of them ([`ModelChoice::names`]
-/// order). The rows keep no feature vectors: each lot's vectors are scored as soon as they are
-/// built and dropped, so a backtest holds a few dozen bytes per pair instead of every lot's
-/// vectors at once (they were 90% of its memory).
+/// order), as the lot groups scored them. The rows keep no feature vectors: each lot's vectors are
+/// scored as soon as they are built and dropped, so a backtest holds a few dozen bytes per pair
+/// instead of every lot's vectors at once (they were 90% of its memory). The groups' parts are kept
+/// as they came (a pair is found by its [`Position`]): joining them into one vector held every pair
+/// twice while it copied.
 pub(crate) struct Scored {
-    pub(crate) rows: Vec<EvalRow>,
-    pub(crate) forecasts: Vec<Vec<f64>>,
+    parts: Vec<ScoredPart>,
+    models: usize,
 }
 
-impl Scored {
-    fn new(forecasters: usize) -> Self {
-        Scored {
+/// One group's pairs and forecasts.
+pub(crate) struct ScoredPart {
+    rows: Vec<EvalRow>,
+    /// Per forecaster, one forecast per row.
+    forecasts: Vec<Vec<f64>>,
+}
+
+/// A pair of a [`Scored`]: its group's part and its place in it.
+type Position = (u32, u32);
+
+impl ScoredPart {
+    fn new(models: usize) -> Self {
+        ScoredPart {
             rows: Vec::new(),
-            forecasts: vec![Vec::new(); forecasters],
+            forecasts: vec![Vec::new(); models],
         }
     }
 
-    /// The groups' pairs one after the other, each group dropped once copied.
-    fn concat(parts: Vec<Scored>, forecasters: usize) -> Self {
-        let total = parts.iter().map(|part| part.rows.len()).sum();
-        let mut all = Scored {
-            rows: Vec::with_capacity(total),
-            forecasts: vec![Vec::with_capacity(total); forecasters],
-        };
-        for part in parts {
-            all.rows.extend(part.rows);
-            for (all, part) in all.forecasts.iter_mut().zip(part.forecasts) {
-                all.extend(part);
-            }
+    /// Gives back what the vectors grew by and will not use.
+    fn shrink(mut self) -> Self {
+        self.rows.shrink_to_fit();
+        for forecasts in &mut self.forecasts {
+            forecasts.shrink_to_fit();
         }
-        all
+        self
+    }
+}
+
+impl Scored {
+    fn empty(models: usize) -> Self {
+        Scored {
+            parts: Vec::new(),
+            models,
+        }
+    }
+
+    /// Every pair's position, in group and row order.
+    fn positions(&self) -> Vec<Position> {
+        let mut positions = Vec::with_capacity(self.parts.iter().map(|part| part.rows.len()).sum());
+        for (part, scored) in self.parts.iter().enumerate() {
+            positions.extend((0..scored.rows.len()).map(|row| (part as u32, row as u32)));
+        }
+        positions
+    }
+
+    fn row(&self, (part, row): Position) -> &EvalRow {
+        &self.parts[part as usize].rows[row as usize]
+    }
+
+    /// Forecaster `model`'s forecast of the pair.
+    fn forecast(&self, model: usize, (part, row): Position) -> f64 {
+        self.parts[part as usize].forecasts[model][row as usize]
     }
 }
 
@@ -937,9 +990,16 @@ pub(crate) fn fit_and_forecast(
 ) -> Result<(Scored, Fitted), BacktestError> {
     let learned = models.linear.is_some() || models.gbm.is_some();
     let fitted = if learned {
-        let scratch = scratch_dir(config)?;
-        let matrix = MatrixDir::new(scratch.path());
-        let training_rows = write_training_matrix(lots, config, cut, &matrix, run)?;
+        let scratch;
+        let (matrix, training_rows) = match &config.matrix {
+            Some(root) => crate::shards::Prebuilt::open(root, lots, config)?.matrix(cut)?,
+            None => {
+                scratch = scratch_dir(config)?;
+                let matrix = MatrixDir::new(scratch.path());
+                let rows = write_training_matrix(lots, config, cut, &matrix, run)?;
+                (matrix, rows)
+            }
+        };
         let (linear, gbm) = fit_models(models, &matrix, &training_rows, run)?;
         Fitted {
             linear,
@@ -954,7 +1014,7 @@ pub(crate) fn fit_and_forecast(
         }
     };
     if days.0 >= days.1 {
-        return Ok((Scored::new(fitted.forecasters().len()), fitted));
+        return Ok((Scored::empty(fitted.forecasters().len()), fitted));
     }
     let forecasters = fitted.forecasters();
     let count = forecasters.len();
@@ -964,7 +1024,7 @@ pub(crate) fn fit_and_forecast(
         lots.group_count(),
         || {
             lots.map(run.run.progress, |group| {
-                let mut scored = Scored::new(count);
+                let mut scored = ScoredPart::new(count);
                 for (code, lot) in group.coded() {
                     let (rows, features) = lot_evaluation_pairs(code, lot, config, cut, days)?;
                     for (forecasts, forecaster) in scored.forecasts.iter_mut().zip(&forecasters) {
@@ -972,12 +1032,18 @@ pub(crate) fn fit_and_forecast(
                     }
                     scored.rows.extend(rows);
                 }
-                Ok(scored)
+                Ok(scored.shrink())
             })
         },
     )?;
     drop(forecasters);
-    Ok((Scored::concat(parts, count), fitted))
+    Ok((
+        Scored {
+            parts,
+            models: count,
+        },
+        fitted,
+    ))
 }
 
 /// A scratch folder for one training matrix, removed when dropped.
@@ -1084,7 +1150,7 @@ fn training_from(config: &BacktestConfig, cut: NaiveDate) -> Option<NaiveDate> {
 
 /// The origin stride that keeps every lot's training rows before `cut` under the row cap:
 /// origins are thinned evenly, counted from the lots' readings per day without reading them.
-fn training_stride(lots: &[LotSummary], config: &BacktestConfig, cut: NaiveDate) -> u32 {
+pub(crate) fn training_stride(lots: &[LotSummary], config: &BacktestConfig, cut: NaiveDate) -> u32 {
     let from = training_from(config, cut);
     let candidate_origins: usize = lots.iter().map(|lot| lot.readings_between(from, cut)).sum();
     let stride = candidate_origins.div_ceil(config.max_training_rows).max(1);
@@ -1093,7 +1159,7 @@ fn training_stride(lots: &[LotSummary], config: &BacktestConfig, cut: NaiveDate)
 
 /// A lot's training rows before `cut`, per horizon in minutes (features from a profile fitted
 /// before it, origins every `stride` steps).
-fn lot_training_rows(
+pub(crate) fn lot_training_rows(
     code: usize,
     lot: &LotInputs,
     config: &BacktestConfig,
@@ -1130,7 +1196,7 @@ fn lot_training_rows(
     Ok(())
 }
 
-const NO_TRAINING_ROWS: BacktestError = BacktestError::InvalidConfig {
+pub(crate) const NO_TRAINING_ROWS: BacktestError = BacktestError::InvalidConfig {
     reason: "no training rows before the first window: move the test window later",
 };
 

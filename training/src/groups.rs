@@ -83,13 +83,6 @@ impl LotSummary {
     }
 }
 
-/// Where the lots are read from: filtered scans of a warehouse.
-struct Reader<'a> {
-    warehouse: &'a Warehouse,
-    source: String,
-    step_minutes: u32,
-}
-
 /// One group of lots, as a pass sees it.
 pub struct Group<'g> {
     /// The group's position, from 0.
@@ -110,11 +103,84 @@ impl Group<'_> {
     }
 }
 
-/// The usable lots of a run and how to read them.
-pub struct LotGroups<'a> {
-    reader: Reader<'a>,
-    lots: Vec<LotSummary>,
+/// Reads lots by group with filtered scans of a warehouse: groups of `group_lots` consecutive ids,
+/// each lot's code its position in `ids`.
+pub struct GroupReader<'a> {
+    warehouse: &'a Warehouse,
+    source: String,
+    step_minutes: u32,
+    ids: Vec<String>,
     group_lots: usize,
+}
+
+impl<'a> GroupReader<'a> {
+    /// A reader of `ids` (in code order) of `source`, `group_lots` at a time.
+    pub fn new(
+        warehouse: &'a Warehouse,
+        source: &str,
+        step_minutes: u32,
+        ids: Vec<String>,
+        group_lots: usize,
+    ) -> Self {
+        GroupReader {
+            warehouse,
+            source: source.to_owned(),
+            step_minutes,
+            ids,
+            group_lots: group_lots.max(1),
+        }
+    }
+
+    /// The lots, in code order.
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// How many groups a pass reads.
+    pub fn group_count(&self) -> usize {
+        self.ids.len().div_ceil(self.group_lots)
+    }
+
+    /// Runs `each` on every group that `wanted` keeps, in parallel, and returns its results in
+    /// group order. Each group is read when its turn comes and dropped when `each` returns;
+    /// `progress` advances by one per group (the caller starts the stage).
+    pub fn map<T: Send>(
+        &self,
+        progress: &dyn Progress,
+        wanted: impl Fn(usize) -> bool + Sync,
+        each: impl Fn(Group<'_>) -> Result<T, BacktestError> + Sync,
+    ) -> Result<Vec<T>, BacktestError> {
+        (0..self.group_count())
+            .into_par_iter()
+            .filter(|index| wanted(*index))
+            .map(|index| {
+                let first_code = index * self.group_lots;
+                let ids = &self.ids[first_code..(first_code + self.group_lots).min(self.ids.len())];
+                let read =
+                    load_lots_in(self.warehouse, &self.source, self.step_minutes, Some(ids))?;
+                if read.len() != ids.len() {
+                    return Err(BacktestError::WarehouseChanged {
+                        expected: ids.len(),
+                        found: read.len(),
+                    });
+                }
+                let lots: Vec<LotInputs> = read.into_values().collect();
+                let result = each(Group {
+                    index,
+                    first_code,
+                    lots: &lots,
+                });
+                progress.advance(1);
+                result
+            })
+            .collect()
+    }
+}
+
+/// The usable lots of a run, what it keeps of each, and how to read them.
+pub struct LotGroups<'a> {
+    reader: GroupReader<'a>,
+    lots: Vec<LotSummary>,
 }
 
 impl std::fmt::Debug for LotGroups<'_> {
@@ -122,7 +188,7 @@ impl std::fmt::Debug for LotGroups<'_> {
         formatter
             .debug_struct("LotGroups")
             .field("lots", &self.lots.len())
-            .field("group_lots", &self.group_lots)
+            .field("group_lots", &self.reader.group_lots)
             .finish()
     }
 }
@@ -217,14 +283,16 @@ impl<'a> LotGroups<'a> {
                 min_day_share: config.min_day_share * 100.0,
             });
         }
+        let ids = all.usable.iter().map(|lot| lot.lot_id.clone()).collect();
         let groups = LotGroups {
-            reader: Reader {
+            reader: GroupReader::new(
                 warehouse,
-                source: config.source.clone(),
-                step_minutes: config.step_minutes,
-            },
+                &config.source,
+                config.step_minutes,
+                ids,
+                config.group_lots,
+            ),
             lots: all.usable,
-            group_lots: config.group_lots.max(1),
         };
         Ok((groups, all.excluded))
     }
@@ -236,48 +304,21 @@ impl<'a> LotGroups<'a> {
 
     /// How many groups a pass reads.
     pub fn group_count(&self) -> usize {
-        self.lots.len().div_ceil(self.group_lots)
+        self.reader.group_count()
     }
 
-    /// Runs `each` on every group, in parallel, and returns its results in group order. Each group
-    /// is read when its turn comes and dropped when `each` returns; `progress` advances by one per
-    /// group (the caller starts the stage).
+    /// The reader of the usable lots.
+    pub fn reader(&self) -> &GroupReader<'a> {
+        &self.reader
+    }
+
+    /// Runs `each` on every group, in parallel, and returns its results in group order
+    /// ([`GroupReader::map`]).
     pub fn map<T: Send>(
         &self,
         progress: &dyn Progress,
         each: impl Fn(Group<'_>) -> Result<T, BacktestError> + Sync,
     ) -> Result<Vec<T>, BacktestError> {
-        (0..self.group_count())
-            .into_par_iter()
-            .map(|index| {
-                let first_code = index * self.group_lots;
-                let codes = first_code..(first_code + self.group_lots).min(self.lots.len());
-                let ids: Vec<String> = self.lots[codes]
-                    .iter()
-                    .map(|lot| lot.lot_id.clone())
-                    .collect();
-                let reader = &self.reader;
-                let read = load_lots_in(
-                    reader.warehouse,
-                    &reader.source,
-                    reader.step_minutes,
-                    Some(&ids),
-                )?;
-                if read.len() != ids.len() {
-                    return Err(BacktestError::WarehouseChanged {
-                        expected: ids.len(),
-                        found: read.len(),
-                    });
-                }
-                let lots: Vec<LotInputs> = read.into_values().collect();
-                let result = each(Group {
-                    index,
-                    first_code,
-                    lots: &lots,
-                });
-                progress.advance(1);
-                result
-            })
-            .collect()
+        self.reader.map(progress, |_| true, each)
     }
 }

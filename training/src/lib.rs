@@ -22,6 +22,7 @@ pub mod matrix;
 pub mod plot;
 pub mod progress;
 pub mod protocol;
+pub mod shards;
 pub mod simulate;
 pub mod summary;
 pub mod train;

@@ -166,13 +166,8 @@ pub fn train(
     };
 
     // Refit on everything up to the last day with data.
-    let last_day = lots
-        .lots()
-        .iter()
-        .filter_map(LotSummary::last_day)
-        .max()
-        .unwrap_or(config.backtest.test_end);
-    let cut = last_day + Days::new(1);
+    let cut = refit_cut(&lots, &config.backtest);
+    let last_day = cut - Days::new(1);
     let run = Run {
         progress,
         phases: &phases,
@@ -356,6 +351,17 @@ pub fn train(
         published,
         bundle,
     })
+}
+
+/// The cut-off of the final refit: the day after the last day with data.
+pub(crate) fn refit_cut(lots: &LotGroups<'_>, config: &BacktestConfig) -> chrono::NaiveDate {
+    let last_day = lots
+        .lots()
+        .iter()
+        .filter_map(LotSummary::last_day)
+        .max()
+        .unwrap_or(config.test_end);
+    last_day + Days::new(1)
 }
 
 /// The report's account of the configuration: its name and checksum, the knobs the command line

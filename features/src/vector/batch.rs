@@ -43,8 +43,32 @@ pub struct BatchRequest {
     pub origins_from_ms: i64,
     /// Origins before this instant, ms.
     pub origins_until_ms: i64,
-    /// Keep every n-th grid instant as an origin (1 = all); trainers thin dense grids with it.
+    /// Keep one origin in `origin_stride` (1 = all), stratified by lot, weekday and time of day
+    /// ([`origin_sample`]); trainers thin dense grids with it.
     pub origin_stride: u32,
+}
+
+/// Which origins a thinned request keeps: one in `stride` of every (lot, weekday, time of day)
+/// cell, as an expression on `origin_ms`.
+///
+/// A grid instant's cell is its position in the week (`step`-long slots, 2,016 a week at 5
+/// minutes); its week is how many weeks since the epoch. A cell keeps the weeks `w` with
+/// `(w + offset) % stride == 0`, where the offset is a hash of the cell and the lot: every cell
+/// gets `floor(n / stride)` or `ceil(n / stride)` of its `n` origins (a stratified systematic
+/// sample), and the cells of a lot, and the lots, take different weeks, so the kept rows spread
+/// over the whole history. Keeping every `stride`-th grid instant instead covered only
+/// `2016 / gcd(stride, 2016)` of the week's cells: at a stride of 48 on a 5-minute grid, the same
+/// six times of day.
+pub fn origin_sample(step_ms: i64, stride: u32, lot_salt: u32) -> Expr {
+    let stride = i64::from(stride.max(1));
+    let week_steps = (7 * 86_400_000 / step_ms.max(1)).max(1);
+    let instant = col("origin_ms").floor_div(lit(step_ms.max(1)));
+    let cell = instant.clone() % lit(week_steps);
+    let week = instant.floor_div(lit(week_steps));
+    // Knuth's multiplicative hash of (lot, cell), kept below 2^32 so the products stay in i64.
+    let key = cell + lit(i64::from(lot_salt) * (week_steps + 1));
+    let offset = (key * lit(2_654_435_761_i64)) % lit(1_i64 << 32) % lit(stride);
+    ((week + offset) % lit(stride)).eq(lit(0_i64))
 }
 
 /// Days since 1970-01-01 of a date: the frame's day key.
@@ -368,7 +392,7 @@ pub fn lot_features(
                 target("capacity").alias("target_capacity"),
             ])
             .collect();
-        let stride = i64::from(request.origin_stride.max(1));
+        let salt = lot.context.lot_code.unwrap_or_default();
         frames.push(
             prepared
                 .clone()
@@ -379,7 +403,7 @@ pub fn lot_features(
                         .gt_eq(lit(request.origins_from_ms))
                         .and(col("origin_ms").lt(lit(request.origins_until_ms)))
                         .and(col(FEATURE_NAMES[10]).is_not_nan())
-                        .and((col("origin_ms").floor_div(lit(step)) % lit(stride)).eq(lit(0i64))),
+                        .and(origin_sample(step, request.origin_stride, salt)),
                 ),
         );
     }
@@ -447,4 +471,56 @@ pub fn rows(frame: &DataFrame) -> PolarsResult<Vec<BatchRow>> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEP: i64 = 300_000;
+    const WEEK_STEPS: i64 = 2_016;
+
+    /// The origins `origin_sample` keeps of `weeks` weeks of a 5-minute grid.
+    fn kept(stride: u32, salt: u32, weeks: i64) -> Vec<i64> {
+        let origins: Vec<i64> = (0..weeks * WEEK_STEPS).map(|index| index * STEP).collect();
+        let kept = df!("origin_ms" => origins)
+            .expect("frame")
+            .lazy()
+            .filter(origin_sample(STEP, stride, salt))
+            .collect()
+            .expect("filtered");
+        kept.column("origin_ms")
+            .and_then(Column::i64)
+            .expect("i64")
+            .into_no_null_iter()
+            .collect()
+    }
+
+    /// Kept origins per cell of the week.
+    fn per_cell(origins: &[i64]) -> Vec<u32> {
+        let mut cells = vec![0; WEEK_STEPS as usize];
+        for origin in origins {
+            cells[((origin / STEP) % WEEK_STEPS) as usize] += 1;
+        }
+        cells
+    }
+
+    #[test]
+    fn a_thinned_grid_keeps_every_cell_of_the_week_in_proportion() {
+        // 20 weeks, one origin in 7: every cell keeps 2 or 3 (20 / 7 = 2.9), whatever the lot.
+        for salt in [0, 1, 17] {
+            let cells = per_cell(&kept(7, salt, 20));
+            assert!(cells.iter().all(|kept| (2..=3).contains(kept)), "{cells:?}");
+            let total: u32 = cells.iter().sum();
+            assert!((5_700..=5_820).contains(&total), "{total}");
+        }
+        // A stride sharing factors with the week (48 = every 4 hours on a 5-minute grid) still
+        // reaches every cell, where every 48th grid instant reached 42 of the 2,016.
+        let cells = per_cell(&kept(48, 5, 96));
+        assert!(cells.iter().all(|kept| *kept == 2), "{cells:?}");
+        // Two lots take different weeks of the same cells.
+        assert_ne!(kept(48, 1, 48), kept(48, 2, 48));
+        // No thinning keeps everything.
+        assert_eq!(kept(1, 9, 2).len(), 2 * WEEK_STEPS as usize);
+    }
 }
