@@ -447,6 +447,12 @@ impl DayTypeCalibration {
         })
     }
 
+    /// Half-width of the interval at `coverage` of a target on `day_type` (a public `holiday` or
+    /// not); `None` while empty.
+    pub fn half_width(&self, coverage: f64, day_type: DayType, holiday: bool) -> Option<f64> {
+        self.for_day(day_type, holiday).half_width(coverage)
+    }
+
     /// The interval at `coverage` around a forecast rate of a target on `day_type` (a public
     /// `holiday` or not); `None` while empty.
     pub fn interval(

@@ -118,6 +118,9 @@ pub enum BacktestError {
     },
 }
 
+/// Residuals per model and horizon a conformal window holds at most by default.
+pub const DEFAULT_CALIBRATION_RESIDUALS: usize = 100_000;
+
 /// What to evaluate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BacktestConfig {
@@ -164,6 +167,9 @@ pub struct BacktestConfig {
     /// A training matrix built beforehand by shards ([`crate::shards`]) for this very protocol:
     /// the fits read it instead of building their rows.
     pub matrix: Option<PathBuf>,
+    /// Residuals per model and horizon a conformal window holds at most, about: a larger city's
+    /// are a hashed share of its pairs, the same number per day type ([`residual_strides`]).
+    pub calibration_residuals: usize,
 }
 
 impl BacktestConfig {
@@ -188,6 +194,7 @@ impl BacktestConfig {
             group_lots: DEFAULT_GROUP_LOTS,
             scratch: None,
             matrix: None,
+            calibration_residuals: DEFAULT_CALIBRATION_RESIDUALS,
         }
     }
 
@@ -248,6 +255,9 @@ impl BacktestConfig {
         }
         if self.group_lots == 0 {
             return invalid("group_lots must be positive");
+        }
+        if self.calibration_residuals == 0 {
+            return invalid("calibration_residuals must be positive");
         }
         Ok(())
     }
@@ -449,6 +459,20 @@ impl Accumulator {
         }
     }
 
+    /// Adds another's sums.
+    fn merge(&mut self, other: &Accumulator) {
+        self.pairs += other.pairs;
+        self.fallbacks += other.fallbacks;
+        self.abs_rate += other.abs_rate;
+        self.sq_rate += other.sq_rate;
+        self.abs_slots += other.abs_slots;
+        self.sq_slots += other.sq_slots;
+        self.calibrated_pairs += other.calibrated_pairs;
+        self.covered_80 += other.covered_80;
+        self.covered_95 += other.covered_95;
+        self.width_80 += other.width_80;
+    }
+
     fn metrics(&self, model: &str, horizon: u32, config: &BacktestConfig) -> HorizonMetrics {
         let pairs = self.pairs.max(1) as f64;
         // Coverage counts only pairs that had intervals (a window may lack calibration data).
@@ -525,6 +549,13 @@ pub(crate) struct EvalRow {
     /// Whether the target's local date is a public holiday of the lot's calendar (its intervals
     /// read the widest calibration: [`parkcast_features::conformal::widest`]).
     pub(crate) holiday: bool,
+}
+
+impl EvalRow {
+    /// The origin instant the pair is forecast from.
+    fn origin_ms(&self, step_minutes: u32) -> i64 {
+        self.target_ms - i64::from(self.horizon_steps) * i64::from(step_minutes) * 60_000
+    }
 }
 
 /// The models fitted at one cut-off.
@@ -636,6 +667,15 @@ pub struct RunStats {
 }
 
 /// [`backtest`] on lots from [`prepare`]; `phases` collects where the time goes.
+///
+/// Memory does not grow with the city: every pass reads the lots group by group, a group's pairs
+/// are reduced to per-lot sums as soon as they are scored, and the conformal windows hold at most
+/// about [`BacktestConfig::calibration_residuals`] residuals per model and horizon (a hashed,
+/// stratified share of the pairs once a city has more; [`residual_strides`]). The test windows are
+/// scored twice: once to collect their residuals, from which the intervals every origin would
+/// have read are replayed in time order ([`IntervalTimeline`]), and once to score each pair
+/// against them. Sums run per lot in row order and then over lots in code order, so the report
+/// does not depend on the group size.
 pub fn backtest_lots(
     usable: &LotGroups<'_>,
     excluded_lots: Vec<String>,
@@ -648,165 +688,181 @@ pub fn backtest_lots(
     let names = models.names();
     let learned = models.linear.is_some() || models.gbm.is_some();
     let run = Run { progress, phases };
+    let stride = residual_strides(config, usable.lots().len());
 
-    let mut totals: BTreeMap<(usize, u32), Accumulator> = BTreeMap::new();
-    let mut by_lot: BTreeMap<(usize, usize, u32), Accumulator> = BTreeMap::new();
-    let mut by_day_type: BTreeMap<(DayType, usize, u32), Accumulator> = BTreeMap::new();
-    let mut by_window: BTreeMap<(usize, usize, u32), Accumulator> = BTreeMap::new();
+    let mut tally = Tally::default();
     let mut samples = Vec::new();
     let mut training_rows = BTreeMap::new();
     let mut test_residuals: BTreeMap<(usize, u32), Vec<(f64, DayType)>> = BTreeMap::new();
-    let mut validation: BTreeMap<(usize, u32), (f64, u64)> = BTreeMap::new();
-    let calibration_ms = i64::from(config.calibration_days) * 86_400_000;
+    let mut validation = ValidationSums::new();
     for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
         // Calibration: fitted before the calibration days, evaluated on them.
         let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
         let label = format!("window {}/{} calibration", window_index + 1, windows.len());
-        let (scored, _) = fit_and_forecast(
+        let labelled = run.labelled(&label);
+        let fitted = fit_before(usable, config, models, calibration_start, &labelled)?;
+        let parts = score(
             usable,
             config,
-            models,
             calibration_start,
             (calibration_start, window_start),
-            &run.labelled(&label),
+            &fitted,
+            &labelled,
+            |part| {
+                let mut lots: Vec<(usize, ValidationSums)> = Vec::new();
+                let mut kept = Vec::new();
+                for (position, row) in part.rows.iter().enumerate() {
+                    if lots.last().is_none_or(|(lot, _)| *lot != row.lot) {
+                        lots.push((row.lot, BTreeMap::new()));
+                    }
+                    let sums = &mut lots.last_mut().expect("pushed above").1;
+                    let keep = keeps_residual(stride, row);
+                    for (model_index, forecasts) in part.forecasts.iter().enumerate() {
+                        let forecast = or_last(forecasts[position], row);
+                        let entry = sums
+                            .entry((model_index, row.horizon_steps))
+                            .or_insert((0.0, 0));
+                        entry.0 += (forecast - row.actual_rate).abs();
+                        entry.1 += 1;
+                        if keep {
+                            kept.push(KeptResidual::of(row, model_index, forecast));
+                        }
+                    }
+                }
+                (lots, kept)
+            },
         )?;
+        drop(fitted);
         let calibrating = Instant::now();
-        let mut rolling: BTreeMap<(usize, u32), DayTypeCalibration> = BTreeMap::new();
-        let mut by_target = scored.positions();
-        by_target.sort_by_key(|&position| scored.row(position).target_ms);
-        for position in by_target {
-            let row = scored.row(position);
-            for model_index in 0..scored.models {
-                let forecast = or_last(scored.forecast(model_index, position), row);
-                let entry = validation
-                    .entry((model_index, row.horizon_steps))
-                    .or_insert((0.0, 0));
-                entry.0 += (forecast - row.actual_rate).abs();
-                entry.1 += 1;
-                rolling
-                    .entry((model_index, row.horizon_steps))
-                    .or_insert_with(|| DayTypeCalibration::new(calibration_ms, config.calibration))
-                    .push(row.target_ms, row.actual_rate - forecast, row.day_type);
+        let mut kept = Vec::new();
+        for (lots, part_kept) in parts {
+            for (_, sums) in lots {
+                for (key, (sum, count)) in sums {
+                    let entry = validation.entry(key).or_insert((0.0, 0));
+                    entry.0 += sum;
+                    entry.1 += count;
+                }
             }
+            kept.extend(part_kept);
         }
-        drop(scored);
+        kept.sort_by_key(|residual| residual.target_ms);
+        let mut timeline = IntervalTimeline::new(config, kept);
         phases.add("calibrate and score", calibrating.elapsed());
         if config.validation_only {
             continue;
         }
 
-        // Test: fitted before the window, evaluated on it. Forecasts are visited in origin order;
-        // each residual joins the calibration once its target's actual is known (a sliding window
-        // of `calibration_days`, as serving does live).
+        // Test: fitted before the window, evaluated on it. Each residual joins the calibration
+        // once its target's actual is known (a sliding window of `calibration_days`, as serving
+        // does live), and each pair reads the intervals of the calibration as of its origin.
         let label = format!("window {}/{} test", window_index + 1, windows.len());
-        let (scored, fitted) = fit_and_forecast(
+        let labelled = run.labelled(&label);
+        let fitted = fit_before(usable, config, models, window_start, &labelled)?;
+        let days = (window_start, window_end + Days::new(1));
+        let last_window = window_index + 1 == windows.len();
+        let parts = score(
             usable,
             config,
-            models,
             window_start,
-            (window_start, window_end + Days::new(1)),
-            &run.labelled(&label),
-        )?;
-        let calibrating = Instant::now();
-        let last_window = window_index + 1 == windows.len();
-        let step = i64::from(config.step_minutes) * 60_000;
-        let origin_of = |row: &EvalRow| row.target_ms - i64::from(row.horizon_steps) * step;
-        let mut by_origin = scored.positions();
-        by_origin.sort_by_key(|&position| origin_of(scored.row(position)));
-        let mut by_target = scored.positions();
-        by_target.sort_by_key(|&position| scored.row(position).target_ms);
-        let mut known = 0;
-        for position in by_origin {
-            let row = scored.row(position);
-            let origin = origin_of(row);
-            while known < by_target.len() && scored.row(by_target[known]).target_ms <= origin {
-                let done = scored.row(by_target[known]);
-                for model_index in 0..scored.models {
-                    let residual = done.actual_rate
-                        - or_last(scored.forecast(model_index, by_target[known]), done);
-                    rolling
-                        .entry((model_index, done.horizon_steps))
-                        .or_insert_with(|| {
-                            DayTypeCalibration::new(calibration_ms, config.calibration)
-                        })
-                        .push(done.target_ms, residual, done.day_type);
-                    if last_window {
-                        test_residuals
-                            .entry((model_index, done.horizon_steps))
-                            .or_default()
-                            .push((residual, done.day_type));
+            days,
+            &fitted,
+            &labelled,
+            |part| {
+                let mut kept = Vec::new();
+                let mut origins = (i64::MAX, i64::MIN);
+                for (position, row) in part.rows.iter().enumerate() {
+                    let origin = row.origin_ms(config.step_minutes);
+                    origins = (origins.0.min(origin), origins.1.max(origin));
+                    if keeps_residual(stride, row) {
+                        for (model_index, forecasts) in part.forecasts.iter().enumerate() {
+                            kept.push(KeptResidual::of(
+                                row,
+                                model_index,
+                                or_last(forecasts[position], row),
+                            ));
+                        }
                     }
                 }
-                known += 1;
-            }
-            let mut sample_forecasts = Vec::new();
-            let mut sample_intervals = Vec::new();
-            for model_index in 0..scored.models {
-                let forecast = scored.forecast(model_index, position);
-                let intervals =
-                    rolling
-                        .get_mut(&(model_index, row.horizon_steps))
-                        .and_then(|calibration| {
-                            calibration.advance_to(origin);
-                            let point = or_last(forecast, row);
-                            Some((
-                                calibration.interval(point, 0.8, row.day_type, row.holiday)?,
-                                calibration.interval(point, 0.95, row.day_type, row.holiday)?,
-                            ))
-                        });
-                totals
-                    .entry((model_index, row.horizon_steps))
+                (kept, origins)
+            },
+        )?;
+        let calibrating = Instant::now();
+        let mut kept = Vec::new();
+        let mut origins = (i64::MAX, i64::MIN);
+        for (part_kept, part_origins) in parts {
+            kept.extend(part_kept);
+            origins = (origins.0.min(part_origins.0), origins.1.max(part_origins.1));
+        }
+        kept.sort_by_key(|residual| residual.target_ms);
+        if last_window {
+            for residual in &kept {
+                test_residuals
+                    .entry((residual.model, residual.horizon_steps))
                     .or_default()
-                    .record(row, forecast, intervals);
-                by_lot
-                    .entry((row.lot, model_index, row.horizon_steps))
-                    .or_default()
-                    .record(row, forecast, intervals);
-                by_day_type
-                    .entry((row.day_type, model_index, row.horizon_steps))
-                    .or_default()
-                    .record(row, forecast, intervals);
-                by_window
-                    .entry((window_index, model_index, row.horizon_steps))
-                    .or_default()
-                    .record(row, forecast, intervals);
-                sample_forecasts.push(or_last(forecast, row));
-                sample_intervals.push(intervals.map_or((f64::NAN, f64::NAN), |(eighty, _)| eighty));
-            }
-            if last_window && row.lot < SAMPLE_LOTS {
-                samples.push(ForecastSample {
-                    lot_id: usable.lots()[row.lot].lot_id.clone(),
-                    horizon_steps: row.horizon_steps,
-                    target_ms: row.target_ms,
-                    actual_rate: row.actual_rate,
-                    forecasts: sample_forecasts,
-                    intervals_80: sample_intervals,
-                });
+                    .push((residual.residual, residual.day_type));
             }
         }
-        // Residuals of targets after the last origin still belong to the window.
-        if last_window {
-            for &position in &by_target[known..] {
-                let done = scored.row(position);
-                for model_index in 0..scored.models {
-                    test_residuals
-                        .entry((model_index, done.horizon_steps))
-                        .or_default()
-                        .push((
-                            done.actual_rate
-                                - or_last(scored.forecast(model_index, position), done),
-                            done.day_type,
-                        ));
+        timeline.replay(kept, origins, names.len());
+        phases.add("calibrate and score", calibrating.elapsed());
+
+        let parts = score(
+            usable,
+            config,
+            window_start,
+            days,
+            &fitted,
+            &labelled,
+            |part| {
+                let mut lots: Vec<LotTally> = Vec::new();
+                let mut part_samples = Vec::new();
+                for (position, row) in part.rows.iter().enumerate() {
+                    if lots.last().is_none_or(|lot| lot.lot != row.lot) {
+                        lots.push(LotTally::new(row.lot));
+                    }
+                    let lot = lots.last_mut().expect("pushed above");
+                    let origin = row.origin_ms(config.step_minutes);
+                    let mut sample_forecasts = Vec::new();
+                    let mut sample_intervals = Vec::new();
+                    for (model_index, forecasts) in part.forecasts.iter().enumerate() {
+                        let forecast = forecasts[position];
+                        let intervals =
+                            timeline.intervals(model_index, row, origin, or_last(forecast, row));
+                        lot.record(model_index, row, forecast, intervals);
+                        sample_forecasts.push(or_last(forecast, row));
+                        sample_intervals
+                            .push(intervals.map_or((f64::NAN, f64::NAN), |(eighty, _)| eighty));
+                    }
+                    if last_window && row.lot < SAMPLE_LOTS {
+                        part_samples.push(ForecastSample {
+                            lot_id: usable.lots()[row.lot].lot_id.clone(),
+                            horizon_steps: row.horizon_steps,
+                            target_ms: row.target_ms,
+                            actual_rate: row.actual_rate,
+                            forecasts: sample_forecasts,
+                            intervals_80: sample_intervals,
+                        });
+                    }
                 }
+                (lots, part_samples)
+            },
+        )?;
+        for (lots, part_samples) in parts {
+            for lot in lots {
+                tally.add(window_index, lot);
             }
+            samples.extend(part_samples);
         }
         if last_window && learned {
             training_rows = fitted.training_rows;
         }
-        drop(scored);
-        phases.add("calibrate and score", calibrating.elapsed());
     }
 
+    let Tally {
+        totals,
+        by_lot,
+        by_day_type,
+        by_window,
+    } = tally;
     let metrics = totals
         .iter()
         .map(|(&(model_index, horizon), accumulator)| {
@@ -871,73 +927,261 @@ pub fn backtest_lots(
     })
 }
 
-/// Lots whose last-window forecasts are kept for plots and the report's CSV.
-const SAMPLE_LOTS: usize = 30;
+/// Sums of absolute errors and pair counts per (model, horizon).
+type ValidationSums = BTreeMap<(usize, u32), (f64, u64)>;
 
-/// A window's evaluation pairs with every forecaster's forecasts of them ([`ModelChoice::names`]
-/// order), as the lot groups scored them. The rows keep no feature vectors: each lot's vectors are
-/// scored as soon as they are built and dropped, so a backtest holds a few dozen bytes per pair
-/// instead of every lot's vectors at once (they were 90% of its memory). The groups' parts are kept
-/// as they came (a pair is found by its [`Position`]): joining them into one vector held every pair
-/// twice while it copied.
-pub(crate) struct Scored {
-    parts: Vec<ScoredPart>,
+/// One in how many pairs' residuals calibrate the intervals, per day type ([`DayType::index`]): 1
+/// until a day type's pairs in a calibration window exceed a third of
+/// [`BacktestConfig::calibration_residuals`] per model and horizon.
+///
+/// A conformal quantile needs a large sample, not every pair of a large city: 100,000 residuals
+/// place the 95% quantile within a tenth of a percentage point of coverage, and a window of every
+/// pair of 1,000 lots held 4 million per model and horizon. Each day type gets the same share, so
+/// Saturdays and Sundays (a seventh of the days each) keep the residuals of their own that their
+/// intervals need (below [`parkcast_features::conformal::MIN_CONDITIONAL_RESIDUALS`] they would
+/// read the weekdays').
+pub fn residual_strides(config: &BacktestConfig, lots: usize) -> [u64; 3] {
+    let per_day = f64::from(1_440 / config.step_minutes.max(1));
+    let pairs = lots as f64 * f64::from(config.calibration_days) * per_day;
+    let share = config.calibration_residuals.max(1) as f64 / 3.0;
+    // Weekdays, Saturdays, Sundays (holidays are a few more of the last).
+    [5.0 / 7.0, 1.0 / 7.0, 1.0 / 7.0].map(|days| ((pairs * days / share).ceil() as u64).max(1))
+}
+
+/// Whether a pair's residuals join the calibration: all of them at stride 1, else a hashed one in
+/// `stride` of its day type's (the same pairs whatever the group size).
+fn keeps_residual(strides: [u64; 3], row: &EvalRow) -> bool {
+    let stride = strides[row.day_type.index()];
+    if stride <= 1 {
+        return true;
+    }
+    // splitmix64 of the lot, the horizon and the target.
+    let mut key = (row.lot as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(u64::from(row.horizon_steps).wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add(row.target_ms as u64);
+    key = (key ^ (key >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    key = (key ^ (key >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    key ^= key >> 31;
+    key % stride == 0
+}
+
+/// A residual that calibrates intervals.
+struct KeptResidual {
+    target_ms: i64,
+    residual: f64,
+    model: usize,
+    horizon_steps: u32,
+    day_type: DayType,
+}
+
+impl KeptResidual {
+    fn of(row: &EvalRow, model: usize, forecast: f64) -> Self {
+        KeptResidual {
+            target_ms: row.target_ms,
+            residual: row.actual_rate - forecast,
+            model,
+            horizon_steps: row.horizon_steps,
+            day_type: row.day_type,
+        }
+    }
+}
+
+/// The conformal calibrations of a window and the intervals they gave at every origin instant.
+///
+/// Starts from the calibration days' residuals; [`IntervalTimeline::replay`] then walks the test
+/// window's origin instants in time order, taking in each residual once its target is reached and
+/// forgetting those older than `calibration_days`, and keeps the half-widths each (model, horizon,
+/// day type, holiday) read at each instant: what a pair forecast from that origin was given.
+struct IntervalTimeline {
+    calibration_ms: i64,
+    scope: CalibrationScope,
+    step_ms: i64,
+    rolling: BTreeMap<(usize, u32), DayTypeCalibration>,
+    /// First origin instant of `widths`.
+    first_ms: i64,
+    /// Per origin instant, per (model, horizon index), per class (day types, then a holiday):
+    /// the 80% and 95% half-widths (NaN without calibration).
+    widths: Vec<[[f64; 2]; TIMELINE_CLASSES]>,
+    /// Horizons in the order of `widths`.
+    horizons: Vec<u32>,
     models: usize,
 }
 
-/// One group's pairs and forecasts.
+/// Day types and the holiday class of a timeline.
+const TIMELINE_CLASSES: usize = 4;
+
+impl IntervalTimeline {
+    /// The calibrations of the window's calibration days (`kept` in target order).
+    fn new(config: &BacktestConfig, kept: Vec<KeptResidual>) -> Self {
+        let calibration_ms = i64::from(config.calibration_days) * 86_400_000;
+        let mut timeline = IntervalTimeline {
+            calibration_ms,
+            scope: config.calibration,
+            step_ms: i64::from(config.step_minutes) * 60_000,
+            rolling: BTreeMap::new(),
+            first_ms: 0,
+            widths: Vec::new(),
+            horizons: config.horizons.clone(),
+            models: 0,
+        };
+        for residual in kept {
+            timeline.push(&residual);
+        }
+        timeline
+    }
+
+    fn push(&mut self, residual: &KeptResidual) {
+        let (window_ms, scope) = (self.calibration_ms, self.scope);
+        self.rolling
+            .entry((residual.model, residual.horizon_steps))
+            .or_insert_with(|| DayTypeCalibration::new(window_ms, scope))
+            .push(residual.target_ms, residual.residual, residual.day_type);
+    }
+
+    /// Walks the origin instants `[first, last]`, taking in the test residuals (`kept`, in target
+    /// order) as their targets are reached, and records the intervals of each instant.
+    fn replay(&mut self, kept: Vec<KeptResidual>, (first, last): (i64, i64), models: usize) {
+        self.models = models;
+        self.widths.clear();
+        if first > last {
+            return;
+        }
+        self.first_ms = first;
+        let mut pending = kept.into_iter().peekable();
+        let mut instant = first;
+        while instant <= last {
+            while let Some(residual) = pending.next_if(|residual| residual.target_ms <= instant) {
+                self.push(&residual);
+            }
+            let mut row = Vec::with_capacity(models * self.horizons.len());
+            for model in 0..models {
+                for &horizon in &self.horizons {
+                    let mut classes = [[f64::NAN; 2]; TIMELINE_CLASSES];
+                    if let Some(calibration) = self.rolling.get_mut(&(model, horizon)) {
+                        calibration.advance_to(instant);
+                        for (class, widths) in classes.iter_mut().enumerate() {
+                            let (day_type, holiday) = match DayType::ALL.get(class) {
+                                Some(day_type) => (*day_type, false),
+                                None => (DayType::Weekday, true),
+                            };
+                            *widths = [0.8, 0.95].map(|coverage| {
+                                calibration
+                                    .half_width(coverage, day_type, holiday)
+                                    .unwrap_or(f64::NAN)
+                            });
+                        }
+                    }
+                    row.push(classes);
+                }
+            }
+            self.widths.extend(row);
+            instant += self.step_ms;
+        }
+    }
+
+    /// The 80% and 95% intervals around `point` of a pair forecast by `model` from `origin_ms`.
+    fn intervals(
+        &self,
+        model: usize,
+        row: &EvalRow,
+        origin_ms: i64,
+        point: f64,
+    ) -> Option<Intervals> {
+        let horizon = self.horizons.iter().position(|h| *h == row.horizon_steps)?;
+        let instant = usize::try_from((origin_ms - self.first_ms) / self.step_ms).ok()?;
+        let per_instant = self.models * self.horizons.len();
+        let classes = self
+            .widths
+            .get(instant * per_instant + model * self.horizons.len() + horizon)?;
+        let class = if row.holiday && self.scope == CalibrationScope::DayType {
+            TIMELINE_CLASSES - 1
+        } else {
+            row.day_type.index()
+        };
+        let [eighty, ninety_five] = classes[class];
+        if eighty.is_nan() || ninety_five.is_nan() {
+            return None;
+        }
+        let around = |half: f64| {
+            (
+                (point - half).clamp(0.0, 1.0),
+                (point + half).clamp(0.0, 1.0),
+            )
+        };
+        Some((around(eighty), around(ninety_five)))
+    }
+}
+
+/// One lot's sums over a test window: per (model, horizon) and per (day type, model, horizon).
+struct LotTally {
+    lot: usize,
+    totals: BTreeMap<(usize, u32), Accumulator>,
+    by_day_type: BTreeMap<(DayType, usize, u32), Accumulator>,
+}
+
+impl LotTally {
+    fn new(lot: usize) -> Self {
+        LotTally {
+            lot,
+            totals: BTreeMap::new(),
+            by_day_type: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, model: usize, row: &EvalRow, forecast: f64, intervals: Option<Intervals>) {
+        self.totals
+            .entry((model, row.horizon_steps))
+            .or_default()
+            .record(row, forecast, intervals);
+        self.by_day_type
+            .entry((row.day_type, model, row.horizon_steps))
+            .or_default()
+            .record(row, forecast, intervals);
+    }
+}
+
+/// A backtest's sums, added lot by lot in code order.
+#[derive(Default)]
+struct Tally {
+    totals: BTreeMap<(usize, u32), Accumulator>,
+    by_lot: BTreeMap<(usize, usize, u32), Accumulator>,
+    by_day_type: BTreeMap<(DayType, usize, u32), Accumulator>,
+    by_window: BTreeMap<(usize, usize, u32), Accumulator>,
+}
+
+impl Tally {
+    fn add(&mut self, window: usize, lot: LotTally) {
+        for (&(model, horizon), accumulator) in &lot.totals {
+            self.totals
+                .entry((model, horizon))
+                .or_default()
+                .merge(accumulator);
+            self.by_lot
+                .entry((lot.lot, model, horizon))
+                .or_default()
+                .merge(accumulator);
+            self.by_window
+                .entry((window, model, horizon))
+                .or_default()
+                .merge(accumulator);
+        }
+        for (key, accumulator) in &lot.by_day_type {
+            self.by_day_type.entry(*key).or_default().merge(accumulator);
+        }
+    }
+}
+
+/// Lots whose last-window forecasts are kept for plots and the report's CSV.
+const SAMPLE_LOTS: usize = 30;
+
+/// One lot group's evaluation pairs with every forecaster's forecasts of them
+/// ([`ModelChoice::names`] order), rows in lot order. The feature vectors are scored as soon as
+/// they are built and dropped.
 pub(crate) struct ScoredPart {
-    rows: Vec<EvalRow>,
+    pub(crate) rows: Vec<EvalRow>,
     /// Per forecaster, one forecast per row.
-    forecasts: Vec<Vec<f64>>,
-}
-
-/// A pair of a [`Scored`]: its group's part and its place in it.
-type Position = (u32, u32);
-
-impl ScoredPart {
-    fn new(models: usize) -> Self {
-        ScoredPart {
-            rows: Vec::new(),
-            forecasts: vec![Vec::new(); models],
-        }
-    }
-
-    /// Gives back what the vectors grew by and will not use.
-    fn shrink(mut self) -> Self {
-        self.rows.shrink_to_fit();
-        for forecasts in &mut self.forecasts {
-            forecasts.shrink_to_fit();
-        }
-        self
-    }
-}
-
-impl Scored {
-    fn empty(models: usize) -> Self {
-        Scored {
-            parts: Vec::new(),
-            models,
-        }
-    }
-
-    /// Every pair's position, in group and row order.
-    fn positions(&self) -> Vec<Position> {
-        let mut positions = Vec::with_capacity(self.parts.iter().map(|part| part.rows.len()).sum());
-        for (part, scored) in self.parts.iter().enumerate() {
-            positions.extend((0..scored.rows.len()).map(|row| (part as u32, row as u32)));
-        }
-        positions
-    }
-
-    fn row(&self, (part, row): Position) -> &EvalRow {
-        &self.parts[part as usize].rows[row as usize]
-    }
-
-    /// Forecaster `model`'s forecast of the pair.
-    fn forecast(&self, model: usize, (part, row): Position) -> f64 {
-        self.parts[part as usize].forecasts[model][row as usize]
-    }
+    pub(crate) forecasts: Vec<Vec<f64>>,
 }
 
 /// What a pass over the city reports to: the progress bar and the phase clock, with the label of
@@ -972,78 +1216,81 @@ impl LabelledRun<'_> {
     }
 }
 
-/// Fits profiles (and, if chosen, models) on the data before `cut` and forecasts the evaluation
-/// pairs whose targets fall in the local days `[first_day, end_day)`; returns them with the fitted
-/// models.
+/// Fits the chosen models on the rows before `cut` (none when only baselines run).
 ///
-/// Three passes, each reporting progress per group: the training rows are written group by group
-/// to a matrix on disk ([`crate::matrix`]); the models are fitted horizon by horizon, reading one
-/// horizon of it at a time (the elastic net next to the trees, which use the other cores); the
-/// groups are read again and their pairs scored.
-pub(crate) fn fit_and_forecast(
+/// Two passes, each reporting progress: the training rows are written group by group to a matrix
+/// on disk ([`crate::matrix`]), or read from one built by shards ([`crate::shards`]); the models
+/// are fitted horizon by horizon, reading one horizon of it at a time (the elastic net next to the
+/// trees, which use the other cores).
+pub(crate) fn fit_before(
     lots: &LotGroups<'_>,
     config: &BacktestConfig,
     models: &ModelChoice,
     cut: NaiveDate,
-    days: (NaiveDate, NaiveDate),
     run: &LabelledRun<'_>,
-) -> Result<(Scored, Fitted), BacktestError> {
-    let learned = models.linear.is_some() || models.gbm.is_some();
-    let fitted = if learned {
-        let scratch;
-        let (matrix, training_rows) = match &config.matrix {
-            Some(root) => crate::shards::Prebuilt::open(root, lots, config)?.matrix(cut)?,
-            None => {
-                scratch = scratch_dir(config)?;
-                let matrix = MatrixDir::new(scratch.path());
-                let rows = write_training_matrix(lots, config, cut, &matrix, run)?;
-                (matrix, rows)
-            }
-        };
-        let (linear, gbm) = fit_models(models, &matrix, &training_rows, run)?;
-        Fitted {
-            linear,
-            gbm,
-            training_rows,
-        }
-    } else {
-        Fitted {
+) -> Result<Fitted, BacktestError> {
+    if models.linear.is_none() && models.gbm.is_none() {
+        return Ok(Fitted {
             linear: None,
             gbm: None,
             training_rows: BTreeMap::new(),
+        });
+    }
+    let scratch;
+    let (matrix, training_rows) = match &config.matrix {
+        Some(root) => crate::shards::Prebuilt::open(root, lots, config)?.matrix(cut)?,
+        None => {
+            scratch = scratch_dir(config)?;
+            let matrix = MatrixDir::new(scratch.path());
+            let rows = write_training_matrix(lots, config, cut, &matrix, run)?;
+            (matrix, rows)
         }
     };
+    let (linear, gbm) = fit_models(models, &matrix, &training_rows, run)?;
+    Ok(Fitted {
+        linear,
+        gbm,
+        training_rows,
+    })
+}
+
+/// Scores the evaluation pairs whose targets fall in the local days `[first_day, end_day)`
+/// (features from profiles fitted before `cut`) with every forecaster of `fitted`, group by group,
+/// and hands each group's pairs to `reduce`; returns its results in group order.
+fn score<T: Send>(
+    lots: &LotGroups<'_>,
+    config: &BacktestConfig,
+    cut: NaiveDate,
+    days: (NaiveDate, NaiveDate),
+    fitted: &Fitted,
+    run: &LabelledRun<'_>,
+    reduce: impl Fn(ScoredPart) -> T + Sync,
+) -> Result<Vec<T>, BacktestError> {
     if days.0 >= days.1 {
-        return Ok((Scored::empty(fitted.forecasters().len()), fitted));
+        return Ok(Vec::new());
     }
     let forecasters = fitted.forecasters();
-    let count = forecasters.len();
-    let parts = run.stage(
+    run.stage(
         "score pairs",
         &format!("scoring pairs ({} groups)", lots.group_count()),
         lots.group_count(),
         || {
             lots.map(run.run.progress, |group| {
-                let mut scored = ScoredPart::new(count);
+                let mut part = ScoredPart {
+                    rows: Vec::new(),
+                    forecasts: vec![Vec::new(); forecasters.len()],
+                };
                 for (code, lot) in group.coded() {
                     let (rows, features) = lot_evaluation_pairs(code, lot, config, cut, days)?;
-                    for (forecasts, forecaster) in scored.forecasts.iter_mut().zip(&forecasters) {
+                    for (forecasts, forecaster) in part.forecasts.iter_mut().zip(&forecasters) {
                         forecasts.extend(forecaster.predict(&features));
                     }
-                    scored.rows.extend(rows);
+                    part.rows.extend(rows);
                 }
-                Ok(scored.shrink())
+                Ok(reduce(part))
             })
         },
-    )?;
-    drop(forecasters);
-    Ok((
-        Scored {
-            parts,
-            models: count,
-        },
-        fitted,
-    ))
+    )
 }
 
 /// A scratch folder for one training matrix, removed when dropped.

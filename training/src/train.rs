@@ -18,7 +18,7 @@ use parkcast_warehouse::Warehouse;
 
 use crate::backtest::{
     BacktestConfig, BacktestError, BacktestReport, ForecastSample, GBM_NAME, LINEAR_NAME,
-    ModelChoice, Phases, Run, backtest_lots, fit_and_forecast, prepare,
+    ModelChoice, Phases, Run, backtest_lots, fit_before, prepare,
 };
 use crate::frozen::ConfigRecord;
 use crate::groups::{LotGroups, LotSummary};
@@ -172,12 +172,11 @@ pub fn train(
         progress,
         phases: &phases,
     };
-    let (_, fitted) = fit_and_forecast(
+    let fitted = fit_before(
         &lots,
         &config.backtest,
         &promoted_choice,
         cut,
-        (cut, cut),
         &run.labelled("refit on all data"),
     )?;
     let model = match (fitted.linear, fitted.gbm) {

@@ -322,18 +322,44 @@ fn the_report_does_not_depend_on_the_group_size() {
             ..GbmParams::default()
         }),
     };
-    let run = |group_lots: usize| {
+    // 12,000 residuals per model and horizon, 4,000 per day type: the windows keep one weekday
+    // pair in four and every weekend pair (Birmingham's weekends have about 400 each).
+    let run = |group_lots: usize, calibration_residuals: usize| {
         let config = BacktestConfig {
             windows: 2,
             group_lots,
+            calibration_residuals,
             ..BacktestConfig::birmingham()
         };
         backtest(&warehouse, &config, &models, &NoProgress).expect("backtest")
     };
-    let whole = run(1_000);
+    let whole = run(1_000, 100_000);
     assert_eq!(whole.run.groups, 1);
-    for group_lots in [1, 7] {
-        let grouped = run(group_lots);
+    let sampled = run(1_000, 12_000);
+    for (horizon, all) in whole.metrics.iter().enumerate() {
+        let some = &sampled.metrics[horizon];
+        // The errors do not depend on the calibration; the coverage stays near its target.
+        assert_eq!(some.mae_rate.to_bits(), all.mae_rate.to_bits());
+        let covered = some.coverage_80.expect("calibrated");
+        let all_covered = all.coverage_80.expect("calibrated");
+        assert!(
+            (covered - all_covered).abs() < 0.02,
+            "{} {}: {covered} vs {all_covered}",
+            some.model,
+            some.horizon_minutes
+        );
+    }
+    assert!(
+        sampled.test_residuals.values().map(Vec::len).sum::<usize>() * 2
+            < whole.test_residuals.values().map(Vec::len).sum::<usize>()
+    );
+    for (group_lots, calibration_residuals, reference) in [
+        (1, 100_000, &whole),
+        (7, 100_000, &whole),
+        (7, 12_000, &sampled),
+    ] {
+        let grouped = run(group_lots, calibration_residuals);
+        let whole = reference;
         assert_eq!(grouped.run.groups, 28_usize.div_ceil(group_lots));
         assert_eq!(grouped.lots, whole.lots);
         assert_eq!(grouped.excluded_lots, whole.excluded_lots);
@@ -358,7 +384,7 @@ fn the_report_does_not_depend_on_the_group_size() {
                 }));
                 bits
             };
-        assert_eq!(bits(&grouped), bits(&whole), "groups of {group_lots}");
+        assert_eq!(bits(&grouped), bits(whole), "groups of {group_lots}");
         let residuals = |report: &parkcast_training::backtest::BacktestReport| {
             report
                 .test_residuals
@@ -372,7 +398,7 @@ fn the_report_does_not_depend_on_the_group_size() {
         };
         assert_eq!(
             residuals(&grouped),
-            residuals(&whole),
+            residuals(whole),
             "groups of {group_lots}"
         );
         assert_eq!(grouped.samples, whole.samples, "groups of {group_lots}");
