@@ -32,7 +32,7 @@ use parkcast_localtime::day_start_ms;
 use parkcast_warehouse::{Warehouse, WarehouseError};
 use polars::prelude::PolarsError;
 
-use crate::groups::{DEFAULT_GROUP_LOTS, LotGroups, LotSummary};
+use crate::groups::{DEFAULT_GROUP_LOTS, Group, LotGroups, LotSummary};
 use crate::matrix::{MatrixDir, MatrixError, PartRows};
 use crate::progress::Progress;
 use parkcast_inference::model::{
@@ -1463,29 +1463,46 @@ fn write_training_matrix(
         lots.group_count(),
         || {
             lots.map(run.run.progress, |group| {
-                let mut parts = BTreeMap::new();
-                for (code, lot) in group.coded() {
-                    lot_training_rows(code, lot, config, cut, stride, &mut parts)?;
-                }
-                let mut counts = BTreeMap::new();
-                for (minutes, part) in parts {
-                    matrix.write_part(minutes, group.index, &part)?;
-                    counts.insert(minutes, part.len());
-                }
-                Ok(counts)
+                write_group_rows(&group, config, cut, stride, matrix)
             })
         },
     )?;
-    let mut rows: BTreeMap<u32, usize> = BTreeMap::new();
-    for group in counts {
-        for (minutes, count) in group {
-            *rows.entry(minutes).or_default() += count;
-        }
-    }
+    let rows = sum_rows(counts);
     if rows.is_empty() {
         return Err(NO_TRAINING_ROWS);
     }
     Ok(rows)
+}
+
+/// One group's training rows before `cut`, written to `matrix`; returns its rows per horizon.
+pub(crate) fn write_group_rows(
+    group: &Group<'_>,
+    config: &BacktestConfig,
+    cut: NaiveDate,
+    stride: u32,
+    matrix: &MatrixDir,
+) -> Result<BTreeMap<u32, usize>, BacktestError> {
+    let mut parts = BTreeMap::new();
+    for (code, lot) in group.coded() {
+        lot_training_rows(code, lot, config, cut, stride, &mut parts)?;
+    }
+    let mut counts = BTreeMap::new();
+    for (minutes, part) in parts {
+        matrix.write_part(minutes, group.index, &part)?;
+        counts.insert(minutes, part.len());
+    }
+    Ok(counts)
+}
+
+/// The groups' rows per horizon, added up.
+pub(crate) fn sum_rows(groups: Vec<BTreeMap<u32, usize>>) -> BTreeMap<u32, usize> {
+    let mut rows: BTreeMap<u32, usize> = BTreeMap::new();
+    for group in groups {
+        for (minutes, count) in group {
+            *rows.entry(minutes).or_default() += count;
+        }
+    }
+    rows
 }
 
 /// Every lot's training rows before `cut`, in memory (a search fits many times on the same rows).

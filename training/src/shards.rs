@@ -23,7 +23,9 @@ use std::str::FromStr;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::backtest::{BacktestConfig, BacktestError, lot_training_rows, prepare, training_stride};
+use crate::backtest::{
+    BacktestConfig, BacktestError, prepare, sum_rows, training_stride, write_group_rows,
+};
 use crate::groups::{GroupReader, LotGroups};
 use crate::matrix::MatrixDir;
 use crate::progress::Progress;
@@ -274,25 +276,9 @@ pub fn build(
         let counts = reader.map(
             progress,
             |group| shard.owns(group),
-            |group| {
-                let mut parts = BTreeMap::new();
-                for (code, lot) in group.coded() {
-                    lot_training_rows(code, lot, &config, planned.cut, planned.stride, &mut parts)?;
-                }
-                let mut counts = BTreeMap::new();
-                for (minutes, part) in parts {
-                    matrix.write_part(minutes, group.index, &part)?;
-                    counts.insert(minutes, part.len());
-                }
-                Ok(counts)
-            },
+            |group| write_group_rows(&group, &config, planned.cut, planned.stride, &matrix),
         )?;
-        let rows = record.rows.entry(planned.cut).or_default();
-        for group in counts {
-            for (minutes, count) in group {
-                *rows.entry(minutes).or_default() += count;
-            }
-        }
+        record.rows.insert(planned.cut, sum_rows(counts));
     }
     write_json(
         &root
