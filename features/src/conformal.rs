@@ -52,9 +52,7 @@ impl ResidualCalibration {
     /// Half-width of the interval at `coverage` (0..1): the conformal quantile of absolute residuals.
     /// With too few residuals for the coverage asked, the largest residual.
     pub fn half_width(&self, coverage: f64) -> f64 {
-        let n = self.absolute.len();
-        let rank = ((n as f64 + 1.0) * coverage.clamp(0.0, 1.0)).ceil() as usize;
-        self.absolute[rank.clamp(1, n) - 1]
+        self.absolute[conformal_rank(self.absolute.len(), coverage) - 1]
     }
 
     /// The interval of rates at `coverage` around a forecast rate, clipped to [0, 1].
@@ -98,6 +96,21 @@ impl ResidualCalibration {
     }
 }
 
+/// The split-conformal rank of the quantile at `coverage` among `n` sorted absolute residuals
+/// (1-based): `ceil((n + 1) * coverage)`, at most `n` (with too few residuals, the largest).
+fn conformal_rank(n: usize, coverage: f64) -> usize {
+    let rank = ((n as f64 + 1.0) * coverage.clamp(0.0, 1.0)).ceil() as usize;
+    rank.clamp(1, n)
+}
+
+/// The interval of rates `half_width` either side of a forecast rate, clipped to [0, 1].
+pub fn interval_around(forecast_rate: f64, half_width: f64) -> (f64, f64) {
+    (
+        (forecast_rate - half_width).clamp(0.0, 1.0),
+        (forecast_rate + half_width).clamp(0.0, 1.0),
+    )
+}
+
 /// A [`ResidualCalibration`] with its residuals scaled ([`ResidualCalibration::scaled`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ScaledCalibration<'a> {
@@ -108,10 +121,9 @@ pub struct ScaledCalibration<'a> {
 impl ScaledCalibration<'_> {
     /// The interval of rates at `coverage` around a forecast rate, clipped to [0, 1].
     pub fn interval(&self, forecast_rate: f64, coverage: f64) -> (f64, f64) {
-        let half_width = self.calibration.half_width(coverage) * self.scale;
-        (
-            (forecast_rate - half_width).clamp(0.0, 1.0),
-            (forecast_rate + half_width).clamp(0.0, 1.0),
+        interval_around(
+            forecast_rate,
+            self.calibration.half_width(coverage) * self.scale,
         )
     }
 
@@ -276,17 +288,12 @@ impl Histogram {
         if n == 0 {
             return None;
         }
-        let rank = ((n as f64 + 1.0) * coverage.clamp(0.0, 1.0)).ceil() as usize;
-        let bin = self.bin_of_rank(rank.clamp(1, n));
+        let bin = self.bin_of_rank(conformal_rank(n, coverage));
         Some((bin + 1) as f64 / ROLLING_BINS as f64)
     }
 
     fn interval(&self, forecast_rate: f64, coverage: f64) -> Option<(f64, f64)> {
-        let half_width = self.half_width(coverage)?;
-        Some((
-            (forecast_rate - half_width).clamp(0.0, 1.0),
-            (forecast_rate + half_width).clamp(0.0, 1.0),
-        ))
+        Some(interval_around(forecast_rate, self.half_width(coverage)?))
     }
 }
 

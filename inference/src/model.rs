@@ -133,22 +133,6 @@ pub trait ForecasterParams {
         }
         Ok(self.assemble(horizons))
     }
-
-    /// Fits horizon by horizon, reading each horizon's rows from `load` when its turn comes (checks
-    /// first): a city's training matrix is never held whole, only one horizon of it.
-    fn fit_each<E: From<ModelError>>(
-        &self,
-        horizons: &[u32],
-        mut load: impl FnMut(u32) -> Result<HorizonRows, E>,
-    ) -> Result<Self::Model, E> {
-        self.check()?;
-        let mut fitted = BTreeMap::new();
-        for &horizon_minutes in horizons {
-            let rows = load(horizon_minutes)?;
-            fitted.insert(horizon_minutes, self.fit_horizon(horizon_minutes, &rows)?);
-        }
-        Ok(self.assemble(fitted))
-    }
 }
 
 /// A baseline read from the feature vector.
@@ -260,12 +244,18 @@ impl Default for GbmParams {
     }
 }
 
+/// The features a model reads: every one but `excluded`.
+#[cfg(feature = "fit")]
+fn used_features(excluded: &[usize]) -> Vec<usize> {
+    (0..FEATURE_COUNT)
+        .filter(|feature| !excluded.contains(feature))
+        .collect()
+}
+
 #[cfg(feature = "fit")]
 impl GbmParams {
     fn used_features(&self) -> Vec<usize> {
-        (0..FEATURE_COUNT)
-            .filter(|feature| !self.excluded_features.contains(feature))
-            .collect()
+        used_features(&self.excluded_features)
     }
 
     /// The tree learner's parameters for one ensemble.
@@ -595,57 +585,55 @@ impl ForecasterParams for LinearParams {
         rows: &HorizonRows,
     ) -> Result<LinearHorizon, ModelError> {
         let used = self.used_features();
-        {
-            if rows.features.is_empty() {
-                return Err(ModelError::NoRows { horizon_minutes });
-            }
-            let (mut means, mut scales) = (Vec::new(), Vec::new());
-            for &feature in &used {
-                let finite: Vec<f64> = rows
-                    .features
-                    .iter()
-                    .map(|row| row[feature])
-                    .filter(|value| value.is_finite())
-                    .collect();
-                let count = finite.len().max(1) as f64;
-                let mean = finite.iter().sum::<f64>() / count;
-                let variance = finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count;
-                means.push(mean);
-                scales.push(if variance > 1e-18 {
-                    variance.sqrt()
-                } else {
-                    1.0
-                });
-            }
-            let mut horizon = LinearHorizon {
-                means,
-                scales,
-                coefficients: Vec::new(),
-                intercept: 0.0,
-            };
-            // Column-major: coordinate descent walks one feature's column at a time, and a row-major
-            // matrix made every step a strided pass (the 200-lot benchmark spent most of its time there).
-            let mut records = Array2::<f64>::zeros((rows.features.len(), used.len()).f());
-            for (mut record, row) in records.outer_iter_mut().zip(&rows.features) {
-                record.assign(&Array1::from(horizon.standardise(row, &used)));
-            }
-            let residuals = Array1::from_iter(
-                rows.features
-                    .iter()
-                    .zip(&rows.targets)
-                    .map(|(row, target)| target - anchor(row)),
-            );
-            let fitted = ElasticNet::params()
-                .penalty(self.penalty)
-                .l1_ratio(self.l1_ratio)
-                .max_iterations(1_000)
-                .tolerance(1e-4)
-                .fit(&Dataset::new(records, residuals))
-                .map_err(|error| ModelError::Linear(error.to_string()))?;
-            horizon.coefficients = fitted.hyperplane().to_vec();
-            horizon.intercept = fitted.intercept();
-            Ok(horizon)
+        if rows.features.is_empty() {
+            return Err(ModelError::NoRows { horizon_minutes });
         }
+        let (mut means, mut scales) = (Vec::new(), Vec::new());
+        for &feature in &used {
+            let finite: Vec<f64> = rows
+                .features
+                .iter()
+                .map(|row| row[feature])
+                .filter(|value| value.is_finite())
+                .collect();
+            let count = finite.len().max(1) as f64;
+            let mean = finite.iter().sum::<f64>() / count;
+            let variance = finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count;
+            means.push(mean);
+            scales.push(if variance > 1e-18 {
+                variance.sqrt()
+            } else {
+                1.0
+            });
+        }
+        let mut horizon = LinearHorizon {
+            means,
+            scales,
+            coefficients: Vec::new(),
+            intercept: 0.0,
+        };
+        // Column-major: coordinate descent walks one feature's column at a time, and a row-major
+        // matrix made every step a strided pass (the 200-lot benchmark spent most of its time there).
+        let mut records = Array2::<f64>::zeros((rows.features.len(), used.len()).f());
+        for (mut record, row) in records.outer_iter_mut().zip(&rows.features) {
+            record.assign(&Array1::from(horizon.standardise(row, &used)));
+        }
+        let residuals = Array1::from_iter(
+            rows.features
+                .iter()
+                .zip(&rows.targets)
+                .map(|(row, target)| target - anchor(row)),
+        );
+        let fitted = ElasticNet::params()
+            .penalty(self.penalty)
+            .l1_ratio(self.l1_ratio)
+            .max_iterations(1_000)
+            .tolerance(1e-4)
+            .fit(&Dataset::new(records, residuals))
+            .map_err(|error| ModelError::Linear(error.to_string()))?;
+        horizon.coefficients = fitted.hyperplane().to_vec();
+        horizon.intercept = fitted.intercept();
+        Ok(horizon)
     }
 
     fn assemble(&self, horizons: BTreeMap<u32, LinearHorizon>) -> LinearModel {
@@ -660,9 +648,7 @@ impl ForecasterParams for LinearParams {
 #[cfg(feature = "fit")]
 impl LinearParams {
     fn used_features(&self) -> Vec<usize> {
-        (0..FEATURE_COUNT)
-            .filter(|feature| !self.excluded_features.contains(feature))
-            .collect()
+        used_features(&self.excluded_features)
     }
 }
 

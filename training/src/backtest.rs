@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate};
 use parkcast_features::calendar::DayType;
-use parkcast_features::conformal::{CalibrationScope, DayTypeCalibration};
+use parkcast_features::conformal::{CalibrationScope, DayTypeCalibration, interval_around};
 use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
 use parkcast_features::vector::{FeatureParams, FeatureVector, LotContext, LotProfile, index};
@@ -1103,13 +1103,10 @@ impl IntervalTimeline {
         if eighty.is_nan() || ninety_five.is_nan() {
             return None;
         }
-        let around = |half: f64| {
-            (
-                (point - half).clamp(0.0, 1.0),
-                (point + half).clamp(0.0, 1.0),
-            )
-        };
-        Some((around(eighty), around(ninety_five)))
+        Some((
+            interval_around(point, eighty),
+            interval_around(point, ninety_five),
+        ))
     }
 }
 
@@ -1395,8 +1392,9 @@ fn training_from(config: &BacktestConfig, cut: NaiveDate) -> Option<NaiveDate> {
         .map(|days| cut - Days::new(u64::from(days)))
 }
 
-/// The origin stride that keeps every lot's training rows before `cut` under the row cap:
-/// origins are thinned evenly, counted from the lots' readings per day without reading them.
+/// The origin stride that keeps every lot's training rows before `cut` under the row cap (one
+/// origin in `stride` of each lot's week cells is kept: `batch::origin_sample`), counted from the
+/// lots' readings per day without reading them.
 pub(crate) fn training_stride(lots: &[LotSummary], config: &BacktestConfig, cut: NaiveDate) -> u32 {
     let from = training_from(config, cut);
     let candidate_origins: usize = lots.iter().map(|lot| lot.readings_between(from, cut)).sum();
@@ -1406,7 +1404,7 @@ pub(crate) fn training_stride(lots: &[LotSummary], config: &BacktestConfig, cut:
 
 /// A lot's training rows before `cut`, per horizon in minutes (features from a profile fitted
 /// before it, origins every `stride` steps).
-pub(crate) fn lot_training_rows(
+fn lot_training_rows(
     code: usize,
     lot: &LotInputs,
     config: &BacktestConfig,
@@ -1474,6 +1472,20 @@ fn write_training_matrix(
     Ok(rows)
 }
 
+/// One group's training rows before `cut`, per horizon (minutes), lots in code order.
+fn group_training_rows(
+    group: &Group<'_>,
+    config: &BacktestConfig,
+    cut: NaiveDate,
+    stride: u32,
+) -> Result<BTreeMap<u32, PartRows>, BacktestError> {
+    let mut parts = BTreeMap::new();
+    for (code, lot) in group.coded() {
+        lot_training_rows(code, lot, config, cut, stride, &mut parts)?;
+    }
+    Ok(parts)
+}
+
 /// One group's training rows before `cut`, written to `matrix`; returns its rows per horizon.
 pub(crate) fn write_group_rows(
     group: &Group<'_>,
@@ -1482,12 +1494,8 @@ pub(crate) fn write_group_rows(
     stride: u32,
     matrix: &MatrixDir,
 ) -> Result<BTreeMap<u32, usize>, BacktestError> {
-    let mut parts = BTreeMap::new();
-    for (code, lot) in group.coded() {
-        lot_training_rows(code, lot, config, cut, stride, &mut parts)?;
-    }
     let mut counts = BTreeMap::new();
-    for (minutes, part) in parts {
+    for (minutes, part) in group_training_rows(group, config, cut, stride)? {
         matrix.write_part(minutes, group.index, &part)?;
         counts.insert(minutes, part.len());
     }
@@ -1514,11 +1522,7 @@ fn training_set(
 ) -> Result<TrainingSet, BacktestError> {
     let stride = training_stride(lots.lots(), config, cut);
     let groups = lots.map(progress, |group| {
-        let mut parts = BTreeMap::new();
-        for (code, lot) in group.coded() {
-            lot_training_rows(code, lot, config, cut, stride, &mut parts)?;
-        }
-        Ok(parts)
+        group_training_rows(&group, config, cut, stride)
     })?;
     let mut training: TrainingSet = BTreeMap::new();
     for group in groups {

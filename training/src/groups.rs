@@ -13,14 +13,13 @@
 //! the number of grid readings per local day (what the training-row cap needs to thin origins
 //! evenly without reading the lots again).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
-use parkcast_localtime::day_start_ms;
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::lots::{
-    GridGaps, LotInputs, grid_gaps, load_lots_in, lot_ids, warn_if_sparse,
+    GridGaps, LotInputs, coverage, load_lots_in, lot_ids, warn_if_sparse,
 };
 use rayon::prelude::*;
 
@@ -70,6 +69,16 @@ impl LotSummary {
             None => self.readings_per_day.range(..until),
         };
         counts.map(|(_, count)| *count as usize).sum()
+    }
+
+    /// Whether the lot is usable: it has readings on at least `min_day_share` of the days from its
+    /// first reading to `first_start` (the first window's first day).
+    fn usable(&self, config: &BacktestConfig, first_start: NaiveDate) -> bool {
+        let training_days = self.readings_per_day.range(..first_start).count();
+        let span_days = self
+            .first_day()
+            .map_or(0, |first| (first_start - first).num_days().max(1));
+        (training_days as f64) >= config.min_day_share * span_days as f64
     }
 
     /// The local date of its first reading.
@@ -193,25 +202,6 @@ impl std::fmt::Debug for LotGroups<'_> {
     }
 }
 
-/// A lot is usable when it has readings on at least `min_day_share` of the days from its first
-/// reading to `first_start` (the first window's first day).
-fn usable(lot: &LotInputs, config: &BacktestConfig, first_start: NaiveDate) -> bool {
-    let training_end_ms = day_start_ms(lot.series.timezone(), first_start);
-    let training_days: HashSet<NaiveDate> = lot
-        .series
-        .iter()
-        .filter(|(instant, _)| *instant < training_end_ms)
-        .map(|(instant, _)| lot.series.local(instant).date())
-        .collect();
-    let first_day = lot
-        .series
-        .iter()
-        .next()
-        .map(|(instant, _)| lot.series.local(instant).date());
-    let span_days = first_day.map_or(0, |first| (first_start - first).num_days().max(1));
-    (training_days.len() as f64) >= config.min_day_share * span_days as f64
-}
-
 /// What one group of the usability pass found.
 #[derive(Default)]
 struct Found {
@@ -250,13 +240,14 @@ impl<'a> LotGroups<'a> {
             .map(|chunk| {
                 let lots =
                     load_lots_in(warehouse, &config.source, config.step_minutes, Some(chunk))?;
+                let (gaps, filled) = coverage(lots.values(), config.step_minutes);
                 let mut found = Found {
-                    gaps: grid_gaps(lots.values().map(|lot| &lot.series), config.step_minutes),
-                    filled: lots.values().any(|lot| lot.filled_forward),
+                    gaps,
+                    filled,
                     ..Found::default()
                 };
                 for lot in lots.values() {
-                    match LotSummary::of(lot).filter(|_| usable(lot, config, first_start)) {
+                    match LotSummary::of(lot).filter(|lot| lot.usable(config, first_start)) {
                         Some(summary) => found.usable.push(summary),
                         None => found.excluded.push(lot.lot_id.clone()),
                     }
@@ -269,11 +260,7 @@ impl<'a> LotGroups<'a> {
         for group in found {
             all.usable.extend(group.usable);
             all.excluded.extend(group.excluded);
-            all.gaps = GridGaps {
-                empty: all.gaps.empty + group.gaps.empty,
-                in_short_gaps: all.gaps.in_short_gaps + group.gaps.in_short_gaps,
-                steps: all.gaps.steps + group.gaps.steps,
-            };
+            all.gaps = all.gaps.plus(group.gaps);
             all.filled |= group.filled;
         }
         warn_if_sparse(&config.source, config.step_minutes, all.gaps, all.filled);

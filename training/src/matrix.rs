@@ -10,7 +10,6 @@
 //! Columns: `origin_ms` (Int64), the [`FEATURE_NAMES`] in order and `target` (Float64).
 //! Values are written uncompressed: the files live for one run, and f64 features barely compress.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -189,40 +188,6 @@ impl MatrixDir {
         }
         Ok(rows)
     }
-
-    /// The horizons with at least one part, and their row counts (from the files' metadata).
-    pub fn horizons(&self) -> Result<BTreeMap<u32, usize>, MatrixError> {
-        let mut horizons = BTreeMap::new();
-        let entries = match std::fs::read_dir(&self.root) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(horizons),
-            Err(source) => {
-                return Err(MatrixError::Io {
-                    context: "listing the matrix",
-                    path: self.root.clone(),
-                    source,
-                });
-            }
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(minutes) = name
-                .to_str()
-                .and_then(|name| name.strip_prefix('h'))
-                .and_then(|minutes| minutes.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let mut count = 0;
-            for path in self.parts(minutes)? {
-                count += part_rows(&path)?;
-            }
-            if count > 0 {
-                horizons.insert(minutes, count);
-            }
-        }
-        Ok(horizons)
-    }
 }
 
 fn part_frame(part: &PartRows) -> PolarsResult<DataFrame> {
@@ -247,16 +212,6 @@ fn open(path: &Path) -> Result<File, MatrixError> {
         path: path.to_owned(),
         source,
     })
-}
-
-fn part_rows(path: &Path) -> Result<usize, MatrixError> {
-    ParquetReader::new(open(path)?)
-        .num_rows()
-        .map_err(|source| MatrixError::Polars {
-            context: "reading the metadata of",
-            path: path.to_owned(),
-            source,
-        })
 }
 
 /// One part's rows.
@@ -333,10 +288,9 @@ mod tests {
             (part.origins_ms, part.rows.targets),
             (vec![3_000], vec![0.75])
         );
-        assert_eq!(
-            matrix.horizons().expect("horizons"),
-            BTreeMap::from([(30, 3)])
-        );
+        // The empty part wrote nothing: no folder for its horizon.
+        assert_eq!(matrix.parts(30).expect("parts").len(), 2);
+        assert!(matrix.parts(60).expect("parts").is_empty());
         assert!(matrix.read(60).expect("no part").targets.is_empty());
     }
 }

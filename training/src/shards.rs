@@ -357,18 +357,18 @@ impl Prebuilt {
                 records.len()
             )));
         }
-        let mut rows: BTreeMap<NaiveDate, BTreeMap<u32, usize>> = BTreeMap::new();
+        let mut by_cut: BTreeMap<NaiveDate, Vec<BTreeMap<u32, usize>>> = BTreeMap::new();
         for record in records {
             for (cut, horizons) in record.rows {
-                let cut_rows = rows.entry(cut).or_default();
-                for (minutes, count) in horizons {
-                    *cut_rows.entry(minutes).or_default() += count;
-                }
+                by_cut.entry(cut).or_default().push(horizons);
             }
         }
         Ok(Prebuilt {
             root: root.to_owned(),
-            rows,
+            rows: by_cut
+                .into_iter()
+                .map(|(cut, shards)| (cut, sum_rows(shards)))
+                .collect(),
         })
     }
 

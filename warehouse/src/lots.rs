@@ -172,20 +172,6 @@ pub fn load_lots_in(
         .map(|lot| (lot.lot_id.clone(), lot))
         .collect();
     let series = load_series(warehouse, &filter, step_minutes, &dimension)?;
-    // A group's sparseness says nothing about the source's: only a whole read warns.
-    if only.is_none() {
-        let filled = series.keys().any(|lot_id| {
-            dimension
-                .get(lot_id)
-                .is_some_and(|row| row.hold_minutes.is_some())
-        });
-        warn_if_sparse(
-            source,
-            step_minutes,
-            grid_gaps(series.values(), step_minutes),
-            filled,
-        );
-    }
     let (mut arrivals, mut departures) = load_sessions(warehouse, &filter)?;
     let mut events = load_events(warehouse)?;
     // The calendars the imports used: embedded data with the calendar files they kept.
@@ -228,7 +214,25 @@ pub fn load_lots_in(
             },
         );
     }
+    // A group's sparseness says nothing about the source's: only a whole read warns.
+    if only.is_none() {
+        let (gaps, filled) = coverage(lots.values(), step_minutes);
+        warn_if_sparse(source, step_minutes, gaps, filled);
+    }
     Ok(lots)
+}
+
+/// The grid gaps of `lots` and whether any of them is filled forward: what
+/// [`warn_if_sparse`] reports on.
+pub fn coverage<'a>(
+    lots: impl IntoIterator<Item = &'a LotInputs> + Clone,
+    step_minutes: u32,
+) -> (GridGaps, bool) {
+    let filled = lots.clone().into_iter().any(|lot| lot.filled_forward);
+    (
+        grid_gaps(lots.into_iter().map(|lot| &lot.series), step_minutes),
+        filled,
+    )
 }
 
 /// Which rows a read keeps: a source's, of every lot or of some.
@@ -330,13 +334,13 @@ pub fn grid_gaps<'a>(
     step_minutes: u32,
 ) -> GridGaps {
     let short = short_gap_steps(step_minutes);
-    series
-        .into_iter()
-        .fold(GridGaps::default(), |gaps, lot| GridGaps {
-            empty: gaps.empty + lot.empty_instants(),
-            in_short_gaps: gaps.in_short_gaps + lot.empty_instants_in_short_gaps(short),
-            steps: gaps.steps + lot.span_instants(),
+    series.into_iter().fold(GridGaps::default(), |gaps, lot| {
+        gaps.plus(GridGaps {
+            empty: lot.empty_instants(),
+            in_short_gaps: lot.empty_instants_in_short_gaps(short),
+            steps: lot.span_instants(),
         })
+    })
 }
 
 /// How a source's grid is covered: see [`grid_gaps`].
@@ -348,6 +352,17 @@ pub struct GridGaps {
     pub in_short_gaps: usize,
     /// Steps from each lot's first to its last value.
     pub steps: usize,
+}
+
+impl GridGaps {
+    /// The gaps of two sets of lots together.
+    pub fn plus(self, other: GridGaps) -> GridGaps {
+        GridGaps {
+            empty: self.empty + other.empty,
+            in_short_gaps: self.in_short_gaps + other.in_short_gaps,
+            steps: self.steps + other.steps,
+        }
+    }
 }
 
 /// Reports a source whose grid lacks more than [`SPARSE_GRID_SHARE`] of its steps. Scattered
