@@ -1237,7 +1237,7 @@ pub(crate) fn fit_before(
     let (matrix, training_rows) = match &config.matrix {
         Some(root) => crate::shards::Prebuilt::open(root, lots, config)?.matrix(cut)?,
         None => {
-            scratch = scratch_dir(config)?;
+            scratch = scratch_dir(config, "parkcast-matrix-")?;
             let matrix = MatrixDir::new(scratch.path());
             let rows = write_training_matrix(lots, config, cut, &matrix, run)?;
             (matrix, rows)
@@ -1290,15 +1290,15 @@ fn score<T: Send>(
     )
 }
 
-/// A scratch folder for one training matrix, removed when dropped.
-fn scratch_dir(config: &BacktestConfig) -> Result<tempfile::TempDir, BacktestError> {
+/// A scratch folder (a training matrix, a split of the warehouse) in the config's scratch folder
+/// or the system's, removed when dropped.
+pub(crate) fn scratch_dir(
+    config: &BacktestConfig,
+    prefix: &str,
+) -> Result<tempfile::TempDir, BacktestError> {
     let parent = config.scratch.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)
-        .and_then(|()| {
-            tempfile::Builder::new()
-                .prefix("parkcast-matrix-")
-                .tempdir_in(&parent)
-        })
+        .and_then(|()| tempfile::Builder::new().prefix(prefix).tempdir_in(&parent))
         .map_err(|source| BacktestError::Scratch {
             path: parent,
             source,

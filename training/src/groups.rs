@@ -17,10 +17,13 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
+use std::sync::Arc;
+
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::lots::{
     GridGaps, LotInputs, coverage, load_lots_in, lot_ids, warn_if_sparse,
 };
+use parkcast_warehouse::split::{LotSplit, SplitOptions};
 use rayon::prelude::*;
 
 use crate::backtest::{BacktestConfig, BacktestError};
@@ -112,14 +115,15 @@ impl Group<'_> {
     }
 }
 
-/// Reads lots by group with filtered scans of a warehouse: groups of `group_lots` consecutive ids,
-/// each lot's code its position in `ids`.
+/// Reads lots by group, from the warehouse with filtered scans or from a [`LotSplit`] of it:
+/// groups of `group_lots` consecutive ids, each lot's code its position in `ids`.
 pub struct GroupReader<'a> {
     warehouse: &'a Warehouse,
     source: String,
     step_minutes: u32,
     ids: Vec<String>,
     group_lots: usize,
+    split: Option<Arc<LotSplit>>,
 }
 
 impl<'a> GroupReader<'a> {
@@ -137,7 +141,22 @@ impl<'a> GroupReader<'a> {
             step_minutes,
             ids,
             group_lots: group_lots.max(1),
+            split: None,
         }
+    }
+
+    /// The same reader, reading from `split` (a split of the same source of the same warehouse).
+    fn reading_split(mut self, split: Option<Arc<LotSplit>>) -> Self {
+        self.split = split;
+        self
+    }
+
+    /// The lots `ids`, from the split if there is one.
+    fn load(&self, ids: &[String]) -> Result<BTreeMap<String, LotInputs>, BacktestError> {
+        Ok(match &self.split {
+            Some(split) => split.load(self.warehouse, &self.source, self.step_minutes, ids)?,
+            None => load_lots_in(self.warehouse, &self.source, self.step_minutes, Some(ids))?,
+        })
     }
 
     /// The lots, in code order.
@@ -165,8 +184,7 @@ impl<'a> GroupReader<'a> {
             .map(|index| {
                 let first_code = index * self.group_lots;
                 let ids = &self.ids[first_code..(first_code + self.group_lots).min(self.ids.len())];
-                let read =
-                    load_lots_in(self.warehouse, &self.source, self.step_minutes, Some(ids))?;
+                let read = self.load(ids)?;
                 if read.len() != ids.len() {
                     return Err(BacktestError::WarehouseChanged {
                         expected: ids.len(),
@@ -190,6 +208,8 @@ impl<'a> GroupReader<'a> {
 pub struct LotGroups<'a> {
     reader: GroupReader<'a>,
     lots: Vec<LotSummary>,
+    /// Where the split of the warehouse lives, removed with the groups.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for LotGroups<'_> {
@@ -211,6 +231,46 @@ struct Found {
     filled: bool,
 }
 
+/// The source's lot ids, and, when they make more than one group, a split of its facts by group
+/// in a scratch folder (see [`LotSplit`]): every later pass then reads only its group's rows.
+#[allow(clippy::type_complexity)]
+fn split_by_group(
+    warehouse: &Warehouse,
+    config: &BacktestConfig,
+    progress: &dyn Progress,
+) -> Result<
+    (
+        Vec<String>,
+        Option<Arc<LotSplit>>,
+        Option<tempfile::TempDir>,
+    ),
+    BacktestError,
+> {
+    let ids = lot_ids(warehouse, &config.source)?;
+    if ids.len() <= config.group_lots.max(1) {
+        return Ok((ids, None, None));
+    }
+    let scratch = crate::backtest::scratch_dir(config, "parkcast-lots-")?;
+    let options = SplitOptions::new(config.group_lots);
+    progress.stage(
+        &format!(
+            "splitting {} lots into groups of {}",
+            ids.len(),
+            config.group_lots
+        ),
+        Some(LotSplit::chunk_count(warehouse, options)? as u64),
+    );
+    let split = LotSplit::write(
+        warehouse,
+        &config.source,
+        ids,
+        options,
+        scratch.path(),
+        &|| progress.advance(1),
+    )?;
+    Ok((split.ids().to_vec(), Some(Arc::new(split)), Some(scratch)))
+}
+
 impl<'a> LotGroups<'a> {
     /// The usable lots of the config's source in `warehouse` (and the ids of those left out), read
     /// group by group; errors when the source has no lot or no usable one.
@@ -219,7 +279,7 @@ impl<'a> LotGroups<'a> {
         config: &BacktestConfig,
         progress: &dyn Progress,
     ) -> Result<(Self, Vec<String>), BacktestError> {
-        let ids = lot_ids(warehouse, &config.source)?;
+        let (ids, split, scratch) = split_by_group(warehouse, config, progress)?;
         if ids.is_empty() {
             return Err(BacktestError::NoSuchSource {
                 source_name: config.source.clone(),
@@ -230,6 +290,14 @@ impl<'a> LotGroups<'a> {
             });
         }
         let first_start = config.first_start();
+        let all = GroupReader::new(
+            warehouse,
+            &config.source,
+            config.step_minutes,
+            Vec::new(),
+            config.group_lots,
+        )
+        .reading_split(split.clone());
         let chunks: Vec<&[String]> = ids.chunks(config.group_lots.max(1)).collect();
         progress.stage(
             &format!("reading {} lots in {} groups", ids.len(), chunks.len()),
@@ -238,8 +306,7 @@ impl<'a> LotGroups<'a> {
         let found = chunks
             .par_iter()
             .map(|chunk| {
-                let lots =
-                    load_lots_in(warehouse, &config.source, config.step_minutes, Some(chunk))?;
+                let lots = all.load(chunk)?;
                 let (gaps, filled) = coverage(lots.values(), config.step_minutes);
                 let mut found = Found {
                     gaps,
@@ -278,8 +345,10 @@ impl<'a> LotGroups<'a> {
                 config.step_minutes,
                 ids,
                 config.group_lots,
-            ),
+            )
+            .reading_split(split),
             lots: all.usable,
+            _scratch: scratch,
         };
         Ok((groups, all.excluded))
     }

@@ -529,3 +529,78 @@ fn an_old_file_missing_an_original_column_is_still_refused() {
         "{error:?}"
     );
 }
+
+/// A split of a simulated city (sessions included) read back group by group equals the
+/// warehouse's own filtered reads, for single lots and for reads across group boundaries, with
+/// one partition per chunk and a file per chunk and group, so several chunks and files keep each
+/// lot's rows in the warehouse's order.
+#[test]
+fn a_split_by_lot_group_reads_every_lot_as_the_warehouse_does() {
+    use parkcast_training::progress::NoProgress;
+    use parkcast_training::simulate::{SimulationParams, simulate};
+    use parkcast_warehouse::lots::{LotInputs, load_lots_in, lot_ids};
+    use parkcast_warehouse::split::{LotSplit, SplitOptions};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let warehouse = Warehouse::create(dir.path()).expect("warehouse");
+    let params = SimulationParams::default()
+        .lots(5)
+        .days(6)
+        .check()
+        .expect("valid parameters");
+    simulate(&params, &warehouse, &NoProgress).expect("simulation");
+    let ids = lot_ids(&warehouse, "simulated").expect("ids");
+    assert_eq!(ids.len(), 5);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let options = SplitOptions {
+        chunk_bytes: 1,
+        buffer_bytes: 1,
+        ..SplitOptions::new(2)
+    };
+    let chunks = std::cell::Cell::new(0);
+    let split = LotSplit::write(
+        &warehouse,
+        "simulated",
+        ids.clone(),
+        options,
+        scratch.path(),
+        &|| chunks.set(chunks.get() + 1),
+    )
+    .expect("split");
+    assert_eq!(split.ids(), ids);
+    assert_eq!(
+        chunks.get(),
+        LotSplit::chunk_count(&warehouse, options).expect("chunks")
+    );
+    assert!(chunks.get() >= 12, "one chunk per day and table");
+    let files = std::fs::read_dir(scratch.path().join("fact_parking_session"))
+        .expect("session files")
+        .count();
+    assert!(files >= 3 * 6, "a file per group and chunk, found {files}");
+
+    let summary = |lot: &LotInputs| {
+        (
+            lot.series.iter().collect::<Vec<_>>(),
+            lot.arrivals_ms.clone(),
+            lot.departures_ms.clone(),
+            lot.kind.clone(),
+            lot.holiday_region.clone(),
+            lot.filled_forward,
+            lot.series.timezone(),
+        )
+    };
+    for wanted in [&ids[..1], &ids[1..4], &ids[4..], &ids[..]] {
+        let from_split = split
+            .load(&warehouse, "simulated", 15, wanted)
+            .expect("split read");
+        let direct = load_lots_in(&warehouse, "simulated", 15, Some(wanted)).expect("direct read");
+        assert_eq!(
+            from_split.keys().collect::<Vec<_>>(),
+            wanted.iter().collect::<Vec<_>>()
+        );
+        for (id, lot) in &direct {
+            assert!(!lot.arrivals_ms.is_empty(), "{id} has sessions");
+            assert_eq!(summary(&from_split[id]), summary(lot), "{id}");
+        }
+    }
+}

@@ -5,7 +5,8 @@
 //! [`error`] are leaves; [`frame`] converts rows to and from polars frames; [`rows`] defines every
 //! table's row type; [`store`] is the [`Warehouse`] on disk. Built on them: [`topology`] (which slots
 //! each lot has, from `dim_slot`), [`lots`] (a source's lots on the forecast grid, as the trainer and
-//! the server's history seeding read them) and [`pii`] (how contact data and plates are hashed before
+//! the server's history seeding read them), [`split`] (a source's facts split by lot group into scratch
+//! files, so a trainer's passes read only their group) and [`pii`] (how contact data and plates are hashed before
 //! they are stored).
 //!
 //! ```
@@ -21,6 +22,7 @@ pub mod lots;
 pub mod pii;
 pub mod rows;
 pub mod schema;
+pub mod split;
 pub mod store;
 pub mod topology;
 

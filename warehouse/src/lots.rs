@@ -138,18 +138,12 @@ pub fn load_lots(
     load_lots_in(warehouse, source, step_minutes, None)
 }
 
-/// The ids of the lots with occupancy from `source`, in order: one scan of the `lot_id` column, so a
-/// trainer can split a city into groups before reading any of them.
+/// The ids of the lots with occupancy from `source`, in order, so a trainer can split a city into
+/// groups before reading any of them. The table is read a few partitions at a time
+/// ([`crate::split::partition_chunks`]): the whole `lot_id` column of a large city decoded at once
+/// was the largest allocation of a run.
 pub fn lot_ids(warehouse: &Warehouse, source: &str) -> Result<Vec<String>, LotsError> {
-    let frame = warehouse
-        .scan(Table::FactLotOccupancy)?
-        .filter(col("source").eq(lit(source.to_owned())))
-        .select([col("lot_id")])
-        .collect()
-        .map_err(polars_error("reading fact_lot_occupancy"))?;
-    let ids: std::collections::BTreeSet<&str> =
-        Columns(&frame).text("lot_id")?.iter().flatten().collect();
-    Ok(ids.into_iter().map(str::to_owned).collect())
+    crate::split::source_lot_ids(warehouse, source, &|| {})
 }
 
 /// The lots of `source` among `only` (every lot when `None`), keyed and ordered by lot id. The
@@ -165,14 +159,55 @@ pub fn load_lots_in(
         return Ok(BTreeMap::new());
     }
     let filter = LotFilter { source, only };
+    let occupancy = warehouse
+        .scan(Table::FactLotOccupancy)?
+        .filter(filter.predicate());
+    let sessions = match warehouse.scan(Table::FactParkingSession) {
+        Ok(scan) => Some(scan.filter(filter.predicate())),
+        // Occupancy-only sources (most public data) have no session table at all.
+        Err(WarehouseError::MissingTable { .. }) => None,
+        Err(error) => return Err(error.into()),
+    };
+    load_lots_from(
+        warehouse,
+        &filter,
+        step_minutes,
+        FactScans {
+            occupancy,
+            sessions,
+        },
+    )
+}
+
+/// A read's fact rows, already filtered to its lots: from the warehouse, or from a
+/// [`crate::split::LotSplit`].
+pub(crate) struct FactScans {
+    /// `lot_id`, `ts`, `occupied`, `capacity` of `fact_lot_occupancy`.
+    pub(crate) occupancy: LazyFrame,
+    /// `lot_id`, `entry_ts`, `exit_ts` of `fact_parking_session`, if the source has any.
+    pub(crate) sessions: Option<LazyFrame>,
+}
+
+/// The lots of `filter` from their fact rows, with the warehouse's dimensions, events and
+/// calendars.
+pub(crate) fn load_lots_from(
+    warehouse: &Warehouse,
+    filter: &LotFilter<'_>,
+    step_minutes: u32,
+    facts: FactScans,
+) -> Result<BTreeMap<String, LotInputs>, LotsError> {
+    let (source, only) = (filter.source, filter.only);
     let dimension: HashMap<String, LotRow> = warehouse
         .read_rows::<LotRow>()?
         .into_iter()
         .filter(|lot| filter.keeps(&lot.lot_id))
         .map(|lot| (lot.lot_id.clone(), lot))
         .collect();
-    let series = load_series(warehouse, &filter, step_minutes, &dimension)?;
-    let (mut arrivals, mut departures) = load_sessions(warehouse, &filter)?;
+    let series = load_series(facts.occupancy, step_minutes, &dimension)?;
+    let (mut arrivals, mut departures) = match facts.sessions {
+        Some(sessions) => load_sessions(sessions)?,
+        None => Default::default(),
+    };
     let mut events = load_events(warehouse)?;
     // The calendars the imports used: embedded data with the calendar files they kept.
     let calendar_source = CalendarSource::for_warehouse(warehouse.root())?;
@@ -236,24 +271,28 @@ pub fn coverage<'a>(
 }
 
 /// Which rows a read keeps: a source's, of every lot or of some.
-struct LotFilter<'a> {
-    source: &'a str,
-    only: Option<&'a [String]>,
+pub(crate) struct LotFilter<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) only: Option<&'a [String]>,
 }
 
 impl LotFilter<'_> {
     /// The predicate of a fact scan.
     fn predicate(&self) -> Expr {
         let source = col("source").eq(lit(self.source.to_owned()));
-        let lots = self.only.and_then(|ids| {
-            ids.iter()
-                .map(|id| col("lot_id").eq(lit(id.clone())))
-                .reduce(Expr::or)
-        });
-        match lots {
+        match self.lots_predicate() {
             Some(lots) => source.and(lots),
             None => source,
         }
+    }
+
+    /// The predicate on `lot_id` alone (none for every lot).
+    pub(crate) fn lots_predicate(&self) -> Option<Expr> {
+        self.only.and_then(|ids| {
+            ids.iter()
+                .map(|id| col("lot_id").eq(lit(id.clone())))
+                .reduce(Expr::or)
+        })
     }
 
     fn keeps(&self, lot_id: &str) -> bool {
@@ -262,16 +301,13 @@ impl LotFilter<'_> {
     }
 }
 
-/// Every lot of the filter as a grid series.
+/// Every lot of a filtered occupancy scan as a grid series.
 fn load_series(
-    warehouse: &Warehouse,
-    filter: &LotFilter<'_>,
+    occupancy: LazyFrame,
     step_minutes: u32,
     dimension: &HashMap<String, LotRow>,
 ) -> Result<BTreeMap<String, GridSeries>, LotsError> {
-    let frame = warehouse
-        .scan(Table::FactLotOccupancy)?
-        .filter(filter.predicate())
+    let frame = occupancy
         .select([col("lot_id"), col("ts"), col("occupied"), col("capacity")])
         .collect()
         .map_err(polars_error("reading fact_lot_occupancy"))?;
@@ -420,19 +456,9 @@ fn load_events(warehouse: &Warehouse) -> Result<HashMap<String, Vec<ScheduledEve
     Ok(events)
 }
 
-/// Session entry and exit times per lot; empty when the warehouse has no sessions for the source.
-fn load_sessions(
-    warehouse: &Warehouse,
-    filter: &LotFilter<'_>,
-) -> Result<(TimesByLot, TimesByLot), LotsError> {
-    let scan = match warehouse.scan(Table::FactParkingSession) {
-        Ok(scan) => scan,
-        // Occupancy-only sources (most public data) have no session table at all.
-        Err(WarehouseError::MissingTable { .. }) => return Ok(Default::default()),
-        Err(error) => return Err(error.into()),
-    };
-    let frame = scan
-        .filter(filter.predicate())
+/// Session entry and exit times per lot of a filtered session scan.
+fn load_sessions(sessions: LazyFrame) -> Result<(TimesByLot, TimesByLot), LotsError> {
+    let frame = sessions
         .select([col("lot_id"), col("entry_ts"), col("exit_ts")])
         .collect()
         .map_err(polars_error("reading fact_parking_session"))?;

@@ -432,9 +432,14 @@ impl Warehouse {
     /// column `date` (a `Date`) besides their own columns, so filters on it prune whole files.
     /// Columns a file lacks because it was written before they were added read as null.
     pub fn scan(&self, table: Table) -> Result<LazyFrame> {
-        let files = self.table_files(table)?;
+        self.scan_files(table, &self.table_files(table)?)
+    }
+
+    /// A lazy scan of some of a table's files (from [`Warehouse::table_files`], in that order),
+    /// like [`Warehouse::scan`]: a reader that walks a large table a few partitions at a time.
+    pub fn scan_files(&self, table: Table, files: &[PathBuf]) -> Result<LazyFrame> {
         let mut some_file_lacks_columns = false;
-        for path in &files {
+        for path in files {
             some_file_lacks_columns |= !self.columns_missing_from(table, path)?.is_empty();
         }
         if files.is_empty() {

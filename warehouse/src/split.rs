@@ -1,0 +1,356 @@
+//! A source's occupancy and sessions split by lot group into scratch Parquet files, so that every
+//! later read of a group reads only that group's rows.
+//!
+//! The warehouse is partitioned by date only: a scan filtered on a group's lot ids still decodes
+//! the `lot_id` column of every file it touches. A trainer that reads a city group by group in
+//! several passes (usability, training rows of each fit, scoring, the model file, the live
+//! forecasts) paid for the whole session table per group and pass; on a simulated city of 200 lots
+//! x 1 year that was about 1 GB of decoded ids per group read, and the groups' reads were most of
+//! the run's peak memory. [`LotSplit::write`] reads each table once, a few partitions at a time
+//! ([`partition_chunks`]), and appends each chunk's rows to its groups' files; its memory is one
+//! chunk plus a bounded buffer of rows not yet written, whatever the city.
+//!
+//! A lot's rows keep the order the warehouse scan gives them (chunks in file order, rows in order
+//! within a chunk, a group's files in write order), so a lot read from the split equals the lot
+//! read from the warehouse: [`crate::lots::load_lots_in`] and [`LotSplit::load`] share the code
+//! that turns rows into [`LotInputs`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::error::WarehouseError;
+use crate::lots::{FactScans, LotFilter, LotInputs, LotsError, load_lots_from};
+use crate::schema::Table;
+use crate::store::{Warehouse, partition_date_of};
+
+/// Compressed bytes of warehouse files read at once by a chunked pass (whole partitions; a single
+/// partition larger than this is one chunk). A year of a simulated 200-lot city's sessions is
+/// about 1.4 MB per day, so a chunk is about three weeks.
+pub const CHUNK_BYTES: u64 = 32 << 20;
+
+/// Rows held for the groups' files before they are written out, by polars' size estimate.
+pub const BUFFER_BYTES: usize = 128 << 20;
+
+/// How a split groups and reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitOptions {
+    /// Lots per group.
+    pub group_lots: usize,
+    /// Compressed bytes of warehouse files read at once ([`CHUNK_BYTES`]).
+    pub chunk_bytes: u64,
+    /// Rows held before the groups' files are written ([`BUFFER_BYTES`]).
+    pub buffer_bytes: usize,
+}
+
+impl SplitOptions {
+    /// Groups of `group_lots`, the default chunk and buffer.
+    pub fn new(group_lots: usize) -> Self {
+        SplitOptions {
+            group_lots: group_lots.max(1),
+            chunk_bytes: CHUNK_BYTES,
+            buffer_bytes: BUFFER_BYTES,
+        }
+    }
+}
+
+/// A table's files (sorted, as [`Warehouse::table_files`] lists them) in consecutive runs of whole
+/// partitions of about [`CHUNK_BYTES`].
+pub fn partition_chunks(files: &[PathBuf]) -> Vec<&[PathBuf]> {
+    chunks_of(files, CHUNK_BYTES)
+}
+
+/// [`partition_chunks`] of about `chunk_bytes`.
+fn chunks_of(files: &[PathBuf], chunk_bytes: u64) -> Vec<&[PathBuf]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (index, path) in files.iter().enumerate() {
+        let new_partition =
+            index > 0 && partition_date_of(path) != partition_date_of(&files[index - 1]);
+        if new_partition && bytes >= chunk_bytes {
+            chunks.push(&files[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += fs::metadata(path).map_or(0, |metadata| metadata.len());
+    }
+    if start < files.len() {
+        chunks.push(&files[start..]);
+    }
+    chunks
+}
+
+/// The ids of `source`'s lots with occupancy, in order, read chunk by chunk; `advance` is called
+/// once per chunk.
+pub(crate) fn source_lot_ids(
+    warehouse: &Warehouse,
+    source: &str,
+    advance: &dyn Fn(),
+) -> Result<Vec<String>, LotsError> {
+    let files = warehouse.table_files(Table::FactLotOccupancy)?;
+    let mut ids = std::collections::BTreeSet::new();
+    for chunk in partition_chunks(&files) {
+        let frame = warehouse
+            .scan_files(Table::FactLotOccupancy, chunk)?
+            .filter(col("source").eq(lit(source.to_owned())))
+            .select([col("lot_id")])
+            .unique(None, UniqueKeepStrategy::Any)
+            .collect()
+            .map_err(|source| polars("reading fact_lot_occupancy", source))?;
+        ids.extend(text(&frame, "lot_id")?.iter().flatten().map(str::to_owned));
+        advance();
+    }
+    Ok(ids.into_iter().collect())
+}
+
+/// The columns of a table a read of lots needs.
+fn needed_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::FactParkingSession => &["lot_id", "entry_ts", "exit_ts"],
+        _ => &["lot_id", "ts", "occupied", "capacity"],
+    }
+}
+
+/// A source's occupancy and sessions, split by group of lots into files under a scratch folder.
+#[derive(Debug)]
+pub struct LotSplit {
+    ids: Vec<String>,
+    group_lots: usize,
+    /// Per group, its occupancy files in write order.
+    occupancy: Vec<Vec<PathBuf>>,
+    /// Per group, its session files; `None` when the warehouse has no session table.
+    sessions: Option<Vec<Vec<PathBuf>>>,
+}
+
+impl LotSplit {
+    /// How many chunks [`LotSplit::write`] reads (and reports through its `advance`).
+    pub fn chunk_count(warehouse: &Warehouse, options: SplitOptions) -> Result<usize, LotsError> {
+        let occupancy = warehouse.table_files(Table::FactLotOccupancy)?;
+        let sessions = match warehouse.table_files(Table::FactParkingSession) {
+            Ok(files) => files,
+            Err(WarehouseError::MissingTable { .. }) => Vec::new(),
+            Err(error) => return Err(error.into()),
+        };
+        Ok(chunks_of(&occupancy, options.chunk_bytes).len()
+            + chunks_of(&sessions, options.chunk_bytes).len())
+    }
+
+    /// Splits `source`'s lots `ids` (from [`crate::lots::lot_ids`]: sorted, the rows of other
+    /// lots are left out) into groups of `options.group_lots` and writes each group's occupancy
+    /// and sessions under `root` (created if missing; the caller removes it). `advance` is called
+    /// once per chunk read.
+    pub fn write(
+        warehouse: &Warehouse,
+        source: &str,
+        ids: Vec<String>,
+        options: SplitOptions,
+        root: &Path,
+        advance: &dyn Fn(),
+    ) -> Result<Self, LotsError> {
+        let group_lots = options.group_lots.max(1);
+        debug_assert!(ids.is_sorted(), "lot ids should be sorted");
+        let groups = ids.len().div_ceil(group_lots);
+        let group_of: HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(position, id)| (id.as_str(), position / group_lots))
+            .collect();
+        let writer = GroupWriter {
+            warehouse,
+            source,
+            group_of: &group_of,
+            groups,
+            root,
+            options,
+        };
+        let occupancy = writer.split(Table::FactLotOccupancy, advance)?;
+        let sessions = match warehouse.table_files(Table::FactParkingSession) {
+            Ok(_) => Some(writer.split(Table::FactParkingSession, advance)?),
+            Err(WarehouseError::MissingTable { .. }) => None,
+            Err(error) => return Err(error.into()),
+        };
+        Ok(LotSplit {
+            ids,
+            group_lots,
+            occupancy,
+            sessions,
+        })
+    }
+
+    /// The source's lots with occupancy, in order.
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// The lots `ids` (each of [`LotSplit::ids`]) read from their groups' files, keyed and ordered
+    /// by lot id, as [`crate::lots::load_lots_in`] reads them from the warehouse.
+    pub fn load(
+        &self,
+        warehouse: &Warehouse,
+        source: &str,
+        step_minutes: u32,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, LotInputs>, LotsError> {
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut groups: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| self.ids.binary_search(id).ok())
+            .map(|position| position / self.group_lots)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let filter = LotFilter {
+            source,
+            only: Some(ids),
+        };
+        let files_of = |per_group: &[Vec<PathBuf>]| -> Vec<PathBuf> {
+            groups
+                .iter()
+                .flat_map(|group| per_group[*group].iter().cloned())
+                .collect()
+        };
+        let scan = |files: Vec<PathBuf>| -> Result<Option<LazyFrame>, LotsError> {
+            if files.is_empty() {
+                return Ok(None);
+            }
+            let sources = ScanSources::Paths(
+                files
+                    .iter()
+                    .map(|path| PlRefPath::new(path.to_string_lossy().into_owned()))
+                    .collect(),
+            );
+            let scan = LazyFrame::scan_parquet_sources(sources, ScanArgsParquet::default())
+                .map_err(|source| polars("scanning a lot group's files", source))?;
+            Ok(Some(match filter.lots_predicate() {
+                Some(predicate) => scan.filter(predicate),
+                None => scan,
+            }))
+        };
+        let Some(occupancy) = scan(files_of(&self.occupancy))? else {
+            return Ok(BTreeMap::new());
+        };
+        let sessions = match &self.sessions {
+            Some(sessions) => scan(files_of(sessions))?,
+            None => None,
+        };
+        load_lots_from(
+            warehouse,
+            &filter,
+            step_minutes,
+            FactScans {
+                occupancy,
+                sessions,
+            },
+        )
+    }
+}
+
+/// Writes a table's rows into per-group files.
+struct GroupWriter<'a> {
+    warehouse: &'a Warehouse,
+    source: &'a str,
+    group_of: &'a HashMap<&'a str, usize>,
+    groups: usize,
+    root: &'a Path,
+    options: SplitOptions,
+}
+
+impl GroupWriter<'_> {
+    /// Reads `table` chunk by chunk and returns each group's files in write order.
+    fn split(&self, table: Table, advance: &dyn Fn()) -> Result<Vec<Vec<PathBuf>>, LotsError> {
+        let dir = self.root.join(table.name());
+        fs::create_dir_all(&dir).map_err(|source| io("creating a split folder", &dir, source))?;
+        let files = self.warehouse.table_files(table)?;
+        let columns: Vec<Expr> = needed_columns(table)
+            .iter()
+            .map(|name| col(*name))
+            .collect();
+        let mut pending: Vec<Vec<DataFrame>> = vec![Vec::new(); self.groups];
+        let mut pending_bytes = 0usize;
+        let mut written: Vec<Vec<PathBuf>> = vec![Vec::new(); self.groups];
+        for chunk in chunks_of(&files, self.options.chunk_bytes) {
+            let frame = self
+                .warehouse
+                .scan_files(table, chunk)?
+                .filter(col("source").eq(lit(self.source.to_owned())))
+                .select(columns.clone())
+                .collect()
+                .map_err(|source| polars("reading a chunk of a fact table", source))?;
+            let mut rows: Vec<Vec<IdxSize>> = vec![Vec::new(); self.groups];
+            for (row, id) in text(&frame, "lot_id")?.iter().enumerate() {
+                if let Some(group) = id.and_then(|id| self.group_of.get(id)) {
+                    rows[*group].push(row as IdxSize);
+                }
+            }
+            for (group, rows) in rows.into_iter().enumerate() {
+                if rows.is_empty() {
+                    continue;
+                }
+                let part = frame
+                    .take(&IdxCa::from_vec(PlSmallStr::EMPTY, rows))
+                    .map_err(|source| polars("splitting a chunk by group", source))?;
+                pending_bytes += part.estimated_size();
+                pending[group].push(part);
+            }
+            if pending_bytes > self.options.buffer_bytes {
+                write_pending(&dir, &mut pending, &mut written)?;
+                pending_bytes = 0;
+            }
+            advance();
+        }
+        write_pending(&dir, &mut pending, &mut written)?;
+        Ok(written)
+    }
+}
+
+/// Writes each group's pending rows as its next file.
+fn write_pending(
+    dir: &Path,
+    pending: &mut [Vec<DataFrame>],
+    written: &mut [Vec<PathBuf>],
+) -> Result<(), LotsError> {
+    for (group, frames) in pending.iter_mut().enumerate() {
+        let mut frames = std::mem::take(frames).into_iter();
+        let Some(mut frame) = frames.next() else {
+            continue;
+        };
+        for next in frames {
+            frame
+                .vstack_mut_owned(next)
+                .map_err(|source| polars("joining a group's rows", source))?;
+        }
+        let path = dir.join(format!(
+            "group-{group:06}-{:04}.parquet",
+            written[group].len()
+        ));
+        let file = File::create(&path).map_err(|source| io("creating", &path, source))?;
+        ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(&mut frame)
+            .map_err(|source| polars("writing a lot group's file", source))?;
+        written[group].push(path);
+    }
+    Ok(())
+}
+
+fn text<'a>(frame: &'a DataFrame, name: &str) -> Result<&'a StringChunked, LotsError> {
+    frame
+        .column(name)
+        .and_then(Column::str)
+        .map_err(|source| polars("reading a text column", source))
+}
+
+fn polars(context: &'static str, source: PolarsError) -> LotsError {
+    LotsError::Polars { context, source }
+}
+
+fn io(context: &'static str, path: &Path, source: std::io::Error) -> LotsError {
+    LotsError::Warehouse(WarehouseError::Io {
+        context,
+        path: path.to_path_buf(),
+        source,
+    })
+}
