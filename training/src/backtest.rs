@@ -31,6 +31,7 @@ use parkcast_features::vector::{FeatureParams, FeatureVector, LotContext, LotPro
 use parkcast_localtime::day_start_ms;
 use parkcast_warehouse::{Warehouse, WarehouseError};
 use polars::prelude::PolarsError;
+use rayon::prelude::*;
 
 use crate::groups::{DEFAULT_GROUP_LOTS, Group, LotGroups, LotSummary};
 use crate::matrix::{MatrixDir, MatrixError, PartRows};
@@ -760,6 +761,9 @@ pub fn backtest_lots(
         let fitted = fit_before(usable, config, models, window_start, &labelled)?;
         let days = (window_start, window_end + Days::new(1));
         let last_window = window_index + 1 == windows.len();
+        // Each group's scored pairs wait on disk for the second pass (`crate::pairs`).
+        let spill = scratch_dir(config, "parkcast-pairs-")?;
+        let spilled_parts = std::sync::atomic::AtomicUsize::new(0);
         let parts = score(
             usable,
             config,
@@ -783,15 +787,28 @@ pub fn backtest_lots(
                         }
                     }
                 }
-                (kept, origins)
+                // Any unique name: the files come back in group order with the results.
+                let path = spill.path().join(format!(
+                    "part-{}.bin",
+                    spilled_parts.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ));
+                crate::pairs::write(&path, &part)
+                    .map_err(|source| BacktestError::Scratch {
+                        path: path.clone(),
+                        source,
+                    })
+                    .map(|()| (kept, origins, path))
             },
         )?;
         let calibrating = Instant::now();
         let mut kept = Vec::new();
         let mut origins = (i64::MAX, i64::MIN);
-        for (part_kept, part_origins) in parts {
+        let mut spilled = Vec::new();
+        for part in parts {
+            let (part_kept, part_origins, path) = part?;
             kept.extend(part_kept);
             origins = (origins.0.min(part_origins.0), origins.1.max(part_origins.1));
+            spilled.push(path);
         }
         kept.sort_by_key(|residual| residual.target_ms);
         if last_window {
@@ -805,47 +822,40 @@ pub fn backtest_lots(
         timeline.replay(kept, origins, names.len());
         phases.add("calibrate and score", calibrating.elapsed());
 
-        let parts = score(
-            usable,
-            config,
-            window_start,
-            days,
-            &fitted,
-            &labelled,
-            |part| {
-                let mut lots: Vec<LotTally> = Vec::new();
-                let mut part_samples = Vec::new();
-                for (position, row) in part.rows.iter().enumerate() {
-                    if lots.last().is_none_or(|lot| lot.lot != row.lot) {
-                        lots.push(LotTally::new(row.lot));
-                    }
-                    let lot = lots.last_mut().expect("pushed above");
-                    let origin = row.origin_ms(config.step_minutes);
-                    let mut sample_forecasts = Vec::new();
-                    let mut sample_intervals = Vec::new();
-                    for (model_index, forecasts) in part.forecasts.iter().enumerate() {
-                        let forecast = forecasts[position];
-                        let intervals =
-                            timeline.intervals(model_index, row, origin, or_last(forecast, row));
-                        lot.record(model_index, row, forecast, intervals);
-                        sample_forecasts.push(or_last(forecast, row));
-                        sample_intervals
-                            .push(intervals.map_or((f64::NAN, f64::NAN), |(eighty, _)| eighty));
-                    }
-                    if last_window && row.lot < SAMPLE_LOTS {
-                        part_samples.push(ForecastSample {
-                            lot_id: usable.lots()[row.lot].lot_id.clone(),
-                            horizon_steps: row.horizon_steps,
-                            target_ms: row.target_ms,
-                            actual_rate: row.actual_rate,
-                            forecasts: sample_forecasts,
-                            intervals_80: sample_intervals,
-                        });
-                    }
+        let parts = replay_scored(&spilled, &labelled, |part| {
+            let mut lots: Vec<LotTally> = Vec::new();
+            let mut part_samples = Vec::new();
+            for (position, row) in part.rows.iter().enumerate() {
+                if lots.last().is_none_or(|lot| lot.lot != row.lot) {
+                    lots.push(LotTally::new(row.lot));
                 }
-                (lots, part_samples)
-            },
-        )?;
+                let lot = lots.last_mut().expect("pushed above");
+                let origin = row.origin_ms(config.step_minutes);
+                let mut sample_forecasts = Vec::new();
+                let mut sample_intervals = Vec::new();
+                for (model_index, forecasts) in part.forecasts.iter().enumerate() {
+                    let forecast = forecasts[position];
+                    let intervals =
+                        timeline.intervals(model_index, row, origin, or_last(forecast, row));
+                    lot.record(model_index, row, forecast, intervals);
+                    sample_forecasts.push(or_last(forecast, row));
+                    sample_intervals
+                        .push(intervals.map_or((f64::NAN, f64::NAN), |(eighty, _)| eighty));
+                }
+                if last_window && row.lot < SAMPLE_LOTS {
+                    part_samples.push(ForecastSample {
+                        lot_id: usable.lots()[row.lot].lot_id.clone(),
+                        horizon_steps: row.horizon_steps,
+                        target_ms: row.target_ms,
+                        actual_rate: row.actual_rate,
+                        forecasts: sample_forecasts,
+                        intervals_80: sample_intervals,
+                    });
+                }
+            }
+            (lots, part_samples)
+        })?;
+        drop(spill);
         for (lots, part_samples) in parts {
             for lot in lots {
                 tally.add(window_index, lot);
@@ -1286,6 +1296,35 @@ fn score<T: Send>(
                 }
                 Ok(reduce(part))
             })
+        },
+    )
+}
+
+/// Hands the pairs [`score`] wrote to `spilled` (one file per group, in group order) to `reduce`,
+/// groups in parallel, and returns its results in group order.
+fn replay_scored<T: Send>(
+    spilled: &[PathBuf],
+    run: &LabelledRun<'_>,
+    reduce: impl Fn(ScoredPart) -> T + Sync,
+) -> Result<Vec<T>, BacktestError> {
+    run.stage(
+        "score pairs",
+        &format!("scoring against intervals ({} groups)", spilled.len()),
+        spilled.len(),
+        || {
+            spilled
+                .par_iter()
+                .map(|path| {
+                    let part =
+                        crate::pairs::read(path).map_err(|source| BacktestError::Scratch {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    let result = reduce(part);
+                    run.run.progress.advance(1);
+                    Ok(result)
+                })
+                .collect()
         },
     )
 }

@@ -19,6 +19,7 @@ pub mod frozen;
 pub mod groups;
 pub mod import;
 pub mod matrix;
+mod pairs;
 pub mod plot;
 pub mod progress;
 pub mod protocol;

@@ -553,7 +553,7 @@ fn a_split_by_lot_group_reads_every_lot_as_the_warehouse_does() {
     assert_eq!(ids.len(), 5);
     let scratch = tempfile::tempdir().expect("scratch");
     let options = SplitOptions {
-        chunk_bytes: 1,
+        chunk_rows: 1,
         buffer_bytes: 1,
         ..SplitOptions::new(2)
     };

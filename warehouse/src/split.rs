@@ -26,10 +26,11 @@ use crate::lots::{FactScans, LotFilter, LotInputs, LotsError, load_lots_from};
 use crate::schema::Table;
 use crate::store::{Warehouse, partition_date_of};
 
-/// Compressed bytes of warehouse files read at once by a chunked pass (whole partitions; a single
-/// partition larger than this is one chunk). A year of a simulated 200-lot city's sessions is
-/// about 1.4 MB per day, so a chunk is about three weeks.
-pub const CHUNK_BYTES: u64 = 32 << 20;
+/// Rows of warehouse files read at once by a chunked pass (whole partitions; a single partition
+/// with more is one chunk). Counted in rows, not bytes: a year of a simulated 200-lot city's
+/// occupancy is 18 MB of Parquet but 21 million rows, whose `lot_id` column alone took a GB
+/// decoded at once. Two million rows of the few columns a pass reads are about 100 MB.
+pub const CHUNK_ROWS: u64 = 2_000_000;
 
 /// Rows held for the groups' files before they are written out, by polars' size estimate.
 pub const BUFFER_BYTES: usize = 128 << 20;
@@ -39,8 +40,8 @@ pub const BUFFER_BYTES: usize = 128 << 20;
 pub struct SplitOptions {
     /// Lots per group.
     pub group_lots: usize,
-    /// Compressed bytes of warehouse files read at once ([`CHUNK_BYTES`]).
-    pub chunk_bytes: u64,
+    /// Rows of warehouse files read at once ([`CHUNK_ROWS`]).
+    pub chunk_rows: u64,
     /// Rows held before the groups' files are written ([`BUFFER_BYTES`]).
     pub buffer_bytes: usize,
 }
@@ -50,35 +51,38 @@ impl SplitOptions {
     pub fn new(group_lots: usize) -> Self {
         SplitOptions {
             group_lots: group_lots.max(1),
-            chunk_bytes: CHUNK_BYTES,
+            chunk_rows: CHUNK_ROWS,
             buffer_bytes: BUFFER_BYTES,
         }
     }
 }
 
 /// A table's files (sorted, as [`Warehouse::table_files`] lists them) in consecutive runs of whole
-/// partitions of about [`CHUNK_BYTES`].
-pub fn partition_chunks(files: &[PathBuf]) -> Vec<&[PathBuf]> {
-    chunks_of(files, CHUNK_BYTES)
+/// partitions of about [`CHUNK_ROWS`] rows (from the files' footers).
+pub fn partition_chunks(files: &[PathBuf]) -> Result<Vec<&[PathBuf]>, LotsError> {
+    chunks_of(files, CHUNK_ROWS)
 }
 
-/// [`partition_chunks`] of about `chunk_bytes`.
-fn chunks_of(files: &[PathBuf], chunk_bytes: u64) -> Vec<&[PathBuf]> {
+/// [`partition_chunks`] of about `chunk_rows`.
+fn chunks_of(files: &[PathBuf], chunk_rows: u64) -> Result<Vec<&[PathBuf]>, LotsError> {
     let mut chunks = Vec::new();
-    let (mut start, mut bytes) = (0, 0u64);
+    let (mut start, mut rows) = (0, 0u64);
     for (index, path) in files.iter().enumerate() {
         let new_partition =
             index > 0 && partition_date_of(path) != partition_date_of(&files[index - 1]);
-        if new_partition && bytes >= chunk_bytes {
+        if new_partition && rows >= chunk_rows {
             chunks.push(&files[start..index]);
-            (start, bytes) = (index, 0);
+            (start, rows) = (index, 0);
         }
-        bytes += fs::metadata(path).map_or(0, |metadata| metadata.len());
+        let file = File::open(path).map_err(|source| io("opening", path, source))?;
+        rows += ParquetReader::new(file)
+            .num_rows()
+            .map_err(|source| polars("reading a Parquet footer", source))? as u64;
     }
     if start < files.len() {
         chunks.push(&files[start..]);
     }
-    chunks
+    Ok(chunks)
 }
 
 /// The ids of `source`'s lots with occupancy, in order, read chunk by chunk; `advance` is called
@@ -90,7 +94,7 @@ pub(crate) fn source_lot_ids(
 ) -> Result<Vec<String>, LotsError> {
     let files = warehouse.table_files(Table::FactLotOccupancy)?;
     let mut ids = std::collections::BTreeSet::new();
-    for chunk in partition_chunks(&files) {
+    for chunk in partition_chunks(&files)? {
         let frame = warehouse
             .scan_files(Table::FactLotOccupancy, chunk)?
             .filter(col("source").eq(lit(source.to_owned())))
@@ -132,8 +136,8 @@ impl LotSplit {
             Err(WarehouseError::MissingTable { .. }) => Vec::new(),
             Err(error) => return Err(error.into()),
         };
-        Ok(chunks_of(&occupancy, options.chunk_bytes).len()
-            + chunks_of(&sessions, options.chunk_bytes).len())
+        Ok(chunks_of(&occupancy, options.chunk_rows)?.len()
+            + chunks_of(&sessions, options.chunk_rows)?.len())
     }
 
     /// Splits `source`'s lots `ids` (from [`crate::lots::lot_ids`]: sorted, the rows of other
@@ -271,7 +275,7 @@ impl GroupWriter<'_> {
         let mut pending: Vec<Vec<DataFrame>> = vec![Vec::new(); self.groups];
         let mut pending_bytes = 0usize;
         let mut written: Vec<Vec<PathBuf>> = vec![Vec::new(); self.groups];
-        for chunk in chunks_of(&files, self.options.chunk_bytes) {
+        for chunk in chunks_of(&files, self.options.chunk_rows)? {
             let frame = self
                 .warehouse
                 .scan_files(table, chunk)?
