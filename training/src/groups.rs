@@ -164,6 +164,31 @@ impl<'a> GroupReader<'a> {
         &self.ids
     }
 
+    /// The same reader over a split of the lots of the groups `wanted` keeps (a shard's), when
+    /// they are more than one group: several passes over a few groups then read the warehouse
+    /// once, not once per group and pass. The scratch folder returned holds the split.
+    pub(crate) fn split_for(
+        self,
+        config: &BacktestConfig,
+        wanted: impl Fn(usize) -> bool,
+        progress: &dyn Progress,
+    ) -> Result<(Self, Option<tempfile::TempDir>), BacktestError> {
+        let groups: Vec<usize> = (0..self.group_count()).filter(|g| wanted(*g)).collect();
+        if groups.len() < 2 {
+            return Ok((self, None));
+        }
+        let ids: Vec<String> = groups
+            .iter()
+            .flat_map(|group| {
+                let first = group * self.group_lots;
+                self.ids[first..(first + self.group_lots).min(self.ids.len())].iter()
+            })
+            .cloned()
+            .collect();
+        let (split, scratch) = write_split(self.warehouse, config, ids, progress)?;
+        Ok((self.reading_split(Some(split)), Some(scratch)))
+    }
+
     /// How many groups a pass reads.
     pub fn group_count(&self) -> usize {
         self.ids.len().div_ceil(self.group_lots)
@@ -250,6 +275,18 @@ fn split_by_group(
     if ids.len() <= config.group_lots.max(1) {
         return Ok((ids, None, None));
     }
+    let (split, scratch) = write_split(warehouse, config, ids, progress)?;
+    Ok((split.ids().to_vec(), Some(split), Some(scratch)))
+}
+
+/// Splits the config's source's lots `ids` (sorted) into groups of `config.group_lots` in a new
+/// scratch folder, which the caller keeps as long as it reads the split.
+fn write_split(
+    warehouse: &Warehouse,
+    config: &BacktestConfig,
+    ids: Vec<String>,
+    progress: &dyn Progress,
+) -> Result<(Arc<LotSplit>, tempfile::TempDir), BacktestError> {
     let scratch = crate::backtest::scratch_dir(config, "parkcast-lots-")?;
     let options = SplitOptions::new(config.group_lots);
     progress.stage(
@@ -268,7 +305,7 @@ fn split_by_group(
         scratch.path(),
         &|| progress.advance(1),
     )?;
-    Ok((split.ids().to_vec(), Some(Arc::new(split)), Some(scratch)))
+    Ok((Arc::new(split), scratch))
 }
 
 impl<'a> LotGroups<'a> {

@@ -246,13 +246,14 @@ pub fn build(
 ) -> Result<ShardRecord, BacktestError> {
     let plan = BuildPlan::read(root)?;
     let config = plan.config();
-    let reader = GroupReader::new(
+    let (reader, _split) = GroupReader::new(
         warehouse,
         &plan.source,
         plan.step_minutes,
         plan.lots.clone(),
         plan.group_lots,
-    );
+    )
+    .split_for(&config, |group| shard.owns(group), progress)?;
     let owned = (0..reader.group_count())
         .filter(|group| shard.owns(*group))
         .count();
