@@ -91,6 +91,28 @@ fn a_sharded_matrix_is_refused_until_every_shard_finished_and_when_planned_for_o
     assert!(String::from_utf8_lossy(&bad.stderr).contains("0 <= I < N"));
 }
 
+/// A shard that owns several groups splits its lots once and reads its groups from the split
+/// (`GroupReader::split_for`); built without Spark, it too gives the single-machine model file.
+#[test]
+fn one_shard_of_every_group_reads_them_from_a_split_and_gives_the_single_machine_model() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (warehouse, _) = import_town(dir.path());
+    let single = train(&warehouse, &dir.path().join("single"), &[]);
+    let matrix = dir.path().join("matrix").display().to_string();
+    plan(&warehouse, &matrix, &[]);
+    let built = build(&warehouse, &matrix, "0/1");
+    assert!(built.starts_with("shard 0/1: "), "{built}");
+    let sharded = train(
+        &warehouse,
+        &dir.path().join("sharded"),
+        &["--matrix", &matrix],
+    );
+    assert!(
+        single == sharded,
+        "the model fitted on the one shard differs from the single-machine one"
+    );
+}
+
 /// The Spark job's Python and its environment, from the test command; `None` (and the test says
 /// it skipped) when Spark is not installed, unless `PARKCAST_REQUIRE_SPARK` is set.
 fn spark_python() -> Option<String> {
