@@ -40,12 +40,18 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     // The banner names the gRPC address; ask the server while the demo runs.
     let mut printed = Vec::new();
     let mut address = None;
+    let mut metrics_address = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     for line in lines.by_ref() {
         let line = line.expect("utf-8 output");
         printed.push(line.clone());
         if let Some(rest) = line.strip_prefix("gRPC on ") {
             address = rest.split_whitespace().next().map(str::to_owned);
+            metrics_address = rest
+                .split("metrics on http://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .map(str::to_owned);
             break;
         }
         assert!(
@@ -148,6 +154,17 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     assert_eq!(answer["lot_id"], "sim:lot0001");
     assert_eq!(answer["model_name"], "simulated");
     assert_eq!(answer["forecasts"].as_array().map(Vec::len), Some(2));
+    // The server scores its own forecasts as the replay brings their targets' actuals.
+    let metrics_address = metrics_address.expect("the banner names the metrics address");
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let scored = loop {
+        let scored = live_scored_pairs(&metrics_address);
+        if scored > 0 || Instant::now() > deadline {
+            break scored;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(scored > 0, "no forecast scored on live actuals");
     for line in lines {
         let line = line.expect("utf-8 output");
         // The summary after the live part: the server is stopping.
@@ -184,4 +201,24 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         output.contains("sim:lot0003"),
         "every lot in the table:\n{output}"
     );
+}
+
+/// The forecasts scored on live actuals over the last day at any horizon, from `/metrics`
+/// (0 while the server has not published any).
+fn live_scored_pairs(address: &str) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return 0;
+    };
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    let mut body = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut body).is_err() {
+        return 0;
+    }
+    body.lines()
+        .filter(|line| {
+            line.starts_with("parkcast_live_scored_pairs{") && line.contains("window=\"day\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::{IngestConfig, IngestConfigError};
+use crate::quality::QualityConfig;
 use crate::requests::RequestLimits;
 use crate::scoring::ScoringConfig;
 
@@ -132,6 +133,8 @@ pub struct ServiceConfig {
     pub serve: ServeConfig,
     /// The scorer's debounce.
     pub scoring: ScoringConfig,
+    /// How live accuracy is judged (the drift alarm).
+    pub quality: QualityConfig,
     /// Bounds of requests.
     pub limits: RequestLimits,
 }
@@ -172,6 +175,7 @@ impl ServiceConfig {
             ingest,
             serve: ServeConfig::for_profile(profile),
             scoring: ScoringConfig::default(),
+            quality: QualityConfig::default(),
             limits: RequestLimits::default(),
         }
     }
@@ -233,6 +237,19 @@ impl ServiceConfig {
                 "scoring.refresh_all_ms",
                 "must be at least scoring.debounce_ms",
             );
+        }
+        let quality = &self.quality;
+        if !(quality.drift_factor.is_finite() && quality.drift_factor > 1.0) {
+            return invalid("quality.drift_factor", "must be finite and above 1");
+        }
+        if quality.drift_hours == 0 || quality.drift_hours > 24 {
+            return invalid(
+                "quality.drift_hours",
+                "must be 1 to 24 (scores are kept a day)",
+            );
+        }
+        if quality.min_pairs_per_hour == 0 {
+            return invalid("quality.min_pairs_per_hour", "must be positive");
         }
         let limits = &self.limits;
         if limits.max_batch == 0 || limits.max_batch > 10_000 {
@@ -326,7 +343,7 @@ mod tests {
     #[test]
     fn each_wrong_value_names_its_key() {
         type Spoil = fn(&mut ServiceConfig);
-        let cases: [(&str, Spoil); 7] = [
+        let cases: [(&str, Spoil); 10] = [
             ("serve.watch_interval_ms", |c| c.serve.watch_interval_ms = 0),
             ("serve.metrics_addr", |c| {
                 c.serve.metrics_addr = c.serve.grpc_addr
@@ -338,6 +355,11 @@ mod tests {
                 c.limits.max_watch_streams = 0
             }),
             ("ingest: group_id", |c| c.ingest.group_id = String::new()),
+            ("quality.drift_factor", |c| c.quality.drift_factor = 0.9),
+            ("quality.drift_hours", |c| c.quality.drift_hours = 0),
+            ("quality.min_pairs_per_hour", |c| {
+                c.quality.min_pairs_per_hour = 0
+            }),
         ];
         for (key, spoil) in cases {
             let mut config = ServiceConfig::default();

@@ -26,6 +26,7 @@ pub mod live;
 pub mod metrics;
 pub mod models;
 pub mod pricing;
+pub mod quality;
 pub mod requests;
 pub mod scoring;
 pub mod server;

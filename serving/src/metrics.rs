@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
@@ -21,6 +22,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::decode::Reason;
 use crate::live::Applied;
+use crate::quality::{Drifting, WindowQuality};
 
 /// The input topics ingestion reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -531,6 +533,17 @@ struct ActivationLabels {
     outcome: ActivationOutcome,
 }
 
+/// The labels of the live-accuracy gauges: a horizon of the active model and a window
+/// ([`crate::quality::WINDOWS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QualityLabels {
+    horizon_minutes: String,
+    window: String,
+}
+
+/// A gauge of a real number.
+type RealGauge = Gauge<f64, AtomicU64>;
+
 /// Serving metrics: requests, models, forecasts, the pricing feed (cheap to clone).
 ///
 /// Every series of the labelled families is created at registration, so each shows up with 0
@@ -555,6 +568,13 @@ pub struct ServingMetrics {
     pub pricing_failures: Counter,
     /// Pricing producers replaced after librdkafka declared them fatal.
     pub pricing_producer_recreated: Counter,
+    live_mae: Family<QualityLabels, RealGauge>,
+    live_coverage: Family<QualityLabels, RealGauge>,
+    live_pairs: Family<QualityLabels, Gauge>,
+    /// Lots drifting at some horizon ([`crate::quality`]).
+    pub drifting_lots: Gauge,
+    /// Horizons at which the city as a whole drifts.
+    pub drifting_city_horizons: Gauge,
 }
 
 impl ServingMetrics {
@@ -587,6 +607,11 @@ impl ServingMetrics {
             pricing_messages: Counter::default(),
             pricing_failures: Counter::default(),
             pricing_producer_recreated: Counter::default(),
+            live_mae: Family::default(),
+            live_coverage: Family::default(),
+            live_pairs: Family::default(),
+            drifting_lots: Gauge::default(),
+            drifting_city_horizons: Gauge::default(),
         };
         let grpc = registry.sub_registry_with_prefix("parkcast_grpc");
         grpc.register_with_unit(
@@ -652,7 +677,56 @@ impl ServingMetrics {
         for (name, help, counter) in counters {
             serving.register(name, help, counter.clone());
         }
+        let quality = registry.sub_registry_with_prefix("parkcast_live");
+        quality.register(
+            "mae_rate",
+            "MAE of the occupancy rate of the active model's forecasts scored on live actuals, city-wide, by horizon and window (hour, day)",
+            metrics.live_mae.clone(),
+        );
+        quality.register(
+            "coverage_80",
+            "Share of live actuals inside the forecasts' 80% intervals, by horizon and window",
+            metrics.live_coverage.clone(),
+        );
+        quality.register(
+            "scored_pairs",
+            "Forecasts scored on live actuals, by horizon and window",
+            metrics.live_pairs.clone(),
+        );
+        quality.register(
+            "drifting_lots",
+            "Lots whose live MAE stayed above the backtest's by quality.drift_factor for quality.drift_hours hours, at some horizon",
+            metrics.drifting_lots.clone(),
+        );
+        quality.register(
+            "drifting_city_horizons",
+            "Horizons at which the city's live MAE stayed above the backtest's (the drift alarm)",
+            metrics.drifting_city_horizons.clone(),
+        );
         metrics
+    }
+
+    /// Publishes the live accuracy and the drift found ([`crate::scoring::Scoring::quality`]).
+    pub fn quality(&self, summary: &[WindowQuality], drifting: &[Drifting]) {
+        for quality in summary {
+            let labels = QualityLabels {
+                horizon_minutes: quality.horizon_minutes.to_string(),
+                window: quality.window.to_owned(),
+            };
+            self.live_mae.get_or_create(&labels).set(quality.city.mae());
+            self.live_coverage
+                .get_or_create(&labels)
+                .set(quality.city.coverage());
+            self.live_pairs
+                .get_or_create(&labels)
+                .set(i64::try_from(quality.city.pairs).unwrap_or(i64::MAX));
+        }
+        let mut lots: Vec<usize> = drifting.iter().filter_map(|drift| drift.lot).collect();
+        lots.sort_unstable();
+        lots.dedup();
+        self.drifting_lots.set(lots.len() as i64);
+        self.drifting_city_horizons
+            .set(drifting.iter().filter(|drift| drift.lot.is_none()).count() as i64);
     }
 
     /// Records one request: its RPC, duration and status code.

@@ -43,6 +43,7 @@ use parkcast_inference::registry::Manifest;
 
 use crate::live::{FeatureInput, GRID_HISTORY_MS, GridRule, LotChange, LotSnapshot};
 use crate::metrics::ActivationOutcome;
+use crate::quality::{Drifting, QualityConfig, QualityMonitor, WindowQuality};
 use crate::topology::{LotIndex, TopologyIndex};
 
 /// What the scorer reads from ingestion.
@@ -464,6 +465,11 @@ struct LotScoring {
 struct Core {
     lots: Vec<LotScoring>,
     model: Option<Arc<ServedModel>>,
+    /// The active model's live accuracy (restarts with each model).
+    quality: Option<QualityMonitor>,
+    /// When live accuracy was last published, and the drift it found.
+    last_quality_report: Option<Instant>,
+    drifting: Vec<Drifting>,
     /// The grid lots are sampled on, minutes (fixed by the first model).
     step_minutes: Option<u32>,
     changes: Vec<LotChange>,
@@ -475,6 +481,7 @@ pub struct Scoring {
     source: Arc<dyn LiveSource>,
     clock: Clock,
     config: ScoringConfig,
+    quality_config: QualityConfig,
     core: Mutex<Core>,
     answers: Vec<RwLock<Arc<LotAnswer>>>,
     model: RwLock<Option<Arc<ServedModel>>>,
@@ -509,6 +516,9 @@ impl Scoring {
             core: Mutex::new(Core {
                 lots: (0..lot_count).map(|_| LotScoring::default()).collect(),
                 model: None,
+                quality: None,
+                last_quality_report: None,
+                drifting: Vec::new(),
                 step_minutes: None,
                 changes: Vec::new(),
                 last_full_refresh: None,
@@ -520,9 +530,25 @@ impl Scoring {
             source,
             clock,
             config,
+            quality_config: QualityConfig::default(),
             updates: RwLock::new(Some(updates)),
             metrics: None,
         }
+    }
+
+    /// The same, judging live accuracy with `config` from the next model activated on.
+    pub fn with_quality(mut self, config: QualityConfig) -> Scoring {
+        self.quality_config = config;
+        self
+    }
+
+    /// The active model's live accuracy per horizon over the last hour and day, and the lots (and
+    /// the city) drifting, at the scorer's clock; `None` before a model is active.
+    pub fn quality(&self) -> Option<(Vec<WindowQuality>, Vec<Drifting>)> {
+        let now_ms = self.clock.now_ms();
+        let core = self.core();
+        let quality = core.quality.as_ref()?;
+        Some((quality.summary(now_ms), quality.drift(now_ms)))
     }
 
     /// The same, reporting round times and forecast age.
@@ -640,7 +666,8 @@ impl Scoring {
     /// refused model leaves everything as it was.
     pub fn activate(&self, served: ServedModel) -> Result<Arc<ServedModel>, ScoringError> {
         let step = served.model.step_minutes();
-        let mut core = self.core();
+        let mut guard = self.core();
+        let core = &mut *guard;
         if let Some(expected) = core.step_minutes
             && expected != step
         {
@@ -678,6 +705,17 @@ impl Scoring {
             scoring.forecast = forecast;
             scoring.stale_forecast = false;
         }
+        core.quality = Some(quality_monitor(
+            &served,
+            core.lots.len(),
+            self.quality_config,
+        ));
+        for (index, scoring) in core.lots.iter().enumerate() {
+            if let (Some(forecast), Some(quality)) = (&scoring.forecast, &mut core.quality) {
+                let lot_id = &self.topology().lots()[index].lot_id;
+                quality.issue(index, forecast, &intervals_80(&served, lot_id, forecast));
+            }
+        }
         core.model = Some(Arc::clone(&served));
         if core.step_minutes.is_none() {
             core.step_minutes = Some(step);
@@ -713,7 +751,8 @@ impl Scoring {
     /// updated.
     pub fn tick(&self) -> usize {
         let started = Instant::now();
-        let mut core = self.core();
+        let mut guard = self.core();
+        let core = &mut *guard;
         let all = core
             .last_full_refresh
             .is_none_or(|at| at.elapsed() >= Duration::from_millis(self.config.refresh_all_ms));
@@ -734,6 +773,23 @@ impl Scoring {
             };
             for input in &change.inputs {
                 apply_input(scoring, applied(*input));
+                if let (
+                    FeatureInput::Grid {
+                        instant_ms,
+                        occupied,
+                        capacity,
+                        ..
+                    },
+                    Some(quality),
+                ) = (input, &mut core.quality)
+                    && *capacity > 0
+                {
+                    quality.observe(
+                        index,
+                        *instant_ms,
+                        f64::from(*occupied) / f64::from(*capacity),
+                    );
+                }
             }
             if scoring.stale_forecast
                 && let (Some(model), Some(state)) = (&model, &scoring.state)
@@ -744,6 +800,10 @@ impl Scoring {
                     .filter(|forecast| check_forecast(model, forecast).is_ok())
                     .map(Arc::new);
                 scoring.stale_forecast = false;
+                if let (Some(forecast), Some(quality)) = (&scoring.forecast, &mut core.quality) {
+                    let lot_id = &self.source.topology().lots()[index].lot_id;
+                    quality.issue(index, forecast, &intervals_80(model, lot_id, forecast));
+                }
             }
             let previous = read(&self.answers[index]);
             // The periodic refresh of every lot is no news unless something in it changed.
@@ -767,6 +827,14 @@ impl Scoring {
             }
         }
         core.changes = changes;
+        if all
+            && core
+                .last_quality_report
+                .is_none_or(|at| at.elapsed() >= QUALITY_REPORT_EVERY)
+        {
+            core.last_quality_report = Some(Instant::now());
+            self.report_quality(core);
+        }
         if let Some(metrics) = &self.metrics {
             metrics
                 .scoring_round_seconds
@@ -783,6 +851,53 @@ impl Scoring {
             }
         }
         updated
+    }
+
+    /// Publishes live accuracy to the metrics and logs the lots (and the city) that start or stop
+    /// drifting, by name.
+    fn report_quality(&self, core: &mut Core) {
+        let Some(quality) = &core.quality else {
+            return;
+        };
+        let now_ms = self.clock.now_ms();
+        let drifting = quality.drift(now_ms);
+        if let Some(metrics) = &self.metrics {
+            metrics.quality(&quality.summary(now_ms), &drifting);
+        }
+        let name = |drift: &Drifting| match drift.lot {
+            Some(lot) => format!("lot {}", self.topology().lots()[lot].lot_id),
+            None => "the city".to_owned(),
+        };
+        let key = |drift: &Drifting| (drift.lot, drift.horizon_minutes);
+        let config = self.quality_config;
+        for drift in &drifting {
+            if !core.drifting.iter().any(|old| key(old) == key(drift)) {
+                tracing::warn!(
+                    lot = ?drift.lot.map(|lot| &self.topology().lots()[lot].lot_id),
+                    horizon_minutes = drift.horizon_minutes,
+                    live_mae = drift.live_mae,
+                    backtest_mae = drift.backtest_mae,
+                    "drift: {} at {} min, live MAE {:.4} above {}x the backtest's {:.4} for {} hours",
+                    name(drift),
+                    drift.horizon_minutes,
+                    drift.live_mae,
+                    config.drift_factor,
+                    drift.backtest_mae,
+                    config.drift_hours
+                );
+            }
+        }
+        for old in &core.drifting {
+            if !drifting.iter().any(|drift| key(drift) == key(old)) {
+                tracing::info!(
+                    horizon_minutes = old.horizon_minutes,
+                    "drift cleared: {} at {} min",
+                    name(old),
+                    old.horizon_minutes
+                );
+            }
+        }
+        core.drifting = drifting;
     }
 
     /// How long until the next full refresh of every lot is due (zero: now).
@@ -850,6 +965,49 @@ fn same<T>(left: &Option<Arc<T>>, right: &Option<Arc<T>>) -> bool {
 
 /// Applies one input to a lot's feature state (if a model is active) and logs it, so that a state
 /// rebuilt from the log is this one bit for bit; a forecast whose inputs changed is marked stale.
+/// How often live accuracy is summed for the metrics and drift is judged: the sums walk a day of
+/// scores of every lot and horizon (a few ms for a thousand lots).
+const QUALITY_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// A monitor of the live accuracy of `served` over `lots` lots, judged against its backtest MAE
+/// per horizon (the manifest's figure for the model it serves).
+fn quality_monitor(served: &ServedModel, lots: usize, config: QualityConfig) -> QualityMonitor {
+    let horizons = served.model.horizons_minutes();
+    let name = served.model.forecaster().name();
+    let backtest_mae = horizons
+        .iter()
+        .map(|minutes| {
+            served
+                .manifest
+                .card
+                .metrics
+                .iter()
+                .find(|metric| metric.model == name && metric.horizon_minutes == *minutes)
+                .map_or(f64::NAN, |metric| metric.mae_rate)
+        })
+        .collect();
+    QualityMonitor::new(horizons, backtest_mae, lots, config)
+}
+
+/// The 80% interval of each horizon of a forecast, as a request for exactly its target reads it.
+fn intervals_80(
+    served: &ServedModel,
+    lot_id: &str,
+    forecast: &LotForecast,
+) -> Vec<Option<(f64, f64)>> {
+    forecast
+        .horizons
+        .iter()
+        .map(|horizon| {
+            served
+                .model
+                .calibration_for(lot_id, horizon.horizon_minutes, horizon.target_ms)
+                .filter(|_| horizon.rate.is_finite())
+                .map(|calibration| calibration.interval(horizon.rate.clamp(0.0, 1.0), 0.8))
+        })
+        .collect()
+}
+
 fn apply_input(scoring: &mut LotScoring, input: Applied) {
     scoring.history.push(input);
     if let Some(state) = &mut scoring.state

@@ -192,6 +192,7 @@ impl Server {
                 clock,
                 config.scoring,
             )
+            .with_quality(config.quality)
             .with_metrics(serving_metrics.clone()),
         );
         let until_ms = history_until_ms.unwrap_or_else(parkcast_kafka::now_ms);

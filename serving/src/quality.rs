@@ -1,0 +1,527 @@
+//! Live accuracy: the server scores the forecasts it issued against the actuals it sees later.
+//!
+//! A backtest says how good a model was; this says how good it is now, on today's streams. Every
+//! forecast a lot's answer carries is kept ([`QualityMonitor::issue`]: per lot, one entry per
+//! origin grid instant, the last one issued for it, since a late session event can re-forecast the
+//! same origin) for as long as the longest horizon. When the lot's final value at a grid instant
+//! arrives ([`QualityMonitor::observe`]), every horizon whose target is that instant is scored: the
+//! absolute error of the rate and whether the 80% interval covered it. Scores are kept a day, in
+//! time order, so the rolling figures of the last hour and the last day are sums over a suffix
+//! ([`QualityMonitor::summary`]).
+//!
+//! Storage is compact and bounded: an issued forecast is an origin and three `f32` per horizon
+//! (rate, 80% interval), a score a target instant, an `f32` error and a flag; a lot on a 5-minute
+//! grid with a 7-day longest horizon holds 2,016 origins (about 190 KB with 8 horizons) and a day of
+//! scores (about 37 KB).
+//!
+//! **Drift.** A lot drifts at a horizon when, in each of the last [`QualityConfig::drift_hours`]
+//! whole hours, it has at least [`QualityConfig::min_pairs_per_hour`] scores and their MAE is above
+//! [`QualityConfig::drift_factor`] times the backtest's MAE at that horizon. Persistence is the
+//! point: a noisy lot has bad hours, not bad hours in a row, while a lot whose demand shifted is bad
+//! every hour; the city as a whole is judged the same way on all its scores. The alarm
+//! ([`QualityMonitor::drift`]) names every drifting lot and horizon.
+
+use std::collections::VecDeque;
+
+use parkcast_inference::artifact::LotForecast;
+
+/// One hour, ms.
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// One day, ms: how long scores are kept.
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// The rolling windows reported, with their labels.
+pub const WINDOWS: [(&str, i64); 2] = [("hour", HOUR_MS), ("day", DAY_MS)];
+
+/// How the monitor judges drift (the `[quality]` section of the server's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    /// Live MAE above this many times the backtest's is bad.
+    pub drift_factor: f64,
+    /// Whole hours in a row that must all be bad.
+    pub drift_hours: u32,
+    /// Scores an hour needs to be judged (a lot on a 5-minute grid gets 12 per horizon).
+    pub min_pairs_per_hour: usize,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        QualityConfig {
+            drift_factor: 1.5,
+            drift_hours: 3,
+            min_pairs_per_hour: 6,
+        }
+    }
+}
+
+/// A forecast as kept until its targets are known.
+#[derive(Debug, Clone)]
+struct Issued {
+    origin_ms: i64,
+    /// Per horizon: rate, 80% low, 80% high (NaN: none).
+    values: Box<[[f32; 3]]>,
+}
+
+/// One scored forecast.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score {
+    target_ms: i64,
+    error: f32,
+    /// `None`: the forecast had no interval.
+    covered: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LotQuality {
+    issued: VecDeque<Issued>,
+    /// Per horizon, in target order.
+    scores: Vec<VecDeque<Score>>,
+}
+
+/// Sums over some scores.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tally {
+    /// Scores.
+    pub pairs: u64,
+    /// Sum of absolute errors of the rate.
+    pub error_sum: f64,
+    /// Scores whose forecast had an 80% interval.
+    pub with_interval: u64,
+    /// Of them, covered.
+    pub covered: u64,
+}
+
+impl Tally {
+    fn add(&mut self, score: &Score) {
+        self.pairs += 1;
+        self.error_sum += f64::from(score.error);
+        if let Some(covered) = score.covered {
+            self.with_interval += 1;
+            self.covered += u64::from(covered);
+        }
+    }
+
+    fn plus(mut self, other: Tally) -> Tally {
+        self.pairs += other.pairs;
+        self.error_sum += other.error_sum;
+        self.with_interval += other.with_interval;
+        self.covered += other.covered;
+        self
+    }
+
+    /// Mean absolute error (NaN without scores).
+    pub fn mae(&self) -> f64 {
+        if self.pairs == 0 {
+            f64::NAN
+        } else {
+            self.error_sum / self.pairs as f64
+        }
+    }
+
+    /// Share of interval forecasts covered (NaN without any).
+    pub fn coverage(&self) -> f64 {
+        if self.with_interval == 0 {
+            f64::NAN
+        } else {
+            self.covered as f64 / self.with_interval as f64
+        }
+    }
+}
+
+/// Live accuracy of one horizon over one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowQuality {
+    /// The horizon, minutes.
+    pub horizon_minutes: u32,
+    /// The window's label ([`WINDOWS`]).
+    pub window: &'static str,
+    /// City-wide.
+    pub city: Tally,
+    /// Per lot, by lot index.
+    pub lots: Vec<Tally>,
+    /// The backtest's MAE at this horizon (NaN: unknown).
+    pub backtest_mae: f64,
+}
+
+/// A lot (or the city) whose live MAE stayed above the backtest's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drifting {
+    /// The lot index; `None` for the city as a whole.
+    pub lot: Option<usize>,
+    /// The horizon, minutes.
+    pub horizon_minutes: u32,
+    /// The MAE of the last hour.
+    pub live_mae: f64,
+    /// The backtest's MAE.
+    pub backtest_mae: f64,
+}
+
+/// The forecasts a server issued and how they turned out.
+#[derive(Debug, Clone)]
+pub struct QualityMonitor {
+    horizons: Vec<u32>,
+    backtest_mae: Vec<f64>,
+    config: QualityConfig,
+    lots: Vec<LotQuality>,
+}
+
+impl QualityMonitor {
+    /// A monitor of `lots` lots for a model with `horizons` (minutes, ascending) whose backtest MAE
+    /// per horizon is `backtest_mae` (NaN where unknown: never drifts).
+    pub fn new(
+        horizons: Vec<u32>,
+        backtest_mae: Vec<f64>,
+        lots: usize,
+        config: QualityConfig,
+    ) -> Self {
+        let lot = LotQuality {
+            issued: VecDeque::new(),
+            scores: vec![VecDeque::new(); horizons.len()],
+        };
+        QualityMonitor {
+            backtest_mae,
+            config,
+            lots: vec![lot; lots],
+            horizons,
+        }
+    }
+
+    /// The horizons, minutes.
+    pub fn horizons(&self) -> &[u32] {
+        &self.horizons
+    }
+
+    /// Keeps the forecast a lot's answer carries, with each horizon's 80% interval (same order as
+    /// its horizons). A later forecast of the same origin replaces it.
+    pub fn issue(
+        &mut self,
+        lot: usize,
+        forecast: &LotForecast,
+        intervals_80: &[Option<(f64, f64)>],
+    ) {
+        let horizons = &self.horizons;
+        let Some(quality) = self.lots.get_mut(lot) else {
+            return;
+        };
+        let values: Box<[[f32; 3]]> = horizons
+            .iter()
+            .map(|minutes| {
+                let position = forecast
+                    .horizons
+                    .iter()
+                    .position(|horizon| horizon.horizon_minutes == *minutes);
+                match position {
+                    Some(position) => {
+                        let (low, high) = intervals_80
+                            .get(position)
+                            .copied()
+                            .flatten()
+                            .unwrap_or((f64::NAN, f64::NAN));
+                        [
+                            forecast.horizons[position].rate as f32,
+                            low as f32,
+                            high as f32,
+                        ]
+                    }
+                    None => [f32::NAN; 3],
+                }
+            })
+            .collect();
+        let issued = Issued {
+            origin_ms: forecast.origin_ms,
+            values,
+        };
+        match quality.issued.back() {
+            Some(last) if last.origin_ms == issued.origin_ms => {
+                *quality.issued.back_mut().expect("checked above") = issued;
+            }
+            Some(last) if last.origin_ms > issued.origin_ms => {
+                // An older origin than one already kept: a replayed input; keep the newer.
+            }
+            _ => quality.issued.push_back(issued),
+        }
+    }
+
+    /// Scores every kept forecast of `lot` whose target is `instant_ms`, against the lot's actual
+    /// rate then, and drops what is too old to be scored or reported.
+    pub fn observe(&mut self, lot: usize, instant_ms: i64, actual_rate: f64) {
+        let longest_ms = self
+            .horizons
+            .last()
+            .map_or(0, |minutes| i64::from(*minutes) * 60_000);
+        let Some(quality) = self.lots.get_mut(lot) else {
+            return;
+        };
+        if actual_rate.is_finite() {
+            for (index, minutes) in self.horizons.iter().enumerate() {
+                let origin_ms = instant_ms - i64::from(*minutes) * 60_000;
+                let Ok(position) = quality
+                    .issued
+                    .binary_search_by_key(&origin_ms, |issued| issued.origin_ms)
+                else {
+                    continue;
+                };
+                let [rate, low, high] = quality.issued[position].values[index];
+                if !rate.is_finite() {
+                    continue;
+                }
+                let covered = (low.is_finite() && high.is_finite())
+                    .then(|| f64::from(low) <= actual_rate && actual_rate <= f64::from(high));
+                let scores = &mut quality.scores[index];
+                if scores
+                    .back()
+                    .is_some_and(|last| last.target_ms >= instant_ms)
+                {
+                    // Each target is scored once, in time order.
+                    continue;
+                }
+                scores.push_back(Score {
+                    target_ms: instant_ms,
+                    error: (f64::from(rate) - actual_rate).abs() as f32,
+                    covered,
+                });
+            }
+        }
+        while quality
+            .issued
+            .front()
+            .is_some_and(|issued| issued.origin_ms < instant_ms - longest_ms)
+        {
+            quality.issued.pop_front();
+        }
+        for scores in &mut quality.scores {
+            while scores
+                .front()
+                .is_some_and(|score| score.target_ms <= instant_ms - DAY_MS)
+            {
+                scores.pop_front();
+            }
+        }
+    }
+
+    /// Forecasts kept and scores held, for the memory figure.
+    pub fn held(&self) -> (usize, usize) {
+        self.lots.iter().fold((0, 0), |(issued, scores), lot| {
+            (
+                issued + lot.issued.len(),
+                scores + lot.scores.iter().map(VecDeque::len).sum::<usize>(),
+            )
+        })
+    }
+
+    /// Each lot's scores of horizon `index` with targets in `(from_ms, until_ms]`.
+    fn lot_tallies(&self, index: usize, from_ms: i64, until_ms: i64) -> Vec<Tally> {
+        self.lots
+            .iter()
+            .map(|lot| {
+                let scores = &lot.scores[index];
+                let start = scores.partition_point(|score| score.target_ms <= from_ms);
+                scores
+                    .range(start..)
+                    .take_while(|score| score.target_ms <= until_ms)
+                    .fold(Tally::default(), |mut tally, score| {
+                        tally.add(score);
+                        tally
+                    })
+            })
+            .collect()
+    }
+
+    /// Live accuracy per horizon over the windows ending at `now_ms`, city-wide and per lot.
+    pub fn summary(&self, now_ms: i64) -> Vec<WindowQuality> {
+        let mut out = Vec::new();
+        for (index, minutes) in self.horizons.iter().enumerate() {
+            for (window, length_ms) in WINDOWS {
+                let lots = self.lot_tallies(index, now_ms - length_ms, now_ms);
+                out.push(WindowQuality {
+                    horizon_minutes: *minutes,
+                    window,
+                    city: lots
+                        .iter()
+                        .fold(Tally::default(), |sum, lot| sum.plus(*lot)),
+                    lots,
+                    backtest_mae: self.backtest_mae.get(index).copied().unwrap_or(f64::NAN),
+                });
+            }
+        }
+        out
+    }
+
+    /// The lots (and the city) whose live MAE was above the backtest's by the configured factor in
+    /// each of the last `drift_hours` whole hours before `now_ms`, with the last hour's MAE.
+    pub fn drift(&self, now_ms: i64) -> Vec<Drifting> {
+        let config = self.config;
+        let hours = config.drift_hours.max(1) as i64;
+        let last_whole_hour = now_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let mut out = Vec::new();
+        for (index, minutes) in self.horizons.iter().enumerate() {
+            let reference = self.backtest_mae.get(index).copied().unwrap_or(f64::NAN);
+            if !(reference.is_finite() && reference > 0.0) {
+                continue;
+            }
+            let limit = config.drift_factor * reference;
+            // Per hour (newest first), per lot.
+            let by_hour: Vec<Vec<Tally>> = (0..hours)
+                .map(|back| {
+                    let until = last_whole_hour - back * HOUR_MS;
+                    self.lot_tallies(index, until - HOUR_MS, until)
+                })
+                .collect();
+            let bad = |tally: &Tally, min_pairs: usize| {
+                tally.pairs as usize >= min_pairs && tally.mae() > limit
+            };
+            let city_bad = by_hour.iter().all(|lots| {
+                let city = lots
+                    .iter()
+                    .fold(Tally::default(), |sum, lot| sum.plus(*lot));
+                bad(&city, config.min_pairs_per_hour)
+            });
+            if city_bad {
+                let last = by_hour[0]
+                    .iter()
+                    .fold(Tally::default(), |sum, lot| sum.plus(*lot));
+                out.push(Drifting {
+                    lot: None,
+                    horizon_minutes: *minutes,
+                    live_mae: last.mae(),
+                    backtest_mae: reference,
+                });
+            }
+            for lot in 0..self.lots.len() {
+                if by_hour
+                    .iter()
+                    .all(|lots| bad(&lots[lot], config.min_pairs_per_hour))
+                {
+                    out.push(Drifting {
+                        lot: Some(lot),
+                        horizon_minutes: *minutes,
+                        live_mae: by_hour[0][lot].mae(),
+                        backtest_mae: reference,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parkcast_inference::artifact::HorizonForecast;
+
+    use super::*;
+
+    const STEP_MS: i64 = 5 * 60_000;
+
+    fn forecast(origin_ms: i64, rate: f64) -> LotForecast {
+        LotForecast {
+            origin_ms,
+            capacity: 100.0,
+            horizons: [15, 60]
+                .iter()
+                .map(|minutes| HorizonForecast {
+                    horizon_minutes: *minutes,
+                    target_ms: origin_ms + i64::from(*minutes) * 60_000,
+                    rate,
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs a day of two lots on a 5-minute grid: lot 0 forecast with error `error(lot 0, t)`,
+    /// lot 1 always off by 0.02; intervals of +-0.05.
+    fn run(hours: i64, error_of_lot0: impl Fn(i64) -> f64) -> (QualityMonitor, i64) {
+        let mut monitor =
+            QualityMonitor::new(vec![15, 60], vec![0.03, 0.03], 2, QualityConfig::default());
+        let steps = hours * HOUR_MS / STEP_MS;
+        let actual = 0.5;
+        let mut now = 0;
+        for step in 0..steps {
+            now = step * STEP_MS;
+            for lot in 0..2 {
+                monitor.observe(lot, now, actual);
+                let error = if lot == 0 { error_of_lot0(now) } else { 0.02 };
+                let rate = actual + error;
+                monitor.issue(
+                    lot,
+                    &forecast(now, rate),
+                    &[Some((rate - 0.05, rate + 0.05)); 2],
+                );
+            }
+        }
+        (monitor, now)
+    }
+
+    #[test]
+    fn scores_match_the_forecasts_and_actuals() {
+        let (monitor, now) = run(6, |_| 0.04);
+        let summary = monitor.summary(now);
+        let hour_15 = summary
+            .iter()
+            .find(|quality| quality.horizon_minutes == 15 && quality.window == "hour")
+            .expect("15 min, last hour");
+        // 12 targets in the last hour per lot.
+        assert_eq!(hour_15.lots[0].pairs, 12);
+        assert!((hour_15.lots[0].mae() - 0.04).abs() < 1e-6);
+        assert!((hour_15.lots[1].mae() - 0.02).abs() < 1e-6);
+        assert!((hour_15.city.mae() - 0.03).abs() < 1e-6);
+        assert_eq!(hour_15.lots[0].coverage(), 1.0);
+        let day_60 = summary
+            .iter()
+            .find(|quality| quality.horizon_minutes == 60 && quality.window == "day")
+            .expect("60 min, last day");
+        // 6 hours of targets, the first hour has no origin an hour before it.
+        assert_eq!(
+            day_60.lots[0].pairs as i64,
+            (6 * HOUR_MS - HOUR_MS) / STEP_MS
+        );
+        // Held forecasts stop at the longest horizon.
+        let (issued, _) = monitor.held();
+        assert_eq!(issued as i64, 2 * (HOUR_MS / STEP_MS + 1));
+    }
+
+    #[test]
+    fn a_lot_that_stays_off_drifts_and_is_named() {
+        let shift_at = 4 * HOUR_MS;
+        let (monitor, now) = run(10, |t| if t >= shift_at { 0.12 } else { 0.01 });
+        let drifting = monitor.drift(now);
+        assert!(
+            drifting
+                .iter()
+                .any(|drift| drift.lot == Some(0) && drift.horizon_minutes == 15),
+            "{drifting:?}"
+        );
+        assert!(
+            drifting.iter().all(|drift| drift.lot != Some(1)),
+            "{drifting:?}"
+        );
+        // Before the shift had lasted the drift hours, nothing.
+        let (monitor, now) = run(5, |t| if t >= shift_at { 0.12 } else { 0.01 });
+        assert!(monitor.drift(now).is_empty());
+    }
+
+    #[test]
+    fn a_noisy_lot_does_not_drift() {
+        // Very wrong one hour in three: bad hours (two in a row at 15 minutes, whose targets in an
+        // hour come partly from the hour before), never three in a row.
+        let (monitor, now) = run(12, |t| if (t / HOUR_MS) % 3 == 0 { 0.3 } else { 0.0 });
+        assert!(monitor.drift(now).is_empty(), "{:?}", monitor.drift(now));
+        let summary = monitor.summary(now);
+        assert!(summary.iter().any(|quality| quality.city.mae() > 0.03));
+    }
+
+    #[test]
+    fn a_re_forecast_origin_is_scored_once_with_its_last_forecast() {
+        let mut monitor = QualityMonitor::new(vec![15], vec![0.03], 1, QualityConfig::default());
+        monitor.issue(0, &forecast(0, 0.9), &[None]);
+        monitor.issue(0, &forecast(0, 0.6), &[None]);
+        monitor.observe(0, 15 * 60_000, 0.5);
+        monitor.observe(0, 15 * 60_000, 0.5);
+        let summary = monitor.summary(15 * 60_000);
+        assert_eq!(summary[0].city.pairs, 1);
+        assert!((summary[0].city.mae() - 0.1).abs() < 1e-6);
+        assert!(summary[0].city.coverage().is_nan());
+    }
+}
