@@ -165,6 +165,32 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(scored > 0, "no forecast scored on live actuals");
+    // The same figures over gRPC (GetLiveQuality), city-wide and for one lot.
+    let quality = Command::new(env!("CARGO_BIN_EXE_parkcast"))
+        .args(["--quiet", "query", "--addr"])
+        .arg(format!("http://{address}"))
+        .args(["--json", "quality", "--lot", "sim:lot0001"])
+        .env("PARKCAST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the quality query runs");
+    assert!(
+        quality.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quality.stderr)
+    );
+    let quality: serde_json::Value =
+        serde_json::from_slice(&quality.stdout).expect("a JSON answer");
+    assert_eq!(quality["model_name"], "simulated");
+    assert_eq!(quality["lots"][0]["lot_id"], "sim:lot0001");
+    let city_scored: u64 = quality["city"]
+        .as_array()
+        .expect("the city's windows")
+        .iter()
+        .filter(|window| window["window"] == "day")
+        .filter_map(|window| window["pairs"].as_u64())
+        .sum();
+    assert!(city_scored > 0, "{quality}");
     for line in lines {
         let line = line.expect("utf-8 output");
         // The summary after the live part: the server is stopping.

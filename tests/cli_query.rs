@@ -11,9 +11,10 @@ use parkcast_proto::v1::availability_server::{Availability, AvailabilityServer};
 use parkcast_proto::v1::models_server::{Models, ModelsServer};
 use parkcast_proto::v1::{
     ActivateModelRequest, BatchGetAvailabilityRequest, BatchGetAvailabilityResponse,
-    DescribeModelRequest, Forecast, GetAvailabilityRequest, HorizonMetrics, ListModelsRequest,
-    ListModelsResponse, LotAvailability, ModelInfo, NearbyLot, SearchNearbyRequest,
-    SearchNearbyResponse, SlotType, WatchAvailabilityRequest,
+    DescribeModelRequest, Drift, Forecast, GetAvailabilityRequest, GetLiveQualityRequest,
+    HorizonMetrics, ListModelsRequest, ListModelsResponse, LiveQuality, LotAvailability,
+    LotQuality, ModelInfo, NearbyLot, SearchNearbyRequest, SearchNearbyResponse, SlotType,
+    WatchAvailabilityRequest, WindowQuality,
 };
 use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -32,6 +33,7 @@ enum Call {
     Describe(DescribeModelRequest),
     /// The request and its `authorization` metadata.
     Activate(ActivateModelRequest, Option<String>),
+    Quality(GetLiveQualityRequest),
 }
 
 type Calls = Arc<Mutex<Vec<Call>>>;
@@ -242,6 +244,53 @@ impl Models for FakeServer {
             name => Ok(Response::new(model(name, 4, true))),
         }
     }
+
+    async fn get_live_quality(
+        &self,
+        request: Request<GetLiveQualityRequest>,
+    ) -> Result<Response<LiveQuality>, Status> {
+        record(&self.calls, Call::Quality(request.get_ref().clone()));
+        live_quality(&request.get_ref().lot_ids).map(Response::new)
+    }
+}
+
+/// A horizon's live figures over the last hour.
+fn window(horizon_minutes: u32, pairs: u64, mae_rate: f64) -> WindowQuality {
+    WindowQuality {
+        horizon_minutes,
+        window: "hour".to_owned(),
+        pairs,
+        mae_rate,
+        coverage_80: if pairs == 0 { f64::NAN } else { 0.75 },
+        backtest_mae_rate: 0.02,
+    }
+}
+
+/// The answer of `GetLiveQuality` for `lot_ids` (only BHM-001 and BHM-002 exist).
+fn live_quality(lot_ids: &[String]) -> Result<LiveQuality, Status> {
+    let lots = lot_ids
+        .iter()
+        .map(|lot_id| match lot_id.as_str() {
+            "BHM-001" | "BHM-002" => Ok(LotQuality {
+                lot_id: lot_id.clone(),
+                windows: vec![window(30, 12, 0.018), window(60, 0, f64::NAN)],
+            }),
+            other => Err(Status::not_found(format!("no lot {other:?}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LiveQuality {
+        model_name: "gbm".to_owned(),
+        model_version: 3,
+        as_of_ms: AS_OF_MS,
+        city: vec![window(30, 240, 0.021), window(60, 228, 0.043)],
+        lots,
+        drifting: vec![Drift {
+            lot_id: "BHM-002".to_owned(),
+            horizon_minutes: 60,
+            live_mae_rate: 0.071,
+            backtest_mae_rate: 0.02,
+        }],
+    })
 }
 
 /// The fake server on a loopback port, in a thread of its own for the rest of the test process.
@@ -576,6 +625,51 @@ fn models_are_listed_and_described() {
             Call::Describe(DescribeModelRequest {
                 name: "lstm".to_owned(),
                 version: 0,
+            }),
+        ]
+    );
+}
+
+#[test]
+fn live_quality_prints_the_city_the_lots_asked_and_the_drift() {
+    let (address, received) = serve();
+    let text = stdout_of(&parkcast(&[
+        "query", "--addr", &address, "quality", "--lot", "BHM-001",
+    ]));
+    assert!(
+        text.starts_with("gbm v3: forecasts scored on live actuals, as of 2026-11-26"),
+        "{text}"
+    );
+    for expected in [
+        "city",
+        "lot BHM-001",
+        "0.0430",
+        "2.15",
+        "75%",
+        "n/a",
+        "DRIFT: lot BHM-002 at 60 min, live MAE 0.0710 in the last hour against 0.0200 in the backtest",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+    }
+    let json = stdout_of(&parkcast(&[
+        "query", "--addr", &address, "--json", "quality",
+    ]));
+    let value = &json_lines(&json)[0];
+    assert_eq!(value["city"][1]["pairs"], 228);
+    assert_eq!(value["drifting"][0]["lot_id"], "BHM-002");
+    let stderr = stderr_of_failure(&parkcast(&[
+        "query", "--addr", &address, "quality", "--lot", "nowhere",
+    ]));
+    assert!(stderr.contains("NotFound: no lot \"nowhere\""), "{stderr}");
+    assert_eq!(
+        calls(&received),
+        [
+            Call::Quality(GetLiveQualityRequest {
+                lot_ids: vec!["BHM-001".to_owned()]
+            }),
+            Call::Quality(GetLiveQualityRequest { lot_ids: vec![] }),
+            Call::Quality(GetLiveQualityRequest {
+                lot_ids: vec!["nowhere".to_owned()]
             }),
         ]
     );

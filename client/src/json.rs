@@ -2,7 +2,9 @@
 //! do not derive serde (the proto crate stays free of it), so each is mapped field by field here;
 //! a test pins every field, so a field added to the proto and not here is noticed.
 
-use parkcast_proto::v1::{Forecast, HorizonMetrics, LotAvailability, ModelInfo, NearbyLot};
+use parkcast_proto::v1::{
+    Forecast, HorizonMetrics, LiveQuality, LotAvailability, ModelInfo, NearbyLot, WindowQuality,
+};
 use serde_json::{Value, json};
 
 /// A forecast as JSON.
@@ -68,6 +70,37 @@ pub fn model_info_json(model: &ModelInfo) -> Value {
         "sha256": model.sha256,
         "active": model.active,
         "metrics": model.metrics.iter().map(horizon_metrics_json).collect::<Vec<_>>(),
+    })
+}
+
+fn window_quality_json(window: &WindowQuality) -> Value {
+    json!({
+        "horizon_minutes": window.horizon_minutes,
+        "window": window.window,
+        "pairs": window.pairs,
+        "mae_rate": window.mae_rate,
+        "coverage_80": window.coverage_80,
+        "backtest_mae_rate": window.backtest_mae_rate,
+    })
+}
+
+/// The live accuracy as JSON (NaN, where nothing was scored, as null).
+pub fn live_quality_json(quality: &LiveQuality) -> Value {
+    json!({
+        "model_name": quality.model_name,
+        "model_version": quality.model_version,
+        "as_of_ms": quality.as_of_ms,
+        "city": quality.city.iter().map(window_quality_json).collect::<Vec<_>>(),
+        "lots": quality.lots.iter().map(|lot| json!({
+            "lot_id": lot.lot_id,
+            "windows": lot.windows.iter().map(window_quality_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "drifting": quality.drifting.iter().map(|drift| json!({
+            "lot_id": if drift.lot_id.is_empty() { Value::Null } else { json!(drift.lot_id) },
+            "horizon_minutes": drift.horizon_minutes,
+            "live_mae_rate": drift.live_mae_rate,
+            "backtest_mae_rate": drift.backtest_mae_rate,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -35,5 +35,6 @@ mod fixtures;
 pub use error::ClientError;
 pub use request::{Ahead, Arrival, SearchQuery, activation_request};
 pub use rpc::{
-    Output, activate_model, availability, connect, describe_model, list_models, search, watch,
+    Output, activate_model, availability, connect, describe_model, list_models, live_quality,
+    search, watch,
 };

@@ -10,8 +10,8 @@ use std::future::Future;
 use parkcast_proto::v1::availability_client::AvailabilityClient;
 use parkcast_proto::v1::models_client::ModelsClient;
 use parkcast_proto::v1::{
-    ActivateModelRequest, BatchGetAvailabilityRequest, DescribeModelRequest, ListModelsRequest,
-    WatchAvailabilityRequest,
+    ActivateModelRequest, BatchGetAvailabilityRequest, DescribeModelRequest, GetLiveQualityRequest,
+    ListModelsRequest, WatchAvailabilityRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -146,6 +146,23 @@ pub async fn list_models(channel: Channel, output: Output) -> Result<String, Cli
     Ok(match output {
         Output::Json => json::json_lines(&models, json::model_info_json),
         Output::Text => text::models_table(&models),
+    })
+}
+
+/// How the active model's forecasts fare on the live actuals, city-wide and for `lot_ids`, and
+/// what drifts (`GetLiveQuality`).
+pub async fn live_quality(
+    channel: Channel,
+    lot_ids: Vec<String>,
+    output: Output,
+) -> Result<String, ClientError> {
+    let quality = ModelsClient::new(channel)
+        .get_live_quality(GetLiveQualityRequest { lot_ids })
+        .await?
+        .into_inner();
+    Ok(match output {
+        Output::Json => format!("{}\n", json::live_quality_json(&quality)),
+        Output::Text => text::live_quality_text(&quality),
     })
 }
 

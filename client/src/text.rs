@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 
 use chrono::DateTime;
 use parkcast_proto::v1::{
-    Forecast, HorizonMetrics, LotAvailability, ModelInfo, NearbyLot, SlotType,
+    Forecast, HorizonMetrics, LiveQuality, LotAvailability, ModelInfo, NearbyLot, SlotType,
+    WindowQuality,
 };
 use parkcast_tables::{Cell, new_table, right};
 
@@ -289,6 +290,70 @@ fn trained_until_text(ms: i64) -> String {
         || format!("{ms} ms"),
         |time| time.format("%Y-%m-%d %H:%M UTC").to_string(),
     )
+}
+
+/// The live accuracy: the city's table, each asked lot's, and what drifts.
+pub fn live_quality_text(quality: &LiveQuality) -> String {
+    let mut text = format!(
+        "{} v{}: forecasts scored on live actuals, as of {}\n",
+        quality.model_name,
+        quality.model_version,
+        trained_until_text(quality.as_of_ms)
+    );
+    let table = |windows: &[WindowQuality]| {
+        let mut table = new_table(&[
+            "horizon",
+            "window",
+            "scored",
+            "live MAE",
+            "backtest MAE",
+            "live / backtest",
+            "80% covers",
+        ]);
+        for window in windows {
+            let ratio = window.mae_rate / window.backtest_mae_rate;
+            table.add_row(vec![
+                right(format!("{} min", window.horizon_minutes)),
+                Cell::new(&window.window),
+                right(window.pairs),
+                right(number_text(window.mae_rate, 4)),
+                right(number_text(window.backtest_mae_rate, 4)),
+                right(number_text(ratio, 2)),
+                right(percent_text(window.coverage_80)),
+            ]);
+        }
+        format!("{table}\n")
+    };
+    text.push_str("city\n");
+    text.push_str(&table(&quality.city));
+    for lot in &quality.lots {
+        text.push_str(&format!("lot {}\n", lot.lot_id));
+        text.push_str(&table(&lot.windows));
+    }
+    if quality.drifting.is_empty() {
+        text.push_str("no drift: no lot's live MAE stayed above the backtest's\n");
+    }
+    for drift in &quality.drifting {
+        let what = if drift.lot_id.is_empty() {
+            "the city".to_owned()
+        } else {
+            format!("lot {}", drift.lot_id)
+        };
+        text.push_str(&format!(
+            "DRIFT: {what} at {} min, live MAE {:.4} in the last hour against {:.4} in the backtest\n",
+            drift.horizon_minutes, drift.live_mae_rate, drift.backtest_mae_rate
+        ));
+    }
+    text
+}
+
+/// A number with `decimals`, or `n/a`.
+fn number_text(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "n/a".to_owned()
+    }
 }
 
 fn short_hash(hash: &str) -> &str {

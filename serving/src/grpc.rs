@@ -22,9 +22,10 @@ use parkcast_proto::v1::availability_server::Availability;
 use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
     ActivateModelRequest, BatchGetAvailabilityRequest, BatchGetAvailabilityResponse,
-    DescribeModelRequest, Forecast, GetAvailabilityRequest, HorizonMetrics, ListModelsRequest,
-    ListModelsResponse, LotAvailability, ModelInfo, NearbyLot, SearchNearbyRequest,
-    SearchNearbyResponse, SlotType, WatchAvailabilityRequest,
+    DescribeModelRequest, Drift, Forecast, GetAvailabilityRequest, GetLiveQualityRequest,
+    HorizonMetrics, ListModelsRequest, ListModelsResponse, LiveQuality, LotAvailability,
+    LotQuality, ModelInfo, NearbyLot, SearchNearbyRequest, SearchNearbyResponse, SlotType,
+    WatchAvailabilityRequest, WindowQuality,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -32,7 +33,8 @@ use tonic::{Request, Response, Status};
 use crate::metrics::{Rpc, ServingMetrics};
 use crate::models::{ActivationError, ModelManager};
 use crate::requests::{
-    AvailabilityQuery, RequestLimits, When, check_batch, check_get, check_search, check_watch,
+    AvailabilityQuery, RequestLimits, When, check_batch, check_get, check_lot, check_search,
+    check_watch,
 };
 use crate::scoring::{LotAnswer, Scoring, forecast_at};
 use crate::status::ServiceError;
@@ -758,4 +760,72 @@ impl Models for ModelsService {
         let result = self.activate(request).await;
         self.finish(Rpc::ActivateModel, started, result)
     }
+
+    async fn get_live_quality(
+        &self,
+        request: Request<GetLiveQualityRequest>,
+    ) -> Result<Response<LiveQuality>, Status> {
+        let started = Instant::now();
+        let scoring = Arc::clone(self.manager.scoring());
+        let request = request.into_inner();
+        // The sums walk a day of scores of every lot under the scorer's lock: off the runtime.
+        let result = tokio::task::spawn_blocking(move || live_quality(&scoring, &request))
+            .await
+            .map_err(ServiceError::from)
+            .and_then(|quality| quality);
+        self.finish(Rpc::GetLiveQuality, started, result)
+    }
+}
+
+/// The active model's live accuracy, city-wide and for the lots asked, and what drifts.
+fn live_quality(
+    scoring: &Scoring,
+    request: &GetLiveQualityRequest,
+) -> Result<LiveQuality, ServiceError> {
+    let topology = scoring.topology();
+    let asked = request
+        .lot_ids
+        .iter()
+        .map(|lot_id| check_lot(topology, lot_id).map(|lot| lot as usize))
+        .collect::<Result<Vec<usize>, _>>()?;
+    let model = scoring.model().ok_or(ServiceError::NoModelForQuality)?;
+    let (summary, drifting) = scoring.quality().ok_or(ServiceError::NoModelForQuality)?;
+    let window =
+        |quality: &crate::quality::WindowQuality, tally: &crate::quality::Tally| WindowQuality {
+            horizon_minutes: quality.horizon_minutes,
+            window: quality.window.to_owned(),
+            pairs: tally.pairs,
+            mae_rate: tally.mae(),
+            coverage_80: tally.coverage(),
+            backtest_mae_rate: quality.backtest_mae,
+        };
+    let lot_id = |lot: usize| topology.lots()[lot].lot_id.clone();
+    Ok(LiveQuality {
+        model_name: model.manifest.card.name.clone(),
+        model_version: model.manifest.version,
+        as_of_ms: scoring.now_ms(),
+        city: summary
+            .iter()
+            .map(|quality| window(quality, &quality.city))
+            .collect(),
+        lots: asked
+            .iter()
+            .map(|&lot| LotQuality {
+                lot_id: lot_id(lot),
+                windows: summary
+                    .iter()
+                    .map(|quality| window(quality, &quality.lots[lot]))
+                    .collect(),
+            })
+            .collect(),
+        drifting: drifting
+            .iter()
+            .map(|drift| Drift {
+                lot_id: drift.lot.map(lot_id).unwrap_or_default(),
+                horizon_minutes: drift.horizon_minutes,
+                live_mae_rate: drift.live_mae,
+                backtest_mae_rate: drift.backtest_mae,
+            })
+            .collect(),
+    })
 }

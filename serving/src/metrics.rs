@@ -359,11 +359,13 @@ pub enum Rpc {
     DescribeModel,
     /// `Models.ActivateModel`.
     ActivateModel,
+    /// `Models.GetLiveQuality`.
+    GetLiveQuality,
 }
 
 impl Rpc {
     /// Every RPC, in label order.
-    pub const ALL: [Rpc; 7] = [
+    pub const ALL: [Rpc; 8] = [
         Rpc::GetAvailability,
         Rpc::BatchGetAvailability,
         Rpc::SearchNearby,
@@ -371,6 +373,7 @@ impl Rpc {
         Rpc::ListModels,
         Rpc::DescribeModel,
         Rpc::ActivateModel,
+        Rpc::GetLiveQuality,
     ];
 }
 

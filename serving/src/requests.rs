@@ -235,7 +235,9 @@ pub struct SearchQuery {
     pub max_results: u32,
 }
 
-fn check_lot(topology: &TopologyIndex, lot_id: &str) -> Result<LotIndex, RequestError> {
+/// The lot a request names: `MissingLot` for an empty id, `UnknownLot` for one the server does not
+/// serve.
+pub fn check_lot(topology: &TopologyIndex, lot_id: &str) -> Result<LotIndex, RequestError> {
     if lot_id.is_empty() {
         return Err(RequestError::MissingLot);
     }

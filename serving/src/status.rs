@@ -56,6 +56,9 @@ pub enum ServiceError {
     /// `SearchNearby` asked for an arrival time while no model is active.
     #[error("no model is active yet; search without an arrival time for the live picture")]
     NoModelForArrival,
+    /// `GetLiveQuality` while no model is active: nothing has been forecast, so nothing scored.
+    #[error("no model is active yet, so no forecast has been scored")]
+    NoModelForQuality,
     /// Every watch stream this server keeps is open.
     #[error(
         "{max} watch streams are open, the most this server keeps (limits.max_watch_streams); \
@@ -112,7 +115,9 @@ impl From<ServiceError> for Status {
                 Status::unavailable(refusal.to_string())
             }
             ServiceError::TooManyWatches { .. } => Status::resource_exhausted(refusal.to_string()),
-            ServiceError::ActivationDisabled => Status::failed_precondition(refusal.to_string()),
+            ServiceError::ActivationDisabled | ServiceError::NoModelForQuality => {
+                Status::failed_precondition(refusal.to_string())
+            }
             ServiceError::MissingToken | ServiceError::WrongToken => {
                 Status::unauthenticated(refusal.to_string())
             }

@@ -17,8 +17,8 @@ use parkcast_proto::v1::models_client::ModelsClient;
 use parkcast_proto::v1::models_server::ModelsServer;
 use parkcast_proto::v1::{
     ActivateModelRequest, BatchGetAvailabilityRequest, DescribeModelRequest,
-    GetAvailabilityRequest, ListModelsRequest, LotAvailability, SearchNearbyRequest, SlotType,
-    WatchAvailabilityRequest,
+    GetAvailabilityRequest, GetLiveQualityRequest, ListModelsRequest, LotAvailability,
+    SearchNearbyRequest, SlotType, WatchAvailabilityRequest,
 };
 use parkcast_serving::decode::{SensorEvent, SessionMark};
 use parkcast_serving::grpc::{
@@ -865,6 +865,67 @@ async fn without_a_model_forecasts_are_unavailable_and_the_live_picture_answers(
         .into_inner();
     assert_eq!((live.occupied_now, live.model_version), (2, 0));
     assert!(!fixture.scoring.ready());
+    // Nothing forecast, nothing scored: live quality says so.
+    let status = fixture
+        .models()
+        .await
+        .get_live_quality(GetLiveQualityRequest { lot_ids: vec![] })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("no model is active"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn live_quality_answers_per_horizon_and_window_and_names_an_unknown_lot() {
+    let fixture = fixture(true).await;
+    let mut models = fixture.models().await;
+    let quality = models
+        .get_live_quality(GetLiveQualityRequest {
+            lot_ids: vec!["north".to_owned()],
+        })
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert_eq!(
+        (quality.model_name.as_str(), quality.model_version),
+        ("toy", 1)
+    );
+    assert_eq!(quality.as_of_ms, NOW);
+    // Every horizon of the model, over the hour and the day, city-wide and for north.
+    let served: Vec<(u32, &str)> = quality
+        .city
+        .iter()
+        .map(|window| (window.horizon_minutes, window.window.as_str()))
+        .collect();
+    assert_eq!(
+        served.len(),
+        2 * fixture
+            .scoring
+            .model()
+            .expect("active")
+            .model
+            .horizons_minutes()
+            .len()
+    );
+    assert!(
+        served.contains(&(15, "hour")) && served.contains(&(15, "day")),
+        "{served:?}"
+    );
+    assert_eq!(quality.lots.len(), 1);
+    assert_eq!(quality.lots[0].lot_id, "north");
+    assert_eq!(quality.lots[0].windows.len(), quality.city.len());
+    let status = models
+        .get_live_quality(GetLiveQualityRequest {
+            lot_ids: vec!["north".to_owned(), "atlantis".to_owned()],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("atlantis"), "{status:?}");
 }
 
 #[tokio::test]

@@ -102,6 +102,13 @@ pub enum QueryCommand {
         #[arg(long)]
         version: Option<u32>,
     },
+    /// How the active model's forecasts fare on the live actuals: MAE and 80% coverage per horizon
+    /// over the last hour and day, against its backtest, and which lots drift (GetLiveQuality).
+    Quality {
+        /// A lot to report on its own besides the city (repeat for several).
+        #[arg(long = "lot")]
+        lots: Vec<String>,
+    },
 }
 
 impl QueryCommand {
@@ -112,6 +119,7 @@ impl QueryCommand {
             QueryCommand::Watch(_) => "watch",
             QueryCommand::Models => "models",
             QueryCommand::Model { .. } => "model",
+            QueryCommand::Quality { .. } => "quality",
         }
     }
 }
@@ -228,6 +236,9 @@ pub fn run(args: QueryArgs) -> Result<()> {
             Some(QueryCommand::Models) => parkcast_client::list_models(channel, output).await?,
             Some(QueryCommand::Model { name, version }) => {
                 parkcast_client::describe_model(channel, name, version, output).await?
+            }
+            Some(QueryCommand::Quality { lots }) => {
+                parkcast_client::live_quality(channel, lots, output).await?
             }
         };
         print!("{answer}");
