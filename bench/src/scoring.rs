@@ -9,7 +9,8 @@ use std::time::Instant;
 use anyhow::Context;
 use parkcast_inference::registry::Registry;
 use parkcast_serving::live::GRID_HISTORY_MS;
-use parkcast_serving::scoring::{ServedModel, forecast_at};
+use parkcast_serving::quality::{QualityConfig, QualityMonitor};
+use parkcast_serving::scoring::{ServedModel, forecast_at, intervals_80, quality_monitor};
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::lots::{LotInputs, load_lots};
 
@@ -117,10 +118,90 @@ pub fn scoring(options: &ScoringOptions) -> Result<Report, Error> {
         direct_ns / interpolate_ns.max(1e-9)
     ));
     report.push(
+        "the live-accuracy monitor (serving::quality) beside the scorer's work per grid step, the last 2 days of every lot, in one run",
+    );
+    report.push(monitor_cost(&served, &lots));
+    report.push(
         "accuracy over each lot's last 7 days (the model saw them in training: compare the columns, not with the backtest)",
     );
     report.push(interpolation_accuracy(&served, &lots));
     Ok(report)
+}
+
+/// What the live-accuracy monitor adds to the scorer's work per grid step: each lot's last 2 days
+/// fed as the server feeds them (a grid value, a forecast), without and then with the monitor
+/// (observe the value, keep the forecast with its intervals), alternated five times; the fastest
+/// time of each and what the monitor holds at the end.
+fn monitor_cost(served: &ServedModel, lots: &BTreeMap<String, LotInputs>) -> comfy_table::Table {
+    const DAYS_MS: i64 = 2 * 86_400_000;
+    let run = |mut monitor: Option<&mut QualityMonitor>| {
+        let started = Instant::now();
+        let mut steps = 0u64;
+        for (index, (lot_id, lot)) in lots.iter().enumerate() {
+            let Some(mut state) = served.model.new_state(lot_id) else {
+                continue;
+            };
+            let Some((last, _)) = lot.series.iter().last() else {
+                continue;
+            };
+            for (instant, value) in lot.series.iter() {
+                if instant <= last - DAYS_MS - GRID_HISTORY_MS {
+                    continue;
+                }
+                state.push_value(instant, value);
+                if instant <= last - DAYS_MS {
+                    continue;
+                }
+                if let Some(monitor) = monitor.as_deref_mut() {
+                    monitor.observe(index, instant, value.rate());
+                }
+                let forecast = served.model.forecast(&state);
+                if let (Some(forecast), Some(monitor)) = (&forecast, monitor.as_deref_mut()) {
+                    monitor.issue(index, forecast, &intervals_80(served, lot_id, forecast));
+                }
+                steps += 1;
+            }
+        }
+        (started.elapsed(), steps)
+    };
+    // Alternated, the fastest of five each: a shared machine's noise only ever adds time.
+    let (mut without, mut with, mut steps) =
+        (std::time::Duration::MAX, std::time::Duration::MAX, 0);
+    let mut monitor = quality_monitor(served, lots.len(), QualityConfig::default());
+    for _ in 0..5 {
+        let (elapsed, counted) = run(None);
+        (without, steps) = (without.min(elapsed), counted);
+        monitor = quality_monitor(served, lots.len(), QualityConfig::default());
+        with = with.min(run(Some(&mut monitor)).0);
+    }
+    let per_step = |elapsed: std::time::Duration| elapsed.as_secs_f64() * 1e6 / steps.max(1) as f64;
+    let (issued, scores) = monitor.held();
+    let horizons = served.model.horizons_minutes().len();
+    // An issued forecast: its origin, a boxed slice of 3 f32 per horizon and the queue's slot; a
+    // score: 16 bytes.
+    let bytes = issued * (8 + 16 + 12 * horizons) + scores * 16;
+    let mut table = new_table(&["per grid step and lot", "time", "held at the end"]);
+    table.add_row(vec![
+        "score (grid value, forecast)".to_owned(),
+        format!("{:.1} us", per_step(without)),
+        String::new(),
+    ]);
+    table.add_row(vec![
+        "score + monitor".to_owned(),
+        format!(
+            "{:.1} us ({:+.1}%)",
+            per_step(with),
+            100.0 * (per_step(with) / per_step(without) - 1.0)
+        ),
+        format!(
+            "{} forecasts, {} scores, ~{:.1} MB ({:.0} KB per lot)",
+            thousands(issued as u64),
+            thousands(scores as u64),
+            bytes as f64 / 1e6,
+            bytes as f64 / 1e3 / lots.len().max(1) as f64
+        ),
+    ]);
+    table
 }
 
 /// How much accuracy interpolation gives up: over the last 7 days of every lot, each horizon the

@@ -971,7 +971,7 @@ const QUALITY_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// A monitor of the live accuracy of `served` over `lots` lots, judged against its backtest MAE
 /// per horizon (the manifest's figure for the model it serves).
-fn quality_monitor(served: &ServedModel, lots: usize, config: QualityConfig) -> QualityMonitor {
+pub fn quality_monitor(served: &ServedModel, lots: usize, config: QualityConfig) -> QualityMonitor {
     let horizons = served.model.horizons_minutes();
     let name = served.model.forecaster().name();
     let backtest_mae = horizons
@@ -990,7 +990,7 @@ fn quality_monitor(served: &ServedModel, lots: usize, config: QualityConfig) -> 
 }
 
 /// The 80% interval of each horizon of a forecast, as a request for exactly its target reads it.
-fn intervals_80(
+pub fn intervals_80(
     served: &ServedModel,
     lot_id: &str,
     forecast: &LotForecast,
