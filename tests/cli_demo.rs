@@ -93,6 +93,23 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         }
     });
     assert!(serving, "health never turned SERVING");
+    // The live-accuracy alarm has a health status of its own (SERVING unless something drifts).
+    let quality_status = runtime.block_on(async {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+            .expect("a valid address")
+            .connect()
+            .await
+            .expect("the server accepts connections");
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: "parkcast.v1.LiveQuality".to_owned(),
+            })
+            .await
+            .map(|response| response.into_inner().status)
+    });
+    assert!(quality_status.is_ok(), "{quality_status:?}");
     // From then on it stays SERVING while the demo runs: a replay under way is no reason to say
     // otherwise (the liveness probe once sat behind a long-poll fetch and reported a dead broker).
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));

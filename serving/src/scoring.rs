@@ -551,6 +551,11 @@ impl Scoring {
         Some((quality.summary(now_ms), quality.drift(now_ms)))
     }
 
+    /// What the last live-accuracy report found drifting (every 10 s; empty before a model).
+    pub fn drifting(&self) -> Vec<Drifting> {
+        self.core().drifting.clone()
+    }
+
     /// The same, reporting round times and forecast age.
     pub fn with_metrics(mut self, metrics: crate::metrics::ServingMetrics) -> Scoring {
         self.metrics = Some(metrics);

@@ -102,6 +102,11 @@ pub enum ServerError {
 /// The gRPC service name health reports on.
 const AVAILABILITY: &str = "parkcast.v1.Availability";
 
+/// The health service name of the live-accuracy alarm: NOT_SERVING while the city or a lot drifts
+/// ([`crate::quality`]). For operators and alert rules, never for a load balancer's probe: a
+/// drifting model still answers, and better than no answer.
+pub const LIVE_QUALITY: &str = "parkcast.v1.LiveQuality";
+
 /// How long in-flight requests may take to finish once shutdown begins.
 const GRPC_DRAIN: Duration = Duration::from_secs(5);
 
@@ -265,21 +270,36 @@ impl Server {
         reporter
             .set_service_status(AVAILABILITY, tonic_health::ServingStatus::NotServing)
             .await;
+        reporter
+            .set_service_status(LIVE_QUALITY, tonic_health::ServingStatus::Serving)
+            .await;
         let watched = Arc::downgrade(&scoring);
         let health_task = tokio::spawn(async move {
             let mut serving = false;
+            let mut quality_holds = true;
+            let status_of = |good: bool| {
+                if good {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                }
+            };
             while let Some(scoring) = watched.upgrade() {
                 let ready = scoring.ready();
+                let holds = scoring.drifting().is_empty();
                 drop(scoring);
                 if ready != serving {
-                    let status = if ready {
-                        tonic_health::ServingStatus::Serving
-                    } else {
-                        tonic_health::ServingStatus::NotServing
-                    };
-                    reporter.set_service_status(AVAILABILITY, status).await;
+                    reporter
+                        .set_service_status(AVAILABILITY, status_of(ready))
+                        .await;
                     tracing::info!(ready, "health changed");
                     serving = ready;
+                }
+                if holds != quality_holds {
+                    reporter
+                        .set_service_status(LIVE_QUALITY, status_of(holds))
+                        .await;
+                    quality_holds = holds;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
