@@ -1,0 +1,222 @@
+//! The live-accuracy alarm on a simulated city with a regime shift: a model trained on the city's
+//! history watches two held-out days fed as the server feeds them (a grid value, then a forecast,
+//! through `serving::quality` and the intervals the server reads); from 06:00 of the first one,
+//! one lot's occupancy doubles (capped at its capacity). The alarm must name that lot within
+//! [`DETECT_WITHIN_HOURS`] city hours of the shift, and never another lot.
+
+mod common;
+
+use std::path::Path;
+
+use chrono::{NaiveDate, NaiveTime};
+use common::{parkcast, succeeded};
+use parkcast_features::grid::GridValue;
+use parkcast_inference::registry::Registry;
+use parkcast_serving::live::GRID_HISTORY_MS;
+use parkcast_serving::quality::{HOUR_MS, QualityConfig};
+use parkcast_serving::scoring::{ServedModel, intervals_80, quality_monitor};
+use parkcast_warehouse::Warehouse;
+use parkcast_warehouse::lots::load_lots;
+
+/// How long after the shift the alarm may take: `drift_hours` (3) whole hours of bad scores, the
+/// hour the shift starts in, and the longest horizon (1 h) before shifted targets are scored.
+const DETECT_WITHIN_HOURS: i64 = 6;
+
+const HELD_OUT_DAYS: i64 = 2;
+
+/// Moves the fact partitions dated `from` or later out of the warehouse into `aside` (and back,
+/// with the arguments swapped), so a model can be trained without them.
+fn move_partitions(from_root: &Path, to_root: &Path, from: NaiveDate) {
+    for table in std::fs::read_dir(from_root).expect("the warehouse folder") {
+        let table = table.expect("an entry").path();
+        let Some(name) = table.file_name().and_then(|name| name.to_str()) else {
+            continue;
+        };
+        if !name.starts_with("fact_") {
+            continue;
+        }
+        for partition in std::fs::read_dir(&table).expect("a table folder") {
+            let partition = partition.expect("an entry").path();
+            let date = partition
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.strip_prefix("date="))
+                .and_then(|date| NaiveDate::parse_from_str(date, "%Y-%m-%d").ok());
+            if date.is_some_and(|date| date >= from) {
+                let target = to_root
+                    .join(name)
+                    .join(partition.file_name().expect("a name"));
+                std::fs::create_dir_all(target.parent().expect("a parent")).expect("a folder");
+                std::fs::rename(&partition, &target).expect("the partition moves");
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "fails today, pending a per-lot reference: a normal lot of this city (small, so its rate \
+            errors run high) is named at 15 min on the first held-out afternoon, live MAE 0.040 \
+            against the city's backtest 0.020 and above 1.5x the median lot for 3 hours; the \
+            monitor needs each lot's own backtest MAE (issue 16)"]
+fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let warehouse_dir = dir.path().join("warehouse");
+    let warehouse = warehouse_dir.display().to_string();
+    let days = 36;
+    succeeded(&parkcast(&[
+        "simulate",
+        "-o",
+        &warehouse,
+        "--lots",
+        "8",
+        "--days",
+        &days.to_string(),
+        "--start",
+        "2025-09-01",
+        "--interval",
+        "5",
+    ]));
+    let first = NaiveDate::from_ymd_opt(2025, 9, 1).expect("a date");
+    let held_out = first + chrono::Days::new((days - HELD_OUT_DAYS) as u64);
+    let aside = dir.path().join("aside");
+    move_partitions(&warehouse_dir, &aside, held_out);
+    let registry = dir.path().join("models");
+    succeeded(&parkcast(&[
+        "train",
+        "-w",
+        &warehouse,
+        "--source",
+        "simulated",
+        "--step",
+        "5",
+        "--horizons",
+        "15m,1h",
+        "--max-training-rows",
+        "40000",
+        "--gbm-iterations",
+        "80",
+        "--registry",
+        &registry.display().to_string(),
+        "--force",
+    ]));
+    move_partitions(&aside, &warehouse_dir, held_out);
+
+    let (manifest, bytes) = Registry::open(&registry)
+        .load("simulated", 1, None)
+        .expect("the published model");
+    let served = ServedModel::decode(manifest, &bytes).expect("a model");
+    let lots = load_lots(
+        &Warehouse::open(&warehouse_dir).expect("the warehouse"),
+        "simulated",
+        5,
+    )
+    .expect("the lots");
+    let held_out_ms = held_out
+        .and_time(NaiveTime::MIN)
+        .and_utc()
+        .timestamp_millis();
+    // The shifted lot: the one busiest on average without being full, so doubling shows.
+    let mean_rate = |lot: &parkcast_warehouse::lots::LotInputs| {
+        let rates: Vec<f64> = lot
+            .series
+            .iter()
+            .filter(|(instant, _)| *instant < held_out_ms)
+            .map(|(_, value)| value.rate())
+            .collect();
+        rates.iter().sum::<f64>() / rates.len().max(1) as f64
+    };
+    let shifted = lots
+        .values()
+        .enumerate()
+        .filter(|(_, lot)| mean_rate(lot) < 0.45)
+        .max_by(|(_, a), (_, b)| mean_rate(a).total_cmp(&mean_rate(b)))
+        .map(|(index, _)| index)
+        .expect("a lot below half full on average");
+    let shift_ms = held_out_ms + 6 * HOUR_MS;
+
+    let mut monitor = quality_monitor(&served, lots.len(), QualityConfig::default());
+    let mut states: Vec<_> = lots
+        .keys()
+        .map(|lot_id| served.model.new_state(lot_id).expect("a lot of the model"))
+        .collect();
+    let mut instants: Vec<i64> = lots
+        .values()
+        .flat_map(|lot| lot.series.iter().map(|(instant, _)| instant))
+        .filter(|instant| *instant > held_out_ms - GRID_HISTORY_MS)
+        .collect();
+    instants.sort_unstable();
+    instants.dedup();
+    // Session entries and exits, fed in time order before the grid value they precede, as
+    // ingestion delivers them.
+    let mut sessions: Vec<(Vec<i64>, Vec<i64>, usize, usize)> = lots
+        .values()
+        .map(|lot| {
+            let mut arrivals = lot.arrivals_ms.clone();
+            let mut departures = lot.departures_ms.clone();
+            arrivals.sort_unstable();
+            departures.sort_unstable();
+            let from = held_out_ms - GRID_HISTORY_MS;
+            let (a, d) = (
+                arrivals.partition_point(|at| *at <= from),
+                departures.partition_point(|at| *at <= from),
+            );
+            (arrivals, departures, a, d)
+        })
+        .collect();
+    let mut named_at = None;
+    let mut last_judged_hour = i64::MIN;
+    for instant in instants {
+        for (index, (lot_id, lot)) in lots.iter().enumerate() {
+            let Some(mut value) = lot.series.at(instant) else {
+                continue;
+            };
+            if index == shifted && instant >= shift_ms {
+                value = GridValue {
+                    occupied: (2.0 * value.occupied).min(value.capacity),
+                    ..value
+                };
+            }
+            let state = &mut states[index];
+            let (arrivals, departures, next_arrival, next_departure) = &mut sessions[index];
+            while *next_arrival < arrivals.len() && arrivals[*next_arrival] <= instant {
+                state.push_arrival(arrivals[*next_arrival]);
+                *next_arrival += 1;
+            }
+            while *next_departure < departures.len() && departures[*next_departure] <= instant {
+                state.push_departure(departures[*next_departure]);
+                *next_departure += 1;
+            }
+            state.push_value(instant, value);
+            if instant < held_out_ms {
+                continue;
+            }
+            monitor.observe(index, instant, value.rate());
+            if let Some(forecast) = served.model.forecast(state) {
+                monitor.issue(index, &forecast, &intervals_80(&served, lot_id, &forecast));
+            }
+        }
+        // Judged once per hour, as often as the alarm can change.
+        let hour = instant.div_euclid(HOUR_MS);
+        if instant >= held_out_ms && hour != last_judged_hour {
+            last_judged_hour = hour;
+            for drift in monitor.drift(instant) {
+                let Some(lot) = drift.lot else { continue };
+                assert_eq!(
+                    lot, shifted,
+                    "lot {lot} named at {instant} ({drift:?}), only {shifted} shifted"
+                );
+                named_at.get_or_insert(instant);
+            }
+        }
+    }
+    let named_at = named_at.expect("the shifted lot was never named");
+    assert!(
+        named_at >= shift_ms && named_at - shift_ms <= DETECT_WITHIN_HOURS * HOUR_MS,
+        "named {} min after the shift",
+        (named_at - shift_ms) / 60_000
+    );
+    eprintln!(
+        "lot {shifted} named {} min after its demand doubled",
+        (named_at - shift_ms) / 60_000
+    );
+}
