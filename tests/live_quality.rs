@@ -54,10 +54,12 @@ fn move_partitions(from_root: &Path, to_root: &Path, from: NaiveDate) {
 }
 
 #[test]
-#[ignore = "fails today, pending a per-lot reference: a normal lot of this city (small, so its rate \
-            errors run high) is named at 15 min on the first held-out afternoon, live MAE 0.040 \
-            against the city's backtest 0.020 and above 1.5x the median lot for 3 hours; the \
-            monitor needs each lot's own backtest MAE (issue 16)"]
+#[ignore = "fails today: with each lot's own backtest MAE as a reference the small lot no longer \
+            trips it, but a normal street lot is named on the first held-out afternoon (60 min, \
+            live MAE 0.096 for 3 hours, 2.5x the city's backtest and above 1.5x its own and the \
+            median lot's); with 6 drift hours a commuter garage is named the next day (15 min, \
+            0.044 for 6 hours). Whether the live errors on held-out days are the model's or the \
+            feed's is the next step of issue 16"]
 fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let warehouse_dir = dir.path().join("warehouse");
@@ -134,7 +136,8 @@ fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() 
         .expect("a lot below half full on average");
     let shift_ms = held_out_ms + 6 * HOUR_MS;
 
-    let mut monitor = quality_monitor(&served, lots.len(), QualityConfig::default());
+    let lot_ids: Vec<&str> = lots.keys().map(String::as_str).collect();
+    let mut monitor = quality_monitor(&served, &lot_ids, QualityConfig::default());
     let mut states: Vec<_> = lots
         .keys()
         .map(|lot_id| served.model.new_state(lot_id).expect("a lot of the model"))

@@ -167,11 +167,12 @@ fn monitor_cost(served: &ServedModel, lots: &BTreeMap<String, LotInputs>) -> com
     // Alternated, the fastest of five each: a shared machine's noise only ever adds time.
     let (mut without, mut with, mut steps) =
         (std::time::Duration::MAX, std::time::Duration::MAX, 0);
-    let mut monitor = quality_monitor(served, lots.len(), QualityConfig::default());
+    let lot_ids: Vec<&str> = lots.keys().map(String::as_str).collect();
+    let mut monitor = quality_monitor(served, &lot_ids, QualityConfig::default());
     for _ in 0..5 {
         let (elapsed, counted) = run(None);
         (without, steps) = (without.min(elapsed), counted);
-        monitor = quality_monitor(served, lots.len(), QualityConfig::default());
+        monitor = quality_monitor(served, &lot_ids, QualityConfig::default());
         with = with.min(run(Some(&mut monitor)).0);
     }
     let per_step = |elapsed: std::time::Duration| elapsed.as_secs_f64() * 1e6 / steps.max(1) as f64;

@@ -78,6 +78,12 @@ pub struct ModelBundle {
     /// empty in a format 1 file). A lot whose region is missing here gets the embedded calendar.
     #[serde(default)]
     pub calendars: BTreeMap<String, HolidayCalendar>,
+    /// Each lot's backtest MAE of the rate per horizon (minutes), of the model this file holds,
+    /// over the backtest's test windows (empty in files written before it): what the server's
+    /// live-accuracy monitor holds a lot to, since lots differ (a small lot's rate moves in large
+    /// steps).
+    #[serde(default)]
+    pub lot_mae: BTreeMap<String, BTreeMap<u32, f64>>,
 }
 
 impl ModelBundle {
@@ -174,6 +180,15 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// A lot's backtest MAE of the rate at a horizon (minutes), if the model file has it.
+    pub fn lot_backtest_mae(&self, lot_id: &str, horizon_minutes: u32) -> Option<f64> {
+        self.bundle
+            .lot_mae
+            .get(lot_id)?
+            .get(&horizon_minutes)
+            .copied()
+    }
+
     /// The forecaster.
     pub fn forecaster(&self) -> &dyn Forecaster {
         self.model.forecaster()
@@ -371,6 +386,7 @@ mod tests {
                 .to_bytes()
                 .expect("the model serializes"),
             calendars,
+            lot_mae: BTreeMap::new(),
         }
     }
 

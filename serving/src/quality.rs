@@ -16,8 +16,8 @@
 //!
 //! **Drift.** A lot drifts at a horizon when, in each of the last [`QualityConfig::drift_hours`]
 //! whole hours, it has at least [`QualityConfig::min_pairs_per_hour`] scores and their MAE is above
-//! [`QualityConfig::drift_factor`] times both the backtest's MAE at that horizon and the median
-//! lot's MAE in the same hour. Persistence is the point: a noisy lot has bad hours, not bad hours
+//! [`QualityConfig::drift_factor`] times the backtest's MAE at that horizon, the lot's own backtest
+//! MAE there (when the model file has it) and the median lot's MAE in the same hour. Persistence is the point: a noisy lot has bad hours, not bad hours
 //! in a row, while a lot whose demand shifted is bad every hour. The median is the other point:
 //! the backtest's MAE is an average over the day, and every lot's rush hour is worse than that
 //! average at once; a lot is flagged for being worse than the others then, not for the hour. The
@@ -167,6 +167,8 @@ pub struct Drifting {
 pub struct QualityMonitor {
     horizons: Vec<u32>,
     backtest_mae: Vec<f64>,
+    /// Per lot, per horizon: the lot's own backtest MAE (NaN: unknown).
+    lot_mae: Vec<Vec<f64>>,
     config: QualityConfig,
     lots: Vec<LotQuality>,
 }
@@ -180,12 +182,27 @@ impl QualityMonitor {
         lots: usize,
         config: QualityConfig,
     ) -> Self {
+        let unknown = vec![vec![f64::NAN; horizons.len()]; lots];
+        Self::with_lot_mae(horizons, backtest_mae, unknown, config)
+    }
+
+    /// The same, with each lot's own backtest MAE per horizon (one row per lot; NaN where
+    /// unknown): a lot is then also held to its own figure, so a lot that was always harder to
+    /// forecast (a small one, whose rate moves in large steps) is not named for being itself.
+    pub fn with_lot_mae(
+        horizons: Vec<u32>,
+        backtest_mae: Vec<f64>,
+        lot_mae: Vec<Vec<f64>>,
+        config: QualityConfig,
+    ) -> Self {
+        let lots = lot_mae.len();
         let lot = LotQuality {
             issued: VecDeque::new(),
             scores: vec![VecDeque::new(); horizons.len()],
         };
         QualityMonitor {
             backtest_mae,
+            lot_mae,
             config,
             lots: vec![lot; lots],
             horizons,
@@ -407,9 +424,11 @@ impl QualityMonitor {
                 })
                 .collect();
             for lot in 0..self.lots.len() {
+                // NaN (unknown) drops out of `max`.
+                let own = config.drift_factor * self.lot_mae[lot][index];
                 let drifts = by_hour.iter().all(|(lots, bar)| {
                     let tally = &lots[lot];
-                    tally.pairs as usize >= config.min_pairs_per_hour && tally.mae() > *bar
+                    tally.pairs as usize >= config.min_pairs_per_hour && tally.mae() > bar.max(own)
                 });
                 if drifts {
                     out.push(Drifting {
@@ -461,12 +480,21 @@ mod tests {
 
     /// Runs `hours` of ten lots, lot `l` forecast at `t` with error `error(l, t)`.
     fn run_with(hours: i64, error: impl Fn(usize, i64) -> f64) -> (QualityMonitor, i64) {
-        let mut monitor = QualityMonitor::new(
+        let monitor = QualityMonitor::new(
             vec![15, 60],
             vec![0.03, 0.03],
             LOTS,
             QualityConfig::default(),
         );
+        feed(monitor, hours, error)
+    }
+
+    /// Feeds `monitor` `hours` of its lots, lot `l` forecast at `t` with error `error(l, t)`.
+    fn feed(
+        mut monitor: QualityMonitor,
+        hours: i64,
+        error: impl Fn(usize, i64) -> f64,
+    ) -> (QualityMonitor, i64) {
         let steps = hours * HOUR_MS / STEP_MS;
         let actual = 0.5;
         let mut now = 0;
@@ -570,6 +598,25 @@ mod tests {
             drifting.iter().all(|drift| drift.lot.is_none()),
             "{drifting:?}"
         );
+    }
+
+    #[test]
+    fn a_lot_is_held_to_its_own_backtest_figure_too() {
+        // Lot 0 is always off by 0.06: twice the city's backtest and three times the median lot.
+        let error = |lot: usize, _: i64| if lot == 0 { 0.06 } else { 0.02 };
+        let (monitor, now) = run_with(6, error);
+        assert!(monitor.drift(now).iter().any(|drift| drift.lot == Some(0)));
+        // It always was: its own backtest MAE was 0.05.
+        let mut own = vec![vec![f64::NAN; 2]; LOTS];
+        own[0] = vec![0.05, 0.05];
+        let monitor = QualityMonitor::with_lot_mae(
+            vec![15, 60],
+            vec![0.03, 0.03],
+            own,
+            QualityConfig::default(),
+        );
+        let (monitor, now) = feed(monitor, 6, error);
+        assert!(monitor.drift(now).is_empty(), "{:?}", monitor.drift(now));
     }
 
     #[test]

@@ -710,11 +710,13 @@ impl Scoring {
             scoring.forecast = forecast;
             scoring.stale_forecast = false;
         }
-        core.quality = Some(quality_monitor(
-            &served,
-            core.lots.len(),
-            self.quality_config,
-        ));
+        let lot_ids: Vec<&str> = self
+            .topology()
+            .lots()
+            .iter()
+            .map(|lot| lot.lot_id.as_str())
+            .collect();
+        core.quality = Some(quality_monitor(&served, &lot_ids, self.quality_config));
         for (index, scoring) in core.lots.iter().enumerate() {
             if let (Some(forecast), Some(quality)) = (&scoring.forecast, &mut core.quality) {
                 let lot_id = &self.topology().lots()[index].lot_id;
@@ -974,9 +976,14 @@ fn same<T>(left: &Option<Arc<T>>, right: &Option<Arc<T>>) -> bool {
 /// scores of every lot and horizon (a few ms for a thousand lots).
 const QUALITY_REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// A monitor of the live accuracy of `served` over `lots` lots, judged against its backtest MAE
-/// per horizon (the manifest's figure for the model it serves).
-pub fn quality_monitor(served: &ServedModel, lots: usize, config: QualityConfig) -> QualityMonitor {
+/// A monitor of the live accuracy of `served` over the lots `lot_ids` (in index order), judged
+/// against its backtest MAE per horizon (the manifest's figure for the model it serves) and each
+/// lot's own (the model file's, where it has one).
+pub fn quality_monitor(
+    served: &ServedModel,
+    lot_ids: &[&str],
+    config: QualityConfig,
+) -> QualityMonitor {
     let horizons = served.model.horizons_minutes();
     let name = served.model.forecaster().name();
     let backtest_mae = horizons
@@ -991,7 +998,21 @@ pub fn quality_monitor(served: &ServedModel, lots: usize, config: QualityConfig)
                 .map_or(f64::NAN, |metric| metric.mae_rate)
         })
         .collect();
-    QualityMonitor::new(horizons, backtest_mae, lots, config)
+    let lot_mae = lot_ids
+        .iter()
+        .map(|lot_id| {
+            horizons
+                .iter()
+                .map(|minutes| {
+                    served
+                        .model
+                        .lot_backtest_mae(lot_id, *minutes)
+                        .unwrap_or(f64::NAN)
+                })
+                .collect()
+        })
+        .collect();
+    QualityMonitor::with_lot_mae(horizons, backtest_mae, lot_mae, config)
 }
 
 /// The 80% interval of each horizon of a forecast, as a request for exactly its target reads it.

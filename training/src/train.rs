@@ -259,6 +259,7 @@ pub fn train(
         day_type_calibrations,
         model: model.to_bytes()?,
         calendars,
+        lot_mae: lot_mae(&report, &model),
     };
     let bytes = bundle.to_bytes()?;
     let forecast_csv = phases.time("live forecasts", || live_forecasts(&bytes, &lots, progress))?;
@@ -361,6 +362,28 @@ pub(crate) fn refit_cut(lots: &LotGroups<'_>, config: &BacktestConfig) -> chrono
         .max()
         .unwrap_or(config.test_end);
     last_day + Days::new(1)
+}
+
+/// Each lot's backtest MAE per horizon (minutes) of the model published, from the report's per-lot
+/// figures over the test windows.
+fn lot_mae(report: &BacktestReport, model: &SavedModel) -> BTreeMap<String, BTreeMap<u32, f64>> {
+    let name = match model {
+        SavedModel::Gbm(_) | SavedModel::ForustGbm(_) => GBM_NAME,
+        SavedModel::Linear(_) => LINEAR_NAME,
+    };
+    let mut lots: BTreeMap<String, BTreeMap<u32, f64>> = BTreeMap::new();
+    for lot in report
+        .per_lot
+        .iter()
+        .filter(|lot| lot.metrics.model == name)
+    {
+        if lot.metrics.pairs > 0 && lot.metrics.mae_rate.is_finite() {
+            lots.entry(lot.lot_id.clone())
+                .or_default()
+                .insert(lot.metrics.horizon_minutes, lot.metrics.mae_rate);
+        }
+    }
+    lots
 }
 
 /// The report's account of the configuration: its name and checksum, the knobs the command line

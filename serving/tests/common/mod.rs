@@ -239,6 +239,7 @@ pub fn publish_toy(
                 BTreeMap::from([("XX".to_owned(), calendar)])
             })
             .unwrap_or_default(),
+        lot_mae: BTreeMap::new(),
     };
     publish_bytes(
         registry,
