@@ -69,13 +69,7 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     let serving = runtime.block_on(async {
         use tonic_health::pb::HealthCheckRequest;
         use tonic_health::pb::health_check_response::ServingStatus;
-        use tonic_health::pb::health_client::HealthClient;
-        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
-            .expect("a valid address")
-            .connect()
-            .await
-            .expect("the server accepts connections");
-        let mut health = HealthClient::new(channel);
+        let mut health = health_client(&address).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let status = health
@@ -96,13 +90,8 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     // The live-accuracy alarm has a health status of its own (SERVING unless something drifts).
     let quality_status = runtime.block_on(async {
         use tonic_health::pb::HealthCheckRequest;
-        use tonic_health::pb::health_client::HealthClient;
-        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
-            .expect("a valid address")
-            .connect()
+        health_client(&address)
             .await
-            .expect("the server accepts connections");
-        HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: "parkcast.v1.LiveQuality".to_owned(),
             })
@@ -124,13 +113,7 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
             runtime.block_on(async move {
                 use tonic_health::pb::HealthCheckRequest;
                 use tonic_health::pb::health_check_response::ServingStatus;
-                use tonic_health::pb::health_client::HealthClient;
-                let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
-                    .expect("a valid address")
-                    .connect()
-                    .await
-                    .expect("the server accepts connections");
-                let mut health = HealthClient::new(channel);
+                let mut health = health_client(&address).await;
                 let mut not_serving = Vec::new();
                 let mut checks = 0;
                 while watching.load(std::sync::atomic::Ordering::Relaxed) {
@@ -264,4 +247,16 @@ fn live_scored_pairs(address: &str) -> u64 {
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// A health client of the server at `address` (`host:port`).
+async fn health_client(
+    address: &str,
+) -> tonic_health::pb::health_client::HealthClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .expect("a valid address")
+        .connect()
+        .await
+        .expect("the server accepts connections");
+    tonic_health::pb::health_client::HealthClient::new(channel)
 }

@@ -54,12 +54,12 @@ fn move_partitions(from_root: &Path, to_root: &Path, from: NaiveDate) {
 }
 
 #[test]
-#[ignore = "fails today: with each lot's own backtest MAE as a reference the small lot no longer \
-            trips it, but a normal street lot is named on the first held-out afternoon (60 min, \
-            live MAE 0.096 for 3 hours, 2.5x the city's backtest and above 1.5x its own and the \
-            median lot's); with 6 drift hours a commuter garage is named the next day (15 min, \
-            0.044 for 6 hours). Whether the live errors on held-out days are the model's or the \
-            feed's is the next step of issue 16"]
+#[ignore = "fails today: over the held-out day the lots' live MAE matches their own backtest MAE \
+            (15 min: 0.029 vs 0.030, 0.035 vs 0.033), so the feed is right, but errors gather in the \
+            daytime and the references are day averages: normal lots are named for 3 daytime \
+            hours at 1.5-2x their own figure, a commuter garage runs 2.1-2.5x its own all Monday, \
+            and the shifted lot is named only after 8 hours. Needs per-lot references by hour of \
+            day (issue 16)"]
 fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let warehouse_dir = dir.path().join("warehouse");
