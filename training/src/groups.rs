@@ -20,10 +20,8 @@ use chrono_tz::Tz;
 use std::sync::Arc;
 
 use parkcast_warehouse::Warehouse;
-use parkcast_warehouse::lots::{
-    GridGaps, LotInputs, coverage, load_lots_in, lot_ids, warn_if_sparse,
-};
-use parkcast_warehouse::split::{LotSplit, SplitOptions};
+use parkcast_warehouse::lots::{GridGaps, LotInputs, coverage, load_lots_in, warn_if_sparse};
+use parkcast_warehouse::split::{CHUNK_ROWS, FactChunks, LotSplit, SplitOptions};
 use rayon::prelude::*;
 
 use crate::backtest::{BacktestConfig, BacktestError};
@@ -151,14 +149,6 @@ impl<'a> GroupReader<'a> {
         self
     }
 
-    /// The lots `ids`, from the split if there is one.
-    fn load(&self, ids: &[String]) -> Result<BTreeMap<String, LotInputs>, BacktestError> {
-        Ok(match &self.split {
-            Some(split) => split.load(self.warehouse, &self.source, self.step_minutes, ids)?,
-            None => load_lots_in(self.warehouse, &self.source, self.step_minutes, Some(ids))?,
-        })
-    }
-
     /// The lots, in code order.
     pub fn ids(&self) -> &[String] {
         &self.ids
@@ -185,7 +175,8 @@ impl<'a> GroupReader<'a> {
             })
             .cloned()
             .collect();
-        let (split, scratch) = write_split(self.warehouse, config, ids, progress)?;
+        let chunks = FactChunks::list(self.warehouse, CHUNK_ROWS)?;
+        let (split, scratch) = write_split(self.warehouse, config, &chunks, ids, progress)?;
         Ok((self.reading_split(Some(split)), Some(scratch)))
     }
 
@@ -209,7 +200,13 @@ impl<'a> GroupReader<'a> {
             .map(|index| {
                 let first_code = index * self.group_lots;
                 let ids = &self.ids[first_code..(first_code + self.group_lots).min(self.ids.len())];
-                let read = self.load(ids)?;
+                let read = read_lots(
+                    self.warehouse,
+                    &self.source,
+                    self.step_minutes,
+                    self.split.as_deref(),
+                    ids,
+                )?;
                 if read.len() != ids.len() {
                     return Err(BacktestError::WarehouseChanged {
                         expected: ids.len(),
@@ -256,6 +253,20 @@ struct Found {
     filled: bool,
 }
 
+/// The lots `ids` of `source`, from `split` if there is one, else from the warehouse.
+fn read_lots(
+    warehouse: &Warehouse,
+    source: &str,
+    step_minutes: u32,
+    split: Option<&LotSplit>,
+    ids: &[String],
+) -> Result<BTreeMap<String, LotInputs>, BacktestError> {
+    Ok(match split {
+        Some(split) => split.load(warehouse, source, step_minutes, ids)?,
+        None => load_lots_in(warehouse, source, step_minutes, Some(ids))?,
+    })
+}
+
 /// The source's lot ids, and, when they make more than one group, a split of its facts by group
 /// in a scratch folder (see [`LotSplit`]): every later pass then reads only its group's rows.
 #[allow(clippy::type_complexity)]
@@ -271,37 +282,40 @@ fn split_by_group(
     ),
     BacktestError,
 > {
-    let ids = lot_ids(warehouse, &config.source)?;
+    let chunks = FactChunks::list(warehouse, CHUNK_ROWS)?;
+    let ids = chunks.lot_ids(warehouse, &config.source)?;
     if ids.len() <= config.group_lots.max(1) {
         return Ok((ids, None, None));
     }
-    let (split, scratch) = write_split(warehouse, config, ids, progress)?;
+    let (split, scratch) = write_split(warehouse, config, &chunks, ids, progress)?;
     Ok((split.ids().to_vec(), Some(split), Some(scratch)))
 }
 
-/// Splits the config's source's lots `ids` (sorted) into groups of `config.group_lots` in a new
-/// scratch folder, which the caller keeps as long as it reads the split.
+/// Splits the config's source's lots `ids` (sorted), read from `chunks`, into groups of
+/// `config.group_lots` in a new scratch folder, which the caller keeps as long as it reads the
+/// split.
 fn write_split(
     warehouse: &Warehouse,
     config: &BacktestConfig,
+    chunks: &FactChunks,
     ids: Vec<String>,
     progress: &dyn Progress,
 ) -> Result<(Arc<LotSplit>, tempfile::TempDir), BacktestError> {
     let scratch = crate::backtest::scratch_dir(config, "parkcast-lots-")?;
-    let options = SplitOptions::new(config.group_lots);
     progress.stage(
         &format!(
             "splitting {} lots into groups of {}",
             ids.len(),
             config.group_lots
         ),
-        Some(LotSplit::chunk_count(warehouse, options)? as u64),
+        Some(chunks.len() as u64),
     );
     let split = LotSplit::write(
         warehouse,
         &config.source,
         ids,
-        options,
+        SplitOptions::new(config.group_lots),
+        chunks,
         scratch.path(),
         &|| progress.advance(1),
     )?;
@@ -327,14 +341,6 @@ impl<'a> LotGroups<'a> {
             });
         }
         let first_start = config.first_start();
-        let all = GroupReader::new(
-            warehouse,
-            &config.source,
-            config.step_minutes,
-            Vec::new(),
-            config.group_lots,
-        )
-        .reading_split(split.clone());
         let chunks: Vec<&[String]> = ids.chunks(config.group_lots.max(1)).collect();
         progress.stage(
             &format!("reading {} lots in {} groups", ids.len(), chunks.len()),
@@ -343,7 +349,13 @@ impl<'a> LotGroups<'a> {
         let found = chunks
             .par_iter()
             .map(|chunk| {
-                let lots = all.load(chunk)?;
+                let lots = read_lots(
+                    warehouse,
+                    &config.source,
+                    config.step_minutes,
+                    split.as_deref(),
+                    chunk,
+                )?;
                 let (gaps, filled) = coverage(lots.values(), config.step_minutes);
                 let mut found = Found {
                     gaps,

@@ -539,7 +539,7 @@ fn a_split_by_lot_group_reads_every_lot_as_the_warehouse_does() {
     use parkcast_training::progress::NoProgress;
     use parkcast_training::simulate::{SimulationParams, simulate};
     use parkcast_warehouse::lots::{LotInputs, load_lots_in, lot_ids};
-    use parkcast_warehouse::split::{LotSplit, SplitOptions};
+    use parkcast_warehouse::split::{FactChunks, LotSplit, SplitOptions};
 
     let dir = tempfile::tempdir().expect("temp dir");
     let warehouse = Warehouse::create(dir.path()).expect("warehouse");
@@ -553,25 +553,27 @@ fn a_split_by_lot_group_reads_every_lot_as_the_warehouse_does() {
     assert_eq!(ids.len(), 5);
     let scratch = tempfile::tempdir().expect("scratch");
     let options = SplitOptions {
-        chunk_rows: 1,
         buffer_bytes: 1,
         ..SplitOptions::new(2)
     };
+    let fact_chunks = FactChunks::list(&warehouse, 1).expect("chunks");
+    assert_eq!(
+        fact_chunks.lot_ids(&warehouse, "simulated").expect("ids"),
+        ids
+    );
     let chunks = std::cell::Cell::new(0);
     let split = LotSplit::write(
         &warehouse,
         "simulated",
         ids.clone(),
         options,
+        &fact_chunks,
         scratch.path(),
         &|| chunks.set(chunks.get() + 1),
     )
     .expect("split");
     assert_eq!(split.ids(), ids);
-    assert_eq!(
-        chunks.get(),
-        LotSplit::chunk_count(&warehouse, options).expect("chunks")
-    );
+    assert_eq!(chunks.get(), fact_chunks.len());
     assert!(chunks.get() >= 12, "one chunk per day and table");
     let files = std::fs::read_dir(scratch.path().join("fact_parking_session"))
         .expect("session files")

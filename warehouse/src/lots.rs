@@ -95,7 +95,13 @@ impl LotInputs {
     }
 }
 
-fn polars_error(context: &'static str) -> impl Fn(PolarsError) -> LotsError {
+/// The columns of `fact_lot_occupancy` a read of lots needs.
+pub(crate) const OCCUPANCY_COLUMNS: [&str; 4] = ["lot_id", "ts", "occupied", "capacity"];
+
+/// The columns of `fact_parking_session` a read of lots needs.
+pub(crate) const SESSION_COLUMNS: [&str; 3] = ["lot_id", "entry_ts", "exit_ts"];
+
+pub(crate) fn polars_error(context: &'static str) -> impl Fn(PolarsError) -> LotsError {
     move |source| LotsError::Polars { context, source }
 }
 
@@ -140,10 +146,10 @@ pub fn load_lots(
 
 /// The ids of the lots with occupancy from `source`, in order, so a trainer can split a city into
 /// groups before reading any of them. The table is read a few partitions at a time
-/// ([`crate::split::partition_chunks`]): the whole `lot_id` column of a large city decoded at once
-/// was the largest allocation of a run.
+/// ([`crate::split::FactChunks::lot_ids`]): the whole `lot_id` column of a large city decoded at
+/// once was the largest allocation of a run.
 pub fn lot_ids(warehouse: &Warehouse, source: &str) -> Result<Vec<String>, LotsError> {
-    crate::split::source_lot_ids(warehouse, source, &|| {})
+    crate::split::FactChunks::list(warehouse, crate::split::CHUNK_ROWS)?.lot_ids(warehouse, source)
 }
 
 /// The lots of `source` among `only` (every lot when `None`), keyed and ordered by lot id. The
@@ -308,7 +314,7 @@ fn load_series(
     dimension: &HashMap<String, LotRow>,
 ) -> Result<BTreeMap<String, GridSeries>, LotsError> {
     let frame = occupancy
-        .select([col("lot_id"), col("ts"), col("occupied"), col("capacity")])
+        .select(OCCUPANCY_COLUMNS.map(col))
         .collect()
         .map_err(polars_error("reading fact_lot_occupancy"))?;
     let columns = Columns(&frame);
@@ -459,7 +465,7 @@ fn load_events(warehouse: &Warehouse) -> Result<HashMap<String, Vec<ScheduledEve
 /// Session entry and exit times per lot of a filtered session scan.
 fn load_sessions(sessions: LazyFrame) -> Result<(TimesByLot, TimesByLot), LotsError> {
     let frame = sessions
-        .select([col("lot_id"), col("entry_ts"), col("exit_ts")])
+        .select(SESSION_COLUMNS.map(col))
         .collect()
         .map_err(polars_error("reading fact_parking_session"))?;
     let columns = Columns(&frame);

@@ -7,7 +7,7 @@
 //! forecasts) paid for the whole session table per group and pass; on a simulated city of 200 lots
 //! x 1 year that was about 1 GB of decoded ids per group read, and the groups' reads were most of
 //! the run's peak memory. [`LotSplit::write`] reads each table once, a few partitions at a time
-//! ([`partition_chunks`]), and appends each chunk's rows to its groups' files; its memory is one
+//! ([`FactChunks`]), and appends each chunk's rows to its groups' files; its memory is one
 //! chunk plus a bounded buffer of rows not yet written, whatever the city.
 //!
 //! A lot's rows keep the order the warehouse scan gives them (chunks in file order, rows in order
@@ -21,8 +21,11 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use crate::error::WarehouseError;
-use crate::lots::{FactScans, LotFilter, LotInputs, LotsError, load_lots_from};
+use crate::error::{WarehouseError, io_error};
+use crate::lots::{
+    Columns, FactScans, LotFilter, LotInputs, LotsError, OCCUPANCY_COLUMNS, SESSION_COLUMNS,
+    load_lots_from, polars_error,
+};
 use crate::schema::Table;
 use crate::store::{Warehouse, partition_date_of};
 
@@ -40,79 +43,96 @@ pub const BUFFER_BYTES: usize = 128 << 20;
 pub struct SplitOptions {
     /// Lots per group.
     pub group_lots: usize,
-    /// Rows of warehouse files read at once ([`CHUNK_ROWS`]).
-    pub chunk_rows: u64,
     /// Rows held before the groups' files are written ([`BUFFER_BYTES`]).
     pub buffer_bytes: usize,
 }
 
 impl SplitOptions {
-    /// Groups of `group_lots`, the default chunk and buffer.
+    /// Groups of `group_lots`, the default buffer.
     pub fn new(group_lots: usize) -> Self {
         SplitOptions {
             group_lots: group_lots.max(1),
-            chunk_rows: CHUNK_ROWS,
             buffer_bytes: BUFFER_BYTES,
         }
     }
 }
 
 /// A table's files (sorted, as [`Warehouse::table_files`] lists them) in consecutive runs of whole
-/// partitions of about [`CHUNK_ROWS`] rows (from the files' footers).
-pub fn partition_chunks(files: &[PathBuf]) -> Result<Vec<&[PathBuf]>, LotsError> {
-    chunks_of(files, CHUNK_ROWS)
-}
-
-/// [`partition_chunks`] of about `chunk_rows`.
-fn chunks_of(files: &[PathBuf], chunk_rows: u64) -> Result<Vec<&[PathBuf]>, LotsError> {
+/// partitions of about `chunk_rows` rows (from the files' footers).
+fn chunks_of(files: &[PathBuf], chunk_rows: u64) -> Result<Vec<Vec<PathBuf>>, LotsError> {
     let mut chunks = Vec::new();
     let (mut start, mut rows) = (0, 0u64);
     for (index, path) in files.iter().enumerate() {
         let new_partition =
             index > 0 && partition_date_of(path) != partition_date_of(&files[index - 1]);
         if new_partition && rows >= chunk_rows {
-            chunks.push(&files[start..index]);
+            chunks.push(files[start..index].to_vec());
             (start, rows) = (index, 0);
         }
-        let file = File::open(path).map_err(|source| io("opening", path, source))?;
+        let file = File::open(path).map_err(io_error("opening", path))?;
         rows += ParquetReader::new(file)
             .num_rows()
-            .map_err(|source| polars("reading a Parquet footer", source))? as u64;
+            .map_err(polars_error("reading a Parquet footer"))? as u64;
     }
     if start < files.len() {
-        chunks.push(&files[start..]);
+        chunks.push(files[start..].to_vec());
     }
     Ok(chunks)
 }
 
-/// The ids of `source`'s lots with occupancy, in order, read chunk by chunk; `advance` is called
-/// once per chunk.
-pub(crate) fn source_lot_ids(
-    warehouse: &Warehouse,
-    source: &str,
-    advance: &dyn Fn(),
-) -> Result<Vec<String>, LotsError> {
-    let files = warehouse.table_files(Table::FactLotOccupancy)?;
-    let mut ids = std::collections::BTreeSet::new();
-    for chunk in partition_chunks(&files)? {
-        let frame = warehouse
-            .scan_files(Table::FactLotOccupancy, chunk)?
-            .filter(col("source").eq(lit(source.to_owned())))
-            .select([col("lot_id")])
-            .unique(None, UniqueKeepStrategy::Any)
-            .collect()
-            .map_err(|source| polars("reading fact_lot_occupancy", source))?;
-        ids.extend(text(&frame, "lot_id")?.iter().flatten().map(str::to_owned));
-        advance();
-    }
-    Ok(ids.into_iter().collect())
+/// The occupancy and session files of a warehouse in chunks of whole partitions of about
+/// `chunk_rows` rows: listed (and their footers read) once for the ids of a source and its split.
+#[derive(Debug, Clone)]
+pub struct FactChunks {
+    occupancy: Vec<Vec<PathBuf>>,
+    /// `None` when the warehouse has no session table (occupancy-only sources).
+    sessions: Option<Vec<Vec<PathBuf>>>,
 }
 
-/// The columns of a table a read of lots needs.
-fn needed_columns(table: Table) -> &'static [&'static str] {
-    match table {
-        Table::FactParkingSession => &["lot_id", "entry_ts", "exit_ts"],
-        _ => &["lot_id", "ts", "occupied", "capacity"],
+impl FactChunks {
+    /// Lists the warehouse's fact files in chunks of about `chunk_rows` rows ([`CHUNK_ROWS`]).
+    pub fn list(warehouse: &Warehouse, chunk_rows: u64) -> Result<Self, LotsError> {
+        let sessions = match warehouse.table_files(Table::FactParkingSession) {
+            Ok(files) => Some(chunks_of(&files, chunk_rows)?),
+            Err(WarehouseError::MissingTable { .. }) => None,
+            Err(error) => return Err(error.into()),
+        };
+        Ok(FactChunks {
+            occupancy: chunks_of(&warehouse.table_files(Table::FactLotOccupancy)?, chunk_rows)?,
+            sessions,
+        })
+    }
+
+    /// How many chunks a split reads (and reports through its `advance`).
+    pub fn len(&self) -> usize {
+        self.occupancy.len() + self.sessions.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Whether there is nothing to read.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids of `source`'s lots with occupancy, in order, read chunk by chunk.
+    pub fn lot_ids(&self, warehouse: &Warehouse, source: &str) -> Result<Vec<String>, LotsError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for chunk in &self.occupancy {
+            let frame = warehouse
+                .scan_files(Table::FactLotOccupancy, chunk)?
+                .filter(col("source").eq(lit(source.to_owned())))
+                .select([col("lot_id")])
+                .unique(None, UniqueKeepStrategy::Any)
+                .collect()
+                .map_err(polars_error("reading fact_lot_occupancy"))?;
+            ids.extend(
+                Columns(&frame)
+                    .text("lot_id")?
+                    .iter()
+                    .flatten()
+                    .map(str::to_owned),
+            );
+        }
+        Ok(ids.into_iter().collect())
     }
 }
 
@@ -128,27 +148,16 @@ pub struct LotSplit {
 }
 
 impl LotSplit {
-    /// How many chunks [`LotSplit::write`] reads (and reports through its `advance`).
-    pub fn chunk_count(warehouse: &Warehouse, options: SplitOptions) -> Result<usize, LotsError> {
-        let occupancy = warehouse.table_files(Table::FactLotOccupancy)?;
-        let sessions = match warehouse.table_files(Table::FactParkingSession) {
-            Ok(files) => files,
-            Err(WarehouseError::MissingTable { .. }) => Vec::new(),
-            Err(error) => return Err(error.into()),
-        };
-        Ok(chunks_of(&occupancy, options.chunk_rows)?.len()
-            + chunks_of(&sessions, options.chunk_rows)?.len())
-    }
-
-    /// Splits `source`'s lots `ids` (from [`crate::lots::lot_ids`]: sorted, the rows of other
-    /// lots are left out) into groups of `options.group_lots` and writes each group's occupancy
-    /// and sessions under `root` (created if missing; the caller removes it). `advance` is called
-    /// once per chunk read.
+    /// Splits `source`'s lots `ids` (from [`FactChunks::lot_ids`]: sorted, the rows of other lots
+    /// are left out) into groups of `options.group_lots` and writes each group's occupancy and
+    /// sessions, read chunk by chunk from `chunks`, under `root` (created if missing; the caller
+    /// removes it). `advance` is called once per chunk read ([`FactChunks::len`] in all).
     pub fn write(
         warehouse: &Warehouse,
         source: &str,
         ids: Vec<String>,
         options: SplitOptions,
+        chunks: &FactChunks,
         root: &Path,
         advance: &dyn Fn(),
     ) -> Result<Self, LotsError> {
@@ -168,11 +177,10 @@ impl LotSplit {
             root,
             options,
         };
-        let occupancy = writer.split(Table::FactLotOccupancy, advance)?;
-        let sessions = match warehouse.table_files(Table::FactParkingSession) {
-            Ok(_) => Some(writer.split(Table::FactParkingSession, advance)?),
-            Err(WarehouseError::MissingTable { .. }) => None,
-            Err(error) => return Err(error.into()),
+        let occupancy = writer.split(Table::FactLotOccupancy, &chunks.occupancy, advance)?;
+        let sessions = match &chunks.sessions {
+            Some(sessions) => Some(writer.split(Table::FactParkingSession, sessions, advance)?),
+            None => None,
         };
         Ok(LotSplit {
             ids,
@@ -227,7 +235,7 @@ impl LotSplit {
                     .collect(),
             );
             let scan = LazyFrame::scan_parquet_sources(sources, ScanArgsParquet::default())
-                .map_err(|source| polars("scanning a lot group's files", source))?;
+                .map_err(polars_error("scanning a lot group's files"))?;
             Ok(Some(match filter.lots_predicate() {
                 Some(predicate) => scan.filter(predicate),
                 None => scan,
@@ -264,27 +272,31 @@ struct GroupWriter<'a> {
 
 impl GroupWriter<'_> {
     /// Reads `table` chunk by chunk and returns each group's files in write order.
-    fn split(&self, table: Table, advance: &dyn Fn()) -> Result<Vec<Vec<PathBuf>>, LotsError> {
+    fn split(
+        &self,
+        table: Table,
+        chunks: &[Vec<PathBuf>],
+        advance: &dyn Fn(),
+    ) -> Result<Vec<Vec<PathBuf>>, LotsError> {
         let dir = self.root.join(table.name());
-        fs::create_dir_all(&dir).map_err(|source| io("creating a split folder", &dir, source))?;
-        let files = self.warehouse.table_files(table)?;
-        let columns: Vec<Expr> = needed_columns(table)
-            .iter()
-            .map(|name| col(*name))
-            .collect();
+        fs::create_dir_all(&dir).map_err(io_error("creating a split folder", &dir))?;
+        let columns: Vec<Expr> = match table {
+            Table::FactParkingSession => SESSION_COLUMNS.map(col).to_vec(),
+            _ => OCCUPANCY_COLUMNS.map(col).to_vec(),
+        };
         let mut pending: Vec<Vec<DataFrame>> = vec![Vec::new(); self.groups];
         let mut pending_bytes = 0usize;
         let mut written: Vec<Vec<PathBuf>> = vec![Vec::new(); self.groups];
-        for chunk in chunks_of(&files, self.options.chunk_rows)? {
+        for chunk in chunks {
             let frame = self
                 .warehouse
                 .scan_files(table, chunk)?
                 .filter(col("source").eq(lit(self.source.to_owned())))
                 .select(columns.clone())
                 .collect()
-                .map_err(|source| polars("reading a chunk of a fact table", source))?;
+                .map_err(polars_error("reading a chunk of a fact table"))?;
             let mut rows: Vec<Vec<IdxSize>> = vec![Vec::new(); self.groups];
-            for (row, id) in text(&frame, "lot_id")?.iter().enumerate() {
+            for (row, id) in Columns(&frame).text("lot_id")?.iter().enumerate() {
                 if let Some(group) = id.and_then(|id| self.group_of.get(id)) {
                     rows[*group].push(row as IdxSize);
                 }
@@ -295,7 +307,7 @@ impl GroupWriter<'_> {
                 }
                 let part = frame
                     .take(&IdxCa::from_vec(PlSmallStr::EMPTY, rows))
-                    .map_err(|source| polars("splitting a chunk by group", source))?;
+                    .map_err(polars_error("splitting a chunk by group"))?;
                 pending_bytes += part.estimated_size();
                 pending[group].push(part);
             }
@@ -324,37 +336,18 @@ fn write_pending(
         for next in frames {
             frame
                 .vstack_mut_owned(next)
-                .map_err(|source| polars("joining a group's rows", source))?;
+                .map_err(polars_error("joining a group's rows"))?;
         }
         let path = dir.join(format!(
             "group-{group:06}-{:04}.parquet",
             written[group].len()
         ));
-        let file = File::create(&path).map_err(|source| io("creating", &path, source))?;
+        let file = File::create(&path).map_err(io_error("creating", &path))?;
         ParquetWriter::new(file)
             .with_compression(ParquetCompression::Zstd(None))
             .finish(&mut frame)
-            .map_err(|source| polars("writing a lot group's file", source))?;
+            .map_err(polars_error("writing a lot group's file"))?;
         written[group].push(path);
     }
     Ok(())
-}
-
-fn text<'a>(frame: &'a DataFrame, name: &str) -> Result<&'a StringChunked, LotsError> {
-    frame
-        .column(name)
-        .and_then(Column::str)
-        .map_err(|source| polars("reading a text column", source))
-}
-
-fn polars(context: &'static str, source: PolarsError) -> LotsError {
-    LotsError::Polars { context, source }
-}
-
-fn io(context: &'static str, path: &Path, source: std::io::Error) -> LotsError {
-    LotsError::Warehouse(WarehouseError::Io {
-        context,
-        path: path.to_path_buf(),
-        source,
-    })
 }
