@@ -14,7 +14,7 @@ use parkcast_features::grid::GridValue;
 use parkcast_inference::registry::Registry;
 use parkcast_serving::live::GRID_HISTORY_MS;
 use parkcast_serving::quality::{HOUR_MS, QualityConfig};
-use parkcast_serving::scoring::{ServedModel, intervals_80, quality_monitor};
+use parkcast_serving::scoring::{ServedModel, issue_forecast, quality_monitor};
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::lots::load_lots;
 
@@ -195,7 +195,7 @@ fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() 
             }
             monitor.observe(index, instant, value.rate());
             if let Some(forecast) = served.model.forecast(state) {
-                monitor.issue(index, &forecast, &intervals_80(&served, lot_id, &forecast));
+                issue_forecast(&mut monitor, &served, index, lot_id, &forecast);
             }
         }
         // Judged once per hour, as often as the alarm can change.

@@ -10,7 +10,7 @@ use anyhow::Context;
 use parkcast_inference::registry::Registry;
 use parkcast_serving::live::GRID_HISTORY_MS;
 use parkcast_serving::quality::{QualityConfig, QualityMonitor};
-use parkcast_serving::scoring::{ServedModel, forecast_at, intervals_80, quality_monitor};
+use parkcast_serving::scoring::{ServedModel, forecast_at, issue_forecast, quality_monitor};
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::lots::{LotInputs, load_lots};
 
@@ -157,7 +157,7 @@ fn monitor_cost(served: &ServedModel, lots: &BTreeMap<String, LotInputs>) -> com
                 }
                 let forecast = served.model.forecast(&state);
                 if let (Some(forecast), Some(monitor)) = (&forecast, monitor.as_deref_mut()) {
-                    monitor.issue(index, forecast, &intervals_80(served, lot_id, forecast));
+                    issue_forecast(monitor, served, index, lot_id, forecast);
                 }
                 steps += 1;
             }

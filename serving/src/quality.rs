@@ -209,11 +209,6 @@ impl QualityMonitor {
         }
     }
 
-    /// The horizons, minutes.
-    pub fn horizons(&self) -> &[u32] {
-        &self.horizons
-    }
-
     /// Keeps the forecast a lot's answer carries, with each horizon's 80% interval (same order as
     /// its horizons). A later forecast of the same origin replaces it.
     pub fn issue(

@@ -705,24 +705,23 @@ impl Scoring {
         if smoked == 0 {
             smoke_without_history(&served)?;
         }
-        for ((scoring, state), forecast) in core.lots.iter_mut().zip(states).zip(forecasts) {
-            scoring.state = state;
-            scoring.forecast = forecast;
-            scoring.stale_forecast = false;
-        }
         let lot_ids: Vec<&str> = self
             .topology()
             .lots()
             .iter()
             .map(|lot| lot.lot_id.as_str())
             .collect();
-        core.quality = Some(quality_monitor(&served, &lot_ids, self.quality_config));
-        for (index, scoring) in core.lots.iter().enumerate() {
-            if let (Some(forecast), Some(quality)) = (&scoring.forecast, &mut core.quality) {
-                let lot_id = &self.topology().lots()[index].lot_id;
-                quality.issue(index, forecast, &intervals_80(&served, lot_id, forecast));
+        let mut quality = quality_monitor(&served, &lot_ids, self.quality_config);
+        let lots = core.lots.iter_mut().zip(states).zip(forecasts);
+        for (index, ((scoring, state), forecast)) in lots.enumerate() {
+            if let Some(forecast) = &forecast {
+                issue_forecast(&mut quality, &served, index, lot_ids[index], forecast);
             }
+            scoring.state = state;
+            scoring.forecast = forecast;
+            scoring.stale_forecast = false;
         }
+        core.quality = Some(quality);
         core.model = Some(Arc::clone(&served));
         if core.step_minutes.is_none() {
             core.step_minutes = Some(step);
@@ -779,23 +778,13 @@ impl Scoring {
                 continue;
             };
             for input in &change.inputs {
-                apply_input(scoring, applied(*input));
-                if let (
-                    FeatureInput::Grid {
-                        instant_ms,
-                        occupied,
-                        capacity,
-                        ..
-                    },
-                    Some(quality),
-                ) = (input, &mut core.quality)
-                    && *capacity > 0
+                let input = applied(*input);
+                apply_input(scoring, input);
+                if let (Applied::Grid(instant_ms, value), Some(quality)) =
+                    (input, &mut core.quality)
+                    && value.capacity > 0.0
                 {
-                    quality.observe(
-                        index,
-                        *instant_ms,
-                        f64::from(*occupied) / f64::from(*capacity),
-                    );
+                    quality.observe(index, instant_ms, value.rate());
                 }
             }
             if scoring.stale_forecast
@@ -809,7 +798,7 @@ impl Scoring {
                 scoring.stale_forecast = false;
                 if let (Some(forecast), Some(quality)) = (&scoring.forecast, &mut core.quality) {
                     let lot_id = &self.source.topology().lots()[index].lot_id;
-                    quality.issue(index, forecast, &intervals_80(model, lot_id, forecast));
+                    issue_forecast(quality, model, index, lot_id, forecast);
                 }
             }
             let previous = read(&self.answers[index]);
@@ -1015,8 +1004,20 @@ pub fn quality_monitor(
     QualityMonitor::with_lot_mae(horizons, backtest_mae, lot_mae, config)
 }
 
+/// Keeps a forecast `served` issued for lot `lot` (`lot_id`) in `quality`, with the 80% interval of
+/// each horizon a request for exactly its target reads.
+pub fn issue_forecast(
+    quality: &mut QualityMonitor,
+    served: &ServedModel,
+    lot: usize,
+    lot_id: &str,
+    forecast: &LotForecast,
+) {
+    quality.issue(lot, forecast, &intervals_80(served, lot_id, forecast));
+}
+
 /// The 80% interval of each horizon of a forecast, as a request for exactly its target reads it.
-pub fn intervals_80(
+fn intervals_80(
     served: &ServedModel,
     lot_id: &str,
     forecast: &LotForecast,
