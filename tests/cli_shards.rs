@@ -50,6 +50,16 @@ fn plan(warehouse: &str, matrix: &str, extra: &[&str]) {
     );
 }
 
+/// `train --matrix` on `matrix` publishes `single` (the model file of a run that built its own
+/// rows) bit for bit; `built_by` names who built the matrix in the failure message.
+fn assert_trains_like(warehouse: &str, dir: &Path, matrix: &str, single: &[u8], built_by: &str) {
+    let sharded = train(warehouse, &dir.join("sharded"), &["--matrix", matrix]);
+    assert!(
+        single == sharded.as_slice(),
+        "the model fitted on {built_by} differs from the single-machine one"
+    );
+}
+
 fn build(warehouse: &str, matrix: &str, shard: &str) -> String {
     succeeded(&parkcast(&[
         "features", "build", "-w", warehouse, "--matrix", matrix, "--shard", shard,
@@ -102,15 +112,7 @@ fn one_shard_of_every_group_reads_them_from_a_split_and_gives_the_single_machine
     plan(&warehouse, &matrix, &[]);
     let built = build(&warehouse, &matrix, "0/1");
     assert!(built.starts_with("shard 0/1: "), "{built}");
-    let sharded = train(
-        &warehouse,
-        &dir.path().join("sharded"),
-        &["--matrix", &matrix],
-    );
-    assert!(
-        single == sharded,
-        "the model fitted on the one shard differs from the single-machine one"
-    );
+    assert_trains_like(&warehouse, dir.path(), &matrix, &single, "the one shard");
 }
 
 /// The Spark job's Python and its environment, from the test command; `None` (and the test says
@@ -157,13 +159,5 @@ fn spark_builds_the_shards_and_train_publishes_the_single_machine_model_bit_for_
         assert!(stdout.contains(&format!("shard {shard}: ")), "{stdout}");
     }
 
-    let sharded = train(
-        &warehouse,
-        &dir.path().join("sharded"),
-        &["--matrix", &matrix],
-    );
-    assert!(
-        single == sharded,
-        "the model fitted on the shards differs from the single-machine one"
-    );
+    assert_trains_like(&warehouse, dir.path(), &matrix, &single, "the shards");
 }
