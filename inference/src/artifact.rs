@@ -26,6 +26,7 @@ use parkcast_features::vector::{
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Forecaster, ModelError, SavedModel, pack, unpack};
+use crate::reference::REFERENCE_LEN;
 
 /// Version of the model file layout this build writes.
 pub const MODEL_FILE_FORMAT: u32 = 2;
@@ -84,6 +85,17 @@ pub struct ModelBundle {
     /// steps).
     #[serde(default)]
     pub lot_mae: BTreeMap<String, BTreeMap<u32, f64>>,
+    /// The same by day type and local hour of the target ([`crate::reference`]: one MAE per day
+    /// type and hour, resolved from the lot's backtest pairs; empty in files written before it): a
+    /// lot's error is not flat over the day, so the monitor judges each hour against the same
+    /// hour.
+    #[serde(default)]
+    pub lot_hour_mae: BTreeMap<String, BTreeMap<u32, Vec<f32>>>,
+    /// Each lot's spread of daily MAE per horizon (minutes) over the backtest's days
+    /// ([`crate::reference::HourlyError::spread`]; empty in files written before it): how much
+    /// worse than its reference an ordinary bad day of the lot is.
+    #[serde(default)]
+    pub lot_error_spread: BTreeMap<String, BTreeMap<u32, f32>>,
 }
 
 impl ModelBundle {
@@ -114,6 +126,18 @@ impl ModelBundle {
             .feature_params
             .validate()
             .map_err(|error| corrupt(&error))?;
+        for (lot_id, horizons) in &bundle.lot_hour_mae {
+            if let Some((minutes, reference)) = horizons
+                .iter()
+                .find(|(_, reference)| reference.len() != REFERENCE_LEN)
+            {
+                return Err(ModelError::Corrupt(format!(
+                    "lot {lot_id}'s hourly backtest MAE at {minutes} min has {} entries, not \
+                     {REFERENCE_LEN}",
+                    reference.len()
+                )));
+            }
+        }
         for lot in &bundle.lots {
             lot.timezone.parse::<Tz>().map_err(|_| {
                 ModelError::Corrupt(format!(
@@ -187,6 +211,25 @@ impl LoadedModel {
             .get(lot_id)?
             .get(&horizon_minutes)
             .copied()
+    }
+
+    /// A lot's backtest MAE of the rate at a horizon (minutes) by day type and local hour of the
+    /// target ([`crate::reference::reference_index`] order), if the model file has it.
+    pub fn lot_hourly_mae(&self, lot_id: &str, horizon_minutes: u32) -> Option<&[f32]> {
+        self.bundle
+            .lot_hour_mae
+            .get(lot_id)?
+            .get(&horizon_minutes)
+            .map(Vec::as_slice)
+    }
+
+    /// A lot's spread of daily backtest MAE at a horizon (minutes), if the model file has it.
+    pub fn lot_error_spread(&self, lot_id: &str, horizon_minutes: u32) -> Option<f64> {
+        self.bundle
+            .lot_error_spread
+            .get(lot_id)?
+            .get(&horizon_minutes)
+            .map(|spread| f64::from(*spread))
     }
 
     /// The forecaster.
@@ -387,6 +430,8 @@ mod tests {
                 .expect("the model serializes"),
             calendars,
             lot_mae: BTreeMap::new(),
+            lot_hour_mae: BTreeMap::new(),
+            lot_error_spread: BTreeMap::new(),
         }
     }
 

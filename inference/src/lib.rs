@@ -10,4 +10,5 @@
 
 pub mod artifact;
 pub mod model;
+pub mod reference;
 pub mod registry;

@@ -14,20 +14,37 @@
 //! grid with a 7-day longest horizon holds 2,016 origins (about 190 KB with 8 horizons) and a day of
 //! scores (about 37 KB).
 //!
-//! **Drift.** A lot drifts at a horizon when, in each of the last [`QualityConfig::drift_hours`]
-//! whole hours, it has at least [`QualityConfig::min_pairs_per_hour`] scores and their MAE is above
-//! [`QualityConfig::drift_factor`] times the backtest's MAE at that horizon, the lot's own backtest
-//! MAE there (when the model file has it) and the median lot's MAE in the same hour. Persistence is the point: a noisy lot has bad hours, not bad hours
-//! in a row, while a lot whose demand shifted is bad every hour. The median is the other point:
-//! the backtest's MAE is an average over the day, and every lot's rush hour is worse than that
-//! average at once; a lot is flagged for being worse than the others then, not for the hour. The
-//! city as a whole drifts when its MAE over the last 24 whole hours (the day's shape averaged out
-//! as in the backtest) is above the factor times the backtest's. The alarm
-//! ([`QualityMonitor::drift`]) names every drifting lot and horizon.
+//! **Drift.** Each lot is held to a reference per horizon ([`LotReference`]): its own backtest MAE
+//! at the same local hour of the same kind of day when the model file has it
+//! ([`parkcast_inference::reference`]), else its whole-day backtest MAE, else the city's. A lot
+//! drifts at a horizon when, in each of the last [`QualityConfig::drift_hours`] whole hours, it has
+//! at least [`QualityConfig::min_pairs_per_hour`] scores and their MAE is
+//! - above [`QualityConfig::drift_factor`] times its reference for that hour, times the lot's
+//!   spread of daily MAE in the backtest (a lot whose error varied much from day to day, such as
+//!   a commuter garage whose office workers come or stay home together, is allowed the bad days
+//!   the backtest saw it have), times the median lot's ratio of live MAE to reference in the same
+//!   hour where that is above 1 (a wet Friday that makes every lot worse is the city's hour, not
+//!   a lot's drift), and
+//! - above the city's backtest MAE at that horizon (a lot forecast almost perfectly at night is not
+//!   named for an error of a car or two).
+//!
+//! Persistence is the point: a noisy lot has bad hours, not bad hours in a row, while a lot whose
+//! demand shifted is bad every hour. The hour of day is the other: errors gather in each lot's own
+//! busy hours (a commuter garage at 08:00, a street zone at lunch), so a day average as the
+//! reference names every lot in its rush hour and a shifted lot late. The city as a whole drifts
+//! when its MAE over the last 24 whole hours (the day's shape averaged out as in the backtest) is
+//! above the factor times the backtest's. The alarm ([`QualityMonitor::drift`]) names every
+//! drifting lot and horizon.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use chrono::Timelike;
+use chrono_tz::Tz;
+use parkcast_features::calendar::HolidayCalendar;
+use parkcast_features::vector::local_time;
 use parkcast_inference::artifact::LotForecast;
+use parkcast_inference::reference::reference_index;
 
 /// One hour, ms.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -156,10 +173,68 @@ pub struct Drifting {
     pub lot: Option<usize>,
     /// The horizon, minutes.
     pub horizon_minutes: u32,
-    /// The MAE of the last hour.
+    /// The MAE of the last whole hour (of the last 24 for the city).
     pub live_mae: f64,
-    /// The backtest's MAE.
+    /// The backtest MAE it was held to: the lot's reference for that hour, or the city's.
     pub backtest_mae: f64,
+}
+
+/// What one lot's live error is held to, per horizon.
+#[derive(Debug, Clone)]
+pub struct LotReference {
+    /// Per horizon: the lot's backtest MAE by day type and local hour of the target
+    /// ([`reference_index`] order), where the model file has it.
+    pub hourly: Vec<Option<Arc<[f32]>>>,
+    /// Per horizon: the lot's whole-day backtest MAE (NaN: unknown).
+    pub whole_day: Vec<f64>,
+    /// Per horizon: the spread of the lot's daily backtest MAE, how much worse than its reference
+    /// an ordinary bad day of the lot is (NaN: unknown, taken as 1).
+    pub spread: Vec<f64>,
+    /// The lot's time zone and holiday calendar, which say the day type and hour of an instant.
+    pub clock: Option<(Tz, Arc<HolidayCalendar>)>,
+}
+
+impl LotReference {
+    /// A lot with no figures of its own (held to the city's).
+    pub fn unknown(horizons: usize) -> Self {
+        LotReference {
+            hourly: vec![None; horizons],
+            whole_day: vec![f64::NAN; horizons],
+            spread: vec![f64::NAN; horizons],
+            clock: None,
+        }
+    }
+
+    /// The reference at horizon `index` for the hour starting at `hour_start_ms` (NaN: unknown),
+    /// read at the hour's middle (the local hour of a zone with a half-hour offset).
+    fn at(&self, index: usize, hour_start_ms: i64) -> f64 {
+        if let (Some(Some(hourly)), Some((timezone, holidays))) =
+            (self.hourly.get(index), &self.clock)
+        {
+            let local = local_time(*timezone, hour_start_ms + HOUR_MS / 2);
+            let mae = hourly
+                .get(reference_index(
+                    holidays.day_type(local.date()),
+                    local.hour(),
+                ))
+                .copied()
+                .unwrap_or(f32::NAN);
+            if mae.is_finite() && mae > 0.0 {
+                return f64::from(mae);
+            }
+        }
+        self.whole_day.get(index).copied().unwrap_or(f64::NAN)
+    }
+
+    /// The spread at horizon `index` (1 where unknown).
+    fn spread(&self, index: usize) -> f64 {
+        let spread = self.spread.get(index).copied().unwrap_or(f64::NAN);
+        if spread.is_finite() {
+            spread.max(1.0)
+        } else {
+            1.0
+        }
+    }
 }
 
 /// The forecasts a server issued and how they turned out.
@@ -167,8 +242,8 @@ pub struct Drifting {
 pub struct QualityMonitor {
     horizons: Vec<u32>,
     backtest_mae: Vec<f64>,
-    /// Per lot, per horizon: the lot's own backtest MAE (NaN: unknown).
-    lot_mae: Vec<Vec<f64>>,
+    /// Per lot: what it is held to.
+    references: Vec<LotReference>,
     config: QualityConfig,
     lots: Vec<LotQuality>,
 }
@@ -182,27 +257,27 @@ impl QualityMonitor {
         lots: usize,
         config: QualityConfig,
     ) -> Self {
-        let unknown = vec![vec![f64::NAN; horizons.len()]; lots];
-        Self::with_lot_mae(horizons, backtest_mae, unknown, config)
+        let unknown = vec![LotReference::unknown(horizons.len()); lots];
+        Self::with_references(horizons, backtest_mae, unknown, config)
     }
 
-    /// The same, with each lot's own backtest MAE per horizon (one row per lot; NaN where
-    /// unknown): a lot is then also held to its own figure, so a lot that was always harder to
-    /// forecast (a small one, whose rate moves in large steps) is not named for being itself.
-    pub fn with_lot_mae(
+    /// The same, with each lot's own references (one per lot): a lot is then held to its own
+    /// figures, so a lot that was always harder to forecast (a small one, whose rate moves in large
+    /// steps), or harder at some hours, is not named for being itself.
+    pub fn with_references(
         horizons: Vec<u32>,
         backtest_mae: Vec<f64>,
-        lot_mae: Vec<Vec<f64>>,
+        references: Vec<LotReference>,
         config: QualityConfig,
     ) -> Self {
-        let lots = lot_mae.len();
+        let lots = references.len();
         let lot = LotQuality {
             issued: VecDeque::new(),
             scores: vec![VecDeque::new(); horizons.len()],
         };
         QualityMonitor {
             backtest_mae,
-            lot_mae,
+            references,
             config,
             lots: vec![lot; lots],
             horizons,
@@ -399,38 +474,62 @@ impl QualityMonitor {
                     backtest_mae: reference,
                 });
             }
-            // Per hour (newest first): each lot's tally and the hour's bar.
-            let by_hour: Vec<(Vec<Tally>, f64)> = (0..hours)
+            // Per hour (newest first): each lot's bar, and its tally.
+            let by_hour: Vec<(Vec<f64>, Vec<Tally>)> = (0..hours)
                 .map(|back| {
                     let until = last_whole_hour - back * HOUR_MS;
                     let lots = self.lot_tallies(index, until - HOUR_MS, until);
-                    let mut judged: Vec<f64> = lots
+                    let own: Vec<f64> = self
+                        .references
                         .iter()
-                        .filter(|tally| tally.pairs as usize >= config.min_pairs_per_hour)
-                        .map(Tally::mae)
+                        .map(|lot| {
+                            let mae = lot.at(index, until - HOUR_MS);
+                            if mae.is_finite() && mae > 0.0 {
+                                mae
+                            } else {
+                                reference
+                            }
+                        })
                         .collect();
-                    judged.sort_by(f64::total_cmp);
+                    let mut ratios: Vec<f64> = lots
+                        .iter()
+                        .zip(&own)
+                        .filter(|(tally, _)| tally.pairs as usize >= config.min_pairs_per_hour)
+                        .map(|(tally, own)| tally.mae() / own)
+                        .collect();
+                    ratios.sort_by(f64::total_cmp);
                     // The lower median: with two lots, the better one.
-                    let median = judged
-                        .get(judged.len().saturating_sub(1) / 2)
+                    let median = ratios
+                        .get(ratios.len().saturating_sub(1) / 2)
                         .copied()
-                        .unwrap_or(f64::NAN);
-                    (lots, limit.max(config.drift_factor * median))
+                        .unwrap_or(1.0)
+                        .max(1.0);
+                    let bars = own
+                        .iter()
+                        .zip(&self.references)
+                        .map(|(own, lot)| {
+                            (config.drift_factor * own * lot.spread(index) * median).max(reference)
+                        })
+                        .collect();
+                    (bars, lots)
                 })
                 .collect();
             for lot in 0..self.lots.len() {
-                // NaN (unknown) drops out of `max`.
-                let own = config.drift_factor * self.lot_mae[lot][index];
-                let drifts = by_hour.iter().all(|(lots, bar)| {
+                let drifts = by_hour.iter().all(|(bars, lots)| {
                     let tally = &lots[lot];
-                    tally.pairs as usize >= config.min_pairs_per_hour && tally.mae() > bar.max(own)
+                    tally.pairs as usize >= config.min_pairs_per_hour && tally.mae() > bars[lot]
                 });
                 if drifts {
+                    let held_to = self.references[lot].at(index, last_whole_hour - HOUR_MS);
                     out.push(Drifting {
                         lot: Some(lot),
                         horizon_minutes: *minutes,
-                        live_mae: by_hour[0].0[lot].mae(),
-                        backtest_mae: reference,
+                        live_mae: by_hour[0].1[lot].mae(),
+                        backtest_mae: if held_to.is_finite() {
+                            held_to
+                        } else {
+                            reference
+                        },
                     });
                 }
             }
@@ -595,6 +694,15 @@ mod tests {
         );
     }
 
+    fn monitor_with(references: Vec<LotReference>) -> QualityMonitor {
+        QualityMonitor::with_references(
+            vec![15, 60],
+            vec![0.03, 0.03],
+            references,
+            QualityConfig::default(),
+        )
+    }
+
     #[test]
     fn a_lot_is_held_to_its_own_backtest_figure_too() {
         // Lot 0 is always off by 0.06: twice the city's backtest and three times the median lot.
@@ -602,15 +710,97 @@ mod tests {
         let (monitor, now) = run_with(6, error);
         assert!(monitor.drift(now).iter().any(|drift| drift.lot == Some(0)));
         // It always was: its own backtest MAE was 0.05.
-        let mut own = vec![vec![f64::NAN; 2]; LOTS];
-        own[0] = vec![0.05, 0.05];
-        let monitor = QualityMonitor::with_lot_mae(
-            vec![15, 60],
-            vec![0.03, 0.03],
-            own,
-            QualityConfig::default(),
-        );
-        let (monitor, now) = feed(monitor, 6, error);
+        let mut references = vec![LotReference::unknown(2); LOTS];
+        references[0].whole_day = vec![0.05, 0.05];
+        let (monitor, now) = feed(monitor_with(references), 6, error);
+        assert!(monitor.drift(now).is_empty(), "{:?}", monitor.drift(now));
+    }
+
+    #[test]
+    fn a_lot_whose_error_varied_from_day_to_day_is_allowed_its_bad_days() {
+        // Lot 0 off by 0.08 all day, against its own 0.04: twice its figure.
+        let error = |lot: usize, _: i64| if lot == 0 { 0.08 } else { 0.01 };
+        let mut references = vec![LotReference::unknown(2); LOTS];
+        references[0].whole_day = vec![0.04, 0.04];
+        let (monitor, now) = feed(monitor_with(references.clone()), 6, error);
+        assert!(monitor.drift(now).iter().any(|drift| drift.lot == Some(0)));
+        // Its backtest days ranged so widely that a bad one was 1.5x its mean: 0.08 is within
+        // 1.5 x 1.5 x 0.04 = 0.09.
+        references[0].spread = vec![1.5, 1.5];
+        let (monitor, now) = feed(monitor_with(references.clone()), 6, error);
+        assert!(monitor.drift(now).is_empty(), "{:?}", monitor.drift(now));
+        // Three times its figure is beyond even that.
+        let worse = |lot: usize, _: i64| if lot == 0 { 0.12 } else { 0.01 };
+        let (monitor, now) = feed(monitor_with(references), 6, worse);
+        assert!(monitor.drift(now).iter().any(|drift| drift.lot == Some(0)));
+    }
+
+    /// Lot 0's reference: `busy` from 06:00 to 12:00 UTC on every day type, 0.01 otherwise.
+    fn rush_hour_reference(busy: f32) -> LotReference {
+        use parkcast_features::calendar::DayType;
+        use parkcast_inference::reference::REFERENCE_LEN;
+        let mut hourly = vec![0.01f32; REFERENCE_LEN];
+        for day_type in DayType::ALL {
+            for hour in 6..12 {
+                hourly[reference_index(day_type, hour)] = busy;
+            }
+        }
+        let calendar = HolidayCalendar::load(&"GB".parse().expect("an embedded region"));
+        LotReference {
+            hourly: vec![Some(hourly.clone().into()), Some(hourly.into())],
+            whole_day: vec![0.02, 0.02],
+            spread: vec![f64::NAN, f64::NAN],
+            clock: Some((Tz::UTC, Arc::new(calendar))),
+        }
+    }
+
+    #[test]
+    fn each_hour_is_held_to_the_lots_own_figure_for_that_hour() {
+        // Lot 0 is off by 0.08 from 06:00 to 12:00 every day, as its backtest said it would be.
+        let busy = |lot: usize, t: i64| {
+            let hour = (t / HOUR_MS) % 24;
+            if lot == 0 && (6..12).contains(&hour) {
+                0.08
+            } else {
+                0.01
+            }
+        };
+        let mut references = vec![LotReference::unknown(2); LOTS];
+        references[0] = rush_hour_reference(0.07);
+        let (monitor, now) = feed(monitor_with(references.clone()), 12, busy);
+        assert!(monitor.drift(now).is_empty(), "{:?}", monitor.drift(now));
+        // Held to its whole-day figure instead, its rush hour is named.
+        references[0].hourly = vec![None, None];
+        let (monitor, now) = feed(monitor_with(references), 12, busy);
+        assert!(monitor.drift(now).iter().any(|drift| drift.lot == Some(0)));
+        // Off by 0.05 from 13:00, when its backtest said 0.01: named, and held to that hour's.
+        let shifted = |lot: usize, t: i64| {
+            if lot == 0 && t >= 13 * HOUR_MS {
+                0.05
+            } else {
+                0.01
+            }
+        };
+        let mut references = vec![LotReference::unknown(2); LOTS];
+        references[0] = rush_hour_reference(0.07);
+        let (monitor, now) = feed(monitor_with(references), 17, shifted);
+        let drifting = monitor.drift(now);
+        let named = drifting
+            .iter()
+            .find(|drift| drift.lot == Some(0) && drift.horizon_minutes == 15)
+            .unwrap_or_else(|| panic!("lot 0 not named: {drifting:?}"));
+        assert!((named.backtest_mae - 0.01).abs() < 1e-6, "{named:?}");
+        // Yet below the city's backtest MAE (0.03), the same ratio is no drift.
+        let small = |lot: usize, t: i64| {
+            if lot == 0 && t >= 13 * HOUR_MS {
+                0.025
+            } else {
+                0.01
+            }
+        };
+        let mut references = vec![LotReference::unknown(2); LOTS];
+        references[0] = rush_hour_reference(0.07);
+        let (monitor, now) = feed(monitor_with(references), 17, small);
         assert!(monitor.drift(now).is_empty(), "{:?}", monitor.drift(now));
     }
 

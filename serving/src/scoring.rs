@@ -43,7 +43,7 @@ use parkcast_inference::registry::Manifest;
 
 use crate::live::{FeatureInput, GRID_HISTORY_MS, GridRule, LotChange, LotSnapshot};
 use crate::metrics::ActivationOutcome;
-use crate::quality::{Drifting, QualityConfig, QualityMonitor, WindowQuality};
+use crate::quality::{Drifting, LotReference, QualityConfig, QualityMonitor, WindowQuality};
 use crate::topology::{LotIndex, TopologyIndex};
 
 /// What the scorer reads from ingestion.
@@ -967,7 +967,7 @@ const QUALITY_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// A monitor of the live accuracy of `served` over the lots `lot_ids` (in index order), judged
 /// against its backtest MAE per horizon (the manifest's figure for the model it serves) and each
-/// lot's own (the model file's, where it has one).
+/// lot's own by day type and hour, or over the day (the model file's, where it has them).
 pub fn quality_monitor(
     served: &ServedModel,
     lot_ids: &[&str],
@@ -987,10 +987,14 @@ pub fn quality_monitor(
                 .map_or(f64::NAN, |metric| metric.mae_rate)
         })
         .collect();
-    let lot_mae = lot_ids
+    let references = lot_ids
         .iter()
-        .map(|lot_id| {
-            horizons
+        .map(|lot_id| LotReference {
+            hourly: horizons
+                .iter()
+                .map(|minutes| served.model.lot_hourly_mae(lot_id, *minutes).map(Arc::from))
+                .collect(),
+            whole_day: horizons
                 .iter()
                 .map(|minutes| {
                     served
@@ -998,10 +1002,23 @@ pub fn quality_monitor(
                         .lot_backtest_mae(lot_id, *minutes)
                         .unwrap_or(f64::NAN)
                 })
-                .collect()
+                .collect(),
+            spread: horizons
+                .iter()
+                .map(|minutes| {
+                    served
+                        .model
+                        .lot_error_spread(lot_id, *minutes)
+                        .unwrap_or(f64::NAN)
+                })
+                .collect(),
+            clock: served
+                .model
+                .lot(lot_id)
+                .map(|(context, _)| (context.timezone, Arc::clone(&context.holidays))),
         })
         .collect();
-    QualityMonitor::with_lot_mae(horizons, backtest_mae, lot_mae, config)
+    QualityMonitor::with_references(horizons, backtest_mae, references, config)
 }
 
 /// Keeps a forecast `served` issued for lot `lot` (`lot_id`) in `quality`, with the 80% interval of

@@ -22,12 +22,14 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chrono::{Days, NaiveDate};
+use chrono::{Days, NaiveDate, NaiveDateTime, Timelike};
 use parkcast_features::calendar::DayType;
 use parkcast_features::conformal::{CalibrationScope, DayTypeCalibration, interval_around};
 use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
-use parkcast_features::vector::{FeatureParams, FeatureVector, LotContext, LotProfile, index};
+use parkcast_features::vector::{
+    FeatureParams, FeatureVector, LotContext, LotProfile, index, local_time,
+};
 use parkcast_localtime::day_start_ms;
 use parkcast_warehouse::{Warehouse, WarehouseError};
 use polars::prelude::PolarsError;
@@ -40,6 +42,7 @@ use parkcast_inference::model::{
     BaselineModel, Forecaster, ForecasterParams, GbmModel, GbmParams, HorizonRows, LinearModel,
     LinearParams, ModelError, TrainingSet,
 };
+use parkcast_inference::reference::HourlyError;
 use parkcast_warehouse::lots::{LotInputs, LotsError};
 
 /// Errors of a backtest.
@@ -348,6 +351,9 @@ pub struct BacktestReport {
     pub metrics: Vec<HorizonMetrics>,
     /// The same per lot.
     pub per_lot: Vec<LotMetrics>,
+    /// The learned models' errors per lot and horizon by day type and local hour of the target:
+    /// the references the server's live-accuracy monitor holds each lot to.
+    pub per_lot_hour: Vec<LotHourlyError>,
     /// The same per day type of the target (weekday, Saturday, Sunday or holiday).
     pub per_day_type: Vec<(DayType, HorizonMetrics)>,
     /// The same per window (index into [`BacktestReport::windows`]).
@@ -375,6 +381,19 @@ pub struct LotMetrics {
     pub lot_id: String,
     /// Its metrics.
     pub metrics: HorizonMetrics,
+}
+
+/// A learned model's errors at one lot and horizon by day type and local hour of the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LotHourlyError {
+    /// The lot.
+    pub lot_id: String,
+    /// The model's report name.
+    pub model: String,
+    /// The horizon, minutes.
+    pub horizon_minutes: u32,
+    /// The sums.
+    pub error: HourlyError,
 }
 
 impl BacktestReport {
@@ -688,6 +707,7 @@ pub fn backtest_lots(
     let windows = config.windows();
     let names = models.names();
     let learned = models.linear.is_some() || models.gbm.is_some();
+    let first_learned = BaselineModel::ALL.len();
     let run = Run { progress, phases };
     let stride = residual_strides(config, usable.lots().len());
 
@@ -831,6 +851,7 @@ pub fn backtest_lots(
                 }
                 let lot = lots.last_mut().expect("pushed above");
                 let origin = row.origin_ms(config.step_minutes);
+                let local = local_time(usable.lots()[row.lot].timezone, row.target_ms);
                 let mut sample_forecasts = Vec::new();
                 let mut sample_intervals = Vec::new();
                 for (model_index, forecasts) in part.forecasts.iter().enumerate() {
@@ -838,6 +859,9 @@ pub fn backtest_lots(
                     let intervals =
                         timeline.intervals(model_index, row, origin, or_last(forecast, row));
                     lot.record(model_index, row, forecast, intervals);
+                    if model_index >= first_learned {
+                        lot.record_hour(model_index, row, forecast, local);
+                    }
                     sample_forecasts.push(or_last(forecast, row));
                     sample_intervals
                         .push(intervals.map_or((f64::NAN, f64::NAN), |(eighty, _)| eighty));
@@ -872,6 +896,7 @@ pub fn backtest_lots(
         by_lot,
         by_day_type,
         by_window,
+        by_lot_hour,
     } = tally;
     let metrics = totals
         .iter()
@@ -884,6 +909,15 @@ pub fn backtest_lots(
         .map(|(&(lot, model_index, horizon), accumulator)| LotMetrics {
             lot_id: usable.lots()[lot].lot_id.clone(),
             metrics: accumulator.metrics(&names[model_index], horizon, config),
+        })
+        .collect();
+    let per_lot_hour = by_lot_hour
+        .into_iter()
+        .map(|((lot, model_index, horizon), error)| LotHourlyError {
+            lot_id: usable.lots()[lot].lot_id.clone(),
+            model: names[model_index].clone(),
+            horizon_minutes: horizon * config.step_minutes,
+            error,
         })
         .collect();
     let per_day_type = by_day_type
@@ -914,6 +948,7 @@ pub fn backtest_lots(
         windows,
         metrics,
         per_lot,
+        per_lot_hour,
         per_day_type,
         per_window,
         samples,
@@ -1125,6 +1160,10 @@ struct LotTally {
     lot: usize,
     totals: BTreeMap<(usize, u32), Accumulator>,
     by_day_type: BTreeMap<(DayType, usize, u32), Accumulator>,
+    /// The learned models' errors by day type and local hour of the target, per (model, horizon).
+    by_hour: BTreeMap<(usize, u32), HourlyError>,
+    /// The same per local date of the target: sum of errors and pairs.
+    by_day: BTreeMap<(usize, u32, NaiveDate), (f64, u32)>,
 }
 
 impl LotTally {
@@ -1133,6 +1172,34 @@ impl LotTally {
             lot,
             totals: BTreeMap::new(),
             by_day_type: BTreeMap::new(),
+            by_hour: BTreeMap::new(),
+            by_day: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a learned model's error by the target's local date and hour (the lot's backtest
+    /// reference for live accuracy: [`parkcast_inference::reference`]).
+    fn record_hour(&mut self, model: usize, row: &EvalRow, forecast: f64, local: NaiveDateTime) {
+        let error = (or_last(forecast, row) - row.actual_rate).abs();
+        self.by_hour
+            .entry((model, row.horizon_steps))
+            .or_default()
+            .record(row.day_type, local.hour(), error);
+        let day = self
+            .by_day
+            .entry((model, row.horizon_steps, local.date()))
+            .or_default();
+        day.0 += error;
+        day.1 += 1;
+    }
+
+    /// Folds the daily sums into the hourly tallies' spread (a lot's days lie in one part).
+    fn close_days(&mut self) {
+        for ((model, horizon, _), (sum, pairs)) in std::mem::take(&mut self.by_day) {
+            self.by_hour
+                .entry((model, horizon))
+                .or_default()
+                .record_day(sum / f64::from(pairs.max(1)), pairs);
         }
     }
 
@@ -1155,10 +1222,12 @@ struct Tally {
     by_lot: BTreeMap<(usize, usize, u32), Accumulator>,
     by_day_type: BTreeMap<(DayType, usize, u32), Accumulator>,
     by_window: BTreeMap<(usize, usize, u32), Accumulator>,
+    by_lot_hour: BTreeMap<(usize, usize, u32), HourlyError>,
 }
 
 impl Tally {
-    fn add(&mut self, window: usize, lot: LotTally) {
+    fn add(&mut self, window: usize, mut lot: LotTally) {
+        lot.close_days();
         for (&(model, horizon), accumulator) in &lot.totals {
             self.totals
                 .entry((model, horizon))
@@ -1175,6 +1244,12 @@ impl Tally {
         }
         for (key, accumulator) in &lot.by_day_type {
             self.by_day_type.entry(*key).or_default().merge(accumulator);
+        }
+        for (&(model, horizon), error) in &lot.by_hour {
+            self.by_lot_hour
+                .entry((lot.lot, model, horizon))
+                .or_default()
+                .merge(error);
         }
     }
 }
@@ -1826,6 +1901,7 @@ mod tests {
                 metrics("base", 8, 0.05),
             ],
             per_lot: Vec::new(),
+            per_lot_hour: Vec::new(),
             per_day_type: Vec::new(),
             per_window: Vec::new(),
             samples: Vec::new(),

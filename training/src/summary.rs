@@ -578,6 +578,7 @@ mod tests {
                     metrics: metrics("gbm", 2, mae),
                 })
                 .collect(),
+            per_lot_hour: Vec::new(),
             per_day_type: Vec::new(),
             per_window: Vec::new(),
             samples: Vec::new(),

@@ -226,6 +226,14 @@ pub fn train(
                 .map(|lot| {
                     let cut_ms = parkcast_localtime::day_start_ms(lot.series.timezone(), cut);
                     let profile = LotProfile::fit(&lot.series, cut_ms);
+                    // The profile holds the values before the cut-off, which falls at the end of
+                    // the local day the data ends in: a server reads an instant after the last
+                    // value as new (not left out of the profile, since it never was in it), also
+                    // in the rest of that day.
+                    let fitted_until_ms =
+                        lot.series.iter().last().map_or(cut_ms, |(last_ms, _)| {
+                            cut_ms.min(last_ms + lot.series.step_ms())
+                        });
                     let bundle_lot = BundleLot {
                         lot_id: lot.lot_id.clone(),
                         kind: lot.kind.clone(),
@@ -234,7 +242,7 @@ pub fn train(
                         has_sessions: lot.context.has_sessions,
                         events: lot.context.events.to_vec(),
                         profile_cells: profile.profile().cells(),
-                        fitted_until_ms: cut_ms,
+                        fitted_until_ms,
                     };
                     // The calendars the features were computed with travel in the model file, so
                     // serving sees the same days (also for a region from a user's calendar file).
@@ -260,6 +268,8 @@ pub fn train(
         model: model.to_bytes()?,
         calendars,
         lot_mae: lot_mae(&report, &model),
+        lot_hour_mae: lot_hour_mae(&report, &model),
+        lot_error_spread: lot_error_spread(&report, &model),
     };
     let bytes = bundle.to_bytes()?;
     let forecast_csv = phases.time("live forecasts", || live_forecasts(&bytes, &lots, progress))?;
@@ -367,10 +377,7 @@ pub(crate) fn refit_cut(lots: &LotGroups<'_>, config: &BacktestConfig) -> chrono
 /// Each lot's backtest MAE per horizon (minutes) of the model published, from the report's per-lot
 /// figures over the test windows.
 fn lot_mae(report: &BacktestReport, model: &SavedModel) -> BTreeMap<String, BTreeMap<u32, f64>> {
-    let name = match model {
-        SavedModel::Gbm(_) | SavedModel::ForustGbm(_) => GBM_NAME,
-        SavedModel::Linear(_) => LINEAR_NAME,
-    };
+    let name = report_name(model);
     let mut lots: BTreeMap<String, BTreeMap<u32, f64>> = BTreeMap::new();
     for lot in report
         .per_lot
@@ -384,6 +391,53 @@ fn lot_mae(report: &BacktestReport, model: &SavedModel) -> BTreeMap<String, BTre
         }
     }
     lots
+}
+
+/// Each lot's backtest MAE per horizon (minutes) of the model published by day type and local hour
+/// of the target ([`parkcast_inference::reference`]).
+fn lot_hour_mae(
+    report: &BacktestReport,
+    model: &SavedModel,
+) -> BTreeMap<String, BTreeMap<u32, Vec<f32>>> {
+    let name = report_name(model);
+    let mut lots: BTreeMap<String, BTreeMap<u32, Vec<f32>>> = BTreeMap::new();
+    for lot in report
+        .per_lot_hour
+        .iter()
+        .filter(|lot| lot.model == name && lot.error.pairs() > 0)
+    {
+        lots.entry(lot.lot_id.clone())
+            .or_default()
+            .insert(lot.horizon_minutes, lot.error.resolve());
+    }
+    lots
+}
+
+/// Each lot's spread of daily backtest MAE per horizon (minutes) of the model published, where the
+/// backtest had enough days ([`parkcast_inference::reference::HourlyError::spread`]).
+fn lot_error_spread(
+    report: &BacktestReport,
+    model: &SavedModel,
+) -> BTreeMap<String, BTreeMap<u32, f32>> {
+    let name = report_name(model);
+    let mut lots: BTreeMap<String, BTreeMap<u32, f32>> = BTreeMap::new();
+    for lot in report.per_lot_hour.iter().filter(|lot| lot.model == name) {
+        let spread = lot.error.spread();
+        if spread.is_finite() {
+            lots.entry(lot.lot_id.clone())
+                .or_default()
+                .insert(lot.horizon_minutes, spread as f32);
+        }
+    }
+    lots
+}
+
+/// The backtest report's name of a saved model's kind.
+fn report_name(model: &SavedModel) -> &'static str {
+    match model {
+        SavedModel::Gbm(_) | SavedModel::ForustGbm(_) => GBM_NAME,
+        SavedModel::Linear(_) => LINEAR_NAME,
+    }
 }
 
 /// The report's account of the configuration: its name and checksum, the knobs the command line

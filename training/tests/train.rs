@@ -130,6 +130,24 @@ fn a_published_model_loads_back_and_scores_live_state_identically() {
     for lot_id in &outcome.backtest.lots {
         let lot = &lots[lot_id];
         let (context, profile) = loaded.lot(lot_id).expect("the model knows the lot");
+        // The profile counts as fitted up to the lot's last value, not to the end of that local
+        // day: a server reads the rest of the day as new values, never left out of the profile.
+        let (last_ms, _) = lot.series.iter().last().expect("values");
+        assert!(
+            last_ms < profile.fitted_until_ms()
+                && profile.fitted_until_ms() <= last_ms + lot.series.step_ms(),
+            "{lot_id}: fitted until {}, last value {last_ms}",
+            profile.fitted_until_ms()
+        );
+        // The references the live monitor holds the lot to: by day type and hour, and the
+        // spread of its daily error.
+        for minutes in [30, 60, 120] {
+            let hourly = loaded.lot_hourly_mae(lot_id, minutes).expect("hourly MAE");
+            assert_eq!(hourly.len(), parkcast_inference::reference::REFERENCE_LEN);
+            assert!(hourly.iter().all(|mae| mae.is_finite() && *mae >= 0.0));
+            let spread = loaded.lot_error_spread(lot_id, minutes).expect("a spread");
+            assert!((1.0..10.0).contains(&spread), "{lot_id}: spread {spread}");
+        }
         let mut state = LotFeatureState::new(params, context.clone(), Arc::clone(profile));
         for (instant, value) in lot.series.iter() {
             state.push_value(instant, value);

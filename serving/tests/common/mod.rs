@@ -240,6 +240,8 @@ pub fn publish_toy(
             })
             .unwrap_or_default(),
         lot_mae: BTreeMap::new(),
+        lot_hour_mae: BTreeMap::new(),
+        lot_error_spread: BTreeMap::new(),
     };
     publish_bytes(
         registry,
