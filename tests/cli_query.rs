@@ -11,10 +11,10 @@ use parkcast_proto::v1::availability_server::{Availability, AvailabilityServer};
 use parkcast_proto::v1::models_server::{Models, ModelsServer};
 use parkcast_proto::v1::{
     ActivateModelRequest, BatchGetAvailabilityRequest, BatchGetAvailabilityResponse,
-    DescribeModelRequest, Drift, Forecast, GetAvailabilityRequest, GetLiveQualityRequest,
-    HorizonMetrics, ListModelsRequest, ListModelsResponse, LiveQuality, LotAvailability,
-    LotQuality, ModelInfo, NearbyLot, SearchNearbyRequest, SearchNearbyResponse, SlotType,
-    WatchAvailabilityRequest, WindowQuality,
+    ClearShadowRequest, DescribeModelRequest, Drift, Forecast, GetAvailabilityRequest,
+    GetLiveQualityRequest, HorizonMetrics, ListModelsRequest, ListModelsResponse, LiveQuality,
+    LotAvailability, LotQuality, ModelInfo, NearbyLot, SearchNearbyRequest, SearchNearbyResponse,
+    ShadowModelRequest, ShadowQuality, SlotType, WatchAvailabilityRequest, WindowQuality,
 };
 use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -34,6 +34,19 @@ enum Call {
     /// The request and its `authorization` metadata.
     Activate(ActivateModelRequest, Option<String>),
     Quality(GetLiveQualityRequest),
+    /// The request and its `authorization` metadata.
+    Shadow(ShadowModelRequest, Option<String>),
+    /// The `authorization` metadata.
+    Unshadow(Option<String>),
+}
+
+/// The `authorization` metadata of a request.
+fn authorization<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
 }
 
 type Calls = Arc<Mutex<Vec<Call>>>;
@@ -252,6 +265,29 @@ impl Models for FakeServer {
         record(&self.calls, Call::Quality(request.get_ref().clone()));
         live_quality(&request.get_ref().lot_ids).map(Response::new)
     }
+
+    async fn shadow_model(
+        &self,
+        request: Request<ShadowModelRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        let authorization = authorization(&request);
+        record(
+            &self.calls,
+            Call::Shadow(request.get_ref().clone(), authorization.clone()),
+        );
+        if authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+            return Err(Status::unauthenticated("the bearer token is wrong"));
+        }
+        Ok(Response::new(model(&request.get_ref().name, 5, false)))
+    }
+
+    async fn clear_shadow(
+        &self,
+        request: Request<ClearShadowRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        record(&self.calls, Call::Unshadow(authorization(&request)));
+        Err(Status::not_found("no candidate is in shadow"))
+    }
 }
 
 /// A horizon's live figures over the last hour.
@@ -290,6 +326,13 @@ fn live_quality(lot_ids: &[String]) -> Result<LiveQuality, Status> {
             live_mae_rate: 0.071,
             backtest_mae_rate: 0.02,
         }],
+        shadow: Some(ShadowQuality {
+            model_name: "gbm".to_owned(),
+            model_version: 5,
+            city: vec![window(30, 240, 0.0168), window(60, 228, 0.0301)],
+            lots: Vec::new(),
+            drifting: Vec::new(),
+        }),
     })
 }
 
@@ -651,12 +694,23 @@ fn live_quality_prints_the_city_the_lots_asked_and_the_drift() {
     ] {
         assert!(text.contains(expected), "{expected:?} missing:\n{text}");
     }
+    // The candidate in shadow, and how it compares with the active model.
+    for expected in [
+        "candidate in shadow (scored on the same stream, never served): gbm v5",
+        "shadow against active, city",
+        "0.0168",
+        "0.80",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+    }
     let json = stdout_of(&parkcast(&[
         "query", "--addr", &address, "--json", "quality",
     ]));
     let value = &json_lines(&json)[0];
     assert_eq!(value["city"][1]["pairs"], 228);
     assert_eq!(value["drifting"][0]["lot_id"], "BHM-002");
+    assert_eq!(value["shadow"]["model_version"], 5);
+    assert_eq!(value["shadow"]["city"][0]["mae_rate"], 0.0168);
     let stderr = stderr_of_failure(&parkcast(&[
         "query", "--addr", &address, "quality", "--lot", "nowhere",
     ]));
@@ -737,4 +791,49 @@ fn activation_sends_the_bearer_token_and_reports_refusals_with_their_code() {
         "models", "activate", "gbm", "--addr", &address,
     ]));
     assert!(no_token.contains("--token"), "{no_token}");
+}
+
+#[test]
+fn shadowing_sends_the_bearer_token_and_reports_refusals_with_their_code() {
+    let (address, received) = serve();
+    let shadowed = stdout_of(&parkcast(&[
+        "models", "shadow", "gbm", "5", "--addr", &address, "--token", TOKEN,
+    ]));
+    assert!(
+        shadowed.starts_with("in shadow (scored, never served): gbm v5 — gbm model"),
+        "{shadowed}"
+    );
+    assert!(shadowed.contains("not active"), "{shadowed}");
+    let json = stdout_of(&parkcast(&[
+        "models", "shadow", "gbm", "--addr", &address, "--token", TOKEN, "--json",
+    ]));
+    assert_eq!(json_lines(&json)[0]["version"], 5);
+    let wrong = stderr_of_failure(&parkcast(&[
+        "models", "shadow", "gbm", "--addr", &address, "--token", "guess",
+    ]));
+    assert!(
+        wrong.contains("the server refused: Unauthenticated: the bearer token is wrong"),
+        "{wrong}"
+    );
+    let none = stderr_of_failure(&parkcast(&[
+        "models", "unshadow", "--addr", &address, "--token", TOKEN,
+    ]));
+    assert!(
+        none.contains("NotFound: no candidate is in shadow"),
+        "{none}"
+    );
+    let bearer = Some(format!("Bearer {TOKEN}"));
+    let shadow = |version| ShadowModelRequest {
+        name: "gbm".to_owned(),
+        version,
+    };
+    assert_eq!(
+        calls(&received),
+        [
+            Call::Shadow(shadow(5), bearer.clone()),
+            Call::Shadow(shadow(0), bearer.clone()),
+            Call::Shadow(shadow(0), Some("Bearer guess".to_owned())),
+            Call::Unshadow(bearer),
+        ]
+    );
 }

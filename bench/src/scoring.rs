@@ -118,7 +118,7 @@ pub fn scoring(options: &ScoringOptions) -> Result<Report, Error> {
         direct_ns / interpolate_ns.max(1e-9)
     ));
     report.push(
-        "the live-accuracy monitor (serving::quality) beside the scorer's work per grid step, the last 2 days of every lot, in one run",
+        "the live-accuracy monitor (serving::quality) and a candidate in shadow beside the scorer's work per grid step, the last 2 days of every lot, in one run",
     );
     report.push(monitor_cost(&served, &lots));
     report.push(
@@ -128,19 +128,25 @@ pub fn scoring(options: &ScoringOptions) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// What the live-accuracy monitor adds to the scorer's work per grid step: each lot's last 2 days
-/// fed as the server feeds them (a grid value, a forecast), without and then with the monitor
-/// (observe the value, keep the forecast with its intervals), alternated five times; the fastest
-/// time of each and what the monitor holds at the end.
+/// What the live-accuracy monitor adds to the scorer's work per grid step, and what a candidate in
+/// shadow adds on top (a second feature state per lot fed the same inputs, its forecast, and its
+/// own monitor: what `Scoring::shadow` runs): each lot's last 2 days fed as the server feeds them (a
+/// grid value, a forecast), without the monitor, with it, and with it and a shadow, alternated
+/// five times; the fastest time of each and what each holds at the end.
 fn monitor_cost(served: &ServedModel, lots: &BTreeMap<String, LotInputs>) -> comfy_table::Table {
     const DAYS_MS: i64 = 2 * 86_400_000;
-    let run = |mut monitor: Option<&mut QualityMonitor>| {
+    // `models` feature states per lot (1: the active model; 2: and a candidate in shadow), each
+    // with its monitor when `monitors` has one per model. Returns the time, the grid steps and the
+    // states' heap bytes at the end.
+    let run = |models: usize, monitors: &mut [QualityMonitor]| {
         let started = Instant::now();
         let mut steps = 0u64;
+        let mut state_bytes = 0usize;
         for (index, (lot_id, lot)) in lots.iter().enumerate() {
-            let Some(mut state) = served.model.new_state(lot_id) else {
+            let Some(state) = served.model.new_state(lot_id) else {
                 continue;
             };
+            let mut states = vec![state; models];
             let Some((last, _)) = lot.series.iter().last() else {
                 continue;
             };
@@ -148,34 +154,58 @@ fn monitor_cost(served: &ServedModel, lots: &BTreeMap<String, LotInputs>) -> com
                 if instant <= last - DAYS_MS - GRID_HISTORY_MS {
                     continue;
                 }
-                state.push_value(instant, value);
+                for state in &mut states {
+                    state.push_value(instant, value);
+                }
                 if instant <= last - DAYS_MS {
                     continue;
                 }
-                if let Some(monitor) = monitor.as_deref_mut() {
-                    monitor.observe(index, instant, value.rate());
-                }
-                let forecast = served.model.forecast(&state);
-                if let (Some(forecast), Some(monitor)) = (&forecast, monitor.as_deref_mut()) {
-                    issue_forecast(monitor, served, index, lot_id, forecast);
+                for (model, state) in states.iter().enumerate() {
+                    let monitor = monitors.get_mut(model);
+                    if let Some(monitor) = monitor {
+                        monitor.observe(index, instant, value.rate());
+                        if let Some(forecast) = served.model.forecast(state) {
+                            issue_forecast(monitor, served, index, lot_id, &forecast);
+                        }
+                    } else {
+                        std::hint::black_box(served.model.forecast(state));
+                    }
                 }
                 steps += 1;
             }
+            state_bytes += states.iter().map(|state| state.heap_bytes()).sum::<usize>();
         }
-        (started.elapsed(), steps)
+        (started.elapsed(), steps, state_bytes)
     };
     // Alternated, the fastest of five each: a shared machine's noise only ever adds time.
-    let (mut without, mut with, mut steps) =
-        (std::time::Duration::MAX, std::time::Duration::MAX, 0);
     let lot_ids: Vec<&str> = lots.keys().map(String::as_str).collect();
-    let mut monitor = quality_monitor(served, &lot_ids, QualityConfig::default());
+    let fresh = || quality_monitor(served, &lot_ids, QualityConfig::default());
+    let (mut without, mut with, mut shadowed) = (
+        std::time::Duration::MAX,
+        std::time::Duration::MAX,
+        std::time::Duration::MAX,
+    );
+    let (mut steps, mut state_bytes) = (0, (0, 0));
+    let mut monitors = vec![fresh(), fresh()];
     for _ in 0..5 {
-        let (elapsed, counted) = run(None);
+        let (elapsed, counted, one_state) = run(1, &mut []);
         (without, steps) = (without.min(elapsed), counted);
-        monitor = quality_monitor(served, &lot_ids, QualityConfig::default());
-        with = with.min(run(Some(&mut monitor)).0);
+        let mut active = [fresh()];
+        with = with.min(run(1, &mut active).0);
+        monitors = vec![fresh(), fresh()];
+        let (elapsed, _, two_states) = run(2, &mut monitors);
+        shadowed = shadowed.min(elapsed);
+        state_bytes = (one_state, two_states);
     }
+    let monitor = &monitors[0];
     let per_step = |elapsed: std::time::Duration| elapsed.as_secs_f64() * 1e6 / steps.max(1) as f64;
+    let versus = |elapsed: std::time::Duration, base: std::time::Duration| {
+        format!(
+            "{:.1} us ({:+.1}%)",
+            per_step(elapsed),
+            100.0 * (per_step(elapsed) / per_step(base) - 1.0)
+        )
+    };
     // The scorer's report every 10 s (under its lock): the sums of every lot, horizon and window,
     // and the drift judgement. The fastest of five.
     let now_ms = lots
@@ -201,32 +231,44 @@ fn monitor_cost(served: &ServedModel, lots: &BTreeMap<String, LotInputs>) -> com
     let horizons = served.model.horizons_minutes().len();
     // An issued forecast: its origin, a boxed slice of 3 f32 per horizon and the queue's slot; a
     // score: 16 bytes.
-    let bytes = issued * (8 + 16 + 12 * horizons) + scores * 16;
+    let monitor_bytes = issued * (8 + 16 + 12 * horizons) + scores * 16;
+    let per_lot_kb = |bytes: usize| bytes as f64 / 1e3 / lots.len().max(1) as f64;
     let mut table = new_table(&["per grid step and lot", "time", "held at the end"]);
     table.add_row(vec![
         "score (grid value, forecast)".to_owned(),
         format!("{:.1} us", per_step(without)),
-        String::new(),
+        format!(
+            "feature states ~{:.1} MB ({:.0} KB per lot)",
+            state_bytes.0 as f64 / 1e6,
+            per_lot_kb(state_bytes.0)
+        ),
     ]);
     table.add_row(vec![
         "score + monitor".to_owned(),
-        format!(
-            "{:.1} us ({:+.1}%)",
-            per_step(with),
-            100.0 * (per_step(with) / per_step(without) - 1.0)
-        ),
+        versus(with, without),
         format!(
             "{} forecasts, {} scores, ~{:.1} MB ({:.0} KB per lot)",
             thousands(issued as u64),
             thousands(scores as u64),
-            bytes as f64 / 1e6,
-            bytes as f64 / 1e3 / lots.len().max(1) as f64
+            monitor_bytes as f64 / 1e6,
+            per_lot_kb(monitor_bytes)
+        ),
+    ]);
+    let shadow_bytes = state_bytes.1 - state_bytes.0 + monitor_bytes;
+    table.add_row(vec![
+        "score + monitor + a candidate in shadow".to_owned(),
+        format!("{} vs score + monitor", versus(shadowed, with)),
+        format!(
+            "+~{:.1} MB ({:.0} KB per lot: its feature states and monitor; its model file as \
+             loaded, like a second version during a hot reload)",
+            shadow_bytes as f64 / 1e6,
+            per_lot_kb(shadow_bytes)
         ),
     ]);
     table.add_row(vec![
         "report (every 10 s, all lots)".to_owned(),
         format!(
-            "{:.2} ms ({:.1} us per lot)",
+            "{:.2} ms ({:.1} us per lot; a shadow doubles it)",
             report.as_secs_f64() * 1e3,
             report.as_secs_f64() * 1e6 / lots.len().max(1) as f64
         ),

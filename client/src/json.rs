@@ -3,7 +3,8 @@
 //! a test pins every field, so a field added to the proto and not here is noticed.
 
 use parkcast_proto::v1::{
-    Forecast, HorizonMetrics, LiveQuality, LotAvailability, ModelInfo, NearbyLot, WindowQuality,
+    Drift, Forecast, HorizonMetrics, LiveQuality, LotAvailability, LotQuality, ModelInfo,
+    NearbyLot, WindowQuality,
 };
 use serde_json::{Value, json};
 
@@ -86,16 +87,28 @@ fn window_quality_json(window: &WindowQuality) -> Value {
 
 /// The live accuracy as JSON (NaN, where nothing was scored, as null).
 pub fn live_quality_json(quality: &LiveQuality) -> Value {
+    let mut value = model_quality_json(&quality.city, &quality.lots, &quality.drifting);
+    value["model_name"] = json!(quality.model_name);
+    value["model_version"] = json!(quality.model_version);
+    value["as_of_ms"] = json!(quality.as_of_ms);
+    value["shadow"] = quality.shadow.as_ref().map_or(Value::Null, |shadow| {
+        let mut value = model_quality_json(&shadow.city, &shadow.lots, &shadow.drifting);
+        value["model_name"] = json!(shadow.model_name);
+        value["model_version"] = json!(shadow.model_version);
+        value
+    });
+    value
+}
+
+/// One model's live figures: city, lots and drift.
+fn model_quality_json(city: &[WindowQuality], lots: &[LotQuality], drifting: &[Drift]) -> Value {
     json!({
-        "model_name": quality.model_name,
-        "model_version": quality.model_version,
-        "as_of_ms": quality.as_of_ms,
-        "city": quality.city.iter().map(window_quality_json).collect::<Vec<_>>(),
-        "lots": quality.lots.iter().map(|lot| json!({
+        "city": city.iter().map(window_quality_json).collect::<Vec<_>>(),
+        "lots": lots.iter().map(|lot| json!({
             "lot_id": lot.lot_id,
             "windows": lot.windows.iter().map(window_quality_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "drifting": quality.drifting.iter().map(|drift| json!({
+        "drifting": drifting.iter().map(|drift| json!({
             "lot_id": if drift.lot_id.is_empty() { Value::Null } else { json!(drift.lot_id) },
             "horizon_minutes": drift.horizon_minutes,
             "live_mae_rate": drift.live_mae_rate,

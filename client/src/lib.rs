@@ -33,8 +33,10 @@ pub mod text;
 mod fixtures;
 
 pub use error::ClientError;
-pub use request::{Ahead, Arrival, SearchQuery, activation_request};
+pub use request::{
+    Ahead, Arrival, SearchQuery, activation_request, clear_shadow_request, shadow_request,
+};
 pub use rpc::{
-    Output, activate_model, availability, connect, describe_model, list_models, live_quality,
-    search, watch,
+    Output, activate_model, availability, clear_shadow, connect, describe_model, list_models,
+    live_quality, search, shadow_model, watch,
 };

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use parkcast_proto::v1::{
-    ActivateModelRequest, GetAvailabilityRequest, SearchNearbyRequest, SlotType,
+    ActivateModelRequest, ClearShadowRequest, GetAvailabilityRequest, SearchNearbyRequest,
+    ShadowModelRequest, SlotType,
 };
 use tonic::metadata::MetadataValue;
 
@@ -108,11 +109,41 @@ pub fn activation_request(
     version: Option<u32>,
     token: &str,
 ) -> Result<tonic::Request<ActivateModelRequest>, ClientError> {
+    admin_request(
+        ActivateModelRequest {
+            name: name.to_owned(),
+            version: version.unwrap_or(0),
+        },
+        token,
+    )
+}
+
+/// A `ShadowModel` request for a version (`None`: the newest), with the admin token.
+pub fn shadow_request(
+    name: &str,
+    version: Option<u32>,
+    token: &str,
+) -> Result<tonic::Request<ShadowModelRequest>, ClientError> {
+    admin_request(
+        ShadowModelRequest {
+            name: name.to_owned(),
+            version: version.unwrap_or(0),
+        },
+        token,
+    )
+}
+
+/// A `ClearShadow` request, with the admin token.
+pub fn clear_shadow_request(
+    token: &str,
+) -> Result<tonic::Request<ClearShadowRequest>, ClientError> {
+    admin_request(ClearShadowRequest {}, token)
+}
+
+/// An admin RPC's request: the message with `authorization: Bearer <token>` metadata.
+fn admin_request<T>(message: T, token: &str) -> Result<tonic::Request<T>, ClientError> {
     let bearer = MetadataValue::try_from(format!("Bearer {token}")).map_err(ClientError::Token)?;
-    let mut request = tonic::Request::new(ActivateModelRequest {
-        name: name.to_owned(),
-        version: version.unwrap_or(0),
-    });
+    let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", bearer);
     Ok(request)
 }

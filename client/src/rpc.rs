@@ -10,8 +10,8 @@ use std::future::Future;
 use parkcast_proto::v1::availability_client::AvailabilityClient;
 use parkcast_proto::v1::models_client::ModelsClient;
 use parkcast_proto::v1::{
-    ActivateModelRequest, BatchGetAvailabilityRequest, DescribeModelRequest, GetLiveQualityRequest,
-    ListModelsRequest, WatchAvailabilityRequest,
+    ActivateModelRequest, BatchGetAvailabilityRequest, ClearShadowRequest, DescribeModelRequest,
+    GetLiveQualityRequest, ListModelsRequest, ShadowModelRequest, WatchAvailabilityRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -193,6 +193,35 @@ pub async fn activate_model(
 ) -> Result<String, ClientError> {
     let model = ModelsClient::new(channel)
         .activate_model(request)
+        .await?
+        .into_inner();
+    Ok(model_output(&model, output))
+}
+
+/// Asks the server to score a version beside the active model, never serving it (`ShadowModel`),
+/// with a request from [`crate::shadow_request`]; answers the candidate. A version that fails its
+/// checks comes back as [`ClientError::Refused`].
+pub async fn shadow_model(
+    channel: Channel,
+    request: tonic::Request<ShadowModelRequest>,
+    output: Output,
+) -> Result<String, ClientError> {
+    let model = ModelsClient::new(channel)
+        .shadow_model(request)
+        .await?
+        .into_inner();
+    Ok(model_output(&model, output))
+}
+
+/// Asks the server to stop scoring the candidate in shadow (`ClearShadow`), with a request from
+/// [`crate::clear_shadow_request`]; answers the candidate that was.
+pub async fn clear_shadow(
+    channel: Channel,
+    request: tonic::Request<ClearShadowRequest>,
+    output: Output,
+) -> Result<String, ClientError> {
+    let model = ModelsClient::new(channel)
+        .clear_shadow(request)
         .await?
         .into_inner();
     Ok(model_output(&model, output))

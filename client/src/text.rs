@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 
 use chrono::DateTime;
 use parkcast_proto::v1::{
-    Forecast, HorizonMetrics, LiveQuality, LotAvailability, ModelInfo, NearbyLot, SlotType,
-    WindowQuality,
+    Drift, Forecast, HorizonMetrics, LiveQuality, LotAvailability, LotQuality, ModelInfo,
+    NearbyLot, SlotType, WindowQuality,
 };
 use parkcast_tables::{Cell, new_table, right};
 
@@ -300,6 +300,49 @@ pub fn live_quality_text(quality: &LiveQuality) -> String {
         quality.model_version,
         trained_until_text(quality.as_of_ms)
     );
+    text.push_str(&model_quality_text(
+        &quality.city,
+        &quality.lots,
+        &quality.drifting,
+    ));
+    if let Some(shadow) = &quality.shadow {
+        text.push_str(&format!(
+            "\ncandidate in shadow (scored on the same stream, never served): {} v{}\n",
+            shadow.model_name, shadow.model_version
+        ));
+        text.push_str(&model_quality_text(
+            &shadow.city,
+            &shadow.lots,
+            &shadow.drifting,
+        ));
+        let mut table = new_table(&[
+            "horizon",
+            "window",
+            "active MAE",
+            "shadow MAE",
+            "shadow / active",
+        ]);
+        for (active, candidate) in quality.city.iter().zip(&shadow.city) {
+            if (active.horizon_minutes, &active.window)
+                != (candidate.horizon_minutes, &candidate.window)
+            {
+                continue;
+            }
+            table.add_row(vec![
+                right(format!("{} min", active.horizon_minutes)),
+                Cell::new(&active.window),
+                right(number_text(active.mae_rate, 4)),
+                right(number_text(candidate.mae_rate, 4)),
+                right(number_text(candidate.mae_rate / active.mae_rate, 2)),
+            ]);
+        }
+        text.push_str(&format!("shadow against active, city\n{table}\n"));
+    }
+    text
+}
+
+/// One model's live figures: the city's table, each lot's, and what drifts.
+fn model_quality_text(city: &[WindowQuality], lots: &[LotQuality], drifting: &[Drift]) -> String {
     let table = |windows: &[WindowQuality]| {
         let mut table = new_table(&[
             "horizon",
@@ -324,16 +367,16 @@ pub fn live_quality_text(quality: &LiveQuality) -> String {
         }
         format!("{table}\n")
     };
-    text.push_str("city\n");
-    text.push_str(&table(&quality.city));
-    for lot in &quality.lots {
+    let mut text = String::from("city\n");
+    text.push_str(&table(city));
+    for lot in lots {
         text.push_str(&format!("lot {}\n", lot.lot_id));
         text.push_str(&table(&lot.windows));
     }
-    if quality.drifting.is_empty() {
+    if drifting.is_empty() {
         text.push_str("no drift: no lot's live MAE stayed above the backtest's\n");
     }
-    for drift in &quality.drifting {
+    for drift in drifting {
         let what = if drift.lot_id.is_empty() {
             "the city".to_owned()
         } else {

@@ -478,6 +478,14 @@ impl LotFeatureState {
         }
     }
 
+    /// Bytes the state holds on the heap (its ring of grid slots and its per-day sums), for memory
+    /// figures; the profile and context are shared with the model.
+    pub fn heap_bytes(&self) -> usize {
+        self.ring.capacity() * std::mem::size_of::<Slot>()
+            + self.days.len()
+                * (std::mem::size_of::<NaiveDate>() + std::mem::size_of::<DayStats>() + 16)
+    }
+
     /// The latest grid instant with a value: the origin of [`LotFeatureState::vector`].
     pub fn now_ms(&self) -> Option<i64> {
         self.now_ms

@@ -22,10 +22,10 @@ use parkcast_proto::v1::availability_server::Availability;
 use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
     ActivateModelRequest, BatchGetAvailabilityRequest, BatchGetAvailabilityResponse,
-    DescribeModelRequest, Drift, Forecast, GetAvailabilityRequest, GetLiveQualityRequest,
-    HorizonMetrics, ListModelsRequest, ListModelsResponse, LiveQuality, LotAvailability,
-    LotQuality, ModelInfo, NearbyLot, SearchNearbyRequest, SearchNearbyResponse, SlotType,
-    WatchAvailabilityRequest, WindowQuality,
+    ClearShadowRequest, DescribeModelRequest, Drift, Forecast, GetAvailabilityRequest,
+    GetLiveQualityRequest, HorizonMetrics, ListModelsRequest, ListModelsResponse, LiveQuality,
+    LotAvailability, LotQuality, ModelInfo, NearbyLot, SearchNearbyRequest, SearchNearbyResponse,
+    ShadowModelRequest, ShadowQuality, SlotType, WatchAvailabilityRequest, WindowQuality,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -657,6 +657,30 @@ impl ModelsService {
         Ok(model_info(&served.manifest, true))
     }
 
+    /// Loads, checks and shadows the version asked for (0: the newest).
+    async fn shadow(
+        &self,
+        request: Request<ShadowModelRequest>,
+    ) -> Result<ModelInfo, ServiceError> {
+        self.authorize(&request)?;
+        let ShadowModelRequest { name, version } = request.into_inner();
+        if name.is_empty() {
+            return Err(ServiceError::EmptyModelName);
+        }
+        if self.manager.scoring().model().is_none() {
+            return Err(ServiceError::NoModelToShadow);
+        }
+        let manager = Arc::clone(&self.manager);
+        let asked = name.clone();
+        let shadowed = tokio::task::spawn_blocking(move || manager.shadow(&name, version)).await?;
+        let served = shadowed.map_err(|error| ServiceError::Activation {
+            error: Box::new(error),
+            asked,
+            root: self.manager.registry().root().to_path_buf(),
+        })?;
+        Ok(model_info(&served.manifest, false))
+    }
+
     /// Reads the manifest of the version asked for (0: the newest).
     async fn describe(&self, request: DescribeModelRequest) -> Result<ModelInfo, ServiceError> {
         let DescribeModelRequest { name, version } = request;
@@ -761,6 +785,30 @@ impl Models for ModelsService {
         self.finish(Rpc::ActivateModel, started, result)
     }
 
+    async fn shadow_model(
+        &self,
+        request: Request<ShadowModelRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        let started = Instant::now();
+        let result = self.shadow(request).await;
+        self.finish(Rpc::ShadowModel, started, result)
+    }
+
+    async fn clear_shadow(
+        &self,
+        request: Request<ClearShadowRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        let started = Instant::now();
+        let result = self.authorize(&request).and_then(|()| {
+            self.manager
+                .scoring()
+                .clear_shadow()
+                .map(|served| model_info(&served.manifest, false))
+                .ok_or(ServiceError::NoShadow)
+        });
+        self.finish(Rpc::ClearShadow, started, result)
+    }
+
     async fn get_live_quality(
         &self,
         request: Request<GetLiveQualityRequest>,
@@ -777,7 +825,8 @@ impl Models for ModelsService {
     }
 }
 
-/// The active model's live accuracy, city-wide and for the lots asked, and what drifts.
+/// The active model's live accuracy, city-wide and for the lots asked, and what drifts; the same
+/// for the candidate in shadow, if one is.
 fn live_quality(
     scoring: &Scoring,
     request: &GetLiveQualityRequest,
@@ -790,42 +839,77 @@ fn live_quality(
         .collect::<Result<Vec<usize>, _>>()?;
     let model = scoring.model().ok_or(ServiceError::NoModelForQuality)?;
     let (summary, drifting) = scoring.quality().ok_or(ServiceError::NoModelForQuality)?;
-    let window =
-        |quality: &crate::quality::WindowQuality, tally: &crate::quality::Tally| WindowQuality {
-            horizon_minutes: quality.horizon_minutes,
-            window: quality.window.to_owned(),
-            pairs: tally.pairs,
-            mae_rate: tally.mae(),
-            coverage_80: tally.coverage(),
-            backtest_mae_rate: quality.backtest_mae,
-        };
-    let lot_id = |lot: usize| topology.lots()[lot].lot_id.clone();
+    let active = QualityParts::of(topology, &asked, &summary, &drifting);
+    let shadow = scoring.shadow_quality().map(|(served, summary, drifting)| {
+        let parts = QualityParts::of(topology, &asked, &summary, &drifting);
+        ShadowQuality {
+            model_name: served.manifest.card.name.clone(),
+            model_version: served.manifest.version,
+            city: parts.city,
+            lots: parts.lots,
+            drifting: parts.drifting,
+        }
+    });
     Ok(LiveQuality {
         model_name: model.manifest.card.name.clone(),
         model_version: model.manifest.version,
         as_of_ms: scoring.now_ms(),
-        city: summary
-            .iter()
-            .map(|quality| window(quality, &quality.city))
-            .collect(),
-        lots: asked
-            .iter()
-            .map(|&lot| LotQuality {
-                lot_id: lot_id(lot),
-                windows: summary
-                    .iter()
-                    .map(|quality| window(quality, &quality.lots[lot]))
-                    .collect(),
-            })
-            .collect(),
-        drifting: drifting
-            .iter()
-            .map(|drift| Drift {
-                lot_id: drift.lot.map(lot_id).unwrap_or_default(),
-                horizon_minutes: drift.horizon_minutes,
-                live_mae_rate: drift.live_mae,
-                backtest_mae_rate: drift.backtest_mae,
-            })
-            .collect(),
+        city: active.city,
+        lots: active.lots,
+        drifting: active.drifting,
+        shadow,
     })
+}
+
+/// One model's live accuracy as the messages carry it.
+struct QualityParts {
+    city: Vec<WindowQuality>,
+    lots: Vec<LotQuality>,
+    drifting: Vec<Drift>,
+}
+
+impl QualityParts {
+    fn of(
+        topology: &TopologyIndex,
+        asked: &[usize],
+        summary: &[crate::quality::WindowQuality],
+        drifting: &[crate::quality::Drifting],
+    ) -> QualityParts {
+        let window = |quality: &crate::quality::WindowQuality, tally: &crate::quality::Tally| {
+            WindowQuality {
+                horizon_minutes: quality.horizon_minutes,
+                window: quality.window.to_owned(),
+                pairs: tally.pairs,
+                mae_rate: tally.mae(),
+                coverage_80: tally.coverage(),
+                backtest_mae_rate: quality.backtest_mae,
+            }
+        };
+        let lot_id = |lot: usize| topology.lots()[lot].lot_id.clone();
+        QualityParts {
+            city: summary
+                .iter()
+                .map(|quality| window(quality, &quality.city))
+                .collect(),
+            lots: asked
+                .iter()
+                .map(|&lot| LotQuality {
+                    lot_id: lot_id(lot),
+                    windows: summary
+                        .iter()
+                        .map(|quality| window(quality, &quality.lots[lot]))
+                        .collect(),
+                })
+                .collect(),
+            drifting: drifting
+                .iter()
+                .map(|drift| Drift {
+                    lot_id: drift.lot.map(lot_id).unwrap_or_default(),
+                    horizon_minutes: drift.horizon_minutes,
+                    live_mae_rate: drift.live_mae,
+                    backtest_mae_rate: drift.backtest_mae,
+                })
+                .collect(),
+        }
+    }
 }

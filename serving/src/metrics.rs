@@ -361,11 +361,15 @@ pub enum Rpc {
     ActivateModel,
     /// `Models.GetLiveQuality`.
     GetLiveQuality,
+    /// `Models.ShadowModel`.
+    ShadowModel,
+    /// `Models.ClearShadow`.
+    ClearShadow,
 }
 
 impl Rpc {
     /// Every RPC, in label order.
-    pub const ALL: [Rpc; 8] = [
+    pub const ALL: [Rpc; 10] = [
         Rpc::GetAvailability,
         Rpc::BatchGetAvailability,
         Rpc::SearchNearby,
@@ -374,6 +378,8 @@ impl Rpc {
         Rpc::DescribeModel,
         Rpc::ActivateModel,
         Rpc::GetLiveQuality,
+        Rpc::ShadowModel,
+        Rpc::ClearShadow,
     ];
 }
 
@@ -536,10 +542,11 @@ struct ActivationLabels {
     outcome: ActivationOutcome,
 }
 
-/// The labels of the live-accuracy gauges: a horizon of the active model and a window
-/// ([`crate::quality::WINDOWS`]).
+/// The labels of the live-accuracy gauges: the model (`active`, or `shadow` for the candidate
+/// scored beside it), one of its horizons and a window ([`crate::quality::WINDOWS`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct QualityLabels {
+    model: String,
     horizon_minutes: String,
     window: String,
 }
@@ -574,6 +581,8 @@ pub struct ServingMetrics {
     live_mae: Family<QualityLabels, RealGauge>,
     live_coverage: Family<QualityLabels, RealGauge>,
     live_pairs: Family<QualityLabels, Gauge>,
+    /// The shadow's series last published, removed when the shadow is cleared.
+    shadow_labels: Arc<std::sync::Mutex<Vec<QualityLabels>>>,
     /// Lots drifting at some horizon ([`crate::quality`]).
     pub drifting_lots: Gauge,
     /// Horizons at which the city as a whole drifts.
@@ -613,6 +622,7 @@ impl ServingMetrics {
             live_mae: Family::default(),
             live_coverage: Family::default(),
             live_pairs: Family::default(),
+            shadow_labels: Arc::default(),
             drifting_lots: Gauge::default(),
             drifting_city_horizons: Gauge::default(),
         };
@@ -683,7 +693,7 @@ impl ServingMetrics {
         let quality = registry.sub_registry_with_prefix("parkcast_live");
         quality.register(
             "mae_rate",
-            "MAE of the occupancy rate of the active model's forecasts scored on live actuals, city-wide, by horizon and window (hour, day)",
+            "MAE of the occupancy rate of the model's forecasts scored on live actuals, city-wide, by model (active, shadow), horizon and window (hour, day)",
             metrics.live_mae.clone(),
         );
         quality.register(
@@ -709,20 +719,26 @@ impl ServingMetrics {
         metrics
     }
 
-    /// Publishes the live accuracy and the drift found ([`crate::scoring::Scoring::quality`]).
-    pub fn quality(&self, summary: &[WindowQuality], drifting: &[Drifting]) {
-        for quality in summary {
-            let labels = QualityLabels {
-                horizon_minutes: quality.horizon_minutes.to_string(),
-                window: quality.window.to_owned(),
-            };
-            self.live_mae.get_or_create(&labels).set(quality.city.mae());
-            self.live_coverage
-                .get_or_create(&labels)
-                .set(quality.city.coverage());
-            self.live_pairs
-                .get_or_create(&labels)
-                .set(i64::try_from(quality.city.pairs).unwrap_or(i64::MAX));
+    /// Publishes the live accuracy and the drift found ([`crate::scoring::Scoring::quality`]),
+    /// and the candidate's in shadow (its series go when it does).
+    pub fn quality(
+        &self,
+        summary: &[WindowQuality],
+        drifting: &[Drifting],
+        shadow: Option<&[WindowQuality]>,
+    ) {
+        self.publish_quality("active", summary);
+        let mut shadow_labels = self
+            .shadow_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for labels in shadow_labels.drain(..) {
+            self.live_mae.remove(&labels);
+            self.live_coverage.remove(&labels);
+            self.live_pairs.remove(&labels);
+        }
+        if let Some(shadow) = shadow {
+            *shadow_labels = self.publish_quality("shadow", shadow);
         }
         let mut lots: Vec<usize> = drifting.iter().filter_map(|drift| drift.lot).collect();
         lots.sort_unstable();
@@ -730,6 +746,28 @@ impl ServingMetrics {
         self.drifting_lots.set(lots.len() as i64);
         self.drifting_city_horizons
             .set(drifting.iter().filter(|drift| drift.lot.is_none()).count() as i64);
+    }
+
+    /// Sets the live-accuracy gauges of one model; returns their labels.
+    fn publish_quality(&self, model: &str, summary: &[WindowQuality]) -> Vec<QualityLabels> {
+        summary
+            .iter()
+            .map(|quality| {
+                let labels = QualityLabels {
+                    model: model.to_owned(),
+                    horizon_minutes: quality.horizon_minutes.to_string(),
+                    window: quality.window.to_owned(),
+                };
+                self.live_mae.get_or_create(&labels).set(quality.city.mae());
+                self.live_coverage
+                    .get_or_create(&labels)
+                    .set(quality.city.coverage());
+                self.live_pairs
+                    .get_or_create(&labels)
+                    .set(i64::try_from(quality.city.pairs).unwrap_or(i64::MAX));
+                labels
+            })
+            .collect()
     }
 
     /// Records one request: its RPC, duration and status code.

@@ -277,6 +277,19 @@ impl ModelManager {
         self.install(|| Ok(served), &name, version)
     }
 
+    /// Loads and checks a version (0: the newest) and puts it in shadow beside the active model
+    /// ([`Scoring::shadow`]): scored on the live stream, never served. Blocking like
+    /// [`ModelManager::activate`].
+    pub fn shadow(&self, name: &str, version: u32) -> Result<Arc<ServedModel>, ActivationError> {
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = load_version(&self.registry, name, version)
+            .and_then(|served| Ok(self.scoring.shadow(served)?));
+        if let Err(error) = &result {
+            tracing::error!(model = name, version, error = %error, "shadow refused");
+        }
+        result
+    }
+
     fn install(
         &self,
         load: impl FnOnce() -> Result<ServedModel, ActivationError>,

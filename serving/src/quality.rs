@@ -205,20 +205,22 @@ impl LotReference {
         }
     }
 
-    /// The reference at horizon `index` for the hour starting at `hour_start_ms` (NaN: unknown),
-    /// read at the hour's middle (the local hour of a zone with a half-hour offset).
-    fn at(&self, index: usize, hour_start_ms: i64) -> f64 {
-        if let (Some(Some(hourly)), Some((timezone, holidays))) =
-            (self.hourly.get(index), &self.clock)
-        {
-            let local = local_time(*timezone, hour_start_ms + HOUR_MS / 2);
-            let mae = hourly
-                .get(reference_index(
-                    holidays.day_type(local.date()),
-                    local.hour(),
-                ))
-                .copied()
-                .unwrap_or(f32::NAN);
+    /// Where the hour starting at `hour_start_ms` reads an hourly reference: the day type and
+    /// local hour at the hour's middle (the local hour of a zone with a half-hour offset).
+    fn slot(&self, hour_start_ms: i64) -> Option<usize> {
+        let (timezone, holidays) = self.clock.as_ref()?;
+        let local = local_time(*timezone, hour_start_ms + HOUR_MS / 2);
+        Some(reference_index(
+            holidays.day_type(local.date()),
+            local.hour(),
+        ))
+    }
+
+    /// The reference at horizon `index` for an hour whose [`LotReference::slot`] is `slot` (NaN:
+    /// unknown).
+    fn at(&self, index: usize, slot: Option<usize>) -> f64 {
+        if let (Some(Some(hourly)), Some(slot)) = (self.hourly.get(index), slot) {
+            let mae = hourly.get(slot).copied().unwrap_or(f32::NAN);
             if mae.is_finite() && mae > 0.0 {
                 return f64::from(mae);
             }
@@ -446,6 +448,14 @@ impl QualityMonitor {
         let config = self.config;
         let hours = i64::from(config.drift_hours.max(1));
         let last_whole_hour = now_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        // Per hour judged (newest first), where each lot's hourly references read: one time-zone
+        // conversion per lot and hour, whatever the horizons.
+        let slots: Vec<Vec<Option<usize>>> = (0..hours)
+            .map(|back| {
+                let start = last_whole_hour - (back + 1) * HOUR_MS;
+                self.references.iter().map(|lot| lot.slot(start)).collect()
+            })
+            .collect();
         let mut out = Vec::new();
         for (index, minutes) in self.horizons.iter().enumerate() {
             let reference = self.backtest_mae.get(index).copied().unwrap_or(f64::NAN);
@@ -482,8 +492,9 @@ impl QualityMonitor {
                     let own: Vec<f64> = self
                         .references
                         .iter()
-                        .map(|lot| {
-                            let mae = lot.at(index, until - HOUR_MS);
+                        .zip(&slots[back as usize])
+                        .map(|(lot, slot)| {
+                            let mae = lot.at(index, *slot);
                             if mae.is_finite() && mae > 0.0 {
                                 mae
                             } else {
@@ -520,7 +531,7 @@ impl QualityMonitor {
                     tally.pairs as usize >= config.min_pairs_per_hour && tally.mae() > bars[lot]
                 });
                 if drifts {
-                    let held_to = self.references[lot].at(index, last_whole_hour - HOUR_MS);
+                    let held_to = self.references[lot].at(index, slots[0][lot]);
                     out.push(Drifting {
                         lot: Some(lot),
                         horizon_minutes: *minutes,

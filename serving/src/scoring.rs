@@ -171,6 +171,14 @@ pub enum ScoringError {
         /// What went wrong.
         reason: String,
     },
+    /// A candidate cannot be shadowed before a model is active (the grid is the active model's).
+    #[error("model {name} v{version} cannot be shadowed: no model is active yet")]
+    NoActiveModel {
+        /// The model line.
+        name: String,
+        /// The version.
+        version: u32,
+    },
 }
 
 impl ScoringError {
@@ -181,6 +189,7 @@ impl ScoringError {
             ScoringError::Schema { .. } => ActivationOutcome::Schema,
             ScoringError::Step { .. } => ActivationOutcome::Step,
             ScoringError::Smoke { .. } => ActivationOutcome::Smoke,
+            ScoringError::NoActiveModel { .. } => ActivationOutcome::ServerError,
         }
     }
 }
@@ -462,11 +471,32 @@ struct LotScoring {
     stale_forecast: bool,
 }
 
+/// A candidate model scored beside the active one on the same live inputs, through the same code,
+/// and never served: its own feature states (its profiles differ), forecasts and live accuracy.
+struct Shadow {
+    model: Arc<ServedModel>,
+    states: Vec<Option<LotFeatureState>>,
+    /// Per lot: whether its inputs changed since its last forecast.
+    stale: Vec<bool>,
+    quality: QualityMonitor,
+}
+
+/// A model's feature states rebuilt from every lot's input log, their first forecasts (checked),
+/// and a live-accuracy monitor holding them.
+struct Prepared {
+    states: Vec<Option<LotFeatureState>>,
+    forecasts: Vec<Option<Arc<LotForecast>>>,
+    quality: QualityMonitor,
+    smoked: usize,
+}
+
 struct Core {
     lots: Vec<LotScoring>,
     model: Option<Arc<ServedModel>>,
     /// The active model's live accuracy (restarts with each model).
     quality: Option<QualityMonitor>,
+    /// The candidate in shadow, if any.
+    shadow: Option<Shadow>,
     /// When live accuracy was last published, and the drift it found.
     last_quality_report: Option<Instant>,
     drifting: Vec<Drifting>,
@@ -517,6 +547,7 @@ impl Scoring {
                 lots: (0..lot_count).map(|_| LotScoring::default()).collect(),
                 model: None,
                 quality: None,
+                shadow: None,
                 last_quality_report: None,
                 drifting: Vec::new(),
                 step_minutes: None,
@@ -684,42 +715,24 @@ impl Scoring {
             });
         }
         let served = Arc::new(served);
-        let mut states = Vec::with_capacity(core.lots.len());
-        let mut forecasts = Vec::with_capacity(core.lots.len());
-        let mut smoked = 0usize;
-        for (index, lot) in self.topology().lots().iter().enumerate() {
-            let state = served.model.new_state(&lot.lot_id).map(|mut state| {
-                core.lots[index].history.replay_into(&mut state);
-                state
-            });
-            let forecast = state
-                .as_ref()
-                .and_then(|state| served.model.forecast(state));
-            if let Some(forecast) = &forecast {
-                check_forecast(&served, forecast)?;
-                smoked += 1;
-            }
-            states.push(state);
-            forecasts.push(forecast.map(Arc::new));
-        }
-        if smoked == 0 {
-            smoke_without_history(&served)?;
-        }
-        let lot_ids: Vec<&str> = self
-            .topology()
-            .lots()
-            .iter()
-            .map(|lot| lot.lot_id.as_str())
-            .collect();
-        let mut quality = quality_monitor(&served, &lot_ids, self.quality_config);
-        let lots = core.lots.iter_mut().zip(states).zip(forecasts);
-        for (index, ((scoring, state), forecast)) in lots.enumerate() {
-            if let Some(forecast) = &forecast {
-                issue_forecast(&mut quality, &served, index, lot_ids[index], forecast);
-            }
+        let Prepared {
+            states,
+            forecasts,
+            quality,
+            smoked,
+        } = self.prepare(core, &served)?;
+        for ((scoring, state), forecast) in core.lots.iter_mut().zip(states).zip(forecasts) {
             scoring.state = state;
             scoring.forecast = forecast;
             scoring.stale_forecast = false;
+        }
+        if core
+            .shadow
+            .as_ref()
+            .is_some_and(|shadow| shadow.model.label() == served.label())
+        {
+            // The candidate is now the model answering.
+            core.shadow = None;
         }
         core.quality = Some(quality);
         core.model = Some(Arc::clone(&served));
@@ -752,6 +765,114 @@ impl Scoring {
         Ok(served)
     }
 
+    /// Rebuilds `served`'s feature state of every lot from its input log, forecasts every lot with
+    /// history (the smoke prediction: a forecast that is not a finite rate in [0, 1] refuses the
+    /// model) and starts its live-accuracy monitor with those forecasts.
+    fn prepare(&self, core: &Core, served: &Arc<ServedModel>) -> Result<Prepared, ScoringError> {
+        let mut states = Vec::with_capacity(core.lots.len());
+        let mut forecasts = Vec::with_capacity(core.lots.len());
+        let mut smoked = 0usize;
+        for (index, lot) in self.topology().lots().iter().enumerate() {
+            let state = served.model.new_state(&lot.lot_id).map(|mut state| {
+                core.lots[index].history.replay_into(&mut state);
+                state
+            });
+            let forecast = state
+                .as_ref()
+                .and_then(|state| served.model.forecast(state));
+            if let Some(forecast) = &forecast {
+                check_forecast(served, forecast)?;
+                smoked += 1;
+            }
+            states.push(state);
+            forecasts.push(forecast.map(Arc::new));
+        }
+        if smoked == 0 {
+            smoke_without_history(served)?;
+        }
+        let lot_ids: Vec<&str> = self
+            .topology()
+            .lots()
+            .iter()
+            .map(|lot| lot.lot_id.as_str())
+            .collect();
+        let mut quality = quality_monitor(served, &lot_ids, self.quality_config);
+        for (index, forecast) in forecasts.iter().enumerate() {
+            if let Some(forecast) = forecast {
+                issue_forecast(&mut quality, served, index, lot_ids[index], forecast);
+            }
+        }
+        Ok(Prepared {
+            states,
+            forecasts,
+            quality,
+            smoked,
+        })
+    }
+
+    /// Loads a candidate beside the active model: the same checks as [`Scoring::activate`], its
+    /// feature states rebuilt from the same input logs, then every round feeds it the same inputs
+    /// and scores its forecasts on the same actuals, through the same code; its answers are never
+    /// served. Replaces any earlier candidate. Needs an active model, whose grid it must share.
+    pub fn shadow(&self, served: ServedModel) -> Result<Arc<ServedModel>, ScoringError> {
+        let step = served.model.step_minutes();
+        let mut guard = self.core();
+        let core = &mut *guard;
+        let Some(expected) = core.step_minutes else {
+            return Err(ScoringError::NoActiveModel {
+                name: served.manifest.card.name.clone(),
+                version: served.manifest.version,
+            });
+        };
+        if expected != step {
+            return Err(ScoringError::Step {
+                name: served.manifest.card.name.clone(),
+                version: served.manifest.version,
+                expected,
+                found: step,
+            });
+        }
+        let served = Arc::new(served);
+        let Prepared {
+            states,
+            quality,
+            smoked,
+            ..
+        } = self.prepare(core, &served)?;
+        core.shadow = Some(Shadow {
+            model: Arc::clone(&served),
+            stale: vec![false; states.len()],
+            states,
+            quality,
+        });
+        tracing::info!(
+            model = %served.label(),
+            lots_forecast = smoked,
+            "candidate in shadow"
+        );
+        Ok(served)
+    }
+
+    /// Stops shadowing; returns the candidate that was in shadow.
+    pub fn clear_shadow(&self) -> Option<Arc<ServedModel>> {
+        let shadow = self.core().shadow.take()?;
+        tracing::info!(model = %shadow.model.label(), "shadow cleared");
+        Some(shadow.model)
+    }
+
+    /// The candidate in shadow, with its live accuracy and drift as [`Scoring::quality`] reports
+    /// the active model's.
+    pub fn shadow_quality(&self) -> Option<(Arc<ServedModel>, Vec<WindowQuality>, Vec<Drifting>)> {
+        let now_ms = self.clock.now_ms();
+        let core = self.core();
+        let shadow = core.shadow.as_ref()?;
+        Some((
+            Arc::clone(&shadow.model),
+            shadow.quality.summary(now_ms),
+            shadow.quality.drift(now_ms),
+        ))
+    }
+
     /// One round: takes the changes from ingestion, feeds new grid values to the feature states,
     /// re-forecasts the lots whose grid advanced and publishes their answers. Returns the lots
     /// updated.
@@ -780,11 +901,39 @@ impl Scoring {
             for input in &change.inputs {
                 let input = applied(*input);
                 apply_input(scoring, input);
-                if let (Applied::Grid(instant_ms, value), Some(quality)) =
-                    (input, &mut core.quality)
-                    && value.capacity > 0.0
-                {
-                    quality.observe(index, instant_ms, value.rate());
+                let actual = match input {
+                    Applied::Grid(instant_ms, value) if value.capacity > 0.0 => {
+                        Some((instant_ms, value.rate()))
+                    }
+                    _ => None,
+                };
+                if let (Some((instant_ms, rate)), Some(quality)) = (actual, &mut core.quality) {
+                    quality.observe(index, instant_ms, rate);
+                }
+                if let Some(shadow) = &mut core.shadow {
+                    if let Some(state) = &mut shadow.states[index]
+                        && input.apply(state)
+                    {
+                        shadow.stale[index] = true;
+                    }
+                    if let Some((instant_ms, rate)) = actual {
+                        shadow.quality.observe(index, instant_ms, rate);
+                    }
+                }
+            }
+            if let Some(shadow) = &mut core.shadow
+                && shadow.stale[index]
+                && let Some(state) = &shadow.states[index]
+            {
+                shadow.stale[index] = false;
+                let forecast = shadow
+                    .model
+                    .model
+                    .forecast(state)
+                    .filter(|forecast| check_forecast(&shadow.model, forecast).is_ok());
+                if let Some(forecast) = forecast {
+                    let lot_id = &self.source.topology().lots()[index].lot_id;
+                    issue_forecast(&mut shadow.quality, &shadow.model, index, lot_id, &forecast);
                 }
             }
             if scoring.stale_forecast
@@ -858,7 +1007,11 @@ impl Scoring {
         let now_ms = self.clock.now_ms();
         let drifting = quality.drift(now_ms);
         if let Some(metrics) = &self.metrics {
-            metrics.quality(&quality.summary(now_ms), &drifting);
+            let shadow = core
+                .shadow
+                .as_ref()
+                .map(|shadow| shadow.quality.summary(now_ms));
+            metrics.quality(&quality.summary(now_ms), &drifting, shadow.as_deref());
         }
         let name = |drift: &Drifting| match drift.lot {
             Some(lot) => format!("lot {}", self.topology().lots()[lot].lot_id),

@@ -68,7 +68,14 @@ pub enum ServiceError {
         /// `limits.max_watch_streams`.
         max: usize,
     },
-    /// `ActivateModel` on a server without an admin token.
+    /// `ShadowModel` before a model is active.
+    #[error("no model is active yet, so there is nothing to shadow a candidate beside")]
+    NoModelToShadow,
+    /// `ClearShadow` with no candidate in shadow.
+    #[error("no candidate is in shadow")]
+    NoShadow,
+    /// An admin RPC (`ActivateModel`, `ShadowModel`, `ClearShadow`) on a server without an admin
+    /// token.
     #[error("model activation over gRPC is disabled: the server has no admin token configured")]
     ActivationDisabled,
     /// `ActivateModel` without a bearer token.
@@ -115,9 +122,10 @@ impl From<ServiceError> for Status {
                 Status::unavailable(refusal.to_string())
             }
             ServiceError::TooManyWatches { .. } => Status::resource_exhausted(refusal.to_string()),
-            ServiceError::ActivationDisabled | ServiceError::NoModelForQuality => {
-                Status::failed_precondition(refusal.to_string())
-            }
+            ServiceError::NoShadow => Status::not_found(refusal.to_string()),
+            ServiceError::ActivationDisabled
+            | ServiceError::NoModelForQuality
+            | ServiceError::NoModelToShadow => Status::failed_precondition(refusal.to_string()),
             ServiceError::MissingToken | ServiceError::WrongToken => {
                 Status::unauthenticated(refusal.to_string())
             }
@@ -222,6 +230,8 @@ fn scoring_fault(error: &ScoringError) -> ModelFault {
         | ScoringError::Schema { .. }
         | ScoringError::Step { .. }
         | ScoringError::Smoke { .. } => ModelFault::Damaged,
+        // Nothing about the version: the server has no grid to shadow it on yet.
+        ScoringError::NoActiveModel { .. } => ModelFault::Server,
     }
 }
 

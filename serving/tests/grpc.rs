@@ -16,9 +16,9 @@ use parkcast_proto::v1::availability_server::AvailabilityServer;
 use parkcast_proto::v1::models_client::ModelsClient;
 use parkcast_proto::v1::models_server::ModelsServer;
 use parkcast_proto::v1::{
-    ActivateModelRequest, BatchGetAvailabilityRequest, DescribeModelRequest,
+    ActivateModelRequest, BatchGetAvailabilityRequest, ClearShadowRequest, DescribeModelRequest,
     GetAvailabilityRequest, GetLiveQualityRequest, ListModelsRequest, LotAvailability,
-    SearchNearbyRequest, SlotType, WatchAvailabilityRequest,
+    SearchNearbyRequest, ShadowModelRequest, SlotType, WatchAvailabilityRequest,
 };
 use parkcast_serving::decode::{SensorEvent, SessionMark};
 use parkcast_serving::grpc::{
@@ -1594,4 +1594,195 @@ fn start_up_falls_back_when_the_newest_fails_its_smoke_prediction() {
         .activate_startup(startup)
         .expect_err("refused");
     assert_eq!(error.outcome(), ActivationOutcome::Smoke);
+}
+
+/// A request of an admin RPC with the admin token.
+fn admin<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("ascii"),
+    );
+    request
+}
+
+#[test]
+fn a_candidate_in_shadow_is_scored_like_the_active_model_and_never_served() {
+    const LATER: i64 = NOW + 4 * 3_600_000;
+    let topology = TopologyIndex::new([(
+        "north".to_owned(),
+        (0..4).map(|slot| format!("north-{slot}")).collect(),
+    )])
+    .expect("valid");
+    let live = LiveState::new(&topology, LiveRules::default());
+    let source = Arc::new(Source::new(topology, live, NOW));
+    let scoring = Arc::new(Scoring::new(
+        Arc::clone(&source) as Arc<dyn LiveSource>,
+        Clock::Fixed(LATER),
+        ScoringConfig::default(),
+    ));
+    scoring.seed("north", noisy_history(4, NOW - 9 * DAY_MS, NOW), [], []);
+    let registry = tempfile::tempdir().expect("temporary folder");
+    common::publish(registry.path(), "toy", &[("north", 4)], NOW - DAY_MS);
+    // v2: v1's model file byte for byte; v3: a model fitted on other days.
+    let v1 = registry.path().join("toy/1");
+    let manifest: parkcast_inference::registry::Manifest =
+        serde_json::from_slice(&std::fs::read(v1.join("manifest.json")).expect("the manifest"))
+            .expect("parses");
+    let bytes = std::fs::read(v1.join(&manifest.model_file)).expect("the model file");
+    let params = parkcast_features::vector::FeatureParams::new(common::STEP_MINUTES);
+    common::publish_bytes(
+        registry.path(),
+        "toy",
+        &bytes,
+        params,
+        NOW - 21 * DAY_MS,
+        NOW - DAY_MS,
+    );
+    common::publish(registry.path(), "toy", &[("north", 4)], NOW - 3 * DAY_MS);
+    let manager = ModelManager::new(registry.path(), Arc::clone(&scoring), None);
+
+    // Nothing to shadow beside before a model is active.
+    assert!(manager.shadow("toy", 2).is_err());
+    manager.activate("toy", 1).expect("v1 activates");
+    let candidate = manager.shadow("toy", 2).expect("v2 goes into shadow");
+    assert_eq!(candidate.label(), "toy v2");
+
+    // Four hours of live readings after the seeded history.
+    for minute in 0..240u32 {
+        let at = NOW + i64::from(minute + 1) * 60_000;
+        let event = SensorEvent {
+            lot: 0,
+            slot: minute % 4,
+            occupied: (minute / 11) % 3 != 0,
+            heartbeat: false,
+            seq: u64::from(minute) + 1,
+            event_time_ms: at,
+            clamped: false,
+        };
+        source.live().apply_sensor(&event).expect("applies");
+        scoring.tick();
+        // Only the active model answers.
+        let answer = scoring.answer(0);
+        assert_eq!(
+            answer.model.as_ref().map(|model| model.label()),
+            Some("toy v1".to_owned())
+        );
+    }
+
+    // The same model file in shadow scores the very same pairs with the very same errors.
+    let (active, _) = scoring.quality().expect("the active model's");
+    let (shadowed, shadow, _) = scoring.shadow_quality().expect("the shadow's");
+    assert_eq!(shadowed.label(), "toy v2");
+    assert_eq!(active.len(), shadow.len());
+    let mut scored = 0;
+    for (active, shadow) in active.iter().zip(&shadow) {
+        assert_eq!(
+            (active.horizon_minutes, active.window),
+            (shadow.horizon_minutes, shadow.window)
+        );
+        assert_eq!(
+            active.city, shadow.city,
+            "{} min, {}",
+            active.horizon_minutes, active.window
+        );
+        assert_eq!(active.lots, shadow.lots);
+        if (active.horizon_minutes, active.window) == (15, "day") {
+            scored = active.city.pairs;
+        }
+    }
+    // A 15-minute forecast from every grid instant of the four hours but the last.
+    assert!(scored >= 12, "{scored} pairs scored at 15 min");
+
+    // Another version replaces it and is scored apart; clearing ends it.
+    manager.shadow("toy", 3).expect("v3 goes into shadow");
+    assert_eq!(
+        scoring.shadow_quality().map(|(model, _, _)| model.label()),
+        Some("toy v3".to_owned())
+    );
+    assert_eq!(
+        scoring.clear_shadow().map(|model| model.label()),
+        Some("toy v3".to_owned())
+    );
+    assert!(scoring.shadow_quality().is_none());
+    assert!(scoring.clear_shadow().is_none());
+
+    // A candidate that is activated leaves the shadow.
+    manager.shadow("toy", 2).expect("v2 goes into shadow");
+    manager.activate("toy", 2).expect("v2 activates");
+    assert!(scoring.shadow_quality().is_none());
+}
+
+#[tokio::test]
+async fn shadow_rpcs_need_the_token_and_report_the_candidate_beside_the_active_model() {
+    let served = fixture(true).await;
+    let mut models = served.models().await;
+    let request = ShadowModelRequest {
+        name: "toy".to_owned(),
+        version: 1,
+    };
+    let status = models
+        .shadow_model(request.clone())
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = models
+        .clear_shadow(admin(ClearShadowRequest {}))
+        .await
+        .expect_err("nothing in shadow");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = models
+        .shadow_model(admin(ShadowModelRequest {
+            name: "toy".to_owned(),
+            version: 9,
+        }))
+        .await
+        .expect_err("no such version");
+    assert_eq!(status.code(), Code::NotFound);
+
+    let candidate = models
+        .shadow_model(admin(request))
+        .await
+        .expect("in shadow")
+        .into_inner();
+    assert_eq!((candidate.name.as_str(), candidate.version), ("toy", 1));
+    let quality = models
+        .get_live_quality(GetLiveQualityRequest {
+            lot_ids: vec!["north".to_owned()],
+        })
+        .await
+        .expect("an answer")
+        .into_inner();
+    let shadow = quality.shadow.expect("the candidate's figures");
+    assert_eq!(
+        (shadow.model_name.as_str(), shadow.model_version),
+        ("toy", 1)
+    );
+    assert_eq!(shadow.city.len(), quality.city.len());
+    assert_eq!(shadow.lots.len(), 1);
+    let cleared = models
+        .clear_shadow(admin(ClearShadowRequest {}))
+        .await
+        .expect("cleared")
+        .into_inner();
+    assert_eq!(cleared.version, 1);
+    let quality = models
+        .get_live_quality(GetLiveQualityRequest { lot_ids: vec![] })
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert!(quality.shadow.is_none());
+
+    // Before any model is active there is nothing to shadow beside.
+    let idle = fixture(false).await;
+    let status = idle
+        .models()
+        .await
+        .shadow_model(admin(ShadowModelRequest {
+            name: "toy".to_owned(),
+            version: 1,
+        }))
+        .await
+        .expect_err("no active model");
+    assert_eq!(status.code(), Code::FailedPrecondition);
 }

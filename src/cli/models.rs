@@ -1,5 +1,5 @@
 //! `parkcast models list|show`: what the model registry holds; `parkcast models activate`: switch a
-//! running server to a version.
+//! running server to a version; `parkcast models shadow|unshadow`: score a candidate beside it.
 
 use std::path::PathBuf;
 
@@ -38,6 +38,30 @@ pub enum ModelsCommand {
     /// Ask a running server to load, check and serve a version (ActivateModel); a version that fails
     /// its checks is refused and the active model keeps serving.
     Activate(ActivateArgs),
+    /// Ask a running server to load, check and score a version beside the active model on the same
+    /// live stream, never serving it (ShadowModel); `parkcast query quality` then shows both.
+    Shadow(ActivateArgs),
+    /// Ask a running server to stop scoring the candidate in shadow (ClearShadow).
+    Unshadow(AdminArgs),
+}
+
+/// Arguments of an admin call that names no version.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Server address (`http://host:port`; a bare `host:port` means http).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "PARKCAST_GRPC_ADDR"
+    )]
+    pub addr: String,
+    /// The server's admin token, sent as `authorization: Bearer <token>` (prefer the environment
+    /// variable: a flag shows in the process list).
+    #[arg(long, env = "PARKCAST_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print the model as one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `parkcast models activate`.
@@ -74,7 +98,41 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             verify,
         } => show(&registry, &name, version, verify),
         ModelsCommand::Activate(activate_args) => activate(&activate_args),
+        ModelsCommand::Shadow(shadow_args) => shadow(&shadow_args),
+        ModelsCommand::Unshadow(admin_args) => unshadow(&admin_args),
     }
+}
+
+/// Calls `ShadowModel` with the bearer token and prints the candidate, or the refusal.
+fn shadow(args: &ActivateArgs) -> Result<()> {
+    let request = parkcast_client::shadow_request(&args.name, args.version, &args.token)?;
+    let output = Output::json_if(args.json);
+    let candidate = client_runtime()?.block_on(async {
+        let channel = parkcast_client::connect(&args.addr).await?;
+        parkcast_client::shadow_model(channel, request, output).await
+    })?;
+    if args.json {
+        print!("{candidate}");
+    } else {
+        print!("in shadow (scored, never served): {candidate}");
+    }
+    Ok(())
+}
+
+/// Calls `ClearShadow` with the bearer token and prints the candidate that was in shadow.
+fn unshadow(args: &AdminArgs) -> Result<()> {
+    let request = parkcast_client::clear_shadow_request(&args.token)?;
+    let output = Output::json_if(args.json);
+    let cleared = client_runtime()?.block_on(async {
+        let channel = parkcast_client::connect(&args.addr).await?;
+        parkcast_client::clear_shadow(channel, request, output).await
+    })?;
+    if args.json {
+        print!("{cleared}");
+    } else {
+        print!("no longer in shadow: {cleared}");
+    }
+    Ok(())
 }
 
 /// Calls `ActivateModel` with the bearer token and prints the activated model, or the refusal as an
