@@ -329,9 +329,10 @@ fn live_quality(lot_ids: &[String]) -> Result<LiveQuality, Status> {
         shadow: Some(ShadowQuality {
             model_name: "gbm".to_owned(),
             model_version: 5,
-            city: vec![window(30, 240, 0.0168), window(60, 228, 0.0301)],
+            city: vec![window(30, 200, 0.0168), window(60, 190, 0.0301)],
             lots: Vec::new(),
             drifting: Vec::new(),
+            active_city: vec![window(30, 200, 0.0210), window(60, 190, 0.0430)],
         }),
     })
 }
@@ -697,9 +698,10 @@ fn live_quality_prints_the_city_the_lots_asked_and_the_drift() {
     // The candidate in shadow, and how it compares with the active model.
     for expected in [
         "candidate in shadow (scored on the same stream, never served): gbm v5",
-        "shadow against active, city",
+        "shadow against active since the shadow started, city",
         "0.0168",
         "0.80",
+        "200 / 200",
     ] {
         assert!(text.contains(expected), "{expected:?} missing:\n{text}");
     }

@@ -93,6 +93,13 @@ pub fn live_quality_json(quality: &LiveQuality) -> Value {
     value["as_of_ms"] = json!(quality.as_of_ms);
     value["shadow"] = quality.shadow.as_ref().map_or(Value::Null, |shadow| {
         let mut value = model_quality_json(&shadow.city, &shadow.lots, &shadow.drifting);
+        value["active_city"] = json!(
+            shadow
+                .active_city
+                .iter()
+                .map(window_quality_json)
+                .collect::<Vec<_>>()
+        );
         value["model_name"] = json!(shadow.model_name);
         value["model_version"] = json!(shadow.model_version);
         value

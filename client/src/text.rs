@@ -321,8 +321,10 @@ pub fn live_quality_text(quality: &LiveQuality) -> String {
             "active MAE",
             "shadow MAE",
             "shadow / active",
+            "scored (active / shadow)",
         ]);
-        for (active, candidate) in quality.city.iter().zip(&shadow.city) {
+        // Over the same period: the active model since the candidate went into shadow.
+        for (active, candidate) in shadow.active_city.iter().zip(&shadow.city) {
             if (active.horizon_minutes, &active.window)
                 != (candidate.horizon_minutes, &candidate.window)
             {
@@ -334,9 +336,12 @@ pub fn live_quality_text(quality: &LiveQuality) -> String {
                 right(number_text(active.mae_rate, 4)),
                 right(number_text(candidate.mae_rate, 4)),
                 right(number_text(candidate.mae_rate / active.mae_rate, 2)),
+                right(format!("{} / {}", active.pairs, candidate.pairs)),
             ]);
         }
-        text.push_str(&format!("shadow against active, city\n{table}\n"));
+        text.push_str(&format!(
+            "shadow against active since the shadow started, city\n{table}\n"
+        ));
     }
     text
 }

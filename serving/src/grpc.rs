@@ -840,14 +840,16 @@ fn live_quality(
     let model = scoring.model().ok_or(ServiceError::NoModelForQuality)?;
     let (summary, drifting) = scoring.quality().ok_or(ServiceError::NoModelForQuality)?;
     let active = QualityParts::of(topology, &asked, &summary, &drifting);
-    let shadow = scoring.shadow_quality().map(|(served, summary, drifting)| {
-        let parts = QualityParts::of(topology, &asked, &summary, &drifting);
+    let shadow = scoring.shadow_quality().map(|report| {
+        let parts = QualityParts::of(topology, &asked, &report.summary, &report.drifting);
+        let active = QualityParts::of(topology, &[], &report.active_summary, &[]);
         ShadowQuality {
-            model_name: served.manifest.card.name.clone(),
-            model_version: served.manifest.version,
+            model_name: report.model.manifest.card.name.clone(),
+            model_version: report.model.manifest.version,
             city: parts.city,
             lots: parts.lots,
             drifting: parts.drifting,
+            active_city: active.city,
         }
     });
     Ok(LiveQuality {

@@ -479,6 +479,22 @@ struct Shadow {
     /// Per lot: whether its inputs changed since its last forecast.
     stale: Vec<bool>,
     quality: QualityMonitor,
+    /// The active model's live accuracy since the shadow started: the same period as the
+    /// candidate's, which the active model's own monitor (a day, from its activation) is not.
+    active_quality: QualityMonitor,
+}
+
+/// The live accuracy of the candidate in shadow ([`Scoring::shadow_quality`]).
+#[derive(Debug, Clone)]
+pub struct ShadowReport {
+    /// The candidate.
+    pub model: Arc<ServedModel>,
+    /// Its live accuracy per horizon and window.
+    pub summary: Vec<WindowQuality>,
+    /// What drifts, judged as for the active model.
+    pub drifting: Vec<Drifting>,
+    /// The active model's live accuracy over the same period: since the shadow started.
+    pub active_summary: Vec<WindowQuality>,
 }
 
 /// A model's feature states rebuilt from every lot's input log, their first forecasts (checked),
@@ -734,6 +750,31 @@ impl Scoring {
             // The candidate is now the model answering.
             core.shadow = None;
         }
+        if let Some(shadow) = &mut core.shadow {
+            // Another model answers now: the comparison starts again beside it, from the
+            // candidate's next forecasts.
+            let lot_ids: Vec<&str> = self
+                .topology()
+                .lots()
+                .iter()
+                .map(|lot| lot.lot_id.as_str())
+                .collect();
+            let mut active_quality = quality_monitor(&served, &lot_ids, self.quality_config);
+            for (index, lot) in core.lots.iter().enumerate() {
+                if let Some(forecast) = &lot.forecast {
+                    issue_forecast(
+                        &mut active_quality,
+                        &served,
+                        index,
+                        lot_ids[index],
+                        forecast,
+                    );
+                }
+            }
+            shadow.active_quality = active_quality;
+            shadow.quality = quality_monitor(&shadow.model, &lot_ids, self.quality_config);
+            shadow.stale.fill(true);
+        }
         core.quality = Some(quality);
         core.model = Some(Arc::clone(&served));
         if core.step_minutes.is_none() {
@@ -839,11 +880,31 @@ impl Scoring {
             smoked,
             ..
         } = self.prepare(core, &served)?;
+        let active_quality = match &core.model {
+            Some(active) => {
+                let lot_ids: Vec<&str> = self
+                    .topology()
+                    .lots()
+                    .iter()
+                    .map(|lot| lot.lot_id.as_str())
+                    .collect();
+                let mut monitor = quality_monitor(active, &lot_ids, self.quality_config);
+                for (index, lot) in core.lots.iter().enumerate() {
+                    if let Some(forecast) = &lot.forecast {
+                        issue_forecast(&mut monitor, active, index, lot_ids[index], forecast);
+                    }
+                }
+                monitor
+            }
+            // Unreachable: the grid step above comes from an active model.
+            None => quality.clone(),
+        };
         core.shadow = Some(Shadow {
             model: Arc::clone(&served),
             stale: vec![false; states.len()],
             states,
             quality,
+            active_quality,
         });
         tracing::info!(
             model = %served.label(),
@@ -861,16 +922,18 @@ impl Scoring {
     }
 
     /// The candidate in shadow, with its live accuracy and drift as [`Scoring::quality`] reports
-    /// the active model's.
-    pub fn shadow_quality(&self) -> Option<(Arc<ServedModel>, Vec<WindowQuality>, Vec<Drifting>)> {
+    /// the active model's, and the active model's live accuracy over the same period (since the
+    /// shadow started).
+    pub fn shadow_quality(&self) -> Option<ShadowReport> {
         let now_ms = self.clock.now_ms();
         let core = self.core();
         let shadow = core.shadow.as_ref()?;
-        Some((
-            Arc::clone(&shadow.model),
-            shadow.quality.summary(now_ms),
-            shadow.quality.drift(now_ms),
-        ))
+        Some(ShadowReport {
+            model: Arc::clone(&shadow.model),
+            summary: shadow.quality.summary(now_ms),
+            drifting: shadow.quality.drift(now_ms),
+            active_summary: shadow.active_quality.summary(now_ms),
+        })
     }
 
     /// One round: takes the changes from ingestion, feeds new grid values to the feature states,
@@ -911,6 +974,9 @@ impl Scoring {
                     quality.observe(index, instant_ms, rate);
                 }
                 if let Some(shadow) = &mut core.shadow {
+                    if let Some((instant_ms, rate)) = actual {
+                        shadow.active_quality.observe(index, instant_ms, rate);
+                    }
                     if let Some(state) = &mut shadow.states[index]
                         && input.apply(state)
                     {
@@ -945,9 +1011,14 @@ impl Scoring {
                     .filter(|forecast| check_forecast(model, forecast).is_ok())
                     .map(Arc::new);
                 scoring.stale_forecast = false;
-                if let (Some(forecast), Some(quality)) = (&scoring.forecast, &mut core.quality) {
+                if let Some(forecast) = &scoring.forecast {
                     let lot_id = &self.source.topology().lots()[index].lot_id;
-                    issue_forecast(quality, model, index, lot_id, forecast);
+                    if let Some(quality) = &mut core.quality {
+                        issue_forecast(quality, model, index, lot_id, forecast);
+                    }
+                    if let Some(shadow) = &mut core.shadow {
+                        issue_forecast(&mut shadow.active_quality, model, index, lot_id, forecast);
+                    }
                 }
             }
             let previous = read(&self.answers[index]);

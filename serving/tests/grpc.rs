@@ -1672,8 +1672,13 @@ fn a_candidate_in_shadow_is_scored_like_the_active_model_and_never_served() {
 
     // The same model file in shadow scores the very same pairs with the very same errors.
     let (active, _) = scoring.quality().expect("the active model's");
-    let (shadowed, shadow, _) = scoring.shadow_quality().expect("the shadow's");
-    assert_eq!(shadowed.label(), "toy v2");
+    let report = scoring.shadow_quality().expect("the shadow's");
+    assert_eq!(report.model.label(), "toy v2");
+    let shadow = report.summary;
+    // The active model over the shadow's period: here the same as its own, both from the start.
+    for (own, since) in active.iter().zip(&report.active_summary) {
+        assert_eq!((own.city, &own.lots), (since.city, &since.lots));
+    }
     assert_eq!(active.len(), shadow.len());
     let mut scored = 0;
     for (active, shadow) in active.iter().zip(&shadow) {
@@ -1697,7 +1702,7 @@ fn a_candidate_in_shadow_is_scored_like_the_active_model_and_never_served() {
     // Another version replaces it and is scored apart; clearing ends it.
     manager.shadow("toy", 3).expect("v3 goes into shadow");
     assert_eq!(
-        scoring.shadow_quality().map(|(model, _, _)| model.label()),
+        scoring.shadow_quality().map(|report| report.model.label()),
         Some("toy v3".to_owned())
     );
     assert_eq!(

@@ -16,6 +16,7 @@
 pub mod backtest;
 pub mod datasets;
 pub mod frozen;
+pub mod gate;
 pub mod groups;
 pub mod import;
 pub mod matrix;
