@@ -11,6 +11,7 @@ mod ingest;
 mod models;
 mod query;
 mod replay;
+mod retrain;
 mod serve;
 mod simulate;
 mod train;
@@ -67,6 +68,12 @@ pub enum Command {
     /// Backtest, promote the best learned model, refit it on all data and publish it with its report
     /// to the model registry (`models/<name>/<version>/`).
     Train(train::TrainArgs),
+    /// Continuous training with a promotion gate: train a candidate on the warehouse (archived live
+    /// data plus history), publish it to a candidate line, judge it against the serving model on
+    /// the latest days and, with --addr, live in shadow on the server; activate it only if it is
+    /// better by the margin both ways, else keep the serving model and say why. For cron or a
+    /// Kubernetes CronJob (deploy/retrain-cronjob.yaml).
+    Retrain(retrain::RetrainArgs),
     /// Search the trees' hyperparameters with a fixed budget on the validation days only of one or
     /// more sources (never a test window), print every trial and the winner, optionally ablate
     /// feature groups and model changes, and write the winner as a configuration file with its
@@ -119,6 +126,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Backtest(args) => backtest::run(args, &cli.global),
         Command::Train(args) => train::run(args, &cli.global),
+        Command::Retrain(args) => retrain::run(args, &cli.global),
         Command::Tune(args) => tune::run(args, &cli.global),
         Command::Features(args) => features::run(args, &cli.global),
         Command::Models(args) => models::run(args),

@@ -57,6 +57,12 @@ pub struct SimulateArgs {
         hide_env_values = true
     )]
     pub pii_key: String,
+    /// A lasting change of one lot's demand, `LOT:DATE:FACTOR`: from that local date on, the lot's
+    /// arrivals are multiplied by FACTOR (`3:2025-10-06:2` doubles sim:lot0003's demand from 6
+    /// October). Repeatable. A planner's what-if (a new office block, roadworks), and the regime
+    /// shift the live-quality loop is tested on.
+    #[arg(long = "demand-shift", value_name = "LOT:DATE:FACTOR")]
+    pub demand_shifts: Vec<parkcast_training::simulate::params::DemandShift>,
 }
 
 impl SimulateArgs {
@@ -66,6 +72,7 @@ impl SimulateArgs {
             timezone: self.timezone,
             holiday_region: self.region.clone(),
             pii_key: self.pii_key.clone(),
+            demand_shifts: self.demand_shifts.clone(),
             ..SimulationParams::default()
         }
         .seed(self.seed)

@@ -351,7 +351,15 @@ impl<'city> LotSim<'city> {
         let lot_noise = LogNormal::new(0.0, 0.08)
             .expect("noise parameters should be valid")
             .sample(&mut self.demand_rng);
-        let level = day.city_level * lot_noise * seasonal_factor(self.lot.kind, day.date, calendar);
+        let shift: f64 = self
+            .params
+            .demand_shifts
+            .iter()
+            .filter(|shift| shift.lot == self.lot.index && day.date >= shift.from)
+            .map(|shift| shift.factor)
+            .product();
+        let level =
+            day.city_level * lot_noise * seasonal_factor(self.lot.kind, day.date, calendar) * shift;
 
         let arrivals = self.draw_arrivals(day, level);
         for (arrival_ms, event_exit_ms) in arrivals {

@@ -85,6 +85,48 @@ pub struct SimulationParams {
     pub stuck_per_slot_per_100_days: f64,
     /// Key of the PII hashes (a real deployment passes its own secret).
     pub pii_key: String,
+    /// Lasting changes of one lot's demand (a new office block, roadworks): from a local date on,
+    /// the lot's arrivals are scaled. A planner's what-if, and the regime shift the live-quality
+    /// tests need.
+    pub demand_shifts: Vec<DemandShift>,
+}
+
+/// A lasting change of one lot's demand from a local date on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DemandShift {
+    /// The lot's index (`sim:lot0003` is 3).
+    pub lot: u32,
+    /// The first local date with the new demand.
+    pub from: NaiveDate,
+    /// Arrivals are multiplied by this (2.0: doubled; 0.5: halved).
+    pub factor: f64,
+}
+
+impl std::str::FromStr for DemandShift {
+    type Err = String;
+
+    /// `LOT:DATE:FACTOR`, as `3:2025-10-06:2`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut parts = text.split(':');
+        let (Some(lot), Some(from), Some(factor), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!(
+                "{text:?} is not LOT:DATE:FACTOR (as 3:2025-10-06:2)"
+            ));
+        };
+        Ok(DemandShift {
+            lot: lot
+                .parse()
+                .map_err(|_| format!("{lot:?} is not a lot index"))?,
+            from: from
+                .parse()
+                .map_err(|_| format!("{from:?} is not a date (YYYY-MM-DD)"))?,
+            factor: factor
+                .parse()
+                .map_err(|_| format!("{factor:?} is not a number"))?,
+        })
+    }
 }
 
 impl Default for SimulationParams {
@@ -107,6 +149,7 @@ impl Default for SimulationParams {
             outages_per_slot_per_100_days: 0.5,
             stuck_per_slot_per_100_days: 0.1,
             pii_key: "parkcast-simulator".to_owned(),
+            demand_shifts: Vec::new(),
         }
     }
 }
@@ -195,6 +238,15 @@ impl SimulationParams {
             0.0,
             100.0,
         )?;
+        for shift in &self.demand_shifts {
+            range(
+                "demand shift lot",
+                f64::from(shift.lot),
+                0.0,
+                f64::from(self.lots) - 1.0,
+            )?;
+            range("demand shift factor", shift.factor, 0.01, 20.0)?;
+        }
         range("centre latitude", self.centre.0, -85.0, 85.0)?;
         range("centre longitude", self.centre.1, -180.0, 180.0)?;
         if 1_440 % self.occupancy_interval_minutes != 0 {
@@ -325,5 +377,52 @@ mod tests {
             error,
             ParamsError::SilenceShorterThanHeartbeat { .. }
         ));
+    }
+
+    #[test]
+    fn demand_shifts_parse_and_are_checked() {
+        let shift: DemandShift = "3:2025-10-06:2".parse().expect("a shift");
+        assert_eq!(
+            shift,
+            DemandShift {
+                lot: 3,
+                from: NaiveDate::from_ymd_opt(2025, 10, 6).expect("valid"),
+                factor: 2.0,
+            }
+        );
+        for bad in [
+            "3:2025-10-06",
+            "x:2025-10-06:2",
+            "3:6 Oct:2",
+            "3:2025-10-06:two",
+            "1:2:3:4",
+        ] {
+            assert!(
+                bad.parse::<DemandShift>().is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        let with = |shift: DemandShift| SimulationParams {
+            demand_shifts: vec![shift],
+            ..SimulationParams::default().lots(4)
+        };
+        assert!(with(shift).check().is_ok());
+        assert!(with(DemandShift { lot: 4, ..shift }).check().is_err());
+        assert!(
+            with(DemandShift {
+                factor: 0.0,
+                ..shift
+            })
+            .check()
+            .is_err()
+        );
+        assert!(
+            with(DemandShift {
+                factor: f64::NAN,
+                ..shift
+            })
+            .check()
+            .is_err()
+        );
     }
 }
