@@ -717,19 +717,12 @@ impl Scoring {
     /// finite rate in [0, 1] refuses the model). Answers switch lot by lot to the new model; a
     /// refused model leaves everything as it was.
     pub fn activate(&self, served: ServedModel) -> Result<Arc<ServedModel>, ScoringError> {
-        let step = served.model.step_minutes();
         let mut guard = self.core();
         let core = &mut *guard;
-        if let Some(expected) = core.step_minutes
-            && expected != step
-        {
-            return Err(ScoringError::Step {
-                name: served.manifest.card.name.clone(),
-                version: served.manifest.version,
-                expected,
-                found: step,
-            });
+        if let Some(expected) = core.step_minutes {
+            check_step(&served, expected)?;
         }
+        let step = served.model.step_minutes();
         let served = Arc::new(served);
         let Prepared {
             states,
@@ -750,30 +743,16 @@ impl Scoring {
             // The candidate is now the model answering.
             core.shadow = None;
         }
-        if let Some(shadow) = &mut core.shadow {
+        if core.shadow.is_some() {
             // Another model answers now: the comparison starts again beside it, from the
             // candidate's next forecasts.
-            let lot_ids: Vec<&str> = self
-                .topology()
-                .lots()
-                .iter()
-                .map(|lot| lot.lot_id.as_str())
-                .collect();
-            let mut active_quality = quality_monitor(&served, &lot_ids, self.quality_config);
-            for (index, lot) in core.lots.iter().enumerate() {
-                if let Some(forecast) = &lot.forecast {
-                    issue_forecast(
-                        &mut active_quality,
-                        &served,
-                        index,
-                        lot_ids[index],
-                        forecast,
-                    );
-                }
+            let active_quality = self.monitor_of_answers(core, &served);
+            let lot_ids = self.topology().lot_ids();
+            if let Some(shadow) = &mut core.shadow {
+                shadow.active_quality = active_quality;
+                shadow.quality = quality_monitor(&shadow.model, &lot_ids, self.quality_config);
+                shadow.stale.fill(true);
             }
-            shadow.active_quality = active_quality;
-            shadow.quality = quality_monitor(&shadow.model, &lot_ids, self.quality_config);
-            shadow.stale.fill(true);
         }
         core.quality = Some(quality);
         core.model = Some(Arc::clone(&served));
@@ -831,12 +810,7 @@ impl Scoring {
         if smoked == 0 {
             smoke_without_history(served)?;
         }
-        let lot_ids: Vec<&str> = self
-            .topology()
-            .lots()
-            .iter()
-            .map(|lot| lot.lot_id.as_str())
-            .collect();
+        let lot_ids = self.topology().lot_ids();
         let mut quality = quality_monitor(served, &lot_ids, self.quality_config);
         for (index, forecast) in forecasts.iter().enumerate() {
             if let Some(forecast) = forecast {
@@ -851,12 +825,23 @@ impl Scoring {
         })
     }
 
+    /// A live-accuracy monitor of `served` holding the forecasts the lots answer with now.
+    fn monitor_of_answers(&self, core: &Core, served: &ServedModel) -> QualityMonitor {
+        let lot_ids = self.topology().lot_ids();
+        let mut monitor = quality_monitor(served, &lot_ids, self.quality_config);
+        for (index, lot) in core.lots.iter().enumerate() {
+            if let Some(forecast) = &lot.forecast {
+                issue_forecast(&mut monitor, served, index, lot_ids[index], forecast);
+            }
+        }
+        monitor
+    }
+
     /// Loads a candidate beside the active model: the same checks as [`Scoring::activate`], its
     /// feature states rebuilt from the same input logs, then every round feeds it the same inputs
     /// and scores its forecasts on the same actuals, through the same code; its answers are never
     /// served. Replaces any earlier candidate. Needs an active model, whose grid it must share.
     pub fn shadow(&self, served: ServedModel) -> Result<Arc<ServedModel>, ScoringError> {
-        let step = served.model.step_minutes();
         let mut guard = self.core();
         let core = &mut *guard;
         let Some(expected) = core.step_minutes else {
@@ -865,14 +850,7 @@ impl Scoring {
                 version: served.manifest.version,
             });
         };
-        if expected != step {
-            return Err(ScoringError::Step {
-                name: served.manifest.card.name.clone(),
-                version: served.manifest.version,
-                expected,
-                found: step,
-            });
-        }
+        check_step(&served, expected)?;
         let served = Arc::new(served);
         let Prepared {
             states,
@@ -881,21 +859,7 @@ impl Scoring {
             ..
         } = self.prepare(core, &served)?;
         let active_quality = match &core.model {
-            Some(active) => {
-                let lot_ids: Vec<&str> = self
-                    .topology()
-                    .lots()
-                    .iter()
-                    .map(|lot| lot.lot_id.as_str())
-                    .collect();
-                let mut monitor = quality_monitor(active, &lot_ids, self.quality_config);
-                for (index, lot) in core.lots.iter().enumerate() {
-                    if let Some(forecast) = &lot.forecast {
-                        issue_forecast(&mut monitor, active, index, lot_ids[index], forecast);
-                    }
-                }
-                monitor
-            }
+            Some(active) => self.monitor_of_answers(core, active),
             // Unreachable: the grid step above comes from an active model.
             None => quality.clone(),
         };
@@ -1302,6 +1266,21 @@ fn applied(input: FeatureInput) -> Applied {
         ),
         FeatureInput::Arrival(at) => Applied::Arrival(at),
         FeatureInput::Departure(at) => Applied::Departure(at),
+    }
+}
+
+/// Refuses a model on another grid than the server samples (`expected` minutes).
+fn check_step(served: &ServedModel, expected: u32) -> Result<(), ScoringError> {
+    let found = served.model.step_minutes();
+    if found == expected {
+        Ok(())
+    } else {
+        Err(ScoringError::Step {
+            name: served.manifest.card.name.clone(),
+            version: served.manifest.version,
+            expected,
+            found,
+        })
     }
 }
 

@@ -99,6 +99,11 @@ impl TopologyIndex {
         &self.lots
     }
 
+    /// The lots' ids in index order.
+    pub fn lot_ids(&self) -> Vec<&str> {
+        self.lots().iter().map(|lot| lot.lot_id.as_str()).collect()
+    }
+
     /// A lot's index.
     pub fn lot(&self, lot_id: &str) -> Option<LotIndex> {
         self.by_id.get(lot_id).copied()
