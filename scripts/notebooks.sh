@@ -122,6 +122,24 @@ step simulate "parkcast simulate" simulate --lots 12 --days 35 --start 2025-12-0
 # The Birmingham preset: backtest, promote, publish out/notebooks/models/birmingham/1/.
 step train "parkcast train" train -w "$data/warehouse" --registry "$data/models"
 
+# The live-quality loop (notebook 04): a city where one street zone's demand doubles from Monday 6
+# October, a model trained until the day before, its live accuracy recomputed from the archive over the
+# week after (the server's own monitor), and the promotion gate's decision on a candidate trained on
+# everything.
+loop="$data/loop"
+loop_train=(--source simulated --step 5 --horizons 15m,1h --max-training-rows 40000 --models gbm --gbm-iterations 80)
+step loop-simulate "parkcast simulate --demand-shift" simulate --lots 8 --days 42 --start 2025-09-01 \
+  --out "$loop/city" --demand-shift 5:2025-10-06:2
+mkdir -p "$loop/before"
+cp -r "$loop/city/." "$loop/before/"
+rm -rf "$loop"/before/fact_*/date=2025-10-0[5-9] "$loop"/before/fact_*/date=2025-10-1[0-9]
+step loop-train "parkcast train (data until 5 Oct)" train -w "$loop/before" --registry "$loop/models" \
+  --name simulated --force "${loop_train[@]}"
+step loop-quality "parkcast models quality" models --registry "$loop/models" quality simulated \
+  -w "$loop/city" --out "$loop/live-quality.csv"
+step loop-retrain "parkcast retrain" retrain -w "$loop/city" --registry "$loop/models" --model simulated \
+  "${loop_train[@]}"
+
 # --- 3. The notebooks ---------------------------------------------------------------------------------
 
 echo "== running notebooks/*.ipynb"

@@ -1,7 +1,7 @@
 //! The live-accuracy alarm on a simulated city with a regime shift: a model trained on the city's
 //! history watches two held-out days (a Sunday and a Monday) fed as the server feeds them (session
-//! events, a grid value, then a forecast, through `serving::quality` and the intervals the server
-//! reads); from 06:00 UTC of the Monday, one lot's occupancy doubles (capped at its capacity). The
+//! events, a grid value, then a forecast, through the server's monitor:
+//! `parkcast_serving::recompute`); from 06:00 UTC of the Monday, one lot's occupancy doubles (capped at its capacity). The
 //! alarm must name that lot within [`DETECT_WITHIN_HOURS`] city hours of the shift, and never
 //! another lot, on either day.
 //!
@@ -17,11 +17,11 @@ use std::path::Path;
 
 use chrono::{NaiveDate, NaiveTime};
 use common::{parkcast, succeeded};
-use parkcast_features::grid::GridValue;
+use parkcast_features::grid::GridSeries;
 use parkcast_inference::registry::Registry;
-use parkcast_serving::live::GRID_HISTORY_MS;
 use parkcast_serving::quality::{HOUR_MS, QualityConfig};
-use parkcast_serving::scoring::{ServedModel, issue_forecast, quality_monitor};
+use parkcast_serving::recompute::recompute;
+use parkcast_serving::scoring::ServedModel;
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::lots::load_lots;
 
@@ -148,82 +148,42 @@ fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() 
     // Monday 06:00 UTC, before the morning rush.
     let shift_ms = held_out_ms + 30 * HOUR_MS;
 
-    let lot_ids: Vec<&str> = lots.keys().map(String::as_str).collect();
-    let mut monitor = quality_monitor(&served, &lot_ids, QualityConfig::default());
-    let mut states: Vec<_> = lots
-        .keys()
-        .map(|lot_id| served.model.new_state(lot_id).expect("a lot of the model"))
-        .collect();
-    let mut instants: Vec<i64> = lots
-        .values()
-        .flat_map(|lot| lot.series.iter().map(|(instant, _)| instant))
-        .filter(|instant| *instant > held_out_ms - GRID_HISTORY_MS)
-        .collect();
-    instants.sort_unstable();
-    instants.dedup();
-    // Session entries and exits, fed in time order before the grid value they precede, as
-    // ingestion delivers them.
-    let mut sessions: Vec<(Vec<i64>, Vec<i64>, usize, usize)> = lots
-        .values()
-        .map(|lot| {
-            let mut arrivals = lot.arrivals_ms.clone();
-            let mut departures = lot.departures_ms.clone();
-            arrivals.sort_unstable();
-            departures.sort_unstable();
-            let from = held_out_ms - GRID_HISTORY_MS;
-            let (a, d) = (
-                arrivals.partition_point(|at| *at <= from),
-                departures.partition_point(|at| *at <= from),
-            );
-            (arrivals, departures, a, d)
-        })
-        .collect();
+    // The archive as the server would have seen it: the shifted lot's occupancy doubled (capped
+    // at its capacity) from the shift on.
+    let mut shifted_lots = lots.clone();
+    let lot = shifted_lots
+        .values_mut()
+        .nth(shifted)
+        .expect("the shifted lot");
+    let mut series = GridSeries::new(lot.series.step_ms(), lot.series.timezone());
+    for (instant, value) in lot.series.iter() {
+        let occupied = if instant >= shift_ms {
+            (2.0 * value.occupied).min(value.capacity)
+        } else {
+            value.occupied
+        };
+        series.push(instant, occupied, value.capacity);
+    }
+    lot.series = series;
+
+    // Judged once per hour, as often as the alarm can change.
     let mut named_at = None;
-    let mut last_judged_hour = i64::MIN;
-    for instant in instants {
-        for (index, (lot_id, lot)) in lots.iter().enumerate() {
-            let Some(mut value) = lot.series.at(instant) else {
-                continue;
-            };
-            if index == shifted && instant >= shift_ms {
-                value = GridValue {
-                    occupied: (2.0 * value.occupied).min(value.capacity),
-                    ..value
-                };
-            }
-            let state = &mut states[index];
-            let (arrivals, departures, next_arrival, next_departure) = &mut sessions[index];
-            while *next_arrival < arrivals.len() && arrivals[*next_arrival] <= instant {
-                state.push_arrival(arrivals[*next_arrival]);
-                *next_arrival += 1;
-            }
-            while *next_departure < departures.len() && departures[*next_departure] <= instant {
-                state.push_departure(departures[*next_departure]);
-                *next_departure += 1;
-            }
-            state.push_value(instant, value);
-            if instant < held_out_ms {
-                continue;
-            }
-            monitor.observe(index, instant, value.rate());
-            if let Some(forecast) = served.model.forecast(state) {
-                issue_forecast(&mut monitor, &served, index, lot_id, &forecast);
-            }
-        }
-        // Judged once per hour, as often as the alarm can change.
-        let hour = instant.div_euclid(HOUR_MS);
-        if instant >= held_out_ms && hour != last_judged_hour {
-            last_judged_hour = hour;
-            for drift in monitor.drift(instant) {
+    recompute(
+        &served,
+        &shifted_lots,
+        (held_out_ms, i64::MAX),
+        QualityConfig::default(),
+        |now_ms, monitor| {
+            for drift in monitor.drift(now_ms) {
                 let Some(lot) = drift.lot else { continue };
                 assert_eq!(
                     lot, shifted,
-                    "lot {lot} named at {instant} ({drift:?}), only {shifted} shifted"
+                    "lot {lot} named at {now_ms} ({drift:?}), only {shifted} shifted"
                 );
-                named_at.get_or_insert(instant);
+                named_at.get_or_insert(now_ms);
             }
-        }
-    }
+        },
+    );
     let named_at = named_at.expect("the shifted lot was never named");
     assert!(
         named_at >= shift_ms && named_at - shift_ms <= DETECT_WITHIN_HOURS * HOUR_MS,

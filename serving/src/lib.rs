@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod models;
 pub mod pricing;
 pub mod quality;
+pub mod recompute;
 pub mod requests;
 pub mod scoring;
 pub mod server;

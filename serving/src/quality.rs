@@ -394,6 +394,20 @@ impl QualityMonitor {
         }
     }
 
+    /// The horizons judged, minutes.
+    pub fn horizons(&self) -> &[u32] {
+        &self.horizons
+    }
+
+    /// What lot `lot` is held to at horizon `index` in the hour starting at `hour_start_ms`: its
+    /// own backtest MAE for that day type and local hour, else over the day (NaN: unknown, the
+    /// city's then).
+    pub fn reference(&self, lot: usize, index: usize, hour_start_ms: i64) -> f64 {
+        self.references.get(lot).map_or(f64::NAN, |reference| {
+            reference.at(index, reference.slot(hour_start_ms))
+        })
+    }
+
     /// Forecasts kept and scores held, for the memory figure.
     pub fn held(&self) -> (usize, usize) {
         self.lots.iter().fold((0, 0), |(issued, scores), lot| {

@@ -1284,7 +1284,10 @@ fn check_step(served: &ServedModel, expected: u32) -> Result<(), ScoringError> {
     }
 }
 
-fn check_forecast(served: &ServedModel, forecast: &LotForecast) -> Result<(), ScoringError> {
+pub(crate) fn check_forecast(
+    served: &ServedModel,
+    forecast: &LotForecast,
+) -> Result<(), ScoringError> {
     let smoke = |reason: String| ScoringError::Smoke {
         name: served.manifest.card.name.clone(),
         version: served.manifest.version,

@@ -43,6 +43,31 @@ pub enum ModelsCommand {
     Shadow(ActivateArgs),
     /// Ask a running server to stop scoring the candidate in shadow (ClearShadow).
     Unshadow(AdminArgs),
+    /// Recompute a version's live accuracy from the warehouse (the archive of the live streams):
+    /// the server's monitor fed the archived values in the order the server met them, every hour's
+    /// MAE per horizon, city-wide and per lot, against the lot's backtest reference, and the drift
+    /// alarm, written as CSV; a summary table and the drift episodes printed.
+    Quality(QualityArgs),
+}
+
+/// Arguments of `parkcast models quality`.
+#[derive(Debug, Args)]
+pub struct QualityArgs {
+    /// The model line.
+    pub name: String,
+    /// The version (default: the newest).
+    pub version: Option<u32>,
+    #[command(flatten)]
+    pub location: super::args::WarehouseLocation,
+    /// First local date scored (default: the day after the model's training data ends).
+    #[arg(long)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last local date scored, inclusive (default: the data's last).
+    #[arg(long)]
+    pub to: Option<chrono::NaiveDate>,
+    /// The CSV written: one row per hour, horizon and lot (`lot_id` empty: the city).
+    #[arg(long, default_value = "out/live-quality.csv")]
+    pub out: PathBuf,
 }
 
 /// Arguments of an admin call that names no version.
@@ -100,7 +125,171 @@ pub fn run(args: ModelsArgs) -> Result<()> {
         ModelsCommand::Activate(activate_args) => activate(&activate_args),
         ModelsCommand::Shadow(shadow_args) => shadow(&shadow_args),
         ModelsCommand::Unshadow(admin_args) => unshadow(&admin_args),
+        ModelsCommand::Quality(quality_args) => quality(&registry, &quality_args),
     }
+}
+
+/// Recomputes a version's live accuracy over days of the warehouse (`parkcast models quality`).
+fn quality(registry: &Registry, args: &QualityArgs) -> Result<()> {
+    use std::fmt::Write as _;
+
+    use parkcast_serving::quality::{HOUR_MS, QualityConfig};
+    use parkcast_serving::scoring::ServedModel;
+
+    let version = match args.version {
+        Some(version) => version,
+        None => registry
+            .latest(&args.name)?
+            .with_context(|| format!("no version of {} in the registry", args.name))?,
+    };
+    let (manifest, bytes) = registry
+        .load(&args.name, version, None)
+        .with_context(|| format!("failed to load {} v{version}", args.name))?;
+    let served = ServedModel::decode(manifest, &bytes)
+        .with_context(|| format!("{} v{version} does not load", args.name))?;
+    let warehouse = args.location.open()?;
+    let lots = parkcast_warehouse::lots::load_lots(
+        &warehouse,
+        &served.manifest.card.source,
+        served.model.step_minutes(),
+    )
+    .context("failed to load the lots")?;
+    let timezone = lots
+        .values()
+        .next()
+        .map(|lot| lot.series.timezone())
+        .context("the warehouse has no lot of the model's source")?;
+    let from = args
+        .from
+        .unwrap_or(served.manifest.card.training_end + chrono::Days::new(1));
+    let from_ms = parkcast_localtime::day_start_ms(timezone, from);
+    let until_ms = match args.to {
+        Some(to) => parkcast_localtime::day_start_ms(timezone, to + chrono::Days::new(1)),
+        None => i64::MAX,
+    };
+    let lot_ids: Vec<&String> = lots.keys().collect();
+    let mut csv = String::from(
+        "hour_end_ms,horizon_minutes,lot_id,pairs,mae_rate,coverage_80,reference_mae,drifting\n",
+    );
+    // Drift episodes: (lot or city, horizon) -> (first named, last named).
+    let mut episodes: std::collections::BTreeMap<(String, u32), (i64, i64)> =
+        std::collections::BTreeMap::new();
+    let monitor = parkcast_serving::recompute::recompute(
+        &served,
+        &lots,
+        (from_ms, until_ms),
+        QualityConfig::default(),
+        |now_ms, monitor| {
+            let hour_end = now_ms.div_euclid(HOUR_MS) * HOUR_MS;
+            let drifting = monitor.drift(now_ms);
+            for drift in &drifting {
+                let who = drift
+                    .lot
+                    .map_or_else(String::new, |lot| lot_ids[lot].clone());
+                let episode = episodes
+                    .entry((who, drift.horizon_minutes))
+                    .or_insert((now_ms, now_ms));
+                episode.1 = now_ms;
+            }
+            for (index, quality) in monitor
+                .summary(hour_end)
+                .iter()
+                .filter(|quality| quality.window == "hour")
+                .enumerate()
+            {
+                let named = |lot: Option<usize>| {
+                    drifting.iter().any(|drift| {
+                        drift.lot == lot && drift.horizon_minutes == quality.horizon_minutes
+                    })
+                };
+                let _ = writeln!(
+                    csv,
+                    "{hour_end},{},,{},{},{},{},{}",
+                    quality.horizon_minutes,
+                    quality.city.pairs,
+                    quality.city.mae(),
+                    quality.city.coverage(),
+                    quality.backtest_mae,
+                    named(None)
+                );
+                for (lot, tally) in quality.lots.iter().enumerate() {
+                    let _ = writeln!(
+                        csv,
+                        "{hour_end},{},{},{},{},{},{},{}",
+                        quality.horizon_minutes,
+                        lot_ids[lot],
+                        tally.pairs,
+                        tally.mae(),
+                        tally.coverage(),
+                        monitor.reference(lot, index, hour_end - HOUR_MS),
+                        named(Some(lot))
+                    );
+                }
+            }
+        },
+    );
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
+    }
+    std::fs::write(&args.out, csv)
+        .with_context(|| format!("failed to write {}", args.out.display()))?;
+    println!(
+        "{} v{version} recomputed from {} on, {} lots: the last day's live accuracy",
+        args.name,
+        from,
+        lots.len()
+    );
+    let mut table = parkcast_tables::new_table(&[
+        "horizon",
+        "scored",
+        "live MAE",
+        "backtest MAE",
+        "80% covers",
+    ]);
+    let last_ms = lots
+        .values()
+        .filter_map(|lot| lot.series.iter().last().map(|(instant, _)| instant))
+        .max()
+        .unwrap_or(from_ms)
+        .min(until_ms);
+    for quality in monitor
+        .summary(last_ms)
+        .iter()
+        .filter(|quality| quality.window == "day")
+    {
+        table.add_row(vec![
+            format!("{} min", quality.horizon_minutes),
+            quality.city.pairs.to_string(),
+            format!("{:.4}", quality.city.mae()),
+            format!("{:.4}", quality.backtest_mae),
+            format!("{:.1}%", 100.0 * quality.city.coverage()),
+        ]);
+    }
+    println!("{table}");
+    if episodes.is_empty() {
+        println!("no drift alarm over the period");
+    }
+    for ((who, minutes), (first, last)) in &episodes {
+        let when = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+                || ms.to_string(),
+                |time| time.format("%Y-%m-%d %H:%M UTC").to_string(),
+            )
+        };
+        println!(
+            "drift: {} at {minutes} min, named from {} to {}",
+            if who.is_empty() {
+                "the city".to_owned()
+            } else {
+                format!("lot {who}")
+            },
+            when(*first),
+            when(*last)
+        );
+    }
+    println!("hourly figures written to {}", args.out.display());
+    Ok(())
 }
 
 /// Calls `ShadowModel` with the bearer token and prints the candidate, or the refusal.

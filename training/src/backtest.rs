@@ -1193,9 +1193,21 @@ impl LotTally {
         day.1 += 1;
     }
 
-    /// Folds the daily sums into the hourly tallies' spread (a lot's days lie in one part).
+    /// Folds the daily sums into the hourly tallies' spread (a lot's days lie in one part). A day
+    /// with fewer than half the pairs of the lot's fullest day (a sensor outage, the window's
+    /// partial first or last day) is left out: its MAE rests on a few hours and would pass for a
+    /// bad day.
     fn close_days(&mut self) {
-        for ((model, horizon, _), (sum, pairs)) in std::mem::take(&mut self.by_day) {
+        let days = std::mem::take(&mut self.by_day);
+        let mut fullest: BTreeMap<(usize, u32), u32> = BTreeMap::new();
+        for ((model, horizon, _), (_, pairs)) in &days {
+            let most = fullest.entry((*model, *horizon)).or_default();
+            *most = (*most).max(*pairs);
+        }
+        for ((model, horizon, _), (sum, pairs)) in days {
+            if pairs * 2 < fullest[&(model, horizon)] {
+                continue;
+            }
             self.by_hour
                 .entry((model, horizon))
                 .or_default()
