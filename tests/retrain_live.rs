@@ -8,6 +8,7 @@
 //!    serving model live over the same period and the gate activates it;
 //! 3. day C on the promoted model: the alarm names no lot at any hour, and the server's live figures
 //!    equal a recomputation from the warehouse (`serving::recompute`) pair for pair.
+
 mod common;
 
 use std::collections::BTreeSet;

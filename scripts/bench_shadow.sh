@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# What a candidate in shadow (issue 16) costs a running server: request latency (`bench grpc`'s
+# sweep) and produce -> visible, with and without a shadow, on one server, broker, city and model,
+# alternated (without, with, without, with) so a shared machine's drift shows. The live-accuracy
+# monitor runs in every phase (it is always on); the shadow adds a second model's feature states,
+# forecasts and monitor in the scorer. Prints one table.
+#
+#   bash scripts/bench_shadow.sh WAREHOUSE MODELS
+#
+# WAREHOUSE and MODELS come from `parkcast demo --no-real-data --out W --models M`. The shadowed
+# candidate is the active version itself (its cost is a model's, whichever). Needs noida-db
+# (NOIDA_BIN, or the venv scripts/test.sh makes in target/kafka-venv). NO_VISIBILITY=1 skips the
+# produce -> visible part (on 2026-12-06 its priming step timed out against this server: to
+# investigate).
+set -euo pipefail
+
+WAREHOUSE=$1 MODELS=$2
+BIN=${BIN:-target/debug/parkcast}
+RATES=${RATES:-2000,5000,10000}
+START=${START:-$("$BIN" --quiet warehouse -w "$WAREHOUSE" 2>/dev/null |
+    awk -F"┆" '/fact_slot_status/ { gsub(/[ │]/, "", $6); print $6 "T06:00:00Z" }')}
+NOIDA_BIN=${NOIDA_BIN:-$(target/kafka-venv/bin/python -c \
+    'import os, noida_db; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))')}
+TOKEN=bench-shadow-token
+WORK=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+BROKER_PORT=$(free_port)
+"$NOIDA_BIN" start --only kafka --kafka-port "$BROKER_PORT" --data-dir "$WORK/broker" >"$WORK/broker.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$BROKER_PORT") 2>/dev/null && break; sleep 0.1; done
+BOOTSTRAP=127.0.0.1:$BROKER_PORT
+
+metric() { # metric ADDRESS NAME: the sum of the samples of NAME, any labels (0 if absent)
+    curl -s "http://$1/metrics" |
+        awk -v name="$2" '$1 == name || index($1, name "{") == 1 { sum += $2 } END { print sum + 0 }'
+}
+thread_ticks() { # thread_ticks PID NAME: CPU ticks of the process's threads named NAME
+    for task in /proc/"$1"/task/*; do
+        if [ "$(cat "$task/comm")" = "$2" ]; then awk '{ print $14 + $15 }' "$task/stat"; fi
+    done | awk '{ sum += $1 } END { print sum + 0 }'
+}
+row() { # row FILE FIRST_CELL COLUMN: a cell of the bench table row starting with FIRST_CELL
+    awk -F'┆' -v first="$2" -v column="$3" '$1 ~ "│ *" first " *$" { gsub(/[│ ]/, "", $column); print $column; exit }' "$1"
+}
+
+prefix="bench-shadow-$RANDOM"
+"$BIN" --quiet replay --from "$WAREHOUSE" --speed max --start "$START" \
+    --bootstrap "$BOOTSTRAP" --topic-prefix "$prefix" --create-topics 4 >"$WORK/replay.log" 2>&1
+grpc=127.0.0.1:$(free_port) metrics=127.0.0.1:$(free_port)
+PARKCAST_LOG=warn "$BIN" --quiet serve -w "$WAREHOUSE" --registry "$MODELS" --model simulated \
+    --clock stream --history-until "$START" --bootstrap "$BOOTSTRAP" --topic-prefix "$prefix" \
+    --group "$prefix" --state-dir "$WORK/state" --grpc-addr "$grpc" --metrics-addr "$metrics" \
+    --admin-token "$TOKEN" >"$WORK/serve.log" 2>&1 &
+server=$!
+PIDS+=("$server")
+last=-1
+for _ in $(seq 300); do
+    sleep 2
+    handled=$(metric "$metrics" parkcast_ingest_events_total)
+    [ "$handled" = "$last" ] && [ "$handled" != 0 ] && break
+    last=$handled
+done
+version=$("$BIN" --quiet models --registry "$MODELS" list | awk -F'┆' '/simulated/ { gsub(/[│ ]/, "", $2); v = $2 } END { print v }')
+
+printf '\n| phase | p99 at 2,000/s | p99 at 5,000/s | p99 at 10,000/s | visible p50 / p99 at 10,000 events/s | scorer CPU, %% of a core |\n'
+printf '| --- | --- | --- | --- | --- | --- |\n'
+for phase in without with without with; do
+    if [ "$phase" = with ]; then
+        PARKCAST_ADMIN_TOKEN=$TOKEN "$BIN" --quiet models shadow simulated "$version" --addr "http://$grpc" >/dev/null
+    fi
+    scorer_before=$(thread_ticks "$server" parkcast-scorin)
+    started=$(date +%s.%N)
+    visibility=()
+    if [ -z "${NO_VISIBILITY:-}" ]; then
+        visibility=(--bootstrap "$BOOTSTRAP" --topic-prefix "$prefix" --event-rate 10000 --visibility-seconds 10)
+    fi
+    "$BIN" --quiet bench grpc --addr "http://$grpc" -w "$WAREHOUSE" --rates "$RATES" --seconds 3 \
+        "${visibility[@]}" >"$WORK/bench-$phase.txt" 2>"$WORK/bench-$phase.err" || { cat "$WORK/bench-$phase.err" "$WORK/serve.log" >&2; exit 1; }
+    elapsed=$(echo "$(date +%s.%N) - $started" | bc -l)
+    scorer_after=$(thread_ticks "$server" parkcast-scorin)
+    scorer=$(echo "100 * ($scorer_after - $scorer_before) / $(getconf CLK_TCK) / $elapsed" | bc -l)
+    printf '| %s shadow | %s | %s | %s | %s / %s | %.2f |\n' "$phase" \
+        "$(row "$WORK/bench-$phase.txt" "2,000" 5)" "$(row "$WORK/bench-$phase.txt" "5,000" 5)" \
+        "$(row "$WORK/bench-$phase.txt" "10,000" 5)" \
+        "$(row "$WORK/bench-$phase.txt" p50 2)" "$(row "$WORK/bench-$phase.txt" p99 2)" "$scorer"
+    if [ "$phase" = with ]; then
+        PARKCAST_ADMIN_TOKEN=$TOKEN "$BIN" --quiet models unshadow --addr "http://$grpc" >/dev/null
+    fi
+done
+cp "$WORK"/bench-*.txt "${KEEP:-/tmp}/" 2>/dev/null || true
