@@ -7,23 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{parkcast, succeeded};
-
-/// The training flags of both the serving model and the candidates.
-const TRAIN: [&str; 12] = [
-    "--source",
-    "simulated",
-    "--step",
-    "5",
-    "--horizons",
-    "15m,1h",
-    "--max-training-rows",
-    "40000",
-    "--models",
-    "gbm",
-    "--gbm-iterations",
-    "80",
-];
+use common::{LOOP_TRAIN, copy_until, parkcast, succeeded};
 
 /// A simulated city of 8 lots x 42 days from 1 September 2025, with `extra` flags.
 fn simulate(out: &Path, extra: &[&str]) {
@@ -45,27 +29,6 @@ fn simulate(out: &Path, extra: &[&str]) {
     succeeded(&parkcast(&args));
 }
 
-/// Copies a warehouse without the fact partitions dated `from` or later.
-fn copy_until(from_root: &Path, to_root: &Path, from: &str) {
-    for entry in std::fs::read_dir(from_root).expect("a folder") {
-        let path = entry.expect("an entry").path();
-        let name = path.file_name().expect("a name").to_owned();
-        let target = to_root.join(&name);
-        if path.is_dir() {
-            let dated = name
-                .to_str()
-                .and_then(|name| name.strip_prefix("date="))
-                .is_some_and(|date| date >= from);
-            if !dated {
-                std::fs::create_dir_all(&target).expect("a folder");
-                copy_until(&path, &target, from);
-            }
-        } else {
-            std::fs::copy(&path, &target).expect("a copy");
-        }
-    }
-}
-
 fn retrain(city: &Path, registry: &Path, extra: &[&str]) -> String {
     let city = city.display().to_string();
     let registry = registry.display().to_string();
@@ -78,7 +41,7 @@ fn retrain(city: &Path, registry: &Path, extra: &[&str]) -> String {
         "--model",
         "simulated",
     ];
-    args.extend_from_slice(&TRAIN);
+    args.extend_from_slice(&LOOP_TRAIN);
     args.extend_from_slice(extra);
     succeeded(&parkcast(&args))
 }
@@ -110,7 +73,7 @@ fn the_gate_passes_a_candidate_that_learned_a_shift_and_refuses_one_that_learned
         &registry_arg,
         "--force",
     ];
-    args.extend_from_slice(&TRAIN);
+    args.extend_from_slice(&LOOP_TRAIN);
     succeeded(&parkcast(&args));
 
     // A candidate trained on everything: its backtest over the days since the serving model was
@@ -153,7 +116,7 @@ fn the_gate_passes_a_candidate_that_learned_a_shift_and_refuses_one_that_learned
         "simulated-candidate",
         "--force",
     ];
-    args.extend_from_slice(&TRAIN);
+    args.extend_from_slice(&LOOP_TRAIN);
     succeeded(&parkcast(&args));
     let out = retrain(&city, &registry, &["--candidate-version", "2"]);
     assert!(out.contains(": FAILED (mean improvement -"), "{out}");

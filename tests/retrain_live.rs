@@ -12,14 +12,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use common::{parkcast, succeeded};
+use common::{LOOP_TRAIN, copy_until, parkcast, succeeded};
 use parkcast_proto::v1::models_server::ModelsServer;
 use parkcast_serving::grpc::ModelsService;
 use parkcast_serving::live::{FeatureInput, GridRule, LotChange, LotSnapshot};
@@ -31,21 +30,6 @@ use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::lots::{LotInputs, load_lots};
 
 const TOKEN: &str = "retrain-test-token";
-
-const TRAIN: [&str; 12] = [
-    "--source",
-    "simulated",
-    "--step",
-    "5",
-    "--horizons",
-    "15m,1h",
-    "--max-training-rows",
-    "40000",
-    "--models",
-    "gbm",
-    "--gbm-iterations",
-    "80",
-];
 
 /// Ingestion's side as the scorer reads it: changes the test queues, taken in order.
 struct Feed {
@@ -77,27 +61,6 @@ impl LiveSource for Feed {
 
     fn caught_up(&self) -> bool {
         true
-    }
-}
-
-/// Copies a warehouse without the fact partitions dated `from` or later.
-fn copy_until(from_root: &Path, to_root: &Path, from: &str) {
-    for entry in std::fs::read_dir(from_root).expect("a folder") {
-        let path = entry.expect("an entry").path();
-        let name = path.file_name().expect("a name").to_owned();
-        let target = to_root.join(&name);
-        if path.is_dir() {
-            let dated = name
-                .to_str()
-                .and_then(|name| name.strip_prefix("date="))
-                .is_some_and(|date| date >= from);
-            if !dated {
-                std::fs::create_dir_all(&target).expect("a folder");
-                copy_until(&path, &target, from);
-            }
-        } else {
-            std::fs::copy(&path, &target).expect("a copy");
-        }
     }
 }
 
@@ -238,7 +201,7 @@ fn retrain_promotes_a_candidate_better_live_in_shadow_and_the_alarm_clears() {
         "simulated",
         "--force",
     ];
-    args.extend_from_slice(&TRAIN);
+    args.extend_from_slice(&LOOP_TRAIN);
     succeeded(&parkcast(&args));
     // What the archive holds when retrain runs: data until 13 October, a week after the shift.
     let archive = dir.path().join("archive");
@@ -334,7 +297,7 @@ fn retrain_promotes_a_candidate_better_live_in_shadow_and_the_alarm_clears() {
         "--shadow-wait",
         "10m",
     ];
-    args.extend_from_slice(&TRAIN);
+    args.extend_from_slice(&LOOP_TRAIN);
     let mut child = Command::new(env!("CARGO_BIN_EXE_parkcast"))
         .args(&args)
         .env("PARKCAST_ADMIN_TOKEN", TOKEN)

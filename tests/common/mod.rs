@@ -82,3 +82,42 @@ pub fn import_town(dir: &Path) -> (String, String) {
     ]));
     (warehouse, stdout)
 }
+
+/// The training flags of the live-quality loop's tests: trees on a 5-minute grid, 15 min and 1 h
+/// ahead, small enough to train a simulated city of 8 lots in seconds.
+pub const LOOP_TRAIN: [&str; 12] = [
+    "--source",
+    "simulated",
+    "--step",
+    "5",
+    "--horizons",
+    "15m,1h",
+    "--max-training-rows",
+    "40000",
+    "--models",
+    "gbm",
+    "--gbm-iterations",
+    "80",
+];
+
+/// Copies a warehouse without the fact partitions dated `from` (`YYYY-MM-DD`) or later: the data
+/// a model trained on that day would have had.
+pub fn copy_until(from_root: &Path, to_root: &Path, from: &str) {
+    for entry in std::fs::read_dir(from_root).expect("a folder") {
+        let path = entry.expect("an entry").path();
+        let name = path.file_name().expect("a name").to_owned();
+        let target = to_root.join(&name);
+        if path.is_dir() {
+            let dated = name
+                .to_str()
+                .and_then(|name| name.strip_prefix("date="))
+                .is_some_and(|date| date >= from);
+            if !dated {
+                std::fs::create_dir_all(&target).expect("a folder");
+                copy_until(&path, &target, from);
+            }
+        } else {
+            std::fs::copy(&path, &target).expect("a copy");
+        }
+    }
+}
