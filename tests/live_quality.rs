@@ -13,7 +13,6 @@
 
 mod common;
 
-
 use chrono::{NaiveDate, NaiveTime};
 use common::{LOOP_TRAIN, copy_until, parkcast, succeeded};
 use parkcast_features::grid::GridSeries;
