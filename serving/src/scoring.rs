@@ -810,13 +810,7 @@ impl Scoring {
         if smoked == 0 {
             smoke_without_history(served)?;
         }
-        let lot_ids = self.topology().lot_ids();
-        let mut quality = quality_monitor(served, &lot_ids, self.quality_config);
-        for (index, forecast) in forecasts.iter().enumerate() {
-            if let Some(forecast) = forecast {
-                issue_forecast(&mut quality, served, index, lot_ids[index], forecast);
-            }
-        }
+        let quality = self.monitor_holding(served, forecasts.iter().map(Option::as_deref));
         Ok(Prepared {
             states,
             forecasts,
@@ -825,16 +819,25 @@ impl Scoring {
         })
     }
 
-    /// A live-accuracy monitor of `served` holding the forecasts the lots answer with now.
-    fn monitor_of_answers(&self, core: &Core, served: &ServedModel) -> QualityMonitor {
+    /// A live-accuracy monitor of `served` holding `forecasts` (one per lot, in index order).
+    fn monitor_holding<'a>(
+        &self,
+        served: &ServedModel,
+        forecasts: impl IntoIterator<Item = Option<&'a LotForecast>>,
+    ) -> QualityMonitor {
         let lot_ids = self.topology().lot_ids();
         let mut monitor = quality_monitor(served, &lot_ids, self.quality_config);
-        for (index, lot) in core.lots.iter().enumerate() {
-            if let Some(forecast) = &lot.forecast {
+        for (index, forecast) in forecasts.into_iter().enumerate() {
+            if let Some(forecast) = forecast {
                 issue_forecast(&mut monitor, served, index, lot_ids[index], forecast);
             }
         }
         monitor
+    }
+
+    /// A live-accuracy monitor of `served` holding the forecasts the lots answer with now.
+    fn monitor_of_answers(&self, core: &Core, served: &ServedModel) -> QualityMonitor {
+        self.monitor_holding(served, core.lots.iter().map(|lot| lot.forecast.as_deref()))
     }
 
     /// Loads a candidate beside the active model: the same checks as [`Scoring::activate`], its
