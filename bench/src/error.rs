@@ -32,6 +32,17 @@ pub enum Error {
     /// No probe per second.
     #[error("--probes must be at least 1")]
     NoProbes,
+    /// `--sweep-under-load` without a broker to load.
+    #[error("--sweep-under-load needs the broker (--bootstrap) and --warehouse")]
+    LoadNeedsBroker,
+    /// The event clock's rate is out of range.
+    #[error("--clock-rate must be from 1 to {max}, not {rate}")]
+    ClockRate {
+        /// The rate asked for.
+        rate: u32,
+        /// The fastest allowed.
+        max: u32,
+    },
     /// Neither lots nor a warehouse listing them.
     #[error("give --lots or --warehouse (the lots the server serves)")]
     NoLots,

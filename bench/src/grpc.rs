@@ -19,7 +19,8 @@ use crate::sweep::{
 };
 use crate::table::{millis, thousands};
 use crate::visibility::{
-    TARGET_EVENT_RATE, TARGET_VISIBLE_P99, VisibilityRow, visibility, visibility_table,
+    MAX_CLOCK_RATE, TARGET_EVENT_RATE, TARGET_VISIBLE_P99, VisibilityLoad, VisibilityRow,
+    start_stream, visibility_table,
 };
 use crate::{Error, Report};
 
@@ -77,6 +78,18 @@ pub struct GrpcOptions {
     /// Seconds of the produce -> visible part.
     #[arg(long, default_value_t = 10.0)]
     pub visibility_seconds: f64,
+    /// How fast the readings' event times advance, in server-clock seconds per wall second,
+    /// starting from the server's clock. Above 1 only against a server on `--clock stream` (a
+    /// wall-clock server refuses readings from its future): its forecasting grid then steps that
+    /// much more often, so the scorer works (for the active model, its monitor and any shadow)
+    /// while the delay is measured.
+    #[arg(long, default_value_t = 1)]
+    pub clock_rate: u32,
+    /// Start the produce -> visible part's stream (priming, then heartbeats) before the sweep, so
+    /// the sweep measures a server that ingests (and, with `--clock-rate`, scores) while it
+    /// answers; the probes follow the sweep as usual. Needs the broker.
+    #[arg(long)]
+    pub sweep_under_load: bool,
 }
 
 impl GrpcOptions {
@@ -94,6 +107,9 @@ impl GrpcOptions {
         if self.sweep && !(self.seconds.is_finite() && self.seconds > 0.0) {
             return Err(Error::SweepSeconds(self.seconds));
         }
+        if self.sweep_under_load && self.kafka.is_none() {
+            return Err(Error::LoadNeedsBroker);
+        }
         if let Some(kafka) = &self.kafka {
             if self.warehouse.is_none() {
                 return Err(Error::VisibilityNeedsWarehouse);
@@ -104,6 +120,12 @@ impl GrpcOptions {
             }
             if self.probes == 0 {
                 return Err(Error::NoProbes);
+            }
+            if !(1..=MAX_CLOCK_RATE).contains(&self.clock_rate) {
+                return Err(Error::ClockRate {
+                    rate: self.clock_rate,
+                    max: MAX_CLOCK_RATE,
+                });
             }
         }
         Ok(())
@@ -143,6 +165,32 @@ pub fn grpc(options: &GrpcOptions) -> Result<Report, Error> {
         thousands(lots.len() as u64),
         logical_cores()
     ));
+    let load = VisibilityLoad {
+        event_rate: options.event_rate,
+        // Checked by validate() whenever there is a broker, the only case it is used in.
+        duration: visibility_duration(options.visibility_seconds).unwrap_or_default(),
+        probes_per_second: options.probes,
+        clock_rate: options.clock_rate,
+    };
+    let stream_source = match (&options.kafka, &topology) {
+        (Some(kafka), Some(lots_and_slots)) => Some((kafka, lots_and_slots)),
+        _ => None,
+    };
+    let start = |(kafka, lots_and_slots): (&KafkaConfig, &LotsAndSlots)| {
+        runtime.block_on(start_stream(kafka, &options.addr, lots_and_slots, &load))
+    };
+    let mut stream = None;
+    if options.sweep_under_load
+        && let Some(source) = stream_source
+    {
+        stream = Some(start(source)?);
+        report.push(format_args!(
+            "the sweep runs while {}/s heartbeats flow on {} at {} x the server's clock",
+            thousands(u64::from(load.event_rate)),
+            source.0.topics.sensor,
+            load.clock_rate
+        ));
+    }
     let rows = if options.sweep {
         let rows = runtime.block_on(async {
             let horizons = if options.now_only {
@@ -180,26 +228,21 @@ pub fn grpc(options: &GrpcOptions) -> Result<Report, Error> {
     } else {
         Vec::new()
     };
-    let visible = match (&options.kafka, &topology) {
-        (Some(kafka), Some(lots_and_slots)) => {
+    let visible = match stream_source {
+        Some(source) => {
             report.push(format_args!(
                 "produce -> visible on {} via {}",
-                kafka.topics.sensor, kafka.bootstrap_servers
+                source.0.topics.sensor, source.0.bootstrap_servers
             ));
-            let duration = visibility_duration(options.visibility_seconds)
-                .ok_or(Error::VisibilitySeconds(options.visibility_seconds))?;
-            let row = runtime.block_on(visibility(
-                kafka,
-                &options.addr,
-                lots_and_slots,
-                options.event_rate,
-                duration,
-                options.probes,
-            ))?;
+            let stream = match stream.take() {
+                Some(stream) => stream,
+                None => start(source)?,
+            };
+            let row = runtime.block_on(stream.measure())?;
             report.push(visibility_table(&row));
             Some(row)
         }
-        _ => None,
+        None => None,
     };
     report.push(verdict(&rows, visible.as_ref()));
     Ok(report)
@@ -337,6 +380,8 @@ mod tests {
             event_rate: 10_000,
             probes: 20,
             visibility_seconds: 10.0,
+            clock_rate: 1,
+            sweep_under_load: false,
         }
     }
 
@@ -387,6 +432,26 @@ mod tests {
             ..options()
         };
         assert!(matches!(no_probe.validate(), Err(Error::NoProbes)));
+        let load_without_broker = GrpcOptions {
+            sweep_under_load: true,
+            ..options()
+        };
+        assert!(matches!(
+            load_without_broker.validate(),
+            Err(Error::LoadNeedsBroker)
+        ));
+        for clock_rate in [0, MAX_CLOCK_RATE + 1] {
+            let bad_clock = GrpcOptions {
+                kafka: Some(KafkaConfig::default()),
+                warehouse: Some(PathBuf::from("out/warehouse")),
+                clock_rate,
+                ..options()
+            };
+            assert!(matches!(
+                bad_clock.validate(),
+                Err(Error::ClockRate { rate, .. }) if rate == clock_rate
+            ));
+        }
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! benchmark chose, and the run waits until the server shows it: from then on each probe lot's
 //! expected occupied count is known exactly. This overwrites the live picture of the served lots,
 //! so run it against a server no other producer feeds.
+//!
+//! Event times follow the server's clock, not the bench machine's: a server replaying the past
+//! (`serve --clock stream`) refuses readings far ahead of the newest it has seen (`far_future`)
+//! until several lots agree, so readings stamped with today's wall time lost the first lots'
+//! priming and left them unknown. The bench reads the server's `as_of_ms` first and stamps from
+//! there, optionally faster than real time ([`EventClock`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,12 +45,68 @@ const PROBE_POLL: Duration = Duration::from_millis(1);
 const MAX_PROBE_LOTS: usize = 64;
 /// How long the server may take to show the priming readings.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The fastest event clock asked for (an hour of stream time per second).
+pub(crate) const MAX_CLOCK_RATE: u32 = 3_600;
+
+/// How hard the produce -> visible part pushes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct VisibilityLoad {
+    /// Heartbeats per second.
+    pub event_rate: u32,
+    /// How long probes are started.
+    pub duration: Duration,
+    /// Probes (flips) started per second.
+    pub probes_per_second: u32,
+    /// Stream milliseconds per wall millisecond of the readings' event times.
+    pub clock_rate: u32,
+}
+
+/// The event times the bench stamps: the server's clock when the run started, advancing
+/// `rate` times as fast as the wall clock. Against a server on `--clock stream` a rate above 1
+/// moves its clock, so its forecasting grid steps (and the scorer's work for the active model, its
+/// monitor and any shadow) come that much more often during the measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EventClock {
+    wall_origin_ms: i64,
+    server_origin_ms: i64,
+    rate: i64,
+}
+
+impl EventClock {
+    /// A clock from the server's `as_of_ms` (the wall clock when the server has none yet).
+    fn from_server(server_now_ms: i64, rate: u32) -> EventClock {
+        let wall = now_ms();
+        EventClock {
+            wall_origin_ms: wall,
+            server_origin_ms: if server_now_ms > 0 {
+                server_now_ms
+            } else {
+                wall
+            },
+            rate: i64::from(rate.max(1)),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.at(now_ms())
+    }
+
+    fn at(&self, wall_ms: i64) -> i64 {
+        self.server_origin_ms.saturating_add(
+            wall_ms
+                .saturating_sub(self.wall_origin_ms)
+                .saturating_mul(self.rate),
+        )
+    }
+}
 
 /// The produce -> visible figures.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct VisibilityRow {
     /// Heartbeats per second asked for.
     pub event_rate: u32,
+    /// Stream milliseconds per wall millisecond of the event times.
+    pub clock_rate: u32,
     /// Heartbeats handed to the producer per second.
     pub achieved_event_rate: f64,
     /// Heartbeats the broker did not acknowledge.
@@ -152,6 +214,7 @@ fn heartbeats(
     slots: &[HeartbeatSlot],
     rate: u32,
     first_seq: u64,
+    clock: EventClock,
     stop: &AtomicBool,
 ) -> Result<(u64, Duration)> {
     let started = Instant::now();
@@ -159,7 +222,7 @@ fn heartbeats(
     while !stop.load(Ordering::Relaxed) {
         if rate > 0 && !slots.is_empty() {
             let due = requests_within(started.elapsed(), rate);
-            let event_time_ms = now_ms();
+            let event_time_ms = clock.now_ms();
             while sent < due {
                 let position = usize::try_from(sent % slots.len() as u64).unwrap_or(0);
                 let slot = &slots[position];
@@ -194,6 +257,7 @@ async fn probe(
     topic: Arc<str>,
     mut client: AvailabilityClient<Channel>,
     poll_errors: Arc<std::sync::Mutex<(u64, Option<String>)>>,
+    clock: EventClock,
 ) -> Result<ProbeOutcome> {
     lot.occupied = !lot.occupied;
     lot.seq += 1;
@@ -204,7 +268,7 @@ async fn probe(
         lot.occupied,
         ReadingKind::Change,
         lot.seq,
-        now_ms(),
+        clock.now_ms(),
     );
     let produced = Instant::now();
     send_reading(&producer, &topic, &message)?;
@@ -274,15 +338,97 @@ async fn wait_primed(
     Ok(())
 }
 
-/// Produce -> visible at `rate` heartbeats/s for `duration`, `probes_per_second` flips a second.
-pub(crate) async fn visibility(
+/// The serving clock's now by the server's answer for `lot_id` (0 if it has none).
+async fn server_now_ms(client: &mut AvailabilityClient<Channel>, lot_id: &str) -> Result<i64> {
+    let answer = client
+        .get_availability(GetAvailabilityRequest {
+            lot_id: lot_id.to_owned(),
+            horizon_minutes: Vec::new(),
+            arrival_time_ms: 0,
+        })
+        .await
+        .map_err(|status| {
+            anyhow::anyhow!(
+                "the server did not answer for lot {lot_id}: {}",
+                status_text(&status)
+            )
+        })?;
+    Ok(answer.get_ref().as_of_ms)
+}
+
+/// The stream the produce -> visible part feeds the server: every slot primed, heartbeats flowing
+/// from a thread of their own until [`LiveStream::measure`] (or drop) stops them. Started before
+/// the request sweep (`bench grpc --sweep-under-load`), the sweep measures a server that ingests
+/// and scores while it answers.
+pub(crate) struct LiveStream {
+    load: VisibilityLoad,
+    clock: EventClock,
+    producer: SharedProducer,
+    topic: Arc<str>,
+    counts: Arc<parkcast_kafka::DeliveryCounts>,
+    probe_lots: Vec<Arc<Mutex<ProbeLot>>>,
+    probe_client: AvailabilityClient<Channel>,
+    stop: Arc<AtomicBool>,
+    background: Option<std::thread::JoinHandle<Result<(u64, Duration)>>>,
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl LiveStream {
+    /// Probes for the load's duration, then stops the heartbeats: the produce -> visible figures.
+    pub(crate) async fn measure(mut self) -> Result<VisibilityRow> {
+        tracing::info!(
+            heartbeats_per_second = self.load.event_rate,
+            probes_per_second = self.load.probes_per_second,
+            probe_lots = self.probe_lots.len(),
+            seconds = self.load.duration.as_secs_f64(),
+            "measuring produce -> visible"
+        );
+        let probing = run_probes(
+            &self.probe_lots,
+            &self.producer,
+            &self.topic,
+            &self.probe_client,
+            &self.load,
+            self.clock,
+        )
+        .await;
+        self.stop.store(true, Ordering::Relaxed);
+        let background = self
+            .background
+            .take()
+            .context("the heartbeat thread is joined once")?;
+        let (sent, elapsed) = tokio::task::spawn_blocking(move || background.join())
+            .await
+            .context("the heartbeat join task failed")?
+            .map_err(|_| anyhow::anyhow!("the heartbeat thread panicked"))??;
+        let probing = probing?;
+        // Undelivered heartbeats are counted, not fatal: the flush only bounds the wait.
+        let producer = Arc::clone(&self.producer);
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        Ok(VisibilityRow {
+            event_rate: self.load.event_rate,
+            clock_rate: self.load.clock_rate,
+            achieved_event_rate: sent as f64 / elapsed.as_secs_f64().max(1e-9),
+            failed_deliveries: self.counts.failed(),
+            probe_lots: self.probe_lots.len(),
+            ..probing
+        })
+    }
+}
+
+/// Primes every slot, waits until the server shows it, and starts the heartbeats.
+pub(crate) async fn start_stream(
     kafka: &KafkaConfig,
     addr: &str,
     lots_and_slots: &[(String, Vec<String>)],
-    rate: u32,
-    duration: Duration,
-    probes_per_second: u32,
-) -> Result<VisibilityRow> {
+    load: &VisibilityLoad,
+) -> Result<LiveStream> {
+    let rate = load.event_rate;
     let probe_indices = probe_lot_indices(lots_and_slots.len());
     if probe_indices.is_empty() {
         bail!("no lots to probe");
@@ -325,6 +471,22 @@ pub(crate) async fn visibility(
             .context("failed to create the Kafka producer")?,
     );
     let topic: Arc<str> = Arc::from(kafka.topics.sensor.as_str());
+    let mut clients = connect(addr, 2).await?;
+    let probe_client = clients
+        .pop()
+        .context("connect returns at least one client")?;
+    let mut ready_client = clients.pop().context("connect returns two clients")?;
+    let first_lot = &lots_and_slots[probe_indices[0]].0;
+    let clock = EventClock::from_server(
+        server_now_ms(&mut ready_client, first_lot).await?,
+        load.clock_rate,
+    );
+    tracing::info!(
+        server_clock_ms = clock.server_origin_ms,
+        ahead_of_wall_ms = clock.server_origin_ms - clock.wall_origin_ms,
+        clock_rate = load.clock_rate,
+        "event times follow the server's clock"
+    );
 
     // Priming: one reading per slot, every probe slot free.
     tracing::info!(
@@ -341,7 +503,7 @@ pub(crate) async fn visibility(
             false,
             ReadingKind::Change,
             lot.seq,
-            now_ms(),
+            clock.now_ms(),
         ));
     }
     let heartbeat_slots = Arc::new(heartbeat_slots);
@@ -352,7 +514,7 @@ pub(crate) async fn visibility(
             Arc::clone(&heartbeat_slots),
         );
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let event_time_ms = now_ms();
+            let event_time_ms = clock.now_ms();
             for slot in slots.iter() {
                 let message = reading(
                     &slot.lot_id,
@@ -374,11 +536,6 @@ pub(crate) async fn visibility(
         .await
         .context("the priming task failed")??;
     }
-    let mut clients = connect(addr, 2).await?;
-    let probe_client = clients
-        .pop()
-        .context("connect returns at least one client")?;
-    let mut ready_client = clients.pop().context("connect returns two clients")?;
     wait_primed(&mut ready_client, &probe_lots, kafka).await?;
 
     // Background heartbeats on a thread of their own.
@@ -392,39 +549,19 @@ pub(crate) async fn visibility(
         );
         std::thread::Builder::new()
             .name("bench-heartbeats".to_owned())
-            .spawn(move || heartbeats(&producer, &topic, &slots, rate, first_seq + 1, &stop))
+            .spawn(move || heartbeats(&producer, &topic, &slots, rate, first_seq + 1, clock, &stop))
             .context("failed to start the heartbeat thread")?
     };
-    tracing::info!(
-        heartbeats_per_second = rate,
-        probes_per_second,
-        probe_lots = probe_lots.len(),
-        seconds = duration.as_secs_f64(),
-        "measuring produce -> visible"
-    );
-    let probing = run_probes(
-        &probe_lots,
-        &producer,
-        &topic,
-        &probe_client,
-        probes_per_second,
-        duration,
-    )
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    let heartbeat_outcome = background
-        .join()
-        .map_err(|_| anyhow::anyhow!("the heartbeat thread panicked"))?;
-    let (sent, elapsed) = heartbeat_outcome?;
-    let probing = probing?;
-    // Undelivered heartbeats are counted, not fatal: the flush only bounds the wait.
-    let _ = producer.flush(Duration::from_secs(10));
-    Ok(VisibilityRow {
-        event_rate: rate,
-        achieved_event_rate: sent as f64 / elapsed.as_secs_f64().max(1e-9),
-        failed_deliveries: counts.failed(),
-        probe_lots: probe_lots.len(),
-        ..probing
+    Ok(LiveStream {
+        load: *load,
+        clock,
+        producer,
+        topic,
+        counts,
+        probe_lots,
+        probe_client,
+        stop,
+        background: Some(background),
     })
 }
 
@@ -435,9 +572,10 @@ async fn run_probes(
     producer: &SharedProducer,
     topic: &Arc<str>,
     client: &AvailabilityClient<Channel>,
-    probes_per_second: u32,
-    duration: Duration,
+    load: &VisibilityLoad,
+    clock: EventClock,
 ) -> Result<VisibilityRow> {
+    let (probes_per_second, duration) = (load.probes_per_second, load.duration);
     let poll_errors = Arc::new(std::sync::Mutex::new((0u64, None)));
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(
         1.0 / f64::from(probes_per_second.max(1)),
@@ -469,6 +607,7 @@ async fn run_probes(
             Arc::clone(topic),
             client.clone(),
             Arc::clone(&poll_errors),
+            clock,
         )));
     }
     let probes = tasks.len() as u64;
@@ -485,6 +624,7 @@ async fn run_probes(
         .clone();
     Ok(VisibilityRow {
         event_rate: 0,
+        clock_rate: 1,
         achieved_event_rate: 0.0,
         failed_deliveries: 0,
         probe_lots: probe_lots.len(),
@@ -509,6 +649,10 @@ pub(crate) fn visibility_table(row: &VisibilityRow) -> comfy_table::Table {
             ),
         ),
         ("heartbeats not delivered", thousands(row.failed_deliveries)),
+        (
+            "event clock (server's, from its answer)",
+            format!("{} x real time", row.clock_rate),
+        ),
         (
             "probes (probe lots)",
             format!("{} ({})", thousands(row.probes), row.probe_lots),
@@ -555,6 +699,23 @@ mod tests {
         assert_eq!(spread.len(), MAX_PROBE_LOTS);
         assert!(spread.windows(2).all(|pair| pair[0] < pair[1]));
         assert!(spread.iter().all(|&index| index < 1_000));
+    }
+
+    #[test]
+    fn event_times_start_at_the_servers_clock_and_advance_at_the_rate() {
+        // A server replaying last year: readings start at its clock, not the bench machine's.
+        let server = now_ms() - 365 * 86_400_000;
+        let clock = EventClock::from_server(server, 60);
+        assert_eq!(clock.at(clock.wall_origin_ms), server);
+        assert_eq!(clock.at(clock.wall_origin_ms + 1_000), server + 60_000);
+        assert!(clock.now_ms() >= server && clock.now_ms() < server + 86_400_000);
+        // A server without a clock yet (no event seen): the wall clock, at real time for rate 0.
+        let fresh = EventClock::from_server(0, 0);
+        assert_eq!(fresh.server_origin_ms, fresh.wall_origin_ms);
+        assert_eq!(
+            fresh.at(fresh.wall_origin_ms + 500),
+            fresh.server_origin_ms + 500
+        );
     }
 
     #[test]
