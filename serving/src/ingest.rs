@@ -203,6 +203,14 @@ pub struct FetchSizes {
 /// room for protocol framing of many partitions.
 const RECEIVE_MARGIN: usize = 64 * 1024;
 
+/// librdkafka's own default `receive.message.max.bytes`, the least the consumer accepts.
+///
+/// A broker may answer a fetch with more than `fetch.max.bytes` (noida-db, the test broker, sent
+/// 22 MB to a 16 MiB fetch of a 200-lot backlog): below this, librdkafka drops every such response
+/// and retries the same fetch forever, so ingestion stalls on the first backlog after a restart.
+/// The limit only bounds a buffer; memory follows the responses actually received.
+const LIBRDKAFKA_DEFAULT_RECEIVE: usize = 100_000_000;
+
 impl IngestConfig {
     /// Checks the settings without touching the network.
     pub fn validate(&self) -> Result<(), IngestConfigError> {
@@ -247,7 +255,7 @@ impl IngestConfig {
     /// The consumer's fetch sizes: one partition's share holds the largest record
     /// (`max_message_bytes`), a whole fetch at least 16 MiB, and librdkafka accepts a response of a
     /// whole fetch plus one more record (brokers return a record larger than the asked size rather
-    /// than stall: KIP-74). Values set in `kafka.librdkafka_options` win when they are consistent
+    /// than stall: KIP-74), and never less than its own default ([`LIBRDKAFKA_DEFAULT_RECEIVE`]). Values set in `kafka.librdkafka_options` win when they are consistent
     /// with that, and are refused when they are not.
     pub fn fetch_sizes(&self) -> Result<FetchSizes, IngestConfigError> {
         let option = |key: &'static str| -> Result<Option<usize>, IngestConfigError> {
@@ -268,8 +276,12 @@ impl IngestConfig {
         let largest = self.max_message_bytes;
         let partition = option("max.partition.fetch.bytes")?.unwrap_or(largest);
         let fetch = option("fetch.max.bytes")?.unwrap_or((16 << 20).max(partition));
-        let receive = option("receive.message.max.bytes")?
-            .unwrap_or(fetch.saturating_add(largest).saturating_add(RECEIVE_MARGIN));
+        let receive = option("receive.message.max.bytes")?.unwrap_or_else(|| {
+            fetch
+                .saturating_add(largest)
+                .saturating_add(RECEIVE_MARGIN)
+                .max(LIBRDKAFKA_DEFAULT_RECEIVE)
+        });
         let checks = [
             (
                 "max.partition.fetch.bytes",
@@ -1916,6 +1928,10 @@ mod tests {
         assert_eq!(sizes.partition, 1 << 20);
         assert_eq!(sizes.fetch, 16 << 20);
         assert!(sizes.receive >= sizes.fetch + (1 << 20) + 512);
+        assert!(
+            sizes.receive >= LIBRDKAFKA_DEFAULT_RECEIVE,
+            "what a backlog may need"
+        );
         let mut big = IngestConfig {
             max_message_bytes: 64 << 20,
             ..IngestConfig::default()

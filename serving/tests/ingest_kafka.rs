@@ -294,3 +294,39 @@ fn rebalancing_moves_lots_between_replicas_without_loss_or_double_application() 
     assert_eq!(two.lot_snapshots(Some(stream.last_event_ms)), reference);
     two.stop().expect("a clean stop");
 }
+
+/// Consumes a backlog produced before the consumer starts; whether it read it all within
+/// [`BACKLOG_WAIT`].
+fn consumes_backlog() -> bool {
+    let partitions = 2;
+    let kafka = fresh_config("backlog", partitions);
+    // 1.6 M readings, about 150 MB: many 16 MiB fetches, as after a restart on a busy city.
+    let stream = city_stream(40, 100, 400);
+    for chunk in stream.messages.chunks(100_000) {
+        produce(&kafka, chunk);
+    }
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let ingest = start(
+        ingest_config(&kafka, &unique_name("backlog"), dir.path()),
+        &stream.topology,
+    );
+    let total = stream.messages.len() as u64;
+    let done = wait_until(BACKLOG_WAIT, || ingest.metrics().handled() >= total);
+    ingest.abort().expect("the run ends");
+    done
+}
+
+/// How long a backlog may take (it takes 5-20 s on an idle 2-core machine).
+const BACKLOG_WAIT: Duration = Duration::from_secs(180);
+
+/// A broker may answer a fetch with more than `fetch.max.bytes` (the test broker sent 22 MB to a
+/// 16 MiB fetch of a 200-lot backlog); librdkafka drops a response above
+/// `receive.message.max.bytes` and retries the same fetch forever, so the consumer's default
+/// must leave room for that. It once was the fetch size plus a record (17,891,328 bytes): with
+/// that limit (and `fetch.max.bytes` 16 MiB, both set in `librdkafka_options`) this backlog was
+/// still unread after 60 s; with the default it is read in about 10 s.
+#[test]
+fn a_backlog_larger_than_a_fetch_is_consumed_to_its_end() {
+    parkcast_kafka::require_broker!();
+    assert!(consumes_backlog(), "the backlog was not consumed");
+}
