@@ -345,9 +345,24 @@ fn retrain_promotes_a_candidate_better_live_in_shadow_and_the_alarm_clears() {
     assert_eq!(decision["offline"]["passed"], true, "{log}");
     assert_eq!(decision["live"]["passed"], true, "{log}");
     assert_eq!(decision["promoted"], true, "{log}");
+    // Promoted as the next version of the served line, a byte-identical copy of the candidate, so
+    // the next nightly retrain finds the line it serves.
+    assert_eq!(
+        decision["promoted_as"],
+        serde_json::json!(["simulated", 2]),
+        "{log}"
+    );
     assert_eq!(
         scoring.model().map(|model| model.label()),
-        Some("simulated-candidate v1".to_owned())
+        Some("simulated v2".to_owned())
+    );
+    let published = parkcast_inference::registry::Registry::open(&registry);
+    assert_eq!(
+        published.load("simulated", 2, None).expect("the copy").1,
+        published
+            .load("simulated-candidate", 1, None)
+            .expect("the candidate")
+            .1
     );
     assert!(scoring.shadow_quality().is_none());
 

@@ -618,6 +618,57 @@ impl Registry {
         }
         Ok((manifest, model))
     }
+
+    /// Publishes a verified copy of `name` v`version` as the next version of the line `to`: the
+    /// same model bytes, card (renamed), report (with `note` above it) and attachments.
+    ///
+    /// Promotion is a copy so that the served line keeps its name: a candidate line is one the
+    /// server does not follow (it would activate every candidate before the gate), and serving
+    /// the candidate line itself would leave the next retrain looking for `<line>-candidate`.
+    pub fn promote(
+        &self,
+        (name, version): (&str, u32),
+        to: &str,
+        note: &str,
+    ) -> Result<Published, RegistryError> {
+        let (manifest, model) = self.load(name, version, None)?;
+        let dir = self.version_dir(name, version)?;
+        let report_path = dir.join(REPORT_FILE);
+        let report = match fs::read_to_string(&report_path) {
+            Ok(report) => report,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(RegistryError::Io {
+                    path: report_path,
+                    source,
+                });
+            }
+        };
+        let mut attachments = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let path = entry.map_err(io_error(&dir))?.path();
+            let Some(file_name) = path.file_name().and_then(|name| name.to_str()) else {
+                continue;
+            };
+            if [MANIFEST_FILE, REPORT_FILE, manifest.model_file.as_str()].contains(&file_name)
+                || !path.is_file()
+            {
+                continue;
+            }
+            let contents = fs::read_to_string(&path).map_err(io_error(&path))?;
+            attachments.push((file_name.to_owned(), contents));
+        }
+        attachments.sort();
+        let mut card = manifest.card;
+        card.name = to.to_owned();
+        let report_md = format!("> {note}\n\n{report}");
+        self.publish(NewVersion {
+            card,
+            model: &model,
+            report_md: &report_md,
+            attachments,
+        })
+    }
 }
 
 /// Checks a model name against `[a-z0-9][a-z0-9_-]{0,63}`, which keeps names safe as directory
@@ -837,6 +888,46 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let registry = Registry::open(dir.path().join("models"));
         (dir, registry)
+    }
+
+    #[test]
+    fn a_promoted_version_is_a_verified_copy_in_the_target_line() {
+        let (_dir, registry) = scratch();
+        publish(&registry, "city", b"serving model");
+        let candidate = publish(&registry, "city-candidate", b"candidate model");
+        let promoted = registry
+            .promote(
+                ("city-candidate", 1),
+                "city",
+                "promoted from city-candidate v1",
+            )
+            .expect("promote");
+        assert_eq!(promoted.manifest.card.name, "city");
+        assert_eq!(promoted.manifest.version, 2);
+        assert_eq!(
+            promoted.manifest.model_sha256,
+            candidate.manifest.model_sha256
+        );
+        let (_, bytes) = registry.load("city", 2, None).expect("the copy loads");
+        assert_eq!(bytes, b"candidate model");
+        let report = fs::read_to_string(promoted.dir.join(REPORT_FILE)).expect("report");
+        assert!(
+            report.starts_with("> promoted from city-candidate v1"),
+            "{report}"
+        );
+        assert!(report.contains("# Report"), "{report}");
+        assert_eq!(
+            fs::read_to_string(promoted.dir.join("mae_by_horizon.svg")).expect("attachment"),
+            "<svg/>"
+        );
+        // The source stays as it was; a damaged source is refused, not copied.
+        assert_eq!(registry.versions("city-candidate").expect("versions"), [1]);
+        fs::write(candidate.dir.join(MODEL_FILE), b"candidate modeX").expect("damage");
+        assert!(matches!(
+            registry.promote(("city-candidate", 1), "city", "again"),
+            Err(RegistryError::ChecksumMismatch { .. })
+        ));
+        assert_eq!(registry.versions("city").expect("versions"), [1, 2]);
     }
 
     #[test]

@@ -85,6 +85,9 @@ struct Decision {
     serving: (String, u32),
     candidate: (String, u32),
     promoted: bool,
+    /// The served line's version the promoted candidate was copied to (and activated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    promoted_as: Option<(String, u32)>,
     why: String,
     offline: Verdict,
     live: Option<Verdict>,
@@ -235,6 +238,7 @@ pub fn run(args: RetrainArgs, global: &GlobalArgs) -> Result<()> {
         serving: (line.clone(), serving_version),
         candidate: (candidate_line.clone(), candidate_version),
         promoted: false,
+        promoted_as: None,
         why: String::new(),
         offline,
         live: None,
@@ -257,9 +261,25 @@ pub fn run(args: RetrainArgs, global: &GlobalArgs) -> Result<()> {
         ))?;
         println!("{}", live.markdown());
         if live.passed {
+            // The served line keeps its name: the candidate is copied into it and that version
+            // activated, so the next retrain finds the line it serves.
+            let promoted = registry
+                .promote(
+                    (&candidate_line, candidate_version),
+                    &line,
+                    &format!(
+                        "promoted by `parkcast retrain` from {candidate_line} v{candidate_version} \
+                         over {line} v{serving_version}"
+                    ),
+                )
+                .with_context(|| format!("failed to copy the candidate into {line}"))?;
+            let version = promoted.manifest.version;
+            runtime.block_on(activate_promoted(addr, token, (&line, version)))?;
             decision.promoted = true;
+            decision.promoted_as = Some((line.clone(), version));
             decision.why = format!(
-                "promoted {candidate_line} v{candidate_version}: better offline and live by the {:.1}% margin",
+                "promoted {candidate_line} v{candidate_version} as {line} v{version}: better \
+                 offline and live by the {:.1}% margin",
                 100.0 * args.margin
             );
         } else {
@@ -287,8 +307,9 @@ fn decode(bytes: &[u8], line: &str, version: u32) -> Result<LoadedModel> {
 }
 
 /// Puts the candidate in shadow, waits until both models have `min_pairs` at every horizon over
-/// the shadow's last day (or `shadow_wait` passes), judges, and activates it if it passed; else
-/// clears the shadow. The serving model answers throughout.
+/// the shadow's last day (or `shadow_wait` passes) and judges; clears the shadow when it failed
+/// (a passed candidate stays in shadow until [`activate_promoted`]). The serving model answers
+/// throughout.
 async fn shadow_and_judge(
     addr: &str,
     token: &str,
@@ -345,22 +366,31 @@ async fn shadow_and_judge(
             );
         }
     };
-    if verdict.passed {
-        client
-            .activate_model(parkcast_client::activation_request(
-                line,
-                Some(version),
-                token,
-            )?)
-            .await
-            .context("the server refused to activate the candidate")?;
-    } else {
+    if !verdict.passed {
         client
             .clear_shadow(parkcast_client::clear_shadow_request(token)?)
             .await
             .context("the server did not clear the shadow")?;
     }
     Ok(verdict)
+}
+
+/// Activates the promoted copy in the served line and ends the candidate's shadow.
+async fn activate_promoted(addr: &str, token: &str, (line, version): (&str, u32)) -> Result<()> {
+    let mut client = ModelsClient::new(parkcast_client::connect(addr).await?);
+    client
+        .activate_model(parkcast_client::activation_request(
+            line,
+            Some(version),
+            token,
+        )?)
+        .await
+        .with_context(|| format!("the server refused to activate {line} v{version}"))?;
+    client
+        .clear_shadow(parkcast_client::clear_shadow_request(token)?)
+        .await
+        .context("the server did not clear the shadow")?;
+    Ok(())
 }
 
 /// Appends the decision to `<registry>/decisions.jsonl`.
