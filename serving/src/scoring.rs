@@ -954,21 +954,6 @@ impl Scoring {
                     }
                 }
             }
-            if let Some(shadow) = &mut core.shadow
-                && shadow.stale[index]
-                && let Some(state) = &shadow.states[index]
-            {
-                shadow.stale[index] = false;
-                let forecast = shadow
-                    .model
-                    .model
-                    .forecast(state)
-                    .filter(|forecast| check_forecast(&shadow.model, forecast).is_ok());
-                if let Some(forecast) = forecast {
-                    let lot_id = &self.source.topology().lots()[index].lot_id;
-                    issue_forecast(&mut shadow.quality, &shadow.model, index, lot_id, &forecast);
-                }
-            }
             if scoring.stale_forecast
                 && let (Some(model), Some(state)) = (&model, &scoring.state)
             {
@@ -1010,6 +995,12 @@ impl Scoring {
             }
         }
         core.changes = changes;
+        // The shadow forecasts after every answer of the round is out: nothing served waits for
+        // it (it used to run lot by lot before each answer, so a grid step's answers waited for
+        // two models' work).
+        if let Some(shadow) = &mut core.shadow {
+            self.forecast_shadow(shadow);
+        }
         if all
             && core
                 .last_quality_report
@@ -1034,6 +1025,27 @@ impl Scoring {
             }
         }
         updated
+    }
+
+    /// Forecasts the shadow's lots whose inputs changed and hands the forecasts to its monitor.
+    fn forecast_shadow(&self, shadow: &mut Shadow) {
+        for index in 0..shadow.stale.len() {
+            if !std::mem::take(&mut shadow.stale[index]) {
+                continue;
+            }
+            let Some(state) = &shadow.states[index] else {
+                continue;
+            };
+            let forecast = shadow
+                .model
+                .model
+                .forecast(state)
+                .filter(|forecast| check_forecast(&shadow.model, forecast).is_ok());
+            if let Some(forecast) = forecast {
+                let lot_id = &self.source.topology().lots()[index].lot_id;
+                issue_forecast(&mut shadow.quality, &shadow.model, index, lot_id, &forecast);
+            }
+        }
     }
 
     /// Publishes live accuracy to the metrics and logs the lots (and the city) that start or stop
