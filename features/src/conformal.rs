@@ -78,19 +78,20 @@ impl ResidualCalibration {
             .probability_free_slot(forecast_rate, capacity)
     }
 
-    /// The calibration with every residual multiplied by `scale` (clamped to [0, 1]).
+    /// The calibration with every residual multiplied by `scale` (clamped to [0,
+    /// [`ADAPTIVE_MAX_SCALE`]]).
     ///
     /// Serving answers targets between *now*, where the occupancy is read, not forecast, and a
     /// horizon's target: the error there grows from nothing to the horizon's error. Shrinking the
     /// horizon's residuals linearly with the share of the horizon elapsed is the simplest shape
-    /// that is exact at both ends.
+    /// that is exact at both ends. The adaptive scale ([`AdaptiveScales`]) multiplies in.
     pub fn scaled(&self, scale: f64) -> ScaledCalibration<'_> {
         ScaledCalibration {
             calibration: self,
             scale: if scale.is_nan() {
                 1.0
             } else {
-                scale.clamp(0.0, 1.0)
+                scale.clamp(0.0, ADAPTIVE_MAX_SCALE)
             },
         }
     }
@@ -614,10 +615,254 @@ where
         .map(|(_, calibration)| calibration)
 }
 
+/// Classes of target day [`AdaptiveScales`] adapts separately: the day types, then public
+/// holidays (which the day-type scope calibrates on their own rule, [`widest`]).
+pub const ADAPTIVE_CLASSES: usize = 4;
+
+/// The coverage whose misses drive [`AdaptiveScales`]: the app's central interval.
+pub const ADAPTIVE_COVERAGE: f64 = 0.8;
+
+/// How fast [`AdaptiveScales`] moves, in log-scale per hour of targets all missed (or all covered)
+/// beyond the nominal rate: a class whose 80% intervals miss half its targets for an hour widens by
+/// e^(0.3 x 0.3) = 9%, for a day by 8.7x (capped at [`ADAPTIVE_MAX_SCALE`]).
+pub const ADAPTIVE_RATE_PER_HOUR: f64 = 0.3;
+
+/// The widest and narrowest factor [`AdaptiveScales`] applies: a bound on how far a burst of
+/// misses (a sensor outage, a closed level) can move the intervals.
+pub const ADAPTIVE_MAX_SCALE: f64 = 4.0;
+
+/// The adaptive class of a target on `day_type` (a public `holiday` or not) under `scope`: every
+/// target one class in the pooled scope, else its day type, or the holiday class.
+pub fn adaptive_class(day_type: DayType, holiday: bool, scope: CalibrationScope) -> usize {
+    match scope {
+        CalibrationScope::Pooled => 0,
+        CalibrationScope::DayType if holiday => ADAPTIVE_CLASSES - 1,
+        CalibrationScope::DayType => day_type.index(),
+    }
+}
+
+/// Adaptive conformal inference (Gibbs and Candès, 2021) on the scale of the residuals, per class
+/// of target day.
+///
+/// Split conformal covers as promised only while test errors are exchangeable with the
+/// calibration window's; a holiday the window never saw, a level shift or a new tariff break that,
+/// and a sliding window catches up only as it slides. ACI closes the loop on the outcome: once a
+/// grid step's targets are known, each class's log-scale moves by `rate x step x (missed share -
+/// (1 - ADAPTIVE_COVERAGE))`, so a class missing more often than it should widens and one missing
+/// less narrows; whatever the drift, each class's long-run miss rate is held at the nominal one
+/// (the original ACI moves the quantile level; moving one scale of the residuals keeps a single
+/// distribution behind the 80% and 95% intervals and the probabilities of an answer). The backtest
+/// and the server run this same update on the same outcomes: the backtest on every kept pair's
+/// residual as its target is reached, the server on its live monitor's scores.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdaptiveScales {
+    /// Natural log of each class's factor.
+    pub log_scales: [f64; ADAPTIVE_CLASSES],
+}
+
+impl Default for AdaptiveScales {
+    fn default() -> Self {
+        AdaptiveScales {
+            log_scales: [0.0; ADAPTIVE_CLASSES],
+        }
+    }
+}
+
+impl AdaptiveScales {
+    /// The factor a class's residuals are scaled by (1 for an unknown class).
+    pub fn scale(&self, class: usize) -> f64 {
+        self.log_scales.get(class).map_or(1.0, |log| log.exp())
+    }
+
+    /// Takes in one grid step's outcomes of a class: `missed` of `checked` targets fell outside
+    /// their 80% interval; the step is `step_minutes` long. Nothing checked moves nothing.
+    pub fn update(&mut self, class: usize, missed: u64, checked: u64, step_minutes: u32) {
+        let Some(log) = self.log_scales.get_mut(class) else {
+            return;
+        };
+        if checked == 0 {
+            return;
+        }
+        let missed_share = missed.min(checked) as f64 / checked as f64;
+        let rate = ADAPTIVE_RATE_PER_HOUR * f64::from(step_minutes) / 60.0;
+        let bound = ADAPTIVE_MAX_SCALE.ln();
+        *log = (*log + rate * (missed_share - (1.0 - ADAPTIVE_COVERAGE))).clamp(-bound, bound);
+    }
+}
+
+/// One grid step's outcomes per adaptive class, summed before [`AdaptiveScales::update`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOutcomes {
+    /// Per class: targets outside their 80% interval, and targets checked.
+    pub counts: [(u64, u64); ADAPTIVE_CLASSES],
+}
+
+impl StepOutcomes {
+    /// Records whether a target of `class` fell outside its 80% interval.
+    pub fn record(&mut self, class: usize, missed: bool) {
+        if let Some((misses, checked)) = self.counts.get_mut(class) {
+            *misses += u64::from(missed);
+            *checked += 1;
+        }
+    }
+
+    /// Applies the step to `scales` and clears it.
+    pub fn apply(&mut self, scales: &mut AdaptiveScales, step_minutes: u32) {
+        for (class, (missed, checked)) in std::mem::take(&mut self.counts).into_iter().enumerate() {
+            scales.update(class, missed, checked, step_minutes);
+        }
+    }
+}
+
+/// [`AdaptiveScales`] fed outcomes as they become known, one target at a time, in the order the
+/// server's monitor (or the backtest's replay) meets them.
+///
+/// The update must move the scales once per grid step, however many scoring rounds deliver that
+/// step's outcomes (a server scores each lot as its grid value arrives): outcomes are summed per
+/// target instant, and an instant is applied once an outcome a step later arrives (a lot running
+/// behind still joins its instant while it waits; later than that, its outcome is dropped). The
+/// backtest feeds its replay through this same tracker, so both see the same one-step lag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptiveTracker {
+    scales: AdaptiveScales,
+    step_ms: i64,
+    pending: std::collections::BTreeMap<i64, StepOutcomes>,
+    /// Instants at or before this were applied.
+    applied_until_ms: i64,
+}
+
+impl AdaptiveTracker {
+    /// A tracker at scale 1 in every class for a grid of `step_minutes`.
+    pub fn new(step_minutes: u32) -> Self {
+        AdaptiveTracker {
+            scales: AdaptiveScales::default(),
+            step_ms: i64::from(step_minutes.max(1)) * 60_000,
+            pending: std::collections::BTreeMap::new(),
+            applied_until_ms: i64::MIN,
+        }
+    }
+
+    /// The scales as of the instants applied so far.
+    pub fn scales(&self) -> &AdaptiveScales {
+        &self.scales
+    }
+
+    /// Records whether the target at `target_ms` of `class` fell outside its 80% interval, and
+    /// applies the instants a step or more before it.
+    pub fn record(&mut self, target_ms: i64, class: usize, missed: bool) {
+        if target_ms <= self.applied_until_ms {
+            return;
+        }
+        self.pending
+            .entry(target_ms)
+            .or_default()
+            .record(class, missed);
+        let due = target_ms - self.step_ms;
+        let step_minutes = u32::try_from(self.step_ms / 60_000).unwrap_or(u32::MAX);
+        while let Some(mut entry) = self.pending.first_entry() {
+            if *entry.key() > due {
+                break;
+            }
+            entry.get_mut().apply(&mut self.scales, step_minutes);
+            self.applied_until_ms = *entry.key();
+            entry.remove();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_tracker_moves_once_per_grid_step_however_its_outcomes_arrive() {
+        let step = 15 * 60_000;
+        // All of a step's outcomes at once, or one lot at a time: the same scales.
+        let mut at_once = AdaptiveTracker::new(15);
+        let mut one_by_one = AdaptiveTracker::new(15);
+        for instant in 1..=8i64 {
+            let target = instant * step;
+            for lot in 0..10 {
+                let missed = lot < 5;
+                at_once.record(target, 2, missed);
+                one_by_one.record(target, 2, missed);
+            }
+        }
+        assert_eq!(at_once, one_by_one);
+        // Seven instants applied (the eighth waits for a later one): e^(7 x 0.3/4 x 0.3).
+        let expected = (7.0 * 0.3 / 4.0 * 0.3f64).exp();
+        assert!((at_once.scales().scale(2) - expected).abs() < 1e-9);
+        // A lot a step behind still joins its instant; one two steps behind is dropped.
+        let mut late = AdaptiveTracker::new(15);
+        late.record(step, 0, false);
+        late.record(2 * step, 0, false);
+        late.record(step, 0, true); // applied already: dropped
+        late.record(3 * step, 0, false);
+        late.record(2 * step, 0, true); // applied when 3 arrived: dropped
+        late.record(4 * step, 0, false);
+        let mut on_time = AdaptiveTracker::new(15);
+        for instant in 1..=4 {
+            on_time.record(instant * step, 0, false);
+        }
+        assert_eq!(late.scales(), on_time.scales());
+        let mut straggler = AdaptiveTracker::new(15);
+        straggler.record(2 * step, 0, false);
+        straggler.record(step, 0, true); // before 2 is applied: joins its own instant
+        straggler.record(3 * step, 0, false);
+        assert!(straggler.scales().scale(0) > on_time.scales().scale(0));
+    }
+
+    #[test]
+    fn adaptive_scales_widen_on_misses_narrow_on_hits_and_hold_the_nominal_rate() {
+        let mut scales = AdaptiveScales::default();
+        assert_eq!(scales.scale(2), 1.0);
+        // An hour of 15-minute steps at the nominal miss rate moves nothing.
+        for _ in 0..4 {
+            scales.update(2, 20, 100, 15);
+        }
+        assert!((scales.scale(2) - 1.0).abs() < 1e-12);
+        // An hour missing half: e^(0.3 x 0.3).
+        for _ in 0..4 {
+            scales.update(2, 50, 100, 15);
+        }
+        assert!((scales.scale(2) - (0.3f64 * 0.3).exp()).abs() < 1e-9);
+        assert_eq!(scales.scale(0), 1.0, "other classes keep theirs");
+        // Bounded both ways; nothing checked moves nothing; unknown classes are ignored.
+        for _ in 0..10_000 {
+            scales.update(2, 1, 1, 60);
+            scales.update(1, 0, 1, 60);
+        }
+        assert!((scales.scale(2) - ADAPTIVE_MAX_SCALE).abs() < 1e-9);
+        assert!((scales.scale(1) - 1.0 / ADAPTIVE_MAX_SCALE).abs() < 1e-9);
+        let before = scales;
+        scales.update(0, 0, 0, 15);
+        scales.update(ADAPTIVE_CLASSES, 5, 5, 15);
+        assert_eq!(scales, before);
+        assert_eq!(scales.scale(ADAPTIVE_CLASSES), 1.0);
+        // A step's outcomes are summed per class, then applied once.
+        let mut step = StepOutcomes::default();
+        let mut fresh = AdaptiveScales::default();
+        for missed in [true, false, false, false] {
+            step.record(0, missed);
+        }
+        step.apply(&mut fresh, 60);
+        assert!((fresh.scale(0) - (0.3f64 * 0.05).exp()).abs() < 1e-12);
+        assert_eq!(step, StepOutcomes::default());
+        // Classes: pooled is one; holidays their own.
+        assert_eq!(
+            adaptive_class(DayType::Saturday, true, CalibrationScope::Pooled),
+            0
+        );
+        assert_eq!(
+            adaptive_class(DayType::Saturday, false, CalibrationScope::DayType),
+            1
+        );
+        assert_eq!(
+            adaptive_class(DayType::Weekday, true, CalibrationScope::DayType),
+            3
+        );
+    }
 
     #[test]
     fn rolling_calibration_forgets_old_residuals_and_matches_the_fixed_one() {

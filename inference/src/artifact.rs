@@ -19,7 +19,7 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use parkcast_features::baseline::WeekdayProfile;
 use parkcast_features::calendar::{CalendarSource, DayType, HolidayCalendar};
-use parkcast_features::conformal::{ResidualCalibration, calibration_of_day};
+use parkcast_features::conformal::{CalibrationScope, ResidualCalibration, calibration_of_day};
 use parkcast_features::vector::{
     FeatureParams, LotContext, LotFeatureState, LotProfile, ScheduledEvent, index, lot_kind_code,
 };
@@ -294,6 +294,16 @@ impl LoadedModel {
         }
     }
 
+    /// How its intervals are calibrated: per day type of the target when the file has day-type
+    /// residuals, else over every day.
+    pub fn calibration_scope(&self) -> CalibrationScope {
+        if self.bundle.day_type_calibrations.is_empty() {
+            CalibrationScope::Pooled
+        } else {
+            CalibrationScope::DayType
+        }
+    }
+
     /// The grid step, minutes.
     pub fn step_minutes(&self) -> u32 {
         self.bundle.feature_params.step_minutes
@@ -344,6 +354,7 @@ impl LoadedModel {
                 horizon_minutes: steps * self.step_minutes(),
                 target_ms: origin_ms + i64::from(*steps) * step_ms,
                 rate,
+                interval_scale: 1.0,
             })
             .collect();
         Some(LotForecast {
@@ -374,6 +385,10 @@ pub struct HorizonForecast {
     pub target_ms: i64,
     /// The occupancy rate forecast, in [0, 1] (NaN where the model could not forecast).
     pub rate: f64,
+    /// The factor its calibration's residuals are scaled by: adaptive conformal inference's
+    /// (`parkcast_features::conformal::AdaptiveScales`) for the target's class when the forecast
+    /// was made, so every answer from it reads one distribution (1 from [`LoadedModel::forecast`]).
+    pub interval_scale: f64,
 }
 
 #[cfg(test)]

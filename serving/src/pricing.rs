@@ -45,10 +45,11 @@ pub fn bands(lot_id: &str, capacity: u32, answer: &LotAnswer, as_of_ms: i64) -> 
         .horizons
         .iter()
         .filter_map(|horizon| {
-            let calibration =
-                served
-                    .model
-                    .calibration_for(lot_id, horizon.horizon_minutes, horizon.target_ms)?;
+            // Scaled as the app's answers are: one calibrated distribution behind both.
+            let calibration = served
+                .model
+                .calibration_for(lot_id, horizon.horizon_minutes, horizon.target_ms)?
+                .scaled(horizon.interval_scale);
             let rate = horizon.rate.clamp(0.0, 1.0);
             Some(ForecastBand {
                 schema_version: BAND_SCHEMA_VERSION,

@@ -42,6 +42,7 @@ use std::sync::Arc;
 use chrono::Timelike;
 use chrono_tz::Tz;
 use parkcast_features::calendar::HolidayCalendar;
+use parkcast_features::conformal::{AdaptiveTracker, CalibrationScope, adaptive_class};
 use parkcast_features::vector::local_time;
 use parkcast_inference::artifact::LotForecast;
 use parkcast_inference::reference::reference_index;
@@ -228,6 +229,16 @@ impl LotReference {
         self.whole_day.get(index).copied().unwrap_or(f64::NAN)
     }
 
+    /// The adaptive-conformal class of a target of the lot at `target_ms` (its local day type, or
+    /// a public holiday; 0 without a calendar or in the pooled scope).
+    fn adaptive_class(&self, target_ms: i64, scope: CalibrationScope) -> usize {
+        let Some((timezone, holidays)) = self.clock.as_ref() else {
+            return 0;
+        };
+        let date = local_time(*timezone, target_ms).date();
+        adaptive_class(holidays.day_type(date), holidays.is_holiday(date), scope)
+    }
+
     /// The spread at horizon `index` (1 where unknown).
     fn spread(&self, index: usize) -> f64 {
         let spread = self.spread.get(index).copied().unwrap_or(f64::NAN);
@@ -248,6 +259,16 @@ pub struct QualityMonitor {
     references: Vec<LotReference>,
     config: QualityConfig,
     lots: Vec<LotQuality>,
+    /// Adaptive conformal inference on the model's intervals, fed by this monitor's outcomes
+    /// ([`QualityMonitor::with_adaptive`]).
+    adaptive: Option<Adaptive>,
+}
+
+/// The monitor's adaptive conformal inference: a tracker per horizon and the classes' scope.
+#[derive(Debug, Clone)]
+struct Adaptive {
+    trackers: Vec<AdaptiveTracker>,
+    scope: CalibrationScope,
 }
 
 impl QualityMonitor {
@@ -283,6 +304,52 @@ impl QualityMonitor {
             config,
             lots: vec![lot; lots],
             horizons,
+            adaptive: None,
+        }
+    }
+
+    /// The same, adapting its model's intervals: each scored target's coverage (whether the actual
+    /// fell inside the 80% interval the forecast carried) feeds an
+    /// [`AdaptiveTracker`] per horizon on a grid of `step_minutes`, by the target's class under
+    /// `scope`, as the backtest's replay does; [`QualityMonitor::adapt`] applies the scales to a
+    /// new forecast.
+    pub fn with_adaptive(mut self, step_minutes: u32, scope: CalibrationScope) -> Self {
+        self.adaptive = Some(Adaptive {
+            trackers: vec![AdaptiveTracker::new(step_minutes); self.horizons.len()],
+            scope,
+        });
+        self
+    }
+
+    /// Continues `other`'s adaptation (the model it monitored was replaced by this one's, or this
+    /// one is shadowed beside it): its scales reflect how the city behaves against the intervals
+    /// now (a holiday, a shift), which a new version meets just as well, and reactivating the same
+    /// file then changes no answer. Only between monitors of the same horizons and classes.
+    pub fn inherit_adaptive(&mut self, other: &QualityMonitor) {
+        if let (Some(mine), Some(theirs)) = (&mut self.adaptive, &other.adaptive)
+            && self.horizons == other.horizons
+            && mine.scope == theirs.scope
+        {
+            mine.trackers.clone_from(&theirs.trackers);
+        }
+    }
+
+    /// Sets each horizon's interval scale of a new forecast of `lot` from the adaptive scales of
+    /// its target's class (left as it is without adaptation).
+    pub fn adapt(&self, lot: usize, forecast: &mut LotForecast) {
+        let (Some(adaptive), Some(reference)) = (&self.adaptive, self.references.get(lot)) else {
+            return;
+        };
+        for horizon in &mut forecast.horizons {
+            let Some(index) = self
+                .horizons
+                .iter()
+                .position(|minutes| *minutes == horizon.horizon_minutes)
+            else {
+                continue;
+            };
+            let class = reference.adaptive_class(horizon.target_ms, adaptive.scope);
+            horizon.interval_scale = adaptive.trackers[index].scales().scale(class);
         }
     }
 
@@ -369,6 +436,12 @@ impl QualityMonitor {
                 {
                     // Each target is scored once, in time order.
                     continue;
+                }
+                if let (Some(adaptive), Some(covered), Some(reference)) =
+                    (&mut self.adaptive, covered, self.references.get(lot))
+                {
+                    let class = reference.adaptive_class(instant_ms, adaptive.scope);
+                    adaptive.trackers[index].record(instant_ms, class, !covered);
                 }
                 scores.push_back(Score {
                     target_ms: instant_ms,
@@ -581,6 +654,7 @@ mod tests {
                     horizon_minutes: *minutes,
                     target_ms: origin_ms + i64::from(*minutes) * 60_000,
                     rate,
+                    interval_scale: 1.0,
                 })
                 .collect(),
         }
@@ -631,6 +705,51 @@ mod tests {
             }
         }
         (monitor, now)
+    }
+
+    #[test]
+    fn adaptation_widens_intervals_that_miss_and_narrows_those_that_always_cover() {
+        let adaptive = || {
+            QualityMonitor::new(
+                vec![15, 60],
+                vec![0.03, 0.03],
+                LOTS,
+                QualityConfig::default(),
+            )
+            .with_adaptive(5, CalibrationScope::DayType)
+        };
+        let scale = |monitor: &QualityMonitor| {
+            let mut next = forecast(0, 0.5);
+            monitor.adapt(0, &mut next);
+            next.horizons
+                .iter()
+                .map(|horizon| horizon.interval_scale)
+                .collect::<Vec<_>>()
+        };
+        // Half the lots forecast 0.08 off with +-0.05 intervals: half the targets missed, more than
+        // the 20% an 80% interval may miss.
+        let (missing, _) = feed(adaptive(), 3, |lot, _| if lot < 5 { 0.08 } else { 0.0 });
+        // Every target inside: fewer misses than the 20% allowed.
+        let (covering, _) = feed(adaptive(), 3, |_, _| 0.0);
+        // Three hours of 5-minute steps, less the steps before the first targets and the last
+        // instant waiting: about 2.75 h x 0.3 x (0.5 - 0.2) at 15 min.
+        let widened = scale(&missing);
+        assert!(
+            widened.iter().all(|s| *s > 1.15 && *s < 1.35),
+            "{widened:?}"
+        );
+        let narrowed = scale(&covering);
+        assert!(
+            narrowed.iter().all(|s| *s < 0.9 && *s > 0.8),
+            "{narrowed:?}"
+        );
+        // A monitor that does not adapt leaves forecasts as they are; a new monitor of the same
+        // horizons continues another's adaptation.
+        let (plain, _) = run(3, |_| 0.08);
+        assert_eq!(scale(&plain), [1.0, 1.0]);
+        let mut successor = adaptive();
+        successor.inherit_adaptive(&missing);
+        assert_eq!(scale(&successor), widened);
     }
 
     #[test]

@@ -80,11 +80,12 @@ pub fn recompute(
                 monitor.observe(index, instant, value.rate());
             }
             // As the scorer: a forecast that is not a rate in [0, 1] is not answered, nor kept.
-            if let Some(forecast) = served
+            if let Some(mut forecast) = served
                 .model
                 .forecast(state)
                 .filter(|forecast| check_forecast(served, forecast).is_ok())
             {
+                monitor.adapt(index, &mut forecast);
                 issue_forecast(&mut monitor, served, index, lot_id, &forecast);
             }
         }

@@ -315,7 +315,11 @@ pub fn forecast_at<'a>(
         .iter()
         .position(|horizon| horizon.target_ms >= target_ms);
     let (rate, calibration, scale) = match next {
-        None => (last.rate, calibration_of(last.horizon_minutes)?, 1.0),
+        None => (
+            last.rate,
+            calibration_of(last.horizon_minutes)?,
+            last.interval_scale,
+        ),
         Some(position) => {
             let upper = ahead[position];
             let calibration = calibration_of(upper.horizon_minutes)?;
@@ -327,13 +331,16 @@ pub fn forecast_at<'a>(
                     false,
                 )),
             };
+            // The horizon's adaptive scale, shrunk with the share of the horizon elapsed when the
+            // span starts at the live reading.
             match lower {
-                None => (upper.rate, calibration, 1.0),
+                None => (upper.rate, calibration, upper.interval_scale),
                 Some((lower_ms, lower_rate, is_now)) => {
                     let span = (upper.target_ms - lower_ms).max(1) as f64;
                     let share = ((target_ms - lower_ms) as f64 / span).clamp(0.0, 1.0);
                     let rate = lower_rate + (upper.rate - lower_rate) * share;
-                    (rate, calibration, if is_now { share } else { 1.0 })
+                    let elapsed = if is_now { share } else { 1.0 };
+                    (rate, calibration, elapsed * upper.interval_scale)
                 }
             }
         }
@@ -792,6 +799,11 @@ impl Scoring {
         let mut states = Vec::with_capacity(core.lots.len());
         let mut forecasts = Vec::with_capacity(core.lots.len());
         let mut smoked = 0usize;
+        let lot_ids = self.topology().lot_ids();
+        let mut quality = quality_monitor(served, &lot_ids, self.quality_config);
+        if let Some(active) = &core.quality {
+            quality.inherit_adaptive(active);
+        }
         for (index, lot) in self.topology().lots().iter().enumerate() {
             let state = served.model.new_state(&lot.lot_id).map(|mut state| {
                 core.lots[index].history.replay_into(&mut state);
@@ -800,17 +812,20 @@ impl Scoring {
             let forecast = state
                 .as_ref()
                 .and_then(|state| served.model.forecast(state));
-            if let Some(forecast) = &forecast {
-                check_forecast(served, forecast)?;
+            if let Some(mut forecast) = forecast {
+                check_forecast(served, &forecast)?;
                 smoked += 1;
+                quality.adapt(index, &mut forecast);
+                issue_forecast(&mut quality, served, index, lot_ids[index], &forecast);
+                forecasts.push(Some(Arc::new(forecast)));
+            } else {
+                forecasts.push(None);
             }
             states.push(state);
-            forecasts.push(forecast.map(Arc::new));
         }
         if smoked == 0 {
             smoke_without_history(served)?;
         }
-        let quality = self.monitor_holding(served, forecasts.iter().map(Option::as_deref));
         Ok(Prepared {
             states,
             forecasts,
@@ -957,11 +972,17 @@ impl Scoring {
             if scoring.stale_forecast
                 && let (Some(model), Some(state)) = (&model, &scoring.state)
             {
+                let quality = &core.quality;
                 scoring.forecast = model
                     .model
                     .forecast(state)
                     .filter(|forecast| check_forecast(model, forecast).is_ok())
-                    .map(Arc::new);
+                    .map(|mut forecast| {
+                        if let Some(quality) = quality {
+                            quality.adapt(index, &mut forecast);
+                        }
+                        Arc::new(forecast)
+                    });
                 scoring.stale_forecast = false;
                 if let Some(forecast) = &scoring.forecast {
                     let lot_id = &self.source.topology().lots()[index].lot_id;
@@ -1041,7 +1062,8 @@ impl Scoring {
                 .model
                 .forecast(state)
                 .filter(|forecast| check_forecast(&shadow.model, forecast).is_ok());
-            if let Some(forecast) = forecast {
+            if let Some(mut forecast) = forecast {
+                shadow.quality.adapt(index, &mut forecast);
                 let lot_id = &self.source.topology().lots()[index].lot_id;
                 issue_forecast(&mut shadow.quality, &shadow.model, index, lot_id, &forecast);
             }
@@ -1221,7 +1243,10 @@ pub fn quality_monitor(
                 .map(|(context, _)| (context.timezone, Arc::clone(&context.holidays))),
         })
         .collect();
-    QualityMonitor::with_references(horizons, backtest_mae, references, config)
+    QualityMonitor::with_references(horizons, backtest_mae, references, config).with_adaptive(
+        served.model.step_minutes(),
+        served.model.calibration_scope(),
+    )
 }
 
 /// Keeps a forecast `served` issued for lot `lot` (`lot_id`) in `quality`, with the 80% interval of
@@ -1250,7 +1275,11 @@ fn intervals_80(
                 .model
                 .calibration_for(lot_id, horizon.horizon_minutes, horizon.target_ms)
                 .filter(|_| horizon.rate.is_finite())
-                .map(|calibration| calibration.interval(horizon.rate.clamp(0.0, 1.0), 0.8))
+                .map(|calibration| {
+                    calibration
+                        .scaled(horizon.interval_scale)
+                        .interval(horizon.rate.clamp(0.0, 1.0), 0.8)
+                })
         })
         .collect()
 }
@@ -1374,11 +1403,13 @@ mod tests {
                     horizon_minutes: 15,
                     target_ms: 15 * MINUTE,
                     rate: 0.6,
+                    interval_scale: 1.0,
                 },
                 HorizonForecast {
                     horizon_minutes: 60,
                     target_ms: 60 * MINUTE,
                     rate: 0.9,
+                    interval_scale: 1.0,
                 },
             ],
         }

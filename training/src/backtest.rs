@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, NaiveDateTime, Timelike};
 use parkcast_features::calendar::DayType;
-use parkcast_features::conformal::{CalibrationScope, DayTypeCalibration, interval_around};
+use parkcast_features::conformal::{
+    AdaptiveTracker, CalibrationScope, DayTypeCalibration, adaptive_class, interval_around,
+};
 use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
 use parkcast_features::vector::{
@@ -1018,6 +1020,7 @@ struct KeptResidual {
     model: usize,
     horizon_steps: u32,
     day_type: DayType,
+    holiday: bool,
 }
 
 impl KeptResidual {
@@ -1028,6 +1031,7 @@ impl KeptResidual {
             model,
             horizon_steps: row.horizon_steps,
             day_type: row.day_type,
+            holiday: row.holiday,
         }
     }
 }
@@ -1038,11 +1042,18 @@ impl KeptResidual {
 /// window's origin instants in time order, taking in each residual once its target is reached and
 /// forgetting those older than `calibration_days`, and keeps the half-widths each (model, horizon,
 /// day type, holiday) read at each instant: what a pair forecast from that origin was given.
+///
+/// The half-widths are scaled by adaptive conformal inference ([`AdaptiveTracker`]): as each kept
+/// residual's target is reached, whether it fell outside the 80% interval its origin was given is
+/// counted for its class, and each instant's outcomes move the scales the next instants read, as
+/// the server's monitor does live.
 struct IntervalTimeline {
     calibration_ms: i64,
     scope: CalibrationScope,
     step_ms: i64,
     rolling: BTreeMap<(usize, u32), DayTypeCalibration>,
+    /// Per (model, horizon): the adaptive scales, as of the instant being replayed.
+    adaptive: BTreeMap<(usize, u32), AdaptiveTracker>,
     /// First origin instant of `widths`.
     first_ms: i64,
     /// Per origin instant, per (model, horizon index), per class (day types, then a holiday):
@@ -1065,6 +1076,7 @@ impl IntervalTimeline {
             scope: config.calibration,
             step_ms: i64::from(config.step_minutes) * 60_000,
             rolling: BTreeMap::new(),
+            adaptive: BTreeMap::new(),
             first_ms: 0,
             widths: Vec::new(),
             horizons: config.horizons.clone(),
@@ -1093,16 +1105,30 @@ impl IntervalTimeline {
             return;
         }
         self.first_ms = first;
+        self.adaptive.clear();
+        let step_minutes = u32::try_from(self.step_ms / 60_000).unwrap_or(u32::MAX);
         let mut pending = kept.into_iter().peekable();
         let mut instant = first;
         while instant <= last {
             while let Some(residual) = pending.next_if(|residual| residual.target_ms <= instant) {
+                if let Some(missed) = self.missed(&residual) {
+                    let class = adaptive_class(residual.day_type, residual.holiday, self.scope);
+                    self.adaptive
+                        .entry((residual.model, residual.horizon_steps))
+                        .or_insert_with(|| AdaptiveTracker::new(step_minutes))
+                        .record(residual.target_ms, class, missed);
+                }
                 self.push(&residual);
             }
             let mut row = Vec::with_capacity(models * self.horizons.len());
             for model in 0..models {
                 for &horizon in &self.horizons {
                     let mut classes = [[f64::NAN; 2]; TIMELINE_CLASSES];
+                    let scales = self
+                        .adaptive
+                        .get(&(model, horizon))
+                        .map(|tracker| *tracker.scales())
+                        .unwrap_or_default();
                     if let Some(calibration) = self.rolling.get_mut(&(model, horizon)) {
                         calibration.advance_to(instant);
                         for (class, widths) in classes.iter_mut().enumerate() {
@@ -1110,10 +1136,11 @@ impl IntervalTimeline {
                                 Some(day_type) => (*day_type, false),
                                 None => (DayType::Weekday, true),
                             };
+                            let scale = scales.scale(adaptive_class(day_type, holiday, self.scope));
                             *widths = [0.8, 0.95].map(|coverage| {
                                 calibration
                                     .half_width(coverage, day_type, holiday)
-                                    .unwrap_or(f64::NAN)
+                                    .map_or(f64::NAN, |width| width * scale)
                             });
                         }
                     }
@@ -1122,6 +1149,35 @@ impl IntervalTimeline {
             }
             self.widths.extend(row);
             instant += self.step_ms;
+        }
+    }
+
+    /// Whether a replayed residual fell outside the 80% half-width its origin instant was given
+    /// (`None` when its origin is before the replay or had no interval).
+    fn missed(&self, residual: &KeptResidual) -> Option<bool> {
+        let origin_ms = residual.target_ms - i64::from(residual.horizon_steps) * self.step_ms;
+        if origin_ms < self.first_ms {
+            return None;
+        }
+        let horizon = self
+            .horizons
+            .iter()
+            .position(|h| *h == residual.horizon_steps)?;
+        let instant = usize::try_from((origin_ms - self.first_ms) / self.step_ms).ok()?;
+        let per_instant = self.models * self.horizons.len();
+        let classes = self
+            .widths
+            .get(instant * per_instant + residual.model * self.horizons.len() + horizon)?;
+        let width = classes[self.class_of(residual.day_type, residual.holiday)][0];
+        (!width.is_nan()).then(|| residual.residual.abs() > width)
+    }
+
+    /// The timeline class a target reads: its day type, or the holiday class (day-type scope).
+    fn class_of(&self, day_type: DayType, holiday: bool) -> usize {
+        if holiday && self.scope == CalibrationScope::DayType {
+            TIMELINE_CLASSES - 1
+        } else {
+            day_type.index()
         }
     }
 
@@ -1139,12 +1195,7 @@ impl IntervalTimeline {
         let classes = self
             .widths
             .get(instant * per_instant + model * self.horizons.len() + horizon)?;
-        let class = if row.holiday && self.scope == CalibrationScope::DayType {
-            TIMELINE_CLASSES - 1
-        } else {
-            row.day_type.index()
-        };
-        let [eighty, ninety_five] = classes[class];
+        let [eighty, ninety_five] = classes[self.class_of(row.day_type, row.holiday)];
         if eighty.is_nan() || ninety_five.is_nan() {
             return None;
         }
