@@ -9,17 +9,14 @@
 //! Here the server's clock is in September 2025 and the bench must prime, probe and see every probe
 //! within its 5 s timeout, with its clock running 60 times faster than real time.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use parkcast_kafka::testing::fresh_config;
 use parkcast_proto::v1::GetAvailabilityRequest;
 use parkcast_proto::v1::availability_client::AvailabilityClient;
 
-/// How long the server may take to start.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+mod common;
+
 /// Where the simulated city's history ends and the server's clock starts.
 const HISTORY_UNTIL: &str = "2025-09-03T00:00:00Z";
 const HISTORY_UNTIL_MS: i64 = 1_756_857_600_000;
@@ -27,25 +24,6 @@ const HISTORY_UNTIL_MS: i64 = 1_756_857_600_000;
 const CLOCK_RATE: i64 = 60;
 /// Seconds of probing.
 const PROBE_SECONDS: i64 = 2;
-
-/// A `parkcast serve` process, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn parkcast() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_parkcast"));
-    command
-        .arg("--quiet")
-        .env("PARKCAST_LOG", "warn")
-        .stdin(Stdio::null());
-    command
-}
 
 /// The server's clock, by its answer for a lot.
 fn server_clock_ms(addr: SocketAddr) -> i64 {
@@ -75,93 +53,55 @@ fn produce_to_visible_runs_against_a_server_on_the_streams_clock() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let warehouse = dir.path().join("city");
     // Four lots: more than the three that must agree before a stream clock jumps.
-    let simulated = parkcast()
-        .args([
-            "simulate",
-            "--lots",
-            "4",
-            "--days",
-            "2",
-            "--start",
-            "2025-09-01",
-        ])
-        .arg("--out")
-        .arg(&warehouse)
-        .output()
-        .expect("parkcast simulate runs");
-    assert!(
-        simulated.status.success(),
-        "simulate failed: {}",
-        String::from_utf8_lossy(&simulated.stderr)
-    );
+    common::succeeded(&common::parkcast(&[
+        "simulate",
+        "--lots",
+        "4",
+        "--days",
+        "2",
+        "--start",
+        "2025-09-01",
+        "--out",
+        warehouse.to_str().expect("a UTF-8 path"),
+    ]));
     let kafka = fresh_config("benchgrpc", 2);
-    let prefix = kafka
-        .topics
-        .sensor
-        .strip_suffix(".parkcast.sensor.v1")
-        .expect("prefixed topic names")
-        .to_owned();
-    let mut child = parkcast()
-        .args(["serve", "-w"])
-        .arg(&warehouse)
-        .args(["--clock", "stream", "--history-until", HISTORY_UNTIL])
-        .args(["--bootstrap", &kafka.bootstrap_servers, "--topic-prefix"])
-        .arg(&prefix)
-        .args(["--group", &prefix, "--state-dir"])
-        .arg(dir.path().join("state"))
-        .arg("--registry")
-        .arg(dir.path().join("models"))
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("parkcast serve starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let server = Server(child);
-    let (sender, banner) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("serving gRPC on ") {
-                let _ = sender.send(rest.split_whitespace().next().map(str::to_owned));
-            }
-        }
-    });
-    let addr: SocketAddr = banner
-        .recv_timeout(START_TIMEOUT)
-        .ok()
-        .flatten()
-        .and_then(|text| text.parse().ok())
-        .expect("the server prints the address it serves on");
+    let server = common::serve(
+        &warehouse,
+        dir.path(),
+        &kafka,
+        &["--clock", "stream", "--history-until", HISTORY_UNTIL],
+    );
+    let addr = server.addr;
     let before = server_clock_ms(addr);
     assert_eq!(
         before, HISTORY_UNTIL_MS,
         "a stream clock starts where the history ends"
     );
 
-    let bench = parkcast()
-        .args(["bench", "grpc", "--no-sweep", "--addr"])
-        .arg(format!("http://{addr}"))
-        .arg("-w")
-        .arg(&warehouse)
-        .args(["--bootstrap", &kafka.bootstrap_servers, "--topic-prefix"])
-        .arg(&prefix)
-        .args(["--event-rate", "500", "--probes", "10"])
-        .args(["--visibility-seconds", &PROBE_SECONDS.to_string()])
-        .args(["--clock-rate", &CLOCK_RATE.to_string()])
-        .output()
-        .expect("parkcast bench runs");
-    let text = String::from_utf8_lossy(&bench.stdout);
-    assert!(
-        bench.status.success(),
-        "bench grpc failed:\n{text}\n{}",
-        String::from_utf8_lossy(&bench.stderr)
-    );
+    let (rate, seconds) = (CLOCK_RATE.to_string(), PROBE_SECONDS.to_string());
+    let (url, prefix) = (format!("http://{addr}"), common::topic_prefix(&kafka));
+    let bench = common::parkcast(&[
+        "bench",
+        "grpc",
+        "--no-sweep",
+        "--addr",
+        &url,
+        "-w",
+        warehouse.to_str().expect("a UTF-8 path"),
+        "--bootstrap",
+        &kafka.bootstrap_servers,
+        "--topic-prefix",
+        &prefix,
+        "--event-rate",
+        "500",
+        "--probes",
+        "10",
+        "--visibility-seconds",
+        &seconds,
+        "--clock-rate",
+        &rate,
+    ]);
+    let text = common::succeeded(&bench);
     let cell = |name: &str| {
         text.lines()
             .find(|line| line.contains(name))

@@ -10,10 +10,11 @@
 //! at least 40 ms on Linux; a server that sends them at once answers in well under a millisecond on
 //! loopback. [`PROMPT`] sits between the two.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use parkcast_kafka::testing::fresh_config;
 use parkcast_proto::v1::{GetAvailabilityRequest, LotAvailability};
@@ -32,33 +33,14 @@ const MEASURED_BURSTS: usize = 30;
 const PROMPT: Duration = Duration::from_millis(25);
 /// A burst still unanswered after this is a failure of another kind.
 const HARD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the server may take to start.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 const PATH: &str = "/parkcast.v1.Availability/GetAvailability";
 const LOT: &str = "sim:lot0000";
 
-/// A `parkcast serve` process on a small simulated city, killed on drop.
+/// A `parkcast serve` process on a small simulated city (killed on drop), and its folder.
 struct Server {
-    child: Child,
-    addr: SocketAddr,
+    served: common::Served,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn parkcast() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_parkcast"));
-    command
-        .arg("--quiet")
-        .env("PARKCAST_LOG", "warn")
-        .stdin(Stdio::null());
-    command
 }
 
 /// Simulates two lots and serves them (no model: the live picture is the answer), on fresh topics
@@ -66,66 +48,20 @@ fn parkcast() -> Command {
 fn start_server() -> Server {
     let dir = tempfile::tempdir().expect("temporary folder");
     let warehouse = dir.path().join("city");
-    let simulated = parkcast()
-        .args(["simulate", "--lots", "2", "--days", "2", "--out"])
-        .arg(&warehouse)
-        .output()
-        .expect("parkcast simulate runs");
-    assert!(
-        simulated.status.success(),
-        "simulate failed: {}",
-        String::from_utf8_lossy(&simulated.stderr)
-    );
+    common::succeeded(&common::parkcast(&[
+        "simulate",
+        "--lots",
+        "2",
+        "--days",
+        "2",
+        "--out",
+        warehouse.to_str().expect("a UTF-8 path"),
+    ]));
     let kafka = fresh_config("h2mux", 1);
-    let prefix = kafka
-        .topics
-        .sensor
-        .strip_suffix(".parkcast.sensor.v1")
-        .expect("prefixed topic names")
-        .to_owned();
-    let mut child = parkcast()
-        .args(["serve", "-w"])
-        .arg(&warehouse)
-        .args(["--bootstrap", &kafka.bootstrap_servers, "--topic-prefix"])
-        .arg(&prefix)
-        .args(["--group", &prefix, "--state-dir"])
-        .arg(dir.path().join("state"))
-        .arg("--registry")
-        .arg(dir.path().join("models"))
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("parkcast serve starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    // The banner names the bound address; the reader thread ends when the server exits.
-    let (sender, banner) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("serving gRPC on ") {
-                let _ = sender.send(rest.split_whitespace().next().map(str::to_owned));
-            }
-        }
-    });
-    // Built before waiting, so a server that never prints its address is killed all the same.
-    let mut server = Server {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    Server {
+        served: common::serve(&warehouse, dir.path(), &kafka, &[]),
         _dir: dir,
-    };
-    server.addr = banner
-        .recv_timeout(START_TIMEOUT)
-        .ok()
-        .flatten()
-        .and_then(|text| text.parse().ok())
-        .expect("the server prints the address it serves on");
-    server
+    }
 }
 
 // --- Raw HTTP/2 (RFC 9113), just enough for unary gRPC calls ------------------------------------
@@ -334,7 +270,7 @@ impl RawClient {
 fn requests_arriving_in_one_segment_are_all_answered_at_once() {
     parkcast_kafka::require_broker!();
     let server = start_server();
-    let mut client = RawClient::connect(server.addr);
+    let mut client = RawClient::connect(server.served.addr);
     for _ in 0..WARM_UP_BURSTS {
         client.burst(BURST);
     }

@@ -5,8 +5,13 @@
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration as StdDuration;
+
+use parkcast_kafka::KafkaConfig;
 
 use chrono::{Duration, NaiveDate};
 
@@ -20,6 +25,82 @@ pub fn parkcast(args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("the parkcast binary should run")
+}
+
+/// A `parkcast serve` process, killed on drop, and the gRPC address it printed.
+pub struct Served {
+    child: Child,
+    /// Where it serves gRPC.
+    pub addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The topic prefix of a config from `parkcast_kafka::testing::fresh_config`.
+pub fn topic_prefix(kafka: &KafkaConfig) -> String {
+    kafka
+        .topics
+        .sensor
+        .strip_suffix(".parkcast.sensor.v1")
+        .expect("prefixed topic names")
+        .to_owned()
+}
+
+/// Starts `parkcast serve -w WAREHOUSE` on `kafka`'s topics (its group named like them), with its
+/// state and registry under `dir`, free loopback ports and `extra` flags; waits up to a minute for
+/// the address it prints.
+pub fn serve(warehouse: &Path, dir: &Path, kafka: &KafkaConfig, extra: &[&str]) -> Served {
+    let prefix = topic_prefix(kafka);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parkcast"))
+        .args(["--quiet", "serve", "-w"])
+        .arg(warehouse)
+        .args(["--bootstrap", &kafka.bootstrap_servers, "--topic-prefix"])
+        .arg(&prefix)
+        .args(["--group", &prefix, "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("--registry")
+        .arg(dir.join("models"))
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .env("PARKCAST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("parkcast serve starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // The banner names the bound address; the reader thread ends when the server exits.
+    let (sender, banner) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("serving gRPC on ") {
+                let _ = sender.send(rest.split_whitespace().next().map(str::to_owned));
+            }
+        }
+    });
+    // Built before waiting, so a server that never prints its address is killed all the same.
+    let mut served = Served {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    served.addr = banner
+        .recv_timeout(StdDuration::from_secs(60))
+        .ok()
+        .flatten()
+        .and_then(|text| text.parse().ok())
+        .expect("the server prints the address it serves on");
+    served
 }
 
 /// The stdout of a run that must have succeeded (else the test fails with both streams).
