@@ -23,6 +23,9 @@ WAREHOUSE=$1 MODELS=$2
 BIN=${BIN:-target/debug/parkcast}
 RATES=${RATES:-2000,5000,10000}
 CLOCK_RATE=${CLOCK_RATE:-60}
+# Seconds per sweep rate and of the probes: at CLOCK_RATE=1 a phase must span grid steps (5 min).
+SECONDS_PER_RATE=${SECONDS_PER_RATE:-3}
+VISIBILITY_SECONDS=${VISIBILITY_SECONDS:-10}
 START=${START:-$("$BIN" --quiet warehouse -w "$WAREHOUSE" 2>/dev/null |
     awk -F"┆" '/fact_slot_status/ { gsub(/[ │]/, "", $6); print $6 "T06:00:00Z" }')}
 NOIDA_BIN=${NOIDA_BIN:-$(target/kafka-venv/bin/python -c \
@@ -87,10 +90,10 @@ for phase in without with without with; do
     started=$(date +%s.%N)
     visibility=()
     if [ -z "${NO_VISIBILITY:-}" ]; then
-        visibility=(--bootstrap "$BOOTSTRAP" --topic-prefix "$prefix" --event-rate 10000 --visibility-seconds 10
+        visibility=(--bootstrap "$BOOTSTRAP" --topic-prefix "$prefix" --event-rate 10000 --visibility-seconds "$VISIBILITY_SECONDS"
             --sweep-under-load --clock-rate "$CLOCK_RATE")
     fi
-    "$BIN" --quiet bench grpc --addr "http://$grpc" -w "$WAREHOUSE" --rates "$RATES" --seconds 3 \
+    "$BIN" --quiet bench grpc --addr "http://$grpc" -w "$WAREHOUSE" --rates "$RATES" --seconds "$SECONDS_PER_RATE" \
         "${visibility[@]}" >"$WORK/bench-$phase.txt" 2>"$WORK/bench-$phase.err" || { cat "$WORK/bench-$phase.err" "$WORK/serve.log" >&2; exit 1; }
     elapsed=$(echo "$(date +%s.%N) - $started" | bc -l)
     scorer_after=$(thread_ticks "$server" parkcast-scorin)
