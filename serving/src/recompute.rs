@@ -13,7 +13,7 @@ use parkcast_warehouse::lots::LotInputs;
 
 use crate::live::GRID_HISTORY_MS;
 use crate::quality::{HOUR_MS, QualityConfig, QualityMonitor};
-use crate::scoring::{ServedModel, check_forecast, issue_forecast, quality_monitor};
+use crate::scoring::{ServedModel, issue_forecast, quality_monitor, served_forecast};
 
 /// Feeds `lots` (in id order: a lot's index is its position) through `served` and a monitor
 /// judged with `config`: the history the features need before `from_ms`, then every grid instant
@@ -79,13 +79,7 @@ pub fn recompute(
             if value.capacity > 0.0 {
                 monitor.observe(index, instant, value.rate());
             }
-            // As the scorer: a forecast that is not a rate in [0, 1] is not answered, nor kept.
-            if let Some(mut forecast) = served
-                .model
-                .forecast(state)
-                .filter(|forecast| check_forecast(served, forecast).is_ok())
-            {
-                monitor.adapt(index, &mut forecast);
+            if let Some(forecast) = served_forecast(served, state, Some(&monitor), index) {
                 issue_forecast(&mut monitor, served, index, lot_id, &forecast);
             }
         }

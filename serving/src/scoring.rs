@@ -834,25 +834,16 @@ impl Scoring {
         })
     }
 
-    /// A live-accuracy monitor of `served` holding `forecasts` (one per lot, in index order).
-    fn monitor_holding<'a>(
-        &self,
-        served: &ServedModel,
-        forecasts: impl IntoIterator<Item = Option<&'a LotForecast>>,
-    ) -> QualityMonitor {
+    /// A live-accuracy monitor of `served` holding the forecasts the lots answer with now.
+    fn monitor_of_answers(&self, core: &Core, served: &ServedModel) -> QualityMonitor {
         let lot_ids = self.topology().lot_ids();
         let mut monitor = quality_monitor(served, &lot_ids, self.quality_config);
-        for (index, forecast) in forecasts.into_iter().enumerate() {
-            if let Some(forecast) = forecast {
+        for (index, lot) in core.lots.iter().enumerate() {
+            if let Some(forecast) = &lot.forecast {
                 issue_forecast(&mut monitor, served, index, lot_ids[index], forecast);
             }
         }
         monitor
-    }
-
-    /// A live-accuracy monitor of `served` holding the forecasts the lots answer with now.
-    fn monitor_of_answers(&self, core: &Core, served: &ServedModel) -> QualityMonitor {
-        self.monitor_holding(served, core.lots.iter().map(|lot| lot.forecast.as_deref()))
     }
 
     /// Loads a candidate beside the active model: the same checks as [`Scoring::activate`], its
@@ -972,17 +963,8 @@ impl Scoring {
             if scoring.stale_forecast
                 && let (Some(model), Some(state)) = (&model, &scoring.state)
             {
-                let quality = &core.quality;
-                scoring.forecast = model
-                    .model
-                    .forecast(state)
-                    .filter(|forecast| check_forecast(model, forecast).is_ok())
-                    .map(|mut forecast| {
-                        if let Some(quality) = quality {
-                            quality.adapt(index, &mut forecast);
-                        }
-                        Arc::new(forecast)
-                    });
+                scoring.forecast =
+                    served_forecast(model, state, core.quality.as_ref(), index).map(Arc::new);
                 scoring.stale_forecast = false;
                 if let Some(forecast) = &scoring.forecast {
                     let lot_id = &self.source.topology().lots()[index].lot_id;
@@ -1057,13 +1039,9 @@ impl Scoring {
             let Some(state) = &shadow.states[index] else {
                 continue;
             };
-            let forecast = shadow
-                .model
-                .model
-                .forecast(state)
-                .filter(|forecast| check_forecast(&shadow.model, forecast).is_ok());
-            if let Some(mut forecast) = forecast {
-                shadow.quality.adapt(index, &mut forecast);
+            if let Some(forecast) =
+                served_forecast(&shadow.model, state, Some(&shadow.quality), index)
+            {
                 let lot_id = &self.source.topology().lots()[index].lot_id;
                 issue_forecast(&mut shadow.quality, &shadow.model, index, lot_id, &forecast);
             }
@@ -1247,6 +1225,26 @@ pub fn quality_monitor(
         served.model.step_minutes(),
         served.model.calibration_scope(),
     )
+}
+
+/// The forecast `served` answers with from `state` for lot `lot`: none when it is not a rate in
+/// [0, 1] (not answered, nor kept), else with each horizon's adaptive interval scale from
+/// `quality`, the model's live monitor. The scorer (active model and shadow) and
+/// [`crate::recompute`] forecast through here, so a recomputation scores what the server issued.
+pub fn served_forecast(
+    served: &ServedModel,
+    state: &LotFeatureState,
+    quality: Option<&QualityMonitor>,
+    lot: usize,
+) -> Option<LotForecast> {
+    let mut forecast = served
+        .model
+        .forecast(state)
+        .filter(|forecast| check_forecast(served, forecast).is_ok())?;
+    if let Some(quality) = quality {
+        quality.adapt(lot, &mut forecast);
+    }
+    Some(forecast)
 }
 
 /// Keeps a forecast `served` issued for lot `lot` (`lot_id`) in `quality`, with the 80% interval of
