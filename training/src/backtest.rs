@@ -1152,24 +1152,39 @@ impl IntervalTimeline {
         }
     }
 
-    /// Whether a replayed residual fell outside the 80% half-width its origin instant was given
-    /// (`None` when its origin is before the replay or had no interval).
-    fn missed(&self, residual: &KeptResidual) -> Option<bool> {
-        let origin_ms = residual.target_ms - i64::from(residual.horizon_steps) * self.step_ms;
+    /// The 80% and 95% half-widths `model` gave a target of `horizon_steps` on `day_type` (a
+    /// public `holiday` or not) from `origin_ms` (`None` before the replay's first instant or
+    /// after its last; NaN without calibration).
+    fn widths_at(
+        &self,
+        model: usize,
+        horizon_steps: u32,
+        origin_ms: i64,
+        (day_type, holiday): (DayType, bool),
+    ) -> Option<[f64; 2]> {
         if origin_ms < self.first_ms {
             return None;
         }
-        let horizon = self
-            .horizons
-            .iter()
-            .position(|h| *h == residual.horizon_steps)?;
+        let horizon = self.horizons.iter().position(|h| *h == horizon_steps)?;
         let instant = usize::try_from((origin_ms - self.first_ms) / self.step_ms).ok()?;
         let per_instant = self.models * self.horizons.len();
         let classes = self
             .widths
-            .get(instant * per_instant + residual.model * self.horizons.len() + horizon)?;
-        let width = classes[self.class_of(residual.day_type, residual.holiday)][0];
-        (!width.is_nan()).then(|| residual.residual.abs() > width)
+            .get(instant * per_instant + model * self.horizons.len() + horizon)?;
+        Some(classes[self.class_of(day_type, holiday)])
+    }
+
+    /// Whether a replayed residual fell outside the 80% half-width its origin instant was given
+    /// (`None` when its origin is before the replay or had no interval).
+    fn missed(&self, residual: &KeptResidual) -> Option<bool> {
+        let origin_ms = residual.target_ms - i64::from(residual.horizon_steps) * self.step_ms;
+        let [eighty, _] = self.widths_at(
+            residual.model,
+            residual.horizon_steps,
+            origin_ms,
+            (residual.day_type, residual.holiday),
+        )?;
+        (!eighty.is_nan()).then(|| residual.residual.abs() > eighty)
     }
 
     /// The timeline class a target reads: its day type, or the holiday class (day-type scope).
@@ -1189,13 +1204,12 @@ impl IntervalTimeline {
         origin_ms: i64,
         point: f64,
     ) -> Option<Intervals> {
-        let horizon = self.horizons.iter().position(|h| *h == row.horizon_steps)?;
-        let instant = usize::try_from((origin_ms - self.first_ms) / self.step_ms).ok()?;
-        let per_instant = self.models * self.horizons.len();
-        let classes = self
-            .widths
-            .get(instant * per_instant + model * self.horizons.len() + horizon)?;
-        let [eighty, ninety_five] = classes[self.class_of(row.day_type, row.holiday)];
+        let [eighty, ninety_five] = self.widths_at(
+            model,
+            row.horizon_steps,
+            origin_ms,
+            (row.day_type, row.holiday),
+        )?;
         if eighty.is_nan() || ninety_five.is_nan() {
             return None;
         }
