@@ -273,12 +273,7 @@ async fn probe(
     let produced = Instant::now();
     send_reading(&producer, &topic, &message)?;
     loop {
-        let request = GetAvailabilityRequest {
-            lot_id: lot.lot_id.clone(),
-            horizon_minutes: Vec::new(),
-            arrival_time_ms: 0,
-        };
-        match client.get_availability(request).await {
+        match client.get_availability(live_picture(&lot.lot_id)).await {
             Ok(answer) if answer.get_ref().occupied_now == expected => {
                 return Ok(ProbeOutcome::Visible(produced.elapsed()));
             }
@@ -309,13 +304,7 @@ async fn wait_primed(
     for lot in lots {
         let lot = lot.lock().await;
         loop {
-            let answer = client
-                .get_availability(GetAvailabilityRequest {
-                    lot_id: lot.lot_id.clone(),
-                    horizon_minutes: Vec::new(),
-                    arrival_time_ms: 0,
-                })
-                .await;
+            let answer = client.get_availability(live_picture(&lot.lot_id)).await;
             let seen = match answer {
                 Ok(answer) if answer.get_ref().occupied_now == lot.expected_occupied() => break,
                 Ok(answer) => format!("{} occupied", answer.get_ref().occupied_now),
@@ -338,14 +327,20 @@ async fn wait_primed(
     Ok(())
 }
 
+/// A request for a lot's live picture only (no forecast): what the priming, the probes and the
+/// clock reading ask.
+fn live_picture(lot_id: &str) -> GetAvailabilityRequest {
+    GetAvailabilityRequest {
+        lot_id: lot_id.to_owned(),
+        horizon_minutes: Vec::new(),
+        arrival_time_ms: 0,
+    }
+}
+
 /// The serving clock's now by the server's answer for `lot_id` (0 if it has none).
 async fn server_now_ms(client: &mut AvailabilityClient<Channel>, lot_id: &str) -> Result<i64> {
     let answer = client
-        .get_availability(GetAvailabilityRequest {
-            lot_id: lot_id.to_owned(),
-            horizon_minutes: Vec::new(),
-            arrival_time_ms: 0,
-        })
+        .get_availability(live_picture(lot_id))
         .await
         .map_err(|status| {
             anyhow::anyhow!(

@@ -725,7 +725,7 @@ impl StepOutcomes {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdaptiveTracker {
     scales: AdaptiveScales,
-    step_ms: i64,
+    step_minutes: u32,
     pending: std::collections::BTreeMap<i64, StepOutcomes>,
     /// Instants at or before this were applied.
     applied_until_ms: i64,
@@ -736,7 +736,7 @@ impl AdaptiveTracker {
     pub fn new(step_minutes: u32) -> Self {
         AdaptiveTracker {
             scales: AdaptiveScales::default(),
-            step_ms: i64::from(step_minutes.max(1)) * 60_000,
+            step_minutes: step_minutes.max(1),
             pending: std::collections::BTreeMap::new(),
             applied_until_ms: i64::MIN,
         }
@@ -757,13 +757,12 @@ impl AdaptiveTracker {
             .entry(target_ms)
             .or_default()
             .record(class, missed);
-        let due = target_ms - self.step_ms;
-        let step_minutes = u32::try_from(self.step_ms / 60_000).unwrap_or(u32::MAX);
+        let due = target_ms - i64::from(self.step_minutes) * 60_000;
         while let Some(mut entry) = self.pending.first_entry() {
             if *entry.key() > due {
                 break;
             }
-            entry.get_mut().apply(&mut self.scales, step_minutes);
+            entry.get_mut().apply(&mut self.scales, self.step_minutes);
             self.applied_until_ms = *entry.key();
             entry.remove();
         }

@@ -255,8 +255,9 @@ impl IngestConfig {
     /// The consumer's fetch sizes: one partition's share holds the largest record
     /// (`max_message_bytes`), a whole fetch at least 16 MiB, and librdkafka accepts a response of a
     /// whole fetch plus one more record (brokers return a record larger than the asked size rather
-    /// than stall: KIP-74), and never less than its own default ([`LIBRDKAFKA_DEFAULT_RECEIVE`]). Values set in `kafka.librdkafka_options` win when they are consistent
-    /// with that, and are refused when they are not.
+    /// than stall: KIP-74), and never less than its own default ([`LIBRDKAFKA_DEFAULT_RECEIVE`]).
+    /// Values set in `kafka.librdkafka_options` win when they are consistent with that, and are
+    /// refused when they are not.
     pub fn fetch_sizes(&self) -> Result<FetchSizes, IngestConfigError> {
         let option = |key: &'static str| -> Result<Option<usize>, IngestConfigError> {
             let Some(value) = self.kafka.librdkafka_options.get(key) else {
