@@ -18,6 +18,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -223,6 +226,133 @@ pub fn slot_ids_hash(slot_ids: &[String]) -> u64 {
     hash
 }
 
+/// One partition's checkpoint as the writer finished it.
+#[derive(Debug)]
+pub struct Written {
+    /// The partition.
+    pub partition: i32,
+    /// The next offsets the file holds: what may be committed once it is durable.
+    pub sensor_next: i64,
+    /// The same in the session topic.
+    pub session_next: i64,
+    /// The file's size, or why it could not be written (the previous file stays in force).
+    pub result: Result<u64, CheckpointError>,
+}
+
+/// A batch of checkpoints the writer finished, with the time from hand-over to the last file
+/// being durable.
+#[derive(Debug)]
+pub struct WrittenBatch {
+    /// One per checkpoint handed over, in order.
+    pub partitions: Vec<Written>,
+    /// Hand-over to durable.
+    pub took: Duration,
+}
+
+/// Writes checkpoints on a thread of its own, one batch at a time, in the order handed over.
+///
+/// Why: serializing a partition's state and making the file durable (write, fsync, rename) took
+/// 16 ms to 0.97 s on a shared disk for a 62,000-slot city, every 10 s; done by the consumer under
+/// its state lock, no reading was applied or scored meanwhile, and those stalls were the p99 of
+/// produce -> visible. The consumer now only copies the state under the lock
+/// ([`PartitionCheckpoint`] is plain data) and hands it over; it commits the offsets once the
+/// writer reports the files durable, so the file-before-commit rule holds. Synchronous checkpoints
+/// (a revocation, a clean stop) wait for the batch in flight first, so files are never written out
+/// of order.
+#[derive(Debug)]
+pub struct CheckpointWriter {
+    jobs: Option<mpsc::SyncSender<(Vec<PartitionCheckpoint>, Instant)>>,
+    done: mpsc::Receiver<WrittenBatch>,
+    in_flight: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CheckpointWriter {
+    /// Starts the writer's thread over `store`.
+    pub fn spawn(store: CheckpointStore) -> std::io::Result<CheckpointWriter> {
+        let (jobs, inbox) = mpsc::sync_channel::<(Vec<PartitionCheckpoint>, Instant)>(1);
+        let (outbox, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("parkcast-ckpt".to_owned())
+            .spawn(move || {
+                for (checkpoints, handed_over) in inbox {
+                    let partitions = checkpoints
+                        .iter()
+                        .map(|checkpoint| Written {
+                            partition: checkpoint.partition,
+                            sensor_next: checkpoint.sensor_next,
+                            session_next: checkpoint.session_next,
+                            result: store.save(checkpoint),
+                        })
+                        .collect();
+                    let batch = WrittenBatch {
+                        partitions,
+                        took: handed_over.elapsed(),
+                    };
+                    if outbox.send(batch).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(CheckpointWriter {
+            jobs: Some(jobs),
+            done,
+            in_flight: false,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether a batch is being written.
+    pub fn busy(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Hands a batch over; `false` (and nothing sent) while another is in flight or the writer
+    /// has stopped.
+    pub fn submit(&mut self, checkpoints: Vec<PartitionCheckpoint>) -> bool {
+        if self.in_flight {
+            return false;
+        }
+        let Some(jobs) = &self.jobs else {
+            return false;
+        };
+        if jobs.send((checkpoints, Instant::now())).is_err() {
+            return false;
+        }
+        self.in_flight = true;
+        true
+    }
+
+    /// The batch in flight, if it is finished (never waits).
+    pub fn finished(&mut self) -> Option<WrittenBatch> {
+        if !self.in_flight {
+            return None;
+        }
+        let batch = self.done.try_recv().ok()?;
+        self.in_flight = false;
+        Some(batch)
+    }
+
+    /// Waits for the batch in flight, if any.
+    pub fn wait(&mut self) -> Option<WrittenBatch> {
+        if !self.in_flight {
+            return None;
+        }
+        self.in_flight = false;
+        self.done.recv().ok()
+    }
+}
+
+impl Drop for CheckpointWriter {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once the batch in flight is written.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +378,50 @@ mod tests {
             sensor_last: Some(message_fingerprint(Some(b"lot"), b"reading")),
             session_last: None,
         }
+    }
+
+    #[test]
+    fn the_writer_writes_batches_in_order_off_the_caller_and_reports_failures() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let store = CheckpointStore::open(dir.path()).expect("store");
+        let mut writer = CheckpointWriter::spawn(store.clone()).expect("writer");
+        assert!(writer.finished().is_none() && writer.wait().is_none());
+        let first = checkpoint();
+        let mut second = checkpoint();
+        second.sensor_next = 200;
+        assert!(writer.submit(vec![first]));
+        // One batch at a time: the next is refused while the first is in flight.
+        assert!(writer.busy() && !writer.submit(vec![second.clone()]));
+        let batch = writer.wait().expect("the batch in flight");
+        assert!(!writer.busy());
+        let [written] = batch.partitions.as_slice() else {
+            panic!("one partition written, got {:?}", batch.partitions);
+        };
+        assert_eq!(
+            (written.partition, written.sensor_next, written.session_next),
+            (3, 120, 7)
+        );
+        assert!(written.result.as_ref().is_ok_and(|bytes| *bytes > 0));
+        assert!(writer.submit(vec![second.clone()]));
+        let batch = loop {
+            // Polled without waiting, as the consumer's loop does.
+            if let Some(batch) = writer.finished() {
+                break batch;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert!(batch.partitions[0].result.is_ok());
+        assert_eq!(store.load(3).expect("readable"), Some(second.clone()));
+        // A folder that is gone: the failure comes back, the previous file is untouched.
+        let gone = dir.path().join("gone");
+        let mut failing = CheckpointWriter::spawn(CheckpointStore { dir: gone }).expect("writer");
+        assert!(failing.submit(vec![checkpoint()]));
+        let batch = failing.wait().expect("the batch");
+        assert!(matches!(
+            batch.partitions[0].result,
+            Err(CheckpointError::Io { .. })
+        ));
+        assert_eq!(store.load(3).expect("readable"), Some(second));
     }
 
     /// Version 1, before fingerprints, as the previous build wrote it.

@@ -74,8 +74,8 @@ use rdkafka::types::RDKafkaRespErr;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
-    CHECKPOINT_VERSION, CheckpointError, CheckpointStore, PartitionCheckpoint, message_fingerprint,
-    slot_ids_hash,
+    CHECKPOINT_VERSION, CheckpointError, CheckpointStore, CheckpointWriter, PartitionCheckpoint,
+    WrittenBatch, message_fingerprint, slot_ids_hash,
 };
 use crate::decode::{Reason, Rejection, TimeRules, decode_sensor, decode_session};
 use crate::live::{GridRule, LiveRules, LiveState, LotSnapshot};
@@ -638,6 +638,8 @@ struct Core {
     /// (flagged stale) until the new consumer's first assignment, which drops those it does not get.
     orphaned: BTreeSet<i32>,
     store: CheckpointStore,
+    /// Writes the checkpoint files off the state lock ([`CheckpointWriter`]).
+    writer: CheckpointWriter,
     deadletters: DeadLetterSink,
     metrics: IngestMetrics,
     time: TimeReference,
@@ -843,6 +845,14 @@ impl Core {
 
     /// Loads the checkpoints of newly assigned partitions; returns where to start reading.
     fn on_assign(&mut self, partitions: &BTreeSet<i32>) -> BTreeMap<i32, Progress> {
+        // A file still being written is read whole or not at all (renamed into place), but the
+        // batch's outcome belongs to the ownership it was written under: settle it first. No
+        // consumer here, so nothing is committed; the files are the truth.
+        if let Some(batch) = self.writer.wait()
+            && let Err(error) = self.settle(None, batch)
+        {
+            tracing::error!(error = %error, "checkpoint failed; the previous one stays in force");
+        }
         // After a failed consumer: the lots of partitions this replica no longer gets go.
         let orphaned = std::mem::take(&mut self.orphaned);
         for &partition in orphaned.difference(partitions) {
@@ -963,38 +973,70 @@ impl Core {
     }
 
     /// Makes the dead letters durable, writes the partitions' checkpoints, then commits their
-    /// offsets. A failure before the files are written leaves the previous checkpoint in force.
+    /// offsets, waiting for all of it (a revocation, a clean stop). A failure before the files are
+    /// written leaves the previous checkpoint in force.
     fn checkpoint(
         &mut self,
         consumer: &BaseConsumer<IngestContext>,
         partitions: &[i32],
     ) -> Result<(), IngestError> {
+        // The batch in flight first: files are written in the order their states were taken.
+        let earlier = self
+            .writer
+            .wait()
+            .and_then(|batch| self.settle(Some(consumer), batch).err());
         if partitions.is_empty() {
-            return Ok(());
+            return earlier.map_or(Ok(()), Err);
         }
-        let started = Instant::now();
-        let result = self.checkpoint_inner(consumer, partitions);
-        match &result {
-            Ok(()) => {
-                self.metrics.checkpoints.inc();
-                self.metrics
-                    .checkpoint_seconds
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Err(_) => {
-                self.metrics.checkpoint_failures.inc();
-            }
+        let checkpoints = self.capture(partitions)?;
+        if !self.writer.submit(checkpoints) {
+            return Err(IngestError::Thread(
+                "for checkpoints has stopped".to_owned(),
+            ));
         }
-        result
+        match self.writer.wait() {
+            Some(batch) => self.settle(Some(consumer), batch),
+            None => Err(IngestError::Thread(
+                "for checkpoints has stopped".to_owned(),
+            )),
+        }
     }
 
-    fn checkpoint_inner(
+    /// The periodic checkpoint: makes the dead letters durable and copies the partitions' state
+    /// under the lock, and hands the files to the writer; their offsets are committed when
+    /// [`Core::collect_written`] finds them durable. While the previous batch is still being
+    /// written nothing is taken (the partitions stay dirty for the next interval).
+    fn checkpoint_in_background(&mut self, partitions: &[i32]) -> Result<(), IngestError> {
+        if partitions.is_empty() || self.writer.busy() {
+            return Ok(());
+        }
+        let checkpoints = self.capture(partitions)?;
+        if self.writer.submit(checkpoints) {
+            Ok(())
+        } else {
+            Err(IngestError::Thread(
+                "for checkpoints has stopped".to_owned(),
+            ))
+        }
+    }
+
+    /// Commits the offsets of a background batch the writer has finished (never waits).
+    fn collect_written(
         &mut self,
         consumer: &BaseConsumer<IngestContext>,
-        partitions: &[i32],
     ) -> Result<(), IngestError> {
+        match self.writer.finished() {
+            Some(batch) => self.settle(Some(consumer), batch),
+            None => Ok(()),
+        }
+    }
+
+    /// Dead letters made durable, then each partition's state as a checkpoint (the partitions
+    /// leave `dirty`). Runs under the state lock: copies, no I/O but the dead letters' flush.
+    fn capture(&mut self, partitions: &[i32]) -> Result<Vec<PartitionCheckpoint>, IngestError> {
+        let started = Instant::now();
         self.deadletters.flush(Duration::from_secs(30))?;
-        let mut offsets = TopicPartitionList::new();
+        let mut checkpoints = Vec::with_capacity(partitions.len());
         for &partition in partitions {
             let Some(progress) = self.owned.get(&partition).copied() else {
                 continue;
@@ -1015,7 +1057,7 @@ impl Core {
                     ))
                 })
                 .collect();
-            self.store.save(&PartitionCheckpoint {
+            checkpoints.push(PartitionCheckpoint {
                 version: CHECKPOINT_VERSION,
                 partition,
                 sensor_next: progress.sensor_next,
@@ -1024,15 +1066,61 @@ impl Core {
                 lots,
                 sensor_last: progress.sensor_last,
                 session_last: progress.session_last,
-            })?;
+            });
             self.dirty.remove(&partition);
-            for (topic, next) in [
-                (&self.config.kafka.topics.sensor, progress.sensor_next),
-                (&self.config.kafka.topics.session, progress.session_next),
-            ] {
-                offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
+        }
+        self.metrics
+            .checkpoint_capture_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(checkpoints)
+    }
+
+    /// Takes in a finished batch: a partition whose file failed is dirty again (the previous file
+    /// stays in force), and the offsets of the durable files of partitions still owned are
+    /// committed (with a consumer; the files are the truth, the commit only feeds the group's
+    /// lag). Returns the first failure.
+    fn settle(
+        &mut self,
+        consumer: Option<&BaseConsumer<IngestContext>>,
+        batch: WrittenBatch,
+    ) -> Result<(), IngestError> {
+        let mut offsets = TopicPartitionList::new();
+        let mut failure = None;
+        for written in batch.partitions {
+            let owned = self.owned.contains_key(&written.partition);
+            match written.result {
+                Ok(_) if owned => {
+                    for (topic, next) in [
+                        (&self.config.kafka.topics.sensor, written.sensor_next),
+                        (&self.config.kafka.topics.session, written.session_next),
+                    ] {
+                        offsets.add_partition_offset(
+                            topic,
+                            written.partition,
+                            Offset::Offset(next),
+                        )?;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    if owned {
+                        self.dirty.insert(written.partition);
+                    }
+                    failure.get_or_insert(IngestError::Checkpoint(error));
+                }
             }
         }
+        if let Some(failure) = failure {
+            self.metrics.checkpoint_failures.inc();
+            return Err(failure);
+        }
+        self.metrics.checkpoints.inc();
+        self.metrics
+            .checkpoint_seconds
+            .observe(batch.took.as_secs_f64());
+        let Some(consumer) = consumer else {
+            return Ok(());
+        };
         // The files are the truth; a failed commit only delays the lag the group reports.
         let Some(mode) = self.commit_mode else {
             tracing::warn!(
@@ -1316,6 +1404,9 @@ impl Ingest {
     ) -> Result<Ingest, IngestError> {
         config.validate()?;
         let store = CheckpointStore::open(&config.state_dir)?;
+        let writer = CheckpointWriter::spawn(store.clone()).map_err(|error| {
+            IngestError::Thread(format!("for checkpoints could not start: {error}"))
+        })?;
         let deadletters =
             DeadLetterSink::new(&config.kafka)?.on_recreated(metrics.deadletter_hook());
         let mut live = LiveState::new(&topology, config.live_rules());
@@ -1334,6 +1425,7 @@ impl Ingest {
                 rebuild: BTreeSet::new(),
                 orphaned: BTreeSet::new(),
                 store,
+                writer,
                 deadletters,
                 metrics: metrics.clone(),
                 time: options.time,
@@ -1795,10 +1887,13 @@ fn run(
         for partition in pending {
             core.rebuild_from_start(consumer, partition);
         }
+        if let Err(error) = core.collect_written(consumer) {
+            tracing::error!(error = %error, "checkpoint failed; retrying at the next interval");
+        }
         let now = Instant::now();
         if now >= next_checkpoint {
             let dirty: Vec<i32> = core.dirty.iter().copied().collect();
-            if let Err(error) = core.checkpoint(consumer, &dirty) {
+            if let Err(error) = core.checkpoint_in_background(&dirty) {
                 tracing::error!(error = %error, "checkpoint failed; retrying at the next interval");
             }
             next_checkpoint = now + checkpoint_every;

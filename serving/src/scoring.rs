@@ -925,6 +925,8 @@ impl Scoring {
         let picture_ms = self.clock.picture_ms();
         let mut changes = std::mem::take(&mut core.changes);
         let newest = self.source.take_changes(picture_ms, all, &mut changes);
+        let taken = started.elapsed();
+        let mut forecasts = 0usize;
         self.clock.observe_stream(newest);
         let snapshot_ms = picture_ms.or(newest).unwrap_or_else(|| self.clock.now_ms());
         let model = core.model.clone();
@@ -966,6 +968,7 @@ impl Scoring {
                 scoring.forecast =
                     served_forecast(model, state, core.quality.as_ref(), index).map(Arc::new);
                 scoring.stale_forecast = false;
+                forecasts += 1;
                 if let Some(forecast) = &scoring.forecast {
                     let lot_id = &self.source.topology().lots()[index].lot_id;
                     if let Some(quality) = &mut core.quality {
@@ -998,12 +1001,14 @@ impl Scoring {
             }
         }
         core.changes = changes;
+        let answered = started.elapsed();
         // The shadow forecasts after every answer of the round is out: nothing served waits for
         // it (it used to run lot by lot before each answer, so a grid step's answers waited for
         // two models' work).
         if let Some(shadow) = &mut core.shadow {
             self.forecast_shadow(shadow);
         }
+        let shadowed = started.elapsed();
         if all
             && core
                 .last_quality_report
@@ -1011,6 +1016,19 @@ impl Scoring {
         {
             core.last_quality_report = Some(Instant::now());
             self.report_quality(core);
+        }
+        let round = started.elapsed();
+        if round >= SLOW_ROUND {
+            tracing::debug!(
+                lots = updated,
+                forecasts,
+                take_changes_ms = taken.as_secs_f64() * 1e3,
+                answers_ms = (answered - taken).as_secs_f64() * 1e3,
+                shadow_ms = (shadowed - answered).as_secs_f64() * 1e3,
+                report_ms = (round - shadowed).as_secs_f64() * 1e3,
+                "slow scoring round: {:.1} ms",
+                round.as_secs_f64() * 1e3
+            );
         }
         if let Some(metrics) = &self.metrics {
             metrics
@@ -1167,6 +1185,9 @@ fn same<T>(left: &Option<Arc<T>>, right: &Option<Arc<T>>) -> bool {
 /// How often live accuracy is summed for the metrics and drift is judged: the sums walk a day of
 /// scores of every lot and horizon (a few ms for a thousand lots).
 const QUALITY_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// A round at least this long logs where its time went (debug level).
+const SLOW_ROUND: Duration = Duration::from_millis(50);
 
 /// A monitor of the live accuracy of `served` over the lots `lot_ids` (in index order), judged
 /// against its backtest MAE per horizon (the manifest's figure for the model it serves) and each
