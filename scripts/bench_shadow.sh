@@ -52,6 +52,13 @@ thread_ticks() { # thread_ticks PID NAME: CPU ticks of the process's threads nam
         if [ "$(cat "$task/comm")" = "$2" ]; then awk '{ print $14 + $15 }' "$task/stat"; fi
     done | awk '{ sum += $1 } END { print sum + 0 }'
 }
+rounds() { # rounds ADDRESS: count, sum (s) and rounds over 12.8 ms of the scorer's round histogram
+    curl -s "http://$1/metrics" | awk '
+        /^parkcast_serving_scoring_round_duration_seconds_count/ { count = $2 }
+        /^parkcast_serving_scoring_round_duration_seconds_sum/ { sum = $2 }
+        /^parkcast_serving_scoring_round_duration_seconds_bucket\{le="0.0128"\}/ { fast = $2 }
+        END { print count + 0, sum + 0, count - fast }'
+}
 row() { # row FILE FIRST_CELL COLUMN: a cell of the bench table row starting with FIRST_CELL
     awk -F'┆' -v first="$2" -v column="$3" '$1 ~ "│ *" first " *$" { gsub(/[│ ]/, "", $column); print $column; exit }' "$1"
 }
@@ -75,9 +82,9 @@ for _ in $(seq 300); do
 done
 version=$("$BIN" --quiet models --registry "$MODELS" list | awk -F'┆' '/simulated/ { gsub(/[│ ]/, "", $2); v = $2 } END { print v }')
 
-printf '\n| phase | p99 at 2,000/s | p99 at 5,000/s | p99 at 10,000/s | visible p50 / p99 at 10,000 events/s | scorer CPU, %% of a core |\n'
-printf '| --- | --- | --- | --- | --- | --- |\n'
-for phase in without with without with; do
+printf '\n| phase | p99 at 2,000/s | p99 at 5,000/s | p99 at 10,000/s | visible p50 / p99 at 10,000 events/s | scorer CPU, %% of a core | scorer rounds: mean, over 12.8 ms |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- |\n'
+for phase in ${PHASES:-without with without with}; do
     if [ "$phase" = with ]; then
         PARKCAST_ADMIN_TOKEN=$TOKEN "$BIN" --quiet models shadow simulated "$version" --addr "http://$grpc" >/dev/null
         # The shadow's feature states are rebuilt from the input logs: a one-off, not measured.
@@ -87,6 +94,7 @@ for phase in without with without with; do
         done
     fi
     scorer_before=$(thread_ticks "$server" parkcast-scorin)
+    read -r rounds_before round_seconds_before slow_before < <(rounds "$metrics")
     started=$(date +%s.%N)
     visibility=()
     if [ -z "${NO_VISIBILITY:-}" ]; then
@@ -97,11 +105,14 @@ for phase in without with without with; do
         "${visibility[@]}" >"$WORK/bench-$phase.txt" 2>"$WORK/bench-$phase.err" || { cat "$WORK/bench-$phase.err" "$WORK/serve.log" >&2; exit 1; }
     elapsed=$(echo "$(date +%s.%N) - $started" | bc -l)
     scorer_after=$(thread_ticks "$server" parkcast-scorin)
+    read -r rounds_after round_seconds_after slow_after < <(rounds "$metrics")
+    round_mean=$(echo "1000000 * ($round_seconds_after - $round_seconds_before) / ($rounds_after - $rounds_before)" | bc -l)
     scorer=$(echo "100 * ($scorer_after - $scorer_before) / $(getconf CLK_TCK) / $elapsed" | bc -l)
-    printf '| %s shadow | %s | %s | %s | %s / %s | %.2f |\n' "$phase" \
+    printf '| %s shadow | %s | %s | %s | %s / %s | %.2f | %.1f us, %d of %d |\n' "$phase" \
         "$(row "$WORK/bench-$phase.txt" "2,000" 5)" "$(row "$WORK/bench-$phase.txt" "5,000" 5)" \
         "$(row "$WORK/bench-$phase.txt" "10,000" 5)" \
-        "$(row "$WORK/bench-$phase.txt" p50 2)" "$(row "$WORK/bench-$phase.txt" p99 2)" "$scorer"
+        "$(row "$WORK/bench-$phase.txt" p50 2)" "$(row "$WORK/bench-$phase.txt" p99 2)" "$scorer" \
+        "$round_mean" "$((slow_after - slow_before))" "$((rounds_after - rounds_before))"
     if [ "$phase" = with ]; then
         PARKCAST_ADMIN_TOKEN=$TOKEN "$BIN" --quiet models unshadow --addr "http://$grpc" >/dev/null
     fi
