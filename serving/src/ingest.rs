@@ -1072,6 +1072,7 @@ impl Core {
         self.metrics
             .checkpoint_capture_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.metrics.checkpoints_taken.inc();
         Ok(checkpoints)
     }
 

@@ -79,6 +79,9 @@ pub struct IngestMetrics {
     pub deadletters: Counter,
     /// Consumer errors (broker down, fetch errors).
     pub consumer_errors: Counter,
+    /// Checkpoints taken: states copied and handed to the writer (taken - written - failed = in
+    /// flight; a gap that grows is a disk slower than the interval).
+    pub checkpoints_taken: Counter,
     /// Checkpoints written.
     pub checkpoints: Counter,
     /// Checkpoints that failed (nothing was committed).
@@ -160,6 +163,7 @@ impl IngestMetrics {
             foreign_topic: Counter::default(),
             deadletters: Counter::default(),
             consumer_errors: Counter::default(),
+            checkpoints_taken: Counter::default(),
             checkpoints: Counter::default(),
             checkpoint_failures: Counter::default(),
             checkpoint_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
@@ -211,6 +215,11 @@ impl IngestMetrics {
                 "consumer_errors",
                 "Consumer errors (broker unreachable, fetch failures)",
                 &metrics.consumer_errors,
+            ),
+            (
+                "checkpoints_taken",
+                "Checkpoint states copied and handed to the writer",
+                &metrics.checkpoints_taken,
             ),
             (
                 "checkpoints",

@@ -330,3 +330,90 @@ fn a_backlog_larger_than_a_fetch_is_consumed_to_its_end() {
     parkcast_kafka::require_broker!();
     assert!(consumes_backlog(), "the backlog was not consumed");
 }
+
+/// Checkpoint files are written off the consumer's state lock: while the writer is stuck on the
+/// disk (its temporary file is a FIFO nobody reads yet, so creating it blocks), readings keep being
+/// applied; once the disk answers, the checkpoint lands, and a clean stop's final one holds every
+/// offset. (When the consumer wrote the files itself, under the lock, it stopped applying and
+/// scoring for as long as an fsync took: up to 0.97 s every 10 s on a shared disk.)
+#[test]
+fn readings_are_applied_while_a_checkpoint_file_is_being_written() {
+    use std::io::Read as _;
+    use std::os::unix::fs::FileTypeExt as _;
+
+    parkcast_kafka::require_broker!();
+    let kafka = fresh_config("slowdisk", 1);
+    let stream = city_stream(3, 10, 20);
+    let (first_part, second_part) = stream.messages.split_at(stream.messages.len() / 2);
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let tmp = parkcast_durable::sibling_tmp(
+        &parkcast_serving::checkpoint::CheckpointStore::open(dir.path())
+            .expect("store")
+            .path(0),
+    );
+    let made = std::process::Command::new("mkfifo")
+        .arg(&tmp)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", tmp.display());
+    let config = ingest_config(&kafka, &unique_name("slowdisk"), dir.path());
+    produce(&kafka, first_part);
+    let ingest = start(config, &stream.topology);
+    // The first part is applied and its checkpoint handed to the writer, which now waits on the FIFO.
+    let handed_over = wait_until(WAIT, || {
+        ingest.metrics().handled() >= first_part.len() as u64
+            && ingest.metrics().checkpoints_taken.get() >= 1
+    });
+    produce(&kafka, second_part);
+    let total = stream.messages.len() as u64;
+    let applied_meanwhile = handed_over && wait_until(WAIT, || ingest.metrics().handled() >= total);
+    let written_meanwhile = ingest.metrics().checkpoints.get();
+
+    // The disk answers: read the FIFO to its end and take it away, so the retry writes a file. (Done
+    // before asserting: a consumer stuck on the FIFO could not be stopped.)
+    let unstick = std::thread::spawn(move || {
+        while std::fs::symlink_metadata(&tmp).is_ok_and(|meta| meta.file_type().is_fifo()) {
+            let mut fifo = std::fs::File::open(&tmp).expect("the FIFO opens for reading");
+            std::fs::remove_file(&tmp).expect("the FIFO is removed");
+            let mut sink = Vec::new();
+            fifo.read_to_end(&mut sink)
+                .expect("the FIFO reads to its end");
+        }
+    });
+    unstick.join().expect("the FIFO reader ends");
+    assert!(
+        handed_over,
+        "a checkpoint was taken and handed to the writer"
+    );
+    assert!(
+        applied_meanwhile,
+        "readings are applied while the checkpoint file waits on the disk ({} of {total})",
+        ingest.metrics().handled()
+    );
+    assert_eq!(
+        written_meanwhile, 0,
+        "the stuck checkpoint was not reported written"
+    );
+    assert!(wait_until(WAIT, || ingest.metrics().checkpoints.get() >= 1));
+    assert!(
+        ingest.metrics().checkpoint_failures.get() >= 1,
+        "the FIFO's write failed"
+    );
+    ingest.stop().expect("a clean stop");
+    let checkpoint = parkcast_serving::checkpoint::CheckpointStore::open(dir.path())
+        .expect("store")
+        .load(0)
+        .expect("the checkpoint reads")
+        .expect("a checkpoint exists");
+    let sensor = stream
+        .messages
+        .iter()
+        .filter(|(sensor, _, _)| *sensor)
+        .count() as i64;
+    let session = stream.messages.len() as i64 - sensor;
+    assert_eq!(
+        (checkpoint.sensor_next, checkpoint.session_next),
+        (sensor, session),
+        "the final checkpoint holds every offset"
+    );
+}
