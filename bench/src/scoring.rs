@@ -227,11 +227,11 @@ fn monitor_cost(served: &ServedModel, lots: &BTreeMap<String, LotInputs>) -> com
         })
         .min()
         .unwrap_or_default();
-    let (issued, scores) = monitor.held();
+    let (issued, scores, hours) = monitor.held();
     let horizons = served.model.horizons_minutes().len();
     // An issued forecast: its origin, a boxed slice of 3 f32 per horizon and the queue's slot; a
-    // score: 16 bytes.
-    let monitor_bytes = issued * (8 + 16 + 12 * horizons) + scores * 16;
+    // score: 16 bytes; an hour's sums: 40.
+    let monitor_bytes = issued * (8 + 16 + 12 * horizons) + scores * 16 + hours * 40;
     let per_lot_kb = |bytes: usize| bytes as f64 / 1e3 / lots.len().max(1) as f64;
     let mut table = new_table(&["per grid step and lot", "time", "held at the end"]);
     table.add_row(vec![

@@ -100,6 +100,107 @@ struct LotQuality {
     issued: VecDeque<Issued>,
     /// Per horizon, in target order.
     scores: Vec<VecDeque<Score>>,
+    /// Per horizon, the sums of the scores of each hour (hour `b` holds the targets in `(b, b + 1]`
+    /// hours since the epoch, the windows' own half-open side), oldest first: the report reads a
+    /// window's whole hours from here and scans only its partial ends, so its cost per lot is ~24
+    /// sums and two partial hours instead of every score of the day (12.7 us per lot every 10 s,
+    /// under the scorer's lock, before).
+    hours: Vec<VecDeque<(i64, Tally)>>,
+    /// Scores with targets at or before this were dropped: an hour reaching back to it is read from
+    /// `scores` (its sum would still count them).
+    dropped_until_ms: i64,
+}
+
+impl LotQuality {
+    fn new(horizons: usize) -> Self {
+        LotQuality {
+            issued: VecDeque::new(),
+            scores: vec![VecDeque::new(); horizons],
+            hours: vec![VecDeque::new(); horizons],
+            dropped_until_ms: i64::MIN,
+        }
+    }
+
+    /// Holds a score of horizon `index` (targets in time order).
+    fn push(&mut self, index: usize, score: Score) {
+        let (Some(scores), Some(hours)) = (self.scores.get_mut(index), self.hours.get_mut(index))
+        else {
+            return;
+        };
+        scores.push_back(score);
+        let hour = (score.target_ms - 1).div_euclid(HOUR_MS);
+        match hours.back_mut() {
+            Some((last, tally)) if *last == hour => tally.add(&score),
+            _ => {
+                let mut tally = Tally::default();
+                tally.add(&score);
+                hours.push_back((hour, tally));
+            }
+        }
+    }
+
+    /// Drops the scores with targets at or before `cutoff_ms`, and the hours with none left.
+    fn drop_until(&mut self, cutoff_ms: i64) {
+        self.dropped_until_ms = self.dropped_until_ms.max(cutoff_ms);
+        for scores in &mut self.scores {
+            while scores
+                .front()
+                .is_some_and(|score| score.target_ms <= cutoff_ms)
+            {
+                scores.pop_front();
+            }
+        }
+        for hours in &mut self.hours {
+            while hours
+                .front()
+                .is_some_and(|(hour, _)| (hour + 1) * HOUR_MS <= cutoff_ms)
+            {
+                hours.pop_front();
+            }
+        }
+    }
+
+    /// The scores of horizon `index` with targets in `(from_ms, until_ms]`.
+    fn tally(&self, index: usize, from_ms: i64, until_ms: i64) -> Tally {
+        let (Some(scores), Some(hours)) = (self.scores.get(index), self.hours.get(index)) else {
+            return Tally::default();
+        };
+        // Whole hours inside the window whose scores are all still held: `first..=last`.
+        let first = from_ms
+            .max(self.dropped_until_ms)
+            .saturating_add(HOUR_MS - 1)
+            .div_euclid(HOUR_MS);
+        let last = until_ms.div_euclid(HOUR_MS) - 1;
+        if first > last {
+            return scan(scores, from_ms, until_ms);
+        }
+        let start = hours.partition_point(|(hour, _)| *hour < first);
+        let whole = hours
+            .range(start..)
+            .take_while(|(hour, _)| *hour <= last)
+            .fold(Tally::default(), |sum, (_, tally)| sum.plus(*tally));
+        // The partial ends, when there are any (the drift's whole hours have none).
+        let mut tally = whole;
+        if from_ms < first * HOUR_MS {
+            tally = tally.plus(scan(scores, from_ms, first * HOUR_MS));
+        }
+        if (last + 1) * HOUR_MS < until_ms {
+            tally = tally.plus(scan(scores, (last + 1) * HOUR_MS, until_ms));
+        }
+        tally
+    }
+}
+
+/// The scores with targets in `(from_ms, until_ms]`.
+fn scan(scores: &VecDeque<Score>, from_ms: i64, until_ms: i64) -> Tally {
+    let start = scores.partition_point(|score| score.target_ms <= from_ms);
+    scores
+        .range(start..)
+        .take_while(|score| score.target_ms <= until_ms)
+        .fold(Tally::default(), |mut tally, score| {
+            tally.add(score);
+            tally
+        })
 }
 
 /// Sums over some scores.
@@ -294,10 +395,7 @@ impl QualityMonitor {
         config: QualityConfig,
     ) -> Self {
         let lots = references.len();
-        let lot = LotQuality {
-            issued: VecDeque::new(),
-            scores: vec![VecDeque::new(); horizons.len()],
-        };
+        let lot = LotQuality::new(horizons.len());
         QualityMonitor {
             backtest_mae,
             references,
@@ -443,11 +541,14 @@ impl QualityMonitor {
                     let class = reference.adaptive_class(instant_ms, adaptive.scope);
                     adaptive.trackers[index].record(instant_ms, class, !covered);
                 }
-                scores.push_back(Score {
-                    target_ms: instant_ms,
-                    error: (f64::from(rate) - actual_rate).abs() as f32,
-                    covered,
-                });
+                quality.push(
+                    index,
+                    Score {
+                        target_ms: instant_ms,
+                        error: (f64::from(rate) - actual_rate).abs() as f32,
+                        covered,
+                    },
+                );
             }
         }
         while quality
@@ -457,14 +558,7 @@ impl QualityMonitor {
         {
             quality.issued.pop_front();
         }
-        for scores in &mut quality.scores {
-            while scores
-                .front()
-                .is_some_and(|score| score.target_ms <= instant_ms - DAY_MS)
-            {
-                scores.pop_front();
-            }
-        }
+        quality.drop_until(instant_ms - DAY_MS);
     }
 
     /// The horizons judged, minutes.
@@ -481,31 +575,24 @@ impl QualityMonitor {
         })
     }
 
-    /// Forecasts kept and scores held, for the memory figure.
-    pub fn held(&self) -> (usize, usize) {
-        self.lots.iter().fold((0, 0), |(issued, scores), lot| {
-            (
-                issued + lot.issued.len(),
-                scores + lot.scores.iter().map(VecDeque::len).sum::<usize>(),
-            )
-        })
+    /// Forecasts kept, scores held and hourly sums held, for the memory figure.
+    pub fn held(&self) -> (usize, usize, usize) {
+        self.lots
+            .iter()
+            .fold((0, 0, 0), |(issued, scores, hours), lot| {
+                (
+                    issued + lot.issued.len(),
+                    scores + lot.scores.iter().map(VecDeque::len).sum::<usize>(),
+                    hours + lot.hours.iter().map(VecDeque::len).sum::<usize>(),
+                )
+            })
     }
 
     /// Each lot's scores of horizon `index` with targets in `(from_ms, until_ms]`.
     fn lot_tallies(&self, index: usize, from_ms: i64, until_ms: i64) -> Vec<Tally> {
         self.lots
             .iter()
-            .map(|lot| {
-                let scores = &lot.scores[index];
-                let start = scores.partition_point(|score| score.target_ms <= from_ms);
-                scores
-                    .range(start..)
-                    .take_while(|score| score.target_ms <= until_ms)
-                    .fold(Tally::default(), |mut tally, score| {
-                        tally.add(score);
-                        tally
-                    })
-            })
+            .map(|lot| lot.tally(index, from_ms, until_ms))
             .collect()
     }
 
@@ -644,6 +731,65 @@ mod tests {
 
     const STEP_MS: i64 = 5 * 60_000;
 
+    #[test]
+    fn hourly_sums_give_every_window_what_a_scan_of_its_scores_gives() {
+        // Scores every 5 min for three days, some steps missing, some without an interval; the
+        // lot drops what is older than a day as the monitor does.
+        let mut lot = LotQuality::new(1);
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let start = 1_700_000_000_000_i64 - 1_700_000_000_000 % HOUR_MS + 7 * 60_000;
+        let mut now = start;
+        for step in 0..3 * 288 {
+            now = start + step * STEP_MS;
+            if next() % 7 == 0 {
+                continue;
+            }
+            let score = Score {
+                target_ms: now,
+                error: (next() % 1000) as f32 / 1e4,
+                covered: (next() % 5 != 0).then(|| next() % 4 != 0),
+            };
+            lot.push(0, score);
+            lot.drop_until(now - DAY_MS);
+            if step % 37 != 0 {
+                continue;
+            }
+            // The report's windows (last hour and day, whole hours back) and arbitrary ones,
+            // also reaching before what is held.
+            let mut windows = vec![
+                (now - HOUR_MS, now),
+                (now - DAY_MS, now),
+                (
+                    now.div_euclid(HOUR_MS) * HOUR_MS - HOUR_MS,
+                    now.div_euclid(HOUR_MS) * HOUR_MS,
+                ),
+            ];
+            for _ in 0..20 {
+                let from = now - (next() % (2 * DAY_MS as u64)) as i64;
+                let until = from + (next() % (DAY_MS as u64)) as i64;
+                windows.push((from, until));
+            }
+            for (from, until) in windows {
+                let expected = scan(&lot.scores[0], from, until);
+                let found = lot.tally(0, from, until);
+                assert_eq!(
+                    (found.pairs, found.with_interval, found.covered),
+                    (expected.pairs, expected.with_interval, expected.covered),
+                    "window ({from}, {until}] at {now}"
+                );
+                assert!((found.error_sum - expected.error_sum).abs() < 1e-9);
+            }
+        }
+        assert!(lot.hours[0].len() <= 25, "a day of hours is held, not more");
+        assert!(now > start);
+    }
+
     fn forecast(origin_ms: i64, rate: f64) -> LotForecast {
         LotForecast {
             origin_ms,
@@ -776,7 +922,7 @@ mod tests {
             (6 * HOUR_MS - HOUR_MS) / STEP_MS
         );
         // Held forecasts stop at the longest horizon.
-        let (issued, _) = monitor.held();
+        let (issued, _, _) = monitor.held();
         assert_eq!(issued as i64, LOTS as i64 * (HOUR_MS / STEP_MS + 1));
     }
 
