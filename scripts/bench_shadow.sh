@@ -16,7 +16,14 @@
 # WAREHOUSE and MODELS come from `parkcast demo --no-real-data --out W --models M`. The shadowed
 # candidate is the active version itself (its cost is a model's, whichever). Needs noida-db
 # (NOIDA_BIN, or the venv scripts/test.sh makes in target/kafka-venv). NO_VISIBILITY=1 skips the
-# stream (the sweep then runs against an idle server).
+# stream (the sweep then runs against an idle server). PHASES (default "without with without with")
+# sets the alternation: more pairs tell a cost from a shared machine's noise. The last column reads
+# the server's own round histogram: the scorer is the only part a shadow touches, and its rounds
+# are what a reading waits for once ingestion has applied it.
+#
+# At real time (what the README reports; ~12 minutes on a 200-lot city):
+#   PHASES="without with without with without with without with" CLOCK_RATE=1 RATES=2000 \
+#     SECONDS_PER_RATE=5 VISIBILITY_SECONDS=60 bash scripts/bench_shadow.sh W M
 set -euo pipefail
 
 WAREHOUSE=$1 MODELS=$2
