@@ -848,9 +848,7 @@ impl Core {
         // A file still being written is read whole or not at all (renamed into place), but the
         // batch's outcome belongs to the ownership it was written under: settle it first. No
         // consumer here, so nothing is committed; the files are the truth.
-        if let Some(batch) = self.writer.wait()
-            && let Err(error) = self.settle(None, batch)
-        {
+        if let Err(error) = self.settle_in_flight(None) {
             tracing::error!(error = %error, "checkpoint failed; the previous one stays in force");
         }
         // After a failed consumer: the lots of partitions this replica no longer gets go.
@@ -981,25 +979,12 @@ impl Core {
         partitions: &[i32],
     ) -> Result<(), IngestError> {
         // The batch in flight first: files are written in the order their states were taken.
-        let earlier = self
-            .writer
-            .wait()
-            .and_then(|batch| self.settle(Some(consumer), batch).err());
+        let earlier = self.settle_in_flight(Some(consumer));
         if partitions.is_empty() {
-            return earlier.map_or(Ok(()), Err);
+            return earlier;
         }
-        let checkpoints = self.capture(partitions)?;
-        if !self.writer.submit(checkpoints) {
-            return Err(IngestError::Thread(
-                "for checkpoints has stopped".to_owned(),
-            ));
-        }
-        match self.writer.wait() {
-            Some(batch) => self.settle(Some(consumer), batch),
-            None => Err(IngestError::Thread(
-                "for checkpoints has stopped".to_owned(),
-            )),
-        }
+        self.hand_over(partitions)?;
+        self.settle_in_flight(Some(consumer))
     }
 
     /// The periodic checkpoint: makes the dead letters durable and copies the partitions' state
@@ -1010,13 +995,30 @@ impl Core {
         if partitions.is_empty() || self.writer.busy() {
             return Ok(());
         }
+        self.hand_over(partitions)
+    }
+
+    /// Takes the partitions' checkpoints ([`Core::capture`]) and hands them to the writer.
+    fn hand_over(&mut self, partitions: &[i32]) -> Result<(), IngestError> {
         let checkpoints = self.capture(partitions)?;
         if self.writer.submit(checkpoints) {
             Ok(())
         } else {
-            Err(IngestError::Thread(
-                "for checkpoints has stopped".to_owned(),
-            ))
+            Err(writer_stopped())
+        }
+    }
+
+    /// Waits for the batch the writer has in flight, if any, and settles it ([`Core::settle`]).
+    fn settle_in_flight(
+        &mut self,
+        consumer: Option<&BaseConsumer<IngestContext>>,
+    ) -> Result<(), IngestError> {
+        if !self.writer.busy() {
+            return Ok(());
+        }
+        match self.writer.wait() {
+            Some(batch) => self.settle(consumer, batch),
+            None => Err(writer_stopped()),
         }
     }
 
@@ -1915,6 +1917,11 @@ fn run(
     drop(core);
     consumer.unsubscribe();
     Ok(summary(shared))
+}
+
+/// The checkpoint writer's thread is gone (it only ends when the channel closes, so: it panicked).
+fn writer_stopped() -> IngestError {
+    IngestError::Thread("for checkpoints has stopped".to_owned())
 }
 
 fn summary(shared: &Shared) -> IngestSummary {

@@ -95,7 +95,7 @@ struct Score {
     covered: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct LotQuality {
     issued: VecDeque<Issued>,
     /// Per horizon, in target order.

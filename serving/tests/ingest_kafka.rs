@@ -346,11 +346,8 @@ fn readings_are_applied_while_a_checkpoint_file_is_being_written() {
     let stream = city_stream(3, 10, 20);
     let (first_part, second_part) = stream.messages.split_at(stream.messages.len() / 2);
     let dir = tempfile::tempdir().expect("temporary folder");
-    let tmp = parkcast_durable::sibling_tmp(
-        &parkcast_serving::checkpoint::CheckpointStore::open(dir.path())
-            .expect("store")
-            .path(0),
-    );
+    let store = parkcast_serving::checkpoint::CheckpointStore::open(dir.path()).expect("store");
+    let tmp = parkcast_durable::sibling_tmp(&store.path(0));
     let made = std::process::Command::new("mkfifo")
         .arg(&tmp)
         .status()
@@ -400,8 +397,7 @@ fn readings_are_applied_while_a_checkpoint_file_is_being_written() {
         "the FIFO's write failed"
     );
     ingest.stop().expect("a clean stop");
-    let checkpoint = parkcast_serving::checkpoint::CheckpointStore::open(dir.path())
-        .expect("store")
+    let checkpoint = store
         .load(0)
         .expect("the checkpoint reads")
         .expect("a checkpoint exists");
