@@ -190,6 +190,16 @@ impl Availability for FakeServer {
         }))
     }
 
+    /// A server running alone: no replicas to list.
+    async fn list_replicas(
+        &self,
+        _request: Request<parkcast_proto::v1::ListReplicasRequest>,
+    ) -> Result<Response<parkcast_proto::v1::ListReplicasResponse>, Status> {
+        Ok(Response::new(
+            parkcast_proto::v1::ListReplicasResponse::default(),
+        ))
+    }
+
     type WatchAvailabilityStream = WatchStream;
 
     /// One update per lot, then silence: the stream stays open like a real watch.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ingest::{IngestConfig, IngestConfigError};
 use crate::quality::QualityConfig;
+use crate::replicas::{ReplicasConfig, ReplicasConfigError};
 use crate::requests::RequestLimits;
 use crate::scoring::ScoringConfig;
 
@@ -137,6 +138,8 @@ pub struct ServiceConfig {
     pub quality: QualityConfig,
     /// Bounds of requests.
     pub limits: RequestLimits,
+    /// Replicas of the group answering for each other (off for a single server).
+    pub replicas: ReplicasConfig,
 }
 
 impl Default for ServiceConfig {
@@ -152,6 +155,9 @@ pub enum ConfigError {
     /// The ingestion part.
     #[error("ingest: {0}")]
     Ingest(#[from] IngestConfigError),
+    /// The replicas part.
+    #[error(transparent)]
+    Replicas(#[from] ReplicasConfigError),
     /// Another key.
     #[error("{key}: {reason}")]
     Invalid {
@@ -177,12 +183,14 @@ impl ServiceConfig {
             scoring: ScoringConfig::default(),
             quality: QualityConfig::default(),
             limits: RequestLimits::default(),
+            replicas: ReplicasConfig::default(),
         }
     }
 
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.ingest.validate()?;
+        self.replicas.validate()?;
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
                 key,

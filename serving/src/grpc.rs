@@ -7,11 +7,18 @@
 //! is, whether the data is stale and why, and which model made the forecasts; counts and intervals
 //! are bounded to [0, capacity] and probabilities to [0, 1].
 //!
+//! One of several replicas (`replicas.enabled`, [`crate::replicas`]), a server answers the lots
+//! it holds and forwards the rest: `GetAvailability` to the lot's owner, `BatchGetAvailability` as
+//! one sub-batch per owner sent at once, `SearchNearby` to every owner of a candidate lot (each
+//! ranks what it holds, the best of all are kept); each with one retry after a fresh look at the
+//! ownership. `ListReplicas` returns the ownership for clients that route themselves.
+//!
 //! `SearchNearby` ranks the lots within the radius by the probability of at least one free slot at
 //! arrival. With a slot type, only lots with slots of that type are candidates; the probability is
 //! still the lot's (occupancy is not forecast per slot type), and `slots_of_type` says how many
 //! there are. Lots without coordinates or without a forecast are left out.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,18 +30,20 @@ use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
     ActivateModelRequest, BatchGetAvailabilityRequest, BatchGetAvailabilityResponse,
     ClearShadowRequest, DescribeModelRequest, Drift, Forecast, GetAvailabilityRequest,
-    GetLiveQualityRequest, HorizonMetrics, ListModelsRequest, ListModelsResponse, LiveQuality,
-    LotAvailability, LotQuality, ModelInfo, NearbyLot, SearchNearbyRequest, SearchNearbyResponse,
-    ShadowModelRequest, ShadowQuality, SlotType, WatchAvailabilityRequest, WindowQuality,
+    GetLiveQualityRequest, HorizonMetrics, ListModelsRequest, ListModelsResponse,
+    ListReplicasRequest, ListReplicasResponse, LiveQuality, LotAvailability, LotQuality, ModelInfo,
+    NearbyLot, SearchNearbyRequest, SearchNearbyResponse, ShadowModelRequest, ShadowQuality,
+    SlotType, WatchAvailabilityRequest, WindowQuality,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::metrics::{Rpc, ServingMetrics};
+use crate::metrics::{ForwardOutcome, Rpc, ServingMetrics};
 use crate::models::{ActivationError, ModelManager};
+use crate::replicas::{Peer, Route, Router, forwarded};
 use crate::requests::{
-    AvailabilityQuery, RequestLimits, When, check_batch, check_get, check_lot, check_search,
-    check_watch,
+    AvailabilityQuery, RequestLimits, SearchQuery, When, check_batch, check_get, check_lot,
+    check_search, check_watch,
 };
 use crate::scoring::{LotAnswer, Scoring, forecast_at};
 use crate::status::ServiceError;
@@ -332,6 +341,8 @@ pub struct AvailabilityService {
     context: ServiceContext,
     /// One permit per open watch stream (`limits.max_watch_streams`).
     watches: Arc<tokio::sync::Semaphore>,
+    /// The other replicas of the group, when this server is one of several ([`crate::replicas`]).
+    router: Option<Arc<Router>>,
 }
 
 impl AvailabilityService {
@@ -343,8 +354,393 @@ impl AvailabilityService {
                 .max_watch_streams
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
-        AvailabilityService { context, watches }
+        AvailabilityService {
+            context,
+            watches,
+            router: None,
+        }
     }
+
+    /// The service as one replica of several: requests for other replicas' lots are forwarded.
+    #[must_use]
+    pub fn with_router(mut self, router: Arc<Router>) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// A forwarded request reaches a replica that answers only for what it holds (or for lots
+    /// nobody has claimed): never forwarded twice.
+    fn only_held(router: &Router, lot: LotIndex, lot_id: &str) -> Result<(), ServiceError> {
+        match router.route(lot) {
+            Route::Local => Ok(()),
+            Route::Remote(_) | Route::Moving => Err(ServiceError::NotOwner {
+                lot_id: lot_id.to_owned(),
+                replica: router.replica_id().to_owned(),
+            }),
+        }
+    }
+
+    /// `GetAvailability` once checked: here, or from the lot's owner.
+    async fn get(
+        &self,
+        query: &AvailabilityQuery,
+        request: &GetAvailabilityRequest,
+        forwarded: bool,
+        now_ms: i64,
+    ) -> Result<LotAvailability, ServiceError> {
+        if let Some(router) = &self.router {
+            if forwarded {
+                Self::only_held(router, query.lot, &request.lot_id)?;
+            } else if let Some(answer) = router
+                .call(
+                    Rpc::GetAvailability,
+                    query.lot,
+                    &request.lot_id,
+                    request,
+                    |mut client, request| async move { client.get_availability(request).await },
+                )
+                .await?
+            {
+                return Ok(answer);
+            }
+        }
+        self.context.answer(query, now_ms, true)
+    }
+
+    /// `BatchGetAvailability` once checked: each lot here or at its owner, one sub-batch per
+    /// owner, sent at once; the lots of an owner that failed are routed afresh and sent once more.
+    async fn batch(
+        &self,
+        queries: &[AvailabilityQuery],
+        request: &BatchGetAvailabilityRequest,
+        forwarded: bool,
+        now_ms: i64,
+    ) -> Result<Vec<LotAvailability>, ServiceError> {
+        let local = |query: &AvailabilityQuery| self.context.answer(query, now_ms, true);
+        let Some(router) = self.router.as_ref().filter(|_| !forwarded) else {
+            if let Some(router) = &self.router {
+                for (query, asked) in queries.iter().zip(&request.requests) {
+                    Self::only_held(router, query.lot, &asked.lot_id)?;
+                }
+            }
+            return queries.iter().map(local).collect();
+        };
+        let mut answers: Vec<Option<LotAvailability>> = vec![None; queries.len()];
+        let mut pending: Vec<usize> = (0..queries.len()).collect();
+        let mut failure: Option<ServiceError> = None;
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(router.retry_delay()).await;
+            }
+            let mut groups: BTreeMap<String, (Peer, Vec<usize>)> = BTreeMap::new();
+            let mut left = Vec::new();
+            for index in pending {
+                match router.route(queries[index].lot) {
+                    Route::Local => {
+                        if attempt > 0 {
+                            router.count(Rpc::BatchGetAvailability, ForwardOutcome::CameHere, None);
+                        }
+                        answers[index] = Some(local(&queries[index])?);
+                    }
+                    Route::Remote(peer) => {
+                        groups
+                            .entry(peer.replica_id.clone())
+                            .or_insert_with(|| (peer, Vec::new()))
+                            .1
+                            .push(index);
+                    }
+                    Route::Moving => {
+                        failure = Some(ServiceError::Moving {
+                            lot_id: request.requests[index].lot_id.clone(),
+                        });
+                        left.push(index);
+                    }
+                }
+            }
+            let mut calls = tokio::task::JoinSet::new();
+            for (peer, indices) in groups.into_values() {
+                let router = Arc::clone(router);
+                let sub_batch = BatchGetAvailabilityRequest {
+                    requests: indices
+                        .iter()
+                        .map(|index| request.requests[*index].clone())
+                        .collect(),
+                };
+                calls.spawn(async move {
+                    let result = router
+                        .send_to(&peer, &sub_batch, &|mut client, request| async move {
+                            client.batch_get_availability(request).await
+                        })
+                        .await;
+                    (peer, indices, result)
+                });
+            }
+            while let Some(done) = calls.join_next().await {
+                let (peer, indices, result) = done?;
+                let count = Some(indices.len() as u64);
+                match result {
+                    Ok(answer) if answer.lots.len() == indices.len() => {
+                        let outcome = if attempt == 0 {
+                            ForwardOutcome::Answered
+                        } else {
+                            ForwardOutcome::AnsweredOnRetry
+                        };
+                        router.count(Rpc::BatchGetAvailability, outcome, count);
+                        for (index, lot) in indices.into_iter().zip(answer.lots) {
+                            answers[index] = Some(lot);
+                        }
+                    }
+                    Ok(answer) => {
+                        failure = Some(unreachable(
+                            &request.requests[indices[0]].lot_id,
+                            &peer,
+                            format!(
+                                "{} answers for {} requests",
+                                answer.lots.len(),
+                                indices.len()
+                            ),
+                        ));
+                        left.extend(indices);
+                    }
+                    Err(Ok(reason)) => {
+                        failure = Some(unreachable(
+                            &request.requests[indices[0]].lot_id,
+                            &peer,
+                            reason,
+                        ));
+                        left.extend(indices);
+                    }
+                    Err(Err(refusal)) => {
+                        router.count(Rpc::BatchGetAvailability, ForwardOutcome::Refused, count);
+                        return Err(ServiceError::Peer(refusal));
+                    }
+                }
+            }
+            pending = left;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            router.count(
+                Rpc::BatchGetAvailability,
+                ForwardOutcome::Failed,
+                Some(pending.len() as u64),
+            );
+            return Err(failure.unwrap_or_else(|| ServiceError::Moving {
+                lot_id: request.requests[pending[0]].lot_id.clone(),
+            }));
+        }
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// The lots within a search's radius (with the slot type, if asked): index, distance, slots
+    /// of the type.
+    fn candidates(&self, query: &SearchQuery) -> Vec<Candidate> {
+        let mut found = Vec::new();
+        for (index, info) in self.context.directory.lots.iter().enumerate() {
+            let (Some(latitude), Some(longitude)) = (info.latitude, info.longitude) else {
+                continue;
+            };
+            let distance = distance_m((query.latitude, query.longitude), (latitude, longitude));
+            if distance > query.radius_m {
+                continue;
+            }
+            let slots_of_type = query
+                .slot_type
+                .map_or(0, |slot_type| info.slots_by_type[slot_type as usize]);
+            if query.slot_type.is_some() && slots_of_type == 0 {
+                continue;
+            }
+            let Ok(lot) = LotIndex::try_from(index) else {
+                continue;
+            };
+            found.push((lot, distance, slots_of_type));
+        }
+        found
+    }
+
+    /// The search's answer for candidate lots answered here.
+    fn nearby_here(
+        &self,
+        query: &SearchQuery,
+        now_ms: i64,
+        candidates: impl Iterator<Item = Candidate>,
+    ) -> Vec<NearbyLot> {
+        let context = &self.context;
+        let targets = targets(&When::Arrival(query.arrival_ms), now_ms);
+        let minutes = targets[0].0;
+        let mut found = Vec::new();
+        for (lot, distance, slots_of_type) in candidates {
+            let ready = context.scoring.answer(lot);
+            // Arriving now with no model: the live picture, not an answer made stale by the
+            // missing forecast.
+            let now_only = minutes == 0 && ready.model.is_none();
+            let availability =
+                context.availability(lot, &ready, now_ms, if now_only { &[] } else { &targets });
+            let probability = match availability.forecasts.first() {
+                Some(forecast) => forecast.probability_any_free,
+                // Arriving now without a forecast: the live count, if fresh.
+                None if minutes == 0 && !availability.stale => {
+                    if availability.free_now > 0 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+                None => continue,
+            };
+            found.push(NearbyLot {
+                availability: Some(availability),
+                distance_m: distance,
+                probability_any_free_at_arrival: probability,
+                slots_of_type,
+            });
+        }
+        found
+    }
+
+    /// `SearchNearby` once checked: the candidates held here (or claimed by nobody) ranked here;
+    /// the client's request scattered to every replica owning a candidate, each ranking what it
+    /// holds; the best `max_results` of them all. An owner that failed is asked once more after a
+    /// fresh look at who owns its lots.
+    async fn search(
+        &self,
+        query: &SearchQuery,
+        request: &SearchNearbyRequest,
+        forwarded: bool,
+        now_ms: i64,
+    ) -> Result<SearchNearbyResponse, ServiceError> {
+        let candidates = self.candidates(query);
+        let Some(router) = &self.router else {
+            return Ok(rank(
+                self.nearby_here(query, now_ms, candidates.into_iter()),
+                query.max_results,
+            ));
+        };
+        if forwarded {
+            let held = candidates
+                .into_iter()
+                .filter(|(lot, _, _)| router.holds(*lot));
+            return Ok(rank(
+                self.nearby_here(query, now_ms, held),
+                query.max_results,
+            ));
+        }
+        let mut found = Vec::new();
+        let mut pending = candidates;
+        let mut failure: Option<ServiceError> = None;
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(router.retry_delay()).await;
+            }
+            let mut here = Vec::new();
+            let mut owners: BTreeMap<String, (Peer, Vec<Candidate>)> = BTreeMap::new();
+            let mut left = Vec::new();
+            for candidate in pending {
+                match router.route(candidate.0) {
+                    Route::Local => here.push(candidate),
+                    Route::Remote(peer) => owners
+                        .entry(peer.replica_id.clone())
+                        .or_insert_with(|| (peer, Vec::new()))
+                        .1
+                        .push(candidate),
+                    Route::Moving => {
+                        failure = Some(ServiceError::Moving {
+                            lot_id: self.lot_id(candidate.0),
+                        });
+                        left.push(candidate);
+                    }
+                }
+            }
+            found.extend(self.nearby_here(query, now_ms, here.into_iter()));
+            let mut calls = tokio::task::JoinSet::new();
+            for (peer, lots) in owners.into_values() {
+                let router = Arc::clone(router);
+                let request = *request;
+                calls.spawn(async move {
+                    let result = router
+                        .send_to(&peer, &request, &|mut client, request| async move {
+                            client.search_nearby(request).await
+                        })
+                        .await;
+                    (peer, lots, result)
+                });
+            }
+            while let Some(done) = calls.join_next().await {
+                let (peer, lots, result) = done?;
+                match result {
+                    Ok(answer) => {
+                        let outcome = if attempt == 0 {
+                            ForwardOutcome::Answered
+                        } else {
+                            ForwardOutcome::AnsweredOnRetry
+                        };
+                        router.count(Rpc::SearchNearby, outcome, None);
+                        found.extend(answer.lots);
+                    }
+                    Err(Ok(reason)) => {
+                        failure = Some(unreachable(&self.lot_id(lots[0].0), &peer, reason));
+                        left.extend(lots);
+                    }
+                    Err(Err(refusal)) => {
+                        router.count(Rpc::SearchNearby, ForwardOutcome::Refused, None);
+                        return Err(ServiceError::Peer(refusal));
+                    }
+                }
+            }
+            pending = left;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            router.count(Rpc::SearchNearby, ForwardOutcome::Failed, None);
+            return Err(failure.unwrap_or_else(|| ServiceError::Moving {
+                lot_id: self.lot_id(pending[0].0),
+            }));
+        }
+        // A lot that moved between the attempts may be in two owners' answers: once is enough.
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|nearby| {
+            nearby
+                .availability
+                .as_ref()
+                .is_none_or(|availability| seen.insert(availability.lot_id.clone()))
+        });
+        Ok(rank(found, query.max_results))
+    }
+
+    fn lot_id(&self, lot: LotIndex) -> String {
+        self.context.scoring.topology().lots()[lot as usize]
+            .lot_id
+            .clone()
+    }
+}
+
+/// A lot within a search's radius: its index, distance (m) and slots of the type asked.
+type Candidate = (LotIndex, f64, u32);
+
+/// The owner did not answer: the error a client gets after the retry.
+fn unreachable(lot_id: &str, peer: &Peer, reason: String) -> ServiceError {
+    ServiceError::OwnerUnreachable {
+        lot_id: lot_id.to_owned(),
+        replica: peer.replica_id.clone(),
+        address: peer.address.clone(),
+        reason,
+    }
+}
+
+/// Best first (the probability of a free slot at arrival, then the distance), at most `max`.
+fn rank(mut found: Vec<NearbyLot>, max: u32) -> SearchNearbyResponse {
+    found.sort_by(|left, right| {
+        right
+            .probability_any_free_at_arrival
+            .total_cmp(&left.probability_any_free_at_arrival)
+            .then(left.distance_m.total_cmp(&right.distance_m))
+    });
+    found.truncate(max as usize);
+    SearchNearbyResponse { lots: found }
 }
 
 /// An open watch stream: its permit, and its place in the gauge of open streams, both given back
@@ -390,14 +786,18 @@ impl Availability for AvailabilityService {
         let started = Instant::now();
         let context = &self.context;
         let now_ms = context.scoring.now_ms();
-        let result = check_get(
+        let result = match check_get(
             request.get_ref(),
             context.scoring.topology(),
             &context.limits(),
             now_ms,
-        )
-        .map_err(ServiceError::from)
-        .and_then(|query| context.answer(&query, now_ms, true));
+        ) {
+            Ok(query) => {
+                self.get(&query, request.get_ref(), forwarded(&request), now_ms)
+                    .await
+            }
+            Err(error) => Err(error.into()),
+        };
         context.finish(Rpc::GetAvailability, started, result)
     }
 
@@ -408,20 +808,18 @@ impl Availability for AvailabilityService {
         let started = Instant::now();
         let context = &self.context;
         let now_ms = context.scoring.now_ms();
-        let result = check_batch(
+        let result = match check_batch(
             request.get_ref(),
             context.scoring.topology(),
             &context.limits(),
             now_ms,
-        )
-        .map_err(ServiceError::from)
-        .and_then(|queries| {
-            queries
-                .iter()
-                .map(|query| context.answer(query, now_ms, true))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map(|lots| BatchGetAvailabilityResponse { lots });
+        ) {
+            Ok(queries) => self
+                .batch(&queries, request.get_ref(), forwarded(&request), now_ms)
+                .await
+                .map(|lots| BatchGetAvailabilityResponse { lots }),
+            Err(error) => Err(error.into()),
+        };
         context.finish(Rpc::BatchGetAvailability, started, result)
     }
 
@@ -432,60 +830,30 @@ impl Availability for AvailabilityService {
         let started = Instant::now();
         let context = &self.context;
         let now_ms = context.scoring.now_ms();
-        let result = check_search(request.get_ref(), &context.limits(), now_ms)
-            .map_err(ServiceError::from)
-            .and_then(|query| {
-                if query.arrival_ms > now_ms && context.scoring.model().is_none() {
-                    return Err(ServiceError::NoModelForArrival);
-                }
-                let mut found = Vec::new();
-                for (index, info) in context.directory.lots.iter().enumerate() {
-                    let (Some(latitude), Some(longitude)) = (info.latitude, info.longitude) else {
-                        continue;
-                    };
-                    let distance =
-                        distance_m((query.latitude, query.longitude), (latitude, longitude));
-                    if distance > query.radius_m {
-                        continue;
-                    }
-                    let slots_of_type = query
-                        .slot_type
-                        .map_or(0, |slot_type| info.slots_by_type[slot_type as usize]);
-                    if query.slot_type.is_some() && slots_of_type == 0 {
-                        continue;
-                    }
-                    let Ok(lot) = LotIndex::try_from(index) else {
-                        continue;
-                    };
-                    let ready = context.scoring.answer(lot);
-                    let targets = targets(&When::Arrival(query.arrival_ms), now_ms);
-                    let minutes = targets[0].0;
-                    let availability = context.availability(lot, &ready, now_ms, &targets);
-                    let probability = match availability.forecasts.first() {
-                        Some(forecast) => forecast.probability_any_free,
-                        // Arriving now without a forecast: the live count, if fresh.
-                        None if minutes == 0 && !availability.stale => {
-                            if availability.free_now > 0 { 1.0 } else { 0.0 }
-                        }
-                        None => continue,
-                    };
-                    found.push(NearbyLot {
-                        availability: Some(availability),
-                        distance_m: distance,
-                        probability_any_free_at_arrival: probability,
-                        slots_of_type,
-                    });
-                }
-                found.sort_by(|left, right| {
-                    right
-                        .probability_any_free_at_arrival
-                        .total_cmp(&left.probability_any_free_at_arrival)
-                        .then(left.distance_m.total_cmp(&right.distance_m))
-                });
-                found.truncate(query.max_results as usize);
-                Ok(SearchNearbyResponse { lots: found })
-            });
+        let result = match check_search(request.get_ref(), &context.limits(), now_ms) {
+            Ok(query) if query.arrival_ms > now_ms && context.scoring.model().is_none() => {
+                Err(ServiceError::NoModelForArrival)
+            }
+            Ok(query) => {
+                self.search(&query, request.get_ref(), forwarded(&request), now_ms)
+                    .await
+            }
+            Err(error) => Err(error.into()),
+        };
         context.finish(Rpc::SearchNearby, started, result)
+    }
+
+    async fn list_replicas(
+        &self,
+        _request: Request<ListReplicasRequest>,
+    ) -> Result<Response<ListReplicasResponse>, Status> {
+        let started = Instant::now();
+        let answer = self
+            .router
+            .as_ref()
+            .map_or_else(ListReplicasResponse::default, |router| router.replicas());
+        self.context
+            .finish(Rpc::ListReplicas, started, Ok::<_, ServiceError>(answer))
     }
 
     type WatchAvailabilityStream = WatchStream;

@@ -80,6 +80,7 @@ use crate::checkpoint::{
 use crate::decode::{Reason, Rejection, TimeRules, decode_sensor, decode_session};
 use crate::live::{GridRule, LiveRules, LiveState, LotSnapshot};
 use crate::metrics::{IngestMetrics, InputTopic};
+use crate::ownership::Holdings;
 use crate::topology::{LotIndex, TopologyIndex};
 
 /// Settings of the live consumer.
@@ -627,6 +628,8 @@ struct Core {
     /// over.
     lot_partition: Vec<i32>,
     owned: BTreeMap<i32, Progress>,
+    /// `lot_partition` and `owned`, mirrored for request handlers ([`Holdings`]).
+    holdings: Arc<Holdings>,
     dirty: BTreeSet<i32>,
     /// The first message of each (topic, partition) after an assignment, to compare with the
     /// checkpoint's last.
@@ -840,6 +843,7 @@ impl Core {
         for lot in self.lots_of(partition) {
             self.live.reset_lot(lot);
             self.lot_partition[lot as usize] = -1;
+            self.holdings.set_lot(lot, -1);
         }
     }
 
@@ -895,6 +899,7 @@ impl Core {
                 "partition assigned"
             );
             self.owned.insert(partition, progress);
+            self.holdings.own(partition, now_ms());
             starts.insert(partition, progress);
         }
         starts
@@ -919,6 +924,7 @@ impl Core {
                 continue;
             }
             self.lot_partition[lot as usize] = checkpoint.partition;
+            self.holdings.set_lot(lot, checkpoint.partition);
             restored += 1;
         }
         self.metrics.lots_restored.inc_by(restored);
@@ -950,6 +956,7 @@ impl Core {
         for &partition in partitions {
             self.forget_lots(partition);
             self.owned.remove(&partition);
+            self.holdings.disown(partition);
             self.dirty.remove(&partition);
             self.rebuild.remove(&partition);
             for topic in InputTopic::ALL {
@@ -965,6 +972,7 @@ impl Core {
         let owned: Vec<i32> = self.owned.keys().copied().collect();
         self.orphaned.extend(owned);
         self.owned.clear();
+        self.holdings.disown_all();
         self.dirty.clear();
         self.rebuild.clear();
         self.verify.clear();
@@ -1320,6 +1328,7 @@ impl Core {
                     self.metrics.clamped(topic);
                 }
                 self.lot_partition[event.lot as usize] = partition;
+                self.holdings.set_lot(event.lot, partition);
                 self.live.apply_sensor(&event)
             }
             InputTopic::Session => {
@@ -1329,6 +1338,7 @@ impl Core {
                     self.metrics.clamped(topic);
                 }
                 self.lot_partition[mark.lot as usize] = partition;
+                self.holdings.set_lot(mark.lot, partition);
                 self.live.apply_session(&mark)
             }
         }
@@ -1373,6 +1383,7 @@ pub struct IngestSummary {
 /// A running consumer. Dropping it aborts like [`Ingest::abort`].
 pub struct Ingest {
     shared: Arc<Shared>,
+    holdings: Arc<Holdings>,
     topology: Arc<TopologyIndex>,
     thread: Mutex<Option<JoinHandle<Result<IngestSummary, IngestError>>>>,
     probe: Mutex<Option<JoinHandle<()>>>,
@@ -1416,9 +1427,11 @@ impl Ingest {
         live.set_grid(options.grid);
         let served_topology = Arc::clone(&topology);
         let stale_after_ms = i64::try_from(config.stale_after_ms).unwrap_or(i64::MAX);
+        let holdings = Arc::new(Holdings::new(topology.lots().len()));
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 lot_partition: vec![-1; topology.lots().len()],
+                holdings: Arc::clone(&holdings),
                 config: config.clone(),
                 topology,
                 live,
@@ -1468,10 +1481,16 @@ impl Ingest {
             .map_err(|error| IngestError::Thread(format!("could not start the probe: {error}")))?;
         Ok(Ingest {
             shared,
+            holdings,
             topology: served_topology,
             thread: Mutex::new(Some(thread)),
             probe: Mutex::new(Some(probe)),
         })
+    }
+
+    /// What this replica owns, readable without the state lock.
+    pub fn holdings(&self) -> &Arc<Holdings> {
+        &self.holdings
     }
 
     /// Health of the consumer.

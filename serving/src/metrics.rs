@@ -384,11 +384,13 @@ pub enum Rpc {
     ShadowModel,
     /// `Models.ClearShadow`.
     ClearShadow,
+    /// `Availability.ListReplicas`.
+    ListReplicas,
 }
 
 impl Rpc {
     /// Every RPC, in label order.
-    pub const ALL: [Rpc; 10] = [
+    pub const ALL: [Rpc; 11] = [
         Rpc::GetAvailability,
         Rpc::BatchGetAvailability,
         Rpc::SearchNearby,
@@ -399,6 +401,7 @@ impl Rpc {
         Rpc::GetLiveQuality,
         Rpc::ShadowModel,
         Rpc::ClearShadow,
+        Rpc::ListReplicas,
     ];
 }
 
@@ -539,6 +542,122 @@ impl ActivationOutcome {
 impl EncodeLabelValue for ActivationOutcome {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         encoder.write_str(self.label())
+    }
+}
+
+/// How a request forwarded to another replica ended: the `outcome` label of
+/// `parkcast_replicas_forwarded_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum ForwardOutcome {
+    /// The owner answered.
+    Answered,
+    /// The owner answered the one retry (after a failure or a move).
+    AnsweredOnRetry,
+    /// The owner refused the request (its status passed on).
+    Refused,
+    /// No answer after the retry: the client got `UNAVAILABLE`.
+    Failed,
+    /// The lot came to this replica between the attempts: answered here.
+    CameHere,
+}
+
+impl ForwardOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [ForwardOutcome; 5] = [
+        ForwardOutcome::Answered,
+        ForwardOutcome::AnsweredOnRetry,
+        ForwardOutcome::Refused,
+        ForwardOutcome::Failed,
+        ForwardOutcome::CameHere,
+    ];
+}
+
+/// The labels of `parkcast_replicas_forwarded_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ForwardLabels {
+    rpc: Rpc,
+    outcome: ForwardOutcome,
+}
+
+/// Metrics of the replicas of a group ([`crate::replicas`]): forwarded requests, their latency,
+/// the replicas alive and the lots held here (cheap to clone). Owned partitions are ingestion's
+/// `parkcast_ingest_assigned_partitions`.
+#[derive(Debug, Clone)]
+pub struct ReplicaMetrics {
+    forwarded: Family<ForwardLabels, Counter>,
+    /// Time of one forwarded call to another replica (each attempt).
+    pub forward_duration: Histogram,
+    /// Replicas of the group heard from within the expiry, this one included.
+    pub replicas_alive: Gauge,
+    /// Lots this replica holds state for.
+    pub lots_held: Gauge,
+    /// Advertisements written (changes and heartbeats).
+    pub adverts_published: Counter,
+}
+
+impl ReplicaMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> ReplicaMetrics {
+        let forwarded = Family::<ForwardLabels, Counter>::default();
+        for rpc in [
+            Rpc::GetAvailability,
+            Rpc::BatchGetAvailability,
+            Rpc::SearchNearby,
+        ] {
+            for outcome in ForwardOutcome::ALL {
+                drop(forwarded.get_or_create(&ForwardLabels { rpc, outcome }));
+            }
+        }
+        let metrics = ReplicaMetrics {
+            forwarded: forwarded.clone(),
+            // 100 us .. 1.6 s.
+            forward_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
+            replicas_alive: Gauge::default(),
+            lots_held: Gauge::default(),
+            adverts_published: Counter::default(),
+        };
+        let replicas = registry.sub_registry_with_prefix("parkcast_replicas");
+        replicas.register(
+            "forwarded_requests",
+            "Requests (or a batch's lots, or a search's owners) forwarded to the replica owning the lot, by RPC and outcome",
+            forwarded,
+        );
+        replicas.register_with_unit(
+            "forward_duration",
+            "Time of one forwarded call to another replica",
+            Unit::Seconds,
+            metrics.forward_duration.clone(),
+        );
+        replicas.register(
+            "alive",
+            "Replicas of the group heard from within replicas.expire_after_ms, this one included",
+            metrics.replicas_alive.clone(),
+        );
+        replicas.register(
+            "lots_held",
+            "Lots this replica holds the live state of",
+            metrics.lots_held.clone(),
+        );
+        replicas.register(
+            "adverts_published",
+            "Advertisements of this replica's ownership written to the replicas topic",
+            metrics.adverts_published.clone(),
+        );
+        metrics
+    }
+
+    /// Counts `count` forwarded requests of `rpc` that ended in `outcome`.
+    pub fn forwarded(&self, rpc: Rpc, outcome: ForwardOutcome, count: u64) {
+        self.forwarded
+            .get_or_create(&ForwardLabels { rpc, outcome })
+            .inc_by(count);
+    }
+
+    /// Forwarded requests of `rpc` that ended in `outcome` so far.
+    pub fn forwarded_count(&self, rpc: Rpc, outcome: ForwardOutcome) -> u64 {
+        self.forwarded
+            .get_or_create(&ForwardLabels { rpc, outcome })
+            .get()
     }
 }
 

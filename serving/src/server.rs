@@ -29,9 +29,10 @@ use crate::grpc::{
 };
 use crate::ingest::{Ingest, IngestError, IngestOptions, IngestSummary, TimeReference};
 use crate::live::GridRule;
-use crate::metrics::{self, IngestMetrics, ServingMetrics};
+use crate::metrics::{self, IngestMetrics, ReplicaMetrics, ServingMetrics};
 use crate::models::{ActivationError, ModelManager, StartupModel, load_startup};
 use crate::pricing::{PricingError, PricingFeed};
+use crate::replicas::{Advertiser, AdvertiserError, ReplicasConfigError, Router};
 use crate::scoring::{Clock, LiveSource, Scoring};
 use crate::topology::TopologyIndex;
 
@@ -97,6 +98,12 @@ pub enum ServerError {
     /// A blocking task panicked or was cancelled.
     #[error("a start-up or shutdown task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// This replica has no address the others could reach it at.
+    #[error(transparent)]
+    Replicas(#[from] ReplicasConfigError),
+    /// The replicas' advertisements could not start.
+    #[error(transparent)]
+    Advertiser(#[from] AdvertiserError),
 }
 
 /// The gRPC service name health reports on.
@@ -137,6 +144,7 @@ pub struct Server {
     grpc_shutdown: tokio::sync::oneshot::Sender<()>,
     grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    advertiser: Option<Advertiser>,
 }
 
 impl Server {
@@ -151,6 +159,10 @@ impl Server {
         let mut registry = Registry::default();
         let ingest_metrics = IngestMetrics::register(&mut registry);
         let serving_metrics = ServingMetrics::register(&mut registry);
+        let replica_metrics = config
+            .replicas
+            .enabled
+            .then(|| ReplicaMetrics::register(&mut registry));
         let registry = Arc::new(Mutex::new(registry));
         let (metrics_addr, metrics_task) =
             metrics::serve(config.serve.metrics_addr, Arc::clone(&registry))
@@ -316,7 +328,7 @@ impl Server {
             metrics: Some(serving_metrics.clone()),
         };
         let token = Some(config.serve.admin_token.clone()).filter(|token| !token.is_empty());
-        let availability = AvailabilityService::new(context.clone());
+        let mut availability = AvailabilityService::new(context.clone());
         let models = ModelsService::new(manager, token, Some(serving_metrics));
         let listener = tokio::net::TcpListener::bind(config.serve.grpc_addr)
             .await
@@ -341,6 +353,41 @@ impl Server {
         // delays that ACK (40 ms at least on Linux) or piggybacks it on its next packet. h2load at
         // a fixed rate sends a burst every 10 ms: a 10 ms floor, while the handlers took 2.5 us.
         // HTTP/2 already batches what is ready into one write; the kernel must not hold it back.
+        // One of several replicas: advertise what this one owns at the bound address, and forward
+        // requests for the others' lots ([`crate::replicas`]).
+        let mut advertiser = None;
+        if config.replicas.enabled {
+            let identity = config
+                .replicas
+                .identity(&config.ingest.group_id, grpc_addr)?;
+            tracing::info!(replica = %identity.replica_id, address = %identity.address, "advertising ownership to the group's replicas");
+            let router = Arc::new(Router::new(
+                identity,
+                Arc::clone(ingest.holdings()),
+                &config.replicas,
+                replica_metrics,
+            ));
+            let (replicas, kafka, advertised_topology, holdings, advertised_router) = (
+                config.replicas.clone(),
+                config.ingest.kafka.clone(),
+                Arc::clone(&topology),
+                Arc::clone(ingest.holdings()),
+                Arc::clone(&router),
+            );
+            advertiser = Some(
+                tokio::task::spawn_blocking(move || {
+                    Advertiser::start(
+                        &replicas,
+                        &kafka,
+                        advertised_topology,
+                        holdings,
+                        advertised_router,
+                    )
+                })
+                .await??,
+            );
+            availability = availability.with_router(router);
+        }
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let (grpc_shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -368,6 +415,7 @@ impl Server {
             grpc_shutdown,
             grpc_task,
             tasks: vec![metrics_task, health_task],
+            advertiser,
         })
     }
 
@@ -449,6 +497,13 @@ impl Server {
         tracing::info!("checkpointing and leaving the group");
         let ingest = self.ingest;
         let summary = tokio::task::spawn_blocking(move || ingest.stop()).await?;
+        // After the group has its partitions back: the others keep forwarding to this replica
+        // (and retrying) until the new owners claim its lots, rather than answering them as lots
+        // nobody has seen.
+        if let Some(advertiser) = self.advertiser {
+            tokio::task::spawn_blocking(move || advertiser.stop()).await?;
+            tracing::info!(elapsed_ms = elapsed_ms(), "left the replicas");
+        }
         tracing::info!(elapsed_ms = elapsed_ms(), "stopped");
         Ok(summary?)
     }

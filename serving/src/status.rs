@@ -10,6 +10,8 @@
 //! | a malformed request: a missing or out-of-range field, a request over a per-request bound (horizons, batch size, results, watched lots), an empty or invalid model name | `INVALID_ARGUMENT` |
 //! | an unknown lot (also inside a batch), model line or version | `NOT_FOUND` |
 //! | a forecast asked while no model is active | `UNAVAILABLE` |
+//! | the lot's owner (another replica) did not answer, even once more after a fresh look at who owns it; the lot is moving between replicas; a forwarded request reached a replica that no longer owns the lot | `UNAVAILABLE` (retry: ownership settles within a rebalance) |
+//! | the owner answered with a refusal | the owner's code and message |
 //! | every watch stream slot of the server taken | `RESOURCE_EXHAUSTED` |
 //! | no bearer token, or a wrong one | `UNAUTHENTICATED` |
 //! | activation over gRPC disabled (no admin token configured) | `FAILED_PRECONDITION` |
@@ -110,6 +112,38 @@ pub enum ServiceError {
     /// The blocking task of a handler panicked or was cancelled.
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
+    /// The replica owning the lot did not answer a forwarded request, twice.
+    #[error(
+        "lot {lot_id:?} is owned by replica {replica} at {address}, which did not answer ({reason}); \
+         retry: if it is gone, another replica takes the lot over within a rebalance"
+    )]
+    OwnerUnreachable {
+        /// The lot asked for.
+        lot_id: String,
+        /// The owner's id.
+        replica: String,
+        /// The owner's gRPC address.
+        address: String,
+        /// What the last attempt met.
+        reason: String,
+    },
+    /// The lot's partition left this replica and no other has claimed it yet.
+    #[error("lot {lot_id:?} is moving between replicas (a rebalance); retry in a moment")]
+    Moving {
+        /// The lot asked for.
+        lot_id: String,
+    },
+    /// A request forwarded by another replica for a lot this one does not own (it moved).
+    #[error("replica {replica} does not own lot {lot_id:?} (it moved); ask again")]
+    NotOwner {
+        /// The lot asked for.
+        lot_id: String,
+        /// This replica's id.
+        replica: String,
+    },
+    /// The owner refused a forwarded request: its status, passed on.
+    #[error("{}", .0.message())]
+    Peer(Status),
 }
 
 impl From<ServiceError> for Status {
@@ -154,6 +188,10 @@ impl From<ServiceError> for Status {
                 }
             }
             ServiceError::Task(_) => Status::internal(refusal.to_string()),
+            ServiceError::OwnerUnreachable { .. }
+            | ServiceError::Moving { .. }
+            | ServiceError::NotOwner { .. } => Status::unavailable(refusal.to_string()),
+            ServiceError::Peer(status) => Status::new(status.code(), status.message()),
         }
     }
 }

@@ -45,6 +45,19 @@ pub struct ServeArgs {
     /// Read grid history from the warehouse up to this instant (RFC 3339; default: now).
     #[arg(long)]
     pub history_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Run as one of several replicas of the consumer group: advertise the lots this one owns on
+    /// the replicas topic and forward requests for the others' lots to their owners (sets
+    /// `replicas.enabled`).
+    #[arg(long)]
+    pub replicas: bool,
+    /// `host:port` the other replicas reach this one's gRPC port at (overrides
+    /// `replicas.advertise_addr`; default: the bound gRPC address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_addr: Option<String>,
+    /// This replica's id in the group (overrides `replicas.replica_id`; default: its advertised
+    /// address).
+    #[arg(long)]
+    pub replica_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -71,6 +84,14 @@ impl ServeArgs {
         }
         if let Some(clock) = self.clock {
             serve.clock = clock;
+        }
+        let replicas = &mut config.replicas;
+        replicas.enabled |= self.replicas;
+        if let Some(address) = &self.advertise_addr {
+            replicas.advertise_addr.clone_from(address);
+        }
+        if let Some(id) = &self.replica_id {
+            replicas.replica_id.clone_from(id);
         }
     }
 }
