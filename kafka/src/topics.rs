@@ -57,19 +57,20 @@ pub fn create_topics(
     Ok(())
 }
 
-/// Creates `topic` as a compacted topic of one partition (the broker keeps the newest value of
-/// each key; a tombstone deletes it) holding values of up to `max_message_bytes`; a topic that
-/// exists is left as it is. For state keyed by a name (the replicas' advertisements), read whole
-/// from the beginning. Blocks until the broker answers.
+/// Creates `topic` as a compacted topic of `partitions` partitions (the broker keeps the newest
+/// value of each key; a tombstone deletes it) holding values of up to `max_message_bytes`; a topic
+/// that exists is left as it is. For state keyed by a name (the replicas' advertisements, the
+/// checkpoints' changelog). Blocks until the broker answers.
 pub fn create_compacted_topic(
     config: &KafkaConfig,
     topic: &str,
+    partitions: i32,
     max_message_bytes: usize,
     timeout: Duration,
 ) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
     let max_bytes = max_message_bytes.to_string();
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
         .set("cleanup.policy", "compact")
         .set("max.message.bytes", &max_bytes);
     let options = AdminOptions::new().operation_timeout(Some(timeout));

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::changelog::ChangelogWriter;
 use crate::live::LotRecord;
 
 /// Format version of checkpoint files: 2 added the fingerprints of the last messages applied
@@ -88,6 +89,68 @@ pub enum CheckpointError {
         /// Its version.
         found: u32,
     },
+    /// The file was written but the changelog record was not (the previous checkpoint stays in
+    /// force: offsets are not committed).
+    #[error("checkpoint of partition {partition} not on the changelog: {source}")]
+    Changelog {
+        /// The partition.
+        partition: i32,
+        /// Why.
+        source: Box<crate::changelog::ChangelogError>,
+    },
+}
+
+/// A checkpoint's bytes: a header, the body and its SHA-256 (what a file and a changelog record
+/// hold).
+pub fn encode(checkpoint: &PartitionCheckpoint) -> Vec<u8> {
+    let body = rmp_serde::to_vec(checkpoint).expect("a checkpoint should serialize");
+    let digest = Sha256::digest(&body);
+    let mut bytes = Vec::with_capacity(MAGIC.len() + 8 + body.len() + digest.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    bytes.extend_from_slice(&digest);
+    bytes
+}
+
+/// A checkpoint of `partition` from its bytes, checked (header, length, checksum, version,
+/// partition); `path` names where they came from in errors.
+pub fn decode(
+    bytes: &[u8],
+    partition: i32,
+    path: &Path,
+) -> Result<PartitionCheckpoint, CheckpointError> {
+    let corrupt = |detail: &str| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        detail: detail.to_owned(),
+    };
+    let rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| corrupt("no checkpoint header"))?;
+    let (length, rest) = rest
+        .split_at_checked(8)
+        .ok_or_else(|| corrupt("cut short"))?;
+    let length = u64::from_le_bytes(length.try_into().expect("8 bytes"));
+    let length = usize::try_from(length).map_err(|_| corrupt("impossible length"))?;
+    if rest.len() != length.saturating_add(32) {
+        return Err(corrupt("cut short or trailing bytes"));
+    }
+    let (body, digest) = rest.split_at(length);
+    if Sha256::digest(body).as_slice() != digest {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let checkpoint: PartitionCheckpoint = rmp_serde::from_slice(body)
+        .map_err(|error| corrupt(&format!("undecodable body: {error}")))?;
+    if checkpoint.version > CHECKPOINT_VERSION {
+        return Err(CheckpointError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: checkpoint.version,
+        });
+    }
+    if checkpoint.partition != partition {
+        return Err(corrupt("written for another partition"));
+    }
+    Ok(checkpoint)
 }
 
 /// A folder of checkpoint files (shared by the replicas of one consumer group).
@@ -119,19 +182,17 @@ impl CheckpointStore {
 
     /// Writes a partition's checkpoint atomically; returns its size in bytes.
     pub fn save(&self, checkpoint: &PartitionCheckpoint) -> Result<u64, CheckpointError> {
-        let path = self.path(checkpoint.partition);
-        let body = rmp_serde::to_vec(checkpoint).expect("a checkpoint should serialize");
-        let digest = Sha256::digest(&body);
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 8 + body.len() + digest.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&body);
-        bytes.extend_from_slice(&digest);
-        parkcast_durable::replace_file(&path, &bytes).map_err(|source| CheckpointError::Io {
+        self.write(checkpoint.partition, &encode(checkpoint))
+    }
+
+    /// Writes a partition's encoded checkpoint atomically; returns its size in bytes.
+    fn write(&self, partition: i32, bytes: &[u8]) -> Result<u64, CheckpointError> {
+        let path = self.path(partition);
+        parkcast_durable::replace_file(&path, bytes).map_err(|source| CheckpointError::Io {
             path: path.clone(),
             source,
         })?;
-        Ok((MAGIC.len() + 8 + body.len() + digest.len()) as u64)
+        Ok(bytes.len() as u64)
     }
 
     /// Reads a partition's checkpoint, `None` if there is none.
@@ -142,37 +203,7 @@ impl CheckpointStore {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CheckpointError::Io { path, source }),
         };
-        let corrupt = |detail: &str| CheckpointError::Corrupt {
-            path: path.clone(),
-            detail: detail.to_owned(),
-        };
-        let rest = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| corrupt("no checkpoint header"))?;
-        let (length, rest) = rest
-            .split_at_checked(8)
-            .ok_or_else(|| corrupt("cut short"))?;
-        let length = u64::from_le_bytes(length.try_into().expect("8 bytes"));
-        let length = usize::try_from(length).map_err(|_| corrupt("impossible length"))?;
-        if rest.len() != length.saturating_add(32) {
-            return Err(corrupt("cut short or trailing bytes"));
-        }
-        let (body, digest) = rest.split_at(length);
-        if Sha256::digest(body).as_slice() != digest {
-            return Err(corrupt("checksum mismatch"));
-        }
-        let checkpoint: PartitionCheckpoint = rmp_serde::from_slice(body)
-            .map_err(|error| corrupt(&format!("undecodable body: {error}")))?;
-        if checkpoint.version > CHECKPOINT_VERSION {
-            return Err(CheckpointError::UnsupportedVersion {
-                path,
-                found: checkpoint.version,
-            });
-        }
-        if checkpoint.partition != partition {
-            return Err(corrupt("written for another partition"));
-        }
-        Ok(Some(checkpoint))
+        decode(&bytes, partition, &path).map(Some)
     }
 
     /// Moves a refused file aside (kept for inspection), so the next checkpoint can take its place.
@@ -226,6 +257,25 @@ pub fn slot_ids_hash(slot_ids: &[String]) -> u64 {
     hash
 }
 
+/// Writes a checkpoint's file, then its changelog record.
+fn save(
+    store: &CheckpointStore,
+    changelog: Option<&ChangelogWriter>,
+    checkpoint: &PartitionCheckpoint,
+) -> Result<u64, CheckpointError> {
+    let bytes = encode(checkpoint);
+    let size = store.write(checkpoint.partition, &bytes)?;
+    if let Some(changelog) = changelog {
+        changelog
+            .publish(checkpoint.partition, &bytes)
+            .map_err(|source| CheckpointError::Changelog {
+                partition: checkpoint.partition,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(size)
+}
+
 /// One partition's checkpoint as the writer finished it.
 #[derive(Debug)]
 pub struct Written {
@@ -268,8 +318,12 @@ pub struct CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// Starts the writer's thread over `store`.
-    pub fn spawn(store: CheckpointStore) -> std::io::Result<CheckpointWriter> {
+    /// Starts the writer's thread over `store`, also writing every checkpoint to `changelog` when
+    /// given (a checkpoint is durable once both have it).
+    pub fn spawn(
+        store: CheckpointStore,
+        changelog: Option<ChangelogWriter>,
+    ) -> std::io::Result<CheckpointWriter> {
         let (jobs, inbox) = mpsc::sync_channel::<(Vec<PartitionCheckpoint>, Instant)>(1);
         let (outbox, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -282,7 +336,7 @@ impl CheckpointWriter {
                             partition: checkpoint.partition,
                             sensor_next: checkpoint.sensor_next,
                             session_next: checkpoint.session_next,
-                            result: store.save(checkpoint),
+                            result: save(&store, changelog.as_ref(), checkpoint),
                         })
                         .collect();
                     let batch = WrittenBatch {
@@ -384,7 +438,7 @@ mod tests {
     fn the_writer_writes_batches_in_order_off_the_caller_and_reports_failures() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let store = CheckpointStore::open(dir.path()).expect("store");
-        let mut writer = CheckpointWriter::spawn(store.clone()).expect("writer");
+        let mut writer = CheckpointWriter::spawn(store.clone(), None).expect("writer");
         assert!(writer.finished().is_none() && writer.wait().is_none());
         let first = checkpoint();
         let mut second = checkpoint();
@@ -414,7 +468,8 @@ mod tests {
         assert_eq!(store.load(3).expect("readable"), Some(second.clone()));
         // A folder that is gone: the failure comes back, the previous file is untouched.
         let gone = dir.path().join("gone");
-        let mut failing = CheckpointWriter::spawn(CheckpointStore { dir: gone }).expect("writer");
+        let mut failing =
+            CheckpointWriter::spawn(CheckpointStore { dir: gone }, None).expect("writer");
         assert!(failing.submit(vec![checkpoint()]));
         let batch = failing.wait().expect("the batch");
         assert!(matches!(

@@ -73,6 +73,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use serde::{Deserialize, Serialize};
 
+use crate::changelog::{ChangelogError, ChangelogReader, ChangelogWriter};
 use crate::checkpoint::{
     CHECKPOINT_VERSION, CheckpointError, CheckpointStore, CheckpointWriter, PartitionCheckpoint,
     WrittenBatch, message_fingerprint, slot_ids_hash,
@@ -96,8 +97,15 @@ pub struct IngestConfig {
     /// name takes its partitions back at once instead of waiting for the broker to expire the dead
     /// member. Empty: dynamic membership.
     pub instance_id: String,
-    /// Folder of the checkpoint files, shared by the replicas of the group.
+    /// Folder of the checkpoint files (this replica's; a shared folder also works).
     pub state_dir: PathBuf,
+    /// Also write every checkpoint to this compacted topic (one partition per input partition),
+    /// so a partition that moves to another machine is restored from it instead of replayed from
+    /// the beginning ([`crate::changelog`]). Empty: files only.
+    pub changelog_topic: String,
+    /// The largest checkpoint record the changelog takes, bytes (one partition's state: about 60
+    /// bytes per slot, before compression).
+    pub changelog_max_message_bytes: usize,
     /// How often the owned partitions are checkpointed and their offsets committed, ms. Shorter
     /// means less to replay after a crash and more disk writes.
     pub checkpoint_interval_ms: u64,
@@ -137,6 +145,8 @@ impl Default for IngestConfig {
             group_id: "parkcast-serving".to_owned(),
             instance_id: String::new(),
             state_dir: PathBuf::from("out/serving-state"),
+            changelog_topic: String::new(),
+            changelog_max_message_bytes: 32 << 20,
             checkpoint_interval_ms: 10_000,
             probe_interval_ms: 1_000,
             stale_after_ms: 10_000,
@@ -175,6 +185,12 @@ pub enum IngestConfigError {
         /// Its value.
         value: usize,
     },
+    /// A changelog topic name Kafka would refuse.
+    #[error("changelog_topic {0:?} is not a legal Kafka topic name (1-249 of [a-zA-Z0-9._-])")]
+    ChangelogTopic(String),
+    /// The changelog record bound is outside what Kafka can hold.
+    #[error("changelog_max_message_bytes must be 1024 to 1000000000, got {0}")]
+    ChangelogSize(usize),
     /// A fetch size set in `kafka.librdkafka_options` cannot carry the records the topics hold.
     #[error("kafka.librdkafka_options.{key} = {value} must be at least {minimum} ({why})")]
     FetchSize {
@@ -249,6 +265,20 @@ impl IngestConfig {
             return Err(IngestConfigError::MessageSize {
                 value: self.max_message_bytes,
             });
+        }
+        let topic = &self.changelog_topic;
+        if !topic.is_empty()
+            && (topic.len() > 249
+                || !topic
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte)))
+        {
+            return Err(IngestConfigError::ChangelogTopic(topic.clone()));
+        }
+        if !(1_024..=1_000_000_000).contains(&self.changelog_max_message_bytes) {
+            return Err(IngestConfigError::ChangelogSize(
+                self.changelog_max_message_bytes,
+            ));
         }
         self.fetch_sizes().map(|_| ())
     }
@@ -465,6 +495,9 @@ pub enum IngestError {
     /// A checkpoint could not be written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The changelog topic could not be created or its clients started.
+    #[error(transparent)]
+    Changelog(Box<ChangelogError>),
     /// The consumer thread could not start or panicked.
     #[error("the consumer thread {0}")]
     Thread(String),
@@ -641,6 +674,8 @@ struct Core {
     /// (flagged stale) until the new consumer's first assignment, which drops those it does not get.
     orphaned: BTreeSet<i32>,
     store: CheckpointStore,
+    /// Reads a newly assigned partition's newest checkpoint from the changelog, when configured.
+    changelog: Option<ChangelogReader>,
     /// Writes the checkpoint files off the state lock ([`CheckpointWriter`]).
     writer: CheckpointWriter,
     deadletters: DeadLetterSink,
@@ -862,22 +897,40 @@ impl Core {
         }
         let mut starts = BTreeMap::new();
         for &partition in partitions {
+            let started = Instant::now();
             self.forget_lots(partition);
-            let progress = match self.store.load(partition) {
-                Ok(Some(checkpoint)) => self.restore(&checkpoint),
-                Ok(None) => Progress::default(),
+            let file = match self.store.load(partition) {
+                Ok(file) => file,
                 Err(error) => {
                     tracing::error!(
                         error = %error,
                         partition,
-                        "checkpoint refused; rebuilding the partition from the beginning"
+                        "checkpoint refused; rebuilding the partition from the changelog or the beginning"
                     );
                     if let Err(error) = self.store.quarantine(partition) {
                         tracing::warn!(error = %error, "could not move the refused checkpoint aside");
                     }
-                    Progress::default()
+                    None
                 }
             };
+            let progress = match newest(file, self.changelog_checkpoint(partition)) {
+                Some((checkpoint, from_changelog)) => {
+                    if from_changelog {
+                        self.metrics.restored_from_changelog.inc();
+                    }
+                    tracing::info!(
+                        partition,
+                        from_changelog,
+                        lots = checkpoint.lots.len(),
+                        "restoring the partition's checkpoint"
+                    );
+                    self.restore(&checkpoint)
+                }
+                None => Progress::default(),
+            };
+            self.metrics
+                .restore_seconds
+                .observe(started.elapsed().as_secs_f64());
             for topic in InputTopic::ALL {
                 self.verify.remove(&(topic, partition));
                 if let Some(fingerprint) = progress.last(topic)
@@ -903,6 +956,19 @@ impl Core {
             starts.insert(partition, progress);
         }
         starts
+    }
+
+    /// The partition's newest checkpoint on the changelog, when there is one (a record that cannot
+    /// be read or refuses to decode is logged and passed over: the file, or a replay, serves).
+    fn changelog_checkpoint(&self, partition: i32) -> Option<PartitionCheckpoint> {
+        let changelog = self.changelog.as_ref()?;
+        match changelog.load(partition) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(error = %error, partition, "changelog checkpoint not usable");
+                None
+            }
+        }
     }
 
     fn restore(&mut self, checkpoint: &PartitionCheckpoint) -> Progress {
@@ -1418,7 +1484,8 @@ impl Ingest {
     ) -> Result<Ingest, IngestError> {
         config.validate()?;
         let store = CheckpointStore::open(&config.state_dir)?;
-        let writer = CheckpointWriter::spawn(store.clone()).map_err(|error| {
+        let (changelog_writer, changelog) = open_changelog(&config)?.unzip();
+        let writer = CheckpointWriter::spawn(store.clone(), changelog_writer).map_err(|error| {
             IngestError::Thread(format!("for checkpoints could not start: {error}"))
         })?;
         let deadletters =
@@ -1441,6 +1508,7 @@ impl Ingest {
                 rebuild: BTreeSet::new(),
                 orphaned: BTreeSet::new(),
                 store,
+                changelog,
                 writer,
                 deadletters,
                 metrics: metrics.clone(),
@@ -1692,6 +1760,51 @@ fn owned_snapshots(core: &Core, as_of_ms: Option<i64>) -> BTreeMap<String, LotSn
             ))
         })
         .collect()
+}
+
+/// Of a partition's checkpoint file and its changelog record, the newer by the offsets each is
+/// consistent with (the file on a tie: it is local); `true` when it is the changelog's.
+fn newest(
+    file: Option<PartitionCheckpoint>,
+    changelog: Option<PartitionCheckpoint>,
+) -> Option<(PartitionCheckpoint, bool)> {
+    let position = |checkpoint: &PartitionCheckpoint| {
+        checkpoint.sensor_next.max(0) + checkpoint.session_next.max(0)
+    };
+    match (file, changelog) {
+        (Some(file), Some(changelog)) if position(&changelog) > position(&file) => {
+            Some((changelog, true))
+        }
+        (Some(file), _) => Some((file, false)),
+        (None, Some(changelog)) => Some((changelog, true)),
+        (None, None) => None,
+    }
+}
+
+/// The changelog's writer and reader when `changelog_topic` is set, after creating the topic with
+/// the input topics' partition count.
+fn open_changelog(
+    config: &IngestConfig,
+) -> Result<Option<(ChangelogWriter, ChangelogReader)>, IngestError> {
+    if config.changelog_topic.is_empty() {
+        return Ok(None);
+    }
+    let probe: BaseConsumer = config.probe_config().create()?;
+    let partitions = partition_count(&probe, &config.kafka.topics.sensor, Duration::from_secs(10))?;
+    let (topic, max_bytes) = (
+        config.changelog_topic.as_str(),
+        config.changelog_max_message_bytes,
+    );
+    let changelog = || -> Result<_, ChangelogError> {
+        crate::changelog::create(&config.kafka, topic, partitions, max_bytes)?;
+        Ok((
+            ChangelogWriter::new(&config.kafka, topic, max_bytes)?,
+            ChangelogReader::new(&config.kafka, &config.group_id, topic, max_bytes)?,
+        ))
+    };
+    changelog()
+        .map(Some)
+        .map_err(|error| IngestError::Changelog(Box::new(error)))
 }
 
 /// A consumer in the group, subscribed to both input topics, after checking they exist with the

@@ -4,7 +4,8 @@
 //! Ingestion, in data-flow order: [`ingest`] runs the Kafka consumer (consumer group, dead letters,
 //! rebalancing); [`decode`] turns message bytes into validated events or a dead-letter reason;
 //! [`topology`] maps lot and slot ids to dense indices; [`live`] keeps every slot's state and each
-//! lot's aggregates; [`checkpoint`] makes that state survive restarts and partition moves;
+//! lot's aggregates; [`checkpoint`] makes that state survive restarts and partition moves, and
+//! [`changelog`] the loss of the machine;
 //! [`metrics`] counts all of it for Prometheus; [`ownership`] mirrors which partitions and lots
 //! this replica owns for lock-free reads. For the gRPC services, [`requests`] checks requests
 //! into queries or errors, [`scoring`] turns live state into ready answers with the active model,
@@ -19,6 +20,7 @@
 //! assert_eq!(parkcast_proto::topics::SENSOR, "parkcast.sensor.v1");
 //! ```
 
+pub mod changelog;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;

@@ -99,6 +99,11 @@ pub struct IngestMetrics {
     pub broker_contact_age_ms: Gauge,
     /// Lots restored from checkpoints.
     pub lots_restored: Counter,
+    /// Partitions restored from the changelog topic (newer than this replica's file, or no file).
+    pub restored_from_changelog: Counter,
+    /// Time to restore one newly assigned partition (its file and changelog record read, its
+    /// lots imported).
+    pub restore_seconds: Histogram,
     /// Restarts that re-read the last checkpointed message and found it unchanged.
     pub log_verified: Counter,
     /// Partitions whose log no longer held what the state was built from (truncated, or deleted and
@@ -172,6 +177,8 @@ impl IngestMetrics {
             lag_messages: Gauge::default(),
             broker_contact_age_ms: Gauge::default(),
             lots_restored: Counter::default(),
+            restored_from_changelog: Counter::default(),
+            restore_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
             log_verified: Counter::default(),
             log_regressions: Counter::default(),
             log_gaps: Counter::default(),
@@ -237,6 +244,11 @@ impl IngestMetrics {
                 &metrics.lots_restored,
             ),
             (
+                "restored_from_changelog",
+                "Partitions restored from the changelog topic (no file here, or an older one): state that moved between machines",
+                &metrics.restored_from_changelog,
+            ),
+            (
                 "log_verified",
                 "Restarts whose re-read of the last checkpointed message found it unchanged",
                 &metrics.log_verified,
@@ -270,6 +282,12 @@ impl IngestMetrics {
             "Time to write the owned partitions' checkpoint files (serialized and synced, off the state lock)",
             Unit::Seconds,
             metrics.checkpoint_seconds.clone(),
+        );
+        ingest.register_with_unit(
+            "restore_duration",
+            "Time to restore one newly assigned partition from its checkpoint (file or changelog)",
+            Unit::Seconds,
+            metrics.restore_seconds.clone(),
         );
         ingest.register_with_unit(
             "checkpoint_capture_duration",

@@ -711,6 +711,7 @@ impl Advertiser {
         parkcast_kafka::create_compacted_topic(
             kafka,
             &topic,
+            1,
             MAX_ADVERT_BYTES,
             Duration::from_secs(10),
         )

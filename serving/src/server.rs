@@ -178,7 +178,13 @@ impl Server {
         let grid = initial.as_ref().map(|startup| GridRule {
             step_ms: i64::from(startup.served.model.step_minutes()) * 60_000,
         });
-        let ingest_config = config.ingest.clone();
+        let mut ingest_config = config.ingest.clone();
+        if config.replicas.enabled && ingest_config.changelog_topic.is_empty() {
+            // Replicas on separate machines restore a moved partition from the changelog; without
+            // it the new owner would replay the partition's whole retention.
+            ingest_config.changelog_topic = format!("{}.checkpoints", ingest_config.group_id);
+            tracing::info!(topic = %ingest_config.changelog_topic, "checkpoints also go to the changelog topic");
+        }
         let ingest_topology = Arc::clone(&topology);
         // Event times are judged against the serving clock: a replay's own clock in stream mode,
         // so one sensor dated a day ahead cannot move it.

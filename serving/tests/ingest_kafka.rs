@@ -295,6 +295,56 @@ fn rebalancing_moves_lots_between_replicas_without_loss_or_double_application() 
     two.stop().expect("a clean stop");
 }
 
+#[test]
+fn a_partition_moved_to_a_machine_without_its_files_is_restored_from_the_changelog() {
+    parkcast_kafka::require_broker!();
+    let partitions = 4;
+    let kafka = fresh_config("changelog", partitions);
+    let stream = city_stream(8, 20, 30);
+    produce_all(&kafka, &stream);
+    let reference = uninterrupted(&kafka, &stream, partitions as u64);
+
+    // Two machines: a state folder each, one changelog topic between them.
+    let (first_disk, second_disk) = (
+        tempfile::tempdir().expect("temporary folder"),
+        tempfile::tempdir().expect("temporary folder"),
+    );
+    let group = unique_name("changelog");
+    let with_changelog = |disk: &std::path::Path| IngestConfig {
+        changelog_topic: format!("{group}.checkpoints"),
+        ..ingest_config(&kafka, &group, disk)
+    };
+    let first = start(with_changelog(first_disk.path()), &stream.topology);
+    assert!(caught_up(&first, partitions as u64));
+    assert_eq!(first.lot_snapshots(Some(stream.last_event_ms)), reference);
+    // Its clean stop checkpoints every partition to its disk and the changelog.
+    first.stop().expect("a clean stop");
+
+    let second = start(with_changelog(second_disk.path()), &stream.topology);
+    assert!(caught_up(&second, partitions as u64));
+    assert_eq!(second.lot_snapshots(Some(stream.last_event_ms)), reference);
+    let metrics = second.metrics();
+    assert_eq!(
+        metrics.restored_from_changelog.get(),
+        partitions as u64,
+        "every partition came from the changelog"
+    );
+    assert!(metrics.lots_restored.get() >= 8);
+    assert_eq!(
+        metrics.handled(),
+        0,
+        "nothing was replayed: the changelog held the state at the end of the log"
+    );
+    second.stop().expect("a clean stop");
+    // The second machine's own files now exist and are at least as new: a third start on it
+    // takes them (the changelog is not newer).
+    let third = start(with_changelog(second_disk.path()), &stream.topology);
+    assert!(caught_up(&third, partitions as u64));
+    assert_eq!(third.lot_snapshots(Some(stream.last_event_ms)), reference);
+    assert_eq!(third.metrics().restored_from_changelog.get(), 0);
+    third.stop().expect("a clean stop");
+}
+
 /// Consumes a backlog produced before the consumer starts; whether it read it all within
 /// [`BACKLOG_WAIT`].
 fn consumes_backlog() -> bool {
