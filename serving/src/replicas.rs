@@ -272,10 +272,14 @@ pub struct ReplicaTable {
     /// until another claims them they are moving, not unclaimed (whose answer would be "no event
     /// received", which is not true of them).
     released: HashMap<String, i64>,
+    /// Lots of replicas forgotten after a long silence and not claimed since: moving until a
+    /// replica claims them (bounded by the topology, where the adverts of replicas that never
+    /// come back would not be).
+    orphaned: std::collections::HashSet<String>,
 }
 
-/// An advertisement silent for this many expiries is dropped altogether: its lots are nobody's
-/// (rather than moving) if no replica has claimed them since.
+/// An advertisement silent for this many expiries is dropped from the table (its lots stay moving
+/// until claimed).
 const FORGET_AFTER_EXPIRIES: i64 = 10;
 
 impl ReplicaTable {
@@ -319,8 +323,9 @@ impl ReplicaTable {
 
     /// The owner of every lot of `topology`: of the live replicas claiming a lot, the one assigned
     /// its partition last (ties: the larger replica id, so every replica picks the same). A lot no
-    /// live replica claims is moving while its last owner is silent (up to
-    /// [`FORGET_AFTER_EXPIRIES`] expiries) or let it go within the expiry; else nobody's.
+    /// live replica claims is moving if its last owner went silent (whether or not it is still in
+    /// the table) or let it go within the expiry; nobody's only if no replica ever claimed it:
+    /// answering a lot whose owner died as if no event had ever come would be a false answer.
     pub fn routes(
         &mut self,
         topology: &TopologyIndex,
@@ -328,12 +333,22 @@ impl ReplicaTable {
         expire_after_ms: i64,
     ) -> Routes {
         let forget_ms = expire_after_ms.saturating_mul(FORGET_AFTER_EXPIRIES);
-        self.adverts
-            .retain(|_, info| now_ms.saturating_sub(info.updated_ms) <= forget_ms);
+        let orphaned = &mut self.orphaned;
+        self.adverts.retain(|_, info| {
+            let keep = now_ms.saturating_sub(info.updated_ms) <= forget_ms;
+            if !keep {
+                orphaned.extend(
+                    info.partitions
+                        .iter()
+                        .flat_map(|partition| partition.lot_ids.iter().cloned()),
+                );
+            }
+            keep
+        });
         self.released
             .retain(|_, at| now_ms.saturating_sub(*at) <= expire_after_ms);
         let mut owner = vec![Routes::NONE; topology.lots().len()];
-        for lot_id in self.released.keys() {
+        for lot_id in self.released.keys().chain(&self.orphaned) {
             if let Some(lot) = topology.lot(lot_id) {
                 owner[lot as usize] = Routes::MOVING;
             }
@@ -379,6 +394,12 @@ impl ReplicaTable {
                 }
             }
         }
+        // A lot claimed again is no orphan any more.
+        self.orphaned.retain(|lot_id| {
+            topology
+                .lot(lot_id)
+                .is_none_or(|lot| owner[lot as usize] == Routes::MOVING)
+        });
         Routes { owner, peers }
     }
 
@@ -1011,12 +1032,23 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("r1", false), ("r2", true), ("r3", true)]
         );
-        // Silent for ten expiries: forgotten, and its lots nobody's.
+        // Silent for ten expiries: forgotten, its lot still moving until someone claims it.
         table.apply(advert("r2", 400_000, &[(1, 2_000, &["c"])]), 400_000);
         table.apply(advert("r3", 400_000, &[(0, 11_000, &["a"])]), 400_000);
         let routes = table.routes(&topology, 400_000, 30_000);
-        assert_eq!(owner(&routes, 1), None);
+        assert_eq!(owner(&routes, 1), Some("moving"));
         assert_eq!(table.list(400_000, 30_000).len(), 2);
+        table.apply(advert("r2", 401_000, &[(1, 2_000, &["b", "c"])]), 401_000);
+        assert_eq!(
+            owner(&table.routes(&topology, 401_000, 30_000), 1),
+            Some("r2")
+        );
+        table.apply(advert("r2", 402_000, &[(1, 2_000, &["c"])]), 402_000);
+        assert_eq!(
+            owner(&table.routes(&topology, 433_000, 30_000), 1),
+            None,
+            "let go cleanly and not claimed for an expiry: nobody's"
+        );
         // A clean leave is a tombstone: its lots are moving until claimed, for one expiry.
         table.remove("r3", 400_000);
         assert_eq!(

@@ -72,7 +72,11 @@ pub fn serve(warehouse: &Path, dir: &Path, kafka: &KafkaConfig, extra: &[&str]) 
             "127.0.0.1:0",
         ])
         .args(extra)
-        .env("PARKCAST_LOG", "warn")
+        // PARKCAST_TEST_SERVE_LOG=info (or a filter) shows the servers' logs when debugging a test.
+        .env(
+            "PARKCAST_LOG",
+            std::env::var("PARKCAST_TEST_SERVE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
