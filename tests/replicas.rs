@@ -251,6 +251,27 @@ async fn every_replica_answers_every_lot() {
         "every replica owns lots"
     );
 
+    // The same through the CLI an operator uses.
+    let listed = common::succeeded(&common::parkcast(&[
+        "query",
+        "--addr",
+        &servers[0].addr.to_string(),
+        "replicas",
+        "--json",
+    ]));
+    let replicas: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(replicas.len(), REPLICAS, "{listed}");
+    assert_eq!(
+        replicas
+            .iter()
+            .filter(|replica| replica["this"] == serde_json::Value::Bool(true))
+            .count(),
+        1
+    );
+
     // Every replica answers every lot with the produced counts, fresh: its own lots from its
     // state, the others' forwarded.
     let deadline = Instant::now() + SETTLE;

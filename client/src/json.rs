@@ -4,7 +4,7 @@
 
 use parkcast_proto::v1::{
     Drift, Forecast, HorizonMetrics, LiveQuality, LotAvailability, LotQuality, ModelInfo,
-    NearbyLot, WindowQuality,
+    NearbyLot, ReplicaInfo, WindowQuality,
 };
 use serde_json::{Value, json};
 
@@ -57,6 +57,22 @@ pub fn horizon_metrics_json(metrics: &HorizonMetrics) -> Value {
         "horizon_minutes": metrics.horizon_minutes,
         "mae_rate": metrics.mae_rate,
         "coverage_80": metrics.coverage_80,
+    })
+}
+
+/// A replica as JSON; `this` marks the replica that answered.
+pub fn replica_json(replica: &ReplicaInfo, this_replica: &str) -> Value {
+    json!({
+        "replica_id": replica.replica_id,
+        "grpc_address": replica.grpc_address,
+        "alive": replica.alive,
+        "this": replica.replica_id == this_replica,
+        "updated_ms": replica.updated_ms,
+        "partitions": replica.partitions.iter().map(|partition| json!({
+            "partition": partition.partition,
+            "assigned_ms": partition.assigned_ms,
+            "lot_ids": partition.lot_ids,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -38,5 +38,5 @@ pub use request::{
 };
 pub use rpc::{
     Output, activate_model, availability, clear_shadow, connect, describe_model, list_models,
-    live_quality, search, shadow_model, watch,
+    list_replicas, live_quality, search, shadow_model, watch,
 };

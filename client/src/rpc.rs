@@ -11,7 +11,8 @@ use parkcast_proto::v1::availability_client::AvailabilityClient;
 use parkcast_proto::v1::models_client::ModelsClient;
 use parkcast_proto::v1::{
     ActivateModelRequest, BatchGetAvailabilityRequest, ClearShadowRequest, DescribeModelRequest,
-    GetLiveQualityRequest, ListModelsRequest, ShadowModelRequest, WatchAvailabilityRequest,
+    GetLiveQualityRequest, ListModelsRequest, ListReplicasRequest, ShadowModelRequest,
+    WatchAvailabilityRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -146,6 +147,20 @@ pub async fn list_models(channel: Channel, output: Output) -> Result<String, Cli
     Ok(match output {
         Output::Json => json::json_lines(&models, json::model_info_json),
         Output::Text => text::models_table(&models),
+    })
+}
+
+/// The replicas of the server's group and what each owns (`ListReplicas`).
+pub async fn list_replicas(channel: Channel, output: Output) -> Result<String, ClientError> {
+    let listing = AvailabilityClient::new(channel)
+        .list_replicas(ListReplicasRequest {})
+        .await?
+        .into_inner();
+    Ok(match output {
+        Output::Json => json::json_lines(&listing.replicas, |replica| {
+            json::replica_json(replica, &listing.this_replica)
+        }),
+        Output::Text => text::replicas_table(&listing),
     })
 }
 

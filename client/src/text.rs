@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 
 use chrono::DateTime;
 use parkcast_proto::v1::{
-    Drift, Forecast, HorizonMetrics, LiveQuality, LotAvailability, LotQuality, ModelInfo,
-    NearbyLot, SlotType, WindowQuality,
+    Drift, Forecast, HorizonMetrics, ListReplicasResponse, LiveQuality, LotAvailability,
+    LotQuality, ModelInfo, NearbyLot, SlotType, WindowQuality,
 };
 use parkcast_tables::{Cell, new_table, right};
 
@@ -424,6 +424,40 @@ fn metrics_summary(metrics: &[HorizonMetrics]) -> String {
     parts.join("; ")
 }
 
+/// The replicas of the group as a table: one row per replica, its partitions and lots.
+pub fn replicas_table(listing: &ListReplicasResponse) -> String {
+    if listing.replicas.is_empty() {
+        return "the server runs alone (replicas.enabled is off): it answers every lot itself\n"
+            .to_owned();
+    }
+    let mut table = new_table(&["replica", "address", "alive", "partitions", "lots"]);
+    for replica in &listing.replicas {
+        let this = if replica.replica_id == listing.this_replica {
+            " (this one)"
+        } else {
+            ""
+        };
+        let partitions: Vec<String> = replica
+            .partitions
+            .iter()
+            .map(|partition| partition.partition.to_string())
+            .collect();
+        let lots: usize = replica
+            .partitions
+            .iter()
+            .map(|partition| partition.lot_ids.len())
+            .sum();
+        table.add_row(vec![
+            Cell::new(format!("{}{this}", replica.replica_id)),
+            Cell::new(&replica.grpc_address),
+            Cell::new(if replica.alive { "yes" } else { "no" }),
+            Cell::new(partitions.join(",")),
+            right(lots),
+        ]);
+    }
+    format!("{table}\n")
+}
+
 /// The served models as a table.
 pub fn models_table(models: &[ModelInfo]) -> String {
     if models.is_empty() {
@@ -488,6 +522,42 @@ pub fn model_text(model: &ModelInfo) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::{lot, stale_lot};
+
+    #[test]
+    fn the_replicas_table_marks_the_replica_that_answered_and_counts_lots() {
+        use parkcast_proto::v1::{ReplicaInfo, ReplicaPartition};
+        assert!(replicas_table(&ListReplicasResponse::default()).contains("runs alone"));
+        let replica = |id: &str, alive, partitions: &[(i32, &[&str])]| ReplicaInfo {
+            replica_id: id.to_owned(),
+            grpc_address: format!("{id}:50051"),
+            alive,
+            partitions: partitions
+                .iter()
+                .map(|(partition, lots)| ReplicaPartition {
+                    partition: *partition,
+                    assigned_ms: 0,
+                    lot_ids: lots.iter().map(|lot| (*lot).to_owned()).collect(),
+                })
+                .collect(),
+            ..ReplicaInfo::default()
+        };
+        let text = replicas_table(&ListReplicasResponse {
+            this_replica: "a".to_owned(),
+            replicas: vec![
+                replica("a", true, &[(0, &["x", "y"]), (2, &["z"])]),
+                replica("b", false, &[(1, &[])]),
+            ],
+        });
+        let row = |id: &str| {
+            text.lines()
+                .find(|line| line.contains(&format!("{id}:50051")))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(row("a").contains("a (this one)") && row("a").contains("0,2"));
+        assert!(row("a").contains(" 3 ") || row("a").trim_end().ends_with("3 │"));
+        assert!(row("b").contains("no") && !row("b").contains("this one"));
+    }
 
     #[test]
     fn the_availability_table_shows_forecasts_per_horizon_the_model_once_and_why_a_lot_is_stale() {

@@ -109,6 +109,10 @@ pub enum QueryCommand {
         #[arg(long = "lot")]
         lots: Vec<String>,
     },
+    /// The replicas of the server's consumer group: each one's address, whether it is alive, the
+    /// partitions and lots it owns (ListReplicas). Any replica answers any lot; a client may also
+    /// send each lot's requests to its owner itself.
+    Replicas,
 }
 
 impl QueryCommand {
@@ -120,6 +124,7 @@ impl QueryCommand {
             QueryCommand::Models => "models",
             QueryCommand::Model { .. } => "model",
             QueryCommand::Quality { .. } => "quality",
+            QueryCommand::Replicas => "replicas",
         }
     }
 }
@@ -240,6 +245,7 @@ pub fn run(args: QueryArgs) -> Result<()> {
             Some(QueryCommand::Quality { lots }) => {
                 parkcast_client::live_quality(channel, lots, output).await?
             }
+            Some(QueryCommand::Replicas) => parkcast_client::list_replicas(channel, output).await?,
         };
         print!("{answer}");
         Ok(())
