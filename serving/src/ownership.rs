@@ -6,7 +6,8 @@
 //! milliseconds), so ingestion mirrors its ownership here as it changes it: the partition each
 //! lot's events arrive on (set on a lot's first event and on restore, cleared when the partition
 //! leaves) and the partitions owned with the time each was assigned. Reads are atomic loads and
-//! an uncontended read lock; writes happen on assignment, revocation and a lot's first event.
+//! an uncontended read lock; writes happen on assignment, revocation and a lot's first event
+//! (ingestion is the only writer; the writers are public for tests of the readers).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -47,7 +48,7 @@ impl Holdings {
     }
 
     /// Records the partition a lot's events arrive on (-1: forgotten).
-    pub(crate) fn set_lot(&self, lot: LotIndex, partition: i32) {
+    pub fn set_lot(&self, lot: LotIndex, partition: i32) {
         if let Some(slot) = self.lot_partition.get(lot as usize)
             && slot.swap(partition, Ordering::Release) != partition
         {
@@ -56,7 +57,7 @@ impl Holdings {
     }
 
     /// Records a partition assigned at `now_ms` (one already owned keeps its time).
-    pub(crate) fn own(&self, partition: i32, now_ms: i64) {
+    pub fn own(&self, partition: i32, now_ms: i64) {
         let mut owned = self.owned.write().unwrap_or_else(PoisonError::into_inner);
         if let std::collections::btree_map::Entry::Vacant(entry) = owned.entry(partition) {
             entry.insert(now_ms);
@@ -65,7 +66,7 @@ impl Holdings {
     }
 
     /// Records a partition that left.
-    pub(crate) fn disown(&self, partition: i32) {
+    pub fn disown(&self, partition: i32) {
         let mut owned = self.owned.write().unwrap_or_else(PoisonError::into_inner);
         if owned.remove(&partition).is_some() {
             self.generation.fetch_add(1, Ordering::Release);
@@ -73,7 +74,7 @@ impl Holdings {
     }
 
     /// Records that nothing is owned any more (the consumer failed).
-    pub(crate) fn disown_all(&self) {
+    pub fn disown_all(&self) {
         let mut owned = self.owned.write().unwrap_or_else(PoisonError::into_inner);
         if !owned.is_empty() {
             owned.clear();

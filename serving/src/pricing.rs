@@ -28,6 +28,7 @@ use rdkafka::producer::{BaseRecord, Producer, PurgeConfig};
 use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::metrics::ServingMetrics;
+use crate::ownership::Holdings;
 use crate::scoring::{LotAnswer, Scoring};
 use crate::topology::LotIndex;
 
@@ -91,10 +92,14 @@ pub struct PricingFeed {
 
 impl PricingFeed {
     /// Starts publishing every lot's bands, then each lot's again whenever its forecast changes.
+    /// With `only_held` (one replica of several), only the lots this replica holds: another
+    /// replica's lot has no live data here, and its bands from this replica's history-only forecast
+    /// would overwrite the owner's (the newest band wins).
     pub fn start(
         scoring: Arc<Scoring>,
         kafka: &KafkaConfig,
         metrics: Option<ServingMetrics>,
+        only_held: Option<Arc<Holdings>>,
     ) -> Result<PricingFeed, PricingError> {
         let context = CountingContext::default();
         let counts = Arc::clone(&context.counts);
@@ -138,6 +143,9 @@ impl PricingFeed {
                     pending.dedup();
                     let now_ms = scoring.now_ms();
                     'lots: for lot in pending.drain(..) {
+                        if only_held.as_ref().is_some_and(|held| !held.holds(lot)) {
+                            continue;
+                        }
                         let answer = scoring.answer(lot);
                         let key = answer.forecast.as_ref().zip(answer.model.as_ref()).map(
                             |(forecast, served)| (forecast.origin_ms, served.manifest.version),

@@ -278,6 +278,10 @@ impl Server {
                 Arc::clone(&scoring),
                 &config.ingest.kafka,
                 Some(serving_metrics.clone()),
+                config
+                    .replicas
+                    .enabled
+                    .then(|| Arc::clone(ingest.holdings())),
             )?)
         } else {
             None

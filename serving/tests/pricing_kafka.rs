@@ -17,6 +17,7 @@ use parkcast_serving::decode::SensorEvent;
 use parkcast_serving::live::{LiveRules, LiveState};
 use parkcast_serving::metrics::ServingMetrics;
 use parkcast_serving::models::ModelManager;
+use parkcast_serving::ownership::Holdings;
 use parkcast_serving::pricing::PricingFeed;
 use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ScoringConfig, ServedModel};
 use parkcast_serving::topology::TopologyIndex;
@@ -119,7 +120,7 @@ fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
     let (source, scoring, manager) = scored_lots(registry.path());
     let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
     let consumer = consumer(&kafka);
-    let feed = PricingFeed::start(Arc::clone(&scoring), &kafka, Some(metrics.clone()))
+    let feed = PricingFeed::start(Arc::clone(&scoring), &kafka, Some(metrics.clone()), None)
         .expect("the feed starts");
 
     // Every lot's three bands, checked against the model scoring the same history itself.
@@ -196,6 +197,25 @@ fn pricing_bands_match_the_model_and_follow_model_and_grid_changes() {
 }
 
 #[test]
+fn a_replica_publishes_only_the_bands_of_the_lots_it_holds() {
+    parkcast_kafka::require_broker!();
+    let kafka = fresh_config("pricing-held", 2);
+    let registry = tempfile::tempdir().expect("temporary folder");
+    let (_source, scoring, _manager) = scored_lots(registry.path());
+    // This replica holds north (lot 0, partition 0); east is another replica's.
+    let held = Arc::new(Holdings::new(LOTS.len()));
+    held.own(0, NOW);
+    held.set_lot(0, 0);
+    let consumer = consumer(&kafka);
+    let feed = PricingFeed::start(Arc::clone(&scoring), &kafka, None, Some(held))
+        .expect("the feed starts");
+    let bands = read_within(&consumer, 6, Duration::from_secs(5));
+    assert_eq!(bands.len(), 3, "{bands:?}");
+    assert!(bands.iter().all(|band| band.lot_id == "north"));
+    assert_eq!(feed.stop(), 3);
+}
+
+#[test]
 fn a_fatal_pricing_producer_is_replaced_and_every_lot_published_again() {
     parkcast_kafka::require_broker!();
     let mut broker = OwnBroker::start();
@@ -207,7 +227,7 @@ fn a_fatal_pricing_producer_is_replaced_and_every_lot_published_again() {
     let registry = tempfile::tempdir().expect("temporary folder");
     let (source, scoring, _manager) = scored_lots(registry.path());
     let metrics = ServingMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let feed = PricingFeed::start(Arc::clone(&scoring), &kafka, Some(metrics.clone()))
+    let feed = PricingFeed::start(Arc::clone(&scoring), &kafka, Some(metrics.clone()), None)
         .expect("the feed starts");
     assert_eq!(read(&consumer(&kafka), 6).len(), 6, "every lot's bands");
     assert!(wait_until(Duration::from_secs(30), || metrics
