@@ -20,6 +20,7 @@ use parkcast_proto::v1::availability_client::AvailabilityClient;
 use parkcast_proto::v1::{
     BatchGetAvailabilityRequest, GetAvailabilityRequest, ListReplicasRequest, ListReplicasResponse,
     LotAvailability, ReadingKind, SearchNearbyRequest, SensorReading, SlotReport,
+    WatchAvailabilityRequest,
 };
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::topology::Topology;
@@ -611,6 +612,27 @@ async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A watch of every lot through a replica that stays: it must follow the killed replica's
+    // lots to their next owner.
+    let mut watch = clients[0]
+        .watch_availability(WatchAvailabilityRequest {
+            lot_ids: lot_ids.clone(),
+            horizon_minutes: Vec::new(),
+        })
+        .await
+        .expect("a watch")
+        .into_inner();
+    let watched = Arc::new(Mutex::new(BTreeMap::<String, LotAvailability>::new()));
+    let watched_writer = Arc::clone(&watched);
+    let watcher = tokio::spawn(async move {
+        while let Ok(Some(answer)) = watch.message().await {
+            watched_writer
+                .lock()
+                .expect("watched")
+                .insert(answer.lot_id.clone(), answer);
+        }
+    });
+
     // Requests at a steady rate through the two replicas that stay: 100 a second each.
     let start = Instant::now();
     let probes = Arc::new(Mutex::new(Vec::new()));
@@ -724,6 +746,25 @@ async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
     for each in &got {
         assert_eq!(each, &want, "the survivors' state is the stream's");
     }
+    // The watch's newest answer of every lot is the final state too.
+    let deadline = Instant::now() + SETTLE;
+    let last_watched = loop {
+        let last: BTreeMap<String, (u32, u32, u32)> = watched
+            .lock()
+            .expect("watched")
+            .iter()
+            .map(|(lot_id, answer)| (lot_id.clone(), counts(answer)))
+            .collect();
+        if last == want || Instant::now() > deadline {
+            break last;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        last_watched, want,
+        "the watch followed every lot across the move"
+    );
+    watcher.abort();
     drop(restarted);
     drop(servers);
 }

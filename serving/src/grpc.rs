@@ -11,7 +11,9 @@
 //! it holds and forwards the rest: `GetAvailability` to the lot's owner, `BatchGetAvailability` as
 //! one sub-batch per owner sent at once, `SearchNearby` to every owner of a candidate lot (each
 //! ranks what it holds, the best of all are kept); each with one retry after a fresh look at the
-//! ownership. `ListReplicas` returns the ownership for clients that route themselves.
+//! ownership. `WatchAvailability` relays the other replicas' lots from one upstream watch per
+//! owner and follows a lot when it moves (`Watch`). `ListReplicas` returns the ownership for
+//! clients that route themselves.
 //!
 //! `SearchNearby` ranks the lots within the radius by the probability of at least one free slot at
 //! arrival. With a slot type, only lots with slots of that type are candidates; the probability is
@@ -864,6 +866,7 @@ impl Availability for AvailabilityService {
     ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
         let started = Instant::now();
         let context = self.context.clone();
+        let forwarded = forwarded(&request);
         let result = check_watch(
             request.get_ref(),
             context.scoring.topology(),
@@ -878,62 +881,274 @@ impl Availability for AvailabilityService {
             })?;
             Ok((checked, OpenWatch::new(permit, context.metrics.as_ref())))
         })
+        .and_then(|checked| {
+            // A forwarded watch is the coordinating replica's relay: only for lots held here.
+            if let Some(router) = self.router.as_ref().filter(|_| forwarded) {
+                for lot in &checked.0.0 {
+                    Self::only_held(router, *lot, &topology_lot_id(&context, *lot))?;
+                }
+            }
+            Ok(checked)
+        })
         .map(|((lots, horizons), open)| {
             let (sender, receiver) = tokio::sync::mpsc::channel(64);
-            let mut updates = context.scoring.subscribe();
-            let watch_context = context.clone();
+            let watch = Watch {
+                // Subscribed before the first answers are sent, so no change falls between.
+                updates: context.scoring.subscribe(),
+                context: context.clone(),
+                router: self.router.clone(),
+                relay: !forwarded,
+                lots,
+                horizons,
+                sender,
+            };
             tokio::spawn(async move {
                 // Held until the stream ends: the client leaves, or the server shuts down.
                 let _open = open;
-                let context = watch_context;
-                let send_all = |lots: &[LotIndex]| {
-                    let now_ms = context.scoring.now_ms();
-                    lots.iter()
-                        .filter_map(|lot| {
-                            context
-                                .answer(
-                                    &AvailabilityQuery {
-                                        lot: *lot,
-                                        when: When::Horizons(horizons.clone()),
-                                    },
-                                    now_ms,
-                                    false,
-                                )
-                                .ok()
-                        })
-                        .collect::<Vec<_>>()
-                };
-                for answer in send_all(&lots) {
-                    if sender.send(Ok(answer)).await.is_err() {
-                        return;
-                    }
-                }
-                loop {
-                    // A client that left is noticed at once, not at the next change of its
-                    // lots (which may never come): its permit is given back.
-                    let update = tokio::select! {
-                        () = sender.closed() => return,
-                        update = updates.recv() => update,
-                    };
-                    let changed = match update {
-                        Ok(lot) if lots.contains(&lot) => vec![lot],
-                        Ok(_) => continue,
-                        // Fell behind: everything watched may have changed.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => lots.clone(),
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    };
-                    for answer in send_all(&changed) {
-                        if sender.send(Ok(answer)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+                watch.run().await;
             });
             let stream: WatchStream =
                 Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
             stream
         });
         context.finish(Rpc::WatchAvailability, started, result)
+    }
+}
+
+fn topology_lot_id(context: &ServiceContext, lot: LotIndex) -> String {
+    context.scoring.topology().lots()[lot as usize]
+        .lot_id
+        .clone()
+}
+
+/// One open `WatchAvailability` stream.
+///
+/// Alone, a server sends each watched lot's answer now and again whenever the scorer changes it.
+/// One of several replicas ([`crate::replicas`]) sends its own lots' answers the same way and
+/// relays the others': one upstream watch per owner (marked forwarded, so the owner sends only the
+/// lots it holds), re-placed whenever ownership moves (checked on every event and every
+/// [`WATCH_REPLACE`]): a lot that came here is answered from here at once, one that went to another
+/// replica is watched there, one that is moving waits. An owner whose stream failed is asked again
+/// after the retry delay.
+struct Watch {
+    context: ServiceContext,
+    router: Option<Arc<Router>>,
+    /// Relay other replicas' lots (false: a forwarded watch, which sends only what it holds).
+    relay: bool,
+    lots: Vec<LotIndex>,
+    horizons: Vec<u32>,
+    updates: tokio::sync::broadcast::Receiver<LotIndex>,
+    sender: tokio::sync::mpsc::Sender<Result<LotAvailability, Status>>,
+}
+
+/// How often a watch looks again at who owns its lots.
+const WATCH_REPLACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// An upstream watch on another replica: its lots, its generation (answers of older generations
+/// are dropped), its task.
+struct Upstream {
+    address: String,
+    lots: Vec<LotIndex>,
+    generation: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Watch {
+    fn answer(&self, lot: LotIndex) -> Option<LotAvailability> {
+        let now_ms = self.context.scoring.now_ms();
+        self.context
+            .answer(
+                &AvailabilityQuery {
+                    lot,
+                    when: When::Horizons(self.horizons.clone()),
+                },
+                now_ms,
+                false,
+            )
+            .ok()
+    }
+
+    /// Whether this replica answers `lot` from its own state now.
+    fn here(&self, lot: LotIndex) -> bool {
+        match &self.router {
+            None => true,
+            Some(router) if self.relay => router.route(lot) == Route::Local,
+            Some(router) => router.holds(lot),
+        }
+    }
+
+    /// Sends the answers of `lots` held here; false once the client has left.
+    async fn send_here(&self, lots: &[LotIndex]) -> bool {
+        for &lot in lots {
+            if !self.here(lot) {
+                continue;
+            }
+            if let Some(answer) = self.answer(lot)
+                && self.sender.send(Ok(answer)).await.is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn run(mut self) {
+        let (relay_sender, mut relayed) =
+            tokio::sync::mpsc::channel::<(String, u64, Result<LotAvailability, Status>)>(64);
+        let mut upstreams: BTreeMap<String, Upstream> = BTreeMap::new();
+        let mut failed: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut placed_here: Vec<LotIndex> = Vec::new();
+        let mut generation = 0u64;
+        let relaying = self.relay && self.router.is_some();
+        let mut replace = tokio::time::interval(WATCH_REPLACE);
+        replace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Place every lot: here, at its owner, or nowhere while it moves.
+            let here: Vec<LotIndex> = self
+                .lots
+                .iter()
+                .copied()
+                .filter(|lot| self.here(*lot))
+                .collect();
+            let came: Vec<LotIndex> = here
+                .iter()
+                .copied()
+                .filter(|lot| !placed_here.contains(lot))
+                .collect();
+            placed_here = here;
+            if !self.send_here(&came).await {
+                return;
+            }
+            if let Some(router) = self.router.as_ref().filter(|_| self.relay) {
+                let mut owners: BTreeMap<String, (Peer, Vec<LotIndex>)> = BTreeMap::new();
+                for &lot in &self.lots {
+                    if let Route::Remote(peer) = router.route(lot) {
+                        owners
+                            .entry(peer.replica_id.clone())
+                            .or_insert_with(|| (peer, Vec::new()))
+                            .1
+                            .push(lot);
+                    }
+                }
+                upstreams.retain(|id, upstream| {
+                    owners.get(id).is_some_and(|(peer, lots)| {
+                        *lots == upstream.lots && peer.address == upstream.address
+                    })
+                });
+                for (id, (peer, lots)) in owners {
+                    let waiting = failed
+                        .get(&id)
+                        .is_some_and(|at| at.elapsed() < router.retry_delay());
+                    if upstreams.contains_key(&id) || waiting {
+                        continue;
+                    }
+                    generation += 1;
+                    let address = peer.address.clone();
+                    let task = self.open_upstream(router, peer, &lots, generation, &relay_sender);
+                    upstreams.insert(
+                        id,
+                        Upstream {
+                            address,
+                            lots,
+                            generation,
+                            task,
+                        },
+                    );
+                }
+            }
+            // A client that left is noticed at once, not at the next change of its lots (which
+            // may never come): its permit is given back.
+            tokio::select! {
+                () = self.sender.closed() => return,
+                update = self.updates.recv() => {
+                    let changed = match update {
+                        Ok(lot) if self.lots.contains(&lot) => vec![lot],
+                        Ok(_) => continue,
+                        // Fell behind: everything watched may have changed.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.lots.clone(),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if !self.send_here(&changed).await {
+                        return;
+                    }
+                }
+                Some((id, from, answer)) = relayed.recv() => {
+                    let current = upstreams.get(&id).is_some_and(|up| up.generation == from);
+                    match answer {
+                        Ok(answer) if current => {
+                            if self.sender.send(Ok(answer)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(status) if current => {
+                            tracing::debug!(replica = %id, status = %status, "watch upstream ended; asking again");
+                            upstreams.remove(&id);
+                            failed.insert(id, Instant::now());
+                        }
+                        Err(_) => {}
+                    }
+                }
+                _ = replace.tick(), if relaying => {}
+            }
+        }
+    }
+
+    /// Opens a forwarded watch of `lots` on `peer`, relaying what it sends (tagged with
+    /// `generation`) and its end.
+    fn open_upstream(
+        &self,
+        router: &Arc<Router>,
+        peer: Peer,
+        lots: &[LotIndex],
+        generation: u64,
+        relay: &tokio::sync::mpsc::Sender<(String, u64, Result<LotAvailability, Status>)>,
+    ) -> tokio::task::JoinHandle<()> {
+        let request = router.forwarded(WatchAvailabilityRequest {
+            lot_ids: lots
+                .iter()
+                .map(|lot| topology_lot_id(&self.context, *lot))
+                .collect(),
+            horizon_minutes: self.horizons.clone(),
+        });
+        let client = router.client(&peer);
+        let relay = relay.clone();
+        let id = peer.replica_id;
+        tokio::spawn(async move {
+            let ended = match client {
+                Err(reason) => Status::unavailable(reason),
+                Ok(mut client) => match client.watch_availability(request).await {
+                    Err(status) => status,
+                    Ok(stream) => {
+                        let mut stream = stream.into_inner();
+                        loop {
+                            match stream.message().await {
+                                Ok(Some(answer)) => {
+                                    if relay
+                                        .send((id.clone(), generation, Ok(answer)))
+                                        .await
+                                        .is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                                Ok(None) => {
+                                    break Status::unavailable("the owner ended the stream");
+                                }
+                                Err(status) => break status,
+                            }
+                        }
+                    }
+                },
+            };
+            let _ = relay.send((id, generation, Err(ended))).await;
+        })
     }
 }
 

@@ -533,8 +533,9 @@ impl Router {
     }
 
     /// A client of a peer, over one lazily connected channel per address (HTTP/2 multiplexes
-    /// every forwarded request over it).
-    fn client(&self, peer: &Peer) -> Result<AvailabilityClient<Channel>, String> {
+    /// every forwarded request over it). Unary calls carry their own deadline; a watch stream has
+    /// none.
+    pub fn client(&self, peer: &Peer) -> Result<AvailabilityClient<Channel>, String> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(channel) = channels.get(&peer.address) {
             return Ok(AvailabilityClient::new(channel.clone()));
@@ -542,7 +543,6 @@ impl Router {
         let channel = Endpoint::from_shared(format!("http://{}", peer.address))
             .map_err(|error| format!("bad address {:?}: {error}", peer.address))?
             .connect_timeout(self.forward_timeout)
-            .timeout(self.forward_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(peer.address.clone(), channel.clone());
@@ -627,11 +627,8 @@ impl Router {
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let client = self.client(peer).map_err(Ok)?;
-        let mut forwarded = Request::new(request.clone());
+        let mut forwarded = self.forwarded(request.clone());
         forwarded.set_timeout(self.forward_timeout);
-        if let Ok(value) = self.identity.replica_id.parse() {
-            forwarded.metadata_mut().insert(FORWARDED_BY, value);
-        }
         let started = Instant::now();
         let result = tokio::time::timeout(self.forward_timeout, send(client, forwarded)).await;
         if let Some(metrics) = &self.metrics {
@@ -652,6 +649,15 @@ impl Router {
                 self.forward_timeout.as_millis()
             ))),
         }
+    }
+
+    /// `message` as a request forwarded by this replica (marked with [`FORWARDED_BY`]).
+    pub fn forwarded<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Ok(value) = self.identity.replica_id.parse() {
+            request.metadata_mut().insert(FORWARDED_BY, value);
+        }
+        request
     }
 
     /// Counts a forward's outcome (`count` requests of a batch at once).
