@@ -41,7 +41,7 @@ fn occupied(lot: usize, slot: usize) -> bool {
 }
 
 /// (lot id, its slot ids) of the simulated city.
-fn lots(warehouse: &Path) -> Vec<(String, Vec<String>)> {
+fn lots(warehouse: &Path) -> City {
     let warehouse = Warehouse::open(warehouse).expect("the warehouse opens");
     Topology::read_served(&warehouse)
         .expect("dim_slot")
@@ -49,6 +49,26 @@ fn lots(warehouse: &Path) -> Vec<(String, Vec<String>)> {
         .iter()
         .map(|lot| (lot.lot_id.clone(), lot.slot_ids.clone()))
         .collect()
+}
+
+/// Lot ids with their slot ids.
+type City = Vec<(String, Vec<String>)>;
+
+/// A simulated city of 9 lots in `dir`: its warehouse, its lots with their slots, the lot ids.
+fn simulated_city(dir: &Path) -> (std::path::PathBuf, City, Vec<String>) {
+    let warehouse = dir.join("city");
+    common::succeeded(&common::parkcast(&[
+        "simulate",
+        "--lots",
+        "9",
+        "--days",
+        "2",
+        "--out",
+        warehouse.to_str().expect("a UTF-8 path"),
+    ]));
+    let city = lots(&warehouse);
+    let lot_ids = city.iter().map(|(lot_id, _)| lot_id.clone()).collect();
+    (warehouse, city, lot_ids)
 }
 
 /// One reading per slot, keyed by lot (how producers partition: by lot id).
@@ -180,18 +200,7 @@ fn settled(
 async fn every_replica_answers_every_lot() {
     parkcast_kafka::require_broker!();
     let dir = tempfile::tempdir().expect("temporary folder");
-    let warehouse = dir.path().join("city");
-    common::succeeded(&common::parkcast(&[
-        "simulate",
-        "--lots",
-        "9",
-        "--days",
-        "2",
-        "--out",
-        warehouse.to_str().expect("a UTF-8 path"),
-    ]));
-    let city = lots(&warehouse);
-    let lot_ids: Vec<String> = city.iter().map(|(lot_id, _)| lot_id.clone()).collect();
+    let (warehouse, city, lot_ids) = simulated_city(dir.path());
     let want = expected(&city);
     let kafka = fresh_config("replicas", PARTITIONS);
     let folders: Vec<_> = (0..REPLICAS)
@@ -387,7 +396,7 @@ expire_after_ms = 3000
 /// (what every replica must end with). Each slot's sequence numbers increase.
 fn steady_events(
     kafka: parkcast_kafka::KafkaConfig,
-    city: Vec<(String, Vec<String>)>,
+    city: City,
     per_second: u64,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<BTreeMap<(usize, usize), (bool, u64)>> {
@@ -536,18 +545,7 @@ async fn all_fresh(
 async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
     parkcast_kafka::require_broker!();
     let dir = tempfile::tempdir().expect("temporary folder");
-    let warehouse = dir.path().join("city");
-    common::succeeded(&common::parkcast(&[
-        "simulate",
-        "--lots",
-        "9",
-        "--days",
-        "2",
-        "--out",
-        warehouse.to_str().expect("a UTF-8 path"),
-    ]));
-    let city = lots(&warehouse);
-    let lot_ids: Vec<String> = city.iter().map(|(lot_id, _)| lot_id.clone()).collect();
+    let (warehouse, city, lot_ids) = simulated_city(dir.path());
     let config = dir.path().join("failover.toml");
     std::fs::write(&config, FAST_FAILOVER).expect("the config file");
     let config = config.to_str().expect("a UTF-8 path").to_owned();

@@ -482,11 +482,7 @@ impl AvailabilityService {
                 let count = Some(indices.len() as u64);
                 match result {
                     Ok(answer) if answer.lots.len() == indices.len() => {
-                        let outcome = if attempt == 0 {
-                            ForwardOutcome::Answered
-                        } else {
-                            ForwardOutcome::AnsweredOnRetry
-                        };
+                        let outcome = ForwardOutcome::answered(attempt);
                         router.count(Rpc::BatchGetAvailability, outcome, count);
                         for (index, lot) in indices.into_iter().zip(answer.lots) {
                             answers[index] = Some(lot);
@@ -673,11 +669,7 @@ impl AvailabilityService {
                 let (peer, lots, result) = done?;
                 match result {
                     Ok(answer) => {
-                        let outcome = if attempt == 0 {
-                            ForwardOutcome::Answered
-                        } else {
-                            ForwardOutcome::AnsweredOnRetry
-                        };
+                        let outcome = ForwardOutcome::answered(attempt);
                         router.count(Rpc::SearchNearby, outcome, None);
                         found.extend(answer.lots);
                     }

@@ -580,6 +580,15 @@ pub enum ForwardOutcome {
 }
 
 impl ForwardOutcome {
+    /// The owner answered attempt `attempt` (0: the first, 1: the retry).
+    pub fn answered(attempt: usize) -> ForwardOutcome {
+        if attempt == 0 {
+            ForwardOutcome::Answered
+        } else {
+            ForwardOutcome::AnsweredOnRetry
+        }
+    }
+
     /// Every outcome, in label order.
     pub const ALL: [ForwardOutcome; 5] = [
         ForwardOutcome::Answered,

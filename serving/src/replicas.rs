@@ -584,11 +584,7 @@ impl Router {
             };
             match self.send_to(&peer, request, &send).await {
                 Ok(answer) => {
-                    let outcome = if attempt == 0 {
-                        ForwardOutcome::Answered
-                    } else {
-                        ForwardOutcome::AnsweredOnRetry
-                    };
+                    let outcome = ForwardOutcome::answered(attempt);
                     self.count(rpc, outcome, None);
                     return Ok(Some(answer));
                 }
