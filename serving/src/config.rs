@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn each_wrong_value_names_its_key() {
         type Spoil = fn(&mut ServiceConfig);
-        let cases: [(&str, Spoil); 10] = [
+        let cases: [(&str, Spoil); 13] = [
             ("serve.watch_interval_ms", |c| c.serve.watch_interval_ms = 0),
             ("serve.metrics_addr", |c| {
                 c.serve.metrics_addr = c.serve.grpc_addr
@@ -367,6 +367,13 @@ mod tests {
             ("quality.drift_hours", |c| c.quality.drift_hours = 0),
             ("quality.min_pairs_per_hour", |c| {
                 c.quality.min_pairs_per_hour = 0
+            }),
+            ("replicas.expire_after_ms", |c| {
+                c.replicas.expire_after_ms = c.replicas.heartbeat_interval_ms
+            }),
+            ("replicas.topic", |c| c.replicas.topic = "no spaces".into()),
+            ("ingest: changelog_topic", |c| {
+                c.ingest.changelog_topic = "a/b".into();
             }),
         ];
         for (key, spoil) in cases {
