@@ -4,16 +4,22 @@
 # alternated (owner, hop, owner, hop) so a shared machine's drift shows. Prints one table, and the
 # forwarding replica's own forward-call histogram (what the hop adds, measured inside the server).
 #
-#   bash scripts/bench_replicas.sh WAREHOUSE
+#   bash scripts/bench_replicas.sh WAREHOUSE [MODELS]
 #
 # WAREHOUSE: a city, e.g. `parkcast simulate --lots 20 --days 2 --out W`. The city's last day is
 # replayed into a broker of the script's own (noida-db: NOIDA_BIN, or the venv scripts/test.sh makes
-# in target/kafka-venv) with 4 partitions; two `parkcast serve --replicas` read it (no model: the
-# live picture, which is all a hop changes). RATES (default 1000,2000,5000), SECONDS_PER_RATE (3)
-# and PHASES (default "owner hop owner hop") set the sweep.
+# in target/kafka-venv) with 4 partitions; two `parkcast serve --replicas` read it. Without MODELS
+# they answer the live picture; with MODELS (a registry holding `simulated`, e.g. from `parkcast demo
+# --no-real-data --out W --models M`) they serve it and the requests ask for 30 and 60 minutes ahead.
+# RATES (default 1000,2000,5000), SECONDS_PER_RATE (3) and PHASES (default "owner hop owner hop")
+# set the sweep.
 set -euo pipefail
 
-WAREHOUSE=$1
+WAREHOUSE=$1 MODELS=${2:-}
+SERVE_MODEL=() ASK=(--now-only)
+if [ -n "$MODELS" ]; then
+    SERVE_MODEL=(--registry "$MODELS" --model simulated) ASK=(--horizons 30,60)
+fi
 BIN=${BIN:-target/debug/parkcast}
 RATES=${RATES:-1000,2000,5000}
 SECONDS_PER_RATE=${SECONDS_PER_RATE:-3}
@@ -50,7 +56,7 @@ for replica in 0 1; do
     PARKCAST_LOG=warn "$BIN" --quiet serve -w "$WAREHOUSE" --clock stream --history-until "$START" \
         --bootstrap "$BOOTSTRAP" --topic-prefix "$prefix" --group "$prefix" \
         --state-dir "$WORK/state-$replica" --grpc-addr "$grpc" --metrics-addr "$metrics" \
-        --replicas >"$WORK/serve-$replica.log" 2>&1 &
+        --replicas "${SERVE_MODEL[@]}" >"$WORK/serve-$replica.log" 2>&1 &
     PIDS+=($!)
     GRPC+=("$grpc") METRICS+=("$metrics")
 done
@@ -87,7 +93,7 @@ for phase in ${PHASES:-owner hop owner hop}; do
     [ "$phase" = hop ] && lots=$other_lots
     calls_before=$(metric "${METRICS[0]}" parkcast_replicas_forward_duration_seconds_count)
     seconds_before=$(metric "${METRICS[0]}" parkcast_replicas_forward_duration_seconds_sum)
-    "$BIN" --quiet bench grpc --addr "http://${GRPC[0]}" --lots "$lots" --now-only --rates "$RATES" \
+    "$BIN" --quiet bench grpc --addr "http://${GRPC[0]}" --lots "$lots" "${ASK[@]}" --rates "$RATES" \
         --seconds "$SECONDS_PER_RATE" >"$WORK/bench-$phase.txt" 2>"$WORK/bench-$phase.err" ||
         { cat "$WORK/bench-$phase.err" "$WORK"/serve-*.log >&2; exit 1; }
     calls=$(echo "$(metric "${METRICS[0]}" parkcast_replicas_forward_duration_seconds_count) - $calls_before" | bc)
