@@ -791,6 +791,9 @@ impl Advertiser {
             consumer,
             table: ReplicaTable::default(),
         };
+        // The others' advertisements are read before the gRPC port opens: with an empty table every
+        // lot would look unclaimed and be answered here, with no data.
+        worker.catch_up(partitions, CATCH_UP);
         let thread_stop = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("parkcast-replicas".to_owned())
@@ -833,7 +836,59 @@ struct Worker {
 /// How often the thread looks at the holdings and the topic.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How long start-up waits to read the advertisements already on the topic.
+const CATCH_UP: Duration = Duration::from_secs(10);
+
 impl Worker {
+    /// Reads the topic up to its current end (or until `limit`), then installs the routes.
+    fn catch_up(&mut self, partitions: i32, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut ends = Vec::new();
+        for partition in 0..partitions {
+            match self
+                .consumer
+                .fetch_watermarks(&self.topic, partition, limit)
+            {
+                // Nothing to read there (empty, or everything before `high` compacted away).
+                Ok((low, high)) if low >= high => {}
+                Ok((_, high)) => ends.push((partition, high)),
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not read the replicas topic's end; starting without the others' advertisements");
+                    return;
+                }
+            }
+        }
+        let mut read: BTreeMap<i32, i64> = BTreeMap::new();
+        let done = |read: &BTreeMap<i32, i64>| {
+            ends.iter()
+                .all(|(partition, high)| read.get(partition).is_some_and(|next| next >= high))
+        };
+        while !done(&read) && Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    read.insert(message.partition(), message.offset() + 1);
+                    take(
+                        &mut self.table,
+                        &self.router.identity,
+                        message.key(),
+                        message.payload(),
+                    );
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(error = %error, "reading the replicas topic failed");
+                    break;
+                }
+                None => {}
+            }
+        }
+        if !done(&read) {
+            tracing::warn!(
+                "the replicas topic was not read to its end in time; routes fill in as it is"
+            );
+        }
+        self.install();
+    }
+
     fn run(&mut self, stop: &AtomicBool) {
         let key = self.router.identity.key();
         let mut published: Option<u64> = None;
