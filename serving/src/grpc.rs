@@ -434,85 +434,69 @@ impl AvailabilityService {
             if attempt > 0 {
                 tokio::time::sleep(router.retry_delay()).await;
             }
-            let mut groups: BTreeMap<String, (Peer, Vec<usize>)> = BTreeMap::new();
-            let mut left = Vec::new();
-            for index in pending {
-                match router.route(queries[index].lot) {
-                    Route::Local => {
-                        if attempt > 0 {
-                            router.count(Rpc::BatchGetAvailability, ForwardOutcome::CameHere, None);
+            let round = router
+                .scatter(
+                    pending,
+                    |index| queries[*index].lot,
+                    |router, peer, indices| {
+                        let sub_batch = BatchGetAvailabilityRequest {
+                            requests: indices
+                                .iter()
+                                .map(|index| request.requests[*index].clone())
+                                .collect(),
+                        };
+                        let peer = peer.clone();
+                        async move {
+                            router
+                                .send_to(&peer, &sub_batch, &|mut client, request| async move {
+                                    client.batch_get_availability(request).await
+                                })
+                                .await
                         }
-                        answers[index] = Some(local(&queries[index])?);
-                    }
-                    Route::Remote(peer) => {
-                        groups
-                            .entry(peer.replica_id.clone())
-                            .or_insert_with(|| (peer, Vec::new()))
-                            .1
-                            .push(index);
-                    }
-                    Route::Moving => {
-                        failure = Some(ServiceError::Moving {
-                            lot_id: request.requests[index].lot_id.clone(),
-                        });
-                        left.push(index);
-                    }
+                    },
+                )
+                .await?;
+            for index in round.here {
+                if attempt > 0 {
+                    router.count(Rpc::BatchGetAvailability, ForwardOutcome::CameHere, None);
                 }
+                answers[index] = Some(local(&queries[index])?);
             }
-            let mut calls = tokio::task::JoinSet::new();
-            for (peer, indices) in groups.into_values() {
-                let router = Arc::clone(router);
-                let sub_batch = BatchGetAvailabilityRequest {
-                    requests: indices
-                        .iter()
-                        .map(|index| request.requests[*index].clone())
-                        .collect(),
-                };
-                calls.spawn(async move {
-                    let result = router
-                        .send_to(&peer, &sub_batch, &|mut client, request| async move {
-                            client.batch_get_availability(request).await
-                        })
-                        .await;
-                    (peer, indices, result)
+            let mut left = Vec::new();
+            for index in round.moving {
+                failure = Some(ServiceError::Moving {
+                    lot_id: request.requests[index].lot_id.clone(),
                 });
+                left.push(index);
             }
-            while let Some(done) = calls.join_next().await {
-                let (peer, indices, result) = done?;
+            for (peer, indices, result) in round.shares {
                 let count = Some(indices.len() as u64);
-                match result {
+                let reason = match result {
                     Ok(answer) if answer.lots.len() == indices.len() => {
                         let outcome = ForwardOutcome::answered(attempt);
                         router.count(Rpc::BatchGetAvailability, outcome, count);
                         for (index, lot) in indices.into_iter().zip(answer.lots) {
                             answers[index] = Some(lot);
                         }
+                        continue;
                     }
-                    Ok(answer) => {
-                        failure = Some(unreachable(
-                            &request.requests[indices[0]].lot_id,
-                            &peer,
-                            format!(
-                                "{} answers for {} requests",
-                                answer.lots.len(),
-                                indices.len()
-                            ),
-                        ));
-                        left.extend(indices);
-                    }
-                    Err(Ok(reason)) => {
-                        failure = Some(unreachable(
-                            &request.requests[indices[0]].lot_id,
-                            &peer,
-                            reason,
-                        ));
-                        left.extend(indices);
-                    }
+                    Ok(answer) => format!(
+                        "{} answers for {} requests",
+                        answer.lots.len(),
+                        indices.len()
+                    ),
+                    Err(Ok(reason)) => reason,
                     Err(Err(refusal)) => {
                         router.count(Rpc::BatchGetAvailability, ForwardOutcome::Refused, count);
                         return Err(ServiceError::Peer(refusal));
                     }
-                }
+                };
+                failure = Some(unreachable(
+                    &request.requests[indices[0]].lot_id,
+                    &peer,
+                    reason,
+                ));
+                left.extend(indices);
             }
             pending = left;
             if pending.is_empty() {
@@ -632,41 +616,31 @@ impl AvailabilityService {
             if attempt > 0 {
                 tokio::time::sleep(router.retry_delay()).await;
             }
-            let mut here = Vec::new();
-            let mut owners: BTreeMap<String, (Peer, Vec<Candidate>)> = BTreeMap::new();
+            let round = router
+                .scatter(
+                    pending,
+                    |candidate| candidate.0,
+                    |router, peer, _| {
+                        let (request, peer) = (*request, peer.clone());
+                        async move {
+                            router
+                                .send_to(&peer, &request, &|mut client, request| async move {
+                                    client.search_nearby(request).await
+                                })
+                                .await
+                        }
+                    },
+                )
+                .await?;
+            found.extend(self.nearby_here(query, now_ms, round.here.into_iter()));
             let mut left = Vec::new();
-            for candidate in pending {
-                match router.route(candidate.0) {
-                    Route::Local => here.push(candidate),
-                    Route::Remote(peer) => owners
-                        .entry(peer.replica_id.clone())
-                        .or_insert_with(|| (peer, Vec::new()))
-                        .1
-                        .push(candidate),
-                    Route::Moving => {
-                        failure = Some(ServiceError::Moving {
-                            lot_id: self.lot_id(candidate.0),
-                        });
-                        left.push(candidate);
-                    }
-                }
-            }
-            found.extend(self.nearby_here(query, now_ms, here.into_iter()));
-            let mut calls = tokio::task::JoinSet::new();
-            for (peer, lots) in owners.into_values() {
-                let router = Arc::clone(router);
-                let request = *request;
-                calls.spawn(async move {
-                    let result = router
-                        .send_to(&peer, &request, &|mut client, request| async move {
-                            client.search_nearby(request).await
-                        })
-                        .await;
-                    (peer, lots, result)
+            for candidate in round.moving {
+                failure = Some(ServiceError::Moving {
+                    lot_id: self.lot_id(candidate.0),
                 });
+                left.push(candidate);
             }
-            while let Some(done) = calls.join_next().await {
-                let (peer, lots, result) = done?;
+            for (peer, lots, result) in round.shares {
                 match result {
                     Ok(answer) => {
                         let outcome = ForwardOutcome::answered(attempt);

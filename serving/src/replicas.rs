@@ -616,7 +616,7 @@ impl Router {
         peer: &Peer,
         request: &Req,
         send: &Send,
-    ) -> Result<Resp, Result<String, Status>>
+    ) -> Sent<Resp>
     where
         Req: Clone,
         Send: Fn(AvailabilityClient<Channel>, Request<Req>) -> Fut,
@@ -666,6 +666,68 @@ impl Router {
     /// The retry delay, for callers that retry a scattered request themselves.
     pub fn retry_delay(&self) -> Duration {
         self.retry_delay
+    }
+}
+
+/// How one forwarded call ended: the answer, `Err(Ok(reason))` for a failure worth a retry
+/// (unreachable, too slow, the lot moved), `Err(Err(status))` for the owner's refusal.
+pub type Sent<R> = Result<R, Result<String, Status>>;
+
+/// One round of a request scattered over the owners of its items' lots ([`Router::scatter`]).
+#[derive(Debug)]
+pub struct Round<I, R> {
+    /// Items whose lot is answered here (held here, or claimed by nobody).
+    pub here: Vec<I>,
+    /// Items whose lot is moving between replicas.
+    pub moving: Vec<I>,
+    /// Each owner's share of the items and how its call ended.
+    pub shares: Vec<(Peer, Vec<I>, Sent<R>)>,
+}
+
+impl Router {
+    /// Routes `items` (by the lot `lot_of` names) and sends each owner's share with `send`, all
+    /// owners at once; returns what is to be answered here, what is moving, and each share's
+    /// outcome. The callers' retry: a second round over the failed shares and the moving items.
+    pub async fn scatter<I, R, Send, Call>(
+        self: &Arc<Self>,
+        items: Vec<I>,
+        lot_of: impl Fn(&I) -> LotIndex,
+        send: Send,
+    ) -> Result<Round<I, R>, tokio::task::JoinError>
+    where
+        I: std::marker::Send + 'static,
+        R: std::marker::Send + 'static,
+        Send: Fn(Arc<Router>, &Peer, &[I]) -> Call,
+        Call: Future<Output = Sent<R>> + std::marker::Send + 'static,
+    {
+        let mut here = Vec::new();
+        let mut moving = Vec::new();
+        let mut owners: BTreeMap<String, (Peer, Vec<I>)> = BTreeMap::new();
+        for item in items {
+            match self.route(lot_of(&item)) {
+                Route::Local => here.push(item),
+                Route::Moving => moving.push(item),
+                Route::Remote(peer) => owners
+                    .entry(peer.replica_id.clone())
+                    .or_insert_with(|| (peer, Vec::new()))
+                    .1
+                    .push(item),
+            }
+        }
+        let mut calls = tokio::task::JoinSet::new();
+        for (peer, share) in owners.into_values() {
+            let call = send(Arc::clone(self), &peer, &share);
+            calls.spawn(async move { (peer, share, call.await) });
+        }
+        let mut shares = Vec::new();
+        while let Some(done) = calls.join_next().await {
+            shares.push(done?);
+        }
+        Ok(Round {
+            here,
+            moving,
+            shares,
+        })
     }
 }
 
