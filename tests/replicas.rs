@@ -451,17 +451,29 @@ fn steady_events(
 }
 
 /// One request of the steady load: when it was sent (since the start) and how it went.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Probe {
     at: Duration,
     took: Duration,
     ok: bool,
+    /// Why it failed.
+    error: Option<String>,
 }
 
-/// `GetAvailability` for each lot in turn through `addr`, every `every`, until stopped.
+/// What a steady requester asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// `GetAvailability` for each lot in turn.
+    EachLot,
+    /// `BatchGetAvailability` of every lot (scattered over every owner).
+    AllLots,
+}
+
+/// Requests through `addr`, every `every`, until stopped.
 fn steady_requests(
     addr: std::net::SocketAddr,
     lot_ids: Vec<String>,
+    ask: Ask,
     every: Duration,
     start: Instant,
     stop: Arc<AtomicBool>,
@@ -474,36 +486,63 @@ fn steady_requests(
         let mut next = 0;
         while !stop.load(Ordering::Relaxed) {
             ticks.tick().await;
-            let lot_id = lot_ids[next % lot_ids.len()].clone();
-            next += 1;
+            let request = |lot_id: &String| GetAvailabilityRequest {
+                lot_id: lot_id.clone(),
+                horizon_minutes: Vec::new(),
+                arrival_time_ms: 0,
+            };
             let sent = Instant::now();
-            let answer = tokio::time::timeout(
-                Duration::from_secs(5),
-                client.get_availability(GetAvailabilityRequest {
-                    lot_id,
-                    horizon_minutes: Vec::new(),
-                    arrival_time_ms: 0,
-                }),
-            )
-            .await;
-            let ok = matches!(answer, Ok(Ok(_)));
+            let ok = match ask {
+                Ask::EachLot => {
+                    let lot_id = &lot_ids[next % lot_ids.len()];
+                    next += 1;
+                    let answer = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        client.get_availability(request(lot_id)),
+                    )
+                    .await;
+                    answer
+                        .map_err(|_| "timed out".to_owned())
+                        .and_then(|answer| answer.map(drop).map_err(|status| status.to_string()))
+                }
+                Ask::AllLots => {
+                    let answer = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        client.batch_get_availability(BatchGetAvailabilityRequest {
+                            requests: lot_ids.iter().map(request).collect(),
+                        }),
+                    )
+                    .await;
+                    match answer {
+                        Ok(Ok(batch)) if batch.get_ref().lots.len() == lot_ids.len() => Ok(()),
+                        Ok(Ok(batch)) => Err(format!("{} answers", batch.get_ref().lots.len())),
+                        Ok(Err(status)) => Err(status.to_string()),
+                        Err(_) => Err("timed out".to_owned()),
+                    }
+                }
+            };
             probes.lock().expect("probes").push(Probe {
                 at: sent - start,
                 took: sent.elapsed(),
-                ok,
+                ok: ok.is_ok(),
+                error: ok.err(),
             });
         }
     })
 }
 
-/// Share failed and p99 (ms) of the probes sent within `window`.
+/// Share failed and p99 (ms) of the probes answered within `window` (by when the answer came: a
+/// request sent just before the kill and failed by it counts after).
 fn summary(probes: &[Probe], window: std::ops::Range<Duration>) -> (usize, f64, f64) {
     let mut within: Vec<&Probe> = probes
         .iter()
-        .filter(|probe| window.contains(&probe.at))
+        .filter(|probe| window.contains(&(probe.at + probe.took)))
         .collect();
     let count = within.len();
     let failed = within.iter().filter(|probe| !probe.ok).count();
+    if let Some(error) = within.iter().find_map(|probe| probe.error.as_ref()) {
+        eprintln!("first failure in {window:?}: {error}");
+    }
     within.sort_by_key(|probe| probe.took);
     let p99 = within
         .get((count * 99).div_ceil(100).saturating_sub(1))
@@ -635,12 +674,13 @@ async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
     let start = Instant::now();
     let probes = Arc::new(Mutex::new(Vec::new()));
     let stop_requests = Arc::new(AtomicBool::new(false));
-    let requesters: Vec<_> = servers[..2]
+    let mut requesters: Vec<_> = servers[..2]
         .iter()
         .map(|server| {
             steady_requests(
                 server.addr,
                 lot_ids.clone(),
+                Ask::EachLot,
                 Duration::from_millis(10),
                 start,
                 Arc::clone(&stop_requests),
@@ -648,6 +688,17 @@ async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
             )
         })
         .collect();
+    // And a batch of every lot 20 times a second: one share per owner, one of them the victim.
+    let batch_probes = Arc::new(Mutex::new(Vec::new()));
+    requesters.push(steady_requests(
+        servers[1].addr,
+        lot_ids.clone(),
+        Ask::AllLots,
+        Duration::from_millis(50),
+        start,
+        Arc::clone(&stop_requests),
+        Arc::clone(&batch_probes),
+    ));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let killed_at = start.elapsed();
     drop(servers.remove(2)); // SIGKILL: no revocation, no checkpoint, no tombstone.
@@ -706,6 +757,30 @@ async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
         "failures once every lot is fresh again: {after:?}"
     );
     assert!(after.0 > 0 && during.0 > 0);
+    let batch_probes = batch_probes.lock().expect("probes").clone();
+    let batches = [
+        summary(&batch_probes, Duration::ZERO..killed_at),
+        summary(&batch_probes, killed_at..fresh_at),
+        summary(&batch_probes, fresh_at..ended_at),
+    ];
+    eprintln!(
+        "batches of all {} lots, 20/s: before {} ({:.2}% failed, p99 {:.1} ms), kill -> fresh {} \
+         ({:.2}% failed, p99 {:.1} ms), after {} ({:.2}% failed, p99 {:.1} ms)",
+        lot_ids.len(),
+        batches[0].0,
+        batches[0].1 * 100.0,
+        batches[0].2,
+        batches[1].0,
+        batches[1].1 * 100.0,
+        batches[1].2,
+        batches[2].0,
+        batches[2].1 * 100.0,
+        batches[2].2,
+    );
+    assert!(
+        batches[0].1 < 0.01 && batches[2].1 < 0.01 && batches[2].0 > 0,
+        "batches fail outside the takeover: {batches:?}"
+    );
 
     // The final state, through both survivors, is the stream's: every slot's last reading.
     let want: BTreeMap<String, (u32, u32, u32)> = city
