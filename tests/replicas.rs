@@ -467,6 +467,8 @@ enum Ask {
     EachLot,
     /// `BatchGetAvailability` of every lot (scattered over every owner).
     AllLots,
+    /// `SearchNearby` around the city centre, every lot in the radius (gathered from every owner).
+    Search,
 }
 
 /// Requests through `addr`, every `every`, until stopped.
@@ -516,6 +518,25 @@ fn steady_requests(
                     match answer {
                         Ok(Ok(batch)) if batch.get_ref().lots.len() == lot_ids.len() => Ok(()),
                         Ok(Ok(batch)) => Err(format!("{} answers", batch.get_ref().lots.len())),
+                        Ok(Err(status)) => Err(status.to_string()),
+                        Err(_) => Err("timed out".to_owned()),
+                    }
+                }
+                Ask::Search => {
+                    let answer = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        client.search_nearby(SearchNearbyRequest {
+                            latitude: 52.48,
+                            longitude: -1.90,
+                            radius_m: 10_000.0,
+                            max_results: 100,
+                            ..SearchNearbyRequest::default()
+                        }),
+                    )
+                    .await;
+                    match answer {
+                        Ok(Ok(found)) if !found.get_ref().lots.is_empty() => Ok(()),
+                        Ok(Ok(_)) => Err("no lot found".to_owned()),
                         Ok(Err(status)) => Err(status.to_string()),
                         Err(_) => Err("timed out".to_owned()),
                     }
@@ -699,6 +720,17 @@ async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
         Arc::clone(&stop_requests),
         Arc::clone(&batch_probes),
     ));
+    // And a city-wide search 10 times a second, scattered over the owners.
+    let search_probes = Arc::new(Mutex::new(Vec::new()));
+    requesters.push(steady_requests(
+        servers[0].addr,
+        lot_ids.clone(),
+        Ask::Search,
+        Duration::from_millis(100),
+        start,
+        Arc::clone(&stop_requests),
+        Arc::clone(&search_probes),
+    ));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let killed_at = start.elapsed();
     drop(servers.remove(2)); // SIGKILL: no revocation, no checkpoint, no tombstone.
@@ -757,30 +789,34 @@ async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
         "failures once every lot is fresh again: {after:?}"
     );
     assert!(after.0 > 0 && during.0 > 0);
-    let batch_probes = batch_probes.lock().expect("probes").clone();
-    let batches = [
-        summary(&batch_probes, Duration::ZERO..killed_at),
-        summary(&batch_probes, killed_at..fresh_at),
-        summary(&batch_probes, fresh_at..ended_at),
-    ];
-    eprintln!(
-        "batches of all {} lots, 20/s: before {} ({:.2}% failed, p99 {:.1} ms), kill -> fresh {} \
-         ({:.2}% failed, p99 {:.1} ms), after {} ({:.2}% failed, p99 {:.1} ms)",
-        lot_ids.len(),
-        batches[0].0,
-        batches[0].1 * 100.0,
-        batches[0].2,
-        batches[1].0,
-        batches[1].1 * 100.0,
-        batches[1].2,
-        batches[2].0,
-        batches[2].1 * 100.0,
-        batches[2].2,
-    );
-    assert!(
-        batches[0].1 < 0.01 && batches[2].1 < 0.01 && batches[2].0 > 0,
-        "batches fail outside the takeover: {batches:?}"
-    );
+    for (what, probes) in [
+        ("batches of every lot, 20/s", &batch_probes),
+        ("city-wide searches, 10/s", &search_probes),
+    ] {
+        let probes = probes.lock().expect("probes").clone();
+        let windows = [
+            summary(&probes, Duration::ZERO..killed_at),
+            summary(&probes, killed_at..fresh_at),
+            summary(&probes, fresh_at..ended_at),
+        ];
+        eprintln!(
+            "{what}: before {} ({:.2}% failed, p99 {:.1} ms), kill -> fresh {} ({:.2}% failed, \
+             p99 {:.1} ms), after {} ({:.2}% failed, p99 {:.1} ms)",
+            windows[0].0,
+            windows[0].1 * 100.0,
+            windows[0].2,
+            windows[1].0,
+            windows[1].1 * 100.0,
+            windows[1].2,
+            windows[2].0,
+            windows[2].1 * 100.0,
+            windows[2].2,
+        );
+        assert!(
+            windows[0].1 < 0.01 && windows[2].1 < 0.01 && windows[2].0 > 0,
+            "{what} fail outside the takeover: {windows:?}"
+        );
+    }
 
     // The final state, through both survivors, is the stream's: every slot's last reading.
     let want: BTreeMap<String, (u32, u32, u32)> = city
