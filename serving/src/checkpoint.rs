@@ -14,7 +14,10 @@
 //!
 //! Files are written to a temporary name, synced and renamed, so a crash leaves the old file or the
 //! new one, never half of one. The body carries its SHA-256, and a file that does not verify is
-//! refused (the partition is then rebuilt by replaying it from the beginning).
+//! refused (the partition is then rebuilt by replaying it from the beginning). With a changelog
+//! topic configured the same bytes also go there ([`crate::changelog`]), so a partition that moves
+//! to a machine without the file is restored from the topic; the file and the record must both be
+//! written before the offsets are committed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -153,7 +156,8 @@ pub fn decode(
     Ok(checkpoint)
 }
 
-/// A folder of checkpoint files (shared by the replicas of one consumer group).
+/// A folder of checkpoint files: a replica's own, or one the replicas of a group share (replicas
+/// on separate machines hand state over through [`crate::changelog`] instead).
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     dir: PathBuf,
