@@ -132,13 +132,7 @@ pub enum ReplicasConfigError {
 impl ReplicasConfig {
     /// Checks the settings without touching the network.
     pub fn validate(&self) -> Result<(), ReplicasConfigError> {
-        let legal = !self.topic.is_empty()
-            && self.topic.len() <= 249
-            && self
-                .topic
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-        if !legal {
+        if !parkcast_kafka::legal_topic_name(&self.topic) {
             return Err(ReplicasConfigError::BadTopic(self.topic.clone()));
         }
         for (name, value) in [
