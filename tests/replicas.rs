@@ -30,12 +30,6 @@ use tonic::transport::Channel;
 
 /// Replicas in the group.
 const REPLICAS: usize = 3;
-
-/// One three-member group forms at a time: with both tests' six members joining at once, the test
-/// broker (noida-db 0.2.3) assigned no partition at all for minutes in about one run in six.
-/// (`cargo test` runs the tests as threads of one process; under nextest, `.config/nextest.toml`
-/// puts them in one test group.)
-static ONE_GROUP_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Partitions of the input topics: two per replica once the group settles.
 const PARTITIONS: i32 = 6;
 /// How long the group may take to settle and every answer to be right.
@@ -205,7 +199,6 @@ fn settled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_answers_every_lot() {
     parkcast_kafka::require_broker!();
-    let _one = ONE_GROUP_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("temporary folder");
     let (warehouse, city, lot_ids) = simulated_city(dir.path());
     let want = expected(&city);
@@ -611,7 +604,6 @@ async fn all_fresh(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
     parkcast_kafka::require_broker!();
-    let _one = ONE_GROUP_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("temporary folder");
     let (warehouse, city, lot_ids) = simulated_city(dir.path());
     let config = dir.path().join("failover.toml");
