@@ -132,7 +132,13 @@ pub enum ReplicasConfigError {
 impl ReplicasConfig {
     /// Checks the settings without touching the network.
     pub fn validate(&self) -> Result<(), ReplicasConfigError> {
-        if !parkcast_kafka::legal_topic_name(&self.topic) {
+        let legal = !self.topic.is_empty()
+            && self.topic.len() <= 249
+            && self
+                .topic
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+        if !legal {
             return Err(ReplicasConfigError::BadTopic(self.topic.clone()));
         }
         for (name, value) in [
