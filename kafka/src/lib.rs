@@ -37,7 +37,10 @@ pub use deadletter::{
     topic_message_limit,
 };
 pub use embedded::EmbeddedBroker;
-pub use topics::{TopicError, create_compacted_topic, create_topics, partition_count};
+pub use topics::{
+    TopicError, create_compacted_topic, create_retained_topic, create_topics, partition_count,
+    read_to_end,
+};
 
 /// The offset to resume from after consuming `consumed`: Kafka commits name the next message to
 /// read, not the last one read.

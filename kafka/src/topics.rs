@@ -68,13 +68,38 @@ pub fn create_compacted_topic(
     max_message_bytes: usize,
     timeout: Duration,
 ) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
     let max_bytes = max_message_bytes.to_string();
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
         .set("cleanup.policy", "compact")
         .set("max.message.bytes", &max_bytes);
+    create_one(config, &new_topic, timeout)
+}
+
+/// Creates `topic` with `partitions` partitions whose messages the broker deletes `retention_ms`
+/// after they were written; a topic that exists is left as it is. For a log read back over a
+/// window (the replicas' forecast inputs). Blocks until the broker answers.
+pub fn create_retained_topic(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    retention_ms: i64,
+    timeout: Duration,
+) -> Result<(), TopicError> {
+    let retention = retention_ms.to_string();
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "delete")
+        .set("retention.ms", &retention);
+    create_one(config, &new_topic, timeout)
+}
+
+fn create_one(
+    config: &KafkaConfig,
+    new_topic: &NewTopic<'_>,
+    timeout: Duration,
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
     let options = AdminOptions::new().operation_timeout(Some(timeout));
-    let results = futures_executor::block_on(admin.create_topics([&new_topic], &options))?;
+    let results = futures_executor::block_on(admin.create_topics([new_topic], &options))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -104,4 +129,45 @@ pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
     i32::try_from(count).map_err(|_| TopicError::Missing {
         topic: topic.to_owned(),
     })
+}
+
+/// Polls `consumer`, assigned to partitions `0..partitions` of `topic`, until each holds no message
+/// it has not handed to `take` among those there when this was called, or `limit` passes: how a
+/// replica reads a topic of shared state before acting on it. Ok(false) when `limit` passed first.
+pub fn read_to_end<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: i32,
+    limit: Duration,
+    mut take: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<bool, KafkaError> {
+    use rdkafka::Message as _;
+    let deadline = std::time::Instant::now() + limit;
+    let mut ends = std::collections::BTreeMap::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, limit)?;
+        // Nothing to read there: empty, or everything before `high` deleted or compacted away.
+        if high > low {
+            ends.insert(partition, high);
+        }
+    }
+    while !ends.is_empty() {
+        let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+            return Ok(false);
+        };
+        match consumer.poll(left.min(Duration::from_millis(100))) {
+            Some(Ok(message)) => {
+                take(&message);
+                if ends
+                    .get(&message.partition())
+                    .is_some_and(|high| message.offset() + 1 >= *high)
+                {
+                    ends.remove(&message.partition());
+                }
+            }
+            Some(Err(error)) => return Err(error),
+            None => {}
+        }
+    }
+    Ok(true)
 }

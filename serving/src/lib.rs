@@ -37,6 +37,7 @@ pub mod replicas;
 pub mod requests;
 pub mod scoring;
 pub mod server;
+pub mod standby;
 pub mod status;
 pub mod topology;
 

@@ -620,6 +620,14 @@ pub struct ReplicaMetrics {
     pub lots_held: Gauge,
     /// Advertisements written (changes and heartbeats).
     pub adverts_published: Counter,
+    /// Messages of this replica's forecast inputs queued for the inputs topic.
+    pub inputs_published: Counter,
+    /// Messages of forecast inputs that could not be queued or delivered.
+    pub inputs_lost: Counter,
+    /// Messages of the other replicas' forecast inputs applied to this one's warm copies.
+    pub standby_applied: Counter,
+    /// Messages on the inputs topic that could not be applied (undecodable, or a lot not served).
+    pub standby_refused: Counter,
 }
 
 impl ReplicaMetrics {
@@ -642,6 +650,10 @@ impl ReplicaMetrics {
             replicas_alive: Gauge::default(),
             lots_held: Gauge::default(),
             adverts_published: Counter::default(),
+            inputs_published: Counter::default(),
+            inputs_lost: Counter::default(),
+            standby_applied: Counter::default(),
+            standby_refused: Counter::default(),
         };
         let replicas = registry.sub_registry_with_prefix("parkcast_replicas");
         replicas.register(
@@ -670,6 +682,31 @@ impl ReplicaMetrics {
             "Advertisements of this replica's ownership written to the replicas topic",
             metrics.adverts_published.clone(),
         );
+        let standby = [
+            (
+                "inputs_published",
+                "Messages of this replica's forecast inputs (one lot's, one scoring round's) queued for the group's inputs topic",
+                &metrics.inputs_published,
+            ),
+            (
+                "inputs_lost",
+                "Messages of this replica's forecast inputs that could not be queued or delivered (the other replicas' copies of those lots miss them)",
+                &metrics.inputs_lost,
+            ),
+            (
+                "standby_applied",
+                "Messages of the other replicas' forecast inputs applied to this replica's warm copies of their lots",
+                &metrics.standby_applied,
+            ),
+            (
+                "standby_refused",
+                "Messages on the inputs topic that could not be applied (undecodable, or a lot this replica does not serve)",
+                &metrics.standby_refused,
+            ),
+        ];
+        for (name, help, counter) in standby {
+            replicas.register(name, help, counter.clone());
+        }
         metrics
     }
 
@@ -743,6 +780,8 @@ pub struct ServingMetrics {
     pub pricing_failures: Counter,
     /// Pricing producers replaced after librdkafka declared them fatal.
     pub pricing_producer_recreated: Counter,
+    /// Session inputs dropped as replays of what another replica already published.
+    pub replayed_session_inputs: Counter,
     live_mae: Family<QualityLabels, RealGauge>,
     live_coverage: Family<QualityLabels, RealGauge>,
     live_pairs: Family<QualityLabels, Gauge>,
@@ -784,6 +823,7 @@ impl ServingMetrics {
             pricing_messages: Counter::default(),
             pricing_failures: Counter::default(),
             pricing_producer_recreated: Counter::default(),
+            replayed_session_inputs: Counter::default(),
             live_mae: Family::default(),
             live_coverage: Family::default(),
             live_pairs: Family::default(),
@@ -850,6 +890,11 @@ impl ServingMetrics {
                 "pricing_producer_recreated",
                 "Pricing-feed producers replaced after a fatal error (a broker that lost acknowledged writes); every lot's bands were published again",
                 &metrics.pricing_producer_recreated,
+            ),
+            (
+                "replayed_session_inputs",
+                "Session entries and exits not fed to the forecasts twice: an owner's replay after a handover of what the old owner had already published to the inputs topic (replicas)",
+                &metrics.replayed_session_inputs,
             ),
         ];
         for (name, help, counter) in counters {

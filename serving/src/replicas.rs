@@ -86,6 +86,12 @@ pub struct ReplicasConfig {
     pub forward_timeout_ms: u64,
     /// The pause before the one retry of a failed forward, ms.
     pub retry_delay_ms: u64,
+    /// Keep every lot's forecast inputs warm: publish this replica's to `inputs_topic` and apply
+    /// the others' ([`crate::standby`]). Off, a replica taking a lot over forecasts it from the
+    /// warehouse's history until its own inputs refill.
+    pub standby: bool,
+    /// The group's topic of forecast inputs (empty: `<group_id>.inputs`).
+    pub inputs_topic: String,
 }
 
 impl Default for ReplicasConfig {
@@ -99,6 +105,8 @@ impl Default for ReplicasConfig {
             expire_after_ms: 30_000,
             forward_timeout_ms: 1_000,
             retry_delay_ms: 200,
+            standby: true,
+            inputs_topic: String::new(),
         }
     }
 }
@@ -108,8 +116,8 @@ impl Default for ReplicasConfig {
 #[non_exhaustive]
 pub enum ReplicasConfigError {
     /// A topic name Kafka would refuse.
-    #[error("replicas.topic {0:?} is not a legal Kafka topic name (1-249 of [a-zA-Z0-9._-])")]
-    BadTopic(String),
+    #[error("replicas.{0} {1:?} is not a legal Kafka topic name (1-249 of [a-zA-Z0-9._-])")]
+    BadTopic(&'static str, String),
     /// A zero interval.
     #[error("replicas.{0} must be positive")]
     Zero(&'static str),
@@ -132,14 +140,21 @@ pub enum ReplicasConfigError {
 impl ReplicasConfig {
     /// Checks the settings without touching the network.
     pub fn validate(&self) -> Result<(), ReplicasConfigError> {
-        let legal = !self.topic.is_empty()
-            && self.topic.len() <= 249
-            && self
-                .topic
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-        if !legal {
-            return Err(ReplicasConfigError::BadTopic(self.topic.clone()));
+        let legal = |topic: &str| {
+            !topic.is_empty()
+                && topic.len() <= 249
+                && topic
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
+        };
+        if !legal(&self.topic) {
+            return Err(ReplicasConfigError::BadTopic("topic", self.topic.clone()));
+        }
+        if !self.inputs_topic.is_empty() && !legal(&self.inputs_topic) {
+            return Err(ReplicasConfigError::BadTopic(
+                "inputs_topic",
+                self.inputs_topic.clone(),
+            ));
         }
         for (name, value) in [
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
@@ -162,6 +177,15 @@ impl ReplicasConfig {
             return Err(ReplicasConfigError::BadAdvertiseAddr(address.to_owned()));
         }
         Ok(())
+    }
+
+    /// The topic of the group's forecast inputs.
+    pub fn inputs_topic(&self, group_id: &str) -> String {
+        if self.inputs_topic.is_empty() {
+            format!("{group_id}.inputs")
+        } else {
+            self.inputs_topic.clone()
+        }
     }
 
     /// This replica's id and address, once its gRPC port is bound at `bound`.
@@ -904,49 +928,25 @@ const CATCH_UP: Duration = Duration::from_secs(10);
 impl Worker {
     /// Reads the topic up to its current end (or until `limit`), then installs the routes.
     fn catch_up(&mut self, partitions: i32, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let mut ends = Vec::new();
-        for partition in 0..partitions {
-            match self
-                .consumer
-                .fetch_watermarks(&self.topic, partition, limit)
-            {
-                // Nothing to read there (empty, or everything before `high` compacted away).
-                Ok((low, high)) if low >= high => {}
-                Ok((_, high)) => ends.push((partition, high)),
-                Err(error) => {
-                    tracing::warn!(error = %error, "could not read the replicas topic's end; starting without the others' advertisements");
-                    return;
-                }
-            }
-        }
-        let mut read: BTreeMap<i32, i64> = BTreeMap::new();
-        let done = |read: &BTreeMap<i32, i64>| {
-            ends.iter()
-                .all(|(partition, high)| read.get(partition).is_some_and(|next| next >= high))
-        };
-        while !done(&read) && Instant::now() < deadline {
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => {
-                    read.insert(message.partition(), message.offset() + 1);
-                    take(
-                        &mut self.table,
-                        &self.router.identity,
-                        message.key(),
-                        message.payload(),
-                    );
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(error = %error, "reading the replicas topic failed");
-                    break;
-                }
-                None => {}
-            }
-        }
-        if !done(&read) {
-            tracing::warn!(
+        let (table, identity) = (&mut self.table, &self.router.identity);
+        let read = parkcast_kafka::read_to_end(
+            &self.consumer,
+            &self.topic,
+            partitions,
+            limit,
+            |message| {
+                take(table, identity, message.key(), message.payload());
+            },
+        );
+        match read {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
                 "the replicas topic was not read to its end in time; routes fill in as it is"
-            );
+            ),
+            Err(error) => tracing::warn!(
+                error = %error,
+                "reading the replicas topic failed; routes fill in as it is read"
+            ),
         }
         self.install();
     }
@@ -1263,6 +1263,17 @@ mod tests {
             bad.validate(),
             Err(ReplicasConfigError::BadAdvertiseAddr(_))
         ));
+        let bad_inputs = ReplicasConfig {
+            inputs_topic: "g/inputs".to_owned(),
+            ..ReplicasConfig::default()
+        };
+        let error = bad_inputs.validate().expect_err("a slash");
+        assert!(
+            error.to_string().contains("replicas.inputs_topic"),
+            "{error}"
+        );
+        assert_eq!(ReplicasConfig::default().inputs_topic("g"), "g.inputs");
+        assert_eq!(bad_inputs.inputs_topic("g"), "g/inputs");
         let wildcard = SocketAddr::from(([0, 0, 0, 0], 50_051));
         assert_eq!(
             ReplicasConfig::default().identity("g", wildcard),

@@ -29,6 +29,11 @@
 //!   profiles by replaying each lot's log of inputs in the order the old state took them, and
 //!   swaps. A byte-identical model therefore answers bit-identically. A refused model changes
 //!   nothing.
+//! - **Warm copies of the other replicas' lots.** With replicas, the inputs a round takes from
+//!   this replica's ingestion go to an [`InputSink`] (the group's inputs topic), and the inputs
+//!   the other replicas took arrive through [`Scoring::take_standby`]: every replica's input log
+//!   and feature state of every lot stay current, so a replica taking a lot over forecasts it
+//!   from the history its old owner had ([`crate::standby`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -68,6 +73,14 @@ pub trait LiveSource: Send + Sync + 'static {
         let _ = timeout;
         seen.wrapping_add(1)
     }
+}
+
+/// Where the forecast inputs this replica's ingestion produced go besides its own scorer: the
+/// other replicas' warm copies ([`crate::standby`]).
+pub trait InputSink: Send + Sync + 'static {
+    /// The inputs of `lot` a round just applied, in order (only those from this replica's own
+    /// ingestion; called under the scorer's lock, so it must not block).
+    fn publish(&self, lot: LotIndex, inputs: &[FeatureInput]);
 }
 
 /// The time answers are computed at.
@@ -476,6 +489,43 @@ struct LotScoring {
     forecast: Option<Arc<LotForecast>>,
     /// Whether the grid advanced since the last forecast.
     stale_forecast: bool,
+    /// The newest session event time applied from this replica's ingestion and from the other
+    /// replicas' (indexed by [`Origin`]).
+    session_marks: [Option<i64>; 2],
+}
+
+/// Where an input came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// This replica's ingestion.
+    Own = 0,
+    /// Another replica's, through the inputs topic.
+    Standby = 1,
+}
+
+impl LotScoring {
+    /// Whether to apply `input` from `origin`. A grid value always (a later value of an instant
+    /// replaces the earlier, so one taken twice changes nothing). A session event is counted
+    /// once: at a handover the new owner replays the partition from its checkpoint, and the
+    /// entries and exits it finds again are those the old owner already published; so an event
+    /// from one origin at or before the newest event applied from the other is a replay, and
+    /// dropped. (A session event that really arrives that late at a handover is lost: the price
+    /// of counting none twice.)
+    fn admits(&mut self, input: Applied, origin: Origin) -> bool {
+        let (Applied::Arrival(at) | Applied::Departure(at)) = input else {
+            return true;
+        };
+        let other = match origin {
+            Origin::Own => Origin::Standby,
+            Origin::Standby => Origin::Own,
+        };
+        if self.session_marks[other as usize].is_some_and(|mark| at <= mark) {
+            return false;
+        }
+        let mark = &mut self.session_marks[origin as usize];
+        *mark = Some(mark.map_or(at, |newest| newest.max(at)));
+        true
+    }
 }
 
 /// A candidate model scored beside the active one on the same live inputs, through the same code,
@@ -504,6 +554,43 @@ pub struct ShadowReport {
     pub active_summary: Vec<WindowQuality>,
 }
 
+impl Core {
+    /// Applies one input of lot `index` from `origin` to its log, its feature states and live
+    /// accuracy; false if it was a replay, dropped ([`LotScoring::admits`]).
+    fn feed(&mut self, index: usize, input: Applied, origin: Origin) -> bool {
+        let Some(scoring) = self.lots.get_mut(index) else {
+            return false;
+        };
+        if !scoring.admits(input, origin) {
+            return false;
+        }
+        apply_input(scoring, input);
+        let actual = match input {
+            Applied::Grid(instant_ms, value) if value.capacity > 0.0 => {
+                Some((instant_ms, value.rate()))
+            }
+            _ => None,
+        };
+        if let (Some((instant_ms, rate)), Some(quality)) = (actual, &mut self.quality) {
+            quality.observe(index, instant_ms, rate);
+        }
+        if let Some(shadow) = &mut self.shadow {
+            if let Some((instant_ms, rate)) = actual {
+                shadow.active_quality.observe(index, instant_ms, rate);
+            }
+            if let Some(state) = &mut shadow.states[index]
+                && input.apply(state)
+            {
+                shadow.stale[index] = true;
+            }
+            if let Some((instant_ms, rate)) = actual {
+                shadow.quality.observe(index, instant_ms, rate);
+            }
+        }
+        true
+    }
+}
+
 /// A model's feature states rebuilt from every lot's input log, their first forecasts (checked),
 /// and a live-accuracy monitor holding them.
 struct Prepared {
@@ -527,6 +614,8 @@ struct Core {
     step_minutes: Option<u32>,
     changes: Vec<LotChange>,
     last_full_refresh: Option<Instant>,
+    /// Inputs of this round that went to the feature states, for the sink.
+    published: Vec<FeatureInput>,
 }
 
 /// The scorer and the answers it keeps ready.
@@ -541,6 +630,10 @@ pub struct Scoring {
     /// Announces lots whose answer changed; taken on [`Scoring::close`].
     updates: RwLock<Option<tokio::sync::broadcast::Sender<LotIndex>>>,
     metrics: Option<crate::metrics::ServingMetrics>,
+    /// Where this replica's inputs go for the others' warm copies.
+    sink: Option<Arc<dyn InputSink>>,
+    /// The other replicas' inputs, until the next round applies them.
+    standby: Mutex<Vec<(LotIndex, Vec<FeatureInput>)>>,
 }
 
 impl std::fmt::Debug for Scoring {
@@ -576,6 +669,7 @@ impl Scoring {
                 step_minutes: None,
                 changes: Vec::new(),
                 last_full_refresh: None,
+                published: Vec::new(),
             }),
             answers: (0..lot_count)
                 .map(|_| RwLock::new(Arc::new(LotAnswer::default())))
@@ -587,6 +681,25 @@ impl Scoring {
             quality_config: QualityConfig::default(),
             updates: RwLock::new(Some(updates)),
             metrics: None,
+            sink: None,
+            standby: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The same, sending the inputs its own ingestion produces to `sink` (replicas).
+    pub fn with_sink(mut self, sink: Arc<dyn InputSink>) -> Scoring {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Queues inputs another replica took for `lot`; the next round applies them to the lot's log
+    /// and feature states (and live accuracy) as its own, but for session events already counted.
+    pub fn take_standby(&self, lot: LotIndex, inputs: Vec<FeatureInput>) {
+        if (lot as usize) < self.answers.len() && !inputs.is_empty() {
+            self.standby
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((lot, inputs));
         }
     }
 
@@ -931,37 +1044,36 @@ impl Scoring {
         let snapshot_ms = picture_ms.or(newest).unwrap_or_else(|| self.clock.now_ms());
         let model = core.model.clone();
         let updated = changes.len();
-        for change in changes.drain(..) {
-            let index = change.lot as usize;
-            let Some(scoring) = core.lots.get_mut(index) else {
-                continue;
-            };
-            for input in &change.inputs {
-                let input = applied(*input);
-                apply_input(scoring, input);
-                let actual = match input {
-                    Applied::Grid(instant_ms, value) if value.capacity > 0.0 => {
-                        Some((instant_ms, value.rate()))
-                    }
-                    _ => None,
-                };
-                if let (Some((instant_ms, rate)), Some(quality)) = (actual, &mut core.quality) {
-                    quality.observe(index, instant_ms, rate);
-                }
-                if let Some(shadow) = &mut core.shadow {
-                    if let Some((instant_ms, rate)) = actual {
-                        shadow.active_quality.observe(index, instant_ms, rate);
-                    }
-                    if let Some(state) = &mut shadow.states[index]
-                        && input.apply(state)
-                    {
-                        shadow.stale[index] = true;
-                    }
-                    if let Some((instant_ms, rate)) = actual {
-                        shadow.quality.observe(index, instant_ms, rate);
-                    }
+        // The other replicas' inputs first: an owner's replay of what they already published
+        // then finds its session events counted.
+        let standby =
+            std::mem::take(&mut *self.standby.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut replays = 0u64;
+        for (lot, inputs) in standby {
+            for input in inputs {
+                if !core.feed(lot as usize, applied(input), Origin::Standby) {
+                    replays += 1;
                 }
             }
+        }
+        let mut published = std::mem::take(&mut core.published);
+        for change in changes.drain(..) {
+            let index = change.lot as usize;
+            if index >= core.lots.len() {
+                continue;
+            }
+            published.clear();
+            for input in &change.inputs {
+                if core.feed(index, applied(*input), Origin::Own) {
+                    published.push(*input);
+                } else {
+                    replays += 1;
+                }
+            }
+            if let Some(sink) = self.sink.as_ref().filter(|_| !published.is_empty()) {
+                sink.publish(change.lot, &published);
+            }
+            let scoring = &mut core.lots[index];
             if scoring.stale_forecast
                 && let (Some(model), Some(state)) = (&model, &scoring.state)
             {
@@ -1001,6 +1113,10 @@ impl Scoring {
             }
         }
         core.changes = changes;
+        core.published = published;
+        if let Some(metrics) = self.metrics.as_ref().filter(|_| replays > 0) {
+            metrics.replayed_session_inputs.inc_by(replays);
+        }
         let answered = started.elapsed();
         // The shadow forecasts after every answer of the round is out: nothing served waits for
         // it (it used to run lot by lot before each answer, so a grid step's answers waited for
@@ -1534,6 +1650,85 @@ mod tests {
                 bits(&from_series, horizon)[deviation_today]
             );
         }
+    }
+
+    #[test]
+    fn a_handover_replay_counts_each_session_once() {
+        let now = 20 * DAY + 16 * 60 * MINUTE;
+        // A grid value, an entry and an exit every step for two days.
+        let inputs: Vec<Applied> = wave(now - 2 * DAY, now)
+            .into_iter()
+            .flat_map(|(instant, value)| {
+                [
+                    Applied::Grid(instant, value),
+                    Applied::Arrival(instant + MINUTE),
+                    Applied::Departure(instant + 2 * MINUTE),
+                ]
+            })
+            .collect();
+        // The old owner published all but the last two steps; the new owner's checkpoint is three
+        // hours older, so it replays from there and meets ten steps' inputs again.
+        let (checkpoint, published) = (inputs.len() - 3 * 12, inputs.len() - 3 * 2);
+        let fresh = || LotScoring {
+            state: Some(wave_state(true)),
+            ..LotScoring::default()
+        };
+        let mut single = fresh();
+        for input in &inputs {
+            assert!(single.admits(*input, Origin::Own));
+            apply_input(&mut single, *input);
+        }
+        let (mut taken_over, mut counted_twice) = (fresh(), fresh());
+        for input in &inputs[..published] {
+            assert!(taken_over.admits(*input, Origin::Standby));
+            apply_input(&mut taken_over, *input);
+            apply_input(&mut counted_twice, *input);
+        }
+        let mut replays = 0;
+        for input in &inputs[checkpoint..] {
+            if taken_over.admits(*input, Origin::Own) {
+                apply_input(&mut taken_over, *input);
+            } else {
+                replays += 1;
+            }
+            apply_input(&mut counted_twice, *input);
+        }
+        // Every session event between the checkpoint and the last one published, and no grid value.
+        let sessions_again = inputs[checkpoint..published]
+            .iter()
+            .filter(|input| !matches!(input, Applied::Grid(..)))
+            .count();
+        assert_eq!(replays, sessions_again);
+        let vector = |lot: &LotScoring, horizon| {
+            lot.state
+                .as_ref()
+                .and_then(|state| state.vector(horizon))
+                .expect("a vector")
+        };
+        for horizon in [1, 4, 96] {
+            let (want, got, twice) = (
+                vector(&single, horizon),
+                vector(&taken_over, horizon),
+                vector(&counted_twice, horizon),
+            );
+            for (feature, (want, got)) in want.iter().zip(&got).enumerate() {
+                assert!(
+                    (want.is_nan() && got.is_nan())
+                        || (want - got).abs() <= 1e-9 * want.abs().max(1.0),
+                    "feature {feature} at {horizon} steps: {got} for {want}"
+                );
+            }
+            assert!(
+                want.iter()
+                    .zip(&twice)
+                    .any(|(want, twice)| (want - twice).abs() > 1e-6),
+                "counting the replay twice would show at {horizon} steps"
+            );
+        }
+        // A session event older than what the standby applied is a replay even after the
+        // handover; a newer one counts.
+        assert!(!taken_over.admits(Applied::Arrival(now - DAY), Origin::Own));
+        assert!(taken_over.admits(Applied::Arrival(now + MINUTE), Origin::Own));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::models::{ActivationError, ModelManager, StartupModel, load_startup};
 use crate::pricing::{PricingError, PricingFeed};
 use crate::replicas::{Advertiser, AdvertiserError, ReplicasConfigError, Router};
 use crate::scoring::{Clock, LiveSource, Scoring};
+use crate::standby::{Follower, InputPublisher, StandbyError};
 use crate::topology::TopologyIndex;
 
 /// Errors of starting or stopping a server.
@@ -104,6 +105,9 @@ pub enum ServerError {
     /// The replicas' advertisements could not start.
     #[error(transparent)]
     Advertiser(#[from] AdvertiserError),
+    /// The warm standbys' inputs topic could not be set up.
+    #[error(transparent)]
+    Standby(#[from] StandbyError),
 }
 
 /// The gRPC service name health reports on.
@@ -145,6 +149,7 @@ pub struct Server {
     grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     advertiser: Option<Advertiser>,
+    standby: Option<Follower>,
 }
 
 impl Server {
@@ -209,15 +214,34 @@ impl Server {
             ClockMode::Wall => Clock::Wall,
             ClockMode::Stream => history_until_ms.map_or_else(Clock::stream, Clock::stream_from),
         };
-        let scoring = Arc::new(
-            Scoring::new(
-                Arc::clone(&ingest) as Arc<dyn LiveSource>,
-                clock,
-                config.scoring,
-            )
-            .with_quality(config.quality)
-            .with_metrics(serving_metrics.clone()),
-        );
+        let mut scoring = Scoring::new(
+            Arc::clone(&ingest) as Arc<dyn LiveSource>,
+            clock,
+            config.scoring,
+        )
+        .with_quality(config.quality)
+        .with_metrics(serving_metrics.clone());
+        // Warm standbys ([`crate::standby`]): this replica's forecast inputs go to the group's
+        // inputs topic, and the others' are read from it below, before the scorer starts.
+        let standby_topic = (config.replicas.enabled && config.replicas.standby)
+            .then(|| config.replicas.inputs_topic(&config.ingest.group_id));
+        let publisher = crate::standby::publisher_name(match config.replicas.replica_id.trim() {
+            "" => &config.ingest.group_id,
+            id => id,
+        });
+        if let Some(topic) = &standby_topic {
+            let (kafka, created) = (config.ingest.kafka.clone(), topic.clone());
+            tokio::task::spawn_blocking(move || crate::standby::create_topic(&kafka, &created))
+                .await??;
+            scoring = scoring.with_sink(Arc::new(InputPublisher::new(
+                &config.ingest.kafka,
+                topic,
+                &publisher,
+                Arc::clone(&topology),
+                replica_metrics.clone(),
+            )?));
+        }
+        let scoring = Arc::new(scoring);
         let until_ms = history_until_ms.unwrap_or_else(parkcast_kafka::now_ms);
         let history_warehouse = warehouse.clone();
         let manager = Arc::new(
@@ -248,6 +272,22 @@ impl Server {
             );
         }
         let directory = lot_directory(&warehouse, &topology).map_err(ServerError::Directory)?;
+        let standby = match standby_topic {
+            Some(topic) => {
+                let (kafka, following, metrics) = (
+                    config.ingest.kafka.clone(),
+                    Arc::clone(&scoring),
+                    replica_metrics.clone(),
+                );
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        Follower::start(&kafka, &topic, &publisher, following, metrics)
+                    })
+                    .await??,
+                )
+            }
+            None => None,
+        };
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads =
@@ -426,6 +466,7 @@ impl Server {
             grpc_task,
             tasks: vec![metrics_task, health_task],
             advertiser,
+            standby,
         })
     }
 
@@ -510,6 +551,9 @@ impl Server {
         // After the group has its partitions back: the others keep forwarding to this replica
         // (and retrying) until the new owners claim its lots, rather than answering them as lots
         // nobody has seen.
+        if let Some(standby) = self.standby {
+            tokio::task::spawn_blocking(move || standby.stop()).await?;
+        }
         if let Some(advertiser) = self.advertiser {
             tokio::task::spawn_blocking(move || advertiser.stop()).await?;
             tracing::info!(elapsed_ms = elapsed_ms(), "left the replicas");
