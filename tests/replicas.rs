@@ -6,6 +6,9 @@
 //! requests at a steady rate through the others): the share of failed requests and the p99 while
 //! the group rebalances, the time until every lot is fresh again, and the final state equal to
 //! what the stream says (no event lost or applied out of order).
+//!
+//! Warm standbys: a replica that takes lots over when another stops forecasts them as a single
+//! server reading every partition does, from the forecast inputs the old owner published.
 
 mod common;
 
@@ -19,8 +22,8 @@ use parkcast_kafka::testing::fresh_config;
 use parkcast_proto::v1::availability_client::AvailabilityClient;
 use parkcast_proto::v1::{
     BatchGetAvailabilityRequest, GetAvailabilityRequest, ListReplicasRequest, ListReplicasResponse,
-    LotAvailability, ReadingKind, SearchNearbyRequest, SensorReading, SlotReport,
-    WatchAvailabilityRequest,
+    LotAvailability, ReadingKind, SearchNearbyRequest, SensorReading, SessionEvent,
+    SessionEventKind, SlotReport, WatchAvailabilityRequest,
 };
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::topology::Topology;
@@ -876,4 +879,393 @@ async fn a_replica_killed_under_load_is_taken_over_without_losing_an_event() {
     watcher.abort();
     drop(restarted);
     drop(servers);
+}
+
+/// Where the takeover test's history ends: the end of the simulated city's last day, 2025-10-06
+/// in London (a backtest needs 35 days).
+const HISTORY_UNTIL: &str = "2025-10-06T23:00:00Z";
+
+/// Whether slot `slot` of lot `lot` is occupied at step `step` of the takeover test: a
+/// lot-dependent wave, the lots filling and emptying at their own pace.
+fn busy_at(lot: usize, slot: usize, step: i64) -> bool {
+    (slot + lot * 3 + usize::try_from(step).expect("a step") * (lot + 1)) % 7 < 4
+}
+
+/// The start of grid step `step` of the takeover test, ms (five-minute steps from
+/// [`HISTORY_UNTIL`]).
+fn step_ms(step: i64) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(HISTORY_UNTIL)
+        .expect("a time")
+        .timestamp_millis()
+        + step * 300_000
+}
+
+/// Readings of every slot at every step of `steps`, in time order per lot.
+fn produce_readings(
+    kafka: &parkcast_kafka::KafkaConfig,
+    city: &[(String, Vec<String>)],
+    steps: std::ops::Range<i64>,
+) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.producer_config().create().expect("a producer");
+    for step in steps {
+        for (lot_index, (lot_id, slots)) in city.iter().enumerate() {
+            for (slot_index, slot_id) in slots.iter().enumerate() {
+                let reading = SensorReading {
+                    schema_version: parkcast_proto::SCHEMA_VERSION,
+                    lot_id: lot_id.clone(),
+                    slot_id: slot_id.clone(),
+                    report: if busy_at(lot_index, slot_index, step) {
+                        SlotReport::Occupied
+                    } else {
+                        SlotReport::Free
+                    } as i32,
+                    kind: ReadingKind::Change as i32,
+                    sensor_seq: u64::try_from(step + 1).expect("a step"),
+                    event_time_ms: step_ms(step)
+                        + i64::try_from(slot_index % 200).expect("small") * 1_000,
+                };
+                producer
+                    .send(
+                        BaseRecord::to(&kafka.topics.sensor)
+                            .key(lot_id.as_bytes())
+                            .payload(&reading.encode_to_vec()),
+                    )
+                    .map_err(|(error, _)| error)
+                    .expect("queued");
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+}
+
+/// An entry and an exit per lot at every step of `steps`. Sent once the steps' readings are
+/// applied: a server on the stream clock judges event times against the newest reading, and a
+/// session stream read ahead of the readings would be refused as far in the future, more or less
+/// of it depending on how the consumer interleaves the two topics.
+fn produce_sessions(
+    kafka: &parkcast_kafka::KafkaConfig,
+    city: &[(String, Vec<String>)],
+    steps: std::ops::Range<i64>,
+) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.producer_config().create().expect("a producer");
+    for step in steps {
+        for (lot_id, slots) in city {
+            for (offset_ms, kind) in [
+                (60_000, SessionEventKind::Entry),
+                (120_000, SessionEventKind::Exit),
+            ] {
+                let event = SessionEvent {
+                    schema_version: parkcast_proto::SCHEMA_VERSION,
+                    session_id: format!("{lot_id}-{step}"),
+                    lot_id: lot_id.clone(),
+                    slot_id: slots[0].clone(),
+                    kind: kind as i32,
+                    event_time_ms: step_ms(step) + offset_ms,
+                    ..SessionEvent::default()
+                };
+                producer
+                    .send(
+                        BaseRecord::to(&kafka.topics.session)
+                            .key(lot_id.as_bytes())
+                            .payload(&event.encode_to_vec()),
+                    )
+                    .map_err(|(error, _)| error)
+                    .expect("queued");
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+}
+
+/// Polls until every lot through `client` counts the occupied slots of step `step`'s readings.
+async fn wait_for_step(
+    client: &mut AvailabilityClient<Channel>,
+    city: &[(String, Vec<String>)],
+    step: i64,
+) {
+    let deadline = Instant::now() + SETTLE;
+    'poll: loop {
+        assert!(
+            Instant::now() < deadline,
+            "step {step}'s readings never all applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (lot_index, (lot_id, slots)) in city.iter().enumerate() {
+            let busy = (0..slots.len())
+                .filter(|slot| busy_at(lot_index, *slot, step))
+                .count();
+            let answer = client
+                .get_availability(GetAvailabilityRequest {
+                    lot_id: lot_id.clone(),
+                    horizon_minutes: Vec::new(),
+                    arrival_time_ms: 0,
+                })
+                .await;
+            let applied = answer.is_ok_and(|answer| {
+                usize::try_from(answer.into_inner().occupied_now).ok() == Some(busy)
+            });
+            if !applied {
+                continue 'poll;
+            }
+        }
+        return;
+    }
+}
+
+/// What a lot's answer must equal between two servers: the counts, the model and the point
+/// forecasts (target, horizon, expected free slots). Not the intervals: their live adaptation
+/// ([`parkcast_serving::quality`]) scores every forecast a server issued on the way, and how many
+/// it issued while an hour of events streamed in depends on its timing.
+fn forecast_view(answer: &LotAvailability) -> (u32, u32, u32, u32, Vec<[f64; 3]>) {
+    (
+        answer.occupied_now,
+        answer.free_now,
+        answer.unknown_now,
+        answer.model_version,
+        answer
+            .forecasts
+            .iter()
+            .map(|forecast| {
+                [
+                    forecast.target_time_ms as f64,
+                    f64::from(forecast.horizon_minutes),
+                    forecast.expected_free,
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// Polls `client`'s `ListReplicas` until `settled(this replica, partitions owned by each alive
+/// replica's address)`, or panics with `what`.
+async fn wait_for_owners(
+    client: &mut AvailabilityClient<Channel>,
+    what: &str,
+    settled: impl Fn(&str, &BTreeMap<String, usize>) -> bool,
+) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let listing = client
+            .list_replicas(ListReplicasRequest {})
+            .await
+            .expect("ListReplicas")
+            .into_inner();
+        let owned: BTreeMap<String, usize> = listing
+            .replicas
+            .iter()
+            .filter(|replica| replica.alive)
+            .map(|replica| (replica.grpc_address.clone(), replica.partitions.len()))
+            .collect();
+        if settled(&listing.this_replica, &owned) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {listing:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every lot's [`forecast_view`] through `client` (an empty map if a request fails).
+async fn views(
+    client: &mut AvailabilityClient<Channel>,
+    lot_ids: &[String],
+) -> BTreeMap<String, (u32, u32, u32, u32, Vec<[f64; 3]>)> {
+    let mut views = BTreeMap::new();
+    for lot_id in lot_ids {
+        let request = GetAvailabilityRequest {
+            lot_id: lot_id.clone(),
+            horizon_minutes: vec![15, 60],
+            arrival_time_ms: 0,
+        };
+        match client.get_availability(request).await {
+            Ok(answer) => views.insert(lot_id.clone(), forecast_view(&answer.into_inner())),
+            Err(_) => return BTreeMap::new(),
+        };
+    }
+    views
+}
+
+/// The lots whose answers through `replica` differ from `single`'s (with the two answers), or the
+/// error of asking.
+async fn differences(
+    replica: &mut AvailabilityClient<Channel>,
+    single: &mut AvailabilityClient<Channel>,
+    lot_ids: &[String],
+) -> Result<Vec<String>, tonic::Status> {
+    let mut differ = Vec::new();
+    for lot_id in lot_ids {
+        let request = GetAvailabilityRequest {
+            lot_id: lot_id.clone(),
+            horizon_minutes: vec![15, 60],
+            arrival_time_ms: 0,
+        };
+        let got = replica
+            .get_availability(request.clone())
+            .await?
+            .into_inner();
+        let want = single.get_availability(request).await?.into_inner();
+        let (got, want) = (forecast_view(&got), forecast_view(&want));
+        let same = (got.0, got.1, got.2, got.3) == (want.0, want.1, want.2, want.3)
+            && !want.4.is_empty()
+            && got.4.len() == want.4.len()
+            && got.4.iter().zip(&want.4).all(|(got, want)| {
+                got.iter()
+                    .zip(want)
+                    .all(|(got, want)| (got - want).abs() <= 1e-9 * want.abs().max(1.0))
+            });
+        if !same {
+            differ.push(format!("{lot_id}: {got:?} where one server says {want:?}"));
+        }
+    }
+    Ok(differ)
+}
+
+/// Polls until every lot through `replica` answers as through `single`, or panics naming `what`.
+async fn answer_alike(
+    replica: &mut AvailabilityClient<Channel>,
+    single: &mut AvailabilityClient<Channel>,
+    lot_ids: &[String],
+    what: &str,
+) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let why = match differences(replica, single, lot_ids).await {
+            Ok(differ) if differ.is_empty() => return,
+            Ok(differ) => differ.join("\n"),
+            Err(status) => format!("{status}"),
+        };
+        assert!(Instant::now() < deadline, "{what}:\n{why}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Warm standbys. Two replicas and one single server (its own consumer group) read the same topics
+/// with the same model; the replica that stays takes the other's lots over when it stops, and from
+/// then on forecasts them as the single server does (the same forecast inputs, no session counted
+/// twice), though the grid values since the warehouse's end were never on its disk: they came from
+/// the inputs topic the old owner published to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_taking_lots_over_forecasts_them_as_one_server_would() {
+    parkcast_kafka::require_broker!();
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let warehouse = dir.path().join("city");
+    let warehouse_arg = warehouse.to_str().expect("a UTF-8 path");
+    common::succeeded(&common::parkcast(&[
+        "simulate",
+        "--lots",
+        "9",
+        "--days",
+        "36",
+        "--start",
+        "2025-09-01",
+        "--interval",
+        "5",
+        "--out",
+        warehouse_arg,
+    ]));
+    let city = lots(&warehouse);
+    let lot_ids: Vec<String> = city.iter().map(|(lot_id, _)| lot_id.clone()).collect();
+    let folders: Vec<_> = ["single", "replica-a", "replica-b"]
+        .iter()
+        .map(|name| dir.path().join(name))
+        .collect();
+    let registry = folders[0].join("models");
+    let mut train = vec![
+        "train",
+        "-w",
+        warehouse_arg,
+        "--registry",
+        registry.to_str().expect("a UTF-8 path"),
+        "--force",
+    ];
+    train.extend_from_slice(&common::LOOP_TRAIN);
+    common::succeeded(&common::parkcast(&train));
+    for folder in &folders[1..] {
+        std::fs::create_dir_all(folder).expect("a folder");
+        let copied = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(&registry)
+            .arg(folder.join("models"))
+            .status()
+            .expect("cp runs");
+        assert!(copied.success(), "the registry is copied");
+    }
+    let kafka = fresh_config("standby", PARTITIONS);
+    let stream = [
+        "--model",
+        "simulated",
+        "--clock",
+        "stream",
+        "--history-until",
+        HISTORY_UNTIL,
+    ];
+    let single_group = format!("{}-single", common::topic_prefix(&kafka));
+    let single = common::serve_in_group(&warehouse, &folders[0], &kafka, &single_group, &stream);
+    let replica_args: Vec<&str> = stream.iter().copied().chain(["--replicas"]).collect();
+    let replica_a = common::serve(&warehouse, &folders[1], &kafka, &replica_args);
+    let replica_b = common::serve(&warehouse, &folders[2], &kafka, &replica_args);
+    let mut single_client = client(single.addr).await;
+    let mut b = client(replica_b.addr).await;
+
+    // The group settles: both replicas own partitions, all of them between the two.
+    wait_for_owners(&mut b, "the group never settled", |_, owned| {
+        owned.len() == 2
+            && owned.values().all(|count| *count > 0)
+            && owned.values().sum::<usize>() == PARTITIONS as usize
+    })
+    .await;
+
+    // An hour of readings and sessions: through B, B's lots and A's (forwarded) answer as the
+    // single server does.
+    produce_readings(&kafka, &city, 0..12);
+    wait_for_step(&mut single_client, &city, 11).await;
+    wait_for_step(&mut b, &city, 11).await;
+    let before_sessions = views(&mut single_client, &lot_ids).await;
+    produce_sessions(&kafka, &city, 0..12);
+    // The sessions count in the last hour's arrivals and departures: the forecasts move.
+    let deadline = Instant::now() + SETTLE;
+    while views(&mut single_client, &lot_ids).await == before_sessions {
+        assert!(
+            Instant::now() < deadline,
+            "the sessions never changed a forecast"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    answer_alike(&mut b, &mut single_client, &lot_ids, "before the handover").await;
+
+    // A stops; B takes its partitions over, restoring their slots from the changelog.
+    let a_address = replica_a.addr.to_string();
+    assert!(
+        replica_a.terminate(SETTLE),
+        "replica A stops cleanly on SIGTERM"
+    );
+    wait_for_owners(&mut b, "B never took A's partitions", |this, owned| {
+        !owned.contains_key(&a_address) && owned.get(this) == Some(&(PARTITIONS as usize))
+    })
+    .await;
+    // A's lots now forecast from B's own state: with the grid values and sessions of the last
+    // hour, which only A's ingestion saw.
+    answer_alike(
+        &mut b,
+        &mut single_client,
+        &lot_ids,
+        "after B took A's lots over",
+    )
+    .await;
+
+    // Another half hour: B's own inputs for A's old lots continue the history, none twice.
+    produce_readings(&kafka, &city, 12..18);
+    wait_for_step(&mut single_client, &city, 17).await;
+    wait_for_step(&mut b, &city, 17).await;
+    produce_sessions(&kafka, &city, 12..18);
+    answer_alike(
+        &mut b,
+        &mut single_client,
+        &lot_ids,
+        "half an hour after the handover",
+    )
+    .await;
+    drop(replica_b);
+    drop(single);
 }

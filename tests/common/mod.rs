@@ -34,6 +34,23 @@ pub struct Served {
     pub addr: SocketAddr,
 }
 
+impl Served {
+    /// Stops the server as an orchestrator does (SIGTERM: it checkpoints and leaves its group)
+    /// and waits for it to exit; true if it exited cleanly within `within`.
+    pub fn terminate(mut self, within: StdDuration) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(StdDuration::from_millis(50));
+        }
+        false
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -55,13 +72,24 @@ pub fn topic_prefix(kafka: &KafkaConfig) -> String {
 /// state and registry under `dir`, free loopback ports and `extra` flags; waits up to a minute for
 /// the address it prints.
 pub fn serve(warehouse: &Path, dir: &Path, kafka: &KafkaConfig, extra: &[&str]) -> Served {
+    serve_in_group(warehouse, dir, kafka, &topic_prefix(kafka), extra)
+}
+
+/// [`serve`] in consumer group `group` (another group reads the same topics on its own).
+pub fn serve_in_group(
+    warehouse: &Path,
+    dir: &Path,
+    kafka: &KafkaConfig,
+    group: &str,
+    extra: &[&str],
+) -> Served {
     let prefix = topic_prefix(kafka);
     let mut child = Command::new(env!("CARGO_BIN_EXE_parkcast"))
         .args(["--quiet", "serve", "-w"])
         .arg(warehouse)
         .args(["--bootstrap", &kafka.bootstrap_servers, "--topic-prefix"])
         .arg(&prefix)
-        .args(["--group", &prefix, "--state-dir"])
+        .args(["--group", group, "--state-dir"])
         .arg(dir.join("state"))
         .arg("--registry")
         .arg(dir.join("models"))
