@@ -1140,16 +1140,19 @@ async fn answer_alike(
     }
 }
 
-/// Warm standbys. Two replicas and one single server (its own consumer group) read the same topics
-/// with the same model; the replica that stays takes the other's lots over when it stops, and from
-/// then on forecasts them as the single server does (the same forecast inputs, no session counted
-/// twice), though the grid values since the warehouse's end were never on its disk: they came from
-/// the inputs topic the old owner published to.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_taking_lots_over_forecasts_them_as_one_server_would() {
-    parkcast_kafka::require_broker!();
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let warehouse = dir.path().join("city");
+/// A simulated city of 9 lots over 36 days in `dir` (ending [`HISTORY_UNTIL`]) with a model
+/// trained on it, and one folder per name, each holding a copy of the model registry: the
+/// warehouse, the lots with their slots, the lot ids, the folders.
+fn trained_city(
+    dir: &Path,
+    names: &[&str],
+) -> (
+    std::path::PathBuf,
+    City,
+    Vec<String>,
+    Vec<std::path::PathBuf>,
+) {
+    let warehouse = dir.join("city");
     let warehouse_arg = warehouse.to_str().expect("a UTF-8 path");
     common::succeeded(&common::parkcast(&[
         "simulate",
@@ -1166,11 +1169,8 @@ async fn a_replica_taking_lots_over_forecasts_them_as_one_server_would() {
     ]));
     let city = lots(&warehouse);
     let lot_ids: Vec<String> = city.iter().map(|(lot_id, _)| lot_id.clone()).collect();
-    let folders: Vec<_> = ["single", "replica-a", "replica-b"]
-        .iter()
-        .map(|name| dir.path().join(name))
-        .collect();
-    let registry = folders[0].join("models");
+    let folders: Vec<_> = names.iter().map(|name| dir.join(name)).collect();
+    let registry = dir.join("models");
     let mut train = vec![
         "train",
         "-w",
@@ -1181,7 +1181,7 @@ async fn a_replica_taking_lots_over_forecasts_them_as_one_server_would() {
     ];
     train.extend_from_slice(&common::LOOP_TRAIN);
     common::succeeded(&common::parkcast(&train));
-    for folder in &folders[1..] {
+    for folder in &folders {
         std::fs::create_dir_all(folder).expect("a folder");
         let copied = std::process::Command::new("cp")
             .arg("-r")
@@ -1191,6 +1191,20 @@ async fn a_replica_taking_lots_over_forecasts_them_as_one_server_would() {
             .expect("cp runs");
         assert!(copied.success(), "the registry is copied");
     }
+    (warehouse, city, lot_ids, folders)
+}
+
+/// Warm standbys. Two replicas and one single server (its own consumer group) read the same topics
+/// with the same model; the replica that stays takes the other's lots over when it stops, and from
+/// then on forecasts them as the single server does (the same forecast inputs, no session counted
+/// twice), though the grid values since the warehouse's end were never on its disk: they came from
+/// the inputs topic the old owner published to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_taking_lots_over_forecasts_them_as_one_server_would() {
+    parkcast_kafka::require_broker!();
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (warehouse, city, lot_ids, folders) =
+        trained_city(dir.path(), &["single", "replica-a", "replica-b"]);
     let kafka = fresh_config("standby", PARTITIONS);
     let stream = [
         "--model",
@@ -1268,4 +1282,69 @@ async fn a_replica_taking_lots_over_forecasts_them_as_one_server_would() {
     .await;
     drop(replica_b);
     drop(single);
+}
+
+/// More replicas than partitions: the replica the group gives nothing holds no lot, reports
+/// SERVING all the same (it answers every lot by forwarding), and answers as the owner does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_given_no_partition_serves_by_forwarding() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    parkcast_kafka::require_broker!();
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (warehouse, city, lot_ids, folders) = trained_city(dir.path(), &["replica-a", "replica-b"]);
+    let kafka = fresh_config("idle", 1);
+    let args = [
+        "--model",
+        "simulated",
+        "--clock",
+        "stream",
+        "--history-until",
+        HISTORY_UNTIL,
+        "--replicas",
+    ];
+    let replicas: Vec<common::Served> = folders
+        .iter()
+        .map(|folder| common::serve(&warehouse, folder, &kafka, &args))
+        .collect();
+    produce_readings(&kafka, &city, 0..1);
+    let mut clients = Vec::new();
+    for replica in &replicas {
+        clients.push(client(replica.addr).await);
+    }
+    // One owns the partition, the other nothing.
+    wait_for_owners(&mut clients[0], "the group never settled", |_, owned| {
+        owned.len() == 2 && owned.values().sum::<usize>() == 1
+    })
+    .await;
+    for replica in &replicas {
+        let channel = Channel::from_shared(format!("http://{}", replica.addr))
+            .expect("a valid address")
+            .connect()
+            .await
+            .expect("the server accepts connections");
+        let mut health = HealthClient::new(channel);
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: "parkcast.v1.Availability".to_owned(),
+                })
+                .await
+                .map(|answer| answer.into_inner().status());
+            if matches!(status, Ok(ServingStatus::Serving)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} never SERVING: {status:?}",
+                replica.addr
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (first, second) = clients.split_at_mut(1);
+    wait_for_step(&mut first[0], &city, 0).await;
+    answer_alike(&mut second[0], &mut first[0], &lot_ids, "the idle replica").await;
 }

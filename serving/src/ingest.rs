@@ -596,6 +596,17 @@ pub struct StatusView {
     /// Ready to serve: partitions owned, nothing stale, and the lag measured for this assignment
     /// was 0 once and is at most `ready_max_lag` now.
     pub caught_up: bool,
+    /// Assignments (and revocations) the consumer has been through; 0 until the group first
+    /// assigned it, even nothing.
+    pub rebalances: u64,
+}
+
+impl StatusView {
+    /// A replica the group gave no partition (more replicas than partitions) that is otherwise
+    /// healthy: it holds no lot, and answers every request by forwarding it to the owner.
+    pub fn idle_in_group(&self) -> bool {
+        self.assigned_partitions == 0 && self.rebalances > 0 && !self.stale && self.down.is_none()
+    }
 }
 
 impl IngestStatus {
@@ -636,6 +647,7 @@ impl IngestStatus {
             assigned_partitions,
             down,
             caught_up: assigned_partitions > 0 && !stale && lag >= 0 && within,
+            rebalances: self.generation.load(Ordering::SeqCst),
         }
     }
 }

@@ -336,6 +336,9 @@ impl Server {
             .set_service_status(LIVE_QUALITY, tonic_health::ServingStatus::Serving)
             .await;
         let watched = Arc::downgrade(&scoring);
+        // A replica the group gave no partition holds no lot and forwards every request: ready
+        // with a model once the group has assigned it (nothing) and the broker answers.
+        let idle_replica = config.replicas.enabled.then(|| Arc::downgrade(&ingest));
         let health_task = tokio::spawn(async move {
             let mut serving = false;
             let mut quality_holds = true;
@@ -347,7 +350,12 @@ impl Server {
                 }
             };
             while let Some(scoring) = watched.upgrade() {
-                let ready = scoring.ready();
+                let ready = scoring.ready()
+                    || (scoring.model().is_some()
+                        && idle_replica
+                            .as_ref()
+                            .and_then(std::sync::Weak::upgrade)
+                            .is_some_and(|ingest| ingest.status().idle_in_group()));
                 let holds = scoring.drifting().is_empty();
                 drop(scoring);
                 if ready != serving {
