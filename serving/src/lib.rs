@@ -20,6 +20,7 @@
 //! assert_eq!(parkcast_proto::topics::SENSOR, "parkcast.sensor.v1");
 //! ```
 
+pub mod background;
 pub mod changelog;
 pub mod checkpoint;
 pub mod config;

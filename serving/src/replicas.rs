@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::background::Background;
 use crate::metrics::{ForwardOutcome, ReplicaMetrics, Rpc};
 use crate::ownership::Holdings;
 use crate::status::ServiceError;
@@ -776,8 +777,7 @@ pub fn forwarded<T>(request: &Request<T>) -> bool {
 
 /// The advertiser: writes this replica's advertisement and reads everyone's, on its own thread.
 pub struct Advertiser {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Background,
 }
 
 impl std::fmt::Debug for Advertiser {
@@ -865,7 +865,6 @@ impl Advertiser {
                 .map_err(AdvertiserError::Kafka)?;
         }
         consumer.assign(&assignment)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let mut worker = Worker {
             topic,
             heartbeat: Duration::from_millis(config.heartbeat_interval_ms),
@@ -880,29 +879,14 @@ impl Advertiser {
         // The others' advertisements are read before the gRPC port opens: with an empty table every
         // lot would look unclaimed and be answered here, with no data.
         worker.catch_up(partitions, CATCH_UP);
-        let thread_stop = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("parkcast-replicas".to_owned())
-            .spawn(move || worker.run(&thread_stop))
+        let thread = Background::spawn("parkcast-replicas", move |stop| worker.run(stop))
             .map_err(AdvertiserError::Thread)?;
-        Ok(Advertiser {
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Advertiser { thread })
     }
 
     /// Writes the tombstone (this replica leaves) and stops.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Advertiser {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

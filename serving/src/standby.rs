@@ -31,7 +31,7 @@
 //! lot and step, and the sessions.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parkcast_kafka::KafkaConfig;
@@ -44,6 +44,7 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::background::Background;
 use crate::live::{FeatureInput, GRID_HISTORY_MS};
 use crate::metrics::ReplicaMetrics;
 use crate::scoring::{InputSink, Scoring};
@@ -244,8 +245,7 @@ impl Drop for InputPublisher {
 
 /// Applies the other replicas' forecast inputs to this one's scorer, on its own thread.
 pub struct Follower {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Background,
 }
 
 impl std::fmt::Debug for Follower {
@@ -320,34 +320,18 @@ impl Follower {
             seconds = started.elapsed().as_secs_f64(),
             "the other replicas' forecast inputs read"
         );
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("parkcast-standby".to_owned())
-            .spawn(move || {
-                while !thread_stop.load(Ordering::Relaxed) {
-                    reader.poll(Duration::from_millis(100));
-                }
-            })
-            .map_err(StandbyError::Thread)?;
-        Ok(Follower {
-            stop,
-            thread: Some(thread),
+        let thread = Background::spawn("parkcast-standby", move |stop| {
+            while !stop.load(Ordering::Relaxed) {
+                reader.poll(Duration::from_millis(100));
+            }
         })
+        .map_err(StandbyError::Thread)?;
+        Ok(Follower { thread })
     }
 
     /// Stops following.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 
