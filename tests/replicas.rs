@@ -74,38 +74,63 @@ fn simulated_city(dir: &Path) -> (std::path::PathBuf, City, Vec<String>) {
     (warehouse, city, lot_ids)
 }
 
-/// One reading per slot, keyed by lot (how producers partition: by lot id).
-fn produce(kafka: &parkcast_kafka::KafkaConfig, lots: &[(String, Vec<String>)]) {
+/// A change reading of one slot.
+fn reading(lot_id: &str, slot_id: &str, busy: bool, seq: u64, at_ms: i64) -> SensorReading {
+    SensorReading {
+        schema_version: parkcast_proto::SCHEMA_VERSION,
+        lot_id: lot_id.to_owned(),
+        slot_id: slot_id.to_owned(),
+        report: if busy {
+            SlotReport::Occupied
+        } else {
+            SlotReport::Free
+        } as i32,
+        kind: ReadingKind::Change as i32,
+        sensor_seq: seq,
+        event_time_ms: at_ms,
+    }
+}
+
+/// Sends `(topic, lot id, message)` records keyed by lot (how producers partition: by lot id), in
+/// order, and waits until all are delivered.
+fn send_all(
+    kafka: &parkcast_kafka::KafkaConfig,
+    records: impl IntoIterator<Item = (String, String, Vec<u8>)>,
+) {
     let producer: ThreadedProducer<DefaultProducerContext> =
         kafka.producer_config().create().expect("a producer");
-    let now = parkcast_kafka::now_ms();
-    for (lot_index, (lot_id, slots)) in lots.iter().enumerate() {
-        for (slot_index, slot_id) in slots.iter().enumerate() {
-            let report = if occupied(lot_index, slot_index) {
-                SlotReport::Occupied
-            } else {
-                SlotReport::Free
-            };
-            let reading = SensorReading {
-                schema_version: parkcast_proto::SCHEMA_VERSION,
-                lot_id: lot_id.clone(),
-                slot_id: slot_id.clone(),
-                report: report as i32,
-                kind: ReadingKind::Change as i32,
-                sensor_seq: 1,
-                event_time_ms: now - 1_000,
-            };
-            producer
-                .send(
-                    BaseRecord::to(&kafka.topics.sensor)
-                        .key(lot_id.as_bytes())
-                        .payload(&reading.encode_to_vec()),
-                )
-                .map_err(|(error, _)| error)
-                .expect("queued");
-        }
+    for (topic, lot_id, payload) in records {
+        producer
+            .send(
+                BaseRecord::to(&topic)
+                    .key(lot_id.as_bytes())
+                    .payload(&payload),
+            )
+            .map_err(|(error, _)| error)
+            .expect("queued");
     }
     producer.flush(Duration::from_secs(30)).expect("delivered");
+}
+
+/// One reading per slot.
+fn produce(kafka: &parkcast_kafka::KafkaConfig, lots: &[(String, Vec<String>)]) {
+    let now = parkcast_kafka::now_ms();
+    send_all(
+        kafka,
+        lots.iter()
+            .enumerate()
+            .flat_map(|(lot_index, (lot_id, slots))| {
+                slots.iter().enumerate().map(move |(slot_index, slot_id)| {
+                    let busy = occupied(lot_index, slot_index);
+                    let message = reading(lot_id, slot_id, busy, 1, now - 1_000);
+                    (
+                        kafka.topics.sensor.clone(),
+                        lot_id.clone(),
+                        message.encode_to_vec(),
+                    )
+                })
+            }),
+    );
 }
 
 /// What every replica must answer for each lot: (occupied, free, unknown).
@@ -420,19 +445,13 @@ fn steady_events(
             let occupied = (state >> 40).is_multiple_of(2);
             let entry = last.entry((lot, slot)).or_insert((false, 1));
             *entry = (occupied, entry.1 + 1);
-            let reading = SensorReading {
-                schema_version: parkcast_proto::SCHEMA_VERSION,
-                lot_id: city[lot].0.clone(),
-                slot_id: slots[slot].clone(),
-                report: if occupied {
-                    SlotReport::Occupied
-                } else {
-                    SlotReport::Free
-                } as i32,
-                kind: ReadingKind::Change as i32,
-                sensor_seq: entry.1,
-                event_time_ms: parkcast_kafka::now_ms(),
-            };
+            let reading = reading(
+                &city[lot].0,
+                &slots[slot],
+                occupied,
+                entry.1,
+                parkcast_kafka::now_ms(),
+            );
             producer
                 .send(
                     BaseRecord::to(&kafka.topics.sensor)
@@ -906,37 +925,28 @@ fn produce_readings(
     city: &[(String, Vec<String>)],
     steps: std::ops::Range<i64>,
 ) {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka.producer_config().create().expect("a producer");
+    let mut records = Vec::new();
     for step in steps {
         for (lot_index, (lot_id, slots)) in city.iter().enumerate() {
             for (slot_index, slot_id) in slots.iter().enumerate() {
-                let reading = SensorReading {
-                    schema_version: parkcast_proto::SCHEMA_VERSION,
-                    lot_id: lot_id.clone(),
-                    slot_id: slot_id.clone(),
-                    report: if busy_at(lot_index, slot_index, step) {
-                        SlotReport::Occupied
-                    } else {
-                        SlotReport::Free
-                    } as i32,
-                    kind: ReadingKind::Change as i32,
-                    sensor_seq: u64::try_from(step + 1).expect("a step"),
-                    event_time_ms: step_ms(step)
-                        + i64::try_from(slot_index % 200).expect("small") * 1_000,
-                };
-                producer
-                    .send(
-                        BaseRecord::to(&kafka.topics.sensor)
-                            .key(lot_id.as_bytes())
-                            .payload(&reading.encode_to_vec()),
-                    )
-                    .map_err(|(error, _)| error)
-                    .expect("queued");
+                let at_ms = step_ms(step) + i64::try_from(slot_index % 200).expect("small") * 1_000;
+                let seq = u64::try_from(step + 1).expect("a step");
+                let message = reading(
+                    lot_id,
+                    slot_id,
+                    busy_at(lot_index, slot_index, step),
+                    seq,
+                    at_ms,
+                );
+                records.push((
+                    kafka.topics.sensor.clone(),
+                    lot_id.clone(),
+                    message.encode_to_vec(),
+                ));
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).expect("delivered");
+    send_all(kafka, records);
 }
 
 /// An entry and an exit per lot at every step of `steps`. Sent once the steps' readings are
@@ -948,8 +958,7 @@ fn produce_sessions(
     city: &[(String, Vec<String>)],
     steps: std::ops::Range<i64>,
 ) {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka.producer_config().create().expect("a producer");
+    let mut records = Vec::new();
     for step in steps {
         for (lot_id, slots) in city {
             for (offset_ms, kind) in [
@@ -965,18 +974,15 @@ fn produce_sessions(
                     event_time_ms: step_ms(step) + offset_ms,
                     ..SessionEvent::default()
                 };
-                producer
-                    .send(
-                        BaseRecord::to(&kafka.topics.session)
-                            .key(lot_id.as_bytes())
-                            .payload(&event.encode_to_vec()),
-                    )
-                    .map_err(|(error, _)| error)
-                    .expect("queued");
+                records.push((
+                    kafka.topics.session.clone(),
+                    lot_id.clone(),
+                    event.encode_to_vec(),
+                ));
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).expect("delivered");
+    send_all(kafka, records);
 }
 
 /// Polls until every lot through `client` counts the occupied slots of step `step`'s readings.
