@@ -60,6 +60,43 @@ export PARKCAST_KAFKA_BOOTSTRAP="127.0.0.1:$broker_port"
 export PARKCAST_NOIDA_BIN="$noida_binary"
 echo "== test broker (noida-db) on $PARKCAST_KAFKA_BOOTSTRAP"
 
+# --- A real PostgreSQL server for the operational store's tests (opstore/) ------------------------
+# Debian's `postgresql` package; a fresh cluster in a temporary folder on a free loopback port, run
+# by the `postgres` user when this script runs as root (the server refuses root), trust auth on
+# loopback only, stopped when this script exits. Tests create their own databases.
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+  echo "== installing PostgreSQL (Debian package)"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql </dev/null >/dev/null
+  pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+fi
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); fi
+pg_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+pg_dir="$(mktemp -d)"
+chmod 755 "$pg_dir"
+if [ "$(id -u)" -eq 0 ]; then chown postgres "$pg_dir"; fi
+"${as_pg[@]}" "$pg_bin/initdb" --pgdata="$pg_dir/data" --username=parkcast --auth=trust \
+  --encoding=UTF8 --locale=C >target/test-postgres.log 2>&1 </dev/null
+"${as_pg[@]}" "$pg_bin/pg_ctl" --pgdata="$pg_dir/data" --log="$pg_dir/server.log" --wait \
+  --options="-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories=$pg_dir -c fsync=off" \
+  start >>target/test-postgres.log 2>&1 </dev/null || {
+  echo "error: the test Postgres did not start; its log:" >&2
+  cat target/test-postgres.log "$pg_dir/server.log" >&2 || true
+  exit 1
+}
+stop_postgres() {
+  "${as_pg[@]}" "$pg_bin/pg_ctl" --pgdata="$pg_dir/data" --mode=fast --wait stop >/dev/null 2>&1 || true
+  rm -rf "$pg_dir"
+}
+trap 'stop_postgres; stop_broker' EXIT
+export PARKCAST_POSTGRES_DSN="host=127.0.0.1 port=$pg_port user=parkcast dbname=postgres"
+export PARKCAST_REQUIRE_POSTGRES=1
+echo "== test Postgres ($("$pg_bin/postgres" --version)) on 127.0.0.1:$pg_port"
+
 # --- Apache Spark for the sharded feature build (scripts/spark/features.py) -----------------------
 # PySpark, pinned, from PyPI into its own venv, on Debian's OpenJDK 17; the test starts a local
 # cluster of two executor processes on loopback itself.
