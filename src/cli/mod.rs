@@ -9,6 +9,7 @@ mod features;
 mod import;
 mod ingest;
 mod models;
+mod opstore;
 mod query;
 mod replay;
 mod retrain;
@@ -88,6 +89,9 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Show what a warehouse holds: files, rows, bytes and date range per table.
     Warehouse(warehouse::WarehouseArgs),
+    /// The operator's transactional database in Postgres (customers, vehicles, tariffs, payments,
+    /// refunds, penalties): migrate its schema, or show its version.
+    Opstore(opstore::OpStoreArgs),
     /// Produce a warehouse's events (a simulated city, or the real Melbourne day with heartbeats)
     /// into the Kafka topics, in real time or accelerated.
     Replay(replay::ReplayArgs),
@@ -123,6 +127,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Simulate(args) => simulate::run(args, &cli.global),
         Command::Import(args) => import::run(args, &cli.global),
         Command::Warehouse(args) => warehouse::run(args),
+        Command::Opstore(args) => opstore::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Backtest(args) => backtest::run(args, &cli.global),
         Command::Train(args) => train::run(args, &cli.global),
