@@ -9,8 +9,9 @@
 --                open when the ETL looks has a row_version below ones already visible, so the ETL
 --                reads only rows whose transaction is older than every transaction in flight
 --                (pg_snapshot_xmin), and never skips a late commit.
--- Contact data (email, phone, plate) stays here; only keyed hashes (contact_hash, plate_hash,
--- computed by the writer with the city's PII key) ever leave for the warehouse.
+-- Contact data (email, phone, plate) stays here; only keyed hashes (email_hash, phone_hash,
+-- plate_hash: HMAC-SHA256 with the city's PII key, computed by the writer as the warehouse's
+-- `pii` module does) ever leave for the warehouse.
 
 CREATE SEQUENCE etl_row_version AS bigint;
 
@@ -88,29 +89,34 @@ CREATE TABLE tariff (
 CREATE INDEX tariff_in_force ON tariff (zone_id, band_id, valid_from);
 
 CREATE TABLE customer (
-    customer_id   text PRIMARY KEY,
+    customer_id      text PRIMARY KEY,
     -- Contact data, as the backend keeps it; never extracted.
-    email         text,
-    phone         text,
-    -- HMAC-SHA256 of the contact data with the city's PII key (hex): what the warehouse gets.
-    contact_hash  text NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now(),
-    row_version   bigint NOT NULL DEFAULT 0,
-    row_xid       xid8 NOT NULL DEFAULT pg_current_xact_id()
+    email            text,
+    phone            text,
+    -- HMAC-SHA256 (hex) of the normalised contact data with the city's PII key: what the
+    -- warehouse's dim_customer gets.
+    email_hash       text,
+    phone_hash       text,
+    customer_type    text NOT NULL CHECK (customer_type IN ('subscriber', 'visitor')),
+    registered_on    date NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    row_version      bigint NOT NULL DEFAULT 0,
+    row_xid          xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
 
 CREATE TABLE vehicle (
-    vehicle_id    text PRIMARY KEY,
-    customer_id   text REFERENCES customer,
+    vehicle_id       text PRIMARY KEY,
+    customer_id      text REFERENCES customer,
     -- The number plate, as the backend keeps it; never extracted.
-    plate         text NOT NULL,
-    plate_hash    text NOT NULL,
-    kind          text NOT NULL CHECK (kind IN ('car', 'van', 'motorcycle', 'ev')),
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now(),
-    row_version   bigint NOT NULL DEFAULT 0,
-    row_xid       xid8 NOT NULL DEFAULT pg_current_xact_id()
+    plate            text NOT NULL,
+    plate_hash       text NOT NULL,
+    kind             text NOT NULL CHECK (kind IN ('car', 'van', 'motorcycle', 'ev')),
+    disabled_permit  boolean NOT NULL DEFAULT false,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    row_version      bigint NOT NULL DEFAULT 0,
+    row_xid          xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
 
 -- What a customer paid for a stay (the session id is the sensor stream's), at which tariff.
