@@ -950,9 +950,7 @@ fn produce_readings(
 }
 
 /// An entry and an exit per lot at every step of `steps`. Sent once the steps' readings are
-/// applied: a server on the stream clock judges event times against the newest reading, and a
-/// session stream read ahead of the readings would be refused as far in the future, more or less
-/// of it depending on how the consumer interleaves the two topics.
+/// applied, so the test can wait for the sessions to show in the forecasts before a handover.
 fn produce_sessions(
     kafka: &parkcast_kafka::KafkaConfig,
     city: &[(String, Vec<String>)],

@@ -495,6 +495,12 @@ impl LiveState {
         }
         live.dirty = true;
         advance(&mut live.watermarks[SESSION], mark.event_time_ms);
+        // A session event is an event of the stream too: the stream clock judges the next events
+        // by it (a session stream read ahead of the readings must not look far in the future).
+        self.newest_ms = Some(
+            self.newest_ms
+                .map_or(mark.event_time_ms, |newest| newest.max(mark.event_time_ms)),
+        );
         Ok(Applied::Counted)
     }
 
@@ -777,6 +783,27 @@ mod tests {
             Err(Reason::TooLate),
             "late within its own stream"
         );
+    }
+
+    #[test]
+    fn session_events_move_the_stream_clock_as_readings_do() {
+        let mut live = state();
+        live.apply_sensor(&reading(0, true, 1, 0)).expect("applies");
+        let mark = SessionMark {
+            lot: 0,
+            entry: true,
+            event_time_ms: T0 + 20 * 60_000,
+            clamped: false,
+        };
+        assert_eq!(live.apply_session(&mark), Ok(Applied::Counted));
+        assert_eq!(live.stream_time_ms(), Some(T0 + 20 * 60_000));
+        // An older session event leaves it where it is.
+        let older = SessionMark {
+            event_time_ms: T0 + 5 * 60_000,
+            ..mark
+        };
+        assert_eq!(live.apply_session(&older), Ok(Applied::Counted));
+        assert_eq!(live.stream_time_ms(), Some(T0 + 20 * 60_000));
     }
 
     #[test]
