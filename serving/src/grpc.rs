@@ -42,7 +42,7 @@ use tonic::{Request, Response, Status};
 
 use crate::metrics::{ForwardOutcome, Rpc, ServingMetrics};
 use crate::models::{ActivationError, ModelManager};
-use crate::replicas::{Peer, Route, Router, forwarded};
+use crate::replicas::{Peer, Placement, Route, Router, forwarded, unreachable};
 use crate::requests::{
     AvailabilityQuery, RequestLimits, SearchQuery, When, check_batch, check_get, check_lot,
     check_search, check_watch,
@@ -232,6 +232,11 @@ impl ServiceContext {
             return Err(ServiceError::NoModel);
         }
         Ok(self.availability(query.lot, &ready, now_ms, &targets))
+    }
+
+    /// The id of lot `lot`.
+    fn lot_id(&self, lot: LotIndex) -> String {
+        self.scoring.topology().lots()[lot as usize].lot_id.clone()
     }
 
     /// A lot's answer now at `horizons_minutes` (not checked against the limits): what
@@ -434,28 +439,22 @@ impl AvailabilityService {
             if attempt > 0 {
                 tokio::time::sleep(router.retry_delay()).await;
             }
-            let round = router
-                .scatter(
-                    pending,
-                    |index| queries[*index].lot,
-                    |router, peer, indices| {
-                        let sub_batch = BatchGetAvailabilityRequest {
+            let round =
+                router
+                    .scatter(
+                        pending,
+                        |index| queries[*index].lot,
+                        |indices| BatchGetAvailabilityRequest {
                             requests: indices
                                 .iter()
                                 .map(|index| request.requests[*index].clone())
                                 .collect(),
-                        };
-                        let peer = peer.clone();
-                        async move {
-                            router
-                                .send_to(&peer, &sub_batch, &|mut client, request| async move {
-                                    client.batch_get_availability(request).await
-                                })
-                                .await
-                        }
-                    },
-                )
-                .await?;
+                        },
+                        |mut client, request| async move {
+                            client.batch_get_availability(request).await
+                        },
+                    )
+                    .await?;
             for index in round.here {
                 if attempt > 0 {
                     router.count(Rpc::BatchGetAvailability, ForwardOutcome::CameHere, None);
@@ -620,23 +619,15 @@ impl AvailabilityService {
                 .scatter(
                     pending,
                     |candidate| candidate.0,
-                    |router, peer, _| {
-                        let (request, peer) = (*request, peer.clone());
-                        async move {
-                            router
-                                .send_to(&peer, &request, &|mut client, request| async move {
-                                    client.search_nearby(request).await
-                                })
-                                .await
-                        }
-                    },
+                    |_| *request,
+                    |mut client, request| async move { client.search_nearby(request).await },
                 )
                 .await?;
             found.extend(self.nearby_here(query, now_ms, round.here.into_iter()));
             let mut left = Vec::new();
             for candidate in round.moving {
                 failure = Some(ServiceError::Moving {
-                    lot_id: self.lot_id(candidate.0),
+                    lot_id: self.context.lot_id(candidate.0),
                 });
                 left.push(candidate);
             }
@@ -648,7 +639,7 @@ impl AvailabilityService {
                         found.extend(answer.lots);
                     }
                     Err(Ok(reason)) => {
-                        failure = Some(unreachable(&self.lot_id(lots[0].0), &peer, reason));
+                        failure = Some(unreachable(&self.context.lot_id(lots[0].0), &peer, reason));
                         left.extend(lots);
                     }
                     Err(Err(refusal)) => {
@@ -665,7 +656,7 @@ impl AvailabilityService {
         if !pending.is_empty() {
             router.count(Rpc::SearchNearby, ForwardOutcome::Failed, None);
             return Err(failure.unwrap_or_else(|| ServiceError::Moving {
-                lot_id: self.lot_id(pending[0].0),
+                lot_id: self.context.lot_id(pending[0].0),
             }));
         }
         // A lot that moved between the attempts may be in two owners' answers: once is enough.
@@ -678,26 +669,10 @@ impl AvailabilityService {
         });
         Ok(rank(found, query.max_results))
     }
-
-    fn lot_id(&self, lot: LotIndex) -> String {
-        self.context.scoring.topology().lots()[lot as usize]
-            .lot_id
-            .clone()
-    }
 }
 
 /// A lot within a search's radius: its index, distance (m) and slots of the type asked.
 type Candidate = (LotIndex, f64, u32);
-
-/// The owner did not answer: the error a client gets after the retry.
-fn unreachable(lot_id: &str, peer: &Peer, reason: String) -> ServiceError {
-    ServiceError::OwnerUnreachable {
-        lot_id: lot_id.to_owned(),
-        replica: peer.replica_id.clone(),
-        address: peer.address.clone(),
-        reason,
-    }
-}
 
 /// Best first (the probability of a free slot at arrival, then the distance), at most `max`.
 fn rank(mut found: Vec<NearbyLot>, max: u32) -> SearchNearbyResponse {
@@ -851,7 +826,7 @@ impl Availability for AvailabilityService {
             // A forwarded watch is the coordinating replica's relay: only for lots held here.
             if let Some(router) = self.router.as_ref().filter(|_| forwarded) {
                 for lot in &checked.0.0 {
-                    Self::only_held(router, *lot, &topology_lot_id(&context, *lot))?;
+                    Self::only_held(router, *lot, &context.lot_id(*lot))?;
                 }
             }
             Ok(checked)
@@ -879,12 +854,6 @@ impl Availability for AvailabilityService {
         });
         context.finish(Rpc::WatchAvailability, started, result)
     }
-}
-
-fn topology_lot_id(context: &ServiceContext, lot: LotIndex) -> String {
-    context.scoring.topology().lots()[lot as usize]
-        .lot_id
-        .clone()
 }
 
 /// One open `WatchAvailability` stream.
@@ -992,16 +961,7 @@ impl Watch {
                 return;
             }
             if let Some(router) = self.router.as_ref().filter(|_| self.relay) {
-                let mut owners: BTreeMap<String, (Peer, Vec<LotIndex>)> = BTreeMap::new();
-                for &lot in &self.lots {
-                    if let Route::Remote(peer) = router.route(lot) {
-                        owners
-                            .entry(peer.replica_id.clone())
-                            .or_insert_with(|| (peer, Vec::new()))
-                            .1
-                            .push(lot);
-                    }
-                }
+                let Placement { owners, .. } = router.place(self.lots.clone(), |lot| *lot);
                 upstreams.retain(|id, upstream| {
                     owners.get(id).is_some_and(|(peer, lots)| {
                         *lots == upstream.lots && peer.address == upstream.address
@@ -1077,10 +1037,7 @@ impl Watch {
         relay: &tokio::sync::mpsc::Sender<(String, u64, Result<LotAvailability, Status>)>,
     ) -> tokio::task::JoinHandle<()> {
         let request = router.forwarded(WatchAvailabilityRequest {
-            lot_ids: lots
-                .iter()
-                .map(|lot| topology_lot_id(&self.context, *lot))
-                .collect(),
+            lot_ids: lots.iter().map(|lot| self.context.lot_id(*lot)).collect(),
             horizon_minutes: self.horizons.clone(),
         });
         let client = router.client(&peer);

@@ -469,11 +469,15 @@ pub fn advertisement(
     }
 }
 
-/// Why a forward failed, for the error after the retry.
-#[derive(Debug, Clone)]
-enum Failure {
-    Moving,
-    Unreachable { peer: Peer, reason: String },
+/// The owner `peer` of lot `lot_id` did not answer (`reason`): the error a client gets after the
+/// retry.
+pub fn unreachable(lot_id: &str, peer: &Peer, reason: String) -> ServiceError {
+    ServiceError::OwnerUnreachable {
+        lot_id: lot_id.to_owned(),
+        replica: peer.replica_id.clone(),
+        address: peer.address.clone(),
+        reason,
+    }
 }
 
 /// Routes requests to the owners of their lots and forwards them (cheap to share: one per server).
@@ -577,20 +581,23 @@ impl Router {
     /// Sends `request` about `lot` (named `lot_id` in errors) to its owner with `send`, retried
     /// once after a fresh look at the ownership if the owner fails or the lot is moving. `None`:
     /// the lot is this replica's to answer (it was, or it came here meanwhile).
-    pub async fn call<Req, Resp, Send, Fut>(
+    pub async fn call<Req, Resp, Call, Fut>(
         &self,
         rpc: Rpc,
         lot: LotIndex,
         lot_id: &str,
         request: &Req,
-        send: Send,
+        call: Call,
     ) -> Result<Option<Resp>, ServiceError>
     where
         Req: Clone,
-        Send: Fn(AvailabilityClient<Channel>, Request<Req>) -> Fut,
+        Call: Fn(AvailabilityClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        let mut failure = Failure::Moving;
+        let moving = || ServiceError::Moving {
+            lot_id: lot_id.to_owned(),
+        };
+        let mut failure = moving();
         for attempt in 0..2 {
             if attempt > 0 {
                 tokio::time::sleep(self.retry_delay).await;
@@ -602,18 +609,18 @@ impl Router {
                     return Ok(None);
                 }
                 Route::Moving => {
-                    failure = Failure::Moving;
+                    failure = moving();
                     continue;
                 }
                 Route::Remote(peer) => peer,
             };
-            match self.send_to(&peer, request, &send).await {
+            match self.send_to(&peer, request, &call).await {
                 Ok(answer) => {
                     let outcome = ForwardOutcome::answered(attempt);
                     self.count(rpc, outcome, None);
                     return Ok(Some(answer));
                 }
-                Err(Ok(reason)) => failure = Failure::Unreachable { peer, reason },
+                Err(Ok(reason)) => failure = unreachable(lot_id, &peer, reason),
                 Err(Err(refusal)) => {
                     self.count(rpc, ForwardOutcome::Refused, None);
                     return Err(ServiceError::Peer(refusal));
@@ -621,37 +628,27 @@ impl Router {
             }
         }
         self.count(rpc, ForwardOutcome::Failed, None);
-        Err(match failure {
-            Failure::Moving => ServiceError::Moving {
-                lot_id: lot_id.to_owned(),
-            },
-            Failure::Unreachable { peer, reason } => ServiceError::OwnerUnreachable {
-                lot_id: lot_id.to_owned(),
-                replica: peer.replica_id,
-                address: peer.address,
-                reason,
-            },
-        })
+        Err(failure)
     }
 
     /// One forwarded request to `peer`: its answer, `Err(Ok(reason))` for a failure worth a retry
     /// (unreachable, too slow, the lot moved), `Err(Err(status))` for the owner's refusal.
-    pub async fn send_to<Req, Resp, Send, Fut>(
+    pub async fn send_to<Req, Resp, Call, Fut>(
         &self,
         peer: &Peer,
         request: &Req,
-        send: &Send,
+        call: &Call,
     ) -> Sent<Resp>
     where
         Req: Clone,
-        Send: Fn(AvailabilityClient<Channel>, Request<Req>) -> Fut,
+        Call: Fn(AvailabilityClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let client = self.client(peer).map_err(Ok)?;
         let mut forwarded = self.forwarded(request.clone());
         forwarded.set_timeout(self.forward_timeout);
         let started = Instant::now();
-        let result = tokio::time::timeout(self.forward_timeout, send(client, forwarded)).await;
+        let result = tokio::time::timeout(self.forward_timeout, call(client, forwarded)).await;
         if let Some(metrics) = &self.metrics {
             metrics
                 .forward_duration
@@ -709,40 +706,70 @@ pub struct Round<I, R> {
     pub shares: Vec<(Peer, Vec<I>, Sent<R>)>,
 }
 
+/// Items placed by where their lots are answered ([`Router::place`]).
+#[derive(Debug)]
+pub struct Placement<I> {
+    /// Answered here (held here, or claimed by nobody).
+    pub here: Vec<I>,
+    /// Moving between replicas.
+    pub moving: Vec<I>,
+    /// Each owner's share, by replica id.
+    pub owners: BTreeMap<String, (Peer, Vec<I>)>,
+}
+
 impl Router {
-    /// Routes `items` (by the lot `lot_of` names) and sends each owner's share with `send`, all
-    /// owners at once; returns what is to be answered here, what is moving, and each share's
-    /// outcome. The callers' retry: a second round over the failed shares and the moving items.
-    pub async fn scatter<I, R, Send, Call>(
-        self: &Arc<Self>,
-        items: Vec<I>,
-        lot_of: impl Fn(&I) -> LotIndex,
-        send: Send,
-    ) -> Result<Round<I, R>, tokio::task::JoinError>
-    where
-        I: std::marker::Send + 'static,
-        R: std::marker::Send + 'static,
-        Send: Fn(Arc<Router>, &Peer, &[I]) -> Call,
-        Call: Future<Output = Sent<R>> + std::marker::Send + 'static,
-    {
-        let mut here = Vec::new();
-        let mut moving = Vec::new();
-        let mut owners: BTreeMap<String, (Peer, Vec<I>)> = BTreeMap::new();
+    /// Places `items` (by the lot `lot_of` names) here, with their owners, or as moving.
+    pub fn place<I>(&self, items: Vec<I>, lot_of: impl Fn(&I) -> LotIndex) -> Placement<I> {
+        let mut placement = Placement {
+            here: Vec::new(),
+            moving: Vec::new(),
+            owners: BTreeMap::new(),
+        };
         for item in items {
             match self.route(lot_of(&item)) {
-                Route::Local => here.push(item),
-                Route::Moving => moving.push(item),
-                Route::Remote(peer) => owners
+                Route::Local => placement.here.push(item),
+                Route::Moving => placement.moving.push(item),
+                Route::Remote(peer) => placement
+                    .owners
                     .entry(peer.replica_id.clone())
                     .or_insert_with(|| (peer, Vec::new()))
                     .1
                     .push(item),
             }
         }
+        placement
+    }
+
+    /// Places `items` and sends each owner the request `request_for` makes of its share, with
+    /// `call` ([`Router::send_to`]), all owners at once; returns what is to be answered here, what
+    /// is moving, and each share's outcome. The callers' retry: a second round over the failed
+    /// shares and the moving items.
+    pub async fn scatter<I, Req, Resp, Call, Fut>(
+        self: &Arc<Self>,
+        items: Vec<I>,
+        lot_of: impl Fn(&I) -> LotIndex,
+        request_for: impl Fn(&[I]) -> Req,
+        call: Call,
+    ) -> Result<Round<I, Resp>, tokio::task::JoinError>
+    where
+        I: Send + 'static,
+        Req: Clone + Send + Sync + 'static,
+        Resp: Send + 'static,
+        Call: Fn(AvailabilityClient<Channel>, Request<Req>) -> Fut + Copy + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send,
+    {
+        let Placement {
+            here,
+            moving,
+            owners,
+        } = self.place(items, lot_of);
         let mut calls = tokio::task::JoinSet::new();
         for (peer, share) in owners.into_values() {
-            let call = send(Arc::clone(self), &peer, &share);
-            calls.spawn(async move { (peer, share, call.await) });
+            let (router, request) = (Arc::clone(self), request_for(&share));
+            calls.spawn(async move {
+                let sent = router.send_to(&peer, &request, &call).await;
+                (peer, share, sent)
+            });
         }
         let mut shares = Vec::new();
         while let Some(done) = calls.join_next().await {
