@@ -669,11 +669,10 @@ struct Core {
     config: IngestConfig,
     topology: Arc<TopologyIndex>,
     live: LiveState,
-    /// Partition of each lot (-1: none seen), so a partition's lots can be checkpointed and handed
-    /// over.
-    lot_partition: Vec<i32>,
     owned: BTreeMap<i32, Progress>,
-    /// `lot_partition` and `owned`, mirrored for request handlers ([`Holdings`]).
+    /// The partition of each lot (so a partition's lots can be checkpointed and handed over), and
+    /// the owned partitions mirrored, in a form request handlers read without this lock
+    /// ([`Holdings`]).
     holdings: Arc<Holdings>,
     dirty: BTreeSet<i32>,
     /// The first message of each (topic, partition) after an assignment, to compare with the
@@ -877,19 +876,9 @@ impl Core {
         }
     }
 
-    fn lots_of(&self, partition: i32) -> Vec<LotIndex> {
-        self.lot_partition
-            .iter()
-            .enumerate()
-            .filter(|(_, owner)| **owner == partition)
-            .filter_map(|(lot, _)| LotIndex::try_from(lot).ok())
-            .collect()
-    }
-
     fn forget_lots(&mut self, partition: i32) {
-        for lot in self.lots_of(partition) {
+        for lot in self.holdings.lots_of(partition) {
             self.live.reset_lot(lot);
-            self.lot_partition[lot as usize] = -1;
             self.holdings.set_lot(lot, -1);
         }
     }
@@ -1001,7 +990,6 @@ impl Core {
                 );
                 continue;
             }
-            self.lot_partition[lot as usize] = checkpoint.partition;
             self.holdings.set_lot(lot, checkpoint.partition);
             restored += 1;
         }
@@ -1134,6 +1122,7 @@ impl Core {
                 continue;
             }
             let lots = self
+                .holdings
                 .lots_of(partition)
                 .into_iter()
                 .filter_map(|lot| {
@@ -1405,7 +1394,6 @@ impl Core {
                 if event.clamped {
                     self.metrics.clamped(topic);
                 }
-                self.lot_partition[event.lot as usize] = partition;
                 self.holdings.set_lot(event.lot, partition);
                 self.live.apply_sensor(&event)
             }
@@ -1415,7 +1403,6 @@ impl Core {
                 if mark.clamped {
                     self.metrics.clamped(topic);
                 }
-                self.lot_partition[mark.lot as usize] = partition;
                 self.holdings.set_lot(mark.lot, partition);
                 self.live.apply_session(&mark)
             }
@@ -1509,7 +1496,6 @@ impl Ingest {
         let holdings = Arc::new(Holdings::new(topology.lots().len()));
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
-                lot_partition: vec![-1; topology.lots().len()],
                 holdings: Arc::clone(&holdings),
                 config: config.clone(),
                 topology,
@@ -1748,12 +1734,10 @@ impl Drop for Ingest {
 }
 
 fn owned_snapshots(core: &Core, as_of_ms: Option<i64>) -> BTreeMap<String, LotSnapshot> {
-    let owned: Vec<usize> = core
-        .lot_partition
-        .iter()
-        .enumerate()
-        .filter(|(_, partition)| **partition >= 0)
-        .map(|(lot, _)| lot)
+    let owned: Vec<usize> = (0..core.topology.lots().len())
+        .filter(|&lot| {
+            LotIndex::try_from(lot).is_ok_and(|lot| core.holdings.partition_of(lot).is_some())
+        })
         .collect();
     let newest = owned
         .iter()

@@ -1,5 +1,8 @@
 //! What this replica's ingestion owns, readable without its state lock.
 //!
+//! This is ingestion's own record of the partition each lot's events arrive on (it keeps no other
+//! copy), kept here so request handlers can read it too.
+//!
 //! A request handler must know, for every request, whether this replica holds the lot asked for
 //! or another replica of the group does ([`crate::replicas`]). Asking ingestion under its state
 //! lock would put every request behind the consumer (a checkpoint capture holds that lock for
@@ -47,13 +50,33 @@ impl Holdings {
         }
     }
 
-    /// Records the partition a lot's events arrive on (-1: forgotten).
+    /// Records the partition a lot's events arrive on (-1: forgotten). Called for every message
+    /// applied: a load, and a store only when the partition changes (ingestion is the only
+    /// writer, so no read-modify-write is needed).
     pub fn set_lot(&self, lot: LotIndex, partition: i32) {
         if let Some(slot) = self.lot_partition.get(lot as usize)
-            && slot.swap(partition, Ordering::Release) != partition
+            && slot.load(Ordering::Acquire) != partition
         {
+            slot.store(partition, Ordering::Release);
             self.generation.fetch_add(1, Ordering::Release);
         }
+    }
+
+    /// The partition `lot`'s events arrive on, if any has been seen (owned or not: after a failed
+    /// consumer its lots keep theirs until the next assignment).
+    pub fn partition_of(&self, lot: LotIndex) -> Option<i32> {
+        self.lot_partition
+            .get(lot as usize)
+            .map(|slot| slot.load(Ordering::Acquire))
+            .filter(|partition| *partition >= 0)
+    }
+
+    /// The lots whose events arrive on `partition`, in index order.
+    pub fn lots_of(&self, partition: i32) -> Vec<LotIndex> {
+        (0..self.lot_partition.len())
+            .filter_map(|lot| LotIndex::try_from(lot).ok())
+            .filter(|lot| self.partition_of(*lot) == Some(partition))
+            .collect()
     }
 
     /// Records a partition assigned at `now_ms` (one already owned keeps its time).
@@ -84,12 +107,7 @@ impl Holdings {
 
     /// Whether this replica owns the lot's partition and has seen the lot on it.
     pub fn holds(&self, lot: LotIndex) -> bool {
-        let Some(partition) = self
-            .lot_partition
-            .get(lot as usize)
-            .map(|slot| slot.load(Ordering::Acquire))
-            .filter(|partition| *partition >= 0)
-        else {
+        let Some(partition) = self.partition_of(lot) else {
             return false;
         };
         self.owned
@@ -144,6 +162,11 @@ mod tests {
         holdings.set_lot(0, 2);
         holdings.set_lot(1, 5);
         assert!(!holdings.holds(0), "partition 2 not owned yet");
+        assert_eq!(
+            (holdings.partition_of(0), holdings.partition_of(2)),
+            (Some(2), None)
+        );
+        assert_eq!(holdings.lots_of(5), vec![1]);
         let before = holdings.generation();
         holdings.own(2, 1_000);
         holdings.own(2, 9_000);
