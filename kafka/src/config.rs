@@ -133,6 +133,15 @@ pub enum KafkaConfigError {
     },
 }
 
+/// Whether Kafka accepts `name` as a topic name: 1 to 249 of `[a-zA-Z0-9._-]`.
+pub fn legal_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
+}
+
 /// librdkafka settings parkcast owns: exactly-once application and co-partitioning depend on them.
 const MANAGED_OPTIONS: [&str; 6] = [
     "bootstrap.servers",
@@ -151,12 +160,7 @@ impl KafkaConfig {
         }
         let names = self.topics.all();
         for (index, name) in names.iter().enumerate() {
-            let legal = !name.is_empty()
-                && name.len() <= 249
-                && name
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-            if !legal {
+            if !legal_topic_name(name) {
                 return Err(KafkaConfigError::BadTopicName {
                     name: (*name).to_owned(),
                 });

@@ -29,7 +29,7 @@ mod embedded;
 pub mod testing;
 mod topics;
 
-pub use config::{KafkaConfig, KafkaConfigError, TopicNames};
+pub use config::{KafkaConfig, KafkaConfigError, TopicNames, legal_topic_name};
 pub use deadletter::{
     BATCH_BYTES, CountingContext, DEADLETTER_SCHEMA_VERSION, DEFAULT_MESSAGE_MAX_BYTES,
     DeadLetterError, DeadLetterSink, DeliveryCounts, MIN_BUDGET, RECORD_MARGIN, RecoveringProducer,

@@ -267,12 +267,7 @@ impl IngestConfig {
             });
         }
         let topic = &self.changelog_topic;
-        if !topic.is_empty()
-            && (topic.len() > 249
-                || !topic
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte)))
-        {
+        if !topic.is_empty() && !parkcast_kafka::legal_topic_name(topic) {
             return Err(IngestConfigError::ChangelogTopic(topic.clone()));
         }
         if !(1_024..=1_000_000_000).contains(&self.changelog_max_message_bytes) {

@@ -141,13 +141,7 @@ pub enum ReplicasConfigError {
 impl ReplicasConfig {
     /// Checks the settings without touching the network.
     pub fn validate(&self) -> Result<(), ReplicasConfigError> {
-        let legal = |topic: &str| {
-            !topic.is_empty()
-                && topic.len() <= 249
-                && topic
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
-        };
+        let legal = parkcast_kafka::legal_topic_name;
         if !legal(&self.topic) {
             return Err(ReplicasConfigError::BadTopic("topic", self.topic.clone()));
         }
