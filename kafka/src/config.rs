@@ -193,6 +193,18 @@ impl KafkaConfig {
         config
     }
 
+    /// A consumer config for reading by `assign` only (a topic of shared state read whole, or one
+    /// record of it): librdkafka wants a group id even then, but this consumer never joins it (no
+    /// `subscribe`), never commits, and gets no end-of-partition events.
+    pub fn reader_config(&self, group_id: &str) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        config
+    }
+
     /// A producer config: idempotent (no duplicates from retries, order kept per partition), lz4,
     /// a short linger so replays batch well. Pass-through options override these defaults.
     pub fn producer_config(&self) -> ClientConfig {

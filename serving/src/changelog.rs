@@ -193,12 +193,8 @@ impl ChangelogReader {
         topic: &str,
         max_message_bytes: usize,
     ) -> Result<ChangelogReader, ChangelogError> {
-        let mut config = kafka.client_config();
-        // `assign` needs a group id; this one never joins (no `subscribe`) nor commits.
+        let mut config = kafka.reader_config(&format!("{group_id}.changelog-reader"));
         config
-            .set("group.id", format!("{group_id}.changelog-reader"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
             .set("max.partition.fetch.bytes", max_message_bytes.to_string())
             .set("fetch.max.bytes", max_message_bytes.to_string())
             .set(

@@ -852,19 +852,12 @@ impl Advertiser {
         let mut producer_config = kafka.producer_config();
         producer_config.set("message.max.bytes", MAX_ADVERT_BYTES.to_string());
         let producer: ThreadedProducer<DefaultProducerContext> = producer_config.create()?;
-        let mut consumer_config = kafka.client_config();
-        // librdkafka wants a group for `assign` too; this one never joins (no `subscribe`) and
-        // never commits: the topic is read whole from the beginning on every start.
+        // Read whole from the beginning on every start.
+        let mut consumer_config = kafka.reader_config(&format!(
+            "{}.replicas.{}",
+            router.identity.group_id, router.identity.replica_id
+        ));
         consumer_config
-            .set(
-                "group.id",
-                format!(
-                    "{}.replicas.{}",
-                    router.identity.group_id, router.identity.replica_id
-                ),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
             .set("fetch.max.bytes", (MAX_ADVERT_BYTES * 2).to_string())
             .set("max.partition.fetch.bytes", MAX_ADVERT_BYTES.to_string())
             .set(

@@ -274,13 +274,7 @@ impl Follower {
         scoring: Arc<Scoring>,
         metrics: Option<ReplicaMetrics>,
     ) -> Result<Follower, StandbyError> {
-        let mut config = kafka.client_config();
-        // `assign` wants a group id; this one never joins (no `subscribe`) and never commits.
-        config
-            .set("group.id", format!("{topic}.follower"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = config.create()?;
+        let consumer: BaseConsumer = kafka.reader_config(&format!("{topic}.follower")).create()?;
         let partitions = parkcast_kafka::partition_count(&consumer, topic, Duration::from_secs(10))
             .map_err(|source| StandbyError::Topic {
                 topic: topic.to_owned(),
