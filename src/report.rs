@@ -57,6 +57,39 @@ pub fn written_table(written: &[(Table, WriteStats)]) -> TextTable {
     table
 }
 
+/// What the simulated backend wrote to the operational store.
+pub fn backend_table(counts: &parkcast_opsim::BackendCounts) -> TextTable {
+    let mut table = new_table(&["operational store", "rows"]);
+    for (name, rows) in [
+        ("customers", counts.customers),
+        ("vehicles", counts.vehicles),
+        ("tariffs (plan x price period)", counts.tariffs),
+        ("payments", counts.payments),
+        ("  settled or failed days later", counts.late_updates),
+        ("refunds (days later)", counts.refunds),
+        ("penalties", counts.penalties),
+        ("  paid or cancelled later", counts.penalty_updates),
+        ("injected: stays without payment", counts.injected_unpaid),
+        ("injected: payments without a stay", counts.injected_orphans),
+    ] {
+        table.add_row(vec![Cell::new(name), number(rows)]);
+    }
+    table
+}
+
+/// What one ETL run loaded.
+pub fn etl_table(report: &parkcast_etl::EtlReport) -> TextTable {
+    let mut table = new_table(&["table", "rows extracted", "files rewritten"]);
+    for load in &report.tables {
+        table.add_row(vec![
+            Cell::new(load.table.name()),
+            number(load.rows),
+            number(load.files),
+        ]);
+    }
+    table
+}
+
 /// What a warehouse holds.
 pub fn warehouse_table(summary: &[TableSummary]) -> TextTable {
     let mut table = new_table(&["table", "files", "rows", "size", "first date", "last date"]);

@@ -547,6 +547,12 @@ fn ingest_message(
                 currency: slip.currency,
                 paid_ts,
                 source: SOURCE.to_owned(),
+                // The slip message carries no status, refunds or paid period: those come from
+                // the operational store (`parkcast etl`).
+                status: None,
+                refunded_cents: None,
+                paid_from: None,
+                paid_until: None,
             });
             buffers.rows += 1;
             true

@@ -16,8 +16,11 @@
 //!   refused with a message naming the version, and nothing is changed.
 //!
 //! The schema itself, and the columns the ETL extracts by, are documented in the migration files.
+//! [`records`] writes it in bulk (a simulated city, a load from another system).
 
 use sha2::{Digest, Sha256};
+
+pub mod records;
 
 /// A migration: its version (applied in ascending order), name and SQL.
 #[derive(Debug, Clone, Copy)]
@@ -39,11 +42,18 @@ impl Migration {
 }
 
 /// Every migration of the operational schema, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "operational schema",
-    sql: include_str!("../migrations/0001_operational_schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "operational schema",
+        sql: include_str!("../migrations/0001_operational_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "tariff plans and the ETL's transaction window",
+        sql: include_str!("../migrations/0002_tariff_plans_and_etl_window.sql"),
+    },
+];
 
 /// The tables of the schema, parents before children (the order a load respects).
 pub const TABLES: &[&str] = &[
@@ -69,6 +79,9 @@ pub enum OpStoreError {
     /// The database could not be reached or refused a statement.
     #[error("postgres: {0}")]
     Postgres(#[from] postgres::Error),
+    /// Streaming rows into a `COPY` failed.
+    #[error("postgres: writing COPY data: {0}")]
+    Copy(std::io::Error),
     /// The database has a migration this binary does not know: it was migrated by a newer parkcast.
     #[error(
         "the database is at schema version {found}, newer than this parkcast knows (up to {known}); upgrade parkcast"

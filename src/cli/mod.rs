@@ -5,6 +5,7 @@ mod args;
 mod backtest;
 mod bench;
 mod demo;
+mod etl;
 mod features;
 mod import;
 mod ingest;
@@ -92,6 +93,11 @@ pub enum Command {
     /// The operator's transactional database in Postgres (customers, vehicles, tariffs, payments,
     /// refunds, penalties): migrate its schema, or show its version.
     Opstore(opstore::OpStoreArgs),
+    /// Load what changed in the operational store since the last run (everything, the first
+    /// time) into a warehouse: customers, vehicles, tariffs, payments with their refunds, and
+    /// penalties. Incremental by transaction window, exactly once across crashes: a run killed
+    /// anywhere is simply run again.
+    Etl(etl::EtlArgs),
     /// Produce a warehouse's events (a simulated city, or the real Melbourne day with heartbeats)
     /// into the Kafka topics, in real time or accelerated.
     Replay(replay::ReplayArgs),
@@ -128,6 +134,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => import::run(args, &cli.global),
         Command::Warehouse(args) => warehouse::run(args),
         Command::Opstore(args) => opstore::run(args),
+        Command::Etl(args) => etl::run(args, &cli.global),
         Command::Bench(args) => bench::run(args),
         Command::Backtest(args) => backtest::run(args, &cli.global),
         Command::Train(args) => train::run(args, &cli.global),

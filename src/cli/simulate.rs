@@ -63,6 +63,21 @@ pub struct SimulateArgs {
     /// shift the live-quality loop is tested on.
     #[arg(long = "demand-shift", value_name = "LOT:DATE:FACTOR")]
     pub demand_shifts: Vec<parkcast_training::simulate::params::DemandShift>,
+    /// A price change of every tariff, `DATE:FACTOR`: from that local date on, prices are
+    /// multiplied by FACTOR (`2025-10-15:1.2` raises them by 20%). Repeatable. With `--postgres`
+    /// and no change given, prices rise by 20% at the middle of the simulated days, so the
+    /// operational store holds a tariff changed mid-period.
+    #[arg(long = "tariff-change", value_name = "DATE:FACTOR")]
+    pub tariff_changes: Vec<parkcast_training::simulate::TariffChange>,
+    /// Also simulate the operator's backend: write customers, vehicles, tariffs, payments,
+    /// refunds and penalties to this Postgres database (the operational store, migrated if
+    /// needed; it must not hold a simulated city yet), with a live system's late updates,
+    /// refunds and injected faults. The warehouse then gets no customers, vehicles or payments:
+    /// `parkcast etl` brings them from the database.
+    /// (No environment variable on purpose: a simulation never writes to a database it was not
+    /// pointed at on its command line.)
+    #[arg(long, value_name = "DSN")]
+    pub postgres: Option<String>,
 }
 
 impl SimulateArgs {
@@ -73,6 +88,7 @@ impl SimulateArgs {
             holiday_region: self.region.clone(),
             pii_key: self.pii_key.clone(),
             demand_shifts: self.demand_shifts.clone(),
+            tariff_changes: self.tariff_changes(),
             ..SimulationParams::default()
         }
         .seed(self.seed)
@@ -85,18 +101,48 @@ impl SimulateArgs {
     }
 }
 
+impl SimulateArgs {
+    /// The price changes asked for; with a backend and none asked for, +20% at the middle day.
+    fn tariff_changes(&self) -> Vec<parkcast_training::simulate::TariffChange> {
+        if !self.tariff_changes.is_empty() || self.postgres.is_none() {
+            return self.tariff_changes.clone();
+        }
+        vec![parkcast_training::simulate::TariffChange {
+            from: self.start + chrono::Days::new(u64::from(self.days / 2)),
+            factor: 1.2,
+        }]
+    }
+}
+
 pub fn run(args: SimulateArgs, global: &GlobalArgs) -> Result<()> {
     let checked = args
         .params()
         .check()
         .context("invalid simulation parameters")?;
     let warehouse = super::args::create_warehouse(&args.out)?;
-    tracing::info!(lots = args.lots, days = args.days, seed = args.seed, out = %args.out.display(), "simulating a city");
+    let mut backend = match &args.postgres {
+        Some(dsn) => {
+            let client = postgres::Client::connect(dsn, postgres::NoTls)
+                .context("could not connect to the operational store (--postgres)")?;
+            Some(
+                parkcast_opsim::SimulatedBackend::new(client, args.seed)
+                    .context("the operational store cannot take a simulated backend")?,
+            )
+        }
+        None => None,
+    };
+    tracing::info!(lots = args.lots, days = args.days, seed = args.seed, out = %args.out.display(), backend = backend.is_some(), "simulating a city");
     let outcome = BarProgress::run(global.quiet, |progress| {
-        simulate::simulate(&checked, &warehouse, progress)
+        let sink = backend
+            .as_mut()
+            .map(|backend| backend as &mut dyn simulate::TransactionSink);
+        simulate::simulate_with(&checked, &warehouse, progress, sink)
     })
     .context("simulation failed")?;
     println!("{}", report::simulation_table(&outcome));
     println!("{}", report::written_table(&outcome.written));
+    if let Some(backend) = &backend {
+        println!("{}", report::backend_table(&backend.counts()));
+    }
     Ok(())
 }

@@ -108,7 +108,11 @@ fn is_weekend(date: NaiveDate) -> bool {
 fn every_table_is_written() {
     let fixture = fixture();
     let summary = fixture.warehouse.summary().expect("summary");
-    for table in Table::ALL {
+    // dim_tariff comes from the operational store (`parkcast etl`), not from the simulator.
+    for table in Table::ALL
+        .into_iter()
+        .filter(|table| *table != Table::DimTariff)
+    {
         let entry = summary
             .iter()
             .find(|entry| entry.table == table)

@@ -495,7 +495,10 @@ fn a_format_2_lot_file_reads_no_hold_beside_a_newer_one() {
     );
 
     let writer = Warehouse::create(dir.path()).expect("opens for writing");
-    assert_eq!(writer.format_version().expect("version"), 3);
+    assert_eq!(
+        writer.format_version().expect("version"),
+        parkcast_warehouse::FORMAT_VERSION
+    );
     writer
         .replace("csv-new", &[lot("csv-new:b", Some(120))])
         .expect("write");

@@ -3,7 +3,8 @@
 //!
 //! The modules depend one way: [`schema`] (tables, column types, the [`TableRow`] trait) and
 //! [`error`] are leaves; [`frame`] converts rows to and from polars frames; [`rows`] defines every
-//! table's row type; [`store`] is the [`Warehouse`] on disk. Built on them: [`topology`] (which slots
+//! table's row type; [`store`] is the [`Warehouse`] on disk; [`progress`] is how long jobs that
+//! write it report. Built on them: [`topology`] (which slots
 //! each lot has, from `dim_slot`), [`lots`] (a source's lots on the forecast grid, as the trainer and
 //! the server's history seeding read them), [`split`] (a source's facts split by lot group into scratch
 //! files, so a trainer's passes read only their group) and [`pii`] (how contact data and plates are hashed before
@@ -20,6 +21,7 @@ pub mod error;
 pub mod frame;
 pub mod lots;
 pub mod pii;
+pub mod progress;
 pub mod rows;
 pub mod schema;
 pub mod split;

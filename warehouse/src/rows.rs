@@ -193,6 +193,21 @@ star_table! {
         paid_ts: DateTime<Utc>,
         /// Where the row came from.
         source: String,
+        /// Where the operational store is the source (`parkcast etl`): `pending`, `settled`,
+        /// `failed` or `refunded` for a payment, `issued`, `paid` or `cancelled` for a penalty.
+        /// Null for sources that record only settled slips, and in files before format 4.
+        #[added_in_format = 4]
+        status: Option<String>,
+        /// Money given back on this slip, in cents (refunds often come days later and amend the
+        /// slip); null where the source has no refunds.
+        #[added_in_format = 4]
+        refunded_cents: Option<i64>,
+        /// Start of the stay paid for (UTC, ms), when the slip says.
+        #[added_in_format = 4]
+        paid_from: Option<DateTime<Utc>>,
+        /// End of the stay paid for (UTC, ms), when the slip says: a stay that ends later overstayed.
+        #[added_in_format = 4]
+        paid_until: Option<DateTime<Utc>>,
     }
 }
 
@@ -365,6 +380,49 @@ star_table! {
 }
 
 star_table! {
+    /// A tariff: the price of parking in a zone (or one lot of it) in a time band, over a validity
+    /// range. The operational store keeps bands and tariffs apart (a snowflake); here the band is
+    /// folded in.
+    TariffRow => DimTariff, partition: none,
+    {
+        /// Unique tariff id (`fact_payment.tariff_id`); a price change is a new tariff.
+        tariff_id: String,
+        /// The plan's name, stable across price changes (`street_2h`).
+        code: String,
+        /// The zone it applies in.
+        zone_id: String,
+        /// The one lot it applies to, when it is a lot's own price; null: every lot of the zone.
+        lot_id: Option<String>,
+        /// The time band's id.
+        band_id: String,
+        /// The band's start, minutes after local midnight.
+        band_starts_minute: i32,
+        /// The band's end, minutes after local midnight (1440: midnight at the end of the day).
+        band_ends_minute: i32,
+        /// ISO weekdays the band applies on (1 = Monday), comma-separated.
+        band_weekdays: String,
+        /// Price per started hour, cents.
+        cents_per_hour: i64,
+        /// Most charged for one stay, cents.
+        cap_cents: Option<i64>,
+        /// Flat price per stay, cents (event days); the hourly price does not apply.
+        flat_cents: Option<i64>,
+        /// Longest stay allowed, minutes.
+        max_stay_minutes: Option<i32>,
+        /// Fine for an overstay or a stay without payment, cents.
+        penalty_cents: Option<i64>,
+        /// In force from (UTC, ms).
+        valid_from: DateTime<Utc>,
+        /// In force until (UTC, ms, exclusive); null: still in force.
+        valid_until: Option<DateTime<Utc>>,
+        /// ISO 4217 currency code.
+        currency: String,
+        /// Where the row came from.
+        source: String,
+    }
+}
+
+star_table! {
     /// A special event that moves demand at one lot.
     EventRow => DimEvent, partition: none,
     {
@@ -404,6 +462,7 @@ impl Table {
             Table::DimVehicle => VehicleRow::COLUMNS,
             Table::DimCalendar => CalendarRow::COLUMNS,
             Table::DimEvent => EventRow::COLUMNS,
+            Table::DimTariff => TariffRow::COLUMNS,
         }
     }
 

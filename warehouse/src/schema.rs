@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 
 /// The warehouse format this code writes; readers accept this version and older ones (see
 /// [`crate::store`] for what each version changed).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The file that marks a folder as a warehouse and records its format version.
 pub const MANIFEST_FILE: &str = "warehouse.json";
@@ -99,11 +99,13 @@ pub enum Table {
     DimCalendar,
     /// Special events that move demand at one lot (matches, concerts).
     DimEvent,
+    /// Tariffs per zone or lot and time band, with their validity (from the operational store).
+    DimTariff,
 }
 
 impl Table {
     /// Every table, facts first.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::FactSlotStatus,
         Table::FactParkingSession,
         Table::FactCustomerScan,
@@ -116,6 +118,7 @@ impl Table {
         Table::DimVehicle,
         Table::DimCalendar,
         Table::DimEvent,
+        Table::DimTariff,
     ];
 
     /// The table's name: its folder under the warehouse root.
@@ -133,6 +136,7 @@ impl Table {
             Table::DimVehicle => "dim_vehicle",
             Table::DimCalendar => "dim_calendar",
             Table::DimEvent => "dim_event",
+            Table::DimTariff => "dim_tariff",
         }
     }
 

@@ -25,6 +25,7 @@
 //! | 1 | the star schema |
 //! | 2 | `dim_calendar` gains `is_school_holiday`, `school_holiday_name`, `is_bridge_day`, `days_to_major_holiday`, `days_from_major_holiday`; `calendars/<writer>.csv` keeps the calendar file an import was given |
 //! | 3 | `dim_lot` gains `hold_minutes`: how long a reading holds for a source that writes only changes (null: no fill) |
+//! | 4 | `fact_payment` gains `status`, `refunded_cents`, `paid_from`, `paid_until` (what the operational store knows of a slip); new table `dim_tariff` (`parkcast etl`) |
 //!
 //! A table may hold files of both versions (an old import beside a new one): a file that lacks a
 //! column added after its version ([`crate::schema::ColumnSpec::added_in_format`]) reads it as
@@ -319,16 +320,11 @@ impl Warehouse {
                 });
             }
         }
-        let dir = match (table.partition_column(), date) {
-            (Some(_), Some(date)) => self
-                .table_dir(table)
-                .join(format!("date={}", date.format("%Y-%m-%d"))),
-            (None, _) => self.table_dir(table),
-            (Some(_), None) => {
-                panic!("a fact table file should be written with its partition date")
-            }
-        };
-        fs::create_dir_all(&dir).map_err(io_error("creating a table folder", &dir))?;
+        let final_path = self.file_path(table, writer, date, part);
+        let dir = final_path
+            .parent()
+            .expect("a table file should be in a folder");
+        fs::create_dir_all(dir).map_err(io_error("creating a table folder", dir))?;
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir)
             .map_err(io_error("creating the temporary folder", &tmp_dir))?;
@@ -340,7 +336,6 @@ impl Warehouse {
             |date| date.format("%Y-%m-%d").to_string(),
         );
         let tmp_path = tmp_dir.join(format!("{}.{partition}.{file_name}", table.name()));
-        let final_path = dir.join(&file_name);
         let rows = frame.height() as u64;
         // Atomic and durable (parkcast-durable): readers list table folders, so the half-written
         // file lives in the warehouse's temporary folder until it is renamed into place.
@@ -367,6 +362,50 @@ impl Warehouse {
             rows,
             bytes,
         })
+    }
+
+    /// Where [`Warehouse::write_file`] puts the writer's file `part` of a table: in the partition of
+    /// `date` for facts, in the table folder for dimensions.
+    ///
+    /// # Panics
+    /// For a fact table without a date: its files live in partitions.
+    pub fn file_path(
+        &self,
+        table: Table,
+        writer: &str,
+        date: Option<NaiveDate>,
+        part: u32,
+    ) -> PathBuf {
+        let file_name = format!("part-{writer}-{part}.parquet");
+        match (table.partition_column(), date) {
+            (Some(_), Some(date)) => self
+                .table_dir(table)
+                .join(format!("date={}", date.format("%Y-%m-%d")))
+                .join(file_name),
+            (None, _) => self.table_dir(table).join(file_name),
+            (Some(_), None) => {
+                panic!("a fact table file should be written with its partition date")
+            }
+        }
+    }
+
+    /// The rows of one file [`Warehouse::write_file`] wrote, or `None` when there is no such file:
+    /// what a writer that amends its own rows (the ETL) reads back before it rewrites the file.
+    pub fn read_file<R: FrameRow>(
+        &self,
+        writer: &str,
+        date: Option<NaiveDate>,
+        part: u32,
+    ) -> Result<Option<Vec<R>>> {
+        let path = self.file_path(R::TABLE, writer, date, part);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let frame = self
+            .scan_files(R::TABLE, std::slice::from_ref(&path))?
+            .collect()
+            .map_err(polars_error(format!("reading {}", path.display())))?;
+        R::from_frame(&frame).map(Some)
     }
 
     /// The Parquet files of a table, sorted by path. Errors if the table folder is missing.

@@ -297,6 +297,31 @@ pub const EVENT_TARIFF: Tariff = Tariff {
 };
 
 impl Tariff {
+    /// The tariff with every price multiplied by `factor`, rounded to 10 cents (a price change).
+    pub fn scaled(&self, factor: f64) -> Tariff {
+        let scale = |cents: i64| ((cents as f64 * factor / 10.0).round() as i64) * 10;
+        Tariff {
+            cents_per_hour: scale(self.cents_per_hour),
+            cap_cents: scale(self.cap_cents),
+            flat_cents: self.flat_cents.map(scale),
+            penalty_cents: scale(self.penalty_cents),
+            ..*self
+        }
+    }
+
+    /// The tariff in force on a local date, after every price change up to it (changes in date
+    /// order).
+    pub fn on(&self, date: chrono::NaiveDate, changes: &[super::params::TariffChange]) -> Tariff {
+        let mut changes: Vec<_> = changes
+            .iter()
+            .filter(|change| change.from <= date)
+            .collect();
+        changes.sort_by_key(|change| change.from);
+        changes
+            .into_iter()
+            .fold(*self, |tariff, change| tariff.scaled(change.factor))
+    }
+
     /// The amount for `paid_minutes` of parking, penalties excluded: started hours times the hourly
     /// price, capped; or the flat fee.
     pub fn amount_cents(&self, paid_minutes: i64) -> i64 {

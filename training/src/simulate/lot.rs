@@ -446,7 +446,8 @@ impl<'city> LotSim<'city> {
             EVENT_TARIFF
         } else {
             demand::tariff(kind)
-        };
+        }
+        .on(day.date, &self.params.tariff_changes);
         let morning_commute = kind == LotKind::CommuterGarage
             && matches!(day.day_type, DayType::Weekday | DayType::Friday)
             && hour < 10;
@@ -522,6 +523,7 @@ impl<'city> LotSim<'city> {
                 0,
                 paid_ms,
                 "p",
+                Some((arrival_ms, arrival_ms + i64::from(paid) * MINUTE_MS)),
             ));
             if in_violation {
                 self.stats.overstays += 1;
@@ -538,6 +540,7 @@ impl<'city> LotSim<'city> {
                         tariff.penalty_cents,
                         penalty_ms,
                         "pcn",
+                        None,
                     ));
                 }
             }
@@ -620,6 +623,7 @@ impl<'city> LotSim<'city> {
                 0,
                 exit_ms,
                 "p",
+                Some((session.entry_ms, exit_ms)),
             ));
             let scan_ms = exit_ms + self.demand_rng.random_range(20..=120) * 1_000;
             if let Some(customer_id) = customer_id.filter(|_| scan_ms < self.simulation_end_ms) {
@@ -649,6 +653,7 @@ impl<'city> LotSim<'city> {
         penalty_cents: i64,
         paid_ms: i64,
         suffix: &str,
+        paid_period: Option<(i64, i64)>,
     ) -> PaymentRow {
         PaymentRow {
             slip_id: format!("{session_id}:{suffix}"),
@@ -661,6 +666,10 @@ impl<'city> LotSim<'city> {
             currency: CURRENCY.to_owned(),
             paid_ts: timestamp(paid_ms),
             source: SOURCE.to_owned(),
+            status: None,
+            refunded_cents: None,
+            paid_from: paid_period.map(|(from, _)| timestamp(from)),
+            paid_until: paid_period.map(|(_, until)| timestamp(until)),
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate};
 use parkcast_features::occupancy::OccupancyPoint;
-use parkcast_warehouse::rows::LotOccupancyRow;
+use parkcast_warehouse::rows::{LotOccupancyRow, ParkingSessionRow, PaymentRow};
 use parkcast_warehouse::schema::Table;
 use parkcast_warehouse::{FrameRow, Warehouse, WarehouseError, WriteStats};
 use polars::prelude::*;
@@ -35,7 +35,7 @@ use rayon::prelude::*;
 
 pub use city::City;
 pub use lot::{LotStats, SimReading};
-pub use params::{CheckedParams, ParamsError, SimulationParams};
+pub use params::{CheckedParams, ParamsError, SimulationParams, TariffChange};
 
 use lot::{DayContext, LotDay, LotSim, timestamp};
 
@@ -44,6 +44,27 @@ pub const SOURCE: &str = "simulated";
 /// Writer name of the simulator's files (`part-sim-<day>.parquet`).
 pub const WRITER: &str = "sim";
 
+/// Where a city's transactions go when its operator's backend is simulated too
+/// (`parkcast simulate --postgres`): customers, vehicles, tariffs and every slip, as the backend
+/// would record them. The warehouse then gets no `dim_customer`, `dim_vehicle` or `fact_payment`
+/// from the simulator: the ETL brings them from the backend, as it would in a real city.
+pub trait TransactionSink {
+    /// The city, before the first day.
+    fn city(&mut self, checked: &CheckedParams, city: &City) -> Result<(), SinkError>;
+    /// One simulated local day: the stays that began on it and the slips paid on it.
+    fn day(
+        &mut self,
+        date: NaiveDate,
+        sessions: &[ParkingSessionRow],
+        slips: &[PaymentRow],
+    ) -> Result<(), SinkError>;
+    /// After the last day.
+    fn finish(&mut self) -> Result<(), SinkError>;
+}
+
+/// A [`TransactionSink`]'s failure, in its own words.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors of a simulation run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +72,9 @@ pub enum SimulationError {
     /// Writing the warehouse failed.
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    /// The transaction sink failed.
+    #[error("writing the simulated backend's transactions: {0}")]
+    Sink(SinkError),
     /// Building a frame failed.
     #[error("building the {table} frame: {source}")]
     Frame {
@@ -92,6 +116,17 @@ pub fn simulate(
     warehouse: &Warehouse,
     progress: &dyn crate::progress::Progress,
 ) -> Result<SimulationReport, SimulationError> {
+    simulate_with(checked, warehouse, progress, None)
+}
+
+/// [`simulate`], with the city's transactions sent to `sink` instead of the warehouse's customer,
+/// vehicle and payment tables.
+pub fn simulate_with(
+    checked: &CheckedParams,
+    warehouse: &Warehouse,
+    progress: &dyn crate::progress::Progress,
+    mut sink: Option<&mut dyn TransactionSink>,
+) -> Result<SimulationReport, SimulationError> {
     let started = Instant::now();
     let params = checked.params();
     let calendar = checked.calendar();
@@ -120,16 +155,21 @@ pub fn simulate(
         Table::DimSlot,
         warehouse.replace(WRITER, &city.slot_rows)?,
     );
-    record(
-        &mut written,
-        Table::DimCustomer,
-        warehouse.replace(WRITER, &city.customer_rows)?,
-    );
-    record(
-        &mut written,
-        Table::DimVehicle,
-        warehouse.replace(WRITER, &city.vehicle_rows)?,
-    );
+    match sink.as_deref_mut() {
+        Some(sink) => sink.city(checked, &city).map_err(SimulationError::Sink)?,
+        None => {
+            record(
+                &mut written,
+                Table::DimCustomer,
+                warehouse.replace(WRITER, &city.customer_rows)?,
+            );
+            record(
+                &mut written,
+                Table::DimVehicle,
+                warehouse.replace(WRITER, &city.vehicle_rows)?,
+            );
+        }
+    }
     record(
         &mut written,
         Table::DimEvent,
@@ -167,8 +207,18 @@ pub fn simulate(
             .par_iter_mut()
             .map(|lot| lot.run_day(&day, calendar))
             .collect();
-        write_day(warehouse, &city, &day, outputs, &mut written)?;
+        write_day(
+            warehouse,
+            &city,
+            &day,
+            outputs,
+            sink.as_deref_mut(),
+            &mut written,
+        )?;
         progress.advance(1);
+    }
+    if let Some(sink) = sink {
+        sink.finish().map_err(SimulationError::Sink)?;
     }
 
     let mut stats = LotStats::default();
@@ -207,11 +257,12 @@ fn city_levels(days: u32, rng: &mut ChaCha8Rng) -> Vec<f64> {
 }
 
 /// Writes one day's output of every lot: one file per table and UTC partition date, named after the day.
-fn write_day(
+fn write_day<'sink>(
     warehouse: &Warehouse,
     city: &City,
     day: &DayContext,
     outputs: Vec<LotDay>,
+    sink: Option<&mut (dyn TransactionSink + 'sink)>,
     written: &mut BTreeMap<Table, WriteStats>,
 ) -> Result<(), SimulationError> {
     let part = u32::try_from(day.day_index).expect("day index should fit in u32");
@@ -268,9 +319,14 @@ fn write_day(
         record(written, Table::FactSlotStatus, stats);
     }
     write_by_date(warehouse, part, occupancy, written)?;
+    match sink {
+        Some(sink) => sink
+            .day(day.date, &sessions, &payments)
+            .map_err(SimulationError::Sink)?,
+        None => write_by_date(warehouse, part, payments, written)?,
+    }
     write_by_date(warehouse, part, sessions, written)?;
     write_by_date(warehouse, part, scans, written)?;
-    write_by_date(warehouse, part, payments, written)?;
     Ok(())
 }
 

@@ -89,6 +89,37 @@ pub struct SimulationParams {
     /// the lot's arrivals are scaled. A planner's what-if, and the regime shift the live-quality
     /// tests need.
     pub demand_shifts: Vec<DemandShift>,
+    /// Price changes of every tariff from a local date on (the operational store's tariffs get a
+    /// new validity range; a stay is charged at the price in force when it began).
+    pub tariff_changes: Vec<TariffChange>,
+}
+
+/// Every tariff's prices multiplied by `factor` from a local date on (rounded to 10 cents).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TariffChange {
+    /// The first local date with the new prices.
+    pub from: NaiveDate,
+    /// Prices are multiplied by this.
+    pub factor: f64,
+}
+
+impl std::str::FromStr for TariffChange {
+    type Err = String;
+
+    /// `DATE:FACTOR`, as `2025-10-01:1.2`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let Some((from, factor)) = text.split_once(':') else {
+            return Err(format!("{text:?} is not DATE:FACTOR (as 2025-10-01:1.2)"));
+        };
+        Ok(TariffChange {
+            from: from
+                .parse()
+                .map_err(|_| format!("{from:?} is not a date (YYYY-MM-DD)"))?,
+            factor: factor
+                .parse()
+                .map_err(|_| format!("{factor:?} is not a number"))?,
+        })
+    }
 }
 
 /// A lasting change of one lot's demand from a local date on.
@@ -150,6 +181,7 @@ impl Default for SimulationParams {
             stuck_per_slot_per_100_days: 0.1,
             pii_key: "parkcast-simulator".to_owned(),
             demand_shifts: Vec::new(),
+            tariff_changes: Vec::new(),
         }
     }
 }
@@ -247,6 +279,9 @@ impl SimulationParams {
             )?;
             range("demand shift factor", shift.factor, 0.01, 20.0)?;
         }
+        for change in &self.tariff_changes {
+            range("tariff change factor", change.factor, 0.1, 10.0)?;
+        }
         range("centre latitude", self.centre.0, -85.0, 85.0)?;
         range("centre longitude", self.centre.1, -180.0, 180.0)?;
         if 1_440 % self.occupancy_interval_minutes != 0 {
@@ -314,6 +349,11 @@ impl CheckedParams {
     /// Start of the first local day, as UTC.
     pub fn start_utc(&self) -> DateTime<Utc> {
         day_start(self.params.timezone, self.params.start_date)
+    }
+
+    /// Start of local day `date` in the city's time zone, as UTC.
+    pub fn day_start_utc(&self, date: NaiveDate) -> DateTime<Utc> {
+        day_start(self.params.timezone, date)
     }
 
     /// End of the last local day (exclusive), as UTC.
