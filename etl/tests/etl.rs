@@ -6,7 +6,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use parkcast_etl::{EtlError, EtlOptions, run};
 use parkcast_opstore::records::{self, Customer, Lot, Operator, Payment, TimeBand, Zone};
-use parkcast_opstore::testing::FreshDatabase;
+use parkcast_opstore::testing::{FreshDatabase, settle};
 use parkcast_opstore::{migrate, require_postgres};
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::progress::NoProgress;
@@ -124,34 +124,6 @@ fn insert_payments(client: &mut postgres::Client, payments: &[Payment]) {
     let mut transaction = client.transaction().expect("a transaction");
     records::copy_in(&mut transaction, payments).expect("payments");
     transaction.commit().expect("committed");
-}
-
-/// Waits until every transaction that wrote before this call has finished, cluster-wide, so the
-/// next run's window covers them: the window ends at the oldest transaction still running in any
-/// database of the server, and the other tests' databases share it.
-fn settle(client: &mut postgres::Client) {
-    let xid: i64 = client
-        .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
-        .expect("an xid")
-        .get(0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let xmin: i64 = client
-            .query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                &[],
-            )
-            .expect("xmin")
-            .get(0);
-        if xmin > xid {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "transactions before {xid} still running after 60 s (xmin {xmin})"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 fn slips(warehouse: &Warehouse) -> Vec<PaymentRow> {

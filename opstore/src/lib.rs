@@ -258,6 +258,34 @@ pub mod testing {
         };
     }
 
+    /// Waits (up to 60 s) until every transaction that wrote before this call has finished,
+    /// server-wide, so an ETL run's window covers them: the window ends at the oldest transaction
+    /// still running in any database of the server, and the other tests' databases share it.
+    pub fn settle(client: &mut postgres::Client) {
+        let xid: i64 = client
+            .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
+            .expect("an xid")
+            .get(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let xmin: i64 = client
+                .query_one(
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                    &[],
+                )
+                .expect("xmin")
+                .get(0);
+            if xmin > xid {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "transactions before {xid} still running after 60 s (xmin {xmin})"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// A database of its own, dropped with this value.
     pub struct FreshDatabase {
         server: postgres::Config,

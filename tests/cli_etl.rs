@@ -1,0 +1,218 @@
+//! `parkcast etl` as an operator runs it, on a simulated city whose backend writes the real
+//! Postgres server the test command starts: killed (SIGKILL) at random points and rerun, the
+//! warehouse equals an uninterrupted run's, no row twice and none missing; an incremental run after
+//! new and updated rows picks up exactly those.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use parkcast_opstore::require_postgres;
+use parkcast_opstore::testing::{FreshDatabase, settle};
+use parkcast_warehouse::rows::{CustomerRow, PaymentRow, TariffRow, VehicleRow};
+use parkcast_warehouse::{FrameRow, Warehouse};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("a folder");
+    for entry in std::fs::read_dir(from).expect("a folder to copy") {
+        let entry = entry.expect("an entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("a copy");
+        }
+    }
+}
+
+fn etl(dsn: &str, warehouse: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parkcast"));
+    command
+        .args(["etl", "--quiet", "--postgres", dsn, "--warehouse"])
+        .arg(warehouse)
+        .env_remove("PARKCAST_WAREHOUSE")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+fn rows<R: FrameRow>(warehouse: &Path, key: fn(&R) -> String) -> Vec<R> {
+    let mut rows: Vec<R> = Warehouse::open(warehouse)
+        .expect("a warehouse")
+        .read_rows()
+        .expect("the ETL's table");
+    rows.sort_by_key(key);
+    let mut keys: Vec<String> = rows.iter().map(key).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), rows.len(), "a row loaded twice");
+    rows
+}
+
+/// Every table the ETL writes, equal in both warehouses (and without duplicates).
+fn assert_same_load(expected: &Path, found: &Path) -> usize {
+    let payments = rows::<PaymentRow>(expected, |row| row.slip_id.clone());
+    assert_eq!(
+        payments,
+        rows::<PaymentRow>(found, |row| row.slip_id.clone())
+    );
+    assert_eq!(
+        rows::<CustomerRow>(expected, |row| row.customer_id.clone()),
+        rows::<CustomerRow>(found, |row| row.customer_id.clone())
+    );
+    assert_eq!(
+        rows::<VehicleRow>(expected, |row| row.vehicle_id.clone()),
+        rows::<VehicleRow>(found, |row| row.vehicle_id.clone())
+    );
+    assert_eq!(
+        rows::<TariffRow>(expected, |row| row.tariff_id.clone()),
+        rows::<TariffRow>(found, |row| row.tariff_id.clone())
+    );
+    payments.len()
+}
+
+/// "fact_payment ┆ 123 ┆" -> 123, from the run's table.
+fn extracted(stdout: &str, table: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find(|line| line.contains(table))
+        .unwrap_or_else(|| panic!("no {table} line in {stdout}"));
+    line.split(['┆', '│'])
+        .nth(2)
+        .expect("a rows column")
+        .trim()
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("rows of {line}"))
+}
+
+#[test]
+fn an_etl_killed_at_random_points_then_rerun_equals_an_uninterrupted_run() {
+    require_postgres!();
+    let database = FreshDatabase::create("cli_etl_crash");
+    let dsn = database.dsn();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let city = dir.path().join("city");
+    common::succeeded(&common::parkcast(&[
+        "simulate",
+        "--out",
+        city.to_str().expect("utf-8"),
+        "--lots",
+        "10",
+        "--days",
+        "14",
+        "--seed",
+        "5",
+        "--postgres",
+        &dsn,
+    ]));
+    let mut client = database.connect();
+    settle(&mut client);
+    let uninterrupted = dir.path().join("uninterrupted");
+    let crashed = dir.path().join("crashed");
+    copy_dir(&city, &uninterrupted);
+    copy_dir(&city, &crashed);
+
+    let started = Instant::now();
+    let output = etl(&dsn, &uninterrupted).output().expect("etl runs");
+    let full_run = started.elapsed();
+    let stdout = common::succeeded(&output);
+    let loaded = extracted(&stdout, "fact_payment");
+    assert!(loaded > 30_000, "{stdout}");
+
+    // Kill at pseudo-random points over the run's length (a fixed sequence: the same test each
+    // time), each time from where the previous kill left the warehouse.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut interrupted = 0;
+    for _ in 0..6 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let fraction = 0.05 + 0.9 * ((state >> 11) as f64 / (1u64 << 53) as f64);
+        let mut child = etl(&dsn, &crashed).spawn().expect("etl starts");
+        std::thread::sleep(full_run.mul_f64(fraction));
+        if child.try_wait().expect("a status").is_none() {
+            interrupted += 1;
+        }
+        child.kill().ok();
+        child.wait().expect("reaped");
+    }
+    assert!(
+        interrupted >= 3,
+        "only {interrupted} of 6 kills landed mid-run (a full run takes {full_run:?})"
+    );
+    common::succeeded(&etl(&dsn, &crashed).output().expect("the rerun"));
+    let slips = assert_same_load(&uninterrupted, &crashed);
+    assert_eq!(slips as u64, loaded);
+
+    // 1% new payments, some updated ones (a refund days later, a late settlement), a new
+    // customer: an incremental run picks up exactly those, in both warehouses alike.
+    let new_payments = loaded / 100;
+    let inserted = client
+        .execute(
+            "INSERT INTO payment (payment_id, session_id, lot_id, customer_id, vehicle_id,
+                                  tariff_id, paid_at, paid_from, paid_until, amount, method, status)
+             SELECT payment_id || ':again', session_id, lot_id, customer_id, vehicle_id, tariff_id,
+                    paid_at + interval '14 days', paid_from + interval '14 days',
+                    paid_until + interval '14 days', amount, method, 'settled'
+               FROM payment ORDER BY payment_id LIMIT $1",
+            &[&(new_payments as i64)],
+        )
+        .expect("new payments");
+    let refunded = client
+        .execute(
+            "INSERT INTO refund (refund_id, payment_id, refunded_at, amount, reason)
+             SELECT payment_id || ':late-refund', payment_id, paid_at + interval '3 days',
+                    amount, 'complaint'
+               FROM payment WHERE status = 'settled' AND amount > 0
+                AND payment_id NOT IN (SELECT payment_id FROM refund)
+                AND payment_id NOT LIKE '%:again'
+              ORDER BY payment_id LIMIT 10",
+            &[],
+        )
+        .expect("late refunds");
+    let updated = client
+        .execute(
+            "UPDATE payment SET status = 'settled' WHERE status = 'pending'
+               AND payment_id IN (SELECT payment_id FROM payment WHERE status = 'pending'
+                                   ORDER BY payment_id LIMIT 20)",
+            &[],
+        )
+        .expect("late settlements");
+    client
+        .execute(
+            "INSERT INTO customer (customer_id, email, email_hash, customer_type, registered_on)
+             VALUES ('new-customer', 'new@example.org', 'hash-new', 'visitor', '2025-09-20')",
+            &[],
+        )
+        .expect("a new customer");
+    assert_eq!(inserted, new_payments);
+    assert!(updated > 0 && refunded == 10, "{updated} {refunded}");
+    settle(&mut client);
+    for warehouse in [&uninterrupted, &crashed] {
+        let stdout = common::succeeded(&etl(&dsn, warehouse).output().expect("incremental"));
+        assert_eq!(
+            extracted(&stdout, "fact_payment"),
+            inserted + updated + refunded,
+            "{stdout}"
+        );
+        assert_eq!(extracted(&stdout, "dim_customer"), 1, "{stdout}");
+        assert_eq!(extracted(&stdout, "dim_vehicle"), 0, "{stdout}");
+    }
+    let slips = assert_same_load(&uninterrupted, &crashed);
+    assert_eq!(slips as u64, loaded + inserted);
+    let refunds = rows::<PaymentRow>(&crashed, |row| row.slip_id.clone())
+        .iter()
+        .filter(|row| row.slip_id.ends_with(":p") && row.refunded_cents.is_some())
+        .count();
+    assert!(refunds >= 10, "{refunds} refunded slips");
+    // Contact data never leaves the database.
+    let customers = rows::<CustomerRow>(&crashed, |row| row.customer_id.clone());
+    assert!(customers.iter().all(|row| {
+        row.email_hash
+            .as_deref()
+            .is_none_or(|hash| !hash.contains('@'))
+    }));
+}
