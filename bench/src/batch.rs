@@ -208,7 +208,8 @@ fn simulate_row(warehouse: &Warehouse, city: &SimulateOptions, table: &mut Table
     Ok(())
 }
 
-fn add_row(table: &mut Table, name: &str, started: Instant, rows: u64) {
+/// A stage's row: wall time since `started`, rows, rows/s, peak RSS so far.
+pub(crate) fn add_row(table: &mut Table, name: &str, started: Instant, rows: u64) {
     let seconds = started.elapsed().as_secs_f64();
     table.add_row(vec![
         Cell::new(name),

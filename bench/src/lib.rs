@@ -45,6 +45,7 @@
 pub mod batch;
 mod client;
 mod error;
+pub mod etl;
 pub mod grpc;
 pub mod h2load;
 pub mod ingest;
@@ -59,6 +60,7 @@ mod visibility;
 
 pub use batch::{SimulateOptions, TrainOptions, import, simulate, train};
 pub use error::Error;
+pub use etl::{EtlOptions, etl};
 pub use grpc::{GrpcOptions, grpc};
 pub use h2load::{H2loadOptions, h2load};
 pub use ingest::{IngestOptions, ingest};

@@ -59,6 +59,10 @@ pub enum BenchTarget {
     /// the server does per request. Uses a published model and its warehouse (`parkcast demo`
     /// leaves both in out/demo).
     Scoring(ScoringOptions),
+    /// The ETL from the operational store at volume: a simulated city's backend grown to
+    /// `--payments` (default 10M) in a database of its own on the `--postgres` server, loaded
+    /// whole, then again after 1% new payments (rows/s, wall time, peak memory per stage).
+    Etl(parkcast_bench::EtlOptions),
 }
 
 /// Arguments of `parkcast bench grpc`.
@@ -93,6 +97,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchTarget::Grpc(grpc) => parkcast_bench::grpc(&grpc_options(*grpc))?,
         BenchTarget::H2load(options) => parkcast_bench::h2load(&options)?,
         BenchTarget::Scoring(options) => parkcast_bench::scoring(&options)?,
+        BenchTarget::Etl(options) => parkcast_bench::etl(&options)?,
     };
     println!("{report}");
     Ok(())

@@ -111,14 +111,8 @@ impl std::str::FromStr for TariffChange {
         let Some((from, factor)) = text.split_once(':') else {
             return Err(format!("{text:?} is not DATE:FACTOR (as 2025-10-01:1.2)"));
         };
-        Ok(TariffChange {
-            from: from
-                .parse()
-                .map_err(|_| format!("{from:?} is not a date (YYYY-MM-DD)"))?,
-            factor: factor
-                .parse()
-                .map_err(|_| format!("{factor:?} is not a number"))?,
-        })
+        let (from, factor) = date_and_factor(from, factor)?;
+        Ok(TariffChange { from, factor })
     }
 }
 
@@ -146,18 +140,26 @@ impl std::str::FromStr for DemandShift {
                 "{text:?} is not LOT:DATE:FACTOR (as 3:2025-10-06:2)"
             ));
         };
+        let (from, factor) = date_and_factor(from, factor)?;
         Ok(DemandShift {
             lot: lot
                 .parse()
                 .map_err(|_| format!("{lot:?} is not a lot index"))?,
-            from: from
-                .parse()
-                .map_err(|_| format!("{from:?} is not a date (YYYY-MM-DD)"))?,
-            factor: factor
-                .parse()
-                .map_err(|_| format!("{factor:?} is not a number"))?,
+            from,
+            factor,
         })
     }
+}
+
+/// The `DATE:FACTOR` tail of a change given on the command line.
+fn date_and_factor(from: &str, factor: &str) -> Result<(NaiveDate, f64), String> {
+    Ok((
+        from.parse()
+            .map_err(|_| format!("{from:?} is not a date (YYYY-MM-DD)"))?,
+        factor
+            .parse()
+            .map_err(|_| format!("{factor:?} is not a number"))?,
+    ))
 }
 
 impl Default for SimulationParams {
