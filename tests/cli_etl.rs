@@ -216,3 +216,158 @@ fn an_etl_killed_at_random_points_then_rerun_equals_an_uninterrupted_run() {
             .is_none_or(|hash| !hash.contains('@'))
     }));
 }
+
+/// The lines of a CSV's first column, after its header.
+fn first_column(path: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').next().expect("a field").to_owned())
+        .collect()
+}
+
+/// Precision and recall of `found` against `truth`.
+fn scores(
+    found: &std::collections::BTreeSet<String>,
+    truth: &std::collections::BTreeSet<String>,
+) -> (f64, f64) {
+    let hits = found.intersection(truth).count() as f64;
+    (
+        hits / (found.len() as f64).max(1.0),
+        hits / (truth.len() as f64).max(1.0),
+    )
+}
+
+#[test]
+fn the_reconciliation_finds_the_injected_unpaid_stays_and_orphan_payments() {
+    require_postgres!();
+    let database = FreshDatabase::create("cli_reconcile");
+    let dsn = database.dsn();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let city = dir.path().join("city");
+    let city_arg = city.to_str().expect("utf-8");
+    common::succeeded(&common::parkcast(&[
+        "simulate",
+        "--out",
+        city_arg,
+        "--lots",
+        "10",
+        "--days",
+        "14",
+        "--seed",
+        "11",
+        "--postgres",
+        &dsn,
+    ]));
+    let mut client = database.connect();
+    settle(&mut client);
+    common::succeeded(&etl(&dsn, &city).output().expect("etl runs"));
+    let out = dir.path().join("reconciliation");
+    let stdout = common::succeeded(&common::parkcast(&[
+        "reconcile",
+        "--warehouse",
+        city_arg,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert!(stdout.contains("stays without payment"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary.json"))
+            .expect("json");
+    let from = summary["from"].as_str().expect("from").to_owned();
+    let until = summary["until"].as_str().expect("until").to_owned();
+
+    // The truth the simulated backend recorded, restricted to what the report could see: stays
+    // that entered in its period and ended, payments whose paid period starts in it.
+    let stays: Vec<parkcast_warehouse::rows::ParkingSessionRow> = Warehouse::open(&city)
+        .expect("the city")
+        .read_rows()
+        .expect("sessions");
+    let finished_in_period: std::collections::BTreeSet<String> = stays
+        .iter()
+        .filter(|stay| stay.exit_ts.is_some())
+        .filter(|stay| {
+            let date = stay.entry_ts.date_naive().to_string();
+            date >= from && date <= until
+        })
+        .map(|stay| stay.session_id.clone())
+        .collect();
+    let unpaid_truth: std::collections::BTreeSet<String> = client
+        .query(
+            "SELECT id FROM sim_injected WHERE kind = 'unpaid_stay'",
+            &[],
+        )
+        .expect("the unpaid stays' truth")
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .filter(|session| finished_in_period.contains(session))
+        .collect();
+    let orphan_truth: std::collections::BTreeSet<String> = client
+        .query(
+            "SELECT i.id FROM sim_injected i JOIN payment p ON p.payment_id = i.id
+              WHERE i.kind = 'orphan_payment'
+                AND (p.paid_from AT TIME ZONE 'UTC')::date BETWEEN $1::text::date AND $2::text::date",
+            &[&from, &until],
+        )
+        .expect("the orphans' truth")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        unpaid_truth.len() >= 100 && orphan_truth.len() >= 20,
+        "{} {}",
+        unpaid_truth.len(),
+        orphan_truth.len()
+    );
+
+    let (unpaid_precision, unpaid_recall) =
+        scores(&first_column(&out.join("unpaid_stays.csv")), &unpaid_truth);
+    let (orphan_precision, orphan_recall) = scores(
+        &first_column(&out.join("orphan_payments.csv")),
+        &orphan_truth,
+    );
+    eprintln!(
+        "unpaid stays: precision {unpaid_precision:.4} recall {unpaid_recall:.4} ({} injected); \
+         orphan payments: precision {orphan_precision:.4} recall {orphan_recall:.4} ({} injected)",
+        unpaid_truth.len(),
+        orphan_truth.len()
+    );
+    for (name, score) in [
+        ("unpaid precision", unpaid_precision),
+        ("unpaid recall", unpaid_recall),
+        ("orphan precision", orphan_precision),
+        ("orphan recall", orphan_recall),
+    ] {
+        assert!(score >= 0.99, "{name} {score:.4}\n{stdout}");
+    }
+    // Overstays: the street stays that ended more than 5 minutes after what they prepaid (the
+    // sensors' stay against the allowed minutes), but for those with no valid payment.
+    let failed = first_column(&out.join("failed_payments.csv"));
+    let overstayed: std::collections::BTreeSet<String> = stays
+        .iter()
+        .filter(|stay| finished_in_period.contains(&stay.session_id))
+        .filter(|stay| {
+            !unpaid_truth.contains(&stay.session_id) && !failed.contains(&stay.session_id)
+        })
+        .filter(|stay| match (stay.allowed_minutes, stay.exit_ts) {
+            (Some(allowed), Some(exit)) => {
+                (exit - stay.entry_ts - chrono::Duration::minutes(i64::from(allowed))).num_minutes()
+                    > 5
+            }
+            _ => false,
+        })
+        .map(|stay| stay.session_id.clone())
+        .collect();
+    let (overstay_precision, overstay_recall) =
+        scores(&first_column(&out.join("overstays.csv")), &overstayed);
+    eprintln!(
+        "overstays: precision {overstay_precision:.4} recall {overstay_recall:.4} ({} by the sensors)",
+        overstayed.len()
+    );
+    assert!(overstayed.len() >= 100, "{}", overstayed.len());
+    assert!(
+        overstay_precision >= 0.99 && overstay_recall >= 0.99,
+        "{overstay_precision} {overstay_recall}"
+    );
+}

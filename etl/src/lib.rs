@@ -31,9 +31,13 @@
 //!   was loaded from (`etl_source`): transaction ids of another cluster mean nothing here.
 //!
 //! Deletes are not seen by a window; the schema refuses them (migration 2).
+//!
+//! [`reconcile`] then joins the loaded slips with the sensor archive's stays and lists the
+//! exceptions (stays without payment, payments without a stay, overstays).
 
 mod extract;
 mod merge;
+pub mod reconcile;
 
 use std::fs::{self, File};
 use std::path::PathBuf;
@@ -102,6 +106,9 @@ pub enum EtlError {
         /// The error.
         source: std::io::Error,
     },
+    /// There is nothing to reconcile, and why.
+    #[error("{0}")]
+    NothingToReconcile(String),
     /// The checkpoint file is not what this ETL writes.
     #[error("the checkpoint {path} is unreadable ({source}); remove it to reload from scratch")]
     Checkpoint {

@@ -12,6 +12,7 @@ mod ingest;
 mod models;
 mod opstore;
 mod query;
+mod reconcile;
 mod replay;
 mod retrain;
 mod serve;
@@ -98,6 +99,11 @@ pub enum Command {
     /// penalties. Incremental by transaction window, exactly once across crashes: a run killed
     /// anywhere is simply run again.
     Etl(etl::EtlArgs),
+    /// Join the payments `parkcast etl` loaded with the sensor archive's stays: each stay gets
+    /// its payments, tariff and fines, and the exceptions are counted, valued and listed (stays
+    /// without payment, payments that failed, payments without a stay, overstays fined or not)
+    /// as CSV files beside a summary.
+    Reconcile(reconcile::ReconcileArgs),
     /// Produce a warehouse's events (a simulated city, or the real Melbourne day with heartbeats)
     /// into the Kafka topics, in real time or accelerated.
     Replay(replay::ReplayArgs),
@@ -135,6 +141,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Warehouse(args) => warehouse::run(args),
         Command::Opstore(args) => opstore::run(args),
         Command::Etl(args) => etl::run(args, &cli.global),
+        Command::Reconcile(args) => reconcile::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Backtest(args) => backtest::run(args, &cli.global),
         Command::Train(args) => train::run(args, &cli.global),

@@ -40,6 +40,14 @@ pub fn thousands(value: u64) -> String {
     grouped
 }
 
+/// An amount in cents as units with two decimals and thousands separators: `-123456` as
+/// `-1,234.56`.
+pub fn cents(value: i64) -> String {
+    let sign = if value < 0 { "-" } else { "" };
+    let value = value.unsigned_abs();
+    format!("{sign}{}.{:02}", thousands(value / 100), value % 100)
+}
+
 /// Bytes as B, KiB or MiB.
 pub fn bytes(value: u64) -> String {
     match value {
@@ -60,6 +68,13 @@ pub fn percent(share: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cents_print_as_units_with_two_decimals() {
+        assert_eq!(cents(0), "0.00");
+        assert_eq!(cents(5), "0.05");
+        assert_eq!(cents(-123_456), "-1,234.56");
+    }
 
     #[test]
     fn numbers_are_grouped_by_thousands() {

@@ -1,0 +1,195 @@
+//! `parkcast reconcile`: the operational store's slips (loaded by `parkcast etl`) joined with the
+//! sensor archive's stays, and the exceptions listed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use comfy_table::Cell;
+use parkcast_etl::reconcile::{self, Reconciliation};
+use parkcast_tables::{cents, new_table, right, thousands};
+
+use super::args::WarehouseLocation;
+
+/// Arguments of `parkcast reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The warehouse holding the sensor archive's stays and the ETL's payments.
+    #[command(flatten)]
+    pub location: WarehouseLocation,
+    /// The `source` to reconcile (the name `parkcast etl --source` loaded the payments under).
+    #[arg(long, default_value = "simulated")]
+    pub source: String,
+    /// Longest stay expected, days: a stay's slips are looked for this long after its entry, and
+    /// stays this close to either end of the archive are left out.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub max_stay_days: u32,
+    /// Folder for the exception lists (CSV) and `summary.json`; default
+    /// `<warehouse>/reports/reconciliation`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: ReconcileArgs) -> Result<()> {
+    let warehouse = args.location.open()?;
+    let report = reconcile::reconcile(&warehouse, &args.source, args.max_stay_days)
+        .context("the reconciliation failed")?;
+    let out = args.out.unwrap_or_else(|| {
+        args.location
+            .warehouse
+            .join("reports")
+            .join("reconciliation")
+    });
+    write_lists(&report, &out)?;
+    print_summary(&report);
+    println!("exception lists: {}", out.display());
+    Ok(())
+}
+
+fn print_summary(report: &Reconciliation) {
+    let total = |items: &mut dyn Iterator<Item = i64>| items.sum::<i64>();
+    let fined = report
+        .overstays
+        .iter()
+        .filter(|overstay| overstay.penalty_cents > 0)
+        .count() as u64;
+    let mut table = new_table(&["", "count", "amount"]);
+    let rows: Vec<(String, Option<u64>, Option<i64>)> = vec![
+        (
+            "finished stays at lots that charge".to_owned(),
+            Some(report.stays),
+            None,
+        ),
+        (
+            "  paid (settled or pending; amount net of refunds)".to_owned(),
+            Some(report.paid_stays),
+            Some(report.paid_cents),
+        ),
+        (
+            "  payments still pending".to_owned(),
+            Some(report.pending_payments),
+            None,
+        ),
+        ("  refunded".to_owned(), None, Some(report.refunded_cents)),
+        (
+            "stays without payment (est. at the lot's mean)".to_owned(),
+            Some(report.unpaid.len() as u64),
+            Some(total(&mut report.unpaid.iter().map(|stay| stay.cents))),
+        ),
+        (
+            "stays whose payment failed".to_owned(),
+            Some(report.failed.len() as u64),
+            Some(total(&mut report.failed.iter().map(|stay| stay.cents))),
+        ),
+        (
+            "payments without a stay".to_owned(),
+            Some(report.orphans.len() as u64),
+            Some(total(
+                &mut report.orphans.iter().map(|payment| payment.cents),
+            )),
+        ),
+        (
+            format!("overstays ({fined} fined; amount: fines)"),
+            Some(report.overstays.len() as u64),
+            Some(total(
+                &mut report
+                    .overstays
+                    .iter()
+                    .map(|overstay| overstay.penalty_cents),
+            )),
+        ),
+    ];
+    for (label, count, amount) in rows {
+        table.add_row(vec![
+            Cell::new(label),
+            right(count.map(thousands).unwrap_or_default()),
+            right(amount.map(cents).unwrap_or_default()),
+        ]);
+    }
+    println!(
+        "{} stays entered {} .. {} (UTC dates)",
+        report.source, report.period.0, report.period.1
+    );
+    println!("{table}");
+}
+
+fn write_lists(report: &Reconciliation, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let csv = |name: &str| -> Result<csv::Writer<std::fs::File>> {
+        let path = out.join(name);
+        csv::Writer::from_path(&path).with_context(|| format!("creating {}", path.display()))
+    };
+    let mut unpaid = csv("unpaid_stays.csv")?;
+    unpaid.write_record([
+        "session_id",
+        "lot_id",
+        "entry_ts",
+        "exit_ts",
+        "estimated_cents",
+    ])?;
+    for stay in &report.unpaid {
+        unpaid.write_record([
+            stay.session_id.clone(),
+            stay.lot_id.clone(),
+            stay.entry_ts.to_rfc3339(),
+            stay.exit_ts.to_rfc3339(),
+            stay.cents.to_string(),
+        ])?;
+    }
+    unpaid.flush()?;
+    let mut failed = csv("failed_payments.csv")?;
+    failed.write_record(["session_id", "lot_id", "entry_ts", "exit_ts", "cents"])?;
+    for stay in &report.failed {
+        failed.write_record([
+            stay.session_id.clone(),
+            stay.lot_id.clone(),
+            stay.entry_ts.to_rfc3339(),
+            stay.exit_ts.to_rfc3339(),
+            stay.cents.to_string(),
+        ])?;
+    }
+    failed.flush()?;
+    let mut orphans = csv("orphan_payments.csv")?;
+    orphans.write_record(["slip_id", "session_id", "lot_id", "paid_ts", "cents"])?;
+    for payment in &report.orphans {
+        orphans.write_record([
+            payment.slip_id.clone(),
+            payment.session_id.clone(),
+            payment.lot_id.clone(),
+            payment.paid_ts.to_rfc3339(),
+            payment.cents.to_string(),
+        ])?;
+    }
+    orphans.flush()?;
+    let mut overstays = csv("overstays.csv")?;
+    overstays.write_record(["session_id", "lot_id", "minutes", "penalty_cents"])?;
+    for overstay in &report.overstays {
+        overstays.write_record([
+            overstay.session_id.clone(),
+            overstay.lot_id.clone(),
+            overstay.minutes.to_string(),
+            overstay.penalty_cents.to_string(),
+        ])?;
+    }
+    overstays.flush()?;
+    let summary = serde_json::json!({
+        "source": report.source,
+        "from": report.period.0,
+        "until": report.period.1,
+        "stays": report.stays,
+        "paid_stays": report.paid_stays,
+        "paid_cents": report.paid_cents,
+        "refunded_cents": report.refunded_cents,
+        "pending_payments": report.pending_payments,
+        "unpaid_stays": report.unpaid.len(),
+        "failed_payments": report.failed.len(),
+        "orphan_payments": report.orphans.len(),
+        "overstays": report.overstays.len(),
+    });
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_vec_pretty(&summary).expect("a summary serialises"),
+    )
+    .with_context(|| format!("writing {}", out.join("summary.json").display()))?;
+    Ok(())
+}
