@@ -272,6 +272,13 @@ fn the_reconciliation_finds_the_injected_unpaid_stays_and_orphan_payments() {
         out.to_str().expect("utf-8"),
     ]));
     assert!(stdout.contains("stays without payment"), "{stdout}");
+    // Every price rose at once (the default change): no price response can be learned from that.
+    let error = parkcast_training::price::estimate_elasticity(
+        &Warehouse::open(&city).expect("the city"),
+        "simulated",
+    )
+    .expect_err("a city-wide change identifies nothing");
+    assert!(error.to_string().contains("not identified"), "{error}");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary.json"))
             .expect("json");
@@ -369,5 +376,52 @@ fn the_reconciliation_finds_the_injected_unpaid_stays_and_orphan_payments() {
     assert!(
         overstay_precision >= 0.99 && overstay_recall >= 0.99,
         "{overstay_precision} {overstay_recall}"
+    );
+}
+
+#[test]
+fn the_learned_price_response_recovers_the_simulators_elasticity() {
+    require_postgres!();
+    let database = FreshDatabase::create("cli_price_response");
+    let dsn = database.dsn();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let city = dir.path().join("city");
+    // Street prices up 30% in week 3, shopping centres down 20% in week 4, commuter garages up 25%
+    // in week 5: changes that differ across lots, as the estimator needs.
+    common::succeeded(&common::parkcast(&[
+        "simulate",
+        "--out",
+        city.to_str().expect("utf-8"),
+        "--lots",
+        "20",
+        "--days",
+        "42",
+        "--seed",
+        "13",
+        "--postgres",
+        &dsn,
+        "--tariff-change",
+        "2025-09-15:1.3:street_zone",
+        "--tariff-change",
+        "2025-09-22:0.8:shopping_centre",
+        "--tariff-change",
+        "2025-09-29:1.25:commuter_garage",
+    ]));
+    let mut client = database.connect();
+    settle(&mut client);
+    common::succeeded(&etl(&dsn, &city).output().expect("etl runs"));
+    let warehouse = Warehouse::open(&city).expect("the city");
+    let response = parkcast_training::price::estimate_elasticity(&warehouse, "simulated")
+        .expect("a price response");
+    let truth = parkcast_training::simulate::demand::PRICE_ELASTICITY;
+    eprintln!(
+        "elasticity {:.3} (standard error {:.3}) from {} lot-days, {} lots with changes; the simulator's is {truth}",
+        response.elasticity, response.standard_error, response.lot_days, response.lots_with_changes
+    );
+    assert!(response.lots_with_changes >= 10, "{response:?}");
+    assert!(
+        (response.elasticity - truth).abs() <= 0.1,
+        "learned {:.3}, simulated {truth}",
+        response.elasticity
     );
 }

@@ -88,6 +88,7 @@ pub fn etl(options: &EtlOptions) -> Result<Report, Error> {
         tariff_changes: vec![TariffChange {
             from: start + chrono::Days::new(u64::from(options.days / 2)),
             factor: 1.2,
+            kind: None,
         }],
         ..SimulationParams::default()
     }

@@ -252,17 +252,7 @@ impl SimulatedBackend {
             }],
         )?;
 
-        // Price periods: the simulation's start, then each change (local midnight).
-        let mut changes = params.tariff_changes.clone();
-        changes.sort_by_key(|change| change.from);
-        let mut starts = vec![params.start_date];
-        starts.extend(
-            changes
-                .iter()
-                .map(|change| change.from)
-                .filter(|from| *from > params.start_date),
-        );
-        starts.dedup();
+        let changes = &params.tariff_changes;
         let mut zones_with_street = Vec::new();
         for lot in &city.lots {
             self.lots
@@ -280,6 +270,18 @@ impl SimulatedBackend {
                 LotKind::CommuterGarage => plans.push(SEASON_TICKET),
                 _ => {}
             }
+            // Price periods: the simulation's start, then each change of this kind's prices
+            // (from local midnight).
+            let mut starts = vec![params.start_date];
+            starts.extend(
+                changes
+                    .iter()
+                    .filter(|change| change.kind.is_none_or(|kind| kind == lot.kind))
+                    .map(|change| change.from)
+                    .filter(|from| *from > params.start_date),
+            );
+            starts.sort();
+            starts.dedup();
             let lot_scoped = lot.kind != LotKind::StreetZone;
             let scope = if lot_scoped {
                 lot.lot_id.clone()
@@ -288,7 +290,7 @@ impl SimulatedBackend {
             };
             for plan in plans {
                 for (index, start) in starts.iter().enumerate() {
-                    let priced = plan.on(*start, &changes);
+                    let priced = plan.on(lot.kind, *start, changes);
                     let valid_from = checked.day_start_utc(*start);
                     let valid_until = starts
                         .get(index + 1)

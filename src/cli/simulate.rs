@@ -63,10 +63,12 @@ pub struct SimulateArgs {
     /// shift the live-quality loop is tested on.
     #[arg(long = "demand-shift", value_name = "LOT:DATE:FACTOR")]
     pub demand_shifts: Vec<parkcast_training::simulate::params::DemandShift>,
-    /// A price change of every tariff, `DATE:FACTOR`: from that local date on, prices are
-    /// multiplied by FACTOR (`2025-10-15:1.2` raises them by 20%). Repeatable. With `--postgres`
-    /// and no change given, prices rise by 20% at the middle of the simulated days, so the
-    /// operational store holds a tariff changed mid-period.
+    /// A price change, `DATE:FACTOR[:KIND]`: from that local date on, the prices of every lot
+    /// (or of one kind: commuter_garage, shopping_centre, street_zone, nightlife, stadium) are
+    /// multiplied by FACTOR (`2025-10-15:1.2` raises them all by 20%), and their demand answers
+    /// with the simulator's price elasticity (-0.4). Repeatable. With `--postgres` and no change
+    /// given, prices rise by 20% at the middle of the simulated days, so the operational store
+    /// holds a tariff changed mid-period.
     #[arg(long = "tariff-change", value_name = "DATE:FACTOR")]
     pub tariff_changes: Vec<parkcast_training::simulate::TariffChange>,
     /// Also simulate the operator's backend: write customers, vehicles, tariffs, payments,
@@ -110,6 +112,7 @@ impl SimulateArgs {
         vec![parkcast_training::simulate::TariffChange {
             from: self.start + chrono::Days::new(u64::from(self.days / 2)),
             factor: 1.2,
+            kind: None,
         }]
     }
 }

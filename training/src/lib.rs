@@ -22,6 +22,7 @@ pub mod import;
 pub mod matrix;
 mod pairs;
 pub mod plot;
+pub mod price;
 pub mod progress;
 pub mod protocol;
 pub mod shards;

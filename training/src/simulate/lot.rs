@@ -358,8 +358,12 @@ impl<'city> LotSim<'city> {
             .filter(|shift| shift.lot == self.lot.index && day.date >= shift.from)
             .map(|shift| shift.factor)
             .product();
-        let level =
-            day.city_level * lot_noise * seasonal_factor(self.lot.kind, day.date, calendar) * shift;
+        let price = demand::price_response(self.lot.kind, day.date, &self.params.tariff_changes);
+        let level = day.city_level
+            * lot_noise
+            * seasonal_factor(self.lot.kind, day.date, calendar)
+            * shift
+            * price;
 
         let arrivals = self.draw_arrivals(day, level);
         for (arrival_ms, event_exit_ms) in arrivals {
@@ -447,7 +451,7 @@ impl<'city> LotSim<'city> {
         } else {
             demand::tariff(kind)
         }
-        .on(day.date, &self.params.tariff_changes);
+        .on(kind, day.date, &self.params.tariff_changes);
         let morning_commute = kind == LotKind::CommuterGarage
             && matches!(day.day_type, DayType::Weekday | DayType::Friday)
             && hour < 10;

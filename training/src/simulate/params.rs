@@ -2,6 +2,8 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
+
+use super::demand::LotKind;
 use parkcast_features::calendar::{COVERED_YEARS, CalendarError, HolidayCalendar, HolidayRegion};
 
 /// Why parameters were refused.
@@ -94,25 +96,50 @@ pub struct SimulationParams {
     pub tariff_changes: Vec<TariffChange>,
 }
 
-/// Every tariff's prices multiplied by `factor` from a local date on (rounded to 10 cents).
+/// The tariffs' prices (of every lot, or of one kind of lot) multiplied by `factor` from a local
+/// date on (rounded to 10 cents). Demand answers with [`super::demand::PRICE_ELASTICITY`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TariffChange {
     /// The first local date with the new prices.
     pub from: NaiveDate,
     /// Prices are multiplied by this.
     pub factor: f64,
+    /// The kind of lot whose prices change; `None`: every lot's.
+    pub kind: Option<LotKind>,
+}
+
+impl TariffChange {
+    /// Whether the change applies to a lot of `kind` on local date `date`.
+    pub fn applies(&self, kind: LotKind, date: NaiveDate) -> bool {
+        date >= self.from && self.kind.is_none_or(|only| only == kind)
+    }
 }
 
 impl std::str::FromStr for TariffChange {
     type Err = String;
 
-    /// `DATE:FACTOR`, as `2025-10-01:1.2`.
+    /// `DATE:FACTOR[:KIND]`, as `2025-10-01:1.2` or `2025-10-01:1.3:street_zone`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let Some((from, factor)) = text.split_once(':') else {
-            return Err(format!("{text:?} is not DATE:FACTOR (as 2025-10-01:1.2)"));
+        let mut parts = text.split(':');
+        let (Some(from), Some(factor), kind, None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!(
+                "{text:?} is not DATE:FACTOR[:KIND] (as 2025-10-01:1.2 or 2025-10-01:1.3:street_zone)"
+            ));
         };
         let (from, factor) = date_and_factor(from, factor)?;
-        Ok(TariffChange { from, factor })
+        let kind = kind
+            .map(|name| {
+                LotKind::from_name(name).ok_or_else(|| {
+                    format!(
+                        "{name:?} is not a kind of lot ({})",
+                        LotKind::ALL.map(LotKind::name).join(", ")
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(TariffChange { from, factor, kind })
     }
 }
 
