@@ -424,4 +424,41 @@ fn the_learned_price_response_recovers_the_simulators_elasticity() {
         "learned {:.3}, simulated {truth}",
         response.elasticity
     );
+
+    // A model trained on the city carries it, with each lot's price at the end of its data.
+    let registry = dir.path().join("models");
+    let mut args = vec![
+        "train",
+        "-w",
+        city.to_str().expect("utf-8"),
+        "--registry",
+        registry.to_str().expect("utf-8"),
+        "--force",
+    ];
+    args.extend_from_slice(&common::LOOP_TRAIN);
+    common::succeeded(&common::parkcast(&args));
+    let manifest = parkcast_inference::registry::Registry::open(&registry)
+        .list()
+        .expect("the registry lists")
+        .into_iter()
+        .find_map(|entry| entry.manifest.ok())
+        .expect("a published version");
+    let card = manifest
+        .card
+        .price_response
+        .expect("the model records its price response");
+    assert!(
+        (card.elasticity - response.elasticity).abs() < 1e-9,
+        "{card:?}"
+    );
+    // Street zones' 350 cents up 30%, shopping centres' 200 down 20%, commuters' 300 up 25%
+    // (rounded to 10 cents), nightlife's 250 and the stadium's 200 unchanged.
+    let prices: std::collections::BTreeSet<i64> =
+        card.reference_cents_per_hour.values().copied().collect();
+    assert!(
+        [460, 160, 380, 250, 200]
+            .iter()
+            .all(|price| prices.contains(price)),
+        "{prices:?}"
+    );
 }

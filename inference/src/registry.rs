@@ -153,6 +153,26 @@ pub struct ModelCard {
     /// Backtest metrics, per model and horizon; every number must be finite (JSON cannot store
     /// NaN or infinity).
     pub metrics: Vec<ManifestMetric>,
+    /// How the lots' arrivals answer their price, where the source has tariffs whose changes
+    /// identify it; absent otherwise (and in manifests written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_response: Option<PriceResponseCard>,
+}
+
+/// The price response a model was trained with: what a pricing what-if scales demand by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceResponseCard {
+    /// Arrivals scale with (price / reference price) to this power.
+    pub elasticity: f64,
+    /// Its standard error.
+    pub standard_error: f64,
+    /// Lot-days the estimate rests on.
+    pub lot_days: u64,
+    /// Lots whose price changed in the training data.
+    pub lots_with_changes: u64,
+    /// Each lot's hourly price in force at the end of the training data, cents: the reference
+    /// a what-if price is compared with. A lot absent here has no tariff.
+    pub reference_cents_per_hour: std::collections::BTreeMap<String, i64>,
 }
 
 /// What the caller hands over to publish a version.
@@ -870,6 +890,7 @@ mod tests {
                 coverage_95: None,
                 pairs: 1234,
             }],
+            price_response: None,
         }
     }
 

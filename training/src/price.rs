@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use parkcast_inference::registry::PriceResponseCard;
 use parkcast_warehouse::rows::{LotRow, TariffRow};
 use parkcast_warehouse::schema::Table;
 use parkcast_warehouse::{Warehouse, WarehouseError};
@@ -73,17 +74,7 @@ pub fn estimate_elasticity(
     warehouse: &Warehouse,
     source: &str,
 ) -> Result<PriceResponse, PriceError> {
-    let tariffs: Vec<TariffRow> = if warehouse.has_table(Table::DimTariff) {
-        warehouse
-            .read_rows::<TariffRow>()?
-            .into_iter()
-            .filter(|tariff| tariff.source == source)
-            // The hourly plans: event flat fees and free season tickets set no hourly price.
-            .filter(|tariff| tariff.flat_cents.is_none() && tariff.cents_per_hour > 0)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let tariffs = hourly_tariffs(warehouse, source)?;
     if tariffs.is_empty() {
         return Err(PriceError::NoTariffs(source.to_owned()));
     }
@@ -144,6 +135,43 @@ pub fn estimate_elasticity(
         lot_days: rows.len(),
         lots_with_changes,
     })
+}
+
+/// The price response of `source` with each lot's hourly price in force on `as_of` (UTC noon):
+/// what a published model records for pricing what-ifs.
+pub fn learn(
+    warehouse: &Warehouse,
+    source: &str,
+    as_of: NaiveDate,
+) -> Result<PriceResponseCard, PriceError> {
+    let response = estimate_elasticity(warehouse, source)?;
+    let tariffs = hourly_tariffs(warehouse, source)?;
+    let reference_cents_per_hour = warehouse
+        .read_rows::<LotRow>()?
+        .into_iter()
+        .filter(|lot| lot.source == source)
+        .filter_map(|lot| price_on(&tariffs, &lot, as_of).map(|price| (lot.lot_id, price)))
+        .collect();
+    Ok(PriceResponseCard {
+        elasticity: response.elasticity,
+        standard_error: response.standard_error,
+        lot_days: response.lot_days as u64,
+        lots_with_changes: response.lots_with_changes as u64,
+        reference_cents_per_hour,
+    })
+}
+
+/// `source`'s hourly plans: event flat fees and free season tickets set no hourly price.
+fn hourly_tariffs(warehouse: &Warehouse, source: &str) -> Result<Vec<TariffRow>, PriceError> {
+    if !warehouse.has_table(Table::DimTariff) {
+        return Ok(Vec::new());
+    }
+    Ok(warehouse
+        .read_rows::<TariffRow>()?
+        .into_iter()
+        .filter(|tariff| tariff.source == source)
+        .filter(|tariff| tariff.flat_cents.is_none() && tariff.cents_per_hour > 0)
+        .collect())
 }
 
 struct Observation {

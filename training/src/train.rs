@@ -319,6 +319,22 @@ pub fn train(
          80% intervals.\n",
     );
     report_md.push_str(&configuration_section(config.frozen.as_ref()));
+    // Where the source has tariffs whose changes identify it, the price response goes with the
+    // model (pricing what-ifs scale demand by it); otherwise the report says why not.
+    let price_response = match crate::price::learn(warehouse, &config.backtest.source, last_day) {
+        Ok(card) => {
+            report_md.push_str(&format!(
+                "\n## Price response\n\nArrivals scale with price to the power {:.3} (standard error \
+                 {:.3}; {} lot-days, {} lots whose price changed), against each lot's price on {last_day}.\n",
+                card.elasticity, card.standard_error, card.lot_days, card.lots_with_changes
+            ));
+            Some(card)
+        }
+        Err(error) => {
+            report_md.push_str(&format!("\n## Price response\n\nNone recorded: {error}.\n"));
+            None
+        }
+    };
     if let Some(record) = &config.frozen {
         attachments.push(("config.toml".to_owned(), record.toml.clone()));
     }
@@ -348,6 +364,7 @@ pub fn train(
             training_end: last_day,
             hyperparameters,
             metrics,
+            price_response,
         },
         model: &bytes,
         report_md: &report_md,

@@ -284,6 +284,7 @@ pub fn publish_bytes(
                 training_end: day(until_ms - 1).max(NaiveDate::MIN),
                 hyperparameters: serde_json::json!({}),
                 metrics: Vec::new(),
+                price_response: None,
             },
             model: bytes,
             report_md: "toy model for tests\n",
