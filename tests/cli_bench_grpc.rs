@@ -40,6 +40,7 @@ fn server_clock_ms(addr: SocketAddr) -> i64 {
                 lot_id: "sim:lot0000".to_owned(),
                 horizon_minutes: Vec::new(),
                 arrival_time_ms: 0,
+                price_per_hour: None,
             })
             .await
             .expect("an answer")

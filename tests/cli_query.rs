@@ -444,6 +444,7 @@ fn several_lots_are_one_batch_printed_as_a_table_with_forecasts_and_stale_reason
                     lot_id: (*lot_id).to_owned(),
                     horizon_minutes: vec![30, 60],
                     arrival_time_ms: 0,
+                    price_per_hour: None,
                 })
                 .collect(),
         })]
@@ -480,6 +481,7 @@ fn one_lot_is_a_get_and_its_json_line_carries_every_field() {
             lot_id: "BHM-001".to_owned(),
             horizon_minutes: vec![90],
             arrival_time_ms: 0,
+            price_per_hour: None,
         })]
     );
     let lines = json_lines(&stdout);
@@ -490,7 +492,34 @@ fn one_lot_is_a_get_and_its_json_line_carries_every_field() {
     assert_eq!(lot["model_version"], 3);
     assert_eq!(lot["forecasts"][0]["horizon_minutes"], 90);
     assert_eq!(lot["forecasts"][0]["free_high_95"], 12.0);
-    assert_eq!(lot.as_object().map(serde_json::Map::len), Some(13));
+    // Every field, the what-if's three null when none was asked.
+    assert_eq!(lot.as_object().map(serde_json::Map::len), Some(16));
+    assert!(lot["price_per_hour"].is_null() && lot["demand_factor"].is_null());
+}
+
+#[test]
+fn a_what_if_price_travels_with_the_request() {
+    let (address, received) = serve();
+    stdout_of(&parkcast(&[
+        "query",
+        "--lot",
+        "BHM-001",
+        "--horizons",
+        "30",
+        "--price",
+        "4.5",
+        "--addr",
+        &address,
+    ]));
+    assert_eq!(
+        calls(&received),
+        [Call::Get(GetAvailabilityRequest {
+            lot_id: "BHM-001".to_owned(),
+            horizon_minutes: vec![30],
+            arrival_time_ms: 0,
+            price_per_hour: Some(4.5),
+        })]
+    );
 }
 
 #[test]

@@ -201,6 +201,7 @@ impl RawClient {
             lot_id: LOT.to_owned(),
             horizon_minutes: Vec::new(),
             arrival_time_ms: 0,
+            price_per_hour: None,
         }
         .encode_to_vec();
         let mut body = vec![0u8];

@@ -170,6 +170,7 @@ async fn ask_all(
                 lot_id: lot_id.clone(),
                 horizon_minutes: Vec::new(),
                 arrival_time_ms: 0,
+                price_per_hour: None,
             })
             .await?
             .into_inner();
@@ -352,6 +353,7 @@ async fn every_replica_answers_every_lot() {
                         lot_id: lot_id.clone(),
                         horizon_minutes: Vec::new(),
                         arrival_time_ms: 0,
+                        price_per_hour: None,
                     })
                     .collect(),
             })
@@ -514,6 +516,7 @@ fn steady_requests(
                 lot_id: lot_id.clone(),
                 horizon_minutes: Vec::new(),
                 arrival_time_ms: 0,
+                price_per_hour: None,
             };
             let sent = Instant::now();
             let ok = match ask {
@@ -1005,6 +1008,7 @@ async fn wait_for_step(
                     lot_id: lot_id.clone(),
                     horizon_minutes: Vec::new(),
                     arrival_time_ms: 0,
+                    price_per_hour: None,
                 })
                 .await;
             let applied = answer.is_ok_and(|answer| {
@@ -1081,6 +1085,7 @@ async fn views(
             lot_id: lot_id.clone(),
             horizon_minutes: vec![15, 60],
             arrival_time_ms: 0,
+            price_per_hour: None,
         };
         match client.get_availability(request).await {
             Ok(answer) => views.insert(lot_id.clone(), forecast_view(&answer.into_inner())),
@@ -1103,6 +1108,7 @@ async fn differences(
             lot_id: lot_id.clone(),
             horizon_minutes: vec![15, 60],
             arrival_time_ms: 0,
+            price_per_hour: None,
         };
         let got = replica
             .get_availability(request.clone())

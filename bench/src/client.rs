@@ -57,6 +57,7 @@ pub(crate) async fn preflight(addr: &str, lot_id: &str, horizons: &[u32]) -> Res
         lot_id: lot_id.to_owned(),
         horizon_minutes,
         arrival_time_ms: 0,
+        price_per_hour: None,
     };
     let note = match client.get_availability(ask(horizons.to_vec())).await {
         Ok(_) => {

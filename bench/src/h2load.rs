@@ -365,6 +365,7 @@ pub fn h2load(options: &H2loadOptions) -> Result<Report, Error> {
         lot_id: options.lot.clone(),
         horizon_minutes: horizons.clone(),
         arrival_time_ms: 0,
+        price_per_hour: None,
     };
     let mut body = tempfile::NamedTempFile::new().context("failed to create the request file")?;
     body.write_all(&grpc_body(&request)?)
@@ -496,6 +497,7 @@ mod tests {
             lot_id: "sim:lot0000".to_owned(),
             horizon_minutes: vec![30, 60],
             arrival_time_ms: 0,
+            price_per_hour: None,
         };
         let body = grpc_body(&request).expect("a small request");
         assert_eq!(body[0], 0, "not compressed");

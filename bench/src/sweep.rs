@@ -319,6 +319,7 @@ pub(crate) async fn request_sweep(
             lot_id: lot_id.clone(),
             horizon_minutes: horizons.to_vec(),
             arrival_time_ms: 0,
+            price_per_hour: None,
         })
         .collect();
     let mut rows = Vec::with_capacity(rates.len());

@@ -334,6 +334,7 @@ fn live_picture(lot_id: &str) -> GetAvailabilityRequest {
         lot_id: lot_id.to_owned(),
         horizon_minutes: Vec::new(),
         arrival_time_ms: 0,
+        price_per_hour: None,
     }
 }
 

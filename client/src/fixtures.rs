@@ -40,6 +40,9 @@ pub fn lot() -> LotAvailability {
                 probability_any_free: 0.999,
             },
         ],
+        price_per_hour: None,
+        reference_price_per_hour: 0.0,
+        demand_factor: 1.0,
     }
 }
 

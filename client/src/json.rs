@@ -38,6 +38,9 @@ pub fn availability_json(lot: &LotAvailability) -> Value {
         "model_name": lot.model_name,
         "model_version": lot.model_version,
         "forecasts": lot.forecasts.iter().map(forecast_json).collect::<Vec<_>>(),
+        "price_per_hour": lot.price_per_hour,
+        "reference_price_per_hour": lot.price_per_hour.map(|_| lot.reference_price_per_hour),
+        "demand_factor": lot.price_per_hour.map(|_| lot.demand_factor),
     })
 }
 
@@ -195,6 +198,9 @@ mod tests {
                         "probability_any_free": 0.999,
                     },
                 ],
+                "price_per_hour": null,
+                "reference_price_per_hour": null,
+                "demand_factor": null,
             })
         );
     }

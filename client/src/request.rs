@@ -41,10 +41,12 @@ impl Ahead {
     }
 }
 
-/// One `GetAvailabilityRequest` per lot, all looking as far `ahead`.
+/// One `GetAvailabilityRequest` per lot, all looking as far `ahead`, as if priced at
+/// `price_per_hour` when one is given (a what-if; the server checks it).
 pub fn availability_requests(
     lot_ids: &[String],
     ahead: &Ahead,
+    price_per_hour: Option<f64>,
 ) -> Result<Vec<GetAvailabilityRequest>, ClientError> {
     if lot_ids.is_empty() {
         return Err(ClientError::NoLots);
@@ -61,6 +63,7 @@ pub fn availability_requests(
             lot_id: lot_id.clone(),
             horizon_minutes: horizons.clone(),
             arrival_time_ms,
+            price_per_hour,
         })
         .collect())
 }
@@ -173,8 +176,9 @@ mod tests {
 
     #[test]
     fn every_lot_asks_the_same_horizons_or_arrival() {
-        let by_horizons = availability_requests(&lots(&["a", "b"]), &Ahead::Horizons(vec![30, 60]))
-            .expect("valid requests");
+        let by_horizons =
+            availability_requests(&lots(&["a", "b"]), &Ahead::Horizons(vec![30, 60]), None)
+                .expect("valid requests");
         assert_eq!(by_horizons.len(), 2);
         assert!(
             by_horizons
@@ -184,18 +188,20 @@ mod tests {
         assert_eq!(by_horizons[1].lot_id, "b");
 
         let arrive_in = Ahead::Arrival(Arrival::In(Duration::from_secs(5_400)));
-        let request = availability_requests(&lots(&["a"]), &arrive_in).expect("a valid request");
+        let request =
+            availability_requests(&lots(&["a"]), &arrive_in, None).expect("a valid request");
         assert_eq!(request[0].horizon_minutes, [90]);
         assert_eq!(request[0].arrival_time_ms, 0);
 
         let time = DateTime::from_timestamp_millis(1_795_716_000_000).expect("a valid time");
         let arrive_at = Ahead::Arrival(Arrival::At(time));
-        let request = availability_requests(&lots(&["a"]), &arrive_at).expect("a valid request");
+        let request =
+            availability_requests(&lots(&["a"]), &arrive_at, None).expect("a valid request");
         assert!(request[0].horizon_minutes.is_empty());
         assert_eq!(request[0].arrival_time_ms, 1_795_716_000_000);
 
         assert!(matches!(
-            availability_requests(&[], &Ahead::Horizons(Vec::new())),
+            availability_requests(&[], &Ahead::Horizons(Vec::new()), None),
             Err(ClientError::NoLots)
         ));
     }

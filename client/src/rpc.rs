@@ -56,14 +56,15 @@ pub async fn connect(address: &str) -> Result<Channel, ClientError> {
 }
 
 /// Availability of lots: `GetAvailability` for one lot, `BatchGetAvailability` for several (one
-/// round trip, one consistent picture).
+/// round trip, one consistent picture); with `price_per_hour`, as if the lots were priced so.
 pub async fn availability(
     channel: Channel,
     lot_ids: &[String],
     ahead: &Ahead,
+    price_per_hour: Option<f64>,
     output: Output,
 ) -> Result<String, ClientError> {
-    let mut requests = availability_requests(lot_ids, ahead)?;
+    let mut requests = availability_requests(lot_ids, ahead, price_per_hour)?;
     let mut client = AvailabilityClient::new(channel);
     let lots = if requests.len() == 1 {
         let request = requests.remove(0);

@@ -154,6 +154,14 @@ pub fn availability_table(lots: &[LotAvailability]) -> String {
     if !horizons.is_empty() {
         text.push_str("forecasts: expected free slots [80% interval] · P(at least one free)\n");
     }
+    for lot in lots {
+        if let Some(price) = lot.price_per_hour {
+            text.push_str(&format!(
+                "what-if: {} at {price:.2}/h (priced {:.2}/h in the model's data): demand x{:.3}\n",
+                lot.lot_id, lot.reference_price_per_hour, lot.demand_factor
+            ));
+        }
+    }
     text.push_str(&stale_lines(lots));
     text
 }
@@ -574,6 +582,24 @@ forecasts: expected free slots [80% interval] · P(at least one free)
 stale: BHM-002: no event received for this lot yet (the numbers are the last known)
 ";
         assert_eq!(text, expected, "got:\n{text}");
+    }
+
+    #[test]
+    fn a_what_if_answer_says_its_price_and_the_demand_factor() {
+        let priced = LotAvailability {
+            price_per_hour: Some(6.0),
+            reference_price_per_hour: 3.0,
+            demand_factor: 0.758,
+            ..lot()
+        };
+        let text = availability_table(&[priced]);
+        assert!(
+            text.contains(
+                "what-if: BHM-001 at 6.00/h (priced 3.00/h in the model's data): demand x0.758"
+            ),
+            "{text}"
+        );
+        assert!(!availability_table(&[lot()]).contains("what-if"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ use crate::requests::{
     AvailabilityQuery, RequestLimits, SearchQuery, When, check_batch, check_get, check_lot,
     check_search, check_watch,
 };
-use crate::scoring::{LotAnswer, Scoring, forecast_at};
+use crate::scoring::{LotAnswer, Scoring, forecast_at_scaled};
 use crate::status::ServiceError;
 use crate::topology::{LotIndex, TopologyIndex};
 
@@ -231,7 +231,42 @@ impl ServiceContext {
         if strict && !targets.is_empty() && ready.model.is_none() {
             return Err(ServiceError::NoModel);
         }
-        Ok(self.availability(query.lot, &ready, now_ms, &targets))
+        let what_if = query
+            .price_per_hour
+            .map(|price| self.what_if(query.lot, &ready, price))
+            .transpose()?;
+        Ok(self.availability(query.lot, &ready, now_ms, &targets, what_if))
+    }
+
+    /// What a what-if price does to a lot's demand under the active model's price response.
+    fn what_if(
+        &self,
+        lot: LotIndex,
+        ready: &LotAnswer,
+        price: f64,
+    ) -> Result<WhatIf, ServiceError> {
+        let served = ready.model.as_ref().ok_or(ServiceError::NoModel)?;
+        let response = served
+            .manifest
+            .card
+            .price_response
+            .as_ref()
+            .ok_or_else(|| ServiceError::NoPriceResponse {
+                name: served.manifest.card.name.clone(),
+                version: served.manifest.version,
+            })?;
+        let lot_id = self.lot_id(lot);
+        let reference_cents = *response
+            .reference_cents_per_hour
+            .get(&lot_id)
+            .filter(|cents| **cents > 0)
+            .ok_or(ServiceError::NoTariff { lot_id })?;
+        let reference = reference_cents as f64 / 100.0;
+        Ok(WhatIf {
+            price,
+            reference,
+            demand_factor: (price / reference).powf(response.elasticity),
+        })
     }
 
     /// The id of lot `lot`.
@@ -244,7 +279,7 @@ impl ServiceContext {
     pub fn lot_answer(&self, lot: LotIndex, horizons_minutes: &[u32]) -> LotAvailability {
         let now_ms = self.scoring.now_ms();
         let targets = targets(&When::Horizons(horizons_minutes.to_vec()), now_ms);
-        self.availability(lot, &self.scoring.answer(lot), now_ms, &targets)
+        self.availability(lot, &self.scoring.answer(lot), now_ms, &targets, None)
     }
 
     fn availability(
@@ -253,7 +288,9 @@ impl ServiceContext {
         ready: &LotAnswer,
         now_ms: i64,
         targets: &[(u32, i64)],
+        what_if: Option<WhatIf>,
     ) -> LotAvailability {
+        let demand_factor = what_if.map_or(1.0, |what_if| what_if.demand_factor);
         let topology = &self.scoring.topology().lots()[lot as usize];
         let capacity = topology.capacity;
         let data_age_ms = ready.data_age_ms(now_ms);
@@ -285,7 +322,7 @@ impl ServiceContext {
                         .then(|| (now_ms, f64::from(occupied) / f64::from(capacity)));
                     let capacity_f = f64::from(capacity);
                     for &(minutes, target_ms) in targets {
-                        let Some(point) = forecast_at(
+                        let Some(point) = forecast_at_scaled(
                             |horizon| {
                                 served
                                     .model
@@ -294,6 +331,7 @@ impl ServiceContext {
                             forecast,
                             live,
                             target_ms,
+                            demand_factor,
                         ) else {
                             reasons.push(format!(
                                 "no forecast: the last one (from {} s ago) does not reach this far",
@@ -338,8 +376,22 @@ impl ServiceContext {
                 .as_ref()
                 .map_or(0, |served| served.manifest.version),
             forecasts,
+            price_per_hour: what_if.map(|what_if| what_if.price),
+            reference_price_per_hour: what_if.map_or(0.0, |what_if| what_if.reference),
+            demand_factor,
         }
     }
+}
+
+/// A what-if price's effect on one lot.
+#[derive(Debug, Clone, Copy)]
+struct WhatIf {
+    /// The price asked, per hour.
+    price: f64,
+    /// The lot's price the model knows, per hour.
+    reference: f64,
+    /// Demand is multiplied by this.
+    demand_factor: f64,
 }
 
 /// The `Availability` service.
@@ -557,8 +609,13 @@ impl AvailabilityService {
             // Arriving now with no model: the live picture, not an answer made stale by the
             // missing forecast.
             let now_only = minutes == 0 && ready.model.is_none();
-            let availability =
-                context.availability(lot, &ready, now_ms, if now_only { &[] } else { &targets });
+            let availability = context.availability(
+                lot,
+                &ready,
+                now_ms,
+                if now_only { &[] } else { &targets },
+                None,
+            );
             let probability = match availability.forecasts.first() {
                 Some(forecast) => forecast.probability_any_free,
                 // Arriving now without a forecast: the live count, if fresh.
@@ -902,6 +959,7 @@ impl Watch {
                 &AvailabilityQuery {
                     lot,
                     when: When::Horizons(self.horizons.clone()),
+                    price_per_hour: None,
                 },
                 now_ms,
                 false,

@@ -103,6 +103,11 @@ pub enum RequestError {
     /// `lot_id` is empty.
     #[error("lot_id is empty")]
     MissingLot,
+    /// A what-if price that is not a positive, finite amount.
+    #[error(
+        "price_per_hour must be a positive, finite amount per hour in the lot's currency (e.g. 4.50), got {0}"
+    )]
+    BadPrice(f64),
     /// No such lot.
     #[error("lot {} is not known", quoted(.0))]
     UnknownLot(String),
@@ -210,12 +215,14 @@ pub enum When {
 }
 
 /// A checked `GetAvailability`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AvailabilityQuery {
     /// The lot.
     pub lot: LotIndex,
     /// When.
     pub when: When,
+    /// A what-if hourly price (positive, finite), in the currency's units.
+    pub price_per_hour: Option<f64>,
 }
 
 /// A checked `SearchNearby`.
@@ -302,7 +309,16 @@ pub fn check_get(
             When::Horizons(horizons)
         }
     };
-    Ok(AvailabilityQuery { lot, when })
+    if let Some(price) = request.price_per_hour
+        && !(price.is_finite() && price > 0.0)
+    {
+        return Err(RequestError::BadPrice(price));
+    }
+    Ok(AvailabilityQuery {
+        lot,
+        when,
+        price_per_hour: request.price_per_hour,
+    })
 }
 
 /// Checks a `BatchGetAvailability` request.
@@ -416,6 +432,7 @@ pub fn check_watch(
         lot_id: request.lot_ids[0].clone(),
         horizon_minutes: request.horizon_minutes.clone(),
         arrival_time_ms: 0,
+        price_per_hour: None,
     };
     let When::Horizons(horizons) = check_get(&single, topology, limits, 0)?.when else {
         unreachable!("a request without an arrival time asks for horizons");
@@ -442,6 +459,7 @@ mod tests {
             lot_id: lot.to_owned(),
             horizon_minutes: horizons.to_vec(),
             arrival_time_ms: arrival,
+            price_per_hour: None,
         }
     }
 
@@ -459,7 +477,8 @@ mod tests {
             check(&get("b", &[60, 15, 60], 0)),
             Ok(AvailabilityQuery {
                 lot: 1,
-                when: When::Horizons(vec![15, 60])
+                when: When::Horizons(vec![15, 60]),
+                price_per_hour: None,
             })
         );
         assert_eq!(

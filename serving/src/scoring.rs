@@ -317,6 +317,19 @@ pub fn forecast_at<'a>(
     now: Option<(i64, f64)>,
     target_ms: i64,
 ) -> Option<PointForecast> {
+    forecast_at_scaled(calibration_of, forecast, now, target_ms, 1.0)
+}
+
+/// [`forecast_at`] with demand scaled by `demand_factor` (a what-if price's): the expected rate is
+/// multiplied by it (at most full), and the intervals and probabilities come from the same
+/// calibrated distribution around the scaled rate.
+pub fn forecast_at_scaled<'a>(
+    calibration_of: impl Fn(u32) -> Option<&'a ResidualCalibration>,
+    forecast: &LotForecast,
+    now: Option<(i64, f64)>,
+    target_ms: i64,
+    demand_factor: f64,
+) -> Option<PointForecast> {
     let now_ms = now.map_or(i64::MIN, |(now_ms, _)| now_ms);
     let ahead: Vec<_> = forecast
         .horizons
@@ -358,7 +371,12 @@ pub fn forecast_at<'a>(
             }
         }
     };
-    Some(point(calibration, rate, scale, forecast.capacity))
+    Some(point(
+        calibration,
+        rate * demand_factor,
+        scale,
+        forecast.capacity,
+    ))
 }
 
 fn point(calibration: &ResidualCalibration, rate: f64, scale: f64, capacity: f64) -> PointForecast {

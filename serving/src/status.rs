@@ -55,6 +55,24 @@ pub enum ServiceError {
     /// `GetAvailability` or `BatchGetAvailability` asked for forecasts while no model is active.
     #[error("no model is active yet; ask without horizons or arrival time for the live picture")]
     NoModel,
+    /// A what-if price for a lot the active model knows no tariff of.
+    #[error(
+        "lot {lot_id:?} has no tariff in the active model's data: a what-if price has nothing to be compared with"
+    )]
+    NoTariff {
+        /// The lot asked for.
+        lot_id: String,
+    },
+    /// A what-if price while the active model has no price response.
+    #[error(
+        "the active model {name} v{version} has no price response (its training data had no price changes that identify one), so it cannot answer a what-if price"
+    )]
+    NoPriceResponse {
+        /// The model.
+        name: String,
+        /// Its version.
+        version: u32,
+    },
     /// `SearchNearby` asked for an arrival time while no model is active.
     #[error("no model is active yet; search without an arrival time for the live picture")]
     NoModelForArrival,
@@ -163,7 +181,12 @@ impl From<ServiceError> for Status {
             ServiceError::MissingToken | ServiceError::WrongToken => {
                 Status::unauthenticated(refusal.to_string())
             }
-            ServiceError::EmptyModelName => Status::invalid_argument(refusal.to_string()),
+            ServiceError::EmptyModelName | ServiceError::NoTariff { .. } => {
+                Status::invalid_argument(refusal.to_string())
+            }
+            ServiceError::NoPriceResponse { .. } => {
+                Status::failed_precondition(refusal.to_string())
+            }
             ServiceError::Registry { error, asked, root } => {
                 let message = client_message(&error.to_string(), &[asked], Some(root));
                 match model_fault(error) {
@@ -203,6 +226,7 @@ fn request_code(error: &RequestError) -> tonic::Code {
         RequestError::UnknownLot(_) => tonic::Code::NotFound,
         RequestError::InBatch { error: inner, .. } => request_code(inner),
         RequestError::MissingLot
+        | RequestError::BadPrice(_)
         | RequestError::HorizonNotServed { .. }
         | RequestError::TooManyHorizons { .. }
         | RequestError::HorizonsAndArrival

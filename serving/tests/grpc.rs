@@ -100,6 +100,8 @@ struct Setup {
     wide_on: Option<DayType>,
     /// A public holiday of the toy model's calendar ([`common::Toy::holiday`]).
     holiday: Option<chrono::NaiveDate>,
+    /// The toy model's price response ([`common::Toy::priced`]).
+    priced: Option<(f64, &'static [(&'static str, i64)])>,
 }
 
 impl Default for Setup {
@@ -111,6 +113,7 @@ impl Default for Setup {
             limits: RequestLimits::default(),
             wide_on: None,
             holiday: None,
+            priced: None,
         }
     }
 }
@@ -124,6 +127,7 @@ async fn fixture_with(setup: Setup) -> Fixture {
         limits,
         wide_on,
         holiday,
+        priced,
     } = setup;
     let topology = TopologyIndex::new(LOTS.iter().map(|(lot, capacity)| {
         (
@@ -161,6 +165,7 @@ async fn fixture_with(setup: Setup) -> Fixture {
             sessions,
             wide_on,
             holiday,
+            priced,
             ..common::Toy::default()
         },
     );
@@ -238,6 +243,7 @@ fn get(lot: &str, horizons: &[u32], arrival: i64) -> GetAvailabilityRequest {
         lot_id: lot.to_owned(),
         horizon_minutes: horizons.to_vec(),
         arrival_time_ms: arrival,
+        price_per_hour: None,
     }
 }
 
@@ -1790,4 +1796,97 @@ async fn shadow_rpcs_need_the_token_and_report_the_candidate_beside_the_active_m
         .await
         .expect_err("no active model");
     assert_eq!(status.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn a_what_if_price_scales_demand_by_the_models_price_response() {
+    let fixture = fixture_with(Setup {
+        priced: Some((-0.4, &[("north", 300), ("east", 300)])),
+        ..Setup::default()
+    })
+    .await;
+    let mut client = fixture.availability().await;
+    let base = client
+        .get_availability(get("east", &[15, 60, 120], 0))
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert_eq!((base.price_per_hour, base.demand_factor), (None, 1.0));
+    for (price, factor) in [(6.0, 2.0_f64.powf(-0.4)), (1.5, 0.5_f64.powf(-0.4))] {
+        let mut request = get("east", &[15, 60, 120], 0);
+        request.price_per_hour = Some(price);
+        let what_if = client
+            .get_availability(request)
+            .await
+            .expect("a what-if answer")
+            .into_inner();
+        assert_eq!(what_if.price_per_hour, Some(price));
+        assert_eq!(what_if.reference_price_per_hour, 3.0);
+        assert!(
+            (what_if.demand_factor - factor).abs() < 1e-12,
+            "{what_if:?}"
+        );
+        assert_eq!(what_if.forecasts.len(), 3);
+        for (plain, priced) in base.forecasts.iter().zip(&what_if.forecasts) {
+            // The same forecast with demand scaled: the expected rate times the factor.
+            let rate = 1.0 - plain.expected_free / 20.0;
+            let expected_free = 20.0 * (1.0 - (rate * factor).clamp(0.0, 1.0));
+            assert!(
+                (priced.expected_free - expected_free).abs() < 1e-9,
+                "{priced:?} vs {plain:?}"
+            );
+            // A dearer lot is likelier to have a free slot, a cheaper one less.
+            if factor < 1.0 {
+                assert!(priced.probability_any_free >= plain.probability_any_free);
+            } else {
+                assert!(priced.probability_any_free <= plain.probability_any_free);
+            }
+        }
+    }
+
+    let refused = |lot: &str, price: f64| {
+        let mut request = get(lot, &[60], 0);
+        request.price_per_hour = Some(price);
+        request
+    };
+    for (request, code, words) in [
+        (
+            refused("east", -2.0),
+            tonic::Code::InvalidArgument,
+            "price_per_hour must be a positive",
+        ),
+        (refused("east", 0.0), tonic::Code::InvalidArgument, "got 0"),
+        (
+            refused("east", f64::NAN),
+            tonic::Code::InvalidArgument,
+            "got NaN",
+        ),
+        (
+            refused("south", 4.0),
+            tonic::Code::InvalidArgument,
+            "\"south\" has no tariff",
+        ),
+    ] {
+        let status = client.get_availability(request).await.expect_err("refused");
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().contains(words), "{}", status.message());
+    }
+}
+
+#[tokio::test]
+async fn a_model_without_a_price_response_refuses_a_what_if_and_says_why() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let mut request = get("north", &[60], 0);
+    request.price_per_hour = Some(4.0);
+    let status = client
+        .get_availability(request)
+        .await
+        .expect_err("no price response");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("toy v1 has no price response"),
+        "{}",
+        status.message()
+    );
 }

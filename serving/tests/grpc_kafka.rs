@@ -127,6 +127,7 @@ async fn produced_events_are_visible_and_scored_over_grpc() {
         lot_id: "north".to_owned(),
         horizon_minutes: vec![30, 60],
         arrival_time_ms: 0,
+        price_per_hour: None,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let answer = loop {

@@ -72,6 +72,11 @@ pub struct LotsArgs {
     /// Arrive at this time, RFC 3339 (`2026-11-26T18:00:00Z`).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub arrival: Option<DateTime<Utc>>,
+    /// What-if: forecast as if the lots' hourly price were this (their currency's units, e.g.
+    /// 4.50), under the active model's price response. The server refuses it for a lot without a
+    /// tariff or a model without a price response.
+    #[arg(long, value_name = "PER_HOUR")]
+    pub price: Option<f64>,
 }
 
 impl LotsArgs {
@@ -81,6 +86,7 @@ impl LotsArgs {
             || !self.horizons.is_empty()
             || self.arrival_in.is_some()
             || self.arrival.is_some()
+            || self.price.is_some()
     }
 }
 
@@ -214,7 +220,8 @@ pub fn run(args: QueryArgs) -> Result<()> {
                     Some(arrival) => Ahead::Arrival(arrival),
                     None => Ahead::Horizons(lots.horizons),
                 };
-                parkcast_client::availability(channel, &lots.lot, &ahead, output).await?
+                parkcast_client::availability(channel, &lots.lot, &ahead, lots.price, output)
+                    .await?
             }
             Some(QueryCommand::Search(search)) => {
                 let query = SearchQuery {

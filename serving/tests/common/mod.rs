@@ -23,7 +23,7 @@ use parkcast_inference::artifact::{BundleLot, MODEL_FILE_FORMAT, ModelBundle};
 use parkcast_inference::model::{
     Forecaster, ForecasterParams, HorizonRows, LinearParams, SavedModel,
 };
-use parkcast_inference::registry::{Manifest, ModelCard, NewVersion, Registry};
+use parkcast_inference::registry::{Manifest, ModelCard, NewVersion, PriceResponseCard, Registry};
 use parkcast_serving::live::{GridRule, LiveState, LotChange};
 use parkcast_serving::scoring::LiveSource;
 use parkcast_serving::topology::TopologyIndex;
@@ -91,6 +91,9 @@ pub struct Toy {
     pub wide_on: Option<DayType>,
     /// A public holiday of the lots' calendar (region `XX`), carried in the model file.
     pub holiday: Option<chrono::NaiveDate>,
+    /// A price response in the manifest: the elasticity and each priced lot's hourly price,
+    /// cents (a lot left out has no tariff).
+    pub priced: Option<(f64, &'static [(&'static str, i64)])>,
 }
 
 /// Session entries of a toy lot with sessions over `[from_ms, until_ms)`: 0 to 3 in each grid step,
@@ -243,13 +246,23 @@ pub fn publish_toy(
         lot_hour_mae: BTreeMap::new(),
         lot_error_spread: BTreeMap::new(),
     };
-    publish_bytes(
+    publish_bytes_priced(
         registry,
         name,
         &bundle.to_bytes().expect("the bundle serializes"),
         params,
         from_ms,
         until_ms,
+        toy.priced.map(|(elasticity, prices)| PriceResponseCard {
+            elasticity,
+            standard_error: 0.0,
+            lot_days: 0,
+            lots_with_changes: 0,
+            reference_cents_per_hour: prices
+                .iter()
+                .map(|(lot, cents)| ((*lot).to_owned(), *cents))
+                .collect(),
+        }),
     )
 }
 
@@ -261,6 +274,19 @@ pub fn publish_bytes(
     params: FeatureParams,
     from_ms: i64,
     until_ms: i64,
+) -> Manifest {
+    publish_bytes_priced(registry, name, bytes, params, from_ms, until_ms, None)
+}
+
+/// [`publish_bytes`] with a price response in the manifest.
+pub fn publish_bytes_priced(
+    registry: &Path,
+    name: &str,
+    bytes: &[u8],
+    params: FeatureParams,
+    from_ms: i64,
+    until_ms: i64,
+    price_response: Option<PriceResponseCard>,
 ) -> Manifest {
     let day = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
@@ -284,7 +310,7 @@ pub fn publish_bytes(
                 training_end: day(until_ms - 1).max(NaiveDate::MIN),
                 hyperparameters: serde_json::json!({}),
                 metrics: Vec::new(),
-                price_response: None,
+                price_response,
             },
             model: bytes,
             report_md: "toy model for tests\n",
