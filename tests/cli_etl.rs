@@ -88,6 +88,35 @@ fn extracted(stdout: &str, table: &str) -> u64 {
         .unwrap_or_else(|_| panic!("rows of {line}"))
 }
 
+/// Simulates a city of `lots` x `days` (seed `seed`, and `extra` flags) into `city` with its
+/// backend in `database`, and waits until its writes are all visible to an ETL window.
+fn simulate_with_backend(
+    city: &Path,
+    database: &FreshDatabase,
+    (lots, days, seed): (&str, &str, &str),
+    extra: &[&str],
+) -> postgres::Client {
+    let dsn = database.dsn();
+    let mut args = vec![
+        "simulate",
+        "--out",
+        city.to_str().expect("utf-8"),
+        "--lots",
+        lots,
+        "--days",
+        days,
+        "--seed",
+        seed,
+        "--postgres",
+        &dsn,
+    ];
+    args.extend_from_slice(extra);
+    common::succeeded(&common::parkcast(&args));
+    let mut client = database.connect();
+    settle(&mut client);
+    client
+}
+
 #[test]
 fn an_etl_killed_at_random_points_then_rerun_equals_an_uninterrupted_run() {
     require_postgres!();
@@ -95,21 +124,7 @@ fn an_etl_killed_at_random_points_then_rerun_equals_an_uninterrupted_run() {
     let dsn = database.dsn();
     let dir = tempfile::tempdir().expect("a temporary folder");
     let city = dir.path().join("city");
-    common::succeeded(&common::parkcast(&[
-        "simulate",
-        "--out",
-        city.to_str().expect("utf-8"),
-        "--lots",
-        "10",
-        "--days",
-        "14",
-        "--seed",
-        "5",
-        "--postgres",
-        &dsn,
-    ]));
-    let mut client = database.connect();
-    settle(&mut client);
+    let mut client = simulate_with_backend(&city, &database, ("10", "14", "5"), &[]);
     let uninterrupted = dir.path().join("uninterrupted");
     let crashed = dir.path().join("crashed");
     copy_dir(&city, &uninterrupted);
@@ -247,21 +262,7 @@ fn the_reconciliation_finds_the_injected_unpaid_stays_and_orphan_payments() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let city = dir.path().join("city");
     let city_arg = city.to_str().expect("utf-8");
-    common::succeeded(&common::parkcast(&[
-        "simulate",
-        "--out",
-        city_arg,
-        "--lots",
-        "10",
-        "--days",
-        "14",
-        "--seed",
-        "11",
-        "--postgres",
-        &dsn,
-    ]));
-    let mut client = database.connect();
-    settle(&mut client);
+    let mut client = simulate_with_backend(&city, &database, ("10", "14", "11"), &[]);
     common::succeeded(&etl(&dsn, &city).output().expect("etl runs"));
     let out = dir.path().join("reconciliation");
     let stdout = common::succeeded(&common::parkcast(&[
@@ -388,27 +389,19 @@ fn the_learned_price_response_recovers_the_simulators_elasticity() {
     let city = dir.path().join("city");
     // Street prices up 30% in week 3, shopping centres down 20% in week 4, commuter garages up 25%
     // in week 5: changes that differ across lots, as the estimator needs.
-    common::succeeded(&common::parkcast(&[
-        "simulate",
-        "--out",
-        city.to_str().expect("utf-8"),
-        "--lots",
-        "20",
-        "--days",
-        "42",
-        "--seed",
-        "13",
-        "--postgres",
-        &dsn,
-        "--tariff-change",
-        "2025-09-15:1.3:street_zone",
-        "--tariff-change",
-        "2025-09-22:0.8:shopping_centre",
-        "--tariff-change",
-        "2025-09-29:1.25:commuter_garage",
-    ]));
-    let mut client = database.connect();
-    settle(&mut client);
+    simulate_with_backend(
+        &city,
+        &database,
+        ("20", "42", "13"),
+        &[
+            "--tariff-change",
+            "2025-09-15:1.3:street_zone",
+            "--tariff-change",
+            "2025-09-22:0.8:shopping_centre",
+            "--tariff-change",
+            "2025-09-29:1.25:commuter_garage",
+        ],
+    );
     common::succeeded(&etl(&dsn, &city).output().expect("etl runs"));
     let warehouse = Warehouse::open(&city).expect("the city");
     let response = parkcast_training::price::estimate_elasticity(&warehouse, "simulated")

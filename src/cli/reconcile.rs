@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use comfy_table::Cell;
-use parkcast_etl::reconcile::{self, Reconciliation};
+use parkcast_etl::reconcile::{self, Reconciliation, StayException};
 use parkcast_tables::{cents, new_table, right, thousands};
 
 use super::args::WarehouseLocation;
@@ -115,63 +115,65 @@ fn print_summary(report: &Reconciliation) {
 
 fn write_lists(report: &Reconciliation, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let csv = |name: &str| -> Result<csv::Writer<std::fs::File>> {
-        let path = out.join(name);
-        csv::Writer::from_path(&path).with_context(|| format!("creating {}", path.display()))
+    let stays = |stays: &[StayException]| -> Vec<Vec<String>> {
+        stays
+            .iter()
+            .map(|stay| {
+                vec![
+                    stay.session_id.clone(),
+                    stay.lot_id.clone(),
+                    stay.entry_ts.to_rfc3339(),
+                    stay.exit_ts.to_rfc3339(),
+                    stay.cents.to_string(),
+                ]
+            })
+            .collect()
     };
-    let mut unpaid = csv("unpaid_stays.csv")?;
-    unpaid.write_record([
-        "session_id",
-        "lot_id",
-        "entry_ts",
-        "exit_ts",
-        "estimated_cents",
-    ])?;
-    for stay in &report.unpaid {
-        unpaid.write_record([
-            stay.session_id.clone(),
-            stay.lot_id.clone(),
-            stay.entry_ts.to_rfc3339(),
-            stay.exit_ts.to_rfc3339(),
-            stay.cents.to_string(),
-        ])?;
-    }
-    unpaid.flush()?;
-    let mut failed = csv("failed_payments.csv")?;
-    failed.write_record(["session_id", "lot_id", "entry_ts", "exit_ts", "cents"])?;
-    for stay in &report.failed {
-        failed.write_record([
-            stay.session_id.clone(),
-            stay.lot_id.clone(),
-            stay.entry_ts.to_rfc3339(),
-            stay.exit_ts.to_rfc3339(),
-            stay.cents.to_string(),
-        ])?;
-    }
-    failed.flush()?;
-    let mut orphans = csv("orphan_payments.csv")?;
-    orphans.write_record(["slip_id", "session_id", "lot_id", "paid_ts", "cents"])?;
-    for payment in &report.orphans {
-        orphans.write_record([
-            payment.slip_id.clone(),
-            payment.session_id.clone(),
-            payment.lot_id.clone(),
-            payment.paid_ts.to_rfc3339(),
-            payment.cents.to_string(),
-        ])?;
-    }
-    orphans.flush()?;
-    let mut overstays = csv("overstays.csv")?;
-    overstays.write_record(["session_id", "lot_id", "minutes", "penalty_cents"])?;
-    for overstay in &report.overstays {
-        overstays.write_record([
-            overstay.session_id.clone(),
-            overstay.lot_id.clone(),
-            overstay.minutes.to_string(),
-            overstay.penalty_cents.to_string(),
-        ])?;
-    }
-    overstays.flush()?;
+    let stay_header =
+        |amount: &'static str| ["session_id", "lot_id", "entry_ts", "exit_ts", amount];
+    write_csv(
+        &out.join("unpaid_stays.csv"),
+        &stay_header("estimated_cents"),
+        stays(&report.unpaid),
+    )?;
+    write_csv(
+        &out.join("failed_payments.csv"),
+        &stay_header("cents"),
+        stays(&report.failed),
+    )?;
+    write_csv(
+        &out.join("orphan_payments.csv"),
+        &["slip_id", "session_id", "lot_id", "paid_ts", "cents"],
+        report
+            .orphans
+            .iter()
+            .map(|payment| {
+                vec![
+                    payment.slip_id.clone(),
+                    payment.session_id.clone(),
+                    payment.lot_id.clone(),
+                    payment.paid_ts.to_rfc3339(),
+                    payment.cents.to_string(),
+                ]
+            })
+            .collect(),
+    )?;
+    write_csv(
+        &out.join("overstays.csv"),
+        &["session_id", "lot_id", "minutes", "penalty_cents"],
+        report
+            .overstays
+            .iter()
+            .map(|overstay| {
+                vec![
+                    overstay.session_id.clone(),
+                    overstay.lot_id.clone(),
+                    overstay.minutes.to_string(),
+                    overstay.penalty_cents.to_string(),
+                ]
+            })
+            .collect(),
+    )?;
     let summary = serde_json::json!({
         "source": report.source,
         "from": report.period.0,
@@ -192,4 +194,17 @@ fn write_lists(report: &Reconciliation, out: &Path) -> Result<()> {
     )
     .with_context(|| format!("writing {}", out.join("summary.json").display()))?;
     Ok(())
+}
+
+/// One exception list: a header, then a row per exception.
+fn write_csv(path: &Path, header: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
+    let mut writer =
+        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    writer.write_record(header)?;
+    for row in rows {
+        writer.write_record(row)?;
+    }
+    writer
+        .flush()
+        .with_context(|| format!("writing {}", path.display()))
 }
