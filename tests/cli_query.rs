@@ -200,6 +200,14 @@ impl Availability for FakeServer {
         ))
     }
 
+    /// Not asked by `parkcast query`.
+    async fn get_pricing_bands(
+        &self,
+        _request: Request<parkcast_proto::v1::GetPricingBandsRequest>,
+    ) -> Result<Response<parkcast_proto::v1::PricingBands>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
     type WatchAvailabilityStream = WatchStream;
 
     /// One update per lot, then silence: the stream stays open like a real watch.

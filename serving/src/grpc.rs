@@ -32,10 +32,10 @@ use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
     ActivateModelRequest, BatchGetAvailabilityRequest, BatchGetAvailabilityResponse,
     ClearShadowRequest, DescribeModelRequest, Drift, Forecast, GetAvailabilityRequest,
-    GetLiveQualityRequest, HorizonMetrics, ListModelsRequest, ListModelsResponse,
-    ListReplicasRequest, ListReplicasResponse, LiveQuality, LotAvailability, LotQuality, ModelInfo,
-    NearbyLot, SearchNearbyRequest, SearchNearbyResponse, ShadowModelRequest, ShadowQuality,
-    SlotType, WatchAvailabilityRequest, WindowQuality,
+    GetLiveQualityRequest, GetPricingBandsRequest, HorizonMetrics, ListModelsRequest,
+    ListModelsResponse, ListReplicasRequest, ListReplicasResponse, LiveQuality, LotAvailability,
+    LotQuality, ModelInfo, NearbyLot, PricingBands, SearchNearbyRequest, SearchNearbyResponse,
+    ShadowModelRequest, ShadowQuality, SlotType, WatchAvailabilityRequest, WindowQuality,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -44,8 +44,8 @@ use crate::metrics::{ForwardOutcome, Rpc, ServingMetrics};
 use crate::models::{ActivationError, ModelManager};
 use crate::replicas::{Peer, Placement, Route, Router, forwarded, unreachable};
 use crate::requests::{
-    AvailabilityQuery, RequestLimits, SearchQuery, When, check_batch, check_get, check_lot,
-    check_search, check_watch,
+    AvailabilityQuery, PricingQuery, RequestLimits, SearchQuery, When, check_batch, check_get,
+    check_lot, check_pricing, check_search, check_watch,
 };
 use crate::scoring::{LotAnswer, Scoring, forecast_at_scaled};
 use crate::status::ServiceError;
@@ -236,6 +236,36 @@ impl ServiceContext {
             .map(|price| self.what_if(query.lot, &ready, price))
             .transpose()?;
         Ok(self.availability(query.lot, &ready, now_ms, &targets, what_if))
+    }
+
+    /// A lot's pricing bands now, as the feed would publish them, under a what-if price if asked.
+    fn pricing_bands(
+        &self,
+        query: &PricingQuery,
+        now_ms: i64,
+    ) -> Result<PricingBands, ServiceError> {
+        let ready = self.scoring.answer(query.lot);
+        if ready.model.is_none() {
+            return Err(ServiceError::NoModelForBands);
+        }
+        let what_if = query
+            .price_per_hour
+            .map(|price| self.what_if(query.lot, &ready, price))
+            .transpose()?;
+        let demand_factor = what_if.map_or(1.0, |what_if| what_if.demand_factor);
+        let topology = &self.scoring.topology().lots()[query.lot as usize];
+        Ok(PricingBands {
+            bands: crate::pricing::bands_scaled(
+                &topology.lot_id,
+                topology.capacity,
+                &ready,
+                now_ms,
+                demand_factor,
+            ),
+            price_per_hour: what_if.map(|what_if| what_if.price),
+            reference_price_per_hour: what_if.map_or(0.0, |what_if| what_if.reference),
+            demand_factor,
+        })
     }
 
     /// What a what-if price does to a lot's demand under the active model's price response.
@@ -464,6 +494,33 @@ impl AvailabilityService {
             }
         }
         self.context.answer(query, now_ms, true)
+    }
+
+    /// `GetPricingBands` once checked: answered here, or by the lot's owner.
+    async fn pricing(
+        &self,
+        query: &PricingQuery,
+        request: &GetPricingBandsRequest,
+        forwarded: bool,
+        now_ms: i64,
+    ) -> Result<PricingBands, ServiceError> {
+        if let Some(router) = &self.router {
+            if forwarded {
+                Self::only_held(router, query.lot, &request.lot_id)?;
+            } else if let Some(answer) = router
+                .call(
+                    Rpc::GetPricingBands,
+                    query.lot,
+                    &request.lot_id,
+                    request,
+                    |mut client, request| async move { client.get_pricing_bands(request).await },
+                )
+                .await?
+            {
+                return Ok(answer);
+            }
+        }
+        self.context.pricing_bands(query, now_ms)
     }
 
     /// `BatchGetAvailability` once checked: each lot here or at its owner, one sub-batch per
@@ -854,6 +911,23 @@ impl Availability for AvailabilityService {
             .map_or_else(ListReplicasResponse::default, |router| router.replicas());
         self.context
             .finish(Rpc::ListReplicas, started, Ok::<_, ServiceError>(answer))
+    }
+
+    async fn get_pricing_bands(
+        &self,
+        request: Request<GetPricingBandsRequest>,
+    ) -> Result<Response<PricingBands>, Status> {
+        let started = Instant::now();
+        let context = &self.context;
+        let now_ms = context.scoring.now_ms();
+        let result = match check_pricing(request.get_ref(), context.scoring.topology()) {
+            Ok(query) => {
+                self.pricing(&query, request.get_ref(), forwarded(&request), now_ms)
+                    .await
+            }
+            Err(error) => Err(error.into()),
+        };
+        context.finish(Rpc::GetPricingBands, started, result)
     }
 
     type WatchAvailabilityStream = WatchStream;

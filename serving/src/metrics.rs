@@ -404,11 +404,13 @@ pub enum Rpc {
     ClearShadow,
     /// `Availability.ListReplicas`.
     ListReplicas,
+    /// `Availability.GetPricingBands`.
+    GetPricingBands,
 }
 
 impl Rpc {
     /// Every RPC, in label order.
-    pub const ALL: [Rpc; 11] = [
+    pub const ALL: [Rpc; 12] = [
         Rpc::GetAvailability,
         Rpc::BatchGetAvailability,
         Rpc::SearchNearby,
@@ -420,6 +422,7 @@ impl Rpc {
         Rpc::ShadowModel,
         Rpc::ClearShadow,
         Rpc::ListReplicas,
+        Rpc::GetPricingBands,
     ];
 }
 

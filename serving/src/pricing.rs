@@ -37,6 +37,18 @@ pub const BAND_SCHEMA_VERSION: u32 = 1;
 
 /// The bands of one lot's ready answer, computed at `as_of_ms`; empty without a forecast.
 pub fn bands(lot_id: &str, capacity: u32, answer: &LotAnswer, as_of_ms: i64) -> Vec<ForecastBand> {
+    bands_scaled(lot_id, capacity, answer, as_of_ms, 1.0)
+}
+
+/// [`bands`] with demand scaled by `demand_factor` (a what-if price's): each band's expected rate
+/// times the factor (at most full), its probabilities from the same calibrated distribution.
+pub fn bands_scaled(
+    lot_id: &str,
+    capacity: u32,
+    answer: &LotAnswer,
+    as_of_ms: i64,
+    demand_factor: f64,
+) -> Vec<ForecastBand> {
     let (Some(forecast), Some(served)) = (&answer.forecast, &answer.model) else {
         return Vec::new();
     };
@@ -51,7 +63,7 @@ pub fn bands(lot_id: &str, capacity: u32, answer: &LotAnswer, as_of_ms: i64) -> 
                 .model
                 .calibration_for(lot_id, horizon.horizon_minutes, horizon.target_ms)?
                 .scaled(horizon.interval_scale);
-            let rate = horizon.rate.clamp(0.0, 1.0);
+            let rate = (horizon.rate * demand_factor).clamp(0.0, 1.0);
             Some(ForecastBand {
                 schema_version: BAND_SCHEMA_VERSION,
                 lot_id: lot_id.to_owned(),

@@ -7,8 +7,8 @@
 use std::path::{MAIN_SEPARATOR, Path};
 
 use parkcast_proto::v1::{
-    BatchGetAvailabilityRequest, GetAvailabilityRequest, SearchNearbyRequest, SlotType,
-    WatchAvailabilityRequest,
+    BatchGetAvailabilityRequest, GetAvailabilityRequest, GetPricingBandsRequest,
+    SearchNearbyRequest, SlotType, WatchAvailabilityRequest,
 };
 
 use crate::topology::{LotIndex, TopologyIndex};
@@ -309,16 +309,39 @@ pub fn check_get(
             When::Horizons(horizons)
         }
     };
-    if let Some(price) = request.price_per_hour
-        && !(price.is_finite() && price > 0.0)
-    {
-        return Err(RequestError::BadPrice(price));
-    }
     Ok(AvailabilityQuery {
         lot,
         when,
-        price_per_hour: request.price_per_hour,
+        price_per_hour: check_price(request.price_per_hour)?,
     })
+}
+
+/// A checked `GetPricingBands`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PricingQuery {
+    /// The lot.
+    pub lot: LotIndex,
+    /// A what-if hourly price (positive, finite).
+    pub price_per_hour: Option<f64>,
+}
+
+/// Checks a `GetPricingBands` request.
+pub fn check_pricing(
+    request: &GetPricingBandsRequest,
+    topology: &TopologyIndex,
+) -> Result<PricingQuery, RequestError> {
+    Ok(PricingQuery {
+        lot: check_lot(topology, &request.lot_id)?,
+        price_per_hour: check_price(request.price_per_hour)?,
+    })
+}
+
+/// A what-if price must be a positive, finite amount.
+fn check_price(price: Option<f64>) -> Result<Option<f64>, RequestError> {
+    match price {
+        Some(price) if !(price.is_finite() && price > 0.0) => Err(RequestError::BadPrice(price)),
+        price => Ok(price),
+    }
 }
 
 /// Checks a `BatchGetAvailability` request.

@@ -55,6 +55,9 @@ pub enum ServiceError {
     /// `GetAvailability` or `BatchGetAvailability` asked for forecasts while no model is active.
     #[error("no model is active yet; ask without horizons or arrival time for the live picture")]
     NoModel,
+    /// `GetPricingBands` while no model is active.
+    #[error("no model is active yet, so there are no bands to price")]
+    NoModelForBands,
     /// A what-if price for a lot the active model knows no tariff of.
     #[error(
         "lot {lot_id:?} has no tariff in the active model's data: a what-if price has nothing to be compared with"
@@ -170,9 +173,9 @@ impl From<ServiceError> for Status {
             ServiceError::Request(request) => {
                 Status::new(request_code(request), refusal.to_string())
             }
-            ServiceError::NoModel | ServiceError::NoModelForArrival => {
-                Status::unavailable(refusal.to_string())
-            }
+            ServiceError::NoModel
+            | ServiceError::NoModelForArrival
+            | ServiceError::NoModelForBands => Status::unavailable(refusal.to_string()),
             ServiceError::TooManyWatches { .. } => Status::resource_exhausted(refusal.to_string()),
             ServiceError::NoShadow => Status::not_found(refusal.to_string()),
             ServiceError::ActivationDisabled

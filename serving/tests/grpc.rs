@@ -1890,3 +1890,72 @@ async fn a_model_without_a_price_response_refuses_a_what_if_and_says_why() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn pricing_bands_answer_a_what_if_price_as_the_feed_would_publish_them() {
+    let fixture = fixture_with(Setup {
+        priced: Some((-0.4, &[("north", 300), ("east", 300)])),
+        ..Setup::default()
+    })
+    .await;
+    let mut client = fixture.availability().await;
+    let ask = |lot: &str, price: Option<f64>| parkcast_proto::v1::GetPricingBandsRequest {
+        lot_id: lot.to_owned(),
+        price_per_hour: price,
+    };
+    let now = client
+        .get_pricing_bands(ask("east", None))
+        .await
+        .expect("the bands")
+        .into_inner();
+    assert!(!now.bands.is_empty());
+    assert_eq!((now.price_per_hour, now.demand_factor), (None, 1.0));
+    // What the feed publishes for the lot, from the same ready answer.
+    let lot = fixture
+        .scoring
+        .topology()
+        .lot("east")
+        .expect("east is known");
+    let published = parkcast_serving::pricing::bands("east", 20, &fixture.scoring.answer(lot), NOW);
+    assert_eq!(now.bands, published);
+
+    let dear = client
+        .get_pricing_bands(ask("east", Some(9.0)))
+        .await
+        .expect("what-if bands")
+        .into_inner();
+    let factor = 3.0_f64.powf(-0.4);
+    assert!((dear.demand_factor - factor).abs() < 1e-12);
+    assert_eq!(dear.reference_price_per_hour, 3.0);
+    assert_eq!(dear.bands.len(), now.bands.len());
+    for (plain, priced) in now.bands.iter().zip(&dear.bands) {
+        assert_eq!(plain.band_start_ms, priced.band_start_ms);
+        let expected = (plain.expected_occupancy_rate * factor).clamp(0.0, 1.0);
+        assert!((priced.expected_occupancy_rate - expected).abs() < 1e-12);
+        assert!(
+            priced.probability_occupancy_at_least_80 <= plain.probability_occupancy_at_least_80
+        );
+        assert!(priced.probability_occupancy_below_60 >= plain.probability_occupancy_below_60);
+    }
+
+    for (request, code, words) in [
+        (
+            ask("south", Some(2.0)),
+            tonic::Code::InvalidArgument,
+            "has no tariff",
+        ),
+        (
+            ask("east", Some(-1.0)),
+            tonic::Code::InvalidArgument,
+            "price_per_hour",
+        ),
+        (ask("nowhere", None), tonic::Code::NotFound, "\"nowhere\""),
+    ] {
+        let status = client
+            .get_pricing_bands(request)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().contains(words), "{}", status.message());
+    }
+}
