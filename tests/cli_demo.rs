@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 #[test]
 fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     let dir = tempfile::tempdir().expect("temporary folder");
+    // With the test command's Postgres, the operator's side too (backend, ETL, reconciliation,
+    // the price response and a what-if).
+    let postgres = parkcast_opstore::testing::server_dsn();
+    assert!(
+        postgres.is_some() || std::env::var_os("PARKCAST_REQUIRE_POSTGRES").is_none(),
+        "PARKCAST_REQUIRE_POSTGRES is set but PARKCAST_POSTGRES_DSN is not"
+    );
     let mut demo = Command::new(env!("CARGO_BIN_EXE_parkcast"))
         .args([
             "--quiet",
@@ -29,6 +36,11 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         .arg(dir.path().join("warehouse"))
         .arg("--models")
         .arg(dir.path().join("models"))
+        .args(
+            postgres
+                .iter()
+                .flat_map(|dsn| ["--postgres".to_owned(), dsn.clone()]),
+        )
         .env("PARKCAST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -154,6 +166,23 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     assert_eq!(answer["lot_id"], "sim:lot0001");
     assert_eq!(answer["model_name"], "simulated");
     assert_eq!(answer["forecasts"].as_array().map(Vec::len), Some(2));
+    if postgres.is_some() {
+        // The served model learned the city's price response: a what-if answers.
+        let what_if = Command::new(env!("CARGO_BIN_EXE_parkcast"))
+            .args(["--quiet", "query", "--addr"])
+            .arg(format!("http://{address}"))
+            .args(["--lot", "sim:lot0001", "--horizons", "60", "--price", "10"])
+            .env("PARKCAST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the what-if query runs");
+        let text = String::from_utf8_lossy(&what_if.stdout);
+        assert!(
+            what_if.status.success() && text.contains("what-if: sim:lot0001 at 10.00/h"),
+            "{text}{}",
+            String::from_utf8_lossy(&what_if.stderr)
+        );
+    }
     // The server scores its own forecasts as the replay brings their targets' actuals.
     let metrics_address = metrics_address.expect("the banner names the metrics address");
     let deadline = Instant::now() + Duration::from_secs(25);
@@ -227,6 +256,16 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         output.contains("sim:lot0003"),
         "every lot in the table:\n{output}"
     );
+    if postgres.is_some() {
+        for expected in [
+            "injected: stays without payment",
+            "fact_payment",
+            "stays without payment (est. at the lot's mean)",
+            "price response: arrivals scale with price to the power",
+        ] {
+            assert!(output.contains(expected), "{expected:?} missing:\n{output}");
+        }
+    }
 }
 
 /// The forecasts scored on live actuals over the last day at any horizon, from `/metrics`

@@ -57,6 +57,13 @@ pub struct DemoArgs {
     /// A broker to use instead of the in-process one (topics are created, 4 partitions each).
     #[command(flatten)]
     pub broker: super::args::BrokerArgs,
+    /// Also run the operator's side on this Postgres server: the demo (re)creates the database
+    /// `parkcast_demo` there, writes the city's customers, tariffs (street, shopping and commuter
+    /// prices changed in different weeks), payments, refunds and penalties to it, loads them with
+    /// the ETL, reconciles them with the stays, and trains the served model with the price
+    /// response a what-if asks (`parkcast query --price`). No environment variable on purpose.
+    #[arg(long, value_name = "DSN")]
+    pub postgres: Option<String>,
 }
 
 pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
@@ -82,12 +89,29 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> Result<()> {
     .occupancy_interval_minutes(5)
     .heartbeat_minutes(120)
     .silence_minutes(DEMO_SILENCE_MINUTES);
+    let mut backend = args.postgres.as_deref().map(demo_backend).transpose()?;
+    let params = SimulationParams {
+        tariff_changes: if backend.is_some() {
+            demo_price_changes(args.days)
+        } else {
+            Vec::new()
+        },
+        ..params
+    };
     let checked = params.check().context("invalid simulation parameters")?;
     let outcome = BarProgress::run(global.quiet, |progress| {
-        simulate::simulate(&checked, &warehouse, progress)
+        let sink = backend
+            .as_mut()
+            .map(|(backend, _)| backend as &mut dyn simulate::TransactionSink);
+        simulate::simulate_with(&checked, &warehouse, progress, sink)
     })
     .context("simulation failed")?;
     println!("{}", report::simulation_table(&outcome));
+    if let Some((backend, config)) = backend {
+        println!("{}", report::backend_table(&backend.counts()));
+        drop(backend);
+        operator_side(&config, &warehouse, global)?;
+    }
 
     if args.no_real_data {
         println!("2/5  skipping the real data sets (--no-real-data)");
@@ -187,6 +211,12 @@ fn train_and_report(
         manifest.version,
         outcome.published.dir.display()
     );
+    if let Some(response) = &manifest.card.price_response {
+        println!(
+            "price response: arrivals scale with price to the power {:.2} (s.e. {:.2}); ask a what-if with `parkcast query --lot LOT --horizons 60 --price P`",
+            response.elasticity, response.standard_error
+        );
+    }
     Ok(manifest.card.name.clone())
 }
 
@@ -385,4 +415,89 @@ fn local_day_start(args: &DemoArgs) -> Result<i64> {
     parkcast_localtime::day_start(DEMO_TIMEZONE, last)
         .map(|start| start.timestamp_millis())
         .context("the demo's last day is outside chrono's range")
+}
+
+/// The demo's operator database on the `--postgres` server: `parkcast_demo`, dropped and created
+/// afresh (a rerun starts clean), with a simulated backend writing to it.
+fn demo_backend(dsn: &str) -> Result<(parkcast_opsim::SimulatedBackend, postgres::Config)> {
+    const DATABASE: &str = "parkcast_demo";
+    let server: postgres::Config = dsn
+        .parse()
+        .context("--postgres is not a valid connection string")?;
+    let mut admin = server
+        .connect(postgres::NoTls)
+        .context("could not connect to the Postgres server (--postgres)")?;
+    // Two statements, two implicit transactions: neither may run inside a transaction block.
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
+        format!("CREATE DATABASE {DATABASE}"),
+    ] {
+        admin
+            .batch_execute(&statement)
+            .context("could not create the demo's database parkcast_demo")?;
+    }
+    let mut config = server.clone();
+    config.dbname(DATABASE);
+    let client = config
+        .connect(postgres::NoTls)
+        .context("could not connect to the demo's database")?;
+    let backend = parkcast_opsim::SimulatedBackend::new(client, 42)
+        .context("the demo's database refused the simulated backend")?;
+    println!("     the operator's backend goes to Postgres database {DATABASE}");
+    Ok((backend, config))
+}
+
+/// Prices changed kind by kind in different weeks, so the price response is identified: street
+/// +30% a third of the way in, shopping centres -20% at half way, commuter garages +25% at two
+/// thirds.
+fn demo_price_changes(days: u32) -> Vec<parkcast_training::simulate::TariffChange> {
+    use parkcast_training::simulate::demand::LotKind;
+    let on = |day: u32| demo_start() + chrono::Days::new(u64::from(day));
+    [
+        (on(days / 3), 1.3, LotKind::StreetZone),
+        (on(days / 2), 0.8, LotKind::ShoppingCentre),
+        (on(days * 2 / 3), 1.25, LotKind::CommuterGarage),
+    ]
+    .into_iter()
+    .map(
+        |(from, factor, kind)| parkcast_training::simulate::TariffChange {
+            from,
+            factor,
+            kind: Some(kind),
+        },
+    )
+    .collect()
+}
+
+/// The operator's side: the ETL into the warehouse, then the reconciliation with the stays.
+fn operator_side(
+    config: &postgres::Config,
+    warehouse: &parkcast_warehouse::Warehouse,
+    global: &GlobalArgs,
+) -> Result<()> {
+    let mut client = config
+        .connect(postgres::NoTls)
+        .context("could not connect to the demo's database")?;
+    println!("     loading the operator's data into the warehouse (parkcast etl)");
+    // Another transaction open on the server would hold the window's end before the city's
+    // last writes: wait for them to be inside it, as a scheduled ETL would on its next run.
+    if !parkcast_etl::wait_for_window(&mut client, std::time::Duration::from_secs(60))
+        .context("could not read the server's transaction bound")?
+    {
+        println!(
+            "     note: a long transaction on the server holds the ETL's window back; some rows wait for a later run"
+        );
+    }
+    let options = parkcast_etl::EtlOptions {
+        source: simulate::SOURCE.to_owned(),
+    };
+    let loaded = BarProgress::run(global.quiet, |progress| {
+        parkcast_etl::run(&mut client, warehouse, &options, progress)
+    })
+    .context("the ETL failed")?;
+    println!("{}", report::etl_table(&loaded));
+    let reconciliation = parkcast_etl::reconcile::reconcile(warehouse, simulate::SOURCE, 2)
+        .context("the reconciliation failed")?;
+    super::reconcile::print_summary(&reconciliation);
+    Ok(())
 }

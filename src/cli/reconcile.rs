@@ -46,7 +46,7 @@ pub fn run(args: ReconcileArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(report: &Reconciliation) {
+pub(super) fn print_summary(report: &Reconciliation) {
     let total = |items: &mut dyn Iterator<Item = i64>| items.sum::<i64>();
     let fined = report
         .overstays
