@@ -322,6 +322,34 @@ fn the_reconciliation_finds_the_injected_unpaid_stays_and_orphan_payments() {
         .iter()
         .map(|row| row.get(0))
         .collect();
+    // The join itself: a row per stay entered in the period, with what was paid for it.
+    let joined = std::fs::read_to_string(out.join("stays.csv")).expect("stays.csv");
+    let rows: Vec<Vec<&str>> = joined
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').collect())
+        .collect();
+    let entered = stays
+        .iter()
+        .filter(|stay| {
+            let date = stay.entry_ts.date_naive().to_string();
+            date >= from && date <= until
+        })
+        .count();
+    assert_eq!(rows.len(), entered);
+    let paid_cents: i64 = rows
+        .iter()
+        // Finished stays at lots that charge, as the summary counts them.
+        .filter(|row| !row[3].is_empty() && row[4] == "true")
+        .map(|row| row[6].parse::<i64>().expect("paid cents"))
+        .sum();
+    assert_eq!(Some(paid_cents), summary["paid_cents"].as_i64());
+    assert!(
+        rows.iter()
+            .filter(|row| row[6].parse::<i64>().expect("paid cents") > 0)
+            .all(|row| !row[8].is_empty()),
+        "a paid stay names its tariff"
+    );
     assert!(
         unpaid_truth.len() >= 100 && orphan_truth.len() >= 20,
         "{} {}",

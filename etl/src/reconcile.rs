@@ -99,11 +99,49 @@ pub struct Reconciliation {
     pub overstays: Vec<Overstay>,
 }
 
+/// One stay with what was paid for it: the join itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinedStay {
+    /// The stay.
+    pub session_id: String,
+    /// Its lot.
+    pub lot_id: String,
+    /// Entry.
+    pub entry_ts: DateTime<Utc>,
+    /// Exit; none while the car was still parked at the end of the archive.
+    pub exit_ts: Option<DateTime<Utc>>,
+    /// Whether the lot charges (it or its zone has a tariff).
+    pub charging: bool,
+    /// Payments naming the stay, failed ones included.
+    pub payments: u32,
+    /// Paid for it, net of refunds, cents (failed payments excluded).
+    pub paid_cents: i64,
+    /// Refunded on it, cents.
+    pub refunded_cents: i64,
+    /// The tariff charged (`dim_tariff.tariff_id`), when a payment names one.
+    pub tariff_id: Option<String>,
+    /// End of the period paid for.
+    pub paid_until: Option<DateTime<Utc>>,
+    /// Fines for it (not cancelled), cents.
+    pub penalty_cents: i64,
+}
+
 /// Joins `source`'s stays with its slips and lists the exceptions.
 pub fn reconcile(
     warehouse: &Warehouse,
     source: &str,
     max_stay_days: u32,
+) -> Result<Reconciliation, EtlError> {
+    reconcile_with(warehouse, source, max_stay_days, &mut |_| Ok(()))
+}
+
+/// [`reconcile`], handing every stay of the period, joined, to `each_stay` as the walk reaches it
+/// (in entry-date order): the joined data without holding it all.
+pub fn reconcile_with(
+    warehouse: &Warehouse,
+    source: &str,
+    max_stay_days: u32,
+    each_stay: &mut dyn FnMut(JoinedStay) -> Result<(), EtlError>,
 ) -> Result<Reconciliation, EtlError> {
     if !warehouse.has_table(Table::DimTariff) || !warehouse.has_table(Table::FactPayment) {
         return Err(EtlError::NothingToReconcile(
@@ -175,18 +213,12 @@ pub fn reconcile(
             .collect();
 
         for stay in held_stays.get(&date).into_iter().flatten() {
-            let Some(exit_ts) = stay.exit_ts else {
-                continue;
-            };
-            if !charging.contains(&stay.lot_id) {
-                continue;
-            }
-            report.stays += 1;
             let stay_slips = by_session
                 .get(stay.session_id.as_str())
                 .map_or(&[][..], Vec::as_slice);
-            let payments: Vec<&&PaymentRow> = stay_slips
+            let payments: Vec<&PaymentRow> = stay_slips
                 .iter()
+                .copied()
                 .filter(|slip| slip.penalty_cents == 0)
                 .collect();
             let penalty_cents: i64 = stay_slips
@@ -196,10 +228,40 @@ pub fn reconcile(
                 })
                 .map(|slip| slip.penalty_cents)
                 .sum();
-            let valid: Vec<&&&PaymentRow> = payments
+            let valid: Vec<&PaymentRow> = payments
                 .iter()
+                .copied()
                 .filter(|slip| slip.status.as_deref() != Some("failed"))
                 .collect();
+            each_stay(JoinedStay {
+                session_id: stay.session_id.clone(),
+                lot_id: stay.lot_id.clone(),
+                entry_ts: stay.entry_ts,
+                exit_ts: stay.exit_ts,
+                charging: charging.contains(&stay.lot_id),
+                payments: payments.len() as u32,
+                paid_cents: valid
+                    .iter()
+                    .map(|slip| slip.amount_cents - slip.refunded_cents.unwrap_or(0))
+                    .sum(),
+                refunded_cents: valid
+                    .iter()
+                    .map(|slip| slip.refunded_cents.unwrap_or(0))
+                    .sum(),
+                tariff_id: valid
+                    .iter()
+                    .map(|slip| slip.tariff_id.clone())
+                    .find(|tariff| !tariff.is_empty()),
+                paid_until: valid.iter().filter_map(|slip| slip.paid_until).max(),
+                penalty_cents,
+            })?;
+            let Some(exit_ts) = stay.exit_ts else {
+                continue;
+            };
+            if !charging.contains(&stay.lot_id) {
+                continue;
+            }
+            report.stays += 1;
             if payments.is_empty() {
                 unpaid_stays.push(stay.clone());
                 continue;

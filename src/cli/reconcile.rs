@@ -32,17 +32,65 @@ pub struct ReconcileArgs {
 
 pub fn run(args: ReconcileArgs) -> Result<()> {
     let warehouse = args.location.open()?;
-    let report = reconcile::reconcile(&warehouse, &args.source, args.max_stay_days)
-        .context("the reconciliation failed")?;
     let out = args.out.unwrap_or_else(|| {
         args.location
             .warehouse
             .join("reports")
             .join("reconciliation")
     });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // The join itself, a row per stay, streamed as the walk goes.
+    let stays_path = out.join("stays.csv");
+    let mut stays = csv::Writer::from_path(&stays_path)
+        .with_context(|| format!("creating {}", stays_path.display()))?;
+    stays.write_record([
+        "session_id",
+        "lot_id",
+        "entry_ts",
+        "exit_ts",
+        "charging",
+        "payments",
+        "paid_cents",
+        "refunded_cents",
+        "tariff_id",
+        "paid_until",
+        "penalty_cents",
+    ])?;
+    let time = |ts: Option<chrono::DateTime<chrono::Utc>>| {
+        ts.map(|ts| ts.to_rfc3339()).unwrap_or_default()
+    };
+    let report =
+        reconcile::reconcile_with(&warehouse, &args.source, args.max_stay_days, &mut |stay| {
+            stays
+                .write_record([
+                    stay.session_id,
+                    stay.lot_id,
+                    stay.entry_ts.to_rfc3339(),
+                    time(stay.exit_ts),
+                    stay.charging.to_string(),
+                    stay.payments.to_string(),
+                    stay.paid_cents.to_string(),
+                    stay.refunded_cents.to_string(),
+                    stay.tariff_id.unwrap_or_default(),
+                    time(stay.paid_until),
+                    stay.penalty_cents.to_string(),
+                ])
+                .map_err(|error| parkcast_etl::EtlError::Io {
+                    context: "writing",
+                    path: stays_path.clone(),
+                    source: std::io::Error::other(error),
+                })
+        })
+        .context("the reconciliation failed")?;
+    stays
+        .flush()
+        .with_context(|| format!("writing {}", stays_path.display()))?;
     write_lists(&report, &out)?;
     print_summary(&report);
-    println!("exception lists: {}", out.display());
+    println!(
+        "the joined stays (stays.csv) and the exception lists: {}",
+        out.display()
+    );
     Ok(())
 }
 
