@@ -141,10 +141,17 @@ pub fn slips() -> String {
     )
 }
 
-/// How many slips the window holds (for progress).
-pub fn slip_count() -> String {
-    format!("{SLIPS_IN_WINDOW} SELECT count(*) FROM slip")
-}
+/// How many slips the window holds (for progress): the same set as [`slips`] (its joins follow
+/// foreign keys, so they drop nothing), counted without the joins, the refund sums or the sort.
+pub const SLIP_COUNT: &str = "
+    SELECT (SELECT count(*) FROM (
+                SELECT payment_id FROM payment
+                 WHERE row_xid >= $1::text::xid8 AND row_xid < $2::text::xid8
+                UNION
+                SELECT payment_id FROM refund
+                 WHERE row_xid >= $1::text::xid8 AND row_xid < $2::text::xid8) changed)
+         + (SELECT count(*) FROM penalty
+             WHERE row_xid >= $1::text::xid8 AND row_xid < $2::text::xid8)";
 
 pub fn slip(row: &postgres::Row, source: &str) -> PaymentRow {
     PaymentRow {

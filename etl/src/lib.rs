@@ -400,7 +400,7 @@ fn load_payments(
     progress: &dyn Progress,
 ) -> Result<TableLoad, EtlError> {
     let total: i64 = transaction
-        .query_one(&extract::slip_count(), &window.params())?
+        .query_one(extract::SLIP_COUNT, &window.params())?
         .get(0);
     progress.stage("loading payments", Some(total.max(0) as u64));
     let mut load = TableLoad {
