@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use comfy_table::Table;
-use parkcast_opstore::testing::settle;
 use parkcast_training::progress::NoProgress;
 use parkcast_training::simulate::{self, SimulationParams, TariffChange};
 use parkcast_warehouse::Warehouse;
@@ -125,7 +124,7 @@ pub fn etl(options: &EtlOptions) -> Result<Report, Error> {
         started,
         grown,
     );
-    settle(&mut client);
+    wait(&mut client)?;
 
     let etl_options = parkcast_etl::EtlOptions {
         source: "simulated".to_owned(),
@@ -151,7 +150,7 @@ pub fn etl(options: &EtlOptions) -> Result<Report, Error> {
         "n",
     )?;
     add_row(&mut table, "insert 1% new payments", started, inserted);
-    settle(&mut writer);
+    wait(&mut writer)?;
     load("etl: incremental run after 1% new", &mut table)?;
     load("etl: run with nothing new", &mut table)?;
     drop(writer);
@@ -201,4 +200,15 @@ fn copy_payments(
           LIMIT $2",
         &[&copies, &rows, &shift, &tag],
     )?)
+}
+
+/// Waits until the rows just written are inside the next ETL window (other databases' open
+/// transactions on the server hold it back), so each stage loads what it wrote.
+fn wait(client: &mut postgres::Client) -> Result<()> {
+    let settled = parkcast_opstore::wait_for_window(client, std::time::Duration::from_secs(60))?;
+    anyhow::ensure!(
+        settled,
+        "a transaction on the server held the ETL window back for 60 s"
+    );
+    Ok(())
 }

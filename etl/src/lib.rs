@@ -174,35 +174,6 @@ impl EtlReport {
     }
 }
 
-/// Waits until every transaction that wrote before this call has finished, server-wide, so that
-/// the next run's window covers them (the window ends at the oldest transaction still running in
-/// any database of the server). `false` if one is still open after `timeout`: its rows, and those
-/// written after it, wait for a later run.
-pub fn wait_for_window(
-    client: &mut postgres::Client,
-    timeout: Duration,
-) -> Result<bool, postgres::Error> {
-    let xid: i64 = client
-        .query_one("SELECT pg_current_xact_id()::text::bigint", &[])?
-        .get(0);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let xmin: i64 = client
-            .query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                &[],
-            )?
-            .get(0);
-        if xmin > xid {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The ETL's checkpoint of a warehouse, if it has one.
 pub fn checkpoint(warehouse: &Warehouse) -> Result<Option<Checkpoint>, EtlError> {
     let path = warehouse.root().join(ETL_DIR).join(CHECKPOINT_FILE);

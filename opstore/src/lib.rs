@@ -175,6 +175,35 @@ pub fn schema_version(client: &mut postgres::Client) -> Result<i64, OpStoreError
     Ok(row.get(0))
 }
 
+/// Waits until every transaction that wrote before this call has finished, server-wide, so that
+/// the next ETL run's window covers them (the window ends at the oldest transaction still running in
+/// any database of the server). `false` if one is still open after `timeout`: its rows, and those
+/// written after it, wait for a later run.
+pub fn wait_for_window(
+    client: &mut postgres::Client,
+    timeout: std::time::Duration,
+) -> Result<bool, postgres::Error> {
+    let xid: i64 = client
+        .query_one("SELECT pg_current_xact_id()::text::bigint", &[])?
+        .get(0);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let xmin: i64 = client
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                &[],
+            )?
+            .get(0);
+        if xmin > xid {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Refuses a database migrated by a newer parkcast, or with an edited migration.
 fn check_applied(transaction: &mut postgres::Transaction<'_>) -> Result<(), OpStoreError> {
     let known = MIGRATIONS.last().map_or(0, |migration| migration.version);
@@ -262,28 +291,12 @@ pub mod testing {
     /// server-wide, so an ETL run's window covers them: the window ends at the oldest transaction
     /// still running in any database of the server, and the other tests' databases share it.
     pub fn settle(client: &mut postgres::Client) {
-        let xid: i64 = client
-            .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
-            .expect("an xid")
-            .get(0);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let xmin: i64 = client
-                .query_one(
-                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                    &[],
-                )
-                .expect("xmin")
-                .get(0);
-            if xmin > xid {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "transactions before {xid} still running after 60 s (xmin {xmin})"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let settled = crate::wait_for_window(client, std::time::Duration::from_secs(60))
+            .expect("the server's transaction bound");
+        assert!(
+            settled,
+            "transactions written before this call still running after 60 s"
+        );
     }
 
     /// A database of its own, dropped with this value.

@@ -21,12 +21,14 @@
 //! there are. Lots without coordinates or without a forecast are left out.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parkcast_inference::model::report_name;
 use parkcast_inference::registry::Manifest;
+use parkcast_proto::v1::availability_client::AvailabilityClient;
 use parkcast_proto::v1::availability_server::Availability;
 use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
@@ -38,6 +40,7 @@ use parkcast_proto::v1::{
     ShadowModelRequest, ShadowQuality, SlotType, WatchAvailabilityRequest, WindowQuality,
 };
 use tokio_stream::Stream;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::{ForwardOutcome, Rpc, ServingMetrics};
@@ -469,6 +472,33 @@ impl AvailabilityService {
         }
     }
 
+    /// A one-lot request's answer from the lot's owner, when another replica owns it; `None`
+    /// when this replica answers (it owns the lot, or runs alone). A forwarded request is never
+    /// forwarded again: it is refused unless held here.
+    async fn owners_answer<Req, Resp, Call, Fut>(
+        &self,
+        rpc: Rpc,
+        lot: LotIndex,
+        lot_id: &str,
+        request: &Req,
+        forwarded: bool,
+        call: Call,
+    ) -> Result<Option<Resp>, ServiceError>
+    where
+        Req: Clone,
+        Call: Fn(AvailabilityClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let Some(router) = &self.router else {
+            return Ok(None);
+        };
+        if forwarded {
+            Self::only_held(router, lot, lot_id)?;
+            return Ok(None);
+        }
+        router.call(rpc, lot, lot_id, request, call).await
+    }
+
     /// `GetAvailability` once checked: here, or from the lot's owner.
     async fn get(
         &self,
@@ -477,23 +507,18 @@ impl AvailabilityService {
         forwarded: bool,
         now_ms: i64,
     ) -> Result<LotAvailability, ServiceError> {
-        if let Some(router) = &self.router {
-            if forwarded {
-                Self::only_held(router, query.lot, &request.lot_id)?;
-            } else if let Some(answer) = router
-                .call(
-                    Rpc::GetAvailability,
-                    query.lot,
-                    &request.lot_id,
-                    request,
-                    |mut client, request| async move { client.get_availability(request).await },
-                )
-                .await?
-            {
-                return Ok(answer);
-            }
+        let owner = self.owners_answer(
+            Rpc::GetAvailability,
+            query.lot,
+            &request.lot_id,
+            request,
+            forwarded,
+            |mut client, request| async move { client.get_availability(request).await },
+        );
+        match owner.await? {
+            Some(answer) => Ok(answer),
+            None => self.context.answer(query, now_ms, true),
         }
-        self.context.answer(query, now_ms, true)
     }
 
     /// `GetPricingBands` once checked: answered here, or by the lot's owner.
@@ -504,23 +529,18 @@ impl AvailabilityService {
         forwarded: bool,
         now_ms: i64,
     ) -> Result<PricingBands, ServiceError> {
-        if let Some(router) = &self.router {
-            if forwarded {
-                Self::only_held(router, query.lot, &request.lot_id)?;
-            } else if let Some(answer) = router
-                .call(
-                    Rpc::GetPricingBands,
-                    query.lot,
-                    &request.lot_id,
-                    request,
-                    |mut client, request| async move { client.get_pricing_bands(request).await },
-                )
-                .await?
-            {
-                return Ok(answer);
-            }
+        let owner = self.owners_answer(
+            Rpc::GetPricingBands,
+            query.lot,
+            &request.lot_id,
+            request,
+            forwarded,
+            |mut client, request| async move { client.get_pricing_bands(request).await },
+        );
+        match owner.await? {
+            Some(answer) => Ok(answer),
+            None => self.context.pricing_bands(query, now_ms),
         }
-        self.context.pricing_bands(query, now_ms)
     }
 
     /// `BatchGetAvailability` once checked: each lot here or at its owner, one sub-batch per

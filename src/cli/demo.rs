@@ -481,7 +481,7 @@ fn operator_side(
     println!("     loading the operator's data into the warehouse (parkcast etl)");
     // Another transaction open on the server would hold the window's end before the city's
     // last writes: wait for them to be inside it, as a scheduled ETL would on its next run.
-    if !parkcast_etl::wait_for_window(&mut client, std::time::Duration::from_secs(60))
+    if !parkcast_opstore::wait_for_window(&mut client, std::time::Duration::from_secs(60))
         .context("could not read the server's transaction bound")?
     {
         println!(
