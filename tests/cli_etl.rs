@@ -482,4 +482,12 @@ fn the_learned_price_response_recovers_the_simulators_elasticity() {
             .all(|price| prices.contains(price)),
         "{prices:?}"
     );
+    // The trees read the price in force at the target (a city without tariffs leaves it out:
+    // `training::backtest::tests`).
+    let excluded = manifest.card.hyperparameters["excluded_features"]
+        .as_array()
+        .expect("the fitted hyperparameters list the features left out")
+        .clone();
+    let price = serde_json::json!(parkcast_features::vector::index::TARGET_PRICE_CHANGE_WEEK);
+    assert!(!excluded.contains(&price), "{excluded:?}");
 }

@@ -39,7 +39,7 @@ use crate::grid::{GridSeries, GridValue};
 pub mod batch;
 
 /// Number of features in a vector.
-pub const FEATURE_COUNT: usize = 39;
+pub const FEATURE_COUNT: usize = 40;
 
 /// Feature names, in vector order. Part of the model file's contract: [`FeatureParams::schema_hash`]
 /// covers them.
@@ -83,6 +83,7 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "target_bridge_day",
     "target_days_to_major_holiday",
     "target_days_from_major_holiday",
+    "target_price_change_week",
 ];
 
 /// Index of each feature in a vector.
@@ -127,6 +128,7 @@ pub mod index {
     pub const TARGET_BRIDGE_DAY: usize = 36;
     pub const TARGET_DAYS_TO_MAJOR_HOLIDAY: usize = 37;
     pub const TARGET_DAYS_FROM_MAJOR_HOLIDAY: usize = 38;
+    pub const TARGET_PRICE_CHANGE_WEEK: usize = 39;
 }
 
 /// Days back from the target of the level features `deviation_target_*_back`: how far the same time
@@ -286,6 +288,68 @@ pub const EVENT_LEAD_MS: i64 = 3 * 3_600_000;
 /// Hours after its end until which it counts (departures take a while).
 pub const EVENT_TAIL_MS: i64 = 3_600_000;
 
+/// An hourly tariff of a lot (from `dim_tariff`): a price per hour in a band of the local day on
+/// some weekdays, over a validity range. Tariffs are published before they take effect (an
+/// operator announces a price change), so the price at a target is known at the origin, like a
+/// scheduled event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HourlyTariff {
+    /// In force from, ms.
+    pub valid_from_ms: i64,
+    /// In force until, ms (exclusive); `None`: still in force.
+    pub valid_until_ms: Option<i64>,
+    /// The band's start, minutes after local midnight.
+    pub band_starts_minute: u32,
+    /// The band's end, minutes after local midnight (exclusive; 1440 is the end of the day). A band
+    /// ending before it starts runs past midnight.
+    pub band_ends_minute: u32,
+    /// The weekdays the band applies on: bit `n` for the `n`th day from Monday.
+    pub weekdays: u8,
+    /// Price per hour, cents (positive).
+    pub cents_per_hour: i64,
+    /// Whether it is the lot's own price rather than its zone's (the lot's own wins).
+    pub lot_own: bool,
+}
+
+/// Every weekday, for [`HourlyTariff::weekdays`].
+pub const ALL_WEEKDAYS: u8 = 0b111_1111;
+
+impl HourlyTariff {
+    /// Whether the tariff applies at an instant whose local time is `local`.
+    pub fn covers(&self, instant_ms: i64, local: NaiveDateTime) -> bool {
+        let in_force = self.valid_from_ms <= instant_ms
+            && self.valid_until_ms.is_none_or(|until| instant_ms < until);
+        let weekday = self.weekdays & (1 << local.weekday().num_days_from_monday()) != 0;
+        let minute = local.hour() * 60 + local.minute();
+        let in_band = if self.band_starts_minute < self.band_ends_minute {
+            (self.band_starts_minute..self.band_ends_minute).contains(&minute)
+        } else {
+            minute >= self.band_starts_minute || minute < self.band_ends_minute
+        };
+        in_force && weekday && in_band
+    }
+}
+
+/// The hourly price in force at an instant under a lot's `tariffs` (its own and its zone's), cents:
+/// the highest of its own that cover the instant, else the highest of its zone's.
+pub fn price_in_force(tariffs: &[HourlyTariff], timezone: Tz, instant_ms: i64) -> Option<i64> {
+    if tariffs.is_empty() {
+        return None;
+    }
+    let local = local_time(timezone, instant_ms);
+    let highest = |own: bool| {
+        tariffs
+            .iter()
+            .filter(|tariff| tariff.lot_own == own && tariff.covers(instant_ms, local))
+            .map(|tariff| tariff.cents_per_hour)
+            .max()
+    };
+    highest(true).or_else(|| highest(false))
+}
+
+/// A week, ms: how far back [`LotContext::price_change_week`] compares.
+pub const WEEK_MS: i64 = 7 * 24 * 3_600_000;
+
 /// What a lot is, for its features.
 #[derive(Debug, Clone)]
 pub struct LotContext {
@@ -302,6 +366,9 @@ pub struct LotContext {
     pub has_sessions: bool,
     /// The lot's scheduled events (from `dim_event`), any order.
     pub events: Arc<[ScheduledEvent]>,
+    /// The lot's hourly tariffs and its zone's (from `dim_tariff`), any order; empty where the city
+    /// has none.
+    pub tariffs: Arc<[HourlyTariff]>,
 }
 
 impl LotContext {
@@ -321,6 +388,24 @@ impl LotContext {
             })
             .map(|event| event.expected_cars)
             .sum()
+    }
+
+    /// The hourly price in force at an instant, cents: the highest of the lot's own tariffs that
+    /// cover it, else the highest of its zone's; `None` where none does.
+    pub fn price_at(&self, instant_ms: i64) -> Option<i64> {
+        price_in_force(&self.tariffs, self.timezone, instant_ms)
+    }
+
+    /// `ln(price at the instant / price a week (168 hours) before it)`: what a price change did to
+    /// the week the level features look back on. NaN where either price is unknown.
+    pub fn price_change_week(&self, instant_ms: i64) -> f64 {
+        match (
+            self.price_at(instant_ms),
+            self.price_at(instant_ms - WEEK_MS),
+        ) {
+            (Some(now), Some(before)) if now > 0 && before > 0 => (now as f64 / before as f64).ln(),
+            _ => f64::NAN,
+        }
     }
 
     /// Calendar features of a local date: (weekday from Monday = 0, day off, holiday, days to
@@ -719,6 +804,7 @@ impl LotFeatureState {
         if current.capacity > 0.0 {
             vector[index::TARGET_EVENT_CARS] = self.context.event_cars(target) / current.capacity;
         }
+        vector[index::TARGET_PRICE_CHANGE_WEEK] = self.context.price_change_week(target);
         Some(vector)
     }
 }
@@ -769,6 +855,7 @@ mod tests {
                 end_ms: start_ms() + (8 * 24 + 16) * HOUR,
                 expected_cars: 50.0,
             }]),
+            tariffs: Arc::from(Vec::new()),
         }
     }
 
@@ -802,6 +889,65 @@ mod tests {
         };
         assert_eq!(saxony.day_calendar(date(2017, 5, 26))[6], 1.0);
         assert_eq!(saxony.day_calendar(date(2017, 5, 30))[6], 0.0);
+    }
+
+    #[test]
+    fn the_price_in_force_prefers_the_lots_own_band_in_local_time() {
+        let tariff = |from_ms, until_ms, band: (u32, u32), weekdays, cents, lot_own| HourlyTariff {
+            valid_from_ms: from_ms,
+            valid_until_ms: until_ms,
+            band_starts_minute: band.0,
+            band_ends_minute: band.1,
+            weekdays,
+            cents_per_hour: cents,
+            lot_own,
+        };
+        // 2024-01-01 is a Monday. The zone charges 100 all day; the lot 200 on weekdays 08-18,
+        // 300 from 8 Jan; an evening band (22-02) runs past midnight at 50.
+        let start = start_ms();
+        let rise = start + 7 * 24 * HOUR;
+        let lot = LotContext {
+            timezone: chrono_tz::Europe::Berlin,
+            tariffs: Arc::from(vec![
+                tariff(start, None, (0, 1_440), ALL_WEEKDAYS, 100, false),
+                tariff(start, Some(rise), (480, 1_080), 0b1_1111, 200, true),
+                tariff(rise, None, (480, 1_080), 0b1_1111, 300, true),
+                tariff(start, None, (1_320, 120), ALL_WEEKDAYS, 50, true),
+            ]),
+            ..context()
+        };
+        // Berlin is UTC+1 in January: 07:30 UTC is 08:30 local.
+        let monday = |hour_utc: i64, minutes: i64| start_ms() + hour_utc * HOUR + minutes * 60_000;
+        assert_eq!(lot.price_at(monday(7, 30)), Some(200));
+        assert_eq!(
+            lot.price_at(monday(6, 30)),
+            Some(100),
+            "before the band: the zone's"
+        );
+        assert_eq!(
+            lot.price_at(monday(22, 0)),
+            Some(50),
+            "23:00 local, in the evening band"
+        );
+        assert_eq!(
+            lot.price_at(monday(24, 30)),
+            Some(50),
+            "01:30 local, past midnight"
+        );
+        let saturday = monday(5 * 24 + 7, 30);
+        assert_eq!(
+            lot.price_at(saturday),
+            Some(100),
+            "the weekday band skips Saturday"
+        );
+        let next_monday = monday(7 * 24 + 7, 30);
+        assert_eq!(lot.price_at(next_monday), Some(300));
+        assert!((lot.price_change_week(next_monday) - 1.5_f64.ln()).abs() < 1e-12);
+        assert_eq!(lot.price_change_week(monday(14 * 24 + 7, 30)), 0.0);
+        // Without tariffs, or a week back before any, the change is missing.
+        assert!(context().price_change_week(next_monday).is_nan());
+        assert!(lot.price_change_week(monday(7, 30)).is_nan());
+        assert_eq!(context().price_at(next_monday), None);
     }
 
     fn start_ms() -> i64 {

@@ -21,7 +21,8 @@ use parkcast_features::baseline::WeekdayProfile;
 use parkcast_features::calendar::{CalendarSource, DayType, HolidayCalendar};
 use parkcast_features::conformal::{CalibrationScope, ResidualCalibration, calibration_of_day};
 use parkcast_features::vector::{
-    FeatureParams, LotContext, LotFeatureState, LotProfile, ScheduledEvent, index, lot_kind_code,
+    FeatureParams, HourlyTariff, LotContext, LotFeatureState, LotProfile, ScheduledEvent, index,
+    lot_kind_code,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,10 @@ pub struct BundleLot {
     pub has_sessions: bool,
     /// Its scheduled events known at training time.
     pub events: Vec<ScheduledEvent>,
+    /// Its hourly tariffs and its zone's known at training time (none in files written before
+    /// them).
+    #[serde(default)]
+    pub tariffs: Vec<HourlyTariff>,
     /// Profile cells: (weekday, slot of day, sum of rates, count).
     pub profile_cells: Vec<(u32, u32, f64, u32)>,
     /// The profile's fit cut-off, ms.
@@ -177,6 +182,7 @@ impl ModelBundle {
                 holidays,
                 has_sessions: lot.has_sessions,
                 events: Arc::from(lot.events.clone()),
+                tariffs: Arc::from(lot.tariffs.clone()),
             };
             let profile = LotProfile::new(
                 WeekdayProfile::from_cells(
@@ -427,6 +433,7 @@ mod tests {
             holiday_region: holiday_region.to_owned(),
             has_sessions: false,
             events: Vec::new(),
+            tariffs: Vec::new(),
             profile_cells: Vec::new(),
             fitted_until_ms: 0,
         }
@@ -437,7 +444,21 @@ mod tests {
             format: MODEL_FILE_FORMAT,
             feature_params: FeatureParams::new(30),
             horizons: vec![1],
-            lots: vec![lot("own", "XX-TEST"), lot("england", "GB-ENG")],
+            lots: vec![
+                BundleLot {
+                    tariffs: vec![HourlyTariff {
+                        valid_from_ms: 0,
+                        valid_until_ms: None,
+                        band_starts_minute: 0,
+                        band_ends_minute: 1_440,
+                        weekdays: parkcast_features::vector::ALL_WEEKDAYS,
+                        cents_per_hour: 250,
+                        lot_own: false,
+                    }],
+                    ..lot("own", "XX-TEST")
+                },
+                lot("england", "GB-ENG"),
+            ],
             calibrations: BTreeMap::new(),
             day_type_calibrations: BTreeMap::new(),
             model: SavedModel::Linear(tiny_model())
@@ -494,8 +515,11 @@ mod tests {
             own.holidays.school_holiday_flag(date(2024, 11, 5)),
             Some(false)
         );
+        // Its tariffs too: serving reads the price in force at a target as training did.
+        assert_eq!(own.price_at(1_700_000_000_000), Some(250));
         let (england, _) = loaded.lot("england").expect("lot");
         assert!(england.holidays.is_school_holiday(date(2016, 12, 19)));
+        assert_eq!(england.price_at(1_700_000_000_000), None);
     }
 
     #[test]

@@ -1585,6 +1585,7 @@ mod tests {
             holidays: Arc::new(HolidayCalendar::from_dates("XX", [])),
             has_sessions: sessions,
             events: Arc::from(Vec::new()),
+            tariffs: Arc::from(Vec::new()),
         };
         let profile = WeekdayProfile::fit(&series, 19 * DAY);
         LotFeatureState::new(

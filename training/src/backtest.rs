@@ -528,6 +528,36 @@ pub struct ModelChoice {
 }
 
 impl ModelChoice {
+    /// These models for lots with or without tariffs: without any, the price feature is missing on
+    /// every row, so it is left out (the trees could never split on it, yet it would take a place
+    /// in their feature sampling and move every other figure; the elastic net would have no value
+    /// to impute it with).
+    pub fn for_prices(&self, any_tariffs: bool) -> ModelChoice {
+        let mut models = self.clone();
+        if !any_tariffs {
+            let price = index::TARGET_PRICE_CHANGE_WEEK;
+            for excluded in [
+                models
+                    .linear
+                    .as_mut()
+                    .map(|params| &mut params.excluded_features),
+                models
+                    .gbm
+                    .as_mut()
+                    .map(|params| &mut params.excluded_features),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !excluded.contains(&price) {
+                    excluded.push(price);
+                    excluded.sort_unstable();
+                }
+            }
+        }
+        models
+    }
+
     /// Both learned models with default hyperparameters.
     pub fn all() -> Self {
         ModelChoice {
@@ -1405,7 +1435,8 @@ pub(crate) fn fit_before(
             (matrix, rows)
         }
     };
-    let (linear, gbm) = fit_models(models, &matrix, &training_rows, run)?;
+    let models = models.for_prices(lots.any_tariffs());
+    let (linear, gbm) = fit_models(&models, &matrix, &training_rows, run)?;
     Ok(Fitted {
         linear,
         gbm,
@@ -1946,6 +1977,27 @@ fn pair_allowed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_price_feature_is_left_out_only_where_no_lot_has_a_tariff() {
+        let price = index::TARGET_PRICE_CHANGE_WEEK;
+        let mut models = ModelChoice::all();
+        if let Some(gbm) = models.gbm.as_mut() {
+            gbm.excluded_features = vec![index::LOT_CODE];
+        }
+        let priced = models.for_prices(true);
+        assert_eq!(priced, models);
+        let unpriced = models.for_prices(false);
+        let gbm = unpriced.gbm.expect("trees");
+        assert_eq!(gbm.excluded_features, vec![index::LOT_CODE, price]);
+        let linear = unpriced.linear.expect("elastic net");
+        assert!(linear.excluded_features.contains(&price));
+        // Twice is once.
+        assert_eq!(
+            models.for_prices(false).for_prices(false),
+            models.for_prices(false)
+        );
+    }
 
     #[test]
     fn a_model_loses_where_it_ties_or_trails_the_baseline_or_has_no_figure() {

@@ -259,11 +259,13 @@ pub enum FeatureGroup {
     Flows,
     /// Cars expected by special events at the target.
     Events,
+    /// The price in force at the target against a week before it (where a city has tariffs).
+    Price,
 }
 
 impl FeatureGroup {
     /// Every group, in vector order of their first feature.
-    pub const ALL: [FeatureGroup; 8] = [
+    pub const ALL: [FeatureGroup; 9] = [
         FeatureGroup::Lot,
         FeatureGroup::Calendar,
         FeatureGroup::Lags,
@@ -272,6 +274,7 @@ impl FeatureGroup {
         FeatureGroup::Level,
         FeatureGroup::Flows,
         FeatureGroup::Events,
+        FeatureGroup::Price,
     ];
 
     /// The name used in the configuration file.
@@ -285,6 +288,7 @@ impl FeatureGroup {
             FeatureGroup::Level => "level",
             FeatureGroup::Flows => "flows",
             FeatureGroup::Events => "events",
+            FeatureGroup::Price => "price",
         }
     }
 
@@ -308,6 +312,7 @@ impl FeatureGroup {
             | "minutes_since_first_reading_today" => FeatureGroup::Deviation,
             "arrivals_recent_rate" | "departures_recent_rate" => FeatureGroup::Flows,
             "target_event_cars_rate" => FeatureGroup::Events,
+            "target_price_change_week" => FeatureGroup::Price,
             name if name.starts_with("deviation_") => FeatureGroup::Level,
             _ => FeatureGroup::Calendar,
         }

@@ -40,6 +40,8 @@ pub struct LotSummary {
     pub timezone: Tz,
     /// Its last grid instant with a value, ms.
     pub last_ms: i64,
+    /// Whether it has hourly tariffs (the price feature has values).
+    pub has_tariffs: bool,
     /// Grid instants with a value per local day.
     readings_per_day: BTreeMap<NaiveDate, u32>,
 }
@@ -58,6 +60,7 @@ impl LotSummary {
             lot_id: lot.lot_id.clone(),
             timezone: lot.series.timezone(),
             last_ms: last_ms?,
+            has_tariffs: !lot.context.tariffs.is_empty(),
             readings_per_day,
         })
     }
@@ -405,6 +408,11 @@ impl<'a> LotGroups<'a> {
     /// The usable lots, in code order.
     pub fn lots(&self) -> &[LotSummary] {
         &self.lots
+    }
+
+    /// Whether any lot has hourly tariffs (the price feature has values somewhere).
+    pub fn any_tariffs(&self) -> bool {
+        self.lots.iter().any(|lot| lot.has_tariffs)
     }
 
     /// How many groups a pass reads.

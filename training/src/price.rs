@@ -19,9 +19,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate};
+use chrono_tz::Tz;
+use parkcast_features::vector::{HourlyTariff, price_in_force};
 use parkcast_inference::registry::PriceResponseCard;
-use parkcast_warehouse::rows::{LotRow, TariffRow};
+use parkcast_warehouse::lots::{LotsError, load_tariffs};
+use parkcast_warehouse::rows::LotRow;
 use parkcast_warehouse::schema::Table;
 use parkcast_warehouse::{Warehouse, WarehouseError};
 use polars::prelude::*;
@@ -36,6 +39,9 @@ pub enum PriceError {
     /// Reading the warehouse failed.
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    /// Reading the lots' tariffs failed.
+    #[error(transparent)]
+    Tariffs(#[from] LotsError),
     /// Reading a sessions file failed.
     #[error("reading {context}: {source}")]
     Polars {
@@ -74,16 +80,7 @@ pub fn estimate_elasticity(
     warehouse: &Warehouse,
     source: &str,
 ) -> Result<PriceResponse, PriceError> {
-    let tariffs = hourly_tariffs(warehouse, source)?;
-    if tariffs.is_empty() {
-        return Err(PriceError::NoTariffs(source.to_owned()));
-    }
-    let lots: HashMap<String, LotRow> = warehouse
-        .read_rows::<LotRow>()?
-        .into_iter()
-        .filter(|lot| lot.source == source)
-        .map(|lot| (lot.lot_id.clone(), lot))
-        .collect();
+    let (lots, tariffs) = lot_tariffs(warehouse, source)?;
 
     let arrivals = daily_arrivals(warehouse, source)?;
     // One observation per lot-day with a price and enough arrivals.
@@ -145,12 +142,10 @@ pub fn learn(
     as_of: NaiveDate,
 ) -> Result<PriceResponseCard, PriceError> {
     let response = estimate_elasticity(warehouse, source)?;
-    let tariffs = hourly_tariffs(warehouse, source)?;
-    let reference_cents_per_hour = warehouse
-        .read_rows::<LotRow>()?
-        .into_iter()
-        .filter(|lot| lot.source == source)
-        .filter_map(|lot| price_on(&tariffs, &lot, as_of).map(|price| (lot.lot_id, price)))
+    let (lots, tariffs) = lot_tariffs(warehouse, source)?;
+    let reference_cents_per_hour = lots
+        .values()
+        .filter_map(|lot| price_on(&tariffs, lot, as_of).map(|price| (lot.lot_id.clone(), price)))
         .collect();
     Ok(PriceResponseCard {
         elasticity: response.elasticity,
@@ -161,18 +156,26 @@ pub fn learn(
     })
 }
 
-/// `source`'s hourly plans: event flat fees and free season tickets set no hourly price.
-fn hourly_tariffs(warehouse: &Warehouse, source: &str) -> Result<Vec<TariffRow>, PriceError> {
-    if !warehouse.has_table(Table::DimTariff) {
-        return Ok(Vec::new());
-    }
-    Ok(warehouse
-        .read_rows::<TariffRow>()?
+/// `source`'s lots and the hourly tariffs of each (`parkcast_warehouse::lots::load_tariffs`, the
+/// rule the features use); [`PriceError::NoTariffs`] when no lot has one.
+fn lot_tariffs(
+    warehouse: &Warehouse,
+    source: &str,
+) -> Result<(HashMap<String, LotRow>, LotTariffs), PriceError> {
+    let lots: HashMap<String, LotRow> = warehouse
+        .read_rows::<LotRow>()?
         .into_iter()
-        .filter(|tariff| tariff.source == source)
-        .filter(|tariff| tariff.flat_cents.is_none() && tariff.cents_per_hour > 0)
-        .collect())
+        .filter(|lot| lot.source == source)
+        .map(|lot| (lot.lot_id.clone(), lot))
+        .collect();
+    let tariffs = load_tariffs(warehouse, &lots)?;
+    if tariffs.is_empty() {
+        return Err(PriceError::NoTariffs(source.to_owned()));
+    }
+    Ok((lots, tariffs))
 }
+
+type LotTariffs = HashMap<String, Vec<HourlyTariff>>;
 
 struct Observation {
     lot: String,
@@ -212,27 +215,12 @@ fn demean(rows: &mut [Observation]) {
     }
 }
 
-/// The hourly price in force at `lot` at noon UTC of `date`: the lot's own tariff, else its
-/// zone's, in cents.
-fn price_on(tariffs: &[TariffRow], lot: &LotRow, date: NaiveDate) -> Option<i64> {
-    let noon: DateTime<Utc> = date.and_hms_opt(12, 0, 0)?.and_utc();
-    let in_force = |tariff: &&TariffRow| {
-        tariff.valid_from <= noon && tariff.valid_until.is_none_or(|until| noon < until)
-    };
-    let own = tariffs
-        .iter()
-        .filter(in_force)
-        .filter(|tariff| tariff.lot_id.as_deref() == Some(lot.lot_id.as_str()))
-        .map(|tariff| tariff.cents_per_hour)
-        .max();
-    own.or_else(|| {
-        tariffs
-            .iter()
-            .filter(in_force)
-            .filter(|tariff| tariff.lot_id.is_none() && tariff.zone_id == lot.zone_id)
-            .map(|tariff| tariff.cents_per_hour)
-            .max()
-    })
+/// The hourly price in force at `lot` at noon UTC of `date`, in cents
+/// ([`parkcast_features::vector::price_in_force`]: its own tariff, else its zone's).
+fn price_on(tariffs: &LotTariffs, lot: &LotRow, date: NaiveDate) -> Option<i64> {
+    let noon = date.and_hms_opt(12, 0, 0)?.and_utc().timestamp_millis();
+    let timezone: Tz = lot.timezone.parse().unwrap_or(Tz::UTC);
+    price_in_force(tariffs.get(&lot.lot_id)?, timezone, noon)
 }
 
 /// Arrivals per lot and UTC day, read one file at a time.

@@ -241,6 +241,7 @@ pub fn train(
                         holiday_region: lot.holiday_region.clone(),
                         has_sessions: lot.context.has_sessions,
                         events: lot.context.events.to_vec(),
+                        tariffs: lot.context.tariffs.to_vec(),
                         profile_cells: profile.profile().cells(),
                         fitted_until_ms,
                     };
@@ -280,9 +281,11 @@ pub fn train(
         .filter_map(LotSummary::first_day)
         .min()
         .unwrap_or(last_day);
+    // The hyperparameters as fitted (the price feature left out where no lot has a tariff).
+    let fitted_models = config.models.for_prices(lots.any_tariffs());
     let hyperparameters = match &model {
-        SavedModel::Gbm(_) | SavedModel::ForustGbm(_) => serde_json::to_value(&config.models.gbm),
-        SavedModel::Linear(_) => serde_json::to_value(&config.models.linear),
+        SavedModel::Gbm(_) | SavedModel::ForustGbm(_) => serde_json::to_value(&fitted_models.gbm),
+        SavedModel::Linear(_) => serde_json::to_value(&fitted_models.linear),
     }
     .unwrap_or_default();
     let hyperparameters = match (hyperparameters, &config.frozen) {

@@ -15,8 +15,8 @@ use chrono::NaiveDate;
 use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest};
 use parkcast_features::vector::{
-    FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LotContext, LotFeatureState,
-    LotProfile, index, vectors_match,
+    ALL_WEEKDAYS, FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, HourlyTariff,
+    LotContext, LotFeatureState, LotProfile, index, vectors_match,
 };
 use parkcast_localtime::day_start_ms;
 use parkcast_training::datasets::datasets_dir;
@@ -160,12 +160,58 @@ fn batch_and_incremental_features_agree_with_sessions_across_dst() {
     assert_eq!(lots.len(), 4);
     let features = FeatureParams::new(15);
     let mut compared = 0;
+    let mut price_changes = 0;
     for lot in lots.values() {
         assert!(lot.context.has_sessions, "simulated lots record sessions");
         let cut_ms = day_start_ms(lot.series.timezone(), date(2025, 10, 23));
-        compared += assert_parity(&features, lot, cut_ms, &[1, 4, 96]);
+        // Tariffs as an operator runs them: the zone's all-day price, and the lot's own weekday
+        // daytime band whose price rises on 27 Oct (across the DST change, so the band is read
+        // in local time on both sides).
+        let tz = lot.series.timezone();
+        let change_ms = day_start_ms(tz, date(2025, 10, 27));
+        let tariff = |from_ms, until_ms, band: (u32, u32), weekdays, cents, lot_own| HourlyTariff {
+            valid_from_ms: from_ms,
+            valid_until_ms: until_ms,
+            band_starts_minute: band.0,
+            band_ends_minute: band.1,
+            weekdays,
+            cents_per_hour: cents,
+            lot_own,
+        };
+        let priced = LotInputs {
+            context: LotContext {
+                tariffs: Arc::from(vec![
+                    tariff(0, None, (0, 1_440), ALL_WEEKDAYS, 150, false),
+                    tariff(0, Some(change_ms), (480, 1_080), 0b1_1111, 250, true),
+                    tariff(change_ms, None, (480, 1_080), 0b1_1111, 300, true),
+                ]),
+                ..lot.context.clone()
+            },
+            ..lot.clone()
+        };
+        compared += assert_parity(&features, &priced, cut_ms, &[1, 4, 96]);
+        let profile = LotProfile::fit(&priced.series, cut_ms);
+        let vectors = batch_vectors(
+            &features,
+            &priced,
+            &profile,
+            &priced.context,
+            &[1, 4, 96],
+            cut_ms,
+        );
+        price_changes += vectors
+            .values()
+            .filter(|(vector, _)| {
+                let change = vector[index::TARGET_PRICE_CHANGE_WEEK];
+                (change - (300.0_f64 / 250.0).ln()).abs() < 1e-12
+            })
+            .count();
     }
     assert!(compared > 8_000, "compared {compared} vectors");
+    assert!(
+        price_changes > 500,
+        "{price_changes} vectors see the price rise of their target's band"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::WarehouseError;
-use crate::rows::{EventRow, LotRow};
+use crate::rows::{EventRow, LotRow, TariffRow};
 use crate::schema::Table;
 use crate::store::Warehouse;
 use chrono_tz::Tz;
@@ -21,7 +21,9 @@ use parkcast_features::calendar::{CalendarError, CalendarSource, HolidayCalendar
 use parkcast_features::grid::GridSeries;
 use parkcast_features::grid::{SHORT_GAP_MINUTES, short_gap_steps};
 use parkcast_features::vector::batch::LotHistory;
-use parkcast_features::vector::{LotContext, LotProfile, ScheduledEvent, lot_kind_code};
+use parkcast_features::vector::{
+    HourlyTariff, LotContext, LotProfile, ScheduledEvent, lot_kind_code,
+};
 use polars::prelude::*;
 
 /// Errors of reading lots.
@@ -49,6 +51,14 @@ pub enum LotsError {
         lot_id: String,
         /// The zone found.
         timezone: String,
+    },
+    /// A tariff's time band does not describe one.
+    #[error("tariff {tariff_id}: {reason}")]
+    BadTariff {
+        /// The tariff.
+        tariff_id: String,
+        /// What is wrong.
+        reason: String,
     },
 }
 
@@ -215,6 +225,7 @@ pub(crate) fn load_lots_from(
         None => Default::default(),
     };
     let mut events = load_events(warehouse)?;
+    let mut tariffs = load_tariffs(warehouse, &dimension)?;
     // The calendars the imports used: embedded data with the calendar files they kept.
     let calendar_source = CalendarSource::for_warehouse(warehouse.root())?;
     let mut calendars: HashMap<String, Arc<HolidayCalendar>> = HashMap::new();
@@ -240,6 +251,7 @@ pub(crate) fn load_lots_from(
             holidays,
             has_sessions: !lot_arrivals.is_empty(),
             events: Arc::from(events.remove(&lot_id).unwrap_or_default()),
+            tariffs: Arc::from(tariffs.remove(&lot_id).unwrap_or_default()),
         };
         lots.insert(
             lot_id.clone(),
@@ -460,6 +472,77 @@ fn load_events(warehouse: &Warehouse) -> Result<HashMap<String, Vec<ScheduledEve
         });
     }
     Ok(events)
+}
+
+/// The hourly tariffs of each of `lots` (its own and its zone's, of its source); none when the
+/// warehouse has no `dim_tariff`. Flat event fees and free plans set no hourly price and are left
+/// out.
+pub fn load_tariffs(
+    warehouse: &Warehouse,
+    lots: &HashMap<String, LotRow>,
+) -> Result<HashMap<String, Vec<HourlyTariff>>, LotsError> {
+    if !warehouse.has_table(Table::DimTariff) {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<TariffRow> = warehouse
+        .read_rows::<TariffRow>()?
+        .into_iter()
+        .filter(|tariff| tariff.flat_cents.is_none() && tariff.cents_per_hour > 0)
+        .collect();
+    let mut by_lot: HashMap<String, Vec<HourlyTariff>> = HashMap::new();
+    for row in &rows {
+        let tariff = hourly_tariff(row)?;
+        let applies = |lot: &LotRow| {
+            lot.source == row.source
+                && match &row.lot_id {
+                    Some(own) => *own == lot.lot_id,
+                    None => lot.zone_id == row.zone_id,
+                }
+        };
+        for lot in lots.values().filter(|lot| applies(lot)) {
+            by_lot.entry(lot.lot_id.clone()).or_default().push(tariff);
+        }
+    }
+    Ok(by_lot)
+}
+
+/// A `dim_tariff` row as the features read it.
+fn hourly_tariff(row: &TariffRow) -> Result<HourlyTariff, LotsError> {
+    let bad = |reason: String| LotsError::BadTariff {
+        tariff_id: row.tariff_id.clone(),
+        reason,
+    };
+    let minute = |name: &str, value: i32| {
+        u32::try_from(value)
+            .ok()
+            .filter(|minute| *minute <= 1_440)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{name} {value} is not a minute of the day (0 to 1440)"
+                ))
+            })
+    };
+    let mut weekdays = 0u8;
+    for day in row.band_weekdays.split(',').map(str::trim) {
+        match day.parse::<u8>() {
+            Ok(iso @ 1..=7) => weekdays |= 1 << (iso - 1),
+            _ => {
+                return Err(bad(format!(
+                    "band_weekdays {:?} is not a list of ISO weekdays (1 = Monday to 7)",
+                    row.band_weekdays
+                )));
+            }
+        }
+    }
+    Ok(HourlyTariff {
+        valid_from_ms: row.valid_from.timestamp_millis(),
+        valid_until_ms: row.valid_until.map(|until| until.timestamp_millis()),
+        band_starts_minute: minute("band_starts_minute", row.band_starts_minute)?,
+        band_ends_minute: minute("band_ends_minute", row.band_ends_minute)?,
+        weekdays,
+        cents_per_hour: row.cents_per_hour,
+        lot_own: row.lot_id.is_some(),
+    })
 }
 
 /// Session entry and exit times per lot of a filtered session scan.

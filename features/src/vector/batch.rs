@@ -101,6 +101,7 @@ pub fn lot_features(
     let mut cell_sum = Vec::with_capacity(instants.len());
     let mut cell_count = Vec::with_capacity(instants.len());
     let mut event_cars = Vec::with_capacity(instants.len());
+    let mut price_change = Vec::with_capacity(instants.len());
     let mut days = BTreeSet::new();
     for &instant in &instants {
         let value = lot.series.at(instant);
@@ -115,6 +116,7 @@ pub fn lot_features(
         cell_sum.push(cell.map(|(sum, _)| sum));
         cell_count.push(cell.map(|(_, count)| f64::from(count)));
         event_cars.push(lot.context.event_cars(instant));
+        price_change.push(lot.context.price_change_week(instant));
         debug_assert_eq!(
             slot_of_day(local, params.step_minutes),
             (minute_of_day(local) as u32) / params.step_minutes
@@ -129,6 +131,7 @@ pub fn lot_features(
         "cell_sum" => &cell_sum,
         "cell_count" => &cell_count,
         "event_cars" => &event_cars,
+        "price_change" => &price_change,
     }?;
 
     // Day calendars (a shared lookup) and session counts per grid instant.
@@ -379,6 +382,7 @@ pub fn lot_features(
             target("bridge_day"),
             target("days_to_major"),
             target("days_from_major"),
+            target("price_change"),
         ]);
         let named: Vec<Expr> = columns
             .into_iter()

@@ -68,6 +68,7 @@ fn context() -> LotContext {
         holidays: Arc::new(HolidayCalendar::from_dates("XX", [])),
         has_sessions: false,
         events: Arc::from(Vec::new()),
+        tariffs: Arc::from(Vec::new()),
     }
 }
 
@@ -140,6 +141,7 @@ pub fn publish_toy(
             holiday_region: "XX".to_owned(),
             has_sessions: sessions,
             events: Vec::new(),
+            tariffs: Vec::new(),
             profile_cells: profile.cells(),
             fitted_until_ms: until_ms,
         });
