@@ -1,6 +1,6 @@
 //! Compiles `proto/parkcast/v1/*.proto` with protox (pure Rust: no `protoc` to install), generates the
 //! messages (prost) and the gRPC services (tonic), and writes the descriptor set that gRPC reflection
-//! serves.
+//! serves; with the `json` feature, also the messages' protobuf JSON mapping (pbjson).
 //!
 //! Servers and clients come from two tonic generators that differ in their codec: servers decode
 //! requests with `parkcast_proto::codec::RequestCodec`, which answers an undecodable request body with
@@ -65,5 +65,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&out_dir)
         .service_generator(Box::new(generator));
     config.compile_fds(descriptors)?;
+    // The protobuf JSON mapping of every message (serde impls by pbjson): what the REST face
+    // answers, so JSON and gRPC clients read the same messages. Default values are written out
+    // (a free count of 0 is an answer, not an absence).
+    if std::env::var_os("CARGO_FEATURE_JSON").is_some() {
+        let encoded = std::fs::read(out_dir.join("parkcast_descriptor.bin"))?;
+        pbjson_build::Builder::new()
+            .register_descriptors(&encoded)?
+            .out_dir(&out_dir)
+            .emit_fields()
+            .build(&[".parkcast.v1"])?;
+    }
     Ok(())
 }

@@ -166,6 +166,24 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     assert_eq!(answer["lot_id"], "sim:lot0001");
     assert_eq!(answer["model_name"], "simulated");
     assert_eq!(answer["forecasts"].as_array().map(Vec::len), Some(2));
+    // The same question as JSON over HTTP, on the metrics port (the REST face).
+    let http_address = metrics_address
+        .clone()
+        .expect("the banner names the HTTP address");
+    let body = http_get(
+        &http_address,
+        "/v1/lots/sim:lot0001/availability?horizon_minutes=30,60",
+    )
+    .expect("the REST face answers");
+    let (head, body) = body.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    let rest: serde_json::Value = serde_json::from_str(body).expect("a JSON answer");
+    assert_eq!(rest["lotId"], "sim:lot0001");
+    assert_eq!(rest["modelName"], "simulated");
+    assert_eq!(rest["forecasts"].as_array().map(Vec::len), Some(2));
     if postgres.is_some() {
         // The served model learned the city's price response: a what-if answers.
         let what_if = Command::new(env!("CARGO_BIN_EXE_parkcast"))
@@ -268,18 +286,23 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     }
 }
 
+/// One HTTP/1.0 GET: the whole response, head and body (`None` when the port does not answer).
+fn http_get(address: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
 /// The forecasts scored on live actuals over the last day at any horizon, from `/metrics`
 /// (0 while the server has not published any).
 fn live_scored_pairs(address: &str) -> u64 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+    let Some(body) = http_get(address, "/metrics") else {
         return 0;
     };
-    let request = format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n");
-    let mut body = String::new();
-    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut body).is_err() {
-        return 0;
-    }
     body.lines()
         .filter(|line| {
             line.starts_with("parkcast_live_scored_pairs{") && line.contains("window=\"day\"")

@@ -32,6 +32,8 @@ pub mod codec;
 #[allow(missing_docs, clippy::doc_markdown, clippy::doc_lazy_continuation)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/parkcast.v1.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/parkcast.v1.serde.rs"));
 }
 
 /// The schema version producers write today.

@@ -68,7 +68,7 @@ pub enum ClockMode {
 pub struct ServeConfig {
     /// gRPC address.
     pub grpc_addr: SocketAddr,
-    /// Prometheus `/metrics` address.
+    /// The HTTP address: Prometheus `/metrics` and the REST/JSON face ([`crate::rest`]).
     pub metrics_addr: SocketAddr,
     /// The model registry folder.
     pub registry: PathBuf,

@@ -1030,9 +1030,18 @@ pub async fn serve(
     address: SocketAddr,
     registry: Arc<Mutex<Registry>>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(address, registry, axum::Router::new()).await
+}
+
+/// [`serve`] with more routes beside `/metrics` (the server's REST face).
+pub async fn serve_with(
+    address: SocketAddr,
+    registry: Arc<Mutex<Registry>>,
+    routes: axum::Router,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let app = axum::Router::new().route(
+    let app = routes.route(
         "/metrics",
         axum::routing::get(move || {
             let registry = Arc::clone(&registry);

@@ -33,6 +33,7 @@ use crate::metrics::{self, IngestMetrics, ReplicaMetrics, ServingMetrics};
 use crate::models::{ActivationError, ModelManager, StartupModel, load_startup};
 use crate::pricing::{PricingError, PricingFeed};
 use crate::replicas::{Advertiser, AdvertiserError, ReplicasConfigError, Router};
+use crate::rest;
 use crate::scoring::{Clock, LiveSource, Scoring};
 use crate::standby::{Follower, InputPublisher, StandbyError};
 use crate::topology::TopologyIndex;
@@ -169,14 +170,20 @@ impl Server {
             .enabled
             .then(|| ReplicaMetrics::register(&mut registry));
         let registry = Arc::new(Mutex::new(registry));
-        let (metrics_addr, metrics_task) =
-            metrics::serve(config.serve.metrics_addr, Arc::clone(&registry))
-                .await
-                .map_err(|source| ServerError::Bind {
-                    what: "metrics",
-                    address: config.serve.metrics_addr,
-                    source,
-                })?;
+        // The HTTP port opens first (metrics while the model loads); its REST routes answer 503
+        // until the services below exist.
+        let rest_services: rest::Slot = Arc::new(std::sync::OnceLock::new());
+        let (metrics_addr, metrics_task) = metrics::serve_with(
+            config.serve.metrics_addr,
+            Arc::clone(&registry),
+            rest::router(Arc::clone(&rest_services)),
+        )
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "metrics",
+            address: config.serve.metrics_addr,
+            source,
+        })?;
 
         // The model first: its grid step decides how live state samples the lots.
         let initial = initial_model(&config, &serving_metrics).await?;
@@ -446,6 +453,10 @@ impl Server {
             );
             availability = availability.with_router(router);
         }
+        let _ = rest_services.set(rest::Services {
+            availability: availability.clone(),
+            models: models.clone(),
+        });
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let (grpc_shutdown, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -28,6 +28,7 @@ use parkcast_serving::live::{LiveRules, LiveState};
 use parkcast_serving::metrics::{ActivationOutcome, Rpc, ServingMetrics};
 use parkcast_serving::models::ModelManager;
 use parkcast_serving::requests::RequestLimits;
+use parkcast_serving::rest;
 use parkcast_serving::scoring::{Clock, LiveSource, Scoring, ScoringConfig};
 use parkcast_serving::topology::TopologyIndex;
 use tonic::Code;
@@ -60,6 +61,8 @@ struct Fixture {
     metrics: ServingMetrics,
     registry: tempfile::TempDir,
     address: std::net::SocketAddr,
+    /// The REST face over the same services ([`parkcast_serving::rest`]).
+    http: std::net::SocketAddr,
 }
 
 impl Fixture {
@@ -218,6 +221,11 @@ async fn fixture_with(setup: Setup) -> Fixture {
     let (reflection, reflection_v1alpha) =
         parkcast_serving::grpc::reflection(&[parkcast_proto::FILE_DESCRIPTOR_SET])
             .expect("reflection builds");
+    let http = serve_rest(Some(rest::Services {
+        availability: availability.clone(),
+        models: models.clone(),
+    }))
+    .await;
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(reflection)
@@ -235,7 +243,66 @@ async fn fixture_with(setup: Setup) -> Fixture {
         metrics,
         registry,
         address,
+        http,
     }
+}
+
+/// The server's HTTP port (`/metrics` and the REST routes) over `services` (`None`: still
+/// starting), as the server composes it; returns its address.
+async fn serve_rest(services: Option<rest::Services>) -> std::net::SocketAddr {
+    let slot: rest::Slot = Arc::new(std::sync::OnceLock::new());
+    if let Some(services) = services {
+        let _ = slot.set(services);
+    }
+    let (address, _task) = parkcast_serving::metrics::serve_with(
+        "127.0.0.1:0".parse().expect("an address"),
+        Arc::new(std::sync::Mutex::new(
+            prometheus_client::registry::Registry::default(),
+        )),
+        rest::router(slot),
+    )
+    .await
+    .expect("the HTTP port opens");
+    address
+}
+
+/// One HTTP/1.1 exchange over TCP: (status, body).
+async fn http(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("the HTTP port accepts");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("the request is sent");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("the response is read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    (status, body.to_owned())
 }
 
 fn get(lot: &str, horizons: &[u32], arrival: i64) -> GetAvailabilityRequest {
@@ -1958,4 +2025,319 @@ async fn pricing_bands_answer_a_what_if_price_as_the_feed_would_publish_them() {
         assert_eq!(status.code(), code, "{}", status.message());
         assert!(status.message().contains(words), "{}", status.message());
     }
+}
+
+/// A body as a message of the protobuf JSON mapping.
+fn from_json<T: serde::de::DeserializeOwned>(body: &str) -> T {
+    serde_json::from_str(body).unwrap_or_else(|error| panic!("{error}: {body}"))
+}
+
+#[tokio::test]
+async fn json_answers_equal_the_grpc_answers_for_the_same_requests() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let rest = |path: String| http(fixture.http, "GET", Box::leak(path.into_boxed_str()), "");
+
+    let grpc = client
+        .get_availability(get("north", &[15, 60], 0))
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert_eq!(grpc.forecasts.len(), 2);
+    let (status, body) =
+        rest("/v1/lots/north/availability?horizon_minutes=15&horizon_minutes=60".to_owned()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(from_json::<LotAvailability>(&body), grpc);
+    // The protobuf JSON mapping: lowerCamelCase names, 64-bit integers as strings, defaults written.
+    let value: serde_json::Value = from_json(&body);
+    assert_eq!(value["asOfMs"], serde_json::json!(NOW.to_string()));
+    assert_eq!(value["stale"], serde_json::json!(false));
+    assert_eq!(
+        value["forecasts"][0]["horizonMinutes"],
+        serde_json::json!(15)
+    );
+    // Comma-separated and JSON names are the same request.
+    let (_, same) = rest("/v1/lots/north/availability?horizonMinutes=15,60".to_owned()).await;
+    assert_eq!(same, body);
+
+    let arrival = NOW + 45 * 60_000;
+    let grpc = client
+        .get_availability(get("east", &[], arrival))
+        .await
+        .expect("an answer")
+        .into_inner();
+    let (_, body) = rest(format!(
+        "/v1/lots/east/availability?arrival_time_ms={arrival}"
+    ))
+    .await;
+    assert_eq!(from_json::<LotAvailability>(&body), grpc);
+
+    let batch = BatchGetAvailabilityRequest {
+        requests: vec![get("south", &[], 0), get("north", &[30], 0)],
+    };
+    let grpc = client
+        .batch_get_availability(batch.clone())
+        .await
+        .expect("an answer")
+        .into_inner();
+    let body = serde_json::to_string(&batch).expect("the request as JSON");
+    let (status, body) = http(fixture.http, "POST", "/v1/availability:batchGet", &body).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        from_json::<parkcast_proto::v1::BatchGetAvailabilityResponse>(&body),
+        grpc
+    );
+
+    let search = SearchNearbyRequest {
+        latitude: 51.5,
+        longitude: -0.12,
+        radius_m: 10_000.0,
+        arrival_in_minutes: 30,
+        slot_type: SlotType::Standard as i32,
+        ..SearchNearbyRequest::default()
+    };
+    let grpc = client
+        .search_nearby(search)
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert!(!grpc.lots.is_empty());
+    let (_, body) = rest(
+        "/v1/nearby?latitude=51.5&longitude=-0.12&radius_m=10000&arrival_in_minutes=30&slot_type=SLOT_TYPE_STANDARD"
+            .to_owned(),
+    )
+    .await;
+    assert_eq!(
+        from_json::<parkcast_proto::v1::SearchNearbyResponse>(&body),
+        grpc
+    );
+
+    let grpc = client
+        .get_pricing_bands(parkcast_proto::v1::GetPricingBandsRequest {
+            lot_id: "north".to_owned(),
+            price_per_hour: None,
+        })
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert!(!grpc.bands.is_empty());
+    let (_, body) = rest("/v1/lots/north/pricing-bands".to_owned()).await;
+    assert_eq!(from_json::<parkcast_proto::v1::PricingBands>(&body), grpc);
+
+    let grpc = client
+        .list_replicas(parkcast_proto::v1::ListReplicasRequest {})
+        .await
+        .expect("an answer")
+        .into_inner();
+    let (_, body) = rest("/v1/replicas".to_owned()).await;
+    assert_eq!(
+        from_json::<parkcast_proto::v1::ListReplicasResponse>(&body),
+        grpc
+    );
+
+    let mut models = fixture.models().await;
+    let grpc = models
+        .list_models(ListModelsRequest {})
+        .await
+        .expect("an answer")
+        .into_inner();
+    assert_eq!(grpc.models.len(), 1);
+    let (_, body) = rest("/v1/models".to_owned()).await;
+    assert_eq!(
+        from_json::<parkcast_proto::v1::ListModelsResponse>(&body),
+        grpc
+    );
+    let grpc = models
+        .describe_model(DescribeModelRequest {
+            name: "toy".to_owned(),
+            version: 1,
+        })
+        .await
+        .expect("an answer")
+        .into_inner();
+    let (_, body) = rest("/v1/models/toy/1".to_owned()).await;
+    assert_eq!(from_json::<parkcast_proto::v1::ModelInfo>(&body), grpc);
+
+    // The document describing all of it.
+    let (status, body) = rest("/openapi.json".to_owned()).await;
+    assert_eq!(status, 200);
+    let document: serde_json::Value = from_json(&body);
+    assert_eq!(document["openapi"], serde_json::json!("3.1.0"));
+    assert!(document["paths"]["/v1/lots/{lot_id}/availability"]["get"].is_object());
+}
+
+#[tokio::test]
+async fn a_bad_json_request_gets_the_grpc_code_as_http_status_and_the_same_message() {
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let past = NOW - 1_000;
+    let soon = NOW + 60_000;
+    let cases = [
+        (
+            get("nowhere", &[], 0),
+            "/v1/lots/nowhere/availability".to_owned(),
+            404,
+        ),
+        (
+            get("north", &[145], 0),
+            "/v1/lots/north/availability?horizon_minutes=145".to_owned(),
+            400,
+        ),
+        (
+            get("north", &[0], 0),
+            "/v1/lots/north/availability?horizon_minutes=0".to_owned(),
+            400,
+        ),
+        (
+            get("north", &[], past),
+            format!("/v1/lots/north/availability?arrival_time_ms={past}"),
+            400,
+        ),
+        (
+            get("north", &[15], soon),
+            format!("/v1/lots/north/availability?horizon_minutes=15&arrival_time_ms={soon}"),
+            400,
+        ),
+        (
+            GetAvailabilityRequest {
+                price_per_hour: Some(-2.0),
+                ..get("north", &[15], 0)
+            },
+            "/v1/lots/north/availability?horizon_minutes=15&price_per_hour=-2".to_owned(),
+            400,
+        ),
+    ];
+    for (request, path, http_status) in cases {
+        let expected = client
+            .get_availability(request)
+            .await
+            .expect_err("refused over gRPC");
+        let (status, body) = http(fixture.http, "GET", &path, "").await;
+        assert_eq!(status, http_status, "{path}: {body}");
+        let error: serde_json::Value = from_json(&body);
+        assert_eq!(
+            error["message"],
+            serde_json::json!(expected.message()),
+            "{path}"
+        );
+        assert_eq!(error["code"], serde_json::json!(expected.code() as i32));
+        assert_eq!(
+            error["status"],
+            serde_json::json!(rest::code_name(expected.code()))
+        );
+    }
+
+    // A batch without requests, and a search too wide: the gRPC message, as 400.
+    let expected = client
+        .batch_get_availability(BatchGetAvailabilityRequest { requests: vec![] })
+        .await
+        .expect_err("refused");
+    let (status, body) = http(fixture.http, "POST", "/v1/availability:batchGet", "{}").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        from_json::<serde_json::Value>(&body)["message"],
+        serde_json::json!(expected.message())
+    );
+    let far = SearchNearbyRequest {
+        latitude: 51.5,
+        longitude: -0.12,
+        radius_m: 50_000.0,
+        ..SearchNearbyRequest::default()
+    };
+    let expected = client.search_nearby(far).await.expect_err("refused");
+    let (status, body) = http(
+        fixture.http,
+        "GET",
+        "/v1/nearby?latitude=51.5&longitude=-0.12&radius_m=50000",
+        "",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        from_json::<serde_json::Value>(&body)["message"],
+        serde_json::json!(expected.message())
+    );
+
+    // What only JSON can get wrong: each a 400 naming the problem.
+    for (method, path, body, says) in [
+        (
+            "GET",
+            "/v1/lots/north/availability?horizon=15",
+            "",
+            "unknown field `horizon`",
+        ),
+        (
+            "GET",
+            "/v1/lots/north/availability?arrival_time_ms=soon",
+            "",
+            "arrival_time_ms",
+        ),
+        (
+            "GET",
+            "/v1/lots/north/availability?price_per_hour=1&price_per_hour=2",
+            "",
+            "price_per_hour is given more than once",
+        ),
+        (
+            "GET",
+            "/v1/nearby?latitude=51.5&longitude=-0.12&radius_m=100&slot_type=SLOT_TYPE_CAR",
+            "",
+            "SLOT_TYPE_CAR",
+        ),
+        (
+            "POST",
+            "/v1/availability:batchGet",
+            "{\"requests\": [",
+            "the body is not the request's JSON",
+        ),
+        (
+            "POST",
+            "/v1/availability:batchGet",
+            "{\"requests\": 7}",
+            "the body is not the request's JSON",
+        ),
+    ] {
+        let (status, answer) = http(fixture.http, method, path, body).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        let error: serde_json::Value = from_json(&answer);
+        assert_eq!(error["status"], serde_json::json!("INVALID_ARGUMENT"));
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(says)),
+            "{path}: {answer}"
+        );
+    }
+
+    // No model: forecasts are unavailable (503), as over gRPC.
+    let bare = fixture_with(Setup {
+        activate: false,
+        ..Setup::default()
+    })
+    .await;
+    let expected = bare
+        .availability()
+        .await
+        .get_availability(get("north", &[15], 0))
+        .await
+        .expect_err("refused");
+    assert_eq!(expected.code(), Code::Unavailable);
+    let (status, body) = http(
+        bare.http,
+        "GET",
+        "/v1/lots/north/availability?horizon_minutes=15",
+        "",
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        from_json::<serde_json::Value>(&body)["message"],
+        serde_json::json!(expected.message())
+    );
+
+    // A server still starting answers 503 saying so.
+    let starting = serve_rest(None).await;
+    let (status, body) = http(starting, "GET", "/v1/models", "").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("starting"), "{body}");
 }

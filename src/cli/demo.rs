@@ -42,7 +42,7 @@ pub struct DemoArgs {
     /// gRPC address of the live server.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub grpc_addr: std::net::SocketAddr,
-    /// Prometheus metrics address of the live server.
+    /// HTTP address of the live server: Prometheus `/metrics` and the REST/JSON API.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: std::net::SocketAddr,
     /// Replay speed of the city's last day: 600 plays an hour in 6 seconds.
@@ -316,11 +316,13 @@ fn live_stage(
         let address = server.grpc_addr;
         let first_lot = topology.lots().first().map_or("sim:lot0000", |lot| lot.lot_id.as_str());
         let banner = format!(
-            "gRPC on {address} (health, reflection, Availability, Models); metrics on http://{}/metrics\n\
+            "gRPC on {address} (health, reflection, Availability, Models); metrics on http://{http}/metrics\n\
+             REST/JSON on http://{http}/v1 (OpenAPI: http://{http}/openapi.json)\n\
              try:  parkcast query --addr http://{address} --lot {first_lot} --horizons 30,60\n\
              \x20     parkcast query --addr http://{address} watch --lot {first_lot}\n\
+             \x20     curl 'http://{http}/v1/lots/{first_lot}/availability?horizon_minutes=30,60'\n\
              Ctrl-C stops.",
-            server.metrics_addr
+            http = server.metrics_addr
         );
         println!("{banner}");
         let interactive = std::io::stdout().is_terminal();

@@ -114,7 +114,8 @@ pub enum Command {
     /// so `parkcast train` can learn from archived live data.
     Archive(archive::ArchiveArgs),
     /// The server: live ingestion, scoring with the active model, gRPC (Availability, Models,
-    /// health, reflection), the pricing feed and Prometheus metrics, with hot model reload.
+    /// health, reflection) and the same answers as REST/JSON, the pricing feed and Prometheus
+    /// metrics, with hot model reload.
     Serve(serve::ServeArgs),
     /// Ask a running server: lots now and ahead, nearby search, live watch, served models (table
     /// or --json).

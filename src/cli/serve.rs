@@ -24,7 +24,8 @@ pub struct ServeArgs {
     /// gRPC address (overrides `serve.grpc_addr`).
     #[arg(long)]
     pub grpc_addr: Option<SocketAddr>,
-    /// Prometheus metrics at `http://ADDRESS/metrics` (overrides `serve.metrics_addr`).
+    /// The HTTP port: Prometheus metrics at `http://ADDRESS/metrics` and the REST/JSON API at
+    /// `http://ADDRESS/v1/...` (described at `/openapi.json`; overrides `serve.metrics_addr`).
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
     /// Model registry folder (overrides `serve.registry`).
@@ -113,8 +114,8 @@ pub fn run(args: ServeArgs, _global: &GlobalArgs) -> Result<()> {
         })
         .await?;
         println!(
-            "serving gRPC on {} (try: parkcast query --addr http://{} --lot <lot id> --horizons 30,60); metrics on http://{}/metrics; Ctrl-C stops",
-            server.grpc_addr, server.grpc_addr, server.metrics_addr
+            "serving gRPC on {} (try: parkcast query --addr http://{} --lot <lot id> --horizons 30,60); metrics on http://{}/metrics; REST/JSON on http://{}/v1 (OpenAPI: /openapi.json); Ctrl-C stops",
+            server.grpc_addr, server.grpc_addr, server.metrics_addr, server.metrics_addr
         );
         server.run_until(shutdown_signal()).await
     })?;
