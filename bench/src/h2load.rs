@@ -7,7 +7,8 @@
 //! the answers to all of them must leave at once. A server that sends the first and holds the rest
 //! until the client's next packet (Nagle's algorithm on its sockets; see `Server::start`) shows a
 //! 10 ms floor here that `bench grpc` never sees. `--with-grpc` runs `bench grpc`'s open-loop
-//! sweep at the same rates in the same run and reports both in one table.
+//! sweep at the same rates in the same run and reports both in one table; `--with-rest ADDR` asks
+//! the same question as a JSON GET of the server's REST face over HTTP/1.1, also in the same run.
 //!
 //! h2load sends one request body for every request (`-d`): one lot, the same horizons. It sees the
 //! HTTP status only, not `grpc-status` (a gRPC error is an HTTP 200 with trailers), so the same
@@ -17,7 +18,7 @@
 //! from each request's due time.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -33,6 +34,12 @@ use crate::{Error, Report};
 
 /// The gRPC method asked.
 const METHOD_PATH: &str = "/parkcast.v1.Availability/GetAvailability";
+
+/// The table's name of h2load's gRPC rows.
+const GRPC_LABEL: &str = "h2load gRPC (HTTP/2, bursts every 10 ms)";
+
+/// The table's name of h2load's REST rows.
+const REST_LABEL: &str = "h2load JSON GET (HTTP/1.1)";
 
 /// What `bench h2load` asks of the server, and how hard.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -73,6 +80,13 @@ pub struct H2loadOptions {
     /// connection count, and report both in one table.
     #[arg(long)]
     pub with_grpc: bool,
+    /// Also ask the same question as JSON: h2load over HTTP/1.1 GETs the server's REST route
+    /// (`/v1/lots/LOT/availability?horizon_minutes=...`) on this HTTP address (`host:port`, the
+    /// server's `serve.metrics_addr`) at the same rates, in the same run; HTTP/1.1 has no
+    /// multiplexing, so it uses `connections x streams` connections with one request in flight
+    /// each (a gateway's connection pool).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub with_rest: Option<String>,
 }
 
 impl H2loadOptions {
@@ -91,9 +105,30 @@ impl H2loadOptions {
     }
 }
 
+/// What one h2load run asks, and how.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    /// The row's name in the table.
+    label: &'static str,
+    /// The URL asked.
+    url: String,
+    /// The request body file (gRPC), or none (a GET).
+    body: Option<PathBuf>,
+    /// Extra headers.
+    headers: Vec<&'static str>,
+    /// HTTP/1.1 rather than HTTP/2.
+    h1: bool,
+    /// Connections (h2load `-c`).
+    connections: u32,
+    /// Requests in flight per connection at most (h2load `-m`).
+    streams: u32,
+}
+
 /// One h2load run.
 #[derive(Debug, Clone, PartialEq)]
 struct H2loadRow {
+    /// What was asked.
+    pub label: &'static str,
     /// Total rate asked, requests/s.
     pub rate: u32,
     /// Connections.
@@ -181,6 +216,26 @@ fn method_url(addr: &str) -> String {
     }
 }
 
+/// The REST GET of the same question: the lot's availability at `horizons` on the HTTP address.
+fn rest_url(address: &str, lot: &str, horizons: &[u32]) -> String {
+    let base = address.trim_end_matches('/');
+    let base = if base.contains("://") {
+        base.to_owned()
+    } else {
+        format!("http://{base}")
+    };
+    let lot: String = form_urlencoded::byte_serialize(lot.as_bytes()).collect();
+    let horizons: Vec<String> = horizons.iter().map(u32::to_string).collect();
+    if horizons.is_empty() {
+        format!("{base}/v1/lots/{lot}/availability")
+    } else {
+        format!(
+            "{base}/v1/lots/{lot}/availability?horizon_minutes={}",
+            horizons.join(",")
+        )
+    }
+}
+
 /// A gRPC request body: the 5-byte message prefix (not compressed, big-endian length), then the
 /// message.
 fn grpc_body(request: &GetAvailabilityRequest) -> Result<Vec<u8>> {
@@ -194,27 +249,34 @@ fn grpc_body(request: &GetAvailabilityRequest) -> Result<Vec<u8>> {
 }
 
 /// Runs h2load once at `rate` requests/s in total.
-fn run_h2load(options: &H2loadOptions, body: &Path, rate: u32) -> Result<H2loadRow> {
+fn run_h2load(options: &H2loadOptions, target: &Target, rate: u32) -> Result<H2loadRow> {
     let log = tempfile::NamedTempFile::new().context("failed to create h2load's log file")?;
-    let per_connection = f64::from(rate) / f64::from(options.connections);
-    let output = Command::new(&options.h2load)
+    let per_connection = f64::from(rate) / f64::from(target.connections);
+    let mut command = Command::new(&options.h2load);
+    command
         .arg("--clients")
-        .arg(options.connections.to_string())
+        .arg(target.connections.to_string())
         .arg("--max-concurrent-streams")
-        .arg(options.streams.to_string())
+        .arg(target.streams.to_string())
         .arg("--rps")
         .arg(format!("{per_connection:.3}"))
         .arg("--duration")
         .arg(format!("{}ms", (options.seconds * 1_000.0).round()))
         .arg("--warm-up-time")
-        .arg(format!("{}ms", WARM_UP.as_millis()))
-        .args(["--header", "content-type: application/grpc"])
-        .args(["--header", "te: trailers"])
-        .arg("--data")
-        .arg(body)
+        .arg(format!("{}ms", WARM_UP.as_millis()));
+    for header in &target.headers {
+        command.args(["--header", header]);
+    }
+    if let Some(body) = &target.body {
+        command.arg("--data").arg(body);
+    }
+    if target.h1 {
+        command.arg("--h1");
+    }
+    let output = command
         .arg("--log-file")
         .arg(log.path())
-        .arg(method_url(&options.addr))
+        .arg(&target.url)
         .output()
         .map_err(|error| {
             if error.kind() == std::io::ErrorKind::NotFound {
@@ -244,15 +306,13 @@ fn run_h2load(options: &H2loadOptions, body: &Path, rate: u32) -> Result<H2loadR
         bail!("{unreadable} lines of h2load's log file did not parse");
     }
     if latencies.is_empty() {
-        bail!(
-            "h2load got no answers from {}:\n{stdout}",
-            method_url(&options.addr)
-        );
+        bail!("h2load got no answers from {}:\n{stdout}", target.url);
     }
     Ok(H2loadRow {
+        label: target.label,
         rate,
-        connections: options.connections,
-        streams: options.streams,
+        connections: target.connections,
+        streams: target.streams,
         achieved: latencies.len() as f64 / options.seconds,
         latency: Percentiles::of(latencies),
         errors: counts.failed.max(non_2xx),
@@ -280,7 +340,7 @@ fn table(h2load: &[H2loadRow], grpc: &[SweepRow], connections: u32) -> comfy_tab
     for rate in rates {
         for row in h2load.iter().filter(|row| row.rate == rate) {
             table.add_row(vec![
-                Cell::new("h2load (bursts every 10 ms)"),
+                Cell::new(row.label),
                 right(thousands(u64::from(row.rate))),
                 right(thousands(row.achieved as u64)),
                 right(format!("{} x {}", row.connections, row.streams)),
@@ -316,9 +376,12 @@ fn table(h2load: &[H2loadRow], grpc: &[SweepRow], connections: u32) -> comfy_tab
     table
 }
 
-/// One line against the issue's target, for h2load.
+/// One line against the issue's target, for h2load over gRPC.
 fn verdict(rows: &[H2loadRow]) -> String {
-    match rows.iter().find(|row| row.rate == TARGET_RATE) {
+    match rows
+        .iter()
+        .find(|row| row.rate == TARGET_RATE && row.label == GRPC_LABEL)
+    {
         Some(row) => format!(
             "h2load: p99 {} ms at {}/s over {} x {} streams (target < {} ms: {})",
             millis(row.latency.p99),
@@ -385,17 +448,44 @@ pub fn h2load(options: &H2loadOptions) -> Result<Report, Error> {
          due, several requests per segment) to the end of its answer; bench grpc from each \
          request's due time (open loop, each request sent alone)",
     );
+    let grpc = Target {
+        label: GRPC_LABEL,
+        url: method_url(&options.addr),
+        body: Some(body.path().to_owned()),
+        headers: vec!["content-type: application/grpc", "te: trailers"],
+        h1: false,
+        connections: options.connections,
+        streams: options.streams,
+    };
+    let rest = options.with_rest.as_deref().map(|address| Target {
+        label: REST_LABEL,
+        url: rest_url(address, &options.lot, &horizons),
+        body: None,
+        headers: vec!["accept: application/json"],
+        h1: true,
+        connections: options.connections * options.streams,
+        streams: 1,
+    });
+    if let Some(rest) = &rest {
+        report.push(format_args!(
+            "REST: {} over {} HTTP/1.1 connections, one request in flight each",
+            rest.url, rest.connections
+        ));
+    }
     let (mut h2load_rows, mut grpc_rows) = (Vec::new(), Vec::new());
     let lots = [options.lot.clone()];
     for &rate in &rates {
-        let row = run_h2load(options, body.path(), rate)?;
-        tracing::info!(
-            rate,
-            p99_ms = %millis(row.latency.p99),
-            errors = row.errors,
-            "h2load rate measured"
-        );
-        h2load_rows.push(row);
+        for target in std::iter::once(&grpc).chain(&rest) {
+            let row = run_h2load(options, target, rate)?;
+            tracing::info!(
+                client = target.label,
+                rate,
+                p99_ms = %millis(row.latency.p99),
+                errors = row.errors,
+                "h2load rate measured"
+            );
+            h2load_rows.push(row);
+        }
         if options.with_grpc {
             let connections = usize::try_from(options.connections).unwrap_or(1);
             grpc_rows.extend(runtime.block_on(request_sweep(
@@ -433,6 +523,7 @@ mod tests {
             seconds: 5.0,
             h2load: PathBuf::from("h2load"),
             with_grpc: false,
+            with_rest: None,
         };
         assert!(options.validate().is_ok());
         let no_rate = H2loadOptions {

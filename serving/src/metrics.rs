@@ -1062,6 +1062,13 @@ pub async fn serve_with(
             }
         }),
     );
+    // TCP_NODELAY on every accepted connection, as on the gRPC port (`Server::start` says why):
+    // an answer written in more than one piece must not wait for the client's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on an HTTP connection");
+        }
+    });
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(error = %error, "metrics endpoint stopped");

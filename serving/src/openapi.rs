@@ -88,16 +88,22 @@ fn operation(route: &Route) -> Value {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         })
     };
+    let answer = json!({"$ref": format!("#/components/schemas/{}", route.response)});
+    let success = if route.events {
+        json!({
+            "description": format!("A stream of server-sent events: `event: availability` with a {} as JSON data, at first and on every change; `event: error` with an Error if the stream ends in one.", route.response),
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "x-event-data": answer}}
+        })
+    } else {
+        json!({"description": "The answer.", "content": {"application/json": {"schema": answer}}})
+    };
     let mut operation = json!({
         "operationId": route.rpc.rsplit('.').next().unwrap_or(route.rpc),
         "summary": route.summary,
         "description": format!("gRPC: `{}` with a `{}`.", route.rpc, route.request),
         "parameters": parameters,
         "responses": {
-            "200": {
-                "description": "The answer.",
-                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{}", route.response)}}}
-            },
+            "200": success,
             "400": error("INVALID_ARGUMENT or FAILED_PRECONDITION: the message says what is wrong."),
             "404": error("NOT_FOUND: no such lot or model version."),
             "503": error("UNAVAILABLE: the server is starting or cannot answer now.")

@@ -17,6 +17,7 @@
 //! | `GET /v1/models` | `Models.ListModels` | none |
 //! | `GET /v1/models/{name}/{version}` | `Models.DescribeModel` | none |
 //! | `GET /v1/replicas` | `Availability.ListReplicas` | none |
+//! | `GET /v1/watch` | `Availability.WatchAvailability` | query: `lot_ids`, `horizon_minutes` (repeated or comma-separated); server-sent events |
 //! | `GET /openapi.json` | | the OpenAPI 3.1 document of these routes ([`crate::openapi`]) |
 //!
 //! Query parameters are the request message's fields by their proto or JSON names; an unknown
@@ -27,6 +28,7 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use parkcast_proto::v1::availability_server::Availability;
@@ -34,10 +36,12 @@ use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
     BatchGetAvailabilityRequest, DescribeModelRequest, GetAvailabilityRequest,
     GetPricingBandsRequest, ListModelsRequest, ListReplicasRequest, SearchNearbyRequest,
+    WatchAvailabilityRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use tokio_stream::StreamExt as _;
 use tonic::{Code, Status};
 
 use crate::grpc::{AvailabilityService, ModelsService};
@@ -59,10 +63,13 @@ pub struct Route {
     pub query: &'static [&'static str],
     /// What it answers.
     pub summary: &'static str,
+    /// Whether it answers with server-sent events (each event's data a `response`) rather than
+    /// one JSON document.
+    pub events: bool,
 }
 
 /// Every route (the handlers are bound in [`router`]).
-pub const ROUTES: [Route; 7] = [
+pub const ROUTES: [Route; 8] = [
     Route {
         method: "GET",
         path: "/v1/lots/{lot_id}/availability",
@@ -71,6 +78,7 @@ pub const ROUTES: [Route; 7] = [
         response: "LotAvailability",
         query: &["horizon_minutes", "arrival_time_ms", "price_per_hour"],
         summary: "A lot's free slots now and ahead, with intervals and P(a free slot).",
+        events: false,
     },
     Route {
         method: "POST",
@@ -80,6 +88,7 @@ pub const ROUTES: [Route; 7] = [
         response: "BatchGetAvailabilityResponse",
         query: &[],
         summary: "Several lots at once, in request order.",
+        events: false,
     },
     Route {
         method: "GET",
@@ -97,6 +106,7 @@ pub const ROUTES: [Route; 7] = [
             "max_results",
         ],
         summary: "Lots near a point, the best chance of a free slot at arrival first.",
+        events: false,
     },
     Route {
         method: "GET",
@@ -106,6 +116,7 @@ pub const ROUTES: [Route; 7] = [
         response: "PricingBands",
         query: &["price_per_hour"],
         summary: "A lot's pricing-feed bands now, or at a what-if price.",
+        events: false,
     },
     Route {
         method: "GET",
@@ -115,6 +126,7 @@ pub const ROUTES: [Route; 7] = [
         response: "ListModelsResponse",
         query: &[],
         summary: "Every model version of the registry.",
+        events: false,
     },
     Route {
         method: "GET",
@@ -124,6 +136,17 @@ pub const ROUTES: [Route; 7] = [
         response: "ModelInfo",
         query: &[],
         summary: "One model version (version 0: the newest).",
+        events: false,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/watch",
+        rpc: "parkcast.v1.Availability.WatchAvailability",
+        request: "WatchAvailabilityRequest",
+        response: "LotAvailability",
+        query: &["lot_ids", "horizon_minutes"],
+        summary: "Server-sent events: each watched lot's answer now, then again on every change (`event: availability`, the answer's JSON as data; `event: error` with the refusal's JSON if the watch ends in one).",
+        events: true,
     },
     Route {
         method: "GET",
@@ -133,6 +156,7 @@ pub const ROUTES: [Route; 7] = [
         response: "ListReplicasResponse",
         query: &[],
         summary: "The replicas of the server's group and what each owns.",
+        events: false,
     },
 ];
 
@@ -162,6 +186,7 @@ pub fn router(services: Slot) -> axum::Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}/{version}", get(describe_model))
         .route("/v1/replicas", get(list_replicas))
+        .route("/v1/watch", get(watch_availability))
         .route("/openapi.json", get(openapi))
         .with_state(services)
 }
@@ -268,6 +293,46 @@ async fn list_replicas(State(services): State<Slot>, RawQuery(query): RawQuery) 
             .await
     };
     answer(call.await)
+}
+
+/// `WatchAvailability` as server-sent events. A refusal before the stream opens is an ordinary
+/// JSON error; one that ends an open stream is its last event. Closing the connection drops the
+/// stream, which frees its place (`limits.max_watch_streams`) as a closed gRPC stream does.
+async fn watch_availability(State(services): State<Slot>, RawQuery(query): RawQuery) -> Response {
+    let call = async {
+        let request: WatchAvailabilityRequest = from_query(query.as_deref(), [])?;
+        let services = ready(&services)?;
+        services
+            .availability
+            .watch_availability(tonic::Request::new(request))
+            .await
+    };
+    let stream = match call.await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return error(&status),
+    };
+    let events = stream.map(|item| {
+        let event = match item {
+            Ok(answer) => match serde_json::to_string(&answer) {
+                Ok(data) => Event::default().event("availability").data(data),
+                Err(cause) => error_event(&Status::internal(format!(
+                    "the answer did not encode as JSON: {cause}"
+                ))),
+            },
+            Err(status) => error_event(&status),
+        };
+        Ok::<_, std::convert::Infallible>(event)
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// A refusal as the last event of a stream.
+fn error_event(status: &Status) -> Event {
+    Event::default()
+        .event("error")
+        .data(error_body(status).to_string())
 }
 
 async fn openapi() -> Response {
@@ -399,13 +464,18 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// A refusal as JSON.
-fn error(status: &Status) -> Response {
-    let body = serde_json::json!({
+/// A refusal's JSON.
+fn error_body(status: &Status) -> Value {
+    serde_json::json!({
         "code": status.code() as i32,
         "status": code_name(status.code()),
         "message": status.message(),
-    });
+    })
+}
+
+/// A refusal as JSON.
+fn error(status: &Status) -> Response {
+    let body = error_body(status);
     (
         http_status(status.code()),
         [(header::CONTENT_TYPE, "application/json")],

@@ -2341,3 +2341,90 @@ async fn a_bad_json_request_gets_the_grpc_code_as_http_status_and_the_same_messa
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("starting"), "{body}");
 }
+
+/// The next server-sent event of `lines`: (event name, data), skipping keep-alive comments.
+async fn next_event<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> (String, String) {
+    let (mut event, mut data) = (String::new(), String::new());
+    while let Some(line) = lines.next_line().await.expect("the stream reads") {
+        if line.is_empty() {
+            if !data.is_empty() {
+                return (event, data);
+            }
+        } else if let Some(name) = line.strip_prefix("event:") {
+            event = name.trim().to_owned();
+        } else if let Some(text) = line.strip_prefix("data:") {
+            data.push_str(text.trim_start());
+        }
+    }
+    panic!("the stream ended before an event");
+}
+
+#[tokio::test]
+async fn a_watch_over_server_sent_events_gets_the_current_answer_then_every_change() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let fixture = fixture(true).await;
+    let mut client = fixture.availability().await;
+    let now = client
+        .get_availability(get("north", &[60], 0))
+        .await
+        .expect("an answer")
+        .into_inner();
+    let mut stream = tokio::net::TcpStream::connect(fixture.http)
+        .await
+        .expect("the HTTP port accepts");
+    stream
+        .write_all(
+            b"GET /v1/watch?lot_ids=north&horizon_minutes=60 HTTP/1.0\r\nHost: parkcast\r\n\r\n",
+        )
+        .await
+        .expect("the request is sent");
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    let status = lines
+        .next_line()
+        .await
+        .expect("reads")
+        .expect("a status line");
+    assert!(status.contains(" 200 "), "{status}");
+    let mut content_type = String::new();
+    while let Some(line) = lines.next_line().await.expect("reads") {
+        if line.is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-type:") {
+            content_type = value.trim().to_owned();
+        }
+    }
+    assert_eq!(content_type, "text/event-stream");
+    let (event, data) = next_event(&mut lines).await;
+    assert_eq!(event, "availability");
+    assert_eq!(from_json::<LotAvailability>(&data), now);
+    fixture
+        .source
+        .live()
+        .apply_sensor(&sensor(3, true, 1, NOW - 60_000))
+        .expect("applies");
+    fixture.scoring.tick();
+    let (event, data) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), next_event(&mut lines))
+            .await
+            .expect("an update in time");
+    assert_eq!(event, "availability");
+    assert_eq!(from_json::<LotAvailability>(&data).occupied_now, 3);
+
+    // A watch refused before it opens is an ordinary JSON error with the gRPC message.
+    let expected = client
+        .watch_availability(WatchAvailabilityRequest {
+            lot_ids: vec![],
+            horizon_minutes: vec![],
+        })
+        .await
+        .expect_err("refused");
+    let (status, body) = http(fixture.http, "GET", "/v1/watch", "").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        from_json::<serde_json::Value>(&body)["message"],
+        serde_json::json!(expected.message())
+    );
+}
