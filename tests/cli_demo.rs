@@ -266,6 +266,7 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         "+60 min",
         "expected free slots [80% interval]",
         "parkcast query --addr http://",
+        "operations page: http://",
         "stopped:",
     ] {
         assert!(output.contains(expected), "{expected:?} missing:\n{output}");

@@ -94,7 +94,8 @@ impl LotDirectory {
         }
     }
 
-    fn get(&self, lot: LotIndex) -> Option<&LotInfo> {
+    /// The lot's name, location and slots.
+    pub fn get(&self, lot: LotIndex) -> Option<&LotInfo> {
         self.lots.get(lot as usize)
     }
 }
@@ -310,8 +311,13 @@ impl ServiceContext {
     /// A lot's answer now at `horizons_minutes` (not checked against the limits): what
     /// `GetAvailability` would answer, for in-process readers (the demo's table).
     pub fn lot_answer(&self, lot: LotIndex, horizons_minutes: &[u32]) -> LotAvailability {
+        self.lot_answer_when(lot, &When::Horizons(horizons_minutes.to_vec()))
+    }
+
+    /// [`ServiceContext::lot_answer`] at any [`When`] (not checked against the limits).
+    pub fn lot_answer_when(&self, lot: LotIndex, when: &When) -> LotAvailability {
         let now_ms = self.scoring.now_ms();
-        let targets = targets(&When::Horizons(horizons_minutes.to_vec()), now_ms);
+        let targets = targets(when, now_ms);
         self.availability(lot, &self.scoring.answer(lot), now_ms, &targets, None)
     }
 
@@ -451,6 +457,11 @@ impl AvailabilityService {
             watches,
             router: None,
         }
+    }
+
+    /// What it answers from.
+    pub fn context(&self) -> &ServiceContext {
+        &self.context
     }
 
     /// The service as one replica of several: requests for other replicas' lots are forwarded.

@@ -13,7 +13,8 @@
 //! every refusal into its status code (the one conversion) and [`pricing`] publishes the answers per
 //! time band for the pricing service; [`replicas`] lets the replicas of a consumer group answer
 //! for each other (ownership advertised on a compacted topic, requests forwarded to the owner);
-//! [`rest`] answers the same over HTTP as JSON (described by [`openapi`]);
+//! [`rest`] answers the same over HTTP as JSON (described by [`openapi`]) beside the live
+//! operations page ([`ops`]);
 //! [`server`] assembles all of it in start-up and shutdown order. It shares the status rules of
 //! [`parkcast_features::occupancy`] with training and the wire formats of [`parkcast_proto`].
 //!
@@ -32,6 +33,7 @@ pub mod live;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
+pub mod ops;
 pub mod ownership;
 pub mod pricing;
 pub mod quality;

@@ -16,9 +16,11 @@
 //! | `GET /v1/lots/{lot_id}/pricing-bands` | `Availability.GetPricingBands` | query: `price_per_hour` |
 //! | `GET /v1/models` | `Models.ListModels` | none |
 //! | `GET /v1/models/{name}/{version}` | `Models.DescribeModel` | none |
+//! | `GET /v1/quality` | `Models.GetLiveQuality` | query: `lot_ids` |
 //! | `GET /v1/replicas` | `Availability.ListReplicas` | none |
 //! | `GET /v1/watch` | `Availability.WatchAvailability` | query: `lot_ids`, `horizon_minutes` (repeated or comma-separated); server-sent events |
 //! | `GET /openapi.json` | | the OpenAPI 3.1 document of these routes ([`crate::openapi`]) |
+//! | `GET /` and `GET /ops/overview` | | the live operations page and its data ([`crate::ops`]) |
 //!
 //! Query parameters are the request message's fields by their proto or JSON names; an unknown
 //! one, one given twice, or a value of the wrong type is a 400 naming it.
@@ -35,8 +37,8 @@ use parkcast_proto::v1::availability_server::Availability;
 use parkcast_proto::v1::models_server::Models;
 use parkcast_proto::v1::{
     BatchGetAvailabilityRequest, DescribeModelRequest, GetAvailabilityRequest,
-    GetPricingBandsRequest, ListModelsRequest, ListReplicasRequest, SearchNearbyRequest,
-    WatchAvailabilityRequest,
+    GetLiveQualityRequest, GetPricingBandsRequest, ListModelsRequest, ListReplicasRequest,
+    SearchNearbyRequest, WatchAvailabilityRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -69,7 +71,7 @@ pub struct Route {
 }
 
 /// Every route (the handlers are bound in [`router`]).
-pub const ROUTES: [Route; 8] = [
+pub const ROUTES: [Route; 9] = [
     Route {
         method: "GET",
         path: "/v1/lots/{lot_id}/availability",
@@ -150,6 +152,16 @@ pub const ROUTES: [Route; 8] = [
     },
     Route {
         method: "GET",
+        path: "/v1/quality",
+        rpc: "parkcast.v1.Models.GetLiveQuality",
+        request: "GetLiveQualityRequest",
+        response: "LiveQuality",
+        query: &["lot_ids"],
+        summary: "The active model's live accuracy against its backtest, city-wide and for the lots asked, and what drifts.",
+        events: false,
+    },
+    Route {
+        method: "GET",
         path: "/v1/replicas",
         rpc: "parkcast.v1.Availability.ListReplicas",
         request: "ListReplicasRequest",
@@ -171,6 +183,8 @@ pub struct Services {
     pub availability: AvailabilityService,
     /// `Models`.
     pub models: ModelsService,
+    /// Ingestion's metrics, for the operations page (none: a server without ingestion).
+    pub ingest: Option<crate::metrics::IngestMetrics>,
 }
 
 /// Where the routes find the services.
@@ -186,8 +200,11 @@ pub fn router(services: Slot) -> axum::Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}/{version}", get(describe_model))
         .route("/v1/replicas", get(list_replicas))
+        .route("/v1/quality", get(live_quality))
         .route("/v1/watch", get(watch_availability))
         .route("/openapi.json", get(openapi))
+        .route("/", get(ops_page))
+        .route("/ops/overview", get(ops_overview))
         .with_state(services)
 }
 
@@ -283,6 +300,18 @@ async fn describe_model(
     answer(call.await)
 }
 
+async fn live_quality(State(services): State<Slot>, RawQuery(query): RawQuery) -> Response {
+    let call = async {
+        let request: GetLiveQualityRequest = from_query(query.as_deref(), [])?;
+        let services = ready(&services)?;
+        services
+            .models
+            .get_live_quality(tonic::Request::new(request))
+            .await
+    };
+    answer(call.await)
+}
+
 async fn list_replicas(State(services): State<Slot>, RawQuery(query): RawQuery) -> Response {
     let call = async {
         let request: ListReplicasRequest = from_query(query.as_deref(), [])?;
@@ -313,8 +342,11 @@ async fn watch_availability(State(services): State<Slot>, RawQuery(query): RawQu
     };
     let events = stream.map(|item| {
         let event = match item {
-            Ok(answer) => match serde_json::to_string(&answer) {
-                Ok(data) => Event::default().event("availability").data(data),
+            Ok(answer) => match to_json(&answer).map(String::from_utf8) {
+                Ok(Ok(data)) => Event::default().event("availability").data(data),
+                Ok(Err(cause)) => error_event(&Status::internal(format!(
+                    "the answer did not encode as UTF-8: {cause}"
+                ))),
                 Err(cause) => error_event(&Status::internal(format!(
                     "the answer did not encode as JSON: {cause}"
                 ))),
@@ -333,6 +365,51 @@ fn error_event(status: &Status) -> Event {
     Event::default()
         .event("error")
         .data(error_body(status).to_string())
+}
+
+async fn ops_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::ops::PAGE,
+    )
+        .into_response()
+}
+
+/// The operations page's overview ([`crate::ops::overview`]); `horizon_minutes` optional.
+async fn ops_overview(State(services): State<Slot>, RawQuery(query): RawQuery) -> Response {
+    let result = (|| {
+        let services = ready(&services)?;
+        let mut horizon = None;
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match name.as_ref() {
+                "horizon_minutes" | "horizonMinutes" => {
+                    horizon = Some(value.parse::<u32>().map_err(|_| {
+                        Status::invalid_argument(format!(
+                            "query parameter horizon_minutes={value:?} is not a number of minutes"
+                        ))
+                    })?);
+                }
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown query parameter {other} (the overview takes horizon_minutes)"
+                    )));
+                }
+            }
+        }
+        crate::ops::overview(&services, horizon.filter(|minutes| *minutes > 0))
+    })();
+    match result {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response(),
+        Err(status) => error(&status),
+    }
 }
 
 async fn openapi() -> Response {
@@ -403,10 +480,31 @@ fn from_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
     })
 }
 
+/// A message as protobuf JSON. serde_json writes a float that is not finite as `null`, which the
+/// mapping does not allow (and pbjson does not read back); the mapping writes NaN as `"NaN"`. The
+/// generated serializers write no other `null` (an absent optional field is left out), and the
+/// answers hold NaN for "unknown" (a window without pairs) but never an infinity, so every `null`
+/// this formatter is asked for is a NaN.
+pub fn to_json<T: Serialize>(message: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(512);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, ProtoJson);
+    message.serialize(&mut serializer)?;
+    Ok(out)
+}
+
+/// [`to_json`]'s formatter.
+struct ProtoJson;
+
+impl serde_json::ser::Formatter for ProtoJson {
+    fn write_null<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(b"\"NaN\"")
+    }
+}
+
 /// A service's answer as JSON, or its refusal.
 fn answer<T: Serialize>(result: Result<tonic::Response<T>, Status>) -> Response {
     match result {
-        Ok(response) => match serde_json::to_vec(response.get_ref()) {
+        Ok(response) => match to_json(response.get_ref()) {
             Ok(body) => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],

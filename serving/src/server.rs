@@ -206,6 +206,8 @@ impl Server {
                 start_ms: history_until_ms,
             },
         };
+        // The operations page reads ingestion's state from the same metrics.
+        let page_ingest_metrics = ingest_metrics.clone();
         let ingest = Arc::new(
             tokio::task::spawn_blocking(move || {
                 Ingest::start_with(
@@ -456,6 +458,7 @@ impl Server {
         let _ = rest_services.set(rest::Services {
             availability: availability.clone(),
             models: models.clone(),
+            ingest: Some(page_ingest_metrics),
         });
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

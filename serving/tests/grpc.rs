@@ -224,6 +224,7 @@ async fn fixture_with(setup: Setup) -> Fixture {
     let http = serve_rest(Some(rest::Services {
         availability: availability.clone(),
         models: models.clone(),
+        ingest: None,
     }))
     .await;
     tokio::spawn(async move {
@@ -2426,5 +2427,74 @@ async fn a_watch_over_server_sent_events_gets_the_current_answer_then_every_chan
     assert_eq!(
         from_json::<serde_json::Value>(&body)["message"],
         serde_json::json!(expected.message())
+    );
+}
+
+#[tokio::test]
+async fn the_operations_page_and_its_overview_answer_what_grpc_answers() {
+    let fixture = fixture(true).await;
+    let (status, page) = http(fixture.http, "GET", "/", "").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<title>parkcast operations</title>"),
+        "{page}"
+    );
+    // Assets embedded: nothing is loaded from elsewhere (the SVG namespace is a name, not a fetch).
+    for remote in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "fetch(\"http",
+        "import ",
+    ] {
+        assert!(!page.contains(remote), "the page loads {remote:?}");
+    }
+
+    let (status, body) = http(fixture.http, "GET", "/ops/overview?horizon_minutes=60", "").await;
+    assert_eq!(status, 200, "{body}");
+    let overview: serde_json::Value = from_json(&body);
+    assert_eq!(overview["model"]["name"], serde_json::json!("toy"));
+    assert_eq!(overview["asOfMs"], serde_json::json!(NOW.to_string()));
+    let lots = overview["lots"].as_array().expect("lots");
+    assert_eq!(lots.len(), LOTS.len());
+    let mut client = fixture.availability().await;
+    for lot in lots {
+        let lot_id = lot["lotId"].as_str().expect("an id");
+        let grpc = client
+            .get_availability(get(lot_id, &[60], 0))
+            .await
+            .expect("an answer")
+            .into_inner();
+        let answer: LotAvailability =
+            serde_json::from_value(lot["availability"].clone()).expect("a LotAvailability");
+        assert_eq!(answer, grpc, "{lot_id}");
+        assert_eq!(lot["longitude"], serde_json::json!(-0.12));
+    }
+
+    let (status, body) = http(fixture.http, "GET", "/ops/overview?horizon_minutes=999", "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("horizon_minutes 999 is not served"), "{body}");
+    let (status, body) = http(fixture.http, "GET", "/ops/overview?lot=north", "").await;
+    assert_eq!(status, 400, "{body}");
+
+    let grpc = fixture
+        .models()
+        .await
+        .get_live_quality(GetLiveQualityRequest {
+            lot_ids: vec!["north".to_owned()],
+        })
+        .await
+        .expect("an answer")
+        .into_inner();
+    let (status, body) = http(fixture.http, "GET", "/v1/quality?lot_ids=north", "").await;
+    assert_eq!(status, 200, "{body}");
+    // Nothing scored yet: every MAE is NaN, written "NaN" as the mapping says (and NaN equals
+    // nothing, so the messages are compared as their JSON).
+    assert!(body.contains("\"maeRate\":\"NaN\""), "{body}");
+    let decoded = from_json::<parkcast_proto::v1::LiveQuality>(&body);
+    assert!(decoded.city.iter().all(|window| window.mae_rate.is_nan()));
+    assert_eq!(
+        rest::to_json(&decoded).expect("encodes"),
+        rest::to_json(&grpc).expect("encodes")
     );
 }

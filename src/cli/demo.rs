@@ -318,6 +318,7 @@ fn live_stage(
         let banner = format!(
             "gRPC on {address} (health, reflection, Availability, Models); metrics on http://{http}/metrics\n\
              REST/JSON on http://{http}/v1 (OpenAPI: http://{http}/openapi.json)\n\
+             operations page: http://{http}/  (open it in a browser)\n\
              try:  parkcast query --addr http://{address} --lot {first_lot} --horizons 30,60\n\
              \x20     parkcast query --addr http://{address} watch --lot {first_lot}\n\
              \x20     curl 'http://{http}/v1/lots/{first_lot}/availability?horizon_minutes=30,60'\n\
