@@ -97,6 +97,21 @@ export PARKCAST_POSTGRES_DSN="host=127.0.0.1 port=$pg_port user=parkcast dbname=
 export PARKCAST_REQUIRE_POSTGRES=1
 echo "== test Postgres ($("$pg_bin/postgres" --version)) on 127.0.0.1:$pg_port"
 
+# --- Headless Chromium and its WebDriver for the operations page's browser test ------------------
+# Debian's `chromium` and `chromium-driver`; the test (tests/ops_browser.rs) starts chromedriver on a
+# free port itself and drives the page over WebDriver.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing Chromium and chromium-driver (Debian packages)"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver </dev/null >/dev/null
+fi
+export PARKCAST_CHROMEDRIVER="$(command -v chromedriver)"
+export PARKCAST_CHROMIUM="$(command -v chromium)"
+export PARKCAST_REQUIRE_BROWSER=1
+echo "== browser: $("$PARKCAST_CHROMIUM" --version 2>/dev/null | head -n 1), $("$PARKCAST_CHROMEDRIVER" --version | head -n 1)"
+
 # --- Apache Spark for the sharded feature build (scripts/spark/features.py) -----------------------
 # PySpark, pinned, from PyPI into its own venv, on Debian's OpenJDK 17; the test starts a local
 # cluster of two executor processes on loopback itself.
