@@ -3,7 +3,8 @@
 //! demo` serving a city through a broker of the test's own.
 //!
 //! What a person sees is asserted: every lot listed with the numbers the REST face answers; a
-//! lot's forecast chart drawn when it is chosen; a lot whose every slot a sensor reports taken
+//! lot's chart drawn when it is chosen (its last day as the sensors reported it, and the forecast
+//! band ahead); a lot whose every slot a sensor reports taken
 //! (readings produced to the broker) showing 0 free within seconds; and, once the broker is
 //! killed, a banner saying the data is stale and every lot greyed, not the last numbers presented
 //! as live. A screenshot of the page is written to `target/ops-page.png`.
@@ -306,16 +307,13 @@ fn the_operations_page_shows_live_lots_a_flip_a_chart_and_a_dead_broker() {
     };
 
     browser.open(&page);
-    // Every lot listed (a lot whose sensors are silent at this hour may be stale, and says so),
-    // with a model.
+    // Every lot listed (a lot whose sensors have said nothing yet at this hour of the replayed
+    // day is stale, and says why).
     let (rows, _) = browser.until(
-        "three lots listed, one live at least",
+        "three lots listed",
         Duration::from_secs(120),
         ROWS,
-        |rows| {
-            rows.as_array()
-                .is_some_and(|rows| rows.len() == 3 && rows.iter().any(|row| row[2] == false))
-        },
+        |rows| rows.as_array().is_some_and(|rows| rows.len() == 3),
     );
     browser.until(
         "each stale lot's reason shown",
@@ -338,6 +336,67 @@ fn the_operations_page_shows_live_lots_a_flip_a_chart_and_a_dead_broker() {
             text.as_str()
                 .is_some_and(|text| text.contains("simulated v1"))
         },
+    );
+    // The smallest lot's sensors all report: 5 slots taken, the rest free. The page shows it live
+    // with capacity - 5 free; then every slot reports taken, and the page goes to 0 free.
+    let (lot, capacity, as_of) = lot_ids
+        .iter()
+        .map(|lot| {
+            let answer = rest(lot);
+            let capacity = answer["capacity"].as_u64().expect("a capacity");
+            let as_of: i64 = answer["asOfMs"]
+                .as_str()
+                .and_then(|ms| ms.parse().ok())
+                .expect("asOfMs");
+            (lot.clone(), capacity, as_of)
+        })
+        .min_by_key(|(_, capacity, _)| *capacity)
+        .expect("a lot");
+    let kafka = parkcast_kafka::KafkaConfig {
+        bootstrap_servers: broker.bootstrap_servers(),
+        topics: parkcast_kafka::TopicNames::with_prefix(prefix),
+        ..parkcast_kafka::KafkaConfig::default()
+    };
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.producer_config().create().expect("a producer");
+    let report = |at_ms: i64, seq: u64, taken: &dyn Fn(u64) -> bool| {
+        for slot in 0..capacity {
+            let reading = SensorReading {
+                schema_version: parkcast_proto::SCHEMA_VERSION,
+                lot_id: lot.clone(),
+                slot_id: format!("{lot}:s{slot:04}"),
+                report: if taken(slot) {
+                    SlotReport::Occupied
+                } else {
+                    SlotReport::Free
+                } as i32,
+                kind: ReadingKind::Change as i32,
+                sensor_seq: seq + slot,
+                event_time_ms: at_ms,
+            };
+            producer
+                .send(
+                    BaseRecord::to(&kafka.topics.sensor)
+                        .key(lot.as_bytes())
+                        .payload(&reading.encode_to_vec()),
+                )
+                .map_err(|(error, _)| error)
+                .expect("queued");
+        }
+        producer.flush(Duration::from_secs(30)).expect("delivered");
+    };
+    report(as_of + 1_000, 1_000_000, &|slot| slot < 5);
+    let script = format!(
+        "const row = document.querySelector('#lots tr[data-lot=\"{lot}\"]'); \
+         return row ? [row.querySelector('[data-testid=free-now]').textContent, \
+                       row.classList.contains('stale')] : null;"
+    );
+    let before = (capacity - 5).to_string();
+    browser.until(
+        "the reported lot live",
+        Duration::from_secs(20),
+        &script,
+        |shown| shown[0].as_str() == Some(before.as_str()) && shown[1] == false,
     );
     // The numbers are the server's: each lot's free count equals the REST answer (both move with
     // the replay, so they are compared until they agree).
@@ -370,69 +429,24 @@ fn the_operations_page_shows_live_lots_a_flip_a_chart_and_a_dead_broker() {
          return line ? line.getAttribute('points').trim().split(' ').length : 0;",
         |points| points.as_u64().is_some_and(|points| points >= 4),
     );
-    eprintln!("chart drawn with {points} points");
-
-    // Every slot of the smallest live lot with free slots reported taken by its sensors: the page
-    // goes from its free count to 0 free.
-    let (lot, capacity, as_of) = lot_ids
-        .iter()
-        .filter_map(|lot| {
-            let answer = rest(lot);
-            let live =
-                answer["stale"] == false && answer["freeNow"].as_u64().is_some_and(|free| free > 0);
-            let capacity = answer["capacity"].as_u64().expect("a capacity");
-            let as_of: i64 = answer["asOfMs"]
-                .as_str()
-                .and_then(|ms| ms.parse().ok())
-                .expect("asOfMs");
-            live.then(|| (lot.clone(), capacity, as_of))
-        })
-        .min_by_key(|(_, capacity, _)| *capacity)
-        .expect("a live lot with free slots");
-    let script = format!(
-        "const row = document.querySelector('#lots tr[data-lot=\"{lot}\"]'); \
-         return row ? row.querySelector('[data-testid=free-now]').textContent : null;"
-    );
-    let (before, _) = browser.until(
-        "the lot's free slots shown",
+    // Left of "now", the last day as the sensors reported it.
+    let (actual, _) = browser.until(
+        "the chosen lot's last day",
         Duration::from_secs(20),
-        &script,
-        |text| text.as_str().is_some_and(|text| text != "0"),
+        "const line = document.querySelector('[data-testid=chart-actual]'); \
+         return line ? line.getAttribute('points').trim().split(' ').length : 0;",
+        |points| points.as_u64().is_some_and(|points| points >= 24),
     );
-    let kafka = parkcast_kafka::KafkaConfig {
-        bootstrap_servers: broker.bootstrap_servers(),
-        topics: parkcast_kafka::TopicNames::with_prefix(prefix),
-        ..parkcast_kafka::KafkaConfig::default()
-    };
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka.producer_config().create().expect("a producer");
-    for slot in 0..capacity {
-        let reading = SensorReading {
-            schema_version: parkcast_proto::SCHEMA_VERSION,
-            lot_id: lot.clone(),
-            slot_id: format!("{lot}:s{slot:04}"),
-            report: SlotReport::Occupied as i32,
-            kind: ReadingKind::Change as i32,
-            sensor_seq: 1_000_000 + slot,
-            event_time_ms: as_of + 1_000,
-        };
-        producer
-            .send(
-                BaseRecord::to(&kafka.topics.sensor)
-                    .key(lot.as_bytes())
-                    .payload(&reading.encode_to_vec()),
-            )
-            .map_err(|(error, _)| error)
-            .expect("queued");
-    }
-    producer.flush(Duration::from_secs(30)).expect("delivered");
+    eprintln!("chart drawn with {points} forecast points and {actual} actual ones");
+
+    report(as_of + 2_000, 2_000_000, &|_| true);
     drop(producer);
     let produced = Instant::now();
     browser.until(
         "the flipped lot at 0 free",
         Duration::from_secs(15),
         &script,
-        |text| text == "0",
+        |shown| shown[0] == "0",
     );
     eprintln!(
         "{lot}: {capacity} slots reported taken, {before} free -> 0 free on the page {:?} after delivery",

@@ -1,6 +1,6 @@
 //! The live operations page at `/`, for the people who run the car parks: every lot on a plot of
-//! its coordinates coloured by free slots now or P(a free slot) at a chosen horizon, a lot's
-//! forecast band ahead with its intervals, and the server's state (the active model, health,
+//! its coordinates coloured by free slots now or P(a free slot) at a chosen horizon, a lot's last
+//! day of actual occupancy and its forecast band ahead with its intervals, and the server's state (the active model, health,
 //! ingestion lag and broker contact, dead letters per reason, live accuracy).
 //!
 //! The page is one HTML file with its script and styles inline (`serving/src/ops/index.html`),
@@ -72,6 +72,43 @@ pub fn overview(services: &Services, horizon_minutes: Option<u32>) -> Result<Val
         "horizonMinutes": horizon_minutes,
         "ingestion": services.ingest.as_ref().map(ingestion),
         "lots": lots,
+    }))
+}
+
+/// Hours of history the page may ask for: the features keep a little over a week.
+pub const MAX_HISTORY_HOURS: u32 = 168;
+
+/// Lot `lot_id`'s actual occupancy over the last `hours` (by the serving clock), as free slots per
+/// grid instant: what the lot's panel draws left of "now".
+pub fn history(services: &Services, lot_id: &str, hours: u32) -> Result<Value, Status> {
+    if !(1..=MAX_HISTORY_HOURS).contains(&hours) {
+        return Err(Status::invalid_argument(format!(
+            "hours {hours} is out of range: 1 to {MAX_HISTORY_HOURS}"
+        )));
+    }
+    let context = services.availability.context();
+    let scoring = &context.scoring;
+    let lot = crate::requests::check_lot(scoring.topology(), lot_id)
+        .map_err(|error| Status::from(crate::status::ServiceError::from(error)))?;
+    let now_ms = scoring.now_ms();
+    let since_ms = now_ms - i64::from(hours) * 3_600_000;
+    let points: Vec<Value> = scoring
+        .recent_grid(lot, since_ms)
+        .into_iter()
+        .filter(|(instant_ms, _)| *instant_ms <= now_ms)
+        .map(|(instant_ms, value)| {
+            json!({
+                "timeMs": instant_ms.to_string(),
+                "free": (value.capacity - value.occupied).max(0.0),
+                "capacity": value.capacity,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "lotId": lot_id,
+        "asOfMs": now_ms.to_string(),
+        "hours": hours,
+        "points": points,
     }))
 }
 

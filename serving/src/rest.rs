@@ -205,6 +205,7 @@ pub fn router(services: Slot) -> axum::Router {
         .route("/openapi.json", get(openapi))
         .route("/", get(ops_page))
         .route("/ops/overview", get(ops_overview))
+        .route("/ops/lots/{lot_id}/history", get(ops_history))
         .with_state(services)
 }
 
@@ -401,6 +402,37 @@ async fn ops_overview(State(services): State<Slot>, RawQuery(query): RawQuery) -
         }
         crate::ops::overview(&services, horizon.filter(|minutes| *minutes > 0))
     })();
+    json_or_error(result)
+}
+
+/// A lot's actual occupancy over the last `hours` (default 24) for the page ([`crate::ops::history`]).
+async fn ops_history(
+    State(services): State<Slot>,
+    Path(lot_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let result = (|| {
+        let services = ready(&services)?;
+        let mut hours = 24;
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            if name != "hours" {
+                return Err(Status::invalid_argument(format!(
+                    "unknown query parameter {name} (the history takes hours)"
+                )));
+            }
+            hours = value.parse::<u32>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "query parameter hours={value:?} is not a number of hours"
+                ))
+            })?;
+        }
+        crate::ops::history(&services, &lot_id, hours)
+    })();
+    json_or_error(result)
+}
+
+/// A JSON document, or a refusal.
+fn json_or_error(result: Result<Value, Status>) -> Response {
     match result {
         Ok(body) => (
             StatusCode::OK,

@@ -751,6 +751,25 @@ impl Scoring {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Lot `lot`'s grid values from `since_ms` on, in time order (the last value of an instant
+    /// wins, as in the features): the actual occupancy the operations page draws. The log holds
+    /// the features' history (a little over a week).
+    pub fn recent_grid(&self, lot: LotIndex, since_ms: i64) -> Vec<(i64, GridValue)> {
+        let core = self.core();
+        let Some(scoring) = core.lots.get(lot as usize) else {
+            return Vec::new();
+        };
+        let mut values = std::collections::BTreeMap::new();
+        for input in &scoring.history.inputs {
+            if let Applied::Grid(instant_ms, value) = *input
+                && instant_ms >= since_ms
+            {
+                values.insert(instant_ms, value);
+            }
+        }
+        values.into_iter().collect()
+    }
+
     /// The lots and slots served.
     pub fn topology(&self) -> &TopologyIndex {
         self.source.topology()

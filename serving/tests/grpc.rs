@@ -2471,6 +2471,33 @@ async fn the_operations_page_and_its_overview_answer_what_grpc_answers() {
         assert_eq!(lot["longitude"], serde_json::json!(-0.12));
     }
 
+    // A lot's last day, as the grid history the server was seeded with (every 15 min).
+    let (status, body) = http(fixture.http, "GET", "/ops/lots/north/history?hours=24", "").await;
+    assert_eq!(status, 200, "{body}");
+    let history: serde_json::Value = from_json(&body);
+    let points = history["points"].as_array().expect("points");
+    assert!((95..=97).contains(&points.len()), "{} points", points.len());
+    let times: Vec<i64> = points
+        .iter()
+        .map(|point| {
+            point["timeMs"]
+                .as_str()
+                .and_then(|ms| ms.parse().ok())
+                .expect("a time")
+        })
+        .collect();
+    assert!(times.windows(2).all(|pair| pair[0] < pair[1]));
+    assert!(times[0] >= NOW - DAY_MS && *times.last().expect("a point") <= NOW);
+    assert!(points.iter().all(|point| {
+        let free = point["free"].as_f64().expect("free");
+        (0.0..=4.0).contains(&free)
+    }));
+    let (status, body) = http(fixture.http, "GET", "/ops/lots/nowhere/history", "").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http(fixture.http, "GET", "/ops/lots/north/history?hours=999", "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("hours 999 is out of range"), "{body}");
+
     let (status, body) = http(fixture.http, "GET", "/ops/overview?horizon_minutes=999", "").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("horizon_minutes 999 is not served"), "{body}");
