@@ -5,8 +5,6 @@
 //! Within seconds health turns NOT_SERVING and answers say they are stale and why; once the broker is
 //! back, health turns SERVING again and the answers are fresh; the demo ends cleanly.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use parkcast_kafka::testing::OwnBroker;
@@ -15,6 +13,8 @@ use parkcast_proto::v1::availability_client::AvailabilityClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+mod common;
 
 /// Polls `check` every 250 ms until it returns true or `timeout` passes; the time it took.
 async fn within(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
@@ -28,70 +28,27 @@ async fn within(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> Opti
     None
 }
 
-/// A child process killed when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_broker_killed_under_a_running_server_turns_it_not_serving_and_stale_until_it_is_back() {
     parkcast_kafka::require_broker!();
     let dir = tempfile::tempdir().expect("temporary folder");
     let mut broker = OwnBroker::start();
-    let demo = Command::new(env!("CARGO_BIN_EXE_parkcast"))
-        .args([
-            "--quiet",
-            "demo",
-            "--no-real-data",
+    let bootstrap = broker.bootstrap_servers();
+    let mut demo = common::Demo::start(
+        dir.path(),
+        &[
             "--lots",
             "3",
             "--for",
             "120",
             "--speed",
             "60",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
             "--bootstrap",
-        ])
-        .arg(broker.bootstrap_servers())
-        .arg("--out")
-        .arg(dir.path().join("warehouse"))
-        .arg("--models")
-        .arg(dir.path().join("models"))
-        .env("PARKCAST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the demo starts");
-    // Killed if the test fails before the demo ends on its own (no process outlives the test).
-    let mut demo = KillOnDrop(demo);
-    let stdout = demo.0.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut printed = Vec::new();
-    let address = loop {
-        let Some(line) = lines.next() else {
-            panic!("the demo ended before serving:\n{}", printed.join("\n"));
-        };
-        let line = line.expect("utf-8 output");
-        printed.push(line.clone());
-        if let Some(rest) = line.strip_prefix("gRPC on ") {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
-        }
-    };
-    // The rest of the output drains on its own thread, so the demo never blocks on a full pipe.
-    let drained = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+            &bootstrap,
+        ],
+    );
+    let address = demo.word_after("gRPC on ");
+    let drained = demo.drain();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -179,8 +136,8 @@ fn a_broker_killed_under_a_running_server_turns_it_not_serving_and_stale_until_i
             "answers stop saying the broker is gone: {last:?}"
         );
     });
-    let exit = demo.0.wait().expect("the demo ends");
-    let rest = drained.join().expect("output drained");
-    printed.extend(rest);
+    let exit = demo.wait();
+    let mut printed = std::mem::take(&mut demo.printed);
+    printed.extend(drained.join().expect("output drained"));
     assert!(exit.success(), "{}", printed.join("\n"));
 }

@@ -23,6 +23,8 @@ use prost::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::{Value, json};
 
+mod common;
+
 /// A child process killed when dropped.
 struct KillOnDrop(Child);
 
@@ -240,55 +242,24 @@ fn the_operations_page_shows_live_lots_a_flip_a_chart_and_a_dead_broker() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let mut broker = OwnBroker::start();
     let prefix = "opspage";
-    let demo = Command::new(env!("CARGO_BIN_EXE_parkcast"))
-        .args([
-            "--quiet",
-            "demo",
-            "--no-real-data",
+    let bootstrap = broker.bootstrap_servers();
+    let mut demo = common::Demo::start(
+        dir.path(),
+        &[
             "--lots",
             "3",
             "--for",
             "300",
             "--speed",
             "1",
-        ])
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--topic-prefix", prefix, "--bootstrap"])
-        .arg(broker.bootstrap_servers())
-        .arg("--out")
-        .arg(dir.path().join("warehouse"))
-        .arg("--models")
-        .arg(dir.path().join("models"))
-        .env("PARKCAST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the demo starts");
-    let mut demo = KillOnDrop(demo);
-    let stdout = demo.0.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut printed = Vec::new();
-    let page = loop {
-        let Some(line) = lines.next() else {
-            panic!("the demo ended before serving:\n{}", printed.join("\n"));
-        };
-        let line = line.expect("utf-8 output");
-        printed.push(line.clone());
-        if let Some(rest) = line.strip_prefix("operations page: ") {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.map_while(Result::ok).count());
+            "--topic-prefix",
+            prefix,
+            "--bootstrap",
+            &bootstrap,
+        ],
+    );
+    let page = demo.word_after("operations page: ");
+    demo.drain();
     let http_address: SocketAddr = page
         .trim_start_matches("http://")
         .trim_end_matches('/')

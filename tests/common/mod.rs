@@ -234,3 +234,84 @@ pub fn copy_until(from_root: &Path, to_root: &Path, from: &str) {
         }
     }
 }
+
+/// `parkcast demo --no-real-data` on free loopback ports, its warehouse and registry under `dir`,
+/// with `extra` flags (lots, speed, broker, ...); killed on drop, its output read line by line.
+pub struct Demo {
+    child: Child,
+    lines: Option<std::io::Lines<BufReader<std::process::ChildStdout>>>,
+    /// Every line read so far.
+    pub printed: Vec<String>,
+}
+
+impl Demo {
+    /// Starts the demo.
+    pub fn start(dir: &Path, extra: &[&str]) -> Demo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_parkcast"))
+            .args(["--quiet", "demo", "--no-real-data"])
+            .args([
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.join("warehouse"))
+            .arg("--models")
+            .arg(dir.join("models"))
+            .env("PARKCAST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the demo starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        Demo {
+            child,
+            lines: Some(BufReader::new(stdout).lines()),
+            printed: Vec::new(),
+        }
+    }
+
+    /// Reads the output until a line starts with `prefix`; the first word after it (an address
+    /// of the banner). Panics with the output if the demo ends first.
+    pub fn word_after(&mut self, prefix: &str) -> String {
+        let lines = self.lines.as_mut().expect("the output is not drained yet");
+        loop {
+            let Some(line) = lines.next() else {
+                panic!(
+                    "the demo ended before printing {prefix:?}:\n{}",
+                    self.printed.join("\n")
+                );
+            };
+            let line = line.expect("utf-8 output");
+            self.printed.push(line.clone());
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .expect("a word after the prefix")
+                    .to_owned();
+            }
+        }
+    }
+
+    /// Reads the rest of the output on its own thread, so the demo never blocks on a full pipe.
+    pub fn drain(&mut self) -> std::thread::JoinHandle<Vec<String>> {
+        let lines = self.lines.take().expect("the output is drained once");
+        std::thread::spawn(move || lines.map_while(Result::ok).collect())
+    }
+
+    /// Waits for the demo to end.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("the demo ends")
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
