@@ -212,7 +212,7 @@ impl ServiceContext {
 
     /// The limits with the active model's longest horizon. Without a model any horizon passes the
     /// checks, so that the answer is the truthful `UNAVAILABLE` rather than "horizon not served".
-    fn limits(&self) -> RequestLimits {
+    pub fn limits(&self) -> RequestLimits {
         RequestLimits {
             max_horizon_minutes: self
                 .scoring

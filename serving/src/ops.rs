@@ -16,8 +16,9 @@ use tonic::Status;
 
 use crate::decode::Reason;
 use crate::metrics::{IngestMetrics, InputTopic};
-use crate::requests::When;
+use crate::requests::{When, check_horizons, check_lot};
 use crate::rest::Services;
+use crate::status::ServiceError;
 
 /// The page.
 pub const PAGE: &str = include_str!("ops/index.html");
@@ -32,18 +33,13 @@ pub fn overview(services: &Services, horizon_minutes: Option<u32>) -> Result<Val
         .as_ref()
         .map(|served| served.model.horizons_minutes())
         .unwrap_or_default();
-    let when = match (horizon_minutes, &model) {
-        (None, _) => When::Horizons(Vec::new()),
-        (Some(minutes), Some(served)) if (1..=served.max_horizon_minutes).contains(&minutes) => {
-            When::Horizons(vec![minutes])
-        }
-        (Some(minutes), Some(served)) => {
-            return Err(Status::invalid_argument(format!(
-                "horizon_minutes {minutes} is not served; forecasts reach 1 to {} min",
-                served.max_horizon_minutes
-            )));
-        }
-        (Some(_), None) => When::Horizons(Vec::new()),
+    // The horizon checked as GetAvailability checks it; without a model, the live picture only.
+    let when = match horizon_minutes {
+        Some(minutes) if model.is_some() => When::Horizons(
+            check_horizons(&[minutes], &context.limits())
+                .map_err(|error| Status::from(ServiceError::from(error)))?,
+        ),
+        _ => When::Horizons(Vec::new()),
     };
     let mut lots = Vec::new();
     for (index, lot) in scoring.topology().lots().iter().enumerate() {
@@ -88,8 +84,8 @@ pub fn history(services: &Services, lot_id: &str, hours: u32) -> Result<Value, S
     }
     let context = services.availability.context();
     let scoring = &context.scoring;
-    let lot = crate::requests::check_lot(scoring.topology(), lot_id)
-        .map_err(|error| Status::from(crate::status::ServiceError::from(error)))?;
+    let lot = check_lot(scoring.topology(), lot_id)
+        .map_err(|error| Status::from(ServiceError::from(error)))?;
     let now_ms = scoring.now_ms();
     let since_ms = now_ms - i64::from(hours) * 3_600_000;
     let points: Vec<Value> = scoring

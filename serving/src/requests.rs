@@ -287,33 +287,36 @@ pub fn check_get(
         (false, arrival) if arrival != 0 => return Err(RequestError::HorizonsAndArrival),
         (true, 0) => When::Horizons(Vec::new()),
         (true, arrival) => When::Arrival(check_arrival(arrival, now_ms, limits)?),
-        (false, _) => {
-            let mut horizons = request.horizon_minutes.clone();
-            if horizons.len() > limits.max_horizons {
-                return Err(RequestError::TooManyHorizons {
-                    asked: horizons.len(),
-                    max: limits.max_horizons,
-                });
-            }
-            if let Some(&horizon) = horizons
-                .iter()
-                .find(|horizon| **horizon == 0 || **horizon > limits.max_horizon_minutes)
-            {
-                return Err(RequestError::HorizonNotServed {
-                    horizon,
-                    max: limits.max_horizon_minutes,
-                });
-            }
-            horizons.sort_unstable();
-            horizons.dedup();
-            When::Horizons(horizons)
-        }
+        (false, _) => When::Horizons(check_horizons(&request.horizon_minutes, limits)?),
     };
     Ok(AvailabilityQuery {
         lot,
         when,
         price_per_hour: check_price(request.price_per_hour)?,
     })
+}
+
+/// Checks horizons asked for (how many, each served by the model): ascending, deduplicated.
+pub fn check_horizons(horizons: &[u32], limits: &RequestLimits) -> Result<Vec<u32>, RequestError> {
+    if horizons.len() > limits.max_horizons {
+        return Err(RequestError::TooManyHorizons {
+            asked: horizons.len(),
+            max: limits.max_horizons,
+        });
+    }
+    if let Some(&horizon) = horizons
+        .iter()
+        .find(|horizon| **horizon == 0 || **horizon > limits.max_horizon_minutes)
+    {
+        return Err(RequestError::HorizonNotServed {
+            horizon,
+            max: limits.max_horizon_minutes,
+        });
+    }
+    let mut horizons = horizons.to_vec();
+    horizons.sort_unstable();
+    horizons.dedup();
+    Ok(horizons)
 }
 
 /// A checked `GetPricingBands`.

@@ -381,27 +381,10 @@ async fn ops_page() -> Response {
 
 /// The operations page's overview ([`crate::ops::overview`]); `horizon_minutes` optional.
 async fn ops_overview(State(services): State<Slot>, RawQuery(query): RawQuery) -> Response {
-    let result = (|| {
-        let services = ready(&services)?;
-        let mut horizon = None;
-        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            match name.as_ref() {
-                "horizon_minutes" | "horizonMinutes" => {
-                    horizon = Some(value.parse::<u32>().map_err(|_| {
-                        Status::invalid_argument(format!(
-                            "query parameter horizon_minutes={value:?} is not a number of minutes"
-                        ))
-                    })?);
-                }
-                other => {
-                    return Err(Status::invalid_argument(format!(
-                        "unknown query parameter {other} (the overview takes horizon_minutes)"
-                    )));
-                }
-            }
-        }
+    let result = ready(&services).and_then(|services| {
+        let horizon = whole_number(query.as_deref(), &["horizon_minutes", "horizonMinutes"])?;
         crate::ops::overview(&services, horizon.filter(|minutes| *minutes > 0))
-    })();
+    });
     json_or_error(result)
 }
 
@@ -411,24 +394,36 @@ async fn ops_history(
     Path(lot_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let result = (|| {
-        let services = ready(&services)?;
-        let mut hours = 24;
-        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            if name != "hours" {
-                return Err(Status::invalid_argument(format!(
-                    "unknown query parameter {name} (the history takes hours)"
-                )));
-            }
-            hours = value.parse::<u32>().map_err(|_| {
-                Status::invalid_argument(format!(
-                    "query parameter hours={value:?} is not a number of hours"
-                ))
-            })?;
-        }
+    let result = ready(&services).and_then(|services| {
+        let hours = whole_number(query.as_deref(), &["hours"])?.unwrap_or(24);
         crate::ops::history(&services, &lot_id, hours)
-    })();
+    });
     json_or_error(result)
+}
+
+/// The one whole-number parameter of an operations-page route (under any of `names`), if given;
+/// any other parameter, one given twice, or a value that is not a whole number is refused.
+fn whole_number(query: Option<&str>, names: &[&str]) -> Result<Option<u32>, Status> {
+    let mut found = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !names.contains(&name.as_ref()) {
+            return Err(Status::invalid_argument(format!(
+                "unknown query parameter {name} (this route takes {})",
+                names[0]
+            )));
+        }
+        if found.is_some() {
+            return Err(Status::invalid_argument(format!(
+                "query parameter {name} is given more than once"
+            )));
+        }
+        found = Some(value.parse::<u32>().map_err(|_| {
+            Status::invalid_argument(format!(
+                "query parameter {name}={value:?} is not a whole number"
+            ))
+        })?);
+    }
+    Ok(found)
 }
 
 /// A JSON document, or a refusal.

@@ -2500,7 +2500,10 @@ async fn the_operations_page_and_its_overview_answer_what_grpc_answers() {
 
     let (status, body) = http(fixture.http, "GET", "/ops/overview?horizon_minutes=999", "").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("horizon_minutes 999 is not served"), "{body}");
+    assert!(
+        body.contains("horizon 999 min is not served; forecasts reach 1 to 120 min"),
+        "{body}"
+    );
     let (status, body) = http(fixture.http, "GET", "/ops/overview?lot=north", "").await;
     assert_eq!(status, 400, "{body}");
 

@@ -81,7 +81,16 @@ pub fn estimate_elasticity(
     source: &str,
 ) -> Result<PriceResponse, PriceError> {
     let (lots, tariffs) = lot_tariffs(warehouse, source)?;
+    estimate_with(warehouse, source, &lots, &tariffs)
+}
 
+/// [`estimate_elasticity`] with `source`'s lots and tariffs already read.
+fn estimate_with(
+    warehouse: &Warehouse,
+    source: &str,
+    lots: &HashMap<String, LotRow>,
+    tariffs: &LotTariffs,
+) -> Result<PriceResponse, PriceError> {
     let arrivals = daily_arrivals(warehouse, source)?;
     // One observation per lot-day with a price and enough arrivals.
     let mut rows: Vec<Observation> = Vec::new();
@@ -93,7 +102,7 @@ pub fn estimate_elasticity(
         let Some(lot) = lots.get(lot_id) else {
             continue;
         };
-        let Some(price) = price_on(&tariffs, lot, *date) else {
+        let Some(price) = price_on(tariffs, lot, *date) else {
             continue;
         };
         prices_seen.entry(lot_id.as_str()).or_default().push(price);
@@ -141,8 +150,8 @@ pub fn learn(
     source: &str,
     as_of: NaiveDate,
 ) -> Result<PriceResponseCard, PriceError> {
-    let response = estimate_elasticity(warehouse, source)?;
     let (lots, tariffs) = lot_tariffs(warehouse, source)?;
+    let response = estimate_with(warehouse, source, &lots, &tariffs)?;
     let reference_cents_per_hour = lots
         .values()
         .filter_map(|lot| price_on(&tariffs, lot, as_of).map(|price| (lot.lot_id.clone(), price)))
