@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 #[test]
 fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     let dir = tempfile::tempdir().expect("temporary folder");
@@ -170,17 +172,15 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     let http_address = metrics_address
         .clone()
         .expect("the banner names the HTTP address");
-    let body = http_get(
+    let (status, body) = common::http(
         &http_address,
+        "GET",
         "/v1/lots/sim:lot0001/availability?horizon_minutes=30,60",
+        None,
     )
     .expect("the REST face answers");
-    let (head, body) = body.split_once("\r\n\r\n").expect("a head and a body");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    let rest: serde_json::Value = serde_json::from_str(body).expect("a JSON answer");
+    assert_eq!(status, 200, "{body}");
+    let rest: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
     assert_eq!(rest["lotId"], "sim:lot0001");
     assert_eq!(rest["modelName"], "simulated");
     assert_eq!(rest["forecasts"].as_array().map(Vec::len), Some(2));
@@ -287,21 +287,10 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
     }
 }
 
-/// One HTTP/1.0 GET: the whole response, head and body (`None` when the port does not answer).
-fn http_get(address: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
 /// The forecasts scored on live actuals over the last day at any horizon, from `/metrics`
 /// (0 while the server has not published any).
 fn live_scored_pairs(address: &str) -> u64 {
-    let Some(body) = http_get(address, "/metrics") else {
+    let Ok((_, body)) = common::http(address, "GET", "/metrics", None) else {
         return 0;
     };
     body.lines()

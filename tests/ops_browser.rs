@@ -12,7 +12,6 @@
 //! The WebDriver client is the few W3C WebDriver calls the test makes, as JSON over HTTP (no
 //! client crate): a session, navigate, execute a script, screenshot.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,62 +34,10 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// One HTTP/1.1 exchange: status and body (read by its length or chunks: chromedriver keeps the
-/// connection open whatever the request says).
+/// One HTTP/1.1 exchange ([`common::http`]), which must happen.
 fn http(address: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    let stream = TcpStream::connect(address).unwrap_or_else(|error| panic!("{address}: {error}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("a timeout");
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    (&stream).write_all(request.as_bytes()).expect("sent");
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("a status line");
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let (mut length, mut chunked) = (None, false);
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("a header");
-        let header = line.trim_end().to_ascii_lowercase();
-        if header.is_empty() {
-            break;
-        }
-        if let Some(value) = header.strip_prefix("content-length:") {
-            length = value.trim().parse::<usize>().ok();
-        }
-        if header.starts_with("transfer-encoding:") && header.contains("chunked") {
-            chunked = true;
-        }
-    }
-    let mut bytes = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            reader.read_line(&mut line).expect("a chunk size");
-            let size = usize::from_str_radix(line.trim(), 16).expect("a hex chunk size");
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).expect("a chunk");
-            if size == 0 {
-                break;
-            }
-            bytes.extend_from_slice(&chunk[..size]);
-        }
-    } else if let Some(length) = length {
-        bytes.resize(length, 0);
-        reader.read_exact(&mut bytes).expect("the body");
-    } else {
-        reader.read_to_end(&mut bytes).expect("the body");
-    }
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    common::http(address, method, path, body)
+        .unwrap_or_else(|error| panic!("{method} http://{address}{path}: {error}"))
 }
 
 /// A WebDriver session in headless Chromium.

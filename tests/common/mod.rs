@@ -315,3 +315,68 @@ impl Drop for Demo {
         let _ = self.child.wait();
     }
 }
+
+/// One HTTP/1.1 exchange over TCP: status and body, read by its length or its chunks (a server
+/// may keep the connection open whatever the request says, as chromedriver does). A 60 s read
+/// timeout; a JSON `body` is sent with its length.
+pub fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let malformed = |what: &str| std::io::Error::other(format!("malformed response: {what}"));
+    let stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(StdDuration::from_secs(60)))?;
+    let body = body.map(serde_json::Value::to_string).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    (&stream).write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| malformed("no status line"))?;
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let header = line.trim_end().to_ascii_lowercase();
+        if header.is_empty() {
+            break;
+        }
+        if let Some(value) = header.strip_prefix("content-length:") {
+            length = value.trim().parse::<usize>().ok();
+        }
+        if header.starts_with("transfer-encoding:") && header.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut bytes = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16)
+                .map_err(|_| malformed("a chunk size that is not hex"))?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(length) = length {
+        bytes.resize(length, 0);
+        reader.read_exact(&mut bytes)?;
+    } else {
+        reader.read_to_end(&mut bytes)?;
+    }
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
