@@ -13,6 +13,18 @@ if [ ! -d "$datasets/birmingham" ]; then
 fi
 export PARKCAST_DATASETS="$datasets"
 
+# CI builds everything once from a fresh clone on a disk it shares: incremental compilation would only
+# write a second copy of every workspace crate's objects (2.5 GB here) and slow the first build.
+export CARGO_INCREMENTAL=0
+# How much room the build had, in the log: a full disk fails a build with a compiler error far from
+# the cause. The build and the tools take ~14 GB (README, "Running the tests").
+disk_report() {
+  local used
+  used="$(du -sh target 2>/dev/null | cut -f1)"
+  echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free; target/ holds ${used:-nothing yet}"
+}
+disk_report
+
 # --- A real Kafka-protocol broker for the ingestion tests (../shared/KAFKA.md) ----------------------
 # noida-db, pinned, from PyPI into its own venv; started on a free loopback port with a fresh data
 # folder, and stopped when this script exits, however it exits. Tests create their own topics (with
@@ -92,7 +104,7 @@ stop_postgres() {
   "${as_pg[@]}" "$pg_bin/pg_ctl" --pgdata="$pg_dir/data" --mode=fast --wait stop >/dev/null 2>&1 || true
   rm -rf "$pg_dir"
 }
-trap 'stop_postgres; stop_broker' EXIT
+trap 'rc=$?; stop_postgres; stop_broker; [ "$rc" -eq 0 ] || disk_report' EXIT
 export PARKCAST_POSTGRES_DSN="host=127.0.0.1 port=$pg_port user=parkcast dbname=postgres"
 export PARKCAST_REQUIRE_POSTGRES=1
 echo "== test Postgres ($("$pg_bin/postgres" --version)) on 127.0.0.1:$pg_port"
@@ -170,6 +182,7 @@ fi
 # warehouse, an importer or the published model files that breaks a notebook fails the test command, not a
 # planner. The tests above built everything in this profile already: the build only makes sure the binary
 # exists, and takes no time.
+disk_report
 echo "== executing the notebooks"
 cargo build --quiet
 PARKCAST_BIN="$(pwd)/target/debug/parkcast" bash scripts/notebooks.sh

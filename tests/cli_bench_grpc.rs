@@ -15,7 +15,7 @@ use parkcast_kafka::testing::fresh_config;
 use parkcast_proto::v1::GetAvailabilityRequest;
 use parkcast_proto::v1::availability_client::AvailabilityClient;
 
-mod common;
+use crate::common;
 
 /// Where the simulated city's history ends and the server's clock starts.
 const HISTORY_UNTIL: &str = "2025-09-03T00:00:00Z";

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {

@@ -3,7 +3,7 @@
 //! warehouse equals an uninterrupted run's, no row twice and none missing; an incremental run after
 //! new and updated rows picks up exactly those.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -14,7 +14,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-mod common;
+use crate::common;
 
 /// Polls `check` every 250 ms until it returns true or `timeout` passes; the time it took.
 async fn within(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {

@@ -4,7 +4,7 @@
 //! covers, nothing warns, and the backtest runs on about the pairs of the same city sampled every
 //! 15 minutes, with about its MAE.
 
-mod common;
+use crate::common;
 
 use common::parkcast;
 

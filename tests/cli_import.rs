@@ -1,7 +1,7 @@
 //! `parkcast import csv --calendar-file` as a user runs it: a region of the user's own reaches
 //! `dim_calendar` and stays in the warehouse for training.
 
-mod common;
+use crate::common;
 
 use common::parkcast;
 

@@ -2,7 +2,7 @@
 //! starts: a fresh database is at version 0, `migrate` brings it to the newest and a second run
 //! changes nothing, and an unreachable server is a clear error.
 
-mod common;
+use crate::common;
 
 use parkcast_opstore::testing::FreshDatabase;
 use parkcast_opstore::{MIGRATIONS, require_postgres};

@@ -2,7 +2,7 @@
 //! protocol its data suggests (not Birmingham's December 2016 week) and says which; a source that is
 //! not there is named as missing, with the sources that are.
 
-mod common;
+use crate::common;
 
 use common::{import_town, parkcast};
 

@@ -3,7 +3,7 @@
 //! was trained; a candidate that learned another city's lots is refused with the reasons; every
 //! decision is appended to the registry's `decisions.jsonl`, and the serving model stays.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! (scripts/spark/features.py) when the test command has installed it; the refusals (a shard
 //! missing, a plan made for other flags) without it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

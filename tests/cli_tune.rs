@@ -2,7 +2,7 @@
 //! writes a configuration that `parkcast train --config` accepts and records (manifest, config.toml,
 //! report.md with the selection log); a configuration with a wrong key is refused, naming it once.
 
-mod common;
+use crate::common;
 
 use common::{import_town, parkcast, succeeded};
 

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use parkcast_kafka::testing::fresh_config;
 use parkcast_proto::v1::{GetAvailabilityRequest, LotAvailability};

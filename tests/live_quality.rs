@@ -11,7 +11,7 @@
 //! doubling leaves full all day, so its forecasts go wrong only while it fills and empties; no
 //! other lot was named in any of them.
 
-mod common;
+use crate::common;
 
 use chrono::{NaiveDate, NaiveTime};
 use common::{LOOP_TRAIN, copy_until, parkcast, succeeded};

@@ -22,7 +22,7 @@ use prost::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 /// A child process killed when dropped.
 struct KillOnDrop(Child);

@@ -10,7 +10,7 @@
 //! Warm standbys: a replica that takes lots over when another stops forecasts them as a single
 //! server reading every partition does, from the forecast inputs the old owner published.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

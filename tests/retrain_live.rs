@@ -9,7 +9,7 @@
 //! 3. day C on the promoted model: the alarm names no lot at any hour, and the server's live figures
 //!    equal a recomputation from the warehouse (`serving::recompute`) pair for pair.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! Melbourne day produced into Kafka and archived gives the import's per-lot occupancy, and a crash
 //! between writing files and the checkpoint neither loses nor duplicates a row.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

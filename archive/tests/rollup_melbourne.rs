@@ -2,7 +2,7 @@
 //! `fact_lot_occupancy` exactly: in order, perturbed (lots interleaved differently, readings delayed,
 //! duplicated) and across a checkpoint.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 

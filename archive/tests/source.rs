@@ -2,7 +2,7 @@
 //! slice (status changes only, so heartbeats are synthesized) and a small simulated city (every
 //! table, several days).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

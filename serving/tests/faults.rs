@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use common::city::*;
 use parkcast_kafka::testing::{OwnBroker, fresh_config, unique_name, wait_until};

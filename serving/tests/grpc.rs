@@ -4,7 +4,7 @@
 //! activated (a good version under load without a failed request, a corrupt one refused while the
 //! old one keeps answering), and events produced to the real broker visible over gRPC.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! End to end on the real broker: events produced to the sensor topic show up, scored, in
 //! `GetAvailability` over real gRPC; the server stops gracefully.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! then sees the bands again when another model version becomes active and when a lot's grid
 //! advances; and a producer made fatal by a broker that lost its log is replaced.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

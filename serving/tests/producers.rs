@@ -5,7 +5,7 @@
 //!
 //! The pricing feed's producer is tested the same way in `pricing_kafka.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The scorer waits for news: an idle server runs only its periodic full refresh, an event is
 //! scored as soon as ingestion reports it, and a burst is debounced into few rounds.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};

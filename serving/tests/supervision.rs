@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use common::city::*;
 use parkcast_kafka::testing::{fresh_config, unique_name, wait_until};

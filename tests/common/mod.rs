@@ -1,9 +1,6 @@
 //! What the CLI tests share: running the built binary the way a user would, and the small CSV
 //! source several of them import.
 
-// Each test file compiles this module on its own and uses only part of it.
-#![allow(dead_code)]
-
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;

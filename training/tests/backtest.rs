@@ -1,7 +1,7 @@
 //! The baselines on the real Birmingham data reproduce the published reference figures, through the
 //! whole pipeline: import, warehouse, lazy scan, grid alignment, evaluation.
 
-mod common;
+use crate::common;
 
 use common::birmingham_warehouse;
 

@@ -1,7 +1,7 @@
 //! A search must not see the test: the validation-only backtest makes no test fit and reports no
 //! test figure, and the search's cached validation sets score exactly what that backtest scores.
 
-mod common;
+use crate::common;
 
 use common::birmingham_warehouse;
 

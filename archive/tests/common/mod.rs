@@ -1,11 +1,6 @@
 //! Fixtures shared by the archive's integration tests: a slice of the real Melbourne day imported
 //! into a temporary warehouse, and decoding of wire events.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses its own part of the fixtures"
-)]
-
 use std::fs;
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -3,8 +3,6 @@
 //! written to a real registry. Small enough to fit in a second, real enough that every check the
 //! server makes (checksum, format, schema hash, smoke prediction) runs on it.
 
-#![allow(dead_code)]
-
 pub mod city;
 
 use std::collections::BTreeMap;

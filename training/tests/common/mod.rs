@@ -1,8 +1,5 @@
 //! What the trainer's integration tests share.
 
-// Each test file compiles this module on its own and uses only part of it.
-#![allow(dead_code)]
-
 use parkcast_training::datasets::datasets_dir;
 use parkcast_training::import::{ImportSource, import};
 use parkcast_training::progress::NoProgress;
