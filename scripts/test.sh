@@ -20,7 +20,7 @@ export CARGO_INCREMENTAL=0
 # the cause. The build and the tools take ~14 GB (README, "Running the tests").
 disk_report() {
   local used
-  used="$(du -sh target 2>/dev/null | cut -f1)"
+  used="$(du -sh target 2>/dev/null | cut -f1 || true)"
   echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free; target/ holds ${used:-nothing yet}"
 }
 disk_report
