@@ -338,8 +338,10 @@ fn the_operations_page_shows_live_lots_a_flip_a_chart_and_a_dead_broker() {
         }
     }
 
-    // A lot chosen: its forecast chart is drawn, every model horizon a point after "now".
-    browser.script("document.querySelector('#lots tr[data-lot]').click(); return null;");
+    // The reported lot chosen: its forecast chart is drawn, every model horizon a point after "now".
+    browser.script(&format!(
+        "document.querySelector('#lots tr[data-lot=\"{lot}\"]').click(); return null;"
+    ));
     let (points, _) = browser.until(
         "the chosen lot's chart",
         Duration::from_secs(20),
@@ -369,6 +371,15 @@ fn the_operations_page_shows_live_lots_a_flip_a_chart_and_a_dead_broker() {
     eprintln!(
         "{lot}: {capacity} slots reported taken, {before} free -> 0 free on the page {:?} after delivery",
         produced.elapsed()
+    );
+    // The chosen lot's panel follows the live figures, not only the list.
+    let zero_of = format!(" 0 of {capacity} free now");
+    browser.until(
+        "the chosen lot's panel at 0 free",
+        Duration::from_secs(15),
+        "const heading = document.querySelector('[data-testid=panel-heading]'); \
+         return heading ? heading.textContent : null;",
+        |heading| heading.as_str().is_some_and(|text| text.contains(&zero_of)),
     );
     browser.screenshot(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../ops-page.png"));
 
