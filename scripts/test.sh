@@ -17,7 +17,7 @@ export PARKCAST_DATASETS="$datasets"
 # write a second copy of every workspace crate's objects (2.5 GB here) and slow the first build.
 export CARGO_INCREMENTAL=0
 # How much room the build had, in the log: a full disk fails a build with a compiler error far from
-# the cause. The build and the tools take ~14 GB (README, "Running the tests").
+# the cause. On a fresh clone target/ ends at 4.8 GB (build, venvs), besides the Debian packages.
 disk_report() {
   local used
   used="$(du -sh target 2>/dev/null | cut -f1 || true)"
