@@ -24,6 +24,9 @@ disk_report() {
   echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free; target/ holds ${used:-nothing yet}"
 }
 disk_report
+if [ ! -d target/debug/deps ] && [ "$(df -k --output=avail . | tail -1)" -lt $((6 * 1024 * 1024)) ]; then
+  echo "warning: under 6 GB free for a fresh build that needs about 5 GB in target/; a failure below may be a full disk" >&2
+fi
 
 # --- A real Kafka-protocol broker for the ingestion tests (../shared/KAFKA.md) ----------------------
 # noida-db, pinned, from PyPI into its own venv; started on a free loopback port with a fresh data
