@@ -35,17 +35,23 @@ impl Served {
     /// Stops the server as an orchestrator does (SIGTERM: it checkpoints and leaves its group)
     /// and waits for it to exit; true if it exited cleanly within `within`.
     pub fn terminate(mut self, within: StdDuration) -> bool {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(StdDuration::from_millis(50));
-        }
-        false
+        terminate(&mut self.child, within).is_some_and(|status| status.success())
     }
+}
+
+/// Sends SIGTERM (an orchestrator's stop; Ctrl-C takes the same path) and waits up to `within`
+/// for the exit.
+fn terminate(child: &mut Child, within: StdDuration) -> Option<std::process::ExitStatus> {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(StdDuration::from_millis(50));
+    }
+    None
 }
 
 impl Drop for Served {
@@ -300,9 +306,9 @@ impl Demo {
         std::thread::spawn(move || lines.map_while(Result::ok).collect())
     }
 
-    /// Waits for the demo to end.
-    pub fn wait(&mut self) -> std::process::ExitStatus {
-        self.child.wait().expect("the demo ends")
+    /// Stops the demo as Ctrl-C would (SIGTERM) and waits up to `within` for its exit.
+    pub fn terminate(&mut self, within: StdDuration) -> Option<std::process::ExitStatus> {
+        terminate(&mut self.child, within)
     }
 }
 
