@@ -21,6 +21,8 @@ if ! command -v stress-ng >/dev/null 2>&1; then
 fi
 
 echo "== building the tests before the load starts"
+# As the test command builds (see scripts/test.sh), so that it finds everything built.
+export CARGO_INCREMENTAL=0
 cargo build --workspace --all-targets --quiet
 
 cores="$(nproc)"
