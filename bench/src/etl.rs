@@ -38,22 +38,6 @@ pub struct EtlOptions {
 }
 
 /// A database dropped when the benchmark ends, however it ends.
-struct ScratchDatabase {
-    admin: postgres::Config,
-    name: String,
-}
-
-impl Drop for ScratchDatabase {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = self.admin.connect(postgres::NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
-
 /// Runs the ETL benchmark.
 pub fn etl(options: &EtlOptions) -> Result<Report, Error> {
     let admin: postgres::Config = options
@@ -61,17 +45,9 @@ pub fn etl(options: &EtlOptions) -> Result<Report, Error> {
         .parse()
         .context("--postgres is not a valid connection string")?;
     let name = format!("parkcast_bench_etl_{}", std::process::id());
-    admin
-        .connect(postgres::NoTls)
-        .context("could not connect to the Postgres server (--postgres)")?
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .context("could not create the benchmark's database")?;
-    let scratch_database = ScratchDatabase {
-        admin: admin.clone(),
-        name: name.clone(),
-    };
-    let mut config = admin.clone();
-    config.dbname(&name);
+    let scratch_database = parkcast_opstore::ScratchDatabase::create(&admin, &name)
+        .context("could not create the benchmark's database on the Postgres server (--postgres)")?;
+    let config = scratch_database.config().clone();
     let connect = || {
         config
             .connect(postgres::NoTls)

@@ -20,7 +20,10 @@
 
 use sha2::{Digest, Sha256};
 
+pub mod database;
 pub mod records;
+
+pub use database::{ScratchDatabase, create_database};
 
 /// A migration: its version (applied in ascending order), name and SQL.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +85,11 @@ pub enum OpStoreError {
     /// Streaming rows into a `COPY` failed.
     #[error("postgres: writing COPY data: {0}")]
     Copy(std::io::Error),
+    /// A database name parkcast would create is not one of its own kind.
+    #[error(
+        "database name {0:?} is not lower-case letters, digits and underscores (parkcast creates only such names)"
+    )]
+    DatabaseName(String),
     /// The database has a migration this binary does not know: it was migrated by a newer parkcast.
     #[error(
         "the database is at schema version {found}, newer than this parkcast knows (up to {known}); upgrade parkcast"
@@ -299,10 +307,9 @@ pub mod testing {
         );
     }
 
-    /// A database of its own, dropped with this value.
+    /// A database of its own on the test server, dropped with this value.
     pub struct FreshDatabase {
-        server: postgres::Config,
-        name: String,
+        database: crate::ScratchDatabase,
         /// Its connection settings.
         pub config: postgres::Config,
     }
@@ -318,17 +325,10 @@ pub mod testing {
                 std::process::id(),
                 NEXT.fetch_add(1, Ordering::Relaxed)
             );
-            let mut admin = server.connect(postgres::NoTls).expect("the server answers");
-            admin
-                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-                .expect("a database is created");
-            let mut config = server.clone();
-            config.dbname(&name);
-            FreshDatabase {
-                server,
-                name,
-                config,
-            }
+            let database =
+                crate::ScratchDatabase::create(&server, &name).expect("a database is created");
+            let config = database.config().clone();
+            FreshDatabase { database, config }
         }
 
         /// Its connection string: the server's with its database name.
@@ -336,7 +336,7 @@ pub mod testing {
             format!(
                 "{} dbname={}",
                 server_dsn().expect("PARKCAST_POSTGRES_DSN"),
-                self.name
+                self.database.name()
             )
         }
 
@@ -345,17 +345,6 @@ pub mod testing {
             self.config
                 .connect(postgres::NoTls)
                 .expect("the database answers")
-        }
-    }
-
-    impl Drop for FreshDatabase {
-        fn drop(&mut self) {
-            if let Ok(mut admin) = self.server.connect(postgres::NoTls) {
-                let _ = admin.batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                    self.name
-                ));
-            }
         }
     }
 }

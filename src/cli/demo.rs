@@ -427,20 +427,9 @@ fn demo_backend(dsn: &str) -> Result<(parkcast_opsim::SimulatedBackend, postgres
     let server: postgres::Config = dsn
         .parse()
         .context("--postgres is not a valid connection string")?;
-    let mut admin = server
-        .connect(postgres::NoTls)
-        .context("could not connect to the Postgres server (--postgres)")?;
-    // Two statements, two implicit transactions: neither may run inside a transaction block.
-    for statement in [
-        format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
-        format!("CREATE DATABASE {DATABASE}"),
-    ] {
-        admin
-            .batch_execute(&statement)
-            .context("could not create the demo's database parkcast_demo")?;
-    }
-    let mut config = server.clone();
-    config.dbname(DATABASE);
+    let config = parkcast_opstore::create_database(&server, DATABASE, true).context(
+        "could not create the demo's database parkcast_demo on the Postgres server (--postgres)",
+    )?;
     let client = config
         .connect(postgres::NoTls)
         .context("could not connect to the demo's database")?;
