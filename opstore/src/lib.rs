@@ -310,8 +310,6 @@ pub mod testing {
     /// A database of its own on the test server, dropped with this value.
     pub struct FreshDatabase {
         database: crate::ScratchDatabase,
-        /// Its connection settings.
-        pub config: postgres::Config,
     }
 
     impl FreshDatabase {
@@ -327,8 +325,7 @@ pub mod testing {
             );
             let database =
                 crate::ScratchDatabase::create(&server, &name).expect("a database is created");
-            let config = database.config().clone();
-            FreshDatabase { database, config }
+            FreshDatabase { database }
         }
 
         /// Its connection string: the server's with its database name.
@@ -342,7 +339,8 @@ pub mod testing {
 
         /// A new connection to it.
         pub fn connect(&self) -> postgres::Client {
-            self.config
+            self.database
+                .config()
                 .connect(postgres::NoTls)
                 .expect("the database answers")
         }
