@@ -2,7 +2,6 @@
 //! started on an in-process broker, the last day replayed, the live table printed, a clean stop.
 //! While it runs, `parkcast query` asks the demo's server over real gRPC.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,63 +17,26 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         postgres.is_some() || std::env::var_os("PARKCAST_REQUIRE_POSTGRES").is_none(),
         "PARKCAST_REQUIRE_POSTGRES is set but PARKCAST_POSTGRES_DSN is not"
     );
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_parkcast"))
-        .args([
-            "--quiet",
-            "demo",
-            "--no-real-data",
-            "--lots",
-            "4",
-            "--for",
-            "30",
-        ])
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--out")
-        .arg(dir.path().join("warehouse"))
-        .arg("--models")
-        .arg(dir.path().join("models"))
-        .args(
-            postgres
-                .iter()
-                .flat_map(|dsn| ["--postgres".to_owned(), dsn.clone()]),
-        )
-        .env("PARKCAST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the demo starts");
-    let stdout = demo.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    // The banner names the gRPC address; ask the server while the demo runs.
-    let mut printed = Vec::new();
-    let mut address = None;
-    let mut metrics_address = None;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    for line in lines.by_ref() {
-        let line = line.expect("utf-8 output");
-        printed.push(line.clone());
-        if let Some(rest) = line.strip_prefix("gRPC on ") {
-            address = rest.split_whitespace().next().map(str::to_owned);
-            metrics_address = rest
-                .split("metrics on http://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .map(str::to_owned);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no banner in time:\n{}",
-            printed.join("\n")
-        );
-    }
-    let address = address.unwrap_or_else(|| panic!("no banner:\n{}", printed.join("\n")));
+    let postgres_flags: Vec<&str> = postgres
+        .iter()
+        .flat_map(|dsn| ["--postgres", dsn.as_str()])
+        .collect();
+    let mut demo = common::Demo::start(
+        dir.path(),
+        &[&["--lots", "4", "--for", "30"], postgres_flags.as_slice()].concat(),
+    );
+    // The banner names the gRPC and HTTP addresses; ask the server while the demo runs.
+    let banner = demo.line_after("gRPC on ");
+    let address = banner
+        .split_whitespace()
+        .next()
+        .expect("the banner names the gRPC address")
+        .to_owned();
+    let metrics_address = banner
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .map(str::to_owned);
     // Health turns SERVING once the model is active and ingestion has caught up.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -238,14 +200,12 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         .filter_map(|window| window["pairs"].as_u64())
         .sum();
     assert!(city_scored > 0, "{quality}");
-    for line in lines {
-        let line = line.expect("utf-8 output");
+    let status = demo.read_to_end(|line| {
         // The summary after the live part: the server is stopping.
         if line.starts_with("stopped:") {
             watching.store(false, std::sync::atomic::Ordering::Relaxed);
         }
-        printed.push(line);
-    }
+    });
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     let (checks, not_serving) = watcher.join().expect("the health watch ends");
     assert!(
@@ -253,8 +213,7 @@ fn the_demo_serves_a_live_table_and_answers_queries_over_grpc() {
         "health stayed SERVING while the demo ran: {} of {checks} checks were not ({not_serving:?})",
         not_serving.len()
     );
-    let status = demo.wait().expect("the demo ends");
-    let output = printed.join("\n");
+    let output = demo.printed.join("\n");
     assert!(status.success(), "{output}");
     for expected in [
         "4/5  training the simulated city's model",

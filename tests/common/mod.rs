@@ -277,9 +277,9 @@ impl Demo {
         }
     }
 
-    /// Reads the output until a line starts with `prefix`; the first word after it (an address
-    /// of the banner). Panics with the output if the demo ends first.
-    pub fn word_after(&mut self, prefix: &str) -> String {
+    /// Reads the output until a line starts with `prefix`; the rest of that line. Panics with the
+    /// output if the demo ends first.
+    pub fn line_after(&mut self, prefix: &str) -> String {
         let lines = self.lines.as_mut().expect("the output is not drained yet");
         loop {
             let Some(line) = lines.next() else {
@@ -291,13 +291,35 @@ impl Demo {
             let line = line.expect("utf-8 output");
             self.printed.push(line.clone());
             if let Some(rest) = line.strip_prefix(prefix) {
-                return rest
-                    .split_whitespace()
-                    .next()
-                    .expect("a word after the prefix")
-                    .to_owned();
+                return rest.to_owned();
             }
         }
+    }
+
+    /// The first word after `prefix` on the first line that starts with it (an address of the
+    /// banner).
+    pub fn word_after(&mut self, prefix: &str) -> String {
+        self.line_after(prefix)
+            .split_whitespace()
+            .next()
+            .expect("a word after the prefix")
+            .to_owned()
+    }
+
+    /// Reads the output to its end on this thread, handing each line to `each` as it comes (so a
+    /// caller can act on a line before the demo exits), then waits for the exit. For a demo that
+    /// ends by itself (`--for`).
+    pub fn read_to_end(&mut self, mut each: impl FnMut(&str)) -> std::process::ExitStatus {
+        let lines = self
+            .lines
+            .take()
+            .expect("the output is read to its end once");
+        for line in lines {
+            let line = line.expect("utf-8 output");
+            each(&line);
+            self.printed.push(line);
+        }
+        self.child.wait().expect("the demo ends")
     }
 
     /// Reads the rest of the output on its own thread, so the demo never blocks on a full pipe.
