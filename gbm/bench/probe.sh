@@ -7,9 +7,10 @@
 #   bash gbm/bench/probe.sh [--rounds 3]
 #
 # The table goes to stdout; the feature table the libraries share to target/gbm-probe/table.csv.
-# Measure on a quiet machine: LightGBM's OpenMP threads spin while they wait, and on a machine
-# whose cores are busy with other work that spinning multiplies its wall time (the CPU column
-# shows it); OMP_WAIT_POLICY=passive makes them sleep instead.
+# Measure on a quiet machine and leave LightGBM's OpenMP policy alone: its idle threads spin, which
+# is fast on free cores (a trainer's own machine) and multiplies its wall time on busy ones;
+# OMP_WAIT_POLICY=passive makes them sleep instead, which costs it 5-7x on free cores (gbm/README.md
+# has both on one machine).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv="target/gbm-venv"
