@@ -1527,8 +1527,8 @@ pub(crate) fn scratch_dir(
         })
 }
 
-/// Fits the chosen models horizon by horizon from the matrix: one horizon's rows in memory at a
-/// time, read once for both models.
+/// Fits the chosen models from the matrix, as many horizons at once as rayon has threads: each
+/// horizon's rows are read once for both models, and only the horizons being fitted are in memory.
 fn fit_models(
     models: &ModelChoice,
     matrix: &MatrixDir,
@@ -1552,31 +1552,43 @@ fn fit_models(
         ),
         training_rows.len(),
         || {
-            for &minutes in training_rows.keys() {
-                let rows: HorizonRows = matrix.read(minutes)?;
-                let (fitted_linear, fitted_gbm) = rayon::join(
-                    || {
-                        models
-                            .linear
-                            .as_ref()
-                            .map(|params| params.fit_horizon(minutes, &rows))
-                            .transpose()
-                    },
-                    || {
-                        models
-                            .gbm
-                            .as_ref()
-                            .map(|params| params.fit_horizon(minutes, &rows))
-                            .transpose()
-                    },
-                );
-                if let Some(horizon) = fitted_linear? {
-                    linear.insert(minutes, horizon);
+            // As many horizons at once as there are threads: a fit's own parallel loops are short
+            // and leave cores idle (see `ForecasterParams::fit`), while reading one horizon's rows
+            // at a time per thread keeps memory at that many horizons' rows.
+            let horizons: Vec<u32> = training_rows.keys().copied().collect();
+            for batch in horizons.chunks(rayon::current_num_threads().max(1)) {
+                let fitted = batch
+                    .par_iter()
+                    .map(|&minutes| {
+                        let rows: HorizonRows = matrix.read(minutes)?;
+                        let (fitted_linear, fitted_gbm) = rayon::join(
+                            || {
+                                models
+                                    .linear
+                                    .as_ref()
+                                    .map(|params| params.fit_horizon(minutes, &rows))
+                                    .transpose()
+                            },
+                            || {
+                                models
+                                    .gbm
+                                    .as_ref()
+                                    .map(|params| params.fit_horizon(minutes, &rows))
+                                    .transpose()
+                            },
+                        );
+                        run.run.progress.advance(1);
+                        Ok::<_, BacktestError>((minutes, fitted_linear?, fitted_gbm?))
+                    })
+                    .collect::<Result<Vec<_>, BacktestError>>()?;
+                for (minutes, fitted_linear, fitted_gbm) in fitted {
+                    if let Some(horizon) = fitted_linear {
+                        linear.insert(minutes, horizon);
+                    }
+                    if let Some(horizon) = fitted_gbm {
+                        gbm.insert(minutes, horizon);
+                    }
                 }
-                if let Some(horizon) = fitted_gbm? {
-                    gbm.insert(minutes, horizon);
-                }
-                run.run.progress.advance(1);
             }
             Ok::<_, BacktestError>(())
         },
