@@ -120,7 +120,7 @@ struct Table {
 }
 
 impl Table {
-    fn select(&self, keep: impl Fn(&Row) -> bool) -> (Vec<f64>, Vec<f64>, Vec<u32>) {
+    fn select(&self, keep: impl Fn(&Row) -> bool) -> Rows {
         let (mut values, mut targets, mut horizons) = (Vec::new(), Vec::new(), Vec::new());
         for row in self.rows.iter().filter(|row| keep(row)) {
             values.extend_from_slice(&row.features);
@@ -374,84 +374,54 @@ fn fit_forust(split: &Split) -> Result<(Vec<f64>, Times, f64)> {
 /// Test-week predictions, targets and horizons, fit times and predict seconds.
 type PipelineRun = (Vec<f64>, Vec<f64>, Vec<u32>, Times, f64);
 
-/// The pipeline protocol with parkcast-gbm (L1): six fits; returns test-week predictions in
-/// table order of the test rows per horizon, and total fit and predict seconds.
-fn pipeline_gbm(table: &Table) -> Result<PipelineRun> {
-    let columns = FEATURES.len();
-    let (mut predictions, mut targets, mut horizons) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut fit, mut predict) = (Times::default(), 0.0);
-    for horizon in HORIZONS {
-        for (train_until, score_from, score_until) in [
-            (VALIDATION_FIRST, VALIDATION_FIRST, TEST_FIRST - 1),
-            (TEST_FIRST, TEST_FIRST, TEST_LAST),
-        ] {
-            let train = table.select(|row| row.horizon == horizon && row.day < train_until);
-            let scored = table.select(|row| {
-                row.horizon == horizon && (score_from..=score_until).contains(&row.day)
-            });
-            let started = Timer::start();
-            let model = probe_params(Objective::L1).fit(
-                RowMajor::new(&train.0, columns)?,
-                &train.1,
-                None,
-            )?;
-            fit += started.stop();
-            let started = Instant::now();
-            let forecast = model.predict(RowMajor::new(&scored.0, columns)?);
-            predict += started.elapsed().as_secs_f64();
-            if score_from == TEST_FIRST {
-                predictions.extend(forecast);
-                targets.extend(scored.1);
-                horizons.extend(scored.2);
-            }
-        }
-    }
-    Ok((predictions, targets, horizons, fit, predict))
+/// Selected rows: values row after row, targets, horizons.
+type Rows = (Vec<f64>, Vec<f64>, Vec<u32>);
+
+/// One fit of the pipeline protocol: its training rows, the rows it scores, and whether those are
+/// the test week's.
+struct PipelineJob {
+    train: Rows,
+    scored: Rows,
+    test: bool,
 }
 
-/// The pipeline's six fits (3 horizons x validation and test) at once on rayon's pool, as
-/// parkcast fits a model's horizons: each fit's own parallel loops then fill the gaps the others
-/// leave, instead of every small loop waking idle threads.
-fn pipeline_gbm_parallel(table: &Table) -> Result<PipelineRun> {
-    use rayon::prelude::*;
-    let columns = FEATURES.len();
-    let jobs: Vec<(u32, i64, i64, i64)> = HORIZONS
+/// The pipeline protocol's six fits: per horizon, a validation fit scored on the validation days
+/// and a test fit scored on the test week.
+fn pipeline_jobs(table: &Table) -> Vec<PipelineJob> {
+    HORIZONS
         .into_iter()
         .flat_map(|horizon| {
             [
-                (horizon, VALIDATION_FIRST, VALIDATION_FIRST, TEST_FIRST - 1),
-                (horizon, TEST_FIRST, TEST_FIRST, TEST_LAST),
+                (VALIDATION_FIRST, VALIDATION_FIRST, TEST_FIRST - 1),
+                (TEST_FIRST, TEST_FIRST, TEST_LAST),
             ]
+            .map(|(train_until, score_from, score_until)| PipelineJob {
+                train: table.select(|row| row.horizon == horizon && row.day < train_until),
+                scored: table.select(|row| {
+                    row.horizon == horizon && (score_from..=score_until).contains(&row.day)
+                }),
+                test: score_from == TEST_FIRST,
+            })
         })
-        .collect();
-    let data: Vec<_> = jobs
-        .iter()
-        .map(|&(horizon, train_until, score_from, score_until)| {
-            let train = table.select(|row| row.horizon == horizon && row.day < train_until);
-            let scored = table.select(|row| {
-                row.horizon == horizon && (score_from..=score_until).contains(&row.day)
-            });
-            (train, scored, score_from)
-        })
-        .collect();
-    let started = Timer::start();
-    let models = data
-        .par_iter()
-        .map(|(train, _, _)| {
-            RowMajor::new(&train.0, columns)
-                .and_then(|rows| probe_params(Objective::L1).fit(rows, &train.1, None))
-                .map_err(|error| error.to_string())
-        })
-        .collect::<std::result::Result<Vec<_>, String>>()?;
-    let fit = started.stop();
+        .collect()
+}
+
+/// Each fitted model predicts its job's scored rows; the test week's predictions, targets and
+/// horizons with the fit times and the predict seconds.
+fn score_pipeline(
+    models: &[parkcast_gbm::GbmModel],
+    jobs: &[PipelineJob],
+    fit: Times,
+) -> Result<PipelineRun> {
+    let columns = FEATURES.len();
     let (mut predictions, mut targets, mut horizons) = (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();
-    for (model, (_, scored, score_from)) in models.iter().zip(&data) {
-        let forecast = model.predict(RowMajor::new(&scored.0, columns)?);
-        if *score_from == TEST_FIRST {
+    for (model, job) in models.iter().zip(jobs) {
+        let forecast = model.predict(RowMajor::new(&job.scored.0, columns)?);
+        if job.test {
             predictions.extend(forecast);
-            targets.extend(scored.1.clone());
-            horizons.extend(scored.2.clone());
+            targets.extend_from_slice(&job.scored.1);
+            horizons.extend_from_slice(&job.scored.2);
         }
     }
     Ok((
@@ -461,6 +431,41 @@ fn pipeline_gbm_parallel(table: &Table) -> Result<PipelineRun> {
         fit,
         started.elapsed().as_secs_f64(),
     ))
+}
+
+/// The pipeline protocol with parkcast-gbm (L1): the six fits one after another.
+fn pipeline_gbm(table: &Table) -> Result<PipelineRun> {
+    let jobs = pipeline_jobs(table);
+    let mut fit = Times::default();
+    let mut models = Vec::new();
+    for job in &jobs {
+        let started = Timer::start();
+        models.push(probe_params(Objective::L1).fit(
+            RowMajor::new(&job.train.0, FEATURES.len())?,
+            &job.train.1,
+            None,
+        )?);
+        fit += started.stop();
+    }
+    score_pipeline(&models, &jobs, fit)
+}
+
+/// The six fits at once on rayon's pool, as parkcast fits a model's horizons: each fit's own
+/// parallel loops then fill the gaps the others leave, instead of every small loop waking idle
+/// threads.
+fn pipeline_gbm_parallel(table: &Table) -> Result<PipelineRun> {
+    use rayon::prelude::*;
+    let jobs = pipeline_jobs(table);
+    let started = Timer::start();
+    let models = jobs
+        .par_iter()
+        .map(|job| {
+            RowMajor::new(&job.train.0, FEATURES.len())
+                .and_then(|rows| probe_params(Objective::L1).fit(rows, &job.train.1, None))
+                .map_err(|error| error.to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    score_pipeline(&models, &jobs, started.stop())
 }
 
 fn run_python(python: &Path, script: &Path, dir: &Path) -> Result<Vec<(String, Measured)>> {
