@@ -37,8 +37,7 @@ pub struct EtlOptions {
     pub days: u32,
 }
 
-/// A database dropped when the benchmark ends, however it ends.
-/// Runs the ETL benchmark.
+/// Runs the ETL benchmark (in a scratch database dropped when it ends, however it ends).
 pub fn etl(options: &EtlOptions) -> Result<Report, Error> {
     let admin: postgres::Config = options
         .postgres
