@@ -124,9 +124,11 @@ pub struct IngestConfig {
     /// being decoded, and the consumer's fetch sizes are derived from it (see
     /// [`IngestConfig::fetch_sizes`]).
     pub max_message_bytes: usize,
-    /// Readiness: after an assignment ingestion counts as caught up once a probe measured no lag
-    /// at all; from then on it stays so while the lag is at most this many messages (a stream
-    /// under load is rarely at lag 0 at the instant of a probe), and turns not ready beyond.
+    /// Readiness: after an assignment ingestion counts as caught up once it has read what the
+    /// owned partitions held when first measured (their high watermarks at the assignment's first
+    /// probe), or a probe measured no lag at all; from then on it stays so while the lag is at
+    /// most this many messages (a stream under load is rarely at lag 0 at the instant of a probe),
+    /// and turns not ready beyond.
     pub ready_max_lag: u64,
     /// Consecutive failed restarts of the consumer after which the process gives up (and the
     /// server exits non-zero for its orchestrator to restart it); 0 restarts forever.
@@ -566,8 +568,9 @@ pub struct IngestStatus {
     gave_up: AtomicBool,
     /// The current consumer has caught up at least once (so its failure starts the backoff afresh).
     proven: AtomicBool,
-    /// The current assignment was measured at lag 0 once: from then on a lag up to
-    /// `ready_max_lag` still counts as caught up.
+    /// The current assignment has read the backlog it was given (the high watermarks of its first
+    /// probe) or was measured at lag 0 once: from then on a lag up to `ready_max_lag` still counts
+    /// as caught up.
     recovered: AtomicBool,
     ready_max_lag: i64,
     stale_after_ms: i64,
@@ -588,8 +591,8 @@ pub struct StatusView {
     pub assigned_partitions: u64,
     /// Why the consumer is down (`None`: it runs).
     pub down: Option<String>,
-    /// Ready to serve: partitions owned, nothing stale, and the lag measured for this assignment
-    /// was 0 once and is at most `ready_max_lag` now.
+    /// Ready to serve: partitions owned, nothing stale, the backlog found at this assignment's
+    /// first probe read (or a lag of 0 measured), and the lag at most `ready_max_lag` now.
     pub caught_up: bool,
     /// Assignments (and revocations) the consumer has been through; 0 until the group first
     /// assigned it, even nothing.
@@ -2058,9 +2061,10 @@ fn summary(shared: &Shared) -> IngestSummary {
 /// partitions (the lag, proof the broker answers, and logs that shrank below the position).
 fn probe_loop(shared: &Shared, client: &BaseConsumer, config: &IngestConfig) {
     let every = Duration::from_millis(config.probe_interval_ms);
+    let mut backlog = Backlog::default();
     while shared.running() {
         let started = Instant::now();
-        probe(shared, client, config);
+        probe(shared, client, config, &mut backlog);
         while shared.running() && started.elapsed() < every {
             std::thread::sleep(
                 every
@@ -2071,7 +2075,47 @@ fn probe_loop(shared: &Shared, client: &BaseConsumer, config: &IngestConfig) {
     }
 }
 
-fn probe(shared: &Shared, client: &BaseConsumer, config: &IngestConfig) {
+/// The high watermarks an assignment's first probe found. Once every owned partition's position
+/// has reached them, the backlog the assignment came with has been read and readiness may accept a
+/// small lag: a stream produced without pause (a city at rush hour, the demo's fast replay) can go
+/// minutes without a probe landing on lag 0, and readiness waiting for one would keep a server that
+/// is current out of its load balancer.
+#[derive(Debug, Default)]
+struct Backlog {
+    generation: Option<u64>,
+    ends: BTreeMap<(i32, InputTopic), i64>,
+}
+
+/// One owned (partition, topic) as a probe found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    partition: i32,
+    topic: InputTopic,
+    /// The next offset the consumer will read.
+    next: i64,
+    high: i64,
+}
+
+impl Backlog {
+    /// Whether `marks`, measured for the assignment `generation`, have read the backlog: the first
+    /// measurement of a generation sets its ends (and has read them only at lag 0).
+    fn read(&mut self, generation: u64, marks: &[Mark]) -> bool {
+        if self.generation != Some(generation) {
+            self.generation = Some(generation);
+            self.ends = marks
+                .iter()
+                .map(|mark| ((mark.partition, mark.topic), mark.high))
+                .collect();
+        }
+        marks.iter().all(|mark| {
+            self.ends
+                .get(&(mark.partition, mark.topic))
+                .is_some_and(|end| mark.next >= *end)
+        })
+    }
+}
+
+fn probe(shared: &Shared, client: &BaseConsumer, config: &IngestConfig, backlog: &mut Backlog) {
     // The assignment the measurement is for, read together with the positions.
     let (generation, owned) = {
         let core = shared.core();
@@ -2095,6 +2139,7 @@ fn probe(shared: &Shared, client: &BaseConsumer, config: &IngestConfig) {
     }
     let mut lag = 0;
     let mut shrunk = Vec::new();
+    let mut marks = Vec::with_capacity(owned.len() * 2);
     for (partition, progress) in owned {
         for (topic, name) in [
             (InputTopic::Sensor, &topics.sensor),
@@ -2111,6 +2156,12 @@ fn probe(shared: &Shared, client: &BaseConsumer, config: &IngestConfig) {
                         });
                     }
                     lag += (high - next).max(0);
+                    marks.push(Mark {
+                        partition,
+                        topic,
+                        next,
+                        high,
+                    });
                 }
                 Err(_) => {
                     update_contact_age(shared);
@@ -2130,7 +2181,7 @@ fn probe(shared: &Shared, client: &BaseConsumer, config: &IngestConfig) {
         // A lag of an assignment that changed meanwhile would say nothing about the new one.
         shared.status.lag.store(lag, Ordering::SeqCst);
         shared.metrics.lag_messages.set(lag);
-        if lag == 0 {
+        if backlog.read(generation, &marks) || lag == 0 {
             shared.status.proven.store(true, Ordering::SeqCst);
             shared.status.recovered.store(true, Ordering::SeqCst);
         }
@@ -2147,6 +2198,48 @@ fn update_contact_age(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mark(partition: i32, topic: InputTopic, next: i64, high: i64) -> Mark {
+        Mark {
+            partition,
+            topic,
+            next,
+            high,
+        }
+    }
+
+    #[test]
+    fn the_backlog_is_read_once_every_partition_reaches_its_first_high_watermark() {
+        let mut backlog = Backlog::default();
+        // The first probe of an assignment: 500 and 20 messages behind.
+        let first = [
+            mark(0, InputTopic::Sensor, 100, 600),
+            mark(0, InputTopic::Session, 5, 25),
+        ];
+        assert!(!backlog.read(1, &first));
+        // Production goes on: the sensor topic passed its first end, the session topic not yet;
+        // never at lag 0.
+        let later = [
+            mark(0, InputTopic::Sensor, 650, 700),
+            mark(0, InputTopic::Session, 24, 30),
+        ];
+        assert!(!backlog.read(1, &later));
+        let read = [
+            mark(0, InputTopic::Sensor, 720, 790),
+            mark(0, InputTopic::Session, 25, 31),
+        ];
+        assert!(backlog.read(1, &read), "both reached the ends first seen");
+        // A new assignment measures its own backlog: the old ends do not count.
+        let reassigned = [
+            mark(0, InputTopic::Sensor, 720, 900),
+            mark(0, InputTopic::Session, 25, 31),
+            mark(1, InputTopic::Sensor, 0, 10),
+            mark(1, InputTopic::Session, 0, 0),
+        ];
+        assert!(!backlog.read(2, &reassigned));
+        // A first probe at lag 0 has read its backlog.
+        assert!(Backlog::default().read(3, &[mark(0, InputTopic::Sensor, 790, 790)]));
+    }
 
     #[test]
     fn fetch_sizes_follow_the_largest_record_and_refuse_what_cannot_carry_it() {
