@@ -57,42 +57,41 @@ impl ResidualCalibration {
 
     /// The interval of rates at `coverage` around a forecast rate, clipped to [0, 1].
     pub fn interval(&self, forecast_rate: f64, coverage: f64) -> (f64, f64) {
-        self.scaled(1.0).interval(forecast_rate, coverage)
+        self.scaled(IntervalScale::ONE)
+            .interval(forecast_rate, coverage)
     }
 
     /// P(rate >= threshold) given the forecast.
     pub fn probability_at_least(&self, forecast_rate: f64, threshold_rate: f64) -> f64 {
-        self.scaled(1.0)
+        self.scaled(IntervalScale::ONE)
             .probability_at_least(forecast_rate, threshold_rate)
     }
 
     /// P(rate < threshold) given the forecast.
     pub fn probability_below(&self, forecast_rate: f64, threshold_rate: f64) -> f64 {
-        self.scaled(1.0)
+        self.scaled(IntervalScale::ONE)
             .probability_below(forecast_rate, threshold_rate)
     }
 
     /// P(at least one free slot) for a lot of `capacity` slots: P(occupied <= capacity - 1).
     pub fn probability_free_slot(&self, forecast_rate: f64, capacity: f64) -> f64 {
-        self.scaled(1.0)
+        self.scaled(IntervalScale::ONE)
             .probability_free_slot(forecast_rate, capacity)
     }
 
-    /// The calibration with every residual multiplied by `scale` (clamped to [0,
-    /// [`ADAPTIVE_MAX_SCALE`]]).
+    /// The calibration with its residuals scaled by `scale` ([`IntervalScale`]; each factor
+    /// clamped to [0, [`ADAPTIVE_MAX_SCALE`]], NaN read as 1).
     ///
     /// Serving answers targets between *now*, where the occupancy is read, not forecast, and a
     /// horizon's target: the error there grows from nothing to the horizon's error. Shrinking the
-    /// horizon's residuals linearly with the share of the horizon elapsed is the simplest shape
-    /// that is exact at both ends. The adaptive scale ([`AdaptiveScales`]) multiplies in.
-    pub fn scaled(&self, scale: f64) -> ScaledCalibration<'_> {
+    /// horizon's residuals linearly with the share of the horizon elapsed
+    /// ([`IntervalScale::times`]) is the simplest shape that is exact at both ends. The adaptive
+    /// scales ([`AdaptiveScales`]) multiply in.
+    pub fn scaled(&self, scale: IntervalScale) -> ScaledCalibration<'_> {
         ScaledCalibration {
             calibration: self,
-            scale: if scale.is_nan() {
-                1.0
-            } else {
-                scale.clamp(0.0, ADAPTIVE_MAX_SCALE)
-            },
+            scale: scale.clamped(),
+            knots: ADAPTIVE_COVERAGES.map(|coverage| self.half_width(coverage)),
         }
     }
 }
@@ -112,11 +111,84 @@ pub fn interval_around(forecast_rate: f64, half_width: f64) -> (f64, f64) {
     )
 }
 
+/// The factors a calibration's residuals are multiplied by, one per coverage adaptive conformal
+/// inference holds ([`ADAPTIVE_COVERAGES`]). A residual's magnitude up to the calibration's 80%
+/// half-width is multiplied by `central`; what lies beyond it runs linearly, at the slope that takes
+/// the 95% half-width to `wide` times itself, or at `wide` where that is the smaller factor (the
+/// tail narrows, the centre keeps its width). It is one increasing map of the residuals (for
+/// positive factors), so the 80% and 95% intervals and every probability an answer carries still
+/// read one distribution, each residual on its side of each interval, while each interval's width
+/// follows its own misses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IntervalScale {
+    /// The factor at and inside the 80% half-width.
+    pub central: f64,
+    /// The factor at the 95% half-width.
+    pub wide: f64,
+}
+
+impl IntervalScale {
+    /// Residuals as calibrated.
+    pub const ONE: IntervalScale = IntervalScale::uniform(1.0);
+
+    /// Every residual multiplied by `scale`.
+    pub const fn uniform(scale: f64) -> Self {
+        IntervalScale {
+            central: scale,
+            wide: scale,
+        }
+    }
+
+    /// Both factors multiplied by `factor` (serving's share of a horizon elapsed).
+    pub fn times(self, factor: f64) -> Self {
+        IntervalScale {
+            central: self.central * factor,
+            wide: self.wide * factor,
+        }
+    }
+
+    fn clamped(self) -> Self {
+        let clamp = |scale: f64| {
+            if scale.is_nan() {
+                1.0
+            } else {
+                scale.clamp(0.0, ADAPTIVE_MAX_SCALE)
+            }
+        };
+        IntervalScale {
+            central: clamp(self.central),
+            wide: clamp(self.wide),
+        }
+    }
+
+    /// The scaled magnitude of a residual of `magnitude` (>= 0) in a calibration whose unscaled
+    /// 80% and 95% half-widths are `knots`.
+    pub fn magnitude(self, magnitude: f64, [central_knot, wide_knot]: [f64; 2]) -> f64 {
+        if magnitude <= central_knot {
+            return self.central * magnitude;
+        }
+        let at_knot = self.central * central_knot;
+        let slope = if wide_knot > central_knot && self.wide >= self.central {
+            (self.wide * wide_knot - at_knot) / (wide_knot - central_knot)
+        } else {
+            self.wide
+        };
+        at_knot + slope * (magnitude - central_knot)
+    }
+
+    /// The scaled 80% and 95% half-widths of a calibration whose unscaled ones are `knots`.
+    pub fn half_widths(self, knots: [f64; 2]) -> [f64; 2] {
+        knots.map(|knot| self.magnitude(knot, knots))
+    }
+}
+
 /// A [`ResidualCalibration`] with its residuals scaled ([`ResidualCalibration::scaled`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ScaledCalibration<'a> {
     calibration: &'a ResidualCalibration,
-    scale: f64,
+    scale: IntervalScale,
+    /// The calibration's unscaled 80% and 95% half-widths.
+    knots: [f64; 2],
 }
 
 impl ScaledCalibration<'_> {
@@ -124,8 +196,19 @@ impl ScaledCalibration<'_> {
     pub fn interval(&self, forecast_rate: f64, coverage: f64) -> (f64, f64) {
         interval_around(
             forecast_rate,
-            self.calibration.half_width(coverage) * self.scale,
+            self.scale
+                .magnitude(self.calibration.half_width(coverage), self.knots),
         )
+    }
+
+    /// A residual as scaled: sign kept, magnitude mapped.
+    fn residual(&self, residual: f64) -> f64 {
+        let magnitude = self.scale.magnitude(residual.abs(), self.knots);
+        if residual < 0.0 {
+            -magnitude
+        } else {
+            magnitude
+        }
     }
 
     /// P(rate >= threshold) given the forecast.
@@ -140,15 +223,12 @@ impl ScaledCalibration<'_> {
         self.count_below(forecast_rate, threshold_rate) as f64 / signed.len() as f64
     }
 
-    /// Residuals r with forecast + scale * r < threshold.
+    /// Residuals r with forecast + scaled(r) < threshold (the map keeps their order).
     fn count_below(&self, forecast_rate: f64, threshold_rate: f64) -> usize {
-        let signed = &self.calibration.signed;
         let cut = threshold_rate - forecast_rate;
-        if self.scale == 0.0 {
-            return if cut > 0.0 { signed.len() } else { 0 };
-        }
-        let cut = cut / self.scale;
-        signed.partition_point(|residual| *residual < cut)
+        self.calibration
+            .signed
+            .partition_point(|residual| self.residual(*residual) < cut)
     }
 
     /// P(at least one free slot) for a lot of `capacity` slots: P(occupied <= capacity - 1).
@@ -619,8 +699,9 @@ where
 /// holidays (which the day-type scope calibrates on their own rule, [`widest`]).
 pub const ADAPTIVE_CLASSES: usize = 4;
 
-/// The coverage whose misses drive [`AdaptiveScales`]: the app's central interval.
-pub const ADAPTIVE_COVERAGE: f64 = 0.8;
+/// The coverages whose misses drive [`AdaptiveScales`], each its own scale: the app's central
+/// interval and the wide one.
+pub const ADAPTIVE_COVERAGES: [f64; 2] = [0.8, 0.95];
 
 /// How fast [`AdaptiveScales`] moves, in log-scale per hour of targets all missed (or all covered)
 /// beyond the nominal rate: a class whose 80% intervals miss half its targets for an hour widens by
@@ -642,42 +723,61 @@ pub fn adaptive_class(day_type: DayType, holiday: bool, scope: CalibrationScope)
 }
 
 /// Adaptive conformal inference (Gibbs and Candès, 2021) on the scale of the residuals, per class
-/// of target day.
+/// of target day and per interval.
 ///
 /// Split conformal covers as promised only while test errors are exchangeable with the
 /// calibration window's; a holiday the window never saw, a level shift or a new tariff break that,
 /// and a sliding window catches up only as it slides. ACI closes the loop on the outcome: once a
-/// grid step's targets are known, each class's log-scale moves by `rate x step x (missed share -
-/// (1 - ADAPTIVE_COVERAGE))`, so a class missing more often than it should widens and one missing
-/// less narrows; whatever the drift, each class's long-run miss rate is held at the nominal one
-/// (the original ACI moves the quantile level; moving one scale of the residuals keeps a single
-/// distribution behind the 80% and 95% intervals and the probabilities of an answer). The backtest
-/// and the server run this same update on the same outcomes: the backtest on every kept pair's
-/// residual as its target is reached, the server on its live monitor's scores.
+/// grid step's targets are known, each class's log-scale of each coverage `c` of
+/// [`ADAPTIVE_COVERAGES`] moves by `rate x step x (missed share - (1 - c))`, so an interval missing
+/// more often than it should widens and one missing less narrows; whatever the drift, each class's
+/// long-run miss rate of each interval is held at the nominal one. ACI runs one such loop per
+/// coverage; a single scale driven by the 80% interval left the 95% interval's tail without a loop
+/// of its own (Málaga's Sundays at 24 h: 92.7%). The original ACI moves the quantile level; moving
+/// scales of the residuals ([`IntervalScale`]: one monotone map) keeps a single distribution behind
+/// the 80% and 95% intervals and the probabilities of an answer. The backtest and the server run
+/// this same update on the same outcomes: the backtest on every kept pair's residual as its target
+/// is reached, the server on its live monitor's scores.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdaptiveScales {
-    /// Natural log of each class's factor.
-    pub log_scales: [f64; ADAPTIVE_CLASSES],
+    /// Natural log of each class's factor, per coverage of [`ADAPTIVE_COVERAGES`].
+    pub log_scales: [[f64; ADAPTIVE_CLASSES]; 2],
 }
 
 impl Default for AdaptiveScales {
     fn default() -> Self {
         AdaptiveScales {
-            log_scales: [0.0; ADAPTIVE_CLASSES],
+            log_scales: [[0.0; ADAPTIVE_CLASSES]; 2],
         }
     }
 }
 
 impl AdaptiveScales {
-    /// The factor a class's residuals are scaled by (1 for an unknown class).
-    pub fn scale(&self, class: usize) -> f64 {
-        self.log_scales.get(class).map_or(1.0, |log| log.exp())
+    /// The factors a class's residuals are scaled by (1 for an unknown class).
+    pub fn scale(&self, class: usize) -> IntervalScale {
+        let [central, wide] = self
+            .log_scales
+            .map(|logs| logs.get(class).map_or(1.0, |log| log.exp()));
+        IntervalScale { central, wide }
     }
 
-    /// Takes in one grid step's outcomes of a class: `missed` of `checked` targets fell outside
-    /// their 80% interval; the step is `step_minutes` long. Nothing checked moves nothing.
-    pub fn update(&mut self, class: usize, missed: u64, checked: u64, step_minutes: u32) {
-        let Some(log) = self.log_scales.get_mut(class) else {
+    /// Takes in one grid step's outcomes of a class for the interval at `ADAPTIVE_COVERAGES[level]`:
+    /// `missed` of `checked` targets fell outside it; the step is `step_minutes` long. Nothing
+    /// checked moves nothing.
+    pub fn update(
+        &mut self,
+        class: usize,
+        level: usize,
+        missed: u64,
+        checked: u64,
+        step_minutes: u32,
+    ) {
+        let (Some(log), Some(coverage)) = (
+            self.log_scales
+                .get_mut(level)
+                .and_then(|logs| logs.get_mut(class)),
+            ADAPTIVE_COVERAGES.get(level),
+        ) else {
             return;
         };
         if checked == 0 {
@@ -686,22 +786,27 @@ impl AdaptiveScales {
         let missed_share = missed.min(checked) as f64 / checked as f64;
         let rate = ADAPTIVE_RATE_PER_HOUR * f64::from(step_minutes) / 60.0;
         let bound = ADAPTIVE_MAX_SCALE.ln();
-        *log = (*log + rate * (missed_share - (1.0 - ADAPTIVE_COVERAGE))).clamp(-bound, bound);
+        *log = (*log + rate * (missed_share - (1.0 - coverage))).clamp(-bound, bound);
     }
 }
+
+/// Whether a target fell outside its 80% and its 95% interval ([`ADAPTIVE_COVERAGES`]).
+pub type Misses = [bool; 2];
 
 /// One grid step's outcomes per adaptive class, summed before [`AdaptiveScales::update`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepOutcomes {
-    /// Per class: targets outside their 80% interval, and targets checked.
-    pub counts: [(u64, u64); ADAPTIVE_CLASSES],
+    /// Per class: targets outside their 80% and their 95% interval, and targets checked.
+    pub counts: [([u64; 2], u64); ADAPTIVE_CLASSES],
 }
 
 impl StepOutcomes {
-    /// Records whether a target of `class` fell outside its 80% interval.
-    pub fn record(&mut self, class: usize, missed: bool) {
+    /// Records whether a target of `class` fell outside its intervals.
+    pub fn record(&mut self, class: usize, missed: Misses) {
         if let Some((misses, checked)) = self.counts.get_mut(class) {
-            *misses += u64::from(missed);
+            for (count, missed) in misses.iter_mut().zip(missed) {
+                *count += u64::from(missed);
+            }
             *checked += 1;
         }
     }
@@ -709,7 +814,9 @@ impl StepOutcomes {
     /// Applies the step to `scales` and clears it.
     pub fn apply(&mut self, scales: &mut AdaptiveScales, step_minutes: u32) {
         for (class, (missed, checked)) in std::mem::take(&mut self.counts).into_iter().enumerate() {
-            scales.update(class, missed, checked, step_minutes);
+            for (level, missed) in missed.into_iter().enumerate() {
+                scales.update(class, level, missed, checked, step_minutes);
+            }
         }
     }
 }
@@ -747,9 +854,9 @@ impl AdaptiveTracker {
         &self.scales
     }
 
-    /// Records whether the target at `target_ms` of `class` fell outside its 80% interval, and
+    /// Records whether the target at `target_ms` of `class` fell outside its intervals, and
     /// applies the instants a step or more before it.
-    pub fn record(&mut self, target_ms: i64, class: usize, missed: bool) {
+    pub fn record(&mut self, target_ms: i64, class: usize, missed: Misses) {
         if target_ms <= self.applied_until_ms {
             return;
         }
@@ -784,69 +891,71 @@ mod tests {
             let target = instant * step;
             for lot in 0..10 {
                 let missed = lot < 5;
-                at_once.record(target, 2, missed);
-                one_by_one.record(target, 2, missed);
+                at_once.record(target, 2, [missed, false]);
+                one_by_one.record(target, 2, [missed, false]);
             }
         }
         assert_eq!(at_once, one_by_one);
         // Seven instants applied (the eighth waits for a later one): e^(7 x 0.3/4 x 0.3).
         let expected = (7.0 * 0.3 / 4.0 * 0.3f64).exp();
-        assert!((at_once.scales().scale(2) - expected).abs() < 1e-9);
+        assert!((at_once.scales().scale(2).central - expected).abs() < 1e-9);
         // A lot a step behind still joins its instant; one two steps behind is dropped.
         let mut late = AdaptiveTracker::new(15);
-        late.record(step, 0, false);
-        late.record(2 * step, 0, false);
-        late.record(step, 0, true); // applied already: dropped
-        late.record(3 * step, 0, false);
-        late.record(2 * step, 0, true); // applied when 3 arrived: dropped
-        late.record(4 * step, 0, false);
+        late.record(step, 0, [false; 2]);
+        late.record(2 * step, 0, [false; 2]);
+        late.record(step, 0, [true; 2]); // applied already: dropped
+        late.record(3 * step, 0, [false; 2]);
+        late.record(2 * step, 0, [true; 2]); // applied when 3 arrived: dropped
+        late.record(4 * step, 0, [false; 2]);
         let mut on_time = AdaptiveTracker::new(15);
         for instant in 1..=4 {
-            on_time.record(instant * step, 0, false);
+            on_time.record(instant * step, 0, [false; 2]);
         }
         assert_eq!(late.scales(), on_time.scales());
         let mut straggler = AdaptiveTracker::new(15);
-        straggler.record(2 * step, 0, false);
-        straggler.record(step, 0, true); // before 2 is applied: joins its own instant
-        straggler.record(3 * step, 0, false);
-        assert!(straggler.scales().scale(0) > on_time.scales().scale(0));
+        straggler.record(2 * step, 0, [false; 2]);
+        straggler.record(step, 0, [true; 2]); // before 2 is applied: joins its own instant
+        straggler.record(3 * step, 0, [false; 2]);
+        assert!(straggler.scales().scale(0).central > on_time.scales().scale(0).central);
     }
 
     #[test]
     fn adaptive_scales_widen_on_misses_narrow_on_hits_and_hold_the_nominal_rate() {
         let mut scales = AdaptiveScales::default();
-        assert_eq!(scales.scale(2), 1.0);
+        assert_eq!(scales.scale(2).central, 1.0);
         // An hour of 15-minute steps at the nominal miss rate moves nothing.
         for _ in 0..4 {
-            scales.update(2, 20, 100, 15);
+            scales.update(2, 0, 20, 100, 15);
         }
-        assert!((scales.scale(2) - 1.0).abs() < 1e-12);
+        assert!((scales.scale(2).central - 1.0).abs() < 1e-12);
         // An hour missing half: e^(0.3 x 0.3).
         for _ in 0..4 {
-            scales.update(2, 50, 100, 15);
+            scales.update(2, 0, 50, 100, 15);
         }
-        assert!((scales.scale(2) - (0.3f64 * 0.3).exp()).abs() < 1e-9);
-        assert_eq!(scales.scale(0), 1.0, "other classes keep theirs");
+        assert!((scales.scale(2).central - (0.3f64 * 0.3).exp()).abs() < 1e-9);
+        assert_eq!(scales.scale(0).central, 1.0, "other classes keep theirs");
         // Bounded both ways; nothing checked moves nothing; unknown classes are ignored.
         for _ in 0..10_000 {
-            scales.update(2, 1, 1, 60);
-            scales.update(1, 0, 1, 60);
+            scales.update(2, 0, 1, 1, 60);
+            scales.update(1, 0, 0, 1, 60);
         }
-        assert!((scales.scale(2) - ADAPTIVE_MAX_SCALE).abs() < 1e-9);
-        assert!((scales.scale(1) - 1.0 / ADAPTIVE_MAX_SCALE).abs() < 1e-9);
+        assert!((scales.scale(2).central - ADAPTIVE_MAX_SCALE).abs() < 1e-9);
+        assert!((scales.scale(1).central - 1.0 / ADAPTIVE_MAX_SCALE).abs() < 1e-9);
         let before = scales;
-        scales.update(0, 0, 0, 15);
-        scales.update(ADAPTIVE_CLASSES, 5, 5, 15);
+        scales.update(0, 0, 0, 0, 15);
+        scales.update(ADAPTIVE_CLASSES, 0, 5, 5, 15);
         assert_eq!(scales, before);
-        assert_eq!(scales.scale(ADAPTIVE_CLASSES), 1.0);
+        assert_eq!(scales.scale(ADAPTIVE_CLASSES).central, 1.0);
         // A step's outcomes are summed per class, then applied once.
         let mut step = StepOutcomes::default();
         let mut fresh = AdaptiveScales::default();
         for missed in [true, false, false, false] {
-            step.record(0, missed);
+            step.record(0, [missed, false]);
         }
         step.apply(&mut fresh, 60);
-        assert!((fresh.scale(0) - (0.3f64 * 0.05).exp()).abs() < 1e-12);
+        assert!((fresh.scale(0).central - (0.3f64 * 0.05).exp()).abs() < 1e-12);
+        // The 95% interval, never missed, narrows on its own: e^(0.3 x -0.05).
+        assert!((fresh.scale(0).wide - (0.3f64 * -0.05).exp()).abs() < 1e-12);
         assert_eq!(step, StepOutcomes::default());
         // Classes: pooled is one; holidays their own.
         assert_eq!(
@@ -1009,22 +1118,24 @@ mod tests {
     #[test]
     fn a_scaled_calibration_narrows_from_the_full_horizon_to_nothing() {
         let calibration = ResidualCalibration::fit([-0.2, -0.1, 0.0, 0.1, 0.2]).expect("residuals");
-        let full = calibration.scaled(1.0);
+        let full = calibration.scaled(IntervalScale::ONE);
         assert_eq!(full.interval(0.5, 0.8), calibration.interval(0.5, 0.8));
         assert_eq!(full.probability_below(0.5, 0.57), 0.6);
         // Half the horizon: residuals -0.1 .. 0.1, so 0.57 lies above four of five outcomes.
-        let half = calibration.scaled(0.5);
+        let half = calibration.scaled(IntervalScale::uniform(0.5));
         assert_eq!(half.interval(0.5, 0.8), (0.4, 0.6));
         assert_eq!(half.probability_below(0.5, 0.57), 0.8);
         assert_eq!(half.probability_at_least(0.5, 0.57), 0.2);
         // Now: the forecast is the reading itself.
-        let now = calibration.scaled(0.0);
+        let now = calibration.scaled(IntervalScale::uniform(0.0));
         assert_eq!(now.interval(0.5, 0.95), (0.5, 0.5));
         assert_eq!(now.probability_below(0.5, 0.55), 1.0);
         assert_eq!(now.probability_below(0.5, 0.5), 0.0);
         assert_eq!(now.probability_free_slot(1.0, 10.0), 0.0);
         assert_eq!(
-            calibration.scaled(f64::NAN).interval(0.5, 0.8),
+            calibration
+                .scaled(IntervalScale::uniform(f64::NAN))
+                .interval(0.5, 0.8),
             full.interval(0.5, 0.8)
         );
     }
@@ -1101,5 +1212,79 @@ mod tests {
             prop_assert!(0.0 <= interval_low && interval_low <= forecast && forecast <= interval_high && interval_high <= 1.0);
             prop_assert!(calibration.half_width(0.8) <= calibration.half_width(0.95));
         }
+
+        #[test]
+        fn any_two_scales_keep_one_distribution_behind_intervals_and_probabilities(
+            residuals in proptest::collection::vec(-1.0f64..1.0, 1..200),
+            forecast in 0.0f64..1.0,
+            central in 0.25f64..4.0,
+            wide in 0.25f64..4.0,
+            thresholds in proptest::collection::vec(-0.5f64..1.5, 2..20),
+        ) {
+            let calibration = ResidualCalibration::fit(residuals).expect("non-empty");
+            let scaled = calibration.scaled(IntervalScale { central, wide });
+            let mut thresholds = thresholds;
+            thresholds.sort_by(f64::total_cmp);
+            let below: Vec<f64> = thresholds
+                .iter()
+                .map(|threshold| scaled.probability_below(forecast, *threshold))
+                .collect();
+            prop_assert!(below.windows(2).all(|pair| pair[0] <= pair[1]));
+            let (low_80, high_80) = scaled.interval(forecast, 0.8);
+            let (low_95, high_95) = scaled.interval(forecast, 0.95);
+            prop_assert!(low_95 <= low_80 && high_80 <= high_95, "the 95% interval holds the 80%");
+            // The outcomes inside each interval are those inside it unscaled: the map keeps every
+            // residual on its side of each half-width.
+            let inside = |scaled: ScaledCalibration<'_>, coverage: f64| {
+                let [central_knot, wide_knot] = scaled.knots;
+                let knot = if coverage == 0.8 { central_knot } else { wide_knot };
+                let half = scaled.scale.magnitude(knot, scaled.knots);
+                calibration
+                    .signed
+                    .iter()
+                    .filter(|residual| scaled.residual(**residual).abs() <= half)
+                    .count()
+            };
+            for coverage in [0.8, 0.95] {
+                prop_assert_eq!(
+                    inside(scaled, coverage),
+                    inside(calibration.scaled(IntervalScale::ONE), coverage)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_wide_scale_moves_the_95_interval_alone() {
+        let residuals: Vec<f64> = (-100..=100).map(|i| f64::from(i) / 1000.0).collect();
+        let calibration = ResidualCalibration::fit(residuals).expect("residuals");
+        let q95 = calibration.half_width(0.95);
+        let rate = 0.5;
+        let wider = calibration.scaled(IntervalScale {
+            central: 1.0,
+            wide: 2.0,
+        });
+        assert_eq!(wider.interval(rate, 0.8), calibration.interval(rate, 0.8));
+        let (low, high) = wider.interval(rate, 0.95);
+        assert!((high - rate - 2.0 * q95).abs() < 1e-12 && (rate - low - 2.0 * q95).abs() < 1e-12);
+        // Outcomes beyond the 95% half-width move out with it: P(rate < 0.5 - 2 x q95) is the
+        // share of residuals below -q95, as unscaled P(rate < 0.5 - q95) is.
+        assert_eq!(
+            wider.probability_below(rate, rate - 2.0 * q95 - 1e-12),
+            calibration.probability_below(rate, rate - q95 - 1e-12)
+        );
+        // A wide factor under the central one narrows the tail only: beyond the 80% half-width.
+        let q80 = calibration.half_width(0.8);
+        let narrow = calibration.scaled(IntervalScale {
+            central: 1.0,
+            wide: 0.5,
+        });
+        assert_eq!(narrow.interval(rate, 0.8), calibration.interval(rate, 0.8));
+        let (_, high) = narrow.interval(rate, 0.95);
+        assert!((high - rate - (q80 + 0.5 * (q95 - q80))).abs() < 1e-12);
+        assert_eq!(
+            IntervalScale::uniform(1.5).half_widths([0.1, 0.2]),
+            [0.1 * 1.5, 0.2 * 1.5]
+        );
     }
 }

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use parkcast_features::baseline::WeekdayProfile;
 use parkcast_features::calendar::{CalendarSource, DayType, HolidayCalendar};
-use parkcast_features::conformal::{CalibrationScope, ResidualCalibration, calibration_of_day};
+use parkcast_features::conformal::{
+    CalibrationScope, IntervalScale, ResidualCalibration, calibration_of_day,
+};
 use parkcast_features::vector::{
     FeatureParams, HourlyTariff, LotContext, LotFeatureState, LotProfile, ScheduledEvent, index,
     lot_kind_code,
@@ -360,7 +362,7 @@ impl LoadedModel {
                 horizon_minutes: steps * self.step_minutes(),
                 target_ms: origin_ms + i64::from(*steps) * step_ms,
                 rate,
-                interval_scale: 1.0,
+                interval_scale: IntervalScale::ONE,
             })
             .collect();
         Some(LotForecast {
@@ -391,10 +393,10 @@ pub struct HorizonForecast {
     pub target_ms: i64,
     /// The occupancy rate forecast, in [0, 1] (NaN where the model could not forecast).
     pub rate: f64,
-    /// The factor its calibration's residuals are scaled by: adaptive conformal inference's
+    /// The factors its calibration's residuals are scaled by: adaptive conformal inference's
     /// (`parkcast_features::conformal::AdaptiveScales`) for the target's class when the forecast
     /// was made, so every answer from it reads one distribution (1 from [`LoadedModel::forecast`]).
-    pub interval_scale: f64,
+    pub interval_scale: IntervalScale,
 }
 
 #[cfg(test)]

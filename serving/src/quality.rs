@@ -78,12 +78,15 @@ impl Default for QualityConfig {
     }
 }
 
+/// The 80% and the 95% interval of one horizon's forecast, as (low, high) rates.
+pub type IssuedIntervals = [(f64, f64); 2];
+
 /// A forecast as kept until its targets are known.
 #[derive(Debug, Clone)]
 struct Issued {
     origin_ms: i64,
-    /// Per horizon: rate, 80% low, 80% high (NaN: none).
-    values: Box<[[f32; 3]]>,
+    /// Per horizon: rate, 80% low, 80% high, 95% low, 95% high (NaN: none).
+    values: Box<[[f32; 5]]>,
 }
 
 /// One scored forecast.
@@ -457,13 +460,13 @@ impl QualityMonitor {
         &mut self,
         lot: usize,
         forecast: &LotForecast,
-        intervals_80: &[Option<(f64, f64)>],
+        intervals: &[Option<IssuedIntervals>],
     ) {
         let horizons = &self.horizons;
         let Some(quality) = self.lots.get_mut(lot) else {
             return;
         };
-        let values: Box<[[f32; 3]]> = horizons
+        let values: Box<[[f32; 5]]> = horizons
             .iter()
             .map(|minutes| {
                 let position = forecast
@@ -472,18 +475,21 @@ impl QualityMonitor {
                     .position(|horizon| horizon.horizon_minutes == *minutes);
                 match position {
                     Some(position) => {
-                        let (low, high) = intervals_80
+                        let [(low_80, high_80), (low_95, high_95)] = intervals
                             .get(position)
                             .copied()
                             .flatten()
-                            .unwrap_or((f64::NAN, f64::NAN));
+                            .unwrap_or([(f64::NAN, f64::NAN); 2]);
                         [
-                            forecast.horizons[position].rate as f32,
-                            low as f32,
-                            high as f32,
+                            forecast.horizons[position].rate,
+                            low_80,
+                            high_80,
+                            low_95,
+                            high_95,
                         ]
+                        .map(|value| value as f32)
                     }
-                    None => [f32::NAN; 3],
+                    None => [f32::NAN; 5],
                 }
             })
             .collect();
@@ -521,12 +527,17 @@ impl QualityMonitor {
                 else {
                     continue;
                 };
-                let [rate, low, high] = quality.issued[position].values[index];
+                let [rate, low_80, high_80, low_95, high_95] =
+                    quality.issued[position].values[index];
                 if !rate.is_finite() {
                     continue;
                 }
-                let covered = (low.is_finite() && high.is_finite())
-                    .then(|| f64::from(low) <= actual_rate && actual_rate <= f64::from(high));
+                let inside = |low: f32, high: f32| {
+                    (low.is_finite() && high.is_finite())
+                        .then(|| f64::from(low) <= actual_rate && actual_rate <= f64::from(high))
+                };
+                let covered = inside(low_80, high_80);
+                let covered_95 = inside(low_95, high_95);
                 let scores = &mut quality.scores[index];
                 if scores
                     .back()
@@ -535,11 +546,14 @@ impl QualityMonitor {
                     // Each target is scored once, in time order.
                     continue;
                 }
-                if let (Some(adaptive), Some(covered), Some(reference)) =
-                    (&mut self.adaptive, covered, self.references.get(lot))
-                {
+                if let (Some(adaptive), Some(covered), Some(covered_95), Some(reference)) = (
+                    &mut self.adaptive,
+                    covered,
+                    covered_95,
+                    self.references.get(lot),
+                ) {
                     let class = reference.adaptive_class(instant_ms, adaptive.scope);
-                    adaptive.trackers[index].record(instant_ms, class, !covered);
+                    adaptive.trackers[index].record(instant_ms, class, [!covered, !covered_95]);
                 }
                 quality.push(
                     index,
@@ -725,6 +739,7 @@ impl QualityMonitor {
 
 #[cfg(test)]
 mod tests {
+    use parkcast_features::conformal::IntervalScale;
     use parkcast_inference::artifact::HorizonForecast;
 
     use super::*;
@@ -800,7 +815,7 @@ mod tests {
                     horizon_minutes: *minutes,
                     target_ms: origin_ms + i64::from(*minutes) * 60_000,
                     rate,
-                    interval_scale: 1.0,
+                    interval_scale: IntervalScale::ONE,
                 })
                 .collect(),
         }
@@ -846,7 +861,7 @@ mod tests {
                 monitor.issue(
                     lot,
                     &forecast(now, rate),
-                    &[Some((rate - 0.05, rate + 0.05)); 2],
+                    &[Some([(rate - 0.05, rate + 0.05), (rate - 0.1, rate + 0.1)]); 2],
                 );
             }
         }
@@ -864,16 +879,18 @@ mod tests {
             )
             .with_adaptive(5, CalibrationScope::DayType)
         };
-        let scale = |monitor: &QualityMonitor| {
+        let scales = |monitor: &QualityMonitor, of: fn(IntervalScale) -> f64| {
             let mut next = forecast(0, 0.5);
             monitor.adapt(0, &mut next);
             next.horizons
                 .iter()
-                .map(|horizon| horizon.interval_scale)
+                .map(|horizon| of(horizon.interval_scale))
                 .collect::<Vec<_>>()
         };
-        // Half the lots forecast 0.08 off with +-0.05 intervals: half the targets missed, more than
-        // the 20% an 80% interval may miss.
+        let scale = |monitor: &QualityMonitor| scales(monitor, |scale| scale.central);
+        let wide_scale = |monitor: &QualityMonitor| scales(monitor, |scale| scale.wide);
+        // Half the lots forecast 0.08 off with +-0.05 80% intervals: half the targets missed, more
+        // than the 20% an 80% interval may miss; their +-0.1 95% intervals miss none.
         let (missing, _) = feed(adaptive(), 3, |lot, _| if lot < 5 { 0.08 } else { 0.0 });
         // Every target inside: fewer misses than the 20% allowed.
         let (covering, _) = feed(adaptive(), 3, |_, _| 0.0);
@@ -889,6 +906,11 @@ mod tests {
             narrowed.iter().all(|s| *s < 0.9 && *s > 0.8),
             "{narrowed:?}"
         );
+        // The 95% intervals follow their own misses (none, in both runs: 2.75 h x 0.3 x -0.05).
+        for monitor in [&missing, &covering] {
+            let wide = wide_scale(monitor);
+            assert!(wide.iter().all(|s| *s < 0.98 && *s > 0.94), "{wide:?}");
+        }
         // A monitor that does not adapt leaves forecasts as they are; a new monitor of the same
         // horizons continues another's adaptation.
         let (plain, _) = run(3, |_| 0.08);

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use parkcast_features::conformal::ResidualCalibration;
+use parkcast_features::conformal::{ADAPTIVE_COVERAGES, IntervalScale, ResidualCalibration};
 use parkcast_features::grid::GridValue;
 use parkcast_features::vector::LotFeatureState;
 use parkcast_inference::artifact::{LoadedModel, LotForecast, ModelBundle};
@@ -48,7 +48,9 @@ use parkcast_inference::registry::Manifest;
 
 use crate::live::{FeatureInput, GRID_HISTORY_MS, GridRule, LotChange, LotSnapshot};
 use crate::metrics::ActivationOutcome;
-use crate::quality::{Drifting, LotReference, QualityConfig, QualityMonitor, WindowQuality};
+use crate::quality::{
+    Drifting, IssuedIntervals, LotReference, QualityConfig, QualityMonitor, WindowQuality,
+};
 use crate::topology::{LotIndex, TopologyIndex};
 
 /// What the scorer reads from ingestion.
@@ -366,7 +368,7 @@ pub fn forecast_at_scaled<'a>(
                     let share = ((target_ms - lower_ms) as f64 / span).clamp(0.0, 1.0);
                     let rate = lower_rate + (upper.rate - lower_rate) * share;
                     let elapsed = if is_now { share } else { 1.0 };
-                    (rate, calibration, elapsed * upper.interval_scale)
+                    (rate, calibration, upper.interval_scale.times(elapsed))
                 }
             }
         }
@@ -379,7 +381,12 @@ pub fn forecast_at_scaled<'a>(
     ))
 }
 
-fn point(calibration: &ResidualCalibration, rate: f64, scale: f64, capacity: f64) -> PointForecast {
+fn point(
+    calibration: &ResidualCalibration,
+    rate: f64,
+    scale: IntervalScale,
+    capacity: f64,
+) -> PointForecast {
     let scaled = calibration.scaled(scale);
     let rate = rate.clamp(0.0, 1.0);
     PointForecast {
@@ -1421,8 +1428,8 @@ pub fn served_forecast(
     Some(forecast)
 }
 
-/// Keeps a forecast `served` issued for lot `lot` (`lot_id`) in `quality`, with the 80% interval of
-/// each horizon a request for exactly its target reads.
+/// Keeps a forecast `served` issued for lot `lot` (`lot_id`) in `quality`, with the 80% and 95%
+/// intervals of each horizon a request for exactly its target reads.
 pub fn issue_forecast(
     quality: &mut QualityMonitor,
     served: &ServedModel,
@@ -1430,15 +1437,16 @@ pub fn issue_forecast(
     lot_id: &str,
     forecast: &LotForecast,
 ) {
-    quality.issue(lot, forecast, &intervals_80(served, lot_id, forecast));
+    quality.issue(lot, forecast, &intervals(served, lot_id, forecast));
 }
 
-/// The 80% interval of each horizon of a forecast, as a request for exactly its target reads it.
-fn intervals_80(
+/// The 80% and 95% intervals of each horizon of a forecast, as a request for exactly its target
+/// reads them.
+fn intervals(
     served: &ServedModel,
     lot_id: &str,
     forecast: &LotForecast,
-) -> Vec<Option<(f64, f64)>> {
+) -> Vec<Option<IssuedIntervals>> {
     forecast
         .horizons
         .iter()
@@ -1448,9 +1456,9 @@ fn intervals_80(
                 .calibration_for(lot_id, horizon.horizon_minutes, horizon.target_ms)
                 .filter(|_| horizon.rate.is_finite())
                 .map(|calibration| {
-                    calibration
-                        .scaled(horizon.interval_scale)
-                        .interval(horizon.rate.clamp(0.0, 1.0), 0.8)
+                    let scaled = calibration.scaled(horizon.interval_scale);
+                    let rate = horizon.rate.clamp(0.0, 1.0);
+                    ADAPTIVE_COVERAGES.map(|coverage| scaled.interval(rate, coverage))
                 })
         })
         .collect()
@@ -1575,13 +1583,13 @@ mod tests {
                     horizon_minutes: 15,
                     target_ms: 15 * MINUTE,
                     rate: 0.6,
-                    interval_scale: 1.0,
+                    interval_scale: IntervalScale::ONE,
                 },
                 HorizonForecast {
                     horizon_minutes: 60,
                     target_ms: 60 * MINUTE,
                     rate: 0.9,
-                    interval_scale: 1.0,
+                    interval_scale: IntervalScale::ONE,
                 },
             ],
         }

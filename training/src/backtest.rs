@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use chrono::{Days, NaiveDate, NaiveDateTime, Timelike};
 use parkcast_features::calendar::DayType;
 use parkcast_features::conformal::{
-    AdaptiveTracker, CalibrationScope, DayTypeCalibration, adaptive_class, interval_around,
+    ADAPTIVE_COVERAGES, AdaptiveTracker, CalibrationScope, DayTypeCalibration, Misses,
+    adaptive_class, interval_around,
 };
 use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
@@ -1074,9 +1075,9 @@ impl KeptResidual {
 /// day type, holiday) read at each instant: what a pair forecast from that origin was given.
 ///
 /// The half-widths are scaled by adaptive conformal inference ([`AdaptiveTracker`]): as each kept
-/// residual's target is reached, whether it fell outside the 80% interval its origin was given is
-/// counted for its class, and each instant's outcomes move the scales the next instants read, as
-/// the server's monitor does live.
+/// residual's target is reached, whether it fell outside the 80% and the 95% interval its origin
+/// was given is counted for its class, and each instant's outcomes move the scales the next
+/// instants read, as the server's monitor does live.
 struct IntervalTimeline {
     calibration_ms: i64,
     scope: CalibrationScope,
@@ -1167,11 +1168,11 @@ impl IntervalTimeline {
                                 None => (DayType::Weekday, true),
                             };
                             let scale = scales.scale(adaptive_class(day_type, holiday, self.scope));
-                            *widths = [0.8, 0.95].map(|coverage| {
+                            *widths = scale.half_widths(ADAPTIVE_COVERAGES.map(|coverage| {
                                 calibration
                                     .half_width(coverage, day_type, holiday)
-                                    .map_or(f64::NAN, |width| width * scale)
-                            });
+                                    .unwrap_or(f64::NAN)
+                            }));
                         }
                     }
                     row.push(classes);
@@ -1204,17 +1205,18 @@ impl IntervalTimeline {
         Some(classes[self.class_of(day_type, holiday)])
     }
 
-    /// Whether a replayed residual fell outside the 80% half-width its origin instant was given
-    /// (`None` when its origin is before the replay or had no interval).
-    fn missed(&self, residual: &KeptResidual) -> Option<bool> {
+    /// Whether a replayed residual fell outside the 80% and the 95% half-width its origin instant
+    /// was given (`None` when its origin is before the replay or had no interval).
+    fn missed(&self, residual: &KeptResidual) -> Option<Misses> {
         let origin_ms = residual.target_ms - i64::from(residual.horizon_steps) * self.step_ms;
-        let [eighty, _] = self.widths_at(
+        let widths = self.widths_at(
             residual.model,
             residual.horizon_steps,
             origin_ms,
             (residual.day_type, residual.holiday),
         )?;
-        (!eighty.is_nan()).then(|| residual.residual.abs() > eighty)
+        (!widths.iter().any(|width| width.is_nan()))
+            .then(|| widths.map(|width| residual.residual.abs() > width))
     }
 
     /// The timeline class a target reads: its day type, or the holiday class (day-type scope).
