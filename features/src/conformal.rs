@@ -699,9 +699,12 @@ where
 /// holidays (which the day-type scope calibrates on their own rule, [`widest`]).
 pub const ADAPTIVE_CLASSES: usize = 4;
 
+/// How many intervals [`AdaptiveScales`] holds a scale for ([`ADAPTIVE_COVERAGES`]).
+pub const ADAPTIVE_LEVELS: usize = 2;
+
 /// The coverages whose misses drive [`AdaptiveScales`], each its own scale: the app's central
 /// interval and the wide one.
-pub const ADAPTIVE_COVERAGES: [f64; 2] = [0.8, 0.95];
+pub const ADAPTIVE_COVERAGES: [f64; ADAPTIVE_LEVELS] = [0.8, 0.95];
 
 /// How fast [`AdaptiveScales`] moves, in log-scale per hour of targets all missed (or all covered)
 /// beyond the nominal rate: a class whose 80% intervals miss half its targets for an hour widens by
@@ -741,13 +744,13 @@ pub fn adaptive_class(day_type: DayType, holiday: bool, scope: CalibrationScope)
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdaptiveScales {
     /// Natural log of each class's factor, per coverage of [`ADAPTIVE_COVERAGES`].
-    pub log_scales: [[f64; ADAPTIVE_CLASSES]; 2],
+    pub log_scales: [[f64; ADAPTIVE_CLASSES]; ADAPTIVE_LEVELS],
 }
 
 impl Default for AdaptiveScales {
     fn default() -> Self {
         AdaptiveScales {
-            log_scales: [[0.0; ADAPTIVE_CLASSES]; 2],
+            log_scales: [[0.0; ADAPTIVE_CLASSES]; ADAPTIVE_LEVELS],
         }
     }
 }
@@ -791,13 +794,13 @@ impl AdaptiveScales {
 }
 
 /// Whether a target fell outside its 80% and its 95% interval ([`ADAPTIVE_COVERAGES`]).
-pub type Misses = [bool; 2];
+pub type Misses = [bool; ADAPTIVE_LEVELS];
 
 /// One grid step's outcomes per adaptive class, summed before [`AdaptiveScales::update`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepOutcomes {
     /// Per class: targets outside their 80% and their 95% interval, and targets checked.
-    pub counts: [([u64; 2], u64); ADAPTIVE_CLASSES],
+    pub counts: [([u64; ADAPTIVE_LEVELS], u64); ADAPTIVE_CLASSES],
 }
 
 impl StepOutcomes {

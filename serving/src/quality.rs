@@ -42,7 +42,9 @@ use std::sync::Arc;
 use chrono::Timelike;
 use chrono_tz::Tz;
 use parkcast_features::calendar::HolidayCalendar;
-use parkcast_features::conformal::{AdaptiveTracker, CalibrationScope, adaptive_class};
+use parkcast_features::conformal::{
+    ADAPTIVE_LEVELS, AdaptiveTracker, CalibrationScope, adaptive_class,
+};
 use parkcast_features::vector::local_time;
 use parkcast_inference::artifact::LotForecast;
 use parkcast_inference::reference::reference_index;
@@ -79,7 +81,7 @@ impl Default for QualityConfig {
 }
 
 /// The 80% and the 95% interval of one horizon's forecast, as (low, high) rates.
-pub type IssuedIntervals = [(f64, f64); 2];
+pub type IssuedIntervals = [(f64, f64); ADAPTIVE_LEVELS];
 
 /// A forecast as kept until its targets are known.
 #[derive(Debug, Clone)]
