@@ -158,7 +158,8 @@ fn by_horizon_table(first: &str, config: &BacktestConfig) -> Table {
 }
 
 /// MAE of the followed model and the baseline per rolling window and horizon, with the window
-/// dates: one good week must not hide a bad one.
+/// dates and the share of its actuals inside the model's 80% / 95% intervals: one good week must
+/// not hide a bad one, nor a window whose intervals are off hide behind the others' average.
 fn windows_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table {
     let model = followed_model(outcome);
     let mut table = by_horizon_table(&format!("window ({model} vs {VERSUS_BASELINE})"), config);
@@ -179,10 +180,18 @@ fn windows_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table {
                 find(window, VERSUS_BASELINE, horizon),
             ) {
                 (Some(ours), Some(theirs)) if theirs.mae_rate > 0.0 => format!(
-                    "{:.4} vs {:.4} ({:+.1}%)",
+                    "{:.4} vs {:.4} ({:+.1}%){}",
                     ours.mae_rate,
                     theirs.mae_rate,
-                    100.0 * (ours.mae_rate / theirs.mae_rate - 1.0)
+                    100.0 * (ours.mae_rate / theirs.mae_rate - 1.0),
+                    match (ours.coverage_80, ours.coverage_95) {
+                        (Some(eighty), Some(ninety_five)) => format!(
+                            ", covers {:.1} / {:.1}%",
+                            100.0 * eighty,
+                            100.0 * ninety_five
+                        ),
+                        _ => String::new(),
+                    }
                 ),
                 _ => "n/a".to_owned(),
             };
@@ -645,6 +654,45 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("MAE rate vs"), "{text}");
+    }
+
+    #[test]
+    fn each_window_shows_its_dates_its_gain_and_its_coverage() {
+        let first = NaiveDate::from_ymd_opt(2016, 12, 6).expect("valid date");
+        let second = NaiveDate::from_ymd_opt(2016, 12, 13).expect("valid date");
+        let with_covers = |model: &str, horizon: u32, mae: f64, covers: (f64, f64)| {
+            let mut metrics = metrics(model, horizon, mae);
+            (metrics.coverage_80, metrics.coverage_95) = (Some(covers.0), Some(covers.1));
+            metrics
+        };
+        let report = BacktestReport {
+            windows: vec![(first, first), (second, second)],
+            per_window: vec![
+                (0, with_covers(VERSUS_BASELINE, 1, 0.02, (0.8, 0.95))),
+                (0, with_covers("gbm", 1, 0.018, (0.837, 0.962))),
+                (1, with_covers(VERSUS_BASELINE, 1, 0.02, (0.8, 0.95))),
+                (1, metrics("gbm", 1, 0.015)),
+            ],
+            ..report()
+        };
+        let table = windows_table(&report, &config()).to_string();
+        let row = |day: NaiveDate| {
+            table
+                .lines()
+                .find(|line| line.contains(&format!("{day} .. {day}")))
+                .unwrap_or_else(|| panic!("no row for {day}: {table}"))
+                .to_owned()
+        };
+        assert!(
+            row(first).contains("0.0180 vs 0.0200 (-10.0%), covers 83.7 / 96.2%"),
+            "{table}"
+        );
+        // A window without both intervals' coverage shows its MAE alone.
+        assert!(
+            row(second).contains("0.0150 vs 0.0200 (-25.0%) "),
+            "{table}"
+        );
+        assert!(!row(second).contains("covers"), "{table}");
     }
 
     #[test]
