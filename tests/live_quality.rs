@@ -17,8 +17,8 @@ use chrono::{NaiveDate, NaiveTime};
 use common::{LOOP_TRAIN, copy_until, parkcast, succeeded};
 use parkcast_features::grid::GridSeries;
 use parkcast_inference::registry::Registry;
-use parkcast_serving::quality::{HOUR_MS, QualityConfig};
-use parkcast_serving::recompute::recompute;
+use parkcast_serving::quality::{HOUR_MS, QualityConfig, Tally};
+use parkcast_serving::recompute::{Period, recompute};
 use parkcast_serving::scoring::ServedModel;
 use parkcast_warehouse::Warehouse;
 use parkcast_warehouse::lots::load_lots;
@@ -29,6 +29,9 @@ use parkcast_warehouse::lots::load_lots;
 const DETECT_WITHIN_HOURS: i64 = 6;
 
 const HELD_OUT_DAYS: i64 = 2;
+
+/// What the monitor reports at an hour: per horizon and window, the city's tally and each lot's.
+type HourlyReport = (i64, Vec<(u32, &'static str, Tally, Vec<Tally>)>);
 
 #[test]
 fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() {
@@ -132,7 +135,7 @@ fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() 
     recompute(
         &served,
         &shifted_lots,
-        (held_out_ms, i64::MAX),
+        Period::new(held_out_ms, i64::MAX),
         QualityConfig::default(),
         |now_ms, monitor| {
             for drift in monitor.drift(now_ms) {
@@ -154,5 +157,85 @@ fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() 
     eprintln!(
         "lot {shifted} named {} min after its demand doubled",
         (named_at - shift_ms) / 60_000
+    );
+
+    // `parkcast models quality --from` a later day: the monitor still runs from the first unseen
+    // day, so the Monday's report is what a server running since the Sunday showed (its adaptive
+    // scales, its forecasts in flight), not a monitor started cold on the Monday.
+    let monday_ms = held_out_ms + 24 * HOUR_MS;
+    let hourly = |period: Period| {
+        let mut reports: Vec<HourlyReport> = Vec::new();
+        recompute(
+            &served,
+            &shifted_lots,
+            period,
+            QualityConfig::default(),
+            |now_ms, monitor| {
+                let summary: Vec<_> = monitor
+                    .summary(now_ms)
+                    .into_iter()
+                    .map(|quality| {
+                        (
+                            quality.horizon_minutes,
+                            quality.window,
+                            quality.city,
+                            quality.lots,
+                        )
+                    })
+                    .collect();
+                reports.push((now_ms, summary));
+            },
+        );
+        reports
+    };
+    let running = hourly(Period::new(held_out_ms, i64::MAX));
+    let reported = hourly(Period {
+        start_ms: held_out_ms,
+        report_from_ms: monday_ms,
+        until_ms: i64::MAX,
+    });
+    let running_monday: Vec<_> = running
+        .iter()
+        .filter(|(now_ms, _)| *now_ms >= monday_ms)
+        .cloned()
+        .collect();
+    assert!(running_monday.len() >= 20, "{} hours", running_monday.len());
+    assert!(reported == running_monday, "the Monday's reports differ");
+    // Started cold on the Monday instead: from the hour every horizon's forecasts are in flight
+    // (the longest is 1 h), the same forecasts score the same errors, but the intervals carry
+    // scales of 1 where the running monitor's had adapted, so some hour covers differently.
+    let cold = hourly(Period::new(monday_ms, i64::MAX));
+    assert_eq!(cold.len(), reported.len());
+    let hours = |reports: &[HourlyReport]| -> Vec<(i64, u32, Tally)> {
+        reports
+            .iter()
+            .filter(|(now_ms, _)| *now_ms >= monday_ms + 3 * HOUR_MS)
+            .flat_map(|(now_ms, summary)| {
+                summary
+                    .iter()
+                    .filter(|(_, window, _, _)| *window == "hour")
+                    .map(|(minutes, _, city, _)| (*now_ms, *minutes, *city))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let (cold, running) = (hours(&cold), hours(&reported));
+    assert_eq!(cold.len(), running.len());
+    let mut covered_differently = 0;
+    for ((at, minutes, cold), (_, _, running)) in cold.iter().zip(&running) {
+        assert_eq!(
+            (cold.pairs, cold.error_sum),
+            (running.pairs, running.error_sum),
+            "{minutes} min, hour to {at}: the same forecasts"
+        );
+        covered_differently += usize::from(cold.covered != running.covered);
+    }
+    assert!(
+        covered_differently > 0,
+        "a monitor started on the Monday covered as one running since the Sunday did"
+    );
+    eprintln!(
+        "{covered_differently} of {} hourly city covers differ between a cold and a running monitor",
+        running.len()
     );
 }

@@ -377,7 +377,7 @@ fn retrain_promotes_a_candidate_better_live_in_shadow_and_the_alarm_clears() {
     let recomputed = parkcast_serving::recompute::recompute(
         &promoted,
         &all,
-        (day_c - 5 * 60_000, day_d),
+        parkcast_serving::recompute::Period::new(day_c - 5 * 60_000, day_d),
         QualityConfig::default(),
         |_, _| {},
     );

@@ -15,22 +15,52 @@ use crate::live::GRID_HISTORY_MS;
 use crate::quality::{HOUR_MS, QualityConfig, QualityMonitor};
 use crate::scoring::{ServedModel, issue_forecast, quality_monitor, served_forecast};
 
+/// The stretch of the stream a recomputation covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    /// The monitor starts here, as on a server that activated the model at this instant with no
+    /// monitor before it: no forecast issued yet, the adaptive interval scales at 1.
+    pub start_ms: i64,
+    /// The first instant reported to `each_hour`. What the monitor learned since `start_ms` (its
+    /// scales, its forecasts in flight, its windows) carries over, as on a server that has been
+    /// running since then; a report that starts where the monitor does meets scales at 1.
+    pub report_from_ms: i64,
+    /// The end, exclusive.
+    pub until_ms: i64,
+}
+
+impl Period {
+    /// Reported from where it starts.
+    pub fn new(from_ms: i64, until_ms: i64) -> Self {
+        Period {
+            start_ms: from_ms,
+            report_from_ms: from_ms,
+            until_ms,
+        }
+    }
+}
+
 /// Feeds `lots` (in id order: a lot's index is its position) through `served` and a monitor
-/// judged with `config`: the history the features need before `from_ms`, then every grid instant
-/// in `[from_ms, until_ms)` scored and forecast. `each_hour` sees the monitor once per hour of the
-/// stream, once every lot's value at the hour's first grid instant is in (the first moment the
-/// server's report can judge the hour before whole). Lots the model does not know are left out.
-/// Returns the monitor.
+/// judged with `config`: the history the features need before `period.start_ms`, then every grid
+/// instant in `[start_ms, until_ms)` scored and forecast. `each_hour` sees the monitor once per
+/// hour of the stream from `report_from_ms` on, once every lot's value at the hour's first grid
+/// instant is in (the first moment the server's report can judge the hour before whole). Lots the
+/// model does not know are left out. Returns the monitor.
 pub fn recompute(
     served: &ServedModel,
     lots: &BTreeMap<String, LotInputs>,
-    (from_ms, until_ms): (i64, i64),
+    period: Period,
     config: QualityConfig,
     mut each_hour: impl FnMut(i64, &QualityMonitor),
 ) -> QualityMonitor {
+    let Period {
+        start_ms,
+        report_from_ms,
+        until_ms,
+    } = period;
     let lot_ids: Vec<&str> = lots.keys().map(String::as_str).collect();
     let mut monitor = quality_monitor(served, &lot_ids, config);
-    let history_from = from_ms - GRID_HISTORY_MS;
+    let history_from = start_ms - GRID_HISTORY_MS;
     let mut states: Vec<_> = lots
         .keys()
         .map(|lot_id| served.model.new_state(lot_id))
@@ -73,7 +103,7 @@ pub fn recompute(
                 *next_departure += 1;
             }
             state.push_value(instant, value);
-            if instant < from_ms {
+            if instant < start_ms {
                 continue;
             }
             if value.capacity > 0.0 {
@@ -83,7 +113,7 @@ pub fn recompute(
                 issue_forecast(&mut monitor, served, index, lot_id, &forecast);
             }
         }
-        if instant >= from_ms {
+        if instant >= report_from_ms.max(start_ms) {
             let hour = instant.div_euclid(HOUR_MS);
             if last_hour != Some(hour) {
                 each_hour(instant, &monitor);

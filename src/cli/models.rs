@@ -59,7 +59,10 @@ pub struct QualityArgs {
     pub version: Option<u32>,
     #[command(flatten)]
     pub location: super::args::WarehouseLocation,
-    /// First local date scored (default: the day after the model's training data ends).
+    /// First local date reported (default: the day after the model's training data ends). The
+    /// monitor runs from that day after the training data on regardless, as a server that
+    /// activated the model then would have, so a later date meets the interval scales the days
+    /// between taught.
     #[arg(long)]
     pub from: Option<chrono::NaiveDate>,
     /// Last local date scored, inclusive (default: the data's last).
@@ -159,9 +162,12 @@ fn quality(registry: &Registry, args: &QualityArgs) -> Result<()> {
         .next()
         .map(|lot| lot.series.timezone())
         .context("the warehouse has no lot of the model's source")?;
-    let from = args
-        .from
-        .unwrap_or(served.manifest.card.training_end + chrono::Days::new(1));
+    // The monitor runs from the first day the model did not learn from, as on a server that
+    // activated it then: the adaptive interval scales a report from a later day meets are the
+    // ones those days taught, not 1 (a report reaching into the training days starts there).
+    let unseen = served.manifest.card.training_end + chrono::Days::new(1);
+    let from = args.from.unwrap_or(unseen);
+    let start = from.min(unseen);
     let from_ms = parkcast_localtime::day_start_ms(timezone, from);
     let until_ms = match args.to {
         Some(to) => parkcast_localtime::day_start_ms(timezone, to + chrono::Days::new(1)),
@@ -177,7 +183,11 @@ fn quality(registry: &Registry, args: &QualityArgs) -> Result<()> {
     let monitor = parkcast_serving::recompute::recompute(
         &served,
         &lots,
-        (from_ms, until_ms),
+        parkcast_serving::recompute::Period {
+            start_ms: parkcast_localtime::day_start_ms(timezone, start),
+            report_from_ms: from_ms,
+            until_ms,
+        },
         QualityConfig::default(),
         |now_ms, monitor| {
             let hour_end = now_ms.div_euclid(HOUR_MS) * HOUR_MS;
@@ -235,9 +245,13 @@ fn quality(registry: &Registry, args: &QualityArgs) -> Result<()> {
     std::fs::write(&args.out, csv)
         .with_context(|| format!("failed to write {}", args.out.display()))?;
     println!(
-        "{} v{version} recomputed from {} on, {} lots: the last day's live accuracy",
+        "{} v{version} recomputed from {from} on{}, {} lots: the last day's live accuracy",
         args.name,
-        from,
+        if start < from {
+            format!(" (monitored from {start}, the day after its training data ends)")
+        } else {
+            String::new()
+        },
         lots.len()
     );
     let mut table = parkcast_tables::new_table(&[
