@@ -238,4 +238,66 @@ fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() 
         "{covered_differently} of {} hourly city covers differ between a cold and a running monitor",
         running.len()
     );
+
+    // The command does the same: asked for the Monday about a model whose data ends two days
+    // before it (the partitions are UTC days, so the model above saw the Sunday's first local
+    // hours and its first unseen day is the Monday), it says where its monitor started, and its
+    // hourly rows begin with the Monday.
+    let earlier = dir.path().join("earlier");
+    copy_until(
+        &warehouse_dir,
+        &earlier,
+        &(held_out - chrono::Days::new(1)).to_string(),
+    );
+    let earlier = earlier.display().to_string();
+    let mut args = vec![
+        "train",
+        "-w",
+        &earlier,
+        "--registry",
+        &registry_arg,
+        "--name",
+        "earlier",
+        "--force",
+        // 34 days: one short of a protocol from the data, so the test week is given.
+        "--test-start",
+        "2025-09-28",
+        "--test-end",
+        "2025-10-04",
+    ];
+    args.extend_from_slice(&LOOP_TRAIN);
+    succeeded(&parkcast(&args));
+    let csv = dir.path().join("live-quality.csv");
+    let monday = held_out + chrono::Days::new(1);
+    let stdout = succeeded(&parkcast(&[
+        "models",
+        "--registry",
+        &registry_arg,
+        "quality",
+        "earlier",
+        "-w",
+        &warehouse,
+        "--from",
+        &monday.to_string(),
+        "--out",
+        &csv.display().to_string(),
+    ]));
+    assert!(
+        stdout.contains(&format!(
+            "recomputed from {monday} on (monitored from {held_out}, the day after its training data ends)"
+        )),
+        "{stdout}"
+    );
+    let first_hour: i64 = std::fs::read_to_string(&csv)
+        .expect("the CSV")
+        .lines()
+        .nth(1)
+        .and_then(|row| row.split(',').next()?.parse().ok())
+        .expect("an hourly row");
+    let timezone = lots.values().next().expect("a lot").series.timezone();
+    assert_eq!(
+        first_hour,
+        parkcast_localtime::day_start_ms(timezone, monday),
+        "the first hourly row is not the Monday's local midnight"
+    );
 }
