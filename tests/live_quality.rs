@@ -64,16 +64,21 @@ fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() 
     let training = training.display().to_string();
     let registry = dir.path().join("models");
     let registry_arg = registry.display().to_string();
-    let mut args = vec![
-        "train",
-        "-w",
-        &training,
-        "--registry",
-        &registry_arg,
-        "--force",
-    ];
-    args.extend_from_slice(&LOOP_TRAIN);
-    succeeded(&parkcast(&args));
+    // Trains on `warehouse` into the registry with the loop's flags and `extra`.
+    let train = |warehouse: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "-w",
+            warehouse,
+            "--registry",
+            &registry_arg,
+            "--force",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&LOOP_TRAIN);
+        succeeded(&parkcast(&args));
+    };
+    train(&training, &[]);
 
     let (manifest, bytes) = Registry::open(&registry)
         .load("simulated", 1, None)
@@ -249,24 +254,18 @@ fn a_lot_whose_demand_doubles_is_named_by_the_drift_alarm_and_no_other_lot_is() 
         &earlier,
         &(held_out - chrono::Days::new(1)).to_string(),
     );
-    let earlier = earlier.display().to_string();
-    let mut args = vec![
-        "train",
-        "-w",
-        &earlier,
-        "--registry",
-        &registry_arg,
-        "--name",
-        "earlier",
-        "--force",
-        // 34 days: one short of a protocol from the data, so the test week is given.
-        "--test-start",
-        "2025-09-28",
-        "--test-end",
-        "2025-10-04",
-    ];
-    args.extend_from_slice(&LOOP_TRAIN);
-    succeeded(&parkcast(&args));
+    // 34 days: one short of a protocol from the data, so the test week is given.
+    train(
+        &earlier.display().to_string(),
+        &[
+            "--name",
+            "earlier",
+            "--test-start",
+            "2025-09-28",
+            "--test-end",
+            "2025-10-04",
+        ],
+    );
     let csv = dir.path().join("live-quality.csv");
     let monday = held_out + chrono::Days::new(1);
     let stdout = succeeded(&parkcast(&[
