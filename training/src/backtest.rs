@@ -13,9 +13,10 @@
 //! Uncertainty: split-conformal 80% and 95% intervals ([`parkcast_features::conformal`]) from each
 //! forecaster's residuals per horizon over a sliding window of `calibration_days` before each origin.
 //! The window starts on the days before the test window, forecast by profiles and models fitted
-//! before those days (so the residuals are out of sample), and then takes in each test residual as
-//! soon as its actual is known, as live serving does. The report gives the share of test actuals
-//! the intervals cover.
+//! before those days (so the residuals are out of sample), a week at a time
+//! ([`BacktestConfig::calibration_blocks`]), and then takes in each test residual as soon as its
+//! actual is known, as live serving does. The report gives the share of test actuals the intervals
+//! cover.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -128,6 +129,9 @@ pub enum BacktestError {
 /// Residuals per model and horizon a conformal window holds at most by default.
 pub const DEFAULT_CALIBRATION_RESIDUALS: usize = 100_000;
 
+/// Days of a calibration block ([`BacktestConfig::calibration_blocks`]): a week, every weekday once.
+pub const CALIBRATION_BLOCK_DAYS: u32 = 7;
+
 /// What to evaluate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BacktestConfig {
@@ -205,17 +209,48 @@ impl BacktestConfig {
         }
     }
 
-    /// The cut-off of every fit a backtest makes, in order: per window, the calibration fit's and
-    /// (unless validation only) the test fit's.
+    /// The cut-off of every fit a backtest makes, in order: per window, its calibration blocks'
+    /// ([`BacktestConfig::calibration_blocks`]) and (unless validation only) the test fit's. With
+    /// weekly windows the same cut-off recurs (a block's fit is an earlier window's test fit);
+    /// [`backtest`] fits each once.
     pub fn cuts(&self) -> Vec<NaiveDate> {
         let mut cuts = Vec::new();
         for (window_start, _) in self.windows() {
-            cuts.push(window_start - Days::new(u64::from(self.calibration_days)));
+            cuts.extend(
+                self.calibration_blocks(window_start)
+                    .into_iter()
+                    .map(|(start, _)| start),
+            );
             if !self.validation_only {
                 cuts.push(window_start);
             }
         }
         cuts
+    }
+
+    /// The calibration (and validation) days before a window, as `[start, end)` blocks of at most
+    /// [`CALIBRATION_BLOCK_DAYS`], counted back from the window (an uneven rest comes first). Each
+    /// block is forecast by a model fitted on the data before its own start.
+    ///
+    /// Why blocks: conformal intervals hold when the calibration residuals are exchangeable with
+    /// the test's, and a model fitted 14 days before the test model errs more than it, by a lot
+    /// when history is short (Birmingham's first November windows: 2.3x with two weeks of
+    /// history, intervals covering 88 / 99%). A week's block is a model fitted at most a week
+    /// earlier, as a published model is calibrated on the model fitted a week before it (the last
+    /// test window), and still holds every weekday once.
+    pub fn calibration_blocks(&self, window_start: NaiveDate) -> Vec<(NaiveDate, NaiveDate)> {
+        let mut blocks = Vec::new();
+        let mut end = window_start;
+        let mut left = self.calibration_days;
+        while left > 0 {
+            let days = left.min(CALIBRATION_BLOCK_DAYS);
+            let start = end - Days::new(u64::from(days));
+            blocks.push((start, end));
+            end = start;
+            left -= days;
+        }
+        blocks.reverse();
+        blocks
     }
 
     /// The first day of the first window.
@@ -715,6 +750,8 @@ pub struct RunStats {
     pub groups: usize,
     /// Lots per group (the last may have fewer).
     pub group_lots: usize,
+    /// Model fits made (each cut-off once: [`BacktestConfig::cuts`]).
+    pub fits: usize,
     /// Seconds per phase, in the order phases first ran.
     pub phases: Vec<(String, f64)>,
 }
@@ -749,44 +786,51 @@ pub fn backtest_lots(
     let mut training_rows = BTreeMap::new();
     let mut test_residuals: BTreeMap<(usize, u32), Vec<(f64, DayType)>> = BTreeMap::new();
     let mut validation = ValidationSums::new();
+    // A calibration block's pairs: validation sums per lot and the residuals kept.
+    let calibration_part = |part: ScoredPart| {
+        let mut lots: Vec<(usize, ValidationSums)> = Vec::new();
+        let mut kept = Vec::new();
+        for (position, row) in part.rows.iter().enumerate() {
+            if lots.last().is_none_or(|(lot, _)| *lot != row.lot) {
+                lots.push((row.lot, BTreeMap::new()));
+            }
+            let sums = &mut lots.last_mut().expect("pushed above").1;
+            let keep = keeps_residual(stride, row);
+            for (model_index, forecasts) in part.forecasts.iter().enumerate() {
+                let forecast = or_last(forecasts[position], row);
+                let entry = sums
+                    .entry((model_index, row.horizon_steps))
+                    .or_insert((0.0, 0));
+                entry.0 += (forecast - row.actual_rate).abs();
+                entry.1 += 1;
+                if keep {
+                    kept.push(KeptResidual::of(row, model_index, forecast));
+                }
+            }
+        }
+        (lots, kept)
+    };
+    let mut fits = Fits::new(config.cuts());
     for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
-        // Calibration: fitted before the calibration days, evaluated on them.
-        let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
+        // Calibration: each block fitted before its days, evaluated on them.
         let label = format!("window {}/{} calibration", window_index + 1, windows.len());
         let labelled = run.labelled(&label);
-        let fitted = fit_before(usable, config, models, calibration_start, &labelled)?;
-        let parts = score(
-            usable,
-            config,
-            calibration_start,
-            (calibration_start, window_start),
-            &fitted,
-            &labelled,
-            |part| {
-                let mut lots: Vec<(usize, ValidationSums)> = Vec::new();
-                let mut kept = Vec::new();
-                for (position, row) in part.rows.iter().enumerate() {
-                    if lots.last().is_none_or(|(lot, _)| *lot != row.lot) {
-                        lots.push((row.lot, BTreeMap::new()));
-                    }
-                    let sums = &mut lots.last_mut().expect("pushed above").1;
-                    let keep = keeps_residual(stride, row);
-                    for (model_index, forecasts) in part.forecasts.iter().enumerate() {
-                        let forecast = or_last(forecasts[position], row);
-                        let entry = sums
-                            .entry((model_index, row.horizon_steps))
-                            .or_insert((0.0, 0));
-                        entry.0 += (forecast - row.actual_rate).abs();
-                        entry.1 += 1;
-                        if keep {
-                            kept.push(KeptResidual::of(row, model_index, forecast));
-                        }
-                    }
-                }
-                (lots, kept)
-            },
-        )?;
-        drop(fitted);
+        let mut parts = Vec::new();
+        for (block_start, block_end) in config.calibration_blocks(window_start) {
+            let fitted = fits.get(block_start, || {
+                fit_before(usable, config, models, block_start, &labelled)
+            })?;
+            parts.extend(score(
+                usable,
+                config,
+                block_start,
+                (block_start, block_end),
+                fitted,
+                &labelled,
+                calibration_part,
+            )?);
+            fits.release(block_start);
+        }
         let calibrating = Instant::now();
         let mut kept = Vec::new();
         for (lots, part_kept) in parts {
@@ -811,7 +855,9 @@ pub fn backtest_lots(
         // does live), and each pair reads the intervals of the calibration as of its origin.
         let label = format!("window {}/{} test", window_index + 1, windows.len());
         let labelled = run.labelled(&label);
-        let fitted = fit_before(usable, config, models, window_start, &labelled)?;
+        let fitted = fits.get(window_start, || {
+            fit_before(usable, config, models, window_start, &labelled)
+        })?;
         let days = (window_start, window_end + Days::new(1));
         let last_window = window_index + 1 == windows.len();
         // Each group's scored pairs wait on disk for the second pass (`crate::pairs`).
@@ -822,7 +868,7 @@ pub fn backtest_lots(
             config,
             window_start,
             days,
-            &fitted,
+            fitted,
             &labelled,
             |part| {
                 let mut kept = Vec::new();
@@ -920,8 +966,9 @@ pub fn backtest_lots(
             samples.extend(part_samples);
         }
         if last_window && learned {
-            training_rows = fitted.training_rows;
+            training_rows.clone_from(&fitted.training_rows);
         }
+        fits.release(window_start);
     }
 
     let Tally {
@@ -1000,6 +1047,7 @@ pub fn backtest_lots(
         run: RunStats {
             groups: usable.group_count(),
             group_lots: config.group_lots,
+            fits: fits.made,
             phases: phases.seconds(),
         },
     })
@@ -1007,6 +1055,58 @@ pub fn backtest_lots(
 
 /// Sums of absolute errors and pair counts per (model, horizon).
 type ValidationSums = BTreeMap<(usize, u32), (f64, u64)>;
+
+/// A run's fits by cut-off, each made once and kept until its last use in
+/// [`BacktestConfig::cuts`]: with weekly windows and two-week calibration days, a window's
+/// calibration blocks are fitted at the cut-offs of the two earlier windows' test fits, so a
+/// four-week backtest makes 6 fits instead of 12. Fits are deterministic, so a reused one is the
+/// one a second fit would make.
+struct Fits {
+    uses: BTreeMap<NaiveDate, usize>,
+    fitted: BTreeMap<NaiveDate, Fitted>,
+    made: usize,
+}
+
+impl Fits {
+    fn new(cuts: Vec<NaiveDate>) -> Self {
+        let mut uses = BTreeMap::new();
+        for cut in cuts {
+            *uses.entry(cut).or_insert(0) += 1;
+        }
+        Fits {
+            uses,
+            fitted: BTreeMap::new(),
+            made: 0,
+        }
+    }
+
+    /// The fit at `cut`, made by `fit` unless an earlier use made it.
+    fn get(
+        &mut self,
+        cut: NaiveDate,
+        fit: impl FnOnce() -> Result<Fitted, BacktestError>,
+    ) -> Result<&Fitted, BacktestError> {
+        match self.fitted.entry(cut) {
+            std::collections::btree_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let fitted = fit()?;
+                self.made += 1;
+                Ok(entry.insert(fitted))
+            }
+        }
+    }
+
+    /// One use of the fit at `cut` is over; the last one drops it.
+    fn release(&mut self, cut: NaiveDate) {
+        let left = self.uses.get_mut(&cut).map_or(0, |uses| {
+            *uses = uses.saturating_sub(1);
+            *uses
+        });
+        if left == 0 {
+            self.fitted.remove(&cut);
+        }
+    }
+}
 
 /// One in how many pairs' residuals calibrate the intervals, per day type ([`DayType::index`]): 1
 /// until a day type's pairs in a calibration window exceed a third of
@@ -1837,6 +1937,9 @@ pub struct ValidationSets {
 }
 
 struct ValidationWindow {
+    /// How many windows count this block (weekly windows share blocks; the backtest's
+    /// validation MAE counts a shared block once per window).
+    windows: u32,
     rows: Vec<EvalRow>,
     /// The rows' feature vectors (a search scores them once per trial).
     features: Vec<FeatureVector>,
@@ -1870,39 +1973,40 @@ impl ValidationScore {
     }
 }
 
-/// Reads a source's validation days for a search: per window, the calibration days' pairs and the
-/// training rows before them (the same ones [`backtest`] fits its calibration models on).
+/// Reads a source's validation days for a search: per calibration block of every window
+/// ([`BacktestConfig::calibration_blocks`]), its pairs and the training rows before it (the same
+/// ones [`backtest`] fits its calibration models on). A block that several windows share is read
+/// and fitted once and counted once per window, as the backtest counts it.
 pub fn validation_sets(
     lots: &LotGroups<'_>,
     config: &BacktestConfig,
     progress: &dyn Progress,
 ) -> Result<ValidationSets, BacktestError> {
     config.validate()?;
-    let windows = config.windows();
-    let mut sets = Vec::with_capacity(windows.len());
-    for (position, (window_start, _)) in windows.iter().enumerate() {
-        let calibration_start = *window_start - Days::new(u64::from(config.calibration_days));
+    let mut blocks: BTreeMap<(NaiveDate, NaiveDate), u32> = BTreeMap::new();
+    for (window_start, _) in config.windows() {
+        for block in config.calibration_blocks(window_start) {
+            *blocks.entry(block).or_insert(0) += 1;
+        }
+    }
+    let mut sets = Vec::with_capacity(blocks.len());
+    let count = blocks.len();
+    for (position, ((block_start, block_end), windows)) in blocks.into_iter().enumerate() {
         progress.stage(
             &format!(
-                "{}: validation features, window {}/{} ({} groups, twice)",
+                "{}: validation features, block {}/{count} ({} groups, twice)",
                 config.source,
                 position + 1,
-                windows.len(),
                 lots.group_count()
             ),
             Some(2 * lots.group_count() as u64),
         );
-        let training = training_set(lots, config, calibration_start, progress)?;
+        let training = training_set(lots, config, block_start, progress)?;
         let groups = lots.map(progress, |group| {
             let (mut rows, mut features) = (Vec::new(), Vec::new());
             for (code, lot) in group.coded() {
-                let (lot_rows, lot_features) = lot_evaluation_pairs(
-                    code,
-                    lot,
-                    config,
-                    calibration_start,
-                    (calibration_start, *window_start),
-                )?;
+                let (lot_rows, lot_features) =
+                    lot_evaluation_pairs(code, lot, config, block_start, (block_start, block_end))?;
                 rows.extend(lot_rows);
                 features.extend(lot_features);
             }
@@ -1914,6 +2018,7 @@ pub fn validation_sets(
             features.extend(group_features);
         }
         sets.push(ValidationWindow {
+            windows,
             rows,
             features,
             training,
@@ -1941,19 +2046,20 @@ impl ValidationSets {
         self.windows.iter().map(|window| window.rows.len()).sum()
     }
 
-    /// Fits the trees with `params` before each window's validation days and scores them there,
-    /// per horizon.
+    /// Fits the trees with `params` before each calibration block and scores them on it, per
+    /// horizon (a block shared by several windows counts once per window).
     pub fn score(&self, params: &GbmParams) -> Result<Vec<ValidationScore>, BacktestError> {
         let mut sums: BTreeMap<u32, (f64, f64, u64)> = BTreeMap::new();
         for window in &self.windows {
             let model = params.fit(&window.training)?;
             let forecasts = model.predict(&window.features);
             let baseline = BaselineModel::PersistencePlusProfileChange.predict(&window.features);
+            let weight = f64::from(window.windows);
             for (position, row) in window.rows.iter().enumerate() {
                 let entry = sums.entry(row.horizon_steps).or_insert((0.0, 0.0, 0));
-                entry.0 += (or_last(forecasts[position], row) - row.actual_rate).abs();
-                entry.1 += (or_last(baseline[position], row) - row.actual_rate).abs();
-                entry.2 += 1;
+                entry.0 += weight * (or_last(forecasts[position], row) - row.actual_rate).abs();
+                entry.1 += weight * (or_last(baseline[position], row) - row.actual_rate).abs();
+                entry.2 += u64::from(window.windows);
             }
         }
         Ok(self
@@ -1991,6 +2097,74 @@ fn pair_allowed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn date(month: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2016, month, day).expect("valid date")
+    }
+
+    #[test]
+    fn calibration_days_are_weeks_counted_back_from_the_window_and_each_cut_is_fitted_once() {
+        let config = BacktestConfig {
+            windows: 3,
+            ..BacktestConfig::birmingham()
+        };
+        // Test 13-19 Dec; windows from 29 Nov, 6 Dec and 13 Dec.
+        assert_eq!(
+            config.calibration_blocks(date(12, 13)),
+            vec![(date(11, 29), date(12, 6)), (date(12, 6), date(12, 13))]
+        );
+        let uneven = BacktestConfig {
+            calibration_days: 10,
+            ..config.clone()
+        };
+        assert_eq!(
+            uneven.calibration_blocks(date(12, 13)),
+            vec![(date(12, 3), date(12, 6)), (date(12, 6), date(12, 13))]
+        );
+        let short = BacktestConfig {
+            calibration_days: 5,
+            ..config.clone()
+        };
+        assert_eq!(
+            short.calibration_blocks(date(12, 13)),
+            vec![(date(12, 8), date(12, 13))]
+        );
+        // Per window its blocks' cut-offs, then its test fit's.
+        let cuts = config.cuts();
+        assert_eq!(
+            cuts,
+            vec![
+                date(11, 15),
+                date(11, 22),
+                date(11, 29),
+                date(11, 22),
+                date(11, 29),
+                date(12, 6),
+                date(11, 29),
+                date(12, 6),
+                date(12, 13),
+            ]
+        );
+        // Five distinct cut-offs: what `Fits` makes of the nine.
+        let mut fits = Fits::new(cuts.clone());
+        let mut made = Vec::new();
+        for cut in cuts {
+            fits.get(cut, || {
+                made.push(cut);
+                Ok(Fitted {
+                    linear: None,
+                    gbm: None,
+                    training_rows: BTreeMap::new(),
+                })
+            })
+            .expect("fitted");
+            fits.release(cut);
+        }
+        assert_eq!(made.len(), 5, "{made:?}");
+        assert_eq!(fits.made, 5);
+        // Each is dropped after its last use.
+        assert!(fits.fitted.is_empty());
+    }
 
     #[test]
     fn the_price_feature_is_left_out_only_where_no_lot_has_a_tariff() {

@@ -162,6 +162,9 @@ impl BuildPlan {
         if refit {
             cuts.push(crate::train::refit_cut(lots, config));
         }
+        // A run fits each cut-off once (weekly windows share them), so each is built once.
+        let mut seen = std::collections::BTreeSet::new();
+        cuts.retain(|cut| seen.insert(*cut));
         BuildPlan {
             format: PLAN_FORMAT,
             source: config.source.clone(),

@@ -17,9 +17,14 @@ use crate::tune::{TrialResult, describe_params, source_cell};
 /// phase with its share, so a planner sees what a larger city would cost.
 pub fn run(stats: &RunStats, lots: usize, peak_rss_bytes: Option<u64>) -> String {
     let mut lines = vec![format!(
-        "run: {lots} lots read in {} group(s) of up to {}{}",
+        "run: {lots} lots read in {} group(s) of up to {}{}{}",
         stats.groups,
         stats.group_lots,
+        match stats.fits {
+            0 => String::new(),
+            1 => "; 1 fit".to_owned(),
+            fits => format!("; {fits} fits"),
+        },
         peak_rss_bytes.map_or_else(String::new, |bytes| format!(
             "; peak memory {}",
             parkcast_tables::bytes(bytes)
@@ -106,7 +111,7 @@ pub fn backtest(outcome: &BacktestReport, config: &BacktestConfig) -> String {
             models.push(format!("{model} {}", maes.join("/")));
         }
         lines.push(format!(
-            "validation MAE (the {} calibration days before each window, by horizon): {}",
+            "validation MAE (the {} calibration days before each window, each week by models fitted before it; by horizon): {}",
             config.calibration_days,
             models.join("; ")
         ));
@@ -627,7 +632,7 @@ mod tests {
         assert_eq!(
             lines.next(),
             Some(
-                "validation MAE (the 14 calibration days before each window, by horizon): persistence + profile change ; gbm 0.0150/0.0280"
+                "validation MAE (the 14 calibration days before each window, each week by models fitted before it; by horizon): persistence + profile change ; gbm 0.0150/0.0280"
             )
         );
         assert!(text.contains("0.0140 (-30.0%)"), "{text}");
