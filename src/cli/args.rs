@@ -167,7 +167,7 @@ pub struct ProtocolArgs {
     #[arg(long)]
     pub test_end: Option<NaiveDate>,
     /// Split the test period into rolling windows of this many days, each forecast by models fitted
-    /// before its own start.
+    /// before its own start (a rest under half a window joins the window before it).
     #[arg(long)]
     pub window_days: Option<u32>,
     /// Also evaluate this many earlier windows as long as the test period (ignored with

@@ -157,7 +157,8 @@ pub struct BacktestConfig {
     /// before its own start.
     pub windows: u32,
     /// Split `[test_start, test_end]` into consecutive windows of this many days (the last may be
-    /// shorter); `windows` is then ignored.
+    /// shorter; a rest under half a window joins the window before it, so a year in quarters of 91
+    /// days is four windows, not four and a day with a model of its own); `windows` is then ignored.
     pub window_days: Option<u32>,
     /// Train models on at most this many days before each cut-off (`None`: all history).
     pub training_days: Option<u32>,
@@ -313,6 +314,15 @@ impl BacktestConfig {
                 let end = (start + Days::new(u64::from(days) - 1)).min(self.test_end);
                 windows.push((start, end));
                 start = end + Days::new(1);
+            }
+            let rest = windows
+                .last()
+                .map_or(0, |(first, last)| (*last - *first).num_days() + 1);
+            if windows.len() > 1 && rest * 2 < i64::from(days) {
+                let (_, last) = windows.pop().expect("two or more");
+                if let Some(before) = windows.last_mut() {
+                    before.1 = last;
+                }
             }
             return windows;
         }
@@ -2100,6 +2110,41 @@ mod tests {
 
     fn date(month: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2016, month, day).expect("valid date")
+    }
+
+    #[test]
+    fn a_rest_under_half_a_window_joins_the_window_before_it() {
+        let split = |first: NaiveDate, last: NaiveDate, days: u32| {
+            BacktestConfig {
+                test_start: first,
+                test_end: last,
+                window_days: Some(days),
+                ..BacktestConfig::birmingham()
+            }
+            .windows()
+        };
+        // Málaga's year in quarters: 365 days = 4 x 91 + 1.
+        let year = split(
+            NaiveDate::from_ymd_opt(2025, 7, 1).expect("valid date"),
+            NaiveDate::from_ymd_opt(2026, 6, 30).expect("valid date"),
+            91,
+        );
+        assert_eq!(year.len(), 4, "{year:?}");
+        assert_eq!(
+            year[3],
+            (
+                NaiveDate::from_ymd_opt(2026, 3, 31).expect("valid date"),
+                NaiveDate::from_ymd_opt(2026, 6, 30).expect("valid date")
+            )
+        );
+        // Half a window or more stays a window of its own; one window stays one.
+        assert_eq!(split(date(11, 1), date(11, 11), 7).len(), 2);
+        assert_eq!(split(date(11, 1), date(11, 10), 7).len(), 1);
+        assert_eq!(
+            split(date(11, 1), date(11, 3), 7),
+            vec![(date(11, 1), date(11, 3))]
+        );
+        assert_eq!(split(date(11, 1), date(11, 14), 7).len(), 2);
     }
 
     #[test]
