@@ -13,10 +13,9 @@
 //! Uncertainty: split-conformal 80% and 95% intervals ([`parkcast_features::conformal`]) from each
 //! forecaster's residuals per horizon over a sliding window of `calibration_days` before each origin.
 //! The window starts on the days before the test window, forecast by profiles and models fitted
-//! before those days (so the residuals are out of sample), a week at a time
-//! ([`BacktestConfig::calibration_blocks`]), and then takes in each test residual as soon as its
-//! actual is known, as live serving does. The report gives the share of test actuals the intervals
-//! cover.
+//! before those days (so the residuals are out of sample), and then takes in each test residual as
+//! soon as its actual is known, as live serving does. The report gives the share of test actuals
+//! the intervals cover.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -129,9 +128,6 @@ pub enum BacktestError {
 /// Residuals per model and horizon a conformal window holds at most by default.
 pub const DEFAULT_CALIBRATION_RESIDUALS: usize = 100_000;
 
-/// Days of a calibration block ([`BacktestConfig::calibration_blocks`]): a week, every weekday once.
-pub const CALIBRATION_BLOCK_DAYS: u32 = 7;
-
 /// What to evaluate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BacktestConfig {
@@ -210,48 +206,19 @@ impl BacktestConfig {
         }
     }
 
-    /// The cut-off of every fit a backtest makes, in order: per window, its calibration blocks'
-    /// ([`BacktestConfig::calibration_blocks`]) and (unless validation only) the test fit's. With
-    /// weekly windows the same cut-off recurs (a block's fit is an earlier window's test fit);
-    /// [`backtest`] fits each once.
+    /// The cut-off of every fit a backtest makes, in order: per window, the calibration fit's and
+    /// (unless validation only) the test fit's. With weekly windows and two weeks of calibration
+    /// days a cut-off recurs (a window's calibration fit is the test fit of the window two weeks
+    /// before it); [`backtest`] fits each once.
     pub fn cuts(&self) -> Vec<NaiveDate> {
         let mut cuts = Vec::new();
         for (window_start, _) in self.windows() {
-            cuts.extend(
-                self.calibration_blocks(window_start)
-                    .into_iter()
-                    .map(|(start, _)| start),
-            );
+            cuts.push(window_start - Days::new(u64::from(self.calibration_days)));
             if !self.validation_only {
                 cuts.push(window_start);
             }
         }
         cuts
-    }
-
-    /// The calibration (and validation) days before a window, as `[start, end)` blocks of at most
-    /// [`CALIBRATION_BLOCK_DAYS`], counted back from the window (an uneven rest comes first). Each
-    /// block is forecast by a model fitted on the data before its own start.
-    ///
-    /// Why blocks: conformal intervals hold when the calibration residuals are exchangeable with
-    /// the test's, and a model fitted 14 days before the test model errs more than it, by a lot
-    /// when history is short (Birmingham's first November windows: 2.3x with two weeks of
-    /// history, intervals covering 88 / 99%). A week's block is a model fitted at most a week
-    /// earlier, as a published model is calibrated on the model fitted a week before it (the last
-    /// test window), and still holds every weekday once.
-    pub fn calibration_blocks(&self, window_start: NaiveDate) -> Vec<(NaiveDate, NaiveDate)> {
-        let mut blocks = Vec::new();
-        let mut end = window_start;
-        let mut left = self.calibration_days;
-        while left > 0 {
-            let days = left.min(CALIBRATION_BLOCK_DAYS);
-            let start = end - Days::new(u64::from(days));
-            blocks.push((start, end));
-            end = start;
-            left -= days;
-        }
-        blocks.reverse();
-        blocks
     }
 
     /// The first day of the first window.
@@ -822,25 +789,23 @@ pub fn backtest_lots(
     };
     let mut fits = Fits::new(config.cuts());
     for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
-        // Calibration: each block fitted before its days, evaluated on them.
+        // Calibration: fitted before the calibration days, evaluated on them.
+        let calibration_start = window_start - Days::new(u64::from(config.calibration_days));
         let label = format!("window {}/{} calibration", window_index + 1, windows.len());
         let labelled = run.labelled(&label);
-        let mut parts = Vec::new();
-        for (block_start, block_end) in config.calibration_blocks(window_start) {
-            let fitted = fits.get(block_start, || {
-                fit_before(usable, config, models, block_start, &labelled)
-            })?;
-            parts.extend(score(
-                usable,
-                config,
-                block_start,
-                (block_start, block_end),
-                fitted,
-                &labelled,
-                calibration_part,
-            )?);
-            fits.release(block_start);
-        }
+        let fitted = fits.get(calibration_start, || {
+            fit_before(usable, config, models, calibration_start, &labelled)
+        })?;
+        let parts = score(
+            usable,
+            config,
+            calibration_start,
+            (calibration_start, window_start),
+            fitted,
+            &labelled,
+            calibration_part,
+        )?;
+        fits.release(calibration_start);
         let calibrating = Instant::now();
         let mut kept = Vec::new();
         for (lots, part_kept) in parts {
@@ -1067,10 +1032,9 @@ pub fn backtest_lots(
 type ValidationSums = BTreeMap<(usize, u32), (f64, u64)>;
 
 /// A run's fits by cut-off, each made once and kept until its last use in
-/// [`BacktestConfig::cuts`]: with weekly windows and two-week calibration days, a window's
-/// calibration blocks are fitted at the cut-offs of the two earlier windows' test fits, so a
-/// four-week backtest makes 6 fits instead of 12. Fits are deterministic, so a reused one is the
-/// one a second fit would make.
+/// [`BacktestConfig::cuts`]: with weekly windows and two weeks of calibration days, a window's
+/// calibration fit is the test fit of the window two weeks before it, so four rolling weeks take 6
+/// fits instead of 8. Fits are deterministic, so a reused one is the one a second fit would make.
 struct Fits {
     uses: BTreeMap<NaiveDate, usize>,
     fitted: BTreeMap<NaiveDate, Fitted>,
@@ -1947,9 +1911,6 @@ pub struct ValidationSets {
 }
 
 struct ValidationWindow {
-    /// How many windows count this block (weekly windows share blocks; the backtest's
-    /// validation MAE counts a shared block once per window).
-    windows: u32,
     rows: Vec<EvalRow>,
     /// The rows' feature vectors (a search scores them once per trial).
     features: Vec<FeatureVector>,
@@ -1983,40 +1944,39 @@ impl ValidationScore {
     }
 }
 
-/// Reads a source's validation days for a search: per calibration block of every window
-/// ([`BacktestConfig::calibration_blocks`]), its pairs and the training rows before it (the same
-/// ones [`backtest`] fits its calibration models on). A block that several windows share is read
-/// and fitted once and counted once per window, as the backtest counts it.
+/// Reads a source's validation days for a search: per window, the calibration days' pairs and the
+/// training rows before them (the same ones [`backtest`] fits its calibration models on).
 pub fn validation_sets(
     lots: &LotGroups<'_>,
     config: &BacktestConfig,
     progress: &dyn Progress,
 ) -> Result<ValidationSets, BacktestError> {
     config.validate()?;
-    let mut blocks: BTreeMap<(NaiveDate, NaiveDate), u32> = BTreeMap::new();
-    for (window_start, _) in config.windows() {
-        for block in config.calibration_blocks(window_start) {
-            *blocks.entry(block).or_insert(0) += 1;
-        }
-    }
-    let mut sets = Vec::with_capacity(blocks.len());
-    let count = blocks.len();
-    for (position, ((block_start, block_end), windows)) in blocks.into_iter().enumerate() {
+    let windows = config.windows();
+    let mut sets = Vec::with_capacity(windows.len());
+    for (position, (window_start, _)) in windows.iter().enumerate() {
+        let calibration_start = *window_start - Days::new(u64::from(config.calibration_days));
         progress.stage(
             &format!(
-                "{}: validation features, block {}/{count} ({} groups, twice)",
+                "{}: validation features, window {}/{} ({} groups, twice)",
                 config.source,
                 position + 1,
+                windows.len(),
                 lots.group_count()
             ),
             Some(2 * lots.group_count() as u64),
         );
-        let training = training_set(lots, config, block_start, progress)?;
+        let training = training_set(lots, config, calibration_start, progress)?;
         let groups = lots.map(progress, |group| {
             let (mut rows, mut features) = (Vec::new(), Vec::new());
             for (code, lot) in group.coded() {
-                let (lot_rows, lot_features) =
-                    lot_evaluation_pairs(code, lot, config, block_start, (block_start, block_end))?;
+                let (lot_rows, lot_features) = lot_evaluation_pairs(
+                    code,
+                    lot,
+                    config,
+                    calibration_start,
+                    (calibration_start, *window_start),
+                )?;
                 rows.extend(lot_rows);
                 features.extend(lot_features);
             }
@@ -2028,7 +1988,6 @@ pub fn validation_sets(
             features.extend(group_features);
         }
         sets.push(ValidationWindow {
-            windows,
             rows,
             features,
             training,
@@ -2056,20 +2015,19 @@ impl ValidationSets {
         self.windows.iter().map(|window| window.rows.len()).sum()
     }
 
-    /// Fits the trees with `params` before each calibration block and scores them on it, per
-    /// horizon (a block shared by several windows counts once per window).
+    /// Fits the trees with `params` before each window's validation days and scores them there,
+    /// per horizon.
     pub fn score(&self, params: &GbmParams) -> Result<Vec<ValidationScore>, BacktestError> {
         let mut sums: BTreeMap<u32, (f64, f64, u64)> = BTreeMap::new();
         for window in &self.windows {
             let model = params.fit(&window.training)?;
             let forecasts = model.predict(&window.features);
             let baseline = BaselineModel::PersistencePlusProfileChange.predict(&window.features);
-            let weight = f64::from(window.windows);
             for (position, row) in window.rows.iter().enumerate() {
                 let entry = sums.entry(row.horizon_steps).or_insert((0.0, 0.0, 0));
-                entry.0 += weight * (or_last(forecasts[position], row) - row.actual_rate).abs();
-                entry.1 += weight * (or_last(baseline[position], row) - row.actual_rate).abs();
-                entry.2 += u64::from(window.windows);
+                entry.0 += (or_last(forecasts[position], row) - row.actual_rate).abs();
+                entry.1 += (or_last(baseline[position], row) - row.actual_rate).abs();
+                entry.2 += 1;
             }
         }
         Ok(self
@@ -2148,52 +2106,37 @@ mod tests {
     }
 
     #[test]
-    fn calibration_days_are_weeks_counted_back_from_the_window_and_each_cut_is_fitted_once() {
+    fn each_cut_off_is_fitted_once_and_dropped_after_its_last_use() {
         let config = BacktestConfig {
             windows: 3,
             ..BacktestConfig::birmingham()
         };
-        // Test 13-19 Dec; windows from 29 Nov, 6 Dec and 13 Dec.
-        assert_eq!(
-            config.calibration_blocks(date(12, 13)),
-            vec![(date(11, 29), date(12, 6)), (date(12, 6), date(12, 13))]
-        );
-        let uneven = BacktestConfig {
-            calibration_days: 10,
-            ..config.clone()
-        };
-        assert_eq!(
-            uneven.calibration_blocks(date(12, 13)),
-            vec![(date(12, 3), date(12, 6)), (date(12, 6), date(12, 13))]
-        );
-        let short = BacktestConfig {
-            calibration_days: 5,
-            ..config.clone()
-        };
-        assert_eq!(
-            short.calibration_blocks(date(12, 13)),
-            vec![(date(12, 8), date(12, 13))]
-        );
-        // Per window its blocks' cut-offs, then its test fit's.
+        // Windows from 29 Nov, 6 Dec and 13 Dec: per window its calibration fit's cut-off (14 days
+        // before), then its test fit's; the third window's calibration fit is the first's test fit.
         let cuts = config.cuts();
         assert_eq!(
             cuts,
             vec![
                 date(11, 15),
-                date(11, 22),
                 date(11, 29),
                 date(11, 22),
-                date(11, 29),
                 date(12, 6),
                 date(11, 29),
-                date(12, 6),
                 date(12, 13),
             ]
         );
-        // Five distinct cut-offs: what `Fits` makes of the nine.
+        // What is kept after each use: 29 Nov from its first use to its second, nothing else.
+        let kept_after = [
+            vec![],
+            vec![date(11, 29)],
+            vec![date(11, 29)],
+            vec![date(11, 29)],
+            vec![],
+            vec![],
+        ];
         let mut fits = Fits::new(cuts.clone());
         let mut made = Vec::new();
-        for cut in cuts {
+        for (cut, kept) in cuts.into_iter().zip(kept_after) {
             fits.get(cut, || {
                 made.push(cut);
                 Ok(Fitted {
@@ -2204,11 +2147,14 @@ mod tests {
             })
             .expect("fitted");
             fits.release(cut);
+            assert_eq!(
+                fits.fitted.keys().copied().collect::<Vec<_>>(),
+                kept,
+                "after {cut}"
+            );
         }
         assert_eq!(made.len(), 5, "{made:?}");
         assert_eq!(fits.made, 5);
-        // Each is dropped after its last use.
-        assert!(fits.fitted.is_empty());
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub fn backtest(outcome: &BacktestReport, config: &BacktestConfig) -> String {
             models.push(format!("{model} {}", maes.join("/")));
         }
         lines.push(format!(
-            "validation MAE (the {} calibration days before each window, each week by models fitted before it; by horizon): {}",
+            "validation MAE (the {} calibration days before each window, by horizon): {}",
             config.calibration_days,
             models.join("; ")
         ));
@@ -632,7 +632,7 @@ mod tests {
         assert_eq!(
             lines.next(),
             Some(
-                "validation MAE (the 14 calibration days before each window, each week by models fitted before it; by horizon): persistence + profile change ; gbm 0.0150/0.0280"
+                "validation MAE (the 14 calibration days before each window, by horizon): persistence + profile change ; gbm 0.0150/0.0280"
             )
         );
         assert!(text.contains("0.0140 (-30.0%)"), "{text}");

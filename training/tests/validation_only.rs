@@ -50,19 +50,16 @@ fn the_validation_only_backtest_fits_no_test_window_and_the_search_scores_the_sa
     let fits = Fits::default();
     let report = backtest(&warehouse, &config, &models, &fits).expect("backtest");
     let (stages, advanced) = fits.0.into_inner().expect("not poisoned");
-    // One fit per calibration week (two per window), each cut-off fitted once: window 2's first
-    // week is window 1's second (29 Nov - 5 Dec, fitted before 29 Nov), so 3 fits, not 4; none
-    // for the test windows.
+    // One fit per window (its validation days), none for the test windows.
     let fits: Vec<&str> = stages
         .iter()
         .map(|(name, _)| name.as_str())
         .filter(|name| name.contains("fitting"))
         .collect();
-    assert_eq!(fits.len(), 3, "{stages:?}");
+    assert_eq!(fits.len(), 2, "{stages:?}");
     assert!(fits[0].starts_with("window 1/2 calibration"), "{fits:?}");
-    assert!(fits[1].starts_with("window 1/2 calibration"), "{fits:?}");
-    assert!(fits[2].starts_with("window 2/2 calibration"), "{fits:?}");
-    assert_eq!(report.run.fits, 3);
+    assert!(fits[1].starts_with("window 2/2 calibration"), "{fits:?}");
+    assert_eq!(report.run.fits, 2);
     assert!(
         stages.iter().all(|(name, _)| !name.contains("test")),
         "{stages:?}"
