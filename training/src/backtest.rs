@@ -763,30 +763,6 @@ pub fn backtest_lots(
     let mut training_rows = BTreeMap::new();
     let mut test_residuals: BTreeMap<(usize, u32), Vec<(f64, DayType)>> = BTreeMap::new();
     let mut validation = ValidationSums::new();
-    // A calibration block's pairs: validation sums per lot and the residuals kept.
-    let calibration_part = |part: ScoredPart| {
-        let mut lots: Vec<(usize, ValidationSums)> = Vec::new();
-        let mut kept = Vec::new();
-        for (position, row) in part.rows.iter().enumerate() {
-            if lots.last().is_none_or(|(lot, _)| *lot != row.lot) {
-                lots.push((row.lot, BTreeMap::new()));
-            }
-            let sums = &mut lots.last_mut().expect("pushed above").1;
-            let keep = keeps_residual(stride, row);
-            for (model_index, forecasts) in part.forecasts.iter().enumerate() {
-                let forecast = or_last(forecasts[position], row);
-                let entry = sums
-                    .entry((model_index, row.horizon_steps))
-                    .or_insert((0.0, 0));
-                entry.0 += (forecast - row.actual_rate).abs();
-                entry.1 += 1;
-                if keep {
-                    kept.push(KeptResidual::of(row, model_index, forecast));
-                }
-            }
-        }
-        (lots, kept)
-    };
     let mut fits = Fits::new(config.cuts());
     for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
         // Calibration: fitted before the calibration days, evaluated on them.
@@ -803,7 +779,29 @@ pub fn backtest_lots(
             (calibration_start, window_start),
             fitted,
             &labelled,
-            calibration_part,
+            |part| {
+                let mut lots: Vec<(usize, ValidationSums)> = Vec::new();
+                let mut kept = Vec::new();
+                for (position, row) in part.rows.iter().enumerate() {
+                    if lots.last().is_none_or(|(lot, _)| *lot != row.lot) {
+                        lots.push((row.lot, BTreeMap::new()));
+                    }
+                    let sums = &mut lots.last_mut().expect("pushed above").1;
+                    let keep = keeps_residual(stride, row);
+                    for (model_index, forecasts) in part.forecasts.iter().enumerate() {
+                        let forecast = or_last(forecasts[position], row);
+                        let entry = sums
+                            .entry((model_index, row.horizon_steps))
+                            .or_insert((0.0, 0));
+                        entry.0 += (forecast - row.actual_rate).abs();
+                        entry.1 += 1;
+                        if keep {
+                            kept.push(KeptResidual::of(row, model_index, forecast));
+                        }
+                    }
+                }
+                (lots, kept)
+            },
         )?;
         fits.release(calibration_start);
         let calibrating = Instant::now();
