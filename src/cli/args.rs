@@ -195,7 +195,7 @@ pub struct ProtocolArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub models: LearnedModels,
     /// The frozen modelling configuration (TOML; default: the one built in,
-    /// training/config/parkcast-2.toml). The --gbm-* and --calibration flags override its knobs,
+    /// training/config/parkcast-3.toml). The --gbm-* and --calibration flags override its knobs,
     /// and a trained model's report says which.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -218,6 +218,10 @@ pub struct ProtocolArgs {
     /// Features the trees leave out, comma-separated names (see `parkcast_features::vector`).
     #[arg(long, value_delimiter = ',')]
     pub gbm_exclude: Vec<String>,
+    /// Train on this city's rows only: borrow no rows from the other cities the configuration's
+    /// `[prior]` names.
+    #[arg(long)]
+    pub no_prior: bool,
     /// Lots read, featurised and dropped together: peak memory grows with this, not with the
     /// city (a year of 5-minute data is about 6 MB per lot). Results do not depend on it.
     #[arg(long, env = "PARKCAST_GROUP_LOTS", default_value_t = parkcast_training::groups::DEFAULT_GROUP_LOTS)]
@@ -292,6 +296,7 @@ impl ProtocolArgs {
             gbm_bagging_seeds: self.gbm_bagging_seeds,
             gbm_exclude: self.gbm_exclude.clone(),
             calibration: self.calibration,
+            no_prior: self.no_prior,
         }
     }
 

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use parkcast_training::backtest::{self, validation_sets};
 use parkcast_training::frozen::LoadedConfig;
+use parkcast_training::prior::Prior;
 use parkcast_training::protocol::ProtocolRequest;
 use parkcast_training::summary;
 use parkcast_training::tune::{
@@ -77,8 +78,14 @@ pub fn run(args: TuneArgs, global: &GlobalArgs) -> Result<()> {
             .with_context(|| format!("failed to set up the protocol of {source}"))?;
         let (lots, _excluded) = backtest::prepare(&warehouse, &config, &progress)
             .with_context(|| format!("failed to read {source}"))?;
-        let sets = validation_sets(&lots, &config, &progress)
+        let mut sets = validation_sets(&lots, &config, &progress)
             .with_context(|| format!("failed to build the validation days of {source}"))?;
+        if let Some(spec) = &frozen.config.prior {
+            let prior = Prior::build(&warehouse, &config, spec, &progress)
+                .with_context(|| format!("failed to read the prior of {source}"))?;
+            println!("{source}: {}", prior.describe());
+            sets = sets.with_prior(&prior);
+        }
         progress.finish();
         println!(
             "{source}: {origin}; validation days: the {} before each window, {} pairs, {} training rows",

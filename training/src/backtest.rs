@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, NaiveDateTime, Timelike};
@@ -40,6 +40,7 @@ use rayon::prelude::*;
 
 use crate::groups::{DEFAULT_GROUP_LOTS, Group, LotGroups, LotSummary};
 use crate::matrix::{MatrixDir, MatrixError, PartRows};
+use crate::prior::{Prior, PriorSpec};
 use crate::progress::Progress;
 use parkcast_inference::model::{
     BaselineModel, Forecaster, ForecasterParams, GbmModel, GbmParams, HorizonRows, LinearModel,
@@ -538,6 +539,12 @@ pub struct ModelChoice {
     pub linear: Option<LinearParams>,
     /// The gradient-boosted trees, if wanted.
     pub gbm: Option<GbmParams>,
+    /// Rows other cities lend the learned models (the configuration's `[prior]`; `None`: the
+    /// city's own rows only). [`backtest`] and [`crate::train::train`] read them into
+    /// `prior_rows` from the warehouse before the first fit.
+    pub prior: Option<PriorSpec>,
+    /// The lent rows once read: every fit appends them to the city's own.
+    pub prior_rows: Option<Arc<Prior>>,
 }
 
 impl ModelChoice {
@@ -576,7 +583,26 @@ impl ModelChoice {
         ModelChoice {
             linear: Some(LinearParams::default()),
             gbm: Some(GbmParams::default()),
+            ..ModelChoice::default()
         }
+    }
+
+    /// These models with their prior's rows read for `config`'s protocol (unchanged when there
+    /// is no prior, no learned model, or the rows were read already).
+    pub fn reading_prior(
+        &self,
+        warehouse: &Warehouse,
+        config: &BacktestConfig,
+        progress: &dyn Progress,
+    ) -> Result<ModelChoice, BacktestError> {
+        let mut models = self.clone();
+        if let Some(spec) = &self.prior
+            && self.prior_rows.is_none()
+            && (self.linear.is_some() || self.gbm.is_some())
+        {
+            models.prior_rows = Some(Arc::new(Prior::build(warehouse, config, spec, progress)?));
+        }
+        Ok(models)
     }
 
     /// Names of every forecaster, in report order.
@@ -670,7 +696,10 @@ pub fn backtest(
     let phases = Phases::default();
     let (usable, excluded_lots) =
         phases.time("read lots", || prepare(warehouse, config, progress))?;
-    backtest_lots(&usable, excluded_lots, config, models, progress, &phases)
+    let models = phases.time("read lots", || {
+        models.reading_prior(warehouse, config, progress)
+    })?;
+    backtest_lots(&usable, excluded_lots, config, &models, progress, &phases)
 }
 
 /// Validates the config and finds the source's usable lots (and the ids of those left out),
@@ -729,6 +758,8 @@ pub struct RunStats {
     pub group_lots: usize,
     /// Model fits made (each cut-off once: [`BacktestConfig::cuts`]).
     pub fits: usize,
+    /// Who lent the fits rows ([`Prior::describe`]; `None`: no prior configured).
+    pub prior: Option<String>,
     /// Seconds per phase, in the order phases first ran.
     pub phases: Vec<(String, f64)>,
 }
@@ -1021,6 +1052,7 @@ pub fn backtest_lots(
             groups: usable.group_count(),
             group_lots: config.group_lots,
             fits: fits.made,
+            prior: models.prior_rows.as_ref().map(|prior| prior.describe()),
             phases: phases.seconds(),
         },
     })
@@ -1634,7 +1666,10 @@ fn fit_models(
                 let fitted = batch
                     .par_iter()
                     .map(|&minutes| {
-                        let rows: HorizonRows = matrix.read(minutes)?;
+                        let mut rows: HorizonRows = matrix.read(minutes)?;
+                        if let Some(prior) = &models.prior_rows {
+                            prior.extend(minutes, &mut rows);
+                        }
                         let (fitted_linear, fitted_gbm) = rayon::join(
                             || {
                                 models
@@ -1822,7 +1857,7 @@ pub(crate) fn sum_rows(groups: Vec<BTreeMap<u32, usize>>) -> BTreeMap<u32, usize
 }
 
 /// Every lot's training rows before `cut`, in memory (a search fits many times on the same rows).
-fn training_set(
+pub(crate) fn training_set(
     lots: &LotGroups<'_>,
     config: &BacktestConfig,
     cut: NaiveDate,
@@ -1999,6 +2034,16 @@ pub fn validation_sets(
 }
 
 impl ValidationSets {
+    /// These sets with `prior`'s rows added to every window's training rows.
+    pub fn with_prior(mut self, prior: &Prior) -> Self {
+        for window in &mut self.windows {
+            for (minutes, rows) in &mut window.training {
+                prior.extend(*minutes, rows);
+            }
+        }
+        self
+    }
+
     /// Training rows per window (summed over horizons), for sizing a search.
     pub fn training_rows(&self) -> usize {
         self.windows

@@ -3,7 +3,7 @@
 //!
 //! The issue behind it: choices are made on validation days, then frozen in a file the model
 //! records, and the same file runs on every city (a gain tuned to one test week does not count).
-//! [`EMBEDDED_CONFIG`] (`training/config/parkcast-2.toml`) is the binary's default; a user's file
+//! [`EMBEDDED_CONFIG`] (`training/config/parkcast-3.toml`) is the binary's default; a user's file
 //! replaces it with `--config FILE`. Parsing refuses unknown keys and names the key of any invalid
 //! value, so a typo never silently falls back to a default.
 //!
@@ -24,10 +24,12 @@ use parkcast_inference::model::{ForecasterParams, GbmParams, LinearParams, Model
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::prior::PriorSpec;
+
 /// The configuration the binary embeds (and runs when no `--config` is given).
-pub const EMBEDDED_CONFIG: &str = include_str!("../config/parkcast-2.toml");
+pub const EMBEDDED_CONFIG: &str = include_str!("../config/parkcast-3.toml");
 /// Where [`EMBEDDED_CONFIG`] lives in the repository.
-pub const EMBEDDED_CONFIG_PATH: &str = "training/config/parkcast-2.toml";
+pub const EMBEDDED_CONFIG_PATH: &str = "training/config/parkcast-3.toml";
 /// The configuration format this build reads and writes.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -93,7 +95,7 @@ pub enum ConfigError {
 pub struct FrozenConfig {
     /// Format version, [`CONFIG_VERSION`].
     pub version: u32,
-    /// The configuration's name, recorded by the models trained with it (`parkcast-2`).
+    /// The configuration's name, recorded by the models trained with it (`parkcast-3`).
     pub name: String,
     /// The gradient-boosted trees.
     pub gbm: GbmSection,
@@ -101,6 +103,9 @@ pub struct FrozenConfig {
     pub linear: LinearSection,
     /// The conformal intervals.
     pub intervals: IntervalsSection,
+    /// Rows other cities lend the learned models (absent: the city's own rows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<PriorSpec>,
     /// Why the values are what they are.
     #[serde(default)]
     pub selection: Selection,
@@ -371,6 +376,22 @@ impl FrozenConfig {
             };
             return Err(invalid(&key, reason));
         }
+        if let Some(prior) = &self.prior {
+            if prior.sources.is_empty()
+                || prior.sources.iter().any(|source| source.trim().is_empty())
+            {
+                return Err(invalid(
+                    "prior.sources",
+                    "must name at least one source, none empty (leave [prior] out for no prior)",
+                ));
+            }
+            if prior.rows_per_horizon == 0 {
+                return Err(invalid(
+                    "prior.rows_per_horizon",
+                    "must be positive (leave [prior] out for no prior)",
+                ));
+            }
+        }
         if !(self.linear.penalty.is_finite() && self.linear.penalty >= 0.0) {
             return Err(invalid("linear.penalty", "must be finite and non-negative"));
         }
@@ -426,6 +447,8 @@ impl FrozenConfig {
         crate::backtest::ModelChoice {
             linear: Some(self.linear_params()),
             gbm: Some(self.gbm_params()),
+            prior: self.prior.clone(),
+            prior_rows: None,
         }
     }
 
@@ -616,6 +639,8 @@ pub struct Overrides {
     pub gbm_exclude: Vec<String>,
     /// Which residuals calibrate the intervals.
     pub calibration: Option<CalibrationScope>,
+    /// Train on the city's own rows only, whatever `[prior]` says.
+    pub no_prior: bool,
 }
 
 /// A feature name that is not one of [`FEATURE_NAMES`].
@@ -677,6 +702,14 @@ impl Overrides {
                 self.gbm_exclude.join(", ")
             ));
         }
+        if self.no_prior
+            && let Some(prior) = &frozen.prior
+        {
+            overrides.push(format!(
+                "prior = none (--no-prior; the configuration lends rows from {})",
+                prior.sources.join(", ")
+            ));
+        }
         if let Some(ours) = self.calibration
             && ours != frozen.calibration()
         {
@@ -723,7 +756,15 @@ impl Overrides {
             LearnedModels::Gbm => (None, Some(gbm)),
             LearnedModels::All => (Some(linear), Some(gbm)),
         };
-        Ok(crate::backtest::ModelChoice { linear, gbm })
+        Ok(crate::backtest::ModelChoice {
+            linear,
+            gbm,
+            prior: frozen
+                .prior
+                .clone()
+                .filter(|_| !self.no_prior && which != LearnedModels::None),
+            prior_rows: None,
+        })
     }
 }
 
@@ -761,6 +802,61 @@ mod tests {
             .models(&frozen, LearnedModels::All)
             .expect_err("an unknown feature");
         assert!(error.to_string().contains("no_such_feature"), "{error}");
+    }
+
+    #[test]
+    fn the_prior_is_on_by_default_off_with_no_prior_and_checked_by_key() {
+        let frozen = LoadedConfig::embedded().config;
+        let prior = frozen
+            .prior
+            .clone()
+            .expect("the embedded configuration lends rows");
+        assert_eq!(prior.sources, vec!["birmingham", "malaga"]);
+        let models = Overrides::default()
+            .models(&frozen, LearnedModels::Gbm)
+            .expect("models");
+        assert_eq!(models.prior, Some(prior.clone()));
+        assert!(
+            models.prior_rows.is_none(),
+            "read by the run, not the configuration"
+        );
+        let off = Overrides {
+            no_prior: true,
+            ..Overrides::default()
+        };
+        assert_eq!(
+            off.models(&frozen, LearnedModels::All)
+                .expect("models")
+                .prior,
+            None
+        );
+        assert_eq!(
+            off.describe(&frozen),
+            vec![
+                "prior = none (--no-prior; the configuration lends rows from birmingham, malaga)"
+                    .to_owned()
+            ]
+        );
+        for (text, key) in [
+            (
+                "sources = []\nrows_per_horizon = 10\nmax_own_rows = 10",
+                "prior.sources",
+            ),
+            (
+                "sources = [\"a\"]\nrows_per_horizon = 0\nmax_own_rows = 10",
+                "prior.rows_per_horizon",
+            ),
+        ] {
+            let mut config = frozen.clone();
+            config.prior = Some(toml::from_str(text).expect("the shape parses"));
+            let error = config.validate("x.toml").expect_err("invalid").to_string();
+            assert!(
+                error.starts_with(&format!("configuration x.toml: {key}: ")),
+                "{error}"
+            );
+        }
+        let unknown = toml::from_str::<PriorSpec>("sources = []\nrows = 1");
+        assert!(unknown.is_err(), "unknown keys are refused");
     }
 
     #[test]

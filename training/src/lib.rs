@@ -23,6 +23,7 @@ pub mod matrix;
 mod pairs;
 pub mod plot;
 pub mod price;
+pub mod prior;
 pub mod progress;
 pub mod protocol;
 pub mod shards;

@@ -30,6 +30,9 @@ pub fn run(stats: &RunStats, lots: usize, peak_rss_bytes: Option<u64>) -> String
             parkcast_tables::bytes(bytes)
         )),
     )];
+    if let Some(prior) = &stats.prior {
+        lines.push(prior.clone());
+    }
     let total: f64 = stats.phases.iter().map(|(_, seconds)| seconds).sum();
     if total > 0.0 {
         let mut table = new_table(&["phase", "seconds", "share"]);

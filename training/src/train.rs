@@ -112,11 +112,16 @@ pub fn train(
     let (lots, excluded) = phases.time("read lots", || {
         prepare(warehouse, &config.backtest, progress)
     })?;
+    let models = phases.time("read lots", || {
+        config
+            .models
+            .reading_prior(warehouse, &config.backtest, progress)
+    })?;
     let mut report = backtest_lots(
         &lots,
         excluded,
         &config.backtest,
-        &config.models,
+        &models,
         progress,
         &phases,
     )?;
@@ -158,11 +163,10 @@ pub fn train(
     }
     let promoted_choice = ModelChoice {
         linear: (promoted == LINEAR_NAME)
-            .then(|| config.models.linear.clone())
+            .then(|| models.linear.clone())
             .flatten(),
-        gbm: (promoted == GBM_NAME)
-            .then(|| config.models.gbm.clone())
-            .flatten(),
+        gbm: (promoted == GBM_NAME).then(|| models.gbm.clone()).flatten(),
+        ..models.clone()
     };
 
     // Refit on everything up to the last day with data.
@@ -321,6 +325,15 @@ pub fn train(
          - `backtest_forecasts.csv`: every model's forecasts of the last test window, with actuals and \
          80% intervals.\n",
     );
+    if let Some(prior) = &models.prior_rows {
+        // After the refit, so that its fits are counted too.
+        report.run.prior = Some(prior.describe());
+        let _ = writeln!(
+            report_md,
+            "\n## Prior from other cities\n\n{} (backtest fits and the refit).",
+            prior.describe()
+        );
+    }
     report_md.push_str(&configuration_section(config.frozen.as_ref()));
     // Where the source has tariffs whose changes identify it, the price response goes with the
     // model (pricing what-ifs scale demand by it); otherwise the report says why not.

@@ -321,6 +321,7 @@ fn the_report_does_not_depend_on_the_group_size() {
             iterations: 30,
             ..GbmParams::default()
         }),
+        ..ModelChoice::default()
     };
     // 12,000 residuals per model and horizon, 4,000 per day type: the windows keep one weekday
     // pair in four and every weekend pair (Birmingham's weekends have about 400 each).

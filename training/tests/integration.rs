@@ -8,6 +8,7 @@ mod common;
 mod backtest;
 mod features;
 mod import;
+mod prior;
 mod simulate;
 mod train;
 mod validation_only;

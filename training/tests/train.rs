@@ -81,6 +81,7 @@ fn a_published_model_loads_back_and_scores_live_state_identically() {
                 learning_rate: 0.1,
                 ..GbmParams::default()
             }),
+            ..ModelChoice::default()
         },
         name: "birmingham".to_owned(),
         publish_losing: false,

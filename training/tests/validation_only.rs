@@ -44,8 +44,8 @@ fn the_validation_only_backtest_fits_no_test_window_and_the_search_scores_the_sa
         ..BacktestConfig::birmingham()
     };
     let models = ModelChoice {
-        linear: None,
         gbm: Some(trees.clone()),
+        ..ModelChoice::default()
     };
     let fits = Fits::default();
     let report = backtest(&warehouse, &config, &models, &fits).expect("backtest");
