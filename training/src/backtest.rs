@@ -234,7 +234,7 @@ impl BacktestConfig {
         FeatureParams::new(self.step_minutes)
     }
 
-    fn validate(&self) -> Result<(), BacktestError> {
+    pub(crate) fn validate(&self) -> Result<(), BacktestError> {
         let invalid = |reason| Err(BacktestError::InvalidConfig { reason });
         if self.step_minutes == 0 || 1_440 % self.step_minutes != 0 {
             return invalid("step_minutes must divide a day");

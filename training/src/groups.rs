@@ -327,11 +327,32 @@ fn write_split(
 
 impl<'a> LotGroups<'a> {
     /// The usable lots of the config's source in `warehouse` (and the ids of those left out), read
-    /// group by group; errors when the source has no lot or no usable one.
+    /// group by group; errors when the source has no lot or no usable one. Warns when most grid
+    /// steps lack a value (a source that writes only changes: `import --fill-forward`).
     pub fn scan(
         warehouse: &'a Warehouse,
         config: &BacktestConfig,
         progress: &dyn Progress,
+    ) -> Result<(Self, Vec<String>), BacktestError> {
+        Self::scan_warning(warehouse, config, progress, true)
+    }
+
+    /// [`LotGroups::scan`] for a city that lends rows to another's grid ([`crate::prior`]): its
+    /// steps are empty wherever that grid is finer than its readings, which is no fault of its
+    /// import, so it gets no advice to import it again.
+    pub(crate) fn scan_lender(
+        warehouse: &'a Warehouse,
+        config: &BacktestConfig,
+        progress: &dyn Progress,
+    ) -> Result<(Self, Vec<String>), BacktestError> {
+        Self::scan_warning(warehouse, config, progress, false)
+    }
+
+    fn scan_warning(
+        warehouse: &'a Warehouse,
+        config: &BacktestConfig,
+        progress: &dyn Progress,
+        warn_sparse: bool,
     ) -> Result<(Self, Vec<String>), BacktestError> {
         let (ids, split, scratch) = split_by_group(warehouse, config, progress)?;
         if ids.is_empty() {
@@ -382,7 +403,9 @@ impl<'a> LotGroups<'a> {
             all.gaps = all.gaps.plus(group.gaps);
             all.filled |= group.filled;
         }
-        warn_if_sparse(&config.source, config.step_minutes, all.gaps, all.filled);
+        if warn_sparse {
+            warn_if_sparse(&config.source, config.step_minutes, all.gaps, all.filled);
+        }
         if all.usable.is_empty() {
             return Err(BacktestError::NoUsableLot {
                 source_name: config.source.clone(),

@@ -24,7 +24,8 @@ use parkcast_inference::model::{HorizonRows, TrainingSet};
 use parkcast_warehouse::Warehouse;
 use serde::{Deserialize, Serialize};
 
-use crate::backtest::{BacktestConfig, BacktestError, prepare, training_set};
+use crate::backtest::{BacktestConfig, BacktestError, training_set};
+use crate::groups::LotGroups;
 use crate::progress::Progress;
 
 /// `[prior]` of the frozen configuration: which cities lend rows, and how many.
@@ -112,7 +113,8 @@ impl Prior {
                 matrix: None,
                 ..target.clone()
             };
-            let lots = match prepare(warehouse, &config, progress) {
+            config.validate()?;
+            let lots = match LotGroups::scan_lender(warehouse, &config, progress) {
                 Ok((lots, _excluded)) => lots,
                 Err(BacktestError::NoUsableLot { .. }) => {
                     prior.skipped.push((
