@@ -35,6 +35,14 @@ fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
         "{tune}"
     );
     assert!(tune.contains("winner: trial "), "{tune}");
+    // The configuration's lenders are not in this warehouse: named, and the search runs without.
+    assert!(
+        tune.contains(
+            "csv-town: prior: none (skipped birmingham: not in the warehouse; malaga: not in the \
+             warehouse)"
+        ),
+        "{tune}"
+    );
     assert!(tune.contains("without level features"), "{tune}");
     assert!(!tune.contains("2024-03-11..2024-03-17 test"), "{tune}");
     let text = std::fs::read_to_string(&out).expect("the candidate is written");
@@ -52,6 +60,11 @@ fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
         candidate.config.selection.command.contains("tune"),
         "{text}"
     );
+    assert_eq!(
+        candidate.config.prior,
+        LoadedConfig::embedded().config.prior,
+        "the candidate keeps the prior it was tuned with"
+    );
 
     // The validation-only backtest reports no test figure.
     let validation = succeeded(&parkcast(&[
@@ -65,11 +78,17 @@ fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
         "--config",
         &out_text,
         "--validation-only",
+        "--no-prior",
     ]));
     assert!(
         validation.contains("no test window was fitted or read"),
         "{validation}"
     );
+    assert!(
+        validation.contains("prior = none (--no-prior; the configuration lends rows from"),
+        "{validation}"
+    );
+    assert!(!validation.contains("\nprior: "), "{validation}");
     assert!(!validation.contains("80% covers"), "{validation}");
 
     // train --config records the file, and an overriding flag is reported.
