@@ -119,7 +119,10 @@ impl Prior {
                 Err(BacktestError::NoUsableLot { .. }) => {
                     prior.skipped.push((
                         source.clone(),
-                        format!("no lot usable on a {}-min grid", target.step_minutes),
+                        format!(
+                            "no lot with enough readings on a {}-min grid before its last {} days",
+                            target.step_minutes, target.calibration_days
+                        ),
                     ));
                     continue;
                 }
