@@ -83,8 +83,8 @@ pub fn run(args: TuneArgs, global: &GlobalArgs) -> Result<()> {
         if let Some(spec) = &frozen.config.prior {
             let prior = Prior::build(&warehouse, &config, spec, &progress)
                 .with_context(|| format!("failed to read the prior of {source}"))?;
-            println!("{source}: {}", prior.describe());
             sets = sets.with_prior(&prior);
+            println!("{source}: {}", prior.describe());
         }
         progress.finish();
         println!(
