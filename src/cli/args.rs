@@ -195,8 +195,8 @@ pub struct ProtocolArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub models: LearnedModels,
     /// The frozen modelling configuration (TOML; default: the one built in,
-    /// training/config/parkcast-3.toml). The --gbm-* and --calibration flags override its knobs,
-    /// and a trained model's report says which.
+    /// training/config/parkcast-3.toml). The --gbm-*, --calibration and --no-prior flags override
+    /// its knobs, and a trained model's report says which.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Score the validation days only (the calibration days before each window, by models fitted
