@@ -35,12 +35,16 @@ fn tune_writes_a_configuration_that_train_records_and_a_wrong_key_is_named() {
         "{tune}"
     );
     assert!(tune.contains("winner: trial "), "{tune}");
-    // The configuration's lenders are not in this warehouse: named, and the search runs without.
+    // The configuration's lenders are not in this warehouse: named with the command that adds
+    // them, and the search runs without; the town's fits are small enough to have borrowed.
     assert!(
-        tune.contains(
-            "csv-town: prior: none (skipped birmingham: not in the warehouse; malaga: not in the \
-             warehouse)"
-        ),
+        tune.contains("csv-town: prior: none, though ")
+            && tune.contains(
+                "horizon fits had at most 50,000 rows of their own and would have borrowed \
+                 (skipped birmingham: not in the warehouse; malaga: not in the warehouse); \
+                 `parkcast import birmingham` and `parkcast import malaga` into this warehouse \
+                 would lend rows"
+            ),
         "{tune}"
     );
     assert!(tune.contains("without level features"), "{tune}");

@@ -29,6 +29,9 @@ use crate::backtest::{BacktestConfig, BacktestError, training_set};
 use crate::groups::LotGroups;
 use crate::progress::Progress;
 
+/// Why a lender the warehouse lacks lent nothing.
+const NOT_IN_THE_WAREHOUSE: &str = "not in the warehouse";
+
 /// `[prior]` of the frozen configuration: which cities lend rows, and how many.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,8 +67,10 @@ pub struct Prior {
     /// [`PriorSpec::max_own_rows`].
     pub max_own_rows: usize,
     rows: TrainingSet,
-    /// Horizon fits offered the rows, and those that took them (few enough rows of their own).
+    /// Horizon fits offered the rows, those with few enough rows of their own to borrow, and those
+    /// that took rows (a horizon no source lent rows for takes none).
     offered: AtomicUsize,
+    wanting: AtomicUsize,
     lent: AtomicUsize,
 }
 
@@ -96,7 +101,7 @@ impl Prior {
             let Some(summary) = crate::protocol::source(warehouse, source)? else {
                 prior
                     .skipped
-                    .push((source.clone(), "not in the warehouse".to_owned()));
+                    .push((source.clone(), NOT_IN_THE_WAREHOUSE.to_owned()));
                 continue;
             };
             // All of the source's history trains: the "test window" starts the day after its last
@@ -164,6 +169,7 @@ impl Prior {
         if rows.targets.len() > self.max_own_rows {
             return false;
         }
+        self.wanting.fetch_add(1, Ordering::Relaxed);
         let Some(lent) = self.rows.get(&minutes) else {
             return false;
         };
@@ -205,8 +211,20 @@ impl Prior {
             .iter()
             .map(|(source, why)| format!("{source}: {why}"))
             .collect();
-        let mut text = if lent.is_empty() {
+        let wanting = self.wanting.load(Ordering::Relaxed);
+        let mut text = if lent.is_empty() && wanting == 0 {
             "prior: none".to_owned()
+        } else if lent.is_empty() {
+            // A city short of history whose warehouse holds no lender: the summary is where its
+            // planner learns what the configuration would have lent (README, "A prior from other
+            // cities").
+            format!(
+                "prior: none, though {} of {} horizon fits had at most {} rows of their own and \
+                 would have borrowed",
+                wanting,
+                self.offered.load(Ordering::Relaxed),
+                parkcast_tables::thousands(self.max_own_rows as u64)
+            )
         } else {
             format!(
                 "prior: rows from {}; taken by {} of {} horizon fits (those with at most {} rows \
@@ -219,6 +237,25 @@ impl Prior {
         };
         if !skipped.is_empty() {
             text.push_str(&format!(" (skipped {})", skipped.join("; ")));
+        }
+        // Fits that would have borrowed from a real data set the warehouse lacks: say how to add
+        // it (only then: a city with rows enough of its own needs no lender).
+        let importable: Vec<String> = self
+            .skipped
+            .iter()
+            .filter(|(source, why)| {
+                why == NOT_IN_THE_WAREHOUSE
+                    && crate::datasets::all()
+                        .iter()
+                        .any(|known| known.writer_name() == *source)
+            })
+            .map(|(source, _)| format!("`parkcast import {source}`"))
+            .collect();
+        if wanting > 0 && !importable.is_empty() {
+            text.push_str(&format!(
+                "; {} into this warehouse would lend rows",
+                importable.join(" and ")
+            ));
         }
         text
     }
@@ -289,8 +326,40 @@ mod tests {
         assert_eq!(
             prior.describe(),
             "prior: rows from malaga (10 lots, 2 rows); taken by 1 of 3 horizon fits (those with \
-             at most 3 rows of their own) (skipped melbourne: not in the warehouse)"
+             at most 3 rows of their own) (skipped melbourne: not in the warehouse); `parkcast \
+             import melbourne` into this warehouse would lend rows"
         );
         assert_eq!(Prior::default().describe(), "prior: none");
+    }
+
+    #[test]
+    fn a_city_short_of_rows_without_lenders_is_told_how_to_get_them() {
+        let prior = Prior {
+            skipped: vec![
+                ("malaga".to_owned(), NOT_IN_THE_WAREHOUSE.to_owned()),
+                ("csv-town".to_owned(), NOT_IN_THE_WAREHOUSE.to_owned()),
+            ],
+            max_own_rows: 3,
+            ..Prior::default()
+        };
+        assert!(!prior.extend(30, &mut rows(2)), "nothing to lend");
+        assert!(!prior.extend(60, &mut rows(4)), "4 rows of its own > 3");
+        assert_eq!(
+            prior.describe(),
+            "prior: none, though 1 of 2 horizon fits had at most 3 rows of their own and would \
+             have borrowed (skipped malaga: not in the warehouse; csv-town: not in the \
+             warehouse); `parkcast import malaga` into this warehouse would lend rows"
+        );
+        // With rows enough of its own no fit wants a lender: no advice.
+        let plenty = Prior {
+            skipped: prior.skipped.clone(),
+            max_own_rows: 3,
+            ..Prior::default()
+        };
+        assert!(!plenty.extend(30, &mut rows(4)));
+        assert_eq!(
+            plenty.describe(),
+            "prior: none (skipped malaga: not in the warehouse; csv-town: not in the warehouse)"
+        );
     }
 }
