@@ -6,6 +6,7 @@
 mod common;
 
 mod cli_bench_grpc;
+mod cli_csv_city;
 mod cli_demo;
 mod cli_etl;
 mod cli_faults;
