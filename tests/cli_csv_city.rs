@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader};
 
 use parkcast_training::datasets::{MALAGA_FREE_SPACES_CSV_GZ, datasets_dir};
 
@@ -23,40 +22,38 @@ fn hourly_csv(dir: &std::path::Path) -> String {
     let path = datasets_dir().join(MALAGA_FREE_SPACES_CSV_GZ);
     let file = std::fs::File::open(&path)
         .unwrap_or_else(|error| panic!("{}: {error} (../shared/datasets)", path.display()));
-    let reader = BufReader::new(flate2::read::GzDecoder::new(file));
-    let mut lines = reader.lines();
-    let header = lines.next().expect("a header").expect("readable");
-    let columns: Vec<&str> = header.split(',').collect();
+    let mut reader = csv::Reader::from_reader(flate2::read::GzDecoder::new(file));
+    let header = reader.headers().expect("a header").clone();
     let column = |name: &str| {
-        columns
+        header
             .iter()
-            .position(|column| *column == name)
-            .unwrap_or_else(|| panic!("column {name} in {header}"))
+            .position(|column| column == name)
+            .unwrap_or_else(|| panic!("column {name} in {header:?}"))
     };
     let (time, lot, free) = (
         column("scrape_time_local"),
         column("lot_key"),
         column("free_spaces"),
     );
-    // (lot, hour) -> free, in time order; lot -> most free seen.
+    // (lot, hour) -> the hour's last free count (the file is in scrape order); lot -> most free.
     let mut hours: BTreeMap<(String, String), u32> = BTreeMap::new();
     let mut capacity: BTreeMap<String, u32> = BTreeMap::new();
-    for line in lines {
-        let line = line.expect("readable");
-        let fields: Vec<&str> = line.split(',').collect();
+    for record in reader.records() {
+        let record = record.expect("a readable record");
         let (Some(stamp), Some(lot), Some(free)) =
-            (fields.get(time), fields.get(lot), fields.get(free))
+            (record.get(time), record.get(lot), record.get(free))
         else {
             continue;
         };
+        // `-1` or empty: the source had no data.
         let (Some(hour), Ok(free)) = (stamp.get(..13), free.parse::<u32>()) else {
             continue;
         };
         if hour < FROM {
             continue;
         }
-        hours.insert(((*lot).to_owned(), hour.replace('T', " ")), free);
-        let most = capacity.entry((*lot).to_owned()).or_default();
+        hours.insert((lot.to_owned(), hour.replace('T', " ")), free);
+        let most = capacity.entry(lot.to_owned()).or_default();
         *most = (*most).max(free);
     }
     let mut text = "Lot_ID,Timestamp,Free,Capacity\n".to_owned();
