@@ -240,21 +240,23 @@ impl Prior {
         }
         // Fits that would have borrowed from a real data set the warehouse lacks: say how to add
         // it (only then: a city with rows enough of its own needs no lender).
-        let known: Vec<String> = crate::datasets::all()
-            .iter()
-            .map(|data_set| data_set.writer_name())
-            .collect();
-        let importable: Vec<String> = self
-            .skipped
-            .iter()
-            .filter(|(source, why)| why == NOT_IN_THE_WAREHOUSE && known.contains(source))
-            .map(|(source, _)| format!("`parkcast import {source}`"))
-            .collect();
-        if wanting > 0 && !importable.is_empty() {
-            text.push_str(&format!(
-                "; {} into this warehouse would lend rows",
-                importable.join(" and ")
-            ));
+        if wanting > 0 {
+            let known: Vec<String> = crate::datasets::all()
+                .iter()
+                .map(|data_set| data_set.writer_name())
+                .collect();
+            let importable: Vec<String> = self
+                .skipped
+                .iter()
+                .filter(|(source, why)| why == NOT_IN_THE_WAREHOUSE && known.contains(source))
+                .map(|(source, _)| format!("`parkcast import {source}`"))
+                .collect();
+            if !importable.is_empty() {
+                text.push_str(&format!(
+                    "; {} into this warehouse would lend rows",
+                    importable.join(" and ")
+                ));
+            }
         }
         text
     }
