@@ -39,7 +39,7 @@ use crate::grid::{GridSeries, GridValue};
 pub mod batch;
 
 /// Number of features in a vector.
-pub const FEATURE_COUNT: usize = 40;
+pub const FEATURE_COUNT: usize = 42;
 
 /// Feature names, in vector order. Part of the model file's contract: [`FeatureParams::schema_hash`]
 /// covers them.
@@ -84,6 +84,8 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "target_days_to_major_holiday",
     "target_days_from_major_holiday",
     "target_price_change_week",
+    "deviation_change_1_step",
+    "deviation_change_2_steps",
 ];
 
 /// Index of each feature in a vector.
@@ -129,6 +131,8 @@ pub mod index {
     pub const TARGET_DAYS_TO_MAJOR_HOLIDAY: usize = 37;
     pub const TARGET_DAYS_FROM_MAJOR_HOLIDAY: usize = 38;
     pub const TARGET_PRICE_CHANGE_WEEK: usize = 39;
+    pub const DEVIATION_CHANGE_1: usize = 40;
+    pub const DEVIATION_CHANGE_2: usize = 41;
 }
 
 /// Days back from the target of the level features `deviation_target_*_back`: how far the same time
@@ -139,6 +143,12 @@ pub const LEVEL_DAYS_BACK: [u32; 4] = [1, 2, 3, 7];
 
 /// Rate lags, in grid steps before the origin.
 pub const LAG_STEPS: [u32; 3] = [1, 2, 4];
+
+/// Steps back of the deviation changes `deviation_change_*`: the deviation from the profile at the
+/// origin minus the deviation 1 and 2 steps before, i.e. how fast today is drifting away from (or
+/// back to) its profile. The rate lags carry the rate's slope, but a tree cannot subtract the
+/// profile's slope from it; these hand it the difference (Birmingham's validation days: -2 to -3.5%).
+pub const DEVIATION_CHANGE_STEPS: [u32; 2] = [1, 2];
 
 /// A feature vector; missing inputs are NaN (tree models route them, linear models impute them).
 pub type FeatureVector = [f64; FEATURE_COUNT];
@@ -250,7 +260,12 @@ impl FeatureParams {
             hasher.update(name.as_bytes());
             hasher.update(b"\n");
         }
-        hasher.update(format!("lags={LAG_STEPS:?} levels={LEVEL_DAYS_BACK:?}\n").as_bytes());
+        hasher.update(
+            format!(
+                "lags={LAG_STEPS:?} levels={LEVEL_DAYS_BACK:?} changes={DEVIATION_CHANGE_STEPS:?}\n"
+            )
+            .as_bytes(),
+        );
         hasher.update(
             format!(
                 "step={} recent={} flow={}\n",
@@ -748,6 +763,17 @@ impl LotFeatureState {
             }
         }
         vector[index::DEVIATION_RECENT] = mean(sum, count);
+        let deviation_origin = vector[index::DEVIATION_ORIGIN];
+        for (feature, back) in [index::DEVIATION_CHANGE_1, index::DEVIATION_CHANGE_2]
+            .into_iter()
+            .zip(DEVIATION_CHANGE_STEPS)
+        {
+            vector[feature] = deviation_origin
+                - or_nan(
+                    self.slot(origin - i64::from(back) * step)
+                        .and_then(|slot| slot.deviation),
+                );
+        }
 
         let today = origin_local.date();
         let stats = |date: Option<NaiveDate>| date.and_then(|date| self.days.get(&date));

@@ -195,7 +195,7 @@ pub struct ProtocolArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub models: LearnedModels,
     /// The frozen modelling configuration (TOML; default: the one built in,
-    /// training/config/parkcast-3.toml). The --gbm-*, --calibration and --no-prior flags override
+    /// training/config/parkcast-4.toml). The --gbm-*, --calibration and --no-prior flags override
     /// its knobs, and a trained model's report says which.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

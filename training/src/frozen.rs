@@ -3,7 +3,7 @@
 //!
 //! The issue behind it: choices are made on validation days, then frozen in a file the model
 //! records, and the same file runs on every city (a gain tuned to one test week does not count).
-//! [`EMBEDDED_CONFIG`] (`training/config/parkcast-3.toml`) is the binary's default; a user's file
+//! [`EMBEDDED_CONFIG`] (`training/config/parkcast-4.toml`) is the binary's default; a user's file
 //! replaces it with `--config FILE`. Parsing refuses unknown keys and names the key of any invalid
 //! value, so a typo never silently falls back to a default.
 //!
@@ -27,9 +27,9 @@ use sha2::{Digest, Sha256};
 use crate::prior::PriorSpec;
 
 /// The configuration the binary embeds (and runs when no `--config` is given).
-pub const EMBEDDED_CONFIG: &str = include_str!("../config/parkcast-3.toml");
+pub const EMBEDDED_CONFIG: &str = include_str!("../config/parkcast-4.toml");
 /// Where [`EMBEDDED_CONFIG`] lives in the repository.
-pub const EMBEDDED_CONFIG_PATH: &str = "training/config/parkcast-3.toml";
+pub const EMBEDDED_CONFIG_PATH: &str = "training/config/parkcast-4.toml";
 /// The configuration format this build reads and writes.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -95,7 +95,7 @@ pub enum ConfigError {
 pub struct FrozenConfig {
     /// Format version, [`CONFIG_VERSION`].
     pub version: u32,
-    /// The configuration's name, recorded by the models trained with it (`parkcast-3`).
+    /// The configuration's name, recorded by the models trained with it (`parkcast-4`).
     pub name: String,
     /// The gradient-boosted trees.
     pub gbm: GbmSection,
@@ -314,7 +314,9 @@ impl FeatureGroup {
             "deviation_origin"
             | "deviation_recent_mean"
             | "deviation_today_mean"
-            | "minutes_since_first_reading_today" => FeatureGroup::Deviation,
+            | "minutes_since_first_reading_today"
+            | "deviation_change_1_step"
+            | "deviation_change_2_steps" => FeatureGroup::Deviation,
             "arrivals_recent_rate" | "departures_recent_rate" => FeatureGroup::Flows,
             "target_event_cars_rate" => FeatureGroup::Events,
             "target_price_change_week" => FeatureGroup::Price,

@@ -645,7 +645,7 @@ mod tests {
         let text = std::fs::read_to_string(&out).expect("the candidate is written");
         assert!(
             text.starts_with(
-                "# parkcast frozen modelling configuration, written by parkcast tune from training/config/parkcast-3.toml (embedded).\n"
+                "# parkcast frozen modelling configuration, written by parkcast tune from training/config/parkcast-4.toml (embedded).\n"
             ),
             "{text}"
         );
@@ -657,7 +657,7 @@ mod tests {
         assert_eq!(read.config.selection.log, "| trial |");
         assert!(
             read.config.selection.summary.contains(
-                "trial 1 scored -12.50% against persistence + profile change (parkcast-3 as given: -10.00%)"
+                "trial 1 scored -12.50% against persistence + profile change (parkcast-4 as given: -10.00%)"
             ),
             "{}",
             read.config.selection.summary

@@ -14,8 +14,9 @@ use chrono::{Datelike, NaiveDate};
 use polars::prelude::*;
 
 use super::{
-    DAY_CALENDAR_COLUMNS, FEATURE_COUNT, FEATURE_NAMES, FeatureParams, FeatureVector, LAG_STEPS,
-    LEVEL_DAYS_BACK, LotContext, LotProfile, flow_bucket, local_time, minute_of_day,
+    DAY_CALENDAR_COLUMNS, DEVIATION_CHANGE_STEPS, FEATURE_COUNT, FEATURE_NAMES, FeatureParams,
+    FeatureVector, LAG_STEPS, LEVEL_DAYS_BACK, LotContext, LotProfile, flow_bucket, local_time,
+    minute_of_day,
 };
 use crate::grid::{GridSeries, slot_of_day};
 
@@ -384,6 +385,10 @@ pub fn lot_features(
             target("days_from_major"),
             target("price_change"),
         ]);
+        columns.extend(
+            DEVIATION_CHANGE_STEPS
+                .map(|steps| col("deviation") - col("deviation").shift(lit(i64::from(steps)))),
+        );
         let named: Vec<Expr> = columns
             .into_iter()
             .enumerate()
