@@ -35,6 +35,7 @@ declare -A groups=(
   [school, bridge and major-holiday days]="target_school_holiday,target_bridge_day,target_days_to_major_holiday,target_days_from_major_holiday"
   [level (deviation at the target time 1-7 days back, trend)]="deviation_target_day1_back,deviation_target_day2_back,deviation_target_day3_back,deviation_target_week_back,deviation_daily_trend"
   [deviation today, yesterday, last week]="deviation_origin,deviation_recent_mean,deviation_today_mean,minutes_since_first_reading_today,deviation_yesterday_mean,deviation_last_week_mean"
+  [deviation change over the last 1 and 2 steps]="deviation_change_1_step,deviation_change_2_steps"
   [lags and seasonal lags]="rate_lag1,rate_lag2,rate_lag4,rate_same_time_day_back,rate_same_time_week_back"
   [lot identity]="lot_code,lot_kind,capacity"
 )
