@@ -1070,6 +1070,47 @@ mod tests {
     }
 
     #[test]
+    fn the_deviation_change_is_how_far_the_deviation_moved_and_missing_across_a_gap() {
+        // Hourly grid, rate = hour / 100 for a week (the profile's fit); on the eighth day the lot
+        // runs 0.01 further above its profile every hour from 07:00 (08:00 +0.02 ... 12:00 +0.06),
+        // and 11:00 is missing.
+        let params = FeatureParams::new(60);
+        let mut series = GridSeries::new(HOUR, chrono_tz::UTC);
+        for hour in 0..7 * 24 {
+            series.push(start_ms() + hour * HOUR, (hour % 24) as f64, 100.0);
+        }
+        let until = start_ms() + 7 * 24 * HOUR;
+        let profile = Arc::new(LotProfile::fit(&series, until));
+        let mut state = LotFeatureState::new(params, context(), profile);
+        for (instant, value) in series.iter() {
+            assert!(state.push_value(instant, value));
+        }
+        let push = |state: &mut LotFeatureState, hour: i64| {
+            let above = (hour - 6).max(0) as f64;
+            let value = GridValue {
+                occupied: hour as f64 + above,
+                capacity: 100.0,
+            };
+            assert!(state.push_value(until + hour * HOUR, value));
+        };
+        for hour in 0..=10 {
+            push(&mut state, hour);
+        }
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        let vector = state.vector(2).expect("a value at 10:00");
+        assert!(close(vector[index::DEVIATION_ORIGIN], 0.04));
+        assert!(close(vector[index::DEVIATION_CHANGE_1], 0.01));
+        assert!(close(vector[index::DEVIATION_CHANGE_2], 0.02));
+        push(&mut state, 12);
+        let vector = state.vector(2).expect("a value at 12:00");
+        assert!(
+            vector[index::DEVIATION_CHANGE_1].is_nan(),
+            "11:00 has no value: missing, not zero"
+        );
+        assert!(close(vector[index::DEVIATION_CHANGE_2], 0.02));
+    }
+
+    #[test]
     fn replacing_a_value_updates_the_day() {
         let params = FeatureParams::new(60);
         let series = GridSeries::new(HOUR, chrono_tz::UTC);
