@@ -1006,6 +1006,17 @@ mod tests {
         assert_eq!(leave_one_out(0.0, 0, false, None), None);
     }
 
+    /// An hourly lot of 100 spaces whose rate is hour / 100 for `days` days from `start_ms`, and
+    /// its profile fitted on the first week.
+    fn hour_of_day_lot(days: i64) -> (GridSeries, Arc<LotProfile>) {
+        let mut series = GridSeries::new(HOUR, chrono_tz::UTC);
+        for hour in 0..days * 24 {
+            series.push(start_ms() + hour * HOUR, (hour % 24) as f64, 100.0);
+        }
+        let profile = Arc::new(LotProfile::fit(&series, start_ms() + 7 * 24 * HOUR));
+        (series, profile)
+    }
+
     #[test]
     fn incremental_state_reads_only_its_history() {
         // Hourly grid, rate = hour / 100, for nine days; the profile is fitted on the first seven.
@@ -1014,12 +1025,7 @@ mod tests {
             recent_steps: 2,
             flow_window_minutes: 120,
         };
-        let mut series = GridSeries::new(HOUR, chrono_tz::UTC);
-        for hour in 0..9 * 24 {
-            series.push(start_ms() + hour * HOUR, (hour % 24) as f64, 100.0);
-        }
-        let until = start_ms() + 7 * 24 * HOUR;
-        let profile = Arc::new(LotProfile::fit(&series, until));
+        let (series, profile) = hour_of_day_lot(9);
         let mut state = LotFeatureState::new(params, context(), profile);
         assert!(state.vector(1).is_none());
         for (instant, value) in series.iter() {
@@ -1074,14 +1080,9 @@ mod tests {
         // Hourly grid, rate = hour / 100 for a week (the profile's fit); on the eighth day the lot
         // runs 0.01 further above its profile every hour from 07:00 (08:00 +0.02 ... 12:00 +0.06),
         // and 11:00 is missing.
-        let params = FeatureParams::new(60);
-        let mut series = GridSeries::new(HOUR, chrono_tz::UTC);
-        for hour in 0..7 * 24 {
-            series.push(start_ms() + hour * HOUR, (hour % 24) as f64, 100.0);
-        }
+        let (series, profile) = hour_of_day_lot(7);
         let until = start_ms() + 7 * 24 * HOUR;
-        let profile = Arc::new(LotProfile::fit(&series, until));
-        let mut state = LotFeatureState::new(params, context(), profile);
+        let mut state = LotFeatureState::new(FeatureParams::new(60), context(), profile);
         for (instant, value) in series.iter() {
             assert!(state.push_value(instant, value));
         }
