@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use parkcast_training::datasets::{MALAGA_FREE_SPACES_CSV_GZ, datasets_dir};
 
-use crate::common::{parkcast, succeeded};
+use crate::common::{line_starting, parkcast, succeeded};
 
 /// The first local day exported: ten weeks before the data set's end (22 August 2026).
 const FROM: &str = "2026-06-10";
@@ -75,10 +75,7 @@ fn hourly_csv(dir: &std::path::Path) -> String {
 
 /// The validation MAE of `model` per horizon from a backtest's summary line.
 fn validation_mae(stdout: &str, model: &str) -> Vec<f64> {
-    let line = stdout
-        .lines()
-        .find(|line| line.starts_with("validation MAE"))
-        .unwrap_or_else(|| panic!("a validation line: {stdout}"));
+    let line = line_starting(stdout, "validation MAE");
     let (_, figures) = line
         .split_once("): ")
         .unwrap_or_else(|| panic!("figures in {line}"));
@@ -151,10 +148,7 @@ fn an_hourly_csv_of_a_real_city_beats_the_rule_and_is_told_where_to_borrow_rows(
 
     succeeded(&parkcast(&["import", "-w", &warehouse, "birmingham"]));
     let lent = backtest(&warehouse);
-    let line = lent
-        .lines()
-        .find(|line| line.starts_with("prior: "))
-        .unwrap_or_else(|| panic!("a prior line: {lent}"));
+    let line = line_starting(&lent, "prior: ");
     assert!(
         line.starts_with("prior: rows from birmingham (")
             && line.contains("taken by 12 of 12 horizon fits"),

@@ -136,10 +136,7 @@ fn a_source_that_writes_only_changes_warns_and_fill_forward_restores_its_pairs()
 
     // Imported as is: the import warns in its summary and its log, and says how to fix it.
     let (stdout, stderr) = succeeded(&import(&warehouse, &changes, "town", &[]));
-    let warning = stdout
-        .lines()
-        .find(|line| line.starts_with("warning: csv-town: "))
-        .unwrap_or_else(|| panic!("no warning in the import summary: {stdout}"));
+    let warning = common::line_starting(&stdout, "warning: csv-town: ");
     assert!(
         warning.contains("of 15-min steps between first and last reading have no reading")
             && warning.contains("consecutive readings never repeat a value (all 3 lots)")

@@ -149,6 +149,14 @@ pub fn succeeded(output: &Output) -> String {
     stdout
 }
 
+/// The first line of `output` that starts with `prefix` (else the test fails with the whole output).
+pub fn line_starting<'a>(output: &'a str, prefix: &str) -> &'a str {
+    output
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{output}"))
+}
+
 /// Six weeks of 15-minute counts of two lots (`north`, 40 places; `south`, 120) with a daily rhythm,
 /// busier on weekdays, from Monday 5 February 2024, as `counts.csv` in `dir`; returns its path.
 pub fn two_lot_counts(dir: &Path) -> String {
