@@ -103,6 +103,12 @@ pub struct ModelBundle {
     /// worse than its reference an ordinary bad day of the lot is.
     #[serde(default)]
     pub lot_error_spread: BTreeMap<String, BTreeMap<u32, f32>>,
+    /// Each lot's scale of residuals per horizon (minutes)
+    /// ([`parkcast_features::conformal::lot_scales`]): the calibrations hold residuals divided by
+    /// their lot's scale, and a lot's intervals and probabilities multiply it back. Absent for a
+    /// lot (or in files written before it, whose residuals are not divided): 1.
+    #[serde(default)]
+    pub lot_interval_scales: BTreeMap<String, BTreeMap<u32, f64>>,
 }
 
 impl ModelBundle {
@@ -145,6 +151,16 @@ impl ModelBundle {
                 )));
             }
         }
+        for (lot_id, horizons) in &bundle.lot_interval_scales {
+            if let Some((minutes, scale)) = horizons
+                .iter()
+                .find(|(_, scale)| !(scale.is_finite() && **scale > 0.0))
+            {
+                return Err(ModelError::Corrupt(format!(
+                    "lot {lot_id}'s interval scale at {minutes} min is {scale}, not a positive number"
+                )));
+            }
+        }
         for lot in &bundle.lots {
             lot.timezone.parse::<Tz>().map_err(|_| {
                 ModelError::Corrupt(format!(
@@ -161,6 +177,16 @@ impl ModelBundle {
         let model = SavedModel::from_bytes(&self.model)?;
         let mut calendars: BTreeMap<String, Arc<HolidayCalendar>> = BTreeMap::new();
         let mut lots = BTreeMap::new();
+        let interval_scales = self
+            .lots
+            .iter()
+            .map(|lot| {
+                self.lot_interval_scales
+                    .get(&lot.lot_id)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
         for (code, lot) in self.lots.iter().enumerate() {
             let timezone: Tz = lot.timezone.parse().map_err(|_| {
                 ModelError::Corrupt(format!(
@@ -199,6 +225,7 @@ impl ModelBundle {
             bundle: self,
             model,
             lots,
+            interval_scales,
         })
     }
 }
@@ -209,6 +236,8 @@ pub struct LoadedModel {
     pub bundle: ModelBundle,
     model: SavedModel,
     lots: BTreeMap<String, (LotContext, Arc<LotProfile>)>,
+    /// Per lot code, its interval scale per horizon (minutes).
+    interval_scales: Vec<BTreeMap<u32, f64>>,
 }
 
 impl LoadedModel {
@@ -238,6 +267,16 @@ impl LoadedModel {
             .get(lot_id)?
             .get(&horizon_minutes)
             .map(|spread| f64::from(*spread))
+    }
+
+    /// A lot's scale of residuals at a horizon (minutes): 1 where the file has none
+    /// ([`ModelBundle::lot_interval_scales`]).
+    pub fn lot_interval_scale(&self, lot_code: Option<u32>, horizon_minutes: u32) -> f64 {
+        lot_code
+            .and_then(|code| self.interval_scales.get(usize::try_from(code).ok()?))
+            .and_then(|scales| scales.get(&horizon_minutes))
+            .copied()
+            .unwrap_or(1.0)
     }
 
     /// The forecaster.
@@ -355,14 +394,20 @@ impl LoadedModel {
             .collect::<Option<_>>()?;
         let capacity = vectors.first()?[index::CAPACITY];
         let rates = self.forecaster().predict(&vectors);
+        let lot_code = state.context().lot_code;
         let horizons = horizons
             .iter()
             .zip(rates)
-            .map(|(steps, rate)| HorizonForecast {
-                horizon_minutes: steps * self.step_minutes(),
-                target_ms: origin_ms + i64::from(*steps) * step_ms,
-                rate,
-                interval_scale: IntervalScale::ONE,
+            .map(|(steps, rate)| {
+                let horizon_minutes = steps * self.step_minutes();
+                HorizonForecast {
+                    horizon_minutes,
+                    target_ms: origin_ms + i64::from(*steps) * step_ms,
+                    rate,
+                    interval_scale: IntervalScale::uniform(
+                        self.lot_interval_scale(lot_code, horizon_minutes),
+                    ),
+                }
             })
             .collect();
         Some(LotForecast {
@@ -393,9 +438,10 @@ pub struct HorizonForecast {
     pub target_ms: i64,
     /// The occupancy rate forecast, in [0, 1] (NaN where the model could not forecast).
     pub rate: f64,
-    /// The factors its calibration's residuals are scaled by: adaptive conformal inference's
-    /// (`parkcast_features::conformal::AdaptiveScales`) for the target's class when the forecast
-    /// was made, so every answer from it reads one distribution (1 from [`LoadedModel::forecast`]).
+    /// The factors its calibration's residuals are scaled by: the lot's scale
+    /// ([`LoadedModel::lot_interval_scale`], from [`LoadedModel::forecast`]) times adaptive
+    /// conformal inference's (`parkcast_features::conformal::AdaptiveScales`) for the target's
+    /// class when the forecast was made, so every answer from it reads one distribution.
     pub interval_scale: IntervalScale,
 }
 
@@ -470,6 +516,7 @@ mod tests {
             lot_mae: BTreeMap::new(),
             lot_hour_mae: BTreeMap::new(),
             lot_error_spread: BTreeMap::new(),
+            lot_interval_scales: BTreeMap::new(),
         }
     }
 
@@ -561,6 +608,65 @@ mod tests {
             Some(&narrow)
         );
         assert_eq!(loaded.calibration_for("england", 60, saturday), None);
+    }
+
+    #[test]
+    fn each_lots_forecast_carries_its_interval_scale_and_a_bad_one_is_refused() {
+        let mut scaled = bundle(BTreeMap::new());
+        scaled.calibrations.insert(
+            30,
+            ResidualCalibration::fit([-0.02, 0.0, 0.02]).expect("residuals"),
+        );
+        scaled
+            .lot_interval_scales
+            .insert("england".to_owned(), [(30, 2.5)].into());
+        let loaded = ModelBundle::from_bytes(&scaled.to_bytes().expect("encodes"))
+            .expect("decodes")
+            .load()
+            .expect("loads");
+        let forecast_of = |lot_id: &str| {
+            let mut state = loaded.new_state(lot_id).expect("known lot");
+            state.push_value(
+                1_700_000_000_000 - 1_700_000_000_000 % 1_800_000,
+                parkcast_features::grid::GridValue {
+                    occupied: 50.0,
+                    capacity: 100.0,
+                },
+            );
+            loaded.forecast(&state).expect("forecasts")
+        };
+        let england = forecast_of("england");
+        assert_eq!(
+            england.horizons[0].interval_scale,
+            IntervalScale::uniform(2.5)
+        );
+        // A lot without a scale of its own reads the calibration as it is.
+        assert_eq!(
+            forecast_of("own").horizons[0].interval_scale,
+            IntervalScale::ONE
+        );
+        // The scale widens the lot's intervals and its distribution alike.
+        let calibration = loaded.calibration(30).expect("calibrated");
+        let (low, high) = calibration
+            .scaled(england.horizons[0].interval_scale)
+            .interval(0.5, 0.8);
+        assert!((high - low - 2.0 * 2.5 * calibration.half_width(0.8)).abs() < 1e-12);
+
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let mut corrupt = bundle(BTreeMap::new());
+            corrupt
+                .lot_interval_scales
+                .insert("england".to_owned(), [(30, bad)].into());
+            let error = ModelBundle::from_bytes(&corrupt.to_bytes().expect("encodes"))
+                .err()
+                .expect("refused");
+            assert!(
+                error
+                    .to_string()
+                    .contains("england's interval scale at 30 min"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

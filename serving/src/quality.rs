@@ -437,8 +437,9 @@ impl QualityMonitor {
         }
     }
 
-    /// Sets each horizon's interval scale of a new forecast of `lot` from the adaptive scales of
-    /// its target's class (left as it is without adaptation).
+    /// Multiplies each horizon's interval scale of a new forecast of `lot` (the lot's own scale,
+    /// from the model file) by the adaptive scales of its target's class (left as it is without
+    /// adaptation).
     pub fn adapt(&self, lot: usize, forecast: &mut LotForecast) {
         let (Some(adaptive), Some(reference)) = (&self.adaptive, self.references.get(lot)) else {
             return;
@@ -452,7 +453,10 @@ impl QualityMonitor {
                 continue;
             };
             let class = reference.adaptive_class(horizon.target_ms, adaptive.scope);
-            horizon.interval_scale = adaptive.trackers[index].scales().scale(class);
+            horizon.interval_scale = adaptive.trackers[index]
+                .scales()
+                .scale(class)
+                .then(horizon.interval_scale);
         }
     }
 

@@ -17,7 +17,7 @@
 //! soon as its actual is known, as live serving does. The report gives the share of test actuals
 //! the intervals cover.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use chrono::{Days, NaiveDate, NaiveDateTime, Timelike};
 use parkcast_features::calendar::DayType;
 use parkcast_features::conformal::{
     ADAPTIVE_COVERAGES, AdaptiveTracker, CalibrationScope, DayTypeCalibration, Misses,
-    adaptive_class, interval_around,
+    adaptive_class, interval_around, lot_scales,
 };
 use parkcast_features::grid::GridSeries;
 use parkcast_features::vector::batch::{self, BatchRequest, LotHistory};
@@ -383,11 +383,22 @@ pub struct BacktestReport {
     /// choosing a model on it does not peek at the test.
     pub validation_mae: Vec<(String, u32, f64)>,
     /// Residuals (actual - forecast) of the last window per (model index, horizon steps), with the
-    /// day type of their target: out of sample for models fitted before it, so they calibrate a
+    /// day type and the lot of their target: out of sample for models fitted before it, so they calibrate a
     /// final model's intervals.
-    pub test_residuals: BTreeMap<(usize, u32), Vec<(f64, DayType)>>,
+    pub test_residuals: BTreeMap<(usize, u32), Vec<TestResidual>>,
     /// The run's scale and time per phase.
     pub run: RunStats,
+}
+
+/// A residual of the last window, as a final model's calibration reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TestResidual {
+    /// Actual - forecast, as a rate.
+    pub residual: f64,
+    /// The day type of its target.
+    pub day_type: DayType,
+    /// Its lot (index into [`BacktestReport::lots`]).
+    pub lot: usize,
 }
 
 /// Errors of one model at one horizon for one lot.
@@ -792,7 +803,7 @@ pub fn backtest_lots(
     let mut tally = Tally::default();
     let mut samples = Vec::new();
     let mut training_rows = BTreeMap::new();
-    let mut test_residuals: BTreeMap<(usize, u32), Vec<(f64, DayType)>> = BTreeMap::new();
+    let mut test_residuals: BTreeMap<(usize, u32), Vec<TestResidual>> = BTreeMap::new();
     let mut validation = ValidationSums::new();
     let mut fits = Fits::new(config.cuts());
     for (window_index, &(window_start, window_end)) in windows.iter().enumerate() {
@@ -919,7 +930,11 @@ pub fn backtest_lots(
                 test_residuals
                     .entry((residual.model, residual.horizon_steps))
                     .or_default()
-                    .push((residual.residual, residual.day_type));
+                    .push(TestResidual {
+                        residual: residual.residual,
+                        day_type: residual.day_type,
+                        lot: residual.lot,
+                    });
             }
         }
         timeline.replay(kept, origins, names.len());
@@ -1152,6 +1167,7 @@ fn keeps_residual(strides: [u64; 3], row: &EvalRow) -> bool {
 struct KeptResidual {
     target_ms: i64,
     residual: f64,
+    lot: usize,
     model: usize,
     horizon_steps: u32,
     day_type: DayType,
@@ -1163,6 +1179,7 @@ impl KeptResidual {
         KeptResidual {
             target_ms: row.target_ms,
             residual: row.actual_rate - forecast,
+            lot: row.lot,
             model,
             horizon_steps: row.horizon_steps,
             day_type: row.day_type,
@@ -1178,6 +1195,10 @@ impl KeptResidual {
 /// forgetting those older than `calibration_days`, and keeps the half-widths each (model, horizon,
 /// day type, holiday) read at each instant: what a pair forecast from that origin was given.
 ///
+/// Residuals are calibrated in units of their lot's scale ([`lot_scales`], from the calibration
+/// days' residuals and fixed for the window): the half-widths a timeline holds are multiplied by
+/// the pair's lot scale when an interval is read.
+///
 /// The half-widths are scaled by adaptive conformal inference ([`AdaptiveTracker`]): as each kept
 /// residual's target is reached, whether it fell outside the 80% and the 95% interval its origin
 /// was given is counted for its class, and each instant's outcomes move the scales the next
@@ -1187,6 +1208,8 @@ struct IntervalTimeline {
     scope: CalibrationScope,
     step_ms: i64,
     rolling: BTreeMap<(usize, u32), DayTypeCalibration>,
+    /// Per (model, horizon, lot): the lot's scale of residuals (absent: 1).
+    lot_scales: HashMap<(usize, u32, usize), f64>,
     /// Per (model, horizon): the adaptive scales, as of the instant being replayed.
     adaptive: BTreeMap<(usize, u32), AdaptiveTracker>,
     /// First origin instant of `widths`.
@@ -1211,16 +1234,42 @@ impl IntervalTimeline {
             scope: config.calibration,
             step_ms: i64::from(config.step_minutes) * 60_000,
             rolling: BTreeMap::new(),
+            lot_scales: HashMap::new(),
             adaptive: BTreeMap::new(),
             first_ms: 0,
             widths: Vec::new(),
             horizons: config.horizons.clone(),
             models: 0,
         };
-        for residual in kept {
+        let mut by_fit: BTreeMap<(usize, u32), Vec<(usize, f64)>> = BTreeMap::new();
+        for residual in &kept {
+            by_fit
+                .entry((residual.model, residual.horizon_steps))
+                .or_default()
+                .push((residual.lot, residual.residual));
+        }
+        for ((model, horizon), residuals) in by_fit {
+            for (lot, scale) in lot_scales(residuals) {
+                timeline.lot_scales.insert((model, horizon, lot), scale);
+            }
+        }
+        for mut residual in kept {
+            residual.residual /= timeline.lot_scale(&residual);
             timeline.push(&residual);
         }
         timeline
+    }
+
+    /// The scale of a residual's lot for its model and horizon.
+    fn lot_scale(&self, residual: &KeptResidual) -> f64 {
+        self.lot_scale_of(residual.model, residual.horizon_steps, residual.lot)
+    }
+
+    fn lot_scale_of(&self, model: usize, horizon_steps: u32, lot: usize) -> f64 {
+        self.lot_scales
+            .get(&(model, horizon_steps, lot))
+            .copied()
+            .unwrap_or(1.0)
     }
 
     fn push(&mut self, residual: &KeptResidual) {
@@ -1245,7 +1294,9 @@ impl IntervalTimeline {
         let mut pending = kept.into_iter().peekable();
         let mut instant = first;
         while instant <= last {
-            while let Some(residual) = pending.next_if(|residual| residual.target_ms <= instant) {
+            while let Some(mut residual) = pending.next_if(|residual| residual.target_ms <= instant)
+            {
+                residual.residual /= self.lot_scale(&residual);
                 if let Some(missed) = self.missed(&residual) {
                     let class = adaptive_class(residual.day_type, residual.holiday, self.scope);
                     self.adaptive
@@ -1349,6 +1400,8 @@ impl IntervalTimeline {
         if eighty.is_nan() || ninety_five.is_nan() {
             return None;
         }
+        let scale = self.lot_scale_of(model, row.horizon_steps, row.lot);
+        let (eighty, ninety_five) = (eighty * scale, ninety_five * scale);
         Some((
             interval_around(point, eighty),
             interval_around(point, ninety_five),

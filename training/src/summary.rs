@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use parkcast_features::calendar::DayType;
 use parkcast_tables::{Cell, CellAlignment, Table, new_table, percent, right, thousands};
 
-use crate::backtest::{BacktestConfig, BacktestReport, RunStats};
+use crate::backtest::{BacktestConfig, BacktestReport, HorizonMetrics, RunStats};
 use crate::frozen::LoadedConfig;
 use crate::registry::{ListEntry, Manifest};
 use crate::tune::{TrialResult, describe_params, source_cell};
@@ -350,7 +350,7 @@ pub fn per_lot_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table
     let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut table = new_table(&header_refs);
     // Index once: the table looks every (lot, model, horizon) up, and the sort does so repeatedly.
-    let by_key: HashMap<(&str, &str, u32), f64> = outcome
+    let by_key: HashMap<(&str, &str, u32), &HorizonMetrics> = outcome
         .per_lot
         .iter()
         .map(|entry| {
@@ -360,11 +360,15 @@ pub fn per_lot_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table
                     entry.metrics.model.as_str(),
                     entry.metrics.horizon_steps,
                 ),
-                entry.metrics.mae_rate,
+                &entry.metrics,
             )
         })
         .collect();
-    let mae = |lot: &str, model: &str, horizon: u32| by_key.get(&(lot, model, horizon)).copied();
+    let metrics =
+        |lot: &str, model: &str, horizon: u32| by_key.get(&(lot, model, horizon)).copied();
+    let mae = |lot: &str, model: &str, horizon: u32| {
+        metrics(lot, model, horizon).map(|metrics| metrics.mae_rate)
+    };
     let last_horizon = *config
         .horizons
         .last()
@@ -384,8 +388,18 @@ pub fn per_lot_table(outcome: &BacktestReport, config: &BacktestConfig) -> Table
         let mut row = vec![Cell::new(lot)];
         for &horizon in &config.horizons {
             for model in &models {
-                let text = mae(lot, model, horizon)
-                    .map_or_else(|| "n/a".to_owned(), |value| format!("{value:.4}"));
+                let text = metrics(lot, model, horizon).map_or_else(
+                    || "n/a".to_owned(),
+                    |metrics| match (metrics.coverage_80, metrics.coverage_95) {
+                        (Some(eighty), Some(ninety_five)) => format!(
+                            "{:.4} ({:.0} / {:.0}%)",
+                            metrics.mae_rate,
+                            100.0 * eighty,
+                            100.0 * ninety_five
+                        ),
+                        _ => format!("{:.4}", metrics.mae_rate),
+                    },
+                );
                 row.push(Cell::new(text).set_alignment(CellAlignment::Right));
             }
         }

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Days, Utc};
 use parkcast_features::calendar::HolidayCalendar;
-use parkcast_features::conformal::DayTypeResiduals;
+use parkcast_features::conformal::{DayTypeResiduals, lot_scales};
 use parkcast_features::vector::{FEATURE_NAMES, LotProfile};
 use parkcast_warehouse::Warehouse;
 
@@ -195,14 +195,30 @@ pub fn train(
         .position(|name| name == promoted)
         .unwrap_or_default();
     // Intervals are calibrated as the backtest calibrated them: per day type of the target where
-    // the last window has enough of that day's residuals, pooled otherwise.
+    // the last window has enough of that day's residuals, pooled otherwise, each residual in units
+    // of its lot's scale (`conformal::lot_scales`), which the file keeps per lot.
+    let mut lot_interval_scales: BTreeMap<String, BTreeMap<u32, f64>> = BTreeMap::new();
     let fixed: BTreeMap<u32, DayTypeResiduals> = report
         .test_residuals
         .iter()
         .filter(|((model_index, _), _)| *model_index == promoted_index)
         .filter_map(|((_, horizon), residuals)| {
-            DayTypeResiduals::fit(residuals.iter().copied(), config.backtest.calibration)
-                .map(|calibration| (horizon * config.backtest.step_minutes, calibration))
+            let minutes = horizon * config.backtest.step_minutes;
+            let scales = lot_scales(residuals.iter().map(|test| (test.lot, test.residual)));
+            for (&lot, &scale) in &scales {
+                if let Some(lot_id) = report.lots.get(lot) {
+                    lot_interval_scales
+                        .entry(lot_id.clone())
+                        .or_default()
+                        .insert(minutes, scale);
+                }
+            }
+            let normalised = residuals.iter().map(|test| {
+                let scale = scales.get(&test.lot).copied().unwrap_or(1.0);
+                (test.residual / scale, test.day_type)
+            });
+            DayTypeResiduals::fit(normalised, config.backtest.calibration)
+                .map(|calibration| (minutes, calibration))
         })
         .collect();
     let calibrations = fixed
@@ -275,6 +291,7 @@ pub fn train(
         lot_mae: lot_mae(&report, &model),
         lot_hour_mae: lot_hour_mae(&report, &model),
         lot_error_spread: lot_error_spread(&report, &model),
+        lot_interval_scales,
     };
     let bytes = bundle.to_bytes()?;
     let forecast_csv = phases.time("live forecasts", || live_forecasts(&bytes, &lots, progress))?;
@@ -644,8 +661,9 @@ fn live_rows(loaded: &LoadedModel, lot: &LotInputs, as_of_ms: i64) -> Vec<LiveRo
         else {
             continue;
         };
-        let (low_80, high_80) = calibration.interval(rate, 0.8);
-        let (low_95, high_95) = calibration.interval(rate, 0.95);
+        let scaled = calibration.scaled(horizon.interval_scale);
+        let (low_80, high_80) = scaled.interval(rate, 0.8);
+        let (low_95, high_95) = scaled.interval(rate, 0.95);
         rows.push((
             lot.lot_id.clone(),
             (as_of_ms - last_ms) / 60_000,
@@ -660,9 +678,9 @@ fn live_rows(loaded: &LoadedModel, lot: &LotInputs, as_of_ms: i64) -> Vec<LiveRo
                 high_80,
                 low_95,
                 high_95,
-                calibration.probability_at_least(rate, 0.8),
-                calibration.probability_below(rate, 0.6),
-                calibration.probability_free_slot(rate, capacity),
+                scaled.probability_at_least(rate, 0.8),
+                scaled.probability_below(rate, 0.6),
+                scaled.probability_free_slot(rate, capacity),
             ],
         ));
     }

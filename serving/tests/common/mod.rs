@@ -245,6 +245,7 @@ pub fn publish_toy(
         lot_mae: BTreeMap::new(),
         lot_hour_mae: BTreeMap::new(),
         lot_error_spread: BTreeMap::new(),
+        lot_interval_scales: BTreeMap::new(),
     };
     publish_bytes_priced(
         registry,
