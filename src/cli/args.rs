@@ -278,6 +278,7 @@ impl ProtocolArgs {
         frozen: &FrozenConfig,
     ) -> Result<(BacktestConfig, String)> {
         let (mut config, origin) = self.request()?.resolve(warehouse, frozen.calibration())?;
+        config.lot_scale = frozen.lot_scale();
         config.group_lots = self.group_lots;
         config.scratch = self.scratch.clone();
         config.matrix = self.matrix.clone();

@@ -182,6 +182,7 @@ fn train_and_report(
         name: backtest.source.clone(),
         backtest: BacktestConfig {
             calibration: frozen.config.calibration(),
+            lot_scale: frozen.config.lot_scale(),
             ..backtest
         },
         models: frozen.config.models(),

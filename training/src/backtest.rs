@@ -163,6 +163,9 @@ pub struct BacktestConfig {
     pub max_training_rows: usize,
     /// Which residuals calibrate each interval: all, or those of the target's day type.
     pub calibration: CalibrationScope,
+    /// Calibrate residuals in units of their lot's scale ([`lot_scales`]): each lot's intervals
+    /// follow its own errors. `false`: one calibration for every lot.
+    pub lot_scale: bool,
     /// Score the validation days only: fit and forecast the calibration days before each window
     /// and skip the test windows entirely (no test fit is made, no test actual is read). What a
     /// hyperparameter search runs, so that it cannot choose on the test.
@@ -199,6 +202,7 @@ impl BacktestConfig {
             training_days: None,
             max_training_rows: 400_000,
             calibration: CalibrationScope::default(),
+            lot_scale: true,
             validation_only: false,
             group_lots: DEFAULT_GROUP_LOTS,
             scratch: None,
@@ -1242,7 +1246,7 @@ impl IntervalTimeline {
             models: 0,
         };
         let mut by_fit: BTreeMap<(usize, u32), Vec<(usize, f64)>> = BTreeMap::new();
-        for residual in &kept {
+        for residual in kept.iter().filter(|_| config.lot_scale) {
             by_fit
                 .entry((residual.model, residual.horizon_steps))
                 .or_default()

@@ -167,6 +167,15 @@ pub struct LinearSection {
 pub struct IntervalsSection {
     /// `day-type` or `pooled`.
     pub calibration: CalibrationScope,
+    /// Whether residuals are calibrated in units of their lot's scale
+    /// (`parkcast_features::conformal::lot_scales`), so each lot's intervals follow its own errors;
+    /// `false`: one calibration for every lot. Absent (files written before it): `true`.
+    #[serde(default = "lot_scale_default")]
+    pub lot_scale: bool,
+}
+
+fn lot_scale_default() -> bool {
+    true
 }
 
 /// `[selection]`: the record of how the values were chosen.
@@ -457,6 +466,11 @@ impl FrozenConfig {
     /// The interval calibration scope.
     pub fn calibration(&self) -> CalibrationScope {
         self.intervals.calibration
+    }
+
+    /// Whether residuals are calibrated per lot scale (`[intervals] lot_scale`).
+    pub fn lot_scale(&self) -> bool {
+        self.intervals.lot_scale
     }
 
     /// Copies the trees' hyperparameters back into `[gbm]` (what `parkcast tune` does with a
@@ -925,6 +939,27 @@ mod tests {
         assert_eq!(loaded.config.linear_params(), LinearParams::default());
         assert_eq!(loaded.config.calibration(), CalibrationScope::default());
         assert_eq!(loaded.sha256().len(), 64);
+    }
+
+    #[test]
+    fn lot_scales_are_on_unless_the_configuration_turns_them_off() {
+        assert!(LoadedConfig::embedded().config.lot_scale());
+        let off = with(
+            "calibration = \"day-type\"",
+            "calibration = \"day-type\"\nlot_scale = false",
+        );
+        let parsed = FrozenConfig::parse("off.toml", &off).expect("parses");
+        assert!(!parsed.lot_scale());
+        let wrong = with(
+            "calibration = \"day-type\"",
+            "calibration = \"day-type\"\nlot_scale = \"yes\"",
+        );
+        let error = FrozenConfig::parse("wrong.toml", &wrong).expect_err("refused");
+        let text = error.to_string();
+        assert!(
+            text.contains("lot_scale") && text.contains("expected a boolean"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -204,7 +204,11 @@ pub fn train(
         .filter(|((model_index, _), _)| *model_index == promoted_index)
         .filter_map(|((_, horizon), residuals)| {
             let minutes = horizon * config.backtest.step_minutes;
-            let scales = lot_scales(residuals.iter().map(|test| (test.lot, test.residual)));
+            let scales = if config.backtest.lot_scale {
+                lot_scales(residuals.iter().map(|test| (test.lot, test.residual)))
+            } else {
+                BTreeMap::new()
+            };
             for (&lot, &scale) in &scales {
                 if let Some(lot_id) = report.lots.get(lot) {
                     lot_interval_scales

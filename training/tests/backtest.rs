@@ -316,6 +316,35 @@ fn each_lots_intervals_hold_for_that_lot() {
         windows: 4,
         ..BacktestConfig::birmingham()
     };
+    let covers_of = |report: &parkcast_training::backtest::BacktestReport, horizon: u32| {
+        report
+            .per_lot
+            .iter()
+            .filter(|lot| {
+                lot.metrics.model == "persistence + profile change"
+                    && lot.metrics.horizon_steps == horizon
+            })
+            .map(|lot| lot.metrics.coverage_80.expect("calibrated"))
+            .collect::<Vec<f64>>()
+    };
+    // One calibration for every lot (`[intervals] lot_scale = false`): some lot is far off.
+    let one = backtest_baselines(
+        &warehouse,
+        &BacktestConfig {
+            lot_scale: false,
+            ..config.clone()
+        },
+    )
+    .expect("backtest");
+    let worst = covers_of(&one, 4)
+        .into_iter()
+        .map(|cover| (cover - 0.8).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst > 0.2,
+        "one calibration: worst lot {worst:.3} from 80% at 2 h"
+    );
+
     let report = backtest_baselines(&warehouse, &config).expect("backtest");
     for horizon in &config.horizons {
         let covers: Vec<(&str, f64)> = report
