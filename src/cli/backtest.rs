@@ -14,8 +14,8 @@ use crate::progress::BarProgress;
 pub struct BacktestArgs {
     #[command(flatten)]
     pub protocol: ProtocolArgs,
-    /// Also print each lot's MAE for the best learned model and persistence + profile change, worst
-    /// lots first.
+    /// Also print each lot's MAE for the best learned model and persistence + profile change, with
+    /// the share of its actuals inside its 80% / 95% intervals, worst lots first.
     #[arg(long)]
     pub per_lot: bool,
 }

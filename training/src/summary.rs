@@ -723,6 +723,12 @@ mod tests {
         let busy = table.find("busy").expect("busy listed");
         let quiet = table.find("quiet").expect("quiet listed");
         assert!(busy < quiet, "{table}");
+        // Without both intervals' covers a lot's cell is its MAE alone; with them, its covers too.
+        assert!(table.contains(" 0.0500 "), "{table}");
+        let mut covered = report();
+        covered.per_lot[0].metrics.coverage_95 = Some(0.9449);
+        let table = per_lot_table(&covered, &config()).to_string();
+        assert!(table.contains(" 0.0100 (80 / 94%) "), "{table}");
         assert!(table.contains("gbm 60 min"), "{table}");
         assert!(
             table.contains("persistence + profile change 30 min"),
