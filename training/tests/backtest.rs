@@ -305,6 +305,29 @@ fn intervals_calibrated_per_day_type_hold_on_saturdays_sundays_and_holidays() {
     }
 }
 
+/// The 80% covers of persistence + profile change per lot and horizon (steps), over Birmingham's
+/// four weeks to the test week's end.
+fn coverage_by_lot(warehouse: &Warehouse, lot_scale: bool) -> Vec<(String, u32, f64)> {
+    let config = BacktestConfig {
+        windows: 4,
+        lot_scale,
+        ..BacktestConfig::birmingham()
+    };
+    let report = backtest_baselines(warehouse, &config).expect("backtest");
+    report
+        .per_lot
+        .into_iter()
+        .filter(|lot| lot.metrics.model == "persistence + profile change")
+        .map(|lot| {
+            (
+                lot.lot_id,
+                lot.metrics.horizon_steps,
+                lot.metrics.coverage_80.expect("calibrated"),
+            )
+        })
+        .collect()
+}
+
 /// One calibration for every lot covers 80% of all pairs by missing a busy garage's and
 /// over-covering a quiet lot's (Birmingham's 28 lots, four weeks: 49-99% per lot at 2 h, 11 points
 /// from 80 on average); in units of each lot's scale (`conformal::lot_scales`) each lot's intervals
@@ -312,68 +335,36 @@ fn intervals_calibrated_per_day_type_hold_on_saturdays_sundays_and_holidays() {
 #[test]
 fn each_lots_intervals_hold_for_that_lot() {
     let (_dir, warehouse) = birmingham_warehouse();
-    let config = BacktestConfig {
-        windows: 4,
-        ..BacktestConfig::birmingham()
-    };
-    let covers_of = |report: &parkcast_training::backtest::BacktestReport, horizon: u32| {
-        report
-            .per_lot
-            .iter()
-            .filter(|lot| {
-                lot.metrics.model == "persistence + profile change"
-                    && lot.metrics.horizon_steps == horizon
-            })
-            .map(|lot| lot.metrics.coverage_80.expect("calibrated"))
-            .collect::<Vec<f64>>()
-    };
     // One calibration for every lot (`[intervals] lot_scale = false`): some lot is far off.
-    let one = backtest_baselines(
-        &warehouse,
-        &BacktestConfig {
-            lot_scale: false,
-            ..config.clone()
-        },
-    )
-    .expect("backtest");
-    let worst = covers_of(&one, 4)
-        .into_iter()
-        .map(|cover| (cover - 0.8).abs())
+    let one = coverage_by_lot(&warehouse, false);
+    let worst = one
+        .iter()
+        .map(|(.., cover)| (cover - 0.8).abs())
         .fold(0.0, f64::max);
     assert!(
         worst > 0.2,
-        "one calibration: worst lot {worst:.3} from 80% at 2 h"
+        "one calibration: worst lot {worst:.3} from 80%"
     );
 
-    let report = backtest_baselines(&warehouse, &config).expect("backtest");
-    for horizon in &config.horizons {
-        let covers: Vec<(&str, f64)> = report
-            .per_lot
+    let by_lot = coverage_by_lot(&warehouse, true);
+    for horizon in BacktestConfig::birmingham().horizons {
+        let covers: Vec<&(String, u32, f64)> = by_lot
             .iter()
-            .filter(|lot| {
-                lot.metrics.model == "persistence + profile change"
-                    && lot.metrics.horizon_steps == *horizon
-            })
-            .map(|lot| {
-                (
-                    lot.lot_id.as_str(),
-                    lot.metrics.coverage_80.expect("calibrated"),
-                )
-            })
+            .filter(|(_, steps, _)| *steps == horizon)
             .collect();
         assert_eq!(covers.len(), 28, "every usable lot at {horizon} steps");
         let distance = covers
             .iter()
-            .map(|(_, cover)| (cover - 0.8).abs())
+            .map(|(.., cover)| (cover - 0.8).abs())
             .sum::<f64>()
             / covers.len() as f64;
         assert!(
             distance < 0.07,
             "per-lot 80% covers {distance:.3} from 80% on average at {horizon} steps: {covers:?}"
         );
-        for (lot, cover) in covers {
+        for (lot, _, cover) in covers {
             assert!(
-                (0.60..=0.96).contains(&cover),
+                (0.60..=0.96).contains(cover),
                 "lot {lot}'s 80% interval covers {cover:.3} at {horizon} steps"
             );
         }
