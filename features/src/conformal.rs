@@ -6,7 +6,10 @@
 //! - the interval at coverage `c` is the forecast plus or minus the `ceil((n + 1) c) / n` quantile of
 //!   the absolute residuals (split conformal), clipped to [0, 1] (that is, [0, capacity] in slots);
 //! - probabilities of events (at least one free slot, occupancy >= 80% or < 60%, what the app and the
-//!   SFpark-style pricing rule consume) read the empirical distribution `forecast + residual`.
+//!   SFpark-style pricing rule consume) read the empirical distribution `forecast + residual`;
+//! - residuals may be calibrated in units of their lot's scale ([`lot_scales`]), each lot's interval
+//!   and distribution then multiplied back ([`IntervalScale`]), so a busy garage and a quiet lot
+//!   each get intervals that hold for them.
 //!
 //! Coverage holds when test errors are exchangeable with calibration errors; a holiday or a level
 //! shift breaks that, which is why the backtest reports the coverage it actually got.

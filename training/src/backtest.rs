@@ -387,8 +387,8 @@ pub struct BacktestReport {
     /// choosing a model on it does not peek at the test.
     pub validation_mae: Vec<(String, u32, f64)>,
     /// Residuals (actual - forecast) of the last window per (model index, horizon steps), with the
-    /// day type and the lot of their target: out of sample for models fitted before it, so they calibrate a
-    /// final model's intervals.
+    /// day type and the lot of their target: out of sample for models fitted before it, so they
+    /// calibrate a final model's intervals.
     pub test_residuals: BTreeMap<(usize, u32), Vec<TestResidual>>,
     /// The run's scale and time per phase.
     pub run: RunStats,
