@@ -1245,16 +1245,18 @@ impl IntervalTimeline {
             horizons: config.horizons.clone(),
             models: 0,
         };
-        let mut by_fit: BTreeMap<(usize, u32), Vec<(usize, f64)>> = BTreeMap::new();
-        for residual in kept.iter().filter(|_| config.lot_scale) {
-            by_fit
-                .entry((residual.model, residual.horizon_steps))
-                .or_default()
-                .push((residual.lot, residual.residual));
-        }
-        for ((model, horizon), residuals) in by_fit {
-            for (lot, scale) in lot_scales(residuals) {
-                timeline.lot_scales.insert((model, horizon, lot), scale);
+        if config.lot_scale {
+            let mut by_fit: BTreeMap<(usize, u32), Vec<(usize, f64)>> = BTreeMap::new();
+            for residual in &kept {
+                by_fit
+                    .entry((residual.model, residual.horizon_steps))
+                    .or_default()
+                    .push((residual.lot, residual.residual));
+            }
+            for ((model, horizon), residuals) in by_fit {
+                for (lot, scale) in lot_scales(residuals) {
+                    timeline.lot_scales.insert((model, horizon, lot), scale);
+                }
             }
         }
         for mut residual in kept {
